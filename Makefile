@@ -1,0 +1,67 @@
+# Northwind Goods assistant: `make run` starts everything, `make test` passes the tests.
+# Both create what is missing first (virtual environments, shop database, trained model).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Rasa 3.6 needs Python 3.10; the gateway and the tests run on Python 3.11 (docs/architecture.md).
+find_python = $(shell for p in python$(1) $$(pyenv root 2>/dev/null)/versions/$(1)*/bin/python$(1) \
+	$$HOME/.pyenv/versions/$(1)*/bin/python$(1) /usr/bin/python$(1) /usr/local/bin/python$(1); do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == tuple(map(int, "$(1)".split(".")))' \
+	>/dev/null 2>&1 && { echo "$$p"; break; }; done)
+PYTHON310 ?= $(call find_python,3.10)
+PYTHON311 ?= $(call find_python,3.11)
+
+RASA_VENV := .venv/rasa
+GW_VENV := .venv/gateway
+RASA := $(RASA_VENV)/bin/rasa
+RASA_PY := $(RASA_VENV)/bin/python
+GW_PY := $(GW_VENV)/bin/python
+SHOP_DB ?= var/shop.db
+
+# Rasa's training cache outlives a fresh clone, so an unchanged pipeline is not retrained.
+export RASA_CACHE_DIRECTORY ?= $(HOME)/.cache/northwind-assistant/rasa
+export SQLALCHEMY_SILENCE_UBER_WARNING := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: help setup run test train validate db clean
+
+help:
+	@echo "make run       set up, train if the data changed, start the assistant (Ctrl-C stops)"
+	@echo "make test      set up, train if the data changed, run the whole test suite"
+	@echo "make train     train a model if the data or config changed (Rasa decides)"
+	@echo "make validate  rasa data validate"
+	@echo "make db        create and seed the demo shop database ($(SHOP_DB)) if missing"
+
+$(RASA_VENV)/.installed: requirements/rasa.lock.txt
+	@test -n "$(PYTHON310)" || { echo "Python 3.10 is needed for Rasa 3.6 (set PYTHON310=...)"; exit 1; }
+	test -x $(RASA_PY) || $(PYTHON310) -m venv $(RASA_VENV)
+	$(RASA_PY) -m pip install --quiet --disable-pip-version-check 'pip==26.3' 'setuptools==70.3.0' 'wheel==0.45.1'
+	$(RASA_PY) -m pip install --quiet --disable-pip-version-check -r requirements/rasa.lock.txt
+	touch $@
+
+$(GW_VENV)/.installed: requirements/gateway.lock.txt
+	@test -n "$(PYTHON311)" || { echo "Python 3.11 is needed for the gateway (set PYTHON311=...)"; exit 1; }
+	test -x $(GW_PY) || $(PYTHON311) -m venv $(GW_VENV)
+	$(GW_PY) -m pip install --quiet --disable-pip-version-check -r requirements/gateway.lock.txt
+	touch $@
+
+db: $(RASA_VENV)/.installed
+	$(RASA_PY) -m actions.shop_db seed --if-missing --path $(SHOP_DB)
+
+setup: $(RASA_VENV)/.installed $(GW_VENV)/.installed db
+
+train: $(RASA_VENV)/.installed
+	$(RASA) train --out models
+
+validate: $(RASA_VENV)/.installed
+	$(RASA) data validate
+
+run: setup train
+	SHOP_DB_PATH=$(abspath $(SHOP_DB)) $(RASA_PY) -m bot.serve
+
+test: setup train
+	$(GW_PY) -m pytest
+
+clean:
+	rm -rf models results var .pytest_cache

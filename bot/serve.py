@@ -1,0 +1,274 @@
+"""Starts the whole system and stops it cleanly: ``python -m bot.serve`` (what ``make run`` does).
+
+It starts the action server and the Rasa server (HTTP API enabled, loopback only, token auth),
+waits until each answers, prints where to go, and on Ctrl-C or SIGTERM stops every process it
+started, children included (each runs in its own process group).
+
+Standard library only, so the test suite (Python 3.11) starts the very same processes with
+:class:`Stack`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = PROJECT_ROOT / "var"
+TOKEN_FILE = VAR_DIR / "rasa-token"
+
+
+class StartupError(RuntimeError):
+    """A service did not come up; the message says which and shows the end of its log."""
+
+
+def rasa_token() -> str:
+    """The token of the Rasa HTTP API: $RASA_TOKEN, else one made once and kept in var/."""
+    token = os.environ.get("RASA_TOKEN")
+    if token:
+        return token
+    if TOKEN_FILE.exists():
+        return TOKEN_FILE.read_text().strip()
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def http_json(url: str, timeout: float = 2.0) -> Optional[dict]:
+    """GET url and parse JSON; None when nothing (or an error) answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            data = json.loads(resp.read().decode())
+            return data if isinstance(data, dict) else None
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+@dataclass
+class Service:
+    name: str
+    argv: List[str]
+    ready_url: str
+    log_path: Path
+    env: Dict[str, str] = field(default_factory=dict)
+    process: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        try:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=PROJECT_ROOT,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stopped with all its children
+            )
+        finally:
+            log.close()
+
+    def is_ready(self) -> bool:
+        status = http_json(self.ready_url)
+        if status is None:
+            return False
+        # Rasa's /status names the loaded model; the action server's /health says "ok".
+        return bool(status.get("model_file") or status.get("status") == "ok")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, grace: float = 10.0) -> None:
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=5)
+        else:
+            try:  # children that outlived their parent
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@dataclass
+class Stack:
+    """The Rasa server and the action server, on the ports given."""
+
+    rasa_bin: Path
+    model: Path
+    rasa_port: int = 5005
+    actions_port: int = 5055
+    token: str = ""
+    endpoints: Optional[Path] = None
+    log_dir: Path = VAR_DIR / "log"
+    env: Dict[str, str] = field(default_factory=dict)
+    services: List[Service] = field(default_factory=list)
+
+    @property
+    def rasa_url(self) -> str:
+        return f"http://127.0.0.1:{self.rasa_port}"
+
+    def _endpoints_file(self) -> Path:
+        if self.endpoints is not None:
+            return self.endpoints
+        path = self.log_dir / f"endpoints-{self.rasa_port}.yml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "action_endpoint:\n"
+            f'  url: "http://127.0.0.1:{self.actions_port}/webhook"\n'
+        )
+        return path
+
+    def start(self, timeout: float = 240.0) -> None:
+        token = self.token or rasa_token()
+        self.token = token
+        actions = Service(
+            name="action server",
+            argv=[str(self.rasa_bin), "run", "actions", "--port", str(self.actions_port),
+                  "--actions", "actions"],
+            ready_url=f"http://127.0.0.1:{self.actions_port}/health",
+            log_path=self.log_dir / f"actions-{self.actions_port}.log",
+            env={"SANIC_HOST": "127.0.0.1", **self.env},
+        )
+        rasa = Service(
+            name="Rasa server",
+            argv=[str(self.rasa_bin), "run", "--enable-api", "--interface", "127.0.0.1",
+                  "--port", str(self.rasa_port), "--auth-token", token,
+                  "--model", str(self.model), "--endpoints", str(self._endpoints_file()),
+                  "--credentials", str(PROJECT_ROOT / "credentials.yml")],
+            ready_url=f"{self.rasa_url}/status?token={token}",
+            log_path=self.log_dir / f"rasa-{self.rasa_port}.log",
+            env=self.env,
+        )
+        self.services = [actions, rasa]
+        for service in self.services:
+            service.start()
+        deadline = time.monotonic() + timeout
+        try:
+            for service in self.services:
+                while not service.is_ready():
+                    assert service.process is not None
+                    if service.process.poll() is not None:
+                        raise StartupError(
+                            f"{service.name} exited with code {service.process.returncode}; "
+                            f"its log ({service.log_path}) ends with:\n{service.log_tail()}"
+                        )
+                    if time.monotonic() > deadline:
+                        raise StartupError(
+                            f"{service.name} did not answer {service.ready_url} within "
+                            f"{timeout:.0f} s; its log ends with:\n{service.log_tail()}"
+                        )
+                    time.sleep(0.5)
+        except BaseException:
+            self.stop()
+            raise
+
+    def exited(self) -> Optional[Service]:
+        """The first service that has exited, if any."""
+        for service in self.services:
+            if service.process is not None and service.process.poll() is not None:
+                return service
+        return None
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+
+def latest_model(models_dir: Path = PROJECT_ROOT / "models") -> Path:
+    models = sorted(models_dir.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    if not models:
+        raise StartupError(f"no trained model in {models_dir}: run `make train`")
+    return models[-1]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot.serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rasa-port", type=int, default=int(os.environ.get("RASA_PORT", 5005)))
+    parser.add_argument("--actions-port", type=int,
+                        default=int(os.environ.get("ACTIONS_PORT", 5055)))
+    parser.add_argument("--model", type=Path, help="model file (default: newest in models/)")
+    parser.add_argument("--endpoints", type=Path, default=PROJECT_ROOT / "endpoints.yml")
+    args = parser.parse_args(argv)
+
+    stack = Stack(
+        rasa_bin=Path(sys.executable).parent / "rasa",
+        model=args.model or latest_model(),
+        rasa_port=args.rasa_port,
+        actions_port=args.actions_port,
+        endpoints=args.endpoints,
+    )
+
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    print(f"starting the action server on :{args.actions_port} and Rasa on :{args.rasa_port} "
+          f"with {stack.model.name} (logs in {stack.log_dir})", flush=True)
+    try:
+        stack.start()
+    except StartupError as exc:
+        print(f"start-up failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        "\nThe assistant is up.\n"
+        f"  Rasa HTTP API (loopback only, token in {TOKEN_FILE.relative_to(PROJECT_ROOT)}):\n"
+        f"    {stack.rasa_url}/status?token=$(cat var/rasa-token)\n"
+        "  Talk to it through Rasa's REST channel:\n"
+        f"    curl -s {stack.rasa_url}/webhooks/rest/webhook "
+        "-d '{\"sender\": \"me\", \"message\": \"where is my order 100002?\"}'\n"
+        "Press Ctrl-C to stop everything.",
+        flush=True,
+    )
+    code = 0
+    while not stopping:
+        dead = stack.exited()
+        if dead is not None:
+            print(f"{dead.name} stopped unexpectedly; its log ends with:\n{dead.log_tail()}",
+                  file=sys.stderr)
+            code = 1
+            break
+        time.sleep(0.5)
+    print("stopping…", flush=True)
+    stack.stop()
+    print("stopped.", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
