@@ -162,7 +162,8 @@ class Stack:
         rasa = Service(
             name="Rasa server",
             argv=[str(self.rasa_bin), "run", "--enable-api", "--interface", "127.0.0.1",
-                  "--port", str(self.rasa_port), "--auth-token", token,
+                  "--port", str(self.rasa_port),
+                  f"--auth-token={token}",  # "=": a token may begin with "-"
                   "--model", str(self.model), "--endpoints", str(self._endpoints_file()),
                   "--credentials", str(PROJECT_ROOT / "credentials.yml")],
             ready_url=f"{self.rasa_url}/status?token={token}",

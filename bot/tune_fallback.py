@@ -35,7 +35,14 @@ def holdout_examples(folder: Path) -> List[Tuple[str, str]]:
 
 
 def classifier_view(parse: Dict[str, Any]) -> Tuple[str, float, float]:
-    """Top intent, its confidence and the margin to the second, ignoring nlu_fallback."""
+    """Top intent, its confidence and the margin to the second, ignoring nlu_fallback.
+
+    A message the UnknownWordsFallback rejected (no known word) counts as caught at every
+    threshold: it reports nlu_fallback with confidence 1.0.
+    """
+    intent = parse.get("intent") or {}
+    if intent.get("name") == "nlu_fallback" and intent.get("confidence") == 1.0:
+        return "nlu_fallback", 0.0, 0.0
     ranking = [r for r in parse.get("intent_ranking", []) if r["name"] != "nlu_fallback"]
     top = ranking[0] if ranking else {"name": None, "confidence": 0.0}
     second = ranking[1]["confidence"] if len(ranking) > 1 else 0.0
@@ -75,8 +82,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return conf < threshold or margin < args.ambiguity
 
     wrong = sum(1 for (name, _, _), gold in held if name != gold)
-    print(f"model {model.name}: {len(held)} held-out messages, classifier wrong on {wrong} "
-          f"({1 - wrong / len(held):.3f} accuracy without a fallback); "
+    print(f"model {model.name}: {len(held)} held-out messages, wrong or not understood: "
+          f"{wrong} ({1 - wrong / len(held):.3f} accuracy without the FallbackClassifier); "
           f"ambiguity threshold {args.ambiguity}\n")
     print("| threshold | answered correctly | errors caught | correct ones lost "
           "| meaningless caught |")
