@@ -1,0 +1,320 @@
+"""Users, roles and tokens of the agent console.
+
+Roles, from least to most: ``agent`` (console, conversations), ``trainer`` (also the trainer
+pages and corrections review), ``admin`` (also users and settings); each role may do what the
+roles below it may (:func:`role_at_least`). Passwords are hashed with argon2id
+(argon2-cffi); the store keeps only the hash. Tokens are JWTs (HS256) carrying the username
+(``sub``), the ``role``, ``iat`` and ``exp``.
+
+    user = await authenticate(store, "alice", password)        # InvalidCredentials / UserDisabled
+    token = issue_token(user.username, user.role, secret=secret)
+    claims = verify_token(token, secret=secret)                # TokenExpired / TokenInvalid
+
+Command line: ``python -m handoff.auth create-user --url URL --username U --role agent``
+(password from a prompt, or the first line of standard input with ``--password-stdin``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import getpass
+import os
+import re
+import secrets
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Final
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from handoff.errors import BadRequest, Forbidden, HandoffError, NotFound, Unauthorized
+from handoff.store import ROLES, AlreadyExists, Role, Store, User
+
+__all__ = [
+    "ROLES", "DEFAULT_TOKEN_TTL", "InvalidCredentials", "TokenClaims", "TokenExpired",
+    "TokenInvalid", "UserDisabled", "authenticate", "change_password", "create_user",
+    "ensure_first_admin", "hash_password", "issue_token", "new_secret", "require_role",
+    "role_at_least", "user_from_token", "verify_password", "verify_token",
+]
+
+DEFAULT_TOKEN_TTL: Final = timedelta(hours=12)
+ALGORITHM: Final = "HS256"
+ISSUER: Final = "handoff"
+MIN_SECRET_BYTES: Final = 32
+MIN_PASSWORD_LENGTH: Final = 8
+FIRST_ADMIN: Final = "admin"
+_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_RANK: Final = {role: rank for rank, role in enumerate(ROLES)}
+
+_hasher = PasswordHasher()  # argon2id with argon2-cffi's recommended (RFC 9106 low-memory) cost
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    # Checked against for an unknown username, so the answer takes as long as for a known one.
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+class InvalidCredentials(Unauthorized):
+    """Unknown username or wrong password (deliberately not saying which)."""
+
+    code = "invalid_credentials"
+
+
+class UserDisabled(Forbidden):
+    """The password was right but the account is disabled."""
+
+    code = "user_disabled"
+
+
+class TokenExpired(Unauthorized):
+    """The token was valid but its ``exp`` has passed: log in again."""
+
+    code = "token_expired"
+
+
+class TokenInvalid(Unauthorized):
+    """The token is malformed, not signed with our secret, or lacks a required claim."""
+
+    code = "token_invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    username: str
+    role: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+# --------------------------------------------------------------------------- passwords
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise BadRequest(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+
+
+async def hash_password(password: str) -> str:
+    """The argon2id hash of ``password`` (computed off the event loop)."""
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches ``password_hash``; False for a malformed hash."""
+
+    def check() -> bool:
+        try:
+            return _hasher.verify(password_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(check)
+
+
+# --------------------------------------------------------------------------- users
+
+
+async def create_user(store: Store, username: str, password: str, role: Role) -> User:
+    """Create a user with an argon2 hash of ``password``. ``BadRequest`` for a bad username,
+    role or a password shorter than 8 characters; ``AlreadyExists`` (409) if taken."""
+    if not _USERNAME.match(username):
+        raise BadRequest(
+            "a username is 1-64 letters, digits or . _ @ - and starts with a letter or digit"
+        )
+    if role not in ROLES:
+        raise BadRequest(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+    _check_password(password)
+    return await store.create_user(username, password_hash=await hash_password(password), role=role)
+
+
+async def authenticate(store: Store, username: str, password: str) -> User:
+    """The user if ``password`` is right. ``InvalidCredentials`` (401) for an unknown user or
+    a wrong password, ``UserDisabled`` (403) for a disabled account. An outdated hash (older
+    argon2 parameters) is replaced on success."""
+    try:
+        user = await store.get_user(username)
+    except NotFound:
+        await verify_password(_dummy_hash(), password)
+        raise InvalidCredentials("wrong username or password") from None
+    if not await verify_password(user.password_hash, password):
+        raise InvalidCredentials("wrong username or password")
+    if user.disabled:
+        raise UserDisabled(f"user {username!r} is disabled", username=username)
+    if _hasher.check_needs_rehash(user.password_hash):
+        user = await store.update_user(username, password_hash=await hash_password(password))
+    return user
+
+
+async def change_password(store: Store, username: str, password: str) -> User:
+    """Set a new password; ``NotFound`` if there is no such user."""
+    _check_password(password)
+    return await store.update_user(username, password_hash=await hash_password(password))
+
+
+async def ensure_first_admin(store: Store, *, username: str = FIRST_ADMIN) -> str | None:
+    """When the store has no user at all, create ``admin`` with a random password and return
+    that password (show it once, e.g. in the start-up log); otherwise return None."""
+    if await store.count_users():
+        return None
+    password = secrets.token_urlsafe(18)
+    created = await store.create_first_user(
+        username, password_hash=await hash_password(password), role="admin"
+    )
+    return password if created is not None else None
+
+
+def role_at_least(role: str, minimum: Role) -> bool:
+    """Whether ``role`` may do what ``minimum`` may (agent < trainer < admin)."""
+    return role in _RANK and _RANK[role] >= _RANK[minimum]
+
+
+def require_role(claims: TokenClaims | User, minimum: Role) -> None:
+    """``Forbidden`` (403) unless the token's or user's role is at least ``minimum``."""
+    if not role_at_least(claims.role, minimum):
+        raise Forbidden(f"this needs the {minimum} role", required_role=minimum)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def new_secret() -> str:
+    """A fresh random token secret (43 URL-safe characters)."""
+    return secrets.token_urlsafe(MIN_SECRET_BYTES)
+
+
+def _key(secret: str) -> bytes:
+    key = secret.encode()
+    if len(key) < MIN_SECRET_BYTES:
+        raise ValueError(f"the token secret needs at least {MIN_SECRET_BYTES} bytes")
+    return key
+
+
+def issue_token(
+    username: str,
+    role: str,
+    *,
+    secret: str,
+    ttl: timedelta = DEFAULT_TOKEN_TTL,
+    now: datetime | None = None,
+) -> str:
+    """A signed token for ``username`` with ``role`` that expires ``ttl`` (whole seconds, at
+    least one) after ``now`` (default: the current time; both rounded down to the second)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    if ttl < timedelta(seconds=1):
+        raise ValueError("a token needs a ttl of at least one second")
+    issued_at = int((now or datetime.now(timezone.utc)).timestamp())
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "sub": username,
+        "role": role,
+        "iat": issued_at,
+        "exp": issued_at + int(ttl.total_seconds()),
+    }
+    return jwt.encode(claims, _key(secret), algorithm=ALGORITHM)
+
+
+def verify_token(
+    token: str, *, secret: str, now: datetime | None = None, leeway: timedelta = timedelta(0)
+) -> TokenClaims:
+    """The claims of a token we issued. ``TokenExpired`` once ``exp`` is reached (give or take
+    ``leeway``), ``TokenInvalid`` for anything else wrong with it (both 401)."""
+    try:
+        claims = jwt.decode(
+            token,
+            _key(secret),
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "iss"], "verify_exp": False,
+                     "verify_iat": False},
+        )
+    except jwt.InvalidTokenError as exc:
+        raise TokenInvalid(f"invalid token: {exc}") from exc
+    username, role, iat, exp = (claims.get(k) for k in ("sub", "role", "iat", "exp"))
+    if not isinstance(username, str) or role not in ROLES:
+        raise TokenInvalid("invalid token: bad subject or role")
+    if not isinstance(iat, int) or not isinstance(exp, int):
+        raise TokenInvalid("invalid token: iat and exp must be integers")
+    current = (now or datetime.now(timezone.utc)).timestamp()
+    if current >= exp + leeway.total_seconds():
+        raise TokenExpired("the token has expired; log in again")
+    return TokenClaims(
+        username=username,
+        role=str(role),
+        issued_at=datetime.fromtimestamp(iat, timezone.utc),
+        expires_at=datetime.fromtimestamp(exp, timezone.utc),
+    )
+
+
+async def user_from_token(store: Store, token: str, *, secret: str) -> User:
+    """Verify the token and load its user as it is now: ``TokenInvalid`` if the user no longer
+    exists, ``UserDisabled`` if disabled since. Use the returned user's role, not the token's,
+    where a role change must take effect before the token expires."""
+    claims = verify_token(token, secret=secret)
+    try:
+        user = await store.get_user(claims.username)
+    except NotFound:
+        raise TokenInvalid("invalid token: the user no longer exists") from None
+    if user.disabled:
+        raise UserDisabled(f"user {user.username!r} is disabled", username=user.username)
+    return user
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != first:
+        raise BadRequest("the passwords differ")
+    return first
+
+
+async def _create_user(url: str, username: str, password: str, role: Role) -> User:
+    async with Store(url) as store:
+        await store.migrate()
+        return await create_user(store, username, password, role)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m handoff.auth", description="Manage the console's users."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    create = sub.add_parser("create-user", help="create a user (migrates the database first)")
+    create.add_argument(
+        "--url", default=os.environ.get("HANDOFF_DATABASE_URL"),
+        required="HANDOFF_DATABASE_URL" not in os.environ,
+        help="database URL (default: $HANDOFF_DATABASE_URL)",
+    )
+    create.add_argument("--username", required=True)
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument(
+        "--password-stdin", action="store_true",
+        help="read the password from the first line of standard input instead of a prompt",
+    )
+    args = parser.parse_args(argv)
+    try:
+        password = _read_password(args.password_stdin)
+        user = asyncio.run(_create_user(args.url, args.username, password, args.role))
+    except AlreadyExists:
+        print(f"error: user {args.username!r} exists", file=sys.stderr)
+        return 1
+    except (HandoffError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"created user {user.username} ({user.role})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

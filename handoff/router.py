@@ -1,0 +1,884 @@
+"""The conversation router: a pure state machine, one per conversation.
+
+``step(state, event) -> (new_state, effects)`` is the whole interface. It does no I/O: the shell
+loads a conversation's :class:`ConversationState`, calls :func:`step`, saves the new state, then
+performs the effects in the order given and feeds every Rasa answer back as a :class:`RasaResult`
+or :class:`RasaFailed` event. The shell must step one conversation's events one at a time (a lock
+per conversation); that is what makes takeover exclusive: the second agent's :class:`TakeOver`
+sees the first agent as owner and raises :class:`AlreadyOwned`.
+
+Model
+    ``mode`` is ``bot`` | ``review`` | ``human`` | ``closed``; ``owner`` is the one agent owning a
+    ``review``/``human`` conversation; ``watchers`` see it without owning it. ``queue_reason``
+    (with ``queue_detail``) puts a ``bot`` conversation in the human queue. A ``triage`` entry is a
+    priority flag: the bot keeps answering. Any other reason means the customer was told that a
+    person will help: the bot holds off (messages are logged to Rasa and the prediction is shown
+    as a suggestion), and with ``rasa_unavailable`` messages are only stored and wait for an agent.
+
+Turns
+    Each customer message is a turn. Its effects start with :class:`StoreMessage` and
+    :class:`ShowCustomerMessage`, then one Rasa call. While a call is awaited (``turn`` is set) new
+    messages wait in ``backlog`` and start, in order, when the turn ends: turns never interleave.
+    Every Rasa call effect carries a ``call_id`` and a :class:`Continuation` saying what Rasa does
+    after the call's own work: ``run`` (predict and execute until ``action_listen``), ``hold``
+    (predict the next action and report it unexecuted as ``held``; if it is ``action_listen``,
+    execute that and report ``held=None``) or ``suggest`` (predict and report, change nothing).
+    Results for another ``call_id`` than the awaited one (late after a timeout, or after close)
+    are ignored. Actions Rasa executed are always sent to the customer (they are in the tracker);
+    a marker ``{"handoff": {"reason": ...}}`` among their custom payloads is stripped and escalates.
+
+Review (the edit gate)
+    A held action becomes a :class:`PendingReply` shown to the owner; nothing reaches the customer
+    until the owner decides. Each decision names the ``reply_id`` it decides (stale ones raise
+    :class:`StaleReply`) and yields a :class:`RecordCorrection`. A held action that has messages
+    (a rendered response) is committed by sending exactly those messages and appending them to
+    the tracker (:class:`RasaAppendReply`); one without messages (a custom action) is executed
+    (:class:`RasaExecute`) and its messages are sent when the result reports them.
+
+Transitions (agent actions; anything else raises :class:`InvalidTransition`, state unchanged)
+    ==============  =========================  ==============================================
+    event           from                       to / effects
+    ==============  =========================  ==============================================
+    TakeOver a      bot (queued or not)        human(a); notice agent_joined
+    TakeOver a      review(a)                  human(a); pending reply -> suggestion
+    TakeOver a      review(b) / human(b)       AlreadyOwned (409)
+    SetReview a on  bot (queued or not)        review(a)
+    SetReview a on  human(a)                   review(a); notice bot_back; takeover correction
+    SetReview off   review(a)                  bot, like HandBack
+    HandBack a      review(a)                  bot; a pending reply is released unchanged
+    HandBack a      human(a)                   bot; notice bot_back; takeover correction
+    HandBack a      bot, queued                dequeued; notice bot_back unless triage
+    Close a|None    bot / review(a) / human(a) closed; notice closed; everything waiting dropped
+    AgentMessage a  human(a)                   SendToCustomer(human) + AppendToTracker
+    decisions a     review(a) with a pending   RecordCorrection + commit, then hold again
+    Watch a on/off  any (on: not closed)       watchers changed, no effects
+    ==============  =========================  ==============================================
+    A non-owner gets :class:`NotOwner` (403); no pending reply :class:`NoPendingReply` (409);
+    a closed conversation :class:`ConversationClosed` (409, also for customer messages: the
+    shell starts a new conversation); bad text or names :class:`InvalidInput` (422).
+
+Escalation: in ``bot`` mode a handoff marker (reason ``bot_handoff_marker``), an intent in
+``RouterConfig.handoff_intents`` (``customer_request``) or a failed Rasa call
+(``rasa_unavailable``) queue the conversation and emit ``NotifyCustomer(handoff_queued)``. In
+``review`` an executed marker or a Rasa failure moves the owner into ``human`` mode instead.
+Whenever mode, owner or queue change, the last effect is :class:`StatusChanged`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+ACTION_LISTEN = "action_listen"
+AGENT_REPLY_ACTION = "action_agent_reply"
+"""Action name under which a written or human reply enters the Rasa tracker (not in the domain)."""
+HANDOFF_KEY = "handoff"
+
+BotMessage: TypeAlias = Mapping[str, Any]
+"""One message as Rasa renders it (``text``, ``buttons``, ``image``, ``custom``, ...); read-only."""
+
+
+class Mode(StrEnum):
+    BOT = "bot"
+    REVIEW = "review"
+    HUMAN = "human"
+    CLOSED = "closed"
+
+
+class QueueReason(StrEnum):
+    CUSTOMER_REQUEST = "customer_request"
+    BOT_HANDOFF_MARKER = "bot_handoff_marker"
+    RASA_UNAVAILABLE = "rasa_unavailable"
+    TRIAGE = "triage"
+
+
+class Continuation(StrEnum):
+    """What Rasa does after a :class:`RasaCall`'s own work. ``run``: predict and execute until
+    ``action_listen``. ``hold``: predict; ``action_listen`` is executed (``held=None``), any other
+    action is reported as ``held``, not executed (responses rendered). ``suggest``: predict and
+    report as ``held``; execute and append nothing."""
+
+    RUN = "run"
+    HOLD = "hold"
+    SUGGEST = "suggest"
+
+
+class Sender(StrEnum):
+    BOT = "bot"
+    HUMAN = "human"
+
+
+class Notice(StrEnum):
+    """Gateway events for the customer; the shell picks the words (and may skip the text for
+    ``bot_handoff_marker``, where the bot already said it)."""
+
+    HANDOFF_QUEUED = "handoff_queued"
+    AGENT_JOINED = "agent_joined"
+    BOT_BACK = "bot_back"
+    CLOSED = "closed"
+
+
+class CorrectionKind(StrEnum):
+    APPROVE = "approve"
+    EDIT = "edit"
+    REPLACE = "replace"
+    WRITE = "write"
+    RELABEL = "relabel"
+    TAKEOVER = "takeover"
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Scored:
+    name: str
+    confidence: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class NluParse:
+    intent: str | None
+    confidence: float
+    intent_ranking: tuple[Scored, ...] = ()
+    entities: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class BotAction:
+    """An action Rasa predicted (held) or executed, with its messages (rendered, for responses)."""
+
+    name: str
+    messages: tuple[BotMessage, ...] = ()
+    confidence: float | None = None
+    policy: str | None = None
+    alternatives: tuple[Scored, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingReply:
+    reply_id: int  # the call_id whose result held it
+    message_id: str  # the customer message it answers
+    action: BotAction
+    parse: NluParse | None
+    model_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Turn:
+    message: CustomerMessage
+    then: Continuation
+    call_id: int | None  # the awaited Rasa call; None while a pending reply waits for the owner
+    parse: NluParse | None = None
+    model_id: str | None = None
+    pending: PendingReply | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationState:
+    conversation_id: str
+    mode: Mode = Mode.BOT
+    owner: str | None = None
+    watchers: frozenset[str] = frozenset()
+    queue_reason: QueueReason | None = None
+    queue_detail: str | None = None
+    turn: Turn | None = None
+    backlog: tuple[CustomerMessage, ...] = ()
+    next_call_id: int = 1
+    last_message_id: str | None = None
+    human_since: str | None = None  # last customer message id when the owner took over
+
+    @property
+    def queued(self) -> bool:
+        return self.queue_reason is not None
+
+    @property
+    def waiting_for_agent(self) -> bool:
+        """Queued with the customer told a person will help: the bot holds off."""
+        return self.queue_reason is not None and self.queue_reason is not QueueReason.TRIAGE
+
+    @property
+    def pending(self) -> PendingReply | None:
+        return self.turn.pending if self.turn else None
+
+    @property
+    def audience(self) -> tuple[str, ...]:
+        """Agents who see this conversation live: the owner and the watchers, sorted."""
+        agents = set(self.watchers)
+        if self.owner is not None:
+            agents.add(self.owner)
+        return tuple(sorted(agents))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterConfig:
+    handoff_intents: frozenset[str] = frozenset({"contact_human_agent"})
+
+
+# --- events -------------------------------------------------------------------------------------
+
+class Event:
+    """Base of everything fed to :func:`step`."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CustomerMessage(Event):
+    message_id: str
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaResult(Event):
+    """What a Rasa call did: the parse (when it parsed a message), the actions it executed with
+    their messages, and the next action it predicted but did not execute (``hold``/``suggest``)."""
+
+    call_id: int
+    parse: NluParse | None = None
+    executed: tuple[BotAction, ...] = ()
+    held: BotAction | None = None
+    model_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaFailed(Event):
+    call_id: int
+    error: str
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class TriageFlag(Event):
+    detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentEvent(Event):
+    agent_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Watch(AgentEvent):
+    on: bool = True  # False: stop watching
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetReview(AgentEvent):
+    on: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class TakeOver(AgentEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class HandBack(AgentEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Close(Event):
+    agent_id: str | None  # None: closed by the system (customer left, idle timeout)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentMessage(AgentEvent):
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision(AgentEvent):
+    reply_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Approve(Decision):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Edit(Decision):
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplaceAction(Decision):
+    action_name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Write(Decision):
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Relabel(Decision):
+    intent: str
+
+
+# --- effects ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Effect:
+    conversation_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreMessage(Effect):
+    """Persist the customer message; always the first effect for it."""
+
+    message: CustomerMessage
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShowCustomerMessage(Effect):
+    """Push to the agents' consoles (``Show*`` effects come only when someone watches)."""
+
+    agent_ids: tuple[str, ...]
+    message: CustomerMessage
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShowPendingReply(Effect):
+    agent_id: str
+    reply: PendingReply
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShowSuggestion(Effect):
+    agent_ids: tuple[str, ...]
+    message_id: str
+    action: BotAction
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShowRasaError(Effect):
+    agent_ids: tuple[str, ...]
+    error: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendToCustomer(Effect):
+    """``bot_uttered`` each message (stored as sent; mirrored to the audience)."""
+
+    messages: tuple[BotMessage, ...]
+    action_name: str | None
+    sender: Sender = Sender.BOT
+    agent_id: str | None = None  # the human who wrote, edited or chose it
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotifyCustomer(Effect):
+    notice: Notice
+    reason: QueueReason | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusChanged(Effect):
+    mode: Mode
+    owner: str | None
+    queue_reason: QueueReason | None
+    queue_detail: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaCall(Effect):
+    """A Rasa request whose outcome must come back as RasaResult/RasaFailed with ``call_id``."""
+
+    call_id: int
+    then: Continuation
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaHandleMessage(RasaCall):
+    """Log and parse the message (``POST .../messages``), report the parse, then continue."""
+
+    message: CustomerMessage
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaExecute(RasaCall):
+    """Execute the action (report it with its messages in ``executed``), then continue."""
+
+    action_name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaAppendReply(RasaCall):
+    """Append ``action`` + ``bot`` events for what the customer saw, then continue."""
+
+    action_name: str
+    messages: tuple[BotMessage, ...]
+    agent_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaRelabel(RasaCall):
+    """Undo back to ``message`` and log it again with ``intent`` as its parse (confidence 1),
+    report the new parse, then continue."""
+
+    message: CustomerMessage
+    intent: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppendToTracker(Effect):
+    """Human mode: append ``action`` + ``bot`` (from a human) + ``action_listen``; no result."""
+
+    action_name: str
+    messages: tuple[BotMessage, ...]
+    agent_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplySnapshot:
+    action_name: str | None
+    messages: tuple[BotMessage, ...] = ()
+    intent: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordCorrection(Effect):
+    """The shell adds the time and the tracker events up to ``message_id`` (and ``model_id`` if
+    Rasa did not report one). TAKEOVER: the transcript after ``message_id``; no before/after."""
+
+    kind: CorrectionKind
+    agent_id: str
+    message_id: str | None
+    reply_id: int | None
+    before: ReplySnapshot | None
+    after: ReplySnapshot | None
+    model_id: str | None
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+class RouterError(Exception):
+    """Base of every refusal; ``status`` is the HTTP status the API answers with."""
+
+    status = 400
+
+
+class ConversationNotFound(RouterError):
+    status = 404  # raised by the shell; listed here to keep one tree
+
+
+class NotOwner(RouterError):
+    status = 403
+
+
+class InvalidTransition(RouterError):
+    status = 409
+
+
+class ConversationClosed(InvalidTransition):
+    """The conversation is closed."""
+
+
+class AlreadyOwned(InvalidTransition):
+    def __init__(self, owner: str) -> None:
+        super().__init__(f"conversation is owned by {owner}")
+        self.owner = owner
+
+
+class NoPendingReply(InvalidTransition):
+    """A review decision while no reply waits for one."""
+
+
+class StaleReply(InvalidTransition):
+    """A decision on a reply that is no longer the pending one."""
+
+
+class InvalidInput(RouterError):
+    status = 422
+
+
+# --- pure helpers -------------------------------------------------------------------------------
+
+def handoff_reason(messages: Sequence[BotMessage]) -> str | None:
+    """The reason of the first handoff marker (``custom: {"handoff": {"reason": ...}}``)."""
+    for message in messages:
+        custom = message.get("custom")
+        if isinstance(custom, Mapping) and isinstance(custom.get(HANDOFF_KEY), Mapping):
+            return str(custom[HANDOFF_KEY].get("reason") or "unspecified")
+    return None
+
+
+def strip_handoff(messages: Sequence[BotMessage]) -> tuple[BotMessage, ...]:
+    """The messages without handoff markers (machine-readable, not for the customer)."""
+    return tuple(m for m in messages if handoff_reason([m]) is None)
+
+
+def edited_messages(original: Sequence[BotMessage], text: str) -> tuple[BotMessage, ...]:
+    """An edited reply: one message with ``text``, keeping the original's buttons/quick replies."""
+    edited: dict[str, Any] = {"text": text}
+    for message in original:
+        for key in ("buttons", "quick_replies"):
+            if key in message and key not in edited:
+                edited[key] = message[key]
+    return (edited,)
+
+
+Result: TypeAlias = tuple[ConversationState, list[Effect]]
+DEFAULT_CONFIG = RouterConfig()
+
+
+def step(
+    state: ConversationState, event: Event, config: RouterConfig = DEFAULT_CONFIG
+) -> tuple[ConversationState, tuple[Effect, ...]]:
+    """Apply one event; raise a :class:`RouterError` (state unchanged) if it is not allowed."""
+    new, effects = _dispatch(state, event, config)
+    status = (new.mode, new.owner, new.queue_reason, new.queue_detail)
+    if status != (state.mode, state.owner, state.queue_reason, state.queue_detail):
+        effects.append(StatusChanged(conversation_id=new.conversation_id, mode=new.mode,
+                                     owner=new.owner, queue_reason=new.queue_reason,
+                                     queue_detail=new.queue_detail))
+    return new, tuple(effects)
+
+
+def _dispatch(s: ConversationState, ev: Event, cfg: RouterConfig) -> Result:
+    match ev:
+        case CustomerMessage():
+            return _on_customer_message(s, ev)
+        case RasaResult():
+            return _on_rasa_result(s, ev, cfg)
+        case RasaFailed():
+            return _on_rasa_failed(s, ev)
+        case TriageFlag():
+            if s.mode is Mode.BOT and not s.queued:
+                return replace(s, queue_reason=QueueReason.TRIAGE, queue_detail=ev.detail), []
+            return s, []
+        case Close():
+            return _on_close(s, ev)
+        case Watch(on=False):
+            return replace(s, watchers=s.watchers - {ev.agent_id}), []
+    if s.mode is Mode.CLOSED:
+        raise ConversationClosed("the conversation is closed")
+    match ev:
+        case Watch():
+            return replace(s, watchers=s.watchers | {ev.agent_id}), []
+        case TakeOver():
+            return _on_take_over(s, ev.agent_id)
+        case SetReview(on=True):
+            return _on_review_on(s, ev.agent_id)
+        case SetReview(on=False):
+            if s.mode is not Mode.REVIEW:
+                raise InvalidTransition(f"review is not on in {s.mode.value} mode")
+            return _on_hand_back(s, ev.agent_id)
+        case HandBack():
+            return _on_hand_back(s, ev.agent_id)
+        case AgentMessage():
+            return _on_agent_message(s, ev)
+        case Decision():
+            return _on_decision(s, ev)
+    raise InvalidTransition(f"unknown event {type(ev).__name__}")
+
+
+# --- customer messages and turns ----------------------------------------------------------------
+
+def _on_customer_message(s: ConversationState, msg: CustomerMessage) -> Result:
+    if s.mode is Mode.CLOSED:
+        raise ConversationClosed("the conversation is closed; start a new one")
+    cid = s.conversation_id
+    effects: list[Effect] = [StoreMessage(conversation_id=cid, message=msg)]
+    if s.audience:
+        effects.append(ShowCustomerMessage(conversation_id=cid, agent_ids=s.audience, message=msg))
+    s = replace(s, last_message_id=msg.message_id)
+    if s.turn is not None:
+        return replace(s, backlog=s.backlog + (msg,)), effects
+    s, more = _start_turn(s, msg)
+    return s, effects + more
+
+
+def _default_then(s: ConversationState) -> Continuation:
+    if s.mode is Mode.REVIEW:
+        return Continuation.HOLD
+    if s.mode is Mode.HUMAN or s.waiting_for_agent:
+        return Continuation.SUGGEST
+    return Continuation.RUN
+
+
+def _start_turn(s: ConversationState, msg: CustomerMessage) -> Result:
+    if s.mode is Mode.BOT and s.queue_reason is QueueReason.RASA_UNAVAILABLE:
+        return s, []  # stored; it waits for an agent
+    then = _default_then(s)
+    s = replace(s, turn=Turn(message=msg, then=then, call_id=s.next_call_id),
+                next_call_id=s.next_call_id + 1)
+    return s, [RasaHandleMessage(conversation_id=s.conversation_id, call_id=s.next_call_id - 1,
+                                 then=then, message=msg)]
+
+
+def _end_turn(s: ConversationState, effects: list[Effect]) -> Result:
+    s = replace(s, turn=None)
+    while s.turn is None and s.backlog:
+        msg = s.backlog[0]
+        s, more = _start_turn(replace(s, backlog=s.backlog[1:]), msg)
+        effects = effects + more
+    return s, effects
+
+
+def _next_call(s: ConversationState, then: Continuation) -> tuple[ConversationState, int]:
+    """Mark the current turn as awaiting a new Rasa call; return the call id."""
+    assert s.turn is not None
+    call_id = s.next_call_id
+    turn = replace(s.turn, call_id=call_id, then=then, pending=None)
+    return replace(s, turn=turn, next_call_id=call_id + 1), call_id
+
+
+def _on_rasa_result(s: ConversationState, ev: RasaResult, cfg: RouterConfig) -> Result:
+    turn = s.turn
+    if turn is None or turn.call_id != ev.call_id:
+        return s, []  # stale: late after a timeout, or the conversation moved on
+    s = replace(s, turn=replace(turn, call_id=None, parse=ev.parse or turn.parse,
+                                model_id=ev.model_id or turn.model_id))
+    effects: list[Effect] = []
+    marker: str | None = None
+    for action in ev.executed:
+        effects += _send(s, action.name, action.messages, None)
+        marker = marker or handoff_reason(action.messages)
+    if marker is not None:
+        s, more = _escalate(s, QueueReason.BOT_HANDOFF_MARKER, marker)
+        effects += more
+    elif (turn.then is Continuation.RUN and ev.parse is not None
+          and ev.parse.intent in cfg.handoff_intents):
+        s, more = _escalate(s, QueueReason.CUSTOMER_REQUEST, ev.parse.intent)
+        effects += more
+    held = ev.held if ev.held is None or ev.held.name != ACTION_LISTEN else None
+    if held is None:
+        return _end_turn(s, effects)
+    if turn.then is Continuation.SUGGEST or s.mode is Mode.HUMAN or s.waiting_for_agent:
+        return _suggest(s, held, effects)
+    if s.mode is Mode.REVIEW:
+        owner = s.owner
+        assert s.turn is not None and owner is not None
+        reply = PendingReply(reply_id=ev.call_id, message_id=turn.message.message_id,
+                             action=held, parse=s.turn.parse, model_id=s.turn.model_id)
+        s = replace(s, turn=replace(s.turn, pending=reply))
+        return s, effects + [ShowPendingReply(conversation_id=s.conversation_id,
+                                              agent_id=owner, reply=reply)]
+    return _commit(s, held.name, held.messages, None, effects)  # bot mode: release it
+
+
+def _suggest(s: ConversationState, action: BotAction, effects: list[Effect]) -> Result:
+    assert s.turn is not None
+    if s.audience:
+        effects = effects + [ShowSuggestion(conversation_id=s.conversation_id,
+                                            agent_ids=s.audience,
+                                            message_id=s.turn.message.message_id, action=action)]
+    return _end_turn(s, effects)
+
+
+def _on_rasa_failed(s: ConversationState, ev: RasaFailed) -> Result:
+    if s.turn is None or s.turn.call_id != ev.call_id:
+        return s, []
+    effects: list[Effect] = []
+    if s.audience:
+        effects.append(ShowRasaError(conversation_id=s.conversation_id, agent_ids=s.audience,
+                                     error=ev.error))
+    if s.mode is Mode.BOT:
+        if not s.waiting_for_agent:
+            effects.append(NotifyCustomer(conversation_id=s.conversation_id,
+                                          notice=Notice.HANDOFF_QUEUED,
+                                          reason=QueueReason.RASA_UNAVAILABLE))
+        s = replace(s, queue_reason=QueueReason.RASA_UNAVAILABLE, queue_detail=ev.error)
+    elif s.mode is Mode.REVIEW:
+        s, more = _escalate(s, QueueReason.RASA_UNAVAILABLE, ev.error)
+        effects += more
+    return _end_turn(s, effects)
+
+
+def _escalate(s: ConversationState, reason: QueueReason, detail: str | None) -> Result:
+    """Bot mode: into the human queue, customer told. Review: the owner answers as a human."""
+    cid = s.conversation_id
+    if s.mode is Mode.BOT and not s.waiting_for_agent:
+        return replace(s, queue_reason=reason, queue_detail=detail), [
+            NotifyCustomer(conversation_id=cid, notice=Notice.HANDOFF_QUEUED, reason=reason)]
+    if s.mode is Mode.REVIEW:
+        return replace(s, mode=Mode.HUMAN, human_since=s.last_message_id), [
+            NotifyCustomer(conversation_id=cid, notice=Notice.AGENT_JOINED)]
+    return s, []
+
+
+def _send(s: ConversationState, action_name: str | None, messages: Sequence[BotMessage],
+          agent_id: str | None, sender: Sender = Sender.BOT) -> list[Effect]:
+    visible = strip_handoff(messages)
+    if not visible:
+        return []
+    return [SendToCustomer(conversation_id=s.conversation_id, messages=visible,
+                           action_name=action_name, sender=sender, agent_id=agent_id)]
+
+
+def _commit(s: ConversationState, action_name: str, messages: tuple[BotMessage, ...],
+            agent_id: str | None, effects: list[Effect]) -> Result:
+    """Put a held/decided action into effect and continue the turn (hold again in review)."""
+    cid = s.conversation_id
+    if not messages:
+        then = _default_then(s)
+        s, call_id = _next_call(s, then)
+        return s, effects + [RasaExecute(conversation_id=cid, call_id=call_id, then=then,
+                                         action_name=action_name)]
+    effects = effects + _send(s, action_name, messages, agent_id)
+    marker = handoff_reason(messages)
+    if marker is not None:
+        s, more = _escalate(s, QueueReason.BOT_HANDOFF_MARKER, marker)
+        effects += more
+    then = _default_then(s)
+    s, call_id = _next_call(s, then)
+    return s, effects + [RasaAppendReply(conversation_id=cid, call_id=call_id, then=then,
+                                         action_name=action_name, messages=messages,
+                                         agent_id=agent_id)]
+
+
+# --- agent actions ------------------------------------------------------------------------------
+
+def _require_owner(s: ConversationState, agent_id: str) -> None:
+    if s.owner != agent_id:
+        raise NotOwner(f"{agent_id} does not own this conversation")
+
+
+def _takeover_correction(s: ConversationState) -> list[Effect]:
+    if s.mode is not Mode.HUMAN or s.owner is None:
+        return []
+    return [RecordCorrection(conversation_id=s.conversation_id, kind=CorrectionKind.TAKEOVER,
+                             agent_id=s.owner, message_id=s.human_since, reply_id=None,
+                             before=None, after=None, model_id=None)]
+
+
+def _on_take_over(s: ConversationState, agent_id: str) -> Result:
+    if s.owner is not None and s.owner != agent_id:
+        raise AlreadyOwned(s.owner)
+    if s.mode is Mode.HUMAN:
+        return s, []
+    effects: list[Effect] = [NotifyCustomer(conversation_id=s.conversation_id,
+                                            notice=Notice.AGENT_JOINED)]
+    pending = s.pending
+    s = replace(s, mode=Mode.HUMAN, owner=agent_id, queue_reason=None, queue_detail=None,
+                human_since=s.last_message_id)
+    if pending is not None:
+        return _suggest(s, pending.action, effects)
+    return s, effects
+
+
+def _on_review_on(s: ConversationState, agent_id: str) -> Result:
+    if s.owner is not None and s.owner != agent_id:
+        raise AlreadyOwned(s.owner)
+    if s.mode is Mode.REVIEW:
+        return s, []
+    effects: list[Effect] = []
+    if s.mode is Mode.HUMAN:
+        effects = _takeover_correction(s) + [
+            NotifyCustomer(conversation_id=s.conversation_id, notice=Notice.BOT_BACK)]
+    return replace(s, mode=Mode.REVIEW, owner=agent_id, queue_reason=None, queue_detail=None,
+                   human_since=None), effects
+
+
+def _on_hand_back(s: ConversationState, agent_id: str) -> Result:
+    if s.mode is Mode.BOT:
+        if not s.queued:
+            raise InvalidTransition("the bot already has this conversation")
+        effects: list[Effect] = []
+        if s.waiting_for_agent:
+            effects.append(NotifyCustomer(conversation_id=s.conversation_id,
+                                          notice=Notice.BOT_BACK))
+        return replace(s, queue_reason=None, queue_detail=None), effects
+    _require_owner(s, agent_id)
+    effects = _takeover_correction(s)
+    if s.mode is Mode.HUMAN:
+        effects.append(NotifyCustomer(conversation_id=s.conversation_id, notice=Notice.BOT_BACK))
+    pending = s.pending
+    s = replace(s, mode=Mode.BOT, owner=None, human_since=None)
+    if pending is not None:
+        return _commit(s, pending.action.name, pending.action.messages, None, effects)
+    return s, effects
+
+
+def _on_close(s: ConversationState, ev: Close) -> Result:
+    if s.mode is Mode.CLOSED:
+        raise ConversationClosed("the conversation is already closed")
+    if ev.agent_id is not None and s.owner is not None:
+        _require_owner(s, ev.agent_id)
+    effects = _takeover_correction(s) + [
+        NotifyCustomer(conversation_id=s.conversation_id, notice=Notice.CLOSED)]
+    return replace(s, mode=Mode.CLOSED, owner=None, watchers=frozenset(), queue_reason=None,
+                   queue_detail=None, turn=None, backlog=(), human_since=None), effects
+
+
+def _on_agent_message(s: ConversationState, ev: AgentMessage) -> Result:
+    if s.mode is not Mode.HUMAN:
+        raise InvalidTransition(f"agents send messages in human mode, not {s.mode.value}")
+    _require_owner(s, ev.agent_id)
+    if not ev.text.strip():
+        raise InvalidInput("empty message")
+    messages: tuple[BotMessage, ...] = ({"text": ev.text},)
+    return s, _send(s, AGENT_REPLY_ACTION, messages, ev.agent_id, Sender.HUMAN) + [
+        AppendToTracker(conversation_id=s.conversation_id, action_name=AGENT_REPLY_ACTION,
+                        messages=messages, agent_id=ev.agent_id)]
+
+
+def _on_decision(s: ConversationState, ev: Decision) -> Result:
+    if s.mode is not Mode.REVIEW:
+        raise InvalidTransition(f"no review decisions in {s.mode.value} mode")
+    _require_owner(s, ev.agent_id)
+    pending = s.pending
+    if pending is None:
+        raise NoPendingReply("no reply is waiting for a decision")
+    if pending.reply_id != ev.reply_id:
+        raise StaleReply(f"reply {ev.reply_id} is no longer pending (now {pending.reply_id})")
+    cid = s.conversation_id
+    reply: PendingReply = pending
+    held = reply.action
+    intent = reply.parse.intent if reply.parse else None
+    before = ReplySnapshot(action_name=held.name, messages=held.messages, intent=intent)
+
+    def correction(kind: CorrectionKind, after: ReplySnapshot) -> list[Effect]:
+        return [RecordCorrection(conversation_id=cid, kind=kind, agent_id=ev.agent_id,
+                                 message_id=reply.message_id, reply_id=reply.reply_id,
+                                 before=before, after=after, model_id=reply.model_id)]
+
+    match ev:
+        case Approve():
+            return _commit(s, held.name, held.messages, ev.agent_id,
+                           correction(CorrectionKind.APPROVE, before))
+        case Edit(text=text):
+            if not held.messages:
+                raise InvalidInput(f"{held.name} has no text to edit: replace or write instead")
+            _nonempty(text, "text")
+            edited = edited_messages(held.messages, text)
+            after = ReplySnapshot(action_name=held.name, messages=edited, intent=intent)
+            return _commit(s, held.name, edited, ev.agent_id,
+                           correction(CorrectionKind.EDIT, after))
+        case Write(text=text):
+            _nonempty(text, "text")
+            written: tuple[BotMessage, ...] = ({"text": text},)
+            after = ReplySnapshot(action_name=AGENT_REPLY_ACTION, messages=written, intent=intent)
+            return _commit(s, AGENT_REPLY_ACTION, written, ev.agent_id,
+                           correction(CorrectionKind.WRITE, after))
+        case ReplaceAction(action_name=name):
+            _nonempty(name, "action_name")
+            effects = correction(CorrectionKind.REPLACE,
+                                 ReplySnapshot(action_name=name, intent=intent))
+            s, call_id = _next_call(s, Continuation.HOLD)
+            return s, effects + [RasaExecute(conversation_id=cid, call_id=call_id,
+                                             then=Continuation.HOLD, action_name=name)]
+        case Relabel(intent=new_intent):
+            _nonempty(new_intent, "intent")
+            effects = correction(CorrectionKind.RELABEL,
+                                 ReplySnapshot(action_name=None, intent=new_intent))
+            message = _turn_message(s)
+            s, call_id = _next_call(s, Continuation.HOLD)
+            return s, effects + [RasaRelabel(conversation_id=cid, call_id=call_id,
+                                             then=Continuation.HOLD, message=message,
+                                             intent=new_intent)]
+    raise InvalidTransition(f"unknown decision {type(ev).__name__}")
+
+
+def _turn_message(s: ConversationState) -> CustomerMessage:
+    assert s.turn is not None
+    return s.turn.message
+
+
+def _nonempty(value: str, name: str) -> None:
+    if not value.strip():
+        raise InvalidInput(f"{name} must not be empty")

@@ -1,0 +1,269 @@
+"""handoff.auth: users, roles and tokens, on SQLite and PostgreSQL (see test_store.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import jwt
+import pytest
+from argon2 import PasswordHasher
+
+from handoff.auth import (
+    InvalidCredentials,
+    TokenClaims,
+    TokenExpired,
+    TokenInvalid,
+    UserDisabled,
+    authenticate,
+    change_password,
+    create_user,
+    ensure_first_admin,
+    issue_token,
+    new_secret,
+    require_role,
+    role_at_least,
+    user_from_token,
+    verify_token,
+)
+from handoff.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from handoff.store import AlreadyExists, Store
+
+pytestmark = pytest.mark.asyncio
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SECRET = "s" * 40
+PASSWORD = "correct horse battery"
+
+
+# --------------------------------------------------------------------------- users
+
+
+async def test_password_is_stored_as_argon2_hash(store: Store) -> None:
+    user = await create_user(store, "alice", PASSWORD, "agent")
+    stored = await store.get_user("alice")
+    assert stored == user
+    assert stored.password_hash.startswith("$argon2id$")
+    assert PASSWORD not in stored.password_hash
+    assert PasswordHasher().verify(stored.password_hash, PASSWORD)
+    assert (user.username, user.role, user.disabled) == ("alice", "agent", False)
+
+
+async def test_authenticate(store: Store) -> None:
+    await create_user(store, "alice", PASSWORD, "trainer")
+    user = await authenticate(store, "alice", PASSWORD)
+    assert (user.username, user.role) == ("alice", "trainer")
+
+
+async def test_wrong_password_and_unknown_user_are_rejected_alike(store: Store) -> None:
+    await create_user(store, "alice", PASSWORD, "agent")
+    with pytest.raises(InvalidCredentials) as wrong:
+        await authenticate(store, "alice", PASSWORD + "!")
+    with pytest.raises(InvalidCredentials) as unknown:
+        await authenticate(store, "mallory", PASSWORD)
+    assert wrong.value.to_dict() == unknown.value.to_dict() == {
+        "error": "invalid_credentials", "message": "wrong username or password"
+    }
+    assert isinstance(wrong.value, Unauthorized) and wrong.value.status == 401
+
+
+async def test_disabled_user_is_rejected(store: Store) -> None:
+    await create_user(store, "alice", PASSWORD, "agent")
+    await store.update_user("alice", disabled=True)
+    with pytest.raises(UserDisabled) as err:
+        await authenticate(store, "alice", PASSWORD)
+    assert isinstance(err.value, Forbidden) and err.value.status == 403
+    # A wrong password for a disabled account says nothing about the account.
+    with pytest.raises(InvalidCredentials):
+        await authenticate(store, "alice", "wrong password")
+
+
+async def test_create_user_validates(store: Store) -> None:
+    with pytest.raises(BadRequest, match="8 characters"):
+        await create_user(store, "alice", "short", "agent")
+    for bad_name in ("", "-alice", "al ice", "a" * 65):
+        with pytest.raises(BadRequest, match="username"):
+            await create_user(store, bad_name, PASSWORD, "agent")
+    with pytest.raises(BadRequest, match="role"):
+        await create_user(store, "alice", PASSWORD, "boss")  # type: ignore[arg-type]
+    await create_user(store, "alice", PASSWORD, "agent")
+    with pytest.raises(AlreadyExists):
+        await create_user(store, "alice", PASSWORD, "admin")
+    assert await store.count_users() == 1
+
+
+async def test_change_password(store: Store) -> None:
+    await create_user(store, "alice", PASSWORD, "agent")
+    await change_password(store, "alice", "a new password")
+    with pytest.raises(InvalidCredentials):
+        await authenticate(store, "alice", PASSWORD)
+    assert (await authenticate(store, "alice", "a new password")).username == "alice"
+    with pytest.raises(NotFound):
+        await change_password(store, "nobody", "a new password")
+    with pytest.raises(BadRequest):
+        await change_password(store, "alice", "short")
+
+
+async def test_outdated_hash_is_upgraded_on_login(store: Store) -> None:
+    weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
+    await store.create_user("alice", password_hash=weak, role="agent")
+    user = await authenticate(store, "alice", PASSWORD)
+    assert user.password_hash != weak
+    assert not PasswordHasher().check_needs_rehash(user.password_hash)
+    assert (await store.get_user("alice")).password_hash == user.password_hash
+
+
+async def test_malformed_stored_hash_rejects(store: Store) -> None:
+    await store.create_user("alice", password_hash="not-a-hash", role="agent")
+    with pytest.raises(InvalidCredentials):
+        await authenticate(store, "alice", PASSWORD)
+
+
+async def test_first_admin_is_created_only_once(store: Store) -> None:
+    password = await ensure_first_admin(store)
+    assert password is not None and len(password) >= 20
+    admin = await authenticate(store, "admin", password)
+    assert admin.role == "admin"
+    assert await ensure_first_admin(store) is None
+    assert [u.username for u in await store.list_users()] == ["admin"]
+
+
+async def test_first_admin_concurrently(store: Store) -> None:
+    passwords = await asyncio.gather(*(ensure_first_admin(store) for _ in range(4)))
+    created = [p for p in passwords if p is not None]
+    assert len(created) == 1
+    assert (await authenticate(store, "admin", created[0])).role == "admin"
+
+
+async def test_no_first_admin_when_users_exist(store: Store) -> None:
+    await create_user(store, "alice", PASSWORD, "agent")
+    assert await ensure_first_admin(store) is None
+    assert [u.username for u in await store.list_users()] == ["alice"]
+
+
+async def test_roles() -> None:
+    assert role_at_least("admin", "trainer") and role_at_least("trainer", "trainer")
+    assert role_at_least("trainer", "agent") and not role_at_least("agent", "trainer")
+    assert not role_at_least("visitor", "agent")
+    now = datetime.now(timezone.utc)
+    require_role(TokenClaims("a", "admin", now, now), "trainer")
+    with pytest.raises(Forbidden) as err:
+        require_role(TokenClaims("a", "agent", now, now), "admin")
+    assert err.value.details == {"required_role": "admin"}
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+async def test_token_carries_username_and_role() -> None:
+    now = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    token = issue_token("alice", "trainer", secret=SECRET, ttl=timedelta(hours=1), now=now)
+    raw = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False, "verify_iat": False})
+    assert raw == {"iss": "handoff", "sub": "alice", "role": "trainer",
+                   "iat": int(now.timestamp()), "exp": int(now.timestamp()) + 3600}
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    claims = verify_token(token, secret=SECRET, now=now + timedelta(minutes=59))
+    assert claims == TokenClaims(username="alice", role="trainer", issued_at=now,
+                                 expires_at=now + timedelta(hours=1))
+
+
+async def test_token_expires() -> None:
+    issued = datetime.now(timezone.utc)
+    token = issue_token("alice", "agent", secret=SECRET, ttl=timedelta(seconds=1), now=issued)
+    assert verify_token(token, secret=SECRET, now=issued).username == "alice"
+    await asyncio.sleep(1.1)  # now on the real clock, past exp
+    with pytest.raises(TokenExpired) as err:
+        verify_token(token, secret=SECRET)
+    assert isinstance(err.value, Unauthorized) and err.value.status == 401
+    assert err.value.code == "token_expired"
+    # With a leeway the same token is still accepted.
+    assert verify_token(token, secret=SECRET, leeway=timedelta(minutes=1)).role == "agent"
+
+
+async def test_token_expiry_with_a_given_clock() -> None:
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    token = issue_token("alice", "admin", secret=SECRET, ttl=timedelta(minutes=5), now=now)
+    verify_token(token, secret=SECRET, now=now + timedelta(minutes=4, seconds=59))
+    with pytest.raises(TokenExpired):
+        verify_token(token, secret=SECRET, now=now + timedelta(minutes=5))
+
+
+async def test_invalid_tokens() -> None:
+    token = issue_token("alice", "agent", secret=SECRET)
+    other_secret = "t" * 40
+    header, payload, signature = token.split(".")
+    forged_payload = jwt.encode({"iss": "handoff", "sub": "alice", "role": "admin", "iat": 1,
+                                 "exp": 4102444800}, other_secret, algorithm="HS256").split(".")[1]
+    unsigned = jwt.encode({"iss": "handoff", "sub": "alice", "role": "admin", "iat": 1,
+                           "exp": 4102444800}, None, algorithm="none")
+    no_role = jwt.encode({"iss": "handoff", "sub": "alice", "iat": 1, "exp": 4102444800},
+                         SECRET, algorithm="HS256")
+    other_issuer = jwt.encode({"iss": "else", "sub": "alice", "role": "agent", "iat": 1,
+                               "exp": 4102444800}, SECRET, algorithm="HS256")
+    no_exp = jwt.encode({"iss": "handoff", "sub": "alice", "role": "agent", "iat": 1},
+                        SECRET, algorithm="HS256")
+    for bad in ("", "garbage", f"{header}.{forged_payload}.{signature}", unsigned, no_role,
+                other_issuer, no_exp):
+        with pytest.raises(TokenInvalid) as err:
+            verify_token(bad, secret=SECRET)
+        assert err.value.status == 401 and err.value.code == "token_invalid"
+    with pytest.raises(TokenInvalid):
+        verify_token(token, secret=other_secret)
+
+
+async def test_token_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        issue_token("alice", "agent", secret="short")
+    with pytest.raises(ValueError, match="32 bytes"):
+        verify_token("x.y.z", secret="short")
+    with pytest.raises(ValueError, match="role"):
+        issue_token("alice", "boss", secret=SECRET)
+    with pytest.raises(ValueError, match="ttl"):
+        issue_token("alice", "agent", secret=SECRET, ttl=timedelta(milliseconds=999))
+    assert len(new_secret()) >= 32 and new_secret() != new_secret()
+
+
+async def test_user_from_token(store: Store) -> None:
+    await create_user(store, "alice", PASSWORD, "agent")
+    token = issue_token("alice", "agent", secret=SECRET)
+    assert (await user_from_token(store, token, secret=SECRET)).username == "alice"
+    await store.update_user("alice", disabled=True)
+    with pytest.raises(UserDisabled):
+        await user_from_token(store, token, secret=SECRET)
+    with pytest.raises(TokenInvalid):
+        await user_from_token(store, issue_token("ghost", "admin", secret=SECRET), secret=SECRET)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "handoff.auth", *args], input=stdin, cwd=PROJECT_ROOT,
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+async def test_create_user_cli(store: Store, store_url: str) -> None:
+    args = ("create-user", "--url", store_url, "--username", "carol", "--role", "trainer",
+            "--password-stdin")
+    done = await asyncio.to_thread(_cli, *args, stdin=PASSWORD + "\n")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "created user carol (trainer)\n", "")
+    assert (await authenticate(store, "carol", PASSWORD)).role == "trainer"
+    again = await asyncio.to_thread(_cli, *args, stdin=PASSWORD + "\n")
+    assert (again.returncode, again.stderr) == (1, "error: user 'carol' exists\n")
+    short = await asyncio.to_thread(
+        _cli, "create-user", "--url", store_url, "--username", "dave", "--role", "agent",
+        "--password-stdin", stdin="short\n",
+    )
+    assert (short.returncode, short.stderr) == (
+        1, "error: a password needs at least 8 characters\n"
+    )
+    bad_role = await asyncio.to_thread(
+        _cli, "create-user", "--url", store_url, "--username", "dave", "--role", "boss",
+        "--password-stdin",
+    )
+    assert bad_role.returncode == 2 and "invalid choice" in bad_role.stderr

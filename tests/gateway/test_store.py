@@ -1,0 +1,753 @@
+"""handoff.store against a real SQLite file and the local PostgreSQL.
+
+Every test that takes ``store`` runs twice: ``[sqlite]`` on a fresh WAL file in tmp_path and
+``[postgresql]`` on a fresh schema in a database that this session creates and drops. The
+PostgreSQL runs are skipped, with the reason in the summary, only when no server answers at
+``HANDOFF_TEST_PG_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``); with
+``HANDOFF_TEST_REQUIRE_PG=1`` they fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from handoff.errors import BadRequest, Conflict, HandoffError, NotFound, ServiceUnavailable
+from handoff.store import (
+    VERSION_TABLE,
+    AlreadyExists,
+    AlreadyResolved,
+    StaleVersion,
+    Store,
+    alembic_config,
+    metadata,
+    to_json,
+)
+
+pytestmark = pytest.mark.asyncio
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TABLES = {
+    "conversations", "messages", "pending_replies", "corrections", "users", "notes", "audit_log",
+}
+
+
+@pytest_asyncio.fixture
+async def conv(store: Store) -> str:
+    await store.upsert_conversation("c1")
+    return "c1"
+
+
+# --------------------------------------------------------------------------- schema
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+async def test_migrate_from_empty(store_url: str) -> None:
+    async with Store(store_url) as store:
+        assert await store.schema_revision() is None
+        assert await _tables(store_url) == set()
+        await store.migrate()
+        assert await store.schema_revision() == "0001"
+        assert await _tables(store_url) == TABLES | {VERSION_TABLE}
+        await store.migrate()  # idempotent
+        assert await store.schema_revision() == "0001"
+
+
+async def test_table_definitions_match_migrations(store: Store, store_url: str) -> None:
+    engine = create_async_engine(store_url)
+
+    def diff(conn: sa.Connection) -> list[object]:
+        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        return list(compare_metadata(ctx, metadata))
+
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(diff) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_downgrade_to_base_and_up_again(store: Store, store_url: str) -> None:
+    await store.upsert_conversation("c1")
+    # The standalone env.py path: Alembic opens its own engine from the URL.
+    await asyncio.to_thread(command.downgrade, alembic_config(store_url), "base")
+    assert await _tables(store_url) == {VERSION_TABLE}
+    await store.migrate()
+    assert await _tables(store_url) == TABLES | {VERSION_TABLE}
+    assert await store.list_conversations() == []
+
+
+async def test_concurrent_migrations(store_url: str) -> None:
+    stores = [Store(store_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(s.migrate() for s in stores))
+        assert [await s.schema_revision() for s in stores] == ["0001"] * 3
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_migrate_cli(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    for _ in range(2):
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "handoff.store", "migrate", "--url", url],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0001\n", "")
+
+
+async def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "dir" / "h.db"
+    async with Store(f"sqlite+aiosqlite:///{path}") as store:
+        await store.migrate()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_in_memory_sqlite_serializes_transactions() -> None:
+    async with Store("sqlite+aiosqlite://") as store:
+        await store.migrate()
+        await store.upsert_conversation("m")
+        await asyncio.gather(*(store.append_message("m", "customer", str(i)) for i in range(10)))
+        assert [m.seq for m in await store.list_messages("m")] == list(range(1, 11))
+
+
+async def test_bad_urls() -> None:
+    with pytest.raises(ValueError, match="aiosqlite"):
+        Store("sqlite:///x.db")
+    with pytest.raises(ValueError, match="asyncpg"):
+        Store("postgresql://localhost/x")
+    with pytest.raises(ValueError, match="unsupported"):
+        Store("mysql+aiomysql://localhost/x")
+
+
+async def test_unreachable_database_is_service_unavailable() -> None:
+    async with Store("postgresql+asyncpg://postgres@127.0.0.1:1/nothing") as store:
+        with pytest.raises(ServiceUnavailable) as err:
+            await store.ping()
+    assert err.value.status == 503
+
+
+async def test_repr_hides_password() -> None:
+    store = Store("postgresql+asyncpg://u:secret@127.0.0.1/db")
+    assert "secret" not in repr(store)
+    await store.close()
+
+
+# --------------------------------------------------------------------------- conversations
+
+
+async def test_upsert_and_get_conversation(store: Store) -> None:
+    created = await store.upsert_conversation("c1", state={"turn": 1})
+    assert (created.id, created.mode, created.owner, created.queued, created.queue_reason) == (
+        "c1", "bot", None, False, None
+    )
+    assert (created.state, created.risk, created.effort_score, created.closed_at) == (
+        {"turn": 1}, None, None, None
+    )
+    assert (created.version, created.last_seq, created.queued_at) == (1, 0, None)
+    assert created.created_at.tzinfo == timezone.utc
+    assert created.created_at == created.updated_at
+    assert abs((datetime.now(timezone.utc) - created.created_at).total_seconds()) < 60
+    again = await store.upsert_conversation("c1", mode="human", state={"other": True})
+    assert again == created
+    assert await store.get_conversation("c1") == created
+
+
+async def test_upsert_concurrently_creates_once(store: Store) -> None:
+    results = await asyncio.gather(*(store.upsert_conversation("same") for _ in range(10)))
+    assert len({r.created_at for r in results}) == 1
+    assert len(await store.list_conversations()) == 1
+
+
+async def test_get_missing_conversation(store: Store) -> None:
+    with pytest.raises(NotFound) as err:
+        await store.get_conversation("nope")
+    assert (err.value.status, err.value.to_dict()) == (
+        404, {"error": "not_found", "message": "no conversation 'nope'", "conversation_id": "nope"}
+    )
+
+
+async def test_upsert_validates(store: Store) -> None:
+    with pytest.raises(BadRequest):
+        await store.upsert_conversation("")
+    with pytest.raises(BadRequest):
+        await store.upsert_conversation("x", mode="chatty")  # type: ignore[arg-type]
+
+
+async def test_state_none_is_sql_null(store: Store) -> None:
+    await store.upsert_conversation("c1")
+    assert (await store.get_conversation("c1")).state is None
+
+
+async def _state(store: Store, cid: str, **changes: object) -> None:
+    current = await store.get_conversation(cid)
+    values: dict[str, object] = dict(
+        mode=current.mode, owner=current.owner, queued=current.queued,
+        queue_reason=current.queue_reason, state=current.state,
+    )
+    values.update(changes)
+    await store.set_conversation_state(cid, expected_version=current.version, **values)  # type: ignore[arg-type]
+
+
+async def test_list_conversations_orders_by_risk_then_wait(store: Store) -> None:
+    for cid in ("a", "b", "c", "d"):
+        await store.upsert_conversation(cid)
+    await store.set_risk("a", 0.9)
+    await store.set_risk("c", 0.2)
+    await store.set_risk("d", 0.9)
+    # "a" was created before "d" but entered the queue after "d" was created: "d" waits longer.
+    await _state(store, "a", queued=True, queue_reason="angry")
+    listed = await store.list_conversations()
+    assert [c.id for c in listed] == ["d", "a", "c", "b"]
+    assert [c.risk for c in listed] == [0.9, 0.9, 0.2, None]
+    assert [c.id for c in await store.list_conversations(limit=2)] == ["d", "a"]
+    # Now both wait in the queue, and "a" has waited longer.
+    await _state(store, "d", queued=True, queue_reason="asked for a human")
+    assert [c.id for c in await store.list_conversations(queued=True)] == ["a", "d"]
+    await _state(store, "a", queued=True)  # stays queued: keeps its place
+    assert [c.id for c in await store.list_conversations(queued=True)] == ["a", "d"]
+    assert [c.id for c in await store.list_conversations(queued=False)] == ["c", "b"]
+
+
+async def test_list_conversations_filters(store: Store) -> None:
+    for cid in ("a", "b", "c"):
+        await store.upsert_conversation(cid)
+    await _state(store, "a", mode="human", owner="alice")
+    await _state(store, "b", mode="review", owner="bob")
+    assert [c.id for c in await store.list_conversations(mode="human")] == ["a"]
+    assert [c.id for c in await store.list_conversations(mode=["human", "review"])] == ["a", "b"]
+    assert [c.id for c in await store.list_conversations(owner="bob")] == ["b"]
+    assert [c.id for c in await store.list_conversations(mode="bot", queued=False)] == ["c"]
+    assert await store.list_conversations(mode="closed") == []
+    with pytest.raises(BadRequest):
+        await store.list_conversations(mode="sleeping")  # type: ignore[arg-type]
+    with pytest.raises(BadRequest):
+        await store.list_conversations(limit=0)
+
+
+async def test_set_conversation_state(store: Store, conv: str) -> None:
+    before = await store.get_conversation(conv)
+    queued = await store.set_conversation_state(
+        conv, expected_version=1, mode="review", owner=None, queued=True,
+        queue_reason="low confidence", state={"step": "await_agent"},
+    )
+    assert (queued.version, queued.mode, queued.owner, queued.queued, queued.queue_reason) == (
+        2, "review", None, True, "low confidence"
+    )
+    assert queued.state == {"step": "await_agent"}
+    assert queued.queued_at is not None and queued.queued_at >= before.created_at
+    assert queued.updated_at >= before.updated_at and queued.closed_at is None
+    taken = await store.set_conversation_state(
+        conv, expected_version=2, mode="human", owner="alice", queued=False, queue_reason=None,
+        state={"step": "human"},
+    )
+    assert (taken.version, taken.owner, taken.queued, taken.queued_at) == (3, "alice", False, None)
+    closed = await store.set_conversation_state(
+        conv, expected_version=3, mode="closed", owner="alice", queued=False, queue_reason=None,
+        state=None,
+    )
+    assert closed.closed_at is not None and closed.state is None and closed.version == 4
+    assert await store.get_conversation(conv) == closed
+    reopened = await store.set_conversation_state(
+        conv, expected_version=4, mode="bot", owner=None, queued=False, queue_reason=None,
+        state={},
+    )
+    assert (reopened.closed_at, reopened.state) == (None, {})
+
+
+async def test_stale_version_conflict(store: Store, conv: str) -> None:
+    args = dict(mode="human", owner="alice", queued=False, queue_reason=None, state={"a": 1})
+    await store.set_conversation_state(conv, expected_version=1, **args)  # type: ignore[arg-type]
+    with pytest.raises(StaleVersion) as err:
+        await store.set_conversation_state(conv, expected_version=1, **args)  # type: ignore[arg-type]
+    assert isinstance(err.value, Conflict) and err.value.status == 409
+    assert err.value.to_dict() == {
+        "error": "stale_version", "message": "conversation 'c1' was changed meanwhile",
+        "conversation_id": "c1", "expected_version": 1, "current_version": 2,
+    }
+    assert (await store.get_conversation(conv)).version == 2
+    with pytest.raises(NotFound):
+        await store.set_conversation_state("nope", expected_version=1, **args)  # type: ignore[arg-type]
+    with pytest.raises(BadRequest):
+        await store.set_conversation_state(conv, expected_version=2, **{**args, "mode": "x"})  # type: ignore[arg-type]
+
+
+async def test_concurrent_state_writes_one_wins(store: Store, conv: str) -> None:
+    results = await asyncio.gather(
+        *(
+            store.set_conversation_state(
+                conv, expected_version=1, mode="human", owner=f"agent{i}", queued=False,
+                queue_reason=None, state=None,
+            )
+            for i in range(10)
+        ),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(r, StaleVersion) for r in results if isinstance(r, BaseException))
+    final = await store.get_conversation(conv)
+    assert (final.version, final.owner) == (2, winners[0].owner)
+
+
+async def test_risk_and_effort_score(store: Store, conv: str) -> None:
+    risky = await store.set_risk(conv, 0.75)
+    assert (risky.risk, risky.version) == (0.75, 1)  # not part of the versioned state
+    assert (await store.set_risk(conv, None)).risk is None
+    assert (await store.set_effort_score(conv, 7)).effort_score == 7
+    assert (await store.set_effort_score(conv, 1)).effort_score == 1
+    for bad in (0, 8, True, 2.5):
+        with pytest.raises(BadRequest):
+            await store.set_effort_score(conv, bad)  # type: ignore[arg-type]
+    with pytest.raises(NotFound):
+        await store.set_risk("nope", 0.1)
+    with pytest.raises(NotFound):
+        await store.set_effort_score("nope", 3)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+async def test_append_and_list_messages(store: Store, conv: str) -> None:
+    customer = await store.append_message(
+        conv, "customer", "where is my order 123?", client_message_id="m-1",
+        metadata={"widget": "1.0"}, intent="order_status", confidence=0.93,
+        intent_ranking=[{"name": "order_status", "confidence": 0.93}],
+        entities=[{"entity": "order_id", "value": "123", "start": 18, "end": 21}],
+    )
+    bot = await store.append_message(
+        conv, "bot", "Let me check.", action="utter_checking", decision="edited",
+        decided_by="alice", model_version="20251128-1",
+        payload={"buttons": [{"title": "Yes", "payload": "/affirm"}]},
+    )
+    system = await store.append_message(conv, "system", "an agent joined")
+    assert [m.seq for m in (customer, bot, system)] == [1, 2, 3]
+    assert (customer.sender, customer.text, customer.client_message_id, customer.replayed) == (
+        "customer", "where is my order 123?", "m-1", False
+    )
+    assert (customer.intent, customer.confidence, customer.metadata) == (
+        "order_status", 0.93, {"widget": "1.0"}
+    )
+    assert customer.intent_ranking == [{"name": "order_status", "confidence": 0.93}]
+    assert customer.entities == [
+        {"entity": "order_id", "value": "123", "start": 18, "end": 21}
+    ]
+    assert (bot.action, bot.decision, bot.decided_by, bot.model_version) == (
+        "utter_checking", "edited", "alice", "20251128-1"
+    )
+    assert bot.payload == {"buttons": [{"title": "Yes", "payload": "/affirm"}]}
+    assert (system.payload, system.metadata, system.intent) == (None, None, None)
+    assert customer.created_at.tzinfo == timezone.utc
+    assert await store.list_messages(conv) == [customer, bot, system]
+    assert await store.list_messages(conv, after_seq=1) == [bot, system]
+    assert await store.list_messages(conv, after_seq=3) == []
+    assert await store.list_messages(conv, limit=2) == [customer, bot]
+    assert await store.get_message(bot.id) == bot
+    conversation = await store.get_conversation(conv)
+    assert (conversation.last_seq, conversation.updated_at) == (3, system.created_at)
+
+
+async def test_messages_of_missing_conversation(store: Store, conv: str) -> None:
+    assert await store.list_messages(conv) == []
+    with pytest.raises(NotFound):
+        await store.list_messages("nope")
+    with pytest.raises(NotFound):
+        await store.append_message("nope", "customer", "hi")
+    with pytest.raises(NotFound):
+        await store.get_message(12345)
+    with pytest.raises(BadRequest):
+        await store.append_message(conv, "robot", "hi")  # type: ignore[arg-type]
+    with pytest.raises(BadRequest):
+        await store.append_message(conv, "bot", "hi", decision="maybe")  # type: ignore[arg-type]
+
+
+async def test_retried_message_is_stored_once(store: Store, conv: str) -> None:
+    first = await store.append_message(conv, "customer", "hello", client_message_id="abc")
+    retry = await store.append_message(conv, "customer", "hello", client_message_id="abc")
+    assert retry.replayed is True
+    assert retry == dataclasses.replace(first, replayed=True)
+    assert await store.list_messages(conv) == [first]
+    # Without a client id, or with another one, a message is new.
+    second = await store.append_message(conv, "customer", "hello")
+    third = await store.append_message(conv, "customer", "hello")
+    other = await store.append_message(conv, "customer", "hello", client_message_id="abd")
+    assert [m.seq for m in (second, third, other)] == [2, 3, 4]
+    # The same client id in another conversation is another message.
+    await store.upsert_conversation("c2")
+    elsewhere = await store.append_message("c2", "customer", "hello", client_message_id="abc")
+    assert (elsewhere.seq, elsewhere.replayed) == (1, False)
+    assert (await store.get_conversation(conv)).last_seq == 4
+
+
+async def test_50_concurrent_appends_keep_seq_unique_and_gap_free(store: Store, conv: str) -> None:
+    appended = await asyncio.gather(
+        *(store.append_message(conv, "customer", f"message {i}") for i in range(50))
+    )
+    assert sorted(m.seq for m in appended) == list(range(1, 51))
+    assert len({m.id for m in appended}) == 50
+    listed = await store.list_messages(conv)
+    assert [m.seq for m in listed] == list(range(1, 51))
+    assert sorted(m.text or "" for m in listed) == sorted(f"message {i}" for i in range(50))
+    assert (await store.get_conversation(conv)).last_seq == 50
+
+
+async def test_concurrent_retries_store_one_message(store: Store, conv: str) -> None:
+    results = await asyncio.gather(
+        *(
+            store.append_message(conv, "customer", f"try {i % 5}", client_message_id=f"id-{i % 5}")
+            for i in range(25)
+        )
+    )
+    assert sorted(r.seq for r in results if not r.replayed) == [1, 2, 3, 4, 5]
+    assert sum(r.replayed for r in results) == 20
+    listed = await store.list_messages(conv)
+    assert [m.seq for m in listed] == [1, 2, 3, 4, 5]
+    by_client = {m.client_message_id: m.id for m in listed}
+    assert all(by_client[r.client_message_id] == r.id for r in results)
+
+
+async def test_set_message_nlu(store: Store, conv: str) -> None:
+    message = await store.append_message(conv, "customer", "hi", client_message_id="x")
+    parsed = await store.set_message_nlu(
+        message.id, intent="greet", confidence=0.99,
+        intent_ranking=[{"name": "greet", "confidence": 0.99}], entities=[],
+    )
+    assert (parsed.intent, parsed.confidence, parsed.intent_ranking, parsed.entities) == (
+        "greet", 0.99, [{"name": "greet", "confidence": 0.99}], []
+    )
+    assert (parsed.seq, parsed.text) == (1, "hi")
+    assert await store.get_message(message.id) == parsed
+    with pytest.raises(NotFound):
+        await store.set_message_nlu(999, intent="x", confidence=None)
+
+
+# --------------------------------------------------------------------------- pending replies
+
+
+async def test_pending_reply_lifecycle(store: Store, conv: str) -> None:
+    trigger = await store.append_message(conv, "customer", "refund please")
+    pending = await store.add_pending_reply(
+        conv, action="utter_refund_policy", messages=[{"text": "Refunds take 5 days."}],
+        confidence=0.41, alternatives=[{"action": "action_refund", "confidence": 0.38}],
+        trigger_message_id=trigger.id, model_version="m1",
+    )
+    assert (pending.status, pending.action, pending.confidence, pending.trigger_message_id) == (
+        "pending", "utter_refund_policy", 0.41, trigger.id
+    )
+    assert pending.messages == [{"text": "Refunds take 5 days."}]
+    assert pending.alternatives == [{"action": "action_refund", "confidence": 0.38}]
+    assert (pending.decided_at, pending.decided_by, pending.decision) == (None, None, None)
+    assert await store.get_pending_reply(pending.id) == pending
+    assert await store.list_pending_replies(conversation_id=conv) == [pending]
+    decided = await store.resolve_pending_reply(
+        pending.id, status="decided", decided_by="alice", decision="approved"
+    )
+    assert (decided.status, decided.decided_by, decided.decision) == ("decided", "alice", "approved")
+    assert decided.decided_at is not None
+    assert await store.list_pending_replies(conversation_id=conv) == []
+    assert await store.list_pending_replies(conversation_id=conv, status="decided") == [decided]
+    assert await store.list_pending_replies(status=None) == [decided]
+    with pytest.raises(AlreadyResolved) as err:
+        await store.resolve_pending_reply(pending.id, status="discarded")
+    assert err.value.status == 409
+    assert err.value.details == {
+        "pending_reply_id": pending.id, "status": "decided", "decided_by": "alice"
+    }
+
+
+async def test_pending_reply_errors(store: Store, conv: str) -> None:
+    with pytest.raises(NotFound):
+        await store.add_pending_reply("nope", action="a", messages=[])
+    await store.upsert_conversation("c2")
+    other = await store.append_message("c2", "customer", "hi")
+    with pytest.raises(NotFound):
+        await store.add_pending_reply(conv, action="a", messages=[], trigger_message_id=other.id)
+    with pytest.raises(NotFound):
+        await store.get_pending_reply(404)
+    with pytest.raises(NotFound):
+        await store.resolve_pending_reply(404, status="discarded")
+    pending = await store.add_pending_reply(conv, action="a", messages=[])
+    with pytest.raises(BadRequest):
+        await store.resolve_pending_reply(pending.id, status="decided")  # no decision
+    with pytest.raises(BadRequest):
+        await store.resolve_pending_reply(pending.id, status="discarded", decision="approved")
+    with pytest.raises(BadRequest):
+        await store.resolve_pending_reply(pending.id, status="gone")  # type: ignore[arg-type]
+    with pytest.raises(BadRequest):
+        await store.list_pending_replies(status="gone")  # type: ignore[arg-type]
+    assert (await store.get_pending_reply(pending.id)).status == "pending"
+
+
+async def test_discard_pending_replies(store: Store, conv: str) -> None:
+    first = await store.add_pending_reply(conv, action="a", messages=[{"text": "1"}])
+    second = await store.add_pending_reply(conv, action="b", messages=[{"text": "2"}])
+    await store.resolve_pending_reply(first.id, status="decided", decided_by="x",
+                                      decision="approved")
+    discarded = await store.discard_pending_replies(conv, decided_by="alice")
+    assert [(p.id, p.status, p.decided_by, p.decision) for p in discarded] == [
+        (second.id, "discarded", "alice", None)
+    ]
+    assert await store.discard_pending_replies(conv) == []
+    with pytest.raises(NotFound):
+        await store.discard_pending_replies("nope")
+
+
+async def test_decide_pending_reply_writes_everything_at_once(store: Store, conv: str) -> None:
+    trigger = await store.append_message(conv, "customer", "where is my parcel")
+    pending = await store.add_pending_reply(
+        conv, action="utter_ask_order_id", messages=[{"text": "Order id?"}],
+        trigger_message_id=trigger.id, model_version="m1",
+    )
+    events = [{"event": "user", "text": "where is my parcel"}]
+    result = await store.decide_pending_reply(
+        pending.id, decided_by="alice", decision="edited",
+        messages=[{"text": "Which order id, please?", "action": "utter_ask_order_id"},
+                  {"text": "It is on your receipt.", "payload": {"custom": {"hint": 1}}}],
+        correction={"type": "edited", "before": {"text": "Order id?"},
+                    "after": {"text": "Which order id, please?"}, "tracker_events": events},
+    )
+    assert (result.pending_reply.status, result.pending_reply.decision) == ("decided", "edited")
+    assert [(m.seq, m.sender, m.decision, m.decided_by) for m in result.messages] == [
+        (2, "bot", "edited", "alice"), (3, "bot", "edited", "alice")
+    ]
+    assert result.messages[1].payload == {"custom": {"hint": 1}}
+    correction = result.correction
+    assert correction is not None
+    assert (correction.type, correction.agent, correction.message_id, correction.pending_reply_id,
+            correction.model_version, correction.tracker_events) == (
+        "edited", "alice", result.messages[0].id, pending.id, "m1", events
+    )
+    assert await store.list_corrections() == [correction]
+    assert await store.list_messages(conv) == [trigger, *result.messages]
+    # A second decision fails and writes nothing.
+    with pytest.raises(AlreadyResolved):
+        await store.decide_pending_reply(
+            pending.id, decided_by="bob", decision="approved", messages=[{"text": "Order id?"}],
+            correction={"type": "approved"},
+        )
+    assert len(await store.list_messages(conv)) == 3
+    assert len(await store.list_corrections()) == 1
+    with pytest.raises(BadRequest):
+        await store.decide_pending_reply(pending.id, decided_by="bob", decision="approved",
+                                         messages=[], correction={"type": "bogus"})  # type: ignore[typeddict-item]
+
+
+async def test_concurrent_decisions_one_wins(store: Store, conv: str) -> None:
+    pending = await store.add_pending_reply(conv, action="a", messages=[{"text": "hi"}])
+    results = await asyncio.gather(
+        *(
+            store.decide_pending_reply(pending.id, decided_by=f"agent{i}", decision="approved",
+                                       messages=[{"text": "hi"}], correction={"type": "approved"})
+            for i in range(5)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert sum(isinstance(r, AlreadyResolved) for r in results) == 4
+    assert [m.text for m in await store.list_messages(conv)] == ["hi"]
+    assert len(await store.list_corrections()) == 1
+
+
+# --------------------------------------------------------------------------- corrections
+
+
+async def test_corrections(store: Store, conv: str) -> None:
+    message = await store.append_message(conv, "customer", "i want a refund")
+    pending = await store.add_pending_reply(conv, action="utter_greet", messages=[])
+    events = [{"event": "action", "name": "action_listen"},
+              {"event": "user", "text": "i want a refund",
+               "parse_data": {"intent": {"name": "greet", "confidence": 0.5}}}]
+    relabel = await store.add_correction(
+        conv, type="relabelled", agent="alice", before={"intent": "greet"},
+        after={"intent": "request_refund"}, tracker_events=events, message_id=message.id,
+        model_version="m1",
+    )
+    assert (relabel.type, relabel.agent, relabel.before, relabel.after) == (
+        "relabelled", "alice", {"intent": "greet"}, {"intent": "request_refund"}
+    )
+    assert (relabel.tracker_events, relabel.message_id, relabel.pending_reply_id) == (
+        events, message.id, None
+    )
+    assert (relabel.review_status, relabel.reviewed_by, relabel.reviewed_at, relabel.note) == (
+        "new", None, None, None
+    )
+    assert (relabel.export_id, relabel.exported_at, relabel.model_version) == (None, None, "m1")
+    replaced = await store.add_correction(
+        conv, type="replaced", agent="bob", before="utter_greet", after="utter_refund",
+        pending_reply_id=pending.id,
+    )
+    assert (replaced.before, replaced.after, replaced.tracker_events) == (
+        "utter_greet", "utter_refund", []
+    )
+    takeover = await store.add_correction(conv, type="takeover", agent="bob")
+    assert await store.get_correction(relabel.id) == relabel
+
+    assert await store.list_corrections() == [relabel, replaced, takeover]
+    assert await store.list_corrections(type="takeover") == [takeover]
+    assert await store.list_corrections(type=["relabelled", "replaced"]) == [relabel, replaced]
+    assert await store.list_corrections(agent="bob") == [replaced, takeover]
+    assert await store.list_corrections(conversation_id="other") == []
+    assert await store.list_corrections(after_id=relabel.id, limit=1) == [replaced]
+
+    accepted = await store.review_correction(
+        relabel.id, review_status="accepted", reviewed_by="trainer1", note="good catch"
+    )
+    assert (accepted.review_status, accepted.reviewed_by, accepted.note) == (
+        "accepted", "trainer1", "good catch"
+    )
+    assert accepted.reviewed_at is not None
+    rejected = await store.review_correction(replaced.id, review_status="rejected",
+                                             reviewed_by="trainer1")
+    assert rejected.note is None
+    again = await store.review_correction(relabel.id, review_status="accepted",
+                                          reviewed_by="trainer2")
+    assert again.note == "good catch"  # kept when no new note is given
+    assert await store.list_corrections(review_status="new") == [takeover]
+    assert [c.id for c in await store.list_corrections(review_status=["accepted", "rejected"])] == [
+        relabel.id, replaced.id
+    ]
+    assert await store.list_corrections(review_status="accepted", type="replaced") == []
+
+    assert await store.mark_corrections_exported([relabel.id], export_id="export-1") == 1
+    assert await store.mark_corrections_exported([], export_id="export-2") == 0
+    exported = await store.list_corrections(exported=True)
+    assert [(c.id, c.export_id) for c in exported] == [(relabel.id, "export-1")]
+    assert exported[0].exported_at is not None
+    assert [c.id for c in await store.list_corrections(exported=False)] == [
+        replaced.id, takeover.id
+    ]
+
+
+async def test_correction_errors(store: Store, conv: str) -> None:
+    with pytest.raises(NotFound):
+        await store.add_correction("nope", type="takeover", agent="a")
+    with pytest.raises(BadRequest):
+        await store.add_correction(conv, type="liked", agent="a")  # type: ignore[arg-type]
+    await store.upsert_conversation("c2")
+    elsewhere = await store.append_message("c2", "customer", "hi")
+    other_pending = await store.add_pending_reply("c2", action="a", messages=[])
+    with pytest.raises(NotFound):
+        await store.add_correction(conv, type="approved", agent="a", message_id=elsewhere.id)
+    with pytest.raises(NotFound):
+        await store.add_correction(conv, type="approved", agent="a",
+                                   pending_reply_id=other_pending.id)
+    with pytest.raises(NotFound):
+        await store.get_correction(1234)
+    with pytest.raises(NotFound):
+        await store.review_correction(1234, review_status="accepted", reviewed_by="t")
+    with pytest.raises(BadRequest):
+        await store.review_correction(1, review_status="maybe", reviewed_by="t")  # type: ignore[arg-type]
+    with pytest.raises(BadRequest):
+        await store.list_corrections(review_status="done")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- notes and audit
+
+
+async def test_notes(store: Store, conv: str) -> None:
+    assert await store.list_notes(conv) == []
+    first = await store.add_note(conv, author="alice", text="asked for a callback")
+    second = await store.add_note(conv, author="bob", text="called back")
+    assert (first.conversation_id, first.author, first.text) == (conv, "alice",
+                                                                "asked for a callback")
+    assert await store.list_notes(conv) == [first, second]
+    with pytest.raises(NotFound):
+        await store.add_note("nope", author="a", text="x")
+    with pytest.raises(NotFound):
+        await store.list_notes("nope")
+    with pytest.raises(BadRequest):
+        await store.add_note(conv, author="a", text="  ")
+
+
+async def test_audit_log(store: Store) -> None:
+    first = await store.audit("alice", "takeover", target="conversation:c1",
+                              details={"from": "review"})
+    second = await store.audit("system", "start")
+    third = await store.audit("alice", "user.disable", target="user:bob")
+    assert (first.actor, first.action, first.target, first.details) == (
+        "alice", "takeover", "conversation:c1", {"from": "review"}
+    )
+    assert (second.target, second.details) == (None, None)
+    assert await store.list_audit() == [third, second, first]
+    assert await store.list_audit(actor="alice") == [third, first]
+    assert await store.list_audit(action="start") == [second]
+    assert await store.list_audit(target="user:bob") == [third]
+    assert await store.list_audit(limit=1) == [third]
+
+
+# --------------------------------------------------------------------------- users
+
+
+async def test_user_rows(store: Store) -> None:
+    assert await store.count_users() == 0
+    user = await store.create_user("alice", password_hash="$argon2id$x", role="agent")
+    assert (user.username, user.role, user.disabled, user.password_hash) == (
+        "alice", "agent", False, "$argon2id$x"
+    )
+    assert "argon2" not in repr(user)
+    with pytest.raises(AlreadyExists) as err:
+        await store.create_user("alice", password_hash="h", role="admin")
+    assert err.value.status == 409
+    with pytest.raises(BadRequest):
+        await store.create_user("bob", password_hash="h", role="boss")  # type: ignore[arg-type]
+    await store.create_user("bob", password_hash="h", role="trainer", disabled=True)
+    assert [u.username for u in await store.list_users()] == ["alice", "bob"]
+    assert await store.count_users() == 2
+    changed = await store.update_user("alice", role="admin", disabled=True, password_hash="h2")
+    assert (changed.role, changed.disabled, changed.password_hash) == ("admin", True, "h2")
+    assert await store.get_user("alice") == changed
+    assert await store.update_user("alice") == changed
+    with pytest.raises(NotFound):
+        await store.get_user("carol")
+    with pytest.raises(NotFound):
+        await store.update_user("carol", disabled=True)
+    assert await store.create_first_user("root", password_hash="h", role="admin") is None
+
+
+async def test_create_first_user_once(store: Store) -> None:
+    results = await asyncio.gather(
+        *(store.create_first_user("admin", password_hash=f"h{i}", role="admin") for i in range(5))
+    )
+    assert sum(r is not None for r in results) == 1
+    assert [u.username for u in await store.list_users()] == ["admin"]
+
+
+# --------------------------------------------------------------------------- misc
+
+
+async def test_to_json(store: Store, conv: str) -> None:
+    conversation = await store.get_conversation(conv)
+    data = to_json(conversation)
+    assert data["id"] == conv and data["created_at"] == conversation.created_at.isoformat()
+    user = await store.create_user("alice", password_hash="secret-hash", role="agent")
+    assert "password_hash" not in to_json(user)
+
+
+async def test_error_tree() -> None:
+    for cls, status in ((BadRequest, 400), (NotFound, 404), (Conflict, 409),
+                        (StaleVersion, 409), (AlreadyResolved, 409), (AlreadyExists, 409),
+                        (ServiceUnavailable, 503)):
+        assert issubclass(cls, HandoffError) and cls.status == status
