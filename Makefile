@@ -24,7 +24,7 @@ export RASA_CACHE_DIRECTORY ?= $(HOME)/.cache/northwind-assistant/rasa
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help setup run test train validate db clean
+.PHONY: help setup run test train validate db bench clean
 
 help:
 	@echo "make run       set up, train if the data changed, start the assistant (Ctrl-C stops)"
@@ -32,6 +32,7 @@ help:
 	@echo "make train     train a model if the data or config changed (Rasa decides)"
 	@echo "make validate  rasa data validate"
 	@echo "make db        create and seed the demo shop database ($(SHOP_DB)) if missing"
+	@echo "make bench     the benchmarks in bench/ (docs/performance.md)"
 
 $(RASA_VENV)/.installed: requirements/rasa.lock.txt
 	@test -n "$(PYTHON310)" || { echo "Python 3.10 is needed for Rasa 3.6 (set PYTHON310=...)"; exit 1; }
@@ -62,6 +63,9 @@ run: setup train
 
 test: setup train
 	$(GW_PY) -m pytest
+
+bench: setup train
+	$(GW_PY) bench/rasa_turn.py
 
 clean:
 	rm -rf models results var .pytest_cache

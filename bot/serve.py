@@ -129,6 +129,7 @@ class Stack:
     actions_port: int = 5055
     token: str = ""
     endpoints: Optional[Path] = None
+    credentials: Path = PROJECT_ROOT / "credentials.yml"
     log_dir: Path = VAR_DIR / "log"
     env: Dict[str, str] = field(default_factory=dict)
     services: List[Service] = field(default_factory=list)
@@ -165,10 +166,10 @@ class Stack:
                   "--port", str(self.rasa_port),
                   f"--auth-token={token}",  # "=": a token may begin with "-"
                   "--model", str(self.model), "--endpoints", str(self._endpoints_file()),
-                  "--credentials", str(PROJECT_ROOT / "credentials.yml")],
+                  "--credentials", str(self.credentials)],
             ready_url=f"{self.rasa_url}/status?token={token}",
             log_path=self.log_dir / f"rasa-{self.rasa_port}.log",
-            env=self.env,
+            env={**self.env, "GATEWAY_CHANNEL_TOKEN": token},  # bot/gateway_channel.py
         )
         self.services = [actions, rasa]
         for service in self.services:

@@ -1,0 +1,160 @@
+"""How long one customer turn takes, by the route the gateway can drive Rasa: ``make bench``
+or ``.venv/gateway/bin/python bench/rasa_turn.py [--turns 100]``.
+
+Starts a real Rasa server (the trained model in models/) and action server, then sends the same
+customer messages, interleaved round-robin so that machine noise hits every route alike, by:
+
+- ``socketio``: Rasa's own socketio channel (session_persistence off, the configuration that
+  works with current python-socketio), with python-socketio's AsyncClient: the baseline the
+  gateway is measured against;
+- ``rest``: Rasa's REST webhook;
+- ``gateway-channel``: bot/gateway_channel.py's /turn (one round trip, the whole turn, the
+  NLU result and every action's confidence);
+- ``http-steps``: Rasa's HTTP API step by step (log the message, predict, execute … until
+  action_listen), as a gateway without a channel of its own would.
+
+Prints p50 and p99 per route in milliseconds and each route's ratio to ``socketio``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Awaitable, Callable, Dict, List
+
+import httpx
+import socketio
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from actions.shop_db import seed  # noqa: E402
+from bot.serve import Stack, latest_model  # noqa: E402
+from tests.conftest import RASA_BIN, free_port  # noqa: E402
+
+# Messages answered by one response each (so a turn's end is one bot_uttered on socketio).
+MESSAGES = [
+    "what is your return policy?", "which payment methods do you accept",
+    "how long does delivery take", "do you ship abroad?", "how do I reset my password",
+    "are you a bot?", "hello", "thanks a lot",
+]
+
+
+def percentile(values: List[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class Routes:
+    def __init__(self, stack: Stack, client: httpx.AsyncClient) -> None:
+        self.stack = stack
+        self.http = client
+        self.token = stack.token
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.replies: asyncio.Queue[dict] = asyncio.Queue()
+
+    async def start(self) -> None:
+        @self.sio.on("bot_uttered")
+        async def on_bot(data: dict) -> None:
+            await self.replies.put(data)
+
+        await self.sio.connect(self.stack.rasa_url, socketio_path="/socket.io",
+                               transports=["websocket"])
+        await self.sio.emit("session_request", {"session_id": None})
+        await asyncio.sleep(0.5)
+
+    async def socketio(self, sender: str, text: str) -> None:
+        await self.sio.emit("user_uttered", {"message": text, "session_id": sender})
+        await asyncio.wait_for(self.replies.get(), timeout=30)
+
+    async def rest(self, sender: str, text: str) -> None:
+        r = await self.http.post(f"{self.stack.rasa_url}/webhooks/rest/webhook",
+                                 json={"sender": sender, "message": text})
+        assert r.status_code == 200 and r.json(), r.text
+
+    async def gateway_channel(self, sender: str, text: str) -> None:
+        r = await self.http.post(f"{self.stack.rasa_url}/webhooks/gateway/turn",
+                                 json={"sender": sender, "text": text},
+                                 headers={"Authorization": f"Bearer {self.token}"})
+        assert r.status_code == 200 and r.json()["actions"], r.text
+
+    async def http_steps(self, sender: str, text: str) -> None:
+        base = f"{self.stack.rasa_url}/conversations/{sender}"
+        params = {"token": self.token, "include_events": "NONE"}
+        r = await self.http.post(f"{base}/messages", params=params,
+                                 json={"text": text, "sender": "user"})
+        assert r.status_code == 200, r.text
+        for _ in range(10):
+            p = (await self.http.post(f"{base}/predict", params=params)).json()
+            name = p["scores"][0]["action"]
+            r = await self.http.post(f"{base}/execute", params=params, json={
+                "name": name, "policy": p["policy"], "confidence": p["confidence"]})
+            assert r.status_code == 200, r.text
+            if name == "action_listen":
+                return
+
+
+async def run(turns: int, stack: Stack) -> Dict[str, List[float]]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        routes = Routes(stack, client)
+        await routes.start()
+        named: Dict[str, Callable[[str, str], Awaitable[None]]] = {
+            "socketio": routes.socketio, "rest": routes.rest,
+            "gateway-channel": routes.gateway_channel, "http-steps": routes.http_steps,
+        }
+        senders = {name: f"bench-{name}-{uuid.uuid4().hex[:8]}" for name in named}
+        senders["socketio"] = routes.sio.sid or senders["socketio"]
+        times: Dict[str, List[float]] = {name: [] for name in named}
+        for i in range(turns + 5):  # the first 5 rounds warm up
+            text = MESSAGES[i % len(MESSAGES)]
+            order = list(named.items())
+            order = order[i % len(order):] + order[:i % len(order)]
+            for name, route in order:
+                t0 = time.perf_counter()
+                await route(senders[name], text)
+                if i >= 5:
+                    times[name].append((time.perf_counter() - t0) * 1000)
+        await routes.sio.disconnect()
+        return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        credentials = tmpdir / "credentials.yml"
+        credentials.write_text((PROJECT_ROOT / "credentials.yml").read_text()
+                               + "\nsocketio:\n  user_message_evt: user_uttered\n"
+                               "  bot_message_evt: bot_uttered\n  session_persistence: false\n")
+        stack = Stack(rasa_bin=RASA_BIN, model=latest_model(), rasa_port=free_port(),
+                      actions_port=free_port(), token=secrets.token_urlsafe(16),
+                      credentials=credentials, log_dir=tmpdir / "logs",
+                      env={"SHOP_DB_PATH": str(seed(tmpdir / "shop.db")),
+                           "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+        stack.start(timeout=300)
+        try:
+            times = asyncio.run(run(args.turns, stack))
+        finally:
+            stack.stop()
+    base50 = statistics.median(times["socketio"])
+    base99 = percentile(times["socketio"], 0.99)
+    print(f"{args.turns} turns per route, interleaved; model {latest_model().name}\n")
+    print("| route | p50 ms | p99 ms | p50 ratio | p99 ratio |")
+    print("|---|---|---|---|---|")
+    for name, values in times.items():
+        p50, p99 = statistics.median(values), percentile(values, 0.99)
+        print(f"| {name} | {p50:.1f} | {p99:.1f} | {p50 / base50:.2f} | {p99 / base99:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""Rasa input channel for the handoff gateway: a whole customer turn in one round trip.
+
+Driving Rasa step by step over its HTTP API (log the message, predict, execute, … listen) costs
+about three times a plain webhook turn, because every call takes the conversation lock and
+loads and saves the tracker. This channel does the same steps inside the Rasa server, under one
+lock, with one tracker load and one save, and answers with everything the gateway needs:
+
+``POST /webhooks/gateway/turn`` with ``Authorization: Bearer <token>`` and JSON
+
+    {"sender": "conversation id", "text": "...", "metadata": {...},
+     "parse_data": {...} (optional: a relabelled intent, used instead of NLU),
+     "hold": false}
+
+answers
+
+    {"parse": {intent, entities, intent_ranking, text},
+     "actions": [{"name", "policy", "confidence", "alternatives": [{"name", "confidence"}],
+                  "messages": [...what this action sent...]}],
+     "held": null | {"name", "policy", "confidence", "alternatives", "preview": [...]},
+     "model_id": "..."}
+
+With ``"hold": true`` the turn stops before the first action that is not ``action_listen``:
+that action is returned as ``held`` (with the rendered messages of a response action as
+``preview``) and is NOT executed; the tracker holds the customer's message and the slots it
+filled. ``POST /webhooks/gateway/continue`` then resolves it:
+
+    {"sender": "...", "hold": false | true,
+     "decision": {"type": "approve"}                     # run the held action
+               | {"type": "replace", "action": "utter_x"} # run another action instead
+               | {"type": "say", "action": "utter_x" | null, "messages": [{"text": ...}],
+                  "metadata": {...}}}                     # the bot "said" these (edited or
+                                                          # written by an agent); logged as
+                                                          # the action plus bot events
+
+and continues the turn (holding again at the next action when ``hold`` is true) until
+``action_listen``. The token is ``$GATEWAY_CHANNEL_TOKEN`` (default: ``$RASA_TOKEN``);
+requests without it get 401.
+
+Enable it in ``credentials.yml`` with ``bot.gateway_channel.GatewayInput:``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Text, Tuple
+
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from rasa.core.actions.action import Action, action_for_name_or_text
+from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
+from rasa.core.policies.policy import PolicyPrediction
+from rasa.shared.constants import UTTER_PREFIX
+from rasa.shared.core.constants import ACTION_DEFAULT_FALLBACK_NAME, ACTION_LISTEN_NAME
+from rasa.shared.core.events import ActionExecuted, BotUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+
+CHANNEL_NAME = "gateway"
+ALTERNATIVES = 5
+MAX_ACTIONS_PER_TURN = 10
+
+
+class BadRequest(Exception):
+    """The request cannot be processed as sent (answered with 400 and the message)."""
+
+
+def _token() -> str:
+    return os.environ.get("GATEWAY_CHANNEL_TOKEN") or os.environ.get("RASA_TOKEN") or ""
+
+
+def _authorised(request: Request) -> bool:
+    expected = _token()
+    given = request.headers.get("authorization", "")
+    return bool(expected) and hmac.compare_digest(given, f"Bearer {expected}")
+
+
+def _alternatives(prediction: PolicyPrediction, action_names: List[Text]) -> List[Dict[str, Any]]:
+    ranked = sorted(enumerate(prediction.probabilities), key=lambda p: p[1], reverse=True)
+    return [
+        {"name": action_names[i], "confidence": round(float(p), 4)}
+        for i, p in ranked[: ALTERNATIVES + 1]
+        if i != prediction.max_confidence_index
+    ][:ALTERNATIVES]
+
+
+def _describe(action: Action, prediction: PolicyPrediction, names: List[Text]) -> Dict[str, Any]:
+    return {
+        "name": action.name(),
+        "policy": prediction.policy_name,
+        "confidence": round(float(prediction.max_confidence), 4),
+        "alternatives": _alternatives(prediction, names),
+    }
+
+
+class Turn:
+    """One customer turn run inside the Rasa server, under the conversation's lock."""
+
+    def __init__(self, agent: Any, sender: Text) -> None:
+        self.agent = agent
+        self.processor = agent.processor
+        self.domain = self.processor.domain
+        self.sender = sender
+        self.actions: List[Dict[str, Any]] = []
+        self.held: Optional[Dict[str, Any]] = None
+
+    async def _run(
+        self, tracker: DialogueStateTracker, action: Action, prediction: PolicyPrediction
+    ) -> bool:
+        out = CollectingOutputChannel()
+        described = _describe(action, prediction, self.domain.action_names_or_texts)
+        more = await self.processor._run_action(  # noqa: SLF001 - the processor's own step
+            action, tracker, out, self.processor.nlg, prediction
+        )
+        if action.name() != ACTION_LISTEN_NAME:
+            self.actions.append({**described, "messages": out.messages})
+        return bool(more)
+
+    async def _preview(self, tracker: DialogueStateTracker, name: Text) -> List[Dict[str, Any]]:
+        if not name.startswith(UTTER_PREFIX):
+            return []  # a custom action's output exists only once it has run
+        message = await self.processor.nlg.generate(name, tracker, CHANNEL_NAME)
+        return [message] if message else []
+
+    async def loop(
+        self, tracker: DialogueStateTracker, hold: bool, overridden: bool = False
+    ) -> None:
+        """Predict and run actions until action_listen, or until the first one to hold.
+
+        After an agent replaced the bot's action or said something else (``overridden``), the
+        conversation may be somewhere the policies never saw; where they would fall back
+        (which reverts the customer's message) the turn simply ends and waits for the customer.
+        """
+        for _ in range(MAX_ACTIONS_PER_TURN):
+            if not self.processor._should_handle_message(tracker):  # noqa: SLF001
+                return
+            action, prediction = self.processor.predict_next_with_tracker_if_should(tracker)
+            if overridden and action.name() == ACTION_DEFAULT_FALLBACK_NAME:
+                await self.run_named(tracker, ACTION_LISTEN_NAME)
+                return
+            if hold and action.name() != ACTION_LISTEN_NAME:
+                self.held = {
+                    **_describe(action, prediction, self.domain.action_names_or_texts),
+                    "preview": await self._preview(tracker, action.name()),
+                }
+                return
+            if not await self._run(tracker, action, prediction):
+                return
+
+    async def run_named(self, tracker: DialogueStateTracker, name: Text) -> None:
+        if name not in self.domain.action_names_or_texts:
+            raise BadRequest(f"unknown action {name!r}")
+        action = action_for_name_or_text(name, self.domain, self.processor.action_endpoint)
+        prediction = PolicyPrediction.for_action_name(self.domain, name, "gateway", 1.0)
+        await self._run(tracker, action, prediction)
+
+    def log_said(
+        self, tracker: DialogueStateTracker, name: Optional[Text],
+        messages: List[Dict[str, Any]], metadata: Dict[str, Any],
+    ) -> None:
+        """Record what the customer was really sent, in place of the bot's own reply."""
+        action_name = name or "action_agent_reply"
+        tracker.update(ActionExecuted(action_name, policy="gateway", confidence=1.0))
+        for message in messages:
+            text = message.get("text")
+            data = {k: v for k, v in message.items() if k != "text"}
+            tracker.update(BotUttered(text, data, metadata))
+        self.actions.append({"name": action_name, "policy": "gateway", "confidence": 1.0,
+                             "alternatives": [], "messages": messages})
+
+    def result(self, tracker: DialogueStateTracker) -> Dict[str, Any]:
+        parse = tracker.latest_message.parse_data if tracker.latest_message else {}
+        return {
+            "parse": {k: parse.get(k) for k in ("text", "intent", "entities", "intent_ranking")},
+            "actions": self.actions,
+            "held": self.held,
+            "model_id": self.agent.model_id,
+        }
+
+
+def _json_body(request: Request) -> Dict[str, Any]:
+    body = request.json
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    sender = body.get("sender")
+    if not isinstance(sender, str) or not sender:
+        raise BadRequest("'sender' must be a non-empty string")
+    return body
+
+
+class GatewayInput(InputChannel):
+    """The handoff gateway's channel (see the module docstring)."""
+
+    @classmethod
+    def name(cls) -> Text:
+        return CHANNEL_NAME
+
+    @classmethod
+    def from_credentials(cls, credentials: Optional[Dict[Text, Any]]) -> "InputChannel":
+        return cls()
+
+    def blueprint(
+        self, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> Blueprint:
+        bp = Blueprint("gateway_webhook", __name__)
+
+        async def guarded(
+            request: Request,
+            work: Callable[[Any, Dict[str, Any]], Awaitable[Dict[str, Any]]],
+        ) -> HTTPResponse:
+            if not _authorised(request):
+                return response.json({"error": "unauthorised"}, status=401)
+            agent = request.app.ctx.agent
+            if agent is None or not agent.is_ready():
+                return response.json({"error": "no model loaded"}, status=503)
+            try:
+                body = _json_body(request)
+                async with agent.lock_store.lock(body["sender"]):
+                    return response.json(await work(agent, body))
+            except BadRequest as exc:
+                return response.json({"error": str(exc)}, status=400)
+
+        @bp.route("/", methods=["GET"])
+        async def health(request: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @bp.route("/turn", methods=["POST"])
+        async def turn(request: Request) -> HTTPResponse:
+            async def work(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
+                text = body.get("text")
+                if not isinstance(text, str):
+                    raise BadRequest("'text' must be a string")
+                parse_data = body.get("parse_data")
+                if parse_data is not None and not isinstance(parse_data, dict):
+                    raise BadRequest("'parse_data' must be an object")
+                metadata = body.get("metadata") or {}
+                message = UserMessage(
+                    text, CollectingOutputChannel(), body["sender"],
+                    input_channel=CHANNEL_NAME, metadata=metadata, parse_data=parse_data,
+                )
+                processor = agent.processor
+                tracker = await processor.log_message(message, should_save_tracker=False)
+                tracker = await processor.run_action_extract_slots(message.output_channel, tracker)
+                run = Turn(agent, body["sender"])
+                await run.loop(tracker, hold=bool(body.get("hold")))
+                await processor.save_tracker(tracker)
+                return run.result(tracker)
+
+            return await guarded(request, work)
+
+        @bp.route("/continue", methods=["POST"])
+        async def continue_turn(request: Request) -> HTTPResponse:
+            async def work(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
+                decision = body.get("decision")
+                if not isinstance(decision, dict):
+                    raise BadRequest("'decision' must be an object")
+                processor = agent.processor
+                tracker = await processor.fetch_tracker_and_update_session(
+                    body["sender"], CollectingOutputChannel()
+                )
+                run = Turn(agent, body["sender"])
+                kind = decision.get("type")
+                if kind == "approve":
+                    action, prediction = processor.predict_next_with_tracker_if_should(tracker)
+                    await run._run(tracker, action, prediction)
+                elif kind == "replace":
+                    await run.run_named(tracker, str(decision.get("action")))
+                elif kind == "say":
+                    messages = decision.get("messages")
+                    if not isinstance(messages, list) or not all(
+                        isinstance(m, dict) for m in messages
+                    ):
+                        raise BadRequest("'messages' must be a list of message objects")
+                    run.log_said(tracker, decision.get("action"), messages,
+                                 decision.get("metadata") or {})
+                else:
+                    raise BadRequest("'decision.type' must be approve, replace or say")
+                await run.loop(tracker, hold=bool(body.get("hold")), overridden=kind != "approve")
+                await processor.save_tracker(tracker)
+                return run.result(tracker)
+
+            return await guarded(request, work)
+
+        return bp
+
+
+__all__: Tuple[str, ...] = ("GatewayInput",)

@@ -1,0 +1,109 @@
+"""The gateway's Rasa channel (bot/gateway_channel.py) inside a real Rasa server: whole turns,
+held actions and the decisions that resolve them, as the tracker then records them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Dict, List
+
+import pytest
+import requests
+
+from bot.serve import Stack
+from tests.test_assistant import say
+
+
+class Channel:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.base = f"{stack.rasa_url}/webhooks/gateway"
+        self.sender = f"gw-{uuid.uuid4().hex[:12]}"
+        self.headers = {"Authorization": f"Bearer {stack.token}"}
+
+    def post(self, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        resp = requests.post(f"{self.base}/{path}", json={"sender": self.sender, **body},
+                             headers=self.headers, timeout=60)
+        assert resp.status_code == 200, resp.text
+        data: Dict[str, Any] = resp.json()
+        return data
+
+    def bot_texts(self) -> List[str]:
+        """What the tracker says the bot said, in order."""
+        resp = requests.get(
+            f"{self.stack.rasa_url}/conversations/{self.sender}/tracker",
+            params={"token": self.stack.token}, timeout=30,
+        )
+        resp.raise_for_status()
+        return [e.get("text") for e in resp.json()["events"] if e["event"] == "bot"]
+
+
+@pytest.fixture
+def channel(rasa_stack: Stack) -> Channel:
+    return Channel(rasa_stack)
+
+
+def test_a_whole_turn_returns_parse_actions_and_messages(channel: Channel) -> None:
+    result = channel.post("turn", {"text": "what is your return policy?"})
+    assert result["parse"]["intent"]["name"] == "check_refund_policy"
+    assert result["held"] is None
+    assert [a["name"] for a in result["actions"]] == ["utter_refund_policy"]
+    action = result["actions"][0]
+    assert action["policy"].endswith("RulePolicy") and action["confidence"] == 1.0
+    assert [m["text"] for m in action["messages"]] == [say("utter_refund_policy")]
+    assert result["model_id"]
+    assert channel.bot_texts() == [say("utter_refund_policy")]
+
+
+def test_hold_then_approve(channel: Channel) -> None:
+    held = channel.post("turn", {"text": "which payment methods do you accept", "hold": True})
+    assert held["actions"] == []
+    assert held["held"]["name"] == "utter_payment_methods"
+    assert [m["text"] for m in held["held"]["preview"]] == [say("utter_payment_methods")]
+    assert len(held["held"]["alternatives"]) == 5
+    assert channel.bot_texts() == []  # nothing was said yet
+    done = channel.post("continue", {"decision": {"type": "approve"}})
+    assert [a["name"] for a in done["actions"]] == ["utter_payment_methods"]
+    assert done["held"] is None
+    assert channel.bot_texts() == [say("utter_payment_methods")]
+
+
+def test_hold_then_edit_records_what_the_customer_saw(channel: Channel) -> None:
+    channel.post("turn", {"text": "what is your return policy?", "hold": True})
+    edited = "You can return most items within 60 days of delivery."
+    done = channel.post("continue", {"decision": {
+        "type": "say", "action": "utter_refund_policy", "messages": [{"text": edited}],
+        "metadata": {"edited_by": "agent-1"}}})
+    assert [a["name"] for a in done["actions"]] == ["utter_refund_policy"]
+    assert channel.bot_texts() == [edited]
+    # the conversation goes on as usual
+    nxt = channel.post("turn", {"text": "thanks!"})
+    assert [a["name"] for a in nxt["actions"]] == ["utter_thank"]
+
+
+def test_hold_then_replace(channel: Channel) -> None:
+    channel.post("turn", {"text": "what is your return policy?", "hold": True})
+    done = channel.post("continue", {"decision": {"type": "replace", "action": "utter_get_refund"}})
+    assert [a["name"] for a in done["actions"]] == ["utter_get_refund"]
+    assert channel.bot_texts() == [say("utter_get_refund")]
+
+
+def test_relabelled_intent_is_used_instead_of_nlu(channel: Channel) -> None:
+    parse_data = {"intent": {"name": "delivery_options", "confidence": 1.0}, "entities": []}
+    result = channel.post("turn", {"text": "how do I get it", "parse_data": parse_data})
+    assert result["parse"]["intent"]["name"] == "delivery_options"
+    assert [a["name"] for a in result["actions"]] == ["utter_delivery_options"]
+
+
+def test_requests_without_the_token_or_with_bad_bodies_are_refused(rasa_stack: Stack) -> None:
+    url = f"{rasa_stack.rasa_url}/webhooks/gateway/turn"
+    assert requests.post(url, json={"sender": "x", "text": "hi"}, timeout=30).status_code == 401
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert requests.post(url, json={"sender": "x", "text": "hi"}, headers=wrong,
+                         timeout=30).status_code == 401
+    auth = {"Authorization": f"Bearer {rasa_stack.token}"}
+    bad = requests.post(url, json={"text": "hi"}, headers=auth, timeout=30)
+    assert (bad.status_code, bad.json()) == (400, {"error": "'sender' must be a non-empty string"})
+    bad = requests.post(f"{rasa_stack.rasa_url}/webhooks/gateway/continue",
+                        json={"sender": "x", "decision": {"type": "shout"}}, headers=auth,
+                        timeout=30)
+    assert bad.status_code == 400
