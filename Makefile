@@ -47,10 +47,14 @@ $(GW_VENV)/.installed: requirements/gateway.lock.txt
 	$(GW_PY) -m pip install --quiet --disable-pip-version-check -r requirements/gateway.lock.txt
 	touch $@
 
+node_modules/.installed: package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 db: $(RASA_VENV)/.installed
 	$(RASA_PY) -m actions.shop_db seed --if-missing --path $(SHOP_DB)
 
-setup: $(RASA_VENV)/.installed $(GW_VENV)/.installed db
+setup: $(RASA_VENV)/.installed $(GW_VENV)/.installed node_modules/.installed db
 
 train: $(RASA_VENV)/.installed
 	$(RASA) train --out models

@@ -1,7 +1,8 @@
 """Starts the whole system and stops it cleanly: ``python -m bot.serve`` (what ``make run`` does).
 
-It starts the action server and the Rasa server (HTTP API enabled, loopback only, token auth),
-waits until each answers, prints where to go, and on Ctrl-C or SIGTERM stops every process it
+It starts the action server, the Rasa server (HTTP API enabled, loopback only, token auth) and
+the handoff gateway (``python -m handoff`` in the gateway's environment; customers connect to it,
+never to Rasa), waits until each answers, prints where to go, and on Ctrl-C or SIGTERM stops every process it
 started, children included (each runs in its own process group).
 
 Standard library only, so the test suite (Python 3.11) starts the very same processes with
@@ -26,6 +27,7 @@ from typing import Dict, List, Optional, Sequence
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = PROJECT_ROOT / "var"
+GATEWAY_PYTHON = PROJECT_ROOT / ".venv" / "gateway" / "bin" / "python"
 TOKEN_FILE = VAR_DIR / "rasa-token"
 
 
@@ -221,6 +223,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         default=int(os.environ.get("ACTIONS_PORT", 5055)))
     parser.add_argument("--model", type=Path, help="model file (default: newest in models/)")
     parser.add_argument("--endpoints", type=Path, default=PROJECT_ROOT / "endpoints.yml")
+    parser.add_argument("--gateway-port", type=int,
+                        default=int(os.environ.get("HANDOFF_PORT", 8000)))
     args = parser.parse_args(argv)
 
     stack = Stack(
@@ -247,8 +251,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except StartupError as exc:
         print(f"start-up failed: {exc}", file=sys.stderr)
         return 1
+    gateway = Service(
+        name="handoff gateway",
+        argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
+        ready_url=f"http://127.0.0.1:{args.gateway_port}/api/health",
+        log_path=stack.log_dir / "gateway.log",
+        env={"HANDOFF_PORT": str(args.gateway_port), "HANDOFF_RASA_URL": stack.rasa_url,
+             "HANDOFF_RASA_TOKEN": stack.token},
+    )
+    gateway_log_start = gateway.log_path.stat().st_size if gateway.log_path.exists() else 0
+    gateway.start()
+    stack.services.append(gateway)
+    deadline = time.monotonic() + 60
+    while not gateway.is_ready():
+        assert gateway.process is not None
+        if gateway.process.poll() is not None or time.monotonic() > deadline:
+            print(f"the gateway did not start; its log ends with:\n{gateway.log_tail()}",
+                  file=sys.stderr)
+            stack.stop()
+            return 1
+        time.sleep(0.5)
+    with open(gateway.log_path, "rb") as log:  # the first admin's password, shown once
+        log.seek(gateway_log_start)
+        for line in log.read().decode(errors="replace").splitlines():
+            if line.startswith("Created the first user"):
+                print(line, flush=True)
     print(
-        "\nThe assistant is up.\n"
+        "\nThe system is up.\n"
+        f"  Handoff gateway: http://localhost:{args.gateway_port}\n"
+        "    customers: Socket.IO at /socket.io, Rasa's socketio protocol\n"
+        "    agents: JSON API under /api (POST /api/login), live updates on Socket.IO /agent\n"
         f"  Rasa HTTP API (loopback only, token in {TOKEN_FILE.relative_to(PROJECT_ROOT)}):\n"
         f"    {stack.rasa_url}/status?token=$(cat var/rasa-token)\n"
         "  Talk to it through Rasa's REST channel:\n"

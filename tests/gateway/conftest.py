@@ -1,8 +1,8 @@
 """Fixtures of the gateway's store tests: every test that takes ``store`` runs on a fresh SQLite
 file and on a fresh schema in a PostgreSQL database this session creates and drops. The
 PostgreSQL runs are skipped, with the reason in the summary, only when no server answers at
-``HANDOFF_TEST_PG_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``); with
-``HANDOFF_TEST_REQUIRE_PG=1`` (set by CI) they fail instead."""
+``TEST_PG_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``); with
+``TEST_REQUIRE_PG=1`` (set by CI) they fail instead."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from handoff.store import Store
 
 PG_ADMIN_DSN = os.environ.get(
-    "HANDOFF_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+    "TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 
 
@@ -42,8 +42,8 @@ def pg_database() -> Iterator[str]:
         asyncio.run(_pg_admin(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"'))
     except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
         reason = (f"PostgreSQL not reachable at {PG_ADMIN_DSN} ({exc!r}); start it with "
-                  "pg_ctlcluster or set HANDOFF_TEST_PG_DSN")
-        if os.environ.get("HANDOFF_TEST_REQUIRE_PG"):
+                  "pg_ctlcluster or set TEST_PG_DSN")
+        if os.environ.get("TEST_REQUIRE_PG"):
             pytest.fail(reason)
         pytest.skip(reason)
     url = sa.make_url(PG_ADMIN_DSN).set(drivername="postgresql+asyncpg", database=name)

@@ -3,8 +3,8 @@
 Every test that takes ``store`` runs twice: ``[sqlite]`` on a fresh WAL file in tmp_path and
 ``[postgresql]`` on a fresh schema in a database that this session creates and drops. The
 PostgreSQL runs are skipped, with the reason in the summary, only when no server answers at
-``HANDOFF_TEST_PG_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``); with
-``HANDOFF_TEST_REQUIRE_PG=1`` they fail instead.
+``TEST_PG_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``); with
+``TEST_REQUIRE_PG=1`` they fail instead.
 """
 
 from __future__ import annotations

@@ -1,0 +1,62 @@
+"""``python -m handoff``: run the gateway with the settings from ``HANDOFF_*`` / ``.env``.
+
+``python -m handoff --settings`` prints the settings table (variable, default, meaning).
+Invalid settings stop it before anything starts, with every problem listed (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from sanic import Sanic
+
+from handoff.app import create_app
+from handoff.rasa_client import RasaClient
+from handoff.settings import SettingsError, load_settings, settings_table
+from handoff.store import Store
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m handoff",
+        description="The handoff gateway: customers' chat widget <-> agents <-> Rasa.",
+    )
+    parser.add_argument("--settings", action="store_true",
+                        help="print the settings table (HANDOFF_* variables) and exit")
+    args = parser.parse_args(argv)
+    if args.settings:
+        print(settings_table())
+        return 0
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("handoff", "alembic"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(settings.log_level.upper())
+    store = Store(settings.database_url)
+    rasa = RasaClient(settings.rasa_url, settings.rasa_token, timeout=settings.rasa_timeout)
+    app = create_app(settings, store, rasa)
+
+    @app.after_server_stop
+    async def _close(_app: Sanic[Any, Any]) -> None:
+        await rasa.close()
+        await store.close()
+
+    print(f"handoff gateway on http://{settings.host}:{settings.port} (Rasa at "
+          f"{settings.rasa_url}, store {store!r})", flush=True)
+    app.run(host=settings.host, port=settings.port, single_process=True, access_log=False,
+            motd=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

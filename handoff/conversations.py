@@ -1,0 +1,385 @@
+"""The I/O shell around the router: load state, ``step``, save state, perform the effects.
+
+:class:`Conversations` is what the app's handlers call. Each conversation's events are stepped
+strictly one at a time (an ``asyncio.Lock`` per conversation id); the new state is written with
+``Store.set_conversation_state`` (optimistic version; a stale version re-reads and re-steps)
+*before* any effect runs. Effects then run in the order the router gave them, still under the
+lock, except Rasa calls: those run as background tasks (kept referenced, cancelled by
+:meth:`Conversations.close`) whose outcome comes back through the same lock as a
+:class:`~handoff.router.RasaResult` or :class:`~handoff.router.RasaFailed`. While a call is out,
+new customer messages wait in the router's backlog, so turns never interleave.
+
+Everything the sockets see goes through the :class:`Notifier` seam: ``to_customer`` (the
+conversation's room on the customer namespace) and ``to_agents`` (the ``/agent`` namespace:
+everyone, or the named agents).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from handoff import router as r
+from handoff.customer_protocol import bot_uttered_payloads, notice_text
+from handoff.rasa_client import RasaClient, RasaError, TurnReply
+from handoff.state_codec import decode_state, encode, encode_state
+from handoff.store import Conversation, CorrectionType, Message, StaleVersion, Store, to_json
+
+__all__ = ["Conversations", "Notifier", "turn_result"]
+
+log = logging.getLogger(__name__)
+
+_CORRECTION_TYPES: Mapping[r.CorrectionKind, CorrectionType] = {
+    r.CorrectionKind.APPROVE: "approved",
+    r.CorrectionKind.EDIT: "edited",
+    r.CorrectionKind.REPLACE: "replaced",
+    r.CorrectionKind.WRITE: "written",
+    r.CorrectionKind.RELABEL: "relabelled",
+    r.CorrectionKind.TAKEOVER: "takeover",
+}
+_STALE_RETRIES = 5
+
+
+class Notifier(Protocol):
+    """Where the shell's pushes go (the Socket.IO server in the app)."""
+
+    async def to_customer(self, conversation_id: str, event: str, payload: Any) -> None: ...
+
+    async def to_agents(
+        self, event: str, payload: Any, agent_ids: Sequence[str] | None = None
+    ) -> None: ...
+
+
+def _clean(message: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in message.items() if k != "recipient_id"}
+
+
+def _scored(items: Any) -> tuple[r.Scored, ...]:
+    out = []
+    for item in items or ():
+        if isinstance(item, Mapping) and isinstance(item.get("name"), str):
+            out.append(r.Scored(name=item["name"], confidence=float(item.get("confidence") or 0)))
+    return tuple(out)
+
+
+def turn_result(call_id: int, reply: TurnReply, *, with_parse: bool,
+                skip_said: str | None = None) -> r.RasaResult:
+    """The router event for a channel answer. ``skip_said``: the action the gateway just
+    logged with ``say`` (the channel reports it back; the customer already has it)."""
+    parse: r.NluParse | None = None
+    raw = reply["parse"]
+    if with_parse and raw:
+        intent = raw.get("intent") or {}
+        parse = r.NluParse(
+            intent=intent.get("name"), confidence=float(intent.get("confidence") or 0.0),
+            intent_ranking=_scored(raw.get("intent_ranking")),
+            entities=tuple(e for e in raw.get("entities") or () if isinstance(e, Mapping)),
+        )
+    actions = list(reply["actions"])
+    if skip_said is not None and actions and actions[0].get("policy") == "gateway" and (
+        actions[0].get("name") == skip_said
+    ):
+        actions = actions[1:]
+    executed = tuple(
+        r.BotAction(name=a["name"], messages=tuple(_clean(m) for m in a.get("messages") or ()),
+                    confidence=a.get("confidence"), policy=a.get("policy"),
+                    alternatives=_scored(a.get("alternatives")))
+        for a in actions
+    )
+    held_raw = reply["held"]
+    held = None if held_raw is None else r.BotAction(
+        name=held_raw["name"], messages=tuple(_clean(m) for m in held_raw.get("preview") or ()),
+        confidence=held_raw.get("confidence"), policy=held_raw.get("policy"),
+        alternatives=_scored(held_raw.get("alternatives")),
+    )
+    return r.RasaResult(call_id=call_id, parse=parse, executed=executed, held=held,
+                        model_id=reply["model_id"])
+
+
+def state_summary(state: r.ConversationState) -> dict[str, Any]:
+    """The router state as the API shows it."""
+    pending = state.pending
+    return {
+        "id": state.conversation_id,
+        "mode": state.mode.value,
+        "owner": state.owner,
+        "watchers": sorted(state.watchers),
+        "queue_reason": state.queue_reason.value if state.queue_reason else None,
+        "queue_detail": state.queue_detail,
+        "pending_reply": encode(pending) if pending else None,
+        "busy": state.turn is not None and state.turn.call_id is not None,
+    }
+
+
+class Conversations:
+    """Runs the router for every conversation (see the module docstring)."""
+
+    def __init__(self, store: Store, rasa: RasaClient, notifier: Notifier,
+                 config: r.RouterConfig = r.DEFAULT_CONFIG) -> None:
+        self.store = store
+        self.rasa = rasa
+        self.notifier = notifier
+        self.config = config
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._message_rows: dict[tuple[str, str], int] = {}  # (conversation, message id) -> row
+
+    def _lock(self, conversation_id: str) -> asyncio.Lock:
+        lock = self._locks.get(conversation_id)
+        if lock is None:
+            lock = self._locks[conversation_id] = asyncio.Lock()
+        return lock
+
+    async def close(self) -> None:
+        """Cancel the Rasa calls still out and wait for them to end."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def recover(self) -> int:
+        """After a restart: a turn that waits for a Rasa call this process never made would
+        block its conversation forever, so each gets :class:`~handoff.router.RasaFailed`
+        (the customer is queued for a person, nothing is lost). Returns how many."""
+        recovered = 0
+        for conv in await self.store.list_conversations(mode=["bot", "review", "human"]):
+            state = decode_state(conv.id, conv.state)
+            if state.turn is not None and state.turn.call_id is not None:
+                await self.apply(conv.id, r.RasaFailed(call_id=state.turn.call_id,
+                                                       error="the gateway restarted"))
+                recovered += 1
+        return recovered
+
+    async def idle(self) -> None:
+        """Wait until no Rasa call is out (for tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ------------------------------------------------------------------ entry points
+
+    async def open(self, conversation_id: str) -> Conversation:
+        """Make sure the conversation exists (a customer's session); tell the agents when new."""
+        conv = await self.store.upsert_conversation(conversation_id)
+        if conv.version == 1 and conv.last_seq == 0 and conv.state is None:
+            await self.notifier.to_agents("conversation", _conversation_json(conv))
+        return conv
+
+    async def customer_message(self, conversation_id: str, text: str,
+                               metadata: Mapping[str, Any]) -> Message | None:
+        """Store the customer's message first, then run it through the router. Returns the
+        stored message, or None when the conversation is closed (nothing stored)."""
+        message_id = uuid.uuid4().hex
+        async with self._lock(conversation_id):
+            conv = await self.open(conversation_id)
+            if conv.mode == "closed":
+                return None
+            stored = await self.store.append_message(
+                conversation_id, "customer", text, metadata=dict(metadata) or None,
+                client_message_id=message_id,
+            )
+            self._message_rows[(conversation_id, message_id)] = stored.id
+            await self.notifier.to_agents("message", to_json(stored))
+            event = r.CustomerMessage(message_id=message_id, text=text, metadata=dict(metadata))
+            await self._step_locked(conversation_id, event)
+            return stored
+
+    async def apply(self, conversation_id: str, event: r.Event) -> r.ConversationState:
+        """Step an agent's (or the system's) event; a refusal raises the router's error with
+        nothing changed. ``NotFound`` for an unknown conversation."""
+        async with self._lock(conversation_id):
+            return await self._step_locked(conversation_id, event)
+
+    async def state(self, conversation_id: str) -> r.ConversationState:
+        conv = await self.store.get_conversation(conversation_id)
+        return decode_state(conversation_id, conv.state)
+
+    # ------------------------------------------------------------------ stepping
+
+    async def _step_locked(self, conversation_id: str, event: r.Event) -> r.ConversationState:
+        for _ in range(_STALE_RETRIES):
+            conv = await self.store.get_conversation(conversation_id)
+            before = decode_state(conversation_id, conv.state)
+            after, effects = r.step(before, event, self.config)
+            try:
+                await self.store.set_conversation_state(
+                    conversation_id, expected_version=conv.version, mode=after.mode.value,
+                    owner=after.owner, queued=after.queued,
+                    queue_reason=after.queue_reason.value if after.queue_reason else None,
+                    state=encode_state(after),
+                )
+            except StaleVersion:
+                continue  # another gateway process wrote it: re-read and step again
+            break
+        else:
+            raise StaleVersion(f"conversation {conversation_id!r} keeps changing")
+        if before.pending is not None and after.pending is None and not any(
+            isinstance(e, r.RecordCorrection) and e.reply_id is not None for e in effects
+        ):
+            await self.store.discard_pending_replies(conversation_id)
+        for effect in effects:
+            try:
+                await self._perform(effect)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one failed push must not stop the turn
+                log.exception("effect %s of %s failed", type(effect).__name__, conversation_id)
+        return after
+
+    async def _perform(self, effect: r.Effect) -> None:
+        cid = effect.conversation_id
+        match effect:
+            case r.StoreMessage(message=message):
+                if (cid, message.message_id) not in self._message_rows:
+                    stored = await self.store.append_message(
+                        cid, "customer", message.text, metadata=dict(message.metadata) or None,
+                        client_message_id=message.message_id)
+                    self._message_rows[(cid, message.message_id)] = stored.id
+            case r.ShowCustomerMessage():
+                pass  # every stored message is already pushed to all agents
+            case r.SendToCustomer():
+                await self._send(effect)
+            case r.NotifyCustomer(notice=notice, reason=reason):
+                text = notice_text(notice, reason)
+                await self.notifier.to_customer(cid, "handoff_notice",
+                                                {"kind": notice.value, "text": text})
+                if text is not None:
+                    await self.notifier.to_customer(
+                        cid, "bot_uttered", {"text": text, "metadata": {"sender": "system"}})
+                    stored = await self.store.append_message(
+                        cid, "system", text, payload={"notice": notice.value})
+                    await self.notifier.to_agents("message", to_json(stored))
+            case r.StatusChanged():
+                await self.notifier.to_agents("status", {
+                    "conversation_id": cid, "mode": effect.mode.value, "owner": effect.owner,
+                    "queue_reason": effect.queue_reason.value if effect.queue_reason else None,
+                    "queue_detail": effect.queue_detail})
+            case r.ShowPendingReply(agent_id=agent_id, reply=reply):
+                row = self._message_rows.get((cid, reply.message_id))
+                await self.store.add_pending_reply(
+                    cid, action=reply.action.name, messages=[dict(m) for m in reply.action.messages],
+                    confidence=reply.action.confidence,
+                    alternatives=[encode(a) for a in reply.action.alternatives],
+                    trigger_message_id=row, model_version=reply.model_id)
+                await self.notifier.to_agents("pending_reply", {
+                    "conversation_id": cid, "reply": encode(reply)}, [agent_id])
+            case r.ShowSuggestion(agent_ids=agent_ids):
+                await self.notifier.to_agents("suggestion", {
+                    "conversation_id": cid, "message_id": effect.message_id,
+                    "action": encode(effect.action)}, agent_ids)
+            case r.ShowRasaError(agent_ids=agent_ids, error=error):
+                await self.notifier.to_agents("rasa_error", {"conversation_id": cid,
+                                                             "error": error}, agent_ids)
+            case r.RecordCorrection():
+                await self._record_correction(effect)
+            case r.RasaCall() | r.AppendToTracker():
+                self._spawn(self._call_rasa(effect))
+            case _:
+                log.warning("unhandled effect %r", effect)
+
+    async def _send(self, effect: r.SendToCustomer) -> None:
+        cid = effect.conversation_id
+        human = effect.sender is r.Sender.HUMAN
+        for message in effect.messages:
+            shown: dict[str, Any] = dict(message)
+            if human:
+                shown["metadata"] = {**dict(shown.get("metadata") or {}), "sender": "human",
+                                     "agent": effect.agent_id}
+            for payload in bot_uttered_payloads(shown):
+                await self.notifier.to_customer(cid, "bot_uttered", payload)
+            extra = {k: v for k, v in message.items() if k != "text"}
+            stored = await self.store.append_message(
+                cid, "agent" if human else "bot",
+                message.get("text") if isinstance(message.get("text"), str) else None,
+                payload=extra or None, action=effect.action_name, decided_by=effect.agent_id)
+            await self.notifier.to_agents("message", to_json(stored))
+
+    async def _record_correction(self, effect: r.RecordCorrection) -> None:
+        cid = effect.conversation_id
+        if effect.reply_id is not None:
+            pending = await self.store.list_pending_replies(conversation_id=cid)
+            decision = {"approve": "approved", "edit": "edited", "replace": "replaced",
+                        "write": "written"}.get(effect.kind.value)
+            for reply in pending:
+                await self.store.resolve_pending_reply(
+                    reply.id, status="decided" if decision else "discarded",
+                    decided_by=effect.agent_id if decision else None,
+                    decision=decision)  # type: ignore[arg-type]
+        row = self._message_rows.get((cid, effect.message_id)) if effect.message_id else None
+        await self.store.add_correction(
+            cid, type=_CORRECTION_TYPES[effect.kind], agent=effect.agent_id,
+            before=encode(effect.before), after=encode(effect.after), tracker_events=[],
+            message_id=row, model_version=effect.model_id)
+
+    # ------------------------------------------------------------------ Rasa
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _call_rasa(self, effect: r.RasaCall | r.AppendToTracker) -> None:
+        cid = effect.conversation_id
+        if isinstance(effect, r.AppendToTracker):
+            try:
+                await self.rasa.continue_(cid, {
+                    "type": "say", "action": effect.action_name,
+                    "messages": [dict(m) for m in effect.messages],
+                    "metadata": {"sender": "human", "agent": effect.agent_id}}, hold=True)
+            except RasaError as exc:
+                log.warning("could not log the agent's reply in %s to Rasa: %s", cid, exc)
+            return
+        event: r.Event
+        try:
+            event = await self._rasa_request(effect)
+        except RasaError as exc:
+            log.warning("Rasa call %s for %s failed: %s", effect.call_id, cid, exc)
+            event = r.RasaFailed(call_id=effect.call_id, error=exc.message,
+                                 timed_out=exc.timed_out)
+        try:
+            await self.apply(cid, event)
+        except r.RouterError as exc:  # e.g. closed meanwhile
+            log.info("Rasa result for %s not applied: %s", cid, exc)
+
+    async def _rasa_request(self, effect: r.RasaCall) -> r.RasaResult:
+        cid = effect.conversation_id
+        hold = effect.then is not r.Continuation.RUN
+        match effect:
+            case r.RasaHandleMessage(message=message):
+                reply = await self.rasa.turn(cid, message.text, dict(message.metadata), hold)
+                result = turn_result(effect.call_id, reply, with_parse=True)
+                await self._store_parse(cid, message.message_id, result.parse)
+                return result
+            case r.RasaRelabel(message=message, intent=intent):
+                parse_data = {"text": message.text, "entities": [],
+                              "intent": {"name": intent, "confidence": 1.0}}
+                reply = await self.rasa.turn(cid, message.text, dict(message.metadata), hold,
+                                             parse_data=parse_data)
+                return turn_result(effect.call_id, reply, with_parse=True)
+            case r.RasaExecute(action_name=name):
+                reply = await self.rasa.continue_(cid, {"type": "replace", "action": name}, hold)
+                return turn_result(effect.call_id, reply, with_parse=False)
+            case r.RasaAppendReply(action_name=name, messages=messages, agent_id=agent_id):
+                metadata = {"sender": "human", "agent": agent_id} if agent_id else {}
+                reply = await self.rasa.continue_(cid, {
+                    "type": "say", "action": name, "messages": [dict(m) for m in messages],
+                    "metadata": metadata}, hold)
+                return turn_result(effect.call_id, reply, with_parse=False, skip_said=name)
+        raise TypeError(f"unknown Rasa call {type(effect).__name__}")
+
+    async def _store_parse(self, cid: str, message_id: str, parse: r.NluParse | None) -> None:
+        row = self._message_rows.get((cid, message_id))
+        if row is None or parse is None:
+            return
+        await self.store.set_message_nlu(
+            row, intent=parse.intent, confidence=parse.confidence,
+            intent_ranking=[encode(s) for s in parse.intent_ranking],
+            entities=[dict(e) for e in parse.entities])
+
+
+def _conversation_json(conv: Conversation) -> dict[str, Any]:
+    data = to_json(conv)
+    data.pop("state", None)
+    return data

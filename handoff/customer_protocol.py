@@ -1,0 +1,172 @@
+"""The customer side's wire protocol: Rasa's socketio channel, validated.
+
+A widget written for Rasa's ``socketio`` channel (rasa-webchat 1.x, socket.io-client 3/4) talks
+to the gateway unchanged:
+
+==================  =========================================================================
+event               payload
+==================  =========================================================================
+session_request     ``{"session_id": str | null}`` (client → gateway)
+session_confirm     the session id as a bare string (uuid4 hex when none was sent)
+user_uttered        ``{"message": str, "session_id": str, "metadata" | "customData": {...}}``;
+                    metadata may be a JSON string (client → gateway)
+bot_uttered         Rasa's shapes: ``{"text"}``; ``{"text", "quick_replies": [{"content_type":
+                    "text", "title", "payload"}]}``; ``{"attachment": {...}}``; a custom
+                    payload as its contents (``custom.data``)
+handoff_notice      gateway-only: ``{"kind": "handoff_queued" | "agent_joined" | "bot_back" |
+                    "closed", "text"}`` (widgets written for Rasa ignore it)
+error               gateway-only: ``{"code", "message"}``; the payload changed nothing
+==================  =========================================================================
+
+Messages written by a person carry ``"metadata": {"sender": "human", "agent": <username>}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from handoff.router import BotMessage, Notice, QueueReason
+
+__all__ = [
+    "NOTICE_TEXTS", "ProtocolError", "UserUttered", "bot_uttered_payloads", "notice_text",
+    "parse_session_request", "parse_user_uttered",
+]
+
+MAX_SESSION_ID_CHARS: Final = 128
+MAX_METADATA_BYTES: Final = 8192
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_.:@-]+$")
+
+NOTICE_TEXTS: Final[Mapping[Notice, str]] = {
+    Notice.HANDOFF_QUEUED: "A member of our team will be with you shortly; please stay in "
+                           "this chat.",
+    Notice.AGENT_JOINED: "A member of our customer-service team has joined the chat.",
+    Notice.BOT_BACK: "You are back with the assistant.",
+    Notice.CLOSED: "This conversation has ended. Thank you for contacting us.",
+}
+
+
+class ProtocolError(ValueError):
+    """A customer payload the gateway refuses; sent back as an ``error`` event."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class UserUttered:
+    text: str
+    session_id: str
+    metadata: dict[str, Any]
+
+
+def _session_id(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ProtocolError("bad_session_id", "session_id must be a non-empty string")
+    if len(value) > MAX_SESSION_ID_CHARS or not _SESSION_ID.match(value):
+        raise ProtocolError("bad_session_id", "session_id must be at most "
+                            f"{MAX_SESSION_ID_CHARS} letters, digits or _ . : @ -")
+    return value
+
+
+def parse_session_request(data: Any) -> str | None:
+    """The session id the client asks to resume, or None for a new session."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise ProtocolError("bad_payload", "session_request takes an object {session_id}")
+    value = data.get("session_id")
+    return None if value is None else _session_id(value)
+
+
+def _metadata(data: Mapping[str, Any]) -> dict[str, Any]:
+    raw = data.get("metadata", data.get("customData"))
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, str):
+        if len(raw.encode()) > MAX_METADATA_BYTES:
+            raise ProtocolError("metadata_too_large",
+                                f"metadata must be at most {MAX_METADATA_BYTES} bytes")
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise ProtocolError("bad_metadata", "metadata is a string but not JSON") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError("bad_metadata", "metadata must be an object")
+    if len(json.dumps(raw).encode()) > MAX_METADATA_BYTES:
+        raise ProtocolError("metadata_too_large",
+                            f"metadata must be at most {MAX_METADATA_BYTES} bytes")
+    return raw
+
+
+def parse_user_uttered(data: Any, *, max_chars: int) -> UserUttered:
+    """Validate a ``user_uttered`` payload; :class:`ProtocolError` says what is wrong."""
+    if not isinstance(data, Mapping):
+        raise ProtocolError("bad_payload", "user_uttered takes an object {message, session_id}")
+    text = data.get("message")
+    if not isinstance(text, str):
+        raise ProtocolError("bad_payload", "'message' must be a string")
+    if not text.strip():
+        raise ProtocolError("empty_message", "'message' must not be empty")
+    if len(text) > max_chars:
+        raise ProtocolError("message_too_long",
+                            f"a message may have at most {max_chars} characters")
+    if "\x00" in text:
+        raise ProtocolError("bad_payload", "'message' must not contain NUL characters")
+    return UserUttered(text=text, session_id=_session_id(data.get("session_id")),
+                       metadata=_metadata(data))
+
+
+def _paragraphs(text: str) -> list[str]:
+    return text.strip().split("\n\n") or [text]
+
+
+def bot_uttered_payloads(message: BotMessage) -> list[dict[str, Any]]:
+    """The ``bot_uttered`` payloads Rasa's socketio channel emits for one bot message (as
+    ``OutputChannel.send_response`` dispatches it); ``metadata`` is added to each payload."""
+    out: list[dict[str, Any]] = []
+    text = message.get("text")
+    replies = message.get("quick_replies") or message.get("buttons")
+    if replies:
+        parts: list[dict[str, Any]] = [{"text": part} for part in _paragraphs(str(text or ""))]
+        parts[-1]["quick_replies"] = [
+            {"content_type": "text", "title": b.get("title"), "payload": b.get("payload")}
+            for b in replies if isinstance(b, Mapping)
+        ]
+        out += parts
+    elif text:
+        out += [{"text": part} for part in _paragraphs(str(text))]
+    custom = message.get("custom")
+    if custom:
+        if isinstance(custom, Mapping) and "data" in custom:
+            out.append(custom["data"] if isinstance(custom["data"], dict)
+                       else {"data": custom["data"]})
+        else:
+            out.append(dict(custom) if isinstance(custom, Mapping) else {"custom": custom})
+    if message.get("image"):
+        out.append({"attachment": {"type": "image", "payload": {"src": message["image"]}}})
+    if message.get("attachment"):
+        out.append({"attachment": message["attachment"]})
+    for element in message.get("elements") or ():
+        out.append({"attachment": {"type": "template",
+                                   "payload": {"template_type": "generic", "elements": element}}})
+    metadata = message.get("metadata")
+    if isinstance(metadata, Mapping) and metadata:
+        out = [{**payload, "metadata": dict(metadata)} for payload in out]
+    return out
+
+
+def notice_text(notice: Notice, reason: QueueReason | None) -> str | None:
+    """What the customer reads for a notice; None where the bot already said it (its handoff
+    marker came with its own words)."""
+    if notice is Notice.HANDOFF_QUEUED and reason is QueueReason.BOT_HANDOFF_MARKER:
+        return None
+    return NOTICE_TEXTS[notice]

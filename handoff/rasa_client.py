@@ -1,0 +1,227 @@
+"""The gateway's one seam to Rasa: :class:`RasaClient` over the gateway input channel.
+
+The channel (``bot/gateway_channel.py``, running inside the Rasa server) runs a whole customer
+turn in one round trip::
+
+    rasa = RasaClient("http://127.0.0.1:5005", token, timeout=30)
+    reply = await rasa.turn("conv-1", "where is my order 100002?", {}, hold=False)
+    reply["actions"][0]["messages"]      # what the bot said
+    await rasa.continue_("conv-1", {"type": "approve"}, hold=True)
+    await rasa.close()
+
+Every failure the gateway must route around — a timeout, a refused connection, a 5xx, an
+answer that is not the JSON the channel promises — raises :class:`RasaUnavailable` (503), with
+``timed_out`` set for a timeout. A 4xx (our request was wrong, or the token) raises
+:class:`RasaRejected` (502): both are :class:`RasaError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, TypedDict, cast
+
+import httpx
+
+from handoff.errors import HandoffError
+
+__all__ = [
+    "ActionReport", "Decision", "HeldAction", "ParseReport", "RasaClient", "RasaError",
+    "RasaRejected", "RasaUnavailable", "Scored", "TurnReply",
+]
+
+
+class Scored(TypedDict):
+    name: str
+    confidence: float
+
+
+class ParseReport(TypedDict, total=False):
+    text: str | None
+    intent: dict[str, Any] | None  # {"name", "confidence"}
+    entities: list[dict[str, Any]] | None
+    intent_ranking: list[dict[str, Any]] | None
+
+
+class ActionReport(TypedDict):
+    """An action the channel executed, with what it sent."""
+
+    name: str
+    policy: str | None
+    confidence: float | None
+    alternatives: list[Scored]
+    messages: list[dict[str, Any]]
+
+
+class HeldAction(TypedDict):
+    """The next action, predicted but not executed (``hold``); ``preview``: its rendered
+    messages when it is a response."""
+
+    name: str
+    policy: str | None
+    confidence: float | None
+    alternatives: list[Scored]
+    preview: list[dict[str, Any]]
+
+
+class TurnReply(TypedDict):
+    parse: ParseReport
+    actions: list[ActionReport]
+    held: HeldAction | None
+    model_id: str | None
+
+
+class ApproveDecision(TypedDict):
+    type: Literal["approve"]
+
+
+class ReplaceDecision(TypedDict):
+    type: Literal["replace"]
+    action: str
+
+
+class SayDecision(TypedDict):
+    type: Literal["say"]
+    action: str | None
+    messages: list[dict[str, Any]]
+    metadata: dict[str, Any]
+
+
+Decision = ApproveDecision | ReplaceDecision | SayDecision
+
+
+class RasaError(HandoffError):
+    """Rasa did not do what was asked."""
+
+    status: ClassVar[int] = 502
+    code: ClassVar[str] = "rasa_error"
+    timed_out: bool = False
+
+
+class RasaUnavailable(RasaError):
+    """Rasa did not answer in time, refused the connection, or failed (5xx)."""
+
+    status = 503
+    code = "rasa_unavailable"
+
+    def __init__(self, message: str, *, timed_out: bool = False, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.timed_out = timed_out
+
+
+class RasaRejected(RasaError):
+    """Rasa refused the request (4xx: a bad request or a wrong token)."""
+
+    status = 502
+    code = "rasa_rejected"
+
+
+class RasaClient:
+    """Talks to Rasa's gateway channel; one pooled ``httpx.AsyncClient``."""
+
+    CHANNEL = "/webhooks/gateway"
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout),
+            headers={"Authorization": f"Bearer {token}"},
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"RasaClient({self.base_url!r}, timeout={self.timeout})"
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> RasaClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def turn(
+        self,
+        sender: str,
+        text: str,
+        metadata: dict[str, Any] | None = None,
+        hold: bool = False,
+        parse_data: dict[str, Any] | None = None,
+    ) -> TurnReply:
+        """Log the customer's message and run the turn (stopping at the first action to hold
+        when ``hold``); ``parse_data`` replaces NLU (a relabelled intent)."""
+        body: dict[str, Any] = {"sender": sender, "text": text, "metadata": metadata or {},
+                                "hold": hold}
+        if parse_data is not None:
+            body["parse_data"] = parse_data
+        return _turn_reply(await self._post("/turn", body))
+
+    async def continue_(self, sender: str, decision: Decision, hold: bool = False) -> TurnReply:
+        """Resolve the held action with ``decision`` and continue the turn."""
+        body = {"sender": sender, "decision": dict(decision), "hold": hold}
+        return _turn_reply(await self._post("/continue", body))
+
+    async def status(self) -> dict[str, Any]:
+        """Rasa's ``/status`` (``model_id``, ``model_file``, ...)."""
+        try:
+            resp = await self._http.get("/status", params={"token": self._token})
+        except httpx.HTTPError as exc:
+            raise _unavailable(exc) from exc
+        return _json(resp, "/status")
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = await self._http.post(self.CHANNEL + path, json=body)
+        except httpx.HTTPError as exc:
+            raise _unavailable(exc) from exc
+        return _json(resp, path)
+
+
+def _unavailable(exc: httpx.HTTPError) -> RasaUnavailable:
+    if isinstance(exc, httpx.TimeoutException):
+        return RasaUnavailable("Rasa did not answer in time", timed_out=True)
+    if isinstance(exc, httpx.ConnectError):
+        return RasaUnavailable(f"cannot connect to Rasa ({exc})")
+    return RasaUnavailable(f"Rasa request failed ({type(exc).__name__}: {exc})")
+
+
+def _json(resp: httpx.Response, path: str) -> dict[str, Any]:
+    if resp.status_code >= 500:
+        raise RasaUnavailable(f"Rasa answered {path} with {resp.status_code}: {resp.text[:200]}",
+                              rasa_status=resp.status_code)
+    if resp.status_code >= 400:
+        raise RasaRejected(f"Rasa refused {path} with {resp.status_code}: {resp.text[:200]}",
+                           rasa_status=resp.status_code)
+    try:
+        data = resp.json()
+    except ValueError as exc:
+        raise RasaUnavailable(f"Rasa answered {path} with something that is not JSON") from exc
+    if not isinstance(data, dict):
+        raise RasaUnavailable(f"Rasa answered {path} with {type(data).__name__}, not an object")
+    return data
+
+
+def _turn_reply(data: dict[str, Any]) -> TurnReply:
+    actions = data.get("actions")
+    held = data.get("held")
+    parse = data.get("parse")
+    if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
+        raise RasaUnavailable("Rasa's turn answer has no list of actions")
+    if held is not None and not isinstance(held, dict):
+        raise RasaUnavailable("Rasa's turn answer has a malformed held action")
+    model_id = data.get("model_id")
+    return {
+        "parse": cast(ParseReport, parse if isinstance(parse, dict) else {}),
+        "actions": cast(list[ActionReport], actions),
+        "held": cast(HeldAction | None, held),
+        "model_id": str(model_id) if model_id is not None else None,
+    }

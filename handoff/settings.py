@@ -1,0 +1,254 @@
+"""The gateway's settings: one table, declared once, read from ``HANDOFF_*`` variables.
+
+Each :class:`Setting` in :data:`SETTINGS` has a name, a type, a default and help text. Values
+come from, in order: the process environment, a ``.env`` file (``KEY=value`` lines, ``#``
+comments, optional quotes; path from ``HANDOFF_ENV_FILE``, default ``.env``), the default.
+:func:`load_settings` validates every value and raises :class:`SettingsError` naming each bad
+variable, so a misconfigured gateway stops at start-up with a clear message::
+
+    settings = load_settings()              # os.environ + .env
+    settings = load_settings({"HANDOFF_PORT": "8080"}, env_file=None)
+
+Secrets (the Rasa token, the JWT secret) are hidden in ``repr``. Two defaults live in files
+under ``var/``: the Rasa token is read from ``var/rasa-token`` (written by ``bot.serve``) and the
+JWT secret is generated once into ``var/jwt-secret`` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
+VAR_DIR: Final = PROJECT_ROOT / "var"
+PREFIX: Final = "HANDOFF_"
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; the message lists each with the variable's name."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    name: str  # attribute name; the variable is HANDOFF_<NAME upper-cased>
+    type: str  # "int", "float", "str", "url", "secret", "bool"
+    default: str | None  # as it would be written in the environment; None: computed
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def env(self) -> str:
+        return PREFIX + self.name.upper()
+
+
+SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting("host", "str", "127.0.0.1", "Interface the gateway listens on."),
+    Setting("port", "int", "8000", "TCP port the gateway listens on.", 1, 65535),
+    Setting("database_url", "str", "sqlite+aiosqlite:///var/handoff.db",
+            "SQLAlchemy URL of the gateway's store: sqlite+aiosqlite:///path or "
+            "postgresql+asyncpg://user@host/db (relative SQLite paths are taken from the "
+            "project folder)."),
+    Setting("rasa_url", "url", "http://127.0.0.1:5005",
+            "Base URL of the Rasa server (its gateway channel is under /webhooks/gateway)."),
+    Setting("rasa_token", "secret", None,
+            "Bearer token of Rasa's gateway channel (default: the contents of var/rasa-token)."),
+    Setting("rasa_timeout", "float", "30",
+            "Seconds to wait for Rasa before the conversation goes to the human queue.",
+            0.1, 600),
+    Setting("jwt_secret", "secret", None,
+            "Secret that signs agent tokens, at least 32 bytes (default: generated once into "
+            "var/jwt-secret)."),
+    Setting("token_ttl", "int", "43200", "Seconds an agent's login token stays valid.",
+            60, 30 * 24 * 3600),
+    Setting("max_message_chars", "int", "2000",
+            "Longest customer or agent message accepted, in characters.", 1, 100_000),
+    Setting("cors_origins", "str", "*",
+            "Origins allowed to open the customer Socket.IO connection (comma-separated, or *)."),
+    Setting("log_level", "str", "INFO", "Python logging level of the gateway.",
+            choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+)
+_BY_NAME: Final = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings; build with :func:`load_settings` (or directly in tests)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = "sqlite+aiosqlite:///var/handoff.db"
+    rasa_url: str = "http://127.0.0.1:5005"
+    rasa_token: str = ""
+    rasa_timeout: float = 30.0
+    jwt_secret: str = ""
+    token_ttl: int = 43200
+    max_message_chars: int = 2000
+    cors_origins: str = "*"
+    log_level: str = "INFO"
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={'***' if _BY_NAME[f.name].type == 'secret' else repr(getattr(self, f.name))}"
+            for f in fields(self)
+        )
+        return f"Settings({shown})"
+
+    @property
+    def token_lifetime(self) -> timedelta:
+        return timedelta(seconds=self.token_ttl)
+
+    @property
+    def cors_allowed(self) -> str | list[str]:
+        origins = [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+        return "*" if origins == ["*"] else origins
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines of a .env file (``export`` prefix, quotes and ``#`` comments
+    allowed); a missing file is empty."""
+    values: dict[str, str] = {}
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return values
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"{path}:{number}: expected KEY=value, got {raw!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key.strip()] = value
+    return values
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _generated_secret(path: Path) -> str:
+    """The secret kept in ``path``, generated (0600) on first use."""
+    existing = _read_secret_file(path)
+    if existing:
+        return existing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return _read_secret_file(path)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def _convert(setting: Setting, raw: str) -> Any:
+    value: Any
+    if setting.type == "int":
+        value = int(raw)
+    elif setting.type == "float":
+        value = float(raw)
+    elif setting.type == "bool":
+        lowered = raw.strip().lower()
+        if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError("expected true or false")
+        return lowered in ("1", "true", "yes", "on")
+    elif setting.type == "url":
+        value = raw.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("expected an http(s) URL such as http://127.0.0.1:5005")
+        return value
+    else:
+        if setting.choices and raw.upper() not in setting.choices:
+            raise ValueError(f"must be one of {', '.join(setting.choices)}")
+        return raw.upper() if setting.choices else raw
+    if setting.minimum is not None and value < setting.minimum:
+        raise ValueError(f"must be at least {setting.minimum:g}")
+    if setting.maximum is not None and value > setting.maximum:
+        raise ValueError(f"must be at most {setting.maximum:g}")
+    return value
+
+
+def _resolve_database_url(url: str) -> str:
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix):
+        path = url[len(prefix):]
+        if path and not path.startswith(("/", ":memory:", "file:")):
+            return prefix + str(PROJECT_ROOT / path)
+    return url
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    env_file: Path | None | str = "",
+    var_dir: Path = VAR_DIR,
+) -> Settings:
+    """Read and validate every setting. ``environ`` defaults to ``os.environ``; ``env_file``
+    ``""`` means ``$HANDOFF_ENV_FILE`` or ``.env`` in the working directory, None none.
+    Raises :class:`SettingsError` listing every invalid or unknown ``HANDOFF_*`` variable."""
+    env = dict(os.environ if environ is None else environ)
+    if env_file == "":
+        env_file = Path(env.get(PREFIX + "ENV_FILE", ".env"))
+    file_values = read_env_file(Path(env_file)) if env_file is not None else {}
+    merged = {**file_values, **env}
+    problems: list[str] = []
+    known = {s.env for s in SETTINGS} | {PREFIX + "ENV_FILE"}
+    for key in sorted(merged):
+        if key.startswith(PREFIX) and key not in known:
+            problems.append(f"{key}: unknown setting")
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = merged.get(setting.env)
+        if raw is None or (raw == "" and setting.default is None):
+            raw = setting.default
+        if raw is None:
+            continue  # computed below
+        try:
+            values[setting.name] = _convert(setting, raw)
+        except ValueError as exc:
+            problems.append(f"{setting.env}={raw!r}: {exc} ({setting.help})")
+    if "rasa_token" not in values:
+        values["rasa_token"] = _read_secret_file(var_dir / "rasa-token")
+    if "jwt_secret" not in values and not problems:
+        values["jwt_secret"] = _generated_secret(var_dir / "jwt-secret")
+    if len(values.get("jwt_secret", "x" * 32).encode()) < 32:
+        problems.append(f"{_BY_NAME['jwt_secret'].env}: must be at least 32 bytes long")
+    if not values.get("rasa_token") and not problems:
+        problems.append(f"{_BY_NAME['rasa_token'].env}: not set and {var_dir / 'rasa-token'} "
+                        "does not exist (start Rasa with `python -m bot.serve` once, or set it)")
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+    values["database_url"] = _resolve_database_url(values["database_url"])
+    return Settings(**values)
+
+
+def settings_table() -> str:
+    """The settings table as Markdown (for ``docs/`` and ``python -m handoff --help``)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = s.default if s.default is not None else "(computed)"
+        rows.append(f"| `{s.env}` | `{default}` | {s.help} |")
+    return "\n".join(rows)
+

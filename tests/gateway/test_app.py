@@ -1,0 +1,608 @@
+"""The gateway end to end: ``python -m handoff`` in a subprocess on a free port, over a real
+SQLite file, in front of the real Rasa + action server (``rasa_stack``), with python-socketio's
+``AsyncClient`` as the customer's widget and as the agent console, and httpx for the agent API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import requests
+import socketio
+
+from bot.serve import Stack
+from handoff.auth import create_user
+from handoff.store import Store
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.asyncio
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_PYTHON = PROJECT_ROOT / ".venv" / "gateway" / "bin" / "python"
+ORDER_QUESTION = "where is my order 100002?"
+WAIT = 60.0  # seconds for anything that involves Rasa
+QUIET = 1.0  # seconds of silence that count as "nothing came"
+
+
+@dataclass
+class Gateway:
+    url: str
+    database_url: str
+    admin_password: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+
+
+def _start_gateway(tmp: Path, rasa_url: str, rasa_token: str) -> Gateway:
+    port = free_port()
+    database_url = f"sqlite+aiosqlite:///{tmp / 'handoff.db'}"
+    log_path = tmp / "gateway.log"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")},
+        "HANDOFF_ENV_FILE": str(tmp / "no.env"),
+        "HANDOFF_HOST": "127.0.0.1",
+        "HANDOFF_PORT": str(port),
+        "HANDOFF_DATABASE_URL": database_url,
+        "HANDOFF_RASA_URL": rasa_url,
+        "HANDOFF_RASA_TOKEN": rasa_token,
+        "HANDOFF_RASA_TIMEOUT": "60",
+        "HANDOFF_JWT_SECRET": "test-secret-" + "x" * 40,
+        "HANDOFF_MAX_MESSAGE_CHARS": "2000",
+    }
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(GATEWAY_PYTHON), "-m", "handoff"], cwd=PROJECT_ROOT, env=env, stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    gateway = Gateway(url, database_url, "", process, log_path)
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the gateway exited ({process.returncode}):\n{gateway.log_tail()}")
+        try:
+            if requests.get(f"{url}/api/health", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            _stop(process)
+            raise RuntimeError(f"the gateway did not start:\n{gateway.log_tail()}")
+        time.sleep(0.2)
+    found = re.search(r"admin / (\S+)", log_path.read_text())
+    gateway.admin_password = found.group(1) if found else ""  # printed on the first start only
+    return gateway
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = _start_gateway(tmp_path_factory.mktemp("gateway"), rasa_stack.rasa_url,
+                        rasa_stack.token)
+    yield gw
+    _stop(gw.process)
+
+
+@pytest_asyncio.fixture
+async def store(gateway: Gateway) -> AsyncIterator[Store]:
+    """The gateway's own database, opened from the test (SQLite WAL: readers do not block)."""
+    s = Store(gateway.database_url)
+    yield s
+    await s.close()
+
+
+class Widget:
+    """A customer's chat widget: python-socketio's AsyncClient speaking Rasa's protocol."""
+
+    def __init__(self, url: str, transports: list[str] | None = None) -> None:
+        self.url = url
+        self.transports = transports or ["websocket"]
+        self.sio = socketio.AsyncClient()
+        self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.sio.on("*", self._any)
+
+    async def _any(self, event: str, data: Any = None) -> None:
+        await self.events.put((event, data))
+
+    async def connect(self) -> Widget:
+        await self.sio.connect(self.url, socketio_path="/socket.io", transports=self.transports)
+        return self
+
+    async def session(self, session_id: str | None = None) -> str:
+        await self.sio.emit("session_request", {"session_id": session_id})
+        event, data = await self.next()
+        assert event == "session_confirm"
+        assert isinstance(data, str)
+        return data
+
+    async def next(self, timeout: float = WAIT) -> tuple[str, Any]:
+        return await asyncio.wait_for(self.events.get(), timeout)
+
+    async def say(self, session_id: str, text: str) -> None:
+        await self.sio.emit("user_uttered", {"message": text, "session_id": session_id})
+
+    async def nothing(self) -> None:
+        await asyncio.sleep(QUIET)
+        assert self.events.empty(), self.events.get_nowait()
+
+    async def close(self) -> None:
+        await self.sio.disconnect()
+
+
+@pytest_asyncio.fixture
+async def widget(gateway: Gateway) -> AsyncIterator[Widget]:
+    w = await Widget(gateway.url).connect()
+    yield w
+    await w.close()
+
+
+@pytest_asyncio.fixture
+async def api(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as client:
+        yield client
+
+
+def _rest_answer(stack: Stack, text: str) -> list[dict[str, Any]]:
+    """What the same Rasa says to a fresh customer over its own REST channel."""
+    resp = requests.post(f"{stack.rasa_url}/webhooks/rest/webhook",
+                         json={"sender": f"rest-{time.monotonic_ns()}", "message": text},
+                         timeout=WAIT)
+    resp.raise_for_status()
+    messages: list[dict[str, Any]] = resp.json()
+    return [{k: v for k, v in m.items() if k != "recipient_id"} for m in messages]
+
+
+async def _agent(store: Store, api: httpx.AsyncClient, username: str) -> dict[str, str]:
+    """Create an agent (once) and log in; the Authorization header."""
+    if username not in {u.username for u in await store.list_users()}:
+        await create_user(store, username, f"{username}-password", "agent")
+    resp = await api.post("/api/login", json={"username": username,
+                                              "password": f"{username}-password"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert set(body) == {"token", "expires_at", "role"}
+    assert body["role"] == "agent"
+    return {"Authorization": f"Bearer {body['token']}"}
+
+
+# --------------------------------------------------------------------------- customer protocol
+
+
+async def test_session_request_confirms_a_new_session_id(widget: Widget, store: Store) -> None:
+    session_id = await widget.session(None)
+    assert re.fullmatch(r"[0-9a-f]{32}", session_id)
+    conversation = await store.get_conversation(session_id)
+    assert (conversation.mode, conversation.owner, conversation.last_seq) == ("bot", None, 0)
+
+
+async def test_bot_turn_answers_with_the_shops_reply(
+    widget: Widget, store: Store, rasa_stack: Stack
+) -> None:
+    session_id = await widget.session()
+    await widget.say(session_id, ORDER_QUESTION)
+    event, payload = await widget.next()
+    expected = _rest_answer(rasa_stack, ORDER_QUESTION)
+    assert expected and expected[0]["text"].startswith("Order 100002 ")
+    assert (event, payload) == ("bot_uttered", expected[0])
+    await widget.nothing()
+    messages = await store.list_messages(session_id)
+    assert [(m.seq, m.sender, m.text) for m in messages] == [
+        (1, "customer", ORDER_QUESTION), (2, "bot", expected[0]["text"])]
+    assert messages[0].intent == "track_order"
+    assert messages[1].action == "action_track_order"
+
+
+async def test_reconnect_with_the_same_session_id_keeps_the_conversation(
+    gateway: Gateway, store: Store
+) -> None:
+    first = await Widget(gateway.url).connect()
+    session_id = await first.session()
+    await first.say(session_id, "hi")
+    event, greeting = await first.next()
+    assert event == "bot_uttered" and greeting["text"].startswith("Hi, I'm the Northwind")
+    await first.close()
+
+    second = await Widget(gateway.url).connect()
+    try:
+        assert await second.session(session_id) == session_id
+        await second.say(session_id, ORDER_QUESTION)
+        event, answer = await second.next()
+        assert event == "bot_uttered" and answer["text"].startswith("Order 100002 ")
+    finally:
+        await second.close()
+    messages = await store.list_messages(session_id)
+    assert [(m.seq, m.sender) for m in messages] == [
+        (1, "customer"), (2, "bot"), (3, "customer"), (4, "bot")]
+    assert [m.text for m in messages if m.sender == "customer"] == ["hi", ORDER_QUESTION]
+    assert len([c for c in await store.list_conversations() if c.id == session_id]) == 1
+
+
+@pytest.mark.parametrize("payload, code", [
+    ("just a string", "bad_payload"),
+    ({"message": 42, "session_id": "S"}, "bad_payload"),
+    ({"message": "   ", "session_id": "S"}, "empty_message"),
+    ({"message": "x" * 2001, "session_id": "S"}, "message_too_long"),
+    ({"message": "hi", "session_id": "S", "metadata": "{not json"}, "bad_metadata"),
+    ({"message": "hi", "session_id": "someone-else"}, "session_mismatch"),
+])
+async def test_malformed_or_oversized_messages_get_an_error_and_store_nothing(
+    widget: Widget, store: Store, payload: Any, code: str
+) -> None:
+    session_id = await widget.session()
+    if isinstance(payload, dict) and payload.get("session_id") == "S":
+        payload = {**payload, "session_id": session_id}
+    await widget.sio.emit("user_uttered", payload)
+    event, error = await widget.next()
+    assert event == "error"
+    assert error["code"] == code and isinstance(error["message"], str)
+    await widget.nothing()
+    conversation = await store.get_conversation(session_id)
+    assert (conversation.last_seq, conversation.version, conversation.state) == (0, 1, None)
+    assert await store.list_messages(session_id) == []
+
+
+async def test_metadata_as_a_json_string_is_accepted(widget: Widget, store: Store) -> None:
+    session_id = await widget.session()
+    await widget.sio.emit("user_uttered", {"message": "hi", "session_id": session_id,
+                                           "customData": '{"language": "en"}'})
+    event, _ = await widget.next()
+    assert event == "bot_uttered"
+    messages = await store.list_messages(session_id)
+    assert messages[0].metadata == {"language": "en"}
+
+
+async def test_customer_emitting_agent_events_gets_nothing(
+    widget: Widget, store: Store
+) -> None:
+    session_id = await widget.session()
+    for event in ("takeover", "agent_message", "handback", "close"):
+        await widget.sio.emit(event, {"conversation_id": session_id, "text": "I am an agent"})
+    await widget.nothing()
+    conversation = await store.get_conversation(session_id)
+    assert (conversation.mode, conversation.owner, conversation.version) == ("bot", None, 1)
+    assert await store.list_messages(session_id) == []
+
+
+# --------------------------------------------------------------------------- agents
+
+
+async def test_takeover_and_agent_message_reach_the_customer_as_from_a_human(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    alice = await _agent(store, api, "alice")
+    console = socketio.AsyncClient()
+    pushed: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    async def on_any(event: str, data: Any = None) -> None:
+        await pushed.put((event, data))
+
+    console.on("*", on_any, namespace="/agent")
+    await console.connect(gateway.url, namespaces=["/agent"], transports=["websocket"],
+                          auth={"token": alice["Authorization"].split()[1]})
+    try:
+        session_id = await widget.session()
+        await widget.say(session_id, ORDER_QUESTION)
+        assert (await widget.next())[0] == "bot_uttered"
+
+        resp = await api.post(f"/api/conversations/{session_id}/takeover", headers=alice)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["conversation"]["mode"] == "human"
+        assert resp.json()["conversation"]["owner"] == "alice"
+        assert await widget.next() == ("handoff_notice", {
+            "kind": "agent_joined",
+            "text": "A member of our customer-service team has joined the chat."})
+        assert await widget.next() == ("bot_uttered", {
+            "text": "A member of our customer-service team has joined the chat.",
+            "metadata": {"sender": "system"}})
+
+        resp = await api.post(f"/api/conversations/{session_id}/messages", headers=alice,
+                              json={"text": "Hello, I'm Alice. How can I help?"})
+        assert resp.status_code == 200, resp.text
+        assert await widget.next() == ("bot_uttered", {
+            "text": "Hello, I'm Alice. How can I help?",
+            "metadata": {"sender": "human", "agent": "alice"}})
+
+        events: list[tuple[str, Any]] = []
+        while not any(e == "status" and d["conversation_id"] == session_id for e, d in events):
+            events.append(await asyncio.wait_for(pushed.get(), WAIT))
+        status = next(d for e, d in events if e == "status" and d["conversation_id"] == session_id)
+        assert status == {"conversation_id": session_id, "mode": "human", "owner": "alice",
+                          "queue_reason": None, "queue_detail": None}
+
+        resp = await api.get(f"/api/conversations/{session_id}", headers=alice)
+        assert resp.status_code == 200
+        detail = resp.json()
+        assert detail["router"]["mode"] == "human"
+        assert [(m["sender"], m["text"]) for m in detail["messages"]][-2:] == [
+            ("system", "A member of our customer-service team has joined the chat."),
+            ("agent", "Hello, I'm Alice. How can I help?")]
+        assert detail["messages"][-1]["decided_by"] == "alice"
+    finally:
+        await console.disconnect()
+
+
+async def test_second_agents_takeover_is_refused_with_409(
+    widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    alice = await _agent(store, api, "alice")
+    bob = await _agent(store, api, "bob")
+    session_id = await widget.session()
+    assert (await api.post(f"/api/conversations/{session_id}/takeover",
+                           headers=alice)).status_code == 200
+    resp = await api.post(f"/api/conversations/{session_id}/takeover", headers=bob)
+    assert resp.status_code == 409
+    assert resp.json() == {"error": "already_owned", "message": "conversation is owned by alice"}
+    conversation = await store.get_conversation(session_id)
+    assert (conversation.mode, conversation.owner) == ("human", "alice")
+    resp = await api.post(f"/api/conversations/{session_id}/messages", headers=bob,
+                          json={"text": "me too"})
+    assert resp.status_code == 403
+    assert resp.json()["error"] == "not_owner"
+
+
+async def test_unauthenticated_api_calls_get_401(api: httpx.AsyncClient, widget: Widget) -> None:
+    session_id = await widget.session()
+    resp = await api.get("/api/conversations")
+    assert resp.status_code == 401
+    assert resp.json()["error"] == "unauthorized"
+    resp = await api.post(f"/api/conversations/{session_id}/takeover")
+    assert resp.status_code == 401
+    resp = await api.get("/api/conversations", headers={"Authorization": "Bearer nonsense"})
+    assert resp.status_code == 401
+    assert resp.json()["error"] == "token_invalid"
+    resp = await api.post("/api/login", json={"username": "admin", "password": "wrong"})
+    assert resp.status_code == 401
+    assert resp.json() == {"error": "invalid_credentials", "message": "wrong username or password"}
+
+
+async def test_admin_logs_in_with_the_printed_password_and_lists_conversations(
+    gateway: Gateway, api: httpx.AsyncClient, widget: Widget
+) -> None:
+    session_id = await widget.session()
+    assert gateway.admin_password
+    resp = await api.post("/api/login", json={"username": "admin",
+                                              "password": gateway.admin_password})
+    assert resp.status_code == 200 and resp.json()["role"] == "admin"
+    headers = {"Authorization": f"Bearer {resp.json()['token']}"}
+    resp = await api.get("/api/conversations", headers=headers)
+    assert resp.status_code == 200
+    assert session_id in [c["id"] for c in resp.json()["conversations"]]
+    resp = await api.get("/api/conversations/no-such-conversation", headers=headers)
+    assert resp.status_code == 404 and resp.json()["error"] == "not_found"
+
+
+async def test_agent_namespace_refuses_a_connection_without_a_valid_token(
+    gateway: Gateway,
+) -> None:
+    for auth in (None, {"token": "nonsense"}):
+        client = socketio.AsyncClient()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await client.connect(gateway.url, namespaces=["/agent"], transports=["websocket"],
+                                 auth=auth, wait_timeout=5)
+        await client.disconnect()
+
+
+# --------------------------------------------------------------------------- Rasa down
+
+
+async def test_rasa_down_queues_the_conversation_and_keeps_the_message(
+    tmp_path: Path, rasa_stack: Stack
+) -> None:
+    gw = await asyncio.to_thread(_start_gateway, tmp_path,
+                                 f"http://127.0.0.1:{free_port()}", rasa_stack.token)
+    widget = await Widget(gw.url).connect()
+    store = Store(gw.database_url)
+    try:
+        session_id = await widget.session()
+        await widget.say(session_id, ORDER_QUESTION)
+        event, notice = await widget.next()
+        assert (event, notice["kind"]) == ("handoff_notice", "handoff_queued")
+        assert await widget.next() == ("bot_uttered", {
+            "text": notice["text"], "metadata": {"sender": "system"}})
+        conversation = await store.get_conversation(session_id)
+        assert (conversation.mode, conversation.queued, conversation.queue_reason) == (
+            "bot", True, "rasa_unavailable")
+        messages = await store.list_messages(session_id)
+        assert [(m.sender, m.text) for m in messages] == [
+            ("customer", ORDER_QUESTION), ("system", notice["text"])]
+    finally:
+        await widget.close()
+        await store.close()
+        await asyncio.to_thread(_stop, gw.process)
+
+
+# --------------------------------------------------------------------------- review (edit gate)
+
+
+async def test_review_holds_the_bot_reply_until_the_owner_approves_or_edits(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    carol = await _agent(store, api, "carol")
+    console = socketio.AsyncClient()
+    pending: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_pending(data: dict[str, Any]) -> None:
+        await pending.put(data)
+
+    console.on("pending_reply", on_pending, namespace="/agent")
+    await console.connect(gateway.url, namespaces=["/agent"], transports=["websocket"],
+                          auth={"token": carol["Authorization"].split()[1]})
+    try:
+        session_id = await widget.session()
+        resp = await api.post(f"/api/conversations/{session_id}/review", headers=carol,
+                              json={"on": True})
+        assert resp.status_code == 200 and resp.json()["conversation"]["mode"] == "review"
+
+        await widget.say(session_id, "hi")
+        held = await asyncio.wait_for(pending.get(), WAIT)
+        assert held["conversation_id"] == session_id
+        reply = held["reply"]
+        assert reply["action"]["name"] == "utter_greet"
+        greeting = reply["action"]["messages"][0]["text"]
+        assert greeting.startswith("Hi, I'm the Northwind")
+        await widget.nothing()  # held: the customer sees nothing yet
+
+        resp = await api.post(
+            f"/api/conversations/{session_id}/replies/{reply['reply_id']}/decision",
+            headers=carol, json={"type": "approve"})
+        assert resp.status_code == 200, resp.text
+        assert await widget.next() == ("bot_uttered", {"text": greeting})
+
+        await widget.say(session_id, ORDER_QUESTION)
+        reply = (await asyncio.wait_for(pending.get(), WAIT))["reply"]
+        stale = await api.post(f"/api/conversations/{session_id}/replies/999/decision",
+                               headers=carol, json={"type": "approve"})
+        assert stale.status_code == 409 and stale.json()["error"] == "stale_reply"
+        resp = await api.post(
+            f"/api/conversations/{session_id}/replies/{reply['reply_id']}/decision",
+            headers=carol, json={"type": "write", "text": "Let me check that order for you."})
+        assert resp.status_code == 200, resp.text
+        assert await widget.next() == ("bot_uttered", {"text": "Let me check that order for you."})
+
+        corrections = await store.list_corrections(conversation_id=session_id)
+        assert [(c.type, c.agent) for c in corrections] == [
+            ("approved", "carol"), ("written", "carol")]
+        replies = await store.list_pending_replies(conversation_id=session_id, status=None)
+        assert [(p.action, p.status, p.decision) for p in replies][:1] == [
+            ("utter_greet", "decided", "approved")]
+    finally:
+        await console.disconnect()
+
+
+async def test_closed_conversation_tells_the_customer_and_refuses_more_messages(
+    widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    alice = await _agent(store, api, "alice")
+    session_id = await widget.session()
+    resp = await api.post(f"/api/conversations/{session_id}/close", headers=alice)
+    assert resp.status_code == 200 and resp.json()["conversation"]["mode"] == "closed"
+    assert await widget.next() == ("handoff_notice", {
+        "kind": "closed", "text": "This conversation has ended. Thank you for contacting us."})
+    assert (await widget.next())[0] == "bot_uttered"
+    stored = len(await store.list_messages(session_id))
+    await widget.say(session_id, "hello?")
+    event, error = await widget.next()
+    assert (event, error["code"]) == ("error", "conversation_closed")
+    assert len(await store.list_messages(session_id)) == stored
+    resp = await api.post(f"/api/conversations/{session_id}/takeover", headers=alice)
+    assert resp.status_code == 409 and resp.json()["error"] == "conversation_closed"
+    resp = await api.post(f"/api/conversations/{session_id}/review", headers=alice,
+                          json={"on": "yes"})
+    assert resp.status_code == 400 and resp.json()["error"] == "bad_request"
+
+
+async def test_a_turn_cut_off_by_a_restart_is_queued_on_the_next_start(
+    tmp_path: Path, rasa_stack: Stack
+) -> None:
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(1024):
+            pass
+        writer.close()
+        await writer.wait_closed()
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    rasa_url = f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}"
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'handoff.db'}")
+    try:
+        gw = await asyncio.to_thread(_start_gateway, tmp_path, rasa_url, rasa_stack.token)
+        widget = await Widget(gw.url).connect()
+        session_id = await widget.session()
+        await widget.say(session_id, ORDER_QUESTION)
+        for _ in range(100):  # the message is stored and its Rasa call is out
+            conversation = await store.get_conversation(session_id)
+            if conversation.state and conversation.state["turn"]:
+                break
+            await asyncio.sleep(0.05)
+        await widget.close()
+        await asyncio.to_thread(_stop, gw.process)
+        assert (await store.get_conversation(session_id)).state["turn"]["call_id"] == 1
+
+        gw = await asyncio.to_thread(_start_gateway, tmp_path, rasa_url, rasa_stack.token)
+        await asyncio.to_thread(_stop, gw.process)
+        conversation = await store.get_conversation(session_id)
+        assert (conversation.queued, conversation.queue_reason) == (True, "rasa_unavailable")
+        assert conversation.state is not None and conversation.state["turn"] is None
+        messages = await store.list_messages(session_id)
+        assert [m.sender for m in messages] == ["customer", "system"]
+        assert messages[0].text == ORDER_QUESTION
+    finally:
+        await store.close()
+        silent.close()
+        await silent.wait_closed()
+
+
+async def test_asking_for_a_person_queues_the_conversation(
+    widget: Widget, store: Store, rasa_stack: Stack
+) -> None:
+    session_id = await widget.session()
+    await widget.say(session_id, "I want to talk to a human")
+    expected = [m for m in _rest_answer(rasa_stack, "I want to talk to a human") if "text" in m]
+    event, said = await widget.next()
+    assert (event, said) == ("bot_uttered", expected[0])  # the marker payload is not shown
+    assert await widget.next() == ("handoff_notice", {"kind": "handoff_queued", "text": None})
+    await widget.nothing()
+    conversation = await store.get_conversation(session_id)
+    assert (conversation.mode, conversation.queued, conversation.queue_reason) == (
+        "bot", True, "bot_handoff_marker")
+
+
+async def test_long_polling_with_upgrade_works_like_rasa_webchat(gateway: Gateway) -> None:
+    widget = await Widget(gateway.url, ["polling", "websocket"]).connect()
+    try:
+        session_id = await widget.session()
+        await widget.say(session_id, ORDER_QUESTION)
+        event, answer = await widget.next()
+        assert event == "bot_uttered" and answer["text"].startswith("Order 100002 ")
+    finally:
+        await widget.close()
+    polling = await Widget(gateway.url, ["polling"]).connect()
+    try:
+        assert polling.sio.transport() == "polling"
+        assert await polling.session(session_id) == session_id
+        await polling.say(session_id, "hi")
+        event, greeting = await polling.next()
+        assert event == "bot_uttered" and greeting["text"].startswith("Hi, I'm the Northwind")
+    finally:
+        await polling.close()
+
+
+async def test_messages_sent_back_to_back_are_answered_in_order(
+    widget: Widget, store: Store
+) -> None:
+    session_id = await widget.session()
+    await widget.say(session_id, "hi")
+    await widget.say(session_id, ORDER_QUESTION)
+    first, second = await widget.next(), await widget.next()
+    assert first[1]["text"].startswith("Hi, I'm the Northwind")
+    assert second[1]["text"].startswith("Order 100002 ")
+    messages = await store.list_messages(session_id)
+    seq = {(m.sender, m.text): m.seq for m in messages}
+    assert len(messages) == len(seq) == 4
+    assert seq[("customer", "hi")] < seq[("customer", ORDER_QUESTION)]
+    assert seq[("customer", "hi")] < seq[("bot", first[1]["text"])]
+    assert seq[("bot", first[1]["text"])] < seq[("bot", second[1]["text"])]
+    assert seq[("customer", ORDER_QUESTION)] < seq[("bot", second[1]["text"])]
