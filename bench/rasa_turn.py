@@ -11,7 +11,10 @@ customer messages, interleaved round-robin so that machine noise hits every rout
 - ``gateway-channel``: bot/gateway_channel.py's /turn (one round trip, the whole turn, the
   NLU result and every action's confidence);
 - ``http-steps``: Rasa's HTTP API step by step (log the message, predict, execute … until
-  action_listen), as a gateway without a channel of its own would.
+  action_listen), as a gateway without a channel of its own would;
+- ``gateway``: the handoff gateway itself (``python -m handoff`` in front of the same Rasa, bot
+  mode), with the same python-socketio AsyncClient and the same protocol as ``socketio``: the
+  customer's whole path, storing every message and driving Rasa through its channel.
 
 Prints p50 and p99 per route in milliseconds and each route's ratio to ``socketio``.
 """
@@ -36,7 +39,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from actions.shop_db import seed  # noqa: E402
-from bot.serve import Stack, latest_model  # noqa: E402
+from bot.serve import GATEWAY_PYTHON, Service, Stack, latest_model  # noqa: E402
 from tests.conftest import RASA_BIN, free_port  # noqa: E402
 
 # Messages answered by one response each (so a turn's end is one bot_uttered on socketio).
@@ -52,27 +55,53 @@ def percentile(values: List[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-class Routes:
-    def __init__(self, stack: Stack, client: httpx.AsyncClient) -> None:
-        self.stack = stack
-        self.http = client
-        self.token = stack.token
+class Customer:
+    """A customer on a Rasa-protocol Socket.IO server (Rasa's own channel or the gateway)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
         self.sio = socketio.AsyncClient(reconnection=False)
         self.replies: asyncio.Queue[dict] = asyncio.Queue()
+        self.session_id = ""
 
     async def start(self) -> None:
+        confirmed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
         @self.sio.on("bot_uttered")
         async def on_bot(data: dict) -> None:
             await self.replies.put(data)
 
-        await self.sio.connect(self.stack.rasa_url, socketio_path="/socket.io",
-                               transports=["websocket"])
+        @self.sio.on("session_confirm")
+        async def on_confirm(session_id: object) -> None:
+            if not confirmed.done():
+                confirmed.set_result(str(session_id))
+
+        await self.sio.connect(self.url, socketio_path="/socket.io", transports=["websocket"])
         await self.sio.emit("session_request", {"session_id": None})
-        await asyncio.sleep(0.5)
+        self.session_id = await asyncio.wait_for(confirmed, timeout=30)
+
+    async def turn(self, text: str) -> None:
+        await self.sio.emit("user_uttered", {"message": text, "session_id": self.session_id})
+        await asyncio.wait_for(self.replies.get(), timeout=30)
+
+
+class Routes:
+    def __init__(self, stack: Stack, client: httpx.AsyncClient, gateway_url: str) -> None:
+        self.stack = stack
+        self.http = client
+        self.token = stack.token
+        self.rasa_customer = Customer(stack.rasa_url)
+        self.gateway_customer = Customer(gateway_url)
+
+    async def start(self) -> None:
+        await self.rasa_customer.start()
+        await self.gateway_customer.start()
 
     async def socketio(self, sender: str, text: str) -> None:
-        await self.sio.emit("user_uttered", {"message": text, "session_id": sender})
-        await asyncio.wait_for(self.replies.get(), timeout=30)
+        await self.rasa_customer.turn(text)
+
+    async def gateway(self, sender: str, text: str) -> None:
+        await self.gateway_customer.turn(text)
 
     async def rest(self, sender: str, text: str) -> None:
         r = await self.http.post(f"{self.stack.rasa_url}/webhooks/rest/webhook",
@@ -101,16 +130,15 @@ class Routes:
                 return
 
 
-async def run(turns: int, stack: Stack) -> Dict[str, List[float]]:
+async def run(turns: int, stack: Stack, gateway_url: str) -> Dict[str, List[float]]:
     async with httpx.AsyncClient(timeout=60) as client:
-        routes = Routes(stack, client)
+        routes = Routes(stack, client, gateway_url)
         await routes.start()
         named: Dict[str, Callable[[str, str], Awaitable[None]]] = {
-            "socketio": routes.socketio, "rest": routes.rest,
+            "socketio": routes.socketio, "gateway": routes.gateway, "rest": routes.rest,
             "gateway-channel": routes.gateway_channel, "http-steps": routes.http_steps,
         }
         senders = {name: f"bench-{name}-{uuid.uuid4().hex[:8]}" for name in named}
-        senders["socketio"] = routes.sio.sid or senders["socketio"]
         times: Dict[str, List[float]] = {name: [] for name in named}
         for i in range(turns + 5):  # the first 5 rounds warm up
             text = MESSAGES[i % len(MESSAGES)]
@@ -121,7 +149,8 @@ async def run(turns: int, stack: Stack) -> Dict[str, List[float]]:
                 await route(senders[name], text)
                 if i >= 5:
                     times[name].append((time.perf_counter() - t0) * 1000)
-        await routes.sio.disconnect()
+        await routes.rasa_customer.sio.disconnect()
+        await routes.gateway_customer.sio.disconnect()
         return times
 
 
@@ -142,8 +171,25 @@ def main() -> None:
                       env={"SHOP_DB_PATH": str(seed(tmpdir / "shop.db")),
                            "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
         stack.start(timeout=300)
+        gateway_port = free_port()
+        gateway = Service(
+            name="handoff gateway", argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
+            ready_url=f"http://127.0.0.1:{gateway_port}/api/health",
+            log_path=tmpdir / "logs" / "gateway.log",
+            env={"HANDOFF_PORT": str(gateway_port), "HANDOFF_RASA_URL": stack.rasa_url,
+                 "HANDOFF_RASA_TOKEN": stack.token, "HANDOFF_ENV_FILE": str(tmpdir / "no.env"),
+                 "HANDOFF_DATABASE_URL": f"sqlite+aiosqlite:///{tmpdir / 'handoff.db'}",
+                 "HANDOFF_JWT_SECRET": secrets.token_urlsafe(48), "HANDOFF_LOG_LEVEL": "WARNING"},
+        )
+        gateway.start()
+        stack.services.append(gateway)
         try:
-            times = asyncio.run(run(args.turns, stack))
+            deadline = time.monotonic() + 60
+            while not gateway.is_ready():
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the gateway did not start:\n{gateway.log_tail()}")
+                time.sleep(0.3)
+            times = asyncio.run(run(args.turns, stack, f"http://127.0.0.1:{gateway_port}"))
         finally:
             stack.stop()
     base50 = statistics.median(times["socketio"])
