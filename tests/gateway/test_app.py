@@ -606,3 +606,72 @@ async def test_messages_sent_back_to_back_are_answered_in_order(
     assert seq[("customer", "hi")] < seq[("bot", first[1]["text"])]
     assert seq[("bot", first[1]["text"])] < seq[("bot", second[1]["text"])]
     assert seq[("customer", ORDER_QUESTION)] < seq[("bot", second[1]["text"])]
+
+
+async def test_review_edit_and_replace_reach_customer_and_tracker_then_handback(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient, rasa_stack: Stack
+) -> None:
+    dave = await _agent(store, api, "dave")
+    console = socketio.AsyncClient()
+    pending: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_pending(data: dict[str, Any]) -> None:
+        await pending.put(data)
+
+    console.on("pending_reply", on_pending, namespace="/agent")
+    await console.connect(gateway.url, namespaces=["/agent"], transports=["websocket"],
+                          auth={"token": dave["Authorization"].split()[1]})
+
+    def tracker_bot_texts(conversation_id: str) -> list[str]:
+        resp = requests.get(f"{rasa_stack.rasa_url}/conversations/{conversation_id}/tracker",
+                            params={"token": rasa_stack.token}, timeout=WAIT)
+        resp.raise_for_status()
+        return [e.get("text") for e in resp.json()["events"] if e["event"] == "bot"]
+
+    async def decide(session_id: str, reply_id: Any, body: dict[str, Any]) -> None:
+        resp = await api.post(f"/api/conversations/{session_id}/replies/{reply_id}/decision",
+                              headers=dave, json=body)
+        assert resp.status_code == 200, resp.text
+
+    try:
+        session_id = await widget.session()
+        resp = await api.post(f"/api/conversations/{session_id}/review", headers=dave,
+                              json={"on": True})
+        assert resp.status_code == 200, resp.text
+
+        await widget.say(session_id, "what is your return policy?")
+        reply = (await asyncio.wait_for(pending.get(), WAIT))["reply"]
+        assert reply["action"]["name"] == "utter_refund_policy"
+        await widget.nothing()
+        edited = "You can return most items within 60 days of delivery."
+        await decide(session_id, reply["reply_id"], {"type": "edit", "text": edited})
+        assert await widget.next() == ("bot_uttered", {"text": edited})
+        assert tracker_bot_texts(session_id)[-1] == edited  # what the customer really saw
+
+        await widget.say(session_id, "which payment methods do you accept")
+        reply = (await asyncio.wait_for(pending.get(), WAIT))["reply"]
+        assert reply["action"]["name"] == "utter_payment_methods"
+        await decide(session_id, reply["reply_id"],
+                     {"type": "replace", "action": "utter_delivery_options"})
+        kind, data = await widget.next()
+        assert kind == "bot_uttered" and data["text"].startswith("We offer Standard delivery")
+        assert tracker_bot_texts(session_id)[-1] == data["text"]
+
+        corrections = await store.list_corrections(conversation_id=session_id)
+        assert [(c.type, c.agent) for c in corrections] == [
+            ("edited", "dave"), ("replaced", "dave")]
+        assert corrections[0].after is not None and edited in str(corrections[0].after)
+
+        resp = await api.post(f"/api/conversations/{session_id}/handback", headers=dave)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["conversation"]["mode"] == "bot"
+        # the bot answers again by itself, in the same conversation
+        await widget.say(session_id, "thanks!")
+        seen: list[tuple[str, Any]] = []
+        while not seen or seen[-1][0] != "bot_uttered" or "sender" in seen[-1][1].get(
+                "metadata", {}):
+            seen.append(await widget.next())
+        assert seen[-1] == ("bot_uttered", {
+            "text": "You're welcome! Is there anything else I can help you with?"})
+    finally:
+        await console.disconnect()
