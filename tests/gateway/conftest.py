@@ -8,16 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import signal
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import pytest
 import pytest_asyncio
+import requests
 import sqlalchemy as sa
 
+from bot.serve import Stack
 from handoff.store import Store
+from tests.conftest import free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_PYTHON = PROJECT_ROOT / ".venv" / "gateway" / "bin" / "python"
 
 PG_ADMIN_DSN = os.environ.get(
     "TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -72,3 +83,75 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     await s.close()
 
 
+# --------------------------------------------------------------------------- a running gateway
+
+
+@dataclass
+class Gateway:
+    url: str
+    database_url: str
+    admin_password: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+
+
+def _start_gateway(tmp: Path, rasa_url: str, rasa_token: str) -> Gateway:
+    port = free_port()
+    database_url = f"sqlite+aiosqlite:///{tmp / 'handoff.db'}"
+    log_path = tmp / "gateway.log"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")},
+        "HANDOFF_ENV_FILE": str(tmp / "no.env"),
+        "HANDOFF_HOST": "127.0.0.1",
+        "HANDOFF_PORT": str(port),
+        "HANDOFF_DATABASE_URL": database_url,
+        "HANDOFF_RASA_URL": rasa_url,
+        "HANDOFF_RASA_TOKEN": rasa_token,
+        "HANDOFF_RASA_TIMEOUT": "60",
+        "HANDOFF_JWT_SECRET": "test-secret-" + "x" * 40,
+        "HANDOFF_MAX_MESSAGE_CHARS": "2000",
+    }
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(GATEWAY_PYTHON), "-m", "handoff"], cwd=PROJECT_ROOT, env=env, stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    gateway = Gateway(url, database_url, "", process, log_path)
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the gateway exited ({process.returncode}):\n{gateway.log_tail()}")
+        try:
+            if requests.get(f"{url}/api/health", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            _stop(process)
+            raise RuntimeError(f"the gateway did not start:\n{gateway.log_tail()}")
+        time.sleep(0.2)
+    found = re.search(r"admin / (\S+)", log_path.read_text())
+    gateway.admin_password = found.group(1) if found else ""  # printed on the first start only
+    return gateway
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = _start_gateway(tmp_path_factory.mktemp("gateway"), rasa_stack.rasa_url,
+                        rasa_stack.token)
+    yield gw
+    _stop(gw.process)

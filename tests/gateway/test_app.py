@@ -6,13 +6,9 @@ SQLite file, in front of the real Rasa + action server (``rasa_stack``), with py
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,85 +22,13 @@ from bot.serve import Stack
 from handoff.auth import create_user
 from handoff.store import Store
 from tests.conftest import free_port
+from tests.gateway.conftest import Gateway, _start_gateway, _stop
 
 pytestmark = pytest.mark.asyncio
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-GATEWAY_PYTHON = PROJECT_ROOT / ".venv" / "gateway" / "bin" / "python"
 ORDER_QUESTION = "where is my order 100002?"
 WAIT = 60.0  # seconds for anything that involves Rasa
 QUIET = 1.0  # seconds of silence that count as "nothing came"
-
-
-@dataclass
-class Gateway:
-    url: str
-    database_url: str
-    admin_password: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
-
-
-def _start_gateway(tmp: Path, rasa_url: str, rasa_token: str) -> Gateway:
-    port = free_port()
-    database_url = f"sqlite+aiosqlite:///{tmp / 'handoff.db'}"
-    log_path = tmp / "gateway.log"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")},
-        "HANDOFF_ENV_FILE": str(tmp / "no.env"),
-        "HANDOFF_HOST": "127.0.0.1",
-        "HANDOFF_PORT": str(port),
-        "HANDOFF_DATABASE_URL": database_url,
-        "HANDOFF_RASA_URL": rasa_url,
-        "HANDOFF_RASA_TOKEN": rasa_token,
-        "HANDOFF_RASA_TIMEOUT": "60",
-        "HANDOFF_JWT_SECRET": "test-secret-" + "x" * 40,
-        "HANDOFF_MAX_MESSAGE_CHARS": "2000",
-    }
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(GATEWAY_PYTHON), "-m", "handoff"], cwd=PROJECT_ROOT, env=env, stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    gateway = Gateway(url, database_url, "", process, log_path)
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the gateway exited ({process.returncode}):\n{gateway.log_tail()}")
-        try:
-            if requests.get(f"{url}/api/health", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            _stop(process)
-            raise RuntimeError(f"the gateway did not start:\n{gateway.log_tail()}")
-        time.sleep(0.2)
-    found = re.search(r"admin / (\S+)", log_path.read_text())
-    gateway.admin_password = found.group(1) if found else ""  # printed on the first start only
-    return gateway
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-
-
-@pytest.fixture(scope="module")
-def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = _start_gateway(tmp_path_factory.mktemp("gateway"), rasa_stack.rasa_url,
-                        rasa_stack.token)
-    yield gw
-    _stop(gw.process)
 
 
 @pytest_asyncio.fixture
@@ -187,6 +111,21 @@ async def _agent(store: Store, api: httpx.AsyncClient, username: str) -> dict[st
     assert set(body) == {"token", "expires_at", "role"}
     assert body["role"] == "agent"
     return {"Authorization": f"Bearer {body['token']}"}
+
+
+async def _console(gateway: Gateway, headers: dict[str, str],
+                   event: str) -> tuple[socketio.AsyncClient, asyncio.Queue[dict[str, Any]]]:
+    """An agent console connected to /agent, with a queue of the pushes of one event."""
+    console = socketio.AsyncClient()
+    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_event(data: dict[str, Any]) -> None:
+        await received.put(data)
+
+    console.on(event, on_event, namespace="/agent")
+    await console.connect(gateway.url, namespaces=["/agent"], transports=["websocket"],
+                          auth={"token": headers["Authorization"].split()[1]})
+    return console, received
 
 
 # --------------------------------------------------------------------------- customer protocol
@@ -442,15 +381,7 @@ async def test_review_holds_the_bot_reply_until_the_owner_approves_or_edits(
     gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
 ) -> None:
     carol = await _agent(store, api, "carol")
-    console = socketio.AsyncClient()
-    pending: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    async def on_pending(data: dict[str, Any]) -> None:
-        await pending.put(data)
-
-    console.on("pending_reply", on_pending, namespace="/agent")
-    await console.connect(gateway.url, namespaces=["/agent"], transports=["websocket"],
-                          auth={"token": carol["Authorization"].split()[1]})
+    console, pending = await _console(gateway, carol, "pending_reply")
     try:
         session_id = await widget.session()
         resp = await api.post(f"/api/conversations/{session_id}/review", headers=carol,
@@ -612,15 +543,7 @@ async def test_review_edit_and_replace_reach_customer_and_tracker_then_handback(
     gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient, rasa_stack: Stack
 ) -> None:
     dave = await _agent(store, api, "dave")
-    console = socketio.AsyncClient()
-    pending: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    async def on_pending(data: dict[str, Any]) -> None:
-        await pending.put(data)
-
-    console.on("pending_reply", on_pending, namespace="/agent")
-    await console.connect(gateway.url, namespaces=["/agent"], transports=["websocket"],
-                          auth={"token": dave["Authorization"].split()[1]})
+    console, pending = await _console(gateway, dave, "pending_reply")
 
     def tracker_bot_texts(conversation_id: str) -> list[str]:
         resp = requests.get(f"{rasa_stack.rasa_url}/conversations/{conversation_id}/tracker",

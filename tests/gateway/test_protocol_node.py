@@ -7,26 +7,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from bot.serve import Stack
 from tests.conftest import PROJECT_ROOT
-from tests.gateway.test_app import Gateway, _start_gateway, _stop
+from tests.gateway.conftest import Gateway
 from tests.test_assistant import say
 
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
-
-
-@pytest.fixture(scope="module")
-def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = _start_gateway(tmp_path_factory.mktemp("gateway-node"), rasa_stack.rasa_url,
-                        rasa_stack.token)
-    yield gw
-    _stop(gw.process)
 
 
 def node_client(gateway: Gateway, version: str, session: str, *messages: str) -> dict[str, Any]:
