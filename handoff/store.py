@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import sys
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -447,15 +448,33 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+# Alembic keeps its migration context in module globals, so two migrations interleaving on one
+# event loop (several Store objects migrating at once) corrupt each other: one at a time per
+# loop. Across processes, the write transaction (SQLite) or advisory lock (PostgreSQL) orders them.
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _migration_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(loop)
+    if lock is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Take BEGIN away from the sqlite3 driver (its legacy mode skips it for SELECT and DDL);
     # _on_sqlite_begin emits it instead.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
+    # The busy timeout first: switching a new file to WAL takes an exclusive lock, and another
+    # connection opening it at the same moment must wait for it, not fail with "locked".
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
     cursor.close()
 
 
@@ -543,7 +562,7 @@ class Store:
             cfg.attributes["connection"] = sync_conn
             command.upgrade(cfg, revision)
 
-        async with self._tx(write=True) as conn:
+        async with _migration_lock(), self._tx(write=True) as conn:
             if self.dialect == "postgresql":
                 await conn.execute(
                     sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
