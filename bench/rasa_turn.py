@@ -184,11 +184,7 @@ def main() -> None:
         gateway.start()
         stack.services.append(gateway)
         try:
-            deadline = time.monotonic() + 60
-            while not gateway.is_ready():
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the gateway did not start:\n{gateway.log_tail()}")
-                time.sleep(0.3)
+            gateway.wait_until_ready(time.monotonic() + 60)
             times = asyncio.run(run(args.turns, stack, f"http://127.0.0.1:{gateway_port}"))
         finally:
             stack.stop()

@@ -97,11 +97,10 @@ def _describe(action: Action, prediction: PolicyPrediction, names: List[Text]) -
 class Turn:
     """One customer turn run inside the Rasa server, under the conversation's lock."""
 
-    def __init__(self, agent: Any, sender: Text) -> None:
+    def __init__(self, agent: Any) -> None:
         self.agent = agent
         self.processor = agent.processor
         self.domain = self.processor.domain
-        self.sender = sender
         self.actions: List[Dict[str, Any]] = []
         self.held: Optional[Dict[str, Any]] = None
 
@@ -242,7 +241,7 @@ class GatewayInput(InputChannel):
                 processor = agent.processor
                 tracker = await processor.log_message(message, should_save_tracker=False)
                 tracker = await processor.run_action_extract_slots(message.output_channel, tracker)
-                run = Turn(agent, body["sender"])
+                run = Turn(agent)
                 await run.loop(tracker, hold=bool(body.get("hold")))
                 await processor.save_tracker(tracker)
                 return run.result(tracker)
@@ -259,7 +258,7 @@ class GatewayInput(InputChannel):
                 tracker = await processor.fetch_tracker_and_update_session(
                     body["sender"], CollectingOutputChannel()
                 )
-                run = Turn(agent, body["sender"])
+                run = Turn(agent)
                 kind = decision.get("type")
                 if kind == "approve":
                     action, prediction = processor.predict_next_with_tracker_if_should(tracker)

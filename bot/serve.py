@@ -92,6 +92,23 @@ class Service:
         # Rasa's /status names the loaded model; the action server's /health says "ok".
         return bool(status.get("model_file") or status.get("status") == "ok")
 
+    def wait_until_ready(self, deadline: float) -> None:
+        """Wait for the service to answer; StartupError if it exits or the monotonic deadline
+        passes first."""
+        while not self.is_ready():
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise StartupError(
+                    f"{self.name} exited with code {self.process.returncode}; "
+                    f"its log ({self.log_path}) ends with:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise StartupError(
+                    f"{self.name} did not answer {self.ready_url} in time; "
+                    f"its log ends with:\n{self.log_tail()}"
+                )
+            time.sleep(0.5)
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -179,19 +196,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         try:
             for service in self.services:
-                while not service.is_ready():
-                    assert service.process is not None
-                    if service.process.poll() is not None:
-                        raise StartupError(
-                            f"{service.name} exited with code {service.process.returncode}; "
-                            f"its log ({service.log_path}) ends with:\n{service.log_tail()}"
-                        )
-                    if time.monotonic() > deadline:
-                        raise StartupError(
-                            f"{service.name} did not answer {service.ready_url} within "
-                            f"{timeout:.0f} s; its log ends with:\n{service.log_tail()}"
-                        )
-                    time.sleep(0.5)
+                service.wait_until_ready(deadline)
         except BaseException:
             self.stop()
             raise
@@ -262,15 +267,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     gateway_log_start = gateway.log_path.stat().st_size if gateway.log_path.exists() else 0
     gateway.start()
     stack.services.append(gateway)
-    deadline = time.monotonic() + 60
-    while not gateway.is_ready():
-        assert gateway.process is not None
-        if gateway.process.poll() is not None or time.monotonic() > deadline:
-            print(f"the gateway did not start; its log ends with:\n{gateway.log_tail()}",
-                  file=sys.stderr)
-            stack.stop()
-            return 1
-        time.sleep(0.5)
+    try:
+        gateway.wait_until_ready(time.monotonic() + 60)
+    except StartupError as exc:
+        print(f"the gateway did not start: {exc}", file=sys.stderr)
+        stack.stop()
+        return 1
     with open(gateway.log_path, "rb") as log:  # the first admin's password, shown once
         log.seek(gateway_log_start)
         for line in log.read().decode(errors="replace").splitlines():
