@@ -65,6 +65,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("rasa_timeout", "float", "30",
             "Seconds to wait for Rasa before the conversation goes to the human queue.",
             0.1, 600),
+    Setting("review_timeout", "float", "30",
+            "Seconds a reply held by triage (no agent owns the review yet) waits for an agent "
+            "before it is sent as the bot wrote it.", 1, 3600),
     Setting("jwt_secret", "secret", None,
             "Secret that signs agent tokens, at least 32 bytes (default: generated once into "
             "var/jwt-secret)."),
@@ -90,6 +93,7 @@ class Settings:
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_token: str = ""
     rasa_timeout: float = 30.0
+    review_timeout: float = 30.0
     jwt_secret: str = ""
     token_ttl: int = 43200
     max_message_chars: int = 2000
