@@ -48,8 +48,8 @@ def is_candidate(assessment: Assessment) -> bool:
 
 
 def cluster_messages(texts: Sequence[str], vectors: Vectors, index: EmbeddingIndex, *,
-                     max_distance: float = 0.45, min_size: int = 2,
-                     new_below: float = 0.55) -> list[Cluster]:
+                     max_distance: float = 0.6, min_size: int = 2,
+                     new_below: float = 0.6) -> list[Cluster]:
     """Groups of at least ``min_size`` messages whose average cosine distance to each other
     stays under ``max_distance``, largest first. Each group's proposed intent is the one whose
     centroid is most similar to the group's centre, or ``new`` below ``new_below``."""

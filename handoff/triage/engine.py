@@ -148,7 +148,7 @@ class Triage:
         index = self.index
         return index.suggest(situation(index.encoder.encode(texts)), k)
 
-    def emerging_needs(self, texts: Sequence[str], *, max_distance: float = 0.45,
+    def emerging_needs(self, texts: Sequence[str], *, max_distance: float = 0.6,
                        min_size: int = 2) -> list[Cluster]:
         """Clusters of ``texts`` (recent messages the assistant handled badly)."""
         index = self.index

@@ -135,7 +135,7 @@ class TriageWorker:
         suggestions; ``context``: the customer message it answered."""
         await self._call(lambda: self.triage.index.add_reply(text, source, context))
 
-    async def emerging_needs(self, texts: Sequence[str], *, max_distance: float = 0.45,
+    async def emerging_needs(self, texts: Sequence[str], *, max_distance: float = 0.6,
                              min_size: int = 2) -> list[Cluster]:
         """Clusters of recent badly handled messages (see :mod:`handoff.triage.clustering`)."""
         return await self._call(lambda: self.triage.emerging_needs(
