@@ -41,6 +41,7 @@ DEFAULT_CACHE_DIR: Final = Path("~/.cache/northwind-assistant")
 BACKENDS: Final = ("openvino", "torch")
 _IR_NAME: Final = "model.xml"
 BATCH: Final = 32  # texts per network call when encoding long lists
+WARM_TOKENS: Final = 64  # message lengths (in tokens) prepared at load
 
 
 class EncoderError(RuntimeError):
@@ -246,6 +247,17 @@ class OpenVINOEncoder(_Encoder):
         self._dimension = int(self._compiled.outputs[0].get_partial_shape()[1].get_length())
         self._local = threading.local()
         self._name = f"openvino-{self.precision}:{label}"
+        self.warm_up()
+
+    def warm_up(self, longest: int = WARM_TOKENS) -> None:
+        """Runs one message of each length up to ``longest`` tokens: OpenVINO prepares its
+        kernels per input shape on first use (about 2 ms each), so a customer's message of a
+        new length would pay that. Batch shapes are still prepared as they come."""
+        request = self._compiled.create_infer_request()
+        for length in range(1, longest + 1):
+            ids = np.ones((1, length), dtype=np.int64)
+            request.infer({"input_ids": ids, "attention_mask": ids,
+                           "token_type_ids": np.zeros_like(ids)})
 
     def _encode(self, texts: list[str]) -> Vectors:
         request = getattr(self._local, "request", None)
