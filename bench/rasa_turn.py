@@ -165,6 +165,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=100)
     parser.add_argument("--routes", default=",".join(ROUTES),
                         help="comma-separated routes to compare (socketio is always one)")
+    parser.add_argument("--database-url", default=None,
+                        help="the gateway's store (default: a fresh SQLite file)")
     args = parser.parse_args()
     only = ["socketio"] + [r for r in args.routes.split(",") if r in ROUTES and r != "socketio"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,7 +188,8 @@ def main() -> None:
             log_path=tmpdir / "logs" / "gateway.log",
             env={"HANDOFF_PORT": str(gateway_port), "HANDOFF_RASA_URL": stack.rasa_url,
                  "HANDOFF_RASA_TOKEN": stack.token, "HANDOFF_ENV_FILE": str(tmpdir / "no.env"),
-                 "HANDOFF_DATABASE_URL": f"sqlite+aiosqlite:///{tmpdir / 'handoff.db'}",
+                 "HANDOFF_DATABASE_URL": args.database_url
+                 or f"sqlite+aiosqlite:///{tmpdir / 'handoff.db'}",
                  "HANDOFF_JWT_SECRET": secrets.token_urlsafe(48), "HANDOFF_LOG_LEVEL": "WARNING"},
         )
         gateway.start()

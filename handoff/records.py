@@ -48,6 +48,7 @@ class Conversation:
     closed_at: datetime | None
     version: int
     last_seq: int
+    triage: dict[str, Any] | None = None  # {"history", "assessment"}: docs/triage.md
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class Message:
     decision: str | None
     decided_by: str | None
     model_version: str | None
+    triage: dict[str, Any] | None = None  # a customer message's assessment
     replayed: bool = False
     """Not a column: True when ``append_message`` found this message already stored under the
     same ``client_message_id`` (a retry) and stored nothing."""

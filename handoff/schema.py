@@ -62,6 +62,7 @@ conversations = sa.Table(
     sa.Column("state", _JSON),
     sa.Column("risk", sa.Float),
     sa.Column("effort_score", sa.SmallInteger),
+    sa.Column("triage", _JSON),
     sa.Column("closed_at", _TIME),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     sa.Column("last_seq", sa.Integer, nullable=False, server_default="0"),
@@ -88,6 +89,7 @@ messages = sa.Table(
     sa.Column("decision", sa.Text),
     sa.Column("decided_by", sa.Text),
     sa.Column("model_version", sa.Text),
+    sa.Column("triage", _JSON),
     sa.UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
     sa.UniqueConstraint(
         "conversation_id", "client_message_id", name="uq_messages_conversation_client_id"

@@ -415,6 +415,28 @@ class Store:
         """Set the triage risk (not part of the versioned router state)."""
         return await self._update_conversation(conversation_id, risk=risk)
 
+    async def set_triage(
+        self, conversation_id: str, *, risk: float, triage: dict[str, Any],
+        client_message_id: str | None = None, assessment: dict[str, Any] | None = None,
+    ) -> Conversation:
+        """Record triage's view in one transaction: the conversation's ``risk`` (the console's
+        queue order) and ``triage`` (history and latest assessment), and the ``assessment`` of
+        the customer message stored as ``client_message_id``."""
+        async with self._tx(write=True) as conn:
+            row = (await conn.execute(
+                sa.update(conversations).where(conversations.c.id == conversation_id)
+                .values(risk=risk, triage=triage).returning(*conversations.c)
+            )).first()
+            if row is None:
+                raise NotFound(f"no conversation {conversation_id!r}",
+                               conversation_id=conversation_id)
+            if client_message_id is not None:
+                await conn.execute(
+                    sa.update(messages).where(messages.c.conversation_id == conversation_id)
+                    .where(messages.c.client_message_id == client_message_id)
+                    .values(triage=assessment))
+        return _record(Conversation, row)
+
     async def set_effort_score(self, conversation_id: str, effort_score: int) -> Conversation:
         """Record the customer's answer to "How easy was it to get your issue resolved?",
         1 (very difficult) to 7 (very easy)."""

@@ -68,10 +68,10 @@ async def test_migrate_from_empty(store_url: str) -> None:
         assert await store.schema_revision() is None
         assert await _tables(store_url) == set()
         await store.migrate()
-        assert await store.schema_revision() == "0001"
+        assert await store.schema_revision() == "0002"
         assert await _tables(store_url) == TABLES | {VERSION_TABLE}
         await store.migrate()  # idempotent
-        assert await store.schema_revision() == "0001"
+        assert await store.schema_revision() == "0002"
 
 
 async def test_table_definitions_match_migrations(store: Store, store_url: str) -> None:
@@ -102,7 +102,7 @@ async def test_concurrent_migrations(store_url: str) -> None:
     stores = [Store(store_url) for _ in range(3)]
     try:
         await asyncio.gather(*(s.migrate() for s in stores))
-        assert [await s.schema_revision() for s in stores] == ["0001"] * 3
+        assert [await s.schema_revision() for s in stores] == ["0002"] * 3
     finally:
         for s in stores:
             await s.close()
@@ -115,7 +115,7 @@ async def test_migrate_cli(tmp_path: Path) -> None:
             subprocess.run, [sys.executable, "-m", "handoff.store", "migrate", "--url", url],
             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
         )
-        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0001\n", "")
+        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0002\n", "")
 
 
 async def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
@@ -467,6 +467,37 @@ async def test_save_step_writes_state_messages_and_nlu_at_once(store: Store, con
             await store.save_step(conv, expected_version=4, state={}, appended=[bad],
                                   **step)  # type: ignore[arg-type,list-item]
     assert (await store.get_conversation(conv)).version == 4
+
+
+async def test_set_triage_and_an_upgrade_from_0001_keeps_data(store_url: str) -> None:
+    store = Store(store_url)
+    try:
+        await store.migrate("0001")
+        when = datetime(2026, 11, 28, tzinfo=timezone.utc) if "postgresql" in store_url else (
+            "2026-11-28 00:00:00.000000")
+        async with store._tx(write=True) as conn:  # the 0001 schema: the Store's SQL is newer
+            await conn.execute(sa.text(
+                "INSERT INTO conversations (id, created_at, updated_at, mode, queued, version, "
+                "last_seq) VALUES ('c1', :t, :t, 'bot', false, 1, 1)"), {"t": when})
+            await conn.execute(sa.text(
+                "INSERT INTO messages (conversation_id, seq, sender, text, created_at, "
+                "client_message_id) VALUES ('c1', 1, 'customer', 'sue you!', :t, 'm1')"),
+                {"t": when})
+        await store.migrate()
+        assert await store.schema_revision() == "0002"
+        assessment = {"risk": 1.0, "action": "human", "reasons": [
+            {"code": "rule:legal_threat", "text": "Legal threat", "contribution": 1.0}]}
+        conv = await store.set_triage("c1", risk=1.0, client_message_id="m1",
+                                      assessment=assessment,
+                                      triage={"history": {"intents": ["complaint"]},
+                                              "assessment": assessment})
+        assert (conv.risk, conv.triage["assessment"]) == (1.0, assessment)
+        [message] = await store.list_messages("c1")
+        assert (message.text, message.triage) == ("sue you!", assessment)
+        with pytest.raises(NotFound):
+            await store.set_triage("nope", risk=0.1, triage={})
+    finally:
+        await store.close()
 
 
 async def test_set_message_nlu(store: Store, conv: str) -> None:
