@@ -52,6 +52,7 @@ from handoff.auth import (
 from handoff.conversations import Conversations, state_summary
 from handoff.customer_protocol import ProtocolError, parse_session_request, parse_user_uttered
 from handoff.errors import BadRequest, HandoffError, Unauthorized
+from handoff.pages import register_pages
 from handoff.rasa_client import RasaClient
 from handoff.settings import Settings
 from handoff.store import Store, User, to_json
@@ -309,6 +310,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     action("replies/<reply_id:int>/decision", "decision",
            lambda u, b, p: _decision(b, u.username, int(p["reply_id"]), max_chars))
 
+    register_pages(app, settings)
     return app
 
 
