@@ -9,6 +9,8 @@ lock, with one tracker load and one save, and answers with everything the gatewa
 
     {"sender": "conversation id", "text": "...", "metadata": {...},
      "parse_data": {...} (optional: a relabelled intent, used instead of NLU),
+     "rewind": false (optional: first revert the customer's last message and what followed
+                      it, as when an agent relabels that message's intent),
      "hold": false}
 
 answers
@@ -54,7 +56,7 @@ from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, Us
 from rasa.core.policies.policy import PolicyPrediction
 from rasa.shared.constants import UTTER_PREFIX
 from rasa.shared.core.constants import ACTION_DEFAULT_FALLBACK_NAME, ACTION_LISTEN_NAME
-from rasa.shared.core.events import ActionExecuted, BotUttered
+from rasa.shared.core.events import ActionExecuted, BotUttered, UserUtteranceReverted
 from rasa.shared.core.trackers import DialogueStateTracker
 
 CHANNEL_NAME = "gateway"
@@ -239,7 +241,16 @@ class GatewayInput(InputChannel):
                     input_channel=CHANNEL_NAME, metadata=metadata, parse_data=parse_data,
                 )
                 processor = agent.processor
-                tracker = await processor.log_message(message, should_save_tracker=False)
+                tracker = await processor.fetch_tracker_and_update_session(
+                    message.sender_id, message.output_channel, message.metadata
+                )
+                if body.get("rewind"):
+                    # the revert also takes back the action_listen before the message
+                    tracker.update(UserUtteranceReverted())
+                    tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
+                await processor._handle_message_with_tracker(  # noqa: SLF001 - log_message's
+                    message, tracker                           # own step, after the rewind
+                )
                 tracker = await processor.run_action_extract_slots(message.output_channel, tracker)
                 run = Turn(agent)
                 await run.loop(tracker, hold=bool(body.get("hold")))

@@ -17,16 +17,20 @@ everyone, or the named agents).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from handoff import router as r
-from handoff.customer_protocol import bot_uttered_payloads, notice_text
+from handoff.customer_protocol import SURVEY_REQUEST, bot_uttered_payloads, notice_text
+from handoff.errors import Conflict
 from handoff.rasa_client import RasaClient, RasaError, TurnReply
 from handoff.state_codec import decode_state, encode, encode_state
-from handoff.store import Conversation, CorrectionType, Message, StaleVersion, Store, to_json
+from handoff.store import (
+    Conversation, CorrectionType, Decision, Message, StaleVersion, Store, to_json,
+)
 
 __all__ = ["Conversations", "Notifier", "turn_result"]
 
@@ -40,7 +44,38 @@ _CORRECTION_TYPES: Mapping[r.CorrectionKind, CorrectionType] = {
     r.CorrectionKind.RELABEL: "relabelled",
     r.CorrectionKind.TAKEOVER: "takeover",
 }
+_DECISIONS: Mapping[r.CorrectionKind, Decision] = {
+    r.CorrectionKind.APPROVE: "approved",
+    r.CorrectionKind.EDIT: "edited",
+    r.CorrectionKind.REPLACE: "replaced",
+    r.CorrectionKind.WRITE: "written",
+}
 _STALE_RETRIES = 5
+
+
+class ConversationLocks:
+    """One ``asyncio.Lock`` per conversation, dropped as soon as nobody holds or awaits it
+    (so a gateway that served a million conversations does not keep a million locks)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, conversation_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(conversation_id) or (asyncio.Lock(), 0)
+        self._locks[conversation_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[conversation_id]
+            if users == 1:
+                del self._locks[conversation_id]
+            else:
+                self._locks[conversation_id] = (lock, users - 1)
 
 
 class Notifier(Protocol):
@@ -123,15 +158,8 @@ class Conversations:
         self.rasa = rasa
         self.notifier = notifier
         self.config = config
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.locks = ConversationLocks()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._message_rows: dict[tuple[str, str], int] = {}  # (conversation, message id) -> row
-
-    def _lock(self, conversation_id: str) -> asyncio.Lock:
-        lock = self._locks.get(conversation_id)
-        if lock is None:
-            lock = self._locks[conversation_id] = asyncio.Lock()
-        return lock
 
     async def close(self) -> None:
         """Cancel the Rasa calls still out and wait for them to end."""
@@ -172,7 +200,7 @@ class Conversations:
         """Store the customer's message first, then run it through the router. Returns the
         stored message, or None when the conversation is closed (nothing stored)."""
         message_id = uuid.uuid4().hex
-        async with self._lock(conversation_id):
+        async with self.locks.hold(conversation_id):
             conv = await self.open(conversation_id)
             if conv.mode == "closed":
                 return None
@@ -180,16 +208,27 @@ class Conversations:
                 conversation_id, "customer", text, metadata=dict(metadata) or None,
                 client_message_id=message_id,
             )
-            self._message_rows[(conversation_id, message_id)] = stored.id
             await self.notifier.to_agents("message", to_json(stored))
             event = r.CustomerMessage(message_id=message_id, text=text, metadata=dict(metadata))
-            await self._step_locked(conversation_id, event)
+            await self._step_locked(conversation_id, event, stored=message_id)
             return stored
+
+    async def effort_score(self, conversation_id: str, score: int) -> Conversation:
+        """The customer's answer to the effort survey, accepted once the conversation ended
+        (``Conflict`` before). Agents are told."""
+        async with self.locks.hold(conversation_id):
+            conv = await self.store.get_conversation(conversation_id)
+            if conv.mode != "closed":
+                raise Conflict("the survey is answered after the conversation has ended")
+            conv = await self.store.set_effort_score(conversation_id, score)
+        await self.notifier.to_agents("survey", {"conversation_id": conversation_id,
+                                                 "effort_score": conv.effort_score})
+        return conv
 
     async def apply(self, conversation_id: str, event: r.Event) -> r.ConversationState:
         """Step an agent's (or the system's) event; a refusal raises the router's error with
         nothing changed. ``NotFound`` for an unknown conversation."""
-        async with self._lock(conversation_id):
+        async with self.locks.hold(conversation_id):
             return await self._step_locked(conversation_id, event)
 
     async def state(self, conversation_id: str) -> r.ConversationState:
@@ -198,7 +237,10 @@ class Conversations:
 
     # ------------------------------------------------------------------ stepping
 
-    async def _step_locked(self, conversation_id: str, event: r.Event) -> r.ConversationState:
+    async def _step_locked(self, conversation_id: str, event: r.Event,
+                           stored: str | None = None) -> r.ConversationState:
+        """Step ``event`` under the conversation's lock; ``stored``: the id of the customer
+        message the caller has just stored (its ``StoreMessage`` effect is done)."""
         for _ in range(_STALE_RETRIES):
             conv = await self.store.get_conversation(conversation_id)
             before = decode_state(conversation_id, conv.state)
@@ -221,6 +263,8 @@ class Conversations:
             await self.store.discard_pending_replies(conversation_id)
         for effect in effects:
             try:
+                if isinstance(effect, r.StoreMessage) and effect.message.message_id == stored:
+                    continue
                 await self._perform(effect)
             except asyncio.CancelledError:
                 raise
@@ -231,12 +275,10 @@ class Conversations:
     async def _perform(self, effect: r.Effect) -> None:
         cid = effect.conversation_id
         match effect:
-            case r.StoreMessage(message=message):
-                if (cid, message.message_id) not in self._message_rows:
-                    stored = await self.store.append_message(
-                        cid, "customer", message.text, metadata=dict(message.metadata) or None,
-                        client_message_id=message.message_id)
-                    self._message_rows[(cid, message.message_id)] = stored.id
+            case r.StoreMessage(message=message):  # idempotent: keyed by the message id
+                await self.store.append_message(
+                    cid, "customer", message.text, metadata=dict(message.metadata) or None,
+                    client_message_id=message.message_id)
             case r.ShowCustomerMessage():
                 pass  # every stored message is already pushed to all agents
             case r.SendToCustomer():
@@ -251,13 +293,15 @@ class Conversations:
                     stored = await self.store.append_message(
                         cid, "system", text, payload={"notice": notice.value})
                     await self.notifier.to_agents("message", to_json(stored))
+                if notice is r.Notice.CLOSED:
+                    await self.notifier.to_customer(cid, "survey_request", SURVEY_REQUEST)
             case r.StatusChanged():
                 await self.notifier.to_agents("status", {
                     "conversation_id": cid, "mode": effect.mode.value, "owner": effect.owner,
                     "queue_reason": effect.queue_reason.value if effect.queue_reason else None,
                     "queue_detail": effect.queue_detail})
             case r.ShowPendingReply(agent_id=agent_id, reply=reply):
-                row = self._message_rows.get((cid, reply.message_id))
+                row = await self.store.find_message_id(cid, reply.message_id)
                 await self.store.add_pending_reply(
                     cid, action=reply.action.name, messages=[dict(m) for m in reply.action.messages],
                     confidence=reply.action.confidence,
@@ -293,7 +337,8 @@ class Conversations:
             stored = await self.store.append_message(
                 cid, "agent" if human else "bot",
                 message.get("text") if isinstance(message.get("text"), str) else None,
-                payload=extra or None, action=effect.action_name, decided_by=effect.agent_id)
+                payload=extra or None, action=effect.action_name, decided_by=effect.agent_id,
+                decision=_DECISIONS.get(effect.decision) if effect.decision else None)
             await self.notifier.to_agents("message", to_json(stored))
 
     async def _record_correction(self, effect: r.RecordCorrection) -> None:
@@ -307,11 +352,23 @@ class Conversations:
                     reply.id, status="decided" if decision else "discarded",
                     decided_by=effect.agent_id if decision else None,
                     decision=decision)  # type: ignore[arg-type]
-        row = self._message_rows.get((cid, effect.message_id)) if effect.message_id else None
+        row = await self.store.find_message_id(cid, effect.message_id) if (
+            effect.message_id) else None
         await self.store.add_correction(
             cid, type=_CORRECTION_TYPES[effect.kind], agent=effect.agent_id,
-            before=encode(effect.before), after=encode(effect.after), tracker_events=[],
-            message_id=row, model_version=effect.model_id)
+            before=encode(effect.before), after=encode(effect.after),
+            tracker_events=await self._tracker_events(cid), message_id=row,
+            model_version=effect.model_id)
+
+    async def _tracker_events(self, cid: str) -> list[dict[str, Any]]:
+        """Rasa's events of the conversation as they are when the agent decides: everything
+        up to the corrected turn (the decided action has not run yet). Empty, with a warning,
+        when Rasa cannot say; the correction is stored all the same."""
+        try:
+            return await self.rasa.tracker_events(cid)
+        except RasaError as exc:
+            log.warning("correction in %s stored without tracker events: %s", cid, exc)
+            return []
 
     # ------------------------------------------------------------------ Rasa
 
@@ -356,8 +413,10 @@ class Conversations:
                 parse_data = {"text": message.text, "entities": [],
                               "intent": {"name": intent, "confidence": 1.0}}
                 reply = await self.rasa.turn(cid, message.text, dict(message.metadata), hold,
-                                             parse_data=parse_data)
-                return turn_result(effect.call_id, reply, with_parse=True)
+                                             parse_data=parse_data, rewind=True)
+                result = turn_result(effect.call_id, reply, with_parse=True)
+                await self._store_parse(cid, message.message_id, result.parse)  # the corrected
+                return result
             case r.RasaExecute(action_name=name):
                 reply = await self.rasa.continue_(cid, {"type": "replace", "action": name}, hold)
                 return turn_result(effect.call_id, reply, with_parse=False)
@@ -370,8 +429,10 @@ class Conversations:
         raise TypeError(f"unknown Rasa call {type(effect).__name__}")
 
     async def _store_parse(self, cid: str, message_id: str, parse: r.NluParse | None) -> None:
-        row = self._message_rows.get((cid, message_id))
-        if row is None or parse is None:
+        if parse is None:
+            return
+        row = await self.store.find_message_id(cid, message_id)
+        if row is None:
             return
         await self.store.set_message_nlu(
             row, intent=parse.intent, confidence=parse.confidence,

@@ -15,6 +15,12 @@ bot_uttered         Rasa's shapes: ``{"text"}``; ``{"text", "quick_replies": [{"
                     payload as its contents (``custom.data``)
 handoff_notice      gateway-only: ``{"kind": "handoff_queued" | "agent_joined" | "bot_back" |
                     "closed", "text"}`` (widgets written for Rasa ignore it)
+survey_request      gateway-only, after ``closed``: ``{"question", "scale": [1, 7]}``, the
+                    Customer Effort Score question
+survey_answer       gateway-only: ``{"session_id", "score": 1..7}`` (client → gateway, once the
+                    conversation has ended); answered with ``survey_thanks`` ``{}``
+end_conversation    gateway-only: ``{"session_id"}`` (client → gateway): the customer ends the
+                    chat; then ``handoff_notice`` closed and ``survey_request``
 error               gateway-only: ``{"code", "message"}``; the payload changed nothing
 ==================  =========================================================================
 
@@ -32,8 +38,9 @@ from typing import Any, Final
 from handoff.router import BotMessage, Notice, QueueReason
 
 __all__ = [
-    "NOTICE_TEXTS", "ProtocolError", "UserUttered", "bot_uttered_payloads", "notice_text",
-    "parse_session_request", "parse_user_uttered",
+    "NOTICE_TEXTS", "SURVEY_REQUEST", "ProtocolError", "UserUttered", "bot_uttered_payloads",
+    "notice_text", "parse_end_conversation", "parse_session_request", "parse_survey_answer",
+    "parse_user_uttered",
 ]
 
 MAX_SESSION_ID_CHARS: Final = 128
@@ -46,6 +53,12 @@ NOTICE_TEXTS: Final[Mapping[Notice, str]] = {
     Notice.AGENT_JOINED: "A member of our customer-service team has joined the chat.",
     Notice.BOT_BACK: "You are back with the assistant.",
     Notice.CLOSED: "This conversation has ended. Thank you for contacting us.",
+}
+
+SURVEY_REQUEST: Final[Mapping[str, Any]] = {
+    "question": "How easy was it to get your issue resolved?",
+    "scale": [1, 7],
+    "labels": {"1": "Very difficult", "7": "Very easy"},
 }
 
 
@@ -123,6 +136,27 @@ def parse_user_uttered(data: Any, *, max_chars: int) -> UserUttered:
         raise ProtocolError("bad_payload", "'message' must not contain NUL characters")
     return UserUttered(text=text, session_id=_session_id(data.get("session_id")),
                        metadata=_metadata(data))
+
+
+def _object(data: Any, event: str, shape: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ProtocolError("bad_payload", f"{event} takes an object {shape}")
+    return data
+
+
+def parse_end_conversation(data: Any) -> str:
+    """The session the customer ends."""
+    return _session_id(_object(data, "end_conversation", "{session_id}").get("session_id"))
+
+
+def parse_survey_answer(data: Any) -> tuple[str, int]:
+    """The session and its effort score, an integer from 1 to 7."""
+    data = _object(data, "survey_answer", "{session_id, score}")
+    session_id = _session_id(data.get("session_id"))
+    score = data.get("score")
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 7:
+        raise ProtocolError("bad_score", "'score' must be an integer from 1 to 7")
+    return session_id, score
 
 
 def _paragraphs(text: str) -> list[str]:

@@ -18,6 +18,7 @@ answer that is not the JSON the channel promises — raises :class:`RasaUnavaila
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, TypedDict, cast
+from urllib.parse import quote
 
 import httpx
 
@@ -156,13 +157,17 @@ class RasaClient:
         metadata: dict[str, Any] | None = None,
         hold: bool = False,
         parse_data: dict[str, Any] | None = None,
+        rewind: bool = False,
     ) -> TurnReply:
         """Log the customer's message and run the turn (stopping at the first action to hold
-        when ``hold``); ``parse_data`` replaces NLU (a relabelled intent)."""
+        when ``hold``); ``parse_data`` replaces NLU (a relabelled intent); ``rewind`` first
+        reverts the customer's last message and what followed it in the tracker."""
         body: dict[str, Any] = {"sender": sender, "text": text, "metadata": metadata or {},
                                 "hold": hold}
         if parse_data is not None:
             body["parse_data"] = parse_data
+        if rewind:
+            body["rewind"] = True
         return _turn_reply(await self._post("/turn", body))
 
     async def continue_(self, sender: str, decision: Decision, hold: bool = False) -> TurnReply:
@@ -172,11 +177,31 @@ class RasaClient:
 
     async def status(self) -> dict[str, Any]:
         """Rasa's ``/status`` (``model_id``, ``model_file``, ...)."""
+        return await self._get("/status")
+
+    async def domain(self) -> dict[str, Any]:
+        """The loaded model's domain (Rasa's ``GET /domain``): ``intents``, ``responses``,
+        ``actions``, ``forms``, ..."""
+        return await self._get("/domain", headers={"Accept": "application/json"})
+
+    async def tracker_events(self, sender: str) -> list[dict[str, Any]]:
+        """Every event of the conversation's tracker, oldest first (Rasa's
+        ``GET /conversations/{id}/tracker?include_events=ALL``)."""
+        data = await self._get(f"/conversations/{quote(sender, safe='')}/tracker",
+                               params={"include_events": "ALL"})
+        events = data.get("events")
+        if not isinstance(events, list):
+            raise RasaUnavailable("Rasa's tracker answer has no list of events")
+        return [e for e in events if isinstance(e, dict)]
+
+    async def _get(self, path: str, *, params: dict[str, str] | None = None,
+                   headers: dict[str, str] | None = None) -> dict[str, Any]:
         try:
-            resp = await self._http.get("/status", params={"token": self._token})
+            resp = await self._http.get(path, params={**(params or {}), "token": self._token},
+                                        headers=headers)
         except httpx.HTTPError as exc:
             raise _unavailable(exc) from exc
-        return _json(resp, "/status")
+        return _json(resp, path)
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -173,6 +173,9 @@ class Turn:
     parse: NluParse | None = None
     model_id: str | None = None
     pending: PendingReply | None = None
+    # an agent's decision whose action Rasa is executing now (its messages get marked with it)
+    decision: CorrectionKind | None = None
+    decided_by: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -367,6 +370,7 @@ class SendToCustomer(Effect):
     action_name: str | None
     sender: Sender = Sender.BOT
     agent_id: str | None = None  # the human who wrote, edited or chose it
+    decision: CorrectionKind | None = None  # the review decision that sent it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -632,11 +636,14 @@ def _on_rasa_result(s: ConversationState, ev: RasaResult, cfg: RouterConfig) -> 
     if turn is None or turn.call_id != ev.call_id:
         return s, []  # stale: late after a timeout, or the conversation moved on
     s = replace(s, turn=replace(turn, call_id=None, parse=ev.parse or turn.parse,
-                                model_id=ev.model_id or turn.model_id))
+                                model_id=ev.model_id or turn.model_id, decision=None,
+                                decided_by=None))
     effects: list[Effect] = []
     marker: str | None = None
+    decision, decided_by = turn.decision, turn.decided_by
     for action in ev.executed:
-        effects += _send(s, action.name, action.messages, None)
+        effects += _send(s, action.name, action.messages, decided_by, decision=decision)
+        decision = decided_by = None  # only the decided action; what follows is the bot's
         marker = marker or handoff_reason(action.messages)
     if marker is not None:
         s, more = _escalate(s, QueueReason.BOT_HANDOFF_MARKER, marker)
@@ -702,24 +709,25 @@ def _escalate(s: ConversationState, reason: QueueReason, detail: str | None) -> 
 
 
 def _send(s: ConversationState, action_name: str | None, messages: Sequence[BotMessage],
-          agent_id: str | None, sender: Sender = Sender.BOT) -> list[Effect]:
+          agent_id: str | None, sender: Sender = Sender.BOT,
+          decision: CorrectionKind | None = None) -> list[Effect]:
     visible = strip_handoff(messages)
     if not visible:
         return []
     return [SendToCustomer(conversation_id=s.conversation_id, messages=visible,
-                           action_name=action_name, sender=sender, agent_id=agent_id)]
+                           action_name=action_name, sender=sender, agent_id=agent_id,
+                           decision=decision)]
 
 
 def _commit(s: ConversationState, action_name: str, messages: tuple[BotMessage, ...],
-            agent_id: str | None, effects: list[Effect]) -> Result:
-    """Put a held/decided action into effect and continue the turn (hold again in review)."""
+            agent_id: str | None, effects: list[Effect],
+            decision: CorrectionKind | None = None) -> Result:
+    """Put a held/decided action into effect and continue the turn (hold again in review).
+    ``decision``: the agent's review decision, marked on what the customer is sent."""
     cid = s.conversation_id
     if not messages:
-        then = _default_then(s)
-        s, call_id = _next_call(s, then)
-        return s, effects + [RasaExecute(conversation_id=cid, call_id=call_id, then=then,
-                                         action_name=action_name)]
-    effects = effects + _send(s, action_name, messages, agent_id)
+        return _execute(s, action_name, effects, decision, agent_id)
+    effects = effects + _send(s, action_name, messages, agent_id, decision=decision)
     marker = handoff_reason(messages)
     if marker is not None:
         s, more = _escalate(s, QueueReason.BOT_HANDOFF_MARKER, marker)
@@ -729,6 +737,18 @@ def _commit(s: ConversationState, action_name: str, messages: tuple[BotMessage, 
     return s, effects + [RasaAppendReply(conversation_id=cid, call_id=call_id, then=then,
                                          action_name=action_name, messages=messages,
                                          agent_id=agent_id)]
+
+
+def _execute(s: ConversationState, action_name: str, effects: list[Effect],
+             decision: CorrectionKind | None, agent_id: str | None) -> Result:
+    """Have Rasa run ``action_name`` (its messages are known only once it ran)."""
+    then = _default_then(s)
+    s, call_id = _next_call(s, then)
+    if decision is not None:
+        assert s.turn is not None
+        s = replace(s, turn=replace(s.turn, decision=decision, decided_by=agent_id))
+    return s, effects + [RasaExecute(conversation_id=s.conversation_id, call_id=call_id,
+                                     then=then, action_name=action_name)]
 
 
 # --- agent actions ------------------------------------------------------------------------------
@@ -840,7 +860,7 @@ def _on_decision(s: ConversationState, ev: Decision) -> Result:
     match ev:
         case Approve():
             return _commit(s, held.name, held.messages, ev.agent_id,
-                           correction(CorrectionKind.APPROVE, before))
+                           correction(CorrectionKind.APPROVE, before), CorrectionKind.APPROVE)
         case Edit(text=text):
             if not held.messages:
                 raise InvalidInput(f"{held.name} has no text to edit: replace or write instead")
@@ -848,20 +868,18 @@ def _on_decision(s: ConversationState, ev: Decision) -> Result:
             edited = edited_messages(held.messages, text)
             after = ReplySnapshot(action_name=held.name, messages=edited, intent=intent)
             return _commit(s, held.name, edited, ev.agent_id,
-                           correction(CorrectionKind.EDIT, after))
+                           correction(CorrectionKind.EDIT, after), CorrectionKind.EDIT)
         case Write(text=text):
             _nonempty(text, "text")
             written: tuple[BotMessage, ...] = ({"text": text},)
             after = ReplySnapshot(action_name=AGENT_REPLY_ACTION, messages=written, intent=intent)
             return _commit(s, AGENT_REPLY_ACTION, written, ev.agent_id,
-                           correction(CorrectionKind.WRITE, after))
+                           correction(CorrectionKind.WRITE, after), CorrectionKind.WRITE)
         case ReplaceAction(action_name=name):
             _nonempty(name, "action_name")
             effects = correction(CorrectionKind.REPLACE,
                                  ReplySnapshot(action_name=name, intent=intent))
-            s, call_id = _next_call(s, Continuation.HOLD)
-            return s, effects + [RasaExecute(conversation_id=cid, call_id=call_id,
-                                             then=Continuation.HOLD, action_name=name)]
+            return _execute(s, name, effects, CorrectionKind.REPLACE, ev.agent_id)
         case Relabel(intent=new_intent):
             _nonempty(new_intent, "intent")
             effects = correction(CorrectionKind.RELABEL,

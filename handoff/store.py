@@ -692,7 +692,8 @@ class Store:
         return await self._update_conversation(conversation_id, risk=risk)
 
     async def set_effort_score(self, conversation_id: str, effort_score: int) -> Conversation:
-        """Record the customer's effort rating, 1 (very low effort) to 7 (very high)."""
+        """Record the customer's answer to "How easy was it to get your issue resolved?",
+        1 (very difficult) to 7 (very easy)."""
         if isinstance(effort_score, bool) or not isinstance(effort_score, int) or not (
             1 <= effort_score <= 7
         ):
@@ -820,6 +821,35 @@ class Store:
             if not rows:
                 await self._require_conversation(conn, conversation_id)
         return [_record(Message, row) for row in rows]
+
+    async def find_message_id(self, conversation_id: str, client_message_id: str) -> int | None:
+        """The row id of the message stored with ``client_message_id``, or None."""
+        async with self._tx(write=False) as conn:
+            return (await conn.execute(
+                sa.select(messages.c.id)
+                .where(messages.c.conversation_id == conversation_id)
+                .where(messages.c.client_message_id == client_message_id)
+            )).scalar_one_or_none()
+
+    async def last_customer_messages(
+        self, conversation_ids: Sequence[str]
+    ) -> dict[str, Message]:
+        """The latest customer message of each of the given conversations that has one."""
+        if not conversation_ids:
+            return {}
+        latest = (
+            sa.select(messages.c.conversation_id, sa.func.max(messages.c.seq).label("seq"))
+            .where(messages.c.conversation_id.in_(list(conversation_ids)))
+            .where(messages.c.sender == "customer")
+            .group_by(messages.c.conversation_id)
+            .subquery()
+        )
+        query = sa.select(messages).join(latest, sa.and_(
+            messages.c.conversation_id == latest.c.conversation_id,
+            messages.c.seq == latest.c.seq))
+        async with self._tx(write=False) as conn:
+            return {row.conversation_id: _record(Message, row)
+                    for row in await conn.execute(query)}
 
     async def set_message_nlu(
         self,

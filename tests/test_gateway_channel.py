@@ -36,6 +36,16 @@ class Channel:
         resp.raise_for_status()
         return [e.get("text") for e in resp.json()["events"] if e["event"] == "bot"]
 
+    def events(self) -> List[Dict[str, Any]]:
+        """The tracker's applied events."""
+        resp = requests.get(
+            f"{self.stack.rasa_url}/conversations/{self.sender}/tracker",
+            params={"token": self.stack.token, "include_events": "APPLIED"}, timeout=30,
+        )
+        resp.raise_for_status()
+        events: List[Dict[str, Any]] = resp.json()["events"]
+        return events
+
 
 @pytest.fixture
 def channel(rasa_stack: Stack) -> Channel:
@@ -92,6 +102,20 @@ def test_relabelled_intent_is_used_instead_of_nlu(channel: Channel) -> None:
     result = channel.post("turn", {"text": "how do I get it", "parse_data": parse_data})
     assert result["parse"]["intent"]["name"] == "delivery_options"
     assert [a["name"] for a in result["actions"]] == ["utter_delivery_options"]
+
+
+def test_relabel_with_rewind_replaces_the_held_turns_message(channel: Channel) -> None:
+    held = channel.post("turn", {"text": "what is your return policy?", "hold": True})
+    assert held["held"]["name"] == "utter_refund_policy"
+    parse_data = {"text": "what is your return policy?", "entities": [],
+                  "intent": {"name": "delivery_options", "confidence": 1.0}}
+    again = channel.post("turn", {"text": "what is your return policy?", "hold": True,
+                                  "parse_data": parse_data, "rewind": True})
+    assert again["parse"]["intent"]["name"] == "delivery_options"
+    assert again["held"]["name"] == "utter_delivery_options", [
+        (e["event"], e.get("name"), e.get("text"), e.get("value")) for e in channel.events()]
+    users = [e for e in channel.events() if e["event"] == "user"]
+    assert [u["parse_data"]["intent"]["name"] for u in users] == ["delivery_options"]
 
 
 def test_requests_without_the_token_or_with_bad_bodies_are_refused(rasa_stack: Stack) -> None:

@@ -8,86 +8,26 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 import requests
 import socketio
 
 from bot.serve import Stack
-from handoff.auth import create_user
 from handoff.store import Store
 from tests.conftest import free_port
+from tests.gateway.clients import WAIT, Widget
+from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
+from tests.gateway.clients import agent_console as _console
+from tests.gateway.clients import agent_login as _agent
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
 
 pytestmark = pytest.mark.asyncio
 
 ORDER_QUESTION = "where is my order 100002?"
-WAIT = 60.0  # seconds for anything that involves Rasa
-QUIET = 1.0  # seconds of silence that count as "nothing came"
-
-
-@pytest_asyncio.fixture
-async def store(gateway: Gateway) -> AsyncIterator[Store]:
-    """The gateway's own database, opened from the test (SQLite WAL: readers do not block)."""
-    s = Store(gateway.database_url)
-    yield s
-    await s.close()
-
-
-class Widget:
-    """A customer's chat widget: python-socketio's AsyncClient speaking Rasa's protocol."""
-
-    def __init__(self, url: str, transports: list[str] | None = None) -> None:
-        self.url = url
-        self.transports = transports or ["websocket"]
-        self.sio = socketio.AsyncClient()
-        self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self.sio.on("*", self._any)
-
-    async def _any(self, event: str, data: Any = None) -> None:
-        await self.events.put((event, data))
-
-    async def connect(self) -> Widget:
-        await self.sio.connect(self.url, socketio_path="/socket.io", transports=self.transports)
-        return self
-
-    async def session(self, session_id: str | None = None) -> str:
-        await self.sio.emit("session_request", {"session_id": session_id})
-        event, data = await self.next()
-        assert event == "session_confirm"
-        assert isinstance(data, str)
-        return data
-
-    async def next(self, timeout: float = WAIT) -> tuple[str, Any]:
-        return await asyncio.wait_for(self.events.get(), timeout)
-
-    async def say(self, session_id: str, text: str) -> None:
-        await self.sio.emit("user_uttered", {"message": text, "session_id": session_id})
-
-    async def nothing(self) -> None:
-        await asyncio.sleep(QUIET)
-        assert self.events.empty(), self.events.get_nowait()
-
-    async def close(self) -> None:
-        await self.sio.disconnect()
-
-
-@pytest_asyncio.fixture
-async def widget(gateway: Gateway) -> AsyncIterator[Widget]:
-    w = await Widget(gateway.url).connect()
-    yield w
-    await w.close()
-
-
-@pytest_asyncio.fixture
-async def api(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as client:
-        yield client
 
 
 def _rest_answer(stack: Stack, text: str) -> list[dict[str, Any]]:
@@ -98,34 +38,6 @@ def _rest_answer(stack: Stack, text: str) -> list[dict[str, Any]]:
     resp.raise_for_status()
     messages: list[dict[str, Any]] = resp.json()
     return [{k: v for k, v in m.items() if k != "recipient_id"} for m in messages]
-
-
-async def _agent(store: Store, api: httpx.AsyncClient, username: str) -> dict[str, str]:
-    """Create an agent (once) and log in; the Authorization header."""
-    if username not in {u.username for u in await store.list_users()}:
-        await create_user(store, username, f"{username}-password", "agent")
-    resp = await api.post("/api/login", json={"username": username,
-                                              "password": f"{username}-password"})
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    assert set(body) == {"token", "expires_at", "role"}
-    assert body["role"] == "agent"
-    return {"Authorization": f"Bearer {body['token']}"}
-
-
-async def _console(gateway: Gateway, headers: dict[str, str],
-                   event: str) -> tuple[socketio.AsyncClient, asyncio.Queue[dict[str, Any]]]:
-    """An agent console connected to /agent, with a queue of the pushes of one event."""
-    console = socketio.AsyncClient()
-    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    async def on_event(data: dict[str, Any]) -> None:
-        await received.put(data)
-
-    console.on(event, on_event, namespace="/agent")
-    await console.connect(gateway.url, namespaces=["/agent"], transports=["websocket"],
-                          auth={"token": headers["Authorization"].split()[1]})
-    return console, received
 
 
 # --------------------------------------------------------------------------- customer protocol
@@ -218,7 +130,7 @@ async def test_customer_emitting_agent_events_gets_nothing(
     widget: Widget, store: Store
 ) -> None:
     session_id = await widget.session()
-    for event in ("takeover", "agent_message", "handback", "close"):
+    for event in ("takeover", "message", "decision", "handback", "close"):
         await widget.sio.emit(event, {"conversation_id": session_id, "text": "I am an agent"})
     await widget.nothing()
     conversation = await store.get_conversation(session_id)
@@ -434,6 +346,9 @@ async def test_closed_conversation_tells_the_customer_and_refuses_more_messages(
     assert await widget.next() == ("handoff_notice", {
         "kind": "closed", "text": "This conversation has ended. Thank you for contacting us."})
     assert (await widget.next())[0] == "bot_uttered"
+    assert await widget.next() == ("survey_request", {
+        "question": "How easy was it to get your issue resolved?", "scale": [1, 7],
+        "labels": {"1": "Very difficult", "7": "Very easy"}})
     stored = len(await store.list_messages(session_id))
     await widget.say(session_id, "hello?")
     event, error = await widget.next()
@@ -444,6 +359,33 @@ async def test_closed_conversation_tells_the_customer_and_refuses_more_messages(
     resp = await api.post(f"/api/conversations/{session_id}/review", headers=alice,
                           json={"on": "yes"})
     assert resp.status_code == 400 and resp.json()["error"] == "bad_request"
+
+
+async def test_customer_ends_the_chat_and_answers_the_effort_survey(
+    widget: Widget, store: Store
+) -> None:
+    session_id = await widget.session()
+    await widget.emit("survey_answer", {"session_id": session_id, "score": 6})
+    event, error = await widget.next()
+    assert (event, error["code"]) == ("error", "conflict")  # not ended yet
+    await widget.emit("end_conversation", {"session_id": "someone-else"})
+    event, error = await widget.next()
+    assert (event, error["code"]) == ("error", "session_mismatch")
+    assert (await store.get_conversation(session_id)).mode == "bot"
+
+    await widget.emit("end_conversation", {"session_id": session_id})
+    assert (await widget.next())[0] == "handoff_notice"
+    assert (await widget.next())[0] == "bot_uttered"
+    assert (await widget.next())[0] == "survey_request"
+    assert (await store.get_conversation(session_id)).mode == "closed"
+    for bad in (0, 8, 3.5, "5", True, None):
+        await widget.emit("survey_answer", {"session_id": session_id, "score": bad})
+        event, error = await widget.next()
+        assert (event, error["code"]) == ("error", "bad_score")
+    assert (await store.get_conversation(session_id)).effort_score is None
+    await widget.emit("survey_answer", {"session_id": session_id, "score": 6})
+    assert await widget.next() == ("survey_thanks", {})
+    assert (await store.get_conversation(session_id)).effort_score == 6
 
 
 async def test_a_turn_cut_off_by_a_restart_is_queued_on_the_next_start(

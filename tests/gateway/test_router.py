@@ -109,9 +109,9 @@ def handle(call_id: int, n: int, then: Continuation) -> RasaHandleMessage:
 
 
 def send(action: str | None, *messages: dict[str, Any], sender: Sender = Sender.BOT,
-         agent: str | None = None) -> SendToCustomer:
+         agent: str | None = None, decision: CorrectionKind | None = None) -> SendToCustomer:
     return SendToCustomer(conversation_id=CID, messages=messages, action_name=action,
-                          sender=sender, agent_id=agent)
+                          sender=sender, agent_id=agent, decision=decision)
 
 
 def notify(notice: Notice, reason: QueueReason | None = None) -> NotifyCustomer:
@@ -311,7 +311,7 @@ def test_approve_sends_unchanged_and_holds_the_next_action() -> None:
     state, effects = step(pending(), Approve(agent_id=ANN, reply_id=1))
     assert effects == (
         correction(CorrectionKind.APPROVE, GREET_SNAPSHOT, GREET_SNAPSHOT),
-        send("utter_greet", *GREET.messages, agent=ANN),
+        send("utter_greet", *GREET.messages, agent=ANN, decision=CorrectionKind.APPROVE),
         RasaAppendReply(conversation_id=CID, call_id=2, then=Continuation.HOLD,
                         action_name="utter_greet", messages=GREET.messages, agent_id=ANN),
     )
@@ -332,7 +332,8 @@ def test_approving_a_custom_action_executes_it() -> None:
                                    action_name="action_check_order"))
     done = BotAction(name="action_check_order", messages=({"text": "It ships today."},))
     state, effects = step(state, RasaResult(call_id=2, executed=(done,)))
-    assert effects == (send("action_check_order", {"text": "It ships today."}),)
+    assert effects == (send("action_check_order", {"text": "It ships today."}, agent=ANN,
+                            decision=CorrectionKind.APPROVE),)
     assert state.turn is None
 
 
@@ -345,7 +346,7 @@ def test_edit_sends_the_edited_text_and_records_it_in_the_tracker() -> None:
                                  intent="greet"),
                    ReplySnapshot(action_name="utter_ask_order_id", messages=edited,
                                  intent="greet")),
-        send("utter_ask_order_id", *edited, agent=ANN),
+        send("utter_ask_order_id", *edited, agent=ANN, decision=CorrectionKind.EDIT),
         RasaAppendReply(conversation_id=CID, call_id=2, then=Continuation.HOLD,
                         action_name="utter_ask_order_id", messages=edited, agent_id=ANN),
     )
@@ -362,7 +363,8 @@ def test_replace_executes_another_action_and_holds_the_next() -> None:
     )
     state, effects = step(state, RasaResult(call_id=2, executed=(ASK_ID,), held=CHECK))
     assert effects == (
-        send("utter_ask_order_id", *ASK_ID.messages),
+        send("utter_ask_order_id", *ASK_ID.messages, agent=ANN,
+             decision=CorrectionKind.REPLACE),
         ShowPendingReply(conversation_id=CID, agent_id=ANN, reply=PendingReply(
             reply_id=2, message_id="m1", action=CHECK, parse=GREET_PARSE, model_id="model-7")),
     )
@@ -375,7 +377,7 @@ def test_write_sends_the_agents_own_reply() -> None:
         correction(CorrectionKind.WRITE, GREET_SNAPSHOT,
                    ReplySnapshot(action_name=AGENT_REPLY_ACTION, messages=written,
                                  intent="greet")),
-        send(AGENT_REPLY_ACTION, *written, agent=ANN),
+        send(AGENT_REPLY_ACTION, *written, agent=ANN, decision=CorrectionKind.WRITE),
         RasaAppendReply(conversation_id=CID, call_id=2, then=Continuation.HOLD,
                         action_name=AGENT_REPLY_ACTION, messages=written, agent_id=ANN),
     )
@@ -411,7 +413,8 @@ def test_approving_a_handoff_moves_the_owner_into_human_mode() -> None:
                              intent="greet")
     assert effects == (
         correction(CorrectionKind.APPROVE, snapshot, snapshot),
-        send("action_request_human", {"text": "I'll get a colleague for you."}, agent=ANN),
+        send("action_request_human", {"text": "I'll get a colleague for you."}, agent=ANN,
+             decision=CorrectionKind.APPROVE),
         notify(Notice.AGENT_JOINED),
         RasaAppendReply(conversation_id=CID, call_id=2, then=Continuation.SUGGEST,
                         action_name="action_request_human", messages=HANDOFF_MESSAGES,

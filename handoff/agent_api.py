@@ -1,0 +1,301 @@
+"""The agents' API: every action as a JSON HTTP endpoint and, for live use, as a Socket.IO
+event on ``/agent`` — one table (:data:`ACTIONS`) drives both, so they cannot drift apart.
+
+HTTP: ``Authorization: Bearer <token>`` (role agent or higher). Socket.IO: connect to ``/agent``
+with ``auth={"token": <token>}``; the token is checked again on every event (an expired or
+withdrawn login stops working mid-connection). An action event carries the HTTP body plus
+``conversation_id`` (and ``reply_id`` for ``decision``) and is answered through the Socket.IO
+acknowledgement with exactly the HTTP answer: ``{"conversation": ...}`` on success,
+``{"error", "message", "status"}`` on a refusal (nothing changed).
+
+The full list, with bodies and answers, is the OpenAPI document at ``/api/openapi.json``
+(:mod:`handoff.openapi`) and ``docs/api.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+from sanic import Sanic
+from sanic.request import Request
+from sanic.response import HTTPResponse, json
+
+from handoff import router as r
+from handoff.auth import require_role, user_from_token
+from handoff.conversations import Conversations, state_summary
+from handoff.errors import BadRequest, HandoffError, Unauthorized
+from handoff.rasa_client import RasaClient
+from handoff.settings import Settings
+from handoff.store import Conversation, Store, User, to_json
+
+__all__ = ["ACTIONS", "AGENT_NAMESPACE", "AGENTS_ROOM", "AgentAction", "register_agent_api"]
+
+log = logging.getLogger(__name__)
+AGENT_NAMESPACE = "/agent"
+AGENTS_ROOM = "agents"
+DOMAIN_CACHE_SECONDS = 30.0
+MAX_NOTE_CHARS = 4000
+
+Body = Mapping[str, Any]
+
+
+def error_code(exc: Exception) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+
+
+def error_body(exc: Exception) -> tuple[dict[str, Any], int]:
+    """The JSON error and status for a refusal (the API's one error shape)."""
+    if isinstance(exc, HandoffError):
+        return exc.to_dict(), exc.status
+    if isinstance(exc, r.RouterError):
+        return {"error": error_code(exc), "message": str(exc)}, exc.status
+    raise exc
+
+
+def text_field(body: Body, key: str, max_chars: int) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{key!r} must be a non-empty string")
+    if len(value) > max_chars:
+        raise BadRequest(f"{key!r} may have at most {max_chars} characters")
+    return value
+
+
+def flag_field(body: Body, key: str) -> bool:
+    value = body.get(key, True)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key!r} must be true or false")
+    return value
+
+
+def decision_event(body: Body, agent: str, reply_id: int, max_chars: int) -> r.Decision:
+    kind = body.get("type")
+    if kind == "approve":
+        return r.Approve(agent_id=agent, reply_id=reply_id)
+    if kind == "edit":
+        return r.Edit(agent_id=agent, reply_id=reply_id, text=text_field(body, "text", max_chars))
+    if kind == "write":
+        return r.Write(agent_id=agent, reply_id=reply_id, text=text_field(body, "text", max_chars))
+    if kind == "replace":
+        return r.ReplaceAction(agent_id=agent, reply_id=reply_id,
+                               action_name=text_field(body, "action", 200))
+    if kind == "relabel":
+        return r.Relabel(agent_id=agent, reply_id=reply_id,
+                         intent=text_field(body, "intent", 200))
+    raise BadRequest("'type' must be approve, edit, write, replace or relabel")
+
+
+def _reply_id(body: Body) -> int:
+    value = body.get("reply_id")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest("'reply_id' must be an integer")
+    return value
+
+
+@dataclass(frozen=True)
+class AgentAction:
+    """One agent action on a conversation: ``POST /api/conversations/{id}/<path>`` and the
+    ``/agent`` event ``<event>``; ``make`` turns (agent, body, max chars) into the router event."""
+
+    event: str
+    path: str
+    summary: str
+    make: Callable[[str, Body, int], r.Event]
+    body: Mapping[str, Any] | None = None  # JSON schema of the body (OpenAPI)
+
+
+ACTIONS: tuple[AgentAction, ...] = (
+    AgentAction("watch", "watch", "Watch the conversation live (on: false stops).",
+                lambda a, b, m: r.Watch(agent_id=a, on=flag_field(b, "on")),
+                {"on": {"type": "boolean", "default": True}}),
+    AgentAction("takeover", "takeover", "Take the conversation over: the agent answers. "
+                "Exclusive: another owner gets 409.",
+                lambda a, b, m: r.TakeOver(agent_id=a)),
+    AgentAction("handback", "handback", "Hand the conversation back to the bot.",
+                lambda a, b, m: r.HandBack(agent_id=a)),
+    AgentAction("review", "review", "Review mode on or off: each bot reply is held for the "
+                "owner's decision.",
+                lambda a, b, m: r.SetReview(agent_id=a, on=flag_field(b, "on")),
+                {"on": {"type": "boolean", "default": True}}),
+    AgentAction("close", "close", "End the conversation (the customer is asked the effort "
+                "survey).", lambda a, b, m: r.Close(agent_id=a)),
+    AgentAction("message", "messages", "Send the customer a message as the owning agent "
+                "(human mode).",
+                lambda a, b, m: r.AgentMessage(agent_id=a, text=text_field(b, "text", m)),
+                {"text": {"type": "string"}}),
+    AgentAction("decision", "replies/<reply_id:int>/decision",
+                "Decide on the held bot reply: approve, edit (text), write (text), replace "
+                "(action) or relabel (intent).",
+                lambda a, b, m: decision_event(b, a, _reply_id(b), m),
+                {"type": {"type": "string",
+                          "enum": ["approve", "edit", "write", "replace", "relabel"]},
+                 "text": {"type": "string"}, "action": {"type": "string"},
+                 "intent": {"type": "string"}}),
+)
+
+
+def conversation_json(conv: Conversation, last_customer: Any = None) -> dict[str, Any]:
+    """A conversation as the API lists it (without the router's internal state)."""
+    data = to_json(conv)
+    data.pop("state", None)
+    data["last_customer_text"] = last_customer.text if last_customer else None
+    data["last_customer_at"] = last_customer.created_at.isoformat() if last_customer else None
+    return data
+
+
+def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *, settings: Settings,
+                       store: Store, rasa: RasaClient, conversations: Conversations) -> None:
+    """Add the agents' HTTP endpoints and ``/agent`` events to ``app`` and ``sio``."""
+    max_chars = settings.max_message_chars
+    domain_cache: dict[str, Any] = {}
+
+    async def agent_from_token(token: str) -> User:
+        user = await user_from_token(store, token, secret=settings.jwt_secret)
+        require_role(user, "agent")
+        return user
+
+    async def agent(request: Request) -> User:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("send Authorization: Bearer <token> (POST /api/login)")
+        return await agent_from_token(token.strip())
+
+    async def run(user: User, action: AgentAction, conversation_id: str,
+                  body: Body) -> dict[str, Any]:
+        event = action.make(user.username, body, max_chars)
+        await store.get_conversation(conversation_id)  # 404 before anything else
+        state = await conversations.apply(conversation_id, event)
+        await store.audit(user.username, action.event, target=f"conversation:{conversation_id}")
+        return {"conversation": state_summary(state)}
+
+    # ------------------------------------------------------------------ HTTP
+
+    for action in ACTIONS:
+        def bind(action: AgentAction) -> Callable[..., Coroutine[Any, Any, HTTPResponse]]:
+            async def handler(request: Request, conversation_id: str,
+                              **params: Any) -> HTTPResponse:
+                user = await agent(request)
+                body = dict(_body(request))
+                body.update(params)  # reply_id from the path
+                return json(await run(user, action, conversation_id, body))
+            return handler
+
+        app.add_route(bind(action), f"/api/conversations/<conversation_id:str>/{action.path}",
+                      methods=["POST"], name=f"action_{action.event}")
+
+    @app.get("/api/conversations", name="conversations")
+    async def _list(request: Request) -> HTTPResponse:
+        await agent(request)
+        mode = request.args.get("mode")
+        queued = request.args.get("queued")
+        found = await store.list_conversations(
+            mode=mode if mode else None,
+            queued=None if queued is None else queued.lower() in ("1", "true", "yes"))
+        last = await store.last_customer_messages([c.id for c in found])
+        return json({"conversations": [conversation_json(c, last.get(c.id)) for c in found]})
+
+    @app.get("/api/conversations/<conversation_id:str>", name="conversation")
+    async def _get(request: Request, conversation_id: str) -> HTTPResponse:
+        await agent(request)
+        conv = await store.get_conversation(conversation_id)
+        state = await conversations.state(conversation_id)
+        messages = await store.list_messages(conversation_id)
+        last = next((m for m in reversed(messages) if m.sender == "customer"), None)
+        return json({"conversation": conversation_json(conv, last),
+                     "router": state_summary(state),
+                     "messages": [to_json(m) for m in messages]})
+
+    @app.get("/api/conversations/<conversation_id:str>/notes", name="notes")
+    async def _notes(request: Request, conversation_id: str) -> HTTPResponse:
+        await agent(request)
+        notes = await store.list_notes(conversation_id)
+        return json({"notes": [to_json(n) for n in notes]})
+
+    @app.post("/api/conversations/<conversation_id:str>/notes", name="add_note")
+    async def _add_note(request: Request, conversation_id: str) -> HTTPResponse:
+        user = await agent(request)
+        text = text_field(_body(request), "text", MAX_NOTE_CHARS)
+        note = await store.add_note(conversation_id, author=user.username, text=text)
+        await store.audit(user.username, "note", target=f"conversation:{conversation_id}")
+        await sio.emit("note", {"conversation_id": conversation_id, "note": to_json(note)},
+                       room=AGENTS_ROOM, namespace=AGENT_NAMESPACE)
+        return json({"note": to_json(note)}, status=201)
+
+    @app.get("/api/domain", name="domain")
+    async def _domain(request: Request) -> HTTPResponse:
+        await agent(request)
+        now = time.monotonic()
+        if domain_cache.get("until", 0.0) < now:
+            raw = await rasa.domain()
+            domain_cache.update(value=_domain_json(raw), until=now + DOMAIN_CACHE_SECONDS)
+        return json(domain_cache["value"])
+
+    # ------------------------------------------------------------------ Socket.IO /agent
+
+    async def _connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not isinstance(token, str) or not token:
+            raise socketio.exceptions.ConnectionRefusedError("a login token is required")
+        try:
+            user = await agent_from_token(token)
+        except HandoffError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(exc.message) from None
+        await sio.save_session(sid, {"token": token}, namespace=AGENT_NAMESPACE)
+        await sio.enter_room(sid, AGENTS_ROOM, namespace=AGENT_NAMESPACE)
+        await sio.enter_room(sid, f"agent:{user.username}", namespace=AGENT_NAMESPACE)
+
+    sio.on("connect", handler=_connect, namespace=AGENT_NAMESPACE)
+
+    for action in ACTIONS:
+        def bind_event(action: AgentAction) -> Callable[..., Awaitable[dict[str, Any]]]:
+            async def handler(sid: str, data: Any = None) -> dict[str, Any]:
+                try:
+                    session = await sio.get_session(sid, namespace=AGENT_NAMESPACE)
+                    user = await agent_from_token(session["token"])
+                    if not isinstance(data, Mapping):
+                        raise BadRequest(f"{action.event} takes an object with conversation_id")
+                    cid = data.get("conversation_id")
+                    if not isinstance(cid, str) or not cid:
+                        raise BadRequest("'conversation_id' must be a non-empty string")
+                    return await run(user, action, cid, data)
+                except (HandoffError, r.RouterError) as exc:
+                    body, status = error_body(exc)
+                    return {**body, "status": status}
+            return handler
+
+        sio.on(action.event, handler=bind_event(action), namespace=AGENT_NAMESPACE)
+
+
+def _body(request: Request) -> dict[str, Any]:
+    if not request.body:
+        return {}
+    try:
+        data = request.json
+    except Exception:
+        raise BadRequest("the body must be JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+def _domain_json(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Rasa's domain reduced to what an agent picks from: intents, responses, actions."""
+    intents = []
+    for item in raw.get("intents") or ():
+        name = item if isinstance(item, str) else next(iter(item), None) if isinstance(
+            item, Mapping) else None
+        if isinstance(name, str):
+            intents.append(name)
+    responses = {name: [v for v in variants if isinstance(v, Mapping)]
+                 for name, variants in (raw.get("responses") or {}).items()
+                 if isinstance(variants, list)}
+    actions = sorted({a for a in raw.get("actions") or () if isinstance(a, str)}
+                     | set(responses) | {f for f in raw.get("forms") or {}})
+    return {"intents": sorted(intents), "responses": dict(sorted(responses.items())),
+            "actions": actions}

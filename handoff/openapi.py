@@ -1,0 +1,159 @@
+"""The OpenAPI 3.1 document of the gateway's HTTP API, served at ``GET /api/openapi.json``.
+
+The agent actions come from :data:`handoff.agent_api.ACTIONS` (the same table that registers
+the routes); a test checks that every ``/api`` route of the app is documented here and nothing
+else is.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+from handoff.agent_api import ACTIONS
+
+__all__ = ["openapi_document"]
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    words = {400: "Bad request: nothing changed", 401: "No valid login token",
+             403: "The role may not do this", 404: "Unknown conversation or reply",
+             409: "Refused by the conversation's state (owned by another agent, stale reply, "
+                  "closed...): nothing changed", 502: "Rasa refused the request",
+             503: "Rasa is not answering"}
+    return {str(s): _json(_ERROR, words[s]) for s in statuses}
+
+
+def _body(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return {"required": bool(required), "content": {"application/json": {"schema": schema}}}
+
+
+def _operation(summary: str, ok: dict[str, Any], *, auth: bool = True, body: Any = None,
+               statuses: tuple[int, ...] = (401, 403, 404), ok_status: int = 200,
+               parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {str(ok_status): ok,
+                                                             **_errors(*statuses)}}
+    if not auth:
+        op["security"] = []
+    if body is not None:
+        op["requestBody"] = body
+    if parameters:
+        op["parameters"] = parameters
+    return op
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    out = []
+    for name, kind in re.findall(r"<(\w+):(\w+)>", path):
+        out.append({"name": name, "in": "path", "required": True,
+                    "schema": {"type": "integer" if kind == "int" else "string"}})
+    return out
+
+
+def openapi_path(route_path: str) -> str:
+    """Sanic's ``/a/<id:str>`` as OpenAPI's ``/a/{id}``."""
+    return "/" + re.sub(r"<(\w+):\w+>", r"{\1}", route_path.strip("/"))
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    conversation = "/api/conversations/<conversation_id:str>"
+    state = _json({"type": "object", "properties": {
+        "conversation": {"$ref": "#/components/schemas/RouterState"}}})
+    paths: dict[str, dict[str, Any]] = {
+        "/api/health": {"get": _operation("Liveness.", _json(_OBJECT), auth=False,
+                                          statuses=())},
+        "/api/openapi.json": {"get": _operation("This document.", _json(_OBJECT), auth=False,
+                                                statuses=())},
+        "/api/login": {"post": _operation(
+            "Log in; the token goes in Authorization: Bearer and in the /agent auth.",
+            _json({"type": "object", "properties": {
+                "token": {"type": "string"}, "expires_at": {"type": "string",
+                                                            "format": "date-time"},
+                "role": {"type": "string", "enum": ["agent", "trainer", "admin"]}}}),
+            auth=False, statuses=(400, 401),
+            body=_body({"username": {"type": "string"}, "password": {"type": "string"}},
+                       ["username", "password"]))},
+        "/api/conversations": {"get": _operation(
+            "Conversations, riskiest first, then longest waiting.",
+            _json({"type": "object", "properties": {"conversations": {
+                "type": "array", "items": {"$ref": "#/components/schemas/Conversation"}}}}),
+            statuses=(401, 403), parameters=[
+                {"name": "mode", "in": "query", "schema": {
+                    "type": "string", "enum": ["bot", "review", "human", "closed"]}},
+                {"name": "queued", "in": "query", "schema": {"type": "boolean"}}])},
+        conversation: {"get": _operation(
+            "One conversation: its row, the router's state (mode, owner, pending reply) and "
+            "every message with its NLU result and review decision.",
+            _json({"type": "object", "properties": {
+                "conversation": {"$ref": "#/components/schemas/Conversation"},
+                "router": {"$ref": "#/components/schemas/RouterState"},
+                "messages": {"type": "array", "items": _OBJECT}}}))},
+        f"{conversation}/notes": {
+            "get": _operation("The conversation's private notes (never shown to customers).",
+                              _json({"type": "object", "properties": {
+                                  "notes": {"type": "array", "items": _OBJECT}}})),
+            "post": _operation("Add a private note.", _json({"type": "object", "properties": {
+                "note": _OBJECT}}, "Created"), ok_status=201, statuses=(400, 401, 403, 404),
+                body=_body({"text": {"type": "string"}}, ["text"])),
+        },
+        "/api/domain": {"get": _operation(
+            "The live model's intents, responses and actions (to relabel, replace or pick a "
+            "response).", _json({"type": "object", "properties": {
+                "intents": {"type": "array", "items": {"type": "string"}},
+                "responses": {"type": "object"},
+                "actions": {"type": "array", "items": {"type": "string"}}}}),
+            statuses=(401, 403, 502, 503))},
+    }
+    for action in ACTIONS:
+        path = f"{conversation}/{action.path}"
+        paths[path] = {"post": _operation(
+            f"{action.summary} Also the /agent event '{action.event}'.", state,
+            statuses=(400, 401, 403, 404, 409),
+            body=_body(dict(action.body)) if action.body else None)}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Northwind handoff gateway", "version": "1",
+                 "description": "The agents' API. Live updates and the same actions are on "
+                                "the Socket.IO namespace /agent (docs/api.md)."},
+        "paths": {openapi_path(p): {m: {**op, "parameters": _path_parameters(p)
+                                        + op.get("parameters", [])}
+                                    for m, op in ops.items()}
+                  for p, ops in paths.items()},
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "bearerFormat": "JWT"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "message"], "properties": {
+                    "error": {"type": "string"}, "message": {"type": "string"}}},
+                "Conversation": {"type": "object", "properties": {
+                    "id": {"type": "string"},
+                    "mode": {"type": "string", "enum": ["bot", "review", "human", "closed"]},
+                    "owner": {"type": ["string", "null"]}, "queued": {"type": "boolean"},
+                    "queue_reason": {"type": ["string", "null"]},
+                    "risk": {"type": ["number", "null"]},
+                    "effort_score": {"type": ["integer", "null"]},
+                    "last_customer_text": {"type": ["string", "null"]},
+                    "last_customer_at": {"type": ["string", "null"]}}},
+                "RouterState": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "mode": {"type": "string"},
+                    "owner": {"type": ["string", "null"]},
+                    "watchers": {"type": "array", "items": {"type": "string"}},
+                    "queue_reason": {"type": ["string", "null"]},
+                    "pending_reply": {"type": ["object", "null"]},
+                    "busy": {"type": "boolean"}}},
+            },
+        },
+    }

@@ -1,0 +1,112 @@
+"""Test clients of the running gateway: a customer's widget (python-socketio speaking Rasa's
+protocol) and an agent's login and console (the ``/agent`` namespace)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest_asyncio
+import socketio
+
+from handoff.auth import create_user
+from handoff.store import Store
+from tests.gateway.conftest import Gateway
+
+WAIT = 60.0  # seconds for anything that involves Rasa
+QUIET = 1.0  # seconds of silence that count as "nothing came"
+
+
+class Widget:
+    """A customer's chat widget: python-socketio's AsyncClient speaking Rasa's protocol."""
+
+    def __init__(self, url: str, transports: list[str] | None = None) -> None:
+        self.url = url
+        self.transports = transports or ["websocket"]
+        self.sio = socketio.AsyncClient()
+        self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.sio.on("*", self._any)
+
+    async def _any(self, event: str, data: Any = None) -> None:
+        await self.events.put((event, data))
+
+    async def connect(self) -> Widget:
+        await self.sio.connect(self.url, socketio_path="/socket.io", transports=self.transports)
+        return self
+
+    async def session(self, session_id: str | None = None) -> str:
+        await self.sio.emit("session_request", {"session_id": session_id})
+        event, data = await self.next()
+        assert event == "session_confirm"
+        assert isinstance(data, str)
+        return data
+
+    async def next(self, timeout: float = WAIT) -> tuple[str, Any]:
+        return await asyncio.wait_for(self.events.get(), timeout)
+
+    async def say(self, session_id: str, text: str) -> None:
+        await self.sio.emit("user_uttered", {"message": text, "session_id": session_id})
+
+    async def emit(self, event: str, data: Any) -> None:
+        await self.sio.emit(event, data)
+
+    async def nothing(self) -> None:
+        await asyncio.sleep(QUIET)
+        assert self.events.empty(), self.events.get_nowait()
+
+    async def close(self) -> None:
+        await self.sio.disconnect()
+
+
+@pytest_asyncio.fixture
+async def widget(gateway: Gateway) -> AsyncIterator[Widget]:
+    """A connected customer widget (import into a test module to use)."""
+    w = await Widget(gateway.url).connect()
+    yield w
+    await w.close()
+
+
+@pytest_asyncio.fixture(name="store")
+async def gateway_store(gateway: Gateway) -> AsyncIterator[Store]:
+    """``store``: the running gateway's own database, opened from the test (SQLite WAL: readers
+    do not block). Import into a test module to use it instead of conftest's empty store."""
+    s = Store(gateway.database_url)
+    yield s
+    await s.close()
+
+
+@pytest_asyncio.fixture
+async def api(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the gateway's API (import into a test module to use)."""
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as client:
+        yield client
+
+
+async def agent_login(store: Store, api: httpx.AsyncClient, username: str) -> dict[str, str]:
+    """Create an agent (once) and log in; the Authorization header."""
+    if username not in {u.username for u in await store.list_users()}:
+        await create_user(store, username, f"{username}-password", "agent")
+    resp = await api.post("/api/login", json={"username": username,
+                                              "password": f"{username}-password"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert set(body) == {"token", "expires_at", "role"}
+    assert body["role"] == "agent"
+    return {"Authorization": f"Bearer {body['token']}"}
+
+
+async def agent_console(gateway: Gateway, headers: dict[str, str],
+                        event: str) -> tuple[socketio.AsyncClient, asyncio.Queue[dict[str, Any]]]:
+    """An agent console connected to /agent, with a queue of the pushes of one event."""
+    console = socketio.AsyncClient()
+    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_event(data: dict[str, Any]) -> None:
+        await received.put(data)
+
+    console.on(event, on_event, namespace="/agent")
+    await console.connect(gateway.url, namespaces=["/agent"], transports=["websocket"],
+                          auth={"token": headers["Authorization"].split()[1]})
+    return console, received
