@@ -309,6 +309,65 @@ def test_agent_edits_the_pending_reply_and_the_customer_sees_exactly_that(
     shots(erin.page, "console-after-edit")
 
 
+def test_review_by_keyboard_other_response_relabel_and_private_notes(
+    scene: Scene, shots: Shots
+) -> None:
+    customer = scene.customer()
+    erin = scene.console("erin")
+    frank = scene.console("frank")
+    customer.open()
+    expect(customer.page.get_by_role("textbox", name="Message", exact=True)).to_be_focused()
+    # opening the widget starts the session; the new conversation shows up live
+    expect(customer.page.get_by_role("button", name="End this conversation")).to_be_visible()
+    session_id = customer.session_id
+    expect(erin.row(session_id)).to_contain_text("(no message yet)")
+    erin.open(session_id)
+    erin.control("Review on").click()
+    expect(erin.control("Review off")).to_be_visible()
+    card = erin.page.get_by_role("region", name="Pending reply")
+
+    customer.say("hi")
+    expect(card).to_contain_text("utter_greet")
+    erin.page.keyboard.press("a")  # approve
+    expect(customer.last("bot")).to_contain_text(GREETING)
+    expect(card).to_be_hidden()
+
+    customer.say("which payment methods do you accept")
+    expect(card).to_contain_text("utter_payment_methods")
+    erin.page.keyboard.press("r")  # another response, from the domain's searchable list
+    search = card.get_by_role("combobox", name="Response or action")
+    expect(search).to_be_focused()
+    search.fill("delivery_opt")
+    option = card.get_by_role("option").filter(has_text="utter_delivery_options")
+    expect(option).to_contain_text("We offer Standard delivery")
+    shots(erin.page, "console-other-response", doc="console-replace")
+    search.press("Enter")
+    expect(customer.last("bot")).to_contain_text("We offer Standard delivery")
+
+    customer.say("what is your return policy?")
+    expect(card).to_contain_text("utter_refund_policy")
+    erin.page.keyboard.press("i")  # relabel the customer's intent
+    intents = card.get_by_role("combobox", name="Intent")
+    intents.fill("greet")
+    expect(card.get_by_role("option").first).to_contain_text("greet")
+    intents.press("Enter")
+    expect(card.locator(".pending-intent")).to_have_text("Intent: greet (100%)")
+    expect(card.locator(".pending-action")).to_contain_text("utter_greet")
+    erin.page.keyboard.press("a")
+    expect(customer.log.locator(".msg.bot .text").last).to_contain_text(GREETING)
+    relabelled = erin.turn("customer", "what is your return policy?")
+    expect(relabelled.locator(".chip.intent")).to_have_text("greet · 100%")
+
+    note = "Asked about returns; check the order history next time."
+    frank.open(session_id)
+    erin.page.get_by_role("textbox", name="New note").fill(note)
+    erin.page.get_by_role("button", name="Add note").click()
+    expect(frank.page.locator("#notes-list")).to_contain_text(note)  # live, to other agents
+    expect(frank.page.locator("#notes-list .note strong")).to_have_text("erin")
+    shots(frank.page, "console-notes")
+    assert note not in customer.log.inner_text()
+
+
 def test_takeover_chat_handback_and_the_bot_continues_in_context(
     scene: Scene, gateway: Gateway, shots: Shots
 ) -> None:
@@ -357,8 +416,6 @@ def test_takeover_chat_handback_and_the_bot_continues_in_context(
     expect(erin.control("Close")).to_be_disabled()
 
 
-@pytest.mark.xfail(reason="needs the gateway's end_conversation / survey_request / survey_answer "
-                          "events (contract item 5), not on main yet", strict=False)
 def test_customer_ends_the_chat_and_answers_the_effort_survey(
     scene: Scene, gateway: Gateway, shots: Shots
 ) -> None:

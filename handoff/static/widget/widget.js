@@ -211,7 +211,9 @@
     }
     const scale = h("div", { class: "scale" });
     for (let score = entry.min; score <= entry.max; score += 1) {
-      const hint = score === entry.min ? ", very difficult" : score === entry.max ? ", very easy" : "";
+      const low = entry.low || "Very difficult";
+      const high = entry.high || "Very easy";
+      const hint = score === entry.min ? ", " + low : score === entry.max ? ", " + high : "";
       scale.append(h("button", {
         type: "button", class: "score", text: String(score),
         "aria-label": score + " of " + entry.max + hint,
@@ -221,7 +223,8 @@
       }));
     }
     box.append(scale, h("div", { class: "scale-ends", "aria-hidden": "true" },
-                        [h("span", { text: "Very difficult" }), h("span", { text: "Very easy" })]));
+                        [h("span", { text: entry.low || "Very difficult" }),
+                         h("span", { text: entry.high || "Very easy" })]));
     return box;
   }
 
@@ -373,9 +376,13 @@
     });
     socket.on("survey_request", (req) => {
       const scale = Array.isArray(req && req.scale) ? req.scale : [1, 7];
+      const labels = (req && typeof req.labels === "object" && req.labels) || {};
+      const min = Number(scale[0]) || 1;
+      const max = Number(scale[1]) || 7;
       addEntry({ who: "survey", question: String((req && req.question)
-        || "How easy was it to get your issue resolved?"), min: Number(scale[0]) || 1,
-        max: Number(scale[1]) || 7, score: null, thanked: false });
+        || "How easy was it to get your issue resolved?"), min, max, score: null,
+        low: String(labels[min] || "Very difficult"), high: String(labels[max] || "Very easy"),
+        thanked: false });
     });
     socket.on("survey_thanks", () => {
       const entry = [...state.log].reverse().find((e) => e.who === "survey");

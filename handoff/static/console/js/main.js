@@ -91,6 +91,7 @@ async function startApp() {
     suggestion: (s) => { suggestions.set(s.conversation_id, s); if (current && current.id === s.conversation_id) renderSuggestions(); },
     rasa_error: (e) => { if (current && current.id === e.conversation_id) showError(`Rasa: ${e.error}`); },
     note: (n) => notes.onPush(n),
+    survey: (s) => { list.upsert({ id: s.conversation_id, effort_score: s.effort_score }); touched(s.conversation_id); },
   }, (state) => {
     const badge = $("#live");
     badge.textContent = { live: "live", reconnecting: "reconnecting\u2026", refused: "offline" }[state];
@@ -175,6 +176,7 @@ function renderConversation(detail) {
                  router.watchers.length ? `watching: ${router.watchers.join(", ")}` : null,
                  router.queue_reason ? `queued: ${router.queue_reason.replaceAll("_", " ")}` : null,
                  typeof conv.risk === "number" ? `risk ${pct(conv.risk)}` : null,
+                 typeof conv.effort_score === "number" ? `effort score ${conv.effort_score}/7` : null,
                  router.busy ? "waiting for Rasa\u2026" : null].filter(Boolean);
   $("#conv-facts").textContent = facts.join(" \u00b7 ");
   const closed = router.mode === "closed";
