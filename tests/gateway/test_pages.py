@@ -328,6 +328,7 @@ def test_review_by_keyboard_other_response_relabel_and_private_notes(
 
     customer.say("hi")
     expect(card).to_contain_text("utter_greet")
+    expect(card).not_to_contain_text("null")
     erin.page.keyboard.press("a")  # approve
     expect(customer.last("bot")).to_contain_text(GREETING)
     expect(card).to_be_hidden()
@@ -499,6 +500,21 @@ def test_a_reload_keeps_the_conversation_on_a_phone_sized_screen(
     assert [(m["sender"], m["text"]) for m in detail["messages"]][::2] == [
         ("customer", "hi"), ("customer", ORDER_QUESTION)]
     assert len(detail["messages"]) == 4
+
+
+def test_a_button_sends_its_payload_and_shows_its_title(scene: Scene, shots: Shots) -> None:
+    customer = scene.customer()
+    customer.open()
+    customer.say("cancel my order 100003")
+    question = customer.log.locator(".msg.bot").filter(has_text="Shall I cancel it?")
+    buttons = question.get_by_role("group", name="Suggested answers")
+    expect(buttons.get_by_role("button")).to_have_text(["Yes, cancel it", "No, keep it"])
+    shots(customer.page, "widget-buttons", doc="widget-buttons")
+    buttons.get_by_role("button", name="No, keep it").click()
+    expect(customer.last("customer")).to_have_text("No, keep it")  # "/deny" went to Rasa
+    expect(customer.last("bot")).to_have_text(
+        "OK, I haven't cancelled order 100003; it stays as it is.")
+    expect(buttons.get_by_role("button", name="Yes, cancel it")).to_be_disabled()
 
 
 def test_messages_typed_while_the_network_is_down_are_sent_after_reconnecting(

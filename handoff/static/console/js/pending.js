@@ -100,7 +100,7 @@ export class PendingCard {
         button("Other response", "R", () => this.open("replace"), "replace"),
         button("Write new", "W", () => this.open("write"), "write"),
         button("Relabel intent", "I", () => this.open("relabel"), "relabel")),
-      this.modeArea(text, parse));
+      this.modeArea(text, parse) || "");
     const focus = this.root.querySelector(".editor textarea, .picker-input");
     if (focus) {
       focus.focus();
@@ -169,10 +169,9 @@ export class PendingCard {
     input.addEventListener("keydown", (event) => {
       if (event.key === "Escape") { event.preventDefault(); this.open(null); }
     });
-    box.replaceChildren(
-      domain ? null : h("p", { class: "muted",
-        text: "The domain's full lists are unavailable; showing the bot's own ranking. Type a name to use it." }),
-      element);
+    box.replaceChildren(...(domain ? [] : [h("p", { class: "muted",
+      text: "The domain's full lists are unavailable; showing the bot's own ranking. Type a name to use it." })]),
+    element);
     input.focus();
   }
 }
