@@ -1,9 +1,10 @@
 """The I/O shell around the router: load state, ``step``, save state, perform the effects.
 
 :class:`Conversations` is what the app's handlers call. Each conversation's events are stepped
-strictly one at a time (an ``asyncio.Lock`` per conversation id); the new state is written with
-``Store.set_conversation_state`` (optimistic version; a stale version re-reads and re-steps)
-*before* any effect runs. Effects then run in the order the router gave them, still under the
+strictly one at a time (an ``asyncio.Lock`` per conversation id); the new state, with the
+messages the step produced and the NLU result it brought, is written in one transaction with
+``Store.save_step`` (optimistic version; a stale version re-reads and re-steps) *before* any
+effect runs. Effects then run in the order the router gave them, still under the
 lock, except Rasa calls: those run as background tasks (kept referenced, cancelled by
 :meth:`Conversations.close`) whose outcome comes back through the same lock as a
 :class:`~handoff.router.RasaResult` or :class:`~handoff.router.RasaFailed`. While a call is out,
@@ -20,16 +21,17 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from handoff import router as r
 from handoff.customer_protocol import SURVEY_REQUEST, bot_uttered_payloads, notice_text
-from handoff.errors import Conflict
+from handoff.errors import Conflict, NotFound
 from handoff.rasa_client import RasaClient, RasaError, TurnReply
 from handoff.state_codec import decode_state, encode, encode_state
 from handoff.store import (
-    Conversation, CorrectionType, Decision, Message, StaleVersion, Store, to_json,
+    Conversation, CorrectionType, Decision, Message, MessageNlu, StaleVersion, StepMessage, Store,
+    to_json,
 )
 
 __all__ = ["Conversations", "Notifier", "turn_result"]
@@ -197,21 +199,21 @@ class Conversations:
 
     async def customer_message(self, conversation_id: str, text: str,
                                metadata: Mapping[str, Any]) -> Message | None:
-        """Store the customer's message first, then run it through the router. Returns the
-        stored message, or None when the conversation is closed (nothing stored)."""
-        message_id = uuid.uuid4().hex
+        """Run the customer's message through the router; it is stored together with the
+        step's state, before Rasa or anyone sees it. Returns the stored message, or None when
+        the conversation is closed (nothing stored)."""
+        event = r.CustomerMessage(message_id=uuid.uuid4().hex, text=text,
+                                  metadata=dict(metadata))
         async with self.locks.hold(conversation_id):
-            conv = await self.open(conversation_id)
-            if conv.mode == "closed":
+            try:
+                try:
+                    _, stored = await self._step_locked(conversation_id, event)
+                except NotFound:  # a session the store lost (or never saw): open it
+                    await self.open(conversation_id)
+                    _, stored = await self._step_locked(conversation_id, event)
+            except r.ConversationClosed:
                 return None
-            stored = await self.store.append_message(
-                conversation_id, "customer", text, metadata=dict(metadata) or None,
-                client_message_id=message_id,
-            )
-            await self.notifier.to_agents("message", to_json(stored))
-            event = r.CustomerMessage(message_id=message_id, text=text, metadata=dict(metadata))
-            await self._step_locked(conversation_id, event, stored=message_id)
-            return stored
+        return next(m for m in stored if m.client_message_id == event.message_id)
 
     async def effort_score(self, conversation_id: str, score: int) -> Conversation:
         """The customer's answer to the effort survey, accepted once the conversation ended
@@ -229,7 +231,8 @@ class Conversations:
         """Step an agent's (or the system's) event; a refusal raises the router's error with
         nothing changed. ``NotFound`` for an unknown conversation."""
         async with self.locks.hold(conversation_id):
-            return await self._step_locked(conversation_id, event)
+            state, _ = await self._step_locked(conversation_id, event)
+            return state
 
     async def state(self, conversation_id: str) -> r.ConversationState:
         conv = await self.store.get_conversation(conversation_id)
@@ -237,20 +240,22 @@ class Conversations:
 
     # ------------------------------------------------------------------ stepping
 
-    async def _step_locked(self, conversation_id: str, event: r.Event,
-                           stored: str | None = None) -> r.ConversationState:
-        """Step ``event`` under the conversation's lock; ``stored``: the id of the customer
-        message the caller has just stored (its ``StoreMessage`` effect is done)."""
+    async def _step_locked(self, conversation_id: str,
+                           event: r.Event) -> tuple[r.ConversationState, list[Message]]:
+        """Step ``event`` under the conversation's lock. The new state, the messages the step
+        produced (the customer's, the bot's) and the NLU result of a Rasa answer are written in
+        one transaction before any effect runs; returns the state and the stored messages."""
         for _ in range(_STALE_RETRIES):
             conv = await self.store.get_conversation(conversation_id)
             before = decode_state(conversation_id, conv.state)
             after, effects = r.step(before, event, self.config)
             try:
-                await self.store.set_conversation_state(
+                _, stored = await self.store.save_step(
                     conversation_id, expected_version=conv.version, mode=after.mode.value,
                     owner=after.owner, queued=after.queued,
                     queue_reason=after.queue_reason.value if after.queue_reason else None,
-                    state=encode_state(after),
+                    state=encode_state(after), appended=_step_messages(effects),
+                    nlu=_step_nlu(before, event),
                 )
             except StaleVersion:
                 continue  # another gateway process wrote it: re-read and step again
@@ -261,28 +266,25 @@ class Conversations:
             isinstance(e, r.RecordCorrection) and e.reply_id is not None for e in effects
         ):
             await self.store.discard_pending_replies(conversation_id)
+        rows = iter(stored)  # in the order _step_messages listed them
         for effect in effects:
             try:
-                if isinstance(effect, r.StoreMessage) and effect.message.message_id == stored:
-                    continue
-                await self._perform(effect)
+                await self._perform(effect, rows)
             except asyncio.CancelledError:
                 raise
             except Exception:  # one failed push must not stop the turn
                 log.exception("effect %s of %s failed", type(effect).__name__, conversation_id)
-        return after
+        return after, stored
 
-    async def _perform(self, effect: r.Effect) -> None:
+    async def _perform(self, effect: r.Effect, rows: Iterator[Message]) -> None:
         cid = effect.conversation_id
         match effect:
-            case r.StoreMessage(message=message):  # idempotent: keyed by the message id
-                await self.store.append_message(
-                    cid, "customer", message.text, metadata=dict(message.metadata) or None,
-                    client_message_id=message.message_id)
+            case r.StoreMessage():  # stored with the step: show it to the agents
+                await self.notifier.to_agents("message", to_json(next(rows)))
             case r.ShowCustomerMessage():
                 pass  # every stored message is already pushed to all agents
             case r.SendToCustomer():
-                await self._send(effect)
+                await self._send(effect, rows)
             case r.NotifyCustomer(notice=notice, reason=reason):
                 text = notice_text(notice, reason)
                 await self.notifier.to_customer(cid, "handoff_notice",
@@ -323,7 +325,7 @@ class Conversations:
             case _:
                 log.warning("unhandled effect %r", effect)
 
-    async def _send(self, effect: r.SendToCustomer) -> None:
+    async def _send(self, effect: r.SendToCustomer, rows: Iterator[Message]) -> None:
         cid = effect.conversation_id
         human = effect.sender is r.Sender.HUMAN
         for message in effect.messages:
@@ -333,13 +335,7 @@ class Conversations:
                                      "agent": effect.agent_id}
             for payload in bot_uttered_payloads(shown):
                 await self.notifier.to_customer(cid, "bot_uttered", payload)
-            extra = {k: v for k, v in message.items() if k != "text"}
-            stored = await self.store.append_message(
-                cid, "agent" if human else "bot",
-                message.get("text") if isinstance(message.get("text"), str) else None,
-                payload=extra or None, action=effect.action_name, decided_by=effect.agent_id,
-                decision=_DECISIONS.get(effect.decision) if effect.decision else None)
-            await self.notifier.to_agents("message", to_json(stored))
+            await self.notifier.to_agents("message", to_json(next(rows)))
 
     async def _record_correction(self, effect: r.RecordCorrection) -> None:
         cid = effect.conversation_id
@@ -406,17 +402,13 @@ class Conversations:
         match effect:
             case r.RasaHandleMessage(message=message):
                 reply = await self.rasa.turn(cid, message.text, dict(message.metadata), hold)
-                result = turn_result(effect.call_id, reply, with_parse=True)
-                await self._store_parse(cid, message.message_id, result.parse)
-                return result
+                return turn_result(effect.call_id, reply, with_parse=True)
             case r.RasaRelabel(message=message, intent=intent):
                 parse_data = {"text": message.text, "entities": [],
                               "intent": {"name": intent, "confidence": 1.0}}
                 reply = await self.rasa.turn(cid, message.text, dict(message.metadata), hold,
                                              parse_data=parse_data, rewind=True)
-                result = turn_result(effect.call_id, reply, with_parse=True)
-                await self._store_parse(cid, message.message_id, result.parse)  # the corrected
-                return result
+                return turn_result(effect.call_id, reply, with_parse=True)  # stored: corrected
             case r.RasaExecute(action_name=name):
                 reply = await self.rasa.continue_(cid, {"type": "replace", "action": name}, hold)
                 return turn_result(effect.call_id, reply, with_parse=False)
@@ -428,16 +420,42 @@ class Conversations:
                 return turn_result(effect.call_id, reply, with_parse=False, skip_said=name)
         raise TypeError(f"unknown Rasa call {type(effect).__name__}")
 
-    async def _store_parse(self, cid: str, message_id: str, parse: r.NluParse | None) -> None:
-        if parse is None:
-            return
-        row = await self.store.find_message_id(cid, message_id)
-        if row is None:
-            return
-        await self.store.set_message_nlu(
-            row, intent=parse.intent, confidence=parse.confidence,
-            intent_ranking=[encode(s) for s in parse.intent_ranking],
-            entities=[dict(e) for e in parse.entities])
+
+def _step_messages(effects: Sequence[r.Effect]) -> list[StepMessage]:
+    """The messages a step produced, in effect order: the customer's (``StoreMessage``) and
+    each one sent to the customer (``SendToCustomer``), stored as sent."""
+    out: list[StepMessage] = []
+    for effect in effects:
+        if isinstance(effect, r.StoreMessage):
+            message = effect.message
+            out.append({"sender": "customer", "text": message.text,
+                        "metadata": dict(message.metadata) or None,
+                        "client_message_id": message.message_id})
+        elif isinstance(effect, r.SendToCustomer):
+            for sent in effect.messages:
+                text = sent.get("text")
+                extra = {k: v for k, v in sent.items() if k != "text"}
+                out.append({
+                    "sender": "agent" if effect.sender is r.Sender.HUMAN else "bot",
+                    "text": text if isinstance(text, str) else None,
+                    "payload": extra or None, "action": effect.action_name,
+                    "decided_by": effect.agent_id,
+                    "decision": _DECISIONS.get(effect.decision) if effect.decision else None})
+    return out
+
+
+def _step_nlu(before: r.ConversationState, event: r.Event) -> MessageNlu | None:
+    """Rasa's parse in a result, for the customer message of the turn it answers."""
+    if not isinstance(event, r.RasaResult) or event.parse is None:
+        return None
+    turn = before.turn
+    if turn is None or turn.call_id != event.call_id:
+        return None  # stale: the router ignores it too
+    parse = event.parse
+    return {"client_message_id": turn.message.message_id, "intent": parse.intent,
+            "confidence": parse.confidence,
+            "intent_ranking": [encode(s) for s in parse.intent_ranking],
+            "entities": [dict(e) for e in parse.entities]}
 
 
 def _conversation_json(conv: Conversation) -> dict[str, Any]:

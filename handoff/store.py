@@ -42,7 +42,8 @@ from handoff.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 
 __all__ = [
     "AlreadyExists", "AlreadyResolved", "AuditEntry", "Conversation", "Correction",
-    "CorrectionDraft", "Decided", "Message", "Note", "OutgoingMessage", "PendingReply",
+    "CorrectionDraft", "Decided", "Message", "MessageNlu", "Note", "OutgoingMessage",
+    "PendingReply", "StepMessage",
     "StaleVersion", "Store", "User", "alembic_config", "to_json",
 ]
 
@@ -219,6 +220,31 @@ class OutgoingMessage(TypedDict, total=False):
     action: str | None
     model_version: str | None
     client_message_id: str | None
+
+
+class StepMessage(TypedDict, total=False):
+    """A message a router step produced, appended with the step's state (``sender`` is
+    required; the rest are ``append_message``'s keywords)."""
+
+    sender: Sender
+    text: str | None
+    payload: dict[str, Any] | None
+    metadata: dict[str, Any] | None
+    client_message_id: str | None
+    action: str | None
+    decision: Decision | None
+    decided_by: str | None
+    model_version: str | None
+
+
+class MessageNlu(TypedDict):
+    """Rasa's parse of the customer message stored as ``client_message_id``."""
+
+    client_message_id: str
+    intent: str | None
+    confidence: float | None
+    intent_ranking: list[dict[str, Any]] | None
+    entities: list[dict[str, Any]] | None
 
 
 class CorrectionDraft(TypedDict, total=False):
@@ -488,6 +514,12 @@ def _on_sqlite_begin(conn: Connection) -> None:
 # --------------------------------------------------------------------------- the store
 
 
+_MESSAGE_FIELDS = frozenset({
+    "text", "payload", "metadata", "client_message_id", "intent", "confidence",
+    "intent_ranking", "entities", "action", "decision", "decided_by", "model_version",
+})
+
+
 class Store:
     """The gateway's database. ``url``: ``sqlite+aiosqlite:///path.db`` (the default kind;
     the parent folder is created) or ``postgresql+asyncpg://user@host/db``."""
@@ -661,31 +693,71 @@ class Store:
         mode ``closed``."""
         _one_of("mode", mode, MODES)
         async with self._tx(write=True) as conn:
-            current = await self._conversation(conn, conversation_id, lock=True)
-            if current.version != expected_version:
-                raise StaleVersion(
-                    f"conversation {conversation_id!r} was changed meanwhile",
-                    conversation_id=conversation_id,
-                    expected_version=expected_version,
-                    current_version=current.version,
-                )
-            now = _now()
-            queued_at = (current.queued_at or now) if queued and current.queued else (
-                now if queued else None
+            return await self._set_state(
+                conn, conversation_id, expected_version=expected_version, mode=mode,
+                owner=owner, queued=queued, queue_reason=queue_reason, state=state)
+
+    async def save_step(
+        self,
+        conversation_id: str,
+        *,
+        expected_version: int,
+        mode: Mode,
+        owner: str | None,
+        queued: bool,
+        queue_reason: str | None,
+        state: dict[str, Any] | None,
+        appended: Sequence[StepMessage] = (),
+        nlu: MessageNlu | None = None,
+    ) -> tuple[Conversation, list[Message]]:
+        """One router step in one transaction: the new state (as ``set_conversation_state``,
+        ``StaleVersion`` included), then the ``appended`` messages in order (as
+        ``append_message``: a ``client_message_id`` already stored is not written again), then
+        ``nlu`` on its customer message. Returns the conversation and the stored messages."""
+        _one_of("mode", mode, MODES)
+        values = [self._message_values(**m) for m in appended]
+        async with self._tx(write=True) as conn:
+            conv = await self._set_state(
+                conn, conversation_id, expected_version=expected_version, mode=mode,
+                owner=owner, queued=queued, queue_reason=queue_reason, state=state)
+            stored = [await self._append(conn, conversation_id, v) for v in values]
+            if nlu is not None:
+                await conn.execute(
+                    sa.update(messages).where(messages.c.conversation_id == conversation_id)
+                    .where(messages.c.client_message_id == nlu["client_message_id"])
+                    .values(intent=nlu["intent"], confidence=nlu["confidence"],
+                            intent_ranking=nlu["intent_ranking"], entities=nlu["entities"]))
+            return conv, stored
+
+    async def _set_state(
+        self, conn: AsyncConnection, conversation_id: str, *, expected_version: int, mode: Mode,
+        owner: str | None, queued: bool, queue_reason: str | None, state: dict[str, Any] | None,
+    ) -> Conversation:
+        current = await self._conversation(conn, conversation_id, lock=True)
+        if current.version != expected_version:
+            raise StaleVersion(
+                f"conversation {conversation_id!r} was changed meanwhile",
+                conversation_id=conversation_id,
+                expected_version=expected_version,
+                current_version=current.version,
             )
-            closed_at = (current.closed_at or now) if mode == "closed" else None
-            row = (await conn.execute(
-                sa.update(conversations)
-                .where(conversations.c.id == conversation_id)
-                .where(conversations.c.version == expected_version)
-                .values(
-                    mode=mode, owner=owner, queued=queued, queue_reason=queue_reason,
-                    queued_at=queued_at, state=state, closed_at=closed_at, updated_at=now,
-                    version=conversations.c.version + 1,
-                )
-                .returning(*conversations.c)
-            )).one()
-            return _record(Conversation, row)
+        now = _now()
+        queued_at = (current.queued_at or now) if queued and current.queued else (
+            now if queued else None
+        )
+        closed_at = (current.closed_at or now) if mode == "closed" else None
+        row = (await conn.execute(
+            sa.update(conversations)
+            .where(conversations.c.id == conversation_id)
+            .where(conversations.c.version == expected_version)
+            .values(
+                mode=mode, owner=owner, queued=queued, queue_reason=queue_reason,
+                queued_at=queued_at, state=state, closed_at=closed_at, updated_at=now,
+                version=conversations.c.version + 1,
+            )
+            .returning(*conversations.c)
+        )).one()
+        return _record(Conversation, row)
 
     async def set_risk(self, conversation_id: str, risk: float | None) -> Conversation:
         """Set the triage risk (not part of the versioned router state)."""
@@ -755,10 +827,7 @@ class Store:
         gaps, also under concurrent appends). With a ``client_message_id`` already stored in
         this conversation nothing is written and the stored message is returned with
         ``replayed=True``. ``NotFound`` if the conversation does not exist."""
-        _one_of("sender", sender, SENDERS)
-        if decision is not None:
-            _one_of("decision", decision, DECISIONS)
-        values: dict[str, Any] = dict(
+        values = self._message_values(
             sender=sender, text=text, payload=payload, metadata=metadata,
             client_message_id=client_message_id, intent=intent, confidence=confidence,
             intent_ranking=intent_ranking, entities=entities, action=action,
@@ -766,6 +835,16 @@ class Store:
         )
         async with self._tx(write=True) as conn:
             return await self._append(conn, conversation_id, values)
+
+    @staticmethod
+    def _message_values(*, sender: Sender, **values: Any) -> dict[str, Any]:
+        _one_of("sender", sender, SENDERS)
+        if values.get("decision") is not None:
+            _one_of("decision", values["decision"], DECISIONS)
+        unknown = set(values) - _MESSAGE_FIELDS
+        if unknown:
+            raise BadRequest(f"unknown message fields {sorted(unknown)}")
+        return {**dict.fromkeys(_MESSAGE_FIELDS), **values, "sender": sender}
 
     async def _append(
         self, conn: AsyncConnection, conversation_id: str, values: dict[str, Any]

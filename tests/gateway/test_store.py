@@ -429,6 +429,46 @@ async def test_concurrent_retries_store_one_message(store: Store, conv: str) -> 
     assert all(by_client[r.client_message_id] == r.id for r in results)
 
 
+async def test_save_step_writes_state_messages_and_nlu_at_once(store: Store, conv: str) -> None:
+    step = dict(mode="bot", owner=None, queued=False, queue_reason=None)
+    conv_row, stored = await store.save_step(
+        conv, expected_version=1, state={"turn": 1}, appended=[
+            {"sender": "customer", "text": "where is my order?", "client_message_id": "m1"}],
+        **step)  # type: ignore[arg-type]
+    assert conv_row.version == 2 and [(m.seq, m.text) for m in stored] == [
+        (1, "where is my order?")]
+    conv_row, stored = await store.save_step(
+        conv, expected_version=2, state={"turn": None}, appended=[
+            {"sender": "bot", "text": "Which order?", "action": "utter_ask_order_id"},
+            {"sender": "bot", "text": "It has 6 digits.", "action": "utter_ask_order_id",
+             "decision": "edited", "decided_by": "ann"}],
+        nlu={"client_message_id": "m1", "intent": "track_order", "confidence": 0.9,
+             "intent_ranking": [{"name": "track_order", "confidence": 0.9}], "entities": []},
+        **step)  # type: ignore[arg-type]
+    messages = await store.list_messages(conv)
+    assert [(m.seq, m.sender, m.intent, m.decision, m.decided_by) for m in messages] == [
+        (1, "customer", "track_order", None, None), (2, "bot", None, None, None),
+        (3, "bot", None, "edited", "ann")]
+    assert (await store.get_conversation(conv)).state == {"turn": None}
+
+    # a stale step writes nothing at all, and a replayed customer message is not stored twice
+    with pytest.raises(StaleVersion):
+        await store.save_step(conv, expected_version=2, state={"x": 1}, appended=[
+            {"sender": "bot", "text": "lost"}], **step)  # type: ignore[arg-type]
+    _, stored = await store.save_step(conv, expected_version=3, state={}, appended=[
+        {"sender": "customer", "text": "where is my order?", "client_message_id": "m1"}],
+        **step)  # type: ignore[arg-type]
+    assert stored[0].replayed and stored[0].seq == 1
+    assert [m.text for m in await store.list_messages(conv)] == [
+        "where is my order?", "Which order?", "It has 6 digits."]
+    for bad in ({"sender": "robot"}, {"sender": "bot", "decision": "maybe"},
+                {"sender": "bot", "colour": "red"}):
+        with pytest.raises(BadRequest):
+            await store.save_step(conv, expected_version=4, state={}, appended=[bad],
+                                  **step)  # type: ignore[arg-type,list-item]
+    assert (await store.get_conversation(conv)).version == 4
+
+
 async def test_set_message_nlu(store: Store, conv: str) -> None:
     message = await store.append_message(conv, "customer", "hi", client_message_id="x")
     parsed = await store.set_message_nlu(
