@@ -29,6 +29,7 @@
   const STORE_KEY = "northwind-chat:" + gatewayUrl;
   const MAX_LOG = 200;
   const TYPING_TIMEOUT_MS = 30000;
+  const ACK_TIMEOUT_MS = 15000;
 
   // ------------------------------------------------------------------ state (localStorage)
 
@@ -415,19 +416,36 @@
     });
   }
 
-  /** Send what waits in the outbox, oldest first, once the session is confirmed. */
+  /**
+   * Send what waits in the outbox, oldest first and one at a time, once the session is
+   * confirmed. A message leaves the outbox only when the gateway acknowledges it (it has
+   * stored it by then); without the acknowledgement (the connection dropped, or no answer in
+   * ACK_TIMEOUT_MS) it stays and goes again after the next session_confirm.
+   */
+  let inFlight = null;
   function flush() {
-    while (socket && socket.connected && confirmed && state.outbox.length) {
-      const item = state.outbox.shift();
-      socket.emit("user_uttered", { message: item.payload, session_id: state.sessionId });
-      const entry = state.log.find((e) => e.id === item.entryId);
-      if (entry) {
-        entry.sent = true;
-        rerender(entry);
-      }
-      save();
-      showTyping();
-    }
+    if (inFlight || !socket || !socket.connected || !confirmed || !state.outbox.length) return;
+    const item = state.outbox[0];
+    inFlight = item;
+    showTyping();
+    socket.timeout(ACK_TIMEOUT_MS).emit(
+      "user_uttered", { message: item.payload, session_id: state.sessionId }, (err) => {
+        inFlight = null;
+        if (err) {
+          hideTyping();
+          // disconnected: sent again after the next session_confirm; merely slow: retry soon
+          if (socket.connected) setTimeout(flush, 2000);
+          return;
+        }
+        if (state.outbox[0] === item) state.outbox.shift();
+        const entry = state.log.find((e) => e.id === item.entryId);
+        if (entry) {
+          entry.sent = true;
+          rerender(entry);
+        }
+        save();
+        flush();
+      });
   }
 
   // ------------------------------------------------------------------ customer actions
@@ -458,7 +476,7 @@
   }
 
   function answerSurvey(entry, score) {
-    if (!socket || !state.sessionId) return;
+    if (!socket || !socket.connected || !state.sessionId) return;
     entry.score = score;
     save();
     rerender(entry);
