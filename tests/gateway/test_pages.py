@@ -517,6 +517,99 @@ def test_a_button_sends_its_payload_and_shows_its_title(scene: Scene, shots: Sho
     expect(buttons.get_by_role("button", name="Yes, cancel it")).to_be_disabled()
 
 
+# A stand-in for socket.io-client, installed before the page's scripts run: the test plays the
+# gateway's side with payloads the demo bot never sends (images, cards, links).
+FAKE_IO = """
+window.__fake = { handlers: {}, emitted: [] };
+window.__fake.fire = (event, data) =>
+  (window.__fake.handlers[event] || []).forEach((handler) => handler(data));
+window.io = () => {
+  const socket = {
+    connected: true,
+    on(event, handler) { (window.__fake.handlers[event] ||= []).push(handler); return socket; },
+    emit(event, data) {
+      window.__fake.emitted.push([event, data]);
+      if (event === "session_request") setTimeout(() => window.__fake.fire("session_confirm", "fake"));
+    },
+    timeout() {
+      return { emit(event, data, ack) { window.__fake.emitted.push([event, data]); setTimeout(() => ack(null)); } };
+    },
+  };
+  setTimeout(() => window.__fake.fire("connect"));
+  return socket;
+};
+"""
+
+
+def test_images_cards_and_links_render_and_only_web_addresses_are_used(
+    scene: Scene, shots: Shots
+) -> None:
+    context = scene.context()
+    context.add_init_script(FAKE_IO)
+    customer = Customer(context, scene.gateway, scene.watch).visit()
+    customer.open()
+    customer.say("show me mugs")
+    assert customer.page.evaluate("window.__fake.emitted") == [
+        ["session_request", {"session_id": None}],
+        ["user_uttered", {"message": "show me mugs", "session_id": "fake"}]]
+    for payload in (
+        {"text": "Our guide: https://example.com/mugs. Not this: javascript:alert(1)"},
+        {"attachment": {"type": "image", "payload": {"src": "https://example.com/mug.png"}}},
+        {"attachment": {"type": "image", "payload": {"src": "javascript:alert(1)"}}},
+        {"attachment": "https://example.com/invoice-100001.pdf"},
+        {"text": "From a person", "metadata": {"sender": "human", "agent": "erin"}},
+        {"attachment": {"type": "template", "payload": {"template_type": "generic", "elements": [
+            {"title": "Stoneware mug set", "subtitle": "$32.00",
+             "image_url": "javascript:alert(1)",
+             "buttons": [{"type": "web_url", "url": "https://example.com/mugs/1",
+                          "title": "View"},
+                         {"type": "web_url", "url": "javascript:alert(1)", "title": "Evil"},
+                         {"type": "postback", "title": "Buy", "payload": "/buy"}]}]}}},
+    ):  # the card comes last: only the newest message's buttons stay active
+        customer.page.evaluate("payload => window.__fake.fire('bot_uttered', payload)", payload)
+    expect(customer.log.locator(".msg.agent .from")).to_have_text("Customer service")
+    expect(customer.log.locator(".msg.bot, .msg.agent")).to_have_count(5)  # not the bad image
+    links = customer.log.locator("a")
+    expect(links).to_have_text(["https://example.com/mugs",
+                                "https://example.com/invoice-100001.pdf", "View"])
+    hrefs = [links.nth(i).get_attribute("href") for i in range(3)]
+    assert hrefs == ["https://example.com/mugs", "https://example.com/invoice-100001.pdf",
+                     "https://example.com/mugs/1"]
+    images = customer.log.locator("img")
+    expect(images).to_have_count(1)
+    assert images.get_attribute("src") == "https://example.com/mug.png"
+    card = customer.log.locator(".card")
+    expect(card.locator("strong")).to_have_text("Stoneware mug set")
+    expect(card.get_by_role("button")).to_have_text(["Buy"])
+    shots(customer.page, "widget-rich-payloads")
+    card.get_by_role("button", name="Buy").click()
+    expect(customer.last("customer")).to_have_text("Buy")
+    assert customer.page.evaluate("window.__fake.emitted.at(-1)") == [
+        "user_uttered", {"message": "/buy", "session_id": "fake"}]
+
+
+def test_a_customer_asking_for_a_person_tops_the_priority_queue(
+    scene: Scene, shots: Shots
+) -> None:
+    frank = scene.console("frank")
+    customer = scene.customer()
+    customer.open()
+    customer.say("I want to talk to a person")
+    expect(customer.last("bot")).to_contain_text("connecting you with a member of our")
+    row = frank.page.get_by_role("list", name="Priority queue").locator(
+        f'button.conv[data-id="{customer.session_id}"]')
+    expect(row.locator(".badge.queued")).to_have_text("bot handoff marker")
+    expect(row.locator(".last")).to_have_text("I want to talk to a person")
+    expect(row.locator(".waiting")).to_have_text(re.compile(r"^waiting \d+s$"))
+    shots(frank.page, "console-priority-queue", doc="console-queue")
+    frank.open(customer.session_id)
+    frank.control("Take over").click()
+    expect(frank.page.get_by_role("list", name="Priority queue").locator(
+        f'button.conv[data-id="{customer.session_id}"]')).to_have_count(0)
+    expect(customer.last("system")).to_have_text(
+        "A member of our customer-service team has joined the chat.")
+
+
 def test_messages_typed_while_the_network_is_down_are_sent_after_reconnecting(
     scene: Scene, gateway: Gateway, shots: Shots
 ) -> None:

@@ -156,9 +156,12 @@
     for (const reply of replies) {
       if (!reply || typeof reply !== "object") continue;
       const label = String(reply.title || reply.payload || "");
-      if (reply.type === "web_url" && safeUrl(reply.url)) {
-        row.append(h("a", { class: "reply", href: safeUrl(reply.url), target: "_blank",
-                            rel: "noopener noreferrer", text: label }));
+      if (reply.type === "web_url") {  // a link button; one to a non-web address is dropped
+        const href = safeUrl(reply.url);
+        if (href) {
+          row.append(h("a", { class: "reply", href, target: "_blank", rel: "noopener noreferrer",
+                              text: label }));
+        }
         continue;
       }
       row.append(h("button", {
@@ -363,7 +366,10 @@
     socket.on("bot_uttered", (payload) => {
       hideTyping();
       if (!payload || typeof payload !== "object") return;
-      addEntry({ who: whoOf(payload), data: payload });
+      const entry = { who: whoOf(payload), data: payload };
+      // nothing this widget can show (e.g. a custom payload, an image at a non-web address)
+      if (!renderEntry(entry, false).querySelector(".text, .replies, .image, .link, .cards")) return;
+      addEntry(entry);
     });
     socket.on("handoff_notice", (notice) => {
       hideTyping();

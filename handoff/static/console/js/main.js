@@ -130,6 +130,7 @@ function route() {
   if (!id) {
     if (location.hash.length > 1) return; // a section link (#trainer, #admin), not a conversation
     current = null;
+    $("#notes").hidden = true;
     $("#conversation").hidden = true;
     $("#no-conversation").hidden = false;
     list && list.select(null);
@@ -137,6 +138,7 @@ function route() {
   }
   if (!current || current.id !== id) {
     current = { id, detail: null };
+    $("#notes").hidden = false;
     pending.hide();
     notes.load(id);
     renderSuggestions();
