@@ -222,7 +222,7 @@ class Scene:
         self.opened: list[BrowserContext] = []
 
     def context(self, **options: Any) -> BrowserContext:
-        context = self.browser.new_context(**{"viewport": {"width": 1280, "height": 800},
+        context = self.browser.new_context(**{"viewport": {"width": 1280, "height": 880},
                                               **options})
         self.opened.append(context)
         return context

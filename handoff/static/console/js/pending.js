@@ -111,7 +111,7 @@ export class PendingCard {
   modeArea(text, parse) {
     if (this.mode === "edit" || this.mode === "write") {
       const editing = this.mode === "edit";
-      const area = h("textarea", { rows: "5", "aria-label": editing ? "Edit the bot's reply" : "Write a new reply" });
+      const area = h("textarea", { rows: "3", "aria-label": editing ? "Edit the bot's reply" : "Write a new reply" });
       area.value = editing ? text : "";
       const submit = () => {
         if (!area.value.trim()) return;
