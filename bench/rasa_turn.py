@@ -1,5 +1,5 @@
 """How long one customer turn takes, by the route the gateway can drive Rasa: ``make bench``
-or ``.venv/gateway/bin/python bench/rasa_turn.py [--turns 100]``.
+or ``.venv/gateway/bin/python bench/rasa_turn.py [--turns 100] [--routes gateway,rest]``.
 
 Starts a real Rasa server (the trained model in models/) and action server, then sends the same
 customer messages, interleaved round-robin so that machine noise hits every route alike, by:
@@ -48,6 +48,9 @@ MESSAGES = [
     "how long does delivery take", "do you ship abroad?", "how do I reset my password",
     "are you a bot?", "hello", "thanks a lot",
 ]
+
+
+ROUTES = ["socketio", "gateway", "rest", "gateway-channel", "http-steps"]
 
 
 def percentile(values: List[float], q: float) -> float:
@@ -130,7 +133,8 @@ class Routes:
                 return
 
 
-async def run(turns: int, stack: Stack, gateway_url: str) -> Dict[str, List[float]]:
+async def run(turns: int, stack: Stack, gateway_url: str,
+              only: List[str]) -> Dict[str, List[float]]:
     async with httpx.AsyncClient(timeout=60) as client:
         routes = Routes(stack, client, gateway_url)
         await routes.start()
@@ -138,6 +142,7 @@ async def run(turns: int, stack: Stack, gateway_url: str) -> Dict[str, List[floa
             "socketio": routes.socketio, "gateway": routes.gateway, "rest": routes.rest,
             "gateway-channel": routes.gateway_channel, "http-steps": routes.http_steps,
         }
+        named = {name: route for name, route in named.items() if name in only}
         senders = {name: f"bench-{name}-{uuid.uuid4().hex[:8]}" for name in named}
         times: Dict[str, List[float]] = {name: [] for name in named}
         for i in range(turns + 5):  # the first 5 rounds warm up
@@ -158,7 +163,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=100)
+    parser.add_argument("--routes", default=",".join(ROUTES),
+                        help="comma-separated routes to compare (socketio is always one)")
     args = parser.parse_args()
+    only = ["socketio"] + [r for r in args.routes.split(",") if r in ROUTES and r != "socketio"]
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         credentials = tmpdir / "credentials.yml"
@@ -185,7 +193,7 @@ def main() -> None:
         stack.services.append(gateway)
         try:
             gateway.wait_until_ready(time.monotonic() + 60)
-            times = asyncio.run(run(args.turns, stack, f"http://127.0.0.1:{gateway_port}"))
+            times = asyncio.run(run(args.turns, stack, f"http://127.0.0.1:{gateway_port}", only))
         finally:
             stack.stop()
     base50 = statistics.median(times["socketio"])

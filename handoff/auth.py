@@ -34,7 +34,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from handoff.errors import BadRequest, Forbidden, HandoffError, NotFound, Unauthorized
-from handoff.store import ROLES, AlreadyExists, Role, Store, User
+from handoff.records import ROLES, Role, User
+from handoff.store import AlreadyExists, Store
 
 __all__ = [
     "ROLES", "DEFAULT_TOKEN_TTL", "InvalidCredentials", "TokenClaims", "TokenExpired",

@@ -33,9 +33,9 @@ from handoff.store import (
     StaleVersion,
     Store,
     alembic_config,
-    metadata,
     to_json,
 )
+from handoff.schema import metadata
 
 pytestmark = pytest.mark.asyncio
 

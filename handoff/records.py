@@ -1,0 +1,212 @@
+"""The gateway's records: what :class:`~handoff.store.Store` returns (frozen dataclasses, one per
+table row), what it takes in bulk (``TypedDict``s), the allowed values of each enumerated column,
+and :func:`to_json`. Plain data: no SQL here (that is :mod:`handoff.store`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal, TypedDict
+
+__all__ = [
+    "AuditEntry", "Conversation", "Correction", "CorrectionDraft", "CorrectionType", "Decided",
+    "Decision", "Message", "MessageNlu", "Mode", "Note", "OutgoingMessage", "PendingReply",
+    "PendingStatus", "ReviewStatus", "Role", "Sender", "StepMessage", "User", "to_json",
+]
+
+Mode = Literal["bot", "review", "human", "closed"]
+Sender = Literal["customer", "bot", "agent", "system"]
+Decision = Literal["approved", "edited", "replaced", "written"]
+PendingStatus = Literal["pending", "decided", "discarded"]
+CorrectionType = Literal["approved", "edited", "replaced", "written", "relabelled", "takeover"]
+ReviewStatus = Literal["new", "accepted", "rejected"]
+Role = Literal["agent", "trainer", "admin"]
+
+MODES: Final = ("bot", "review", "human", "closed")
+SENDERS: Final = ("customer", "bot", "agent", "system")
+DECISIONS: Final = ("approved", "edited", "replaced", "written")
+PENDING_STATUSES: Final = ("pending", "decided", "discarded")
+CORRECTION_TYPES: Final = DECISIONS + ("relabelled", "takeover")
+REVIEW_STATUSES: Final = ("new", "accepted", "rejected")
+ROLES: Final = ("agent", "trainer", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    mode: str
+    owner: str | None
+    queued: bool
+    queue_reason: str | None
+    queued_at: datetime | None
+    state: dict[str, Any] | None
+    risk: float | None
+    effort_score: int | None
+    closed_at: datetime | None
+    version: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    conversation_id: str
+    seq: int
+    sender: str
+    text: str | None
+    payload: dict[str, Any] | None
+    metadata: dict[str, Any] | None
+    created_at: datetime
+    client_message_id: str | None
+    intent: str | None
+    confidence: float | None
+    intent_ranking: list[dict[str, Any]] | None
+    entities: list[dict[str, Any]] | None
+    action: str | None
+    decision: str | None
+    decided_by: str | None
+    model_version: str | None
+    replayed: bool = False
+    """Not a column: True when ``append_message`` found this message already stored under the
+    same ``client_message_id`` (a retry) and stored nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReply:
+    id: int
+    conversation_id: str
+    created_at: datetime
+    trigger_message_id: int | None
+    action: str
+    messages: list[dict[str, Any]]
+    confidence: float | None
+    alternatives: list[dict[str, Any]] | None
+    model_version: str | None
+    status: str
+    decided_at: datetime | None
+    decided_by: str | None
+    decision: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    id: int
+    conversation_id: str
+    message_id: int | None
+    pending_reply_id: int | None
+    type: str
+    before: Any
+    after: Any
+    tracker_events: list[dict[str, Any]]
+    agent: str
+    created_at: datetime
+    model_version: str | None
+    review_status: str
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    note: str | None
+    export_id: str | None
+    exported_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    username: str
+    password_hash: str = field(repr=False)
+    role: str
+    created_at: datetime
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    id: int
+    conversation_id: str
+    author: str
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    created_at: datetime
+    actor: str
+    action: str
+    target: str | None
+    details: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """What ``decide_pending_reply`` wrote, all in one transaction."""
+
+    pending_reply: PendingReply
+    messages: list[Message]
+    correction: Correction | None
+
+
+class OutgoingMessage(TypedDict, total=False):
+    """One bot message sent as the result of an agent's decision on a pending reply."""
+
+    text: str | None
+    payload: dict[str, Any] | None
+    metadata: dict[str, Any] | None
+    action: str | None
+    model_version: str | None
+    client_message_id: str | None
+
+
+class StepMessage(TypedDict, total=False):
+    """A message a router step produced, appended with the step's state (``sender`` is
+    required; the rest are ``append_message``'s keywords)."""
+
+    sender: Sender
+    text: str | None
+    payload: dict[str, Any] | None
+    metadata: dict[str, Any] | None
+    client_message_id: str | None
+    action: str | None
+    decision: Decision | None
+    decided_by: str | None
+    model_version: str | None
+
+
+class MessageNlu(TypedDict):
+    """Rasa's parse of the customer message stored as ``client_message_id``."""
+
+    client_message_id: str
+    intent: str | None
+    confidence: float | None
+    intent_ranking: list[dict[str, Any]] | None
+    entities: list[dict[str, Any]] | None
+
+
+class CorrectionDraft(TypedDict, total=False):
+    """The correction written together with a decision (``type`` is required)."""
+
+    type: CorrectionType
+    before: Any
+    after: Any
+    tracker_events: list[dict[str, Any]]
+    model_version: str | None
+
+
+def to_json(record: Any) -> dict[str, Any]:
+    """A record as a JSON-ready dict: datetimes as ISO 8601, ``password_hash`` left out."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        if f.name == "password_hash":
+            continue
+        value = getattr(record, f.name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = to_json(value)
+        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            value = [to_json(v) for v in value]
+        out[f.name] = value
+    return out

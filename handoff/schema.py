@@ -1,0 +1,167 @@
+"""The gateway's tables as SQLAlchemy Core ``Table`` objects (the Alembic migrations in
+``handoff/migrations`` create them; a test checks the two agree). Described in docs/store.md."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+__all__ = [
+    "audit_log", "conversations", "corrections", "messages", "metadata", "notes",
+    "pending_replies", "users",
+]
+
+class _UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite (stored naive, as UTC) and PostgreSQL."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware (UTC) datetime")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+_TIME = _UTCDateTime
+
+metadata = sa.MetaData()
+
+
+def _conv_ref() -> sa.Column[str]:
+    return sa.Column(
+        "conversation_id", sa.Text, sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+
+
+conversations = sa.Table(
+    "conversations", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("updated_at", _TIME, nullable=False),
+    sa.Column("mode", sa.Text, nullable=False, server_default="bot"),
+    sa.Column("owner", sa.Text),
+    sa.Column("queued", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("queue_reason", sa.Text),
+    sa.Column("queued_at", _TIME),
+    sa.Column("state", _JSON),
+    sa.Column("risk", sa.Float),
+    sa.Column("effort_score", sa.SmallInteger),
+    sa.Column("closed_at", _TIME),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("last_seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_conversations_mode_queued", "mode", "queued"),
+    sa.Index("ix_conversations_owner", "owner"),
+)
+
+messages = sa.Table(
+    "messages", metadata,
+    sa.Column("id", _ID, primary_key=True),
+    _conv_ref(),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("sender", sa.Text, nullable=False),
+    sa.Column("text", sa.Text),
+    sa.Column("payload", _JSON),
+    sa.Column("metadata", _JSON),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("client_message_id", sa.Text),
+    sa.Column("intent", sa.Text),
+    sa.Column("confidence", sa.Float),
+    sa.Column("intent_ranking", _JSON),
+    sa.Column("entities", _JSON),
+    sa.Column("action", sa.Text),
+    sa.Column("decision", sa.Text),
+    sa.Column("decided_by", sa.Text),
+    sa.Column("model_version", sa.Text),
+    sa.UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
+    sa.UniqueConstraint(
+        "conversation_id", "client_message_id", name="uq_messages_conversation_client_id"
+    ),
+)
+
+pending_replies = sa.Table(
+    "pending_replies", metadata,
+    sa.Column("id", _ID, primary_key=True),
+    _conv_ref(),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("trigger_message_id", _ID, sa.ForeignKey("messages.id", ondelete="SET NULL")),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("messages", _JSON, nullable=False),
+    sa.Column("confidence", sa.Float),
+    sa.Column("alternatives", _JSON),
+    sa.Column("model_version", sa.Text),
+    sa.Column("status", sa.Text, nullable=False, server_default="pending"),
+    sa.Column("decided_at", _TIME),
+    sa.Column("decided_by", sa.Text),
+    sa.Column("decision", sa.Text),
+    sa.Index("ix_pending_replies_conversation_status", "conversation_id", "status"),
+)
+
+corrections = sa.Table(
+    "corrections", metadata,
+    sa.Column("id", _ID, primary_key=True),
+    _conv_ref(),
+    sa.Column("message_id", _ID, sa.ForeignKey("messages.id", ondelete="SET NULL")),
+    sa.Column("pending_reply_id", _ID, sa.ForeignKey("pending_replies.id", ondelete="SET NULL")),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("before", _JSON),
+    sa.Column("after", _JSON),
+    sa.Column("tracker_events", _JSON, nullable=False),
+    sa.Column("agent", sa.Text, nullable=False),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("model_version", sa.Text),
+    sa.Column("review_status", sa.Text, nullable=False, server_default="new"),
+    sa.Column("reviewed_by", sa.Text),
+    sa.Column("reviewed_at", _TIME),
+    sa.Column("note", sa.Text),
+    sa.Column("export_id", sa.Text),
+    sa.Column("exported_at", _TIME),
+    sa.Index("ix_corrections_review_status_type", "review_status", "type"),
+    sa.Index("ix_corrections_conversation", "conversation_id"),
+)
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("username", sa.Text, primary_key=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+notes = sa.Table(
+    "notes", metadata,
+    sa.Column("id", _ID, primary_key=True),
+    _conv_ref(),
+    sa.Column("author", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Index("ix_notes_conversation", "conversation_id"),
+)
+
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("target", sa.Text),
+    sa.Column("details", _JSON),
+    sa.Index("ix_audit_log_created_at", "created_at"),
+    sa.Index("ix_audit_log_target", "target"),
+)
