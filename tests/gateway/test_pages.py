@@ -438,6 +438,12 @@ def test_customer_ends_the_chat_and_answers_the_effort_survey(
     assert (detail["conversation"]["mode"], detail["conversation"]["effort_score"]) == (
         "closed", 6)
 
+    customer.page.get_by_role("button", name="Start a new conversation").click()
+    customer.say("hi")  # a fresh conversation with a new session id
+    expect(customer.last("bot")).to_contain_text(GREETING)
+    assert customer.session_id != session_id
+    expect(customer.log.locator(".msg.customer")).to_have_count(1)
+
 
 def test_markup_from_a_customer_is_shown_as_text_and_never_runs(
     scene: Scene, gateway: Gateway, shots: Shots
