@@ -85,7 +85,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     sio = socketio.AsyncServer(async_mode="sanic", cors_allowed_origins=settings.cors_allowed,
                                async_handlers=False)
     sio.attach(app, socketio_path="socket.io")
-    conversations = Conversations(store, rasa, SocketNotifier(sio))
+    conversations = Conversations(store, rasa, SocketNotifier(sio),
+                                  review_timeout=settings.review_timeout)
     app.ctx.sio = sio
     app.ctx.conversations = conversations
     app.ctx.store = store

@@ -155,11 +155,13 @@ class Conversations:
     """Runs the router for every conversation (see the module docstring)."""
 
     def __init__(self, store: Store, rasa: RasaClient, notifier: Notifier,
-                 config: r.RouterConfig = r.DEFAULT_CONFIG) -> None:
+                 config: r.RouterConfig = r.DEFAULT_CONFIG, *,
+                 review_timeout: float = 30.0) -> None:
         self.store = store
         self.rasa = rasa
         self.notifier = notifier
         self.config = config
+        self.review_timeout = review_timeout
         self.locks = ConversationLocks()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -181,7 +183,17 @@ class Conversations:
                 await self.apply(conv.id, r.RasaFailed(call_id=state.turn.call_id,
                                                        error="the gateway restarted"))
                 recovered += 1
+            elif state.pending is not None and state.owner is None:  # its timer died with us
+                self._spawn(self._release_later(conv.id, state.pending.reply_id,
+                                                self.review_timeout))
         return recovered
+
+    async def _release_later(self, cid: str, reply_id: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self.apply(cid, r.ReviewTimeout(reply_id=reply_id))
+        except r.RouterError as exc:
+            log.info("held reply %s of %s not released: %s", reply_id, cid, exc)
 
     async def idle(self) -> None:
         """Wait until no Rasa call is out (for tests and shutdown)."""
@@ -310,7 +322,11 @@ class Conversations:
                     alternatives=[encode(a) for a in reply.action.alternatives],
                     trigger_message_id=row, model_version=reply.model_id)
                 await self.notifier.to_agents("pending_reply", {
-                    "conversation_id": cid, "reply": encode(reply)}, [agent_id])
+                    "conversation_id": cid, "reply": encode(reply), "owner": agent_id,
+                    "release_in": None if agent_id else self.review_timeout},
+                    [agent_id] if agent_id else None)
+                if agent_id is None:  # an unowned (triage) review: the bot answers after a while
+                    self._spawn(self._release_later(cid, reply.reply_id, self.review_timeout))
             case r.ShowSuggestion(agent_ids=agent_ids):
                 await self.notifier.to_agents("suggestion", {
                     "conversation_id": cid, "message_id": effect.message_id,

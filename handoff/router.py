@@ -10,9 +10,11 @@ sees the first agent as owner and raises :class:`AlreadyOwned`.
 Model
     ``mode`` is ``bot`` | ``review`` | ``human`` | ``closed``; ``owner`` is the one agent owning a
     ``review``/``human`` conversation; ``watchers`` see it without owning it. ``queue_reason``
-    (with ``queue_detail``) puts a ``bot`` conversation in the human queue. A ``triage`` entry is a
-    priority flag: the bot keeps answering. Any other reason means the customer was told that a
-    person will help: the bot holds off (messages are logged to Rasa and the prediction is shown
+    (with ``queue_detail``) puts a conversation in the agents' queue. ``triage`` marks an
+    unowned ``review``: triage found it risky, every bot reply is held for any agent (the first to
+    act owns it) and goes out unchanged after the review timeout (:class:`ReviewTimeout`). Any
+    other reason (on a ``bot`` conversation) means the customer was told that a person will
+    help: the bot holds off (messages are logged to Rasa and the prediction is shown
     as a suggestion), and with ``rasa_unavailable`` messages are only stored and wait for an agent.
 
 Turns
@@ -52,6 +54,10 @@ Transitions (agent actions; anything else raises :class:`InvalidTransition`, sta
     AgentMessage a  human(a)                   SendToCustomer(human) + AppendToTracker
     decisions a     review(a) with a pending   RecordCorrection + commit, then hold again
     Watch a on/off  any (on: not closed)       watchers changed, no effects
+    TriageFlag rev  bot, not queued            review, no owner, queue triage
+    TriageFlag hum  bot / unowned review       bot, queue policy_rule; notice handoff_queued
+    ReviewTimeout   unowned review, pending    the held reply is sent unchanged, hold again
+    any agent a     unowned review             acts as if owner: becomes owner (HandBack: bot)
     ==============  =========================  ==============================================
     A non-owner gets :class:`NotOwner` (403); no pending reply :class:`NoPendingReply` (409);
     a closed conversation :class:`ConversationClosed` (409, also for customer messages: the
@@ -91,7 +97,13 @@ class QueueReason(StrEnum):
     CUSTOMER_REQUEST = "customer_request"
     BOT_HANDOFF_MARKER = "bot_handoff_marker"
     RASA_UNAVAILABLE = "rasa_unavailable"
-    TRIAGE = "triage"
+    TRIAGE = "triage"  # risky: replies are held for any agent (review without an owner)
+    POLICY_RULE = "policy_rule"  # a trainers' rule sends it straight to a person
+
+
+class TriageAction(StrEnum):
+    REVIEW = "review"
+    HUMAN = "human"
 
 
 class Continuation(StrEnum):
@@ -253,7 +265,18 @@ class RasaFailed(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class TriageFlag(Event):
+    """Triage found the conversation risky: ``review`` holds the bot's replies for any agent
+    (an unowned review; the first agent to act owns it); ``human`` queues it for a person."""
+
     detail: str
+    action: TriageAction = TriageAction.REVIEW
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewTimeout(Event):
+    """No agent decided on an unowned held reply in time: the bot's reply goes out as it was."""
+
+    reply_id: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -345,7 +368,7 @@ class ShowCustomerMessage(Effect):
 
 @dataclass(frozen=True, kw_only=True)
 class ShowPendingReply(Effect):
-    agent_id: str
+    agent_id: str | None  # None: an unowned review, shown to every agent (the shell times it)
     reply: PendingReply
 
 
@@ -551,9 +574,9 @@ def _dispatch(s: ConversationState, ev: Event, cfg: RouterConfig) -> Result:
         case RasaFailed():
             return _on_rasa_failed(s, ev)
         case TriageFlag():
-            if s.mode is Mode.BOT and not s.queued:
-                return replace(s, queue_reason=QueueReason.TRIAGE, queue_detail=ev.detail), []
-            return s, []
+            return _on_triage(s, ev)
+        case ReviewTimeout():
+            return _on_review_timeout(s, ev)
         case Close():
             return _on_close(s, ev)
         case Watch(on=False):
@@ -659,7 +682,7 @@ def _on_rasa_result(s: ConversationState, ev: RasaResult, cfg: RouterConfig) -> 
         return _suggest(s, held, effects)
     if s.mode is Mode.REVIEW:
         owner = s.owner
-        assert s.turn is not None and owner is not None
+        assert s.turn is not None
         reply = PendingReply(reply_id=ev.call_id, message_id=turn.message.message_id,
                              action=held, parse=s.turn.parse, model_id=s.turn.model_id)
         s = replace(s, turn=replace(s.turn, pending=reply))
@@ -697,8 +720,11 @@ def _on_rasa_failed(s: ConversationState, ev: RasaFailed) -> Result:
 
 
 def _escalate(s: ConversationState, reason: QueueReason, detail: str | None) -> Result:
-    """Bot mode: into the human queue, customer told. Review: the owner answers as a human."""
+    """Bot mode: into the human queue, customer told. Review: the owner answers as a human
+    (an unowned review goes to the queue like bot mode)."""
     cid = s.conversation_id
+    if s.mode is Mode.REVIEW and s.owner is None:
+        s = replace(s, mode=Mode.BOT, queue_reason=None, queue_detail=None)
     if s.mode is Mode.BOT and not s.waiting_for_agent:
         return replace(s, queue_reason=reason, queue_detail=detail), [
             NotifyCustomer(conversation_id=cid, notice=Notice.HANDOFF_QUEUED, reason=reason)]
@@ -758,6 +784,43 @@ def _require_owner(s: ConversationState, agent_id: str) -> None:
         raise NotOwner(f"{agent_id} does not own this conversation")
 
 
+def _claim(s: ConversationState, agent_id: str) -> ConversationState:
+    """An unowned review (triage) becomes the acting agent's; otherwise only its owner acts."""
+    if s.mode is Mode.REVIEW and s.owner is None:
+        return replace(s, owner=agent_id, queue_reason=None, queue_detail=None)
+    _require_owner(s, agent_id)
+    return s
+
+
+def _on_triage(s: ConversationState, ev: TriageFlag) -> Result:
+    """Bot mode only (an agent already in charge decides for themselves)."""
+    if ev.action is TriageAction.HUMAN:
+        if s.mode is Mode.REVIEW and s.owner is None:
+            pending = s.pending
+            s = replace(s, mode=Mode.BOT, queue_reason=None, queue_detail=None)
+            s, effects = _escalate(s, QueueReason.POLICY_RULE, ev.detail)
+            if pending is not None:
+                return _suggest(s, pending.action, effects)
+            return s, effects
+        if s.mode is Mode.BOT and not s.waiting_for_agent:
+            return _escalate(s, QueueReason.POLICY_RULE, ev.detail)
+        return s, []
+    if s.mode is Mode.BOT and not s.queued:
+        return replace(s, mode=Mode.REVIEW, owner=None, queue_reason=QueueReason.TRIAGE,
+                       queue_detail=ev.detail), []
+    if s.mode is Mode.REVIEW and s.owner is None:
+        return replace(s, queue_detail=ev.detail), []  # the latest reason
+    return s, []
+
+
+def _on_review_timeout(s: ConversationState, ev: ReviewTimeout) -> Result:
+    pending = s.pending
+    if s.mode is not Mode.REVIEW or s.owner is not None or pending is None or (
+            pending.reply_id != ev.reply_id):
+        return s, []  # decided, claimed or moved on meanwhile
+    return _commit(s, pending.action.name, pending.action.messages, None, [])
+
+
 def _takeover_correction(s: ConversationState) -> list[Effect]:
     if s.mode is not Mode.HUMAN or s.owner is None:
         return []
@@ -785,7 +848,7 @@ def _on_review_on(s: ConversationState, agent_id: str) -> Result:
     if s.owner is not None and s.owner != agent_id:
         raise AlreadyOwned(s.owner)
     if s.mode is Mode.REVIEW:
-        return s, []
+        return _claim(s, agent_id), []
     effects: list[Effect] = []
     if s.mode is Mode.HUMAN:
         effects = _takeover_correction(s) + [
@@ -803,7 +866,7 @@ def _on_hand_back(s: ConversationState, agent_id: str) -> Result:
             effects.append(NotifyCustomer(conversation_id=s.conversation_id,
                                           notice=Notice.BOT_BACK))
         return replace(s, queue_reason=None, queue_detail=None), effects
-    _require_owner(s, agent_id)
+    s = _claim(s, agent_id)  # an unowned review: any agent may give it back to the bot
     effects = _takeover_correction(s)
     if s.mode is Mode.HUMAN:
         effects.append(NotifyCustomer(conversation_id=s.conversation_id, notice=Notice.BOT_BACK))
@@ -840,7 +903,7 @@ def _on_agent_message(s: ConversationState, ev: AgentMessage) -> Result:
 def _on_decision(s: ConversationState, ev: Decision) -> Result:
     if s.mode is not Mode.REVIEW:
         raise InvalidTransition(f"no review decisions in {s.mode.value} mode")
-    _require_owner(s, ev.agent_id)
+    s = _claim(s, ev.agent_id)
     pending = s.pending
     if pending is None:
         raise NoPendingReply("no reply is waiting for a decision")

