@@ -43,6 +43,7 @@ from handoff.customer_protocol import (
 )
 from handoff.errors import BadRequest, HandoffError
 from handoff.openapi import openapi_document
+from handoff.pages import register_pages
 from handoff.rasa_client import RasaClient
 from handoff.settings import Settings
 from handoff.store import Store
@@ -215,4 +216,5 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
 
     register_agent_api(app, sio, settings=settings, store=store, rasa=rasa,
                        conversations=conversations)
+    register_pages(app, settings)
     return app

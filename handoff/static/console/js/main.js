@@ -1,0 +1,272 @@
+// The agent console: log in, the live conversation list, one conversation with its controls,
+// the pending-reply card, suggestions and notes. A client of docs/api.md and nothing else.
+import { Api } from "./api.js";
+import { h, pct } from "./dom.js";
+import { connectLive } from "./live.js";
+import { ConversationList } from "./list.js";
+import { Notes } from "./notes.js";
+import { PendingCard } from "./pending.js";
+import { renderTranscript } from "./transcript.js";
+
+const ROLES = ["agent", "trainer", "admin"];
+const $ = (selector) => document.querySelector(selector);
+
+const api = new Api();
+let live = null;
+let list = null;
+let current = null; // {id, detail}
+let domainPromise = null;
+let refreshTimer = null;
+const suggestions = new Map(); // conversation id -> latest suggestion push
+
+function showError(err) {
+  const box = $("#alert");
+  box.textContent = err && err.message ? err.message : String(err);
+  box.hidden = false;
+  clearTimeout(showError.timer);
+  showError.timer = setTimeout(() => { box.hidden = true; }, 8000);
+}
+
+// ------------------------------------------------------------------ login
+
+function showLogin(message) {
+  if (live) { live.disconnect(); live = null; }
+  $("#app").hidden = true;
+  $("#login").hidden = false;
+  $("#whoami").hidden = true;
+  $("#login-error").textContent = message || "";
+  $("#username").focus();
+}
+
+$("#login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("#login-error").textContent = "";
+  try {
+    await api.login($("#username").value.trim(), $("#password").value);
+    $("#password").value = "";
+    startApp();
+  } catch (err) {
+    $("#login-error").textContent = err.message;
+  }
+});
+
+$("#logout").addEventListener("click", () => {
+  api.logout();
+  showLogin("You are logged out.");
+});
+
+api.onUnauthorized = () => {
+  api.logout();
+  showLogin("Your session has ended. Please log in again.");
+};
+
+// ------------------------------------------------------------------ the app
+
+function applyRole(role) {
+  const rank = ROLES.indexOf(role);
+  for (const el of document.querySelectorAll("[data-min-role]")) {
+    el.hidden = ROLES.indexOf(el.getAttribute("data-min-role")) > rank;
+  }
+  $("#whoami-name").textContent = api.username;
+  $("#whoami-role").textContent = role;
+}
+
+async function startApp() {
+  $("#login").hidden = true;
+  $("#app").hidden = false;
+  $("#whoami").hidden = false;
+  applyRole(api.role);
+  if (!list) {
+    list = new ConversationList({ queue: $("#queue"), all: $("#all"),
+                                  showClosed: $("#show-closed"), me: api.username,
+                                  onSelect: (id) => { location.hash = `#c=${encodeURIComponent(id)}`; } });
+  }
+  list.me = api.username;
+  await reloadList();
+  live = connectLive(api.token, {
+    conversation: (c) => list.upsert(c),
+    message: (m) => { list.onMessage(m); touched(m.conversation_id); },
+    status: (s) => { list.onStatus(s); touched(s.conversation_id); },
+    pending_reply: (p) => { list.onPending(p.conversation_id, true); touched(p.conversation_id); },
+    suggestion: (s) => { suggestions.set(s.conversation_id, s); if (current && current.id === s.conversation_id) renderSuggestions(); },
+    rasa_error: (e) => { if (current && current.id === e.conversation_id) showError(`Rasa: ${e.error}`); },
+    note: (n) => notes.onPush(n),
+    survey: (s) => { list.upsert({ id: s.conversation_id, effort_score: s.effort_score }); touched(s.conversation_id); },
+  }, (state) => {
+    const badge = $("#live");
+    badge.textContent = { live: "live", reconnecting: "reconnecting\u2026", refused: "offline" }[state];
+    badge.className = `live ${state}`;
+    if (state === "live") { reloadList(); if (current) refresh(); }
+    if (state === "refused") api.onUnauthorized();
+  });
+  route();
+}
+
+async function reloadList() {
+  try {
+    const data = await api.conversations();
+    list.setAll(data.conversations || []);
+  } catch (err) {
+    if (err.status !== 401) showError(err);
+  }
+}
+
+// ------------------------------------------------------------------ one conversation
+
+const pending = new PendingCard($("#pending"), {
+  api,
+  domain: () => {
+    if (!domainPromise) domainPromise = api.domain().catch(() => { domainPromise = null; return null; });
+    return domainPromise;
+  },
+  onError: showError,
+  onDone: () => refresh(),
+});
+const notes = new Notes($("#notes"), api, showError);
+
+function route() {
+  const match = /^#c=(.+)$/.exec(location.hash);
+  const id = match ? decodeURIComponent(match[1]) : null;
+  if (!id) {
+    if (location.hash.length > 1) return; // a section link (#trainer, #admin), not a conversation
+    current = null;
+    $("#notes").hidden = true;
+    $("#conversation").hidden = true;
+    $("#no-conversation").hidden = false;
+    list && list.select(null);
+    return;
+  }
+  if (!current || current.id !== id) {
+    current = { id, detail: null };
+    $("#notes").hidden = false;
+    pending.hide();
+    notes.load(id);
+    renderSuggestions();
+  }
+  list && list.select(id);
+  refresh();
+}
+window.addEventListener("hashchange", () => { if (api.token) route(); });
+
+function touched(conversationId) {
+  if (!current || current.id !== conversationId) return;
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(refresh, 120);
+}
+
+async function refresh() {
+  if (!current) return;
+  const id = current.id;
+  try {
+    const detail = await api.conversation(id);
+    if (!current || current.id !== id) return;
+    current.detail = detail;
+    renderConversation(detail);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function renderConversation(detail) {
+  const me = api.username;
+  const router = detail.router;
+  const conv = detail.conversation;
+  $("#no-conversation").hidden = true;
+  $("#conversation").hidden = false;
+  $("#conv-title").textContent = `Conversation ${conv.id.slice(0, 8)}`;
+  const facts = [`mode: ${router.mode}`, router.owner ? `owner: ${router.owner}` : "no owner",
+                 router.watchers.length ? `watching: ${router.watchers.join(", ")}` : null,
+                 router.queue_reason ? `queued: ${router.queue_reason.replaceAll("_", " ")}` : null,
+                 typeof conv.risk === "number" ? `risk ${pct(conv.risk)}` : null,
+                 typeof conv.effort_score === "number" ? `effort score ${conv.effort_score}/7` : null,
+                 router.busy ? "waiting for Rasa\u2026" : null].filter(Boolean);
+  $("#conv-facts").textContent = facts.join(" \u00b7 ");
+  const closed = router.mode === "closed";
+  const mine = router.owner === me;
+  const watching = router.watchers.includes(me);
+  const set = (sel, { disabled = false, hidden = false, text } = {}) => {
+    const b = $(sel);
+    b.disabled = disabled;
+    b.hidden = hidden;
+    if (text) b.textContent = text;
+  };
+  set("#btn-watch", { disabled: closed, text: watching ? "Stop watching" : "Watch" });
+  set("#btn-review", { disabled: closed || (router.owner && !mine),
+                       text: router.mode === "review" ? "Review off" : "Review on" });
+  set("#btn-takeover", { disabled: closed || (router.mode === "human" && mine) || (router.owner && !mine) });
+  set("#btn-handback", { disabled: closed || !mine });
+  set("#btn-close", { disabled: closed });
+  $("#compose").hidden = !(router.mode === "human" && mine);
+  renderTranscript($("#transcript"), detail.messages || []);
+  const reply = router.pending_reply;
+  if (reply && mine && router.mode === "review") {
+    const asked = (detail.messages || []).filter((m) => m.sender === "customer").pop();
+    pending.show(conv.id, reply, asked ? asked.text : "");
+  } else {
+    pending.hide();
+  }
+  list.onPending(conv.id, Boolean(reply && mine));
+  const messages = detail.messages || [];
+  const lastCustomer = messages.filter((m) => m.sender === "customer").pop();
+  const last = messages[messages.length - 1];
+  list.upsert({ id: conv.id, mode: router.mode, owner: router.owner,
+                queued: Boolean(router.queue_reason) && !closed, queue_reason: router.queue_reason,
+                ...(lastCustomer ? { last_customer_text: lastCustomer.text,
+                                     last_customer_at: lastCustomer.created_at } : {}),
+                ...(last ? { last_sender: last.sender } : {}) });
+}
+
+async function act(action, body) {
+  if (!current) return;
+  try {
+    await api.act(current.id, action, body);
+    await refresh();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+$("#btn-watch").addEventListener("click", () =>
+  act("watch", { on: !current.detail.router.watchers.includes(api.username) }));
+$("#btn-review").addEventListener("click", () =>
+  act("review", { on: current.detail.router.mode !== "review" }));
+$("#btn-takeover").addEventListener("click", () => act("takeover"));
+$("#btn-handback").addEventListener("click", () => act("handback"));
+$("#btn-close").addEventListener("click", () => act("close"));
+
+$("#compose").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const box = $("#compose-text");
+  const text = box.value.trim();
+  if (!text) return;
+  box.value = "";
+  await act("messages", { text });
+  box.focus();
+});
+$("#compose-text").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey) {
+    event.preventDefault();
+    $("#compose").requestSubmit();
+  }
+});
+
+function renderSuggestions() {
+  const ul = $("#suggestion-list");
+  const s = current && suggestions.get(current.id);
+  const texts = s && s.action ? (s.action.messages || []).map((m) => m && m.text).filter(Boolean) : [];
+  if (!texts.length) {
+    ul.replaceChildren(h("li", { class: "empty", text: "No suggestions for this conversation yet." }));
+    return;
+  }
+  ul.replaceChildren(...texts.map((text) => h("li", { class: "suggestion" },
+    h("span", { class: "chip action", text: s.action.name }),
+    h("p", { text }),
+    h("button", { type: "button", onclick: () => {
+      $("#compose-text").value = text;
+      $("#compose-text").focus();
+    } }, "Use in my reply"))));
+}
+
+// ------------------------------------------------------------------ start
+
+if (api.token) startApp(); else showLogin();

@@ -1,0 +1,559 @@
+/*
+ * Northwind Goods customer chat widget. Embed it in any page with one tag:
+ *
+ *   <script src="https://gateway.example/widget.js" defer
+ *           data-title="Northwind Goods" data-primary-colour="#1d4ed8"></script>
+ *
+ * or set window.NorthwindChat = {gatewayUrl, title, subtitle, colours: {primary, onPrimary,
+ * background, text}} before it. It speaks Rasa's socketio protocol to the gateway
+ * (session_request / session_confirm, user_uttered / bot_uttered) plus the gateway's extra
+ * events (handoff_notice, survey_request, survey_thanks, error). docs/widget.md has the rest.
+ *
+ * Everything a customer, the bot or an agent wrote is inserted as text (textContent / text
+ * nodes), never as HTML. The UI lives in a shadow root so the host page's styles don't leak in.
+ */
+(function () {
+  "use strict";
+  if (window.__northwindChat) return;
+
+  const script = document.currentScript;
+  const data = (script && script.dataset) || {};
+  const cfg = Object.assign({}, window.NorthwindChat || {});
+  const scriptOrigin = script && script.src ? new URL(script.src, location.href).origin
+    : location.origin;
+  const gatewayUrl = String(cfg.gatewayUrl || data.gatewayUrl || scriptOrigin).replace(/\/+$/, "");
+  const title = String(cfg.title || data.title || "Northwind Goods");
+  const subtitle = String(cfg.subtitle || data.subtitle || "Ask our assistant; a person is never far away");
+  const colours = Object.assign({}, cfg.colours || {});
+  if (data.primaryColour) colours.primary = data.primaryColour;
+  const STORE_KEY = "northwind-chat:" + gatewayUrl;
+  const MAX_LOG = 200;
+  const TYPING_TIMEOUT_MS = 30000;
+  const ACK_TIMEOUT_MS = 15000;
+
+  // ------------------------------------------------------------------ state (localStorage)
+
+  function load() {
+    try {
+      const raw = window.localStorage.getItem(STORE_KEY);
+      const parsed = raw ? JSON.parse(raw) : null;
+      if (parsed && typeof parsed === "object") return parsed;
+    } catch (e) { /* storage blocked or corrupt: start fresh */ }
+    return {};
+  }
+  const state = Object.assign({
+    sessionId: null, open: false, closed: false, mode: "bot", log: [], outbox: [], draft: "",
+    nextId: 1,
+  }, load());
+
+  function save() {
+    state.log = state.log.slice(-MAX_LOG);
+    try { window.localStorage.setItem(STORE_KEY, JSON.stringify(state)); } catch (e) { /* */ }
+  }
+
+  // ------------------------------------------------------------------ DOM helpers
+
+  function h(tag, attrs, children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of [].concat(children || [])) {
+      if (child !== null && child !== undefined) {
+        node.append(typeof child === "string" ? document.createTextNode(child) : child);
+      }
+    }
+    return node;
+  }
+
+  function safeUrl(value) {
+    if (typeof value !== "string" || !value) return null;
+    try {
+      const url = new URL(value, gatewayUrl + "/");
+      return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  /** Text with its web addresses as links; everything else stays text. */
+  function richText(text) {
+    const out = h("p", { class: "text" });
+    const pattern = /https?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)]/g;
+    let last = 0;
+    let match;
+    while ((match = pattern.exec(text)) !== null) {
+      out.append(document.createTextNode(text.slice(last, match.index)));
+      const href = safeUrl(match[0]);
+      out.append(href ? h("a", { href, target: "_blank", rel: "noopener noreferrer",
+                                  text: match[0] }) : document.createTextNode(match[0]));
+      last = match.index + match[0].length;
+    }
+    out.append(document.createTextNode(text.slice(last)));
+    return out;
+  }
+
+  // ------------------------------------------------------------------ the widget's frame
+
+  const host = h("div", { id: "northwind-chat" });
+  const root = host.attachShadow({ mode: "open" });
+  const vars = { primary: "--nw-primary", onPrimary: "--nw-on-primary",
+                 background: "--nw-background", text: "--nw-text" };
+  for (const [key, prop] of Object.entries(vars)) {
+    if (typeof colours[key] === "string") host.style.setProperty(prop, colours[key]);
+  }
+
+  const launcher = h("button", {
+    class: "launcher", type: "button", "aria-label": "Open chat with " + title,
+    "aria-expanded": "false", "aria-controls": "nw-panel",
+  }, [h("span", { class: "launcher-icon", "aria-hidden": "true", text: "\u{1F4AC}" }),
+      h("span", { text: "Chat with us" })]);
+  const heading = h("h2", { id: "nw-title", text: title });
+  const status = h("p", { class: "sub", id: "nw-sub", text: subtitle });
+  const endButton = h("button", { class: "end", type: "button", text: "End chat",
+                                  "aria-label": "End this conversation" });
+  const minimise = h("button", { class: "minimise", type: "button", "aria-label": "Minimise chat",
+                                 text: "\u2013" });
+  const conn = h("p", { class: "conn", role: "status", "aria-live": "polite" });
+  const log = h("ol", { class: "log", role: "log", "aria-live": "polite",
+                        "aria-label": "Conversation", tabindex: "0" });
+  const typing = h("div", { class: "typing", hidden: true }, [
+    h("span", { class: "dots", "aria-hidden": "true" }, [h("i"), h("i"), h("i")]),
+    h("span", { class: "typing-label", text: "The assistant is typing\u2026" }),
+  ]);
+  const typingStatus = h("p", { class: "sr", role: "status", "aria-live": "polite" });
+  const input = h("textarea", { id: "nw-input", rows: "1", maxlength: "2000",
+                                placeholder: "Type your message\u2026", "aria-label": "Message",
+                                autocomplete: "off" });
+  const send = h("button", { class: "send", type: "submit", "aria-label": "Send message",
+                             text: "Send" });
+  const composer = h("form", { class: "composer", "aria-label": "Write a message" },
+                     [input, send]);
+  const restart = h("button", { class: "restart", type: "button", hidden: true,
+                                text: "Start a new conversation" });
+  const panel = h("section", { class: "panel", id: "nw-panel", role: "dialog",
+                               "aria-labelledby": "nw-title", "aria-describedby": "nw-sub",
+                               hidden: true }, [
+    h("header", {}, [h("div", { class: "titles" }, [heading, status]), endButton, minimise]),
+    conn, log, typing, typingStatus, restart, composer,
+  ]);
+  root.append(h("link", { rel: "stylesheet", href: gatewayUrl + "/static/widget/widget.css" }),
+              launcher, panel);
+
+  // ------------------------------------------------------------------ rendering
+
+  function whoOf(payload) {
+    const sender = payload && payload.metadata && payload.metadata.sender;
+    return sender === "human" ? "agent" : sender === "system" ? "system" : "bot";
+  }
+
+  function quickReplies(replies, active) {
+    const row = h("div", { class: "replies", role: "group", "aria-label": "Suggested answers" });
+    for (const reply of replies) {
+      if (!reply || typeof reply !== "object") continue;
+      const label = String(reply.title || reply.payload || "");
+      if (reply.type === "web_url") {  // a link button; one to a non-web address is dropped
+        const href = safeUrl(reply.url);
+        if (href) {
+          row.append(h("a", { class: "reply", href, target: "_blank", rel: "noopener noreferrer",
+                              text: label }));
+        }
+        continue;
+      }
+      row.append(h("button", {
+        class: "reply", type: "button", text: label, disabled: !active,
+        onclick: () => sendText(label, typeof reply.payload === "string" ? reply.payload : label),
+      }));
+    }
+    return row;
+  }
+
+  function attachment(att, active) {
+    if (typeof att === "string") {
+      const href = safeUrl(att);
+      return href ? h("a", { class: "link", href, target: "_blank", rel: "noopener noreferrer",
+                             text: att }) : richText(att);
+    }
+    if (!att || typeof att !== "object") return null;
+    const payload = att.payload || {};
+    const src = safeUrl(payload.src || payload.url || att.url);
+    if (att.type === "image" && src) {
+      return h("img", { class: "image", src, alt: String(payload.alt || payload.title || "Image"),
+                        loading: "lazy" });
+    }
+    if (att.type === "template" && Array.isArray(payload.elements)) {
+      const cards = h("div", { class: "cards" });
+      for (const el of payload.elements) {
+        if (!el || typeof el !== "object") continue;
+        const image = safeUrl(el.image_url);
+        cards.append(h("div", { class: "card" }, [
+          image ? h("img", { src: image, alt: String(el.title || "") }) : null,
+          el.title ? h("strong", { text: String(el.title) }) : null,
+          el.subtitle ? h("p", { text: String(el.subtitle) }) : null,
+          Array.isArray(el.buttons) ? quickReplies(el.buttons, active) : null,
+        ]));
+      }
+      return cards;
+    }
+    if (src) {
+      return h("a", { class: "link", href: src, target: "_blank", rel: "noopener noreferrer",
+                      text: String(payload.title || payload.name || src) });
+    }
+    return null;
+  }
+
+  function survey(entry) {
+    const box = h("div", { class: "survey", role: "group", "aria-labelledby": "nw-survey-q-" + entry.id });
+    box.append(h("p", { class: "question", id: "nw-survey-q-" + entry.id, text: entry.question }));
+    if (entry.thanked) {
+      box.append(h("p", { class: "thanks", text: "Thank you for your feedback!" }));
+      return box;
+    }
+    const scale = h("div", { class: "scale" });
+    for (let score = entry.min; score <= entry.max; score += 1) {
+      const low = entry.low || "Very difficult";
+      const high = entry.high || "Very easy";
+      const hint = score === entry.min ? ", " + low : score === entry.max ? ", " + high : "";
+      scale.append(h("button", {
+        type: "button", class: "score", text: String(score),
+        "aria-label": score + " of " + entry.max + hint,
+        "aria-pressed": entry.score === score ? "true" : "false",
+        disabled: entry.score !== undefined && entry.score !== null,
+        onclick: () => answerSurvey(entry, score),
+      }));
+    }
+    box.append(scale, h("div", { class: "scale-ends", "aria-hidden": "true" },
+                        [h("span", { text: entry.low || "Very difficult" }),
+                         h("span", { text: entry.high || "Very easy" })]));
+    return box;
+  }
+
+  function renderEntry(entry, isLast) {
+    const li = h("li", { class: "msg " + entry.who, "data-id": entry.id });
+    if (entry.who === "customer") {
+      li.append(h("span", { class: "sr", text: "You said: " }), richText(entry.text));
+      if (!entry.sent) {
+        li.classList.add("queued");
+        li.append(h("span", { class: "state", text: "Not sent yet" }));
+      }
+      return li;
+    }
+    if (entry.who === "survey") {
+      li.append(survey(entry));
+      return li;
+    }
+    if (entry.who === "note") {
+      li.append(h("p", { class: "text", text: entry.text }));
+      return li;
+    }
+    const p = entry.data || {};
+    const who = entry.who;
+    if (who === "agent") li.append(h("span", { class: "from", text: "Customer service" }));
+    else if (who === "bot") li.append(h("span", { class: "sr", text: "Assistant: " }));
+    if (typeof p.text === "string" && p.text) li.append(richText(p.text));
+    const replies = p.quick_replies || p.buttons;
+    if (Array.isArray(replies) && replies.length) li.append(quickReplies(replies, isLast));
+    if (p.attachment) {
+      const node = attachment(p.attachment, isLast);
+      if (node) li.append(node);
+    }
+    if (typeof p.image === "string") {
+      const node = attachment({ type: "image", payload: { src: p.image } }, isLast);
+      if (node) li.append(node);
+    }
+    return li;
+  }
+
+  function renderAll() {
+    log.replaceChildren(...state.log.map((e, i) => renderEntry(e, i === state.log.length - 1)));
+    scrollDown();
+    renderChrome();
+  }
+
+  function addEntry(entry) {
+    entry.id = state.nextId++;
+    state.log.push(entry);
+    save();
+    const previous = log.lastElementChild;
+    if (previous) {  // an older message's quick replies no longer apply
+      for (const b of previous.querySelectorAll("button.reply")) b.disabled = true;
+    }
+    log.append(renderEntry(entry, true));
+    scrollDown();
+    return entry;
+  }
+
+  function rerender(entry) {
+    const old = log.querySelector('[data-id="' + entry.id + '"]');
+    if (old) old.replaceWith(renderEntry(entry, state.log[state.log.length - 1] === entry));
+  }
+
+  function scrollDown() {
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function renderChrome() {
+    const human = state.mode === "human";
+    status.textContent = state.closed ? "This conversation has ended"
+      : human ? "You are chatting with our customer-service team"
+      : state.mode === "queued" ? "Waiting for a member of our team" : subtitle;
+    endButton.hidden = !state.sessionId || state.closed;
+    composer.hidden = state.closed;
+    restart.hidden = !state.closed;
+    typing.querySelector(".typing-label").textContent = human
+      ? "Customer service is typing\u2026" : "The assistant is typing\u2026";
+  }
+
+  // ------------------------------------------------------------------ typing indicator
+
+  let typingTimer = null;
+  function showTyping() {
+    if (state.mode === "human" || state.mode === "queued") return;
+    typing.hidden = false;
+    typingStatus.textContent = "The assistant is typing";
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(hideTyping, TYPING_TIMEOUT_MS);
+    scrollDown();
+  }
+  function hideTyping() {
+    clearTimeout(typingTimer);
+    typing.hidden = true;
+    typingStatus.textContent = "";
+  }
+
+  // ------------------------------------------------------------------ the connection
+
+  let socket = null;
+  let confirmed = false;
+
+  function setConn(text) {
+    conn.textContent = text;
+    conn.hidden = !text;
+  }
+
+  function connect() {
+    if (socket) return;
+    if (typeof window.io !== "function") {
+      loadSocketIo().then(connect, () => setConn("The chat could not load. Please try again later."));
+      return;
+    }
+    socket = window.io(gatewayUrl, { path: "/socket.io", reconnectionDelayMax: 4000 });
+    socket.on("connect", () => {
+      setConn("");
+      confirmed = false;
+      socket.emit("session_request", { session_id: state.sessionId || null });
+    });
+    socket.on("disconnect", () => {
+      confirmed = false;
+      setConn("Connection lost. Reconnecting\u2026 anything you write will be sent when we are back.");
+    });
+    socket.on("connect_error", () => {
+      setConn("Can't reach the chat right now. Retrying\u2026 anything you write will be sent when we are back.");
+    });
+    socket.on("session_confirm", (id) => {
+      const sessionId = typeof id === "string" ? id : id && id.session_id;
+      if (!sessionId) return;
+      state.sessionId = sessionId;
+      confirmed = true;
+      save();
+      renderChrome();
+      flush();
+    });
+    socket.on("bot_uttered", (payload) => {
+      hideTyping();
+      if (!payload || typeof payload !== "object") return;
+      const entry = { who: whoOf(payload), data: payload };
+      // nothing this widget can show (e.g. a custom payload, an image at a non-web address)
+      if (!renderEntry(entry, false).querySelector(".text, .replies, .image, .link, .cards")) return;
+      addEntry(entry);
+    });
+    socket.on("handoff_notice", (notice) => {
+      hideTyping();
+      const kind = notice && notice.kind;
+      if (kind === "agent_joined") state.mode = "human";
+      else if (kind === "bot_back") state.mode = "bot";
+      else if (kind === "handoff_queued") state.mode = "queued";
+      else if (kind === "closed") state.closed = true;
+      save();
+      renderChrome();
+    });
+    socket.on("survey_request", (req) => {
+      const scale = Array.isArray(req && req.scale) ? req.scale : [1, 7];
+      const labels = (req && typeof req.labels === "object" && req.labels) || {};
+      const min = Number(scale[0]) || 1;
+      const max = Number(scale[1]) || 7;
+      addEntry({ who: "survey", question: String((req && req.question)
+        || "How easy was it to get your issue resolved?"), min, max, score: null,
+        low: String(labels[min] || "Very difficult"), high: String(labels[max] || "Very easy"),
+        thanked: false });
+    });
+    socket.on("survey_thanks", () => {
+      const entry = [...state.log].reverse().find((e) => e.who === "survey");
+      if (!entry) return;
+      entry.thanked = true;
+      save();
+      rerender(entry);
+    });
+    socket.on("error", (err) => {
+      hideTyping();
+      const code = err && err.code;
+      if (code === "conversation_closed") {
+        state.closed = true;
+        save();
+        renderChrome();
+        return;
+      }
+      if (err && typeof err.message === "string") addEntry({ who: "note", text: err.message });
+    });
+  }
+
+  function loadSocketIo() {
+    return new Promise((resolve, reject) => {
+      const tag = document.createElement("script");
+      tag.src = gatewayUrl + "/vendor/socket.io.min.js";
+      tag.async = true;
+      tag.onload = resolve;
+      tag.onerror = reject;
+      document.head.append(tag);
+    });
+  }
+
+  /**
+   * Send what waits in the outbox, oldest first and one at a time, once the session is
+   * confirmed. A message leaves the outbox only when the gateway acknowledges it (it has
+   * stored it by then); without the acknowledgement (the connection dropped, or no answer in
+   * ACK_TIMEOUT_MS) it stays and goes again after the next session_confirm.
+   */
+  let inFlight = null;
+  function flush() {
+    if (inFlight || !socket || !socket.connected || !confirmed || !state.outbox.length) return;
+    const item = state.outbox[0];
+    inFlight = item;
+    showTyping();
+    socket.timeout(ACK_TIMEOUT_MS).emit(
+      "user_uttered", { message: item.payload, session_id: state.sessionId }, (err) => {
+        inFlight = null;
+        if (err) {
+          hideTyping();
+          // disconnected: sent again after the next session_confirm; merely slow: retry soon
+          if (socket.connected) setTimeout(flush, 2000);
+          return;
+        }
+        if (state.outbox[0] === item) state.outbox.shift();
+        const entry = state.log.find((e) => e.id === item.entryId);
+        if (entry) {
+          entry.sent = true;
+          rerender(entry);
+        }
+        save();
+        flush();
+      });
+  }
+
+  // ------------------------------------------------------------------ customer actions
+
+  function sendText(text, payload) {
+    text = String(text).trim();
+    if (!text) return;
+    if (state.closed) newConversation();
+    const entry = addEntry({ who: "customer", text, sent: false });
+    state.outbox.push({ entryId: entry.id, payload: payload || text });
+    save();
+    connect();
+    flush();
+  }
+
+  function newConversation() {
+    state.sessionId = null;
+    state.closed = false;
+    state.mode = "bot";
+    state.log = [];
+    state.outbox = [];
+    save();
+    renderAll();
+    if (socket && socket.connected) {
+      confirmed = false;
+      socket.emit("session_request", { session_id: null });
+    }
+  }
+
+  function answerSurvey(entry, score) {
+    if (!socket || !socket.connected || !state.sessionId) return;
+    entry.score = score;
+    save();
+    rerender(entry);
+    socket.emit("survey_answer", { session_id: state.sessionId, score });
+  }
+
+  function setOpen(open) {
+    state.open = open;
+    save();
+    panel.hidden = !open;
+    launcher.hidden = open;
+    launcher.setAttribute("aria-expanded", String(open));
+    if (open) {
+      connect();
+      scrollDown();
+      (state.closed ? restart : input).focus();
+    } else {
+      launcher.focus();
+    }
+  }
+
+  launcher.addEventListener("click", () => setOpen(true));
+  minimise.addEventListener("click", () => setOpen(false));
+  panel.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") setOpen(false);
+  });
+  endButton.addEventListener("click", () => {
+    if (socket && socket.connected && state.sessionId) {
+      socket.emit("end_conversation", { session_id: state.sessionId });
+    }
+  });
+  restart.addEventListener("click", () => {
+    newConversation();
+    input.focus();
+  });
+  composer.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = input.value;
+    if (!text.trim()) return;
+    input.value = "";
+    state.draft = "";
+    sendText(text);
+    input.focus();
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      composer.requestSubmit();
+    }
+  });
+  input.addEventListener("input", () => {
+    state.draft = input.value;
+    save();
+  });
+
+  // ------------------------------------------------------------------ start
+
+  function start() {
+    document.body.append(host);
+    input.value = state.draft || "";
+    setConn("");
+    renderAll();
+    if (state.open) setOpen(true);
+    if (state.sessionId || state.outbox.length) connect();
+  }
+
+  window.__northwindChat = {
+    open: () => setOpen(true),
+    close: () => setOpen(false),
+    get sessionId() { return state.sessionId; },
+  };
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
