@@ -91,6 +91,17 @@ def decision_event(body: Body, agent: str, reply_id: int, max_chars: int) -> r.D
     raise BadRequest("'type' must be approve, edit, write, replace or relabel")
 
 
+def suggestion_used(body: Body) -> str | None:
+    """The suggested reply an agent's message or decision used (``suggestion``: its source,
+    e.g. ``response:utter_refund_policy``), recorded in the audit log for the dashboard."""
+    value = body.get("suggestion")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise BadRequest("'suggestion' must be the source of the suggestion used (a string)")
+    return value
+
+
 def _reply_id(body: Body) -> int:
     value = body.get("reply_id")
     if isinstance(value, bool) or not isinstance(value, int):
@@ -128,7 +139,7 @@ ACTIONS: tuple[AgentAction, ...] = (
     AgentAction("message", "messages", "Send the customer a message as the owning agent "
                 "(human mode).",
                 lambda a, b, m: r.AgentMessage(agent_id=a, text=text_field(b, "text", m)),
-                {"text": {"type": "string"}}),
+                {"text": {"type": "string"}, "suggestion": {"type": "string"}}),
     AgentAction("decision", "replies/<reply_id:int>/decision",
                 "Decide on the held bot reply: approve, edit (text), write (text), replace "
                 "(action) or relabel (intent).",
@@ -136,7 +147,7 @@ ACTIONS: tuple[AgentAction, ...] = (
                 {"type": {"type": "string",
                           "enum": ["approve", "edit", "write", "replace", "relabel"]},
                  "text": {"type": "string"}, "action": {"type": "string"},
-                 "intent": {"type": "string"}}),
+                 "intent": {"type": "string"}, "suggestion": {"type": "string"}}),
 )
 
 
@@ -169,9 +180,11 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *, setti
     async def run(user: User, action: AgentAction, conversation_id: str,
                   body: Body) -> dict[str, Any]:
         event = action.make(user.username, body, max_chars)
+        used = suggestion_used(body)
         await store.get_conversation(conversation_id)  # 404 before anything else
         state = await conversations.apply(conversation_id, event)
-        await store.audit(user.username, action.event, target=f"conversation:{conversation_id}")
+        await store.audit(user.username, action.event, target=f"conversation:{conversation_id}",
+                          details={"suggestion": used} if used else None)
         return {"conversation": state_summary(state)}
 
     # ------------------------------------------------------------------ HTTP
@@ -226,6 +239,12 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *, setti
         await sio.emit("note", {"conversation_id": conversation_id, "note": to_json(note)},
                        room=AGENTS_ROOM, namespace=AGENT_NAMESPACE)
         return json({"note": to_json(note)}, status=201)
+
+    @app.get("/api/conversations/<conversation_id:str>/suggestions", name="suggestions")
+    async def _suggestions(request: Request, conversation_id: str) -> HTTPResponse:
+        await agent(request)
+        await store.get_conversation(conversation_id)
+        return json({"suggestions": await conversations.suggestions(conversation_id)})
 
     @app.get("/api/domain", name="domain")
     async def _domain(request: Request) -> HTTPResponse:

@@ -33,12 +33,19 @@ from sanic.response import HTTPResponse, json
 
 from handoff import router as r
 from handoff.agent_api import (
-    AGENT_NAMESPACE, AGENTS_ROOM, _body, error_body, register_agent_api,
+    AGENT_NAMESPACE,
+    AGENTS_ROOM,
+    _body,
+    error_body,
+    register_agent_api,
 )
 from handoff.auth import authenticate, ensure_first_admin, issue_token, verify_token
 from handoff.conversations import Conversations
 from handoff.customer_protocol import (
-    ProtocolError, parse_end_conversation, parse_session_request, parse_survey_answer,
+    ProtocolError,
+    parse_end_conversation,
+    parse_session_request,
+    parse_survey_answer,
     parse_user_uttered,
 )
 from handoff.errors import BadRequest, HandoffError
@@ -47,6 +54,8 @@ from handoff.pages import register_pages
 from handoff.rasa_client import RasaClient
 from handoff.settings import Settings
 from handoff.store import Store
+from handoff.triage import TriageConfig
+from handoff.triage_link import TriageLink
 
 __all__ = ["SocketNotifier", "create_app"]
 
@@ -85,8 +94,10 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     sio = socketio.AsyncServer(async_mode="sanic", cors_allowed_origins=settings.cors_allowed,
                                async_handlers=False)
     sio.attach(app, socketio_path="socket.io")
+    triage = TriageLink(TriageConfig.from_settings(settings)) if (
+        settings.triage_enabled) else None
     conversations = Conversations(store, rasa, SocketNotifier(sio),
-                                  review_timeout=settings.review_timeout)
+                                  review_timeout=settings.review_timeout, triage=triage)
     app.ctx.sio = sio
     app.ctx.conversations = conversations
     app.ctx.store = store
@@ -94,6 +105,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     @app.before_server_start
     async def _start(_app: Sanic[Any, Any]) -> None:
         await store.migrate()
+        if triage is not None:
+            await triage.start()  # in the background: customers are served meanwhile
         if (stuck := await conversations.recover()):
             log.warning("%d conversation(s) waited for Rasa across a restart: queued", stuck)
         password = await ensure_first_admin(store)
@@ -104,6 +117,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     @app.before_server_stop
     async def _stop(_app: Sanic[Any, Any]) -> None:
         await conversations.close()
+        if triage is not None:
+            await triage.close()
 
     # ------------------------------------------------------------------ errors
 

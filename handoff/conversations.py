@@ -18,21 +18,29 @@ everyone, or the named agents).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from handoff import router as r
 from handoff.customer_protocol import SURVEY_REQUEST, bot_uttered_payloads, notice_text
 from handoff.errors import Conflict, NotFound
+from handoff.locks import ConversationLocks
 from handoff.rasa_client import RasaClient, RasaError, TurnReply
 from handoff.state_codec import decode_state, encode, encode_state
 from handoff.store import (
-    Conversation, CorrectionType, Decision, Message, MessageNlu, StaleVersion, StepMessage, Store,
+    Conversation,
+    CorrectionType,
+    Decision,
+    Message,
+    MessageNlu,
+    StaleVersion,
+    StepMessage,
+    Store,
     to_json,
 )
+from handoff.triage_link import TriageLink
 
 __all__ = ["Conversations", "Notifier", "turn_result"]
 
@@ -53,31 +61,6 @@ _DECISIONS: Mapping[r.CorrectionKind, Decision] = {
     r.CorrectionKind.WRITE: "written",
 }
 _STALE_RETRIES = 5
-
-
-class ConversationLocks:
-    """One ``asyncio.Lock`` per conversation, dropped as soon as nobody holds or awaits it
-    (so a gateway that served a million conversations does not keep a million locks)."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, conversation_id: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(conversation_id) or (asyncio.Lock(), 0)
-        self._locks[conversation_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[conversation_id]
-            if users == 1:
-                del self._locks[conversation_id]
-            else:
-                self._locks[conversation_id] = (lock, users - 1)
 
 
 class Notifier(Protocol):
@@ -156,12 +139,13 @@ class Conversations:
 
     def __init__(self, store: Store, rasa: RasaClient, notifier: Notifier,
                  config: r.RouterConfig = r.DEFAULT_CONFIG, *,
-                 review_timeout: float = 30.0) -> None:
+                 review_timeout: float = 30.0, triage: TriageLink | None = None) -> None:
         self.store = store
         self.rasa = rasa
         self.notifier = notifier
         self.config = config
         self.review_timeout = review_timeout
+        self.triage = triage
         self.locks = ConversationLocks()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -216,13 +200,16 @@ class Conversations:
         the conversation is closed (nothing stored)."""
         event = r.CustomerMessage(message_id=uuid.uuid4().hex, text=text,
                                   metadata=dict(metadata))
+        flag = self.triage.rules_flag(text) if self.triage else None
         async with self.locks.hold(conversation_id):
             try:
                 try:
-                    _, stored = await self._step_locked(conversation_id, event)
+                    conv = await self.store.get_conversation(conversation_id)
                 except NotFound:  # a session the store lost (or never saw): open it
-                    await self.open(conversation_id)
-                    _, stored = await self._step_locked(conversation_id, event)
+                    conv = await self.open(conversation_id)
+                if flag is not None and conv.mode != "closed":
+                    await self._step_locked(conversation_id, flag)  # before it is run
+                _, stored = await self._step_locked(conversation_id, event)
             except r.ConversationClosed:
                 return None
         return next(m for m in stored if m.client_message_id == event.message_id)
@@ -352,6 +339,10 @@ class Conversations:
             for payload in bot_uttered_payloads(shown):
                 await self.notifier.to_customer(cid, "bot_uttered", payload)
             await self.notifier.to_agents("message", to_json(next(rows)))
+            text = message.get("text")
+            if (self.triage is not None and effect.agent_id and isinstance(text, str) and (
+                    human or effect.decision in (r.CorrectionKind.WRITE, r.CorrectionKind.EDIT))):
+                await self.triage.remember_reply(text, effect.agent_id, None)
 
     async def _record_correction(self, effect: r.RecordCorrection) -> None:
         cid = effect.conversation_id
@@ -411,6 +402,53 @@ class Conversations:
             await self.apply(cid, event)
         except r.RouterError as exc:  # e.g. closed meanwhile
             log.info("Rasa result for %s not applied: %s", cid, exc)
+            return
+        if self.triage is not None and isinstance(event, r.RasaResult) and isinstance(
+                effect, r.RasaHandleMessage):
+            self._spawn(self._assess(cid, effect.message, event.parse))
+
+    # ------------------------------------------------------------------ triage
+
+    async def _assess(self, cid: str, message: r.CustomerMessage,
+                      parse: r.NluParse | None) -> None:
+        """Triage of a customer message once Rasa parsed it (off the customer's path)."""
+        assert self.triage is not None
+
+        async def flag(event: r.TriageFlag) -> None:
+            try:
+                await self.apply(cid, event)
+            except r.RouterError as exc:
+                log.info("triage flag for %s not applied: %s", cid, exc)
+
+        try:
+            await self.triage.assess(self.store, self.notifier.to_agents, cid, message, parse,
+                                     flag)
+            await self.push_suggestions(cid)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception:  # triage informs agents; it must never break a conversation
+            log.exception("triage of a message in %s failed", cid)
+
+    async def suggestions(self, cid: str) -> list[dict[str, Any]]:
+        """The best replies for the conversation so far, with where each comes from (empty
+        without triage or until its model is ready)."""
+        if self.triage is None:
+            return []
+        messages = await self.store.list_messages(cid)
+        context = [m.text for m in messages if m.text and m.sender != "system"]
+        return [encode(s) for s in await self.triage.suggestions(context)]
+
+    async def push_suggestions(self, cid: str) -> list[dict[str, Any]]:
+        """The best replies for the conversation so far, pushed as ``suggested_replies`` to
+        the agents in charge (everyone for an unowned review) while a reply is held or a
+        person answers; returned either way."""
+        found = await self.suggestions(cid)
+        state = await self.state(cid)
+        if found and (state.mode is r.Mode.HUMAN or state.pending is not None):
+            await self.notifier.to_agents("suggested_replies", {
+                "conversation_id": cid, "suggestions": found},
+                list(state.audience) if state.owner else None)
+        return found
 
     async def _rasa_request(self, effect: r.RasaCall) -> r.RasaResult:
         cid = effect.conversation_id

@@ -108,6 +108,13 @@ def openapi_document() -> dict[str, Any]:
                 "note": _OBJECT}}, "Created"), ok_status=201, statuses=(400, 401, 403, 404),
                 body=_body({"text": {"type": "string"}}, ["text"])),
         },
+        f"{conversation}/suggestions": {"get": _operation(
+            "Triage's best replies for the conversation so far (domain responses and replies "
+            "agents wrote before), each with its source and similarity.",
+            _json({"type": "object", "properties": {"suggestions": {"type": "array", "items": {
+                "type": "object", "properties": {"text": {"type": "string"},
+                                                 "source": {"type": "string"},
+                                                 "score": {"type": "number"}}}}}}))},
         "/api/domain": {"get": _operation(
             "The live model's intents, responses and actions (to relabel, replace or pick a "
             "response).", _json({"type": "object", "properties": {

@@ -39,13 +39,42 @@ from sqlalchemy.pool import StaticPool
 
 from handoff.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from handoff.records import (
-    CORRECTION_TYPES, DECISIONS, MODES, PENDING_STATUSES, REVIEW_STATUSES, ROLES, SENDERS,
-    AuditEntry, Conversation, Correction, CorrectionDraft, CorrectionType, Decided, Decision,
-    Message, MessageNlu, Mode, Note, OutgoingMessage, PendingReply, PendingStatus, ReviewStatus,
-    Role, Sender, StepMessage, User, to_json,
+    CORRECTION_TYPES,
+    DECISIONS,
+    MODES,
+    PENDING_STATUSES,
+    REVIEW_STATUSES,
+    ROLES,
+    SENDERS,
+    AuditEntry,
+    Conversation,
+    Correction,
+    CorrectionDraft,
+    CorrectionType,
+    Decided,
+    Decision,
+    Message,
+    MessageNlu,
+    Mode,
+    Note,
+    OutgoingMessage,
+    PendingReply,
+    PendingStatus,
+    ReviewStatus,
+    Role,
+    Sender,
+    StepMessage,
+    User,
+    to_json,
 )
 from handoff.schema import (
-    audit_log, conversations, corrections, messages, notes, pending_replies, users,
+    audit_log,
+    conversations,
+    corrections,
+    messages,
+    notes,
+    pending_replies,
+    users,
 )
 
 __all__ = [  # the records are re-exported: callers import everything from here

@@ -25,7 +25,14 @@ from handoff.triage.encoder import Encoder, EncoderError, load_encoder
 from handoff.triage.engine import Message, Triage, TriageConfig
 from handoff.triage.index import EmbeddingIndex, Suggestion
 from handoff.triage.rules import RulesError, load_rules
-from handoff.triage.scoring import Assessment, History, Reason, Signals, Thresholds, assess
+from handoff.triage.scoring import (
+    Assessment,
+    History,
+    Reason,
+    Signals,
+    Thresholds,
+    assess,
+)
 from handoff.triage.worker import TriageWorker
 
 __all__ = [

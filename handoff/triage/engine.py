@@ -16,12 +16,21 @@ from typing import Any, Final
 from handoff.triage.clustering import Cluster, cluster_messages
 from handoff.triage.corpus import read_corpus
 from handoff.triage.encoder import (
-    DEFAULT_CACHE_DIR, DEFAULT_MODEL, Encoder, load_encoder,
+    DEFAULT_CACHE_DIR,
+    DEFAULT_MODEL,
+    Encoder,
+    load_encoder,
 )
 from handoff.triage.index import EmbeddingIndex, Suggestion, situation
 from handoff.triage.rules import DEFAULT_RULES, Rule, check_rules, load_rules
 from handoff.triage.scoring import (
-    FALLBACK_INTENT, Assessment, History, Signals, Thresholds, Weights, assess,
+    FALLBACK_INTENT,
+    Assessment,
+    History,
+    Signals,
+    Thresholds,
+    Weights,
+    assess,
 )
 from handoff.triage.sentiment import Sentiment
 

@@ -98,7 +98,11 @@ class Gateway:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
 
 
-def _start_gateway(tmp: Path, rasa_url: str, rasa_token: str) -> Gateway:
+def _start_gateway(tmp: Path, rasa_url: str, rasa_token: str,
+                   extra_env: dict[str, str] | None = None) -> Gateway:
+    """A gateway process on a free port. Triage is off unless ``extra_env`` turns it on: its
+    risk flags would hold replies in tests about something else (tests/gateway/test_triage_e2e
+    runs it)."""
     port = free_port()
     database_url = f"sqlite+aiosqlite:///{tmp / 'handoff.db'}"
     log_path = tmp / "gateway.log"
@@ -113,6 +117,8 @@ def _start_gateway(tmp: Path, rasa_url: str, rasa_token: str) -> Gateway:
         "HANDOFF_RASA_TIMEOUT": "60",
         "HANDOFF_JWT_SECRET": "test-secret-" + "x" * 40,
         "HANDOFF_MAX_MESSAGE_CHARS": "2000",
+        "HANDOFF_TRIAGE_ENABLED": "false",
+        **(extra_env or {}),
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

@@ -1,0 +1,167 @@
+"""Triage inside the running gateway (real model, real Rasa): policy rules before Rasa, the
+assessment after it stored and pushed, replies held for any agent by an unowned review and
+released after the review timeout, and suggested replies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.serve import Stack
+from handoff.store import Store
+from tests.gateway.clients import WAIT, Widget, agent_console, agent_login
+from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
+from tests.gateway.conftest import Gateway, _start_gateway, _stop
+
+pytestmark = pytest.mark.asyncio
+REVIEW_TIMEOUT = 4
+
+
+@pytest.fixture(scope="module")
+def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway with triage on (the shared fixture has it off) and a short review timeout."""
+    gw = _start_gateway(tmp_path_factory.mktemp("triage-gateway"), rasa_stack.rasa_url,
+                        rasa_stack.token, {"HANDOFF_TRIAGE_ENABLED": "true",
+                                           "HANDOFF_REVIEW_TIMEOUT": str(REVIEW_TIMEOUT)})
+    yield gw
+    _stop(gw.process)
+
+
+async def _ready(api: httpx.AsyncClient, headers: dict[str, str], session_id: str) -> None:
+    """Wait until triage's model has loaded (suggestions come back)."""
+    for _ in range(120):
+        resp = await api.get(f"/api/conversations/{session_id}/suggestions", headers=headers)
+        if resp.json()["suggestions"]:
+            return
+        await asyncio.sleep(1)
+    raise AssertionError("triage did not become ready")
+
+
+async def _next(queue: asyncio.Queue[dict[str, Any]], conversation_id: str) -> dict[str, Any]:
+    while True:
+        item = await asyncio.wait_for(queue.get(), WAIT)
+        if item.get("conversation_id") == conversation_id:
+            return item
+
+
+async def test_a_legal_threat_goes_to_a_person_before_the_bot_answers(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    session_id = await widget.session()
+    await widget.say(session_id, "If this isn't fixed I will take legal action against you")
+    assert await widget.next() == ("handoff_notice", {
+        "kind": "handoff_queued",
+        "text": "A member of our team will be with you shortly; please stay in this chat."})
+    assert (await widget.next())[0] == "bot_uttered"  # the notice's text, from the system
+    await widget.nothing()  # and nothing from the bot
+    conversation = await store.get_conversation(session_id)
+    assert (conversation.mode, conversation.queue_reason) == ("bot", "policy_rule")
+    assert "legal" in conversation.state["queue_detail"].lower()
+
+
+async def test_a_review_rule_holds_the_reply_for_any_agent_then_releases_it(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    nia = await agent_login(store, api, "nia")
+    console, pending = await agent_console(gateway, nia, "pending_reply")
+    try:
+        session_id = await widget.session()
+        await widget.say(session_id, "please delete my account")
+        held = await _next(pending, session_id)
+        assert (held["owner"], held["release_in"]) == (None, REVIEW_TIMEOUT)
+        assert held["reply"]["action"]["name"] == "utter_delete_account" or held["reply"][
+            "action"]["name"].startswith(("utter_", "action_"))
+        conversation = await store.get_conversation(session_id)
+        assert (conversation.mode, conversation.owner, conversation.queue_reason) == (
+            "review", None, "triage")
+        await widget.nothing()  # held: the customer has nothing yet
+        kind, data = await widget.next(timeout=REVIEW_TIMEOUT + WAIT)  # released unchanged
+        assert kind == "bot_uttered"
+        expected = held["reply"]["action"]["messages"]
+        if expected:
+            assert data["text"] == expected[0]["text"]
+
+        # the next reply is held again; an agent who decides owns the conversation
+        await widget.say(session_id, "what is your return policy?")
+        held = await _next(pending, session_id)
+        resp = await api.post(
+            f"/api/conversations/{session_id}/replies/{held['reply']['reply_id']}/decision",
+            headers=nia, json={"type": "approve"})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["conversation"]["owner"] == "nia"
+        assert (await widget.next())[0] == "bot_uttered"
+    finally:
+        await console.disconnect()
+
+
+async def test_each_message_is_assessed_stored_and_pushed_with_its_reasons(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    oli = await agent_login(store, api, "oli")
+    console, risks = await agent_console(gateway, oli, "risk")
+    try:
+        session_id = await widget.session()
+        await _ready(api, oli, session_id)
+        await widget.say(session_id, "this is absolutely terrible, nothing works and I am "
+                                     "furious with you")
+        pushed = await _next(risks, session_id)
+        assert pushed["risk"] > 0.2
+        codes = {reason["code"] for reason in pushed["reasons"]}
+        assert "negative_sentiment" in codes
+        conversation = await store.get_conversation(session_id)
+        assert conversation.risk == pushed["risk"]
+        assert conversation.triage and conversation.triage["history"]["sentiments"]
+        [message] = [m for m in await store.list_messages(session_id)
+                     if m.sender == "customer"]
+        assert message.triage is not None and message.triage["risk"] == pushed["risk"]
+
+        calm = await widget.session()
+        await widget.say(calm, "what is your return policy?")
+        pushed = await _next(risks, calm)
+        assert pushed["risk"] < 0.2 and pushed["action"] == "none"
+        resp = await api.get("/api/conversations", headers=oli)
+        order = [c["id"] for c in resp.json()["conversations"]]
+        assert order.index(session_id) < order.index(calm)  # riskiest first
+    finally:
+        await console.disconnect()
+
+
+async def test_suggested_replies_come_from_the_domain_and_from_agents(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    pam = await agent_login(store, api, "pam")
+    session_id = await widget.session()
+    await _ready(api, pam, session_id)
+    await widget.say(session_id, "can I send back shoes that don't fit?")
+    await widget.next()
+    resp = await api.get(f"/api/conversations/{session_id}/suggestions", headers=pam)
+    suggestions = resp.json()["suggestions"]
+    assert len(suggestions) == 3
+    assert "response:utter_refund_policy" in [s["source"] for s in suggestions]
+    assert all(set(s) == {"text", "source", "score"} for s in suggestions)
+
+    # a person's own reply becomes a suggestion for the next conversation like it
+    assert (await api.post(f"/api/conversations/{session_id}/takeover",
+                           headers=pam)).status_code == 200
+    own = "Shoes that don't fit can go back for free within 30 days; I've emailed you a label."
+    resp = await api.post(f"/api/conversations/{session_id}/messages", headers=pam,
+                          json={"text": own, "suggestion": "response:utter_refund_policy"})
+    assert resp.status_code == 200, resp.text
+    audit = await store.list_audit(target=f"conversation:{session_id}", action="message")
+    assert audit[0].details == {"suggestion": "response:utter_refund_policy"}
+    other = await widget.session()
+    await widget.say(other, "can I send back shoes that don't fit?")
+    for _ in range(20):
+        resp = await api.get(f"/api/conversations/{other}/suggestions", headers=pam)
+        if "agent:pam" in [s["source"] for s in resp.json()["suggestions"]]:
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError(resp.json())
+    bad = await api.post(f"/api/conversations/{session_id}/messages", headers=pam,
+                         json={"text": "hi", "suggestion": 7})
+    assert bad.status_code == 400
