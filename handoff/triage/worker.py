@@ -50,6 +50,7 @@ class TriageWorker:
         self.max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage")
         self._pending: list[_Request] = []
+        self._running: list[_Request] = []  # the batch on the thread now
         self._wakeup = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._rebuilding = asyncio.Lock()
@@ -70,10 +71,11 @@ class TriageWorker:
             except asyncio.CancelledError:
                 pass
             self._pump = None
-        for request in self._pending:
+        for request in self._pending + self._running:
             if not request.future.done():
                 request.future.set_exception(RuntimeError("triage worker closed"))
         self._pending.clear()
+        self._running = []
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
 
     async def __aenter__(self) -> TriageWorker:
@@ -110,6 +112,7 @@ class TriageWorker:
                 if not batch:
                     continue
                 items = [(r.message, r.history) for r in batch]
+                self._running = batch
                 try:
                     results = await self._call(self.triage.assess_batch, items)
                 except Exception as exc:  # noqa: BLE001 - every waiter gets the error
@@ -118,6 +121,8 @@ class TriageWorker:
                         if not request.future.done():
                             request.future.set_exception(exc)
                     continue
+                finally:
+                    self._running = []
                 self.batches += 1
                 self.batched_messages += len(batch)
                 for request, result in zip(batch, results):
