@@ -9,8 +9,7 @@ compute, so the event loop keeps running. Suggestions and agents' replies go thr
 thread (one encoder call at a time); index rebuilds run on a second thread and the new index is
 swapped in on the worker thread, so no assessment sees half an index::
 
-    worker = TriageWorker(Triage.load(TriageConfig.from_settings(settings)))
-    await worker.start()
+    worker = await TriageWorker.load(TriageConfig.from_settings(settings))
     assessment, history = await worker.assess(Message.from_parse(text, parse), history)
     await worker.close()
 """
@@ -56,6 +55,14 @@ class TriageWorker:
         self._rebuilding = asyncio.Lock()
         self.batches = 0  # batches run, and messages in them (for benchmarks and metrics)
         self.batched_messages = 0
+
+    @classmethod
+    async def load(cls, config: TriageConfig) -> TriageWorker:
+        """Loads the engine on a thread (seconds: rules, model, index) and starts a worker."""
+        triage = await asyncio.get_running_loop().run_in_executor(None, Triage.load, config)
+        worker = cls(triage, max_batch=config.max_batch)
+        await worker.start()
+        return worker
 
     async def start(self) -> None:
         """Starts the pump (idempotent)."""

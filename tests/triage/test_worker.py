@@ -98,6 +98,17 @@ async def test_index_is_rebuilt_after_a_model_change_while_triage_goes_on(
     assert own.suggest(["can I buy gift cards?"])[0].source == "agent:bob"
 
 
+async def test_load_from_config_off_the_loop() -> None:
+    with Ticker() as ticker:
+        worker = await TriageWorker.load(TriageConfig())
+    try:
+        assessment, _ = await worker.assess(Message("I will sue you"))
+        assert [r.code for r in assessment.reasons][:1] == ["rule:legal_threat"]
+        assert ticker.longest < 0.5, f"the loop stalled {ticker.longest:.3f} s"
+    finally:
+        await worker.close()
+
+
 async def test_not_started_and_closed_workers_fail_clearly(triage: Triage) -> None:
     worker = TriageWorker(triage)
     with pytest.raises(RuntimeError, match="start"):
