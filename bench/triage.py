@@ -240,6 +240,14 @@ def bench_quality(encoder: Encoder, shots: int, seed: int) -> None:
                      f"{wrong_a[by_confidence].sum() / errors:.1%}",
                      f"{wrong_a[by_risk].sum() / errors:.1%}",
                      f"{min(1.0, flagged / errors):.1%}"])
+    def share_for(order: np.ndarray, goal: float = 0.8) -> str:
+        caught = np.cumsum(wrong_a[order]) / errors
+        return f"{(int(np.argmax(caught >= goal)) + 1) / len(test):.1%}"
+
+    rows.append(["flagged to catch 80% of errors",
+                 share_for(np.argsort(confidence_a, kind="stable")),
+                 share_for(np.lexsort((confidence_a, -risk_a))),
+                 f"{0.8 * errors / len(test):.1%}"])
     review = TriageConfig().thresholds.review
     at_threshold = risk_a >= review
     by_confidence = np.argsort(confidence_a, kind="stable")[:int(at_threshold.sum())]

@@ -4,8 +4,7 @@ The gateway's entry points (see ``docs/triage.md``)::
 
     from handoff.triage import Message, Triage, TriageConfig, TriageWorker, History
 
-    worker = TriageWorker(Triage.load(TriageConfig.from_settings(settings)))
-    await worker.start()
+    worker = await TriageWorker.load(TriageConfig.from_settings(settings))  # loads on a thread
     assessment, history = await worker.assess(Message.from_parse(text, parse), history)
     suggestions = await worker.suggest([..., last_customer_text], k=3)
     await worker.add_reply(text, f"agent:{agent}", context=customer_text)

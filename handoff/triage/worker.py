@@ -9,8 +9,7 @@ compute, so the event loop keeps running. Suggestions and agents' replies go thr
 thread (one encoder call at a time); index rebuilds run on a second thread and the new index is
 swapped in on the worker thread, so no assessment sees half an index::
 
-    worker = TriageWorker(Triage.load(TriageConfig.from_settings(settings)))
-    await worker.start()
+    worker = await TriageWorker.load(TriageConfig.from_settings(settings))
     assessment, history = await worker.assess(Message.from_parse(text, parse), history)
     await worker.close()
 """
@@ -50,11 +49,20 @@ class TriageWorker:
         self.max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage")
         self._pending: list[_Request] = []
+        self._running: list[_Request] = []  # the batch on the thread now
         self._wakeup = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._rebuilding = asyncio.Lock()
         self.batches = 0  # batches run, and messages in them (for benchmarks and metrics)
         self.batched_messages = 0
+
+    @classmethod
+    async def load(cls, config: TriageConfig) -> TriageWorker:
+        """Loads the engine on a thread (seconds: rules, model, index) and starts a worker."""
+        triage = await asyncio.get_running_loop().run_in_executor(None, Triage.load, config)
+        worker = cls(triage, max_batch=config.max_batch)
+        await worker.start()
+        return worker
 
     async def start(self) -> None:
         """Starts the pump (idempotent)."""
@@ -70,10 +78,11 @@ class TriageWorker:
             except asyncio.CancelledError:
                 pass
             self._pump = None
-        for request in self._pending:
+        for request in self._pending + self._running:
             if not request.future.done():
                 request.future.set_exception(RuntimeError("triage worker closed"))
         self._pending.clear()
+        self._running = []
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
 
     async def __aenter__(self) -> TriageWorker:
@@ -110,6 +119,7 @@ class TriageWorker:
                 if not batch:
                     continue
                 items = [(r.message, r.history) for r in batch]
+                self._running = batch
                 try:
                     results = await self._call(self.triage.assess_batch, items)
                 except Exception as exc:  # noqa: BLE001 - every waiter gets the error
@@ -118,6 +128,8 @@ class TriageWorker:
                         if not request.future.done():
                             request.future.set_exception(exc)
                     continue
+                finally:
+                    self._running = []
                 self.batches += 1
                 self.batched_messages += len(batch)
                 for request, result in zip(batch, results):

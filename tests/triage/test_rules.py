@@ -24,6 +24,8 @@ def test_default_rules_load_and_match() -> None:
     assert hits("there is an issue with my pursuit of a refund") == []  # no "sue" inside words
     assert hits("where is my order") == []
     assert hits("Please delete all my data under GDPR")[0][:2] == ("data_protection", "human")
+    assert hits("wipe my details please") == [("data_protection", "human", "wipe my details")]
+    assert hits("I updated my data") == []  # not a data-protection request
     assert hits("how do I close my account?") == [
         ("account_deletion", "review", "close my account")]
     assert hits("I'll dispute the charge with my bank")[0][0] == "chargeback"

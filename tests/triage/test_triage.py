@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from handoff.settings import load_settings
+from handoff.settings import SettingsError, load_settings
 from handoff.triage import History, Message, Triage, TriageConfig
 from handoff.triage.scoring import Thresholds
 
@@ -136,3 +136,7 @@ def test_config_from_settings(tmp_path: Path) -> None:
     assert (config.backend, config.cache_dir, config.thresholds) == (
         "torch", tmp_path, Thresholds(review=0.4, human=0.9))
     assert config.rules.is_file() and config.data.is_dir() and config.domain.is_file()
+    with pytest.raises(SettingsError, match="HANDOFF_TRIAGE_BACKEND='onnx': must be one of "
+                                            "OPENVINO, TORCH"):
+        load_settings({"HANDOFF_RASA_TOKEN": "t", "HANDOFF_JWT_SECRET": "s" * 32,
+                       "HANDOFF_TRIAGE_BACKEND": "onnx"}, env_file=None, var_dir=tmp_path)
