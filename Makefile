@@ -24,7 +24,7 @@ export RASA_CACHE_DIRECTORY ?= $(HOME)/.cache/northwind-assistant/rasa
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help setup run test train validate db bench clean
+.PHONY: help setup chromium run test train validate db bench clean
 
 help:
 	@echo "make run       set up, train if the data changed, start the assistant (Ctrl-C stops)"
@@ -56,6 +56,13 @@ db: $(RASA_VENV)/.installed
 
 setup: $(RASA_VENV)/.installed $(GW_VENV)/.installed node_modules/.installed db
 
+# The browser tests drive Debian's Chromium through Playwright, which never downloads a browser
+# of its own; install it when it is missing (as root, or with sudo).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  s=""; [ "$$(id -u)" = 0 ] || s="sudo"; \
+	  $$s apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -qq chromium; }
+
 train: $(RASA_VENV)/.installed
 	$(RASA) train --out models
 
@@ -65,7 +72,7 @@ validate: $(RASA_VENV)/.installed
 run: setup train
 	SHOP_DB_PATH=$(abspath $(SHOP_DB)) $(RASA_PY) -m bot.serve
 
-test: setup train
+test: setup chromium train
 	$(GW_PY) -m pytest
 
 bench: setup train

@@ -280,9 +280,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(line, flush=True)
     print(
         "\nThe system is up.\n"
+        f"  The shop, with the chat widget:  http://localhost:{args.gateway_port}/\n"
+        f"  The agent console (log in):     http://localhost:{args.gateway_port}/console\n"
         f"  Handoff gateway: http://localhost:{args.gateway_port}\n"
         "    customers: Socket.IO at /socket.io, Rasa's socketio protocol\n"
-        "    agents: JSON API under /api (POST /api/login), live updates on Socket.IO /agent\n"
+        "    agents: JSON API under /api (POST /api/login; OpenAPI at /api/openapi.json),\n"
+        "    live updates and actions on Socket.IO /agent\n"
         f"  Rasa HTTP API (loopback only, token in {TOKEN_FILE.relative_to(PROJECT_ROOT)}):\n"
         f"    {stack.rasa_url}/status?token=$(cat var/rasa-token)\n"
         "  Talk to it through Rasa's REST channel:\n"

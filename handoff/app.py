@@ -209,7 +209,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
 
     @app.get("/api/health", name="health")
     async def _health(request: Request) -> HTTPResponse:
-        return json({"status": "ok"})
+        return json({"status": "ok", "triage": "off" if triage is None else (
+            "ready" if triage.ready else "loading")})
 
     @app.get("/api/openapi.json", name="openapi")
     async def _openapi(request: Request) -> HTTPResponse:

@@ -434,9 +434,12 @@ class Conversations:
         without triage or until its model is ready)."""
         if self.triage is None:
             return []
-        messages = await self.store.list_messages(cid)
-        context = [m.text for m in messages if m.text and m.sender != "system"]
-        return [encode(s) for s in await self.triage.suggestions(context)]
+        messages = [m for m in await self.store.list_messages(cid)
+                    if m.text and m.sender != "system"]
+        while messages and messages[-1].sender != "customer":
+            messages.pop()  # the situation ends with what the customer said last
+        return [encode(s) for s in await self.triage.suggestions([m.text or "" for m in
+                                                                  messages])]
 
     async def push_suggestions(self, cid: str) -> list[dict[str, Any]]:
         """The best replies for the conversation so far, pushed as ``suggested_replies`` to

@@ -72,8 +72,12 @@ def openapi_document() -> dict[str, Any]:
     state = _json({"type": "object", "properties": {
         "conversation": {"$ref": "#/components/schemas/RouterState"}}})
     paths: dict[str, dict[str, Any]] = {
-        "/api/health": {"get": _operation("Liveness.", _json(_OBJECT), auth=False,
-                                          statuses=())},
+        "/api/health": {"get": _operation(
+            "Liveness, and whether triage is off, loading its model or ready.",
+            _json({"type": "object", "properties": {
+                "status": {"type": "string"},
+                "triage": {"type": "string", "enum": ["off", "loading", "ready"]}}}),
+            auth=False, statuses=())},
         "/api/openapi.json": {"get": _operation("This document.", _json(_OBJECT), auth=False,
                                                 statuses=())},
         "/api/login": {"post": _operation(

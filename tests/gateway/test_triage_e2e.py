@@ -31,13 +31,12 @@ def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iter
     _stop(gw.process)
 
 
-async def _ready(api: httpx.AsyncClient, headers: dict[str, str], session_id: str) -> None:
-    """Wait until triage's model has loaded (suggestions come back)."""
-    for _ in range(120):
-        resp = await api.get(f"/api/conversations/{session_id}/suggestions", headers=headers)
-        if resp.json()["suggestions"]:
+async def _ready(api: httpx.AsyncClient) -> None:
+    """Wait until triage's model has loaded (the gateway serves customers meanwhile)."""
+    for _ in range(240):
+        if (await api.get("/api/health")).json()["triage"] == "ready":
             return
-        await asyncio.sleep(1)
+        await asyncio.sleep(0.5)
     raise AssertionError("triage did not become ready")
 
 
@@ -105,7 +104,7 @@ async def test_each_message_is_assessed_stored_and_pushed_with_its_reasons(
     console, risks = await agent_console(gateway, oli, "risk")
     try:
         session_id = await widget.session()
-        await _ready(api, oli, session_id)
+        await _ready(api)
         await widget.say(session_id, "this is absolutely terrible, nothing works and I am "
                                      "furious with you")
         pushed = await _next(risks, session_id)
@@ -119,9 +118,11 @@ async def test_each_message_is_assessed_stored_and_pushed_with_its_reasons(
                      if m.sender == "customer"]
         assert message.triage is not None and message.triage["risk"] == pushed["risk"]
 
-        calm = await widget.session()
-        await widget.say(calm, "what is your return policy?")
+        second = await Widget(gateway.url).connect()
+        calm = await second.session()
+        await second.say(calm, "what is your return policy?")
         pushed = await _next(risks, calm)
+        await second.close()
         assert pushed["risk"] < 0.2 and pushed["action"] == "none"
         resp = await api.get("/api/conversations", headers=oli)
         order = [c["id"] for c in resp.json()["conversations"]]
@@ -135,7 +136,7 @@ async def test_suggested_replies_come_from_the_domain_and_from_agents(
 ) -> None:
     pam = await agent_login(store, api, "pam")
     session_id = await widget.session()
-    await _ready(api, pam, session_id)
+    await _ready(api)
     await widget.say(session_id, "can I send back shoes that don't fit?")
     await widget.next()
     resp = await api.get(f"/api/conversations/{session_id}/suggestions", headers=pam)
@@ -153,8 +154,9 @@ async def test_suggested_replies_come_from_the_domain_and_from_agents(
     assert resp.status_code == 200, resp.text
     audit = await store.list_audit(target=f"conversation:{session_id}", action="message")
     assert audit[0].details == {"suggestion": "response:utter_refund_policy"}
-    other = await widget.session()
-    await widget.say(other, "can I send back shoes that don't fit?")
+    second = await Widget(gateway.url).connect()
+    other = await second.session()
+    await second.say(other, "can I send back shoes that don't fit?")
     for _ in range(20):
         resp = await api.get(f"/api/conversations/{other}/suggestions", headers=pam)
         if "agent:pam" in [s["source"] for s in resp.json()["suggestions"]]:
@@ -162,6 +164,7 @@ async def test_suggested_replies_come_from_the_domain_and_from_agents(
         await asyncio.sleep(0.5)
     else:
         raise AssertionError(resp.json())
+    await second.close()
     bad = await api.post(f"/api/conversations/{session_id}/messages", headers=pam,
                          json={"text": "hi", "suggestion": 7})
     assert bad.status_code == 400

@@ -61,5 +61,6 @@ export class Api {
   }
   domain() { return this.request("GET", "/api/domain"); }
   notes(id) { return this.request("GET", `/api/conversations/${encodeURIComponent(id)}/notes`); }
+  suggestions(id) { return this.request("GET", `/api/conversations/${encodeURIComponent(id)}/suggestions`); }
   addNote(id, text) { return this.act(id, "notes", { text }); }
 }

@@ -17,7 +17,9 @@ let list = null;
 let current = null; // {id, detail}
 let domainPromise = null;
 let refreshTimer = null;
-const suggestions = new Map(); // conversation id -> latest suggestion push
+const suggestions = new Map(); // conversation id -> latest suggestion push (Rasa's prediction)
+const suggestedReplies = new Map(); // conversation id -> triage's best replies [{text, source, score}]
+let usedSuggestion = null; // {text, source} put into the reply box from a suggestion
 
 function showError(err) {
   const box = $("#alert");
@@ -91,6 +93,8 @@ async function startApp() {
     suggestion: (s) => { suggestions.set(s.conversation_id, s); if (current && current.id === s.conversation_id) renderSuggestions(); },
     rasa_error: (e) => { if (current && current.id === e.conversation_id) showError(`Rasa: ${e.error}`); },
     note: (n) => notes.onPush(n),
+    risk: (r) => { list.upsert({ id: r.conversation_id, risk: r.risk }); touched(r.conversation_id); },
+    suggested_replies: (s) => { suggestedReplies.set(s.conversation_id, s.suggestions || []); if (current && current.id === s.conversation_id) renderSuggestions(); },
     survey: (s) => { list.upsert({ id: s.conversation_id, effort_score: s.effort_score }); touched(s.conversation_id); },
   }, (state) => {
     const badge = $("#live");
@@ -162,6 +166,10 @@ async function refresh() {
     if (!current || current.id !== id) return;
     current.detail = detail;
     renderConversation(detail);
+    api.suggestions(id).then((found) => {
+      suggestedReplies.set(id, found.suggestions || []);
+      if (current && current.id === id) renderSuggestions();
+    }).catch(() => {}); // suggestions are a help, never a reason to fail the view
   } catch (err) {
     showError(err);
   }
@@ -240,7 +248,9 @@ $("#compose").addEventListener("submit", async (event) => {
   const text = box.value.trim();
   if (!text) return;
   box.value = "";
-  await act("messages", { text });
+  const used = usedSuggestion && usedSuggestion.text === text ? usedSuggestion.source : null;
+  usedSuggestion = null;
+  await act("messages", used ? { text, suggestion: used } : { text });
   box.focus();
 });
 $("#compose-text").addEventListener("keydown", (event) => {
@@ -253,16 +263,24 @@ $("#compose-text").addEventListener("keydown", (event) => {
 function renderSuggestions() {
   const ul = $("#suggestion-list");
   const s = current && suggestions.get(current.id);
-  const texts = s && s.action ? (s.action.messages || []).map((m) => m && m.text).filter(Boolean) : [];
-  if (!texts.length) {
+  const items = [];
+  // Rasa's own prediction while a person answers, then triage's best replies
+  for (const text of s && s.action ? (s.action.messages || []).map((m) => m && m.text).filter(Boolean) : []) {
+    items.push({ text, label: s.action.name, source: `prediction:${s.action.name}` });
+  }
+  for (const r of (current && suggestedReplies.get(current.id)) || []) {
+    items.push({ text: r.text, label: `${r.source} \u00b7 ${Math.round(r.score * 100)}%`, source: r.source });
+  }
+  if (!items.length) {
     ul.replaceChildren(h("li", { class: "empty", text: "No suggestions for this conversation yet." }));
     return;
   }
-  ul.replaceChildren(...texts.map((text) => h("li", { class: "suggestion" },
-    h("span", { class: "chip action", text: s.action.name }),
-    h("p", { text }),
+  ul.replaceChildren(...items.map((item) => h("li", { class: "suggestion" },
+    h("span", { class: "chip action", text: item.label }),
+    h("p", { text: item.text }),
     h("button", { type: "button", onclick: () => {
-      $("#compose-text").value = text;
+      usedSuggestion = { text: item.text, source: item.source };
+      $("#compose-text").value = item.text;
       $("#compose-text").focus();
     } }, "Use in my reply"))));
 }
