@@ -32,9 +32,11 @@ from handoff.conversations import Conversations, state_summary
 from handoff.errors import BadRequest, HandoffError, Unauthorized
 from handoff.rasa_client import RasaClient
 from handoff.settings import Settings
-from handoff.store import Conversation, Store, User, to_json
+from handoff.store import Conversation, Role, Store, User, to_json
 
-__all__ = ["ACTIONS", "AGENT_NAMESPACE", "AGENTS_ROOM", "AgentAction", "register_agent_api"]
+__all__ = [
+    "ACTIONS", "AGENT_NAMESPACE", "AGENTS_ROOM", "AgentAction", "register_agent_api", "user_of",
+]
 
 log = logging.getLogger(__name__)
 AGENT_NAMESPACE = "/agent"
@@ -151,6 +153,17 @@ ACTIONS: tuple[AgentAction, ...] = (
 )
 
 
+async def user_of(request: Request, store: Store, settings: Settings, role: Role) -> User:
+    """The logged-in user of an HTTP request (``Authorization: Bearer``), with at least
+    ``role``: ``Unauthorized`` (401) or ``Forbidden`` (403) otherwise."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send Authorization: Bearer <token> (POST /api/login)")
+    user = await user_from_token(store, token.strip(), secret=settings.jwt_secret)
+    require_role(user, role)
+    return user
+
+
 def conversation_json(conv: Conversation, last_customer: Any = None) -> dict[str, Any]:
     """A conversation as the API lists it (without the router's internal state)."""
     data = to_json(conv)
@@ -172,10 +185,7 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *, setti
         return user
 
     async def agent(request: Request) -> User:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("send Authorization: Bearer <token> (POST /api/login)")
-        return await agent_from_token(token.strip())
+        return await user_of(request, store, settings, "agent")
 
     async def run(user: User, action: AgentAction, conversation_id: str,
                   body: Body) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from handoff.pages import register_pages
 from handoff.rasa_client import RasaClient
 from handoff.settings import Settings
 from handoff.store import Store
+from handoff.trainer_api import register_trainer_api
 from handoff.triage import TriageConfig
 from handoff.triage_link import TriageLink
 
@@ -232,5 +233,6 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
 
     register_agent_api(app, sio, settings=settings, store=store, rasa=rasa,
                        conversations=conversations)
+    register_trainer_api(app, settings=settings, store=store, triage=triage)
     register_pages(app, settings)
     return app

@@ -127,6 +127,32 @@ def openapi_document() -> dict[str, Any]:
                 "actions": {"type": "array", "items": {"type": "string"}}}}),
             statuses=(401, 403, 502, 503))},
     }
+    corrections = {"type": "array", "items": {"$ref": "#/components/schemas/Correction"}}
+    paths["/api/corrections"] = {"get": _operation(
+        "Trainers: correction records in creation order.", _json({"type": "object",
+            "properties": {"corrections": corrections}}), statuses=(400, 401, 403),
+        parameters=[{"name": n, "in": "query", "schema": {"type": t}} for n, t in (
+            ("status", "string"), ("type", "string"), ("conversation_id", "string"),
+            ("after_id", "integer"), ("limit", "integer"))])}
+    paths["/api/corrections/<correction_id:int>/review"] = {"post": _operation(
+        "Trainers: accept or reject a correction (audit-logged).", _json({"type": "object",
+            "properties": {"correction": {"$ref": "#/components/schemas/Correction"}}}),
+        statuses=(400, 401, 403, 404), body=_body({
+            "status": {"type": "string", "enum": ["accepted", "rejected", "new"]},
+            "note": {"type": "string"}}, ["status"]))}
+    paths["/api/emerging-needs"] = {"get": _operation(
+        "Trainers: clusters of recent customer messages the assistant was unsure of or that "
+        "are unlike its training data, with a proposed intent.", _json({"type": "object"}),
+        statuses=(400, 401, 403, 409),
+        parameters=[{"name": "limit", "in": "query", "schema": {"type": "integer"}}])}
+    paths["/api/emerging-needs/label"] = {"post": _operation(
+        "Trainers: turn messages into accepted relabelled corrections (NLU examples of an "
+        "existing or new intent).", _json({"type": "object", "properties": {
+            "corrections": corrections}}, "Created"), ok_status=201,
+        statuses=(400, 401, 403, 404), body=_body({
+            "intent": {"type": "string"},
+            "message_ids": {"type": "array", "items": {"type": "integer"}}},
+            ["intent", "message_ids"]))}
     for action in ACTIONS:
         path = f"{conversation}/{action.path}"
         paths[path] = {"post": _operation(
@@ -158,6 +184,12 @@ def openapi_document() -> dict[str, Any]:
                     "effort_score": {"type": ["integer", "null"]},
                     "last_customer_text": {"type": ["string", "null"]},
                     "last_customer_at": {"type": ["string", "null"]}}},
+                "Correction": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "conversation_id": {"type": "string"},
+                    "type": {"type": "string"}, "before": {}, "after": {},
+                    "tracker_events": {"type": "array", "items": {"type": "object"}},
+                    "agent": {"type": "string"}, "model_version": {"type": ["string", "null"]},
+                    "review_status": {"type": "string"}}},
                 "RouterState": {"type": "object", "properties": {
                     "id": {"type": "string"}, "mode": {"type": "string"},
                     "owner": {"type": ["string", "null"]},

@@ -633,6 +633,19 @@ class Store:
             return {row.conversation_id: _record(Message, row)
                     for row in await conn.execute(query)}
 
+    async def recent_customer_messages(
+        self, *, limit: int = 500, assessed: bool = True
+    ) -> list[Message]:
+        """The latest customer messages of all conversations, newest first (only those triage
+        assessed, when ``assessed``)."""
+        _limit(limit)
+        query = sa.select(messages).where(messages.c.sender == "customer")
+        if assessed:
+            query = query.where(messages.c.triage.is_not(None))
+        async with self._tx(write=False) as conn:
+            rows = await conn.execute(query.order_by(messages.c.id.desc()).limit(limit))
+            return [_record(Message, row) for row in rows]
+
     async def set_message_nlu(
         self,
         message_id: int,

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from bot.serve import Stack
+from handoff.auth import create_user
 from handoff.store import Store
 from tests.gateway.clients import WAIT, Widget, agent_console, agent_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
@@ -168,3 +169,68 @@ async def test_suggested_replies_come_from_the_domain_and_from_agents(
     bad = await api.post(f"/api/conversations/{session_id}/messages", headers=pam,
                          json={"text": "hi", "suggestion": 7})
     assert bad.status_code == 400
+
+
+async def _trainer(store: Store, api: httpx.AsyncClient, name: str) -> dict[str, str]:
+    await create_user(store, name, f"{name}-password", "trainer")
+    resp = await api.post("/api/login", json={"username": name, "password": f"{name}-password"})
+    return {"Authorization": f"Bearer {resp.json()['token']}"}
+
+
+async def test_trainers_review_corrections_and_label_emerging_needs(
+    gateway: Gateway, store: Store, api: httpx.AsyncClient
+) -> None:
+    rex = await agent_login(store, api, "rex")
+    tia = await _trainer(store, api, "tia")
+    await _ready(api)
+    console, risks = await agent_console(gateway, rex, "risk")
+    asked = ["do you offer gift wrapping?", "can you gift wrap my present",
+             "is gift wrapping available for orders", "could the parcel be gift wrapped?"]
+    try:
+        sessions = []
+        for text in asked:
+            customer = await Widget(gateway.url).connect()
+            session_id = await customer.session()
+            await customer.say(session_id, text)
+            await _next(risks, session_id)
+            sessions.append(session_id)
+            await customer.close()
+    finally:
+        await console.disconnect()
+
+    assert (await api.get("/api/emerging-needs", headers=rex)).status_code == 403
+    resp = await api.get("/api/emerging-needs", headers=tia)
+    assert resp.status_code == 200, resp.text
+    cluster = next(c for c in resp.json()["clusters"]
+                   if {m["text"] for m in c["members"]} >= set(asked[:3]))
+    assert cluster["size"] >= 3 and cluster["proposed_intent"]
+    ids = [m["message_id"] for m in cluster["members"]]
+
+    for bad in ({"intent": "Gift Wrapping", "message_ids": ids}, {"intent": "gift_wrapping"},
+                {"intent": "gift_wrapping", "message_ids": [True]}):
+        assert (await api.post("/api/emerging-needs/label", headers=tia,
+                               json=bad)).status_code == 400
+    assert (await api.post("/api/emerging-needs/label", headers=tia, json={
+        "intent": "gift_wrapping", "message_ids": [10**9]})).status_code == 404
+    resp = await api.post("/api/emerging-needs/label", headers=tia,
+                          json={"intent": "gift_wrapping", "message_ids": ids})
+    assert resp.status_code == 201, resp.text
+    made = resp.json()["corrections"]
+    assert [(c["type"], c["review_status"], c["after"]["intent"], c["agent"]) for c in made] == [
+        ("relabelled", "accepted", "gift_wrapping", "tia")] * len(ids)
+
+    resp = await api.get("/api/corrections", headers=tia,
+                         params={"status": "accepted", "type": "relabelled"})
+    listed = {c["id"] for c in resp.json()["corrections"]}
+    assert {c["id"] for c in made} <= listed
+    assert (await api.get("/api/corrections", headers=rex)).status_code == 403
+    assert (await api.get("/api/corrections", headers=tia,
+                          params={"status": "maybe"})).status_code == 400
+    first = made[0]["id"]
+    resp = await api.post(f"/api/corrections/{first}/review", headers=tia,
+                          json={"status": "rejected", "note": "not a real need"})
+    assert resp.json()["correction"]["review_status"] == "rejected"
+    assert (await api.post("/api/corrections/999999/review", headers=tia,
+                           json={"status": "accepted"})).status_code == 404
+    assert (await api.post(f"/api/corrections/{first}/review", headers=tia,
+                           json={"status": "done"})).status_code == 400

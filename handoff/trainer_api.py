@@ -1,0 +1,141 @@
+"""The trainers' API (role trainer or admin): the corrections queue and emerging needs.
+
+* ``GET /api/corrections`` lists correction records (filters: ``status``, ``type``,
+  ``conversation_id``, paging with ``after_id`` and ``limit``); ``POST
+  /api/corrections/{id}/review`` accepts or rejects one (``{status, note?}``), audit-logged.
+  Accepted corrections are what ``bot/`` turns into Rasa training data.
+* ``GET /api/emerging-needs`` clusters recent customer messages that the assistant was unsure
+  of or that are unlike its training data (triage's assessment says so), each cluster with its
+  size, examples and a proposed intent; ``POST /api/emerging-needs/label`` turns the messages
+  of a cluster into accepted ``relabelled`` corrections of an existing or a new intent: the
+  corrections pipeline then writes them as NLU examples.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sanic import Sanic
+from sanic.request import Request
+from sanic.response import HTTPResponse, json
+
+from handoff.agent_api import _body, user_of
+from handoff.errors import BadRequest, Conflict, NotFound
+from handoff.settings import Settings
+from handoff.store import Correction, Store, to_json
+from handoff.triage.clustering import CANDIDATE_REASONS
+from handoff.triage_link import TriageLink
+
+__all__ = ["register_trainer_api"]
+
+MAX_LIMIT = 500
+MAX_LABEL = 200
+_INTENT = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
+
+
+def _int_arg(request: Request, name: str, default: int | None, top: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name!r} must be an integer") from None
+    if not 0 <= value <= top:
+        raise BadRequest(f"{name!r} must be between 0 and {top}")
+    return value
+
+
+def correction_json(correction: Correction) -> dict[str, Any]:
+    return to_json(correction)
+
+
+def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Store,
+                         triage: TriageLink | None) -> None:
+    """Add the trainers' endpoints to ``app`` (see the module docstring)."""
+
+    async def trainer(request: Request) -> str:
+        return (await user_of(request, store, settings, "trainer")).username
+
+    @app.get("/api/corrections", name="corrections")
+    async def _list(request: Request) -> HTTPResponse:
+        await trainer(request)
+        status = request.args.get("status")
+        kind = request.args.get("type")
+        found = await store.list_corrections(
+            review_status=status or None,  # the store validates both
+            type=kind or None,
+            conversation_id=request.args.get("conversation_id") or None,
+            after_id=_int_arg(request, "after_id", None, 2**62),
+            limit=_int_arg(request, "limit", 100, MAX_LIMIT))
+        return json({"corrections": [correction_json(c) for c in found]})
+
+    @app.post("/api/corrections/<correction_id:int>/review", name="review_correction")
+    async def _review(request: Request, correction_id: int) -> HTTPResponse:
+        who = await trainer(request)
+        body = _body(request)
+        status = body.get("status")
+        if status not in ("accepted", "rejected", "new"):
+            raise BadRequest("'status' must be accepted, rejected or new")
+        note = body.get("note")
+        if note is not None and (not isinstance(note, str) or len(note) > 4000):
+            raise BadRequest("'note' must be a string of at most 4,000 characters")
+        correction = await store.review_correction(correction_id, review_status=status,
+                                                   reviewed_by=who, note=note)
+        await store.audit(who, f"correction_{status}", target=f"correction:{correction_id}",
+                          details={"note": note} if note else None)
+        return json({"correction": correction_json(correction)})
+
+    @app.get("/api/emerging-needs", name="emerging_needs")
+    async def _emerging(request: Request) -> HTTPResponse:
+        await trainer(request)
+        limit = _int_arg(request, "limit", 300, 2000)
+        worker = triage.worker if triage is not None else None
+        if worker is None:
+            raise Conflict("triage is off or still loading its model (GET /api/health)")
+        recent = [m for m in await store.recent_customer_messages(limit=limit or 300)
+                  if m.text and _candidate(m.triage)]
+        clusters = await worker.emerging_needs([m.text or "" for m in recent])
+        return json({"messages": len(recent), "clusters": [
+            {**cluster.to_json(), "members": [
+                {"message_id": recent[i].id, "conversation_id": recent[i].conversation_id,
+                 "text": recent[i].text} for i in cluster.members]}
+            for cluster in clusters]})
+
+    @app.post("/api/emerging-needs/label", name="label_emerging_need")
+    async def _label(request: Request) -> HTTPResponse:
+        who = await trainer(request)
+        body = _body(request)
+        intent = body.get("intent")
+        if not isinstance(intent, str) or not _INTENT.match(intent):
+            raise BadRequest("'intent' must be an intent name: lower-case letters, digits and _")
+        ids = body.get("message_ids")
+        if not isinstance(ids, list) or not ids or len(ids) > MAX_LABEL or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise BadRequest(f"'message_ids' must be a list of 1 to {MAX_LABEL} message ids")
+        messages = [await store.get_message(i) for i in dict.fromkeys(ids)]  # 404 first
+        if any(m.sender != "customer" for m in messages):
+            raise BadRequest("only customer messages can become NLU examples")
+        if any(not m.text for m in messages):
+            raise NotFound("a message without text cannot become an NLU example")
+        made = []
+        for message in messages:
+            correction = await store.add_correction(
+                message.conversation_id, type="relabelled", agent=who,
+                before={"action_name": None, "messages": [], "intent": message.intent,
+                        "text": message.text},
+                after={"action_name": None, "messages": [], "intent": intent,
+                       "text": message.text},
+                message_id=message.id, model_version=message.model_version)
+            made.append(await store.review_correction(
+                correction.id, review_status="accepted", reviewed_by=who,
+                note="emerging need labelled by a trainer"))
+        await store.audit(who, "label_emerging_need", target=f"intent:{intent}",
+                          details={"message_ids": [m.id for m in messages]})
+        return json({"corrections": [correction_json(c) for c in made]}, status=201)
+
+
+def _candidate(assessment: dict[str, Any] | None) -> bool:
+    reasons = (assessment or {}).get("reasons") or ()
+    return any(isinstance(r, dict) and r.get("code") in CANDIDATE_REASONS for r in reasons)
