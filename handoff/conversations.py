@@ -403,9 +403,11 @@ class Conversations:
         except r.RouterError as exc:  # e.g. closed meanwhile
             log.info("Rasa result for %s not applied: %s", cid, exc)
             return
-        if self.triage is not None and isinstance(event, r.RasaResult) and isinstance(
-                effect, r.RasaHandleMessage):
-            self._spawn(self._assess(cid, effect.message, event.parse))
+        if self.triage is not None and isinstance(event, r.RasaResult):
+            if self.triage.model_changed(event.model_id):
+                self._spawn(self.triage.rebuild())
+            if isinstance(effect, r.RasaHandleMessage):
+                self._spawn(self._assess(cid, effect.message, event.parse))
 
     # ------------------------------------------------------------------ triage
 

@@ -13,6 +13,8 @@ library (:mod:`handoff.triage`):
   orders the console's queue; each customer message keeps its assessment) and pushed to the
   agents as ``risk``; at the thresholds the conversation is flagged (its next replies are held
   for any agent, or it is queued for a person).
+* **A new model** (:meth:`model_changed`, seen in Rasa's answers): the index of training
+  examples and responses is rebuilt on a thread and swapped in (:meth:`rebuild`).
 * **Agent assist** (:meth:`suggestions`): the best replies for the conversation so far, pushed
   as ``suggested_replies`` to the agents in charge while a reply is held or a person answers.
 
@@ -58,6 +60,7 @@ class TriageLink:
         self.worker: TriageWorker | None = None
         self._loading: asyncio.Task[None] | None = None
         self._history_locks = ConversationLocks()
+        self._model_id: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -94,6 +97,22 @@ class TriageLink:
         if self.worker is not None:
             await self.worker.close()
             self.worker = None
+
+    # ------------------------------------------------------------------ model changes
+
+    def model_changed(self, model_id: str | None) -> bool:
+        """Note the model a Rasa answer came from; True when it differs from the one seen
+        before (a new model was deployed: its data may have changed)."""
+        if model_id is None:
+            return False
+        previous, self._model_id = self._model_id, model_id
+        return previous is not None and previous != model_id
+
+    async def rebuild(self) -> None:
+        """Re-read the training data and domain and swap in a new index, on a thread;
+        assessments and suggestions go on with the old index meanwhile."""
+        if self.worker is not None:
+            await self.worker.rebuild(self.config)
 
     # ------------------------------------------------------------------ before Rasa
 
