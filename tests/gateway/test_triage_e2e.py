@@ -20,6 +20,7 @@ from tests.gateway.conftest import Gateway, _start_gateway, _stop
 
 pytestmark = pytest.mark.asyncio
 REVIEW_TIMEOUT = 4
+THRESHOLD = 0.3  # lower than the default 0.5, so that an angry message crosses it
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,8 @@ def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """A gateway with triage on (the shared fixture has it off) and a short review timeout."""
     gw = _start_gateway(tmp_path_factory.mktemp("triage-gateway"), rasa_stack.rasa_url,
                         rasa_stack.token, {"HANDOFF_TRIAGE_ENABLED": "true",
-                                           "HANDOFF_REVIEW_TIMEOUT": str(REVIEW_TIMEOUT)})
+                                           "HANDOFF_REVIEW_TIMEOUT": str(REVIEW_TIMEOUT),
+                                           "HANDOFF_TRIAGE_REVIEW_THRESHOLD": str(THRESHOLD)})
     yield gw
     _stop(gw.process)
 
@@ -109,10 +111,16 @@ async def test_each_message_is_assessed_stored_and_pushed_with_its_reasons(
         await widget.say(session_id, "this is absolutely terrible, nothing works and I am "
                                      "furious with you")
         pushed = await _next(risks, session_id)
-        assert pushed["risk"] > 0.2
+        assert pushed["risk"] >= THRESHOLD and pushed["action"] == "review"
         codes = {reason["code"] for reason in pushed["reasons"]}
         assert "negative_sentiment" in codes
-        conversation = await store.get_conversation(session_id)
+        for _ in range(50):  # crossing the threshold: the conversation goes to review
+            conversation = await store.get_conversation(session_id)
+            if conversation.mode == "review":
+                break
+            await asyncio.sleep(0.1)
+        assert (conversation.mode, conversation.owner, conversation.queue_reason) == (
+            "review", None, "triage")
         assert conversation.risk == pushed["risk"]
         assert conversation.triage and conversation.triage["history"]["sentiments"]
         [message] = [m for m in await store.list_messages(session_id)
