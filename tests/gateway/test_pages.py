@@ -650,6 +650,19 @@ def test_the_role_decides_what_the_console_shows(scene: Scene, gateway: Gateway)
     nav = tina.page.get_by_role("navigation", name="Sections")
     expect(nav.get_by_role("link")).to_have_text(["Conversations", "Training"])
     expect(tina.page.get_by_role("heading", name="Training")).to_be_visible()
+    # the trainer's panel: triage is off in this gateway, so no emerging needs; the agents'
+    # corrections from the tests before wait for review
+    expect(tina.page.locator("#needs")).to_contain_text("triage is off")
+    queue = tina.page.locator("#correction-queue li.correction")
+    expect(queue.first).to_be_visible()
+    waiting = queue.count()
+    first = requests.get(f"{gateway.url}/api/corrections", params={"status": "new"},
+                         headers=_api(gateway, "tina"), timeout=30).json()["corrections"][0]
+    queue.first.get_by_role("button", name="Accept").click()
+    expect(queue).to_have_count(waiting - 1)
+    reviewed = requests.get(f"{gateway.url}/api/corrections", params={"status": "accepted"},
+                            headers=_api(gateway, "tina"), timeout=30).json()["corrections"]
+    assert [(c["id"], c["reviewed_by"]) for c in reviewed] == [(first["id"], "tina")]
     tina.page.reload()  # the token lives in sessionStorage: still logged in
     expect(tina.page.locator("#whoami-role")).to_have_text("trainer")
 

@@ -6,6 +6,7 @@ import { connectLive } from "./live.js";
 import { ConversationList } from "./list.js";
 import { Notes } from "./notes.js";
 import { PendingCard } from "./pending.js";
+import { TrainerPanel } from "./trainer.js";
 import { renderTranscript } from "./transcript.js";
 
 const ROLES = ["agent", "trainer", "admin"];
@@ -78,6 +79,11 @@ async function startApp() {
   $("#app").hidden = false;
   $("#whoami").hidden = false;
   applyRole(api.role);
+  if (ROLES.indexOf(api.role) >= ROLES.indexOf("trainer")) {
+    const panel = new TrainerPanel($("#trainer"), api, showError);
+    $("#trainer-refresh").onclick = () => panel.load();
+    panel.load();
+  }
   if (!list) {
     list = new ConversationList({ queue: $("#queue"), all: $("#all"),
                                   showClosed: $("#show-closed"), me: api.username,
