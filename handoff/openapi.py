@@ -139,7 +139,23 @@ def openapi_document() -> dict[str, Any]:
             "properties": {"correction": {"$ref": "#/components/schemas/Correction"}}}),
         statuses=(400, 401, 403, 404), body=_body({
             "status": {"type": "string", "enum": ["accepted", "rejected", "new"]},
-            "note": {"type": "string"}}, ["status"]))}
+            "note": {"type": "string"}, "after": {"type": "object"}}, ["status"]))}
+    paths["/api/corrections/review"] = {"post": _operation(
+        "Trainers: accept or reject several corrections at once (all exist, or nothing "
+        "changes).", _json({"type": "object", "properties": {"corrections": corrections}}),
+        statuses=(400, 401, 403, 404), body=_body({
+            "ids": {"type": "array", "items": {"type": "integer"}},
+            "status": {"type": "string", "enum": ["accepted", "rejected", "new"]},
+            "note": {"type": "string"}}, ["ids", "status"]))}
+    paths["/api/corrections/groups"] = {"get": _operation(
+        "Trainers: corrections of one review status counted by type and intent, largest "
+        "group first.", _json({"type": "object", "properties": {"groups": {
+            "type": "array", "items": {"type": "object", "properties": {
+                "type": {"type": "string"}, "intent": {"type": ["string", "null"]},
+                "count": {"type": "integer"},
+                "ids": {"type": "array", "items": {"type": "integer"}}}}}}}),
+        statuses=(400, 401, 403),
+        parameters=[{"name": "status", "in": "query", "schema": {"type": "string"}}])}
     paths["/api/emerging-needs"] = {"get": _operation(
         "Trainers: clusters of recent customer messages the assistant was unsure of or that "
         "are unlike its training data, with a proposed intent.", _json({"type": "object"}),

@@ -233,7 +233,8 @@ def _convert(setting: Setting, raw: str) -> Any:
     return value
 
 
-def _resolve_database_url(url: str) -> str:
+def resolve_database_url(url: str) -> str:
+    """A relative SQLite path taken from the project folder, as the gateway does."""
     prefix = "sqlite+aiosqlite:///"
     if url.startswith(prefix):
         path = url[len(prefix):]
@@ -283,7 +284,7 @@ def load_settings(
                         "does not exist (start Rasa with `python -m bot.serve` once, or set it)")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
-    values["database_url"] = _resolve_database_url(values["database_url"])
+    values["database_url"] = resolve_database_url(values["database_url"])
     return Settings(**values)
 
 

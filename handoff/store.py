@@ -932,14 +932,18 @@ class Store:
         review_status: ReviewStatus,
         reviewed_by: str,
         note: str | None = None,
+        after: Any = None,
     ) -> Correction:
-        """A trainer's verdict; ``note`` replaces the stored note when given."""
+        """A trainer's verdict; ``note`` replaces the stored note when given, and ``after``
+        the agent's version of the correction (the trainer edited it before accepting)."""
         _one_of("review status", review_status, REVIEW_STATUSES)
         values: dict[str, Any] = dict(
             review_status=review_status, reviewed_by=reviewed_by, reviewed_at=_now()
         )
         if note is not None:
             values["note"] = note
+        if after is not None:
+            values["after"] = after
         async with self._tx(write=True) as conn:
             row = (await conn.execute(
                 sa.update(corrections).where(corrections.c.id == correction_id)

@@ -1,9 +1,12 @@
 """The trainers' API (role trainer or admin): the corrections queue and emerging needs.
 
 * ``GET /api/corrections`` lists correction records (filters: ``status``, ``type``,
-  ``conversation_id``, paging with ``after_id`` and ``limit``); ``POST
-  /api/corrections/{id}/review`` accepts or rejects one (``{status, note?}``), audit-logged.
-  Accepted corrections are what ``bot/`` turns into Rasa training data.
+  ``conversation_id``, paging with ``after_id`` and ``limit``), ``GET /api/corrections/groups``
+  counts them by type and intent; ``POST /api/corrections/{id}/review`` accepts or rejects one
+  (``{status, note?, after?}``: ``after`` edits it before accepting), ``POST
+  /api/corrections/review`` several at once (``{ids, status, note?}``); all audit-logged.
+  Accepted corrections are what ``bot/`` turns into Rasa training data
+  (``python -m handoff.corrections export``).
 * ``GET /api/emerging-needs`` clusters recent customer messages that the assistant was unsure
   of or that are unlike its training data (triage's assessment says so), each cluster with its
   size, examples and a proposed intent; ``POST /api/emerging-needs/label`` turns the messages
@@ -13,6 +16,7 @@
 
 from __future__ import annotations
 
+import json as jsonlib
 import re
 from typing import Any
 
@@ -31,6 +35,7 @@ __all__ = ["register_trainer_api"]
 
 MAX_LIMIT = 500
 MAX_LABEL = 200
+MAX_AFTER_BYTES = 65536
 _INTENT = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 
 
@@ -71,21 +76,57 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
             limit=_int_arg(request, "limit", 100, MAX_LIMIT))
         return json({"corrections": [correction_json(c) for c in found]})
 
+    async def review(who: str, correction_id: int, status: Any, note: Any,
+                     after: Any = None) -> Correction:
+        if status not in ("accepted", "rejected", "new"):
+            raise BadRequest("'status' must be accepted, rejected or new")
+        if note is not None and (not isinstance(note, str) or len(note) > 4000):
+            raise BadRequest("'note' must be a string of at most 4,000 characters")
+        if after is not None and (not isinstance(after, dict) or len(
+                jsonlib.dumps(after)) > MAX_AFTER_BYTES):
+            raise BadRequest(f"'after' must be an object of at most {MAX_AFTER_BYTES} bytes")
+        correction = await store.review_correction(correction_id, review_status=status,
+                                                   reviewed_by=who, note=note, after=after)
+        details = {k: v for k, v in (("note", note), ("after", after)) if v is not None}
+        await store.audit(who, f"correction_{status}", target=f"correction:{correction_id}",
+                          details=details or None)
+        return correction
+
     @app.post("/api/corrections/<correction_id:int>/review", name="review_correction")
     async def _review(request: Request, correction_id: int) -> HTTPResponse:
         who = await trainer(request)
         body = _body(request)
-        status = body.get("status")
-        if status not in ("accepted", "rejected", "new"):
-            raise BadRequest("'status' must be accepted, rejected or new")
-        note = body.get("note")
-        if note is not None and (not isinstance(note, str) or len(note) > 4000):
-            raise BadRequest("'note' must be a string of at most 4,000 characters")
-        correction = await store.review_correction(correction_id, review_status=status,
-                                                   reviewed_by=who, note=note)
-        await store.audit(who, f"correction_{status}", target=f"correction:{correction_id}",
-                          details={"note": note} if note else None)
+        correction = await review(who, correction_id, body.get("status"), body.get("note"),
+                                  body.get("after"))
         return json({"correction": correction_json(correction)})
+
+    @app.post("/api/corrections/review", name="review_corrections")
+    async def _review_many(request: Request) -> HTTPResponse:
+        who = await trainer(request)
+        body = _body(request)
+        ids = body.get("ids")
+        if not isinstance(ids, list) or not ids or len(ids) > MAX_LABEL or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise BadRequest(f"'ids' must be a list of 1 to {MAX_LABEL} correction ids")
+        for i in dict.fromkeys(ids):  # all exist, or nothing changes
+            await store.get_correction(i)
+        done = [await review(who, i, body.get("status"), body.get("note"))
+                for i in dict.fromkeys(ids)]
+        return json({"corrections": [correction_json(c) for c in done]})
+
+    @app.get("/api/corrections/groups", name="correction_groups")
+    async def _groups(request: Request) -> HTTPResponse:
+        await trainer(request)
+        status: Any = request.args.get("status") or "new"  # the store validates it
+        found = await store.list_corrections(review_status=status, limit=MAX_LIMIT)
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for c in found:
+            groups.setdefault((c.type, _intent(c)), []).append(c.id)
+        return json({"groups": [
+            {"type": kind, "intent": intent, "count": len(ids), "ids": ids}
+            for (kind, intent), ids in sorted(groups.items(), key=lambda g: (-len(g[1]),
+                                                                            g[0][0],
+                                                                            g[0][1] or ""))]})
 
     @app.get("/api/emerging-needs", name="emerging_needs")
     async def _emerging(request: Request) -> HTTPResponse:
@@ -134,6 +175,14 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
         await store.audit(who, "label_emerging_need", target=f"intent:{intent}",
                           details={"message_ids": [m.id for m in messages]})
         return json({"corrections": [correction_json(c) for c in made]}, status=201)
+
+
+def _intent(correction: Correction) -> str | None:
+    """The intent a correction is about: the corrected one, else the one it corrected."""
+    for side in (correction.after, correction.before):
+        if isinstance(side, dict) and isinstance(side.get("intent"), str):
+            return str(side["intent"])
+    return None
 
 
 def _candidate(assessment: dict[str, Any] | None) -> bool:

@@ -242,3 +242,36 @@ async def test_trainers_review_corrections_and_label_emerging_needs(
                            json={"status": "accepted"})).status_code == 404
     assert (await api.post(f"/api/corrections/{first}/review", headers=tia,
                            json={"status": "done"})).status_code == 400
+
+
+async def test_trainers_group_edit_and_bulk_review_corrections(
+    store: Store, api: httpx.AsyncClient
+) -> None:
+    uma = await _trainer(store, api, "uma")
+    await store.upsert_conversation("for-review")
+    made = [await store.add_correction(
+        "for-review", type="relabelled", agent="ann", before={"intent": "greet"},
+        after={"intent": intent}) for intent in ("thank", "thank", "goodbye")]
+    resp = await api.get("/api/corrections/groups", headers=uma)
+    groups = {(g["type"], g["intent"]): g for g in resp.json()["groups"]}
+    assert groups[("relabelled", "thank")]["ids"][-2:] == [made[0].id, made[1].id]
+    assert groups[("relabelled", "goodbye")]["count"] >= 1
+
+    edited = {"intent": "goodbye", "text": "bye for now"}
+    resp = await api.post(f"/api/corrections/{made[2].id}/review", headers=uma,
+                          json={"status": "accepted", "after": edited})
+    assert resp.status_code == 200 and resp.json()["correction"]["after"] == edited
+    assert (await api.post(f"/api/corrections/{made[2].id}/review", headers=uma, json={
+        "status": "accepted", "after": "not an object"})).status_code == 400
+
+    ids = [made[0].id, made[1].id]
+    refused = await api.post("/api/corrections/review", headers=uma,
+                             json={"ids": [*ids, 10**9], "status": "rejected"})
+    assert refused.status_code == 404
+    assert {(await store.get_correction(i)).review_status for i in ids} == {"new"}
+    resp = await api.post("/api/corrections/review", headers=uma,
+                          json={"ids": ids, "status": "rejected", "note": "duplicates"})
+    assert [c["review_status"] for c in resp.json()["corrections"]] == ["rejected"] * 2
+    for bad in ({"ids": [], "status": "rejected"}, {"ids": ids, "status": "maybe"}):
+        assert (await api.post("/api/corrections/review", headers=uma,
+                               json=bad)).status_code == 400

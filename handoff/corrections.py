@@ -1,0 +1,107 @@
+"""``python -m handoff.corrections``: the trainers' corrections queue from the command line.
+
+    python -m handoff.corrections list [--status new] [--type edited]
+    python -m handoff.corrections review 12 13 --status accepted --by tina [--note "..."]
+    python -m handoff.corrections export --out corrections.json [--status accepted]
+                                         [--all] [--mark EXPORT_ID]
+
+``export`` writes the accepted corrections not exported yet (``--all``: exported ones too) as
+a JSON list of correction records — the input of the writer in ``bot/`` that turns them into
+Rasa training data — and with ``--mark`` records them as exported under that id. The database
+is ``--url``, else ``$HANDOFF_DATABASE_URL``, else the gateway's default. Every review is
+audit-logged like the API's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from handoff.errors import HandoffError
+from handoff.settings import resolve_database_url
+from handoff.store import Store, to_json
+
+__all__ = ["main"]
+
+DEFAULT_URL = "sqlite+aiosqlite:///var/handoff.db"
+
+
+def _url(given: str | None) -> str:
+    return resolve_database_url(given or os.environ.get("HANDOFF_DATABASE_URL") or DEFAULT_URL)
+
+
+def _summary(c: Any) -> str:
+    before, after = c.before or {}, c.after or {}
+    if c.type == "relabelled":
+        what = f"{before.get('intent')} -> {after.get('intent')}"
+    else:
+        what = f"{before.get('action_name')} -> {after.get('action_name')}"
+    return f"{c.id:>6}  {c.review_status:<8}  {c.type:<10}  {c.agent:<12}  {what}"
+
+
+async def _run(args: argparse.Namespace) -> int:
+    async with Store(_url(args.url)) as store:
+        if args.command == "list":
+            found = await store.list_corrections(review_status=args.status, type=args.type,
+                                                 limit=args.limit)
+            for correction in found:
+                print(_summary(correction))
+            print(f"{len(found)} correction(s)", file=sys.stderr)
+        elif args.command == "review":
+            for correction_id in args.ids:  # all exist, or nothing changes
+                await store.get_correction(correction_id)
+            for correction_id in args.ids:
+                correction = await store.review_correction(
+                    correction_id, review_status=args.status, reviewed_by=args.by,
+                    note=args.note)
+                await store.audit(args.by, f"correction_{args.status}",
+                                  target=f"correction:{correction_id}",
+                                  details={"note": args.note, "via": "cli"})
+                print(_summary(correction))
+        else:
+            found = await store.list_corrections(
+                review_status=args.status, exported=None if args.all else False)
+            records = [to_json(c) for c in found]
+            Path(args.out).write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n")
+            if args.mark:
+                await store.mark_corrections_exported([c.id for c in found],
+                                                      export_id=args.mark)
+            print(f"{len(records)} correction(s) written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m handoff.corrections",
+                                     description="The trainers' corrections queue.")
+    parser.add_argument("--url", help="database URL (default: $HANDOFF_DATABASE_URL)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    listing = sub.add_parser("list", help="list corrections, oldest first")
+    listing.add_argument("--status", default="new", help="new, accepted or rejected")
+    listing.add_argument("--type", default=None, help="approved, edited, replaced, ...")
+    listing.add_argument("--limit", type=int, default=200)
+    review = sub.add_parser("review", help="accept or reject corrections")
+    review.add_argument("ids", nargs="+", type=int)
+    review.add_argument("--status", required=True, choices=("accepted", "rejected", "new"))
+    review.add_argument("--by", required=True, help="the trainer's username (audit log)")
+    review.add_argument("--note", default=None)
+    export = sub.add_parser("export", help="write corrections as JSON for bot/")
+    export.add_argument("--out", required=True)
+    export.add_argument("--status", default="accepted")
+    export.add_argument("--all", action="store_true", help="also those exported before")
+    export.add_argument("--mark", default=None, help="record them as exported under this id")
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(_run(args))
+    except HandoffError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

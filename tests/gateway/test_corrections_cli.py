@@ -1,0 +1,60 @@
+"""``python -m handoff.corrections`` on a real database (SQLite and PostgreSQL): list, review
+(all or nothing, audit-logged) and export for bot/'s writer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from handoff.store import Store
+from tests.gateway.conftest import GATEWAY_PYTHON, PROJECT_ROOT
+
+pytestmark = pytest.mark.asyncio
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(GATEWAY_PYTHON), "-m", "handoff.corrections", "--url", url, *args],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+
+
+async def test_list_review_and_export(store: Store, store_url: str, tmp_path: Path) -> None:
+    await store.upsert_conversation("c1")
+    made = [await store.add_correction("c1", type=kind, agent="ann",
+                                       before={"action_name": "utter_a", "intent": "greet"},
+                                       after={"action_name": "utter_b", "intent": "thank"},
+                                       tracker_events=[{"event": "user", "text": "hi"}])
+            for kind in ("edited", "replaced", "relabelled")]
+    ids = [str(c.id) for c in made]
+
+    done = _cli(store_url, "list")
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[:3] for line in done.stdout.splitlines()] == [
+        [ids[0], "new", "edited"], [ids[1], "new", "replaced"], [ids[2], "new", "relabelled"]]
+    assert "greet -> thank" in done.stdout.splitlines()[2]
+
+    refused = _cli(store_url, "review", ids[0], "999999", "--status", "accepted", "--by", "tina")
+    assert refused.returncode == 1 and "999999" in refused.stderr
+    assert [c.review_status for c in await store.list_corrections()] == ["new"] * 3
+
+    done = _cli(store_url, "review", ids[0], ids[2], "--status", "accepted", "--by", "tina",
+                "--note", "good")
+    assert done.returncode == 0, done.stderr
+    assert [(c.review_status, c.reviewed_by) for c in await store.list_corrections()] == [
+        ("accepted", "tina"), ("new", None), ("accepted", "tina")]
+    audit = await store.list_audit(actor="tina")
+    assert sorted(e.target or "" for e in audit) == sorted(f"correction:{i}" for i in
+                                                          (ids[0], ids[2]))
+
+    out = tmp_path / "corrections.json"
+    done = _cli(store_url, "export", "--out", str(out), "--mark", "export-1")
+    assert done.returncode == 0, done.stderr
+    records = json.loads(out.read_text())
+    assert [(r["id"], r["type"], r["tracker_events"]) for r in records] == [
+        (made[0].id, "edited", [{"event": "user", "text": "hi"}]),
+        (made[2].id, "relabelled", [{"event": "user", "text": "hi"}])]
+    again = _cli(store_url, "export", "--out", str(out))  # marked: nothing new to export
+    assert again.returncode == 0 and json.loads(out.read_text()) == []
+    assert _cli(store_url, "list", "--status", "maybe").returncode == 1
