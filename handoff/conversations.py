@@ -98,17 +98,18 @@ def turn_result(call_id: int, reply: TurnReply, *, with_parse: bool,
             intent_ranking=_scored(raw.get("intent_ranking")),
             entities=tuple(e for e in raw.get("entities") or () if isinstance(e, Mapping)),
         )
-    actions = list(reply["actions"])
-    if skip_said is not None and actions and actions[0].get("policy") == "gateway" and (
-        actions[0].get("name") == skip_said
-    ):
-        actions = actions[1:]
-    executed = tuple(
+    actions = [
         r.BotAction(name=a["name"], messages=tuple(_clean(m) for m in a.get("messages") or ()),
                     confidence=a.get("confidence"), policy=a.get("policy"),
                     alternatives=_scored(a.get("alternatives")))
-        for a in actions
-    )
+        for a in reply["actions"]
+    ]
+    logged: tuple[r.BotAction, ...] = ()
+    if skip_said is not None and actions and actions[0].policy == "gateway" and (
+        actions[0].name == skip_said
+    ):
+        logged, actions = (actions[0],), actions[1:]
+    executed = tuple(actions)
     held_raw = reply["held"]
     held = None if held_raw is None else r.BotAction(
         name=held_raw["name"], messages=tuple(_clean(m) for m in held_raw.get("preview") or ()),
@@ -116,7 +117,7 @@ def turn_result(call_id: int, reply: TurnReply, *, with_parse: bool,
         alternatives=_scored(held_raw.get("alternatives")),
     )
     return r.RasaResult(call_id=call_id, parse=parse, executed=executed, held=held,
-                        model_id=reply["model_id"])
+                        model_id=reply["model_id"], logged=logged)
 
 
 def state_summary(state: r.ConversationState) -> dict[str, Any]:
@@ -504,17 +505,24 @@ def _step_messages(effects: Sequence[r.Effect]) -> list[StepMessage]:
 
 
 def _step_nlu(before: r.ConversationState, event: r.Event) -> MessageNlu | None:
-    """Rasa's parse in a result, for the customer message of the turn it answers."""
-    if not isinstance(event, r.RasaResult) or event.parse is None:
+    """What a Rasa result says about the customer message of the turn it answers: its parse
+    (when it parsed it) and the actions Rasa executed."""
+    if not isinstance(event, r.RasaResult):
         return None
     turn = before.turn
     if turn is None or turn.call_id != event.call_id:
         return None  # stale: the router ignores it too
+    nlu: MessageNlu = {"client_message_id": turn.message.message_id}
     parse = event.parse
-    return {"client_message_id": turn.message.message_id, "intent": parse.intent,
-            "confidence": parse.confidence,
-            "intent_ranking": [encode(s) for s in parse.intent_ranking],
-            "entities": [dict(e) for e in parse.entities]}
+    if parse is not None:
+        nlu["intent"] = parse.intent
+        nlu["confidence"] = parse.confidence
+        nlu["intent_ranking"] = [encode(s) for s in parse.intent_ranking]
+        nlu["entities"] = [dict(e) for e in parse.entities]
+    if event.logged or event.executed:
+        nlu["actions"] = [{"name": a.name, "policy": a.policy, "confidence": a.confidence}
+                          for a in event.logged + event.executed]
+    return nlu if len(nlu) > 1 else None
 
 
 def _conversation_json(conv: Conversation) -> dict[str, Any]:

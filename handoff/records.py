@@ -71,6 +71,7 @@ class Message:
     decided_by: str | None
     model_version: str | None
     triage: dict[str, Any] | None = None  # a customer message's assessment
+    actions: list[dict[str, Any]] | None = None  # what Rasa executed for a customer message
     replayed: bool = False
     """Not a column: True when ``append_message`` found this message already stored under the
     same ``client_message_id`` (a retry) and stored nothing."""
@@ -177,14 +178,17 @@ class StepMessage(TypedDict, total=False):
     model_version: str | None
 
 
-class MessageNlu(TypedDict):
-    """Rasa's parse of the customer message stored as ``client_message_id``."""
+class MessageNlu(TypedDict, total=False):
+    """What a Rasa answer said about the customer message stored as ``client_message_id``:
+    its parse (when the answer parsed it) and the actions Rasa executed for it (appended to
+    those of earlier answers in the same turn)."""
 
-    client_message_id: str
+    client_message_id: str  # required
     intent: str | None
     confidence: float | None
     intent_ranking: list[dict[str, Any]] | None
     entities: list[dict[str, Any]] | None
+    actions: list[dict[str, Any]]  # [{"name", "policy", "confidence"}]
 
 
 class CorrectionDraft(TypedDict, total=False):

@@ -254,6 +254,7 @@ class RasaResult(Event):
     executed: tuple[BotAction, ...] = ()
     held: BotAction | None = None
     model_id: str | None = None
+    logged: tuple[BotAction, ...] = ()  # what the agent decided, logged as the bot's: not sent
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -90,6 +90,7 @@ messages = sa.Table(
     sa.Column("decided_by", sa.Text),
     sa.Column("model_version", sa.Text),
     sa.Column("triage", _JSON),
+    sa.Column("actions", _JSON),
     sa.UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
     sa.UniqueConstraint(
         "conversation_id", "client_message_id", name="uq_messages_conversation_client_id"

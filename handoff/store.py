@@ -403,12 +403,20 @@ class Store:
                 owner=owner, queued=queued, queue_reason=queue_reason, state=state)
             stored = [await self._append(conn, conversation_id, v) for v in values]
             if nlu is not None:
-                await conn.execute(
-                    sa.update(messages).where(messages.c.conversation_id == conversation_id)
-                    .where(messages.c.client_message_id == nlu["client_message_id"])
-                    .values(intent=nlu["intent"], confidence=nlu["confidence"],
-                            intent_ranking=nlu["intent_ranking"], entities=nlu["entities"]))
+                await self._record_turn(conn, conversation_id, nlu)
             return conv, stored
+
+    async def _record_turn(self, conn: AsyncConnection, conversation_id: str,
+                           nlu: MessageNlu) -> None:
+        where = sa.and_(messages.c.conversation_id == conversation_id,
+                        messages.c.client_message_id == nlu["client_message_id"])
+        values: dict[str, Any] = {k: nlu[k] for k in (
+            "intent", "confidence", "intent_ranking", "entities") if k in nlu}
+        if nlu.get("actions"):
+            before = (await conn.execute(sa.select(messages.c.actions).where(where))).scalar()
+            values["actions"] = list(before or []) + list(nlu["actions"])
+        if values:
+            await conn.execute(sa.update(messages).where(where).values(**values))
 
     async def _set_state(
         self, conn: AsyncConnection, conversation_id: str, *, expected_version: int, mode: Mode,

@@ -132,6 +132,10 @@ async def test_transcript_marks_each_decision_and_who_made_it(
             ("bot", "utter_delivery_options", "replaced", "fay", None),
         ]
         assert body["conversation"]["last_customer_text"] == "which payment methods do you accept"
+        # the actions Rasa executed for each customer message, as the tracker has them
+        assert [[a["name"] for a in m["actions"] or []] for m in body["messages"]
+                if m["sender"] == "customer"] == [["utter_refund_policy"],
+                                                   ["utter_delivery_options"]]
         corrections = await store.list_corrections(conversation_id=session_id)
         assert all(c.tracker_events for c in corrections)
     finally:

@@ -443,9 +443,16 @@ async def test_save_step_writes_state_messages_and_nlu_at_once(store: Store, con
             {"sender": "bot", "text": "It has 6 digits.", "action": "utter_ask_order_id",
              "decision": "edited", "decided_by": "ann"}],
         nlu={"client_message_id": "m1", "intent": "track_order", "confidence": 0.9,
-             "intent_ranking": [{"name": "track_order", "confidence": 0.9}], "entities": []},
+             "intent_ranking": [{"name": "track_order", "confidence": 0.9}], "entities": [],
+             "actions": [{"name": "order_form", "policy": "RulePolicy", "confidence": 1.0}]},
         **step)  # type: ignore[arg-type]
+    await store.save_step(conv, expected_version=3, state={"turn": None}, nlu={
+        "client_message_id": "m1", "actions": [{"name": "utter_ask_order_id",
+                                                "policy": "RulePolicy", "confidence": 1.0}]},
+        **step)  # type: ignore[arg-type]  # a later answer in the same turn: appended
     messages = await store.list_messages(conv)
+    assert [a["name"] for a in messages[0].actions or []] == ["order_form", "utter_ask_order_id"]
+    assert messages[0].intent == "track_order"  # kept: the later answer did not parse
     assert [(m.seq, m.sender, m.intent, m.decision, m.decided_by) for m in messages] == [
         (1, "customer", "track_order", None, None), (2, "bot", None, None, None),
         (3, "bot", None, "edited", "ann")]
@@ -455,7 +462,7 @@ async def test_save_step_writes_state_messages_and_nlu_at_once(store: Store, con
     with pytest.raises(StaleVersion):
         await store.save_step(conv, expected_version=2, state={"x": 1}, appended=[
             {"sender": "bot", "text": "lost"}], **step)  # type: ignore[arg-type]
-    _, stored = await store.save_step(conv, expected_version=3, state={}, appended=[
+    _, stored = await store.save_step(conv, expected_version=4, state={}, appended=[
         {"sender": "customer", "text": "where is my order?", "client_message_id": "m1"}],
         **step)  # type: ignore[arg-type]
     assert stored[0].replayed and stored[0].seq == 1
@@ -464,9 +471,9 @@ async def test_save_step_writes_state_messages_and_nlu_at_once(store: Store, con
     for bad in ({"sender": "robot"}, {"sender": "bot", "decision": "maybe"},
                 {"sender": "bot", "colour": "red"}):
         with pytest.raises(BadRequest):
-            await store.save_step(conv, expected_version=4, state={}, appended=[bad],
+            await store.save_step(conv, expected_version=5, state={}, appended=[bad],
                                   **step)  # type: ignore[arg-type,list-item]
-    assert (await store.get_conversation(conv)).version == 4
+    assert (await store.get_conversation(conv)).version == 5
 
 
 async def test_set_triage_and_an_upgrade_from_0001_keeps_data(store_url: str) -> None:

@@ -1,8 +1,9 @@
-"""Triage: what it measured of each customer message and remembers of each conversation.
+"""Triage, and the actions of a turn: what the gateway learns of each customer message.
 
 ``conversations.triage``: ``{"history": ..., "assessment": ...}`` (the triage history that the
 next assessment continues from, and the latest assessment); ``messages.triage``: the assessment
-of that customer message (risk, action, reasons). Both are described in docs/store.md.
+of that customer message (risk, action, reasons); ``messages.actions``: the actions Rasa
+executed for it. All are described in docs/store.md.
 
 Revision ID: 0002
 Revises: 0001
@@ -30,10 +31,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("triage", _JSON, nullable=True))
     with op.batch_alter_table("messages") as batch:
         batch.add_column(sa.Column("triage", _JSON, nullable=True))
+        batch.add_column(sa.Column("actions", _JSON, nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("messages") as batch:
+        batch.drop_column("actions")
         batch.drop_column("triage")
     with op.batch_alter_table("conversations") as batch:
         batch.drop_column("triage")
