@@ -55,7 +55,8 @@ Transitions (agent actions; anything else raises :class:`InvalidTransition`, sta
     decisions a     review(a) with a pending   RecordCorrection + commit, then hold again
     Watch a on/off  any (on: not closed)       watchers changed, no effects
     TriageFlag rev  bot, not queued            review, no owner, queue triage
-    TriageFlag hum  bot / unowned review       bot, queue policy_rule; notice handoff_queued
+    TriageFlag hum  bot / unowned review       bot, queue policy_rule (by rule) or high_risk;
+                                               notice handoff_queued
     ReviewTimeout   unowned review, pending    the held reply is sent unchanged, hold again
     any agent a     unowned review             acts as if owner: becomes owner (HandBack: bot)
     ==============  =========================  ==============================================
@@ -99,6 +100,7 @@ class QueueReason(StrEnum):
     RASA_UNAVAILABLE = "rasa_unavailable"
     TRIAGE = "triage"  # risky: replies are held for any agent (review without an owner)
     POLICY_RULE = "policy_rule"  # a trainers' rule sends it straight to a person
+    HIGH_RISK = "high_risk"  # triage's risk reached the human threshold
 
 
 class TriageAction(StrEnum):
@@ -271,6 +273,7 @@ class TriageFlag(Event):
 
     detail: str
     action: TriageAction = TriageAction.REVIEW
+    by_rule: bool = False  # a trainers' policy rule (else the risk score) raised it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -795,16 +798,17 @@ def _claim(s: ConversationState, agent_id: str) -> ConversationState:
 
 def _on_triage(s: ConversationState, ev: TriageFlag) -> Result:
     """Bot mode only (an agent already in charge decides for themselves)."""
+    reason = QueueReason.POLICY_RULE if ev.by_rule else QueueReason.HIGH_RISK
     if ev.action is TriageAction.HUMAN:
         if s.mode is Mode.REVIEW and s.owner is None:
             pending = s.pending
             s = replace(s, mode=Mode.BOT, queue_reason=None, queue_detail=None)
-            s, effects = _escalate(s, QueueReason.POLICY_RULE, ev.detail)
+            s, effects = _escalate(s, reason, ev.detail)
             if pending is not None:
                 return _suggest(s, pending.action, effects)
             return s, effects
         if s.mode is Mode.BOT and not s.waiting_for_agent:
-            return _escalate(s, QueueReason.POLICY_RULE, ev.detail)
+            return _escalate(s, reason, ev.detail)
         return s, []
     if s.mode is Mode.BOT and not s.queued:
         return replace(s, mode=Mode.REVIEW, owner=None, queue_reason=QueueReason.TRIAGE,

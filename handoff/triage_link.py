@@ -123,7 +123,7 @@ class TriageLink:
             return None
         human = [h for h in hits if h.action == "human"]
         hit = (human or hits)[0]
-        return r.TriageFlag(detail=f"{hit.reason} (“{hit.matched}”)",
+        return r.TriageFlag(detail=f"{hit.reason} (“{hit.matched}”)", by_rule=True,
                             action=r.TriageAction.HUMAN if human else r.TriageAction.REVIEW)
 
     # ------------------------------------------------------------------ after Rasa
@@ -151,7 +151,9 @@ class TriageLink:
         if assessment.action in ("review", "human"):
             top = max(assessment.reasons, key=lambda reason: reason.contribution, default=None)
             detail = f"risk {assessment.risk:.2f}" + (f": {top.text}" if top else "")
-            await flag(r.TriageFlag(detail=detail, action=r.TriageAction(assessment.action)))
+            by_rule = any(reason.code.startswith("rule:") for reason in assessment.reasons)
+            await flag(r.TriageFlag(detail=detail, action=r.TriageAction(assessment.action),
+                                    by_rule=by_rule))
         return data
 
     # ------------------------------------------------------------------ agent assist

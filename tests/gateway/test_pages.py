@@ -6,7 +6,7 @@ in its own context (its own localStorage / sessionStorage, like separate people)
 Screenshots of each key step go to ``test-artifacts/pages/`` (ignored by git). With
 ``UPDATE_DOC_SCREENSHOTS=1`` the ones the README shows are also written to ``docs/screenshots/``.
 
-Chromium is ``/usr/bin/chromium`` (Debian's package ``chromium``; ``.ci/run`` installs it):
+Chromium is ``/usr/bin/chromium`` (Debian's package ``chromium``; ``make test`` installs it):
 Playwright never downloads a browser here.
 """
 

@@ -285,7 +285,7 @@ def test_any_agent_can_release_an_unowned_review_to_the_bot() -> None:
 
 
 def test_a_policy_rule_sends_the_conversation_to_a_person() -> None:
-    state, effects = step(new(), TriageFlag(detail="legal threat",
+    state, effects = step(new(), TriageFlag(detail="legal threat", by_rule=True,
                                             action=TriageAction.HUMAN))
     assert effects == (notify(Notice.HANDOFF_QUEUED, QueueReason.POLICY_RULE),
                        status(Mode.BOT, reason=QueueReason.POLICY_RULE, detail="legal threat"))
@@ -295,8 +295,8 @@ def test_a_policy_rule_sends_the_conversation_to_a_person() -> None:
     # from an unowned review, the held reply becomes the agents' suggestion
     state, _ = feed(new(), TriageFlag(detail="novel"), msg(1))
     state, _ = step(state, RasaResult(call_id=1, parse=GREET_PARSE, held=GREET))
-    state, effects = step(state, TriageFlag(detail="chargeback", action=TriageAction.HUMAN))
-    assert state.mode is Mode.BOT and state.queue_reason is QueueReason.POLICY_RULE
+    state, effects = step(state, TriageFlag(detail="risk 0.95", action=TriageAction.HUMAN))
+    assert state.mode is Mode.BOT and state.queue_reason is QueueReason.HIGH_RISK
     assert state.pending is None and state.turn is None
     # an agent who owns the conversation is not overruled
     owned, _ = feed(new(), SetReview(agent_id=ANN, on=True))
