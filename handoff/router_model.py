@@ -1,0 +1,525 @@
+"""The router's vocabulary: modes, the conversation state, the events fed to
+:func:`handoff.router.step`, the effects it returns and the errors it raises. Plain frozen
+dataclasses and enums, no behaviour (that is :mod:`handoff.router`, which re-exports all of
+them: use them as ``router.X``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+__all__ = [
+    "ACTION_LISTEN",
+    "AGENT_REPLY_ACTION",
+    "AgentEvent",
+    "AgentMessage",
+    "AlreadyOwned",
+    "AppendToTracker",
+    "Approve",
+    "BotAction",
+    "BotMessage",
+    "Close",
+    "Continuation",
+    "ConversationClosed",
+    "ConversationNotFound",
+    "ConversationState",
+    "CorrectionKind",
+    "CustomerMessage",
+    "Decision",
+    "Edit",
+    "Effect",
+    "Event",
+    "HANDOFF_KEY",
+    "HandBack",
+    "InvalidInput",
+    "InvalidTransition",
+    "Mode",
+    "NluParse",
+    "NoPendingReply",
+    "NotOwner",
+    "Notice",
+    "NotifyCustomer",
+    "PendingReply",
+    "QueueReason",
+    "RasaAppendReply",
+    "RasaCall",
+    "RasaExecute",
+    "RasaFailed",
+    "RasaHandleMessage",
+    "RasaRelabel",
+    "RasaResult",
+    "RecordCorrection",
+    "Relabel",
+    "ReplaceAction",
+    "ReplySnapshot",
+    "ReviewTimeout",
+    "RouterConfig",
+    "RouterError",
+    "Scored",
+    "SendToCustomer",
+    "Sender",
+    "SetReview",
+    "ShowCustomerMessage",
+    "ShowPendingReply",
+    "ShowRasaError",
+    "ShowSuggestion",
+    "StaleReply",
+    "StatusChanged",
+    "StoreMessage",
+    "TakeOver",
+    "TriageAction",
+    "TriageFlag",
+    "Turn",
+    "Watch",
+    "Write",
+]
+
+
+ACTION_LISTEN = "action_listen"
+AGENT_REPLY_ACTION = "action_agent_reply"
+"""Action name under which a written or human reply enters the Rasa tracker (not in the domain)."""
+HANDOFF_KEY = "handoff"
+
+BotMessage: TypeAlias = Mapping[str, Any]
+"""One message as Rasa renders it (``text``, ``buttons``, ``image``, ``custom``, ...); read-only."""
+
+
+class Mode(StrEnum):
+    BOT = "bot"
+    REVIEW = "review"
+    HUMAN = "human"
+    CLOSED = "closed"
+
+
+class QueueReason(StrEnum):
+    CUSTOMER_REQUEST = "customer_request"
+    BOT_HANDOFF_MARKER = "bot_handoff_marker"
+    RASA_UNAVAILABLE = "rasa_unavailable"
+    TRIAGE = "triage"  # risky: replies are held for any agent (review without an owner)
+    POLICY_RULE = "policy_rule"  # a trainers' rule sends it straight to a person
+    HIGH_RISK = "high_risk"  # triage's risk reached the human threshold
+
+
+class TriageAction(StrEnum):
+    REVIEW = "review"
+    HUMAN = "human"
+
+
+class Continuation(StrEnum):
+    """What Rasa does after a :class:`RasaCall`'s own work. ``run``: predict and execute until
+    ``action_listen``. ``hold``: predict; ``action_listen`` is executed (``held=None``), any other
+    action is reported as ``held``, not executed (responses rendered). ``suggest``: predict and
+    report as ``held``; execute and append nothing."""
+
+    RUN = "run"
+    HOLD = "hold"
+    SUGGEST = "suggest"
+
+
+class Sender(StrEnum):
+    BOT = "bot"
+    HUMAN = "human"
+
+
+class Notice(StrEnum):
+    """Gateway events for the customer; the shell picks the words (and may skip the text for
+    ``bot_handoff_marker``, where the bot already said it)."""
+
+    HANDOFF_QUEUED = "handoff_queued"
+    AGENT_JOINED = "agent_joined"
+    BOT_BACK = "bot_back"
+    CLOSED = "closed"
+
+
+class CorrectionKind(StrEnum):
+    APPROVE = "approve"
+    EDIT = "edit"
+    REPLACE = "replace"
+    WRITE = "write"
+    RELABEL = "relabel"
+    TAKEOVER = "takeover"
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Scored:
+    name: str
+    confidence: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class NluParse:
+    intent: str | None
+    confidence: float
+    intent_ranking: tuple[Scored, ...] = ()
+    entities: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class BotAction:
+    """An action Rasa predicted (held) or executed, with its messages (rendered, for responses)."""
+
+    name: str
+    messages: tuple[BotMessage, ...] = ()
+    confidence: float | None = None
+    policy: str | None = None
+    alternatives: tuple[Scored, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingReply:
+    reply_id: int  # the call_id whose result held it
+    message_id: str  # the customer message it answers
+    action: BotAction
+    parse: NluParse | None
+    model_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Turn:
+    message: CustomerMessage
+    then: Continuation
+    call_id: int | None  # the awaited Rasa call; None while a pending reply waits for the owner
+    parse: NluParse | None = None
+    model_id: str | None = None
+    pending: PendingReply | None = None
+    # an agent's decision whose action Rasa is executing now (its messages get marked with it)
+    decision: CorrectionKind | None = None
+    decided_by: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationState:
+    conversation_id: str
+    mode: Mode = Mode.BOT
+    owner: str | None = None
+    watchers: frozenset[str] = frozenset()
+    queue_reason: QueueReason | None = None
+    queue_detail: str | None = None
+    turn: Turn | None = None
+    backlog: tuple[CustomerMessage, ...] = ()
+    next_call_id: int = 1
+    last_message_id: str | None = None
+    human_since: str | None = None  # last customer message id when the owner took over
+
+    @property
+    def queued(self) -> bool:
+        return self.queue_reason is not None
+
+    @property
+    def waiting_for_agent(self) -> bool:
+        """Queued with the customer told a person will help: the bot holds off."""
+        return self.queue_reason is not None and self.queue_reason is not QueueReason.TRIAGE
+
+    @property
+    def pending(self) -> PendingReply | None:
+        return self.turn.pending if self.turn else None
+
+    @property
+    def audience(self) -> tuple[str, ...]:
+        """Agents who see this conversation live: the owner and the watchers, sorted."""
+        agents = set(self.watchers)
+        if self.owner is not None:
+            agents.add(self.owner)
+        return tuple(sorted(agents))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterConfig:
+    handoff_intents: frozenset[str] = frozenset({"contact_human_agent"})
+
+
+# --- events -------------------------------------------------------------------------------------
+
+class Event:
+    """Base of everything fed to :func:`step`."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CustomerMessage(Event):
+    message_id: str
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaResult(Event):
+    """What a Rasa call did: the parse (when it parsed a message), the actions it executed with
+    their messages, and the next action it predicted but did not execute (``hold``/``suggest``)."""
+
+    call_id: int
+    parse: NluParse | None = None
+    executed: tuple[BotAction, ...] = ()
+    held: BotAction | None = None
+    model_id: str | None = None
+    logged: tuple[BotAction, ...] = ()  # what the agent decided, logged as the bot's: not sent
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaFailed(Event):
+    call_id: int
+    error: str
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class TriageFlag(Event):
+    """Triage found the conversation risky: ``review`` holds the bot's replies for any agent
+    (an unowned review; the first agent to act owns it); ``human`` queues it for a person."""
+
+    detail: str
+    action: TriageAction = TriageAction.REVIEW
+    by_rule: bool = False  # a trainers' policy rule (else the risk score) raised it
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewTimeout(Event):
+    """No agent decided on an unowned held reply in time: the bot's reply goes out as it was."""
+
+    reply_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentEvent(Event):
+    agent_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Watch(AgentEvent):
+    on: bool = True  # False: stop watching
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetReview(AgentEvent):
+    on: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class TakeOver(AgentEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class HandBack(AgentEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Close(Event):
+    agent_id: str | None  # None: closed by the system (customer left, idle timeout)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentMessage(AgentEvent):
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision(AgentEvent):
+    reply_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Approve(Decision):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Edit(Decision):
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplaceAction(Decision):
+    action_name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Write(Decision):
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Relabel(Decision):
+    intent: str
+
+
+# --- effects ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Effect:
+    conversation_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreMessage(Effect):
+    """Persist the customer message; always the first effect for it."""
+
+    message: CustomerMessage
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShowCustomerMessage(Effect):
+    """Push to the agents' consoles (``Show*`` effects come only when someone watches)."""
+
+    agent_ids: tuple[str, ...]
+    message: CustomerMessage
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShowPendingReply(Effect):
+    agent_id: str | None  # None: an unowned review, shown to every agent (the shell times it)
+    reply: PendingReply
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShowSuggestion(Effect):
+    agent_ids: tuple[str, ...]
+    message_id: str
+    action: BotAction
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShowRasaError(Effect):
+    agent_ids: tuple[str, ...]
+    error: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendToCustomer(Effect):
+    """``bot_uttered`` each message (stored as sent; mirrored to the audience)."""
+
+    messages: tuple[BotMessage, ...]
+    action_name: str | None
+    sender: Sender = Sender.BOT
+    agent_id: str | None = None  # the human who wrote, edited or chose it
+    decision: CorrectionKind | None = None  # the review decision that sent it
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotifyCustomer(Effect):
+    notice: Notice
+    reason: QueueReason | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusChanged(Effect):
+    mode: Mode
+    owner: str | None
+    queue_reason: QueueReason | None
+    queue_detail: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaCall(Effect):
+    """A Rasa request whose outcome must come back as RasaResult/RasaFailed with ``call_id``."""
+
+    call_id: int
+    then: Continuation
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaHandleMessage(RasaCall):
+    """Log and parse the message (``POST .../messages``), report the parse, then continue."""
+
+    message: CustomerMessage
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaExecute(RasaCall):
+    """Execute the action (report it with its messages in ``executed``), then continue."""
+
+    action_name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaAppendReply(RasaCall):
+    """Append ``action`` + ``bot`` events for what the customer saw, then continue."""
+
+    action_name: str
+    messages: tuple[BotMessage, ...]
+    agent_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaRelabel(RasaCall):
+    """Undo back to ``message`` and log it again with ``intent`` as its parse (confidence 1),
+    report the new parse, then continue."""
+
+    message: CustomerMessage
+    intent: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppendToTracker(Effect):
+    """Human mode: append ``action`` + ``bot`` (from a human) + ``action_listen``; no result."""
+
+    action_name: str
+    messages: tuple[BotMessage, ...]
+    agent_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplySnapshot:
+    action_name: str | None
+    messages: tuple[BotMessage, ...] = ()
+    intent: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordCorrection(Effect):
+    """The shell adds the time and the tracker events up to ``message_id`` (and ``model_id`` if
+    Rasa did not report one). TAKEOVER: the transcript after ``message_id``; no before/after."""
+
+    kind: CorrectionKind
+    agent_id: str
+    message_id: str | None
+    reply_id: int | None
+    before: ReplySnapshot | None
+    after: ReplySnapshot | None
+    model_id: str | None
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+class RouterError(Exception):
+    """Base of every refusal; ``status`` is the HTTP status the API answers with."""
+
+    status = 400
+
+
+class ConversationNotFound(RouterError):
+    status = 404  # raised by the shell; listed here to keep one tree
+
+
+class NotOwner(RouterError):
+    status = 403
+
+
+class InvalidTransition(RouterError):
+    status = 409
+
+
+class ConversationClosed(InvalidTransition):
+    """The conversation is closed."""
+
+
+class AlreadyOwned(InvalidTransition):
+    def __init__(self, owner: str) -> None:
+        super().__init__(f"conversation is owned by {owner}")
+        self.owner = owner
+
+
+class NoPendingReply(InvalidTransition):
+    """A review decision while no reply waits for one."""
+
+
+class StaleReply(InvalidTransition):
+    """A decision on a reply that is no longer the pending one."""
+
+
+class InvalidInput(RouterError):
+    status = 422
