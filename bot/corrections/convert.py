@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import rasa.shared.utils.io
-from rasa.shared.core.events import ActionExecuted, Event, UserUttered
+from rasa.shared.core.events import ActionExecuted, ActiveLoop, Event, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.core.training_data.story_writer.yaml_story_writer import (
     YAMLStoryWriter,
@@ -122,6 +122,24 @@ class Plan:
                              "(not an action of the domain)")
         return rest[first_user:] if first_user is not None else []
 
+    def _run(self, events: List[Event], action: str) -> List[Event]:
+        """``action`` and, when it is a form, what the form does next as it runs: activated,
+        it asks for its first empty slot; with every slot filled it ends and the rule that
+        submits it runs (as the project's test stories spell it out)."""
+        steps: List[Event] = [ActionExecuted(action)]
+        domain = self.project.domain
+        if action not in domain.form_names:
+            return steps
+        tracker = DialogueStateTracker.from_events("check", events, domain.slots)
+        empty = [s for s in domain.required_slots_for_form(action)
+                 if tracker.get_slot(s) is None]
+        steps.append(ActiveLoop(action))
+        if empty:
+            return steps + [SlotSet("requested_slot", empty[0])]
+        steps += [ActiveLoop(None), SlotSet("requested_slot", None)]
+        submit = self.project.submit_action(action)
+        return steps + ([ActionExecuted(submit)] if submit else [])
+
     def _story(self, c: Correction, events: List[Event], name: str) -> List[StoryStep]:
         tracker = DialogueStateTracker.from_events(
             f"correction-{c.id}", events, self.project.domain.slots)
@@ -159,7 +177,7 @@ class Plan:
         events = self._trim(c, self._events(c, masker), outcome)
         if not any(isinstance(e, UserUttered) for e in events):
             raise RecordError(c.id, "the tracker events hold no customer message to answer")
-        events.append(ActionExecuted(action))
+        events += self._run(events, action)
         name = f"correction {c.id}: {c.type} {action}"
         if training:
             self._add_story(self._story(c, events, name), name, outcome)
@@ -233,7 +251,7 @@ class Plan:
         events = self._trim(c, self._events(c, masker, raw), outcome)
         action = self.project.rule_action_for_intent(intent)
         if action:
-            events.append(ActionExecuted(action))
+            events += self._run(events, action)
         name = f"correction {c.id}: relabelled {intent}"
         self._add_test_story(self._story(c, events, name), name, outcome)
 

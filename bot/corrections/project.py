@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 
 import rasa.shared.utils.io
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import ActionExecuted, UserUttered
+from rasa.shared.core.events import ActionExecuted, ActiveLoop, UserUttered
 from rasa.shared.core.training_data.structures import RuleStep, StoryGraph
 from rasa.shared.importers.importer import TrainingDataImporter
 from rasa.shared.nlu.training_data.formats.rasa_yaml import RasaYAMLReader
@@ -110,6 +110,25 @@ class Project:
             if len(events) >= 2 and isinstance(events[0], UserUttered) and (
                     events[0].intent_name == intent) and isinstance(events[1], ActionExecuted):
                 action: Optional[str] = events[1].action_name
+                return action
+        return None
+
+    def submit_action(self, form: str) -> Optional[str]:
+        """The last action of the rule that runs once ``form`` is done (condition: the form
+        active; steps: the form, ``active_loop: null``, …, the action)."""
+        for step in self.story_graph.story_steps:
+            if not isinstance(step, RuleStep):
+                continue
+            conditions = [e for i, e in enumerate(step.events)
+                          if i in step.condition_events_indices]
+            if not any(isinstance(e, ActiveLoop) and e.name == form for e in conditions):
+                continue
+            steps = [e for i, e in enumerate(step.events)
+                     if i not in step.condition_events_indices]
+            actions = [e.action_name for e in steps if isinstance(e, ActionExecuted)
+                       and e.action_name not in (form, "...", "action_listen")]
+            if any(isinstance(e, ActiveLoop) and e.name is None for e in steps) and actions:
+                action: Optional[str] = actions[-1]
                 return action
         return None
 
