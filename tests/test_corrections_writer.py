@@ -366,6 +366,35 @@ def test_a_story_contradicting_a_rule_is_refused_and_nothing_changes(tmp_path: P
     assert not (project / "tests" / "corrections").exists()
 
 
+def test_agent_replies_in_the_history_become_responses_or_are_left_out(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    payment = yaml.safe_load((project / "domain.yml").read_text())["responses"][
+        "utter_payment_methods"][0]["text"]
+    history = START + [user("how can I pay", "check_payment_methods")] + UNDERSTOOD + [
+        action("action_agent_reply"), bot(payment, human=True), action("action_listen"),
+        user("and what about refunds", "get_refund")] + UNDERSTOOD
+    canned = record(13, "replaced", history, snap("utter_get_refund", "To get a refund…",
+                                                  "get_refund"),
+                    snap("utter_get_refund", intent="get_refund"))
+    own_words = [dict(e) for e in history]
+    own_words[8] = bot("Card, PayPal, whatever suits you.", human=True)
+    typed = record(14, "approved", own_words, snap("utter_get_refund", "To get a refund…",
+                                                   "get_refund"), None)
+    report = write(project, [canned, typed], "--skip-training")
+    assert report["ok"], report
+    stories = stories_of(project / "data/corrections/stories.yml")
+    # the agent sent a response's own text: the story replays it as that response
+    assert [s.get("action") for s in stories["correction 13: replaced utter_get_refund"]
+            if "action" in s] == ["utter_payment_methods", "utter_get_refund"]
+    # the agent's own words are no response: the story starts after them
+    tests = stories_of(project / "tests/corrections/test_corrections.yml")
+    assert tests["correction 14: approved utter_get_refund"][0] == {
+        "intent": "get_refund", "user": "and what about refunds"}
+    assert by_id(report)[14]["notes"] == [
+        "history before the last 'action_agent_reply' left out of the story (not an action of "
+        "the domain)"]
+
+
 def test_unknown_actions_and_bad_records_are_refused(tmp_path: Path) -> None:
     project = project_copy(tmp_path)
     before = tree_hashes(project)

@@ -92,12 +92,42 @@ class Plan:
     def known_actions(self) -> set[str]:
         return self.project.known_actions() | set(self.overlay)
 
+    def _reply_names(self) -> Dict[str, str]:
+        """Response name by (normalised) text, of domain.yml's and the corrections' responses."""
+        names: Dict[str, str] = {}
+        for source in (self.project.hand_responses, self.overlay):
+            for name, variations in source.items():
+                for variation in variations:
+                    if isinstance(variation.get("text"), str):
+                        names.setdefault(normalise(variation["text"]), name)
+        return names
+
+    def _name_agent_replies(self, raw: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """An agent's reply (``action_agent_reply``) whose text is that of a response (a canned
+        text, or one an earlier correction added) becomes that response's action."""
+        names = self._reply_names()
+        out = [dict(e) for e in raw]
+        for i, event in enumerate(out):
+            if event.get("event") != "action" or event.get("name") != AGENT_REPLY_ACTION:
+                continue
+            texts: List[str] = []
+            for follow in out[i + 1:]:
+                if follow.get("event") != "bot":
+                    break
+                if isinstance(follow.get("text"), str):
+                    texts.append(follow["text"])
+            name = names.get(normalise("\n\n".join(texts))) if texts else None
+            if name:
+                out[i] = {**event, "name": name}
+        return out
+
     def _events(self, c: Correction, masker: Masker,
                 raw: Optional[Sequence[Mapping[str, Any]]] = None) -> List[Event]:
         events: List[Event] = []
-        for item in raw if raw is not None else c.tracker_events:
+        masked = [masker.mask_event(e) for e in (raw if raw is not None else c.tracker_events)]
+        for item in self._name_agent_replies(masked):
             try:
-                event = Event.from_parameters(masker.mask_event(item))
+                event = Event.from_parameters(item)
             except Exception as exc:  # Rasa raises several kinds for a malformed event
                 raise RecordError(c.id, f"unreadable tracker event {item!r}: {exc}") from exc
             if event is not None:

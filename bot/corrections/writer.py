@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -185,9 +186,19 @@ def commit(root: Path, files: Dict[str, str], expected: Dict[str, Optional[str]]
 
 
 def run(corrections: List[Correction], options: Options) -> Report:
-    """Plan, render, stage, check and (unless a dry run) write; the report says what happened."""
-    report = Report(dry_run=options.dry_run)
+    """Plan, render, stage, check and (unless a dry run) write; the report says what happened.
+    Two writers on one project take turns: each holds a lock on the project's folder."""
     root = options.project.resolve()
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _run(corrections, options, root)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _run(corrections: List[Correction], options: Options, root: Path) -> Report:
+    report = Report(dry_run=options.dry_run)
     project = Project.load(root)
     plan = Plan(project)
     try:
