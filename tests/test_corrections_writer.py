@@ -218,8 +218,8 @@ def test_each_correction_type_becomes_rasa_data_with_pii_masked(tmp_path: Path) 
     assert [b["intent"] for b in nlu] == ["change_shipping_address"]
     [example] = [ln[2:] for ln in nlu[0]["examples"].splitlines()]
     assert example.startswith(f"{PARCEL}, it's order [")
-    assert "](order_id), mail [" in example and "](email) or call +1 555 0100, card " \
-        "XXXX XXXX XXXX XXXX" in example
+    assert "](order_id), mail [" in example
+    assert example.endswith("](email) or call +1 555 0100, card XXXX XXXX XXXX XXXX")
     assert out[1]["nlu_examples"][0]["intent"] == "change_shipping_address"
 
     # replaced and written: training stories ending in the agent's choice
@@ -293,8 +293,8 @@ def test_each_correction_type_becomes_rasa_data_with_pii_masked(tmp_path: Path) 
     assert "No story structure conflicts found" in output
     assert [w for w in re.findall(r"UserWarning: (.*)", output)
             if "is not used in any story or rule" not in w] == [
-        "The following duplicated responses have been found across multiple domain files: "
-        "utter_delivery_period"]
+        ("The following duplicated responses have been found across multiple domain files: "
+         "utter_delivery_period")]
 
 
 def test_policy_change_replaces_only_that_text_in_domain_yml(tmp_path: Path) -> None:
@@ -307,7 +307,7 @@ def test_policy_change_replaces_only_that_text_in_domain_yml(tmp_path: Path) -> 
         "utter_refund_policy", REFUND_TEXT, NEW_REFUND_TEXT)
     edited = (project / "domain.yml").read_text().splitlines()
     assert len(edited) == len(original)
-    changed = [i for i, (a, b) in enumerate(zip(original, edited)) if a != b]
+    changed = [i for i, (a, b) in enumerate(zip(original, edited, strict=True)) if a != b]
     assert changed == [change["line"] - 1]
     assert edited[changed[0]] == f'    - text: "{NEW_REFUND_TEXT}"'
     assert "responses.yml" not in " ".join(report["files"])  # no copy of it elsewhere
@@ -391,8 +391,8 @@ def test_agent_replies_in_the_history_become_responses_or_are_left_out(tmp_path:
     assert tests["correction 14: approved utter_get_refund"][0] == {
         "intent": "get_refund", "user": "and what about refunds"}
     assert by_id(report)[14]["notes"] == [
-        "history before the last 'action_agent_reply' left out of the story (not an action of "
-        "the domain)"]
+        ("history before the last 'action_agent_reply' left out of the story (not an action of "
+         "the domain)")]
 
 
 def test_unknown_actions_and_bad_records_are_refused(tmp_path: Path) -> None:
