@@ -143,7 +143,8 @@ def project_copy(tmp_path: Path) -> Path:
     for name in ("domain.yml", "config.yml"):
         shutil.copy2(PROJECT_ROOT / name, copy / name)
     (copy / "tests").mkdir()
-    shutil.copytree(PROJECT_ROOT / "tests" / "stories", copy / "tests" / "stories")
+    for folder in ("stories", "nlu_holdout"):
+        shutil.copytree(PROJECT_ROOT / "tests" / folder, copy / "tests" / folder)
     return copy
 
 
@@ -331,6 +332,12 @@ def test_a_second_run_adds_nothing_and_duplicates_are_skipped(tmp_path: Path) ->
     same = write(project, [relabel(21, "cancel my order", "track_order", "cancel_order")],
                  "--skip-training")
     assert by_id(same)[21]["skipped"] == ["'cancel my order' is already an example of cancel_order"]
+    # a held-out evaluation example never becomes training data
+    held_out = write(project, [relabel(22, "i would like to register", "greet", "create_account")],
+                     "--skip-training")
+    assert by_id(held_out)[22]["skipped"] == [
+        ("'i would like to register' is a held-out evaluation example (tests/nlu_holdout): not "
+         "added to the training data")]
 
 
 def test_an_example_of_another_intent_is_refused(tmp_path: Path) -> None:

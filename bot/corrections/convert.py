@@ -38,7 +38,8 @@ from rasa.shared.nlu.training_data.message import Message
 
 from bot.corrections.domain_edit import DomainEditError, DomainEditor
 from bot.corrections.masking import Masker
-from bot.corrections.project import CORRECTION_ID_PREFIX, DRAFTS_DIR, Project, normalise
+from bot.corrections.project import (
+    CORRECTION_ID_PREFIX, DRAFTS_DIR, HOLDOUT_DIR, Project, normalise)
 from bot.corrections.records import AGENT_REPLY_ACTION, Correction, RecordError
 
 PLACEHOLDER = re.compile(r"\{\w+\}")
@@ -261,7 +262,10 @@ class Plan:
         if not key:
             raise RecordError(c.id, "the customer's message is empty")
         existing = self._nlu_keys.get(key)
-        if existing == intent:
+        if key in self.project.holdout:
+            outcome.skipped.append(f"'{masked}' is a held-out evaluation example "
+                                   f"({HOLDOUT_DIR}): not added to the training data")
+        elif existing == intent:
             outcome.skipped.append(f"'{masked}' is already an example of {intent}")
         elif existing is not None:
             raise RecordError(c.id, f"'{masked}' is already an example of intent '{existing}' "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import rasa.shared.utils.io
 from rasa.shared.core.domain import Domain
@@ -30,6 +30,8 @@ RESPONSES_FILE = "data/corrections/responses.yml"
 # Drafts end in ".yml.draft": Rasa reads only .yml/.yaml/.json files, so they never train.
 DRAFTS_DIR = "data/corrections/drafts"
 TEST_STORIES_FILE = "tests/corrections/test_corrections.yml"
+# The held-out NLU split (docs/assistant.md): never training data.
+HOLDOUT_DIR = "tests/nlu_holdout"
 DOMAIN_FILE = "domain.yml"
 CONFIG_FILE = "config.yml"
 DATA_DIR = "data"
@@ -66,6 +68,7 @@ class Project:
     domain_text: str
     stories: List[Dict[str, Any]] = field(default_factory=list)
     test_stories: List[Dict[str, Any]] = field(default_factory=list)
+    holdout: Set[str] = field(default_factory=set)
 
     @classmethod
     def load(cls, root: Path) -> "Project":
@@ -87,6 +90,9 @@ class Project:
             story_graph=importer.get_stories(), domain_text=domain_text,
             stories=read_yaml_list(root / STORIES_FILE, "stories"),
             test_stories=read_yaml_list(root / TEST_STORIES_FILE, "stories"),
+            holdout={normalise(str(m.get("text", ""))) for path in sorted(
+                (root / HOLDOUT_DIR).glob("*.yml")) for m in RasaYAMLReader().read(
+                str(path)).intent_examples},
         )
 
     def entity_pool(self, entity: str) -> List[str]:
