@@ -39,7 +39,12 @@ from rasa.shared.nlu.training_data.message import Message
 from bot.corrections.domain_edit import DomainEditError, DomainEditor
 from bot.corrections.masking import Masker
 from bot.corrections.project import (
-    CORRECTION_ID_PREFIX, DRAFTS_DIR, HOLDOUT_DIR, Project, normalise)
+    CORRECTION_ID_PREFIX,
+    DRAFTS_DIR,
+    HOLDOUT_DIR,
+    Project,
+    normalise,
+)
 from bot.corrections.records import AGENT_REPLY_ACTION, Correction, RecordError
 
 PLACEHOLDER = re.compile(r"\{\w+\}")
