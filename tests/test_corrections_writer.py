@@ -421,6 +421,22 @@ def test_unknown_actions_and_bad_records_are_refused(tmp_path: Path) -> None:
     assert tree_hashes(project) == before
 
 
+def test_a_failure_while_replacing_puts_back_what_was_replaced(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    # The test stories' file is replaced last; a folder in its place makes os.replace fail
+    # after domain.yml and the NLU file were already replaced.
+    blocker = project / "tests" / "corrections" / "test_corrections.yml"
+    blocker.mkdir(parents=True)
+    (blocker / "keep").write_text("x")
+    before = tree_hashes(project)
+    report = write(project, [all_types()[0], all_types()[3]], "--skip-training", expect=1)
+    assert report["stage"] == "commit" and report["checks"]["rules"]["ok"], report
+    assert "Is a directory" in report["errors"][0]
+    assert tree_hashes(project) == before
+    assert not (project / "data" / "corrections").exists()
+    assert sorted(p.name for p in project.rglob("*.tmp")) == []
+
+
 def test_dry_run_checks_but_writes_nothing(tmp_path: Path) -> None:
     project = project_copy(tmp_path)
     before = tree_hashes(project)

@@ -47,7 +47,7 @@ def importer_for(root: Path) -> TrainingDataImporter:
 
 def read_yaml_list(path: Path, key: str) -> List[Dict[str, Any]]:
     """The items under ``key`` of a YAML file, [] when the file does not exist."""
-    if not path.exists():
+    if not path.is_file():
         return []
     content = rasa.shared.utils.io.read_yaml_file(path) or {}
     items = content.get(key) if isinstance(content, dict) else None

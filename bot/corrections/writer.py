@@ -79,7 +79,7 @@ def _sha(data: Optional[bytes]) -> Optional[str]:
 
 
 def _read(path: Path) -> Optional[bytes]:
-    return path.read_bytes() if path.exists() else None
+    return path.read_bytes() if path.is_file() else None
 
 
 def _overlay(plan: Plan, domain_text: str) -> Dict[str, List[Dict[str, Any]]]:
@@ -169,8 +169,9 @@ def commit(root: Path, files: Dict[str, str], expected: Dict[str, Optional[str]]
             temp.write_text(content, encoding="utf-8")
             temps[rel] = temp
         for rel, temp in temps.items():
-            backups[rel] = _read(root / rel)
+            previous = _read(root / rel)
             os.replace(temp, root / rel)
+            backups[rel] = previous  # only once it has really been replaced
     except BaseException:
         for rel, data in backups.items():
             target = root / rel
