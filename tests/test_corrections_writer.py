@@ -320,8 +320,7 @@ def test_a_second_run_adds_nothing_and_duplicates_are_skipped(tmp_path: Path) ->
     write(project, all_types(), "--skip-training")
     before = tree_hashes(project)
     report = write(project, all_types(), "--skip-training")
-    assert report["ok"] and report["files"] == [
-        "data/corrections/drafts/takeover-7.yml.draft"], report  # the draft is rewritten as is
+    assert report["ok"] and report["files"] == [], report
     assert tree_hashes(project) == before
     assert "already an example of change_shipping_address" in by_id(report)[1]["skipped"][0]
     # the same text relabelled again under a new id: the example is not added twice
@@ -387,8 +386,26 @@ def test_agent_replies_in_the_history_become_responses_or_are_left_out(tmp_path:
     own_words[8] = bot("Card, PayPal, whatever suits you.", human=True)
     typed = record(14, "approved", own_words, snap("utter_get_refund", "To get a refund…",
                                                    "get_refund"), None)
-    report = write(project, [canned, typed], "--skip-training")
+    t = f"where is {ORDER}"
+    form = record(15, "approved", START + [user(t, "track_order", [entity(t, ORDER, "order_id")]),
+                                           slot("order_id", ORDER)] + UNDERSTOOD,
+                  snap("track_order_form", intent="track_order"), None)
+    report = write(project, [canned, typed, form], "--skip-training")
     assert report["ok"], report
+    # an approved form (or custom action) choice is learnt in its context, run on as the form
+    # runs; an approved response is only tested
+    assert "stories" not in by_id(report)[14]
+    steps = stories_of(project / "data/corrections/stories.yml")[
+        "correction 15: approved track_order_form"]
+    masked = steps[0]["entities"][0]["order_id"]
+    assert re.fullmatch(r"\d{6}", masked) and masked != ORDER
+    assert steps == [
+        {"intent": "track_order", "entities": [{"order_id": masked}]},
+        {"slot_was_set": [{"order_id": masked}]},
+        {"slot_was_set": [{"fallback_count": 0}]}, {"slot_was_set": [{"human_offered": False}]},
+        {"action": "track_order_form"}, {"active_loop": "track_order_form"},
+        {"active_loop": None}, {"slot_was_set": [{"requested_slot": None}]},
+        {"action": "action_track_order"}]
     stories = stories_of(project / "data/corrections/stories.yml")
     # the agent sent a response's own text: the story replays it as that response
     assert [s.get("action") for s in stories["correction 13: replaced utter_get_refund"]

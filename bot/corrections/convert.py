@@ -236,8 +236,11 @@ class Plan:
 
     def _approved(self, c: Correction, outcome: Outcome) -> None:
         assert c.before is not None and c.before.action_name
-        self._check_action(c, c.before.action_name)
-        self._turn_story(c, c.before.action_name, outcome, training=False)
+        action = c.before.action_name
+        self._check_action(c, action)
+        # A confirmed choice of a custom action or form is worth learning in its context too; a
+        # confirmed response only proves the model right.
+        self._turn_story(c, action, outcome, training=not action.startswith("utter_"))
 
     def _replaced(self, c: Correction, outcome: Outcome) -> None:
         assert c.after is not None and c.after.action_name

@@ -131,7 +131,8 @@ def render(plan: Plan) -> Dict[str, str]:
         files[TEST_STORIES_FILE] = _stories_text(_read(root / TEST_STORIES_FILE),
                                                  plan.test_stories, True)
     files.update(plan.drafts)
-    return files
+    return {rel: text for rel, text in files.items()
+            if _read(root / rel) != text.encode("utf-8")}  # unchanged files are not rewritten
 
 
 def _overlay_of_file(project: Project) -> Dict[str, List[Dict[str, Any]]]:
