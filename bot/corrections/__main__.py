@@ -1,0 +1,65 @@
+"""``python -m bot.corrections write --input corrections.json [--project .] [--dry-run]
+[--skip-training] [--keep-model DIR]``: prints a JSON report on stdout; exit code 0 when the
+corrections were written (or, with --dry-run, would be), 1 when they were refused."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot.corrections")
+    sub = parser.add_subparsers(dest="command", required=True)
+    write = sub.add_parser("write", help="turn accepted corrections into training data")
+    write.add_argument("--input", required=True, type=Path,
+                       help="JSON list of accepted correction records ('-' for stdin)")
+    write.add_argument("--project", default=Path("."), type=Path,
+                       help="the Rasa project's root (default: the current directory)")
+    write.add_argument("--dry-run", action="store_true",
+                       help="check everything, write nothing")
+    write.add_argument("--skip-training", action="store_true",
+                       help="skip the real training run (validator and rule check still run)")
+    write.add_argument("--keep-model", type=Path, default=None,
+                       help="keep the model the check trained in this folder")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    # Rasa and TensorFlow print to stdout; the report alone goes there.
+    report_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+    from bot.corrections.records import RecordError, parse_records
+    from bot.corrections.writer import Options, Report, run
+
+    report: Report
+    try:
+        raw = sys.stdin.read() if str(args.input) == "-" else args.input.read_text("utf-8")
+        corrections = parse_records(json.loads(raw))
+        report = run(corrections, Options(project=args.project, dry_run=args.dry_run,
+                                          skip_training=args.skip_training,
+                                          keep_model=args.keep_model))
+    except (OSError, ValueError) as exc:  # unreadable input, bad JSON, RecordError
+        report = Report(errors=[str(exc) if isinstance(exc, RecordError)
+                                else f"{type(exc).__name__}: {exc}"])
+    with os.fdopen(report_fd, "w") as out:
+        json.dump(report.as_dict(), out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Correction records as the gateway stores them, read and checked before anything is written.
+
+The gateway (``handoff/``) stores every agent decision as a row of its ``corrections`` table
+(docs/store.md). The writer takes a JSON list of accepted ones; this module turns each into a
+:class:`Correction` and says clearly what is wrong with a record it cannot use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import (
+    Any,
+    Dict,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    TypedDict,
+    cast,
+)
+
+CorrectionType = Literal["approved", "edited", "replaced", "written", "relabelled", "takeover"]
+CORRECTION_TYPES: Sequence[str] = (
+    "approved", "edited", "replaced", "written", "relabelled", "takeover")
+EDIT_RESOLUTIONS: Sequence[str] = ("variation", "policy_changed")
+
+# The action the gateway logs to Rasa for a reply an agent wrote (review "write", human mode).
+AGENT_REPLY_ACTION = "action_agent_reply"
+
+
+class BotMessageDict(TypedDict, total=False):
+    text: str
+    buttons: List[Dict[str, Any]]
+    quick_replies: List[Dict[str, Any]]
+    image: str
+    custom: Dict[str, Any]
+    attachment: Dict[str, Any]
+
+
+class SnapshotDict(TypedDict, total=False):
+    """``before`` / ``after`` of a stored correction (the router's ``ReplySnapshot``)."""
+
+    action_name: Optional[str]
+    messages: List[BotMessageDict]
+    intent: Optional[str]
+
+
+class CorrectionDict(TypedDict, total=False):
+    """One record of the gateway's ``corrections`` table, as JSON."""
+
+    id: int
+    conversation_id: str
+    type: str
+    before: Optional[SnapshotDict]
+    after: Optional[SnapshotDict]
+    tracker_events: List[Dict[str, Any]]
+    agent: str
+    model_version: Optional[str]
+    review_status: str
+    resolution: Optional[Dict[str, Any]]
+    text: Optional[str]
+
+
+class RecordError(ValueError):
+    """A record the writer cannot turn into training data; the message says why."""
+
+    def __init__(self, correction_id: object, message: str) -> None:
+        super().__init__(f"correction {correction_id}: {message}")
+        self.correction_id = correction_id
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    action_name: Optional[str]
+    texts: List[str] = field(default_factory=list)
+    intent: Optional[str] = None
+
+    @property
+    def text(self) -> str:
+        """The reply's text: its messages' texts, one paragraph each (as the channel splits)."""
+        return "\n\n".join(self.texts)
+
+
+@dataclass(frozen=True)
+class Correction:
+    id: int
+    type: CorrectionType
+    conversation_id: str
+    agent: str
+    before: Optional[Snapshot]
+    after: Optional[Snapshot]
+    tracker_events: List[Dict[str, Any]]
+    text: Optional[str]
+    edited_as: str = "variation"
+    model_version: Optional[str] = None
+
+    def last_user_index(self) -> Optional[int]:
+        """Index of the customer's message the corrected turn answers (the last ``user``)."""
+        for index in range(len(self.tracker_events) - 1, -1, -1):
+            if self.tracker_events[index].get("event") == "user":
+                return index
+        return None
+
+    def last_user_event(self) -> Optional[Dict[str, Any]]:
+        """The customer's message the corrected turn answers (the last ``user`` event)."""
+        index = self.last_user_index()
+        return self.tracker_events[index] if index is not None else None
+
+
+def _snapshot(cid: object, raw: object, name: str) -> Optional[Snapshot]:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise RecordError(cid, f"'{name}' must be an object or null")
+    texts: List[str] = []
+    for message in raw.get("messages") or []:
+        if isinstance(message, Mapping) and isinstance(message.get("text"), str):
+            texts.append(message["text"])
+    action = raw.get("action_name", raw.get("action"))
+    intent = raw.get("intent")
+    if action is not None and not isinstance(action, str):
+        raise RecordError(cid, f"'{name}.action_name' must be a string")
+    if intent is not None and not isinstance(intent, str):
+        raise RecordError(cid, f"'{name}.intent' must be a string")
+    if not texts and isinstance(raw.get("text"), str):
+        texts = [raw["text"]]
+    return Snapshot(action_name=action, texts=texts, intent=intent)
+
+
+def parse_record(raw: object) -> Correction:
+    """A stored correction as a :class:`Correction`; :class:`RecordError` when unusable."""
+    if not isinstance(raw, Mapping):
+        raise RecordError("?", "a correction must be a JSON object")
+    cid = raw.get("id")
+    if not isinstance(cid, int) or isinstance(cid, bool):
+        raise RecordError(cid, "'id' must be an integer")
+    kind = raw.get("type")
+    if kind not in CORRECTION_TYPES:
+        raise RecordError(cid, f"unknown type {kind!r} (expected one of {list(CORRECTION_TYPES)})")
+    if raw.get("review_status", "accepted") != "accepted":
+        raise RecordError(cid, f"review_status is {raw.get('review_status')!r}, not 'accepted'")
+    events = raw.get("tracker_events") or []
+    if not isinstance(events, list) or not all(isinstance(e, Mapping) for e in events):
+        raise RecordError(cid, "'tracker_events' must be a list of Rasa events")
+    resolution = raw.get("resolution") or {}
+    edited_as = resolution.get("edited_as", "variation") if isinstance(resolution, Mapping) else ""
+    if kind == "edited" and edited_as not in EDIT_RESOLUTIONS:
+        raise RecordError(cid, f"resolution.edited_as must be one of {list(EDIT_RESOLUTIONS)}")
+    text = raw.get("text")
+    correction = Correction(
+        id=cid, type=cast(CorrectionType, kind),
+        conversation_id=str(raw.get("conversation_id") or ""),
+        agent=str(raw.get("agent") or ""),
+        before=_snapshot(cid, raw.get("before"), "before"),
+        after=_snapshot(cid, raw.get("after"), "after"),
+        tracker_events=[dict(e) for e in events],
+        text=text if isinstance(text, str) else None,
+        edited_as=edited_as if kind == "edited" else "variation",
+        model_version=raw.get("model_version") if isinstance(
+            raw.get("model_version"), str) else None,
+    )
+    _check_shape(correction)
+    return correction
+
+
+def _check_shape(c: Correction) -> None:
+    if c.type == "takeover":
+        if not c.tracker_events:
+            raise RecordError(c.id, "a takeover needs the conversation's tracker events")
+        return
+    if c.after is None and c.type != "approved":
+        raise RecordError(c.id, f"a '{c.type}' correction needs 'after'")
+    if c.type == "relabelled":
+        assert c.after is not None
+        if not c.after.intent:
+            raise RecordError(c.id, "a relabel needs 'after.intent'")
+        if not (c.text or c.last_user_event()):
+            raise RecordError(c.id, "a relabel needs the customer's text")
+        return
+    if not c.tracker_events:
+        raise RecordError(c.id, "no tracker events: the story cannot be written (Rasa was not "
+                                "reachable when the agent decided)")
+    if c.type in ("approved", "edited") and (c.before is None or not c.before.action_name):
+        raise RecordError(c.id, f"a '{c.type}' correction needs 'before.action_name'")
+    if c.type == "replaced":
+        assert c.after is not None
+        if not c.after.action_name:
+            raise RecordError(c.id, "a replacement needs 'after.action_name'")
+    if c.type in ("edited", "written"):
+        assert c.after is not None
+        if not c.after.text.strip():
+            raise RecordError(c.id, f"a '{c.type}' correction needs the reply's text")
+
+
+def parse_records(raw: object) -> List[Correction]:
+    """All records of the input file (a JSON list), in id order; duplicate ids refused."""
+    if isinstance(raw, Mapping) and isinstance(raw.get("corrections"), list):
+        raw = raw["corrections"]
+    if not isinstance(raw, list):
+        raise RecordError("?", "the input must be a JSON list of correction records")
+    records = [parse_record(r) for r in raw]
+    seen: set[int] = set()
+    for r in records:
+        if r.id in seen:
+            raise RecordError(r.id, "appears twice in the input")
+        seen.add(r.id)
+    return sorted(records, key=lambda r: r.id)
