@@ -7,7 +7,9 @@
 
 ``export`` writes the accepted corrections not exported yet (``--all``: exported ones too) as
 a JSON list of correction records — the input of the writer in ``bot/`` that turns them into
-Rasa training data — and with ``--mark`` records them as exported under that id. The database
+Rasa training data (``.venv/rasa/bin/python -m bot.corrections write --input FILE``) — and
+with ``--mark`` records them as exported under that id. A trainer chooses how an edit is
+learned by accepting it with ``"edited_as": "variation" | "policy_changed"`` in its ``after``. The database
 is ``--url``, else ``$HANDOFF_DATABASE_URL``, else the gateway's default. Every review is
 audit-logged like the API's.
 """
@@ -25,7 +27,7 @@ from typing import Any
 
 from handoff.errors import HandoffError
 from handoff.settings import resolve_database_url
-from handoff.store import Store, to_json
+from handoff.store import Correction, Store, to_json
 
 __all__ = ["main"]
 
@@ -34,6 +36,21 @@ DEFAULT_URL = "sqlite+aiosqlite:///var/handoff.db"
 
 def _url(given: str | None) -> str:
     return resolve_database_url(given or os.environ.get("HANDOFF_DATABASE_URL") or DEFAULT_URL)
+
+
+def export_record(correction: Correction) -> dict[str, Any]:
+    """A correction as bot/'s writer reads it (docs/corrections.md): the stored record, plus
+    ``text`` (the customer's words, when the correction carries them: an emerging need has no
+    tracker) and ``resolution`` (a trainer's ``edited_as`` choice for an edit)."""
+    record = to_json(correction)
+    sides = [side for side in (correction.after, correction.before) if isinstance(side, dict)]
+    text = next((side["text"] for side in sides if isinstance(side.get("text"), str)), None)
+    if text is not None:
+        record["text"] = text
+    edited_as = next((side["edited_as"] for side in sides if side.get("edited_as")), None)
+    if edited_as is not None:
+        record["resolution"] = {"edited_as": edited_as}
+    return record
 
 
 def _summary(c: Any) -> str:
@@ -67,7 +84,7 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             found = await store.list_corrections(
                 review_status=args.status, exported=None if args.all else False)
-            records = [to_json(c) for c in found]
+            records = [export_record(c) for c in found]
             Path(args.out).write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n")
             if args.mark:
                 await store.mark_corrections_exported([c.id for c in found],

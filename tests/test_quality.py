@@ -78,7 +78,18 @@ def test_data_validates_without_conflicts() -> None:
     # other warning (conflicts, duplicate examples, unknown intents...) fails the test.
     unused = [m.group(1) for w in warnings
               if (m := re.fullmatch(r"The utterance '(\w+)' is not used in any story or rule\.", w))]
-    assert [w for w in warnings if "is not used in any story or rule" not in w] == []
+    # A response the corrections pipeline extended (data/corrections/responses.yml holds it
+    # in full, docs/corrections.md) is "duplicated across domain files" on purpose.
+    extended_file = PROJECT_ROOT / "data" / "corrections" / "responses.yml"
+    extended = set((yaml.safe_load(extended_file.read_text()) or {}).get("responses") or {}) if (
+        extended_file.exists()) else set()
+
+    def expected(warning: str) -> bool:
+        named = set(re.findall(r"utter_\w+", warning))
+        return "is not used in any story or rule" in warning or (
+            "duplicate" in warning.lower() and bool(named) and named <= extended)
+
+    assert [w for w in warnings if not expected(w)] == []
     actions_code = (PROJECT_ROOT / "actions" / "actions.py").read_text()
     slots = yaml.safe_load((PROJECT_ROOT / "domain.yml").read_text())["slots"]
     used_elsewhere = {f"utter_ask_{slot}" for slot in slots} | {"utter_default"}

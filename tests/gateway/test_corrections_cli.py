@@ -11,6 +11,7 @@ import pytest
 
 from handoff.store import Store
 from tests.gateway.conftest import GATEWAY_PYTHON, PROJECT_ROOT
+from tests.test_corrections_writer import project_copy, write
 
 pytestmark = pytest.mark.asyncio
 
@@ -58,3 +59,32 @@ async def test_list_review_and_export(store: Store, store_url: str, tmp_path: Pa
     again = _cli(store_url, "export", "--out", str(out))  # marked: nothing new to export
     assert again.returncode == 0 and json.loads(out.read_text()) == []
     assert _cli(store_url, "list", "--status", "maybe").returncode == 1
+
+
+async def test_the_export_feeds_bots_writer(tmp_path: Path) -> None:
+    """The hand-off between the two environments: what the gateway exports, bot/ writes."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'handoff.db'}"
+    async with Store(url) as store:
+        await store.migrate()
+        await store.upsert_conversation("c1")
+        need = await store.add_correction(  # as POST /api/emerging-needs/label makes them
+            "c1", type="relabelled", agent="tina",
+            before={"action_name": None, "messages": [], "intent": "nlu_fallback",
+                    "text": "could my parcel come gift wrapped, my email is ann@example.com"},
+            after={"action_name": None, "messages": [], "intent": "place_order",
+                   "text": "could my parcel come gift wrapped, my email is ann@example.com"})
+        await store.review_correction(need.id, review_status="accepted", reviewed_by="tina")
+    out = tmp_path / "corrections.json"
+    done = _cli(url, "export", "--out", str(out), "--mark", "export-7")
+    assert done.returncode == 0, done.stderr
+    [record] = json.loads(out.read_text())
+    assert record["text"].startswith("could my parcel come gift wrapped")
+
+    project = project_copy(tmp_path)
+    report = write(project, [record], "--skip-training")
+    assert report["ok"] and report["stage"] == "done", report
+    written = (project / "data" / "corrections" / "nlu.yml").read_text()
+    assert "could my parcel come gift wrapped" in written and "place_order" in written
+    assert "ann@example.com" not in written  # masked before anything is written
+    async with Store(url) as store:
+        assert (await store.get_correction(need.id)).export_id == "export-7"
