@@ -24,7 +24,7 @@ export RASA_CACHE_DIRECTORY ?= $(HOME)/.cache/northwind-assistant/rasa
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help setup chromium run test train validate db bench clean
+.PHONY: help setup chromium run test train validate db bench retrain clean
 
 help:
 	@echo "make run       set up, train if the data changed, start the assistant (Ctrl-C stops)"
@@ -33,6 +33,7 @@ help:
 	@echo "make validate  rasa data validate"
 	@echo "make db        create and seed the demo shop database ($(SHOP_DB)) if missing"
 	@echo "make bench     the benchmarks in bench/ (docs/performance.md)"
+	@echo "make retrain   accepted corrections -> training data -> a new model, proven (docs/corrections.md)"
 
 $(RASA_VENV)/.installed: requirements/rasa.lock.txt
 	@test -n "$(PYTHON310)" || { echo "Python 3.10 is needed for Rasa 3.6 (set PYTHON310=...)"; exit 1; }
@@ -74,6 +75,15 @@ run: setup train
 
 test: setup chromium train
 	$(GW_PY) -m pytest
+
+# Accepted corrections from the gateway's store become training data and a new model in models/,
+# compared with the model in service; they are marked exported only when that succeeded.
+retrain: setup train
+	mkdir -p var
+	$(GW_PY) -m handoff.corrections export --out var/corrections.json
+	set -o pipefail; $(RASA_PY) -m bot.retrain --corrections var/corrections.json | tee var/retrain-report.json
+	$(GW_PY) -m handoff.corrections mark --input var/corrections.json \
+	  --export-id retrain-$$(date -u +%Y%m%dT%H%M%SZ)
 
 bench: setup train
 	$(GW_PY) bench/rasa_turn.py

@@ -4,6 +4,7 @@
     python -m handoff.corrections review 12 13 --status accepted --by tina [--note "..."]
     python -m handoff.corrections export --out corrections.json [--status accepted]
                                          [--all] [--mark EXPORT_ID]
+    python -m handoff.corrections mark --input corrections.json --export-id EXPORT_ID
 
 ``export`` writes the accepted corrections not exported yet (``--all``: exported ones too) as
 a JSON list of correction records — the input of the writer in ``bot/`` that turns them into
@@ -64,6 +65,7 @@ def _summary(c: Any) -> str:
 
 async def _run(args: argparse.Namespace) -> int:
     async with Store(_url(args.url)) as store:
+        await store.migrate()  # as the gateway does on start (idempotent)
         if args.command == "list":
             found = await store.list_corrections(review_status=args.status, type=args.type,
                                                  limit=args.limit)
@@ -81,6 +83,12 @@ async def _run(args: argparse.Namespace) -> int:
                                   target=f"correction:{correction_id}",
                                   details={"note": args.note, "via": "cli"})
                 print(_summary(correction))
+        elif args.command == "mark":
+            records = json.loads(Path(args.input).read_text())
+            ids = [r["id"] for r in records if isinstance(r, dict) and isinstance(r.get("id"), int)]
+            marked = await store.mark_corrections_exported(ids, export_id=args.export_id)
+            print(f"{marked} correction(s) marked as exported in {args.export_id}",
+                  file=sys.stderr)
         else:
             found = await store.list_corrections(
                 review_status=args.status, exported=None if args.all else False)
@@ -112,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("--status", default="accepted")
     export.add_argument("--all", action="store_true", help="also those exported before")
     export.add_argument("--mark", default=None, help="record them as exported under this id")
+    mark = sub.add_parser("mark", help="record the corrections of an export file as exported")
+    mark.add_argument("--input", required=True, help="the file export wrote")
+    mark.add_argument("--export-id", required=True)
     args = parser.parse_args(argv)
     try:
         return asyncio.run(_run(args))

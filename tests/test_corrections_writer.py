@@ -471,12 +471,32 @@ def test_a_real_training_run_learns_the_relabel(tmp_path: Path) -> None:
                    "--keep-model", str(models))
     assert report["ok"] and report["checks"]["training"]["ok"], report
     assert (project / "data/corrections/nlu.yml").exists()
-    # the correction's test story passes end to end on the new model (the old one misreads it)
-    out = tmp_path / "results"
+    # prove it (bot/prove.py): the correction's test story fails on the model in service and
+    # passes on the new one, and the hand-written test stories pass on both: deployable
+    old = sorted((PROJECT_ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)[-1]
     result = subprocess.run(
-        [str(RASA_VENV / "bin" / "rasa"), "test", "core", "--stories", "tests/corrections",
-         "--model", str(report["model"]), "--out", str(out), "--e2e",
-         "--fail-on-prediction-errors"],
-        cwd=project, env=env(), capture_output=True, text=True, timeout=300, check=False)
-    failed = out / "failed_test_stories.yml"
-    assert result.returncode == 0, failed.read_text() if failed.exists() else result.stderr[-3000:]
+        [str(RASA_PY), "-m", "bot.prove", "--old", str(old), "--new", str(report["model"]),
+         "--project", str(project)],
+        cwd=project, env=env(), capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    proof = json.loads(result.stdout)
+    assert proof["corrections"] == {"before": 0, "after": 1, "total": 1}, proof
+    assert proof["suite"]["after"] == proof["suite"]["total"] == proof["suite"]["before"], proof
+    assert (proof["regressions"], proof["deploy"]) == ([], True)
+    assert len(proof["fixed"]) == 1
+
+
+def test_retrain_with_nothing_accepted_writes_nothing_and_succeeds(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    (project / "models").mkdir()
+    source = tmp_path / "none.json"
+    source.write_text("[]")
+    before = tree_hashes(project)
+    result = subprocess.run([str(RASA_PY), "-m", "bot.retrain", "--corrections", str(source),
+                             "--project", str(project)], cwd=project, env=env(),
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["write"]["files"] == [] and report["proof"] is None
+    assert tree_hashes(project) == before
+

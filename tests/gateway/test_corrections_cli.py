@@ -58,6 +58,9 @@ async def test_list_review_and_export(store: Store, store_url: str, tmp_path: Pa
         (made[2].id, "relabelled", [{"event": "user", "text": "hi"}])]
     again = _cli(store_url, "export", "--out", str(out))  # marked: nothing new to export
     assert again.returncode == 0 and json.loads(out.read_text()) == []
+    out.write_text(json.dumps([{"id": made[1].id}]))
+    assert _cli(store_url, "mark", "--input", str(out), "--export-id", "retrain-1").returncode == 0
+    assert (await store.get_correction(made[1].id)).export_id == "retrain-1"
     assert _cli(store_url, "list", "--status", "maybe").returncode == 1
 
 

@@ -1,0 +1,104 @@
+"""Prove a retrained model: before/after on the corrections' test stories and the test suite.
+
+``python -m bot.prove --old models/A.tar.gz --new models/B.tar.gz [--project .]`` runs Rasa's
+own end-to-end story test (``rasa test core --e2e``) with each model on
+``tests/corrections/`` (one test story per accepted correction, written by
+``bot.corrections``) and on ``tests/stories/`` (the hand-written suite), and prints a JSON
+report:
+
+    {"corrections": {"before": 2, "after": 23, "total": 25},   # test stories passing
+     "suite": {"before": 42, "after": 42, "total": 42},
+     "regressions": ["story name", ...],   # passed with the old model, fail with the new
+     "fixed": [...], "deploy": true}
+
+``deploy`` is true when nothing regressed; the exit code is 0 then, 1 otherwise (a trainer may
+still deploy, and that override is logged where the deploy happens). Rasa's output goes to
+stderr; stdout carries only the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Set
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RASA = Path(sys.executable).with_name("rasa")
+SUITES = {"corrections": "tests/corrections", "suite": "tests/stories"}
+
+
+def story_names(folder: Path) -> List[str]:
+    """The test stories' names in a folder of Rasa test-story YAML files."""
+    names: List[str] = []
+    for path in sorted(folder.glob("*.yml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        names += [s["story"] for s in data.get("stories") or () if isinstance(s, dict)
+                  and isinstance(s.get("story"), str)]
+    return names
+
+
+def failed_stories(project: Path, model: Path, stories: Path) -> Set[str]:
+    """The names of the test stories ``model`` gets wrong (Rasa's own e2e story test)."""
+    with tempfile.TemporaryDirectory() as out:
+        result = subprocess.run(
+            [str(RASA), "test", "core", "--stories", str(stories), "--model", str(model),
+             "--e2e", "--out", out, "--no-plot"],
+            cwd=project, stdout=sys.stderr, stderr=sys.stderr, check=False,
+            env={**os.environ, "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
+                 "TF_CPP_MIN_LOG_LEVEL": "2"})
+        if result.returncode != 0:
+            raise RuntimeError(f"rasa test core failed ({result.returncode}) on {stories}")
+        failed = Path(out) / "failed_test_stories.yml"
+        if not failed.exists():
+            return set()
+        data = yaml.safe_load(failed.read_text()) or {}
+        return {s["story"] for s in data.get("stories") or () if isinstance(s, dict)}
+
+
+def prove(project: Path, old: Path, new: Path) -> Dict[str, object]:
+    report: Dict[str, object] = {"old_model": old.name, "new_model": new.name}
+    regressions: List[str] = []
+    fixed: List[str] = []
+    for key, folder in SUITES.items():
+        stories = project / folder
+        names = story_names(stories) if stories.is_dir() else []
+        if not names:
+            report[key] = {"before": 0, "after": 0, "total": 0}
+            continue
+        before = failed_stories(project, old, stories)
+        after = failed_stories(project, new, stories)
+        report[key] = {"before": len(names) - len(before), "after": len(names) - len(after),
+                       "total": len(names)}
+        regressions += sorted(after - before)
+        fixed += sorted(before - after)
+    report["regressions"] = regressions
+    report["fixed"] = fixed
+    report["deploy"] = not regressions
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot.prove", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--old", required=True, type=Path, help="the model in service")
+    parser.add_argument("--new", required=True, type=Path, help="the retrained model")
+    parser.add_argument("--project", default=PROJECT_ROOT, type=Path)
+    args = parser.parse_args(argv)
+    for model in (args.old, args.new):
+        if not model.is_file():
+            print(json.dumps({"error": f"no model file {model}"}))
+            return 2
+    report = prove(args.project.resolve(), args.old.resolve(), args.new.resolve())
+    print(json.dumps(report, indent=2))
+    return 0 if report["deploy"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

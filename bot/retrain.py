@@ -1,0 +1,63 @@
+"""``python -m bot.retrain --corrections var/corrections.json``: accepted corrections in, a
+proven model out.
+
+1. The corrections become training data (``bot.corrections``: masked, validated on a copy,
+   checked against the rules, trained; the project's files are replaced only if all passes).
+   The model that check trained is kept in ``models/`` (Rasa's cache makes it quick).
+2. ``bot.prove`` compares it with the model in service (the newest in ``models/`` before) on
+   the corrections' test stories and the hand-written ones.
+
+Prints one JSON report ``{"write": ..., "proof": ...}``; exit code 0 when the data was written
+and nothing regressed, 1 otherwise (``proof.deploy`` says whether to deploy). ``make retrain``
+exports the accepted corrections from the gateway first and records them as exported after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot.retrain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corrections", required=True, type=Path)
+    parser.add_argument("--project", default=PROJECT_ROOT, type=Path)
+    args = parser.parse_args(argv)
+    project = args.project.resolve()
+    report_fd = os.dup(1)  # Rasa and TensorFlow print to stdout; the report alone goes there
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    from bot.corrections.records import parse_records
+    from bot.corrections.writer import Options, run
+    from bot.prove import prove
+
+    models = project / "models"
+    in_service = sorted(models.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    report: Dict[str, object] = {}
+    corrections = parse_records(json.loads(args.corrections.read_text("utf-8")))
+    written = run(corrections, Options(project=project, keep_model=models))
+    report["write"] = written.as_dict()
+    code = 1
+    if not corrections:
+        report["proof"] = None
+        code = 0
+    elif written.ok and written.model and in_service:
+        proof = prove(project, in_service[-1], Path(written.model))
+        report["proof"] = proof
+        code = 0 if proof["deploy"] else 1
+    with os.fdopen(report_fd, "w") as out:
+        json.dump(report, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
