@@ -73,15 +73,10 @@ async def _run(args: argparse.Namespace) -> int:
                 print(_summary(correction))
             print(f"{len(found)} correction(s)", file=sys.stderr)
         elif args.command == "review":
-            for correction_id in args.ids:  # all exist, or nothing changes
-                await store.get_correction(correction_id)
-            for correction_id in args.ids:
-                correction = await store.review_correction(
-                    correction_id, review_status=args.status, reviewed_by=args.by,
-                    note=args.note)
-                await store.audit(args.by, f"correction_{args.status}",
-                                  target=f"correction:{correction_id}",
-                                  details={"note": args.note, "via": "cli"})
+            reviewed = await store.review_corrections(  # all exist, or nothing changes
+                args.ids, review_status=args.status, reviewed_by=args.by, note=args.note,
+                details={"note": args.note, "via": "cli"})
+            for correction in reviewed:
                 print(_summary(correction))
         elif args.command == "mark":
             records = json.loads(Path(args.input).read_text())

@@ -944,22 +944,49 @@ class Store:
     ) -> Correction:
         """A trainer's verdict; ``note`` replaces the stored note when given, and ``after``
         the agent's version of the correction (the trainer edited it before accepting)."""
+        [correction] = await self.review_corrections(
+            [correction_id], review_status=review_status, reviewed_by=reviewed_by, note=note,
+            after=after, audit=False)
+        return correction
+
+    async def review_corrections(
+        self,
+        correction_ids: Sequence[int],
+        *,
+        review_status: ReviewStatus,
+        reviewed_by: str,
+        note: str | None = None,
+        after: Any = None,
+        audit: bool = True,
+        details: dict[str, Any] | None = None,
+    ) -> list[Correction]:
+        """:meth:`review_correction` for each id, in one transaction: all exist (else
+        ``NotFound`` and nothing changes). With ``audit`` each gets an audit entry
+        ``correction_<status>`` by ``reviewed_by`` on ``correction:<id>`` with ``details``."""
         _one_of("review status", review_status, REVIEW_STATUSES)
+        now = _now()
         values: dict[str, Any] = dict(
-            review_status=review_status, reviewed_by=reviewed_by, reviewed_at=_now()
+            review_status=review_status, reviewed_by=reviewed_by, reviewed_at=now
         )
         if note is not None:
             values["note"] = note
         if after is not None:
             values["after"] = after
+        done: list[Correction] = []
         async with self._tx(write=True) as conn:
-            row = (await conn.execute(
-                sa.update(corrections).where(corrections.c.id == correction_id)
-                .values(**values).returning(*corrections.c)
-            )).first()
-        if row is None:
-            raise NotFound(f"no correction {correction_id}", correction_id=correction_id)
-        return _record(Correction, row)
+            for correction_id in dict.fromkeys(correction_ids):
+                row = (await conn.execute(
+                    sa.update(corrections).where(corrections.c.id == correction_id)
+                    .values(**values).returning(*corrections.c)
+                )).first()
+                if row is None:
+                    raise NotFound(f"no correction {correction_id}", correction_id=correction_id)
+                done.append(_record(Correction, row))
+                if audit:
+                    await conn.execute(sa.insert(audit_log).values(
+                        created_at=now, actor=reviewed_by, action=f"correction_{review_status}",
+                        target=f"correction:{correction_id}", details=details))
+        return done
 
     async def mark_corrections_exported(
         self, correction_ids: Iterable[int], *, export_id: str

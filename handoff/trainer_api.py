@@ -76,8 +76,8 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
             limit=_int_arg(request, "limit", 100, MAX_LIMIT))
         return json({"corrections": [correction_json(c) for c in found]})
 
-    async def review(who: str, correction_id: int, status: Any, note: Any,
-                     after: Any = None) -> Correction:
+    async def review(who: str, ids: list[int], status: Any, note: Any,
+                     after: Any = None) -> list[Correction]:
         if status not in ("accepted", "rejected", "new"):
             raise BadRequest("'status' must be accepted, rejected or new")
         if note is not None and (not isinstance(note, str) or len(note) > 4000):
@@ -85,19 +85,16 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
         if after is not None and (not isinstance(after, dict) or len(
                 jsonlib.dumps(after)) > MAX_AFTER_BYTES):
             raise BadRequest(f"'after' must be an object of at most {MAX_AFTER_BYTES} bytes")
-        correction = await store.review_correction(correction_id, review_status=status,
-                                                   reviewed_by=who, note=note, after=after)
         details = {k: v for k, v in (("note", note), ("after", after)) if v is not None}
-        await store.audit(who, f"correction_{status}", target=f"correction:{correction_id}",
-                          details=details or None)
-        return correction
+        return await store.review_corrections(ids, review_status=status, reviewed_by=who,
+                                              note=note, after=after, details=details or None)
 
     @app.post("/api/corrections/<correction_id:int>/review", name="review_correction")
     async def _review(request: Request, correction_id: int) -> HTTPResponse:
         who = await trainer(request)
         body = _body(request)
-        correction = await review(who, correction_id, body.get("status"), body.get("note"),
-                                  body.get("after"))
+        [correction] = await review(who, [correction_id], body.get("status"), body.get("note"),
+                                    body.get("after"))
         return json({"correction": correction_json(correction)})
 
     @app.post("/api/corrections/review", name="review_corrections")
@@ -108,10 +105,7 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
         if not isinstance(ids, list) or not ids or len(ids) > MAX_LABEL or not all(
                 isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise BadRequest(f"'ids' must be a list of 1 to {MAX_LABEL} correction ids")
-        for i in dict.fromkeys(ids):  # all exist, or nothing changes
-            await store.get_correction(i)
-        done = [await review(who, i, body.get("status"), body.get("note"))
-                for i in dict.fromkeys(ids)]
+        done = await review(who, ids, body.get("status"), body.get("note"))  # all or nothing
         return json({"corrections": [correction_json(c) for c in done]})
 
     @app.get("/api/corrections/groups", name="correction_groups")
