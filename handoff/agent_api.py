@@ -27,12 +27,12 @@ from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
 from handoff import router as r
-from handoff.auth import require_role, user_from_token
-from handoff.conversations import Conversations, state_summary
+from handoff.auth import user_from_token
+from handoff.conversations import Conversations, conversation_json, state_summary
 from handoff.errors import BadRequest, HandoffError, Unauthorized
 from handoff.rasa_client import RasaClient
 from handoff.settings import Settings
-from handoff.store import Conversation, Role, Store, User, to_json
+from handoff.store import Role, Store, User, to_json
 
 __all__ = [
     "ACTIONS", "AGENT_NAMESPACE", "AGENTS_ROOM", "AgentAction", "register_agent_api", "user_of",
@@ -159,18 +159,7 @@ async def user_of(request: Request, store: Store, settings: Settings, role: Role
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send Authorization: Bearer <token> (POST /api/login)")
-    user = await user_from_token(store, token.strip(), secret=settings.jwt_secret)
-    require_role(user, role)
-    return user
-
-
-def conversation_json(conv: Conversation, last_customer: Any = None) -> dict[str, Any]:
-    """A conversation as the API lists it (without the router's internal state)."""
-    data = to_json(conv)
-    data.pop("state", None)
-    data["last_customer_text"] = last_customer.text if last_customer else None
-    data["last_customer_at"] = last_customer.created_at.isoformat() if last_customer else None
-    return data
+    return await user_from_token(store, token.strip(), secret=settings.jwt_secret, minimum=role)
 
 
 def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *, settings: Settings,
@@ -180,9 +169,7 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *, setti
     domain_cache: dict[str, Any] = {}
 
     async def agent_from_token(token: str) -> User:
-        user = await user_from_token(store, token, secret=settings.jwt_secret)
-        require_role(user, "agent")
-        return user
+        return await user_from_token(store, token, secret=settings.jwt_secret, minimum="agent")
 
     async def agent(request: Request) -> User:
         return await user_of(request, store, settings, "agent")

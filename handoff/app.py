@@ -179,15 +179,20 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
 
     sio.on("user_uttered", handler=_user_uttered)
 
+    async def _refuse(sid: str, exc: Exception) -> None:
+        """A customer's request refused: one ``error`` event ``{code, message}``."""
+        if isinstance(exc, ProtocolError):
+            await sio.emit("error", exc.to_dict(), to=sid)
+            return
+        body, _ = error_body(exc)
+        await sio.emit("error", {"code": body["error"], "message": body["message"]}, to=sid)
+
     async def _end_conversation(sid: str, data: Any = None) -> None:
         try:
             session_id = await _own_session(sid, parse_end_conversation(data))
             await conversations.apply(session_id, r.Close(agent_id=None))
-        except ProtocolError as exc:
-            await sio.emit("error", exc.to_dict(), to=sid)
-        except (HandoffError, r.RouterError) as exc:
-            body, _ = error_body(exc)
-            await sio.emit("error", {"code": body["error"], "message": body["message"]}, to=sid)
+        except (ProtocolError, HandoffError, r.RouterError) as exc:
+            await _refuse(sid, exc)
 
     sio.on("end_conversation", handler=_end_conversation)
 
@@ -196,11 +201,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
             session_id, score = parse_survey_answer(data)
             await _own_session(sid, session_id)
             await conversations.effort_score(session_id, score)
-        except ProtocolError as exc:
-            await sio.emit("error", exc.to_dict(), to=sid)
-            return
-        except HandoffError as exc:
-            await sio.emit("error", {"code": exc.code, "message": exc.message}, to=sid)
+        except (ProtocolError, HandoffError) as exc:
+            await _refuse(sid, exc)
             return
         await sio.emit("survey_thanks", {}, to=sid)
 

@@ -254,10 +254,11 @@ def verify_token(
     )
 
 
-async def user_from_token(store: Store, token: str, *, secret: str) -> User:
+async def user_from_token(store: Store, token: str, *, secret: str,
+                          minimum: Role | None = None) -> User:
     """Verify the token and load its user as it is now: ``TokenInvalid`` if the user no longer
-    exists, ``UserDisabled`` if disabled since. Use the returned user's role, not the token's,
-    where a role change must take effect before the token expires."""
+    exists, ``UserDisabled`` if disabled since, ``Forbidden`` below the ``minimum`` role (the
+    user's current role, not the token's, so that a role change takes effect at once)."""
     claims = verify_token(token, secret=secret)
     try:
         user = await store.get_user(claims.username)
@@ -265,6 +266,8 @@ async def user_from_token(store: Store, token: str, *, secret: str) -> User:
         raise TokenInvalid("invalid token: the user no longer exists") from None
     if user.disabled:
         raise UserDisabled(f"user {user.username!r} is disabled", username=user.username)
+    if minimum is not None:
+        require_role(user, minimum)
     return user
 
 

@@ -42,7 +42,7 @@ from handoff.store import (
 )
 from handoff.triage_link import TriageLink
 
-__all__ = ["Conversations", "Notifier", "turn_result"]
+__all__ = ["Conversations", "Notifier", "conversation_json", "turn_result"]
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class Conversations:
         """Make sure the conversation exists (a customer's session); tell the agents when new."""
         conv = await self.store.upsert_conversation(conversation_id)
         if conv.version == 1 and conv.last_seq == 0 and conv.state is None:
-            await self.notifier.to_agents("conversation", _conversation_json(conv))
+            await self.notifier.to_agents("conversation", conversation_json(conv))
         return conv
 
     async def customer_message(self, conversation_id: str, text: str,
@@ -202,15 +202,19 @@ class Conversations:
         event = r.CustomerMessage(message_id=uuid.uuid4().hex, text=text,
                                   metadata=dict(metadata))
         flag = self.triage.rules_flag(text) if self.triage else None
+
+        async def run() -> list[Message]:
+            if flag is not None:  # before the message is run (a no-op once closed)
+                await self._step_locked(conversation_id, flag)
+            return (await self._step_locked(conversation_id, event))[1]
+
         async with self.locks.hold(conversation_id):
             try:
                 try:
-                    conv = await self.store.get_conversation(conversation_id)
+                    stored = await run()
                 except NotFound:  # a session the store lost (or never saw): open it
-                    conv = await self.open(conversation_id)
-                if flag is not None and conv.mode != "closed":
-                    await self._step_locked(conversation_id, flag)  # before it is run
-                _, stored = await self._step_locked(conversation_id, event)
+                    await self.open(conversation_id)
+                    stored = await run()
             except r.ConversationClosed:
                 return None
         return next(m for m in stored if m.client_message_id == event.message_id)
@@ -244,11 +248,14 @@ class Conversations:
                            event: r.Event) -> tuple[r.ConversationState, list[Message]]:
         """Step ``event`` under the conversation's lock. The new state, the messages the step
         produced (the customer's, the bot's) and the NLU result of a Rasa answer are written in
-        one transaction before any effect runs; returns the state and the stored messages."""
+        one transaction before any effect runs; returns the state and the stored messages.
+        A step that changes nothing (a late Rasa answer, a flag already raised) writes nothing."""
         for _ in range(_STALE_RETRIES):
             conv = await self.store.get_conversation(conversation_id)
             before = decode_state(conversation_id, conv.state)
             after, effects = r.step(before, event, self.config)
+            if after == before and not effects:
+                return before, []
             try:
                 _, stored = await self.store.save_step(
                     conversation_id, expected_version=conv.version, mode=after.mode.value,
@@ -444,17 +451,18 @@ class Conversations:
         return [encode(s) for s in await self.triage.suggestions([m.text or "" for m in
                                                                   messages])]
 
-    async def push_suggestions(self, cid: str) -> list[dict[str, Any]]:
+    async def push_suggestions(self, cid: str) -> None:
         """The best replies for the conversation so far, pushed as ``suggested_replies`` to
         the agents in charge (everyone for an unowned review) while a reply is held or a
-        person answers; returned either way."""
-        found = await self.suggestions(cid)
+        person answers; not computed otherwise (it encodes the conversation)."""
         state = await self.state(cid)
-        if found and (state.mode is r.Mode.HUMAN or state.pending is not None):
+        if state.mode is not r.Mode.HUMAN and state.pending is None:
+            return
+        found = await self.suggestions(cid)
+        if found:
             await self.notifier.to_agents("suggested_replies", {
                 "conversation_id": cid, "suggestions": found},
                 list(state.audience) if state.owner else None)
-        return found
 
     async def _rasa_request(self, effect: r.RasaCall) -> r.RasaResult:
         cid = effect.conversation_id
@@ -525,7 +533,11 @@ def _step_nlu(before: r.ConversationState, event: r.Event) -> MessageNlu | None:
     return nlu if len(nlu) > 1 else None
 
 
-def _conversation_json(conv: Conversation) -> dict[str, Any]:
+def conversation_json(conv: Conversation, last_customer: Message | None = None) -> dict[str, Any]:
+    """A conversation as agents see it (API and pushes): its row without the router's internal
+    state, with the customer's last message."""
     data = to_json(conv)
     data.pop("state", None)
+    data["last_customer_text"] = last_customer.text if last_customer else None
+    data["last_customer_at"] = last_customer.created_at.isoformat() if last_customer else None
     return data

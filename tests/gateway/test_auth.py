@@ -230,6 +230,9 @@ async def test_user_from_token(store: Store) -> None:
     await create_user(store, "alice", PASSWORD, "agent")
     token = issue_token("alice", "agent", secret=SECRET)
     assert (await user_from_token(store, token, secret=SECRET)).username == "alice"
+    assert (await user_from_token(store, token, secret=SECRET, minimum="agent")).role == "agent"
+    with pytest.raises(Forbidden):  # the role the user has now, checked with the token
+        await user_from_token(store, token, secret=SECRET, minimum="trainer")
     await store.update_user("alice", disabled=True)
     with pytest.raises(UserDisabled):
         await user_from_token(store, token, secret=SECRET)
