@@ -6,7 +6,8 @@ own end-to-end story test (``rasa test core --e2e``) with each model on
 ``bot.corrections``) and on ``tests/stories/`` (the hand-written suite), and prints a JSON
 report:
 
-    {"corrections": {"before": 2, "after": 23, "total": 25},   # test stories passing
+    {"corrections": {"before": 2, "after": 23, "total": 25,    # test stories passing
+                     "failing": ["correction 7: ...", ...]},   # failing with the new model
      "suite": {"before": 42, "after": 42, "total": 42},
      "regressions": ["story name", ...],   # passed with the old model, fail with the new
      "fixed": [...], "deploy": true}
@@ -70,12 +71,12 @@ def prove(project: Path, old: Path, new: Path) -> Dict[str, object]:
         stories = project / folder
         names = story_names(stories) if stories.is_dir() else []
         if not names:
-            report[key] = {"before": 0, "after": 0, "total": 0}
+            report[key] = {"before": 0, "after": 0, "total": 0, "failing": []}
             continue
         before = failed_stories(project, old, stories)
         after = failed_stories(project, new, stories)
         report[key] = {"before": len(names) - len(before), "after": len(names) - len(after),
-                       "total": len(names)}
+                       "total": len(names), "failing": sorted(after)}
         regressions += sorted(after - before)
         fixed += sorted(before - after)
     report["regressions"] = regressions

@@ -4,12 +4,17 @@ proven model out.
 1. The corrections become training data (``bot.corrections``: masked, validated on a copy,
    checked against the rules, trained; the project's files are replaced only if all passes).
    The model that check trained is kept in ``models/`` (Rasa's cache makes it quick).
-2. ``bot.prove`` compares it with the model in service (the newest in ``models/`` before) on
-   the corrections' test stories and the hand-written ones.
+   It is renamed ``corrections-<UTC time>.tar.gz`` there, so every retraining leaves its own
+   model to deploy or roll back to.
+2. ``bot.prove`` compares it with the model in service (``--in-service``; default: the one
+   ``bot.serve`` has live, else the newest in ``models/``) on the corrections' test stories
+   and the hand-written ones.
 
 Prints one JSON report ``{"write": ..., "proof": ...}``; exit code 0 when the data was written
 and nothing regressed, 1 otherwise (``proof.deploy`` says whether to deploy). ``make retrain``
-exports the accepted corrections from the gateway first and records them as exported after.
+exports the accepted corrections from the gateway first and records them as exported after;
+the console's "Retrain" button does the same through the gateway and the supervisor
+(``bot/control.py``), which passes this output on line by line.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -29,6 +35,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corrections", required=True, type=Path)
     parser.add_argument("--project", default=PROJECT_ROOT, type=Path)
+    parser.add_argument("--in-service", type=Path,
+                        help="the live model to compare with (default: the one bot.serve "
+                             "has live, var/live-model, else the newest in --models)")
+    parser.add_argument("--models", type=Path, help="where models are kept (default: "
+                        "the project's models/)")
     args = parser.parse_args(argv)
     project = args.project.resolve()
     report_fd = os.dup(1)  # Rasa and TensorFlow print to stdout; the report alone goes there
@@ -39,17 +50,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from bot.corrections.writer import Options, run
     from bot.prove import prove
 
-    models = project / "models"
-    in_service = sorted(models.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    models = (args.models or project / "models").resolve()
+    live = project / "var" / "live-model"  # kept by bot.serve: the model live now
+    remembered = models / live.read_text().strip() if live.is_file() else None
+    in_service = ([args.in_service.resolve()] if args.in_service else
+                  [remembered] if remembered and remembered.is_file() else
+                  sorted(models.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime))
     report: Dict[str, object] = {}
     corrections = parse_records(json.loads(args.corrections.read_text("utf-8")))
+    print(f"writing {len(corrections)} correction(s) as training data, then training",
+          flush=True)
     written = run(corrections, Options(project=project, keep_model=models))
-    report["write"] = written.as_dict()
+    if written.model:  # a name of its own: the next retraining must not overwrite it
+        named = models / time.strftime("corrections-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime())
+        os.replace(written.model, named)
+        written.model = str(named)
+    report["write"] = {**written.as_dict(), "model": Path(written.model).name
+                       if written.model else None}
     code = 1
     if not corrections:
         report["proof"] = None
         code = 0
     elif written.ok and written.model and in_service:
+        print(f"proving {Path(written.model).name} against {in_service[-1].name}", flush=True)
         proof = prove(project, in_service[-1], Path(written.model))
         report["proof"] = proof
         code = 0 if proof["deploy"] else 1

@@ -2,8 +2,13 @@
 
 It starts the action server, the Rasa server (HTTP API enabled, loopback only, token auth) and
 the handoff gateway (``python -m handoff`` in the gateway's environment; customers connect to it,
-never to Rasa), waits until each answers, prints where to go, and on Ctrl-C or SIGTERM stops every process it
-started, children included (each runs in its own process group).
+never to Rasa), waits until each answers, prints where to go, and on Ctrl-C or SIGTERM stops every
+process it started, children included (each runs in its own process group).
+
+It is also the supervisor of deploys: the gateway asks its control API (:mod:`bot.control`,
+loopback, the Rasa token) to retrain and to start a second Rasa server on a new model, switches
+to it, and has the old one stopped (docs/deploys.md). The live model is remembered in
+``var/live-model`` for the next start.
 
 Standard library only, so the test suite (Python 3.11) starts the very same processes with
 :class:`Stack`.
@@ -67,6 +72,7 @@ class Service:
     ready_url: str
     log_path: Path
     env: Dict[str, str] = field(default_factory=dict)
+    cwd: Path = PROJECT_ROOT
     process: Optional[subprocess.Popen] = None
 
     def start(self) -> None:
@@ -75,7 +81,7 @@ class Service:
         try:
             self.process = subprocess.Popen(
                 self.argv,
-                cwd=PROJECT_ROOT,
+                cwd=self.cwd,
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -140,7 +146,13 @@ class Service:
 
 @dataclass
 class Stack:
-    """The Rasa server and the action server, on the ports given."""
+    """The Rasa server and the action server, on the ports given.
+
+    ``project`` is the Rasa project they run in (its ``actions``, ``bot`` and relative paths
+    of ``endpoints.yml``). Without ``endpoints`` a file is written that names the action
+    server and, with ``tracker_db``, a SQLite tracker store there: Rasa servers that share it
+    share the conversations (a blue/green deploy, :mod:`bot.control`).
+    """
 
     rasa_bin: Path
     model: Path
@@ -151,6 +163,8 @@ class Stack:
     credentials: Path = PROJECT_ROOT / "credentials.yml"
     log_dir: Path = VAR_DIR / "log"
     env: Dict[str, str] = field(default_factory=dict)
+    project: Path = PROJECT_ROOT
+    tracker_db: Optional[Path] = None
     services: List[Service] = field(default_factory=list)
 
     @property
@@ -160,17 +174,35 @@ class Stack:
     def _endpoints_file(self) -> Path:
         if self.endpoints is not None:
             return self.endpoints
-        path = self.log_dir / f"endpoints-{self.rasa_port}.yml"
+        path = self.log_dir / f"endpoints-{self.actions_port}.yml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            "action_endpoint:\n"
-            f'  url: "http://127.0.0.1:{self.actions_port}/webhook"\n'
-        )
+        text = ("action_endpoint:\n"
+                f'  url: "http://127.0.0.1:{self.actions_port}/webhook"\n')
+        if self.tracker_db is not None:
+            text += (f'tracker_store:\n  type: SQL\n  dialect: "sqlite"\n'
+                     f"  db: {json.dumps(str(self.tracker_db))}\n")
+        path.write_text(text)
         return path
 
+    def rasa_service(self, port: int, model: Path, nice: int = 0) -> Service:
+        """A Rasa server (HTTP API on loopback, token auth) on ``port`` with ``model``; with
+        ``nice``, at that lower CPU priority (a deploy's second server loading its model)."""
+        return Service(
+            name=f"Rasa server :{port}",
+            argv=(["nice", "-n", str(nice)] if nice else []) + [
+                str(self.rasa_bin), "run", "--enable-api", "--interface", "127.0.0.1",
+                "--port", str(port),
+                f"--auth-token={self.token}",  # "=": a token may begin with "-"
+                "--model", str(model), "--endpoints", str(self._endpoints_file()),
+                "--credentials", str(self.credentials)],
+            ready_url=f"http://127.0.0.1:{port}/status?token={self.token}",
+            log_path=self.log_dir / f"rasa-{port}.log",
+            env={**self.env, "GATEWAY_CHANNEL_TOKEN": self.token},  # bot/gateway_channel.py
+            cwd=self.project,
+        )
+
     def start(self, timeout: float = 240.0) -> None:
-        token = self.token or rasa_token()
-        self.token = token
+        self.token = self.token or rasa_token()
         actions = Service(
             name="action server",
             argv=[str(self.rasa_bin), "run", "actions", "--port", str(self.actions_port),
@@ -178,19 +210,9 @@ class Stack:
             ready_url=f"http://127.0.0.1:{self.actions_port}/health",
             log_path=self.log_dir / f"actions-{self.actions_port}.log",
             env={"SANIC_HOST": "127.0.0.1", **self.env},
+            cwd=self.project,
         )
-        rasa = Service(
-            name="Rasa server",
-            argv=[str(self.rasa_bin), "run", "--enable-api", "--interface", "127.0.0.1",
-                  "--port", str(self.rasa_port),
-                  f"--auth-token={token}",  # "=": a token may begin with "-"
-                  "--model", str(self.model), "--endpoints", str(self._endpoints_file()),
-                  "--credentials", str(self.credentials)],
-            ready_url=f"{self.rasa_url}/status?token={token}",
-            log_path=self.log_dir / f"rasa-{self.rasa_port}.log",
-            env={**self.env, "GATEWAY_CHANNEL_TOKEN": token},  # bot/gateway_channel.py
-        )
-        self.services = [actions, rasa]
+        self.services = [actions, self.rasa_service(self.rasa_port, self.model)]
         for service in self.services:
             service.start()
         deadline = time.monotonic() + timeout
@@ -224,21 +246,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rasa-port", type=int, default=int(os.environ.get("RASA_PORT", 5005)))
+    parser.add_argument("--standby-port", type=int,
+                        help="the second Rasa server's port in a deploy (default: Rasa's + 1)")
+    parser.add_argument("--control-port", type=int,
+                        default=int(os.environ.get("CONTROL_PORT", 5004)),
+                        help="the deploy and retrain API for the gateway (bot/control.py)")
     parser.add_argument("--actions-port", type=int,
                         default=int(os.environ.get("ACTIONS_PORT", 5055)))
-    parser.add_argument("--model", type=Path, help="model file (default: newest in models/)")
-    parser.add_argument("--endpoints", type=Path, default=PROJECT_ROOT / "endpoints.yml")
+    parser.add_argument("--model", type=Path,
+                        help="model file (default: the one live when last stopped, else the "
+                             "newest in models/)")
+    parser.add_argument("--project", type=Path, default=PROJECT_ROOT,
+                        help="the Rasa project to serve and retrain (default: this one)")
+    parser.add_argument("--endpoints", type=Path)
     parser.add_argument("--gateway-port", type=int,
                         default=int(os.environ.get("HANDOFF_PORT", 8000)))
     args = parser.parse_args(argv)
+    from bot.control import RasaPool, Retrainer, serve_control
 
+    project = args.project.resolve()
+    var_dir = project / "var"
     stack = Stack(
         rasa_bin=Path(sys.executable).parent / "rasa",
-        model=args.model or latest_model(),
+        model=Path(),
         rasa_port=args.rasa_port,
         actions_port=args.actions_port,
-        endpoints=args.endpoints,
+        endpoints=args.endpoints or project / "endpoints.yml",
+        credentials=project / "credentials.yml",
+        log_dir=var_dir / "log",
+        project=project,
     )
+    pool = RasaPool(stack, (args.rasa_port, args.standby_port or args.rasa_port + 1),
+                    project / "models", var_dir / "live-model")
+    try:
+        stack.model = (args.model or pool.remembered_model()
+                       or latest_model(project / "models")).resolve()
+    except StartupError as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
     stopping = False
 
@@ -256,13 +301,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except StartupError as exc:
         print(f"start-up failed: {exc}", file=sys.stderr)
         return 1
+    pool.adopt(stack.services.pop(), args.rasa_port, stack.model)  # the pool runs Rasa now
+    control = serve_control(pool, Retrainer(pool, project), args.control_port, stack.token)
     gateway = Service(
         name="handoff gateway",
         argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
         ready_url=f"http://127.0.0.1:{args.gateway_port}/api/health",
         log_path=stack.log_dir / "gateway.log",
         env={"HANDOFF_PORT": str(args.gateway_port), "HANDOFF_RASA_URL": stack.rasa_url,
-             "HANDOFF_RASA_TOKEN": stack.token},
+             "HANDOFF_RASA_TOKEN": stack.token,
+             "HANDOFF_SUPERVISOR_URL": f"http://127.0.0.1:{args.control_port}"},
     )
     gateway_log_start = gateway.log_path.stat().st_size if gateway.log_path.exists() else 0
     gateway.start()
@@ -271,6 +319,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         gateway.wait_until_ready(time.monotonic() + 60)
     except StartupError as exc:
         print(f"the gateway did not start: {exc}", file=sys.stderr)
+        control.shutdown()
+        pool.stop()
         stack.stop()
         return 1
     with open(gateway.log_path, "rb") as log:  # the first admin's password, shown once
@@ -288,6 +338,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "    live updates and actions on Socket.IO /agent\n"
         f"  Rasa HTTP API (loopback only, token in {TOKEN_FILE.relative_to(PROJECT_ROOT)}):\n"
         f"    {stack.rasa_url}/status?token=$(cat var/rasa-token)\n"
+        f"  Deploys (the gateway's): control API on 127.0.0.1:{args.control_port}, "
+        f"Rasa servers on :{pool.ports[0]} and :{pool.ports[1]}\n"
         "  Talk to it through Rasa's REST channel:\n"
         f"    curl -s {stack.rasa_url}/webhooks/rest/webhook "
         "-d '{\"sender\": \"me\", \"message\": \"where is my order 100002?\"}'\n"
@@ -296,7 +348,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     code = 0
     while not stopping:
-        dead = stack.exited()
+        dead = stack.exited() or pool.exited()
         if dead is not None:
             print(f"{dead.name} stopped unexpectedly; its log ends with:\n{dead.log_tail()}",
                   file=sys.stderr)
@@ -304,6 +356,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             break
         time.sleep(0.5)
     print("stopping…", flush=True)
+    control.shutdown()
+    gateway.stop()
+    pool.stop()
     stack.stop()
     print("stopped.", flush=True)
     return code

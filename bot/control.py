@@ -1,0 +1,384 @@
+"""The supervisor's control API: blue/green Rasa servers and retraining, on loopback.
+
+``python -m bot.serve`` runs it (``--control-port``, default 5004) beside the servers it starts.
+Its one client is the handoff gateway (``HANDOFF_SUPERVISOR_URL``), which decides when to
+switch: loading a model into a running Rasa server (``PUT /model``) blocks every request it
+serves for tens of seconds, so a new model goes live on a *second* Rasa server that shares the
+tracker store, and the gateway moves its traffic there once that server answers with the new
+model (RASA-NOTES.md, docs/deploys.md).
+
+Every request needs ``Authorization: Bearer <the Rasa token>``; answers are JSON, errors
+``{"error", "message"}``.
+
+* ``GET /rasa``: ``{"live": server, "candidate": server | null, "models": [model, ...]}``, where
+  a server is ``{"url", "port", "model", "model_id"}`` and a model ``{"file", "model_id",
+  "trained_at"}`` (the archives in ``models/``, newest first).
+* ``POST /rasa/start {"model": "<file in models/>"}``: start a Rasa server on the idle port with
+  that model; answers once it serves it (``server``). 409 while another candidate exists, 404
+  for an unknown model, 502 when it did not start (with the end of its log).
+* ``POST /rasa/promote {"port"}``: the candidate on that port becomes the live server (kept in
+  ``var/live-model`` for the next start) and the old one is stopped; the gateway calls this
+  after it has moved its traffic and its requests to the old server have finished.
+* ``POST /rasa/discard {"port"}``: stop a candidate that will not go live.
+* ``POST /retrain {"corrections": [...], "finetune": bool}``: run ``python -m bot.retrain`` on
+  the records (the corrections become training data, a model is trained and proven against the
+  live one). The answer streams newline-delimited JSON: ``{"log": line}`` while it runs, then
+  ``{"report": {...}, "exit": code}`` (the report as ``bot.retrain`` prints it, plus the new
+  model's ``model_id`` and ``trained_at``). 409 while another retraining runs.
+
+Standard library only, like :mod:`bot.serve`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from bot.serve import Service, Stack, StartupError
+
+MAX_BODY = 64 * 1024 * 1024
+# Loading a model and training take every core they can get; the live server must keep
+# answering meanwhile, so the second server loads, and retraining runs, at a lower priority.
+BACKGROUND_NICE = 10
+PROGRESS_EVERY = 1.0  # seconds between two progress-bar lines passed on
+_PROGRESS_BAR = re.compile(r"\d+%\|")
+
+
+class ControlError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+def model_metadata(path: Path) -> Dict[str, Any]:
+    """``model_id`` and ``trained_at`` from a Rasa model archive's ``metadata.json``."""
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            for member in archive:
+                if member.name.lstrip("./") == "metadata.json":
+                    handle = archive.extractfile(member)
+                    data = json.loads(handle.read()) if handle else {}
+                    return {"model_id": data.get("model_id"),
+                            "trained_at": data.get("trained_at")}
+    except (OSError, tarfile.TarError, ValueError):
+        pass
+    return {"model_id": None, "trained_at": None}
+
+
+@dataclass
+class Server:
+    service: Service
+    port: int
+    model: Path
+    model_id: Optional[str] = None
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"url": f"http://127.0.0.1:{self.port}", "port": self.port,
+                "model": self.model.name, "model_id": self.model_id}
+
+
+class RasaPool:
+    """The Rasa servers of a blue/green deploy: one live, at most one candidate, on two ports."""
+
+    def __init__(self, stack: Stack, ports: Tuple[int, int], models_dir: Path,
+                 state_file: Path, start_timeout: float = 300.0) -> None:
+        self.stack = stack
+        self.ports = ports
+        self.models_dir = models_dir
+        self.state_file = state_file
+        self.start_timeout = start_timeout
+        self.live: Optional[Server] = None
+        self.candidate: Optional[Server] = None
+        self._lock = threading.Lock()
+        self._metadata: Dict[Tuple[str, float], Dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ models
+
+    def remembered_model(self) -> Optional[Path]:
+        """The model that was live when the supervisor last ran, if its file is still there."""
+        try:
+            path = self.models_dir / self.state_file.read_text().strip()
+        except OSError:
+            return None
+        return path if path.is_file() else None
+
+    def metadata(self, path: Path) -> Dict[str, Any]:
+        key = (str(path), path.stat().st_mtime)
+        if key not in self._metadata:
+            self._metadata[key] = model_metadata(path)
+        return self._metadata[key]
+
+    def models(self) -> List[Dict[str, Any]]:
+        paths = sorted(self.models_dir.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime,
+                       reverse=True)
+        return [{"file": p.name, **self.metadata(p)} for p in paths]
+
+    def model_file(self, name: Any) -> Path:
+        if not isinstance(name, str) or "/" in name or not name.endswith(".tar.gz"):
+            raise ControlError(400, "bad_request", "'model' must be a model file name in models/")
+        path = self.models_dir / name
+        if not path.is_file():
+            raise ControlError(404, "unknown_model", f"no model {name} in {self.models_dir}")
+        return path
+
+    # ------------------------------------------------------------------ servers
+
+    def adopt(self, service: Service, port: int, model: Path) -> None:
+        """The server :class:`~bot.serve.Stack` started becomes the live one."""
+        self.live = Server(service, port, model, self.metadata(model)["model_id"])
+        self._remember(model)
+
+    def status(self) -> Dict[str, Any]:
+        with self._lock:
+            return {"live": self.live.as_dict() if self.live else None,
+                    "candidate": self.candidate.as_dict() if self.candidate else None,
+                    "models": self.models()}
+
+    def start_candidate(self, name: Any) -> Dict[str, Any]:
+        model = self.model_file(name)
+        with self._lock:
+            if self.candidate is not None:
+                raise ControlError(409, "deploy_in_progress",
+                                   f"a candidate already runs on :{self.candidate.port}")
+            assert self.live is not None
+            port = self.ports[1] if self.live.port == self.ports[0] else self.ports[0]
+            server = Server(self.stack.rasa_service(port, model, nice=BACKGROUND_NICE), port,
+                            model, self.metadata(model)["model_id"])
+            self.candidate = server
+        server.service.start()
+        try:
+            server.service.wait_until_ready(time.monotonic() + self.start_timeout)
+        except StartupError as exc:
+            server.service.stop()
+            with self._lock:
+                self.candidate = None
+            raise ControlError(502, "rasa_start_failed", str(exc)) from None
+        _full_priority(server.service)  # loaded: from now on it serves customers
+        return server.as_dict()
+
+    def promote(self, port: Any) -> Dict[str, Any]:
+        with self._lock:
+            if self.candidate is None or self.candidate.port != port:
+                raise ControlError(409, "no_candidate", f"no candidate runs on :{port}")
+            old, self.live, self.candidate = self.live, self.candidate, None
+            self._remember(self.live.model)
+        if old is not None:
+            old.service.stop()
+        print(f"deployed {self.live.model.name} on :{self.live.port}"
+              + (f"; stopped :{old.port}" if old else ""), flush=True)
+        return {"live": self.live.as_dict(), "stopped": old.port if old else None}
+
+    def discard(self, port: Any) -> Dict[str, Any]:
+        with self._lock:
+            if self.candidate is None or self.candidate.port != port:
+                raise ControlError(409, "no_candidate", f"no candidate runs on :{port}")
+            server, self.candidate = self.candidate, None
+        server.service.stop()
+        return {"stopped": port}
+
+    def exited(self) -> Optional[Service]:
+        """The live server, when it has exited (a planned stop is never reported)."""
+        with self._lock:
+            live = self.live
+        if live and live.service.process and live.service.process.poll() is not None:
+            return live.service
+        return None
+
+    def stop(self) -> None:
+        with self._lock:
+            servers = [s for s in (self.candidate, self.live) if s is not None]
+        for server in servers:
+            server.service.stop()
+
+    def _remember(self, model: Path) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(model.name + "\n")
+
+
+def _full_priority(service: Service) -> None:
+    """Give a server that has loaded its model its normal CPU priority back.
+    Raising a priority needs privileges: without them it stays lower, which only matters
+    while something else competes for the CPU."""
+    if service.process is None:
+        return
+    try:
+        os.setpriority(os.PRIO_PGRP, service.process.pid, 0)
+    except (PermissionError, ProcessLookupError) as exc:
+        print(f"the live Rasa server keeps its lower CPU priority ({exc})", file=sys.stderr)
+
+
+class Retrainer:
+    """One ``python -m bot.retrain`` at a time, its progress passed on line by line."""
+
+    def __init__(self, pool: RasaPool, project: Path) -> None:
+        self.pool = pool
+        self.project = project
+        self._running = threading.Lock()
+
+    def run(self, corrections: List[Any], finetune: bool,
+            emit: Callable[[Dict[str, Any]], None]) -> None:
+        if not self._running.acquire(blocking=False):
+            raise ControlError(409, "retrain_in_progress", "a retraining is already running")
+        try:
+            live = self.pool.live
+            if live is None:
+                raise ControlError(503, "no_live_model", "no Rasa server is live")
+            with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
+                records = Path(tmp) / "corrections.json"
+                records.write_text(json.dumps(corrections), "utf-8")
+                report_path = Path(tmp) / "report.json"
+                argv = ["nice", "-n", str(BACKGROUND_NICE),
+                        sys.executable, "-m", "bot.retrain", "--corrections", str(records),
+                        "--project", str(self.project), "--in-service", str(live.model),
+                        "--models", str(self.pool.models_dir)]
+                if finetune:
+                    argv.append("--finetune")
+                emit({"log": f"retraining on {len(corrections)} correction(s) against "
+                             f"{live.model.name}"})
+                with open(report_path, "wb") as report_out:
+                    process = subprocess.Popen(
+                        argv, cwd=self.project, stdout=report_out, stderr=subprocess.PIPE,
+                        stdin=subprocess.DEVNULL, start_new_session=True)
+                    assert process.stderr is not None
+                    _pass_on(process.stderr, emit)
+                    code = process.wait()
+                report = _json_or_none(report_path.read_text("utf-8"))
+        finally:
+            self._running.release()
+        if isinstance(report, dict):
+            model = (report.get("write") or {}).get("model") if isinstance(
+                report.get("write"), dict) else None
+            if model:
+                report.update(self.pool.metadata(self.pool.models_dir / model))
+        emit({"report": report, "exit": code})
+
+
+def _pass_on(stream: Any, emit: Callable[[Dict[str, Any]], None]) -> None:
+    """Rasa's and TensorFlow's output, one ``{"log"}`` per line; a progress bar redraws itself
+    with carriage returns many times a second, so at most one of its lines a second."""
+    last_bar = 0.0
+    pending = b""
+    while True:
+        chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = re.split(rb"[\r\n]", pending)
+        for raw in lines:
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line:
+                continue
+            if _PROGRESS_BAR.search(line):
+                now = time.monotonic()
+                if now - last_bar < PROGRESS_EVERY and "100%" not in line:
+                    continue
+                last_bar = now
+            emit({"log": line[:2000]})
+    if pending.strip():
+        emit({"log": pending.decode("utf-8", errors="replace").strip()[:2000]})
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def serve_control(pool: RasaPool, retrainer: Retrainer, port: int,
+                  token: str) -> ThreadingHTTPServer:
+    """Serve the control API on 127.0.0.1:``port`` in a background thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "northwind-supervisor"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+            pass  # the gateway logs what it asked for; nothing here worth a line per request
+
+        def _send(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _authorised(self) -> bool:
+            given = self.headers.get("Authorization", "")
+            if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return True
+            self._send(401, {"error": "unauthorized", "message": "a valid token is needed"})
+            return False
+
+        def _body(self) -> Dict[str, Any]:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                raise ControlError(413, "too_large", f"the body exceeds {MAX_BODY} bytes")
+            data = _json_or_none(self.rfile.read(length).decode("utf-8", errors="replace"))
+            if not isinstance(data, dict):
+                raise ControlError(400, "bad_request", "the body must be a JSON object")
+            return data
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if not self._authorised():
+                return
+            if self.path == "/rasa":
+                self._send(200, pool.status())
+            else:
+                self._send(404, {"error": "not_found", "message": f"no {self.path}"})
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            if not self._authorised():
+                return
+            try:
+                body = self._body()
+                if self.path == "/rasa/start":
+                    self._send(200, pool.start_candidate(body.get("model")))
+                elif self.path == "/rasa/promote":
+                    self._send(200, pool.promote(body.get("port")))
+                elif self.path == "/rasa/discard":
+                    self._send(200, pool.discard(body.get("port")))
+                elif self.path == "/retrain":
+                    self._retrain(body)
+                else:
+                    self._send(404, {"error": "not_found", "message": f"no {self.path}"})
+            except ControlError as exc:
+                self._send(exc.status, {"error": exc.code, "message": str(exc)})
+
+        def _retrain(self, body: Dict[str, Any]) -> None:
+            corrections = body.get("corrections")
+            if not isinstance(corrections, list):
+                raise ControlError(400, "bad_request", "'corrections' must be a list")
+            started = False
+
+            def emit(item: Dict[str, Any]) -> None:
+                nonlocal started
+                if not started:  # headers only once the job runs: a 409 can still be sent
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/x-ndjson")
+                    self.end_headers()
+                    started = True
+                try:
+                    self.wfile.write(json.dumps(item).encode() + b"\n")
+                    self.wfile.flush()
+                except OSError:
+                    pass  # the gateway went away: the job still finishes and is reported
+
+            retrainer.run(corrections, bool(body.get("finetune")), emit)
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="control", daemon=True).start()
+    return server
