@@ -27,7 +27,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
 from handoff import router as r
-from handoff.auth import user_from_token
+from handoff.auth import role_at_least, user_from_token
 from handoff.conversations import Conversations, conversation_json, state_summary
 from handoff.errors import BadRequest, HandoffError, Unauthorized
 from handoff.rasa_client import RasaClient
@@ -35,12 +35,14 @@ from handoff.settings import Settings
 from handoff.store import Role, Store, User, to_json
 
 __all__ = [
-    "ACTIONS", "AGENT_NAMESPACE", "AGENTS_ROOM", "AgentAction", "register_agent_api", "user_of",
+    "ACTIONS", "AGENT_NAMESPACE", "AGENTS_ROOM", "TRAINERS_ROOM", "AgentAction",
+    "register_agent_api", "user_of",
 ]
 
 log = logging.getLogger(__name__)
 AGENT_NAMESPACE = "/agent"
 AGENTS_ROOM = "agents"
+TRAINERS_ROOM = "trainers"
 DOMAIN_CACHE_SECONDS = 30.0
 MAX_NOTE_CHARS = 4000
 
@@ -265,6 +267,8 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *, setti
         await sio.save_session(sid, {"token": token}, namespace=AGENT_NAMESPACE)
         await sio.enter_room(sid, AGENTS_ROOM, namespace=AGENT_NAMESPACE)
         await sio.enter_room(sid, f"agent:{user.username}", namespace=AGENT_NAMESPACE)
+        if role_at_least(user.role, "trainer"):  # retraining and deploy progress
+            await sio.enter_room(sid, TRAINERS_ROOM, namespace=AGENT_NAMESPACE)
 
     sio.on("connect", handler=_connect, namespace=AGENT_NAMESPACE)
 

@@ -48,6 +48,7 @@ from handoff.customer_protocol import (
     parse_survey_answer,
     parse_user_uttered,
 )
+from handoff.deploys import Deploys, register_models_api
 from handoff.errors import BadRequest, HandoffError
 from handoff.openapi import openapi_document
 from handoff.pages import register_pages
@@ -99,8 +100,10 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         settings.triage_enabled) else None
     conversations = Conversations(store, rasa, SocketNotifier(sio),
                                   review_timeout=settings.review_timeout, triage=triage)
+    deploys = Deploys(settings, store, rasa, sio, triage)
     app.ctx.sio = sio
     app.ctx.conversations = conversations
+    app.ctx.deploys = deploys
     app.ctx.store = store
 
     @app.before_server_start
@@ -108,6 +111,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         await store.migrate()
         if triage is not None:
             await triage.start()  # in the background: customers are served meanwhile
+        await deploys.start()  # before any turn: the supervisor may have switched Rasa
         if (stuck := await conversations.recover()):
             log.warning("%d conversation(s) waited for Rasa across a restart: queued", stuck)
         password = await ensure_first_admin(store)
@@ -117,6 +121,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
 
     @app.before_server_stop
     async def _stop(_app: Sanic[Any, Any]) -> None:
+        await deploys.close()
         await conversations.close()
         if triage is not None:
             await triage.close()
@@ -236,5 +241,6 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     register_agent_api(app, sio, settings=settings, store=store, rasa=rasa,
                        conversations=conversations)
     register_trainer_api(app, settings=settings, store=store, triage=triage)
+    register_models_api(app, settings=settings, store=store, deploys=deploys)
     register_pages(app, settings)
     return app

@@ -27,8 +27,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
     words = {400: "Bad request: nothing changed", 401: "No valid login token",
              403: "The role may not do this", 404: "Unknown conversation or reply",
              409: "Refused by the conversation's state (owned by another agent, stale reply, "
-                  "closed...): nothing changed", 502: "Rasa refused the request",
-             503: "Rasa is not answering"}
+                  "closed...) or by a deploy or retraining already running: nothing changed",
+             502: "Rasa (or the supervisor) refused the request",
+             503: "Rasa (or the supervisor) is not answering"}
     return {str(s): _json(_ERROR, words[s]) for s in statuses}
 
 
@@ -169,6 +170,40 @@ def openapi_document() -> dict[str, Any]:
             "intent": {"type": "string"},
             "message_ids": {"type": "array", "items": {"type": "integer"}}},
             ["intent", "message_ids"]))}
+    model = {"$ref": "#/components/schemas/ModelVersion"}
+    retrain = {"type": ["object", "null"], "description": (
+        "The running or last retraining: id, state (running | succeeded | refused | failed), "
+        "started_by, started_at, finished_at, corrections, against, finetune, model_id, "
+        "message, report (bot.retrain's), log (its last lines)")}
+    paths["/api/models"] = {"get": _operation(
+        "Trainers: the model versions (newest first), which is live, and the last "
+        "retraining.", _json({"type": "object", "properties": {
+            "live": {"type": ["string", "null"]}, "models": {"type": "array", "items": model},
+            "retrain": retrain, "deploy": {"type": ["object", "null"]},
+            "can_deploy": {"type": "boolean"}}}),
+        statuses=(401, 403))}
+    paths["/api/retrain"] = {
+        "post": _operation(
+            "Trainers: retrain on the accepted corrections not trained on yet (through the "
+            "supervisor); progress as retrain_progress and retrain_finished on /agent.",
+            _json({"type": "object", "properties": {"retrain": retrain}}, "Started"),
+            ok_status=202, statuses=(400, 401, 403, 409, 503),
+            body=_body({"finetune": {"type": "boolean"}})),
+        "get": _operation("Trainers: the running or last retraining, with its log.",
+                          _json({"type": "object", "properties": {"retrain": retrain}}),
+                          statuses=(401, 403))}
+    deploy = {"type": "object", "properties": {"deploy": {"type": "object", "description": (
+        "The deploy: model_id, file, state (running | succeeded | failed), rollback, "
+        "started_by, started_at, finished_at, message")}}}
+    paths["/api/models/<model_id:str>/deploy"] = {"post": _operation(
+        "Trainers: put a model live blue/green (a second Rasa server, then the switch), in "
+        "the background (deploy_progress, deploy_finished on /agent); a model with "
+        "regressions needs an override reason (audit-logged).", _json(deploy, "Started"),
+        ok_status=202, statuses=(400, 401, 403, 404, 409, 503),
+        body=_body({"override": {"type": "string"}}))}
+    paths["/api/models/rollback"] = {"post": _operation(
+        "Trainers: put the model live before the current one back, the same way.",
+        _json(deploy, "Started"), ok_status=202, statuses=(401, 403, 409, 503))}
     for action in ACTIONS:
         path = f"{conversation}/{action.path}"
         paths[path] = {"post": _operation(
@@ -205,7 +240,20 @@ def openapi_document() -> dict[str, Any]:
                     "type": {"type": "string"}, "before": {}, "after": {},
                     "tracker_events": {"type": "array", "items": {"type": "object"}},
                     "agent": {"type": "string"}, "model_version": {"type": ["string", "null"]},
-                    "review_status": {"type": "string"}}},
+                    "review_status": {"type": "string"},
+                    "fixed_by_model": {"type": ["string", "null"]}}},
+                "ModelVersion": {"type": "object", "properties": {
+                    "model_id": {"type": "string"}, "file": {"type": "string"},
+                    "status": {"type": "string", "enum": ["candidate", "live", "retired"]},
+                    "live": {"type": "boolean"}, "created_at": {"type": "string"},
+                    "trained_at": {"type": ["string", "null"]},
+                    "retrained_by": {"type": ["string", "null"]},
+                    "corrections": {"type": ["array", "null"], "items": {"type": "integer"}},
+                    "proof": {"type": ["object", "null"]},
+                    "summary": {"type": ["string", "null"]},
+                    "deployed_at": {"type": ["string", "null"]},
+                    "deployed_by": {"type": ["string", "null"]},
+                    "override": {"type": ["string", "null"]}}},
                 "RouterState": {"type": "object", "properties": {
                     "id": {"type": "string"}, "mode": {"type": "string"},
                     "owner": {"type": ["string", "null"]},

@@ -129,6 +129,31 @@ class RasaClient:
         self._token = token
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        self._in_flight: dict[str, int] = {}  # base URL -> requests running there
+        self._drained: dict[str, asyncio.Event] = {}
+
+    def switch(self, base_url: str) -> str:
+        """Send every request from now on to ``base_url`` (a blue/green deploy); requests
+        already running finish where they are. Returns the previous base URL."""
+        previous, self.base_url = self.base_url, base_url.rstrip("/")
+        return previous
+
+    async def drained(self, base_url: str, timeout: float) -> bool:
+        """Wait until no request runs on ``base_url`` (at most ``timeout`` s); True if none
+        does."""
+        if not self._in_flight.get(base_url):
+            return True
+        event = self._drained.setdefault(base_url, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def server_status(self, base_url: str) -> dict[str, Any]:
+        """``/status`` of the Rasa server at ``base_url`` (one not in service yet)."""
+        return await self._request("GET", "/status", base_url=base_url.rstrip("/"),
+                                   params={"token": self._token})
 
     def __repr__(self) -> str:
         return f"RasaClient({self.base_url!r}, timeout={self.timeout})"
@@ -160,17 +185,19 @@ class RasaClient:
         hold: bool = False,
         parse_data: dict[str, Any] | None = None,
         rewind: bool = False,
+        base_url: str | None = None,
     ) -> TurnReply:
         """Log the customer's message and run the turn (stopping at the first action to hold
         when ``hold``); ``parse_data`` replaces NLU (a relabelled intent); ``rewind`` first
-        reverts the customer's last message and what followed it in the tracker."""
+        reverts the customer's last message and what followed it in the tracker; ``base_url``:
+        another Rasa server than the one in service (a deploy warming up its new server)."""
         body: dict[str, Any] = {"sender": sender, "text": text, "metadata": metadata or {},
                                 "hold": hold}
         if parse_data is not None:
             body["parse_data"] = parse_data
         if rewind:
             body["rewind"] = True
-        return _turn_reply(await self._post("/turn", body))
+        return _turn_reply(await self._post("/turn", body, base_url=base_url))
 
     async def continue_(self, sender: str, decision: Decision, hold: bool = False) -> TurnReply:
         """Resolve the held action with ``decision`` and continue the turn."""
@@ -201,12 +228,17 @@ class RasaClient:
         return await self._request("GET", path, params={**(params or {}), "token": self._token},
                                    headers=headers)
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._request("POST", self.CHANNEL + path, json=body)
+    async def _post(self, path: str, body: dict[str, Any],
+                    base_url: str | None = None) -> dict[str, Any]:
+        return await self._request("POST", self.CHANNEL + path, json=body,
+                                   base_url=base_url and base_url.rstrip("/"))
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    async def _request(self, method: str, path: str, *, base_url: str | None = None,
+                       **kwargs: Any) -> dict[str, Any]:
+        base = base_url or self.base_url
+        self._in_flight[base] = self._in_flight.get(base, 0) + 1
         try:
-            async with self._http.request(method, self.base_url + path, **kwargs) as resp:
+            async with self._http.request(method, base + path, **kwargs) as resp:
                 status, text = resp.status, await resp.text()
         except asyncio.TimeoutError:
             raise RasaUnavailable("Rasa did not answer in time", timed_out=True) from None
@@ -214,6 +246,12 @@ class RasaClient:
             raise RasaUnavailable(f"cannot connect to Rasa ({exc})") from exc
         except aiohttp.ClientError as exc:
             raise RasaUnavailable(f"Rasa request failed ({type(exc).__name__}: {exc})") from exc
+        finally:
+            self._in_flight[base] -= 1
+            if not self._in_flight[base]:
+                del self._in_flight[base]
+                if (event := self._drained.pop(base, None)) is not None:
+                    event.set()
         return _json(status, text, path)
 
 

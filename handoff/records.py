@@ -11,7 +11,8 @@ from typing import Any, Final, Literal, TypedDict
 
 __all__ = [
     "AuditEntry", "Conversation", "Correction", "CorrectionDraft", "CorrectionType", "Decided",
-    "Decision", "Message", "MessageNlu", "Mode", "Note", "OutgoingMessage", "PendingReply",
+    "Decision", "Message", "MessageNlu", "Mode", "ModelVersion", "Note", "OutgoingMessage",
+    "PendingReply",
     "PendingStatus", "ReviewStatus", "Role", "Sender", "StepMessage", "User", "to_json",
 ]
 
@@ -113,6 +114,24 @@ class Correction:
     note: str | None
     export_id: str | None
     exported_at: datetime | None
+    fixed_by_model: str | None = None  # the model trained on it that gets its test story right
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """A Rasa model the gateway knows: the one it found live, or one a retraining made."""
+
+    model_id: str
+    file: str
+    status: str  # candidate | live | retired
+    created_at: datetime
+    trained_at: datetime | None
+    retrained_by: str | None
+    corrections: list[int] | None
+    proof: dict[str, Any] | None
+    deployed_at: datetime | None
+    deployed_by: str | None
+    override: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 __all__ = [
-    "audit_log", "conversations", "corrections", "messages", "metadata", "notes",
-    "pending_replies", "users",
+    "audit_log", "conversations", "corrections", "messages", "metadata", "model_versions",
+    "notes", "pending_replies", "users",
 ]
 
 class _UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -134,6 +134,7 @@ corrections = sa.Table(
     sa.Column("note", sa.Text),
     sa.Column("export_id", sa.Text),
     sa.Column("exported_at", _TIME),
+    sa.Column("fixed_by_model", sa.Text),
     sa.Index("ix_corrections_review_status_type", "review_status", "type"),
     sa.Index("ix_corrections_conversation", "conversation_id"),
 )
@@ -167,4 +168,19 @@ audit_log = sa.Table(
     sa.Column("details", _JSON),
     sa.Index("ix_audit_log_created_at", "created_at"),
     sa.Index("ix_audit_log_target", "target"),
+)
+
+model_versions = sa.Table(
+    "model_versions", metadata,
+    sa.Column("model_id", sa.Text, primary_key=True),
+    sa.Column("file", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),  # candidate | live | retired
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("trained_at", _TIME),
+    sa.Column("retrained_by", sa.Text),
+    sa.Column("corrections", _JSON),  # the ids of the corrections its training included
+    sa.Column("proof", _JSON),  # bot.prove's report against the model live then
+    sa.Column("deployed_at", _TIME),
+    sa.Column("deployed_by", sa.Text),
+    sa.Column("override", sa.Text),  # why it was deployed despite regressions
 )

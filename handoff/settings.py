@@ -65,6 +65,13 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("rasa_timeout", "float", "30",
             "Seconds to wait for Rasa before the conversation goes to the human queue.",
             0.1, 600),
+    Setting("supervisor_url", "str", "",
+            "Base URL of the supervisor's control API (bot/control.py; `make run` sets it), "
+            "through which trainers retrain and deploy models from the console; empty: they "
+            "cannot, and the gateway uses rasa_url as it is."),
+    Setting("deploy_drain_timeout", "float", "60",
+            "In a deploy, seconds to wait for the requests still running on the old Rasa "
+            "server before it is stopped.", 0, 3600),
     Setting("review_timeout", "float", "30",
             "Seconds a reply held by triage (no agent owns the review yet) waits for an agent "
             "before it is sent as the bot wrote it.", 1, 3600),
@@ -122,6 +129,8 @@ class Settings:
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_token: str = ""
     rasa_timeout: float = 30.0
+    supervisor_url: str = ""
+    deploy_drain_timeout: float = 60.0
     review_timeout: float = 30.0
     jwt_secret: str = ""
     token_ttl: int = 43200

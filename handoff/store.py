@@ -56,6 +56,7 @@ from handoff.records import (
     Message,
     MessageNlu,
     Mode,
+    ModelVersion,
     Note,
     OutgoingMessage,
     PendingReply,
@@ -72,6 +73,7 @@ from handoff.schema import (
     conversations,
     corrections,
     messages,
+    model_versions,
     notes,
     pending_replies,
     users,
@@ -80,7 +82,7 @@ from handoff.schema import (
 __all__ = [  # the records are re-exported: callers import everything from here
     "AlreadyExists", "AlreadyResolved", "AuditEntry", "Conversation", "Correction",
     "CorrectionDraft", "CorrectionType", "Decided", "Decision", "Message", "MessageNlu", "Mode",
-    "Note", "OutgoingMessage", "PendingReply", "PendingStatus", "ReviewStatus", "Role", "Sender",
+    "ModelVersion", "Note", "OutgoingMessage", "PendingReply", "PendingStatus", "ReviewStatus", "Role", "Sender",
     "StaleVersion", "StepMessage", "Store", "User", "alembic_config", "to_json",
 ]
 
@@ -115,6 +117,9 @@ class AlreadyExists(Conflict):
 # --------------------------------------------------------------------------- helpers
 
 R = TypeVar("R")
+
+
+MODEL_STATUSES: Final = ("candidate", "live", "retired")
 
 
 def _now() -> datetime:
@@ -993,15 +998,89 @@ class Store:
     ) -> int:
         """Record that these corrections went into the training-data export ``export_id``;
         returns how many rows were marked."""
+        return await self._mark_corrections(correction_ids, export_id=export_id,
+                                            exported_at=_now())
+
+    async def mark_corrections_fixed(self, correction_ids: Iterable[int], model_id: str) -> int:
+        """Record that ``model_id`` was trained on these corrections and gets them right."""
+        return await self._mark_corrections(correction_ids, fixed_by_model=model_id)
+
+    async def _mark_corrections(self, correction_ids: Iterable[int], **values: Any) -> int:
         ids = list(correction_ids)
         if not ids:
             return 0
         async with self._tx(write=True) as conn:
             result = await conn.execute(
-                sa.update(corrections).where(corrections.c.id.in_(ids))
-                .values(export_id=export_id, exported_at=_now())
-            )
+                sa.update(corrections).where(corrections.c.id.in_(ids)).values(**values))
             return result.rowcount
+
+    # ----------------------------------------------------------------- model versions
+
+    async def record_model(
+        self, model_id: str, file: str, *, status: str = "candidate",
+        trained_at: datetime | None = None, retrained_by: str | None = None,
+        corrections: list[int] | None = None, proof: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Add a model version, or update the file, training and proof of a known one (its
+        status and deployment stay as they are)."""
+        _one_of("status", status, MODEL_STATUSES)
+        values = {"file": file, "trained_at": trained_at, "retrained_by": retrained_by,
+                  "corrections": corrections, "proof": proof}
+        async with self._tx(write=True) as conn:
+            found = (await conn.execute(sa.select(model_versions.c.model_id).where(
+                model_versions.c.model_id == model_id))).first()
+            if found is None:
+                await conn.execute(sa.insert(model_versions).values(
+                    model_id=model_id, status=status, created_at=_now(), **values))
+            else:
+                await conn.execute(sa.update(model_versions).where(
+                    model_versions.c.model_id == model_id).values(
+                    **{k: v for k, v in values.items() if v is not None}))
+            return await self._model(conn, model_id)
+
+    async def get_model(self, model_id: str) -> ModelVersion:
+        async with self._tx(write=False) as conn:
+            return await self._model(conn, model_id)
+
+    async def list_models(self, limit: int = 50) -> list[ModelVersion]:
+        """Model versions, newest first."""
+        _limit(limit)
+        async with self._tx(write=False) as conn:
+            rows = await conn.execute(sa.select(model_versions).order_by(
+                model_versions.c.created_at.desc(), model_versions.c.model_id).limit(limit))
+            return [_record(ModelVersion, row) for row in rows]
+
+    async def live_model(self) -> ModelVersion | None:
+        async with self._tx(write=False) as conn:
+            row = (await conn.execute(sa.select(model_versions).where(
+                model_versions.c.status == "live"))).first()
+        return None if row is None else _record(ModelVersion, row)
+
+    async def set_live_model(self, model_id: str, *, deployed_by: str,
+                             override: str | None = None,
+                             details: dict[str, Any] | None = None) -> ModelVersion:
+        """``model_id`` is live now, the one live before retired; audit-logged in the same
+        transaction (``model_deployed``, with ``override`` when given)."""
+        now = _now()
+        async with self._tx(write=True) as conn:
+            await self._model(conn, model_id)
+            await conn.execute(sa.update(model_versions).where(
+                model_versions.c.status == "live", model_versions.c.model_id != model_id)
+                .values(status="retired"))
+            await conn.execute(sa.update(model_versions).where(
+                model_versions.c.model_id == model_id).values(
+                status="live", deployed_at=now, deployed_by=deployed_by, override=override))
+            await conn.execute(sa.insert(audit_log).values(
+                created_at=now, actor=deployed_by, action="model_deployed",
+                target=f"model:{model_id}", details={**(details or {}), "override": override}))
+            return await self._model(conn, model_id)
+
+    async def _model(self, conn: AsyncConnection, model_id: str) -> ModelVersion:
+        row = (await conn.execute(sa.select(model_versions).where(
+            model_versions.c.model_id == model_id))).first()
+        if row is None:
+            raise NotFound(f"no model {model_id}")
+        return _record(ModelVersion, row)
 
     # ----------------------------------------------------------------- notes
 

@@ -347,3 +347,34 @@ async def test_a_restart_keeps_mode_owner_pending_reply_and_history(
     finally:
         await store.close()
         await asyncio.to_thread(_stop, gw.process)
+
+
+async def test_models_without_a_supervisor_show_the_live_model_and_refuse_to_retrain(
+    gateway: Gateway, store: Store, api: httpx.AsyncClient, rasa_stack: Stack
+) -> None:
+    agent = await agent_login(store, api, "gus")
+    if "tess" not in {u.username for u in await store.list_users()}:
+        await create_user(store, "tess", "tess-password", "trainer")
+    token = (await api.post("/api/login", json={"username": "tess",
+                                                "password": "tess-password"})).json()["token"]
+    trainer = {"Authorization": f"Bearer {token}"}
+    assert (await api.get("/api/models", headers=agent)).status_code == 403
+    resp = await api.get("/api/models", headers=trainer)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    live = requests.get(f"{rasa_stack.rasa_url}/status", params={"token": rasa_stack.token},
+                        timeout=WAIT).json()
+    assert body["live"] == live["model_id"] and body["can_deploy"] is False
+    [model] = body["models"]
+    assert (model["status"], model["deployed_by"], model["file"]) == (
+        "live", "system", Path(live["model_file"]).name)
+    for method, path in (("POST", "/api/retrain"), ("POST", "/api/models/rollback"),
+                         ("POST", f"/api/models/{model['model_id']}/deploy")):
+        resp = await api.request(method, path, headers=trainer, json={})
+        assert resp.status_code == 503, (path, resp.text)
+        assert resp.json()["error"] == "supervisor_unavailable"
+    resp = await api.post("/api/models/nope/deploy", headers=trainer, json={})
+    assert resp.status_code == 404
+    resp = await api.post(f"/api/models/{model['model_id']}/deploy", headers=trainer,
+                          json={"override": 7})
+    assert resp.status_code == 400

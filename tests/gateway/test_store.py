@@ -42,6 +42,7 @@ pytestmark = pytest.mark.asyncio
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TABLES = {
     "conversations", "messages", "pending_replies", "corrections", "users", "notes", "audit_log",
+    "model_versions",
 }
 
 
@@ -68,10 +69,10 @@ async def test_migrate_from_empty(store_url: str) -> None:
         assert await store.schema_revision() is None
         assert await _tables(store_url) == set()
         await store.migrate()
-        assert await store.schema_revision() == "0002"
+        assert await store.schema_revision() == "0003"
         assert await _tables(store_url) == TABLES | {VERSION_TABLE}
         await store.migrate()  # idempotent
-        assert await store.schema_revision() == "0002"
+        assert await store.schema_revision() == "0003"
 
 
 async def test_table_definitions_match_migrations(store: Store, store_url: str) -> None:
@@ -102,7 +103,7 @@ async def test_concurrent_migrations(store_url: str) -> None:
     stores = [Store(store_url) for _ in range(3)]
     try:
         await asyncio.gather(*(s.migrate() for s in stores))
-        assert [await s.schema_revision() for s in stores] == ["0002"] * 3
+        assert [await s.schema_revision() for s in stores] == ["0003"] * 3
     finally:
         for s in stores:
             await s.close()
@@ -115,7 +116,7 @@ async def test_migrate_cli(tmp_path: Path) -> None:
             subprocess.run, [sys.executable, "-m", "handoff.store", "migrate", "--url", url],
             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
         )
-        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0002\n", "")
+        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0003\n", "")
 
 
 async def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
@@ -491,7 +492,7 @@ async def test_set_triage_and_an_upgrade_from_0001_keeps_data(store_url: str) ->
                 "client_message_id) VALUES ('c1', 1, 'customer', 'sue you!', :t, 'm1')"),
                 {"t": when})
         await store.migrate()
-        assert await store.schema_revision() == "0002"
+        assert await store.schema_revision() == "0003"
         assessment = {"risk": 1.0, "action": "human", "reasons": [
             {"code": "rule:legal_threat", "text": "Legal threat", "contribution": 1.0}]}
         conv = await store.set_triage("c1", risk=1.0, client_message_id="m1",
@@ -717,6 +718,37 @@ async def test_corrections(store: Store, conv: str) -> None:
     assert [c.id for c in await store.list_corrections(exported=False)] == [
         replaced.id, takeover.id
     ]
+
+
+async def test_model_versions_one_live_and_corrections_linked(store: Store, conv: str) -> None:
+    first = await store.record_model("m-1", "first.tar.gz")
+    assert first.status == "candidate" and await store.live_model() is None
+    await store.set_live_model("m-1", deployed_by="system")
+    proof = {"corrections": {"before": 0, "after": 1, "total": 1, "failing": []},
+             "regressions": [], "deploy": True}
+    await store.record_model("m-2", "second.tar.gz", retrained_by="tina", corrections=[7],
+                             proof=proof)
+    live = await store.set_live_model("m-2", deployed_by="tina", override="hotfix",
+                                      details={"previous": "m-1"})
+    assert (live.status, live.deployed_by, live.override) == ("live", "tina", "hotfix")
+    assert {m.model_id: m.status for m in await store.list_models()} == {
+        "m-1": "retired", "m-2": "live"}
+    assert (await store.live_model()) == live and live.proof == proof
+    again = await store.record_model("m-2", "second.tar.gz")  # known: status and proof kept
+    assert again.status == "live" and again.proof == proof and again.corrections == [7]
+    entry = (await store.list_audit(action="model_deployed"))[0]
+    assert (entry.actor, entry.target, entry.details) == (
+        "tina", "model:m-2", {"previous": "m-1", "override": "hotfix"})
+    with pytest.raises(NotFound):
+        await store.set_live_model("nope", deployed_by="tina")
+    with pytest.raises(BadRequest):
+        await store.record_model("m-3", "x.tar.gz", status="shiny")
+
+    correction = await store.add_correction(conv, type="relabelled", agent="a",
+                                            model_version="m-1")
+    assert await store.mark_corrections_fixed([correction.id], "m-2") == 1
+    fixed = await store.get_correction(correction.id)
+    assert (fixed.model_version, fixed.fixed_by_model) == ("m-1", "m-2")
 
 
 async def test_correction_errors(store: Store, conv: str) -> None:
