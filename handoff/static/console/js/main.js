@@ -6,6 +6,7 @@ import { connectLive } from "./live.js";
 import { ConversationList } from "./list.js";
 import { Notes } from "./notes.js";
 import { PendingCard } from "./pending.js";
+import { ModelsPanel } from "./models.js";
 import { TrainerPanel } from "./trainer.js";
 import { renderTranscript } from "./transcript.js";
 
@@ -15,6 +16,7 @@ const $ = (selector) => document.querySelector(selector);
 const api = new Api();
 let live = null;
 let list = null;
+let models = null; // the trainer's models panel (trainers and admins)
 let current = null; // {id, detail}
 let domainPromise = null;
 let refreshTimer = null;
@@ -81,8 +83,10 @@ async function startApp() {
   applyRole(api.role);
   if (ROLES.indexOf(api.role) >= ROLES.indexOf("trainer")) {
     const panel = new TrainerPanel($("#trainer"), api, showError);
-    $("#trainer-refresh").onclick = () => panel.load();
+    models = models || new ModelsPanel($("#models"), api, showError);
+    $("#trainer-refresh").onclick = () => { panel.load(); models.load(); };
     panel.load();
+    models.load();
   }
   if (!list) {
     list = new ConversationList({ queue: $("#queue"), all: $("#all"),
@@ -102,6 +106,11 @@ async function startApp() {
     risk: (r) => { list.upsert({ id: r.conversation_id, risk: r.risk }); touched(r.conversation_id); },
     suggested_replies: (s) => { suggestedReplies.set(s.conversation_id, s.suggestions || []); if (current && current.id === s.conversation_id) renderSuggestions(); },
     survey: (s) => { list.upsert({ id: s.conversation_id, effort_score: s.effort_score }); touched(s.conversation_id); },
+    retrain_progress: (p) => { if (models) models.onProgress(p); },
+    retrain_finished: (job) => { if (models) models.onFinished(job); },
+    deploy_progress: (p) => { if (models) models.onDeployProgress(p); },
+    deploy_finished: (job) => { if (models) models.onDeployFinished(job); },
+    model_deployed: () => { domainPromise = null; if (models) models.load(); },
   }, (state) => {
     const badge = $("#live");
     badge.textContent = { live: "live", reconnecting: "reconnecting\u2026", refused: "offline" }[state];
