@@ -21,17 +21,32 @@ from handoff.triage.corpus import Corpus
 from handoff.triage.encoder import Encoder, Vectors
 
 NEIGHBOURS = 3  # novelty is the mean distance to this many nearest examples
+VOTERS = 7  # the nearest examples that vote for an intent
+# Each voter's vote is exp((its similarity - the nearest's) / VOTE_SHARPNESS): an example 0.05
+# less similar than the nearest counts 1/e as much. Plain similarities (0.75 against 1.0) let
+# four loosely related examples outvote an exact match.
+VOTE_SHARPNESS = 0.05
 
 
 @dataclass(frozen=True)
 class Novelty:
-    """Cosine distances (1 - similarity, 0 = same meaning) of one message to the training data."""
+    """Cosine distances (1 - similarity, 0 = same meaning) of one message to the training data,
+    and what its nearest examples say about its intent: the embeddings' second opinion on the
+    NLU's."""
 
     intent: str | None  # the intent measured against (None: not in the training data)
     intent_distance: float  # to the nearest examples of ``intent`` (overall_distance if None)
     overall_distance: float  # to the nearest examples of any intent
     nearest_intent: str  # intent of the single nearest example
     nearest_example: str
+    # The VOTERS nearest examples vote for their intents, the nearer the more (VOTE_SHARPNESS):
+    # the winner, and the share of the votes that went to ``intent`` (0..1).
+    vote_intent: str | None = None
+    vote_share: float | None = None
+    # The nearest intent other than ``intent`` (that of the nearest example not of ``intent``)
+    # and the distance to its NEIGHBOURS nearest examples.
+    other_intent: str | None = None
+    other_distance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -128,19 +143,44 @@ class EmbeddingIndex:
 
     def novelty(self, vectors: Vectors, intents: Sequence[str | None]) -> list[Novelty]:
         """For each message vector, its distance to the training examples of its intent (an
-        intent that has no examples counts as none) and to all examples."""
+        intent that has no examples counts as none) and to all examples, and the embeddings'
+        own view of its intent: the vote of the :data:`VOTERS` nearest examples and the nearest
+        other intent with its distance (both left out when the intent has no examples)."""
         similarities = vectors @ self.examples.T
         found: list[Novelty] = []
         for row, intent in zip(similarities, intents):
-            overall = 1.0 - _top_mean(row)
-            nearest = int(np.argmax(row))
+            voters = min(VOTERS, row.size)
+            top = np.argpartition(row, -voters)[-voters:]
+            top = top[np.argsort(-row[top])]  # nearest first
+            overall = 1.0 - float(row[top[:NEIGHBOURS]].mean())
+            nearest = int(top[0])
             own = self._rows.get(intent) if intent is not None else None
+            if intent is None or own is None:
+                found.append(Novelty(None, overall, overall, self.example_intents[nearest],
+                                     self.corpus.examples[nearest].text))
+                continue
+            votes: dict[str, float] = {}
+            for i, vote in zip(top, np.exp((row[top] - row[nearest]) / VOTE_SHARPNESS)):
+                name = self.example_intents[i]
+                votes[name] = votes.get(name, 0.0) + float(vote)
+            total = sum(votes.values())
+            other = next((self.example_intents[i] for i in top
+                          if self.example_intents[i] != intent), None)
+            if other is None:  # all voters agree: the nearest other intent by one search
+                masked = row.copy()
+                masked[own] = -np.inf
+                other = self.example_intents[int(np.argmax(masked))] \
+                    if len(own) < row.size else None
             found.append(Novelty(
-                intent=intent if own is not None else None,
-                intent_distance=1.0 - _top_mean(row[own]) if own is not None else overall,
+                intent=intent,
+                intent_distance=1.0 - _top_mean(row[own]),
                 overall_distance=overall,
                 nearest_intent=self.example_intents[nearest],
                 nearest_example=self.corpus.examples[nearest].text,
+                vote_intent=max(votes, key=votes.__getitem__),
+                vote_share=votes.get(intent, 0.0) / total if total > 0 else 0.0,
+                other_intent=other,
+                other_distance=1.0 - _top_mean(row[self._rows[other]]) if other else None,
             ))
         return found
 

@@ -51,6 +51,14 @@ class Weights:
     novel_overall: float = 0.3
     overall_distance_ok: float = 0.4
     overall_distance_bad: float = 0.7
+    # The embeddings' second opinion on the NLU's intent (weights and ramps tuned on banking77's
+    # training file: bench/triage.py --tune; together at most 0.6, review but not a person):
+    neighbours_disagree: float = 0.3
+    vote_share_ok: float = 0.8  # share of the nearest examples' votes for the NLU's intent
+    vote_share_bad: float = 0.0
+    closer_to_other: float = 0.3
+    distance_gap_ok: float = -0.1  # distance to the NLU intent minus to the nearest other
+    distance_gap_bad: float = 0.05
     negative_sentiment: float = 0.25
     sentiment_ok: float = -0.25  # VADER compound
     sentiment_bad: float = -0.75
@@ -141,7 +149,7 @@ def _signal_reasons(s: Signals, history: History, w: Weights) -> list[Reason]:
     reasons: list[Reason] = []
 
     def add(code: str, weight: float, strength: float, text: str) -> None:
-        if strength > 0:
+        if strength > 0 and weight > 0:  # a weight of 0 turns a signal off
             reasons.append(Reason(code, text, round(weight * strength, 4)))
 
     if s.confidence is not None:
@@ -159,6 +167,21 @@ def _signal_reasons(s: Signals, history: History, w: Weights) -> list[Reason]:
                 _ramp(n.intent_distance, w.intent_distance_ok, w.intent_distance_bad),
                 f"The message is unlike the training examples of {n.intent} "
                 f"(distance {n.intent_distance:.2f}).")
+        if n.vote_share is not None and n.vote_intent is not None:
+            pointing = (f"point to {n.vote_intent}, not {n.intent}"
+                        if n.vote_intent != n.intent else f"are split, not clearly {n.intent}")
+            add("neighbours_disagree", w.neighbours_disagree,
+                _ramp(n.vote_share, w.vote_share_ok, w.vote_share_bad),
+                f"The most similar training examples {pointing} "
+                f"({n.vote_share:.0%} of their votes for {n.intent}).")
+        if n.other_distance is not None and n.other_intent is not None:
+            gap = n.intent_distance - n.other_distance
+            add("closer_to_other", w.closer_to_other,
+                _ramp(gap, w.distance_gap_ok, w.distance_gap_bad),
+                f"The message is {'closer to' if gap > 0 else 'nearly as close to'} the "
+                f"examples of {n.other_intent} (distance {n.other_distance:.2f}) "
+                f"{'than to' if gap > 0 else 'as to'} those of {n.intent} "
+                f"({n.intent_distance:.2f}).")
         add("novel", w.novel_overall,
             _ramp(n.overall_distance, w.overall_distance_ok, w.overall_distance_bad),
             f"The message is unlike anything the assistant was trained on "
@@ -210,6 +233,11 @@ def assess(signals: Signals, history: History = History(),
         "intent_distance": round(n.intent_distance, 4) if n else None,
         "overall_distance": round(n.overall_distance, 4) if n else None,
         "nearest_intent": n.nearest_intent if n else None,
+        "vote_intent": n.vote_intent if n else None,
+        "vote_share": round(n.vote_share, 4) if n and n.vote_share is not None else None,
+        "other_intent": n.other_intent if n else None,
+        "other_distance": round(n.other_distance, 4)
+        if n and n.other_distance is not None else None,
     }
     new_history = history.add(signals.intent, signals.sentiment, is_fallback(signals))
     return Assessment(risk, action, tuple(reasons), measures), new_history

@@ -21,8 +21,9 @@ from tests.gateway.test_pages import (  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="Debian's chromium is not installed (apt-get install chromium)")
+MARKUP = "can you <b>gift wrap</b> it? <img src=x onerror=alert(1)>"  # shown as typed
 ASKED = ["do you offer gift wrapping?", "can you gift wrap my present",
-         "is gift wrapping available for orders"]
+         "is gift wrapping available for orders", MARKUP]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,10 @@ def test_a_trainer_turns_an_emerging_need_into_nlu_examples(
         panel.get_by_role("button", name="Refresh").click()
         tina.page.wait_for_timeout(500)
     expect(need).to_be_visible()
+    # the customer's markup is text in the panel, not elements (PageWatch fails on the alert
+    # or the request for /x that an inserted <img src=x> would make)
+    expect(need.locator("li").filter(has_text=MARKUP)).to_have_count(1)
+    assert need.locator("b, img").count() == 0
     shots(tina.page, "trainer-emerging-needs", doc="console-trainer")
     need.get_by_label("Intent for these messages").fill("gift_wrapping")
     need.get_by_role("button", name="Make NLU examples").click()

@@ -10,6 +10,7 @@ import pytest
 from handoff.triage.index import Novelty
 from handoff.triage.rules import RuleHit
 from handoff.triage.scoring import Assessment, History, Signals, Thresholds, assess
+from handoff.triage.scoring import Weights
 
 
 
@@ -47,6 +48,41 @@ def test_novelty_against_the_intent_and_everything() -> None:
     assert codes(assessment) == {"novel_for_intent": 0.3, "novel": 0.15}
     assert "unlike the training examples of track_order (distance 0.75)" in \
         assessment.reasons[0].text
+
+
+def second_opinion(vote_intent: str, vote_share: float, other_distance: float,
+                   intent_distance: float = 0.3) -> Novelty:
+    """The embeddings' view of a message NLU read as track_order."""
+    return Novelty("track_order", intent_distance, min(intent_distance, other_distance),
+                   vote_intent, "a training example", vote_intent=vote_intent,
+                   vote_share=vote_share, other_intent="track_refund",
+                   other_distance=other_distance)
+
+
+def test_the_embeddings_disagreeing_with_the_nlu() -> None:
+    agree, _ = assess(clear("where is my order",
+                            novelty=second_opinion("track_order", 1.0, other_distance=0.4)))
+    assert agree.reasons == ()  # all neighbours agree, the other intent is 0.1 further away
+    # a fifth of the neighbours' votes for track_order; track_refund 0.05 closer than it
+    disagree, _ = assess(clear("I want my money for the order back",
+                               novelty=second_opinion("track_refund", 0.2, 0.25)))
+    assert codes(disagree) == {"closer_to_other": 0.3, "neighbours_disagree": 0.225}
+    assert (disagree.risk, disagree.action) == (0.525, "review")
+    assert [r.text for r in disagree.reasons] == [
+        "The message is closer to the examples of track_refund (distance 0.25) than to those "
+        "of track_order (0.30).",
+        "The most similar training examples point to track_refund, not track_order "
+        "(20% of their votes for track_order)."]
+    assert (disagree.measures["vote_intent"], disagree.measures["vote_share"],
+            disagree.measures["other_intent"], disagree.measures["other_distance"]) == (
+        "track_refund", 0.2, "track_refund", 0.25)
+    split, _ = assess(clear("hmm", novelty=second_opinion("track_order", 0.4, 0.32)))
+    assert codes(split) == {"closer_to_other": 0.16, "neighbours_disagree": 0.15}
+    assert "are split, not clearly track_order" in split.reasons[1].text
+    assert "nearly as close to the examples of track_refund" in split.reasons[0].text
+    off, _ = assess(clear("hmm", novelty=second_opinion("track_refund", 0.0, 0.1)),
+                    weights=Weights(neighbours_disagree=0.0, closer_to_other=0.0))
+    assert off.reasons == ()  # weights of 0: the signal is off
 
 
 def test_sentiment_and_its_trend() -> None:

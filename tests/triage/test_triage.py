@@ -78,6 +78,28 @@ def test_nlu_fallback_is_measured_against_the_best_real_intent(triage: Triage) -
     assert signals.novelty is not None and signals.novelty.intent == "get_invoice"
 
 
+def test_the_embeddings_second_opinion_on_a_misread_intent(triage: Triage) -> None:
+    """The NLU reads a refund question as track_order, confidently: the nearest training
+    examples say check_refund_policy, and the message is closer to them than to track_order's."""
+    misread, _ = one(triage, "what is your refund policy", parse("track_order", 0.9))
+    reasons = {r.code: r for r in misread.reasons}
+    assert {"neighbours_disagree", "closer_to_other"} <= set(reasons)
+    assert "low_confidence" not in reasons and misread.action == "review"  # not "human"
+    assert misread.measures["vote_intent"] == misread.measures["other_intent"] == \
+        "check_refund_policy"
+    assert float(misread.measures["vote_share"] or 0) == 0.0  # no neighbour says track_order
+    # both at full weight: no neighbour says track_order, and the gap is past the full mark
+    assert (reasons["neighbours_disagree"].contribution,
+            reasons["closer_to_other"].contribution) == (0.3, 0.3)
+    assert reasons["neighbours_disagree"].text.startswith(
+        "The most similar training examples point to check_refund_policy, not track_order")
+    # read right, the same message raises neither
+    right, _ = one(triage, "what is your refund policy", parse("check_refund_policy", 0.9))
+    assert not {"neighbours_disagree", "closer_to_other"} & {r.code for r in right.reasons}
+    assert right.measures["vote_intent"] == "check_refund_policy"
+    assert float(right.measures["vote_share"] or 0) > 0.9
+
+
 def test_suggestions_for_a_refund_policy_question(triage: Triage) -> None:
     suggestions = triage.suggest(["Hi", "Hi, I'm the Northwind Goods assistant.",
                                   "what is your refund policy"])
