@@ -463,17 +463,28 @@ def test_dry_run_checks_but_writes_nothing(tmp_path: Path) -> None:
     assert tree_hashes(project) == before
 
 
+def in_service() -> Path:
+    return sorted((PROJECT_ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)[-1]
+
+
 @pytest.mark.slow
-def test_a_real_training_run_learns_the_relabel(tmp_path: Path) -> None:
+@pytest.mark.timeout(600)
+def test_a_real_training_run_fine_tunes_the_model_in_service_and_learns_the_relabel(
+        tmp_path: Path) -> None:
     project = project_copy(tmp_path)
     models = tmp_path / "models"
+    old = in_service()
     report = write(project, [relabel(12, PARCEL, "edit_account", "change_shipping_address")],
-                   "--keep-model", str(models))
+                   "--keep-model", str(models), "--finetune-from", str(old))
     assert report["ok"] and report["checks"]["training"]["ok"], report
+    # a new example of a known intent: Rasa fine-tunes (same labels, same domain)
+    training = report["checks"]["training"]
+    assert (training["mode"], training["finetuned_from"], training["epoch_fraction"]) == (
+        "finetune", old.name, 0.2), training
+    assert "fallback_reason" not in training
     assert (project / "data/corrections/nlu.yml").exists()
     # prove it (bot/prove.py): the correction's test story fails on the model in service and
     # passes on the new one, and the hand-written test stories pass on both: deployable
-    old = sorted((PROJECT_ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)[-1]
     result = subprocess.run(
         [str(RASA_PY), "-m", "bot.prove", "--old", str(old), "--new", str(report["model"]),
          "--project", str(project)],
@@ -499,6 +510,7 @@ def test_retrain_with_nothing_accepted_writes_nothing_and_succeeds(tmp_path: Pat
     report = json.loads(result.stdout)
     assert report["write"]["files"] == [] and report["proof"] is None
     assert tree_hashes(project) == before
+
 
 
 # --- written replies and replaced actions: how the trainer resolves the rule ----------------
@@ -632,3 +644,26 @@ def test_a_replaced_action_as_a_new_intent_and_the_refusals(tmp_path: Path) -> N
     assert rules[0]["steps"] == [{"intent": "damaged_item"}, {"action": "utter_complaint"}]
     assert "responses.yml" not in " ".join(report["files"])
 
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_new_intent_cannot_be_fine_tuned_and_is_trained_in_full(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    models = tmp_path / "models"
+    correction = written(37, SHOP, "review", SHOP_REPLY, "utter_review", "Thanks for wanting…",
+                         written_as="new_intent", new_intent="ask_shop_location")
+    report = write(project, [correction], "--keep-model", str(models), "--finetune-from",
+                   str(in_service()), "--epoch-fraction", "0.5")
+    assert report["ok"], report
+    training = report["checks"]["training"]
+    # Rasa's FinetuningValidator refuses: the domain has a new intent and a new response
+    assert training["mode"] == "full" and training["ok"], training
+    assert training["fallback_reason"].startswith("Cannot finetune because"), training
+    assert 0 < training["finetune_seconds"] < training["seconds"]
+    # the fully trained model answers the message with the agent's reply (the test story)
+    result = subprocess.run(
+        [str(RASA_VENV / "bin" / "rasa"), "test", "core", "--stories", "tests/corrections",
+         "--model", report["model"], "--e2e", "--fail-on-prediction-errors", "--no-plot",
+         "--out", str(tmp_path / "results")],
+        cwd=project, env=env(), capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

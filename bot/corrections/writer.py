@@ -64,6 +64,10 @@ class Options:
     dry_run: bool = False
     skip_training: bool = False
     keep_model: Optional[Path] = None
+    # The model in service: the training check fine-tunes it (falls back to a full training
+    # when Rasa will not fine-tune: a new response or intent).
+    finetune_from: Optional[Path] = None
+    epoch_fraction: float = gate.DEFAULT_EPOCH_FRACTION
 
 
 @dataclass
@@ -254,7 +258,8 @@ def _run(corrections: List[Correction], options: Options, root: Path) -> Report:
         else:
             report.stage = "training"
             model_dir = Path(tmp) / "models"
-            result = gate.train(stage, root, model_dir)
+            result = gate.train(stage, root, model_dir, options.finetune_from,
+                                options.epoch_fraction)
             report.checks["training"] = result.as_dict()
             if not result.ok:
                 report.errors.extend(result.messages or ["rasa train failed"])
