@@ -10,7 +10,9 @@
 a JSON list of correction records — the input of the writer in ``bot/`` that turns them into
 Rasa training data (``.venv/rasa/bin/python -m bot.corrections write --input FILE``) — and
 with ``--mark`` records them as exported under that id. A trainer chooses how an edit is
-learned by accepting it with ``"edited_as": "variation" | "policy_changed"`` in its ``after``. The database
+learned by accepting it with ``"edited_as": "variation" | "policy_changed"`` in its ``after``,
+and a written reply or a replaced action with ``"written_as": "story" | "policy_changed" |
+"new_intent"`` (``new_intent``: ``after.intent`` names the intent). The database
 is ``--url``, else ``$HANDOFF_DATABASE_URL``, else the gateway's default. Every review is
 audit-logged like the API's.
 """
@@ -33,6 +35,9 @@ from handoff.store import Correction, Store, to_json
 __all__ = ["main"]
 
 DEFAULT_URL = "sqlite+aiosqlite:///var/handoff.db"
+# A trainer's choice of how a correction is learnt, accepted in its ``after``: ``edited_as``
+# for an edit, ``written_as`` for a written reply or a replaced action (docs/corrections.md).
+RESOLUTION_KEYS = ("edited_as", "written_as")
 
 
 def _url(given: str | None) -> str:
@@ -42,15 +47,20 @@ def _url(given: str | None) -> str:
 def export_record(correction: Correction) -> dict[str, Any]:
     """A correction as bot/'s writer reads it (docs/corrections.md): the stored record, plus
     ``text`` (the customer's words, when the correction carries them: an emerging need has no
-    tracker) and ``resolution`` (a trainer's ``edited_as`` choice for an edit)."""
+    tracker) and ``resolution`` (a trainer's ``edited_as`` choice for an edit, ``written_as``
+    for a written reply or a replaced action)."""
     record = to_json(correction)
     sides = [side for side in (correction.after, correction.before) if isinstance(side, dict)]
     text = next((side["text"] for side in sides if isinstance(side.get("text"), str)), None)
     if text is not None:
         record["text"] = text
-    edited_as = next((side["edited_as"] for side in sides if side.get("edited_as")), None)
-    if edited_as is not None:
-        record["resolution"] = {"edited_as": edited_as}
+    resolution: dict[str, Any] = {}
+    for key in RESOLUTION_KEYS:
+        value = next((side[key] for side in sides if side.get(key)), None)
+        if value is not None:
+            resolution[key] = value
+    if resolution:
+        record["resolution"] = resolution
     return record
 
 

@@ -463,17 +463,28 @@ def test_dry_run_checks_but_writes_nothing(tmp_path: Path) -> None:
     assert tree_hashes(project) == before
 
 
+def in_service() -> Path:
+    return sorted((PROJECT_ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)[-1]
+
+
 @pytest.mark.slow
-def test_a_real_training_run_learns_the_relabel(tmp_path: Path) -> None:
+@pytest.mark.timeout(600)
+def test_a_real_training_run_fine_tunes_the_model_in_service_and_learns_the_relabel(
+        tmp_path: Path) -> None:
     project = project_copy(tmp_path)
     models = tmp_path / "models"
+    old = in_service()
     report = write(project, [relabel(12, PARCEL, "edit_account", "change_shipping_address")],
-                   "--keep-model", str(models))
+                   "--keep-model", str(models), "--finetune-from", str(old))
     assert report["ok"] and report["checks"]["training"]["ok"], report
+    # a new example of a known intent: Rasa fine-tunes (same labels, same domain)
+    training = report["checks"]["training"]
+    assert (training["mode"], training["finetuned_from"], training["epoch_fraction"]) == (
+        "finetune", old.name, 0.2), training
+    assert "fallback_reason" not in training
     assert (project / "data/corrections/nlu.yml").exists()
     # prove it (bot/prove.py): the correction's test story fails on the model in service and
     # passes on the new one, and the hand-written test stories pass on both: deployable
-    old = sorted((PROJECT_ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)[-1]
     result = subprocess.run(
         [str(RASA_PY), "-m", "bot.prove", "--old", str(old), "--new", str(report["model"]),
          "--project", str(project)],
@@ -500,3 +511,159 @@ def test_retrain_with_nothing_accepted_writes_nothing_and_succeeds(tmp_path: Pat
     assert report["write"]["files"] == [] and report["proof"] is None
     assert tree_hashes(project) == before
 
+
+
+# --- written replies and replaced actions: how the trainer resolves the rule ----------------
+
+SHOP = "do you have a shop in Berlin"
+SHOP_REPLY = f"No, we only sell online; write to {EMAIL} if you need help."
+
+
+def written(cid: int, text: str, intent: str, reply: str, bot_action: str, bot_text: str,
+            written_as: Optional[str] = None, new_intent: Optional[str] = None
+            ) -> Dict[str, Any]:
+    return record(cid, "written", START + [user(text, intent)] + UNDERSTOOD,
+                  snap(bot_action, bot_text, intent),
+                  snap("action_agent_reply", reply, new_intent or intent),
+                  resolution={"written_as": written_as} if written_as else None)
+
+
+def test_a_written_reply_as_a_story_contradicts_the_rule_and_the_hint_names_the_choices(
+        tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    before = tree_hashes(project)
+    report = write(project, [written(30, SHOP, "review", SHOP_REPLY, "utter_review",
+                                     "Thanks for wanting…")], "--skip-training", expect=1)
+    assert report["stage"] == "rules", report
+    assert ("- the prediction of the action 'utter_review_c30' in story 'correction 30: written "
+            "utter_review_c30' is contradicting with rule(s) 'review' which predicted action "
+            "'utter_review'.") in report["errors"]
+    hint = report["errors"][-1]
+    assert 'resolution.written_as "new_intent"' in hint and '"policy_changed"' in hint, hint
+    assert tree_hashes(project) == before
+
+
+def test_a_written_reply_as_policy_changed_replaces_the_rules_response_text(
+        tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    original = (project / "domain.yml").read_text().splitlines()
+    new_text = f"Returns are free within 60 days; questions to {EMAIL}."
+    report = write(project, [written(31, "what's your return policy?", "check_refund_policy",
+                                     new_text, "utter_refund_policy", REFUND_TEXT,
+                                     written_as="policy_changed")], "--skip-training")
+    assert report["ok"] and report["checks"]["rules"]["ok"], report
+    assert report["files"] == ["domain.yml", "tests/corrections/test_corrections.yml"]
+    [change] = by_id(report)[31]["domain_changes"]
+    masked = change["new"]
+    assert (change["response"], change["old"]) == ("utter_refund_policy", REFUND_TEXT)
+    assert masked.startswith("Returns are free within 60 days; questions to ") and EMAIL not in \
+        masked
+    edited = (project / "domain.yml").read_text().splitlines()
+    assert [i for i, (a, b) in enumerate(zip(original, edited, strict=True)) if a != b] == [
+        change["line"] - 1]
+    assert edited[change["line"] - 1] == f'    - text: "{masked}"'
+    tests = stories_of(project / "tests/corrections/test_corrections.yml")
+    assert tests["correction 31: written utter_refund_policy"][-1] == {
+        "action": "utter_refund_policy"}
+
+
+def test_a_written_reply_as_a_new_intent_gets_a_rule_of_its_own(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    original = (project / "domain.yml").read_text().splitlines()
+    correction = written(32, SHOP, "review", SHOP_REPLY, "utter_review", "Thanks for wanting…",
+                         written_as="new_intent", new_intent="ask_shop_location")
+    report = write(project, [correction], "--skip-training")
+    assert report["ok"] and report["checks"]["rules"]["ok"], report
+    assert report["files"] == [
+        "data/corrections/nlu.yml", "data/corrections/responses.yml",
+        "data/corrections/rules.yml", "domain.yml", "tests/corrections/test_corrections.yml"]
+    out = by_id(report)[32]
+    assert out["nlu_examples"] == [{"text": SHOP, "intent": "ask_shop_location"}]
+    assert out["domain_changes"] == [{"file": "domain.yml", "intent": "ask_shop_location"}]
+    # domain.yml: one line added, at the end of the intents
+    edited = (project / "domain.yml").read_text().splitlines()
+    end = original.index("entities:") - 1
+    assert edited == original[:end] + ["  - ask_shop_location"] + original[end:]
+    rules = yaml.safe_load((project / "data/corrections/rules.yml").read_text())["rules"]
+    assert rules == [{"rule": "correction 32: ask_shop_location -> utter_ask_shop_location_c32",
+                      "steps": [{"intent": "ask_shop_location"},
+                                {"action": "utter_ask_shop_location_c32"}]}]
+    responses = yaml.safe_load((project / "data/corrections/responses.yml").read_text())
+    [reply] = responses["responses"]["utter_ask_shop_location_c32"]
+    assert reply["text"].startswith("No, we only sell online; write to ") and EMAIL not in \
+        reply["text"]
+    tests = stories_of(project / "tests/corrections/test_corrections.yml")
+    steps = tests["correction 32: written ask_shop_location utter_ask_shop_location_c32"]
+    assert steps[0] == {"intent": "ask_shop_location", "user": SHOP}
+    assert steps[-1] == {"action": "utter_ask_shop_location_c32"}
+    # written again: nothing changes
+    before = tree_hashes(project)
+    again = write(project, [correction], "--skip-training")
+    assert again["ok"] and again["files"] == [], again
+    assert tree_hashes(project) == before
+    # another one later: its rule is appended, and Rasa reads both
+    other = written(38, "is the Berlin warehouse open to visitors", "check_payment_methods", "No.",
+                    "utter_payment_methods", "We accept…", written_as="new_intent",
+                    new_intent="ask_warehouse_visit")
+    assert write(project, [other], "--skip-training")["ok"]
+    rules = rasa_script(project, """
+        import json
+        from rasa.shared.importers.importer import TrainingDataImporter
+        imp = TrainingDataImporter.load_from_config("config.yml", "domain.yml", ["data"])
+        print(json.dumps(sorted(s.block_name for s in imp.get_stories().story_steps
+                                if s.block_name.startswith("correction"))))""")
+    assert rules == ["correction 32: ask_shop_location -> utter_ask_shop_location_c32",
+                     "correction 38: ask_warehouse_visit -> utter_ask_warehouse_visit_c38"]
+
+
+def test_a_replaced_action_as_a_new_intent_and_the_refusals(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    before = tree_hashes(project)
+    text = "the box was crushed and the mug inside is broken"
+    replaced = record(33, "replaced", START + [user(text, "greet")] + UNDERSTOOD,
+                      snap("utter_greet", "Hi!", "greet"),
+                      snap("utter_complaint", intent="damaged_item"),
+                      resolution={"written_as": "new_intent"})
+    # an intent its rule already answers otherwise cannot get a second answer
+    taken = {**replaced, "id": 34, "after": snap("utter_complaint", intent="greet")}
+    report = write(project, [taken], "--skip-training", expect=1)
+    assert report["stage"] == "input" and report["errors"] == [
+        ("correction 34: intent 'greet' is already answered by its rule with 'utter_greet': "
+         "accept the reply as 'policy_changed' to change that answer, or name another intent")]
+    policy = {**replaced, "id": 35, "resolution": {"written_as": "policy_changed"}}
+    report = write(project, [policy], "--skip-training", expect=1)
+    assert "cannot be 'policy_changed'" in report["errors"][0]
+    bad = {**replaced, "id": 36, "resolution": {"written_as": "rule"}}
+    report = write(project, [bad], "--skip-training", expect=1)
+    assert report["errors"] == [("correction 36: resolution.written_as must be one of "
+                                 "['story', 'policy_changed', 'new_intent']")]
+    assert tree_hashes(project) == before
+    report = write(project, [replaced], "--skip-training")
+    assert report["ok"] and report["checks"]["rules"]["ok"], report
+    rules = yaml.safe_load((project / "data/corrections/rules.yml").read_text())["rules"]
+    assert rules[0]["steps"] == [{"intent": "damaged_item"}, {"action": "utter_complaint"}]
+    assert "responses.yml" not in " ".join(report["files"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_new_intent_cannot_be_fine_tuned_and_is_trained_in_full(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    models = tmp_path / "models"
+    correction = written(37, SHOP, "review", SHOP_REPLY, "utter_review", "Thanks for wanting…",
+                         written_as="new_intent", new_intent="ask_shop_location")
+    report = write(project, [correction], "--keep-model", str(models), "--finetune-from",
+                   str(in_service()), "--epoch-fraction", "0.5")
+    assert report["ok"], report
+    training = report["checks"]["training"]
+    # Rasa's FinetuningValidator refuses: the domain has a new intent and a new response
+    assert training["mode"] == "full" and training["ok"], training
+    assert training["fallback_reason"].startswith("Cannot finetune because"), training
+    assert 0 < training["finetune_seconds"] < training["seconds"]
+    # the fully trained model answers the message with the agent's reply (the test story)
+    result = subprocess.run(
+        [str(RASA_VENV / "bin" / "rasa"), "test", "core", "--stories", "tests/corrections",
+         "--model", report["model"], "--e2e", "--fail-on-prediction-errors", "--no-plot",
+         "--out", str(tmp_path / "results")],
+        cwd=project, env=env(), capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -1,6 +1,7 @@
 """``python -m bot.corrections write --input corrections.json [--project .] [--dry-run]
-[--skip-training] [--keep-model DIR]``: prints a JSON report on stdout; exit code 0 when the
-corrections were written (or, with --dry-run, would be), 1 when they were refused."""
+[--skip-training] [--keep-model DIR] [--finetune-from MODEL.tar.gz] [--epoch-fraction F]``:
+prints a JSON report on stdout; exit code 0 when the corrections were written (or, with
+--dry-run, would be), 1 when they were refused."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="skip the real training run (validator and rule check still run)")
     write.add_argument("--keep-model", type=Path, default=None,
                        help="keep the model the check trained in this folder")
+    write.add_argument("--finetune-from", type=Path, default=None, metavar="MODEL.tar.gz",
+                       help="fine-tune this model (the one in service) in the training check; "
+                            "a full training when Rasa will not fine-tune it")
+    write.add_argument("--epoch-fraction", type=float, default=None,
+                       help="the part of the configured epochs a fine-tuning run trains "
+                            "(default: 0.2)")
     return parser
 
 
@@ -49,9 +56,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         raw = sys.stdin.read() if str(args.input) == "-" else args.input.read_text("utf-8")
         corrections = parse_records(json.loads(raw))
+        epochs = {} if args.epoch_fraction is None else {"epoch_fraction": args.epoch_fraction}
         report = run(corrections, Options(project=args.project, dry_run=args.dry_run,
                                           skip_training=args.skip_training,
-                                          keep_model=args.keep_model))
+                                          keep_model=args.keep_model,
+                                          finetune_from=args.finetune_from,
+                                          **epochs))
     except (OSError, ValueError) as exc:  # unreadable input, bad JSON, RecordError
         report = Report(errors=[str(exc) if isinstance(exc, RecordError)
                                 else f"{type(exc).__name__}: {exc}"])

@@ -5,6 +5,10 @@
 | relabelled | an NLU example (``Message``) under the corrected intent | the turn with that intent |
 | replaced | a story: the conversation up to the turn, then the agent's action | the same |
 | written | a new ``utter_`` response and the story that uses it | the same |
+| written/replaced, new_intent | the message as an example of ``after.intent`` (added to the
+  domain if new), a new ``utter_`` response (written) and a rule intent → reply | the turn |
+| written, policy_changed | the reply's text replaces the intent's rule response in domain.yml |
+  the turn |
 | edited, variation | the text as a new variation of the response | the turn |
 | edited, policy_changed | the response's text replaced in domain.yml | the turn |
 | approved | nothing | the turn, as the bot answered it |
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import rasa.shared.utils.io
+from rasa.shared.core.constants import RULE_SNIPPET_ACTION_NAME
 from rasa.shared.core.events import (
     ActionExecuted,
     ActiveLoop,
@@ -33,7 +38,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.core.training_data.story_writer.yaml_story_writer import (
     YAMLStoryWriter,
 )
-from rasa.shared.core.training_data.structures import StoryStep
+from rasa.shared.core.training_data.structures import RuleStep, StoryStep
 from rasa.shared.nlu.training_data.message import Message
 
 from bot.corrections.domain_edit import DomainEditError, DomainEditor
@@ -80,6 +85,7 @@ class Plan:
     project: Project
     nlu: List[Message] = field(default_factory=list)
     stories: List[StoryStep] = field(default_factory=list)
+    rules: List[StoryStep] = field(default_factory=list)
     test_stories: List[StoryStep] = field(default_factory=list)
     overlay: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)
     drafts: Dict[str, str] = field(default_factory=dict)
@@ -92,6 +98,8 @@ class Plan:
         self._story_keys = {_steps_key(s.get("steps")): str(s.get("story"))
                             for s in self.project.stories}
         self._story_names = {str(s.get("story")) for s in self.project.stories}
+        self._rule_names = {str(r.get("rule")) for r in self.project.rules}
+        self._rule_actions: Dict[str, str] = {}  # intent → action of the rules added here
         self._test_names = {str(s.get("story")) for s in self.project.test_stories}
         self._nlu_keys = {normalise(str(m.get("text", ""))): str(m.get("intent"))
                           for m in self.project.nlu.intent_examples}
@@ -245,7 +253,14 @@ class Plan:
     def _replaced(self, c: Correction, outcome: Outcome) -> None:
         assert c.after is not None and c.after.action_name
         self._check_action(c, c.after.action_name)
-        self._turn_story(c, c.after.action_name, outcome, training=True)
+        if c.written_as == "new_intent":
+            self._new_intent(c, c.after.action_name, outcome)
+        elif c.written_as == "policy_changed":
+            raise RecordError(c.id, "a replaced action cannot be 'policy_changed': that would "
+                                    "change the intent's rule in data/rules.yml; change it by "
+                                    "hand, or accept the correction as 'new_intent'")
+        else:
+            self._turn_story(c, c.after.action_name, outcome, training=True)
 
     def _check_action(self, c: Correction, action: str) -> None:
         if action not in self.known_actions():
@@ -256,6 +271,20 @@ class Plan:
         intent = c.after.intent
         if intent not in self.project.domain.intents:
             raise RecordError(c.id, f"intent '{intent}' is not in the domain")
+        self._add_example(c, intent, outcome)
+        # Test story: the turn with the corrected intent, then what the rule for it does.
+        events = self._relabelled_events(c, intent, outcome)
+        if events is None:
+            return
+        action = self.project.rule_action_for_intent(intent)
+        if action:
+            events += self._run(events, action)
+        name = f"correction {c.id}: relabelled {intent}"
+        self._add_test_story(self._story(c, events, name), name, outcome)
+
+    def _add_example(self, c: Correction, intent: str, outcome: Outcome) -> None:
+        """The customer's message (masked, entities annotated) as an example of ``intent``,
+        unless it is one already, or held out; refused if it is an example of another."""
         masker = self.masker()
         user = c.last_user_event()
         parse = (user or {}).get("parse_data") or {}
@@ -286,28 +315,66 @@ class Plan:
             self.nlu.append(Message(data=example))
             self._nlu_keys[key] = intent
             outcome.nlu_examples.append({"text": masked, "intent": intent})
-        # Test story: the turn with the corrected intent, then what the rule for it does.
-        if user is None:
-            return
+
+    def _relabelled_events(self, c: Correction, intent: str,
+                           outcome: Outcome) -> Optional[List[Event]]:
+        """The conversation up to the customer's message, read as ``intent``."""
         index = c.last_user_index()
-        assert index is not None
+        if index is None:
+            return None
         raw = [dict(e) for e in c.tracker_events]
-        relabelled_parse = dict(parse)
+        relabelled_parse = dict(raw[index].get("parse_data") or {})
         relabelled_parse["intent"] = {"name": intent, "confidence": 1.0}
         relabelled_parse["intent_ranking"] = [{"name": intent, "confidence": 1.0}]
         raw[index] = {**raw[index], "parse_data": relabelled_parse}
-        events = self._trim(c, self._events(c, masker, raw), outcome)
-        action = self.project.rule_action_for_intent(intent)
-        if action:
-            events += self._run(events, action)
-        name = f"correction {c.id}: relabelled {intent}"
-        self._add_test_story(self._story(c, events, name), name, outcome)
+        return self._trim(c, self._events(c, self.masker(), raw), outcome)
+
+    def _new_intent(self, c: Correction, action: str, outcome: Outcome) -> None:
+        """``after.intent`` (added to the domain if new) answered by ``action`` in a rule of
+        its own, with the customer's message as its example: nothing to contradict."""
+        assert c.after is not None and c.after.intent and self.editor is not None
+        intent = c.after.intent
+        rule = f"correction {c.id}: {intent} -> {action}"
+        answered = self._rule_actions.get(intent) or self.project.rule_action_for_intent(intent)
+        if rule in self._rule_names or answered == action:
+            outcome.skipped.append(f"a rule already answers {intent} with {action}")
+        elif answered:
+            raise RecordError(c.id, f"intent '{intent}' is already answered by its rule with "
+                                    f"'{answered}': accept the reply as 'policy_changed' to "
+                                    "change that answer, or name another intent")
+        else:
+            if intent not in self.project.domain.intents and intent not in self._rule_actions:
+                try:
+                    self.editor.add_intent(intent)
+                except DomainEditError as exc:
+                    raise RecordError(c.id, str(exc)) from exc
+                outcome.domain_changes.append({"file": "domain.yml", "intent": intent})
+            # As Rasa reads a rule that may apply anywhere in a conversation (not only at its
+            # start): it begins with "...".
+            events: List[Event] = [ActionExecuted(RULE_SNIPPET_ACTION_NAME),
+                                   UserUttered(intent={"name": intent}), ActionExecuted(action)]
+            if action in self.project.domain.form_names:
+                events.append(ActiveLoop(action))
+            self.rules.append(RuleStep(block_name=rule, events=events))
+            self._rule_names.add(rule)
+            self._rule_actions[intent] = action
+            outcome.stories.append(rule)
+        self._add_example(c, intent, outcome)
+        events_ = self._relabelled_events(c, intent, outcome)
+        assert events_ is not None  # records.py requires the customer's message
+        events_ += self._run(events_, action)
+        name = f"correction {c.id}: {c.type} {intent} {action}"
+        self._add_test_story(self._story(c, events_, name), name, outcome)
 
     def _written(self, c: Correction, outcome: Outcome) -> None:
         assert c.after is not None
+        if c.written_as == "policy_changed":
+            self._written_policy(c, outcome)
+            return
         masker = self.masker()
-        slug = re.sub(r"\W+", "_", (c.before.intent if c.before and c.before.intent else
-                                    c.after.intent or "reply")).strip("_").lower()
+        slug = re.sub(r"\W+", "_", (c.after.intent if c.written_as == "new_intent" else
+                                    c.before.intent if c.before and c.before.intent else
+                                    c.after.intent or "reply") or "reply").strip("_").lower()
         name = f"utter_{slug}_c{c.id}"
         if name not in self.overlay and name not in self.project.hand_responses:
             self.overlay[name] = [{"text": masker.mask(c.after.text),
@@ -315,11 +382,32 @@ class Plan:
             outcome.responses.append({"name": name, "text": self.overlay[name][0]["text"]})
         else:
             outcome.skipped.append(f"response {name} already exists")
-        self._turn_story(c, name, outcome, training=True)
+        if c.written_as == "new_intent":
+            self._new_intent(c, name, outcome)
+        else:
+            self._turn_story(c, name, outcome, training=True)
 
-    def _response_of(self, c: Correction) -> Tuple[str, List[Dict[str, Any]]]:
-        assert c.before is not None and c.before.action_name
-        name = c.before.action_name
+    def _written_policy(self, c: Correction, outcome: Outcome) -> None:
+        """The written reply becomes the answer to the customer's intent: it replaces the text
+        of the response the intent's rule gives (or of the bot's own reply, without a rule)."""
+        assert c.after is not None
+        user = c.last_user_event() or {}
+        intent = ((user.get("parse_data") or {}).get("intent") or {}).get("name") or (
+            c.before.intent if c.before else None)
+        target = self.project.rule_action_for_intent(intent) if intent else None
+        if target is None and c.before is not None:
+            target = c.before.action_name
+        if not target or target not in self.overlay and target not in self.project.hand_responses:
+            raise RecordError(c.id, f"no response answers intent '{intent}' by a rule, so no "
+                                    "text can be replaced; accept the reply as a story or as "
+                                    "'new_intent'")
+        name, variations = self._response_of(c, target)
+        old = c.before.text if c.before is not None and c.before.action_name == name else ""
+        self._policy_changed(c, name, variations, self.masker().mask(c.after.text), old,
+                             outcome)
+        self._turn_story(c, name, outcome, training=False)
+
+    def _response_of(self, c: Correction, name: str) -> Tuple[str, List[Dict[str, Any]]]:
         variations = self.overlay.get(name) or self.project.hand_responses.get(name)
         if not variations:
             raise RecordError(c.id, f"'{name}' is not a response of the domain: only a "
@@ -333,10 +421,10 @@ class Plan:
 
     def _edited(self, c: Correction, outcome: Outcome) -> None:
         assert c.after is not None and c.before is not None and c.before.action_name
-        name, variations = self._response_of(c)
+        name, variations = self._response_of(c, c.before.action_name)
         new_text = self.masker().mask(c.after.text)
         if c.edited_as == "policy_changed":
-            self._policy_changed(c, name, variations, new_text, outcome)
+            self._policy_changed(c, name, variations, new_text, c.before.text, outcome)
         elif any(normalise(str(v.get("text", ""))) == normalise(new_text) for v in variations):
             outcome.skipped.append(f"'{new_text}' is already a variation of {name}")
         else:
@@ -347,10 +435,11 @@ class Plan:
         self._turn_story(c, c.before.action_name, outcome, training=False)
 
     def _policy_changed(self, c: Correction, name: str, variations: List[Dict[str, Any]],
-                        new_text: str, outcome: Outcome) -> None:
-        assert c.before is not None and self.editor is not None
+                        new_text: str, old: str, outcome: Outcome) -> None:
+        """``new_text`` replaces the variation of ``name`` whose text is ``old`` (or its only
+        one) in domain.yml, or in the corrections' responses when only they define it."""
+        assert self.editor is not None
         hand_texts = self.editor.variation_texts(name)
-        old = c.before.text
         if hand_texts:
             matches = [i for i, t in enumerate(hand_texts) if normalise(t) == normalise(old)]
             if not matches and len(hand_texts) == 1:

@@ -1,4 +1,5 @@
-"""A response's text replaced in the hand-written ``domain.yml`` ("policy changed").
+"""A response's text replaced in the hand-written ``domain.yml`` ("policy changed"), or an
+intent added to its ``intents`` (a written reply learnt as a new intent).
 
 The file is edited with ruamel.yaml's round-trip loader and dumper (a dependency of Rasa), so its
 comments, key order and quoting stay as they are; the result is then compared with the original
@@ -37,6 +38,7 @@ class DomainEditor:
         self._yaml = _yaml()
         self._data: Any = self._yaml.load(text)
         self._lines: Set[int] = set()  # 0-based lines of the texts replaced
+        self._added: List[str] = []  # intents appended to the list
 
     def responses(self) -> Any:
         responses = self._data.get("responses") if self._data else None
@@ -57,9 +59,22 @@ class DomainEditor:
         self._lines.add(line)
         return old, line + 1
 
+    def add_intent(self, name: str) -> None:
+        """Append ``name`` to the domain's ``intents`` (a line of its own)."""
+        intents = self._data.get("intents") if self._data else None
+        if intents is None:
+            raise DomainEditError("domain.yml has no 'intents' list to add an intent to")
+        # What follows the last item (the blank line before the next key) is kept after it.
+        after_last = intents.ca.items.pop(len(intents) - 1, None)
+        intents.append(name)
+        if after_last is not None:
+            intents.ca.items[len(intents) - 1] = after_last
+        self._added.append(name)
+
     def dump(self) -> str:
-        """The edited file; :class:`DomainEditError` if lines other than the texts changed."""
-        if not self._lines:
+        """The edited file; :class:`DomainEditError` if lines other than the replaced texts
+        changed, or lines other than the added intents were added."""
+        if not self._lines and not self._added:
             return self.original
         out = io.StringIO()
         self._yaml.dump(self._data, out)
@@ -68,13 +83,21 @@ class DomainEditor:
         after = result.splitlines(keepends=True)
         touched: Set[int] = set()
         matcher = difflib.SequenceMatcher(a=before, b=after, autojunk=False)
+        expected = [f"  - {name}" for name in self._added]
         for tag, i1, i2, j1, j2 in matcher.get_opcodes():
             if tag == "equal":
+                continue
+            if tag == "insert" and all(ln.rstrip("\n") in expected for ln in after[j1:j2]):
+                for ln in after[j1:j2]:
+                    expected.remove(ln.rstrip("\n"))
                 continue
             if tag != "replace" or (i2 - i1) != (j2 - j1):
                 touched.add(-1)  # lines added or removed: more than a text changed
             touched.update(range(i1, i2))
         extra = sorted(touched - self._lines)
+        if expected:
+            raise DomainEditError(f"adding the intent(s) {', '.join(self._added)} would change "
+                                  "other lines of domain.yml; add them by hand")
         if extra:
             shown = ", ".join(str(n + 1) if n >= 0 else "(added/removed)" for n in extra[:5])
             raise DomainEditError(

@@ -6,6 +6,11 @@ Validation alone passes data that training rejects (a story contradicting a rule
 so the rule check runs the RulePolicy's own training on the staged data — the step of
 ``rasa train`` that raises ``InvalidRule``, in seconds — and the full training run proves the
 rest. Each check reports Rasa's own messages.
+
+Given the model in service, the training run first tries ``rasa train --finetune`` from it.
+Rasa refuses to fine-tune when the labels or the domain's actions changed (a new response or
+intent: its ``FinetuningValidator``); then the same data is trained in full, and the report says
+why (``mode``, ``fallback_reason``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AbstractSet, Any, Dict, List, Optional, Set
+from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Set
 
 from bot.corrections.project import CONFIG_FILE, importer_for
 
@@ -28,6 +33,16 @@ from bot.corrections.project import CONFIG_FILE, importer_for
 # training run retrains only what the corrections changed.
 DEFAULT_CACHE = Path.home() / ".cache" / "northwind-assistant" / "rasa"
 TRAIN_TIMEOUT = 1800
+MODEL_NAME = "corrections-check"
+# The part of the configured epochs a fine-tuning run trains (rasa train --epoch-fraction):
+# the TEDPolicy starts from the model in service's weights instead of from random ones.
+DEFAULT_EPOCH_FRACTION = 0.2
+# What Rasa says when it will not fine-tune (rasa/graph_components/validators/
+# finetuning_validator.py, rasa/model_training.py, the CountVectorsFeaturizer): the data
+# or the configuration changed in a way the old model cannot absorb.
+FINETUNE_REFUSALS = ("Cannot finetune", "No model for finetuning found",
+                     "Finetuning is enabled but", "during incremental training",
+                     "minimum compatible Rasa Version")
 
 
 @dataclass
@@ -36,9 +51,11 @@ class CheckResult:
     ok: bool
     seconds: float
     messages: List[str] = field(default_factory=list)
+    details: Dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> Dict[str, Any]:
-        return {"ok": self.ok, "seconds": round(self.seconds, 1), "messages": self.messages}
+        return {"ok": self.ok, "seconds": round(self.seconds, 1), "messages": self.messages,
+                **self.details}
 
 
 class _Collect(logging.Handler):
@@ -141,8 +158,10 @@ def check_rules(stage: Path) -> CheckResult:
     return CheckResult("rules", True, time.monotonic() - start)
 
 
-def train(stage: Path, project_root: Path, model_dir: Path) -> CheckResult:
-    """A real ``rasa train`` of the staged project into ``model_dir`` (Rasa's cache reused)."""
+def _train_once(stage: Path, project_root: Path, model_dir: Path,
+                extra: Sequence[str] = ()) -> tuple[CheckResult, List[str]]:
+    """One ``rasa train`` of the staged project into ``model_dir`` (Rasa's cache reused):
+    the result and Rasa's whole output."""
     start = time.monotonic()
     env = {**os.environ, "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.setdefault("RASA_CACHE_DIRECTORY", str(DEFAULT_CACHE))
@@ -151,23 +170,64 @@ def train(stage: Path, project_root: Path, model_dir: Path) -> CheckResult:
         p for p in (str(project_root), env.get("PYTHONPATH", "")) if p)
     command = [sys.executable, "-m", "rasa", "train", "--config", CONFIG_FILE, "--domain",
                "domain.yml", "--data", "data", "--out", str(model_dir),
-               "--fixed-model-name", "corrections-check"]
+               "--fixed-model-name", MODEL_NAME, *extra]
     try:
         result = subprocess.run(command, cwd=stage, env=env, capture_output=True, text=True,
                                 timeout=TRAIN_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
         return CheckResult("training", False, time.monotonic() - start,
-                           [f"rasa train did not finish within {TRAIN_TIMEOUT} s"])
-    model = model_dir / "corrections-check.tar.gz"
-    if result.returncode == 0 and model.exists():
-        return CheckResult("training", True, time.monotonic() - start)
+                           [f"rasa train did not finish within {TRAIN_TIMEOUT} s"]), []
     output = (result.stdout + result.stderr).splitlines()
+    if result.returncode == 0 and model_file(model_dir) is not None:
+        return CheckResult("training", True, time.monotonic() - start), output
     important = [ln for ln in output if any(k in ln for k in (
-        "Error", "error", "InvalidRule", "contradict", "- the prediction"))]
+        "Error", "error", "InvalidRule", "contradict", "- the prediction", *FINETUNE_REFUSALS))]
     return CheckResult("training", False, time.monotonic() - start,
-                       (important or output)[-30:])
+                       (important or output)[-30:]), output
+
+
+def finetune_refusal(output: Sequence[str]) -> Optional[str]:
+    """Rasa's reason for not fine-tuning, if that is why ``rasa train --finetune`` failed."""
+    for line in output:
+        for marker in FINETUNE_REFUSALS:
+            if marker in line:
+                return line[line.index(marker):].strip()
+    return None
+
+
+def train(stage: Path, project_root: Path, model_dir: Path,
+          finetune_from: Optional[Path] = None,
+          epoch_fraction: float = DEFAULT_EPOCH_FRACTION) -> CheckResult:
+    """A real ``rasa train`` of the staged project into ``model_dir``. With ``finetune_from``
+    (a model archive) it fine-tunes that model first; when Rasa will not fine-tune, it trains
+    in full. ``details``: ``mode`` ("finetune" | "full") and, after a fallback,
+    ``fallback_reason`` and ``finetune_seconds`` (the refused attempt)."""
+    if finetune_from is None:
+        result, _ = _train_once(stage, project_root, model_dir)
+        result.details = {"mode": "full"}
+        return result
+    if not finetune_from.is_file():
+        reason = f"no model file {finetune_from} to fine-tune"
+        spent = 0.0
+    else:
+        tuned, output = _train_once(stage, project_root, model_dir, [
+            "--finetune", str(finetune_from), "--epoch-fraction", str(epoch_fraction)])
+        tuned.details = {"mode": "finetune", "finetuned_from": finetune_from.name,
+                         "epoch_fraction": epoch_fraction}
+        if tuned.ok:
+            return tuned
+        # Rasa's own refusal; any other failure of the fine-tuning run is retried in full too,
+        # so a full training is what decides that the data cannot be trained.
+        reason = finetune_refusal(output) or "rasa train --finetune failed: " + (
+            tuned.messages[-1] if tuned.messages else "no output")
+        spent = tuned.seconds
+    result, _ = _train_once(stage, project_root, model_dir)
+    result.seconds += spent
+    result.details = {"mode": "full", "fallback_reason": reason,
+                      "finetune_seconds": round(spent, 1)}
+    return result
 
 
 def model_file(model_dir: Path) -> Optional[Path]:
-    path = model_dir / "corrections-check.tar.gz"
+    path = model_dir / f"{MODEL_NAME}.tar.gz"
     return path if path.exists() else None

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 # `rasa train` / `rasa data validate` with their default arguments) and tests/corrections/.
 NLU_FILE = "data/corrections/nlu.yml"
 STORIES_FILE = "data/corrections/stories.yml"
+# Rules of intents the corrections added or answered ("new_intent").
+RULES_FILE = "data/corrections/rules.yml"
 # Responses in a training-data file: Rasa 3.6's importer (ResponsesSyncImporter) merges them into
 # the domain, so `rasa train` picks them up without a --domain argument.
 RESPONSES_FILE = "data/corrections/responses.yml"
@@ -67,6 +69,7 @@ class Project:
     story_graph: StoryGraph
     domain_text: str
     stories: List[Dict[str, Any]] = field(default_factory=list)
+    rules: List[Dict[str, Any]] = field(default_factory=list)
     test_stories: List[Dict[str, Any]] = field(default_factory=list)
     holdout: Set[str] = field(default_factory=set)
 
@@ -89,6 +92,7 @@ class Project:
             nlu=importer.get_nlu_data(), corrections_nlu=corrections_nlu, overlay=overlay,
             story_graph=importer.get_stories(), domain_text=domain_text,
             stories=read_yaml_list(root / STORIES_FILE, "stories"),
+            rules=read_yaml_list(root / RULES_FILE, "rules"),
             test_stories=read_yaml_list(root / TEST_STORIES_FILE, "stories"),
             holdout={normalise(str(m.get("text", ""))) for path in sorted(
                 (root / HOLDOUT_DIR).glob("*.yml")) for m in RasaYAMLReader().read(

@@ -7,6 +7,7 @@ The gateway (``handoff/``) stores every agent decision as a row of its ``correct
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -24,6 +25,12 @@ CorrectionType = Literal["approved", "edited", "replaced", "written", "relabelle
 CORRECTION_TYPES: Sequence[str] = (
     "approved", "edited", "replaced", "written", "relabelled", "takeover")
 EDIT_RESOLUTIONS: Sequence[str] = ("variation", "policy_changed")
+# How a written reply or a replaced action is learnt (``resolution.written_as``): as a story
+# (contradicts the intent's rule, if it has one), as the new answer of the intent's rule
+# ("policy_changed": the rule's response text replaced in domain.yml), or as the answer of
+# ``after.intent``, new or without a rule ("new_intent": the message becomes its example).
+WRITE_RESOLUTIONS: Sequence[str] = ("story", "policy_changed", "new_intent")
+INTENT_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 # The action the gateway logs to Rasa for a reply an agent wrote (review "write", human mode).
 AGENT_REPLY_ACTION = "action_agent_reply"
@@ -93,6 +100,7 @@ class Correction:
     tracker_events: List[Dict[str, Any]]
     text: Optional[str]
     edited_as: str = "variation"
+    written_as: str = "story"
     model_version: Optional[str] = None
 
     def last_user_index(self) -> Optional[int]:
@@ -144,9 +152,14 @@ def parse_record(raw: object) -> Correction:
     if not isinstance(events, list) or not all(isinstance(e, Mapping) for e in events):
         raise RecordError(cid, "'tracker_events' must be a list of Rasa events")
     resolution = raw.get("resolution") or {}
-    edited_as = resolution.get("edited_as", "variation") if isinstance(resolution, Mapping) else ""
+    if not isinstance(resolution, Mapping):
+        raise RecordError(cid, "'resolution' must be an object")
+    edited_as = resolution.get("edited_as", "variation")
     if kind == "edited" and edited_as not in EDIT_RESOLUTIONS:
         raise RecordError(cid, f"resolution.edited_as must be one of {list(EDIT_RESOLUTIONS)}")
+    written_as = resolution.get("written_as", "story")
+    if kind in ("written", "replaced") and written_as not in WRITE_RESOLUTIONS:
+        raise RecordError(cid, f"resolution.written_as must be one of {list(WRITE_RESOLUTIONS)}")
     text = raw.get("text")
     correction = Correction(
         id=cid, type=cast(CorrectionType, kind),
@@ -157,6 +170,7 @@ def parse_record(raw: object) -> Correction:
         tracker_events=[dict(e) for e in events],
         text=text if isinstance(text, str) else None,
         edited_as=edited_as if kind == "edited" else "variation",
+        written_as=written_as if kind in ("written", "replaced") else "story",
         model_version=raw.get("model_version") if isinstance(
             raw.get("model_version"), str) else None,
     )
@@ -191,6 +205,14 @@ def _check_shape(c: Correction) -> None:
         assert c.after is not None
         if not c.after.text.strip():
             raise RecordError(c.id, f"a '{c.type}' correction needs the reply's text")
+    if c.written_as == "new_intent":
+        assert c.after is not None
+        if not c.after.intent or not INTENT_NAME.fullmatch(c.after.intent):
+            raise RecordError(c.id, "written_as 'new_intent' needs 'after.intent': the intent "
+                                    "(lower case, digits and '_') the message is an example of")
+        if c.last_user_event() is None:
+            raise RecordError(c.id, "written_as 'new_intent' needs the customer's message in "
+                                    "the tracker events")
 
 
 def parse_records(raw: object) -> List[Correction]:

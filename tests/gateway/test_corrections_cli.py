@@ -91,3 +91,38 @@ async def test_the_export_feeds_bots_writer(tmp_path: Path) -> None:
     assert "ann@example.com" not in written  # masked before anything is written
     async with Store(url) as store:
         assert (await store.get_correction(need.id)).export_id == "export-7"
+
+
+async def test_a_trainers_written_as_choice_reaches_bots_writer(tmp_path: Path) -> None:
+    """A written reply accepted as a new intent: the export carries the choice, and bot/'s
+    writer learns the message as that intent, answered by the agent's reply."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'handoff.db'}"
+    text = "do you have a shop in Berlin"
+    events = [{"event": "action", "name": "action_listen"},
+              {"event": "user", "text": text, "parse_data": {
+                  "intent": {"name": "review", "confidence": 0.4}, "entities": [],
+                  "text": text}}]
+    async with Store(url) as store:
+        await store.migrate()
+        await store.upsert_conversation("c1")
+        reply = await store.add_correction(
+            "c1", type="written", agent="ann", tracker_events=events,
+            before={"action_name": "utter_review", "intent": "review",
+                    "messages": [{"text": "Thanks for wanting to leave a review!"}]},
+            after={"action_name": "action_agent_reply", "intent": "ask_shop_location",
+                   "messages": [{"text": "No, we only sell online."}],
+                   "written_as": "new_intent"})
+        await store.review_correction(reply.id, review_status="accepted", reviewed_by="tina")
+    out = tmp_path / "corrections.json"
+    done = _cli(url, "export", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    [record] = json.loads(out.read_text())
+    assert record["resolution"] == {"written_as": "new_intent"}
+
+    project = project_copy(tmp_path)
+    report = write(project, [record], "--skip-training")
+    assert report["ok"] and report["stage"] == "done", report
+    [outcome] = report["corrections"]
+    assert outcome["nlu_examples"] == [{"text": text, "intent": "ask_shop_location"}]
+    assert outcome["stories"] == [
+        f"correction {reply.id}: ask_shop_location -> utter_ask_shop_location_c{reply.id}"]

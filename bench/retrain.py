@@ -1,0 +1,279 @@
+"""From 10 accepted corrections to a proven model: how long each stage takes.
+
+    .venv/rasa/bin/python bench/retrain.py [--model models/X.tar.gz] [--rounds 3]
+                                           [--training-rounds 1] [--epoch-fraction 0.2]
+
+On a copy of the project in a temporary folder (the repository is never written):
+
+1. **corrections**: the model in service (default: the newest in ``models/``) parses the
+   held-out NLU examples (``tests/nlu_holdout/``); nine it gets wrong become relabels, as a
+   trainer would accept them, and one edit of ``utter_delivery_period`` is accepted as a policy
+   change. The copy has no held-out folder, so the writer takes those messages as it would
+   any customer's.
+2. **write**: ``python -m bot.corrections write --skip-training`` (read, plan, render, Rasa's
+   validator, the RulePolicy check, the atomic replacement), ``--rounds`` times.
+3. **training**: the writer with its real training check, fine-tuning the model in service
+   (``--finetune-from``) and training in full, each from the same starting point: a fresh copy
+   of the project and a copy of Rasa's training cache as ``make train`` left it.
+4. **prove**: ``bot.prove.prove`` (Rasa's end-to-end story test) with the model in service and
+   each new model, on the corrections' test stories and the hand-written ones.
+
+Prints a markdown table of the median seconds per stage and the before/after figures. Each
+stage is one function of ``STAGES``; a deploy stage goes after ``prove``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+CACHE = Path(os.environ.get("RASA_CACHE_DIRECTORY",
+                            Path.home() / ".cache" / "northwind-assistant" / "rasa"))
+RELABELS = 9
+MODES = ("finetune", "full")
+POLICY_INTENT, POLICY_RESPONSE = "delivery_period", "utter_delivery_period"
+POLICY_TEXT = ("Orders ship within 1 business day. Standard delivery takes 2-4 business days, "
+               "Express 1-2 business days, and international delivery 7-14 business days.")
+
+
+@dataclass
+class Bench:
+    """What the stages share: the starting point, the records, the results."""
+
+    work: Path
+    model: Path
+    rounds: int
+    training_rounds: int
+    epoch_fraction: float
+    records: List[Dict[str, Any]] = field(default_factory=list)
+    seconds: Dict[str, List[float]] = field(default_factory=dict)
+    notes: Dict[str, str] = field(default_factory=dict)
+    trained: Dict[str, Path] = field(default_factory=dict)  # mode → project the model is of
+    models: Dict[str, Path] = field(default_factory=dict)
+    proofs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    copies: int = 0
+
+    def copy(self) -> Path:
+        """A fresh copy of the project as it is before the corrections."""
+        self.copies += 1
+        target = self.work / f"project-{self.copies}"
+        target.mkdir()
+        shutil.copytree(PROJECT_ROOT / "data", target / "data",
+                        ignore=shutil.ignore_patterns("corrections"))
+        for name in ("domain.yml", "config.yml", "endpoints.yml"):
+            shutil.copy2(PROJECT_ROOT / name, target / name)
+        shutil.copytree(PROJECT_ROOT / "tests" / "stories", target / "tests" / "stories")
+        return target
+
+    def cache(self) -> Path:
+        """A copy of Rasa's training cache as it is now: every training run starts from it.
+        The cache's database holds absolute paths, rewritten to the copy."""
+        self.copies += 1
+        target = self.work / f"cache-{self.copies}"
+        if not CACHE.is_dir():
+            target.mkdir()
+            return target
+        shutil.copytree(CACHE, target)
+        with sqlite3.connect(target / "cache.db") as db:
+            db.execute("UPDATE cache_entry SET result_location = "
+                       "replace(result_location, ?, ?)", (str(CACHE), str(target)))
+        return target
+
+    def time(self, stage: str, seconds: float) -> None:
+        self.seconds.setdefault(stage, []).append(seconds)
+
+
+def env(cache: Optional[Path] = None) -> Dict[str, str]:
+    out = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if cache is not None:
+        out["RASA_CACHE_DIRECTORY"] = str(cache)
+    return out
+
+
+def write(bench: Bench, project: Path, *args: str,
+          cache: Optional[Path] = None) -> tuple[float, Dict[str, Any]]:
+    """The writer as the trainer runs it; its wall-clock seconds and its report."""
+    source = bench.work / "corrections.json"
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.corrections", "write", "--input", str(source),
+         "--project", str(project), *args], cwd=project, env=env(cache),
+        capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"the writer refused: {result.stdout}{result.stderr[-3000:]}")
+    report: Dict[str, Any] = json.loads(result.stdout)
+    return seconds, report
+
+
+# --- the stages ------------------------------------------------------------------------------
+
+def _parses(model: Path, texts: Sequence[str]) -> List[Dict[str, Any]]:
+    from rasa.core.agent import Agent
+
+    agent = Agent.load(str(model))
+
+    async def parse_all() -> List[Dict[str, Any]]:
+        return [await agent.parse_message(t) for t in texts]
+
+    return asyncio.run(parse_all())
+
+
+def _event(kind: str, **extra: Any) -> Dict[str, Any]:
+    return {"event": kind, "timestamp": time.time(), **extra}
+
+
+def _turn(text: str, parse: Dict[str, Any]) -> List[Dict[str, Any]]:
+    return [_event("action", name="action_session_start"), _event("session_started"),
+            _event("action", name="action_listen"),
+            _event("user", text=text, parse_data=parse, input_channel="gateway")]
+
+
+def stage_corrections(bench: Bench) -> None:
+    """Nine held-out messages the model in service misreads (then its least sure ones) as
+    relabels, and one policy change of a response's text."""
+    import yaml
+    from rasa.shared.nlu.training_data.formats.rasa_yaml import RasaYAMLReader
+
+    start = time.monotonic()
+    examples = [m for path in sorted((PROJECT_ROOT / "tests" / "nlu_holdout").glob("*.yml"))
+                for m in RasaYAMLReader().read(str(path)).intent_examples]
+    texts = [str(m.get("text")) for m in examples]
+    parses = _parses(bench.model, texts + ["how long does delivery take"])
+    policy_parse = parses.pop()
+    scored = sorted(zip(examples, parses), key=lambda ep: (
+        ep[1]["intent"]["name"] == ep[0].get("intent"), ep[1]["intent"]["confidence"]))
+    wrong = sum(1 for m, p in scored if p["intent"]["name"] != m.get("intent"))
+    bench.notes["corrections"] = (f"the model misreads {wrong} of {len(examples)} held-out "
+                                  f"messages; {RELABELS} relabels + 1 policy change")
+    for cid, (message, parse) in enumerate(scored[:RELABELS], start=1):
+        bench.records.append({
+            "id": cid, "type": "relabelled", "conversation_id": f"bench-{cid}", "agent": "ann",
+            "review_status": "accepted", "tracker_events": _turn(str(message.get("text")), parse),
+            "before": {"action_name": None, "intent": parse["intent"]["name"]},
+            "after": {"action_name": None, "intent": message.get("intent")}})
+    domain = yaml.safe_load((PROJECT_ROOT / "domain.yml").read_text())
+    [old] = [r["text"] for r in domain["responses"][POLICY_RESPONSE]]
+    bench.records.append({
+        "id": RELABELS + 1, "type": "edited", "conversation_id": "bench-policy", "agent": "ann",
+        "review_status": "accepted",
+        "tracker_events": _turn("how long does delivery take", policy_parse),
+        "before": {"action_name": POLICY_RESPONSE, "messages": [{"text": old}],
+                   "intent": POLICY_INTENT},
+        "after": {"action_name": POLICY_RESPONSE, "messages": [{"text": POLICY_TEXT}],
+                  "intent": POLICY_INTENT},
+        "resolution": {"edited_as": "policy_changed"}})
+    (bench.work / "corrections.json").write_text(json.dumps(bench.records, indent=1))
+    bench.time("corrections (load model, parse held-out set)", time.monotonic() - start)
+
+
+def stage_write(bench: Bench) -> None:
+    """Write + validator + rule check, no training."""
+    for _ in range(bench.rounds):
+        seconds, report = write(bench, bench.copy(), "--skip-training")
+        bench.time("write + validate + rule check", seconds)
+        checks = report["checks"]
+        bench.notes["write + validate + rule check"] = (
+            f"validator {checks['validation']['seconds']} s, rule check "
+            f"{checks['rules']['seconds']} s; {len(report['files'])} files")
+
+
+def stage_training(bench: Bench) -> None:
+    """The writer with its training check, fine-tuning and in full, from the same start."""
+    for _ in range(bench.training_rounds):
+        for mode in MODES:
+            project, cache = bench.copy(), bench.cache()
+            args = ["--keep-model", str(project / "models")]
+            if mode == "finetune":
+                args += ["--finetune-from", str(bench.model),
+                         "--epoch-fraction", str(bench.epoch_fraction)]
+            seconds, report = write(bench, project, *args, cache=cache)
+            training = report["checks"]["training"]
+            label = f"write + checks + training ({mode})"
+            bench.time(label, seconds)
+            bench.time(f"training alone ({mode})", training["seconds"])
+            bench.notes[label] = f"mode used: {training['mode']}" + (
+                f" (fallback: {training['fallback_reason']})"
+                if training.get("fallback_reason") else "")
+            bench.trained[mode], bench.models[mode] = project, Path(report["model"])
+
+
+def stage_prove(bench: Bench) -> None:
+    """Before/after of each new model against the model in service (bot.prove)."""
+    from bot.prove import prove
+
+    for mode in MODES:
+        start = time.monotonic()
+        bench.proofs[mode] = prove(bench.trained[mode], bench.model, bench.models[mode])
+        bench.time(f"prove ({mode})", time.monotonic() - start)
+
+
+Stage = Callable[[Bench], None]
+# In order; a deploy stage (start a second Rasa on the new model, switch) goes last.
+STAGES: List[Stage] = [stage_corrections, stage_write, stage_training, stage_prove]
+
+
+def table(bench: Bench) -> str:
+    lines = ["| stage | median s | runs | notes |", "|---|---:|---:|---|"]
+    for stage, values in bench.seconds.items():
+        lines.append(f"| {stage} | {statistics.median(values):.1f} | {len(values)} | "
+                     f"{bench.notes.get(stage, '')} |")
+    if bench.proofs:
+        lines += ["", "| model | corrections' test stories | hand-written test stories | "
+                      "regressions | deploy |", "|---|---|---|---|---|"]
+        for mode, proof in bench.proofs.items():
+            c, s = proof["corrections"], proof["suite"]
+            lines.append(f"| {mode} | {c['before']} → {c['after']} of {c['total']} | "
+                         f"{s['before']} → {s['after']} of {s['total']} | "
+                         f"{', '.join(proof['regressions']) or 0} | {proof['deploy']} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None,
+                        help="the model in service (default: the newest in models/)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the write stage")
+    parser.add_argument("--training-rounds", type=int, default=1,
+                        help="rounds of the training stage (each trains twice)")
+    parser.add_argument("--epoch-fraction", type=float, default=0.2,
+                        help="rasa train --epoch-fraction for the fine-tuning run")
+    args = parser.parse_args(argv)
+    model = args.model or max((PROJECT_ROOT / "models").glob("*.tar.gz"),
+                              key=lambda p: p.stat().st_mtime)
+    # bot.prove runs `rasa test` in this environment: the pipeline names bot.nlu_components.
+    os.environ["PYTHONPATH"] = env()["PYTHONPATH"]
+    report_fd = os.dup(1)  # Rasa logs to stdout; the tables alone go there
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    with tempfile.TemporaryDirectory(prefix="bench-retrain-") as tmp:
+        bench = Bench(Path(tmp), model.resolve(), args.rounds, args.training_rounds,
+                      args.epoch_fraction)
+        for stage in STAGES:
+            print(f"-- {stage.__name__}", file=sys.stderr, flush=True)
+            stage(bench)
+            print(table(bench), file=sys.stderr, flush=True)  # what is known so far
+        with os.fdopen(report_fd, "w") as out:
+            out.write(f"model in service: {model.name}; {bench.notes['corrections']}\n\n"
+                      f"{table(bench)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
