@@ -18,8 +18,14 @@ On a copy of the project in a temporary folder (the repository is never written)
 4. **prove**: ``bot.prove.prove`` (Rasa's end-to-end story test) with the model in service and
    each new model, on the corrections' test stories and the hand-written ones.
 
+5. **deploy**: the whole system as ``make run`` starts it (``python -m bot.serve``: action
+   server, Rasa, the supervisor and the gateway) on the fully trained copy, serving the model
+   in service; a trainer deploys the new model through the gateway's API, and the stage lasts
+   until the gateway serves it (second Rasa server loaded, warmed up, switched, old one
+   stopped). ``--no-deploy`` leaves it out.
+
 Prints a markdown table of the median seconds per stage and the before/after figures. Each
-stage is one function of ``STAGES``; a deploy stage goes after ``prove``.
+stage is one function of ``STAGES``.
 """
 
 from __future__ import annotations
@@ -28,13 +34,18 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import secrets
 import shutil
+import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -223,9 +234,97 @@ def stage_prove(bench: Bench) -> None:
         bench.time(f"prove ({mode})", time.monotonic() - start)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _api(url: str, method: str = "GET", body: Any = None,
+         token: Optional[str] = None) -> Dict[str, Any]:
+    request = urllib.request.Request(
+        url, method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json",
+                 **({"Authorization": f"Bearer {token}"} if token else {})})
+    with urllib.request.urlopen(request, timeout=120) as resp:
+        data: Dict[str, Any] = json.loads(resp.read())
+        return data
+
+
+def stage_deploy(bench: Bench) -> None:
+    """The fully trained model put live through the gateway, on the whole system."""
+    from actions.shop_db import seed
+
+    project = bench.trained["full"]
+    shutil.copy2(PROJECT_ROOT / "credentials.yml", project / "credentials.yml")
+    for package in ("bot", "actions"):
+        (project / package).symlink_to(PROJECT_ROOT / package)
+    shutil.copy2(bench.model, project / "models" / bench.model.name)
+    actions_port, gateway_port = _free_port(), _free_port()
+    (project / "endpoints.yml").write_text(
+        f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n'
+        'tracker_store:\n  type: SQL\n  dialect: "sqlite"\n  db: "var/rasa-tracker.db"\n')
+    log_path = bench.work / "serve.log"
+    system_env = {
+        **{k: v for k, v in env().items() if not k.startswith("HANDOFF_")},
+        "RASA_TOKEN": secrets.token_urlsafe(16),
+        "SHOP_DB_PATH": str(seed(bench.work / "shop.db")),
+        "HANDOFF_ENV_FILE": str(bench.work / "no.env"),
+        "HANDOFF_DATABASE_URL": f"sqlite+aiosqlite:///{bench.work / 'handoff.db'}",
+        "HANDOFF_JWT_SECRET": secrets.token_urlsafe(40),
+        "HANDOFF_TRIAGE_ENABLED": "false",
+    }
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot.serve", "--project", str(project),
+             "--model", str(project / "models" / bench.model.name),
+             "--rasa-port", str(_free_port()), "--standby-port", str(_free_port()),
+             "--control-port", str(_free_port()), "--actions-port", str(actions_port),
+             "--gateway-port", str(gateway_port)],
+            cwd=PROJECT_ROOT, env=system_env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while "The system is up." not in log_path.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"bot.serve did not start: see {log_path}")
+            time.sleep(0.5)
+        found = re.search(r"admin / (\S+)", log_path.read_text(errors="replace"))
+        assert found, "the gateway printed no first password"
+        url = f"http://127.0.0.1:{gateway_port}"
+        token = _api(f"{url}/api/login", "POST",
+                     {"username": "admin", "password": found.group(1)})["token"]
+        name = bench.models["full"].name
+        model = next(m for m in _api(f"{url}/api/models", token=token)["models"]
+                     if m["file"] == name)
+        start = time.monotonic()
+        _api(f"{url}/api/models/{model['model_id']}/deploy", "POST", {}, token)
+        while True:
+            job = _api(f"{url}/api/models", token=token)["deploy"]
+            if job and job["state"] != "running":
+                break
+            time.sleep(0.2)
+        bench.time("deploy: request → the gateway serves it", time.monotonic() - start)
+        if job["state"] != "succeeded":
+            raise RuntimeError(f"the deploy failed: {job['message']}")
+        total = sum(statistics.median(bench.seconds[k]) for k in (
+            "write + checks + training (full)", "prove (full)",
+            "deploy: request → the gateway serves it"))
+        bench.notes["deploy: request → the gateway serves it"] = (
+            f"accepted corrections → new model live, full training: {total:.0f} s")
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 Stage = Callable[[Bench], None]
-# In order; a deploy stage (start a second Rasa on the new model, switch) goes last.
-STAGES: List[Stage] = [stage_corrections, stage_write, stage_training, stage_prove]
+# In order: each stage uses what the ones before it left in the Bench.
+STAGES: List[Stage] = [stage_corrections, stage_write, stage_training, stage_prove,
+                       stage_deploy]
 
 
 def table(bench: Bench) -> str:
@@ -254,6 +353,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="rounds of the training stage (each trains twice)")
     parser.add_argument("--epoch-fraction", type=float, default=0.2,
                         help="rasa train --epoch-fraction for the fine-tuning run")
+    parser.add_argument("--no-deploy", action="store_true", help="leave out the deploy stage")
     args = parser.parse_args(argv)
     model = args.model or max((PROJECT_ROOT / "models").glob("*.tar.gz"),
                               key=lambda p: p.stat().st_mtime)
@@ -265,7 +365,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-retrain-") as tmp:
         bench = Bench(Path(tmp), model.resolve(), args.rounds, args.training_rounds,
                       args.epoch_fraction)
-        for stage in STAGES:
+        for stage in STAGES[:-1] if args.no_deploy else STAGES:
             print(f"-- {stage.__name__}", file=sys.stderr, flush=True)
             stage(bench)
             print(table(bench), file=sys.stderr, flush=True)  # what is known so far

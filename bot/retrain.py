@@ -40,6 +40,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "has live, var/live-model, else the newest in --models)")
     parser.add_argument("--models", type=Path, help="where models are kept (default: "
                         "the project's models/)")
+    parser.add_argument("--finetune", action="store_true",
+                        help="fine-tune the model in service where Rasa allows it (full "
+                             "training otherwise; slower than a cached full training for "
+                             "relabels and text edits: docs/performance.md)")
     args = parser.parse_args(argv)
     project = args.project.resolve()
     report_fd = os.dup(1)  # Rasa and TensorFlow print to stdout; the report alone goes there
@@ -60,7 +64,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     corrections = parse_records(json.loads(args.corrections.read_text("utf-8")))
     print(f"writing {len(corrections)} correction(s) as training data, then training",
           flush=True)
-    written = run(corrections, Options(project=project, keep_model=models))
+    written = run(corrections, Options(
+        project=project, keep_model=models,
+        finetune_from=in_service[-1] if args.finetune and in_service else None))
     if written.model:  # a name of its own: the next retraining must not overwrite it
         named = models / time.strftime("corrections-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime())
         os.replace(written.model, named)
