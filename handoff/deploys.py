@@ -105,8 +105,8 @@ class Supervisor:
             raise SupervisorError(f"the supervisor at {self.base_url} is not answering "
                                   f"({type(exc).__name__})") from exc
 
-    async def status(self) -> dict[str, Any]:
-        return await self._call("GET", "/rasa")
+    async def status(self, timeout: float = 30.0) -> dict[str, Any]:
+        return await self._call("GET", "/rasa", timeout=timeout)
 
     async def start(self, model_file: str) -> dict[str, Any]:
         return await self._call("POST", "/rasa/start", {"model": model_file}, timeout=900)
@@ -175,6 +175,7 @@ class Deploys:
         self._task: asyncio.Task[None] | None = None
         self.deploy_job: dict[str, Any] | None = None  # the running or last deploy
         self._deploy_task: asyncio.Task[None] | None = None
+        self._live_task: asyncio.Task[None] | None = None
         self._deploying = asyncio.Lock()
 
     def _need_supervisor(self) -> Supervisor:
@@ -190,16 +191,19 @@ class Deploys:
 
     async def start(self) -> None:
         """At start-up: use the Rasa server the supervisor says is live (it may have switched
-        while the gateway was down) and record its model. A Rasa that is not up yet is
-        recorded later (:meth:`live`)."""
+        while the gateway was down), and record its model in the background: a Rasa that is
+        slow or down must not hold up the gateway (it is recorded later, :meth:`live`)."""
         if self.supervisor is not None:
             try:
-                live = (await self.supervisor.status()).get("live") or {}
+                live = (await self.supervisor.status(timeout=5)).get("live") or {}
                 if isinstance(live.get("url"), str) and live["url"] != self.rasa.base_url:
                     log.info("the supervisor's live Rasa is %s: using it", live["url"])
                     self.rasa.switch(live["url"])
             except SupervisorError as exc:
                 log.warning("%s; using %s", exc.message, self.rasa.base_url)
+        self._live_task = asyncio.get_running_loop().create_task(self._record_live())
+
+    async def _record_live(self) -> None:
         try:
             await self.live()
         except RasaError as exc:
@@ -438,7 +442,7 @@ class Deploys:
         await self._to_trainers("deploy_progress", {"model_id": model_id, "line": line})
 
     async def close(self) -> None:
-        for task in (self._task, self._deploy_task):
+        for task in (self._task, self._deploy_task, self._live_task):
             if task is not None and not task.done():
                 task.cancel()
 

@@ -467,36 +467,6 @@ def in_service() -> Path:
     return sorted((PROJECT_ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)[-1]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_a_real_training_run_fine_tunes_the_model_in_service_and_learns_the_relabel(
-        tmp_path: Path) -> None:
-    project = project_copy(tmp_path)
-    models = tmp_path / "models"
-    old = in_service()
-    report = write(project, [relabel(12, PARCEL, "edit_account", "change_shipping_address")],
-                   "--keep-model", str(models), "--finetune-from", str(old))
-    assert report["ok"] and report["checks"]["training"]["ok"], report
-    # a new example of a known intent: Rasa fine-tunes (same labels, same domain)
-    training = report["checks"]["training"]
-    assert (training["mode"], training["finetuned_from"], training["epoch_fraction"]) == (
-        "finetune", old.name, 0.2), training
-    assert "fallback_reason" not in training
-    assert (project / "data/corrections/nlu.yml").exists()
-    # prove it (bot/prove.py): the correction's test story fails on the model in service and
-    # passes on the new one, and the hand-written test stories pass on both: deployable
-    result = subprocess.run(
-        [str(RASA_PY), "-m", "bot.prove", "--old", str(old), "--new", str(report["model"]),
-         "--project", str(project)],
-        cwd=project, env=env(), capture_output=True, text=True, timeout=900, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    proof = json.loads(result.stdout)
-    assert proof["corrections"] == {"before": 0, "after": 1, "total": 1}, proof
-    assert proof["suite"]["after"] == proof["suite"]["total"] == proof["suite"]["before"], proof
-    assert (proof["regressions"], proof["deploy"]) == ([], True)
-    assert len(proof["fixed"]) == 1
-
-
 def test_retrain_with_nothing_accepted_writes_nothing_and_succeeds(tmp_path: Path) -> None:
     project = project_copy(tmp_path)
     (project / "models").mkdir()

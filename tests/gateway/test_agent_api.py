@@ -299,7 +299,7 @@ async def test_the_openapi_document_lists_exactly_the_apps_api_routes(
     assert routes == documented
     for path, ops in document["paths"].items():
         for op in ops.values():
-            assert op["summary"] and "200" in op["responses"] or "201" in op["responses"]
+            assert op["summary"] and any(code.startswith("2") for code in op["responses"])
             names = {p["name"] for p in op["parameters"] if p["in"] == "path"}
             assert names == set(part[1:-1] for part in path.split("/") if part.startswith("{"))
     async with httpx.AsyncClient(base_url=gateway.url) as client:

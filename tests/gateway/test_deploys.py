@@ -396,7 +396,6 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
     await _deploy(system, api, trainer, None)  # roll back
     assert await _live(api, trainer) == old_model
     assert await _ask(system, WRONG) == wrong_answer
-    await _deploy(system, api, trainer, new_model)
 
 
 @pytest.fixture(scope="module")
