@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from typing import Dict, List, Optional, Sequence, Set
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_SOURCE = re.compile(r" \([^()]*\.ya?ml\)$")
 RASA = Path(sys.executable).with_name("rasa")
 SUITES = {"corrections": "tests/corrections", "suite": "tests/stories"}
 
@@ -61,7 +63,9 @@ def failed_stories(project: Path, model: Path, stories: Path) -> Set[str]:
         if not failed.exists():
             return set()
         data = yaml.safe_load(failed.read_text()) or {}
-        return {s["story"] for s in data.get("stories") or () if isinstance(s, dict)}
+        # Rasa names a failed story "<name> (<file it came from>)"
+        return {_SOURCE.sub("", s["story"]) for s in data.get("stories") or ()
+                if isinstance(s, dict) and isinstance(s.get("story"), str)}
 
 
 def prove(project: Path, old: Path, new: Path) -> Dict[str, object]:
