@@ -31,7 +31,7 @@ import logging
 import re
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime, timezone
 from pathlib import PurePath
 from typing import Any, ClassVar
@@ -211,7 +211,7 @@ class Deploys:
 
     async def live(self) -> ModelVersion:
         """The live model as the Rasa server in service reports it, recorded if new."""
-        status = await self.rasa.server_status(self.rasa.base_url)
+        status = await self.rasa.status()
         model_id = status.get("model_id")
         if not isinstance(model_id, str) or not model_id:
             raise RasaError("Rasa's /status names no model")
@@ -271,8 +271,10 @@ class Deploys:
     async def _run(self, supervisor: Supervisor, job: dict[str, Any],
                    records: list[dict[str, Any]]) -> None:
         report: Any = None
-        code: int | None = None
-        try:
+
+        async def follow() -> dict[str, Any]:
+            nonlocal report
+            code: int | None = None
             async for item in supervisor.retrain(records, bool(job["finetune"])):
                 if "log" in item:
                     line = str(item["log"])
@@ -280,12 +282,9 @@ class Deploys:
                     await self._to_trainers("retrain_progress", {"id": job["id"], "line": line})
                 elif "report" in item:
                     report, code = item.get("report"), item.get("exit")
-            outcome = await self._record(job, report, code)
-        except SupervisorError as exc:
-            outcome = {"state": "failed", "message": exc.message}
-        except Exception as exc:  # noqa: BLE001 - a trainer must see it ended, and why
-            log.exception("retraining %s failed", job["id"])
-            outcome = {"state": "failed", "message": f"{type(exc).__name__}: {exc}"}
+            return await self._record(job, report, code)
+
+        outcome = await _outcome(f"retraining {job['id']}", follow())
         assert self.job is not None
         self.job.update(outcome, finished_at=_now().isoformat(), report=report)
         await self.store.audit(job["started_by"], f"retrain_{self.job['state']}",
@@ -366,14 +365,11 @@ class Deploys:
 
     async def _deploy_job(self, model_id: str, by: str, override: str | None,
                           rollback: bool) -> None:
-        try:
+        async def deploy() -> dict[str, Any]:
             version = await self.deploy(model_id, by, override, rollback)
-            outcome = {"state": "succeeded", "message": f"{version.file} is live"}
-        except HandoffError as exc:
-            outcome = {"state": "failed", "message": exc.message}
-        except Exception as exc:  # noqa: BLE001 - a trainer must see it ended, and why
-            log.exception("deploying %s failed", model_id)
-            outcome = {"state": "failed", "message": f"{type(exc).__name__}: {exc}"}
+            return {"state": "succeeded", "message": f"{version.file} is live"}
+
+        outcome = await _outcome(f"deploying {model_id}", deploy())
         assert self.deploy_job is not None
         self.deploy_job.update(outcome, finished_at=_now().isoformat())
         if outcome["state"] == "failed":
@@ -391,7 +387,7 @@ class Deploys:
             candidate = await supervisor.start(version.file)
             url, port = str(candidate.get("url")), int(candidate.get("port") or 0)
             try:
-                status = await self.rasa.server_status(url)
+                status = await self.rasa.status(url)
             except RasaError as exc:
                 await supervisor.discard(port)
                 raise SupervisorRefused(f"the new Rasa server does not answer: {exc.message}"
@@ -445,6 +441,18 @@ class Deploys:
         for task in (self._task, self._deploy_task, self._live_task):
             if task is not None and not task.done():
                 task.cancel()
+
+
+async def _outcome(what: str, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """How a background job ended, ``{state, message, ...}``: whatever it raised becomes a
+    failure a trainer can read (it has no HTTP answer to carry the error)."""
+    try:
+        return await work
+    except HandoffError as exc:
+        return {"state": "failed", "message": exc.message}
+    except Exception as exc:  # noqa: BLE001 - a trainer must see it ended, and why
+        log.exception("%s failed", what)
+        return {"state": "failed", "message": f"{type(exc).__name__}: {exc}"}
 
 
 def _proof_line(proof: dict[str, Any] | None) -> str:

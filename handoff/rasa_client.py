@@ -150,10 +150,6 @@ class RasaClient:
             return False
         return True
 
-    async def server_status(self, base_url: str) -> dict[str, Any]:
-        """``/status`` of the Rasa server at ``base_url`` (one not in service yet)."""
-        return await self._request("GET", "/status", base_url=base_url.rstrip("/"),
-                                   params={"token": self._token})
 
     def __repr__(self) -> str:
         return f"RasaClient({self.base_url!r}, timeout={self.timeout})"
@@ -204,9 +200,10 @@ class RasaClient:
         body = {"sender": sender, "decision": dict(decision), "hold": hold}
         return _turn_reply(await self._post("/continue", body))
 
-    async def status(self) -> dict[str, Any]:
-        """Rasa's ``/status`` (``model_id``, ``model_file``, ...)."""
-        return await self._get("/status")
+    async def status(self, base_url: str | None = None) -> dict[str, Any]:
+        """Rasa's ``/status`` (``model_id``, ``model_file``, ...); ``base_url``: another
+        server than the one in service (a deploy's new one)."""
+        return await self._get("/status", base_url=base_url)
 
     async def domain(self) -> dict[str, Any]:
         """The loaded model's domain (Rasa's ``GET /domain``): ``intents``, ``responses``,
@@ -224,18 +221,18 @@ class RasaClient:
         return [e for e in events if isinstance(e, dict)]
 
     async def _get(self, path: str, *, params: dict[str, str] | None = None,
-                   headers: dict[str, str] | None = None) -> dict[str, Any]:
+                   headers: dict[str, str] | None = None,
+                   base_url: str | None = None) -> dict[str, Any]:
         return await self._request("GET", path, params={**(params or {}), "token": self._token},
-                                   headers=headers)
+                                   headers=headers, base_url=base_url)
 
     async def _post(self, path: str, body: dict[str, Any],
                     base_url: str | None = None) -> dict[str, Any]:
-        return await self._request("POST", self.CHANNEL + path, json=body,
-                                   base_url=base_url and base_url.rstrip("/"))
+        return await self._request("POST", self.CHANNEL + path, json=body, base_url=base_url)
 
     async def _request(self, method: str, path: str, *, base_url: str | None = None,
                        **kwargs: Any) -> dict[str, Any]:
-        base = base_url or self.base_url
+        base = base_url.rstrip("/") if base_url else self.base_url
         self._in_flight[base] = self._in_flight.get(base, 0) + 1
         try:
             async with self._http.request(method, base + path, **kwargs) as resp:
