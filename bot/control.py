@@ -106,14 +106,6 @@ class RasaPool:
 
     # ------------------------------------------------------------------ models
 
-    def remembered_model(self) -> Optional[Path]:
-        """The model that was live when the supervisor last ran, if its file is still there."""
-        try:
-            path = self.models_dir / self.state_file.read_text().strip()
-        except OSError:
-            return None
-        return path if path.is_file() else None
-
     def metadata(self, path: Path) -> Dict[str, Any]:
         key = (str(path), path.stat().st_mtime)
         if key not in self._metadata:

@@ -53,20 +53,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from bot.corrections.records import parse_records
     from bot.corrections.writer import Options, run
     from bot.prove import prove
+    from bot.serve import StartupError, model_in_service
 
     models = (args.models or project / "models").resolve()
-    live = project / "var" / "live-model"  # kept by bot.serve: the model live now
-    remembered = models / live.read_text().strip() if live.is_file() else None
-    in_service = ([args.in_service.resolve()] if args.in_service else
-                  [remembered] if remembered and remembered.is_file() else
-                  sorted(models.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime))
+    try:
+        in_service: Optional[Path] = (args.in_service or model_in_service(project, models)
+                                      ).resolve()
+    except StartupError:  # no model yet: the data is written, nothing to prove against
+        in_service = None
     report: Dict[str, object] = {}
     corrections = parse_records(json.loads(args.corrections.read_text("utf-8")))
     print(f"writing {len(corrections)} correction(s) as training data, then training",
           flush=True)
     written = run(corrections, Options(
         project=project, keep_model=models,
-        finetune_from=in_service[-1] if args.finetune and in_service else None))
+        finetune_from=in_service if args.finetune else None))
     if written.model:  # a name of its own: the next retraining must not overwrite it
         named = models / time.strftime("corrections-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime())
         os.replace(written.model, named)
@@ -78,8 +79,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["proof"] = None
         code = 0
     elif written.ok and written.model and in_service:
-        print(f"proving {Path(written.model).name} against {in_service[-1].name}", flush=True)
-        proof = prove(project, in_service[-1], Path(written.model))
+        print(f"proving {Path(written.model).name} against {in_service.name}", flush=True)
+        proof = prove(project, in_service, Path(written.model))
         report["proof"] = proof
         code = 0 if proof["deploy"] else 1
     with os.fdopen(report_fd, "w") as out:

@@ -242,6 +242,20 @@ def latest_model(models_dir: Path = PROJECT_ROOT / "models") -> Path:
     return models[-1]
 
 
+LIVE_MODEL = Path("var") / "live-model"  # in the project: the model bot.serve has live
+
+
+def model_in_service(project: Path, models_dir: Optional[Path] = None) -> Path:
+    """The model ``bot.serve`` last had live (``var/live-model``) while its file is there, else
+    the newest in ``models/``; StartupError when there is none."""
+    models_dir = models_dir or project / "models"
+    try:
+        remembered = models_dir / (project / LIVE_MODEL).read_text().strip()
+    except OSError:
+        remembered = models_dir
+    return remembered if remembered.is_file() else latest_model(models_dir)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -277,10 +291,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         project=project,
     )
     pool = RasaPool(stack, (args.rasa_port, args.standby_port or args.rasa_port + 1),
-                    project / "models", var_dir / "live-model")
+                    project / "models", project / LIVE_MODEL)
     try:
-        stack.model = (args.model or pool.remembered_model()
-                       or latest_model(project / "models")).resolve()
+        stack.model = (args.model or model_in_service(project)).resolve()
     except StartupError as exc:
         print(exc, file=sys.stderr)
         return 1
