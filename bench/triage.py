@@ -21,6 +21,11 @@ test file streamed through the triage. How many of the classifier's wrong answer
 the 10/20/30% of messages with the highest risk, against the 10/20/30% with the lowest
 confidence, and with the risk left without the embeddings' second opinion.
 
+The same table for this project's own Rasa model (``--project``, also part of ``--quality``):
+the model in service (``--model`` to choose) parses the held-out NLU examples of
+tests/nlu_holdout in the Rasa environment (``bench/holdout_parses.py``), and the triage the
+gateway builds from ``data/`` assesses them.
+
 ``--tune`` searches the weights and ramps of that second opinion on the rest of banking77's
 training file (never the test file) and prints the best; they are copied by hand into
 ``handoff.triage.scoring.Weights``.
@@ -31,8 +36,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -337,38 +344,66 @@ def tune_weights(encoder: Encoder, shots: Sequence[int], seed: int,
     return best
 
 
-def bench_quality(encoder: Encoder, shots: int, seed: int) -> None:
-    train, _, test = _split(shots, seed)
-    classifier = rasa_like_classifier(train)
-    triage = Triage(EmbeddingIndex(Corpus(tuple(train), ()), encoder), [])
-    messages, confidence, wrong = _nlu(classifier, test)
-    signals = _signals(triage, messages)
+def report_quality(title: str, confidence: npt.NDArray[np.float64],
+                   wrong: npt.NDArray[np.bool_], signals: Sequence[Signals]) -> None:
+    """The table of errors caught: by lowest confidence, by highest risk without the second
+    opinion, by highest risk; at 10/20/30% flagged, the share needed for 80%, and the review
+    threshold."""
     weights = Weights()
     alone = replace(weights, neighbours_disagree=0.0, closer_to_other=0.0)
     orders = {"confidence": np.argsort(confidence, kind="stable"),
               "risk without": _flagged_first(_risks(signals, alone), confidence),
               "risk": _flagged_first(risk := _risks(signals, weights), confidence)}
-    errors = int(wrong.sum())
+    errors, count = int(wrong.sum()), len(wrong)
     rows: list[list[Any]] = []
     for share in (0.1, 0.2, 0.3):
-        rows.append([f"{share:.0%} ({int(round(share * len(test)))})"] +
+        rows.append([f"{share:.0%} ({int(round(share * count))})"] +
                     [f"{_caught(o, wrong, share):.1%}" for o in orders.values()] +
-                    [f"{min(1.0, share * len(test) / errors):.1%}"])
+                    [f"{min(1.0, share * count / errors):.1%}"])
     rows.append(["share flagged to catch 80% of errors"] +
                 [f"{_share_for(o, wrong):.1%}" for o in orders.values()] +
-                [f"{0.8 * errors / len(test):.1%}"])
+                [f"{0.8 * errors / count:.1%}"])
     review = TriageConfig().thresholds.review
     at_threshold = risk >= review
     rows.append([f"risk \u2265 {review} (review threshold): {at_threshold.mean():.1%}",
                  f"{_caught(orders['confidence'], wrong, at_threshold.mean()):.1%}",
                  "", f"{wrong[at_threshold].sum() / errors:.1%}",
                  f"{min(1.0, at_threshold.sum() / errors):.1%}"])
-    print(f"\n### Quality: banking77, {shots} examples per intent (seed {seed}), "
-          f"{len(test)} test messages, classifier (word + char n-gram counts, logistic "
-          f"regression) accuracy {1 - errors / len(test):.1%} ({errors} wrong)\n")
+    print(f"\n### {title}, accuracy {1 - errors / count:.1%} ({errors} wrong of {count})\n")
     print(table(["messages flagged", "errors caught: lowest confidence",
                  "highest risk without the second opinion", "**highest risk**",
                  "most possible"], rows))
+
+
+def bench_quality(encoder: Encoder, shots: int, seed: int) -> None:
+    train, _, test = _split(shots, seed)
+    classifier = rasa_like_classifier(train)
+    triage = Triage(EmbeddingIndex(Corpus(tuple(train), ()), encoder), [])
+    messages, confidence, wrong = _nlu(classifier, test)
+    report_quality(f"Quality: banking77, {shots} examples per intent (seed {seed}), test file, "
+                   "classifier: word + char n-gram counts, logistic regression",
+                   confidence, wrong, _signals(triage, messages))
+
+
+def bench_project_quality(encoder: Encoder, rasa_python: Path, model: Path | None) -> None:
+    """This project's own Rasa model on its held-out NLU examples (``bench/holdout_parses.py``
+    in the Rasa environment), through the triage the gateway builds from ``data/``. An error
+    is an example whose parse is not its intent (``nlu_fallback`` included: the bot would not
+    act on it)."""
+    command = [str(rasa_python), str(PROJECT_ROOT / "bench" / "holdout_parses.py")]
+    if model is not None:
+        command += ["--model", str(model)]
+    env = {**os.environ, "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    messages = [Message.from_parse(r["text"], r["parse"]) for r in rows]
+    confidence = np.asarray([m.confidence or 0.0 for m in messages], dtype=np.float64)
+    wrong = np.asarray([r["parse"]["intent"].get("name") != r["intent"] for r in rows])
+    triage = Triage.load(TriageConfig(), encoder=encoder)
+    report_quality("Quality: this project's Rasa model on its held-out NLU examples "
+                   "(tests/nlu_holdout)", confidence, wrong, _signals(triage, messages))
 
 
 def main() -> None:
@@ -380,12 +415,19 @@ def main() -> None:
     parser.add_argument("--shots", default="10,40",
                         help="training examples per intent; a comma list runs each")
     parser.add_argument("--seed", type=int, default=77)
+    parser.add_argument("--project", action="store_true",
+                        help="only the project's own Rasa model on its held-out examples (also "
+                             "part of --quality and --only-quality)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="the Rasa model for --project (default: the one in service)")
+    parser.add_argument("--rasa-python", type=Path,
+                        default=PROJECT_ROOT / ".venv" / "rasa" / "bin" / "python")
     parser.add_argument("--tune", action="store_true",
                         help="search the scoring weights on banking77's training file only")
     args = parser.parse_args()
     cache = TriageConfig().cache_dir
     openvino = OpenVINOEncoder(cache_dir=cache)
-    if not args.only_quality:
+    if not (args.only_quality or args.project):
         baseline = TorchEncoder()
         openvino_f32 = OpenVINOEncoder(cache_dir=cache, precision="f32")
         bench_encoders({"baseline": baseline, "openvino": openvino,
@@ -398,6 +440,8 @@ def main() -> None:
     shots = [int(n) for n in args.shots.split(",")]
     if args.tune:
         tune_weights(openvino, shots, args.seed)
+    if args.quality or args.only_quality or args.project:
+        bench_project_quality(openvino, args.rasa_python, args.model)
     if args.quality or args.only_quality:
         for count in shots:
             bench_quality(openvino, count, args.seed)

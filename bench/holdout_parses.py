@@ -1,0 +1,40 @@
+"""What the Rasa model makes of each held-out NLU example, for ``bench/triage.py --project``.
+
+    .venv/rasa/bin/python bench/holdout_parses.py [--model models/X.tar.gz]
+
+Parses every example of ``tests/nlu_holdout/`` (never trained on) with the model in service
+(default: the one ``bot.serve`` would serve) and prints one JSON object per line:
+``{"text", "intent", "parse"}``, ``intent`` being the example's true intent and ``parse`` Rasa's
+whole parse result (intent, intent_ranking, entities). Runs in the Rasa environment; the
+triage reads the lines in the gateway's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from bot.serve import model_in_service  # noqa: E402
+from bot.tune_fallback import holdout_examples, parse_all  # noqa: E402
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=None)
+    args = parser.parse_args(argv)
+    model = args.model or model_in_service(PROJECT_ROOT)
+    examples = holdout_examples(PROJECT_ROOT / "tests" / "nlu_holdout")
+    parses = asyncio.run(parse_all(model, [text for text, _ in examples]))
+    for (text, intent), parse in zip(examples, parses):
+        print(json.dumps({"text": text, "intent": intent, "parse": parse}))
+
+
+if __name__ == "__main__":
+    main()
