@@ -24,7 +24,8 @@ Every request needs ``Authorization: Bearer <the Rasa token>``; answers are JSON
   the records (the corrections become training data, a model is trained and proven against the
   live one). The answer streams newline-delimited JSON: ``{"log": line}`` while it runs, then
   ``{"report": {...}, "exit": code}`` (the report as ``bot.retrain`` prints it, plus the new
-  model's ``model_id`` and ``trained_at``). 409 while another retraining runs.
+  model's ``model_id`` and ``trained_at``). 409 while another retraining runs. When the
+  supervisor stops, a running retraining is interrupted (:meth:`Retrainer.stop`).
 
 Standard library only, like :mod:`bot.serve`.
 """
@@ -35,6 +36,7 @@ import hmac
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -212,12 +214,42 @@ def _full_priority(service: Service) -> None:
 
 
 class Retrainer:
-    """One ``python -m bot.retrain`` at a time, its progress passed on line by line."""
+    """One ``python -m bot.retrain`` at a time, its progress passed on line by line.
+
+    It runs in a session of its own (a Ctrl-C meant for ``bot.serve`` must not cut it at a
+    random point), so :meth:`stop` interrupts it deliberately when the supervisor stops."""
 
     def __init__(self, pool: RasaPool, project: Path) -> None:
         self.pool = pool
         self.project = project
         self._running = threading.Lock()
+        self._process: Optional[subprocess.Popen[bytes]] = None
+
+    def command(self, records: Path, live_model: Path, finetune: bool) -> List[str]:
+        argv = ["nice", "-n", str(BACKGROUND_NICE),
+                sys.executable, "-m", "bot.retrain", "--corrections", str(records),
+                "--project", str(self.project), "--in-service", str(live_model),
+                "--models", str(self.pool.models_dir)]
+        return argv + (["--finetune"] if finetune else [])
+
+    def stop(self, timeout: float = 30.0) -> Optional[int]:
+        """Interrupt a running retraining and wait for it; None when none runs.
+
+        SIGINT, not SIGTERM: Python turns it into KeyboardInterrupt, so the writer puts back
+        any file it had replaced (``bot.corrections.writer.commit``) and the project's data
+        is as before or wholly written; its corrections stay waiting in the gateway, which
+        writes each only once when they are retrained. SIGKILL after ``timeout``."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return None
+        try:
+            os.killpg(process.pid, signal.SIGINT)
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            return process.wait()
+        except ProcessLookupError:
+            return process.wait()
 
     def run(self, corrections: List[Any], finetune: bool,
             emit: Callable[[Dict[str, Any]], None]) -> None:
@@ -231,21 +263,17 @@ class Retrainer:
                 records = Path(tmp) / "corrections.json"
                 records.write_text(json.dumps(corrections), "utf-8")
                 report_path = Path(tmp) / "report.json"
-                argv = ["nice", "-n", str(BACKGROUND_NICE),
-                        sys.executable, "-m", "bot.retrain", "--corrections", str(records),
-                        "--project", str(self.project), "--in-service", str(live.model),
-                        "--models", str(self.pool.models_dir)]
-                if finetune:
-                    argv.append("--finetune")
+                argv = self.command(records, live.model, finetune)
                 emit({"log": f"retraining on {len(corrections)} correction(s) against "
                              f"{live.model.name}"})
                 with open(report_path, "wb") as report_out:
-                    process = subprocess.Popen(
-                        argv, cwd=self.project, stdout=report_out, stderr=subprocess.PIPE,
-                        stdin=subprocess.DEVNULL, start_new_session=True)
-                    assert process.stderr is not None
-                    _pass_on(process.stderr, emit)
-                    code = process.wait()
+                    with subprocess.Popen(
+                            argv, cwd=self.project, stdout=report_out, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True) as process:
+                        self._process = process
+                        assert process.stderr is not None
+                        _pass_on(process.stderr, emit)
+                        code = process.wait()
                 report = _json_or_none(report_path.read_text("utf-8"))
         finally:
             self._running.release()

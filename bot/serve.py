@@ -315,7 +315,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"start-up failed: {exc}", file=sys.stderr)
         return 1
     pool.adopt(stack.services.pop(), args.rasa_port, stack.model)  # the pool runs Rasa now
-    control = serve_control(pool, Retrainer(pool, project), args.control_port, stack.token)
+    retrainer = Retrainer(pool, project)
+    control = serve_control(pool, retrainer, args.control_port, stack.token)
     gateway = Service(
         name="handoff gateway",
         argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
@@ -369,6 +370,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             break
         time.sleep(0.5)
     print("stopping…", flush=True)
+    if retrainer.stop() is not None:
+        print("a retraining was interrupted; its corrections still wait in the gateway",
+              flush=True)
     control.shutdown()
     gateway.stop()
     pool.stop()

@@ -1,15 +1,20 @@
-"""The supervisor's control API pieces that need no Rasa: passing on a retraining's output, and
-reading a model archive's id (bot/control.py). The API itself runs in tests/gateway/test_deploys.py."""
+"""The supervisor's control API pieces that need no Rasa: passing on a retraining's output,
+reading a model archive's id, and interrupting a retraining when the supervisor stops
+(bot/control.py). The API itself runs in tests/gateway/test_deploys.py."""
 
 from __future__ import annotations
 
 import io
 import json
+import sys
 import tarfile
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from bot.control import _pass_on, model_metadata
+from bot.control import Retrainer, _pass_on, model_metadata
 
 
 def test_output_is_passed_on_line_by_line_with_progress_bars_thinned() -> None:
@@ -38,3 +43,48 @@ def test_model_metadata_reads_the_archive_and_tolerates_a_bad_one(tmp_path: Path
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(b"not a tar")
     assert model_metadata(broken) == {"model_id": None, "trained_at": None}
+
+
+# Stands in for `python -m bot.retrain` (whose real runs are in test_deploys.py): it says it
+# has started, then works until interrupted, and cleans up as the writer does on
+# KeyboardInterrupt.
+_LONG_JOB = """
+import sys, time
+from pathlib import Path
+marker = Path(sys.argv[1])
+marker.write_text("started")
+print("working", file=sys.stderr, flush=True)
+try:
+    time.sleep(120)
+except KeyboardInterrupt:
+    marker.write_text("interrupted: files put back")
+    raise SystemExit(130)
+"""
+
+
+def test_stopping_the_supervisor_interrupts_a_retraining_cleanly(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+
+    class Job(Retrainer):
+        def command(self, records: Path, live_model: Path, finetune: bool) -> list[str]:
+            assert json.loads(records.read_text()) == [{"id": 1}]
+            return [sys.executable, "-c", _LONG_JOB, str(marker)]
+
+    pool = SimpleNamespace(live=SimpleNamespace(model=tmp_path / "live.tar.gz"),
+                           models_dir=tmp_path)
+    retrainer = Job(pool, tmp_path)  # type: ignore[arg-type]
+    assert retrainer.stop() is None  # nothing runs yet
+    items: list[dict[str, Any]] = []
+    thread = threading.Thread(target=retrainer.run, args=([{"id": 1}], False, items.append))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.read_text() == "started"
+    assert retrainer.stop(timeout=10) == 130
+    thread.join(10)
+    assert marker.read_text() == "interrupted: files put back"
+    assert items[0]["log"].startswith("retraining on 1 correction(s)")
+    assert {"log": "working"} in items
+    assert items[-1] == {"report": None, "exit": 130}  # the gateway records a failed job
+    assert retrainer.stop() is None  # and a second stop finds nothing running
