@@ -20,12 +20,15 @@ Every request needs ``Authorization: Bearer <the Rasa token>``; answers are JSON
   ``var/live-model`` for the next start) and the old one is stopped; the gateway calls this
   after it has moved its traffic and its requests to the old server have finished.
 * ``POST /rasa/discard {"port"}``: stop a candidate that will not go live.
-* ``POST /retrain {"corrections": [...], "finetune": bool}``: run ``python -m bot.retrain`` on
-  the records (the corrections become training data, a model is trained and proven against the
-  live one). The answer streams newline-delimited JSON: ``{"log": line}`` while it runs, then
+* ``POST /retrain {"corrections": [...], "finetune": bool, "job": name}``: run
+  ``python -m bot.retrain`` on the records (the corrections become training data, a model is
+  trained and proven against the live one). The answer streams newline-delimited JSON: ``{"log": line}`` while it runs, then
   ``{"report": {...}, "exit": code}`` (the report as ``bot.retrain`` prints it, plus the new
   model's ``model_id`` and ``trained_at``). 409 while another retraining runs. When the
   supervisor stops, a running retraining is interrupted (:meth:`Retrainer.stop`).
+* ``GET /retrain``: the running or last retraining, ``{"job", "state": "running" | "finished",
+  "report", "exit", "log": [its last lines]}`` (404 if none ran): a gateway that restarted
+  during one records its outcome from here. The last one is kept in ``var/last-retrain.json``.
 
 Standard library only, like :mod:`bot.serve`.
 """
@@ -43,10 +46,11 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from bot.serve import Service, Stack, StartupError
 
@@ -55,6 +59,8 @@ MAX_BODY = 64 * 1024 * 1024
 # answering meanwhile, so the second server loads, and retraining runs, at a lower priority.
 BACKGROUND_NICE = 10
 PROGRESS_EVERY = 1.0  # seconds between two progress-bar lines passed on
+KEPT_LOG_LINES = 200  # of a retraining's output, for GET /retrain
+LAST_RETRAIN = Path("var") / "last-retrain.json"  # in the project
 _PROGRESS_BAR = re.compile(r"\d+%\|")
 
 
@@ -224,6 +230,32 @@ class Retrainer:
         self.project = project
         self._running = threading.Lock()
         self._process: Optional[subprocess.Popen[bytes]] = None
+        # The running or last job, for a gateway that restarted during it (GET /retrain);
+        # a finished one is kept in var/ across the supervisor's restarts too.
+        self.record_file = project / LAST_RETRAIN
+        self.last: Optional[Dict[str, Any]] = _json_or_none(_read(self.record_file))
+        self._log: Deque[str] = deque(maxlen=KEPT_LOG_LINES)
+
+    def status(self) -> Dict[str, Any]:
+        """The running or last retraining: ``{"job", "state": "running" | "finished",
+        "report", "exit", "log"}``; 404 when the supervisor has run none."""
+        last = self.last
+        if not isinstance(last, dict):
+            raise ControlError(404, "no_retraining", "no retraining has run here")
+        return {**last, "log": list(self._log) if last.get("state") == "running"
+                else last.get("log", [])}
+
+    def _finish(self, job: Optional[str], report: Any, code: Optional[int]) -> None:
+        self.last = {"job": job, "state": "finished", "report": report, "exit": code,
+                     "log": list(self._log)}
+        try:
+            self.record_file.parent.mkdir(parents=True, exist_ok=True)
+            scratch = self.record_file.with_name(f".{self.record_file.name}.tmp")
+            scratch.write_text(json.dumps(self.last), "utf-8")
+            os.replace(scratch, self.record_file)
+        except OSError as exc:
+            print(f"cannot keep the retraining's outcome in {self.record_file}: {exc}",
+                  file=sys.stderr)
 
     def command(self, records: Path, live_model: Path, finetune: bool) -> List[str]:
         argv = ["nice", "-n", str(BACKGROUND_NICE),
@@ -252,36 +284,50 @@ class Retrainer:
             return process.wait()
 
     def run(self, corrections: List[Any], finetune: bool,
-            emit: Callable[[Dict[str, Any]], None]) -> None:
+            emit: Callable[[Dict[str, Any]], None], job: Optional[str] = None) -> None:
+        """Run one retraining, passing on its output; ``job`` is the caller's name for it,
+        kept with its outcome (:meth:`status`)."""
         if not self._running.acquire(blocking=False):
             raise ControlError(409, "retrain_in_progress", "a retraining is already running")
+        code: Optional[int] = None
+        report: Any = None
         try:
             live = self.pool.live
             if live is None:
                 raise ControlError(503, "no_live_model", "no Rasa server is live")
+            self._log.clear()
+            self.last = {"job": job, "state": "running", "report": None, "exit": None}
+
+            def relay(item: Dict[str, Any]) -> None:  # and keep the last lines
+                if "log" in item:
+                    self._log.append(str(item["log"]))
+                emit(item)
+
             with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
                 records = Path(tmp) / "corrections.json"
                 records.write_text(json.dumps(corrections), "utf-8")
                 report_path = Path(tmp) / "report.json"
                 argv = self.command(records, live.model, finetune)
-                emit({"log": f"retraining on {len(corrections)} correction(s) against "
-                             f"{live.model.name}"})
+                relay({"log": f"retraining on {len(corrections)} correction(s) against "
+                               f"{live.model.name}"})
                 with open(report_path, "wb") as report_out:
                     with subprocess.Popen(
                             argv, cwd=self.project, stdout=report_out, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, start_new_session=True) as process:
                         self._process = process
                         assert process.stderr is not None
-                        _pass_on(process.stderr, emit)
+                        _pass_on(process.stderr, relay)
                         code = process.wait()
                 report = _json_or_none(report_path.read_text("utf-8"))
+            if isinstance(report, dict):
+                model = (report.get("write") or {}).get("model") if isinstance(
+                    report.get("write"), dict) else None
+                if model:
+                    report.update(self.pool.metadata(self.pool.models_dir / model))
         finally:
+            if self.last is not None and self.last.get("state") == "running":
+                self._finish(job, report, code)
             self._running.release()
-        if isinstance(report, dict):
-            model = (report.get("write") or {}).get("model") if isinstance(
-                report.get("write"), dict) else None
-            if model:
-                report.update(self.pool.metadata(self.pool.models_dir / model))
         emit({"report": report, "exit": code})
 
 
@@ -308,6 +354,13 @@ def _pass_on(stream: Any, emit: Callable[[Dict[str, Any]], None]) -> None:
             emit({"log": line[:2000]})
     if pending.strip():
         emit({"log": pending.decode("utf-8", errors="replace").strip()[:2000]})
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text("utf-8")
+    except OSError:
+        return ""
 
 
 def _json_or_none(text: str) -> Any:
@@ -356,6 +409,11 @@ def serve_control(pool: RasaPool, retrainer: Retrainer, port: int,
                 return
             if self.path == "/rasa":
                 self._send(200, pool.status())
+            elif self.path == "/retrain":
+                try:
+                    self._send(200, retrainer.status())
+                except ControlError as exc:
+                    self._send(exc.status, {"error": exc.code, "message": str(exc)})
             else:
                 self._send(404, {"error": "not_found", "message": f"no {self.path}"})
 
@@ -396,7 +454,10 @@ def serve_control(pool: RasaPool, retrainer: Retrainer, port: int,
                 except OSError:
                     pass  # the gateway went away: the job still finishes and is reported
 
-            retrainer.run(corrections, bool(body.get("finetune")), emit)
+            job = body.get("job")
+            if job is not None and (not isinstance(job, str) or len(job) > 200):
+                raise ControlError(400, "bad_request", "'job' must be a name of a job")
+            retrainer.run(corrections, bool(body.get("finetune")), emit, job)
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True

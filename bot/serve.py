@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = PROJECT_ROOT / "var"
@@ -55,7 +55,7 @@ def rasa_token() -> str:
     return token
 
 
-def http_json(url: str, timeout: float = 2.0) -> Optional[dict]:
+def http_json(url: str, timeout: float = 2.0) -> Optional[Dict[str, Any]]:
     """GET url and parse JSON; None when nothing (or an error) answers."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -73,7 +73,7 @@ class Service:
     log_path: Path
     env: Dict[str, str] = field(default_factory=dict)
     cwd: Path = PROJECT_ROOT
-    process: Optional[subprocess.Popen] = None
+    process: Optional[subprocess.Popen[bytes]] = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

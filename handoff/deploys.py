@@ -9,7 +9,8 @@ and the retraining; the gateway decides and keeps the record (``model_versions``
   pushed line by line to trainers as ``retrain_progress`` on ``/agent``, and the outcome as
   ``retrain_finished``; ``GET /api/retrain`` shows the same. The corrections are marked
   exported, the new model recorded as a candidate with its proof, and each correction it gets
-  right linked to it (``fixed_by_model``).
+  right linked to it (``fixed_by_model``). A gateway that restarts during a retraining follows
+  it to its end through the supervisor's record (:meth:`Deploys.recover_retrain`).
 * ``POST /api/models/{model_id}/deploy`` (202: it runs in the background, its end pushed as
   ``deploy_finished``) puts a candidate live without a stall: the supervisor
   starts a second Rasa server on it (same tracker store), the gateway checks that server's
@@ -117,13 +118,23 @@ class Supervisor:
     async def discard(self, port: int) -> dict[str, Any]:
         return await self._call("POST", "/rasa/discard", {"port": port}, timeout=60)
 
-    async def retrain(self, corrections: list[dict[str, Any]],
-                      finetune: bool) -> AsyncIterator[dict[str, Any]]:
+    async def last_retrain(self) -> dict[str, Any] | None:
+        """The supervisor's running or last retraining (``{"job", "state", "report", "exit",
+        "log"}``), None if it has run none."""
+        try:
+            return await self._call("GET", "/retrain", timeout=10)
+        except SupervisorRefused as exc:
+            if exc.details.get("supervisor_error") == "no_retraining":
+                return None
+            raise
+
+    async def retrain(self, corrections: list[dict[str, Any]], finetune: bool,
+                      job: str) -> AsyncIterator[dict[str, Any]]:
         """The retraining's newline-delimited JSON items as they come."""
         try:
             async with aiohttp.ClientSession(headers=self._headers) as http, http.post(
                     self.base_url + "/retrain",
-                    json={"corrections": corrections, "finetune": finetune},
+                    json={"corrections": corrections, "finetune": finetune, "job": job},
                     timeout=aiohttp.ClientTimeout(total=None, sock_read=1800)) as resp:
                 if resp.status >= 400:
                     raise _refusal(resp.status, _object(await resp.text()),
@@ -208,6 +219,8 @@ class Deploys:
             await self.live()
         except RasaError as exc:
             log.warning("the live model is not known yet: %s", exc.message)
+        if self.supervisor is not None:
+            await _outcome("recovering a retraining", self.recover_retrain(self.supervisor))
 
     async def live(self) -> ModelVersion:
         """The live model as the Rasa server in service reports it, recorded if new."""
@@ -262,7 +275,7 @@ class Deploys:
         self._log.clear()
         await self.store.audit(by, "retrain_started", target=f"retrain:{self.job['id']}",
                                details={"corrections": self.job["corrections"],
-                                        "finetune": finetune})
+                                        "finetune": finetune, "against": live.model_id})
         records = [export_record(c) for c in found]
         self._task = asyncio.get_running_loop().create_task(
             self._run(supervisor, dict(self.job), records))
@@ -270,23 +283,23 @@ class Deploys:
 
     async def _run(self, supervisor: Supervisor, job: dict[str, Any],
                    records: list[dict[str, Any]]) -> None:
-        report: Any = None
-
         async def follow() -> dict[str, Any]:
-            nonlocal report
             code: int | None = None
-            async for item in supervisor.retrain(records, bool(job["finetune"])):
+            async for item in supervisor.retrain(records, bool(job["finetune"]), job["id"]):
                 if "log" in item:
                     line = str(item["log"])
                     self._log.append(line)
                     await self._to_trainers("retrain_progress", {"id": job["id"], "line": line})
                 elif "report" in item:
-                    report, code = item.get("report"), item.get("exit")
-            return await self._record(job, report, code)
+                    job["report"], code = item.get("report"), item.get("exit")
+            return await self._record(job, job.get("report"), code)
 
-        outcome = await _outcome(f"retraining {job['id']}", follow())
+        await self._finished(job, await _outcome(f"retraining {job['id']}", follow()))
+
+    async def _finished(self, job: dict[str, Any], outcome: dict[str, Any]) -> None:
+        """Keep a retraining's outcome, audit it and tell the trainers."""
         assert self.job is not None
-        self.job.update(outcome, finished_at=_now().isoformat(), report=report)
+        self.job.update(outcome, finished_at=_now().isoformat(), report=job.get("report"))
         await self.store.audit(job["started_by"], f"retrain_{self.job['state']}",
                                target=f"retrain:{job['id']}",
                                details={"model_id": self.job.get("model_id"),
@@ -321,6 +334,58 @@ class Deploys:
         return {"state": "succeeded", "model_id": model_id, "message": (
             f"{model_file}: " + _proof_line(proof) + (
                 "" if not regressions else " — deploying it needs an override"))}
+
+    async def recover_retrain(self, supervisor: Supervisor,
+                              poll: float = 2.0) -> dict[str, Any]:
+        """After a restart: a retraining this gateway started and never saw end (its
+        ``retrain_started`` audit entry has no outcome) is followed to its end through the
+        supervisor's record and recorded as if the gateway had never stopped. One the
+        supervisor no longer knows (it restarted too) is recorded as failed: its corrections
+        are still waiting, and retraining them again writes each only once."""
+        started = await self.store.list_audit(action="retrain_started", limit=1)
+        if not started or self.job is not None:
+            return {}
+        entry = started[0]
+        target = entry.target or ""
+        if any(e.action != "retrain_started" for e in
+               await self.store.list_audit(target=target, limit=None)):
+            return {}  # it ended while the gateway ran
+        details = entry.details or {}
+        job: dict[str, Any] = {
+            "id": target.removeprefix("retrain:"), "state": "running",
+            "started_by": entry.actor, "started_at": entry.created_at.isoformat(),
+            "finished_at": None, "corrections": [int(i) for i in details.get("corrections", ())],
+            "against": details.get("against"), "finetune": bool(details.get("finetune")),
+            "report": None, "model_id": None, "message": None}
+        self.job = job
+        log.info("following %s, started before this gateway restarted", job["id"])
+
+        async def follow() -> dict[str, Any]:
+            unanswered = 0
+            while True:
+                try:
+                    last = await supervisor.last_retrain()
+                except SupervisorRefused:
+                    raise
+                except SupervisorError:
+                    unanswered += 1  # it may be starting too: give it a minute
+                    if unanswered * poll >= 60:
+                        raise
+                    await asyncio.sleep(poll)
+                    continue
+                if last is None or last.get("job") != job["id"]:
+                    return {"state": "failed", "message": (
+                        "the retraining did not finish: the supervisor stopped during it. Its "
+                        "corrections still wait: retrain again")}
+                self._log.clear()
+                self._log.extend(str(line) for line in last.get("log") or ())
+                if last.get("state") == "finished":
+                    job["report"] = last.get("report")
+                    return await self._record(job, last.get("report"), last.get("exit"))
+                await asyncio.sleep(poll)
+
+        await self._finished(job, await _outcome(f"retraining {job['id']}", follow()))
+        return self.job
 
     # ------------------------------------------------------------------ deploying
 

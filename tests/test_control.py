@@ -14,7 +14,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bot.control import Retrainer, _pass_on, model_metadata
+import pytest
+
+from bot.control import ControlError, Retrainer, _pass_on, model_metadata
 
 
 def test_output_is_passed_on_line_by_line_with_progress_bars_thinned() -> None:
@@ -22,7 +24,7 @@ def test_output_is_passed_on_line_by_line_with_progress_bars_thinned() -> None:
     raw = ("writing 1 correction(s)\n" + bars + "Epochs: 100%|#####| 100/100 [00:03<00:00]\n"
            "proving x against y\nno newline at the end").encode()
     items: list[dict[str, Any]] = []
-    _pass_on(io.BufferedReader(io.BytesIO(raw)), items.append)  # type: ignore[arg-type]
+    _pass_on(io.BufferedReader(io.BytesIO(raw)), items.append)
     lines = [item["log"] for item in items]
     assert lines[0] == "writing 1 correction(s)"
     assert lines[-2:] == ["proving x against y", "no newline at the end"]
@@ -74,13 +76,21 @@ def test_stopping_the_supervisor_interrupts_a_retraining_cleanly(tmp_path: Path)
                            models_dir=tmp_path)
     retrainer = Job(pool, tmp_path)  # type: ignore[arg-type]
     assert retrainer.stop() is None  # nothing runs yet
+    with pytest.raises(ControlError) as none_yet:
+        retrainer.status()
+    assert none_yet.value.status == 404
     items: list[dict[str, Any]] = []
-    thread = threading.Thread(target=retrainer.run, args=([{"id": 1}], False, items.append))
+    thread = threading.Thread(target=retrainer.run,
+                              args=([{"id": 1}], False, items.append, "retrain-7"))
     thread.start()
     deadline = time.monotonic() + 30
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.read_text() == "started"
+    while "working" not in retrainer.status()["log"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert retrainer.status()["job"] == "retrain-7"
+    assert retrainer.status()["state"] == "running"
     assert retrainer.stop(timeout=10) == 130
     thread.join(10)
     assert marker.read_text() == "interrupted: files put back"
@@ -88,3 +98,10 @@ def test_stopping_the_supervisor_interrupts_a_retraining_cleanly(tmp_path: Path)
     assert {"log": "working"} in items
     assert items[-1] == {"report": None, "exit": 130}  # the gateway records a failed job
     assert retrainer.stop() is None  # and a second stop finds nothing running
+    # Its outcome is kept for a gateway that restarted meanwhile, across restarts of the
+    # supervisor too.
+    outcome = retrainer.status()
+    assert (outcome["job"], outcome["state"], outcome["report"], outcome["exit"]) == (
+        "retrain-7", "finished", None, 130)
+    assert "working" in outcome["log"]
+    assert Job(pool, tmp_path).status() == outcome  # type: ignore[arg-type]
