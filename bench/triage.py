@@ -5,7 +5,7 @@ each figure is the median of ``--rounds`` rounds):
 
 - the sentence encoder: sentence-transformers on PyTorch fp32 (the baseline) against the
   OpenVINO export at the CPU's default precision (bf16 here; the gateway's default) and at
-  fp32: p50/p99 ms for one 16-word message (batch 1, after warm-up), batch-32 sentences/s,
+  fp32, and ONNX Runtime at fp32 and int8 when requirements/bench.txt is installed: p50/p99 ms for one 16-word message (batch 1, after warm-up), batch-32 sentences/s,
   and cosine similarity to the baseline's embeddings over 200 varied customer messages (the
   held-out NLU examples of tests/nlu_holdout plus very short ones);
 - the whole triage of one message (embedding, nearest neighbours, sentiment, rules, score),
@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
@@ -58,7 +59,10 @@ from handoff.triage import (  # noqa: E402
     History, Message, Triage, TriageConfig, TriageWorker,
 )
 from handoff.triage.corpus import Corpus, Example, read_examples  # noqa: E402
-from handoff.triage.encoder import Encoder, OpenVINOEncoder, TorchEncoder  # noqa: E402
+from handoff.triage.encoder import (  # noqa: E402
+    DEFAULT_MODEL, INPUTS, Encoder, OpenVINOEncoder, TorchEncoder, fingerprint, pooled_network,
+    resolve_model,
+)
 from handoff.triage.index import EmbeddingIndex  # noqa: E402
 from handoff.triage.rules import check_rules  # noqa: E402
 from handoff.triage.scoring import Signals, Weights, assess  # noqa: E402
@@ -95,6 +99,76 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+class OnnxEncoder:
+    """The same network as the gateway's encoder (``pooled_network``) exported to ONNX and run
+    by onnxruntime on 2 threads, at fp32 or with int8 weights (dynamic quantization): the
+    variants the gateway does not use, measured beside it. Needs ``requirements/bench.txt``
+    (onnx, onnxscript, onnxruntime); the exports are cached beside the OpenVINO one."""
+
+    def __init__(self, openvino: OpenVINOEncoder, int8: bool = False) -> None:
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        folder = resolve_model(DEFAULT_MODEL)
+        export = openvino.export_dir.with_name(
+            f"onnx-{fingerprint(folder)}-ort{onnxruntime.__version__}")
+        fp32, quantized = export / "model.onnx", export / "model-int8.onnx"
+        if not fp32.is_file():
+            export.mkdir(parents=True, exist_ok=True)
+            self._export(folder, fp32)
+        if int8 and not quantized.is_file():
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(fp32), str(quantized), weight_type=QuantType.QInt8)
+        meta = json.loads((openvino.export_dir / "encoder.json").read_text())
+        self._tokenizer = Tokenizer.from_file(str(openvino.export_dir / "tokenizer.json"))
+        self._tokenizer.enable_truncation(int(meta["max_length"]))
+        self._tokenizer.enable_padding()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = os.cpu_count() or 1
+        self._session = onnxruntime.InferenceSession(
+            str(quantized if int8 else fp32), options, providers=["CPUExecutionProvider"])
+        self.name = f"onnxruntime-{'int8' if int8 else 'f32'}:{DEFAULT_MODEL}"
+        self.dimension = openvino.dimension
+
+    @staticmethod
+    def _export(folder: Path, target: Path) -> None:
+        import torch
+
+        network = pooled_network(folder)
+        example = tuple(torch.ones((1, 8), dtype=torch.int64) for _ in INPUTS)
+        scratch = target.with_name(f".{target.name}.tmp")
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            # TorchScript exporter: torch.export's (dynamo=True) writes the output's name
+            # twice here, which onnxruntime refuses.
+            torch.onnx.export(network, example, str(scratch), dynamo=False, opset_version=17,
+                              input_names=list(INPUTS), output_names=["embedding"],
+                              dynamic_axes={n: {0: "batch", 1: "tokens"} for n in INPUTS})
+        scratch.replace(target)
+
+    def encode(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        output = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                          "token_type_ids": np.zeros_like(ids)})[0]
+        return np.asarray(output, dtype=np.float32)
+
+
+def onnx_encoders(openvino: OpenVINOEncoder) -> dict[str, Encoder]:
+    """ONNX fp32 and int8, or none (with why) when the bench's extras are not installed."""
+    try:
+        import onnx  # noqa: F401 - torch.onnx.export needs it
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401 - and this, since torch 2.9
+    except ImportError as exc:
+        print(f"\n(ONNX variants left out: {exc.name} is not installed; "
+              f"pip install -r requirements/bench.txt)")
+        return {}
+    return {"onnx-f32": OnnxEncoder(openvino), "onnx-int8": OnnxEncoder(openvino, int8=True)}
 
 
 def bench_encoders(encoders: dict[str, Encoder], rounds: int, count: int) -> None:
@@ -431,7 +505,8 @@ def main() -> None:
         baseline = TorchEncoder()
         openvino_f32 = OpenVINOEncoder(cache_dir=cache, precision="f32")
         bench_encoders({"baseline": baseline, "openvino": openvino,
-                        "openvino-f32": openvino_f32}, args.rounds, args.count)
+                        "openvino-f32": openvino_f32, **onnx_encoders(openvino)},
+                       args.rounds, args.count)
         triage = Triage.load(TriageConfig(), encoder=openvino)
         torch_triage = Triage(triage.index.rebuilt(encoder=baseline), triage.rules)
         bench_triage({"openvino": triage, "torch (baseline)": torch_triage},

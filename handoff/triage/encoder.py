@@ -170,13 +170,13 @@ class TorchEncoder(_Encoder):
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def export_openvino(folder: Path, target: Path) -> None:
-    """Exports the model in ``folder`` (a sentence-transformers folder, read only) to OpenVINO
-    IR in ``target``, pooling and normalisation included, fp32 weights, with the tokenizer.
-    Written to a temporary sibling folder first and renamed, so a reader never sees half."""
+def pooled_network(folder: Path) -> Any:
+    """The model in ``folder`` as one torch module, ``(input_ids, attention_mask,
+    token_type_ids) -> unit embeddings``: the transformer, mean pooling and normalisation, as
+    sentence-transformers computes them. What every export starts from (needs torch and
+    transformers)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _pooling_config(folder)
-    import openvino as ov
     import torch
     from transformers import AutoModel
 
@@ -193,16 +193,30 @@ def export_openvino(folder: Path, target: Path) -> None:
             summed = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             return torch.nn.functional.normalize(summed, p=2.0, dim=1)
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Pooled(AutoModel.from_pretrained(str(folder)).eval())
+
+
+INPUTS: Final = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def export_openvino(folder: Path, target: Path) -> None:
+    """Exports the model in ``folder`` (a sentence-transformers folder, read only) to OpenVINO
+    IR in ``target``, pooling and normalisation included, fp32 weights, with the tokenizer.
+    Written to a temporary sibling folder first and renamed, so a reader never sees half."""
+    import openvino as ov
+    import torch
+
+    network = pooled_network(folder)
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            transformer = AutoModel.from_pretrained(str(folder)).eval()
-            example = {name: torch.ones((1, 8), dtype=torch.int64)
-                       for name in ("input_ids", "attention_mask", "token_type_ids")}
+            example = {name: torch.ones((1, 8), dtype=torch.int64) for name in INPUTS}
             with torch.no_grad():
-                converted = ov.convert_model(Pooled(transformer), example_input=example)
+                converted = ov.convert_model(network, example_input=example)
         ov.save_model(converted, str(scratch / _IR_NAME), compress_to_fp16=False)
         shutil.copy2(folder / "tokenizer.json", scratch / "tokenizer.json")
         (scratch / "encoder.json").write_text(json.dumps(
