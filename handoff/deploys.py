@@ -187,6 +187,7 @@ class Deploys:
         self.deploy_job: dict[str, Any] | None = None  # the running or last deploy
         self._deploy_task: asyncio.Task[None] | None = None
         self._live_task: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[dict[str, Any]] | None = None
         self._deploying = asyncio.Lock()
 
     def _need_supervisor(self) -> Supervisor:
@@ -212,15 +213,17 @@ class Deploys:
                     self.rasa.switch(live["url"])
             except SupervisorError as exc:
                 log.warning("%s; using %s", exc.message, self.rasa.base_url)
-        self._live_task = asyncio.get_running_loop().create_task(self._record_live())
+        loop = asyncio.get_running_loop()
+        self._live_task = loop.create_task(self._record_live())
+        if self.supervisor is not None:
+            self._recovery = loop.create_task(_outcome(
+                "recovering a retraining", self.recover_retrain(self.supervisor)))
 
     async def _record_live(self) -> None:
         try:
             await self.live()
         except RasaError as exc:
             log.warning("the live model is not known yet: %s", exc.message)
-        if self.supervisor is not None:
-            await _outcome("recovering a retraining", self.recover_retrain(self.supervisor))
 
     async def live(self) -> ModelVersion:
         """The live model as the Rasa server in service reports it, recorded if new."""
@@ -260,6 +263,9 @@ class Deploys:
     async def retrain(self, by: str, finetune: bool) -> dict[str, Any]:
         """Start a retraining of the accepted corrections not trained on yet."""
         supervisor = self._need_supervisor()
+        if self.job is None and self._recovery is not None and not self._recovery.done():
+            raise Conflict("the gateway is still checking on a retraining started before it "
+                           "restarted: try again in a moment")
         if self.job is not None and self.job["state"] == "running":
             raise Conflict("a retraining is already running", job=self.job["id"])
         found = await self.store.list_corrections(review_status="accepted", exported=False,
@@ -503,7 +509,7 @@ class Deploys:
         await self._to_trainers("deploy_progress", {"model_id": model_id, "line": line})
 
     async def close(self) -> None:
-        for task in (self._task, self._deploy_task, self._live_task):
+        for task in (self._task, self._deploy_task, self._live_task, self._recovery):
             if task is not None and not task.done():
                 task.cancel()
 
