@@ -109,7 +109,6 @@ class OnnxEncoder:
 
     def __init__(self, openvino: OpenVINOEncoder, int8: bool = False) -> None:
         import onnxruntime
-        from tokenizers import Tokenizer
 
         folder = resolve_model(DEFAULT_MODEL)
         export = openvino.export_dir.with_name(
@@ -122,10 +121,7 @@ class OnnxEncoder:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             quantize_dynamic(str(fp32), str(quantized), weight_type=QuantType.QInt8)
-        meta = json.loads((openvino.export_dir / "encoder.json").read_text())
-        self._tokenizer = Tokenizer.from_file(str(openvino.export_dir / "tokenizer.json"))
-        self._tokenizer.enable_truncation(int(meta["max_length"]))
-        self._tokenizer.enable_padding()
+        self._inputs = openvino.inputs  # the same tokenisation
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = os.cpu_count() or 1
         self._session = onnxruntime.InferenceSession(
@@ -150,11 +146,7 @@ class OnnxEncoder:
         scratch.replace(target)
 
     def encode(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        encodings = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        output = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
-                                          "token_type_ids": np.zeros_like(ids)})[0]
+        output = self._session.run(None, self._inputs(texts))[0]
         return np.asarray(output, dtype=np.float32)
 
 

@@ -287,13 +287,16 @@ class OpenVINOEncoder(_Encoder):
             out[rows] = self._infer(request, [texts[i] for i in rows])
         return out
 
-    def _infer(self, request: Any, texts: list[str]) -> Vectors:
+    def inputs(self, texts: list[str]) -> dict[str, npt.NDArray[np.int64]]:
+        """The network's inputs (:data:`INPUTS`) for ``texts``: tokenised, truncated to the
+        model's length and padded to the longest."""
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        types = np.zeros_like(ids)
-        result = request.infer({"input_ids": ids, "attention_mask": mask,
-                                "token_type_ids": types})
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+    def _infer(self, request: Any, texts: list[str]) -> Vectors:
+        result = request.infer(self.inputs(texts))
         return np.array(result[0], dtype=np.float32, copy=True)
 
 
