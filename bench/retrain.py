@@ -134,17 +134,6 @@ def write(bench: Bench, project: Path, *args: str,
 
 # --- the stages ------------------------------------------------------------------------------
 
-def _parses(model: Path, texts: Sequence[str]) -> List[Dict[str, Any]]:
-    from rasa.core.agent import Agent
-
-    agent = Agent.load(str(model))
-
-    async def parse_all() -> List[Dict[str, Any]]:
-        return [await agent.parse_message(t) for t in texts]
-
-    return asyncio.run(parse_all())
-
-
 def _event(kind: str, **extra: Any) -> Dict[str, Any]:
     return {"event": kind, "timestamp": time.time(), **extra}
 
@@ -159,25 +148,25 @@ def stage_corrections(bench: Bench) -> None:
     """Nine held-out messages the model in service misreads (then its least sure ones) as
     relabels, and one policy change of a response's text."""
     import yaml
-    from rasa.shared.nlu.training_data.formats.rasa_yaml import RasaYAMLReader
+
+    from bot.tune_fallback import holdout_examples, parse_all
 
     start = time.monotonic()
-    examples = [m for path in sorted((PROJECT_ROOT / "tests" / "nlu_holdout").glob("*.yml"))
-                for m in RasaYAMLReader().read(str(path)).intent_examples]
-    texts = [str(m.get("text")) for m in examples]
-    parses = _parses(bench.model, texts + ["how long does delivery take"])
+    examples = holdout_examples(PROJECT_ROOT / "tests" / "nlu_holdout")  # (text, intent)
+    parses = asyncio.run(parse_all(bench.model, [text for text, _ in examples] +
+                                   ["how long does delivery take"]))
     policy_parse = parses.pop()
     scored = sorted(zip(examples, parses), key=lambda ep: (
-        ep[1]["intent"]["name"] == ep[0].get("intent"), ep[1]["intent"]["confidence"]))
-    wrong = sum(1 for m, p in scored if p["intent"]["name"] != m.get("intent"))
+        ep[1]["intent"]["name"] == ep[0][1], ep[1]["intent"]["confidence"]))
+    wrong = sum(1 for (_, intent), p in scored if p["intent"]["name"] != intent)
     bench.notes["corrections"] = (f"the model misreads {wrong} of {len(examples)} held-out "
                                   f"messages; {RELABELS} relabels + 1 policy change")
-    for cid, (message, parse) in enumerate(scored[:RELABELS], start=1):
+    for cid, ((text, intent), parse) in enumerate(scored[:RELABELS], start=1):
         bench.records.append({
             "id": cid, "type": "relabelled", "conversation_id": f"bench-{cid}", "agent": "ann",
-            "review_status": "accepted", "tracker_events": _turn(str(message.get("text")), parse),
+            "review_status": "accepted", "tracker_events": _turn(text, parse),
             "before": {"action_name": None, "intent": parse["intent"]["name"]},
-            "after": {"action_name": None, "intent": message.get("intent")}})
+            "after": {"action_name": None, "intent": intent}})
     domain = yaml.safe_load((PROJECT_ROOT / "domain.yml").read_text())
     [old] = [r["text"] for r in domain["responses"][POLICY_RESPONSE]]
     bench.records.append({
