@@ -84,17 +84,23 @@ async def api(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def agent_login(store: Store, api: httpx.AsyncClient, username: str) -> dict[str, str]:
-    """Create an agent (once) and log in; the Authorization header."""
+async def user_login(store: Store, api: httpx.AsyncClient, username: str,
+                     role: str) -> dict[str, str]:
+    """Create a user of ``role`` (once) and log in; the Authorization header."""
     if username not in {u.username for u in await store.list_users()}:
-        await create_user(store, username, f"{username}-password", "agent")
+        await create_user(store, username, f"{username}-password", role)  # type: ignore[arg-type]
     resp = await api.post("/api/login", json={"username": username,
                                               "password": f"{username}-password"})
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert set(body) == {"token", "expires_at", "role"}
-    assert body["role"] == "agent"
+    assert body["role"] == role
     return {"Authorization": f"Bearer {body['token']}"}
+
+
+async def agent_login(store: Store, api: httpx.AsyncClient, username: str) -> dict[str, str]:
+    """Create an agent (once) and log in; the Authorization header."""
+    return await user_login(store, api, username, "agent")
 
 
 async def agent_console(gateway: Gateway, headers: dict[str, str],

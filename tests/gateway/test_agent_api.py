@@ -23,7 +23,7 @@ from handoff.openapi import openapi_document, openapi_path
 from handoff.rasa_client import RasaClient
 from handoff.settings import load_settings
 from handoff.store import Store
-from tests.gateway.clients import WAIT, Widget, agent_console, agent_login
+from tests.gateway.clients import WAIT, Widget, agent_console, agent_login, user_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
 
@@ -353,11 +353,7 @@ async def test_models_without_a_supervisor_show_the_live_model_and_refuse_to_ret
     gateway: Gateway, store: Store, api: httpx.AsyncClient, rasa_stack: Stack
 ) -> None:
     agent = await agent_login(store, api, "gus")
-    if "tess" not in {u.username for u in await store.list_users()}:
-        await create_user(store, "tess", "tess-password", "trainer")
-    token = (await api.post("/api/login", json={"username": "tess",
-                                                "password": "tess-password"})).json()["token"]
-    trainer = {"Authorization": f"Bearer {token}"}
+    trainer = await user_login(store, api, "tess", "trainer")
     assert (await api.get("/api/models", headers=agent)).status_code == 403
     resp = await api.get("/api/models", headers=trainer)
     assert resp.status_code == 200, resp.text

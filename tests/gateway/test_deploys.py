@@ -40,10 +40,9 @@ import socketio
 from playwright.sync_api import Browser, expect
 
 from bot.serve import latest_model
-from handoff.auth import create_user
 from handoff.store import Store
 from tests.conftest import free_port
-from tests.gateway.clients import WAIT, Widget
+from tests.gateway.clients import WAIT, Widget, user_login
 from tests.gateway.test_pages import (  # noqa: F401 (fixtures)
     CHROMIUM, Console, PageWatch, Shots, agents, browser, shots, watch,
 )
@@ -160,16 +159,6 @@ async def store(system: System) -> AsyncIterator[Store]:
 async def api(system: System) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=system.url, timeout=900) as client:
         yield client
-
-
-async def _login(store: Store, api: httpx.AsyncClient, username: str,
-                 role: str) -> dict[str, str]:
-    if username not in {u.username for u in await store.list_users()}:
-        await create_user(store, username, f"{username}-password", role)  # type: ignore[arg-type]
-    resp = await api.post("/api/login", json={"username": username,
-                                              "password": f"{username}-password"})
-    assert resp.status_code == 200, resp.text
-    return {"Authorization": f"Bearer {resp.json()['token']}"}
 
 
 async def _reply(widget: Widget) -> str:
@@ -297,8 +286,8 @@ async def _live(api: httpx.AsyncClient, trainer: dict[str, str]) -> str:
 async def test_a_correction_rasa_would_reject_is_refused_and_nothing_changes(
     system: System, store: Store, api: httpx.AsyncClient
 ) -> None:
-    agent = await _login(store, api, "ada", "agent")
-    trainer = await _login(store, api, "tom", "trainer")
+    agent = await user_login(store, api, "ada", "agent")
+    trainer = await user_login(store, api, "tom", "trainer")
     assert (await api.post("/api/retrain", headers=agent, json={})).status_code == 403
     nothing = await api.post("/api/retrain", headers=trainer, json={})
     assert nothing.status_code == 409 and "accept" in nothing.json()["message"]
@@ -328,8 +317,8 @@ async def test_a_correction_rasa_would_reject_is_refused_and_nothing_changes(
 async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
     system: System, store: Store, api: httpx.AsyncClient
 ) -> None:
-    agent = await _login(store, api, "ada", "agent")
-    trainer = await _login(store, api, "tom", "trainer")
+    agent = await user_login(store, api, "ada", "agent")
+    trainer = await user_login(store, api, "tom", "trainer")
     old_model = await _live(api, trainer)
     wrong_answer = await _ask(system, WRONG)
     held, corrected = await _reviewed_turn(system, api, agent, WRONG,
@@ -407,8 +396,8 @@ def gateway(system: System) -> System:
 async def _edit_and_accept_the_refund_policy(system: System) -> None:
     async with Store(system.database_url) as store, httpx.AsyncClient(
             base_url=system.url, timeout=900) as api:
-        agent = await _login(store, api, "ada", "agent")
-        trainer = await _login(store, api, "tom", "trainer")
+        agent = await user_login(store, api, "ada", "agent")
+        trainer = await user_login(store, api, "tom", "trainer")
         held, sent = await _reviewed_turn(system, api, agent, REFUND_POLICY,
                                           {"type": "edit", "text": NEW_POLICY})
         assert held["action"]["name"] == "utter_refund_policy" and sent == NEW_POLICY

@@ -27,10 +27,9 @@ import pytest_asyncio
 
 from bot.control import Retrainer, serve_control
 from bot.serve import Stack
-from handoff.auth import create_user
 from handoff.store import Store
 from tests.conftest import free_port
-from tests.gateway.clients import WAIT
+from tests.gateway.clients import WAIT, user_login
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
 
 pytestmark = pytest.mark.asyncio
@@ -130,16 +129,13 @@ async def test_a_restarted_gateway_records_the_retraining_it_started(
     gateway = await asyncio.to_thread(restartable)
     store = Store(gateway.database_url)
     try:
-        await create_user(store, "rita", "rita-password", "trainer")
         await store.upsert_conversation("to-relabel")
         made = await store.add_correction(
             "to-relabel", type="relabelled", agent="ann",
             before={"intent": "contact_customer_service"}, after={"intent": "create_account"})
         await store.review_correction(made.id, review_status="accepted", reviewed_by="rita")
         async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
-            token = (await api.post("/api/login", json={
-                "username": "rita", "password": "rita-password"})).json()["token"]
-            rita = {"Authorization": f"Bearer {token}"}
+            rita = await user_login(store, api, "rita", "trainer")
             resp = await api.post("/api/retrain", headers=rita, json={})
             assert resp.status_code == 202, resp.text
             job_id = resp.json()["retrain"]["id"]

@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from bot.serve import Stack
-from handoff.auth import create_user
 from handoff.store import Store
-from tests.gateway.clients import WAIT, Widget, agent_console, agent_login
+from tests.gateway.clients import WAIT, Widget, agent_console, agent_login, user_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
 
@@ -179,17 +178,11 @@ async def test_suggested_replies_come_from_the_domain_and_from_agents(
     assert bad.status_code == 400
 
 
-async def _trainer(store: Store, api: httpx.AsyncClient, name: str) -> dict[str, str]:
-    await create_user(store, name, f"{name}-password", "trainer")
-    resp = await api.post("/api/login", json={"username": name, "password": f"{name}-password"})
-    return {"Authorization": f"Bearer {resp.json()['token']}"}
-
-
 async def test_trainers_review_corrections_and_label_emerging_needs(
     gateway: Gateway, store: Store, api: httpx.AsyncClient
 ) -> None:
     rex = await agent_login(store, api, "rex")
-    tia = await _trainer(store, api, "tia")
+    tia = await user_login(store, api, "tia", "trainer")
     await _ready(api)
     console, risks = await agent_console(gateway, rex, "risk")
     asked = ["do you offer gift wrapping?", "can you gift wrap my present",
@@ -247,7 +240,7 @@ async def test_trainers_review_corrections_and_label_emerging_needs(
 async def test_trainers_group_edit_and_bulk_review_corrections(
     store: Store, api: httpx.AsyncClient
 ) -> None:
-    uma = await _trainer(store, api, "uma")
+    uma = await user_login(store, api, "uma", "trainer")
     await store.upsert_conversation("for-review")
     made = [await store.add_correction(
         "for-review", type="relabelled", agent="ann", before={"intent": "greet"},
