@@ -80,9 +80,9 @@ test: setup chromium train
 # compared with the model in service; they are marked exported only when that succeeded.
 retrain: setup train
 	mkdir -p var
-	$(GW_PY) -m handoff.corrections export --out var/corrections.json
+	$(GW_PY) -m handoff.learning.corrections export --out var/corrections.json
 	set -o pipefail; $(RASA_PY) -m bot.retrain --corrections var/corrections.json | tee var/retrain-report.json
-	$(GW_PY) -m handoff.corrections mark --input var/corrections.json \
+	$(GW_PY) -m handoff.learning.corrections mark --input var/corrections.json \
 	  --export-id retrain-$$(date -u +%Y%m%dT%H%M%SZ)
 
 bench: setup train

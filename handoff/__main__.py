@@ -14,8 +14,8 @@ from typing import Any
 
 from sanic import Sanic
 
-from handoff.app import create_app
-from handoff.rasa_client import RasaClient
+from handoff.web.app import create_app
+from handoff.conversation.rasa_client import RasaClient
 from handoff.settings import SettingsError, load_settings, settings_table
 from handoff.store import Store
 

@@ -11,7 +11,7 @@ import httpx
 import pytest_asyncio
 import socketio
 
-from handoff.auth import create_user
+from handoff.web.auth import create_user
 from handoff.store import Store
 from tests.gateway.conftest import Gateway
 

@@ -17,10 +17,10 @@ import requests
 import socketio
 
 from bot.serve import Stack
-from handoff.app import create_app
-from handoff.auth import create_user, issue_token
-from handoff.openapi import openapi_document, openapi_path
-from handoff.rasa_client import RasaClient
+from handoff.web.app import create_app
+from handoff.web.auth import create_user, issue_token
+from handoff.web.openapi import openapi_document, openapi_path
+from handoff.conversation.rasa_client import RasaClient
 from handoff.settings import load_settings
 from handoff.store import Store
 from tests.gateway.clients import WAIT, Widget, agent_console, agent_login, user_login

@@ -1,4 +1,4 @@
-"""handoff.auth: users, roles and tokens, on SQLite and PostgreSQL (see test_store.py)."""
+"""handoff.web.auth: users, roles and tokens, on SQLite and PostgreSQL (see test_store.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import jwt
 import pytest
 from argon2 import PasswordHasher
 
-from handoff.auth import (
+from handoff.web.auth import (
     InvalidCredentials,
     TokenClaims,
     TokenExpired,
@@ -245,7 +245,7 @@ async def test_user_from_token(store: Store) -> None:
 
 def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "handoff.auth", *args], input=stdin, cwd=PROJECT_ROOT,
+        [sys.executable, "-m", "handoff.web.auth", *args], input=stdin, cwd=PROJECT_ROOT,
         capture_output=True, text=True, timeout=120,
     )
 

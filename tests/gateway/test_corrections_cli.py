@@ -1,4 +1,4 @@
-"""``python -m handoff.corrections`` on a real database (SQLite and PostgreSQL): list, review
+"""``python -m handoff.learning.corrections`` on a real database (SQLite and PostgreSQL): list, review
 (all or nothing, audit-logged) and export for bot/'s writer."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.asyncio
 
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(GATEWAY_PYTHON), "-m", "handoff.corrections", "--url", url, *args],
+    return subprocess.run([str(GATEWAY_PYTHON), "-m", "handoff.learning.corrections", "--url", url, *args],
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
 
 

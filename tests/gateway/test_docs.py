@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from handoff.agent_api import ACTIONS
-from handoff.openapi import openapi_document
+from handoff.web.agents import ACTIONS
+from handoff.web.openapi import openapi_document
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = (ROOT / "docs" / "api.md").read_text()
-CODE = "\n".join(p.read_text() for p in sorted((ROOT / "handoff").glob("*.py")))
+CODE = "\n".join(p.read_text() for p in sorted((ROOT / "handoff").rglob("*.py")))
 
 
 def _normalised(path: str) -> str:

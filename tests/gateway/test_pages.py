@@ -25,7 +25,7 @@ from playwright.sync_api import (
     Browser, BrowserContext, Dialog, Error, Page, Request, expect, sync_playwright,
 )
 
-from handoff.auth import create_user
+from handoff.web.auth import create_user
 from handoff.store import Store
 from tests.gateway.conftest import PROJECT_ROOT, Gateway
 

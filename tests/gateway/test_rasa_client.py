@@ -1,5 +1,5 @@
-"""handoff.rasa_client: the typed errors the gateway routes around, against real sockets; and
-handoff.state_codec's round trip of the router state (what the shell stores)."""
+"""handoff.conversation.rasa_client: the typed errors the gateway routes around, against real sockets; and
+handoff.conversation.state_codec's round trip of the router state (what the shell stores)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import pytest_asyncio
 
-from handoff import router as r
-from handoff.rasa_client import RasaClient, RasaRejected, RasaUnavailable
-from handoff.state_codec import decode_state, encode_state
+from handoff.conversation import router as r
+from handoff.conversation.rasa_client import RasaClient, RasaRejected, RasaUnavailable
+from handoff.conversation.state_codec import decode_state, encode_state
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.asyncio

@@ -1,4 +1,4 @@
-"""A gateway that restarts during a retraining still records its outcome (handoff/deploys.py,
+"""A gateway that restarts during a retraining still records its outcome (handoff/learning/deploys.py,
 ``Deploys.recover_retrain``), from the supervisor's record of it (``GET /retrain``).
 
 The supervisor's control API is the real one (``bot.control.serve_control``) and so is the

@@ -1,4 +1,4 @@
-"""The conversation router (handoff/router.py): every transition, with exact effects."""
+"""The conversation router (handoff/conversation/router.py): every transition, with exact effects."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from handoff.router import (
+from handoff.conversation.router import (
     AGENT_REPLY_ACTION,
     AlreadyOwned,
     AppendToTracker,

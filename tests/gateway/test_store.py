@@ -35,7 +35,7 @@ from handoff.store import (
     alembic_config,
     to_json,
 )
-from handoff.schema import metadata
+from handoff.store.schema import metadata
 
 pytestmark = pytest.mark.asyncio
 

@@ -1,12 +1,12 @@
-"""handoff.triage_link: the gateway's use of triage, with the real engine (no Rasa needed)."""
+"""handoff.conversation.triage_link: the gateway's use of triage, with the real engine (no Rasa needed)."""
 
 from __future__ import annotations
 
 import pytest
 
-from handoff import router as r
+from handoff.conversation import router as r
 from handoff.triage import Triage, TriageConfig
-from handoff.triage_link import TriageLink
+from handoff.conversation.triage_link import TriageLink
 
 pytestmark = pytest.mark.asyncio
 

@@ -6,7 +6,7 @@
   (``{status, note?, after?}``: ``after`` edits it before accepting), ``POST
   /api/corrections/review`` several at once (``{ids, status, note?}``); all audit-logged.
   Accepted corrections are what ``bot/`` turns into Rasa training data
-  (``python -m handoff.corrections export``).
+  (``python -m handoff.learning.corrections export``).
 * ``GET /api/emerging-needs`` clusters recent customer messages that the assistant was unsure
   of or that are unlike its training data (triage's assessment says so), each cluster with its
   size, examples and a proposed intent; ``POST /api/emerging-needs/label`` turns the messages
@@ -24,12 +24,12 @@ from sanic import Sanic
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
-from handoff.agent_api import _body, user_of
+from handoff.web.agents import _body, user_of
 from handoff.errors import BadRequest, Conflict, NotFound
 from handoff.settings import Settings
 from handoff.store import Correction, Store, to_json
 from handoff.triage.clustering import CANDIDATE_REASONS
-from handoff.triage_link import TriageLink
+from handoff.conversation.triage_link import TriageLink
 
 __all__ = ["register_trainer_api"]
 

@@ -77,8 +77,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeAlias
 
-from handoff import router_model
-from handoff.router_model import *  # noqa: F403 - the vocabulary, re-exported
+from handoff.conversation import router_model
+from handoff.conversation.router_model import *  # noqa: F403 - the vocabulary, re-exported
 
 __all__ = [
     "DEFAULT_CONFIG", "Result", "edited_messages", "handoff_reason", "step", "strip_handoff",

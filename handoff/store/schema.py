@@ -1,5 +1,5 @@
 """The gateway's tables as SQLAlchemy Core ``Table`` objects (the Alembic migrations in
-``handoff/migrations`` create them; a test checks the two agree). Described in docs/store.md."""
+``handoff/store/migrations`` create them; a test checks the two agree). Described in docs/store.md."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""``python -m handoff.corrections``: the trainers' corrections queue from the command line.
+"""``python -m handoff.learning.corrections``: the trainers' corrections queue from the command line.
 
-    python -m handoff.corrections list [--status new] [--type edited]
-    python -m handoff.corrections review 12 13 --status accepted --by tina [--note "..."]
-    python -m handoff.corrections export --out corrections.json [--status accepted]
+    python -m handoff.learning.corrections list [--status new] [--type edited]
+    python -m handoff.learning.corrections review 12 13 --status accepted --by tina [--note "..."]
+    python -m handoff.learning.corrections export --out corrections.json [--status accepted]
                                          [--all] [--mark EXPORT_ID]
-    python -m handoff.corrections mark --input corrections.json --export-id EXPORT_ID
+    python -m handoff.learning.corrections mark --input corrections.json --export-id EXPORT_ID
 
 ``export`` writes the accepted corrections not exported yet (``--all``: exported ones too) as
 a JSON list of correction records — the input of the writer in ``bot/`` that turns them into
@@ -107,7 +107,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m handoff.corrections",
+    parser = argparse.ArgumentParser(prog="python -m handoff.learning.corrections",
                                      description="The trainers' corrections queue.")
     parser.add_argument("--url", help="database URL (default: $HANDOFF_DATABASE_URL)")
     sub = parser.add_subparsers(dest="command", required=True)

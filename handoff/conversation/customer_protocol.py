@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from handoff.router import BotMessage, Notice, QueueReason
+from handoff.conversation.router import BotMessage, Notice, QueueReason
 
 __all__ = [
     "NOTICE_TEXTS", "SURVEY_REQUEST", "ProtocolError", "UserUttered", "bot_uttered_payloads",

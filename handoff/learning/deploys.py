@@ -43,13 +43,13 @@ from sanic import Sanic
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
-from handoff.agent_api import AGENT_NAMESPACE, AGENTS_ROOM, TRAINERS_ROOM, _body, user_of
-from handoff.corrections import export_record
+from handoff.web.agents import AGENT_NAMESPACE, AGENTS_ROOM, TRAINERS_ROOM, _body, user_of
+from handoff.learning.corrections import export_record
 from handoff.errors import BadRequest, Conflict, HandoffError, NotFound
-from handoff.rasa_client import RasaClient, RasaError
+from handoff.conversation.rasa_client import RasaClient, RasaError
 from handoff.settings import Settings
 from handoff.store import ModelVersion, Store, to_json
-from handoff.triage_link import TriageLink
+from handoff.conversation.triage_link import TriageLink
 
 __all__ = ["Deploys", "Supervisor", "SupervisorError", "SupervisorRefused",
            "register_models_api"]

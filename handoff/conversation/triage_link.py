@@ -1,6 +1,6 @@
 """Triage inside the gateway: when to assess, what to store, whom to tell, what to flag.
 
-:class:`TriageLink` sits between :class:`~handoff.conversations.Conversations` and the triage
+:class:`TriageLink` sits between :class:`~handoff.conversation.shell.Conversations` and the triage
 library (:mod:`handoff.triage`):
 
 * **Before Rasa** (:meth:`rules_flag`): the trainers' policy rules, plain regular expressions
@@ -29,8 +29,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from handoff import router as r
-from handoff.locks import ConversationLocks
+from handoff.conversation import router as r
+from handoff.conversation.locks import ConversationLocks
 from handoff.store import Store
 from handoff.triage import History, Suggestion, Triage, TriageConfig, TriageWorker
 from handoff.triage import Message as TriageMessage

@@ -7,7 +7,7 @@ messages the step produced and the NLU result it brought, is written in one tran
 effect runs. Effects then run in the order the router gave them, still under the
 lock, except Rasa calls: those run as background tasks (kept referenced, cancelled by
 :meth:`Conversations.close`) whose outcome comes back through the same lock as a
-:class:`~handoff.router.RasaResult` or :class:`~handoff.router.RasaFailed`. While a call is out,
+:class:`~handoff.conversation.router.RasaResult` or :class:`~handoff.conversation.router.RasaFailed`. While a call is out,
 new customer messages wait in the router's backlog, so turns never interleave.
 
 Everything the sockets see goes through the :class:`Notifier` seam: ``to_customer`` (the
@@ -23,12 +23,12 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from handoff import router as r
-from handoff.customer_protocol import SURVEY_REQUEST, bot_uttered_payloads, notice_text
+from handoff.conversation import router as r
+from handoff.conversation.customer_protocol import SURVEY_REQUEST, bot_uttered_payloads, notice_text
 from handoff.errors import Conflict, NotFound
-from handoff.locks import ConversationLocks
-from handoff.rasa_client import RasaClient, RasaError, TurnReply
-from handoff.state_codec import decode_state, encode, encode_state
+from handoff.conversation.locks import ConversationLocks
+from handoff.conversation.rasa_client import RasaClient, RasaError, TurnReply
+from handoff.conversation.state_codec import decode_state, encode, encode_state
 from handoff.store import (
     Conversation,
     CorrectionType,
@@ -40,7 +40,7 @@ from handoff.store import (
     Store,
     to_json,
 )
-from handoff.triage_link import TriageLink
+from handoff.conversation.triage_link import TriageLink
 
 __all__ = ["Conversations", "Notifier", "conversation_json", "turn_result"]
 
@@ -159,7 +159,7 @@ class Conversations:
 
     async def recover(self) -> int:
         """After a restart: a turn that waits for a Rasa call this process never made would
-        block its conversation forever, so each gets :class:`~handoff.router.RasaFailed`
+        block its conversation forever, so each gets :class:`~handoff.conversation.router.RasaFailed`
         (the customer is queued for a person, nothing is lost). Returns how many."""
         recovered = 0
         for conv in await self.store.list_conversations(mode=["bot", "review", "human"]):

@@ -1,6 +1,6 @@
 """JSON (de)serialization of the router's dataclasses, for ``conversations.state``.
 
-:func:`encode` turns a :class:`~handoff.router.ConversationState` (or any router dataclass,
+:func:`encode` turns a :class:`~handoff.conversation.router.ConversationState` (or any router dataclass,
 event or effect) into plain JSON values; :func:`decode` rebuilds it from the annotations of
 the dataclass, so a field added to the router needs no change here::
 
@@ -21,7 +21,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from handoff import router
+from handoff.conversation import router
 
 __all__ = ["StateDecodeError", "decode", "decode_state", "encode", "encode_state"]
 

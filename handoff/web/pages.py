@@ -1,6 +1,6 @@
 """The gateway's web pages: the demo shop with the customer widget, and the agent console.
 
-:func:`register_pages` adds, to the app :func:`handoff.app.create_app` builds:
+:func:`register_pages` adds, to the app :func:`handoff.web.app.create_app` builds:
 
 ====================================  ==========================================================
 ``GET /``                             the demo shop page ("Northwind Goods") with the widget

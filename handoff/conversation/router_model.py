@@ -1,6 +1,6 @@
 """The router's vocabulary: modes, the conversation state, the events fed to
-:func:`handoff.router.step`, the effects it returns and the errors it raises. Plain frozen
-dataclasses and enums, no behaviour (that is :mod:`handoff.router`, which re-exports all of
+:func:`handoff.conversation.router.step`, the effects it returns and the errors it raises. Plain frozen
+dataclasses and enums, no behaviour (that is :mod:`handoff.conversation.router`, which re-exports all of
 them: use them as ``router.X``)."""
 
 from __future__ import annotations

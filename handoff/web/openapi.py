@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the gateway's HTTP API, served at ``GET /api/openapi.json``.
 
-The agent actions come from :data:`handoff.agent_api.ACTIONS` (the same table that registers
+The agent actions come from :data:`handoff.web.agents.ACTIONS` (the same table that registers
 the routes); a test checks that every ``/api`` route of the app is documented here and nothing
 else is.
 """
@@ -11,7 +11,7 @@ import re
 from functools import cache
 from typing import Any
 
-from handoff.agent_api import ACTIONS
+from handoff.web.agents import ACTIONS
 
 __all__ = ["openapi_document"]
 

@@ -1,7 +1,7 @@
 """The gateway's database: one class, :class:`Store`, owns it and all of its SQL.
 
 SQLite (WAL) by default, PostgreSQL by URL; the schema is made by the Alembic migrations in
-``handoff/migrations`` (configured here in code, no alembic.ini) and described table by table in
+``handoff/store/migrations`` (configured here in code, no alembic.ini) and described table by table in
 ``docs/store.md``. Every public method is async, runs in one transaction and returns plain
 frozen dataclasses. Errors come from :mod:`handoff.errors` (``NotFound`` 404, ``Conflict`` 409,
 ``BadRequest`` 400, ``ServiceUnavailable`` 503 when the database does not answer).
@@ -11,16 +11,14 @@ frozen dataclasses. Errors come from :mod:`handoff.errors` (``NotFound`` 404, ``
     ...
     await store.close()
 
-Command line: ``python -m handoff.store migrate --url URL``.
+Command line: ``python -m handoff.store migrate --url URL`` (:mod:`handoff.store.__main__`).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
-import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timezone
@@ -38,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from handoff.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
-from handoff.records import (
+from handoff.store.records import (
     CORRECTION_TYPES,
     DECISIONS,
     MODES,
@@ -68,7 +66,7 @@ from handoff.records import (
     User,
     to_json,
 )
-from handoff.schema import (
+from handoff.store.schema import (
     audit_log,
     conversations,
     corrections,
@@ -1150,7 +1148,7 @@ class Store:
             return [_record(AuditEntry, row) for row in rows]
 
     # ----------------------------------------------------------------- users
-    # Hashing and checking passwords is handoff.auth's job; the store keeps the rows.
+    # Hashing and checking passwords is handoff.web.auth's job; the store keeps the rows.
 
     async def create_user(
         self, username: str, *, password_hash: str, role: Role, disabled: bool = False
@@ -1236,36 +1234,3 @@ class Store:
         if row is None:
             raise NotFound(f"no user {username!r}", username=username)
         return _record(User, row)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-async def _migrate(url: str, revision: str) -> str | None:
-    async with Store(url) as store:
-        await store.migrate(revision)
-        return await store.schema_revision()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m handoff.store", description="The handoff gateway's database."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    migrate = sub.add_parser("migrate", help="create or upgrade the schema")
-    migrate.add_argument("--url", required=True,
-                         help="database URL, e.g. sqlite+aiosqlite:///var/handoff.db")
-    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
-    args = parser.parse_args(argv)
-    try:
-        revision = asyncio.run(_migrate(args.url, args.revision))
-    except (ValueError, ServiceUnavailable) as exc:
-        cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
-        print(f"error: {exc}{cause}", file=sys.stderr)
-        return 1
-    print(f"schema at revision {revision}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,13 +4,13 @@ Two audiences, one Socket.IO server (``python-socketio``, ``async_mode="sanic"``
 ``/socket.io``):
 
 * **Customers**, on the default namespace, speak Rasa's socketio channel protocol exactly
-  (see :mod:`handoff.customer_protocol`). ``session_request`` joins the socket to the room of
+  (see :mod:`handoff.conversation.customer_protocol`). ``session_request`` joins the socket to the room of
   its conversation (the session id: sent again on reconnect, it resumes the conversation);
   ``user_uttered`` is validated, stored, and run through the router by
-  :class:`~handoff.conversations.Conversations`.
-* **Agents** use the JSON API and the ``/agent`` namespace of :mod:`handoff.agent_api` (every
+  :class:`~handoff.conversation.shell.Conversations`.
+* **Agents** use the JSON API and the ``/agent`` namespace of :mod:`handoff.web.agents` (every
   action both as an HTTP endpoint and as a Socket.IO event), listed in the OpenAPI document
-  served at ``/api/openapi.json`` (:mod:`handoff.openapi`). Live pushes on ``/agent``:
+  served at ``/api/openapi.json`` (:mod:`handoff.web.openapi`). Live pushes on ``/agent``:
   ``conversation`` (a new one), ``message`` (every stored message), ``status`` (mode / owner /
   queue changes), ``pending_reply`` and ``suggestion`` (to the agents concerned), ``note``,
   ``survey``, ``rasa_error``.
@@ -31,33 +31,33 @@ from sanic import Sanic
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
-from handoff import router as r
-from handoff.agent_api import (
+from handoff.conversation import router as r
+from handoff.web.agents import (
     AGENT_NAMESPACE,
     AGENTS_ROOM,
     _body,
     error_body,
     register_agent_api,
 )
-from handoff.auth import authenticate, ensure_first_admin, issue_token, verify_token
-from handoff.conversations import Conversations
-from handoff.customer_protocol import (
+from handoff.web.auth import authenticate, ensure_first_admin, issue_token, verify_token
+from handoff.conversation.shell import Conversations
+from handoff.conversation.customer_protocol import (
     ProtocolError,
     parse_end_conversation,
     parse_session_request,
     parse_survey_answer,
     parse_user_uttered,
 )
-from handoff.deploys import Deploys, register_models_api
+from handoff.learning.deploys import Deploys, register_models_api
 from handoff.errors import BadRequest, HandoffError
-from handoff.openapi import openapi_document
-from handoff.pages import register_pages
-from handoff.rasa_client import RasaClient
+from handoff.web.openapi import openapi_document
+from handoff.web.pages import register_pages
+from handoff.conversation.rasa_client import RasaClient
 from handoff.settings import Settings
 from handoff.store import Store
-from handoff.trainer_api import register_trainer_api
+from handoff.web.trainers import register_trainer_api
 from handoff.triage import TriageConfig
-from handoff.triage_link import TriageLink
+from handoff.conversation.triage_link import TriageLink
 
 __all__ = ["SocketNotifier", "create_app"]
 
@@ -66,7 +66,7 @@ MAX_REQUEST_BYTES = 1_000_000
 
 
 class SocketNotifier:
-    """The :class:`~handoff.conversations.Notifier` over the Socket.IO server."""
+    """The :class:`~handoff.conversation.shell.Notifier` over the Socket.IO server."""
 
     def __init__(self, sio: socketio.AsyncServer) -> None:
         self.sio = sio
@@ -117,7 +117,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         password = await ensure_first_admin(store)
         if password is not None:
             print(f"Created the first user: admin / {password}  (shown only this once; "
-                  "change it with python -m handoff.auth)", flush=True)
+                  "change it with python -m handoff.web.auth)", flush=True)
 
     @app.before_server_stop
     async def _stop(_app: Sanic[Any, Any]) -> None:

@@ -10,7 +10,7 @@ roles below it may (:func:`role_at_least`). Passwords are hashed with argon2id
     token = issue_token(user.username, user.role, secret=secret)
     claims = verify_token(token, secret=secret)                # TokenExpired / TokenInvalid
 
-Command line: ``python -m handoff.auth create-user --url URL --username U --role agent``
+Command line: ``python -m handoff.web.auth create-user --url URL --username U --role agent``
 (password from a prompt, or the first line of standard input with ``--password-stdin``).
 """
 
@@ -34,7 +34,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from handoff.errors import BadRequest, Forbidden, HandoffError, NotFound, Unauthorized
-from handoff.records import ROLES, Role, User
+from handoff.store.records import ROLES, Role, User
 from handoff.store import AlreadyExists, Store
 
 __all__ = [
@@ -291,7 +291,7 @@ async def _create_user(url: str, username: str, password: str, role: Role) -> Us
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m handoff.auth", description="Manage the console's users."
+        prog="python -m handoff.web.auth", description="Manage the console's users."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create-user", help="create a user (migrates the database first)")

@@ -9,7 +9,7 @@ acknowledgement with exactly the HTTP answer: ``{"conversation": ...}`` on succe
 ``{"error", "message", "status"}`` on a refusal (nothing changed).
 
 The full list, with bodies and answers, is the OpenAPI document at ``/api/openapi.json``
-(:mod:`handoff.openapi`) and ``docs/api.md``.
+(:mod:`handoff.web.openapi`) and ``docs/api.md``.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from sanic import Sanic
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
-from handoff import router as r
-from handoff.auth import role_at_least, user_from_token
-from handoff.conversations import Conversations, conversation_json, state_summary
+from handoff.conversation import router as r
+from handoff.web.auth import role_at_least, user_from_token
+from handoff.conversation.shell import Conversations, conversation_json, state_summary
 from handoff.errors import BadRequest, HandoffError, Unauthorized
-from handoff.rasa_client import RasaClient
+from handoff.conversation.rasa_client import RasaClient
 from handoff.settings import Settings
 from handoff.store import Role, Store, User, to_json
 

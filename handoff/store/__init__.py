@@ -1,0 +1,66 @@
+"""The gateway's database: :class:`Store` owns it and all of its SQL (``docs/store.md``).
+
+SQLite (WAL) by default, PostgreSQL by URL; the schema is made by the Alembic migrations in
+``handoff/store/migrations``. Callers import the store and its records from here.
+Command line: ``python -m handoff.store migrate --url URL``.
+"""
+
+from handoff.store.store import (
+    VERSION_TABLE as VERSION_TABLE,
+    AlreadyExists as AlreadyExists,
+    AlreadyResolved as AlreadyResolved,
+    AuditEntry as AuditEntry,
+    Conversation as Conversation,
+    Correction as Correction,
+    CorrectionDraft as CorrectionDraft,
+    CorrectionType as CorrectionType,
+    Decided as Decided,
+    Decision as Decision,
+    Message as Message,
+    MessageNlu as MessageNlu,
+    Mode as Mode,
+    ModelVersion as ModelVersion,
+    Note as Note,
+    OutgoingMessage as OutgoingMessage,
+    PendingReply as PendingReply,
+    PendingStatus as PendingStatus,
+    ReviewStatus as ReviewStatus,
+    Role as Role,
+    Sender as Sender,
+    StaleVersion as StaleVersion,
+    StepMessage as StepMessage,
+    Store as Store,
+    User as User,
+    alembic_config as alembic_config,
+    to_json as to_json,
+)
+
+__all__ = [
+    "VERSION_TABLE",
+    "AlreadyExists",
+    "AlreadyResolved",
+    "AuditEntry",
+    "Conversation",
+    "Correction",
+    "CorrectionDraft",
+    "CorrectionType",
+    "Decided",
+    "Decision",
+    "Message",
+    "MessageNlu",
+    "Mode",
+    "ModelVersion",
+    "Note",
+    "OutgoingMessage",
+    "PendingReply",
+    "PendingStatus",
+    "ReviewStatus",
+    "Role",
+    "Sender",
+    "StaleVersion",
+    "StepMessage",
+    "Store",
+    "User",
+    "alembic_config",
+    "to_json",
+]
