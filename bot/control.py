@@ -52,7 +52,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from bot.serve import Service, Stack, StartupError
+from bot.processes import Service, Stack, StartupError
 
 MAX_BODY = 64 * 1024 * 1024
 # Loading a model and training take every core they can get; the live server must keep
@@ -136,7 +136,7 @@ class RasaPool:
     # ------------------------------------------------------------------ servers
 
     def adopt(self, service: Service, port: int, model: Path) -> None:
-        """The server :class:`~bot.serve.Stack` started becomes the live one."""
+        """The server :class:`~bot.processes.Stack` started becomes the live one."""
         self.live = Server(service, port, model, self.metadata(model)["model_id"])
         self._remember(model)
 

@@ -53,7 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from bot.corrections.records import parse_records
     from bot.corrections.writer import Options, run
     from bot.prove import prove
-    from bot.serve import StartupError, model_in_service
+    from bot.processes import StartupError, model_in_service
 
     models = (args.models or project / "models").resolve()
     try:

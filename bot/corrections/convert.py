@@ -50,7 +50,12 @@ from bot.corrections.project import (
     Project,
     normalise,
 )
-from bot.corrections.records import AGENT_REPLY_ACTION, Correction, RecordError
+from bot.corrections.records import (
+    AGENT_REPLY_ACTION,
+    Correction,
+    RecordError,
+    correction_name,
+)
 
 PLACEHOLDER = re.compile(r"\{\w+\}")
 
@@ -228,7 +233,7 @@ class Plan:
         if not any(isinstance(e, UserUttered) for e in events):
             raise RecordError(c.id, "the tracker events hold no customer message to answer")
         events += self._run(events, action)
-        name = f"correction {c.id}: {c.type} {action}"
+        name = correction_name(c.id, f"{c.type} {action}")
         if training:
             self._add_story(self._story(c, events, name), name, outcome)
         self._add_test_story(self._story(c, events, name), name, outcome)
@@ -279,7 +284,7 @@ class Plan:
         action = self.project.rule_action_for_intent(intent)
         if action:
             events += self._run(events, action)
-        name = f"correction {c.id}: relabelled {intent}"
+        name = correction_name(c.id, f"{c.type} {intent}")
         self._add_test_story(self._story(c, events, name), name, outcome)
 
     def _add_example(self, c: Correction, intent: str, outcome: Outcome) -> None:
@@ -334,7 +339,7 @@ class Plan:
         its own, with the customer's message as its example: nothing to contradict."""
         assert c.after is not None and c.after.intent and self.editor is not None
         intent = c.after.intent
-        rule = f"correction {c.id}: {intent} -> {action}"
+        rule = correction_name(c.id, f"{intent} -> {action}")
         answered = self._rule_actions.get(intent) or self.project.rule_action_for_intent(intent)
         if rule in self._rule_names or answered == action:
             outcome.skipped.append(f"a rule already answers {intent} with {action}")
@@ -361,9 +366,9 @@ class Plan:
             outcome.stories.append(rule)
         self._add_example(c, intent, outcome)
         events_ = self._relabelled_events(c, intent, outcome)
-        assert events_ is not None  # records.py requires the customer's message
+        assert events_ is not None  # the contract requires the customer's message
         events_ += self._run(events_, action)
-        name = f"correction {c.id}: {c.type} {intent} {action}"
+        name = correction_name(c.id, f"{c.type} {intent} {action}")
         self._add_test_story(self._story(c, events_, name), name, outcome)
 
     def _written(self, c: Correction, outcome: Outcome) -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeAlias
 
+from contracts import correction_record as contract
+
 __all__ = [
     "ACTION_LISTEN",
     "AGENT_REPLY_ACTION",
@@ -78,7 +80,7 @@ __all__ = [
 
 
 ACTION_LISTEN = "action_listen"
-AGENT_REPLY_ACTION = "action_agent_reply"
+AGENT_REPLY_ACTION = contract.AGENT_REPLY_ACTION  # the contract's: bot/ reads it back
 """Action name under which a written or human reply enters the Rasa tracker (not in the domain)."""
 HANDOFF_KEY = "handoff"
 
@@ -134,12 +136,36 @@ class Notice(StrEnum):
 
 
 class CorrectionKind(StrEnum):
+    """What an agent did to a bot turn (the router's verbs); stored as the contract's
+    correction type (:attr:`recorded_as`)."""
+
     APPROVE = "approve"
     EDIT = "edit"
     REPLACE = "replace"
     WRITE = "write"
     RELABEL = "relabel"
     TAKEOVER = "takeover"
+
+    @property
+    def recorded_as(self) -> contract.CorrectionType:
+        """The correction type a decision of this kind is stored and exported as."""
+        return _RECORDED_AS[self]
+
+    @property
+    def reply_decision(self) -> contract.ReplyDecision | None:
+        """What a bot message sent because of this decision records, if it sends one."""
+        recorded = _RECORDED_AS[self]
+        return next((d for d in contract.REPLY_DECISIONS if d == recorded), None)
+
+
+_RECORDED_AS: Mapping[CorrectionKind, contract.CorrectionType] = {
+    CorrectionKind.APPROVE: contract.APPROVED,
+    CorrectionKind.EDIT: contract.EDITED,
+    CorrectionKind.REPLACE: contract.REPLACED,
+    CorrectionKind.WRITE: contract.WRITTEN,
+    CorrectionKind.RELABEL: contract.RELABELLED,
+    CorrectionKind.TAKEOVER: contract.TAKEOVER,
+}
 
 
 # --- data ---------------------------------------------------------------------------------------

@@ -31,8 +31,6 @@ from handoff.conversation.rasa_client import RasaClient, RasaError, TurnReply
 from handoff.conversation.state_codec import decode_state, encode, encode_state
 from handoff.store import (
     Conversation,
-    CorrectionType,
-    Decision,
     Message,
     MessageNlu,
     StaleVersion,
@@ -46,20 +44,6 @@ __all__ = ["Conversations", "Notifier", "conversation_json", "turn_result"]
 
 log = logging.getLogger(__name__)
 
-_CORRECTION_TYPES: Mapping[r.CorrectionKind, CorrectionType] = {
-    r.CorrectionKind.APPROVE: "approved",
-    r.CorrectionKind.EDIT: "edited",
-    r.CorrectionKind.REPLACE: "replaced",
-    r.CorrectionKind.WRITE: "written",
-    r.CorrectionKind.RELABEL: "relabelled",
-    r.CorrectionKind.TAKEOVER: "takeover",
-}
-_DECISIONS: Mapping[r.CorrectionKind, Decision] = {
-    r.CorrectionKind.APPROVE: "approved",
-    r.CorrectionKind.EDIT: "edited",
-    r.CorrectionKind.REPLACE: "replaced",
-    r.CorrectionKind.WRITE: "written",
-}
 _STALE_RETRIES = 5
 
 
@@ -356,17 +340,16 @@ class Conversations:
         cid = effect.conversation_id
         if effect.reply_id is not None:
             pending = await self.store.list_pending_replies(conversation_id=cid)
-            decision = {"approve": "approved", "edit": "edited", "replace": "replaced",
-                        "write": "written"}.get(effect.kind.value)
+            decision = effect.kind.reply_decision
             for reply in pending:
                 await self.store.resolve_pending_reply(
                     reply.id, status="decided" if decision else "discarded",
                     decided_by=effect.agent_id if decision else None,
-                    decision=decision)  # type: ignore[arg-type]
+                    decision=decision)
         row = await self.store.find_message_id(cid, effect.message_id) if (
             effect.message_id) else None
         await self.store.add_correction(
-            cid, type=_CORRECTION_TYPES[effect.kind], agent=effect.agent_id,
+            cid, type=effect.kind.recorded_as, agent=effect.agent_id,
             before=encode(effect.before), after=encode(effect.after),
             tracker_events=await self._tracker_events(cid), message_id=row,
             model_version=effect.model_id)
@@ -508,7 +491,7 @@ def _step_messages(effects: Sequence[r.Effect]) -> list[StepMessage]:
                     "text": text if isinstance(text, str) else None,
                     "payload": extra or None, "action": effect.action_name,
                     "decided_by": effect.agent_id,
-                    "decision": _DECISIONS.get(effect.decision) if effect.decision else None})
+                    "decision": effect.decision.reply_decision if effect.decision else None})
     return out
 
 

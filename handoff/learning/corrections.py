@@ -9,7 +9,9 @@
 ``export`` writes the accepted corrections not exported yet (``--all``: exported ones too) as
 a JSON list of correction records — the input of the writer in ``bot/`` that turns them into
 Rasa training data (``.venv/rasa/bin/python -m bot.corrections write --input FILE``) — and
-with ``--mark`` records them as exported under that id. A trainer chooses how an edit is
+with ``--mark`` records them as exported under that id. Accepted corrections are checked
+against the contract the writer reads them with (``contracts/correction_record.py``); one it
+would refuse is left out with its reason and stays waiting. A trainer chooses how an edit is
 learned by accepting it with ``"edited_as": "variation" | "policy_changed"`` in its ``after``,
 and a written reply or a replaced action with ``"written_as": "story" | "policy_changed" |
 "new_intent"`` (``new_intent``: ``after.intent`` names the intent). The database
@@ -24,20 +26,32 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contracts.correction_record import RESOLUTION_KEYS, RecordError, parse_record
 from handoff.errors import HandoffError
 from handoff.settings import resolve_database_url
 from handoff.store import Correction, Store, to_json
 
-__all__ = ["main"]
+__all__ = ["Export", "export_record", "export_records", "main"]
 
 DEFAULT_URL = "sqlite+aiosqlite:///var/handoff.db"
-# A trainer's choice of how a correction is learnt, accepted in its ``after``: ``edited_as``
-# for an edit, ``written_as`` for a written reply or a replaced action (docs/corrections.md).
-RESOLUTION_KEYS = ("edited_as", "written_as")
+
+
+@dataclass(frozen=True)
+class Export:
+    """Corrections bound for training: the records that pass the contract's check, and why
+    each of the others cannot become training data yet (they stay waiting, not exported)."""
+
+    records: list[dict[str, Any]]
+    refused: dict[int, str]
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(r["id"]) for r in self.records]
 
 
 def _url(given: str | None) -> str:
@@ -62,6 +76,23 @@ def export_record(correction: Correction) -> dict[str, Any]:
     if resolution:
         record["resolution"] = resolution
     return record
+
+
+def export_records(corrections: Iterable[Correction]) -> Export:
+    """The accepted corrections as records for the writer, each checked against the contract
+    (``contracts/correction_record.py``) the writer reads them with: one it would refuse is
+    left out, with the reason, instead of failing the whole retraining."""
+    records: list[dict[str, Any]] = []
+    refused: dict[int, str] = {}
+    for correction in corrections:
+        record = export_record(correction)
+        try:
+            parse_record(record)
+        except RecordError as exc:
+            refused[correction.id] = exc.reason
+            continue
+        records.append(record)
+    return Export(records, refused)
 
 
 def _summary(c: Any) -> str:
@@ -97,12 +128,17 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             found = await store.list_corrections(
                 review_status=args.status, exported=None if args.all else False)
-            records = [export_record(c) for c in found]
-            Path(args.out).write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n")
+            if args.status == "accepted":  # bound for training: checked as the writer will
+                export = export_records(found)
+            else:
+                export = Export([export_record(c) for c in found], {})
+            for cid, reason in sorted(export.refused.items()):
+                print(f"correction {cid} left out: {reason}", file=sys.stderr)
+            Path(args.out).write_text(
+                json.dumps(export.records, indent=1, ensure_ascii=False) + "\n")
             if args.mark:
-                await store.mark_corrections_exported([c.id for c in found],
-                                                      export_id=args.mark)
-            print(f"{len(records)} correction(s) written to {args.out}", file=sys.stderr)
+                await store.mark_corrections_exported(export.ids, export_id=args.mark)
+            print(f"{len(export.records)} correction(s) written to {args.out}", file=sys.stderr)
     return 0
 
 
