@@ -25,7 +25,8 @@ async def test_list_review_and_export(store: Store, store_url: str, tmp_path: Pa
     await store.upsert_conversation("c1")
     made = [await store.add_correction("c1", type=kind, agent="ann",
                                        before={"action_name": "utter_a", "intent": "greet"},
-                                       after={"action_name": "utter_b", "intent": "thank"},
+                                       after={"action_name": "utter_b", "intent": "thank",
+                                              "messages": [{"text": "Glad to help!"}]},
                                        tracker_events=[{"event": "user", "text": "hi"}])
             for kind in ("edited", "replaced", "relabelled")]
     ids = [str(c.id) for c in made]
@@ -58,6 +59,18 @@ async def test_list_review_and_export(store: Store, store_url: str, tmp_path: Pa
         (made[2].id, "relabelled", [{"event": "user", "text": "hi"}])]
     again = _cli(store_url, "export", "--out", str(out))  # marked: nothing new to export
     assert again.returncode == 0 and json.loads(out.read_text()) == []
+
+    # One the writer would refuse (no tracker events to write its story from) is left out
+    # with the reason, and stays waiting.
+    blind = await store.add_correction("c1", type="replaced", agent="ann",
+                                       before={"action_name": "utter_a"},
+                                       after={"action_name": "utter_b"}, tracker_events=[])
+    assert _cli(store_url, "review", str(blind.id), "--status", "accepted",
+                "--by", "tina").returncode == 0
+    left_out = _cli(store_url, "export", "--out", str(out), "--mark", "export-2")
+    assert left_out.returncode == 0 and json.loads(out.read_text()) == []
+    assert f"correction {blind.id} left out: no tracker events" in left_out.stderr
+    assert (await store.get_correction(blind.id)).export_id is None
     out.write_text(json.dumps([{"id": made[1].id}]))
     assert _cli(store_url, "mark", "--input", str(out), "--export-id", "retrain-1").returncode == 0
     assert (await store.get_correction(made[1].id)).export_id == "retrain-1"

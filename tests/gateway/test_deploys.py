@@ -85,7 +85,7 @@ def _project_copy(root: Path, actions_port: int) -> Path:
         shutil.copy2(PROJECT_ROOT / name, copy / name)
     for folder in ("stories", "nlu_holdout"):
         shutil.copytree(PROJECT_ROOT / "tests" / folder, copy / "tests" / folder)
-    for package in ("bot", "actions"):
+    for package in ("bot", "actions", "contracts"):
         (copy / package).symlink_to(PROJECT_ROOT / package)
     (copy / "models").mkdir()
     shutil.copy2(latest_model(PROJECT_ROOT / "models"), copy / "models")
