@@ -27,7 +27,7 @@ import aiohttp
 from handoff.errors import HandoffError
 
 __all__ = [
-    "ActionReport", "Decision", "HeldAction", "ParseReport", "RasaClient", "RasaError",
+    "ActionReport", "ContinueBody", "HeldAction", "ParseReport", "RasaClient", "RasaError",
     "RasaRejected", "RasaUnavailable", "Scored", "TurnReply",
 ]
 
@@ -72,23 +72,24 @@ class TurnReply(TypedDict):
     model_id: str | None
 
 
-class ApproveDecision(TypedDict):
+class ContinueApprove(TypedDict):
     type: Literal["approve"]
 
 
-class ReplaceDecision(TypedDict):
+class ContinueReplace(TypedDict):
     type: Literal["replace"]
     action: str
 
 
-class SayDecision(TypedDict):
+class ContinueSay(TypedDict):
     type: Literal["say"]
     action: str | None
     messages: list[dict[str, Any]]
     metadata: dict[str, Any]
 
 
-Decision = ApproveDecision | ReplaceDecision | SayDecision
+# The body of the channel's ``/continue``: how an agent resolved the held action.
+ContinueBody = ContinueApprove | ContinueReplace | ContinueSay
 
 
 class RasaError(HandoffError):
@@ -195,7 +196,8 @@ class RasaClient:
             body["rewind"] = True
         return _turn_reply(await self._post("/turn", body, base_url=base_url))
 
-    async def continue_(self, sender: str, decision: Decision, hold: bool = False) -> TurnReply:
+    async def continue_(self, sender: str, decision: ContinueBody,
+                        hold: bool = False) -> TurnReply:
         """Resolve the held action with ``decision`` and continue the turn."""
         body = {"sender": sender, "decision": dict(decision), "hold": hold}
         return _turn_reply(await self._post("/continue", body))

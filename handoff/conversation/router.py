@@ -161,7 +161,7 @@ def _dispatch(s: ConversationState, ev: Event, cfg: RouterConfig) -> Result:
             return _on_hand_back(s, ev.agent_id)
         case AgentMessage():
             return _on_agent_message(s, ev)
-        case Decision():
+        case ReviewDecision():
             return _on_decision(s, ev)
     raise InvalidTransition(f"unknown event {type(ev).__name__}")
 
@@ -464,7 +464,7 @@ def _on_agent_message(s: ConversationState, ev: AgentMessage) -> Result:
                         messages=messages, agent_id=ev.agent_id)]
 
 
-def _on_decision(s: ConversationState, ev: Decision) -> Result:
+def _on_decision(s: ConversationState, ev: ReviewDecision) -> Result:
     if s.mode is not Mode.REVIEW:
         raise InvalidTransition(f"no review decisions in {s.mode.value} mode")
     s = _claim(s, ev.agent_id)

@@ -29,7 +29,6 @@ __all__ = [
     "ConversationState",
     "CorrectionKind",
     "CustomerMessage",
-    "Decision",
     "Edit",
     "Effect",
     "Event",
@@ -56,6 +55,7 @@ __all__ = [
     "Relabel",
     "ReplaceAction",
     "ReplySnapshot",
+    "ReviewDecision",
     "ReviewTimeout",
     "RouterConfig",
     "RouterError",
@@ -344,32 +344,35 @@ class AgentMessage(AgentEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Decision(AgentEvent):
+class ReviewDecision(AgentEvent):
+    """An agent's decision on the held reply ``reply_id`` (a review): approve, edit, replace,
+    write or relabel."""
+
     reply_id: int
 
 
 @dataclass(frozen=True, kw_only=True)
-class Approve(Decision):
+class Approve(ReviewDecision):
     pass
 
 
 @dataclass(frozen=True, kw_only=True)
-class Edit(Decision):
+class Edit(ReviewDecision):
     text: str
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReplaceAction(Decision):
+class ReplaceAction(ReviewDecision):
     action_name: str
 
 
 @dataclass(frozen=True, kw_only=True)
-class Write(Decision):
+class Write(ReviewDecision):
     text: str
 
 
 @dataclass(frozen=True, kw_only=True)
-class Relabel(Decision):
+class Relabel(ReviewDecision):
     intent: str
 
 
@@ -449,7 +452,7 @@ class RasaCall(Effect):
 
 @dataclass(frozen=True, kw_only=True)
 class RasaHandleMessage(RasaCall):
-    """Log and parse the message (``POST .../messages``), report the parse, then continue."""
+    """Log and parse the message (the channel's ``/turn``), report the parse, then continue."""
 
     message: CustomerMessage
 

@@ -78,7 +78,7 @@ def flag_field(body: Body, key: str) -> bool:
     return value
 
 
-def decision_event(body: Body, agent: str, reply_id: int, max_chars: int) -> r.Decision:
+def decision_event(body: Body, agent: str, reply_id: int, max_chars: int) -> r.ReviewDecision:
     kind = body.get("type")
     if kind == "approve":
         return r.Approve(agent_id=agent, reply_id=reply_id)
