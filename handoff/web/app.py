@@ -39,7 +39,13 @@ from handoff.web.agents import (
     error_body,
     register_agent_api,
 )
-from handoff.web.auth import authenticate, ensure_first_admin, issue_token, verify_token
+from handoff.web.auth import (
+    FIRST_ADMIN,
+    authenticate,
+    ensure_first_admin,
+    issue_token,
+    verify_token,
+)
 from handoff.conversation.shell import Conversations
 from handoff.conversation.customer_protocol import (
     ProtocolError,
@@ -116,8 +122,9 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
             log.warning("%d conversation(s) waited for Rasa across a restart: queued", stuck)
         password = await ensure_first_admin(store)
         if password is not None:
-            print(f"Created the first user: admin / {password}  (shown only this once; "
-                  "change it with python -m handoff.web.auth)", flush=True)
+            print(f"Created the first user: {FIRST_ADMIN} / {password}  (shown only this "
+                  f"once; change it with python -m handoff.web.auth set-password --username "
+                  f"{FIRST_ADMIN})", flush=True)
 
     @app.before_server_stop
     async def _stop(_app: Sanic[Any, Any]) -> None:
