@@ -32,18 +32,17 @@ import logging
 import re
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import datetime, timezone
 from pathlib import PurePath
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import aiohttp
-import socketio
 from sanic import Sanic
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
-from handoff.web.agents import AGENT_NAMESPACE, AGENTS_ROOM, TRAINERS_ROOM, _body, user_of
+from handoff.web.http import json_body, user_of
 from handoff.learning.corrections import export_record
 from handoff.errors import BadRequest, Conflict, HandoffError, NotFound
 from handoff.conversation.rasa_client import RasaClient, RasaError
@@ -62,6 +61,16 @@ _CORRECTION_STORY = re.compile(r"^correction (\d+):")
 # here, for the first customers after a switch. A few held turns (no action runs) on
 # conversations of their own take that cost before any customer is sent there.
 WARM_UP = ("hello", "where is my order 100002?", "what is your return policy?")
+
+
+class TrainerNotifier(Protocol):
+    """Where the deploys' pushes go (the Socket.IO server, in the web wing)."""
+
+    async def to_trainers(self, event: str, payload: Any) -> None: ...
+
+    async def to_agents(
+        self, event: str, payload: Any, agent_ids: Sequence[str] | None = None
+    ) -> None: ...
 
 
 class SupervisorError(HandoffError):
@@ -173,11 +182,11 @@ class Deploys:
     """Retraining jobs and blue/green deploys (see the module docstring)."""
 
     def __init__(self, settings: Settings, store: Store, rasa: RasaClient,
-                 sio: socketio.AsyncServer, triage: TriageLink | None) -> None:
+                 notifier: TrainerNotifier, triage: TriageLink | None) -> None:
         self.settings = settings
         self.store = store
         self.rasa = rasa
-        self.sio = sio
+        self.notifier = notifier
         self.triage = triage
         self.supervisor = (Supervisor(settings.supervisor_url, settings.rasa_token)
                            if settings.supervisor_url else None)
@@ -197,7 +206,7 @@ class Deploys:
         return self.supervisor
 
     async def _to_trainers(self, event: str, payload: Any) -> None:
-        await self.sio.emit(event, payload, room=TRAINERS_ROOM, namespace=AGENT_NAMESPACE)
+        await self.notifier.to_trainers(event, payload)
 
     # ------------------------------------------------------------------ the live model
 
@@ -488,8 +497,8 @@ class Deploys:
         if self.triage is not None and self.triage.model_changed(model_id):
             await self.triage.rebuild()
         await self._progress(model_id, f"{version.file} is live")
-        await self.sio.emit("model_deployed", {"model": to_json(version), "rollback": rollback},
-                            room=AGENTS_ROOM, namespace=AGENT_NAMESPACE)
+        await self.notifier.to_agents("model_deployed", {"model": to_json(version),
+                                                         "rollback": rollback})
         return version
 
     async def start_rollback(self, by: str) -> dict[str, Any]:
@@ -566,7 +575,7 @@ def register_models_api(app: Sanic[Any, Any], *, settings: Settings, store: Stor
     @app.post("/api/retrain", name="retrain")
     async def _retrain(request: Request) -> HTTPResponse:
         who = await trainer(request)
-        body = _body(request) if request.body else {}
+        body = json_body(request)
         finetune = body.get("finetune", False)
         if not isinstance(finetune, bool):
             raise BadRequest("'finetune' must be true or false")
@@ -580,7 +589,7 @@ def register_models_api(app: Sanic[Any, Any], *, settings: Settings, store: Stor
     @app.post("/api/models/<model_id:str>/deploy", name="deploy")
     async def _deploy(request: Request, model_id: str) -> HTTPResponse:
         who = await trainer(request)
-        body = _body(request) if request.body else {}
+        body = json_body(request)
         override = body.get("override")
         if override is not None and (not isinstance(override, str) or not override.strip()
                                      or len(override) > MAX_OVERRIDE):
