@@ -1,14 +1,15 @@
 """The gateway's web app: ``create_app(settings, store, rasa) -> Sanic`` (no module-global app).
 
 It only wires: the conversation wing (:class:`~handoff.conversation.shell.Conversations`, with
-triage when it is on) and the learning wing (:class:`~handoff.learning.deploys.Deploys`) over the given store and Rasa client, each handed
+triage when it is on) and the learning wing (:class:`~handoff.learning.retraining.Retraining`,
+:class:`~handoff.learning.deploys.Deploys`) over the given store and Rasa client, each handed
 the one :class:`~handoff.web.notifier.SocketNotifier`, and the faces in front of them:
 
 * **customers** on the default Socket.IO namespace, Rasa's socketio channel protocol
   (:mod:`handoff.web.customers`);
 * **agents** on the JSON API and the ``/agent`` namespace (:mod:`handoff.web.agents`, login in
   :mod:`handoff.web.login`), **trainers** also on the corrections and models API
-  (:mod:`handoff.web.trainers`, :mod:`handoff.learning.deploys`), all listed in the OpenAPI document
+  (:mod:`handoff.web.trainers`, :mod:`handoff.web.models`), all listed in the OpenAPI document
   at ``/api/openapi.json`` (:mod:`handoff.web.openapi`) and ``docs/api.md``;
 * the pages: the demo shop with the widget, and the console (:mod:`handoff.web.pages`).
 
@@ -33,7 +34,9 @@ from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.shell import Conversations
 from handoff.conversation.triage_link import TriageLink
 from handoff.errors import HandoffError
-from handoff.learning.deploys import Deploys, register_models_api
+from handoff.learning.deploys import Deploys
+from handoff.learning.retraining import Retraining
+from handoff.learning.supervisor import Supervisor
 from handoff.settings import Settings
 from handoff.store import Store
 from handoff.triage import TriageConfig
@@ -42,6 +45,7 @@ from handoff.web.auth import FIRST_ADMIN, ensure_first_admin
 from handoff.web.customers import register_customer_protocol
 from handoff.web.http import error_body
 from handoff.web.login import register_login
+from handoff.web.models import register_models_api
 from handoff.web.notifier import SocketNotifier
 from handoff.web.openapi import openapi_document
 from handoff.web.pages import register_pages
@@ -69,10 +73,14 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         settings.triage_enabled) else None
     conversations = Conversations(store, rasa, notifier,
                                   review_timeout=settings.review_timeout, triage=triage)
-    deploys = Deploys(settings, store, rasa, notifier, triage)
+    supervisor = (Supervisor(settings.supervisor_url, settings.rasa_token)
+                  if settings.supervisor_url else None)
+    deploys = Deploys(settings, store, rasa, supervisor, notifier, triage)
+    retraining = Retraining(store, supervisor, notifier, deploys.live)
     app.ctx.sio = sio
     app.ctx.conversations = conversations
     app.ctx.deploys = deploys
+    app.ctx.retraining = retraining
     app.ctx.store = store
 
     @app.before_server_start
@@ -81,6 +89,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         if triage is not None:
             await triage.start()  # in the background: customers are served meanwhile
         await deploys.start()  # before any turn: the supervisor may have switched Rasa
+        retraining.recover()  # in the background: a retraining a restart cut off
         if (stuck := await conversations.recover()):
             log.warning("%d conversation(s) waited for Rasa across a restart: queued", stuck)
         password = await ensure_first_admin(store)
@@ -91,6 +100,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
 
     @app.before_server_stop
     async def _stop(_app: Sanic[Any, Any]) -> None:
+        await retraining.close()
         await deploys.close()
         await conversations.close()
         if triage is not None:
@@ -116,6 +126,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     register_agent_api(app, sio, notifier, settings=settings, store=store, rasa=rasa,
                        conversations=conversations)
     register_trainer_api(app, settings=settings, store=store, triage=triage)
-    register_models_api(app, settings=settings, store=store, deploys=deploys)
+    register_models_api(app, settings=settings, store=store, deploys=deploys,
+                        retraining=retraining)
     register_pages(app, settings)
     return app

@@ -1,5 +1,6 @@
-"""A gateway that restarts during a retraining still records its outcome (handoff/learning/deploys.py,
-``Deploys.recover_retrain``), from the supervisor's record of it (``GET /retrain``).
+"""A gateway that restarts during a retraining still records its outcome
+(handoff/learning/retraining.py, ``Retraining.recover_retrain``), from the supervisor's record
+of it (``GET /retrain``).
 
 The supervisor's control API is the real one (``bot.control.serve_control``) and so is the
 gateway (a process, killed with SIGKILL and started again on the same database), beside the
