@@ -2,13 +2,16 @@
 proven against the live one; the gateway decides and keeps the record.
 
 :meth:`Retraining.start` (``POST /api/retrain``) exports the accepted corrections not trained on
-yet and has the supervisor run ``bot.retrain`` on them: written as training data (or refused,
-with Rasa's reasons, ``data/`` unchanged), trained, and proven against the live model. Its
-output is pushed line by line to trainers as ``retrain_progress``, and the outcome as
-``retrain_finished``; :meth:`Retraining.state` shows the same. The corrections are marked
-exported, the new model recorded as a candidate with its proof, and each correction it gets
-right linked to it (``fixed_by_model``). A gateway that restarts during a retraining follows it
-to its end through the supervisor's record (:meth:`Retraining.recover`).
+yet, each checked against the contract the writer reads them with
+(:func:`~handoff.learning.corrections.export_records`): one that cannot become training data is
+left out, with its reason in the job's log and message, and stays waiting; when none can, the
+retraining is refused (409). The supervisor runs ``bot.retrain`` on the others: written as
+training data (or refused, with Rasa's reasons, ``data/`` unchanged), trained, and proven
+against the live model. Its output is pushed line by line to trainers as ``retrain_progress``,
+and the outcome as ``retrain_finished``; :meth:`Retraining.state` shows the same. The
+corrections are marked exported, the new model recorded as a candidate with its proof, and each
+correction it gets right linked to it (``fixed_by_model``). A gateway that restarts during a
+retraining follows it to its end through the supervisor's record (:meth:`Retraining.recover`).
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.correction_record import correction_id_of
 from handoff.errors import Conflict
-from handoff.learning.corrections import export_record
+from handoff.learning.corrections import export_records
 from handoff.learning.jobs import Outcome, State, TrainerNotifier, now, outcome, parse_time
 from handoff.learning.supervisor import (
     Supervisor,
@@ -49,6 +52,7 @@ class RetrainJob:
     corrections: list[int]  # the corrections sent to the writer
     against: str | None  # the live model it is proven against
     finetune: bool
+    left_out: dict[int, str] = field(default_factory=dict)  # correction id -> why
     state: State = "running"
     finished_at: str | None = None
     report: Any = None  # bot.retrain's report, once it ended
@@ -56,10 +60,11 @@ class RetrainJob:
     message: str | None = None
 
     @classmethod
-    def new(cls, by: str, corrections: list[int], against: str, finetune: bool) -> RetrainJob:
+    def new(cls, by: str, corrections: list[int], against: str, finetune: bool,
+            left_out: dict[int, str]) -> RetrainJob:
         return cls(id=f"retrain-{now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
                    started_by=by, started_at=now().isoformat(), corrections=corrections,
-                   against=against, finetune=finetune)
+                   against=against, finetune=finetune, left_out=left_out)
 
     @classmethod
     def from_audit(cls, entry: AuditEntry) -> RetrainJob:
@@ -68,22 +73,35 @@ class RetrainJob:
         return cls(id=(entry.target or "").removeprefix("retrain:"), started_by=entry.actor,
                    started_at=entry.created_at.isoformat(),
                    corrections=[int(i) for i in details.get("corrections", ())],
-                   against=details.get("against"), finetune=bool(details.get("finetune")))
+                   against=details.get("against"), finetune=bool(details.get("finetune")),
+                   left_out={int(i): str(why) for i, why in
+                             (details.get("left_out") or {}).items()})
 
     def audit_details(self) -> dict[str, Any]:
         return {"corrections": self.corrections, "finetune": self.finetune,
-                "against": self.against}
+                "against": self.against,
+                **({"left_out": {str(i): why for i, why in self.left_out.items()}}
+                   if self.left_out else {})}
+
+    def left_out_lines(self) -> list[str]:
+        return [f"correction {cid} left out: {why}" for cid, why in sorted(self.left_out.items())]
 
     def finish(self, ended: Outcome, report: Any) -> None:
         self.state, self.report, self.finished_at = ended.state, report, now().isoformat()
-        self.model_id, self.message = ended.model_id, ended.message
+        self.model_id = ended.model_id
+        self.message = ended.message + (
+            f" ({len(self.left_out)} correction(s) left out, not valid training data: see "
+            "the log)" if self.left_out else "")
 
     def to_json(self, log_lines: list[str]) -> dict[str, Any]:
         return {"id": self.id, "state": self.state, "started_by": self.started_by,
                 "started_at": self.started_at, "finished_at": self.finished_at,
                 "corrections": self.corrections, "against": self.against,
                 "finetune": self.finetune, "report": self.report, "model_id": self.model_id,
-                "message": self.message, "log": log_lines}
+                "message": self.message,
+                "left_out": [{"id": cid, "reason": why}
+                             for cid, why in sorted(self.left_out.items())],
+                "log": log_lines}
 
 
 class Retraining:
@@ -116,14 +134,24 @@ class Retraining:
                                                   limit=None)
         if not found:
             raise Conflict("no accepted correction waits for training: accept some first")
+        export = export_records(found)
+        if not export.records:
+            raise Conflict(
+                f"none of the {len(found)} accepted correction(s) can become training data: "
+                + "; ".join(f"correction {cid}: {why}" for cid, why in
+                            sorted(export.refused.items()))
+                + ". Reject them, or fix them and accept them again",
+                left_out=[{"id": cid, "reason": why}
+                          for cid, why in sorted(export.refused.items())])
         live = await self.live()
-        job = RetrainJob.new(by, [c.id for c in found], live.model_id, finetune)
+        job = RetrainJob.new(by, export.ids, live.model_id, finetune, export.refused)
         self.job = job
         self._log.clear()
+        self._log.extend(job.left_out_lines())
         await self.store.audit(by, "retrain_started", target=f"retrain:{job.id}",
                                details=job.audit_details())
         self._task = asyncio.get_running_loop().create_task(
-            self._run(supervisor, job, [export_record(c) for c in found]))
+            self._run(supervisor, job, export.records))
         return self.state() or {}
 
     async def _line(self, job: RetrainJob, line: str) -> None:
@@ -137,6 +165,8 @@ class Retraining:
         async def follow() -> Outcome:
             nonlocal report
             code: int | None = None
+            for line in job.left_out_lines():
+                await self.notifier.to_trainers("retrain_progress", {"id": job.id, "line": line})
             async for item in supervisor.retrain(records, job.finetune, job.id):
                 if "log" in item:
                     await self._line(job, str(item["log"]))
@@ -236,6 +266,7 @@ class Retraining:
                                              "stopped during it. Its corrections still wait: "
                                              "retrain again")
                 self._log.clear()
+                self._log.extend(job.left_out_lines())
                 self._log.extend(str(line) for line in last.get("log") or ())
                 if last.get("state") == "finished":
                     report = last.get("report")
