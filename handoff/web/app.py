@@ -77,7 +77,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                   if settings.supervisor_url else None)
     deploys = Deploys(settings, store, rasa, supervisor, notifier, triage)
     retraining = Retraining(store, supervisor, notifier, deploys.live)
-    app.ctx.sio = sio
+    app.ctx.notifier = notifier  # not the server: every emit goes through the notifier
     app.ctx.conversations = conversations
     app.ctx.deploys = deploys
     app.ctx.retraining = retraining
