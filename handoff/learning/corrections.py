@@ -12,7 +12,9 @@ Rasa training data (``.venv/rasa/bin/python -m bot.corrections write --input FIL
 with ``--mark`` records them as exported under that id. Accepted corrections are checked
 against the contract the writer reads them with (``contracts/correction_record.py``); one it
 would refuse is left out with its reason and stays waiting. A trainer chooses how an edit is
-learned by accepting it with ``"edited_as": "variation" | "policy_changed"`` in its ``after``,
+learned by accepting it through the API (``POST /api/corrections/{id}/review``; ``review``
+here accepts a correction as it is) with ``"edited_as": "variation" | "policy_changed"`` in
+its ``after``,
 and a written reply or a replaced action with ``"written_as": "story" | "policy_changed" |
 "new_intent"`` (``new_intent``: ``after.intent`` names the intent). The database
 is ``--url``, else ``$HANDOFF_DATABASE_URL``, else the gateway's default. Every review is

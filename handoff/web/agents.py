@@ -15,7 +15,6 @@ The full list, with bodies and answers, is the OpenAPI document at ``/api/openap
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -27,55 +26,20 @@ from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
 from handoff.conversation import router as r
-from handoff.web.auth import role_at_least, user_from_token
-from handoff.conversation.shell import Conversations, conversation_json, state_summary
-from handoff.errors import BadRequest, HandoffError, Unauthorized
 from handoff.conversation.rasa_client import RasaClient
+from handoff.conversation.shell import Conversations, conversation_json, state_summary
+from handoff.errors import BadRequest, HandoffError
 from handoff.settings import Settings
-from handoff.store import Role, Store, User, to_json
+from handoff.store import Store, User, to_json
+from handoff.web.auth import role_at_least, user_from_token
+from handoff.web.http import Body, error_body, flag_field, json_body, text_field, user_of
+from handoff.web.notifier import AGENT_NAMESPACE, SocketNotifier
 
-__all__ = [
-    "ACTIONS", "AGENT_NAMESPACE", "AGENTS_ROOM", "TRAINERS_ROOM", "AgentAction",
-    "register_agent_api", "user_of",
-]
+__all__ = ["ACTIONS", "AgentAction", "register_agent_api"]
 
 log = logging.getLogger(__name__)
-AGENT_NAMESPACE = "/agent"
-AGENTS_ROOM = "agents"
-TRAINERS_ROOM = "trainers"
 DOMAIN_CACHE_SECONDS = 30.0
 MAX_NOTE_CHARS = 4000
-
-Body = Mapping[str, Any]
-
-
-def error_code(exc: Exception) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
-
-
-def error_body(exc: Exception) -> tuple[dict[str, Any], int]:
-    """The JSON error and status for a refusal (the API's one error shape)."""
-    if isinstance(exc, HandoffError):
-        return exc.to_dict(), exc.status
-    if isinstance(exc, r.RouterError):
-        return {"error": error_code(exc), "message": str(exc)}, exc.status
-    raise exc
-
-
-def text_field(body: Body, key: str, max_chars: int) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest(f"{key!r} must be a non-empty string")
-    if len(value) > max_chars:
-        raise BadRequest(f"{key!r} may have at most {max_chars} characters")
-    return value
-
-
-def flag_field(body: Body, key: str) -> bool:
-    value = body.get(key, True)
-    if not isinstance(value, bool):
-        raise BadRequest(f"{key!r} must be true or false")
-    return value
 
 
 def decision_event(body: Body, agent: str, reply_id: int, max_chars: int) -> r.ReviewDecision:
@@ -97,7 +61,7 @@ def decision_event(body: Body, agent: str, reply_id: int, max_chars: int) -> r.R
 
 def suggestion_used(body: Body) -> str | None:
     """The suggested reply an agent's message or decision used (``suggestion``: its source,
-    e.g. ``response:utter_refund_policy``), recorded in the audit log for the dashboard."""
+    e.g. ``response:utter_refund_policy``), recorded in the audit log."""
     value = body.get("suggestion")
     if value is None:
         return None
@@ -155,18 +119,11 @@ ACTIONS: tuple[AgentAction, ...] = (
 )
 
 
-async def user_of(request: Request, store: Store, settings: Settings, role: Role) -> User:
-    """The logged-in user of an HTTP request (``Authorization: Bearer``), with at least
-    ``role``: ``Unauthorized`` (401) or ``Forbidden`` (403) otherwise."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("send Authorization: Bearer <token> (POST /api/login)")
-    return await user_from_token(store, token.strip(), secret=settings.jwt_secret, minimum=role)
-
-
-def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *, settings: Settings,
-                       store: Store, rasa: RasaClient, conversations: Conversations) -> None:
-    """Add the agents' HTTP endpoints and ``/agent`` events to ``app`` and ``sio``."""
+def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
+                       notifier: SocketNotifier, *, settings: Settings, store: Store,
+                       rasa: RasaClient, conversations: Conversations) -> None:
+    """Add the agents' HTTP endpoints and ``/agent`` events to ``app`` and ``sio``; the
+    agents' sockets join their rooms, and notes are pushed, through ``notifier``."""
     max_chars = settings.max_message_chars
     domain_cache: dict[str, Any] = {}
 
@@ -193,7 +150,7 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *, setti
             async def handler(request: Request, conversation_id: str,
                               **params: Any) -> HTTPResponse:
                 user = await agent(request)
-                body = dict(_body(request))
+                body = dict(json_body(request))
                 body.update(params)  # reply_id from the path
                 return json(await run(user, action, conversation_id, body))
             return handler
@@ -232,11 +189,11 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *, setti
     @app.post("/api/conversations/<conversation_id:str>/notes", name="add_note")
     async def _add_note(request: Request, conversation_id: str) -> HTTPResponse:
         user = await agent(request)
-        text = text_field(_body(request), "text", MAX_NOTE_CHARS)
+        text = text_field(json_body(request), "text", MAX_NOTE_CHARS)
         note = await store.add_note(conversation_id, author=user.username, text=text)
         await store.audit(user.username, "note", target=f"conversation:{conversation_id}")
-        await sio.emit("note", {"conversation_id": conversation_id, "note": to_json(note)},
-                       room=AGENTS_ROOM, namespace=AGENT_NAMESPACE)
+        await notifier.to_agents("note", {"conversation_id": conversation_id,
+                                          "note": to_json(note)})
         return json({"note": to_json(note)}, status=201)
 
     @app.get("/api/conversations/<conversation_id:str>/suggestions", name="suggestions")
@@ -265,10 +222,8 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *, setti
         except HandoffError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message) from None
         await sio.save_session(sid, {"token": token}, namespace=AGENT_NAMESPACE)
-        await sio.enter_room(sid, AGENTS_ROOM, namespace=AGENT_NAMESPACE)
-        await sio.enter_room(sid, f"agent:{user.username}", namespace=AGENT_NAMESPACE)
-        if role_at_least(user.role, "trainer"):  # retraining and deploy progress
-            await sio.enter_room(sid, TRAINERS_ROOM, namespace=AGENT_NAMESPACE)
+        await notifier.join_agent(sid, user.username,
+                                  trainer=role_at_least(user.role, "trainer"))
 
     sio.on("connect", handler=_connect, namespace=AGENT_NAMESPACE)
 
@@ -290,18 +245,6 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *, setti
             return handler
 
         sio.on(action.event, handler=bind_event(action), namespace=AGENT_NAMESPACE)
-
-
-def _body(request: Request) -> dict[str, Any]:
-    if not request.body:
-        return {}
-    try:
-        data = request.json
-    except Exception:
-        raise BadRequest("the body must be JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
-    return data
 
 
 def _domain_json(raw: Mapping[str, Any]) -> dict[str, Any]:

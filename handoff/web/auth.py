@@ -10,8 +10,12 @@ roles below it may (:func:`role_at_least`). Passwords are hashed with argon2id
     token = issue_token(user.username, user.role, secret=secret)
     claims = verify_token(token, secret=secret)                # TokenExpired / TokenInvalid
 
-Command line: ``python -m handoff.web.auth create-user --url URL --username U --role agent``
-(password from a prompt, or the first line of standard input with ``--password-stdin``).
+Command line, on the gateway's database (``--url``, else ``$HANDOFF_DATABASE_URL`` or its value
+in ``.env``, else the gateway's default ``var/handoff.db``); the password from a prompt, or
+the first line of standard input with ``--password-stdin``::
+
+    python -m handoff.web.auth create-user --username U --role agent
+    python -m handoff.web.auth set-password --username admin
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Final
 
 import jwt
@@ -34,8 +39,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from handoff.errors import BadRequest, Forbidden, HandoffError, NotFound, Unauthorized
-from handoff.store.records import ROLES, Role, User
+from handoff.settings import Settings, read_env_file, resolve_database_url
 from handoff.store import AlreadyExists, Store
+from handoff.store.records import ROLES, Role, User
 
 __all__ = [
     "ROLES", "DEFAULT_TOKEN_TTL", "InvalidCredentials", "TokenClaims", "TokenExpired",
@@ -283,10 +289,28 @@ def _read_password(from_stdin: bool) -> str:
     return first
 
 
+def gateway_database_url(environ: Mapping[str, str] | None = None) -> str:
+    """The database the gateway uses when started here: ``$HANDOFF_DATABASE_URL``, else its
+    value in the ``.env`` file (``$HANDOFF_ENV_FILE``), else the setting's default."""
+    env = os.environ if environ is None else environ
+    file_values = read_env_file(Path(env.get("HANDOFF_ENV_FILE", ".env")))
+    url = env.get("HANDOFF_DATABASE_URL") or file_values.get("HANDOFF_DATABASE_URL")
+    return resolve_database_url(url or Settings.database_url)
+
+
 async def _create_user(url: str, username: str, password: str, role: Role) -> User:
     async with Store(url) as store:
         await store.migrate()
         return await create_user(store, username, password, role)
+
+
+async def _set_password(url: str, username: str, password: str) -> User:
+    async with Store(url) as store:
+        await store.migrate()
+        user = await change_password(store, username, password)
+        await store.audit(username, "password_set", target=f"user:{username}",
+                          details={"via": "cli"})
+        return user
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -295,23 +319,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create-user", help="create a user (migrates the database first)")
-    create.add_argument(
-        "--url", default=os.environ.get("HANDOFF_DATABASE_URL"),
-        required="HANDOFF_DATABASE_URL" not in os.environ,
-        help="database URL (default: $HANDOFF_DATABASE_URL)",
-    )
-    create.add_argument("--username", required=True)
+    password = sub.add_parser("set-password", help="set a user's new password (the first "
+                              "admin's, printed once at the gateway's first start, too)")
+    for command in (create, password):
+        command.add_argument(
+            "--url", default=None,
+            help="database URL (default: $HANDOFF_DATABASE_URL, else the gateway's default)",
+        )
+        command.add_argument("--username", required=True)
+        command.add_argument(
+            "--password-stdin", action="store_true",
+            help="read the password from the first line of standard input instead of a prompt",
+        )
     create.add_argument("--role", required=True, choices=ROLES)
-    create.add_argument(
-        "--password-stdin", action="store_true",
-        help="read the password from the first line of standard input instead of a prompt",
-    )
     args = parser.parse_args(argv)
+    url = args.url or gateway_database_url()
     try:
-        password = _read_password(args.password_stdin)
-        user = asyncio.run(_create_user(args.url, args.username, password, args.role))
+        secret = _read_password(args.password_stdin)
+        if args.command == "set-password":
+            user = asyncio.run(_set_password(url, args.username, secret))
+            print(f"new password set for {user.username} ({user.role})")
+            return 0
+        user = asyncio.run(_create_user(url, args.username, secret, args.role))
     except AlreadyExists:
         print(f"error: user {args.username!r} exists", file=sys.stderr)
+        return 1
+    except NotFound:
+        print(f"error: no user {args.username!r}", file=sys.stderr)
         return 1
     except (HandoffError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

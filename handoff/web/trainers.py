@@ -24,12 +24,12 @@ from sanic import Sanic
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
-from handoff.web.agents import _body, user_of
+from handoff.conversation.triage_link import TriageLink
 from handoff.errors import BadRequest, Conflict, NotFound
 from handoff.settings import Settings
 from handoff.store import Correction, Store, to_json
 from handoff.triage.clustering import CANDIDATE_REASONS
-from handoff.conversation.triage_link import TriageLink
+from handoff.web.http import int_arg, json_body, user_of
 
 __all__ = ["register_trainer_api"]
 
@@ -37,19 +37,6 @@ MAX_LIMIT = 500
 MAX_LABEL = 200
 MAX_AFTER_BYTES = 65536
 _INTENT = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
-
-
-def _int_arg(request: Request, name: str, default: int | None, top: int) -> int | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name!r} must be an integer") from None
-    if not 0 <= value <= top:
-        raise BadRequest(f"{name!r} must be between 0 and {top}")
-    return value
 
 
 def correction_json(correction: Correction) -> dict[str, Any]:
@@ -72,8 +59,8 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
             review_status=status or None,  # the store validates both
             type=kind or None,
             conversation_id=request.args.get("conversation_id") or None,
-            after_id=_int_arg(request, "after_id", None, 2**62),
-            limit=_int_arg(request, "limit", 100, MAX_LIMIT))
+            after_id=int_arg(request, "after_id", None, 2**62),
+            limit=int_arg(request, "limit", 100, MAX_LIMIT))
         return json({"corrections": [correction_json(c) for c in found]})
 
     async def review(who: str, ids: list[int], status: Any, note: Any,
@@ -92,7 +79,7 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
     @app.post("/api/corrections/<correction_id:int>/review", name="review_correction")
     async def _review(request: Request, correction_id: int) -> HTTPResponse:
         who = await trainer(request)
-        body = _body(request)
+        body = json_body(request)
         [correction] = await review(who, [correction_id], body.get("status"), body.get("note"),
                                     body.get("after"))
         return json({"correction": correction_json(correction)})
@@ -100,7 +87,7 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
     @app.post("/api/corrections/review", name="review_corrections")
     async def _review_many(request: Request) -> HTTPResponse:
         who = await trainer(request)
-        body = _body(request)
+        body = json_body(request)
         ids = body.get("ids")
         if not isinstance(ids, list) or not ids or len(ids) > MAX_LABEL or not all(
                 isinstance(i, int) and not isinstance(i, bool) for i in ids):
@@ -125,7 +112,7 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
     @app.get("/api/emerging-needs", name="emerging_needs")
     async def _emerging(request: Request) -> HTTPResponse:
         await trainer(request)
-        limit = _int_arg(request, "limit", 300, 2000)
+        limit = int_arg(request, "limit", 300, 2000)
         worker = triage.worker if triage is not None else None
         if worker is None:
             raise Conflict("triage is off or still loading its model (GET /api/health)")
@@ -141,7 +128,7 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
     @app.post("/api/emerging-needs/label", name="label_emerging_need")
     async def _label(request: Request) -> HTTPResponse:
         who = await trainer(request)
-        body = _body(request)
+        body = json_body(request)
         intent = body.get("intent")
         if not isinstance(intent, str) or not _INTENT.match(intent):
             raise BadRequest("'intent' must be an intent name: lower-case letters, digits and _")

@@ -22,6 +22,7 @@ from handoff.web.auth import (
     change_password,
     create_user,
     ensure_first_admin,
+    gateway_database_url,
     issue_token,
     new_secret,
     require_role,
@@ -270,3 +271,40 @@ async def test_create_user_cli(store: Store, store_url: str) -> None:
         "--password-stdin",
     )
     assert bad_role.returncode == 2 and "invalid choice" in bad_role.stderr
+
+
+async def test_set_password_cli(store: Store, store_url: str) -> None:
+    """What the gateway's start-up message tells the admin to run really changes the
+    password (and is audit-logged); an unknown user or a short password changes nothing."""
+    await create_user(store, "admin", PASSWORD, "admin")
+    new = "a-new-password-for-the-admin"
+    args = ("set-password", "--url", store_url, "--username", "admin", "--password-stdin")
+    done = await asyncio.to_thread(_cli, *args, stdin=new + "\n")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0, "new password set for admin (admin)\n", "")
+    assert (await authenticate(store, "admin", new)).username == "admin"
+    with pytest.raises(InvalidCredentials):
+        await authenticate(store, "admin", PASSWORD)
+    assert [(e.actor, e.action, e.target) for e in await store.list_audit(actor="admin")] == [
+        ("admin", "password_set", "user:admin")]
+    ghost = await asyncio.to_thread(
+        _cli, "set-password", "--url", store_url, "--username", "ghost", "--password-stdin",
+        stdin=new + "\n")
+    assert (ghost.returncode, ghost.stderr) == (1, "error: no user 'ghost'\n")
+    short = await asyncio.to_thread(_cli, *args, stdin="short\n")
+    assert (short.returncode, short.stderr) == (
+        1, "error: a password needs at least 8 characters\n")
+    assert (await authenticate(store, "admin", new)).username == "admin"
+
+
+async def test_the_cli_uses_the_gateways_database_by_default(tmp_path: Path) -> None:
+    """Without --url: $HANDOFF_DATABASE_URL, else .env's, else the gateway's default."""
+    env_file = tmp_path / ".env"
+    assert gateway_database_url({"HANDOFF_ENV_FILE": str(env_file)}) == (
+        f"sqlite+aiosqlite:///{PROJECT_ROOT / 'var' / 'handoff.db'}")
+    env_file.write_text("HANDOFF_DATABASE_URL=sqlite+aiosqlite:///var/other.db\n")
+    assert gateway_database_url({"HANDOFF_ENV_FILE": str(env_file)}) == (
+        f"sqlite+aiosqlite:///{PROJECT_ROOT / 'var' / 'other.db'}")
+    assert gateway_database_url({"HANDOFF_ENV_FILE": str(env_file),
+                                 "HANDOFF_DATABASE_URL": "postgresql+asyncpg://db/x"}) == (
+        "postgresql+asyncpg://db/x")

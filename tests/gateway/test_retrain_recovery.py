@@ -1,5 +1,7 @@
-"""A gateway that restarts during a retraining still records its outcome (handoff/learning/deploys.py,
-``Deploys.recover_retrain``), from the supervisor's record of it (``GET /retrain``).
+"""A gateway that restarts during a retraining still records its outcome
+(handoff/learning/retraining.py, ``Retraining.recover_retrain``), from the supervisor's record
+of it (``GET /retrain``); a correction that cannot become training data is left out of a
+retraining, with its reason.
 
 The supervisor's control API is the real one (``bot.control.serve_control``) and so is the
 gateway (a process, killed with SIGKILL and started again on the same database), beside the
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.asyncio
 
 MODEL_ID = "model-of-the-recovered-retraining"
 MODEL_FILE = "corrections-20261128T235900Z.tar.gz"
+JOIN = "i would love to join northwind goods as a customer"
 
 # Stands in for `python -m bot.retrain`: says it runs, waits for the test's signal, then
 # prints a report like bot.retrain's (one correction, fixed, nothing regressed).
@@ -132,7 +135,8 @@ async def test_a_restarted_gateway_records_the_retraining_it_started(
         await store.upsert_conversation("to-relabel")
         made = await store.add_correction(
             "to-relabel", type="relabelled", agent="ann",
-            before={"intent": "contact_customer_service"}, after={"intent": "create_account"})
+            before={"intent": "contact_customer_service", "text": JOIN},
+            after={"intent": "create_account", "text": JOIN})
         await store.review_correction(made.id, review_status="accepted", reviewed_by="rita")
         async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
             rita = await user_login(store, api, "rita", "trainer")
@@ -168,8 +172,8 @@ async def test_a_restarted_gateway_records_the_retraining_it_started(
         # failed, its corrections still waiting.
         await store.upsert_conversation("another")
         waiting = await store.add_correction(
-            "another", type="relabelled", agent="ann", before={"intent": "greet"},
-            after={"intent": "goodbye"})
+            "another", type="relabelled", agent="ann", before={"intent": "greet", "text": "bye"},
+            after={"intent": "goodbye", "text": "bye"})
         await store.review_correction(waiting.id, review_status="accepted", reviewed_by="rita")
         await store.audit("rita", "retrain_started", target="retrain:lost-one",
                           details={"corrections": [waiting.id], "finetune": False})
@@ -181,5 +185,50 @@ async def test_a_restarted_gateway_records_the_retraining_it_started(
         assert (await store.get_correction(waiting.id)).export_id is None
         assert [e.action for e in await store.list_audit(target="retrain:lost-one")] == [
             "retrain_failed", "retrain_started"]
+    finally:
+        await store.close()
+
+
+async def test_a_correction_that_cannot_become_training_data_is_left_out(
+    restartable: Any, supervisor: tuple[str, Path]
+) -> None:
+    _, signals = supervisor
+    gateway = await asyncio.to_thread(restartable)
+    store = Store(gateway.database_url)
+    try:
+        await store.upsert_conversation("c1")
+        good = await store.add_correction(
+            "c1", type="relabelled", agent="ann",
+            before={"intent": "contact_customer_service", "text": JOIN},
+            after={"intent": "create_account", "text": JOIN})
+        # Rasa was not reachable when the agent decided: no tracker events to write from
+        blind = await store.add_correction(
+            "c1", type="replaced", agent="ann", before={"action_name": "utter_greet"},
+            after={"action_name": "utter_goodbye"}, tracker_events=[])
+        await store.review_corrections([good.id, blind.id], review_status="accepted",
+                                       reviewed_by="rita")
+        reason = "no tracker events: the story cannot be written (Rasa was not reachable " \
+                 "when the agent decided)"
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
+            rita = await user_login(store, api, "rita", "trainer")
+            resp = await api.post("/api/retrain", headers=rita, json={})
+            assert resp.status_code == 202, resp.text
+            job = resp.json()["retrain"]
+            assert (job["corrections"], job["left_out"]) == (
+                [good.id], [{"id": blind.id, "reason": reason}])
+            assert job["log"] == [f"correction {blind.id} left out: {reason}"]
+            (signals / "go").write_text("go")
+            done = await _state(api, rita, "succeeded")
+            assert "retraining on 1 correction(s)" in " ".join(done["log"])
+            assert done["message"].endswith(
+                "(1 correction(s) left out, not valid training data: see the log)")
+            assert (await store.get_correction(good.id)).export_id == job["id"]
+            assert (await store.get_correction(blind.id)).export_id is None  # still waiting
+
+            # only the one that cannot become training data waits: refused, with why
+            again = await api.post("/api/retrain", headers=rita, json={})
+            assert again.status_code == 409, again.text
+            assert again.json()["left_out"] == [{"id": blind.id, "reason": reason}]
+            assert f"correction {blind.id}: no tracker events" in again.json()["message"]
     finally:
         await store.close()
