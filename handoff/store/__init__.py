@@ -5,10 +5,10 @@ SQLite (WAL) by default, PostgreSQL by URL; the schema is made by the Alembic mi
 Command line: ``python -m handoff.store migrate --url URL``.
 """
 
-from handoff.store.store import (
-    VERSION_TABLE as VERSION_TABLE,
-    AlreadyExists as AlreadyExists,
-    AlreadyResolved as AlreadyResolved,
+from handoff.store.conversations import StaleVersion as StaleVersion
+from handoff.store.database import VERSION_TABLE as VERSION_TABLE
+from handoff.store.database import alembic_config as alembic_config
+from handoff.store.records import (
     AuditEntry as AuditEntry,
     Conversation as Conversation,
     Correction as Correction,
@@ -27,13 +27,13 @@ from handoff.store.store import (
     ReviewStatus as ReviewStatus,
     Role as Role,
     Sender as Sender,
-    StaleVersion as StaleVersion,
     StepMessage as StepMessage,
-    Store as Store,
     User as User,
-    alembic_config as alembic_config,
     to_json as to_json,
 )
+from handoff.store.reviews import AlreadyResolved as AlreadyResolved
+from handoff.store.store import Store as Store
+from handoff.store.users import AlreadyExists as AlreadyExists
 
 __all__ = [
     "VERSION_TABLE",

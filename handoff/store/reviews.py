@@ -1,0 +1,367 @@
+"""The review side of a conversation: bot replies held for an agent (``pending_replies``) and
+the corrections agents' decisions become (``corrections``), with the trainers' verdicts on them
+(``docs/store.md``). Part of :class:`~handoff.store.Store`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from handoff.errors import BadRequest, Conflict, NotFound
+from handoff.store.conversations import ConversationStore
+from handoff.store.database import check_limit, now, one_of, record, values_of
+from handoff.store.records import (
+    CORRECTION_TYPES,
+    DECISIONS,
+    PENDING_STATUSES,
+    REVIEW_STATUSES,
+    Correction,
+    CorrectionDraft,
+    CorrectionType,
+    Decided,
+    Decision,
+    Message,
+    OutgoingMessage,
+    PendingReply,
+    PendingStatus,
+    ReviewStatus,
+)
+from handoff.store.schema import audit_log, corrections, pending_replies
+
+__all__ = ["AlreadyResolved", "ReviewStore"]
+
+
+class AlreadyResolved(Conflict):
+    """The pending reply was already decided or discarded (e.g. by another agent)."""
+
+    code = "already_resolved"
+
+
+class ReviewStore(ConversationStore):
+    """Pending replies and corrections."""
+
+    # ----------------------------------------------------------------- pending replies
+
+    async def add_pending_reply(
+        self,
+        conversation_id: str,
+        *,
+        action: str,
+        messages: list[dict[str, Any]],
+        confidence: float | None = None,
+        alternatives: list[dict[str, Any]] | None = None,
+        trigger_message_id: int | None = None,
+        model_version: str | None = None,
+    ) -> PendingReply:
+        """Hold a bot reply (the predicted ``action`` and the ``messages`` it would send) for
+        an agent's decision. ``NotFound`` if the conversation does not exist."""
+        async with self._tx(write=True) as conn:
+            await self._require_conversation(conn, conversation_id)
+            if trigger_message_id is not None:
+                await self._require_message(conn, conversation_id, trigger_message_id)
+            row = (await conn.execute(
+                sa.insert(pending_replies).values(
+                    conversation_id=conversation_id, created_at=now(),
+                    trigger_message_id=trigger_message_id, action=action, messages=messages,
+                    confidence=confidence, alternatives=alternatives,
+                    model_version=model_version, status="pending",
+                ).returning(*pending_replies.c)
+            )).one()
+        return record(PendingReply, row)
+
+    async def get_pending_reply(self, pending_reply_id: int) -> PendingReply:
+        """The pending reply (whatever its status), or ``NotFound``."""
+        async with self._tx(write=False) as conn:
+            return await self._pending(conn, pending_reply_id)
+
+    async def list_pending_replies(
+        self, *, conversation_id: str | None = None, status: PendingStatus | None = "pending"
+    ) -> list[PendingReply]:
+        """Pending replies, oldest first; by default only those still ``pending``."""
+        query = sa.select(pending_replies)
+        if conversation_id is not None:
+            query = query.where(pending_replies.c.conversation_id == conversation_id)
+        if status is not None:
+            one_of("status", status, PENDING_STATUSES)
+            query = query.where(pending_replies.c.status == status)
+        async with self._tx(write=False) as conn:
+            rows = await conn.execute(query.order_by(pending_replies.c.id))
+            return [record(PendingReply, row) for row in rows]
+
+    async def resolve_pending_reply(
+        self,
+        pending_reply_id: int,
+        *,
+        status: Literal["decided", "discarded"],
+        decided_by: str | None = None,
+        decision: Decision | None = None,
+    ) -> PendingReply:
+        """Mark a pending reply ``decided`` (``decision`` required) or ``discarded``.
+        ``AlreadyResolved`` (409) if it is no longer pending: exactly one caller wins."""
+        async with self._tx(write=True) as conn:
+            return await self._resolve(conn, pending_reply_id, status, decided_by, decision)
+
+    async def discard_pending_replies(
+        self, conversation_id: str, *, decided_by: str | None = None
+    ) -> list[PendingReply]:
+        """Discard every still-pending reply of a conversation (e.g. on takeover or a new
+        customer message); returns those it discarded."""
+        async with self._tx(write=True) as conn:
+            await self._require_conversation(conn, conversation_id)
+            rows = await conn.execute(
+                sa.update(pending_replies)
+                .where(pending_replies.c.conversation_id == conversation_id)
+                .where(pending_replies.c.status == "pending")
+                .values(status="discarded", decided_at=now(), decided_by=decided_by)
+                .returning(*pending_replies.c)
+            )
+            return sorted((record(PendingReply, row) for row in rows), key=lambda p: p.id)
+
+    async def decide_pending_reply(
+        self,
+        pending_reply_id: int,
+        *,
+        decided_by: str,
+        decision: Decision,
+        messages: Sequence[OutgoingMessage],
+        correction: CorrectionDraft | None = None,
+    ) -> Decided:
+        """An agent's decision, in one transaction: mark the reply decided, append the bot
+        ``messages`` the customer will see (``sender="bot"``, with ``decision`` and
+        ``decided_by``), and store the ``correction`` (if given) pointing at the reply and the
+        first appended message. ``AlreadyResolved`` if another agent was first."""
+        one_of("decision", decision, DECISIONS)
+        if correction is not None:
+            one_of("correction type", correction.get("type"), CORRECTION_TYPES)
+        async with self._tx(write=True) as conn:
+            pending = await self._resolve(conn, pending_reply_id, "decided", decided_by, decision)
+            sent: list[Message] = []
+            for out in messages:
+                values: dict[str, Any] = dict(
+                    sender="bot", text=out.get("text"), payload=out.get("payload"),
+                    metadata=out.get("metadata"), action=out.get("action"),
+                    model_version=out.get("model_version"),
+                    client_message_id=out.get("client_message_id"),
+                    decision=decision, decided_by=decided_by,
+                )
+                sent.append(await self._append(conn, pending.conversation_id, values))
+            stored: Correction | None = None
+            if correction is not None:
+                stored = await self._insert_correction(
+                    conn,
+                    conversation_id=pending.conversation_id,
+                    type=correction["type"],
+                    agent=decided_by,
+                    before=correction.get("before"),
+                    after=correction.get("after"),
+                    tracker_events=correction.get("tracker_events") or [],
+                    message_id=sent[0].id if sent else None,
+                    pending_reply_id=pending.id,
+                    model_version=correction.get("model_version", pending.model_version),
+                )
+        return Decided(pending_reply=pending, messages=sent, correction=stored)
+
+    async def _pending(self, conn: AsyncConnection, pending_reply_id: int) -> PendingReply:
+        row = (await conn.execute(
+            sa.select(pending_replies).where(pending_replies.c.id == pending_reply_id)
+        )).first()
+        if row is None:
+            raise NotFound(f"no pending reply {pending_reply_id}",
+                           pending_reply_id=pending_reply_id)
+        return record(PendingReply, row)
+
+    async def _resolve(
+        self,
+        conn: AsyncConnection,
+        pending_reply_id: int,
+        status: str,
+        decided_by: str | None,
+        decision: str | None,
+    ) -> PendingReply:
+        one_of("status", status, ("decided", "discarded"))
+        if status == "decided":
+            one_of("decision", decision, DECISIONS)
+        elif decision is not None:
+            raise BadRequest("a discarded reply has no decision")
+        row = (await conn.execute(
+            sa.update(pending_replies)
+            .where(pending_replies.c.id == pending_reply_id)
+            .where(pending_replies.c.status == "pending")
+            .values(status=status, decided_at=now(), decided_by=decided_by, decision=decision)
+            .returning(*pending_replies.c)
+        )).first()
+        if row is None:
+            current = await self._pending(conn, pending_reply_id)
+            raise AlreadyResolved(
+                f"pending reply {pending_reply_id} is already {current.status}",
+                pending_reply_id=pending_reply_id, status=current.status,
+                decided_by=current.decided_by,
+            )
+        return record(PendingReply, row)
+
+    # ----------------------------------------------------------------- corrections
+
+    async def add_correction(
+        self,
+        conversation_id: str,
+        *,
+        type: CorrectionType,
+        agent: str,
+        before: Any = None,
+        after: Any = None,
+        tracker_events: list[dict[str, Any]] | None = None,
+        message_id: int | None = None,
+        pending_reply_id: int | None = None,
+        model_version: str | None = None,
+    ) -> Correction:
+        """Store an agent's correction of a bot turn with the Rasa tracker events up to that
+        turn; it starts with ``review_status="new"``. ``NotFound`` if the conversation, or a
+        referenced message / pending reply of that conversation, does not exist."""
+        one_of("type", type, CORRECTION_TYPES)
+        async with self._tx(write=True) as conn:
+            await self._require_conversation(conn, conversation_id)
+            if message_id is not None:
+                await self._require_message(conn, conversation_id, message_id)
+            if pending_reply_id is not None:
+                pending = await self._pending(conn, pending_reply_id)
+                if pending.conversation_id != conversation_id:
+                    raise NotFound(
+                        f"no pending reply {pending_reply_id} in conversation "
+                        f"{conversation_id!r}", pending_reply_id=pending_reply_id,
+                    )
+            return await self._insert_correction(
+                conn, conversation_id=conversation_id, type=type, agent=agent, before=before,
+                after=after, tracker_events=tracker_events or [], message_id=message_id,
+                pending_reply_id=pending_reply_id, model_version=model_version,
+            )
+
+    async def _insert_correction(self, conn: AsyncConnection, **values: Any) -> Correction:
+        row = (await conn.execute(
+            sa.insert(corrections)
+            .values(created_at=now(), review_status="new", **values)
+            .returning(*corrections.c)
+        )).one()
+        return record(Correction, row)
+
+    async def get_correction(self, correction_id: int) -> Correction:
+        """The correction, or ``NotFound``."""
+        async with self._tx(write=False) as conn:
+            row = (await conn.execute(
+                sa.select(corrections).where(corrections.c.id == correction_id)
+            )).first()
+        if row is None:
+            raise NotFound(f"no correction {correction_id}", correction_id=correction_id)
+        return record(Correction, row)
+
+    async def list_corrections(
+        self,
+        *,
+        type: CorrectionType | Sequence[CorrectionType] | None = None,
+        review_status: ReviewStatus | Sequence[ReviewStatus] | None = None,
+        conversation_id: str | None = None,
+        agent: str | None = None,
+        exported: bool | None = None,
+        after_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[Correction]:
+        """Corrections in id (= creation) order. ``exported``: only those that were (True) or
+        were not (False) marked exported; ``after_id`` + ``limit`` page through them."""
+        check_limit(limit)
+        c = corrections.c
+        query = sa.select(corrections)
+        if type is not None:
+            query = query.where(c.type.in_(values_of("type", type, CORRECTION_TYPES)))
+        if review_status is not None:
+            query = query.where(
+                c.review_status.in_(values_of("review status", review_status, REVIEW_STATUSES))
+            )
+        if conversation_id is not None:
+            query = query.where(c.conversation_id == conversation_id)
+        if agent is not None:
+            query = query.where(c.agent == agent)
+        if exported is not None:
+            query = query.where(c.exported_at.is_not(None) if exported else c.exported_at.is_(None))
+        if after_id is not None:
+            query = query.where(c.id > after_id)
+        async with self._tx(write=False) as conn:
+            rows = await conn.execute(query.order_by(c.id).limit(limit))
+            return [record(Correction, row) for row in rows]
+
+    async def review_correction(
+        self,
+        correction_id: int,
+        *,
+        review_status: ReviewStatus,
+        reviewed_by: str,
+        note: str | None = None,
+        after: Any = None,
+    ) -> Correction:
+        """A trainer's verdict; ``note`` replaces the stored note when given, and ``after``
+        the agent's version of the correction (the trainer edited it before accepting)."""
+        [correction] = await self.review_corrections(
+            [correction_id], review_status=review_status, reviewed_by=reviewed_by, note=note,
+            after=after, audit=False)
+        return correction
+
+    async def review_corrections(
+        self,
+        correction_ids: Sequence[int],
+        *,
+        review_status: ReviewStatus,
+        reviewed_by: str,
+        note: str | None = None,
+        after: Any = None,
+        audit: bool = True,
+        details: dict[str, Any] | None = None,
+    ) -> list[Correction]:
+        """:meth:`review_correction` for each id, in one transaction: all exist (else
+        ``NotFound`` and nothing changes). With ``audit`` each gets an audit entry
+        ``correction_<status>`` by ``reviewed_by`` on ``correction:<id>`` with ``details``."""
+        one_of("review status", review_status, REVIEW_STATUSES)
+        at = now()
+        values: dict[str, Any] = dict(
+            review_status=review_status, reviewed_by=reviewed_by, reviewed_at=at
+        )
+        if note is not None:
+            values["note"] = note
+        if after is not None:
+            values["after"] = after
+        done: list[Correction] = []
+        async with self._tx(write=True) as conn:
+            for correction_id in dict.fromkeys(correction_ids):
+                row = (await conn.execute(
+                    sa.update(corrections).where(corrections.c.id == correction_id)
+                    .values(**values).returning(*corrections.c)
+                )).first()
+                if row is None:
+                    raise NotFound(f"no correction {correction_id}", correction_id=correction_id)
+                done.append(record(Correction, row))
+                if audit:
+                    await conn.execute(sa.insert(audit_log).values(
+                        created_at=at, actor=reviewed_by, action=f"correction_{review_status}",
+                        target=f"correction:{correction_id}", details=details))
+        return done
+
+    async def mark_corrections_exported(
+        self, correction_ids: Iterable[int], *, export_id: str
+    ) -> int:
+        """Record that these corrections went into the training-data export ``export_id``;
+        returns how many rows were marked."""
+        return await self._mark_corrections(correction_ids, export_id=export_id,
+                                            exported_at=now())
+
+    async def mark_corrections_fixed(self, correction_ids: Iterable[int], model_id: str) -> int:
+        """Record that ``model_id`` was trained on these corrections and gets them right."""
+        return await self._mark_corrections(correction_ids, fixed_by_model=model_id)
+
+    async def _mark_corrections(self, correction_ids: Iterable[int], **values: Any) -> int:
+        ids = list(correction_ids)
+        if not ids:
+            return 0
+        async with self._tx(write=True) as conn:
+            result = await conn.execute(
+                sa.update(corrections).where(corrections.c.id.in_(ids)).values(**values))
+            return result.rowcount
