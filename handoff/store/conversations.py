@@ -17,14 +17,14 @@ from handoff.errors import BadRequest, Conflict, NotFound
 from handoff.store.database import Database, check_limit, now, one_of, record, values_of
 from handoff.store.records import (
     MODES,
-    DECISIONS,
+    REPLY_DECISIONS,
     SENDERS,
     Conversation,
     Message,
     MessageNlu,
     Mode,
     Note,
-    Decision,
+    ReplyDecision,
     Sender,
 )
 from handoff.store.schema import conversations, messages, notes
@@ -38,7 +38,7 @@ _MESSAGE_FIELDS = frozenset({
 
 
 class StaleVersion(Conflict):
-    """``set_conversation_state`` was given a version that is no longer the current one."""
+    """``save_step`` was given a version that is no longer the current one."""
 
     code = "stale_version"
 
@@ -105,27 +105,21 @@ class ConversationStore(Database):
         async with self._tx(write=False) as conn:
             return [record(Conversation, row) for row in await conn.execute(query)]
 
-    async def set_conversation_state(
-        self,
-        conversation_id: str,
-        *,
-        expected_version: int,
-        mode: Mode,
-        owner: str | None,
-        queued: bool,
-        queue_reason: str | None,
-        state: dict[str, Any] | None,
-    ) -> Conversation:
-        """Replace the router's part of the conversation if it is still at
-        ``expected_version``; the version goes up by one. A stale version raises
-        ``StaleVersion`` (409): re-read, recompute, retry. ``queued_at`` is set when the
-        conversation enters the queue and cleared when it leaves; ``closed_at`` likewise for
-        mode ``closed``."""
-        one_of("mode", mode, MODES)
+    async def set_effort_score(self, conversation_id: str, effort_score: int) -> Conversation:
+        """Record the customer's answer to "How easy was it to get your issue resolved?",
+        1 (very difficult) to 7 (very easy)."""
+        if isinstance(effort_score, bool) or not isinstance(effort_score, int) or not (
+            1 <= effort_score <= 7
+        ):
+            raise BadRequest(f"effort score must be an integer from 1 to 7; got {effort_score!r}")
         async with self._tx(write=True) as conn:
-            return await self._set_state(
-                conn, conversation_id, expected_version=expected_version, mode=mode,
-                owner=owner, queued=queued, queue_reason=queue_reason, state=state)
+            row = (await conn.execute(
+                sa.update(conversations).where(conversations.c.id == conversation_id)
+                .values(effort_score=effort_score).returning(*conversations.c)
+            )).first()
+        if row is None:
+            raise NotFound(f"no conversation {conversation_id!r}", conversation_id=conversation_id)
+        return record(Conversation, row)
 
     async def _set_state(
         self, conn: AsyncConnection, conversation_id: str, *, expected_version: int, mode: Mode,
@@ -159,10 +153,6 @@ class ConversationStore(Database):
         )).one()
         return record(Conversation, row)
 
-    async def set_risk(self, conversation_id: str, risk: float | None) -> Conversation:
-        """Set the triage risk (not part of the versioned router state)."""
-        return await self._update_conversation(conversation_id, risk=risk)
-
     async def set_triage(
         self, conversation_id: str, *, risk: float, triage: dict[str, Any],
         client_message_id: str | None = None, assessment: dict[str, Any] | None = None,
@@ -183,25 +173,6 @@ class ConversationStore(Database):
                     sa.update(messages).where(messages.c.conversation_id == conversation_id)
                     .where(messages.c.client_message_id == client_message_id)
                     .values(triage=assessment))
-        return record(Conversation, row)
-
-    async def set_effort_score(self, conversation_id: str, effort_score: int) -> Conversation:
-        """Record the customer's answer to "How easy was it to get your issue resolved?",
-        1 (very difficult) to 7 (very easy)."""
-        if isinstance(effort_score, bool) or not isinstance(effort_score, int) or not (
-            1 <= effort_score <= 7
-        ):
-            raise BadRequest(f"effort score must be an integer from 1 to 7; got {effort_score!r}")
-        return await self._update_conversation(conversation_id, effort_score=effort_score)
-
-    async def _update_conversation(self, conversation_id: str, **values: Any) -> Conversation:
-        async with self._tx(write=True) as conn:
-            row = (await conn.execute(
-                sa.update(conversations).where(conversations.c.id == conversation_id)
-                .values(**values).returning(*conversations.c)
-            )).first()
-        if row is None:
-            raise NotFound(f"no conversation {conversation_id!r}", conversation_id=conversation_id)
         return record(Conversation, row)
 
     async def _conversation(
@@ -241,7 +212,7 @@ class ConversationStore(Database):
         intent_ranking: list[dict[str, Any]] | None = None,
         entities: list[dict[str, Any]] | None = None,
         action: str | None = None,
-        decision: Decision | None = None,
+        decision: ReplyDecision | None = None,
         decided_by: str | None = None,
         model_version: str | None = None,
     ) -> Message:
@@ -262,7 +233,7 @@ class ConversationStore(Database):
     def _message_values(*, sender: Sender, **values: Any) -> dict[str, Any]:
         one_of("sender", sender, SENDERS)
         if values.get("decision") is not None:
-            one_of("decision", values["decision"], DECISIONS)
+            one_of("decision", values["decision"], REPLY_DECISIONS)
         unknown = set(values) - _MESSAGE_FIELDS
         if unknown:
             raise BadRequest(f"unknown message fields {sorted(unknown)}")
@@ -378,27 +349,6 @@ class ConversationStore(Database):
         async with self._tx(write=False) as conn:
             rows = await conn.execute(query.order_by(messages.c.id.desc()).limit(limit))
             return [record(Message, row) for row in rows]
-
-    async def set_message_nlu(
-        self,
-        message_id: int,
-        *,
-        intent: str | None,
-        confidence: float | None,
-        intent_ranking: list[dict[str, Any]] | None = None,
-        entities: list[dict[str, Any]] | None = None,
-    ) -> Message:
-        """Store Rasa's parse of a customer message (after it was appended)."""
-        async with self._tx(write=True) as conn:
-            row = (await conn.execute(
-                sa.update(messages).where(messages.c.id == message_id)
-                .values(intent=intent, confidence=confidence, intent_ranking=intent_ranking,
-                        entities=entities)
-                .returning(*messages.c)
-            )).first()
-        if row is None:
-            raise NotFound(f"no message {message_id}", message_id=message_id)
-        return record(Message, row)
 
     async def _require_message(
         self, conn: AsyncConnection, conversation_id: str, message_id: int

@@ -215,7 +215,3 @@ class Database:
         async with self._tx(write=False) as conn:
             return await conn.run_sync(current)
 
-    async def ping(self) -> None:
-        """Raise ``ServiceUnavailable`` unless the database answers."""
-        async with self._tx(write=False) as conn:
-            await conn.execute(sa.text("SELECT 1"))

@@ -1,6 +1,9 @@
 """The gateway's records: what :class:`~handoff.store.Store` returns (frozen dataclasses, one per
 table row), what it takes in bulk (``TypedDict``s), the allowed values of each enumerated column,
-and :func:`to_json`. Plain data: no SQL here (that is :mod:`handoff.store`)."""
+and :func:`to_json`. Plain data: no SQL here (that is :mod:`handoff.store`).
+
+The correction types and the decisions on a held reply are the contract's
+(:mod:`contracts.correction_record`), which the writer in ``bot/`` reads them back with."""
 
 from __future__ import annotations
 
@@ -9,26 +12,28 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, TypedDict
 
+from contracts.correction_record import (
+    CORRECTION_TYPES as CORRECTION_TYPES,
+    REPLY_DECISIONS as REPLY_DECISIONS,
+    CorrectionType as CorrectionType,
+    ReplyDecision as ReplyDecision,
+)
+
 __all__ = [
-    "AuditEntry", "Conversation", "Correction", "CorrectionDraft", "CorrectionType", "Decided",
-    "Decision", "Message", "MessageNlu", "Mode", "ModelVersion", "Note", "OutgoingMessage",
-    "PendingReply",
-    "PendingStatus", "ReviewStatus", "Role", "Sender", "StepMessage", "User", "to_json",
+    "AuditEntry", "Conversation", "Correction", "CorrectionType", "Message", "MessageNlu", "Mode",
+    "ModelVersion", "Note", "PendingReply", "PendingStatus", "ReplyDecision", "ReviewStatus",
+    "Role", "Sender", "StepMessage", "User", "to_json",
 ]
 
 Mode = Literal["bot", "review", "human", "closed"]
 Sender = Literal["customer", "bot", "agent", "system"]
-Decision = Literal["approved", "edited", "replaced", "written"]
 PendingStatus = Literal["pending", "decided", "discarded"]
-CorrectionType = Literal["approved", "edited", "replaced", "written", "relabelled", "takeover"]
 ReviewStatus = Literal["new", "accepted", "rejected"]
 Role = Literal["agent", "trainer", "admin"]
 
 MODES: Final = ("bot", "review", "human", "closed")
 SENDERS: Final = ("customer", "bot", "agent", "system")
-DECISIONS: Final = ("approved", "edited", "replaced", "written")
 PENDING_STATUSES: Final = ("pending", "decided", "discarded")
-CORRECTION_TYPES: Final = DECISIONS + ("relabelled", "takeover")
 REVIEW_STATUSES: Final = ("new", "accepted", "rejected")
 ROLES: Final = ("agent", "trainer", "admin")
 
@@ -162,26 +167,6 @@ class AuditEntry:
     details: dict[str, Any] | None
 
 
-@dataclass(frozen=True, slots=True)
-class Decided:
-    """What ``decide_pending_reply`` wrote, all in one transaction."""
-
-    pending_reply: PendingReply
-    messages: list[Message]
-    correction: Correction | None
-
-
-class OutgoingMessage(TypedDict, total=False):
-    """One bot message sent as the result of an agent's decision on a pending reply."""
-
-    text: str | None
-    payload: dict[str, Any] | None
-    metadata: dict[str, Any] | None
-    action: str | None
-    model_version: str | None
-    client_message_id: str | None
-
-
 class StepMessage(TypedDict, total=False):
     """A message a router step produced, appended with the step's state (``sender`` is
     required; the rest are ``append_message``'s keywords)."""
@@ -192,7 +177,7 @@ class StepMessage(TypedDict, total=False):
     metadata: dict[str, Any] | None
     client_message_id: str | None
     action: str | None
-    decision: Decision | None
+    decision: ReplyDecision | None
     decided_by: str | None
     model_version: str | None
 
@@ -208,16 +193,6 @@ class MessageNlu(TypedDict, total=False):
     intent_ranking: list[dict[str, Any]] | None
     entities: list[dict[str, Any]] | None
     actions: list[dict[str, Any]]  # [{"name", "policy", "confidence"}]
-
-
-class CorrectionDraft(TypedDict, total=False):
-    """The correction written together with a decision (``type`` is required)."""
-
-    type: CorrectionType
-    before: Any
-    after: Any
-    tracker_events: list[dict[str, Any]]
-    model_version: str | None
 
 
 def to_json(record: Any) -> dict[str, Any]:

@@ -15,18 +15,14 @@ from handoff.store.conversations import ConversationStore
 from handoff.store.database import check_limit, now, one_of, record, values_of
 from handoff.store.records import (
     CORRECTION_TYPES,
-    DECISIONS,
     PENDING_STATUSES,
+    REPLY_DECISIONS,
     REVIEW_STATUSES,
     Correction,
-    CorrectionDraft,
     CorrectionType,
-    Decided,
-    Decision,
-    Message,
-    OutgoingMessage,
     PendingReply,
     PendingStatus,
+    ReplyDecision,
     ReviewStatus,
 )
 from handoff.store.schema import audit_log, corrections, pending_replies
@@ -72,11 +68,6 @@ class ReviewStore(ConversationStore):
             )).one()
         return record(PendingReply, row)
 
-    async def get_pending_reply(self, pending_reply_id: int) -> PendingReply:
-        """The pending reply (whatever its status), or ``NotFound``."""
-        async with self._tx(write=False) as conn:
-            return await self._pending(conn, pending_reply_id)
-
     async def list_pending_replies(
         self, *, conversation_id: str | None = None, status: PendingStatus | None = "pending"
     ) -> list[PendingReply]:
@@ -97,7 +88,7 @@ class ReviewStore(ConversationStore):
         *,
         status: Literal["decided", "discarded"],
         decided_by: str | None = None,
-        decision: Decision | None = None,
+        decision: ReplyDecision | None = None,
     ) -> PendingReply:
         """Mark a pending reply ``decided`` (``decision`` required) or ``discarded``.
         ``AlreadyResolved`` (409) if it is no longer pending: exactly one caller wins."""
@@ -120,50 +111,6 @@ class ReviewStore(ConversationStore):
             )
             return sorted((record(PendingReply, row) for row in rows), key=lambda p: p.id)
 
-    async def decide_pending_reply(
-        self,
-        pending_reply_id: int,
-        *,
-        decided_by: str,
-        decision: Decision,
-        messages: Sequence[OutgoingMessage],
-        correction: CorrectionDraft | None = None,
-    ) -> Decided:
-        """An agent's decision, in one transaction: mark the reply decided, append the bot
-        ``messages`` the customer will see (``sender="bot"``, with ``decision`` and
-        ``decided_by``), and store the ``correction`` (if given) pointing at the reply and the
-        first appended message. ``AlreadyResolved`` if another agent was first."""
-        one_of("decision", decision, DECISIONS)
-        if correction is not None:
-            one_of("correction type", correction.get("type"), CORRECTION_TYPES)
-        async with self._tx(write=True) as conn:
-            pending = await self._resolve(conn, pending_reply_id, "decided", decided_by, decision)
-            sent: list[Message] = []
-            for out in messages:
-                values: dict[str, Any] = dict(
-                    sender="bot", text=out.get("text"), payload=out.get("payload"),
-                    metadata=out.get("metadata"), action=out.get("action"),
-                    model_version=out.get("model_version"),
-                    client_message_id=out.get("client_message_id"),
-                    decision=decision, decided_by=decided_by,
-                )
-                sent.append(await self._append(conn, pending.conversation_id, values))
-            stored: Correction | None = None
-            if correction is not None:
-                stored = await self._insert_correction(
-                    conn,
-                    conversation_id=pending.conversation_id,
-                    type=correction["type"],
-                    agent=decided_by,
-                    before=correction.get("before"),
-                    after=correction.get("after"),
-                    tracker_events=correction.get("tracker_events") or [],
-                    message_id=sent[0].id if sent else None,
-                    pending_reply_id=pending.id,
-                    model_version=correction.get("model_version", pending.model_version),
-                )
-        return Decided(pending_reply=pending, messages=sent, correction=stored)
-
     async def _pending(self, conn: AsyncConnection, pending_reply_id: int) -> PendingReply:
         row = (await conn.execute(
             sa.select(pending_replies).where(pending_replies.c.id == pending_reply_id)
@@ -183,7 +130,7 @@ class ReviewStore(ConversationStore):
     ) -> PendingReply:
         one_of("status", status, ("decided", "discarded"))
         if status == "decided":
-            one_of("decision", decision, DECISIONS)
+            one_of("decision", decision, REPLY_DECISIONS)
         elif decision is not None:
             raise BadRequest("a discarded reply has no decision")
         row = (await conn.execute(
@@ -244,16 +191,6 @@ class ReviewStore(ConversationStore):
             .values(created_at=now(), review_status="new", **values)
             .returning(*corrections.c)
         )).one()
-        return record(Correction, row)
-
-    async def get_correction(self, correction_id: int) -> Correction:
-        """The correction, or ``NotFound``."""
-        async with self._tx(write=False) as conn:
-            row = (await conn.execute(
-                sa.select(corrections).where(corrections.c.id == correction_id)
-            )).first()
-        if row is None:
-            raise NotFound(f"no correction {correction_id}", correction_id=correction_id)
         return record(Correction, row)
 
     async def list_corrections(

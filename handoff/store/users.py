@@ -70,12 +70,6 @@ class UserStore(Database):
             raise NotFound(f"no user {username!r}", username=username)
         return record(User, row)
 
-    async def list_users(self) -> list[User]:
-        """All users by username."""
-        async with self._tx(write=False) as conn:
-            rows = await conn.execute(sa.select(users).order_by(users.c.username))
-            return [record(User, row) for row in rows]
-
     async def count_users(self) -> int:
         """How many users exist (disabled ones included)."""
         async with self._tx(write=False) as conn:

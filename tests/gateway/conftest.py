@@ -24,7 +24,7 @@ import requests
 import sqlalchemy as sa
 
 from bot.serve import Stack
-from handoff.store import Store
+from handoff.store import Correction, Store
 from tests.conftest import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -161,3 +161,15 @@ def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iter
                         rasa_stack.token)
     yield gw
     _stop(gw.process)
+
+
+# --------------------------------------------------------------------------- reading what was stored
+
+
+async def stored_correction(store: Store, correction_id: int) -> Correction:
+    """The correction with that id, read the way the trainers' list reads it."""
+    found = [c for c in await store.list_corrections(after_id=correction_id - 1, limit=1)
+             if c.id == correction_id]
+    if not found:
+        raise LookupError(f"no correction {correction_id}")
+    return found[0]

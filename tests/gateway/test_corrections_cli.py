@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from handoff.store import Store
-from tests.gateway.conftest import GATEWAY_PYTHON, PROJECT_ROOT
+from tests.gateway.conftest import GATEWAY_PYTHON, PROJECT_ROOT, stored_correction
 from tests.test_corrections_writer import project_copy, write
 
 pytestmark = pytest.mark.asyncio
@@ -70,10 +70,10 @@ async def test_list_review_and_export(store: Store, store_url: str, tmp_path: Pa
     left_out = _cli(store_url, "export", "--out", str(out), "--mark", "export-2")
     assert left_out.returncode == 0 and json.loads(out.read_text()) == []
     assert f"correction {blind.id} left out: no tracker events" in left_out.stderr
-    assert (await store.get_correction(blind.id)).export_id is None
+    assert (await stored_correction(store, blind.id)).export_id is None
     out.write_text(json.dumps([{"id": made[1].id}]))
     assert _cli(store_url, "mark", "--input", str(out), "--export-id", "retrain-1").returncode == 0
-    assert (await store.get_correction(made[1].id)).export_id == "retrain-1"
+    assert (await stored_correction(store, made[1].id)).export_id == "retrain-1"
     assert _cli(store_url, "list", "--status", "maybe").returncode == 1
 
 
@@ -103,7 +103,7 @@ async def test_the_export_feeds_bots_writer(tmp_path: Path) -> None:
     assert "could my parcel come gift wrapped" in written and "place_order" in written
     assert "ann@example.com" not in written  # masked before anything is written
     async with Store(url) as store:
-        assert (await store.get_correction(need.id)).export_id == "export-7"
+        assert (await stored_correction(store, need.id)).export_id == "export-7"
 
 
 async def test_a_trainers_written_as_choice_reaches_bots_writer(tmp_path: Path) -> None:
