@@ -241,13 +241,13 @@ class Conversations:
             if after == before and not effects:
                 return before, []
             try:
-                _, stored = await self.store.save_step(
+                stored = (await self.store.save_step(
                     conversation_id, expected_version=conv.version, mode=after.mode.value,
                     owner=after.owner, queued=after.queued,
                     queue_reason=after.queue_reason.value if after.queue_reason else None,
                     state=encode_state(after), appended=_step_messages(effects),
                     nlu=_step_nlu(before, event),
-                )
+                )).messages
             except StaleVersion:
                 continue  # another gateway process wrote it: re-read and step again
             break

@@ -350,6 +350,18 @@ class ConversationStore(Database):
             rows = await conn.execute(query.order_by(messages.c.id.desc()).limit(limit))
             return [record(Message, row) for row in rows]
 
+    async def _message_id(self, conn: AsyncConnection, conversation_id: str,
+                          client_message_id: str | None) -> int | None:
+        """The row id of the message stored as ``client_message_id``, or None."""
+        if client_message_id is None:
+            return None
+        found: int | None = (await conn.execute(
+            sa.select(messages.c.id)
+            .where(messages.c.conversation_id == conversation_id)
+            .where(messages.c.client_message_id == client_message_id)
+        )).scalar_one_or_none()
+        return found
+
     async def _require_message(
         self, conn: AsyncConnection, conversation_id: str, message_id: int
     ) -> None:

@@ -20,21 +20,24 @@ from contracts.correction_record import (
 )
 
 __all__ = [
-    "AuditEntry", "Conversation", "Correction", "CorrectionType", "Message", "MessageNlu", "Mode",
-    "ModelVersion", "Note", "PendingReply", "PendingStatus", "ReplyDecision", "ReviewStatus",
-    "Role", "Sender", "StepMessage", "User", "to_json",
+    "AuditEntry", "Conversation", "Correction", "CorrectionDraft", "CorrectionType", "Message",
+    "MessageNlu", "Mode", "ModelVersion", "Note", "PendingReply", "PendingReplyDraft",
+    "PendingResolution", "PendingStatus", "ReplyDecision", "ReviewStatus", "Role", "Sender",
+    "SavedStep", "StepMessage", "TrackerStatus", "User", "to_json",
 ]
 
 Mode = Literal["bot", "review", "human", "closed"]
 Sender = Literal["customer", "bot", "agent", "system"]
 PendingStatus = Literal["pending", "decided", "discarded"]
 ReviewStatus = Literal["new", "accepted", "rejected"]
+TrackerStatus = Literal["pending", "fetched", "failed"]
 Role = Literal["agent", "trainer", "admin"]
 
 MODES: Final = ("bot", "review", "human", "closed")
 SENDERS: Final = ("customer", "bot", "agent", "system")
 PENDING_STATUSES: Final = ("pending", "decided", "discarded")
 REVIEW_STATUSES: Final = ("new", "accepted", "rejected")
+TRACKER_STATUSES: Final = ("pending", "fetched", "failed")
 ROLES: Final = ("agent", "trainer", "admin")
 
 
@@ -120,6 +123,9 @@ class Correction:
     export_id: str | None
     exported_at: datetime | None
     fixed_by_model: str | None = None  # the model trained on it that gets its test story right
+    tracker_status: str = "fetched"  # pending | fetched | failed: Rasa's events in tracker_events
+    tracker_error: str | None = None  # why the last fetch of the events failed
+    tracker_attempts: int = 0  # how many fetches were tried
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +173,17 @@ class AuditEntry:
     details: dict[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class SavedStep:
+    """What ``Store.save_step`` wrote, all in one transaction."""
+
+    conversation: Conversation
+    messages: list[Message]  # the appended ones, in order (a retry's stored row, replayed)
+    held: PendingReply | None = None  # the reply the step holds for an agent's decision
+    resolved: list[PendingReply] = field(default_factory=list)  # decided or discarded by it
+    correction: Correction | None = None  # the decision's record, its tracker still pending
+
+
 class StepMessage(TypedDict, total=False):
     """A message a router step produced, appended with the step's state (``sender`` is
     required; the rest are ``append_message``'s keywords)."""
@@ -193,6 +210,41 @@ class MessageNlu(TypedDict, total=False):
     intent_ranking: list[dict[str, Any]] | None
     entities: list[dict[str, Any]] | None
     actions: list[dict[str, Any]]  # [{"name", "policy", "confidence"}]
+
+
+class PendingReplyDraft(TypedDict, total=False):
+    """A bot reply a router step holds for an agent's decision (``action`` and ``messages``
+    are required): the predicted action and the messages it would send."""
+
+    action: str
+    messages: list[dict[str, Any]]
+    confidence: float | None
+    alternatives: list[dict[str, Any]] | None
+    model_version: str | None
+    trigger_client_message_id: str | None  # the customer message it answers
+
+
+class PendingResolution(TypedDict, total=False):
+    """How a router step ends the conversation's pending reply (``status`` is required):
+    ``decided`` with the agent's ``decision``, or ``discarded`` (released unchanged, taken
+    over, relabelled, closed)."""
+
+    status: Literal["decided", "discarded"]
+    decision: ReplyDecision | None
+    decided_by: str | None
+
+
+class CorrectionDraft(TypedDict, total=False):
+    """The correction a router step records (``type`` and ``agent`` are required). Its
+    tracker events are fetched from Rasa after the step commits (``tracker_status``
+    ``pending`` until then)."""
+
+    type: CorrectionType
+    agent: str
+    before: Any
+    after: Any
+    model_version: str | None
+    client_message_id: str | None  # the customer message the corrected turn answers
 
 
 def to_json(record: Any) -> dict[str, Any]:

@@ -1,6 +1,11 @@
 """The review side of a conversation: bot replies held for an agent (``pending_replies``) and
 the corrections agents' decisions become (``corrections``), with the trainers' verdicts on them
-(``docs/store.md``). Part of :class:`~handoff.store.Store`."""
+(``docs/store.md``). Part of :class:`~handoff.store.Store`.
+
+:meth:`~handoff.store.steps.StepStore.save_step` holds, decides or discards a reply and stores a
+decision's correction in the transaction of the router step that did it; Rasa's tracker events
+of such a correction are stored afterwards with :meth:`ReviewStore.set_correction_tracker`.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +23,17 @@ from handoff.store.records import (
     PENDING_STATUSES,
     REPLY_DECISIONS,
     REVIEW_STATUSES,
+    TRACKER_STATUSES,
     Correction,
+    CorrectionDraft,
     CorrectionType,
     PendingReply,
+    PendingReplyDraft,
+    PendingResolution,
     PendingStatus,
     ReplyDecision,
     ReviewStatus,
+    TrackerStatus,
 )
 from handoff.store.schema import audit_log, corrections, pending_replies
 
@@ -149,6 +159,42 @@ class ReviewStore(ConversationStore):
             )
         return record(PendingReply, row)
 
+    async def _hold(self, conn: AsyncConnection, conversation_id: str,
+                    draft: PendingReplyDraft) -> PendingReply:
+        trigger = await self._message_id(conn, conversation_id,
+                                         draft.get("trigger_client_message_id"))
+        row = (await conn.execute(
+            sa.insert(pending_replies).values(
+                conversation_id=conversation_id, created_at=now(), trigger_message_id=trigger,
+                action=draft["action"], messages=draft["messages"],
+                confidence=draft.get("confidence"), alternatives=draft.get("alternatives"),
+                model_version=draft.get("model_version"), status="pending",
+            ).returning(*pending_replies.c)
+        )).one()
+        return record(PendingReply, row)
+
+    async def _resolve_pending(self, conn: AsyncConnection, conversation_id: str,
+                               resolution: PendingResolution) -> list[PendingReply]:
+        """Decide or discard every still-pending reply of the conversation (one, normally)."""
+        rows = await conn.execute(
+            sa.update(pending_replies)
+            .where(pending_replies.c.conversation_id == conversation_id)
+            .where(pending_replies.c.status == "pending")
+            .values(status=resolution["status"], decided_at=now(),
+                    decided_by=resolution.get("decided_by"), decision=resolution.get("decision"))
+            .returning(*pending_replies.c)
+        )
+        return sorted((record(PendingReply, row) for row in rows), key=lambda p: p.id)
+
+    @staticmethod
+    def _check_resolution(resolution: PendingResolution) -> None:
+        one_of("pending reply status", resolution.get("status"), ("decided", "discarded"))
+        decision = resolution.get("decision")
+        if resolution["status"] == "decided":
+            one_of("decision", decision, REPLY_DECISIONS)
+        elif decision is not None:
+            raise BadRequest("a discarded reply has no decision")
+
     # ----------------------------------------------------------------- corrections
 
     async def add_correction(
@@ -164,9 +210,10 @@ class ReviewStore(ConversationStore):
         pending_reply_id: int | None = None,
         model_version: str | None = None,
     ) -> Correction:
-        """Store an agent's correction of a bot turn with the Rasa tracker events up to that
-        turn; it starts with ``review_status="new"``. ``NotFound`` if the conversation, or a
-        referenced message / pending reply of that conversation, does not exist."""
+        """Store a correction with the Rasa tracker events up to its turn as given (its tracker
+        is ``fetched``); it starts with ``review_status="new"``. ``NotFound`` if the
+        conversation, or a referenced message / pending reply of that conversation, does not
+        exist."""
         one_of("type", type, CORRECTION_TYPES)
         async with self._tx(write=True) as conn:
             await self._require_conversation(conn, conversation_id)
@@ -183,14 +230,55 @@ class ReviewStore(ConversationStore):
                 conn, conversation_id=conversation_id, type=type, agent=agent, before=before,
                 after=after, tracker_events=tracker_events or [], message_id=message_id,
                 pending_reply_id=pending_reply_id, model_version=model_version,
+                tracker_status="fetched",
             )
+
+    async def _record_correction(
+        self, conn: AsyncConnection, conversation_id: str, draft: CorrectionDraft,
+        pending_reply_id: int | None,
+    ) -> Correction:
+        message_id = await self._message_id(conn, conversation_id,
+                                            draft.get("client_message_id"))
+        return await self._insert_correction(
+            conn, conversation_id=conversation_id, type=draft["type"], agent=draft["agent"],
+            before=draft.get("before"), after=draft.get("after"), tracker_events=[],
+            message_id=message_id, pending_reply_id=pending_reply_id,
+            model_version=draft.get("model_version"), tracker_status="pending")
 
     async def _insert_correction(self, conn: AsyncConnection, **values: Any) -> Correction:
         row = (await conn.execute(
             sa.insert(corrections)
-            .values(created_at=now(), review_status="new", **values)
+            .values(created_at=now(), review_status="new", tracker_attempts=0, **values)
             .returning(*corrections.c)
         )).one()
+        return record(Correction, row)
+
+    async def set_correction_tracker(
+        self,
+        correction_id: int,
+        *,
+        events: list[dict[str, Any]] | None = None,
+        error: str | None = None,
+        attempts: int = 1,
+    ) -> Correction:
+        """The outcome of fetching a correction's tracker events from Rasa, after ``attempts``
+        tries (added to ``tracker_attempts``): the ``events`` (status ``fetched``, the error
+        cleared) or the ``error`` of the last try (status ``failed``; the correction is kept
+        and retried at the gateway's next start). Exactly one of the two. ``NotFound`` for an
+        unknown correction."""
+        if (events is None) == (error is None):
+            raise BadRequest("give either the tracker events or the error")
+        values: dict[str, Any] = (
+            {"tracker_events": events, "tracker_status": "fetched", "tracker_error": None}
+            if events is not None else {"tracker_status": "failed", "tracker_error": error})
+        async with self._tx(write=True) as conn:
+            row = (await conn.execute(
+                sa.update(corrections).where(corrections.c.id == correction_id)
+                .values(tracker_attempts=corrections.c.tracker_attempts + attempts, **values)
+                .returning(*corrections.c)
+            )).first()
+        if row is None:
+            raise NotFound(f"no correction {correction_id}", correction_id=correction_id)
         return record(Correction, row)
 
     async def list_corrections(
@@ -198,6 +286,7 @@ class ReviewStore(ConversationStore):
         *,
         type: CorrectionType | Sequence[CorrectionType] | None = None,
         review_status: ReviewStatus | Sequence[ReviewStatus] | None = None,
+        tracker_status: TrackerStatus | Sequence[TrackerStatus] | None = None,
         conversation_id: str | None = None,
         agent: str | None = None,
         exported: bool | None = None,
@@ -215,6 +304,9 @@ class ReviewStore(ConversationStore):
             query = query.where(
                 c.review_status.in_(values_of("review status", review_status, REVIEW_STATUSES))
             )
+        if tracker_status is not None:
+            query = query.where(c.tracker_status.in_(
+                values_of("tracker status", tracker_status, TRACKER_STATUSES)))
         if conversation_id is not None:
             query = query.where(c.conversation_id == conversation_id)
         if agent is not None:

@@ -24,7 +24,8 @@ import requests
 import sqlalchemy as sa
 
 from bot.serve import Stack
-from handoff.store import Correction, Store
+from handoff.store import Correction, PendingReply, Store
+from handoff.store.schema import pending_replies
 from tests.conftest import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -173,3 +174,12 @@ async def stored_correction(store: Store, correction_id: int) -> Correction:
     if not found:
         raise LookupError(f"no correction {correction_id}")
     return found[0]
+
+
+async def stored_pending_replies(store: Store, conversation_id: str) -> list[PendingReply]:
+    """Every held reply of the conversation, whatever its status, oldest first (a direct
+    select: the gateway reads pending replies only from the router's state)."""
+    async with store._tx(write=False) as conn:
+        rows = await conn.execute(sa.select(pending_replies).where(
+            pending_replies.c.conversation_id == conversation_id).order_by(pending_replies.c.id))
+        return [PendingReply(**row._asdict()) for row in rows]

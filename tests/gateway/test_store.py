@@ -32,13 +32,14 @@ from handoff.store import (
     AlreadyExists,
     AlreadyResolved,
     Conversation,
+    PendingReply,
     StaleVersion,
     Store,
     alembic_config,
     to_json,
 )
 from handoff.store.schema import metadata
-from tests.gateway.conftest import stored_correction
+from tests.gateway.conftest import stored_correction, stored_pending_replies
 
 pytestmark = pytest.mark.asyncio
 
@@ -72,10 +73,10 @@ async def test_migrate_from_empty(store_url: str) -> None:
         assert await store.schema_revision() is None
         assert await _tables(store_url) == set()
         await store.migrate()
-        assert await store.schema_revision() == "0003"
+        assert await store.schema_revision() == "0004"
         assert await _tables(store_url) == TABLES | {VERSION_TABLE}
         await store.migrate()  # idempotent
-        assert await store.schema_revision() == "0003"
+        assert await store.schema_revision() == "0004"
 
 
 async def test_table_definitions_match_migrations(store: Store, store_url: str) -> None:
@@ -106,7 +107,7 @@ async def test_concurrent_migrations(store_url: str) -> None:
     stores = [Store(store_url) for _ in range(3)]
     try:
         await asyncio.gather(*(s.migrate() for s in stores))
-        assert [await s.schema_revision() for s in stores] == ["0003"] * 3
+        assert [await s.schema_revision() for s in stores] == ["0004"] * 3
     finally:
         for s in stores:
             await s.close()
@@ -119,7 +120,7 @@ async def test_migrate_cli(tmp_path: Path) -> None:
             subprocess.run, [sys.executable, "-m", "handoff.store", "migrate", "--url", url],
             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
         )
-        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0003\n", "")
+        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0004\n", "")
 
 
 async def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
@@ -218,8 +219,7 @@ async def _state(store: Store, cid: str, **changes: object) -> None:
 
 async def _step(store: Store, cid: str, **values: Any) -> Conversation:
     """The router's state alone, through the one write path that sets it."""
-    conversation, _ = await store.save_step(cid, **values)
-    return conversation
+    return (await store.save_step(cid, **values)).conversation
 
 
 async def test_list_conversations_orders_by_risk_then_wait(store: Store) -> None:
@@ -436,13 +436,13 @@ async def test_concurrent_retries_store_one_message(store: Store, conv: str) -> 
 
 async def test_save_step_writes_state_messages_and_nlu_at_once(store: Store, conv: str) -> None:
     step = dict(mode="bot", owner=None, queued=False, queue_reason=None)
-    conv_row, stored = await store.save_step(
+    saved = await store.save_step(
         conv, expected_version=1, state={"turn": 1}, appended=[
             {"sender": "customer", "text": "where is my order?", "client_message_id": "m1"}],
         **step)  # type: ignore[arg-type]
-    assert conv_row.version == 2 and [(m.seq, m.text) for m in stored] == [
+    assert saved.conversation.version == 2 and [(m.seq, m.text) for m in saved.messages] == [
         (1, "where is my order?")]
-    conv_row, stored = await store.save_step(
+    saved = await store.save_step(
         conv, expected_version=2, state={"turn": None}, appended=[
             {"sender": "bot", "text": "Which order?", "action": "utter_ask_order_id"},
             {"sender": "bot", "text": "It has 6 digits.", "action": "utter_ask_order_id",
@@ -467,10 +467,10 @@ async def test_save_step_writes_state_messages_and_nlu_at_once(store: Store, con
     with pytest.raises(StaleVersion):
         await store.save_step(conv, expected_version=2, state={"x": 1}, appended=[
             {"sender": "bot", "text": "lost"}], **step)  # type: ignore[arg-type]
-    _, stored = await store.save_step(conv, expected_version=4, state={}, appended=[
+    saved = await store.save_step(conv, expected_version=4, state={}, appended=[
         {"sender": "customer", "text": "where is my order?", "client_message_id": "m1"}],
         **step)  # type: ignore[arg-type]
-    assert stored[0].replayed and stored[0].seq == 1
+    assert saved.messages[0].replayed and saved.messages[0].seq == 1
     assert [m.text for m in await store.list_messages(conv)] == [
         "where is my order?", "Which order?", "It has 6 digits."]
     for bad in ({"sender": "robot"}, {"sender": "bot", "decision": "maybe"},
@@ -496,7 +496,7 @@ async def test_set_triage_and_an_upgrade_from_0001_keeps_data(store_url: str) ->
                 "client_message_id) VALUES ('c1', 1, 'customer', 'sue you!', :t, 'm1')"),
                 {"t": when})
         await store.migrate()
-        assert await store.schema_revision() == "0003"
+        assert await store.schema_revision() == "0004"
         assessment = {"risk": 1.0, "action": "human", "reasons": [
             {"code": "rule:legal_threat", "text": "Legal threat", "contribution": 1.0}]}
         conv = await store.set_triage("c1", risk=1.0, client_message_id="m1",
@@ -508,6 +508,35 @@ async def test_set_triage_and_an_upgrade_from_0001_keeps_data(store_url: str) ->
         assert (message.text, message.triage) == ("sue you!", assessment)
         with pytest.raises(NotFound):
             await store.set_triage("nope", risk=0.1, triage={})
+    finally:
+        await store.close()
+
+
+async def test_an_upgrade_to_0004_flags_the_corrections_stored_without_events(
+    store_url: str
+) -> None:
+    store = Store(store_url)
+    try:
+        await store.migrate("0003")
+        when = datetime(2026, 11, 28, tzinfo=timezone.utc) if "postgresql" in store_url else (
+            "2026-11-28 00:00:00.000000")
+        async with store._tx(write=True) as conn:  # the 0003 schema: the Store's SQL is newer
+            await conn.execute(sa.text(
+                "INSERT INTO conversations (id, created_at, updated_at, mode, queued, version, "
+                "last_seq) VALUES ('c1', :t, :t, 'bot', false, 1, 0)"), {"t": when})
+            for before, events in (('{"action_name": "utter_greet"}', '[{"event": "user"}]'),
+                                   ('{"action_name": "utter_greet"}', "[]"),
+                                   ('{"intent": null, "text": "a label"}', "[]")):
+                await conn.execute(sa.text(
+                    "INSERT INTO corrections (conversation_id, type, before, tracker_events, "
+                    "agent, created_at, review_status) VALUES ('c1', 'approved', :b, :e, 'ann', "
+                    ":t, 'new')"), {"b": before, "e": events, "t": when})
+        await store.migrate()
+        found = await store.list_corrections()
+        assert [(c.tracker_status, c.tracker_attempts) for c in found] == [
+            ("fetched", 0), ("failed", 0), ("fetched", 0)]
+        assert found[1].tracker_error and "0004" in found[1].tracker_error
+        assert found[0].tracker_events == [{"event": "user"}]
     finally:
         await store.close()
 
@@ -580,6 +609,155 @@ async def test_discard_pending_replies(store: Store, conv: str) -> None:
         await store.discard_pending_replies("nope")
 
 
+# --------------------------------------------------------------------------- a decision and its record
+
+
+_REVIEW = dict(mode="review", owner="alice", queued=False, queue_reason=None)
+
+
+async def _held(store: Store, conv: str) -> tuple[int, PendingReply]:
+    """A customer message and the bot reply held for it, as one step; returns the version
+    after it and the held reply."""
+    saved = await store.save_step(
+        conv, expected_version=1, state={"pending": 1}, **_REVIEW,  # type: ignore[arg-type]
+        appended=[{"sender": "customer", "text": "where is my parcel", "client_message_id": "m1"}],
+        hold={"action": "utter_ask_order_id", "messages": [{"text": "Order id?"}],
+              "confidence": 0.41, "alternatives": [{"name": "utter_greet", "confidence": 0.2}],
+              "model_version": "m1", "trigger_client_message_id": "m1"})
+    assert saved.held is not None and saved.resolved == [] and saved.correction is None
+    return saved.conversation.version, saved.held
+
+
+async def test_a_step_holds_a_reply_and_a_later_step_decides_it_with_its_record(
+    store: Store, conv: str
+) -> None:
+    version, held = await _held(store, conv)
+    [trigger] = await store.list_messages(conv)
+    assert (held.status, held.action, held.confidence, held.trigger_message_id) == (
+        "pending", "utter_ask_order_id", 0.41, trigger.id)
+    assert (held.messages, held.alternatives, held.model_version) == (
+        [{"text": "Order id?"}], [{"name": "utter_greet", "confidence": 0.2}], "m1")
+    assert (held.decided_at, held.decided_by, held.decision) == (None, None, None)
+    assert await stored_pending_replies(store, conv) == [held]
+
+    saved = await store.save_step(
+        conv, expected_version=version, state={"pending": None}, **_REVIEW,  # type: ignore[arg-type]
+        appended=[{"sender": "bot", "text": "Which order id, please?",
+                   "action": "utter_ask_order_id", "decision": "edited", "decided_by": "alice"}],
+        resolve={"status": "decided", "decision": "edited", "decided_by": "alice"},
+        correction={"type": "edited", "agent": "alice", "before": {"action_name": "x"},
+                    "after": {"action_name": "x", "messages": [{"text": "Which order id?"}]},
+                    "model_version": "m1", "client_message_id": "m1"})
+    [decided] = saved.resolved
+    assert (decided.id, decided.status, decided.decision, decided.decided_by) == (
+        held.id, "decided", "edited", "alice")
+    assert decided.decided_at is not None
+    correction = saved.correction
+    assert correction is not None
+    assert (correction.type, correction.agent, correction.message_id,
+            correction.pending_reply_id, correction.model_version) == (
+        "edited", "alice", trigger.id, held.id, "m1")
+    assert (correction.tracker_status, correction.tracker_events, correction.tracker_error,
+            correction.tracker_attempts) == ("pending", [], None, 0)
+    assert await store.list_corrections() == [correction]
+    assert await stored_pending_replies(store, conv) == [decided]
+    assert [(m.sender, m.decision) for m in await store.list_messages(conv)] == [
+        ("customer", None), ("bot", "edited")]
+
+    # Rasa's tracker, fetched after the commit: a failure is kept and flagged, then filled.
+    failed = await store.set_correction_tracker(correction.id, error="Rasa is down",
+                                                attempts=3)
+    assert (failed.tracker_status, failed.tracker_error, failed.tracker_attempts,
+            failed.tracker_events) == ("failed", "Rasa is down", 3, [])
+    assert await store.list_corrections(tracker_status=["pending", "failed"]) == [failed]
+    events = [{"event": "user", "text": "where is my parcel", "timestamp": 1.0}]
+    fetched = await store.set_correction_tracker(correction.id, events=events)
+    assert (fetched.tracker_status, fetched.tracker_error, fetched.tracker_attempts,
+            fetched.tracker_events) == ("fetched", None, 4, events)
+    assert await stored_correction(store, correction.id) == fetched
+    assert await store.list_corrections(tracker_status="failed") == []
+    with pytest.raises(BadRequest):
+        await store.set_correction_tracker(correction.id)
+    with pytest.raises(BadRequest):
+        await store.set_correction_tracker(correction.id, events=[], error="both")
+    with pytest.raises(NotFound):
+        await store.set_correction_tracker(1234, events=[])
+    with pytest.raises(BadRequest):
+        await store.list_corrections(tracker_status="lost")  # type: ignore[arg-type]
+
+
+async def test_a_step_that_fails_half_way_writes_nothing(store: Store, conv: str) -> None:
+    version, held = await _held(store, conv)
+    before = await store.get_conversation(conv)
+    messages = await store.list_messages(conv)
+    with pytest.raises(sa.exc.IntegrityError):  # corrections.agent is NOT NULL
+        await store.save_step(
+            conv, expected_version=version, state={"pending": None}, **_REVIEW,  # type: ignore[arg-type]
+            appended=[{"sender": "bot", "text": "Order id?", "decision": "approved",
+                       "decided_by": "alice"}],
+            resolve={"status": "decided", "decision": "approved", "decided_by": "alice"},
+            correction={"type": "approved", "agent": None})  # type: ignore[typeddict-item]
+    assert await store.get_conversation(conv) == before
+    assert await store.list_messages(conv) == messages
+    assert await stored_pending_replies(store, conv) == [held]
+    assert await store.list_corrections() == []
+
+
+@pytest.mark.parametrize("bad", [
+    {"resolve": {"status": "decided"}},  # a decision needs what was decided
+    {"resolve": {"status": "discarded", "decision": "approved"}},
+    {"resolve": {"status": "gone"}},
+    {"correction": {"type": "liked", "agent": "alice"}},
+    {"hold": {"messages": []}},
+])
+async def test_a_step_with_a_bad_draft_is_refused_before_writing(
+    store: Store, conv: str, bad: dict[str, Any]
+) -> None:
+    version, held = await _held(store, conv)
+    with pytest.raises(BadRequest):
+        await store.save_step(conv, expected_version=version, state={}, **_REVIEW,  # type: ignore[arg-type]
+                              **bad)
+    assert (await store.get_conversation(conv)).version == version
+    assert await stored_pending_replies(store, conv) == [held]
+
+
+async def test_a_discarding_step_resolves_without_a_decision(store: Store, conv: str) -> None:
+    version, held = await _held(store, conv)
+    saved = await store.save_step(
+        conv, expected_version=version, state={}, mode="human", owner="alice", queued=False,
+        queue_reason=None, resolve={"status": "discarded"})
+    assert [(p.id, p.status, p.decision, p.decided_by) for p in saved.resolved] == [
+        (held.id, "discarded", None, None)]
+    again = await store.save_step(
+        conv, expected_version=version + 1, state={}, mode="human", owner="alice",
+        queued=False, queue_reason=None, resolve={"status": "discarded"})
+    assert again.resolved == []  # nothing was pending any more
+
+
+async def test_concurrent_decisions_one_wins(store: Store, conv: str) -> None:
+    version, _ = await _held(store, conv)
+    results = await asyncio.gather(
+        *(
+            store.save_step(
+                conv, expected_version=version, state={}, **{**_REVIEW, "owner": f"agent{i}"},  # type: ignore[arg-type]
+                appended=[{"sender": "bot", "text": "Order id?", "decision": "approved",
+                           "decided_by": f"agent{i}"}],
+                resolve={"status": "decided", "decision": "approved", "decided_by": f"agent{i}"},
+                correction={"type": "approved", "agent": f"agent{i}"})
+            for i in range(5)
+        ),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert sum(isinstance(r, StaleVersion) for r in results) == 4
+    assert [m.text for m in await store.list_messages(conv)] == ["where is my parcel",
+                                                                  "Order id?"]
+    assert [c.agent for c in await store.list_corrections()] == [winners[0].conversation.owner]
+    [pending] = await stored_pending_replies(store, conv)
+    assert pending.decided_by == winners[0].conversation.owner
+
+
 # --------------------------------------------------------------------------- corrections
 
 
@@ -604,6 +782,7 @@ async def test_corrections(store: Store, conv: str) -> None:
         "new", None, None, None
     )
     assert (relabel.export_id, relabel.exported_at, relabel.model_version) == (None, None, "m1")
+    assert (relabel.tracker_status, relabel.tracker_attempts) == ("fetched", 0)  # as given
     replaced = await store.add_correction(
         conv, type="replaced", agent="bob", before="utter_greet", after="utter_refund",
         pending_reply_id=pending.id,
