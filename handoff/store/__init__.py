@@ -33,14 +33,12 @@ from handoff.store.records import (
     User as User,
     to_json as to_json,
 )
-from handoff.store.reviews import AlreadyResolved as AlreadyResolved
 from handoff.store.store import Store as Store
 from handoff.store.users import AlreadyExists as AlreadyExists
 
 __all__ = [
     "VERSION_TABLE",
     "AlreadyExists",
-    "AlreadyResolved",
     "AuditEntry",
     "Conversation",
     "Correction",

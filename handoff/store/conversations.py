@@ -308,15 +308,6 @@ class ConversationStore(Database):
                 await self._require_conversation(conn, conversation_id)
         return [record(Message, row) for row in rows]
 
-    async def find_message_id(self, conversation_id: str, client_message_id: str) -> int | None:
-        """The row id of the message stored with ``client_message_id``, or None."""
-        async with self._tx(write=False) as conn:
-            return (await conn.execute(
-                sa.select(messages.c.id)
-                .where(messages.c.conversation_id == conversation_id)
-                .where(messages.c.client_message_id == client_message_id)
-            )).scalar_one_or_none()
-
     async def last_customer_messages(
         self, conversation_ids: Sequence[str]
     ) -> dict[str, Message]:

@@ -35,7 +35,6 @@ Role = Literal["agent", "trainer", "admin"]
 
 MODES: Final = ("bot", "review", "human", "closed")
 SENDERS: Final = ("customer", "bot", "agent", "system")
-PENDING_STATUSES: Final = ("pending", "decided", "discarded")
 REVIEW_STATUSES: Final = ("new", "accepted", "rejected")
 TRACKER_STATUSES: Final = ("pending", "fetched", "failed")
 ROLES: Final = ("agent", "trainer", "admin")

@@ -2,25 +2,25 @@
 the corrections agents' decisions become (``corrections``), with the trainers' verdicts on them
 (``docs/store.md``). Part of :class:`~handoff.store.Store`.
 
-:meth:`~handoff.store.steps.StepStore.save_step` holds, decides or discards a reply and stores a
-decision's correction in the transaction of the router step that did it; Rasa's tracker events
-of such a correction are stored afterwards with :meth:`ReviewStore.set_correction_tracker`.
+A reply is held, decided or discarded, and a decision's correction stored, only by
+:meth:`~handoff.store.steps.StepStore.save_step`, in the transaction of the router step that
+did it. Rasa's tracker events of a correction are fetched after that commit and stored with
+:meth:`ReviewStore.set_correction_tracker`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handoff.errors import BadRequest, Conflict, NotFound
+from handoff.errors import BadRequest, NotFound
 from handoff.store.conversations import ConversationStore
 from handoff.store.database import check_limit, now, one_of, record, values_of
 from handoff.store.records import (
     CORRECTION_TYPES,
-    PENDING_STATUSES,
     REPLY_DECISIONS,
     REVIEW_STATUSES,
     TRACKER_STATUSES,
@@ -30,134 +30,18 @@ from handoff.store.records import (
     PendingReply,
     PendingReplyDraft,
     PendingResolution,
-    PendingStatus,
-    ReplyDecision,
     ReviewStatus,
     TrackerStatus,
 )
 from handoff.store.schema import audit_log, corrections, pending_replies
 
-__all__ = ["AlreadyResolved", "ReviewStore"]
-
-
-class AlreadyResolved(Conflict):
-    """The pending reply was already decided or discarded (e.g. by another agent)."""
-
-    code = "already_resolved"
+__all__ = ["ReviewStore"]
 
 
 class ReviewStore(ConversationStore):
     """Pending replies and corrections."""
 
     # ----------------------------------------------------------------- pending replies
-
-    async def add_pending_reply(
-        self,
-        conversation_id: str,
-        *,
-        action: str,
-        messages: list[dict[str, Any]],
-        confidence: float | None = None,
-        alternatives: list[dict[str, Any]] | None = None,
-        trigger_message_id: int | None = None,
-        model_version: str | None = None,
-    ) -> PendingReply:
-        """Hold a bot reply (the predicted ``action`` and the ``messages`` it would send) for
-        an agent's decision. ``NotFound`` if the conversation does not exist."""
-        async with self._tx(write=True) as conn:
-            await self._require_conversation(conn, conversation_id)
-            if trigger_message_id is not None:
-                await self._require_message(conn, conversation_id, trigger_message_id)
-            row = (await conn.execute(
-                sa.insert(pending_replies).values(
-                    conversation_id=conversation_id, created_at=now(),
-                    trigger_message_id=trigger_message_id, action=action, messages=messages,
-                    confidence=confidence, alternatives=alternatives,
-                    model_version=model_version, status="pending",
-                ).returning(*pending_replies.c)
-            )).one()
-        return record(PendingReply, row)
-
-    async def list_pending_replies(
-        self, *, conversation_id: str | None = None, status: PendingStatus | None = "pending"
-    ) -> list[PendingReply]:
-        """Pending replies, oldest first; by default only those still ``pending``."""
-        query = sa.select(pending_replies)
-        if conversation_id is not None:
-            query = query.where(pending_replies.c.conversation_id == conversation_id)
-        if status is not None:
-            one_of("status", status, PENDING_STATUSES)
-            query = query.where(pending_replies.c.status == status)
-        async with self._tx(write=False) as conn:
-            rows = await conn.execute(query.order_by(pending_replies.c.id))
-            return [record(PendingReply, row) for row in rows]
-
-    async def resolve_pending_reply(
-        self,
-        pending_reply_id: int,
-        *,
-        status: Literal["decided", "discarded"],
-        decided_by: str | None = None,
-        decision: ReplyDecision | None = None,
-    ) -> PendingReply:
-        """Mark a pending reply ``decided`` (``decision`` required) or ``discarded``.
-        ``AlreadyResolved`` (409) if it is no longer pending: exactly one caller wins."""
-        async with self._tx(write=True) as conn:
-            return await self._resolve(conn, pending_reply_id, status, decided_by, decision)
-
-    async def discard_pending_replies(
-        self, conversation_id: str, *, decided_by: str | None = None
-    ) -> list[PendingReply]:
-        """Discard every still-pending reply of a conversation (e.g. on takeover or a new
-        customer message); returns those it discarded."""
-        async with self._tx(write=True) as conn:
-            await self._require_conversation(conn, conversation_id)
-            rows = await conn.execute(
-                sa.update(pending_replies)
-                .where(pending_replies.c.conversation_id == conversation_id)
-                .where(pending_replies.c.status == "pending")
-                .values(status="discarded", decided_at=now(), decided_by=decided_by)
-                .returning(*pending_replies.c)
-            )
-            return sorted((record(PendingReply, row) for row in rows), key=lambda p: p.id)
-
-    async def _pending(self, conn: AsyncConnection, pending_reply_id: int) -> PendingReply:
-        row = (await conn.execute(
-            sa.select(pending_replies).where(pending_replies.c.id == pending_reply_id)
-        )).first()
-        if row is None:
-            raise NotFound(f"no pending reply {pending_reply_id}",
-                           pending_reply_id=pending_reply_id)
-        return record(PendingReply, row)
-
-    async def _resolve(
-        self,
-        conn: AsyncConnection,
-        pending_reply_id: int,
-        status: str,
-        decided_by: str | None,
-        decision: str | None,
-    ) -> PendingReply:
-        one_of("status", status, ("decided", "discarded"))
-        if status == "decided":
-            one_of("decision", decision, REPLY_DECISIONS)
-        elif decision is not None:
-            raise BadRequest("a discarded reply has no decision")
-        row = (await conn.execute(
-            sa.update(pending_replies)
-            .where(pending_replies.c.id == pending_reply_id)
-            .where(pending_replies.c.status == "pending")
-            .values(status=status, decided_at=now(), decided_by=decided_by, decision=decision)
-            .returning(*pending_replies.c)
-        )).first()
-        if row is None:
-            current = await self._pending(conn, pending_reply_id)
-            raise AlreadyResolved(
-                f"pending reply {pending_reply_id} is already {current.status}",
-                pending_reply_id=pending_reply_id, status=current.status,
-                decided_by=current.decided_by,
-            )
-        return record(PendingReply, row)
 
     async def _hold(self, conn: AsyncConnection, conversation_id: str,
                     draft: PendingReplyDraft) -> PendingReply:
@@ -207,30 +91,21 @@ class ReviewStore(ConversationStore):
         after: Any = None,
         tracker_events: list[dict[str, Any]] | None = None,
         message_id: int | None = None,
-        pending_reply_id: int | None = None,
         model_version: str | None = None,
     ) -> Correction:
-        """Store a correction with the Rasa tracker events up to its turn as given (its tracker
-        is ``fetched``); it starts with ``review_status="new"``. ``NotFound`` if the
-        conversation, or a referenced message / pending reply of that conversation, does not
-        exist."""
+        """Store a correction that is not an agent's decision on a turn (a trainer labelling a
+        customer message as an intent's example): it carries what it needs, so its tracker is
+        ``fetched`` with ``tracker_events`` as given. It starts with ``review_status="new"``.
+        ``NotFound`` if the conversation, or the message in it, does not exist."""
         one_of("type", type, CORRECTION_TYPES)
         async with self._tx(write=True) as conn:
             await self._require_conversation(conn, conversation_id)
             if message_id is not None:
                 await self._require_message(conn, conversation_id, message_id)
-            if pending_reply_id is not None:
-                pending = await self._pending(conn, pending_reply_id)
-                if pending.conversation_id != conversation_id:
-                    raise NotFound(
-                        f"no pending reply {pending_reply_id} in conversation "
-                        f"{conversation_id!r}", pending_reply_id=pending_reply_id,
-                    )
             return await self._insert_correction(
                 conn, conversation_id=conversation_id, type=type, agent=agent, before=before,
                 after=after, tracker_events=tracker_events or [], message_id=message_id,
-                pending_reply_id=pending_reply_id, model_version=model_version,
-                tracker_status="fetched",
+                pending_reply_id=None, model_version=model_version, tracker_status="fetched",
             )
 
     async def _record_correction(

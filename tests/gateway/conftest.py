@@ -183,3 +183,15 @@ async def stored_pending_replies(store: Store, conversation_id: str) -> list[Pen
         rows = await conn.execute(sa.select(pending_replies).where(
             pending_replies.c.conversation_id == conversation_id).order_by(pending_replies.c.id))
         return [PendingReply(**row._asdict()) for row in rows]
+
+
+async def corrections_with_tracker(store: Store, conversation_id: str,
+                                   timeout: float = 30.0) -> list[Correction]:
+    """The conversation's corrections once the gateway fetched their Rasa tracker events (it
+    does so in the background, after the decision commits)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await store.list_corrections(conversation_id=conversation_id)
+        if all(c.tracker_status != "pending" for c in found) or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)

@@ -30,7 +30,6 @@ from handoff.errors import BadRequest, Conflict, HandoffError, NotFound, Service
 from handoff.store import (
     VERSION_TABLE,
     AlreadyExists,
-    AlreadyResolved,
     Conversation,
     PendingReply,
     StaleVersion,
@@ -541,74 +540,6 @@ async def test_an_upgrade_to_0004_flags_the_corrections_stored_without_events(
         await store.close()
 
 
-# --------------------------------------------------------------------------- pending replies
-
-
-async def test_pending_reply_lifecycle(store: Store, conv: str) -> None:
-    trigger = await store.append_message(conv, "customer", "refund please")
-    pending = await store.add_pending_reply(
-        conv, action="utter_refund_policy", messages=[{"text": "Refunds take 5 days."}],
-        confidence=0.41, alternatives=[{"action": "action_refund", "confidence": 0.38}],
-        trigger_message_id=trigger.id, model_version="m1",
-    )
-    assert (pending.status, pending.action, pending.confidence, pending.trigger_message_id) == (
-        "pending", "utter_refund_policy", 0.41, trigger.id
-    )
-    assert pending.messages == [{"text": "Refunds take 5 days."}]
-    assert pending.alternatives == [{"action": "action_refund", "confidence": 0.38}]
-    assert (pending.decided_at, pending.decided_by, pending.decision) == (None, None, None)
-    assert await store.list_pending_replies(conversation_id=conv) == [pending]
-    decided = await store.resolve_pending_reply(
-        pending.id, status="decided", decided_by="alice", decision="approved"
-    )
-    assert (decided.status, decided.decided_by, decided.decision) == ("decided", "alice", "approved")
-    assert decided.decided_at is not None
-    assert await store.list_pending_replies(conversation_id=conv) == []
-    assert await store.list_pending_replies(conversation_id=conv, status="decided") == [decided]
-    assert await store.list_pending_replies(status=None) == [decided]
-    with pytest.raises(AlreadyResolved) as err:
-        await store.resolve_pending_reply(pending.id, status="discarded")
-    assert err.value.status == 409
-    assert err.value.details == {
-        "pending_reply_id": pending.id, "status": "decided", "decided_by": "alice"
-    }
-
-
-async def test_pending_reply_errors(store: Store, conv: str) -> None:
-    with pytest.raises(NotFound):
-        await store.add_pending_reply("nope", action="a", messages=[])
-    await store.upsert_conversation("c2")
-    other = await store.append_message("c2", "customer", "hi")
-    with pytest.raises(NotFound):
-        await store.add_pending_reply(conv, action="a", messages=[], trigger_message_id=other.id)
-    with pytest.raises(NotFound):
-        await store.resolve_pending_reply(404, status="discarded")
-    pending = await store.add_pending_reply(conv, action="a", messages=[])
-    with pytest.raises(BadRequest):
-        await store.resolve_pending_reply(pending.id, status="decided")  # no decision
-    with pytest.raises(BadRequest):
-        await store.resolve_pending_reply(pending.id, status="discarded", decision="approved")
-    with pytest.raises(BadRequest):
-        await store.resolve_pending_reply(pending.id, status="gone")  # type: ignore[arg-type]
-    with pytest.raises(BadRequest):
-        await store.list_pending_replies(status="gone")  # type: ignore[arg-type]
-    assert await store.list_pending_replies(conversation_id=conv) == [pending]
-
-
-async def test_discard_pending_replies(store: Store, conv: str) -> None:
-    first = await store.add_pending_reply(conv, action="a", messages=[{"text": "1"}])
-    second = await store.add_pending_reply(conv, action="b", messages=[{"text": "2"}])
-    await store.resolve_pending_reply(first.id, status="decided", decided_by="x",
-                                      decision="approved")
-    discarded = await store.discard_pending_replies(conv, decided_by="alice")
-    assert [(p.id, p.status, p.decided_by, p.decision) for p in discarded] == [
-        (second.id, "discarded", "alice", None)
-    ]
-    assert await store.discard_pending_replies(conv) == []
-    with pytest.raises(NotFound):
-        await store.discard_pending_replies("nope")
-
-
 # --------------------------------------------------------------------------- a decision and its record
 
 
@@ -763,7 +694,6 @@ async def test_concurrent_decisions_one_wins(store: Store, conv: str) -> None:
 
 async def test_corrections(store: Store, conv: str) -> None:
     message = await store.append_message(conv, "customer", "i want a refund")
-    pending = await store.add_pending_reply(conv, action="utter_greet", messages=[])
     events = [{"event": "action", "name": "action_listen"},
               {"event": "user", "text": "i want a refund",
                "parse_data": {"intent": {"name": "greet", "confidence": 0.5}}}]
@@ -785,7 +715,6 @@ async def test_corrections(store: Store, conv: str) -> None:
     assert (relabel.tracker_status, relabel.tracker_attempts) == ("fetched", 0)  # as given
     replaced = await store.add_correction(
         conv, type="replaced", agent="bob", before="utter_greet", after="utter_refund",
-        pending_reply_id=pending.id,
     )
     assert (replaced.before, replaced.after, replaced.tracker_events) == (
         "utter_greet", "utter_refund", []
@@ -867,12 +796,8 @@ async def test_correction_errors(store: Store, conv: str) -> None:
         await store.add_correction(conv, type="liked", agent="a")  # type: ignore[arg-type]
     await store.upsert_conversation("c2")
     elsewhere = await store.append_message("c2", "customer", "hi")
-    other_pending = await store.add_pending_reply("c2", action="a", messages=[])
     with pytest.raises(NotFound):
         await store.add_correction(conv, type="approved", agent="a", message_id=elsewhere.id)
-    with pytest.raises(NotFound):
-        await store.add_correction(conv, type="approved", agent="a",
-                                   pending_reply_id=other_pending.id)
     with pytest.raises(NotFound):
         await store.review_correction(1234, review_status="accepted", reviewed_by="t")
     with pytest.raises(BadRequest):
@@ -966,6 +891,6 @@ async def test_to_json(store: Store, conv: str) -> None:
 
 async def test_error_tree() -> None:
     for cls, status in ((BadRequest, 400), (NotFound, 404), (Conflict, 409),
-                        (StaleVersion, 409), (AlreadyResolved, 409), (AlreadyExists, 409),
+                        (StaleVersion, 409), (AlreadyExists, 409),
                         (ServiceUnavailable, 503)):
         assert issubclass(cls, HandoffError) and cls.status == status
