@@ -2,13 +2,20 @@
 
 :class:`Conversations` is what the app's handlers call. Each conversation's events are stepped
 strictly one at a time (an ``asyncio.Lock`` per conversation id); the new state, with the
-messages the step produced and the NLU result it brought, is written in one transaction with
-``Store.save_step`` (optimistic version; a stale version re-reads and re-steps) *before* any
-effect runs. Effects then run in the order the router gave them, still under the
-lock, except Rasa calls: those run as background tasks (kept referenced, cancelled by
-:meth:`Conversations.close`) whose outcome comes back through the same lock as a
-:class:`~handoff.conversation.router.RasaResult` or :class:`~handoff.conversation.router.RasaFailed`. While a call is out,
-new customer messages wait in the router's backlog, so turns never interleave.
+messages the step produced, the NLU result it brought, the reply it holds for an agent, the
+pending reply it decided or discarded and the correction recording an agent's decision, is
+written in one transaction with ``Store.save_step`` (optimistic version; a stale version
+re-reads and re-steps) *before* any effect runs. Effects then run in the order the router gave
+them, still under the lock, except Rasa calls: those run as background tasks (kept referenced,
+cancelled by :meth:`Conversations.close`) whose outcome comes back through the same lock as a
+:class:`~handoff.conversation.router.RasaResult` or
+:class:`~handoff.conversation.router.RasaFailed`. While a call is out, new customer messages
+wait in the router's backlog, so turns never interleave.
+
+A correction's Rasa tracker events are fetched after its step commits, outside the lock, by a
+background task that retries with backoff and then stores the events (``fetched``) or the
+error (``failed``) with ``Store.set_correction_tracker``; :meth:`Conversations.recover` retries
+those still ``pending`` or ``failed`` at start-up. A correction is never dropped.
 
 Everything the sockets see goes through the :class:`Notifier` seam: ``to_customer`` (the
 conversation's room on the customer namespace) and ``to_agents`` (the ``/agent`` namespace:
@@ -21,6 +28,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from handoff.conversation import router as r
@@ -31,8 +39,11 @@ from handoff.conversation.rasa_client import RasaClient, RasaError, TurnReply
 from handoff.conversation.state_codec import decode_state, encode, encode_state
 from handoff.store import (
     Conversation,
+    CorrectionDraft,
     Message,
     MessageNlu,
+    PendingReplyDraft,
+    PendingResolution,
     StaleVersion,
     StepMessage,
     Store,
@@ -40,11 +51,13 @@ from handoff.store import (
 )
 from handoff.conversation.triage_link import TriageLink
 
-__all__ = ["Conversations", "Notifier", "conversation_json", "turn_result"]
+__all__ = ["Conversations", "Notifier", "conversation_json", "events_until", "turn_result"]
 
 log = logging.getLogger(__name__)
 
 _STALE_RETRIES = 5
+TRACKER_RETRY_DELAYS = (1.0, 4.0, 15.0)
+"""Seconds to wait before each further try of a correction's tracker fetch."""
 
 
 class Notifier(Protocol):
@@ -124,18 +137,21 @@ class Conversations:
 
     def __init__(self, store: Store, rasa: RasaClient, notifier: Notifier,
                  config: r.RouterConfig = r.DEFAULT_CONFIG, *,
-                 review_timeout: float = 30.0, triage: TriageLink | None = None) -> None:
+                 review_timeout: float = 30.0, triage: TriageLink | None = None,
+                 tracker_retry_delays: Sequence[float] = TRACKER_RETRY_DELAYS) -> None:
         self.store = store
         self.rasa = rasa
         self.notifier = notifier
         self.config = config
         self.review_timeout = review_timeout
         self.triage = triage
+        self.tracker_retry_delays = tuple(tracker_retry_delays)
         self.locks = ConversationLocks()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
-        """Cancel the Rasa calls still out and wait for them to end."""
+        """Cancel the background tasks still running (Rasa calls, tracker fetches, review
+        timers) and wait for them to end."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -144,7 +160,13 @@ class Conversations:
     async def recover(self) -> int:
         """After a restart: a turn that waits for a Rasa call this process never made would
         block its conversation forever, so each gets :class:`~handoff.conversation.router.RasaFailed`
-        (the customer is queued for a person, nothing is lost). Returns how many."""
+        (the customer is queued for a person, nothing is lost). Returns how many. The
+        corrections whose tracker events are still ``pending`` or ``failed`` are fetched again
+        (in the background)."""
+        for correction in await self.store.list_corrections(
+                tracker_status=["pending", "failed"]):
+            self._spawn(self._fetch_tracker(correction.id, correction.conversation_id,
+                                            correction.created_at))
         recovered = 0
         for conv in await self.store.list_conversations(mode=["bot", "review", "human"]):
             state = decode_state(conv.id, conv.state)
@@ -241,22 +263,23 @@ class Conversations:
             if after == before and not effects:
                 return before, []
             try:
-                _, stored = await self.store.save_step(
+                saved = await self.store.save_step(
                     conversation_id, expected_version=conv.version, mode=after.mode.value,
                     owner=after.owner, queued=after.queued,
                     queue_reason=after.queue_reason.value if after.queue_reason else None,
                     state=encode_state(after), appended=_step_messages(effects),
-                    nlu=_step_nlu(before, event),
+                    nlu=_step_nlu(before, event), resolve=_resolution(before, after, effects),
+                    hold=_held_draft(effects), correction=_correction_draft(effects),
                 )
             except StaleVersion:
-                continue  # another gateway process wrote it: re-read and step again
+                continue  # the conversation changed meanwhile: re-read and step again
             break
         else:
             raise StaleVersion(f"conversation {conversation_id!r} keeps changing")
-        if before.pending is not None and after.pending is None and not any(
-            isinstance(e, r.RecordCorrection) and e.reply_id is not None for e in effects
-        ):
-            await self.store.discard_pending_replies(conversation_id)
+        stored = saved.messages
+        if saved.correction is not None:  # Rasa is asked outside the lock, after the commit
+            self._spawn(self._fetch_tracker(saved.correction.id, conversation_id,
+                                            saved.correction.created_at))
         rows = iter(stored)  # in the order _step_messages listed them
         for effect in effects:
             try:
@@ -293,13 +316,7 @@ class Conversations:
                     "conversation_id": cid, "mode": effect.mode.value, "owner": effect.owner,
                     "queue_reason": effect.queue_reason.value if effect.queue_reason else None,
                     "queue_detail": effect.queue_detail})
-            case r.ShowPendingReply(agent_id=agent_id, reply=reply):
-                row = await self.store.find_message_id(cid, reply.message_id)
-                await self.store.add_pending_reply(
-                    cid, action=reply.action.name, messages=[dict(m) for m in reply.action.messages],
-                    confidence=reply.action.confidence,
-                    alternatives=[encode(a) for a in reply.action.alternatives],
-                    trigger_message_id=row, model_version=reply.model_id)
+            case r.ShowPendingReply(agent_id=agent_id, reply=reply):  # held with the step
                 await self.notifier.to_agents("pending_reply", {
                     "conversation_id": cid, "reply": encode(reply), "owner": agent_id,
                     "release_in": None if agent_id else self.review_timeout},
@@ -314,7 +331,7 @@ class Conversations:
                 await self.notifier.to_agents("rasa_error", {"conversation_id": cid,
                                                              "error": error}, agent_ids)
             case r.RecordCorrection():
-                await self._record_correction(effect)
+                pass  # stored with the step; its tracker events are fetched after the commit
             case r.RasaCall() | r.AppendToTracker():
                 self._spawn(self._call_rasa(effect))
             case _:
@@ -336,33 +353,41 @@ class Conversations:
                     human or effect.decision in (r.CorrectionKind.WRITE, r.CorrectionKind.EDIT))):
                 await self.triage.remember_reply(text, effect.agent_id, None)
 
-    async def _record_correction(self, effect: r.RecordCorrection) -> None:
-        cid = effect.conversation_id
-        if effect.reply_id is not None:
-            pending = await self.store.list_pending_replies(conversation_id=cid)
-            decision = effect.kind.reply_decision
-            for reply in pending:
-                await self.store.resolve_pending_reply(
-                    reply.id, status="decided" if decision else "discarded",
-                    decided_by=effect.agent_id if decision else None,
-                    decision=decision)
-        row = await self.store.find_message_id(cid, effect.message_id) if (
-            effect.message_id) else None
-        await self.store.add_correction(
-            cid, type=effect.kind.recorded_as, agent=effect.agent_id,
-            before=encode(effect.before), after=encode(effect.after),
-            tracker_events=await self._tracker_events(cid), message_id=row,
-            model_version=effect.model_id)
-
-    async def _tracker_events(self, cid: str) -> list[dict[str, Any]]:
-        """Rasa's events of the conversation as they are when the agent decides: everything
-        up to the corrected turn (the decided action has not run yet). Empty, with a warning,
-        when Rasa cannot say; the correction is stored all the same."""
+    async def _fetch_tracker(self, correction_id: int, cid: str, at: datetime) -> None:
+        """Rasa's events of the conversation as they were when the agent decided (those at or
+        before the correction's time ``at``: everything up to the corrected turn, the decided
+        action not yet run), stored with the correction. Tried again after each of
+        :attr:`tracker_retry_delays`; when every try failed the correction is marked
+        ``failed`` with the last error (kept, shown to trainers, retried by :meth:`recover`).
+        If even that cannot be stored, the correction stays ``pending`` for :meth:`recover`."""
         try:
-            return await self.rasa.tracker_events(cid)
-        except RasaError as exc:
-            log.warning("correction in %s stored without tracker events: %s", cid, exc)
-            return []
+            await self._fetch_tracker_once(correction_id, cid, at)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the database: the correction stays pending, retried at start-up
+            log.exception("tracker of correction %s in %s not stored", correction_id, cid)
+
+    async def _fetch_tracker_once(self, correction_id: int, cid: str, at: datetime) -> None:
+        error = ""
+        attempts = 0
+        for delay in (0.0, *self.tracker_retry_delays):
+            await asyncio.sleep(delay)
+            attempts += 1
+            try:
+                events = await self.rasa.tracker_events(cid)
+            except RasaError as exc:
+                error = exc.message
+            except Exception as exc:  # noqa: BLE001 - whatever it was, the correction is kept
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                await self.store.set_correction_tracker(
+                    correction_id, events=events_until(events, at), attempts=attempts)
+                return
+            log.info("tracker of correction %s (%s), try %d: %s", correction_id, cid,
+                     attempts, error)
+        log.warning("correction %s in %s kept without tracker events: %s", correction_id, cid,
+                    error)
+        await self.store.set_correction_tracker(correction_id, error=error, attempts=attempts)
 
     # ------------------------------------------------------------------ Rasa
 
@@ -492,6 +517,59 @@ def _step_messages(effects: Sequence[r.Effect]) -> list[StepMessage]:
                     "payload": extra or None, "action": effect.action_name,
                     "decided_by": effect.agent_id,
                     "decision": effect.decision.reply_decision if effect.decision else None})
+    return out
+
+
+def _resolution(before: r.ConversationState, after: r.ConversationState,
+                effects: Sequence[r.Effect]) -> PendingResolution | None:
+    """How the step ends the reply that was pending, if it does: decided by the agent whose
+    decision sends a reply, else discarded (relabelled, released unchanged, taken over,
+    closed)."""
+    if before.pending is None or (
+            after.pending is not None and after.pending.reply_id == before.pending.reply_id):
+        return None
+    record = next((e for e in effects if isinstance(e, r.RecordCorrection)
+                   and e.reply_id == before.pending.reply_id), None)
+    if record is None:
+        return {"status": "discarded"}
+    decision = record.kind.reply_decision
+    if decision is None:
+        return {"status": "discarded", "decided_by": record.agent_id}
+    return {"status": "decided", "decision": decision, "decided_by": record.agent_id}
+
+
+def _held_draft(effects: Sequence[r.Effect]) -> PendingReplyDraft | None:
+    """The reply the step holds for an agent's decision (``ShowPendingReply``)."""
+    shown = next((e for e in effects if isinstance(e, r.ShowPendingReply)), None)
+    if shown is None:
+        return None
+    reply = shown.reply
+    return {"action": reply.action.name, "messages": [dict(m) for m in reply.action.messages],
+            "confidence": reply.action.confidence,
+            "alternatives": [encode(a) for a in reply.action.alternatives],
+            "model_version": reply.model_id, "trigger_client_message_id": reply.message_id}
+
+
+def _correction_draft(effects: Sequence[r.Effect]) -> CorrectionDraft | None:
+    """The correction the step records (``RecordCorrection``; the router makes at most one)."""
+    effect = next((e for e in effects if isinstance(e, r.RecordCorrection)), None)
+    if effect is None:
+        return None
+    return {"type": effect.kind.recorded_as, "agent": effect.agent_id,
+            "before": encode(effect.before), "after": encode(effect.after),
+            "model_version": effect.model_id, "client_message_id": effect.message_id}
+
+
+def events_until(events: Sequence[dict[str, Any]], at: datetime) -> list[dict[str, Any]]:
+    """The tracker ``events`` up to time ``at`` (Rasa's ``timestamp``: seconds since the
+    epoch), oldest first: the tracker as it was then."""
+    limit = at.timestamp()
+    out: list[dict[str, Any]] = []
+    for event in events:
+        stamp = event.get("timestamp")
+        if isinstance(stamp, int | float) and not isinstance(stamp, bool) and stamp > limit:
+            break
+        out.append(event)
     return out
 
 

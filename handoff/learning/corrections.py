@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contracts.correction_record import RESOLUTION_KEYS, RecordError, parse_record
+from contracts.correction_record import RELABELLED, RESOLUTION_KEYS, RecordError, parse_record
 from handoff.errors import HandoffError
 from handoff.settings import resolve_database_url
 from handoff.store import Correction, Store, to_json
 
-__all__ = ["Export", "export_record", "export_records", "main"]
+__all__ = ["Export", "export_record", "export_records", "main", "tracker_wait"]
 
 DEFAULT_URL = "sqlite+aiosqlite:///var/handoff.db"
 
@@ -80,13 +80,31 @@ def export_record(correction: Correction) -> dict[str, Any]:
     return record
 
 
+def tracker_wait(correction: Correction) -> str | None:
+    """Why the correction cannot be exported until its tracker events are in, or None when
+    they are (``tracker_status`` ``fetched``)."""
+    if correction.tracker_status == "pending":
+        return ("its tracker events are still being fetched from Rasa (tracker_status "
+                "'pending'); it is exported once they are in")
+    if correction.tracker_status == "failed":
+        return (f"fetching its tracker events from Rasa failed after "
+                f"{correction.tracker_attempts} tries ({correction.tracker_error}); the gateway "
+                "tries again at its next start")
+    return None
+
+
 def export_records(corrections: Iterable[Correction]) -> Export:
     """The accepted corrections as records for the writer, each checked against the contract
-    (``contracts/correction_record.py``) the writer reads them with: one it would refuse is
-    left out, with the reason, instead of failing the whole retraining."""
+    (``contracts/correction_record.py``) the writer reads them with: one it would refuse, or
+    one whose tracker events are not in yet (:func:`tracker_wait`), is left out with the
+    reason instead of failing the whole retraining."""
     records: list[dict[str, Any]] = []
     refused: dict[int, str] = {}
     for correction in corrections:
+        waiting = tracker_wait(correction)
+        if waiting is not None:
+            refused[correction.id] = waiting
+            continue
         record = export_record(correction)
         try:
             parse_record(record)
@@ -99,7 +117,7 @@ def export_records(corrections: Iterable[Correction]) -> Export:
 
 def _summary(c: Any) -> str:
     before, after = c.before or {}, c.after or {}
-    if c.type == "relabelled":
+    if c.type == RELABELLED:
         what = f"{before.get('intent')} -> {after.get('intent')}"
     else:
         what = f"{before.get('action_name')} -> {after.get('action_name')}"

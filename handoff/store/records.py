@@ -1,6 +1,9 @@
 """The gateway's records: what :class:`~handoff.store.Store` returns (frozen dataclasses, one per
 table row), what it takes in bulk (``TypedDict``s), the allowed values of each enumerated column,
-and :func:`to_json`. Plain data: no SQL here (that is :mod:`handoff.store`)."""
+and :func:`to_json`. Plain data: no SQL here (that is :mod:`handoff.store`).
+
+The correction types and the decisions on a held reply are the contract's
+(:mod:`contracts.correction_record`), which the writer in ``bot/`` reads them back with."""
 
 from __future__ import annotations
 
@@ -9,27 +12,31 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, TypedDict
 
+from contracts.correction_record import (
+    CORRECTION_TYPES as CORRECTION_TYPES,
+    REPLY_DECISIONS as REPLY_DECISIONS,
+    CorrectionType as CorrectionType,
+    ReplyDecision as ReplyDecision,
+)
+
 __all__ = [
-    "AuditEntry", "Conversation", "Correction", "CorrectionDraft", "CorrectionType", "Decided",
-    "Decision", "Message", "MessageNlu", "Mode", "ModelVersion", "Note", "OutgoingMessage",
-    "PendingReply",
-    "PendingStatus", "ReviewStatus", "Role", "Sender", "StepMessage", "User", "to_json",
+    "AuditEntry", "Conversation", "Correction", "CorrectionDraft", "CorrectionType", "Message",
+    "MessageNlu", "Mode", "ModelVersion", "Note", "PendingReply", "PendingReplyDraft",
+    "PendingResolution", "PendingStatus", "ReplyDecision", "ReviewStatus", "Role", "Sender",
+    "SavedStep", "StepMessage", "TrackerStatus", "User", "to_json",
 ]
 
 Mode = Literal["bot", "review", "human", "closed"]
 Sender = Literal["customer", "bot", "agent", "system"]
-Decision = Literal["approved", "edited", "replaced", "written"]
 PendingStatus = Literal["pending", "decided", "discarded"]
-CorrectionType = Literal["approved", "edited", "replaced", "written", "relabelled", "takeover"]
 ReviewStatus = Literal["new", "accepted", "rejected"]
+TrackerStatus = Literal["pending", "fetched", "failed"]
 Role = Literal["agent", "trainer", "admin"]
 
 MODES: Final = ("bot", "review", "human", "closed")
 SENDERS: Final = ("customer", "bot", "agent", "system")
-DECISIONS: Final = ("approved", "edited", "replaced", "written")
-PENDING_STATUSES: Final = ("pending", "decided", "discarded")
-CORRECTION_TYPES: Final = DECISIONS + ("relabelled", "takeover")
 REVIEW_STATUSES: Final = ("new", "accepted", "rejected")
+TRACKER_STATUSES: Final = ("pending", "fetched", "failed")
 ROLES: Final = ("agent", "trainer", "admin")
 
 
@@ -115,6 +122,9 @@ class Correction:
     export_id: str | None
     exported_at: datetime | None
     fixed_by_model: str | None = None  # the model trained on it that gets its test story right
+    tracker_status: str = "fetched"  # pending | fetched | failed: Rasa's events in tracker_events
+    tracker_error: str | None = None  # why the last fetch of the events failed
+    tracker_attempts: int = 0  # how many fetches were tried
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,23 +173,14 @@ class AuditEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class Decided:
-    """What ``decide_pending_reply`` wrote, all in one transaction."""
+class SavedStep:
+    """What ``Store.save_step`` wrote, all in one transaction."""
 
-    pending_reply: PendingReply
-    messages: list[Message]
-    correction: Correction | None
-
-
-class OutgoingMessage(TypedDict, total=False):
-    """One bot message sent as the result of an agent's decision on a pending reply."""
-
-    text: str | None
-    payload: dict[str, Any] | None
-    metadata: dict[str, Any] | None
-    action: str | None
-    model_version: str | None
-    client_message_id: str | None
+    conversation: Conversation
+    messages: list[Message]  # the appended ones, in order (a retry's stored row, replayed)
+    held: PendingReply | None = None  # the reply the step holds for an agent's decision
+    resolved: list[PendingReply] = field(default_factory=list)  # decided or discarded by it
+    correction: Correction | None = None  # the decision's record, its tracker still pending
 
 
 class StepMessage(TypedDict, total=False):
@@ -192,7 +193,7 @@ class StepMessage(TypedDict, total=False):
     metadata: dict[str, Any] | None
     client_message_id: str | None
     action: str | None
-    decision: Decision | None
+    decision: ReplyDecision | None
     decided_by: str | None
     model_version: str | None
 
@@ -210,14 +211,39 @@ class MessageNlu(TypedDict, total=False):
     actions: list[dict[str, Any]]  # [{"name", "policy", "confidence"}]
 
 
+class PendingReplyDraft(TypedDict, total=False):
+    """A bot reply a router step holds for an agent's decision (``action`` and ``messages``
+    are required): the predicted action and the messages it would send."""
+
+    action: str
+    messages: list[dict[str, Any]]
+    confidence: float | None
+    alternatives: list[dict[str, Any]] | None
+    model_version: str | None
+    trigger_client_message_id: str | None  # the customer message it answers
+
+
+class PendingResolution(TypedDict, total=False):
+    """How a router step ends the conversation's pending reply (``status`` is required):
+    ``decided`` with the agent's ``decision``, or ``discarded`` (released unchanged, taken
+    over, relabelled, closed)."""
+
+    status: Literal["decided", "discarded"]
+    decision: ReplyDecision | None
+    decided_by: str | None
+
+
 class CorrectionDraft(TypedDict, total=False):
-    """The correction written together with a decision (``type`` is required)."""
+    """The correction a router step records (``type`` and ``agent`` are required). Its
+    tracker events are fetched from Rasa after the step commits (``tracker_status``
+    ``pending`` until then)."""
 
     type: CorrectionType
+    agent: str
     before: Any
     after: Any
-    tracker_events: list[dict[str, Any]]
     model_version: str | None
+    client_message_id: str | None  # the customer message the corrected turn answers
 
 
 def to_json(record: Any) -> dict[str, Any]:

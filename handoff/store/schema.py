@@ -135,6 +135,9 @@ corrections = sa.Table(
     sa.Column("export_id", sa.Text),
     sa.Column("exported_at", _TIME),
     sa.Column("fixed_by_model", sa.Text),
+    sa.Column("tracker_status", sa.Text, nullable=False, server_default="pending"),
+    sa.Column("tracker_error", sa.Text),
+    sa.Column("tracker_attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_corrections_review_status_type", "review_status", "type"),
     sa.Index("ix_corrections_conversation", "conversation_id"),
 )

@@ -241,7 +241,11 @@ def openapi_document() -> dict[str, Any]:
                     "tracker_events": {"type": "array", "items": {"type": "object"}},
                     "agent": {"type": "string"}, "model_version": {"type": ["string", "null"]},
                     "review_status": {"type": "string"},
-                    "fixed_by_model": {"type": ["string", "null"]}}},
+                    "fixed_by_model": {"type": ["string", "null"]},
+                    "tracker_status": {"type": "string",
+                                       "enum": ["pending", "fetched", "failed"]},
+                    "tracker_error": {"type": ["string", "null"]},
+                    "tracker_attempts": {"type": "integer"}}},
                 "ModelVersion": {"type": "object", "properties": {
                     "model_id": {"type": "string"}, "file": {"type": "string"},
                     "status": {"type": "string", "enum": ["candidate", "live", "retired"]},

@@ -11,8 +11,9 @@ import httpx
 import pytest_asyncio
 import socketio
 
-from handoff.web.auth import create_user
+from handoff.errors import NotFound
 from handoff.store import Store
+from handoff.web.auth import create_user
 from tests.gateway.conftest import Gateway
 
 WAIT = 60.0  # seconds for anything that involves Rasa
@@ -87,7 +88,9 @@ async def api(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
 async def user_login(store: Store, api: httpx.AsyncClient, username: str,
                      role: str) -> dict[str, str]:
     """Create a user of ``role`` (once) and log in; the Authorization header."""
-    if username not in {u.username for u in await store.list_users()}:
+    try:
+        await store.get_user(username)
+    except NotFound:
         await create_user(store, username, f"{username}-password", role)  # type: ignore[arg-type]
     resp = await api.post("/api/login", json={"username": username,
                                               "password": f"{username}-password"})

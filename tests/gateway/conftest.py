@@ -24,7 +24,8 @@ import requests
 import sqlalchemy as sa
 
 from bot.serve import Stack
-from handoff.store import Store
+from handoff.store import Correction, PendingReply, Store
+from handoff.store.schema import pending_replies
 from tests.conftest import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -161,3 +162,36 @@ def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iter
                         rasa_stack.token)
     yield gw
     _stop(gw.process)
+
+
+# --------------------------------------------------------------------------- reading what was stored
+
+
+async def stored_correction(store: Store, correction_id: int) -> Correction:
+    """The correction with that id, read the way the trainers' list reads it."""
+    found = [c for c in await store.list_corrections(after_id=correction_id - 1, limit=1)
+             if c.id == correction_id]
+    if not found:
+        raise LookupError(f"no correction {correction_id}")
+    return found[0]
+
+
+async def stored_pending_replies(store: Store, conversation_id: str) -> list[PendingReply]:
+    """Every held reply of the conversation, whatever its status, oldest first (a direct
+    select: the gateway reads pending replies only from the router's state)."""
+    async with store._tx(write=False) as conn:
+        rows = await conn.execute(sa.select(pending_replies).where(
+            pending_replies.c.conversation_id == conversation_id).order_by(pending_replies.c.id))
+        return [PendingReply(**row._asdict()) for row in rows]
+
+
+async def corrections_with_tracker(store: Store, conversation_id: str,
+                                   timeout: float = 30.0) -> list[Correction]:
+    """The conversation's corrections once the gateway fetched their Rasa tracker events (it
+    does so in the background, after the decision commits)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await store.list_corrections(conversation_id=conversation_id)
+        if all(c.tracker_status != "pending" for c in found) or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)

@@ -25,7 +25,7 @@ from handoff.settings import load_settings
 from handoff.store import Store
 from tests.gateway.clients import WAIT, Widget, agent_console, agent_login, user_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
-from tests.gateway.conftest import Gateway, _start_gateway, _stop
+from tests.gateway.conftest import Gateway, _start_gateway, _stop, corrections_with_tracker
 
 pytestmark = pytest.mark.asyncio
 
@@ -85,9 +85,9 @@ async def test_relabel_repredicts_from_the_corrected_intent_without_a_duplicate_
             (REFUND_POLICY, "delivery_options")]  # once, with the corrected intent
         assert [e["text"] for e in events if e["event"] == "bot"] == [data["text"]]
 
-        corrections = await store.list_corrections(conversation_id=session_id)
-        assert [(c.type, c.agent) for c in corrections] == [
-            ("relabelled", "erin"), ("approved", "erin")]
+        corrections = await corrections_with_tracker(store, session_id)
+        assert [(c.type, c.agent, c.tracker_status) for c in corrections] == [
+            ("relabelled", "erin", "fetched"), ("approved", "erin", "fetched")]
         relabel = corrections[0]
         assert relabel.before["intent"] == "check_refund_policy"
         assert relabel.after["intent"] == "delivery_options"
@@ -136,8 +136,8 @@ async def test_transcript_marks_each_decision_and_who_made_it(
         assert [[a["name"] for a in m["actions"] or []] for m in body["messages"]
                 if m["sender"] == "customer"] == [["utter_refund_policy"],
                                                    ["utter_delivery_options"]]
-        corrections = await store.list_corrections(conversation_id=session_id)
-        assert all(c.tracker_events for c in corrections)
+        corrections = await corrections_with_tracker(store, session_id)
+        assert all(c.tracker_events and c.tracker_status == "fetched" for c in corrections)
     finally:
         await console.disconnect()
 

@@ -23,7 +23,7 @@ from tests.gateway.clients import WAIT, Widget
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
 from tests.gateway.clients import agent_console as _console
 from tests.gateway.clients import agent_login as _agent
-from tests.gateway.conftest import Gateway, _start_gateway, _stop
+from tests.gateway.conftest import Gateway, _start_gateway, _stop, stored_pending_replies
 
 pytestmark = pytest.mark.asyncio
 
@@ -329,7 +329,7 @@ async def test_review_holds_the_bot_reply_until_the_owner_approves_or_edits(
         corrections = await store.list_corrections(conversation_id=session_id)
         assert [(c.type, c.agent) for c in corrections] == [
             ("approved", "carol"), ("written", "carol")]
-        replies = await store.list_pending_replies(conversation_id=session_id, status=None)
+        replies = await stored_pending_replies(store, session_id)
         assert [(p.action, p.status, p.decision) for p in replies][:1] == [
             ("utter_greet", "decided", "approved")]
     finally:

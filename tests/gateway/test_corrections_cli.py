@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from handoff.learning.corrections import export_records
 from handoff.store import Store
-from tests.gateway.conftest import GATEWAY_PYTHON, PROJECT_ROOT
+from tests.gateway.conftest import GATEWAY_PYTHON, PROJECT_ROOT, stored_correction
 from tests.test_corrections_writer import project_copy, write
 
 pytestmark = pytest.mark.asyncio
@@ -70,11 +71,43 @@ async def test_list_review_and_export(store: Store, store_url: str, tmp_path: Pa
     left_out = _cli(store_url, "export", "--out", str(out), "--mark", "export-2")
     assert left_out.returncode == 0 and json.loads(out.read_text()) == []
     assert f"correction {blind.id} left out: no tracker events" in left_out.stderr
-    assert (await store.get_correction(blind.id)).export_id is None
+    assert (await stored_correction(store, blind.id)).export_id is None
     out.write_text(json.dumps([{"id": made[1].id}]))
     assert _cli(store_url, "mark", "--input", str(out), "--export-id", "retrain-1").returncode == 0
-    assert (await store.get_correction(made[1].id)).export_id == "retrain-1"
+    assert (await stored_correction(store, made[1].id)).export_id == "retrain-1"
     assert _cli(store_url, "list", "--status", "maybe").returncode == 1
+
+
+async def test_a_correction_waiting_for_its_tracker_is_left_out_with_the_reason(
+    store: Store,
+) -> None:
+    """An agent's decision is stored at once; Rasa's tracker events follow. Until they are in,
+    the correction cannot become training data, and the export says why."""
+    await store.upsert_conversation("c1")
+    saved = await store.save_step(
+        "c1", expected_version=1, mode="review", owner="ann", queued=False, queue_reason=None,
+        state={}, correction={"type": "replaced", "agent": "ann",
+                              "before": {"action_name": "utter_a"},
+                              "after": {"action_name": "utter_b"}})
+    assert saved.correction is not None
+    cid = saved.correction.id
+    await store.review_correction(cid, review_status="accepted", reviewed_by="tina")
+
+    async def refused() -> str:
+        export = export_records(await store.list_corrections(review_status="accepted"))
+        assert export.records == []
+        return export.refused[cid]
+
+    assert await refused() == ("its tracker events are still being fetched from Rasa "
+                               "(tracker_status 'pending'); it is exported once they are in")
+    await store.set_correction_tracker(cid, error="Rasa did not answer", attempts=4)
+    assert await refused() == ("fetching its tracker events from Rasa failed after 4 tries "
+                               "(Rasa did not answer); the gateway tries again at its next start")
+    events = [{"event": "action", "name": "action_listen"}, {"event": "user", "text": "hi"}]
+    await store.set_correction_tracker(cid, events=events)
+    export = export_records(await store.list_corrections(review_status="accepted"))
+    assert (export.ids, export.refused) == ([cid], {})
+    assert export.records[0]["tracker_events"] == events
 
 
 async def test_the_export_feeds_bots_writer(tmp_path: Path) -> None:
@@ -103,7 +136,7 @@ async def test_the_export_feeds_bots_writer(tmp_path: Path) -> None:
     assert "could my parcel come gift wrapped" in written and "place_order" in written
     assert "ann@example.com" not in written  # masked before anything is written
     async with Store(url) as store:
-        assert (await store.get_correction(need.id)).export_id == "export-7"
+        assert (await stored_correction(store, need.id)).export_id == "export-7"
 
 
 async def test_a_trainers_written_as_choice_reaches_bots_writer(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from bot.serve import latest_model
 from handoff.store import Store
 from tests.conftest import free_port
 from tests.gateway.clients import WAIT, Widget, user_login
+from tests.gateway.conftest import stored_correction
 from tests.gateway.test_pages import (  # noqa: F401 (fixtures)
     CHROMIUM, Console, PageWatch, Shots, agents, browser, shots, watch,
 )
@@ -305,7 +306,7 @@ async def test_a_correction_rasa_would_reject_is_refused_and_nothing_changes(
     assert lines, "no progress reached the console"
     assert _training_files(system.project) == before  # byte for byte
     assert sorted(p.name for p in (system.project / "models").iterdir()) == models_before
-    stored = await store.get_correction(correction["id"])
+    stored = await stored_correction(store, correction["id"])
     assert stored.exported_at is None and stored.fixed_by_model is None  # not trained on
 
     resp = await api.post(f"/api/corrections/{correction['id']}/review", headers=trainer,
@@ -377,7 +378,7 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
 
     assert await _live(api, trainer) == new_model
     assert await _ask(system, WRONG) == corrected  # the same words, answered right now
-    stored = await store.get_correction(correction["id"])
+    stored = await stored_correction(store, correction["id"])
     assert (stored.model_version, stored.fixed_by_model) == (old_model, new_model)
     deployed = await store.list_audit(action="model_deployed")
     assert deployed[0].actor == "tom" and deployed[0].details["override"] is None

@@ -27,6 +27,7 @@ from playwright.sync_api import (
 
 from handoff.web.auth import create_user
 from handoff.store import Store
+from handoff.errors import NotFound
 from tests.gateway.conftest import PROJECT_ROOT, Gateway
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -56,9 +57,10 @@ def agents(gateway: Gateway) -> dict[str, str]:
     """The console users of this module (created once in the gateway's database)."""
     async def create() -> None:
         async with Store(gateway.database_url) as store:
-            existing = {u.username for u in await store.list_users()}
             for username, role in AGENTS.items():
-                if username not in existing:
+                try:
+                    await store.get_user(username)
+                except NotFound:
                     await create_user(store, username, _password(username), role)  # type: ignore[arg-type]
     asyncio.run(create())
     return AGENTS

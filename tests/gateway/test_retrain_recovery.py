@@ -32,7 +32,7 @@ from bot.serve import Stack
 from handoff.store import Store
 from tests.conftest import free_port
 from tests.gateway.clients import WAIT, user_login
-from tests.gateway.conftest import Gateway, _start_gateway, _stop
+from tests.gateway.conftest import Gateway, _start_gateway, _stop, stored_correction
 
 pytestmark = pytest.mark.asyncio
 
@@ -163,7 +163,7 @@ async def test_a_restarted_gateway_records_the_retraining_it_started(
             [model] = [m for m in models if m["model_id"] == MODEL_ID]
             assert (model["status"], model["file"], model["retrained_by"]) == (
                 "candidate", MODEL_FILE, "rita")
-        correction = await store.get_correction(made.id)
+        correction = await stored_correction(store, made.id)
         assert (correction.export_id, correction.fixed_by_model) == (job_id, MODEL_ID)
         assert [e.action for e in await store.list_audit(target=f"retrain:{job_id}")] == [
             "retrain_succeeded", "retrain_started"]
@@ -182,7 +182,7 @@ async def test_a_restarted_gateway_records_the_retraining_it_started(
         async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
             lost = await _state(api, rita, "failed")
             assert lost["id"] == "lost-one" and "retrain again" in lost["message"]
-        assert (await store.get_correction(waiting.id)).export_id is None
+        assert (await stored_correction(store, waiting.id)).export_id is None
         assert [e.action for e in await store.list_audit(target="retrain:lost-one")] == [
             "retrain_failed", "retrain_started"]
     finally:

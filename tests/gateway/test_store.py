@@ -16,6 +16,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -29,13 +30,15 @@ from handoff.errors import BadRequest, Conflict, HandoffError, NotFound, Service
 from handoff.store import (
     VERSION_TABLE,
     AlreadyExists,
-    AlreadyResolved,
+    Conversation,
+    PendingReply,
     StaleVersion,
     Store,
     alembic_config,
     to_json,
 )
 from handoff.store.schema import metadata
+from tests.gateway.conftest import stored_correction, stored_pending_replies
 
 pytestmark = pytest.mark.asyncio
 
@@ -69,10 +72,10 @@ async def test_migrate_from_empty(store_url: str) -> None:
         assert await store.schema_revision() is None
         assert await _tables(store_url) == set()
         await store.migrate()
-        assert await store.schema_revision() == "0003"
+        assert await store.schema_revision() == "0004"
         assert await _tables(store_url) == TABLES | {VERSION_TABLE}
         await store.migrate()  # idempotent
-        assert await store.schema_revision() == "0003"
+        assert await store.schema_revision() == "0004"
 
 
 async def test_table_definitions_match_migrations(store: Store, store_url: str) -> None:
@@ -103,7 +106,7 @@ async def test_concurrent_migrations(store_url: str) -> None:
     stores = [Store(store_url) for _ in range(3)]
     try:
         await asyncio.gather(*(s.migrate() for s in stores))
-        assert [await s.schema_revision() for s in stores] == ["0003"] * 3
+        assert [await s.schema_revision() for s in stores] == ["0004"] * 3
     finally:
         for s in stores:
             await s.close()
@@ -116,7 +119,7 @@ async def test_migrate_cli(tmp_path: Path) -> None:
             subprocess.run, [sys.executable, "-m", "handoff.store", "migrate", "--url", url],
             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
         )
-        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0003\n", "")
+        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0004\n", "")
 
 
 async def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
@@ -147,7 +150,7 @@ async def test_bad_urls() -> None:
 async def test_unreachable_database_is_service_unavailable() -> None:
     async with Store("postgresql+asyncpg://postgres@127.0.0.1:1/nothing") as store:
         with pytest.raises(ServiceUnavailable) as err:
-            await store.ping()
+            await store.list_conversations()
     assert err.value.status == 503
 
 
@@ -210,15 +213,20 @@ async def _state(store: Store, cid: str, **changes: object) -> None:
         queue_reason=current.queue_reason, state=current.state,
     )
     values.update(changes)
-    await store.set_conversation_state(cid, expected_version=current.version, **values)  # type: ignore[arg-type]
+    await store.save_step(cid, expected_version=current.version, **values)  # type: ignore[arg-type]
+
+
+async def _step(store: Store, cid: str, **values: Any) -> Conversation:
+    """The router's state alone, through the one write path that sets it."""
+    return (await store.save_step(cid, **values)).conversation
 
 
 async def test_list_conversations_orders_by_risk_then_wait(store: Store) -> None:
     for cid in ("a", "b", "c", "d"):
         await store.upsert_conversation(cid)
-    await store.set_risk("a", 0.9)
-    await store.set_risk("c", 0.2)
-    await store.set_risk("d", 0.9)
+    await store.set_triage("a", risk=0.9, triage={})
+    await store.set_triage("c", risk=0.2, triage={})
+    await store.set_triage("d", risk=0.9, triage={})
     # "a" was created before "d" but entered the queue after "d" was created: "d" waits longer.
     await _state(store, "a", queued=True, queue_reason="angry")
     listed = await store.list_conversations()
@@ -249,9 +257,9 @@ async def test_list_conversations_filters(store: Store) -> None:
         await store.list_conversations(limit=0)
 
 
-async def test_set_conversation_state(store: Store, conv: str) -> None:
+async def test_save_step_sets_the_router_state(store: Store, conv: str) -> None:
     before = await store.get_conversation(conv)
-    queued = await store.set_conversation_state(
+    queued = await _step(store,
         conv, expected_version=1, mode="review", owner=None, queued=True,
         queue_reason="low confidence", state={"step": "await_agent"},
     )
@@ -261,18 +269,18 @@ async def test_set_conversation_state(store: Store, conv: str) -> None:
     assert queued.state == {"step": "await_agent"}
     assert queued.queued_at is not None and queued.queued_at >= before.created_at
     assert queued.updated_at >= before.updated_at and queued.closed_at is None
-    taken = await store.set_conversation_state(
+    taken = await _step(store,
         conv, expected_version=2, mode="human", owner="alice", queued=False, queue_reason=None,
         state={"step": "human"},
     )
     assert (taken.version, taken.owner, taken.queued, taken.queued_at) == (3, "alice", False, None)
-    closed = await store.set_conversation_state(
+    closed = await _step(store,
         conv, expected_version=3, mode="closed", owner="alice", queued=False, queue_reason=None,
         state=None,
     )
     assert closed.closed_at is not None and closed.state is None and closed.version == 4
     assert await store.get_conversation(conv) == closed
-    reopened = await store.set_conversation_state(
+    reopened = await _step(store,
         conv, expected_version=4, mode="bot", owner=None, queued=False, queue_reason=None,
         state={},
     )
@@ -281,9 +289,9 @@ async def test_set_conversation_state(store: Store, conv: str) -> None:
 
 async def test_stale_version_conflict(store: Store, conv: str) -> None:
     args = dict(mode="human", owner="alice", queued=False, queue_reason=None, state={"a": 1})
-    await store.set_conversation_state(conv, expected_version=1, **args)  # type: ignore[arg-type]
+    await store.save_step(conv, expected_version=1, **args)  # type: ignore[arg-type]
     with pytest.raises(StaleVersion) as err:
-        await store.set_conversation_state(conv, expected_version=1, **args)  # type: ignore[arg-type]
+        await store.save_step(conv, expected_version=1, **args)  # type: ignore[arg-type]
     assert isinstance(err.value, Conflict) and err.value.status == 409
     assert err.value.to_dict() == {
         "error": "stale_version", "message": "conversation 'c1' was changed meanwhile",
@@ -291,18 +299,16 @@ async def test_stale_version_conflict(store: Store, conv: str) -> None:
     }
     assert (await store.get_conversation(conv)).version == 2
     with pytest.raises(NotFound):
-        await store.set_conversation_state("nope", expected_version=1, **args)  # type: ignore[arg-type]
+        await store.save_step("nope", expected_version=1, **args)  # type: ignore[arg-type]
     with pytest.raises(BadRequest):
-        await store.set_conversation_state(conv, expected_version=2, **{**args, "mode": "x"})  # type: ignore[arg-type]
+        await store.save_step(conv, expected_version=2, **{**args, "mode": "x"})  # type: ignore[arg-type]
 
 
 async def test_concurrent_state_writes_one_wins(store: Store, conv: str) -> None:
     results = await asyncio.gather(
         *(
-            store.set_conversation_state(
-                conv, expected_version=1, mode="human", owner=f"agent{i}", queued=False,
-                queue_reason=None, state=None,
-            )
+            _step(store, conv, expected_version=1, mode="human", owner=f"agent{i}",
+                  queued=False, queue_reason=None, state=None)
             for i in range(10)
         ),
         return_exceptions=True,
@@ -315,16 +321,13 @@ async def test_concurrent_state_writes_one_wins(store: Store, conv: str) -> None
 
 
 async def test_risk_and_effort_score(store: Store, conv: str) -> None:
-    risky = await store.set_risk(conv, 0.75)
-    assert (risky.risk, risky.version) == (0.75, 1)  # not part of the versioned state
-    assert (await store.set_risk(conv, None)).risk is None
+    risky = await store.set_triage(conv, risk=0.75, triage={"assessment": None})
+    assert (risky.risk, risky.triage, risky.version) == (0.75, {"assessment": None}, 1)  # not versioned
     assert (await store.set_effort_score(conv, 7)).effort_score == 7
     assert (await store.set_effort_score(conv, 1)).effort_score == 1
     for bad in (0, 8, True, 2.5):
         with pytest.raises(BadRequest):
             await store.set_effort_score(conv, bad)  # type: ignore[arg-type]
-    with pytest.raises(NotFound):
-        await store.set_risk("nope", 0.1)
     with pytest.raises(NotFound):
         await store.set_effort_score("nope", 3)
 
@@ -432,13 +435,13 @@ async def test_concurrent_retries_store_one_message(store: Store, conv: str) -> 
 
 async def test_save_step_writes_state_messages_and_nlu_at_once(store: Store, conv: str) -> None:
     step = dict(mode="bot", owner=None, queued=False, queue_reason=None)
-    conv_row, stored = await store.save_step(
+    saved = await store.save_step(
         conv, expected_version=1, state={"turn": 1}, appended=[
             {"sender": "customer", "text": "where is my order?", "client_message_id": "m1"}],
         **step)  # type: ignore[arg-type]
-    assert conv_row.version == 2 and [(m.seq, m.text) for m in stored] == [
+    assert saved.conversation.version == 2 and [(m.seq, m.text) for m in saved.messages] == [
         (1, "where is my order?")]
-    conv_row, stored = await store.save_step(
+    saved = await store.save_step(
         conv, expected_version=2, state={"turn": None}, appended=[
             {"sender": "bot", "text": "Which order?", "action": "utter_ask_order_id"},
             {"sender": "bot", "text": "It has 6 digits.", "action": "utter_ask_order_id",
@@ -463,10 +466,10 @@ async def test_save_step_writes_state_messages_and_nlu_at_once(store: Store, con
     with pytest.raises(StaleVersion):
         await store.save_step(conv, expected_version=2, state={"x": 1}, appended=[
             {"sender": "bot", "text": "lost"}], **step)  # type: ignore[arg-type]
-    _, stored = await store.save_step(conv, expected_version=4, state={}, appended=[
+    saved = await store.save_step(conv, expected_version=4, state={}, appended=[
         {"sender": "customer", "text": "where is my order?", "client_message_id": "m1"}],
         **step)  # type: ignore[arg-type]
-    assert stored[0].replayed and stored[0].seq == 1
+    assert saved.messages[0].replayed and saved.messages[0].seq == 1
     assert [m.text for m in await store.list_messages(conv)] == [
         "where is my order?", "Which order?", "It has 6 digits."]
     for bad in ({"sender": "robot"}, {"sender": "bot", "decision": "maybe"},
@@ -492,7 +495,7 @@ async def test_set_triage_and_an_upgrade_from_0001_keeps_data(store_url: str) ->
                 "client_message_id) VALUES ('c1', 1, 'customer', 'sue you!', :t, 'm1')"),
                 {"t": when})
         await store.migrate()
-        assert await store.schema_revision() == "0003"
+        assert await store.schema_revision() == "0004"
         assessment = {"risk": 1.0, "action": "human", "reasons": [
             {"code": "rule:legal_threat", "text": "Legal threat", "contribution": 1.0}]}
         conv = await store.set_triage("c1", risk=1.0, client_message_id="m1",
@@ -508,146 +511,182 @@ async def test_set_triage_and_an_upgrade_from_0001_keeps_data(store_url: str) ->
         await store.close()
 
 
-async def test_set_message_nlu(store: Store, conv: str) -> None:
-    message = await store.append_message(conv, "customer", "hi", client_message_id="x")
-    parsed = await store.set_message_nlu(
-        message.id, intent="greet", confidence=0.99,
-        intent_ranking=[{"name": "greet", "confidence": 0.99}], entities=[],
-    )
-    assert (parsed.intent, parsed.confidence, parsed.intent_ranking, parsed.entities) == (
-        "greet", 0.99, [{"name": "greet", "confidence": 0.99}], []
-    )
-    assert (parsed.seq, parsed.text) == (1, "hi")
-    assert await store.get_message(message.id) == parsed
-    with pytest.raises(NotFound):
-        await store.set_message_nlu(999, intent="x", confidence=None)
+async def test_an_upgrade_to_0004_flags_the_corrections_stored_without_events(
+    store_url: str
+) -> None:
+    store = Store(store_url)
+    try:
+        await store.migrate("0003")
+        when = datetime(2026, 11, 28, tzinfo=timezone.utc) if "postgresql" in store_url else (
+            "2026-11-28 00:00:00.000000")
+        async with store._tx(write=True) as conn:  # the 0003 schema: the Store's SQL is newer
+            await conn.execute(sa.text(
+                "INSERT INTO conversations (id, created_at, updated_at, mode, queued, version, "
+                "last_seq) VALUES ('c1', :t, :t, 'bot', false, 1, 0)"), {"t": when})
+            for before, events in (('{"action_name": "utter_greet"}', '[{"event": "user"}]'),
+                                   ('{"action_name": "utter_greet"}', "[]"),
+                                   ('{"intent": null, "text": "a label"}', "[]")):
+                await conn.execute(sa.text(
+                    "INSERT INTO corrections (conversation_id, type, before, tracker_events, "
+                    "agent, created_at, review_status) VALUES ('c1', 'approved', :b, :e, 'ann', "
+                    ":t, 'new')"), {"b": before, "e": events, "t": when})
+        await store.migrate()
+        found = await store.list_corrections()
+        assert [(c.tracker_status, c.tracker_attempts) for c in found] == [
+            ("fetched", 0), ("failed", 0), ("fetched", 0)]
+        assert found[1].tracker_error and "0004" in found[1].tracker_error
+        assert found[0].tracker_events == [{"event": "user"}]
+    finally:
+        await store.close()
 
 
-# --------------------------------------------------------------------------- pending replies
+# --------------------------------------------------------------------------- a decision and its record
 
 
-async def test_pending_reply_lifecycle(store: Store, conv: str) -> None:
-    trigger = await store.append_message(conv, "customer", "refund please")
-    pending = await store.add_pending_reply(
-        conv, action="utter_refund_policy", messages=[{"text": "Refunds take 5 days."}],
-        confidence=0.41, alternatives=[{"action": "action_refund", "confidence": 0.38}],
-        trigger_message_id=trigger.id, model_version="m1",
-    )
-    assert (pending.status, pending.action, pending.confidence, pending.trigger_message_id) == (
-        "pending", "utter_refund_policy", 0.41, trigger.id
-    )
-    assert pending.messages == [{"text": "Refunds take 5 days."}]
-    assert pending.alternatives == [{"action": "action_refund", "confidence": 0.38}]
-    assert (pending.decided_at, pending.decided_by, pending.decision) == (None, None, None)
-    assert await store.get_pending_reply(pending.id) == pending
-    assert await store.list_pending_replies(conversation_id=conv) == [pending]
-    decided = await store.resolve_pending_reply(
-        pending.id, status="decided", decided_by="alice", decision="approved"
-    )
-    assert (decided.status, decided.decided_by, decided.decision) == ("decided", "alice", "approved")
+_REVIEW = dict(mode="review", owner="alice", queued=False, queue_reason=None)
+
+
+async def _held(store: Store, conv: str) -> tuple[int, PendingReply]:
+    """A customer message and the bot reply held for it, as one step; returns the version
+    after it and the held reply."""
+    saved = await store.save_step(
+        conv, expected_version=1, state={"pending": 1}, **_REVIEW,  # type: ignore[arg-type]
+        appended=[{"sender": "customer", "text": "where is my parcel", "client_message_id": "m1"}],
+        hold={"action": "utter_ask_order_id", "messages": [{"text": "Order id?"}],
+              "confidence": 0.41, "alternatives": [{"name": "utter_greet", "confidence": 0.2}],
+              "model_version": "m1", "trigger_client_message_id": "m1"})
+    assert saved.held is not None and saved.resolved == [] and saved.correction is None
+    return saved.conversation.version, saved.held
+
+
+async def test_a_step_holds_a_reply_and_a_later_step_decides_it_with_its_record(
+    store: Store, conv: str
+) -> None:
+    version, held = await _held(store, conv)
+    [trigger] = await store.list_messages(conv)
+    assert (held.status, held.action, held.confidence, held.trigger_message_id) == (
+        "pending", "utter_ask_order_id", 0.41, trigger.id)
+    assert (held.messages, held.alternatives, held.model_version) == (
+        [{"text": "Order id?"}], [{"name": "utter_greet", "confidence": 0.2}], "m1")
+    assert (held.decided_at, held.decided_by, held.decision) == (None, None, None)
+    assert await stored_pending_replies(store, conv) == [held]
+
+    saved = await store.save_step(
+        conv, expected_version=version, state={"pending": None}, **_REVIEW,  # type: ignore[arg-type]
+        appended=[{"sender": "bot", "text": "Which order id, please?",
+                   "action": "utter_ask_order_id", "decision": "edited", "decided_by": "alice"}],
+        resolve={"status": "decided", "decision": "edited", "decided_by": "alice"},
+        correction={"type": "edited", "agent": "alice", "before": {"action_name": "x"},
+                    "after": {"action_name": "x", "messages": [{"text": "Which order id?"}]},
+                    "model_version": "m1", "client_message_id": "m1"})
+    [decided] = saved.resolved
+    assert (decided.id, decided.status, decided.decision, decided.decided_by) == (
+        held.id, "decided", "edited", "alice")
     assert decided.decided_at is not None
-    assert await store.list_pending_replies(conversation_id=conv) == []
-    assert await store.list_pending_replies(conversation_id=conv, status="decided") == [decided]
-    assert await store.list_pending_replies(status=None) == [decided]
-    with pytest.raises(AlreadyResolved) as err:
-        await store.resolve_pending_reply(pending.id, status="discarded")
-    assert err.value.status == 409
-    assert err.value.details == {
-        "pending_reply_id": pending.id, "status": "decided", "decided_by": "alice"
-    }
-
-
-async def test_pending_reply_errors(store: Store, conv: str) -> None:
-    with pytest.raises(NotFound):
-        await store.add_pending_reply("nope", action="a", messages=[])
-    await store.upsert_conversation("c2")
-    other = await store.append_message("c2", "customer", "hi")
-    with pytest.raises(NotFound):
-        await store.add_pending_reply(conv, action="a", messages=[], trigger_message_id=other.id)
-    with pytest.raises(NotFound):
-        await store.get_pending_reply(404)
-    with pytest.raises(NotFound):
-        await store.resolve_pending_reply(404, status="discarded")
-    pending = await store.add_pending_reply(conv, action="a", messages=[])
-    with pytest.raises(BadRequest):
-        await store.resolve_pending_reply(pending.id, status="decided")  # no decision
-    with pytest.raises(BadRequest):
-        await store.resolve_pending_reply(pending.id, status="discarded", decision="approved")
-    with pytest.raises(BadRequest):
-        await store.resolve_pending_reply(pending.id, status="gone")  # type: ignore[arg-type]
-    with pytest.raises(BadRequest):
-        await store.list_pending_replies(status="gone")  # type: ignore[arg-type]
-    assert (await store.get_pending_reply(pending.id)).status == "pending"
-
-
-async def test_discard_pending_replies(store: Store, conv: str) -> None:
-    first = await store.add_pending_reply(conv, action="a", messages=[{"text": "1"}])
-    second = await store.add_pending_reply(conv, action="b", messages=[{"text": "2"}])
-    await store.resolve_pending_reply(first.id, status="decided", decided_by="x",
-                                      decision="approved")
-    discarded = await store.discard_pending_replies(conv, decided_by="alice")
-    assert [(p.id, p.status, p.decided_by, p.decision) for p in discarded] == [
-        (second.id, "discarded", "alice", None)
-    ]
-    assert await store.discard_pending_replies(conv) == []
-    with pytest.raises(NotFound):
-        await store.discard_pending_replies("nope")
-
-
-async def test_decide_pending_reply_writes_everything_at_once(store: Store, conv: str) -> None:
-    trigger = await store.append_message(conv, "customer", "where is my parcel")
-    pending = await store.add_pending_reply(
-        conv, action="utter_ask_order_id", messages=[{"text": "Order id?"}],
-        trigger_message_id=trigger.id, model_version="m1",
-    )
-    events = [{"event": "user", "text": "where is my parcel"}]
-    result = await store.decide_pending_reply(
-        pending.id, decided_by="alice", decision="edited",
-        messages=[{"text": "Which order id, please?", "action": "utter_ask_order_id"},
-                  {"text": "It is on your receipt.", "payload": {"custom": {"hint": 1}}}],
-        correction={"type": "edited", "before": {"text": "Order id?"},
-                    "after": {"text": "Which order id, please?"}, "tracker_events": events},
-    )
-    assert (result.pending_reply.status, result.pending_reply.decision) == ("decided", "edited")
-    assert [(m.seq, m.sender, m.decision, m.decided_by) for m in result.messages] == [
-        (2, "bot", "edited", "alice"), (3, "bot", "edited", "alice")
-    ]
-    assert result.messages[1].payload == {"custom": {"hint": 1}}
-    correction = result.correction
+    correction = saved.correction
     assert correction is not None
-    assert (correction.type, correction.agent, correction.message_id, correction.pending_reply_id,
-            correction.model_version, correction.tracker_events) == (
-        "edited", "alice", result.messages[0].id, pending.id, "m1", events
-    )
+    assert (correction.type, correction.agent, correction.message_id,
+            correction.pending_reply_id, correction.model_version) == (
+        "edited", "alice", trigger.id, held.id, "m1")
+    assert (correction.tracker_status, correction.tracker_events, correction.tracker_error,
+            correction.tracker_attempts) == ("pending", [], None, 0)
     assert await store.list_corrections() == [correction]
-    assert await store.list_messages(conv) == [trigger, *result.messages]
-    # A second decision fails and writes nothing.
-    with pytest.raises(AlreadyResolved):
-        await store.decide_pending_reply(
-            pending.id, decided_by="bob", decision="approved", messages=[{"text": "Order id?"}],
-            correction={"type": "approved"},
-        )
-    assert len(await store.list_messages(conv)) == 3
-    assert len(await store.list_corrections()) == 1
+    assert await stored_pending_replies(store, conv) == [decided]
+    assert [(m.sender, m.decision) for m in await store.list_messages(conv)] == [
+        ("customer", None), ("bot", "edited")]
+
+    # Rasa's tracker, fetched after the commit: a failure is kept and flagged, then filled.
+    failed = await store.set_correction_tracker(correction.id, error="Rasa is down",
+                                                attempts=3)
+    assert (failed.tracker_status, failed.tracker_error, failed.tracker_attempts,
+            failed.tracker_events) == ("failed", "Rasa is down", 3, [])
+    assert await store.list_corrections(tracker_status=["pending", "failed"]) == [failed]
+    events = [{"event": "user", "text": "where is my parcel", "timestamp": 1.0}]
+    fetched = await store.set_correction_tracker(correction.id, events=events)
+    assert (fetched.tracker_status, fetched.tracker_error, fetched.tracker_attempts,
+            fetched.tracker_events) == ("fetched", None, 4, events)
+    assert await stored_correction(store, correction.id) == fetched
+    assert await store.list_corrections(tracker_status="failed") == []
     with pytest.raises(BadRequest):
-        await store.decide_pending_reply(pending.id, decided_by="bob", decision="approved",
-                                         messages=[], correction={"type": "bogus"})  # type: ignore[typeddict-item]
+        await store.set_correction_tracker(correction.id)
+    with pytest.raises(BadRequest):
+        await store.set_correction_tracker(correction.id, events=[], error="both")
+    with pytest.raises(NotFound):
+        await store.set_correction_tracker(1234, events=[])
+    with pytest.raises(BadRequest):
+        await store.list_corrections(tracker_status="lost")  # type: ignore[arg-type]
+
+
+async def test_a_step_that_fails_half_way_writes_nothing(store: Store, conv: str) -> None:
+    version, held = await _held(store, conv)
+    before = await store.get_conversation(conv)
+    messages = await store.list_messages(conv)
+    with pytest.raises(sa.exc.IntegrityError):  # corrections.agent is NOT NULL
+        await store.save_step(
+            conv, expected_version=version, state={"pending": None}, **_REVIEW,  # type: ignore[arg-type]
+            appended=[{"sender": "bot", "text": "Order id?", "decision": "approved",
+                       "decided_by": "alice"}],
+            resolve={"status": "decided", "decision": "approved", "decided_by": "alice"},
+            correction={"type": "approved", "agent": None})  # type: ignore[typeddict-item]
+    assert await store.get_conversation(conv) == before
+    assert await store.list_messages(conv) == messages
+    assert await stored_pending_replies(store, conv) == [held]
+    assert await store.list_corrections() == []
+
+
+@pytest.mark.parametrize("bad", [
+    {"resolve": {"status": "decided"}},  # a decision needs what was decided
+    {"resolve": {"status": "discarded", "decision": "approved"}},
+    {"resolve": {"status": "gone"}},
+    {"correction": {"type": "liked", "agent": "alice"}},
+    {"hold": {"messages": []}},
+])
+async def test_a_step_with_a_bad_draft_is_refused_before_writing(
+    store: Store, conv: str, bad: dict[str, Any]
+) -> None:
+    version, held = await _held(store, conv)
+    with pytest.raises(BadRequest):
+        await store.save_step(conv, expected_version=version, state={}, **_REVIEW,  # type: ignore[arg-type]
+                              **bad)
+    assert (await store.get_conversation(conv)).version == version
+    assert await stored_pending_replies(store, conv) == [held]
+
+
+async def test_a_discarding_step_resolves_without_a_decision(store: Store, conv: str) -> None:
+    version, held = await _held(store, conv)
+    saved = await store.save_step(
+        conv, expected_version=version, state={}, mode="human", owner="alice", queued=False,
+        queue_reason=None, resolve={"status": "discarded"})
+    assert [(p.id, p.status, p.decision, p.decided_by) for p in saved.resolved] == [
+        (held.id, "discarded", None, None)]
+    again = await store.save_step(
+        conv, expected_version=version + 1, state={}, mode="human", owner="alice",
+        queued=False, queue_reason=None, resolve={"status": "discarded"})
+    assert again.resolved == []  # nothing was pending any more
 
 
 async def test_concurrent_decisions_one_wins(store: Store, conv: str) -> None:
-    pending = await store.add_pending_reply(conv, action="a", messages=[{"text": "hi"}])
+    version, _ = await _held(store, conv)
     results = await asyncio.gather(
         *(
-            store.decide_pending_reply(pending.id, decided_by=f"agent{i}", decision="approved",
-                                       messages=[{"text": "hi"}], correction={"type": "approved"})
+            store.save_step(
+                conv, expected_version=version, state={}, **{**_REVIEW, "owner": f"agent{i}"},  # type: ignore[arg-type]
+                appended=[{"sender": "bot", "text": "Order id?", "decision": "approved",
+                           "decided_by": f"agent{i}"}],
+                resolve={"status": "decided", "decision": "approved", "decided_by": f"agent{i}"},
+                correction={"type": "approved", "agent": f"agent{i}"})
             for i in range(5)
         ),
         return_exceptions=True,
     )
-    assert sum(not isinstance(r, BaseException) for r in results) == 1
-    assert sum(isinstance(r, AlreadyResolved) for r in results) == 4
-    assert [m.text for m in await store.list_messages(conv)] == ["hi"]
-    assert len(await store.list_corrections()) == 1
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert sum(isinstance(r, StaleVersion) for r in results) == 4
+    assert [m.text for m in await store.list_messages(conv)] == ["where is my parcel",
+                                                                  "Order id?"]
+    assert [c.agent for c in await store.list_corrections()] == [winners[0].conversation.owner]
+    [pending] = await stored_pending_replies(store, conv)
+    assert pending.decided_by == winners[0].conversation.owner
 
 
 # --------------------------------------------------------------------------- corrections
@@ -655,7 +694,6 @@ async def test_concurrent_decisions_one_wins(store: Store, conv: str) -> None:
 
 async def test_corrections(store: Store, conv: str) -> None:
     message = await store.append_message(conv, "customer", "i want a refund")
-    pending = await store.add_pending_reply(conv, action="utter_greet", messages=[])
     events = [{"event": "action", "name": "action_listen"},
               {"event": "user", "text": "i want a refund",
                "parse_data": {"intent": {"name": "greet", "confidence": 0.5}}}]
@@ -674,15 +712,15 @@ async def test_corrections(store: Store, conv: str) -> None:
         "new", None, None, None
     )
     assert (relabel.export_id, relabel.exported_at, relabel.model_version) == (None, None, "m1")
+    assert (relabel.tracker_status, relabel.tracker_attempts) == ("fetched", 0)  # as given
     replaced = await store.add_correction(
         conv, type="replaced", agent="bob", before="utter_greet", after="utter_refund",
-        pending_reply_id=pending.id,
     )
     assert (replaced.before, replaced.after, replaced.tracker_events) == (
         "utter_greet", "utter_refund", []
     )
     takeover = await store.add_correction(conv, type="takeover", agent="bob")
-    assert await store.get_correction(relabel.id) == relabel
+    assert await stored_correction(store, relabel.id) == relabel
 
     assert await store.list_corrections() == [relabel, replaced, takeover]
     assert await store.list_corrections(type="takeover") == [takeover]
@@ -747,7 +785,7 @@ async def test_model_versions_one_live_and_corrections_linked(store: Store, conv
     correction = await store.add_correction(conv, type="relabelled", agent="a",
                                             model_version="m-1")
     assert await store.mark_corrections_fixed([correction.id], "m-2") == 1
-    fixed = await store.get_correction(correction.id)
+    fixed = await stored_correction(store, correction.id)
     assert (fixed.model_version, fixed.fixed_by_model) == ("m-1", "m-2")
 
 
@@ -758,14 +796,8 @@ async def test_correction_errors(store: Store, conv: str) -> None:
         await store.add_correction(conv, type="liked", agent="a")  # type: ignore[arg-type]
     await store.upsert_conversation("c2")
     elsewhere = await store.append_message("c2", "customer", "hi")
-    other_pending = await store.add_pending_reply("c2", action="a", messages=[])
     with pytest.raises(NotFound):
         await store.add_correction(conv, type="approved", agent="a", message_id=elsewhere.id)
-    with pytest.raises(NotFound):
-        await store.add_correction(conv, type="approved", agent="a",
-                                   pending_reply_id=other_pending.id)
-    with pytest.raises(NotFound):
-        await store.get_correction(1234)
     with pytest.raises(NotFound):
         await store.review_correction(1234, review_status="accepted", reviewed_by="t")
     with pytest.raises(BadRequest):
@@ -824,7 +856,7 @@ async def test_user_rows(store: Store) -> None:
     with pytest.raises(BadRequest):
         await store.create_user("bob", password_hash="h", role="boss")  # type: ignore[arg-type]
     await store.create_user("bob", password_hash="h", role="trainer", disabled=True)
-    assert [u.username for u in await store.list_users()] == ["alice", "bob"]
+    assert (await store.get_user("bob")).disabled
     assert await store.count_users() == 2
     changed = await store.update_user("alice", role="admin", disabled=True, password_hash="h2")
     assert (changed.role, changed.disabled, changed.password_hash) == ("admin", True, "h2")
@@ -842,7 +874,8 @@ async def test_create_first_user_once(store: Store) -> None:
         *(store.create_first_user("admin", password_hash=f"h{i}", role="admin") for i in range(5))
     )
     assert sum(r is not None for r in results) == 1
-    assert [u.username for u in await store.list_users()] == ["admin"]
+    assert await store.count_users() == 1
+    assert (await store.get_user("admin")).password_hash in {f"h{i}" for i in range(5)}
 
 
 # --------------------------------------------------------------------------- misc
@@ -858,6 +891,6 @@ async def test_to_json(store: Store, conv: str) -> None:
 
 async def test_error_tree() -> None:
     for cls, status in ((BadRequest, 400), (NotFound, 404), (Conflict, 409),
-                        (StaleVersion, 409), (AlreadyResolved, 409), (AlreadyExists, 409),
+                        (StaleVersion, 409), (AlreadyExists, 409),
                         (ServiceUnavailable, 503)):
         assert issubclass(cls, HandoffError) and cls.status == status

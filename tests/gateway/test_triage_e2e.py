@@ -15,7 +15,7 @@ from bot.serve import Stack
 from handoff.store import Store
 from tests.gateway.clients import WAIT, Widget, agent_console, agent_login, user_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
-from tests.gateway.conftest import Gateway, _start_gateway, _stop
+from tests.gateway.conftest import Gateway, _start_gateway, _stop, stored_correction
 
 pytestmark = pytest.mark.asyncio
 REVIEW_TIMEOUT = 4
@@ -261,7 +261,7 @@ async def test_trainers_group_edit_and_bulk_review_corrections(
     refused = await api.post("/api/corrections/review", headers=uma,
                              json={"ids": [*ids, 10**9], "status": "rejected"})
     assert refused.status_code == 404
-    assert {(await store.get_correction(i)).review_status for i in ids} == {"new"}
+    assert {(await stored_correction(store, i)).review_status for i in ids} == {"new"}
     resp = await api.post("/api/corrections/review", headers=uma,
                           json={"ids": ids, "status": "rejected", "note": "duplicates"})
     assert [c["review_status"] for c in resp.json()["corrections"]] == ["rejected"] * 2

@@ -1,0 +1,217 @@
+"""The store's one engine and its transactions: :class:`Database`, the base every table group
+of :class:`~handoff.store.Store` builds on, with the schema's migrations.
+
+SQLite (WAL) by default, PostgreSQL by URL. A write transaction takes SQLite's write lock up
+front (``BEGIN IMMEDIATE``); an in-memory SQLite database shares one connection, so its
+transactions take turns. Errors come from :mod:`handoff.errors` (``ServiceUnavailable`` 503 when
+the database does not answer). Described in ``docs/store.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Final, Self, TypeVar
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from handoff.errors import BadRequest, ServiceUnavailable
+
+__all__ = ["MIGRATIONS_DIR", "VERSION_TABLE", "Database", "alembic_config"]
+
+MIGRATIONS_DIR: Final = Path(__file__).resolve().with_name("migrations")
+VERSION_TABLE: Final = "handoff_alembic_version"
+SQLITE_BUSY_TIMEOUT_S: Final = 30.0
+_MIGRATION_LOCK_KEY: Final = 0x68616E646F6666  # "handoff": one migrator at a time on PostgreSQL
+_WRITE: Final = "handoff_write"
+
+R = TypeVar("R")
+
+
+# --------------------------------------------------------------------------- helpers of the table groups
+
+
+def now() -> datetime:
+    """The store's clock: an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def record(cls: Callable[..., R], row: sa.Row[Any]) -> R:
+    """A row as the record ``cls`` (its fields are the row's columns)."""
+    return cls(**dict(zip(row._fields, row, strict=True)))
+
+
+def one_of(name: str, value: object, allowed: Sequence[str]) -> None:
+    """``BadRequest`` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise BadRequest(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def values_of(name: str, value: str | Sequence[str], allowed: Sequence[str]) -> list[str]:
+    """A filter's value or values, each checked with :func:`one_of`."""
+    items = [value] if isinstance(value, str) else list(value)
+    for item in items:
+        one_of(name, item, allowed)
+    return items
+
+
+def check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise BadRequest(f"limit must be at least 1; got {limit}")
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """The Alembic configuration of the store, built in code (there is no alembic.ini).
+
+    With ``url`` Alembic opens its own engine; ``Store.migrate`` passes a connection instead.
+    """
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("version_table", VERSION_TABLE)
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+# Alembic keeps its migration context in module globals, so two migrations interleaving on one
+# event loop (several Store objects migrating at once) corrupt each other: one at a time per
+# loop. Across processes, the write transaction (SQLite) or advisory lock (PostgreSQL) orders them.
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _migration_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(loop)
+    if lock is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take BEGIN away from the sqlite3 driver (its legacy mode skips it for SELECT and DDL);
+    # _on_sqlite_begin emits it instead.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # The busy timeout first: switching a new file to WAL takes an exclusive lock, and another
+    # connection opening it at the same moment must wait for it, not fail with "locked".
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    # A write transaction takes SQLite's write lock up front (waiting up to busy_timeout), so a
+    # read-then-write transaction never fails with "database is locked" half way through.
+    write = conn.get_execution_options().get(_WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class Database:
+    """The engine of the store and its one transaction helper, :meth:`_tx`. ``url``:
+    ``sqlite+aiosqlite:///path.db`` (the default kind; the parent folder is created) or
+    ``postgresql+asyncpg://user@host/db``."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        parsed = sa.make_url(url)
+        self.dialect: str = parsed.get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo}
+        self._serialize = False
+        if self.dialect == "sqlite":
+            if parsed.get_driver_name() != "aiosqlite":
+                raise ValueError(f"SQLite URLs must use the aiosqlite driver: {parsed!r}")
+            database = parsed.database or ""
+            if database in ("", ":memory:"):
+                # One shared connection: transactions must take turns.
+                kwargs["poolclass"] = StaticPool
+                self._serialize = True
+            elif not database.startswith("file:"):
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+        elif self.dialect == "postgresql":
+            if parsed.get_driver_name() != "asyncpg":
+                raise ValueError(f"PostgreSQL URLs must use the asyncpg driver: {parsed!r}")
+            kwargs["pool_pre_ping"] = True
+        else:
+            raise ValueError(f"unsupported database {parsed.get_backend_name()!r}: use SQLite or "
+                             "PostgreSQL")
+        self.url = parsed
+        self._engine = create_async_engine(parsed, **kwargs)
+        if self.dialect == "sqlite":
+            sa.event.listen(self._engine.sync_engine, "connect", _on_sqlite_connect)
+            sa.event.listen(self._engine.sync_engine, "begin", _on_sqlite_begin)
+        self._writer = self._engine.execution_options(**{_WRITE: True})
+        self._turn = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url.render_as_string(hide_password=True)!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every pooled connection. The store can not be used afterwards."""
+        await self._engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def _tx(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        """One transaction; commits when the block ends, rolls back on an exception."""
+        turn: contextlib.AbstractAsyncContextManager[Any] = (
+            self._turn if self._serialize else contextlib.nullcontext()
+        )
+        try:
+            async with turn, (self._writer if write else self._engine).begin() as conn:
+                yield conn
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+            # Not str(exc): SQLAlchemy's text carries the statement and its parameters.
+            raise ServiceUnavailable(
+                f"the database does not answer ({type(exc).__name__})"
+            ) from exc
+
+    # ----------------------------------------------------------------- schema
+
+    async def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` (default: the newest). Safe to call on every start
+        and from several processes at once."""
+        cfg = alembic_config()
+
+        def upgrade(sync_conn: Connection) -> None:
+            cfg.attributes["connection"] = sync_conn
+            command.upgrade(cfg, revision)
+
+        async with _migration_lock(), self._tx(write=True) as conn:
+            if self.dialect == "postgresql":
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                )
+            await conn.run_sync(upgrade)
+
+    async def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (None before the first migration)."""
+
+        def current(sync_conn: Connection) -> str | None:
+            ctx = MigrationContext.configure(sync_conn, opts={"version_table": VERSION_TABLE})
+            return ctx.get_current_revision()
+
+        async with self._tx(write=False) as conn:
+            return await conn.run_sync(current)
+
