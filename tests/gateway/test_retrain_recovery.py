@@ -222,8 +222,8 @@ async def test_a_correction_that_cannot_become_training_data_is_left_out(
             assert "retraining on 1 correction(s)" in " ".join(done["log"])
             assert done["message"].endswith(
                 "(1 correction(s) left out, not valid training data: see the log)")
-            assert (await store.get_correction(good.id)).export_id == job["id"]
-            assert (await store.get_correction(blind.id)).export_id is None  # still waiting
+            assert (await stored_correction(store, good.id)).export_id == job["id"]
+            assert (await stored_correction(store, blind.id)).export_id is None  # still waiting
 
             # only the one that cannot become training data waits: refused, with why
             again = await api.post("/api/retrain", headers=rita, json={})
