@@ -125,6 +125,15 @@ async def _wait_for(path: Path, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _relabel_to_create_account(store: Store, conversation_id: str) -> Any:
+    """An agent's relabel of JOIN from contact_customer_service to create_account."""
+    await store.upsert_conversation(conversation_id)
+    return await store.add_correction(
+        conversation_id, type="relabelled", agent="ann",
+        before={"intent": "contact_customer_service", "text": JOIN},
+        after={"intent": "create_account", "text": JOIN})
+
+
 async def test_a_restarted_gateway_records_the_retraining_it_started(
     restartable: Any, supervisor: tuple[str, Path]
 ) -> None:
@@ -132,11 +141,7 @@ async def test_a_restarted_gateway_records_the_retraining_it_started(
     gateway = await asyncio.to_thread(restartable)
     store = Store(gateway.database_url)
     try:
-        await store.upsert_conversation("to-relabel")
-        made = await store.add_correction(
-            "to-relabel", type="relabelled", agent="ann",
-            before={"intent": "contact_customer_service", "text": JOIN},
-            after={"intent": "create_account", "text": JOIN})
+        made = await _relabel_to_create_account(store, "to-relabel")
         await store.review_correction(made.id, review_status="accepted", reviewed_by="rita")
         async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
             rita = await user_login(store, api, "rita", "trainer")
@@ -196,11 +201,7 @@ async def test_a_correction_that_cannot_become_training_data_is_left_out(
     gateway = await asyncio.to_thread(restartable)
     store = Store(gateway.database_url)
     try:
-        await store.upsert_conversation("c1")
-        good = await store.add_correction(
-            "c1", type="relabelled", agent="ann",
-            before={"intent": "contact_customer_service", "text": JOIN},
-            after={"intent": "create_account", "text": JOIN})
+        good = await _relabel_to_create_account(store, "c1")
         # Rasa was not reachable when the agent decided: no tracker events to write from
         blind = await store.add_correction(
             "c1", type="replaced", agent="ann", before={"action_name": "utter_greet"},
