@@ -138,8 +138,9 @@ def explain_turn(parse: Mapping[str, Any], expected: Optional[str],
     ranking = classifier_ranking(parse)
     scores = ranking[:top] + [r for r in ranking[top:] if r["intent"] == expected]
     score = {r["intent"]: r["confidence"] for r in ranking}
-    first = ranking[0] if ranking else {"intent": None, "confidence": 0.0}
-    second = ranking[1] if len(ranking) > 1 else {"intent": None, "confidence": 0.0}
+    nothing: Dict[str, Any] = {"intent": None, "confidence": 0.0}
+    first = ranking[0] if ranking else nothing
+    second = ranking[1] if len(ranking) > 1 else nothing
     base = {"text": parse.get("text"), "expected": expected, "predicted": predicted,
             "scores": scores}
     exp = f"{expected} {score.get(str(expected), 0.0):.2f}"
@@ -218,15 +219,13 @@ def diagnose(model: Path, stories: Path, failing: Set[str], failed_text: str
     turn the model misreads, else the first wrong action; and the model's fallback
     settings."""
     import asyncio
-    import logging
 
     from rasa.core.agent import Agent
 
     turns = story_turns(stories)
     agent = Agent.load(str(model))
-    settings = fallback_settings(agent.processor.model_metadata)  # type: ignore[union-attr]
+    settings = fallback_settings(agent.processor.model_metadata)
     wrong = wrong_predictions(failed_text)
-    logging.getLogger("rasa").setLevel(max(logging.getLogger().level, logging.WARNING))
 
     texts = sorted({text for name in failing for text, _, _ in turns.get(name, [])})
 
