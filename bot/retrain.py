@@ -5,10 +5,14 @@ proven model out; the project's data changes only when the proof passes.
    ``var/candidates/<UTC time>-<id>/`` (marked by its ``CANDIDATE.json``: never the project).
    The corrections become training data there (``bot.corrections``: masked, validated,
    checked against the rules, trained).
-2. ``bot.prove`` compares the candidate's model with the model in service (``--in-service``;
+2. The fallback is re-tuned for the candidate's model on the held-out split
+   (``bot.tune_fallback.retune``): a threshold and ambiguity threshold that score better than
+   the configured ones go into the candidate's ``config.yml`` and the model is trained again
+   with them (``--keep-fallback`` skips this).
+3. ``bot.prove`` compares the candidate's model with the model in service (``--in-service``;
    default: the one ``bot.serve`` has live, else the newest in ``models/``) on the
    corrections' test stories and the hand-written ones, and says why each failing story fails.
-3. Only when nothing regressed are the candidate's new files written into the project (all or
+4. Only when nothing regressed are the candidate's new files written into the project (all or
    none, as the writer writes) and its model kept as ``models/corrections-<UTC time>.tar.gz``,
    so every retraining leaves its own model to deploy or roll back to; the candidate folder is
    then removed. A refused candidate stays where it is, its ``CANDIDATE.json`` saying why, and
@@ -22,6 +26,7 @@ Prints one JSON report on stdout; progress goes to stderr (at WARNING unless ``L
      "write": {"ok": <written into the project>, "stage", "files", "checks", "corrections",
                "errors", "model": <file name in models/ or null>},
      "proof": <bot.prove's report or null>,
+     "fallback": {"changed", "before", "after", ...} | null,   # the re-tuning
      "candidate": {"path", "reason", "model"} | null}   # a refused candidate, kept
 
 Exit codes: 0 written (proven, or nothing in service to prove against) or nothing new (every
@@ -120,9 +125,41 @@ def why_refused(proof: Dict[str, Any]) -> str:
             f"fail{'s' if len(parts) == 1 else ''} with it: " + "; ".join(parts))
 
 
+def retune_candidate(candidate: Path, model: Path) -> Dict[str, Any]:
+    """Re-tune the fallback for the candidate's model on its held-out split; when the
+    threshold or ambiguity threshold changes, its ``config.yml`` says so and the model is
+    trained again (Rasa's cache restores every component the FallbackClassifier's values do
+    not touch). ``bot.tune_fallback.retune``'s report, ``seconds`` and, on failure,
+    ``error``."""
+    from bot.corrections import gate
+    from bot.tune_fallback import retune
+
+    start = time.monotonic()
+    log("re-tuning the fallback for the candidate's model on the held-out split")
+    try:
+        tuned = retune(model, candidate / "tests" / "nlu_holdout", candidate / "config.yml")
+    except Exception as exc:  # Rasa's loaders and the config's shape: any failure refuses
+        return {"changed": False, "error": f"{type(exc).__name__}: {exc}",
+                "seconds": round(time.monotonic() - start, 1)}
+    before, after = tuned["before"], tuned["after"]
+    if tuned["changed"]:
+        log(f"fallback re-tuned: threshold {before['threshold']} -> {after['threshold']}, "
+            f"ambiguity threshold {before['ambiguity_threshold']} -> "
+            f"{after['ambiguity_threshold']}; training the candidate again with them")
+        result = gate.train(candidate, candidate, model.parent)
+        tuned["training"] = result.as_dict()
+        if not result.ok or gate.model_file(model.parent) != model:
+            tuned["error"] = "; ".join(result.messages) or "rasa train failed"
+    else:
+        log(f"fallback kept: threshold {before['threshold']}, ambiguity threshold "
+            f"{before['ambiguity_threshold']} still score best on the held-out split")
+    tuned["seconds"] = round(time.monotonic() - start, 1)
+    return tuned
+
+
 def retrain(corrections: List[Any], project: Path, models: Path, in_service: Optional[Path],
-            finetune: bool = False, prover: Optional[Prover] = None
-            ) -> Tuple[int, Dict[str, Any]]:
+            finetune: bool = False, prover: Optional[Prover] = None,
+            retune_fallback: bool = True) -> Tuple[int, Dict[str, Any]]:
     """Candidate, training, proof and, on success, the project's files and ``models/``; the
     exit code and the report (module docstring). Holds the writer's lock on the project."""
     from bot.corrections.writer import Options, commit, run
@@ -143,7 +180,7 @@ def retrain(corrections: List[Any], project: Path, models: Path, in_service: Opt
             finetune_from=in_service if finetune else None))
         write = {**written.as_dict(), "model": None}
         report: Dict[str, Any] = {"outcome": "", "message": "", "write": write, "proof": None,
-                                  "candidate": None}
+                                  "candidate": None, "fallback": None}
         if not written.ok:
             shutil.rmtree(candidate)
             write["ok"] = False
@@ -163,6 +200,32 @@ def retrain(corrections: List[Any], project: Path, models: Path, in_service: Opt
             return EXIT_OK, report
         model = Path(written.model) if written.model else None
         assert model is not None, "the writer trained, so it kept a model"
+
+        def refuse(reason: str, stage: str = "fallback") -> Tuple[int, Dict[str, Any]]:
+            """Keep the candidate, marked with ``reason``; the project is left as it was."""
+            assert model is not None
+            mark(candidate, {"state": "refused", "reason": reason,
+                             "model": str(model.relative_to(candidate)),
+                             "corrections": [c.get("id") for c in written.corrections],
+                             "fallback": report.get("fallback"), "proof": report["proof"]})
+            write.update(ok=False, stage=stage, errors=[
+                *written.errors, f"{reason}. The candidate (its data and model) is kept in "
+                                 f"{relative}"])
+            report["candidate"] = {"path": str(relative), "reason": reason,
+                                   "model": str(model.relative_to(project))}
+            report.update(outcome="refused", message=(
+                f"{reason}. The project's training data is unchanged; the candidate is kept "
+                f"in {relative} for a trainer to inspect"))
+            log(report["message"])
+            return EXIT_REFUSED, report
+
+        if retune_fallback:
+            tuned = retune_candidate(candidate, model)
+            report["fallback"] = tuned
+            if tuned.get("error"):
+                return refuse(f"the fallback could not be re-tuned: {tuned['error']}")
+            if tuned["changed"]:
+                write["files"] = written.files = sorted({*written.files, "config.yml"})
         if in_service is not None:
             log(f"proving {relative}'s model against {in_service.name}")
             try:
@@ -171,34 +234,15 @@ def retrain(corrections: List[Any], project: Path, models: Path, in_service: Opt
                 proof = {"deploy": False, "error": str(exc), "regressions": []}
             report["proof"] = proof
             if not proof.get("deploy"):
-                reason = (f"the proof could not run: {proof['error']}" if proof.get("error")
-                          else why_refused(proof))
-                mark(candidate, {"state": "refused", "reason": reason,
-                                 "model": str(model.relative_to(candidate)),
-                                 "corrections": [c.get("id") for c in written.corrections],
-                                 "proof": proof})
-                write.update(ok=False, stage="proof", errors=[
-                    *written.errors, f"{reason}. The candidate (its data and model) is kept in "
-                                     f"{relative}"])
-                report["candidate"] = {"path": str(relative), "reason": reason,
-                                       "model": str(model.relative_to(project))}
-                report.update(outcome="refused", message=(
-                    f"{reason}. The project's training data is unchanged; the candidate is "
-                    f"kept in {relative} for a trainer to inspect"))
-                log(report["message"])
-                return EXIT_REFUSED, report
+                return refuse(f"the proof could not run: {proof['error']}" if proof.get("error")
+                              else why_refused(proof), "proof")
         files = {rel: (candidate / rel).read_text("utf-8") for rel in written.files}
         # The project's files as the candidate copied them: a change since refuses the commit.
         expected = {rel: copied.get(rel) for rel in written.files}
         try:
             commit(project, files, expected)
         except (OSError, RuntimeError) as exc:
-            mark(candidate, {"state": "refused", "reason": f"writing into the project: {exc}"})
-            write.update(ok=False, stage="commit", errors=[*written.errors, str(exc)])
-            report["candidate"] = {"path": str(relative), "reason": str(exc),
-                                   "model": str(model.relative_to(project))}
-            report.update(outcome="refused", message=f"not written into the project: {exc}")
-            return EXIT_REFUSED, report
+            return refuse(f"not written into the project: {exc}", "commit")
         models.mkdir(parents=True, exist_ok=True)
         # A name of its own: the next retraining must not overwrite it.
         named = models / time.strftime("corrections-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime())
@@ -236,6 +280,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "relabels and text edits: docs/performance.md)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log at INFO (-vv: DEBUG) instead of LOG_LEVEL (default WARNING)")
+    parser.add_argument("--keep-fallback", action="store_true",
+                        help="ship the configured fallback threshold and ambiguity threshold "
+                             "instead of re-tuning them for the new model")
     args = parser.parse_args(argv)
     project = args.project.resolve()
     report_fd = os.dup(1)  # Rasa and TensorFlow print to stdout; the report alone goes there
@@ -268,7 +315,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       "corrections": [], "errors": [message], "model": None},
             "proof": None, "candidate": None}
     else:
-        code, report = retrain(corrections, project, models, in_service, args.finetune)
+        code, report = retrain(corrections, project, models, in_service, args.finetune,
+                               retune_fallback=not args.keep_fallback)
     with os.fdopen(report_fd, "w") as out:
         json.dump(report, out, indent=2, ensure_ascii=False)
         out.write("\n")

@@ -68,8 +68,8 @@ def test_a_refused_candidate_leaves_the_data_unchanged_and_says_where_and_why(
     # the gateway's view: not written, with the reason (handoff/learning/deploys.py _record)
     write_ = report["write"]
     assert write_["ok"] is False and write_["stage"] == "proof" and write_["model"] is None
-    assert write_["files"] == ["data/corrections/nlu.yml",
-                               "tests/corrections/test_corrections.yml"]
+    assert set(write_["files"]) - {"config.yml"} == {  # config.yml if the fallback moved
+        "data/corrections/nlu.yml", "tests/corrections/test_corrections.yml"}
     # the proof names the regression and why it fails, with the scores
     proof = report["proof"]
     assert proof["deploy"] is False and GREET_STORY in proof["regressions"], proof
@@ -77,7 +77,12 @@ def test_a_refused_candidate_leaves_the_data_unchanged_and_says_where_and_why(
     assert (why["text"], why["expected"]) == (GREET, "greet"), why
     assert why["reason"] in ("wrong_intent", "ambiguous", "below_threshold"), why
     assert why["scores"][0]["intent"] in ("goodbye", "greet"), why
-    assert proof["fallback"] == {"threshold": 0.3, "ambiguity_threshold": 0.1}
+    # the fallback was re-tuned for the candidate's model, and the proof used what it chose
+    fallback = report["fallback"]
+    assert fallback["before"]["threshold"] == 0.3 and fallback["held_out"] == 534, fallback
+    assert proof["fallback"] == {k: fallback["after"][k]
+                                 for k in ("threshold", "ambiguity_threshold")}
+    assert ("config.yml" in write_["files"]) == fallback["changed"]
     # the candidate is kept, marked, with its data and model and the same reason
     candidate = project / report["candidate"]["path"]
     assert candidate.parent == project / "var" / "candidates"
