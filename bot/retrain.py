@@ -30,8 +30,9 @@ Prints one JSON report on stdout; progress goes to stderr (at WARNING unless ``L
      "candidate": {"path", "reason", "model"} | null}   # a refused candidate, kept
 
 Exit codes: 0 written (proven, or nothing in service to prove against) or nothing new (every
-correction is already in the data: nothing trained), 1 refused (by the writer's checks or by
-the proof; the data is unchanged), 2 unreadable corrections. ``make retrain`` exports the
+correction is already in the data: nothing trained), 1 refused (by the writer's checks, the
+training with a re-tuned fallback, the proof, or a project file changed meanwhile; the data is
+unchanged), 2 unreadable corrections. ``make retrain`` exports the
 accepted corrections from the gateway first and records them as exported after; the console's
 "Retrain" button does the same through the gateway and the supervisor (``bot/control.py``),
 which passes this output on line by line.
@@ -49,7 +50,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CANDIDATES_DIR = Path("var") / "candidates"
@@ -59,8 +60,6 @@ MARKER = "CANDIDATE.json"
 COPIED = ("data", "domain.yml", "config.yml", "tests/stories", "tests/nlu_holdout",
           "tests/corrections")
 EXIT_OK, EXIT_REFUSED, EXIT_INPUT = 0, 1, 2
-
-Prover = Callable[[Path, Path, Path], Dict[str, Any]]
 
 
 def log(line: str) -> None:
@@ -158,14 +157,12 @@ def retune_candidate(candidate: Path, model: Path) -> Dict[str, Any]:
 
 
 def retrain(corrections: List[Any], project: Path, models: Path, in_service: Optional[Path],
-            finetune: bool = False, prover: Optional[Prover] = None,
-            retune_fallback: bool = True) -> Tuple[int, Dict[str, Any]]:
+            finetune: bool = False, retune_fallback: bool = True) -> Tuple[int, Dict[str, Any]]:
     """Candidate, training, proof and, on success, the project's files and ``models/``; the
     exit code and the report (module docstring). Holds the writer's lock on the project."""
     from bot.corrections.writer import Options, commit, run
     from bot.prove import prove
 
-    prover = prover or prove
     fd = os.open(project, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # the lock bot.corrections write takes on the project
@@ -229,7 +226,7 @@ def retrain(corrections: List[Any], project: Path, models: Path, in_service: Opt
         if in_service is not None:
             log(f"proving {relative}'s model against {in_service.name}")
             try:
-                proof = prover(candidate, in_service, model)
+                proof = prove(candidate, in_service, model)
             except RuntimeError as exc:  # rasa test core itself failed
                 proof = {"deploy": False, "error": str(exc), "regressions": []}
             report["proof"] = proof
