@@ -1,18 +1,20 @@
 """``python -m bot.corrections write --input corrections.json [--project .] [--dry-run]
-[--skip-training] [--keep-model DIR] [--finetune-from MODEL.tar.gz] [--epoch-fraction F]``:
-prints a JSON report on stdout; exit code 0 when the corrections were written (or, with
---dry-run, would be), 1 when they were refused."""
+[--skip-training] [--keep-model DIR] [--finetune-from MODEL.tar.gz] [--epoch-fraction F]
+[--verbose]``: prints a JSON report on stdout; exit code 0 when the corrections were written
+(or, with --dry-run, would be), 1 when they were refused. Logs at WARNING on stderr unless
+``LOG_LEVEL`` or ``--verbose`` (``-vv``: debug) raises it."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
+
+from bot import log_level
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     write.add_argument("--epoch-fraction", type=float, default=None,
                        help="the part of the configured epochs a fine-tuning run trains "
                             "(default: 0.2)")
+    write.add_argument("-v", "--verbose", action="count", default=0,
+                       help="log at INFO (-vv: DEBUG) instead of LOG_LEVEL (default WARNING)")
     return parser
 
 
@@ -46,7 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sys.stdout = sys.stderr
     os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    log_level.configure(args.verbose)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     from bot.corrections.records import RecordError, parse_records

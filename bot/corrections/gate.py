@@ -33,6 +33,7 @@ from bot.corrections.project import CONFIG_FILE, importer_for
 # training run retrains only what the corrections changed.
 DEFAULT_CACHE = Path.home() / ".cache" / "northwind-assistant" / "rasa"
 TRAIN_TIMEOUT = 1800
+CODE_ROOT = Path(__file__).resolve().parents[2]  # where the bot package is
 MODEL_NAME = "corrections-check"
 # The part of the configured epochs a fine-tuning run trains (rasa train --epoch-fraction):
 # the TEDPolicy starts from the model in service's weights instead of from random ones.
@@ -165,9 +166,10 @@ def _train_once(stage: Path, project_root: Path, model_dir: Path,
     start = time.monotonic()
     env = {**os.environ, "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.setdefault("RASA_CACHE_DIRECTORY", str(DEFAULT_CACHE))
-    # The pipeline names bot.nlu_components: the project's own package must be importable.
+    # The pipeline names bot.nlu_components: the project's own package must be importable,
+    # also when ``project_root`` is a candidate copy of the data (bot.retrain).
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(project_root), env.get("PYTHONPATH", "")) if p)
+        p for p in (str(project_root), str(CODE_ROOT), env.get("PYTHONPATH", "")) if p)
     command = [sys.executable, "-m", "rasa", "train", "--config", CONFIG_FILE, "--domain",
                "domain.yml", "--data", "data", "--out", str(model_dir),
                "--fixed-model-name", MODEL_NAME, *extra]

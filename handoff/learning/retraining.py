@@ -191,6 +191,11 @@ class Retraining:
             return Outcome("failed", f"the retraining ended (exit {code}) without a report: "
                                      "see its log")
         written = report["write"]
+        if report.get("outcome") == "nothing_new":  # all of it is in the training data already
+            await self.store.mark_corrections_exported(job.corrections, export_id=job.id)
+            return Outcome("refused", "nothing new to learn, no model trained: "
+                           f"{report.get('message') or 'every correction is in the data already'}"
+                           "; the corrections are marked exported")
         if not written.get("ok"):
             reasons = "; ".join(str(e) for e in written.get("errors") or ()) or "see its log"
             return Outcome("refused", "the corrections were not written, and the training "

@@ -41,7 +41,8 @@ MODEL_FILE = "corrections-20261128T235900Z.tar.gz"
 JOIN = "i would love to join northwind goods as a customer"
 
 # Stands in for `python -m bot.retrain`: says it runs, waits for the test's signal, then
-# prints a report like bot.retrain's (one correction, fixed, nothing regressed).
+# prints a report like bot.retrain's (one correction, fixed, nothing regressed; or, when
+# signalled, that the corrections were all in the data already).
 _JOB = """
 import json, sys, time
 from pathlib import Path
@@ -50,8 +51,12 @@ folder = Path(sys.argv[1])
 print("writing 1 correction(s)", file=sys.stderr, flush=True)
 while not (folder / "go").exists():
     time.sleep(0.05)
+if (folder / "nothing_new").exists():  # every correction was in the data already
+    print(json.dumps({"outcome": "nothing_new", "message": "nothing new: 1 correction(s) "
+                      "already in the training data", "write": {"ok": True, "model": None}}))
+    sys.exit(0)
 print("proving the new model", file=sys.stderr, flush=True)
-print(json.dumps({
+print(json.dumps({"outcome": "written",
     "write": {"ok": True, "model": sys.argv[2]},
     "proof": {"corrections": {"before": 0, "after": 1, "total": 1, "failing": []},
               "suite": {"before": 42, "after": 42, "total": 42},
@@ -231,5 +236,32 @@ async def test_a_correction_that_cannot_become_training_data_is_left_out(
             assert again.status_code == 409, again.text
             assert again.json()["left_out"] == [{"id": blind.id, "reason": reason}]
             assert f"correction {blind.id}: no tracker events" in again.json()["message"]
+    finally:
+        await store.close()
+
+
+async def test_a_retraining_with_nothing_new_to_learn_says_so_and_marks_its_corrections(
+    restartable: Any, supervisor: tuple[str, Path]
+) -> None:
+    _, signals = supervisor
+    gateway = await asyncio.to_thread(restartable)
+    store = Store(gateway.database_url)
+    try:
+        made = await _relabel_to_create_account(store, "learnt-before")
+        await store.review_correction(made.id, review_status="accepted", reviewed_by="rita")
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
+            rita = await user_login(store, api, "rita", "trainer")
+            resp = await api.post("/api/retrain", headers=rita, json={})
+            assert resp.status_code == 202, resp.text
+            (signals / "nothing_new").write_text("yes")
+            (signals / "go").write_text("go")
+            done = await _state(api, rita, "refused")
+            assert done["message"] == (
+                "nothing new to learn, no model trained: nothing new: 1 correction(s) already "
+                "in the training data; the corrections are marked exported")
+            assert done["model_id"] is None
+            assert (await stored_correction(store, made.id)).export_id == done["id"]
+            models = (await api.get("/api/models", headers=rita)).json()["models"]
+            assert [m["status"] for m in models] == ["live"]  # no candidate recorded
     finally:
         await store.close()
