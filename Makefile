@@ -35,11 +35,12 @@ help:
 	@echo "make bench     the benchmarks in bench/ (docs/performance.md)"
 	@echo "make retrain   accepted corrections -> training data -> a new model, proven (docs/corrections.md)"
 
-$(RASA_VENV)/.installed: requirements/rasa.lock.txt
+$(RASA_VENV)/.installed: requirements/rasa.lock.txt requirements/rasa.nodeps.txt
 	@test -n "$(PYTHON310)" || { echo "Python 3.10 is needed for Rasa 3.6 (set PYTHON310=...)"; exit 1; }
 	test -x $(RASA_PY) || $(PYTHON310) -m venv $(RASA_VENV)
 	$(RASA_PY) -m pip install --quiet --disable-pip-version-check 'pip==26.3' 'setuptools==70.3.0' 'wheel==0.45.1'
 	$(RASA_PY) -m pip install --quiet --disable-pip-version-check -r requirements/rasa.lock.txt
+	$(RASA_PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/rasa.nodeps.txt
 	touch $@
 
 $(GW_VENV)/.installed: requirements/gateway.lock.txt

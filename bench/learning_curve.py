@@ -1,0 +1,279 @@
+"""How fast the bot learns from corrections, on data nobody here wrote (banking77).
+
+    .venv/rasa/bin/python bench/learning_curve.py [--data ../shared/datasets/banking77]
+        [--shots 10] [--corrections 0,100,300,1000] [--test-per-intent 0] [--seed 7]
+
+For each pipeline — ``today``: this project's ``config.yml`` without the sentence-embedding
+featurizer; ``new``: ``config.yml`` as it is — on a Rasa project built in a temporary folder
+from banking77 (77 intents of a bank's customers):
+
+1. train the NLU on ``--shots`` examples per intent of banking77's training file (the same
+   seeded sample for both pipelines);
+2. for each N of ``--corrections``, take the first N of the rest of the training file (one
+   seeded order for both pipelines, cumulative), make each a relabel correction exactly as the
+   gateway exports it (tracker events with the message and what the N = 0 model of that
+   pipeline read it as), write them with ``python -m bot.corrections write --skip-training``
+   (the writer masks, de-duplicates and refuses what would contradict the data), retrain the
+   NLU, and parse banking77's test file (``--test-per-intent``: only that many per intent).
+
+Prints, per pipeline and N, the intent accuracy as deployed (a fallback counts as wrong), the
+share of test messages refused (``nlu_fallback`` or ``out_of_scope``), how many corrections
+the writer took, and the median parse time. Nothing in the repository is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "datasets" / "banking77"
+FEATURIZER = "bot.sentence_featurizer.SentenceEmbeddingFeaturizer"
+REFUSED = ("nlu_fallback", "out_of_scope")
+PIPELINES = ("today", "new")
+
+Example = Tuple[str, str]  # (text, intent)
+
+
+@dataclass
+class Row:
+    pipeline: str
+    n: int
+    accuracy: float = 0.0
+    refused: float = 0.0
+    written: int = 0
+    parse_ms: float = 0.0
+    seconds: Dict[str, float] = field(default_factory=dict)
+
+
+def env() -> Dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
+            "SQLALCHEMY_SILENCE_UBER_WARNING": "1"}
+
+
+def read_csv(path: Path) -> List[Example]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return [(" ".join(r["text"].split()), r["category"]) for r in csv.DictReader(f)]
+
+
+def split(train: List[Example], shots: int, seed: int) -> Tuple[List[Example], List[Example]]:
+    """``shots`` examples per intent, and the rest in one seeded order."""
+    rng = random.Random(seed)
+    by_intent: Dict[str, List[Example]] = defaultdict(list)
+    for example in train:
+        by_intent[example[1]].append(example)
+    base: List[Example] = []
+    rest: List[Example] = []
+    for intent in sorted(by_intent):
+        examples = by_intent[intent][:]
+        rng.shuffle(examples)
+        base += examples[:shots]
+        rest += examples[shots:]
+    rng.shuffle(rest)
+    return base, rest
+
+
+def sample_test(test: List[Example], per_intent: int, seed: int) -> List[Example]:
+    if per_intent <= 0:
+        return test
+    rng = random.Random(seed)
+    by_intent: Dict[str, List[Example]] = defaultdict(list)
+    for example in test:
+        by_intent[example[1]].append(example)
+    return [e for i in sorted(by_intent) for e in rng.sample(by_intent[i],
+                                                             min(per_intent, len(by_intent[i])))]
+
+
+def pipeline_config(name: str) -> Dict[str, Any]:
+    config = yaml.safe_load((PROJECT_ROOT / "config.yml").read_text())
+    if name == "today":
+        config["pipeline"] = [c for c in config["pipeline"] if c["name"] != FEATURIZER]
+    elif not any(c["name"] == FEATURIZER for c in config["pipeline"]):
+        raise SystemExit(f"config.yml has no {FEATURIZER}: nothing new to compare")
+    config["assistant_id"] = f"banking77-{name}"
+    return config
+
+
+def build_project(root: Path, pipeline: str, base: List[Example]) -> None:
+    (root / "data").mkdir(parents=True)
+    intents = sorted({intent for _, intent in base})
+    (root / "config.yml").write_text(yaml.safe_dump(pipeline_config(pipeline), sort_keys=False))
+    (root / "domain.yml").write_text(yaml.safe_dump(
+        {"version": "3.1", "intents": intents,
+         "responses": {f"utter_{i}": [{"text": f"About {i.replace('_', ' ')}."}]
+                       for i in intents}}, sort_keys=False))
+    by_intent: Dict[str, List[str]] = defaultdict(list)
+    for text, intent in base:
+        by_intent[intent].append(text)
+    lines = ['version: "3.1"', "nlu:"]
+    for intent in intents:
+        lines += [f"- intent: {intent}", "  examples: |"]
+        lines += [f"    - {text}" for text in by_intent[intent]]
+    (root / "data" / "nlu.yml").write_text("\n".join(lines) + "\n")
+    (root / "data" / "rules.yml").write_text(yaml.safe_dump({"version": "3.1", "rules": [
+        {"rule": f"answer {i}", "steps": [{"intent": i}, {"action": f"utter_{i}"}]}
+        for i in intents]}, sort_keys=False))
+
+
+def train(root: Path) -> Path:
+    out = root / "models"
+    subprocess.run([sys.executable, "-m", "rasa", "train", "nlu", "--out", str(out),
+                    "--fixed-model-name", "nlu"], cwd=root, env=env(), check=True,
+                   capture_output=True, timeout=1800)
+    return out / "nlu.tar.gz"
+
+
+async def _parse(model: Path, texts: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[float]]:
+    import logging
+
+    from rasa.core.agent import Agent
+    from rasa.utils.log_utils import configure_structlog
+
+    configure_structlog(logging.WARNING)
+    agent = Agent.load(str(model))
+    await agent.parse_message("warm up")
+    parses, times = [], []
+    for text in texts:
+        start = time.perf_counter()
+        parses.append(await agent.parse_message(text))
+        times.append(time.perf_counter() - start)
+    return parses, times
+
+
+def parse(model: Path, texts: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[float]]:
+    return asyncio.run(_parse(model, texts))
+
+
+def relabels(pool: Sequence[Example], parses: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Relabel corrections as the gateway exports them (docs/corrections.md)."""
+    records = []
+    for cid, ((text, intent), parsed) in enumerate(zip(pool, parses), start=1):
+        now = time.time()
+        events = [{"event": "action", "timestamp": now, "name": "action_session_start"},
+                  {"event": "session_started", "timestamp": now},
+                  {"event": "action", "timestamp": now, "name": "action_listen"},
+                  {"event": "user", "timestamp": now, "text": text, "parse_data": parsed,
+                   "input_channel": "gateway"}]
+        records.append({
+            "id": cid, "type": "relabelled", "conversation_id": f"banking-{cid}",
+            "agent": "bench", "review_status": "accepted", "tracker_events": events,
+            "before": {"action_name": None, "intent": (parsed.get("intent") or {}).get("name")},
+            "after": {"action_name": None, "intent": intent}, "text": text})
+    return records
+
+
+def write(root: Path, records: List[Dict[str, Any]]) -> int:
+    source = root.parent / f"{root.name}-corrections.json"
+    source.write_text(json.dumps(records))
+    done = subprocess.run([sys.executable, "-m", "bot.corrections", "write", "--input",
+                           str(source), "--project", str(root), "--skip-training"],
+                          cwd=root, env=env(), capture_output=True, text=True, timeout=1800,
+                          check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the writer refused the corrections:\n{done.stdout}\n"
+                         f"{done.stderr[-3000:]}")
+    report = json.loads(done.stdout)
+    return sum(1 for c in report["corrections"] if c.get("nlu_examples"))
+
+
+def run_pipeline(work: Path, pipeline: str, base: List[Example], pool: List[Example],
+                 test: List[Example], steps: Sequence[int]) -> List[Row]:
+    rows: List[Row] = []
+    pool_parses: List[Dict[str, Any]] = []
+    for n in steps:
+        row = Row(pipeline, n)
+        root = work / f"{pipeline}-{n}"
+        build_project(root, pipeline, base)
+        if n:
+            start = time.monotonic()
+            row.written = write(root, relabels(pool[:n], pool_parses[:n]))
+            row.seconds["write"] = time.monotonic() - start
+        start = time.monotonic()
+        model = train(root)
+        row.seconds["train"] = time.monotonic() - start
+        start = time.monotonic()
+        parses, times = parse(model, [text for text, _ in test])
+        row.seconds["parse"] = time.monotonic() - start
+        names = [(p.get("intent") or {}).get("name") for p in parses]
+        row.accuracy = sum(n_ == i for n_, (_, i) in zip(names, test)) / len(test)
+        row.refused = sum(n_ in REFUSED for n_ in names) / len(test)
+        row.parse_ms = statistics.median(times) * 1000
+        if n == 0 and max(steps):  # what this pipeline's first model reads the pool as
+            pool_parses, _ = parse(model, [text for text, _ in pool[:max(steps)]])
+        rows.append(row)
+        print(f"{pipeline} N={n}: accuracy {row.accuracy:.3f}, refused {row.refused:.3f}, "
+              f"{row.seconds}", file=sys.stderr, flush=True)
+    return rows
+
+
+def table(rows: Sequence[Row]) -> str:
+    steps = sorted({r.n for r in rows})
+    by = {(r.pipeline, r.n): r for r in rows}
+    pipelines = [p for p in PIPELINES if any(r.pipeline == p for r in rows)]
+    head = "| corrections | " + " | ".join(
+        f"{p}: accuracy | {p}: refused" for p in pipelines) + " | taken by the writer |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(pipelines))]
+    for n in steps:
+        cells = []
+        for p in pipelines:
+            r = by.get((p, n))
+            cells += [f"{r.accuracy:.1%}", f"{r.refused:.1%}"] if r else ["", ""]
+        written = "/".join(str(by[(p, n)].written) for p in pipelines if (p, n) in by)
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {written} |")
+    lines.append("")
+    lines.append("median parse (ms): " + ", ".join(
+        f"{p} {statistics.median(r.parse_ms for r in rows if r.pipeline == p):.1f}"
+        for p in pipelines))
+    lines.append("median training (s): " + ", ".join(
+        f"{p} {statistics.median(r.seconds['train'] for r in rows if r.pipeline == p):.0f}"
+        for p in pipelines))
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--shots", type=int, default=10)
+    parser.add_argument("--corrections", default="0,100,300,1000")
+    parser.add_argument("--test-per-intent", type=int, default=0,
+                        help="parse only this many test messages per intent (0: all)")
+    parser.add_argument("--pipelines", default=",".join(PIPELINES))
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    steps = sorted({int(n) for n in args.corrections.split(",")} | {0})
+    base, pool = split(read_csv(args.data / "train.csv"), args.shots, args.seed)
+    test = sample_test(read_csv(args.data / "test.csv"), args.test_per_intent, args.seed)
+    if max(steps) > len(pool):
+        raise SystemExit(f"only {len(pool)} training examples are left for corrections")
+    report_fd = os.dup(1)  # Rasa logs to stdout; the table alone goes there
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    rows: List[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-learning-") as tmp:
+        for pipeline in args.pipelines.split(","):
+            rows += run_pipeline(Path(tmp), pipeline, base, pool, test, steps)
+    with os.fdopen(report_fd, "w") as out:
+        out.write(f"banking77: {args.shots} examples per intent, {len(test)} test messages, "
+                  f"seed {args.seed}\n\n{table(rows)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
