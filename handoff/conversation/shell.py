@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from handoff.conversation import router as r
+from handoff.conversation import step_records
 from handoff.conversation.customer_protocol import SURVEY_REQUEST, bot_uttered_payloads, notice_text
 from handoff.errors import Conflict, NotFound
 from handoff.conversation.locks import ConversationLocks
@@ -51,7 +52,7 @@ from handoff.store import (
 )
 from handoff.conversation.triage_link import TriageLink
 
-__all__ = ["Conversations", "Notifier", "conversation_json", "events_until", "turn_result"]
+__all__ = ["Conversations", "Notifier", "conversation_json", "turn_result"]
 
 log = logging.getLogger(__name__)
 
@@ -267,9 +268,11 @@ class Conversations:
                     conversation_id, expected_version=conv.version, mode=after.mode.value,
                     owner=after.owner, queued=after.queued,
                     queue_reason=after.queue_reason.value if after.queue_reason else None,
-                    state=encode_state(after), appended=_step_messages(effects),
-                    nlu=_step_nlu(before, event), resolve=_resolution(before, after, effects),
-                    hold=_held_draft(effects), correction=_correction_draft(effects),
+                    state=encode_state(after), appended=step_records.step_messages(effects),
+                    nlu=step_records.step_nlu(before, event),
+                    resolve=step_records.resolution(before, after, effects),
+                    hold=step_records.held_draft(effects),
+                    correction=step_records.correction_draft(effects),
                 )
             except StaleVersion:
                 continue  # the conversation changed meanwhile: re-read and step again
@@ -381,7 +384,7 @@ class Conversations:
                 error = f"{type(exc).__name__}: {exc}"
             else:
                 await self.store.set_correction_tracker(
-                    correction_id, events=events_until(events, at), attempts=attempts)
+                    correction_id, events=step_records.events_until(events, at), attempts=attempts)
                 return
             log.info("tracker of correction %s (%s), try %d: %s", correction_id, cid,
                      attempts, error)
@@ -495,103 +498,6 @@ class Conversations:
                     "metadata": metadata}, hold)
                 return turn_result(effect.call_id, reply, with_parse=False, skip_said=name)
         raise TypeError(f"unknown Rasa call {type(effect).__name__}")
-
-
-def _step_messages(effects: Sequence[r.Effect]) -> list[StepMessage]:
-    """The messages a step produced, in effect order: the customer's (``StoreMessage``) and
-    each one sent to the customer (``SendToCustomer``), stored as sent."""
-    out: list[StepMessage] = []
-    for effect in effects:
-        if isinstance(effect, r.StoreMessage):
-            message = effect.message
-            out.append({"sender": "customer", "text": message.text,
-                        "metadata": dict(message.metadata) or None,
-                        "client_message_id": message.message_id})
-        elif isinstance(effect, r.SendToCustomer):
-            for sent in effect.messages:
-                text = sent.get("text")
-                extra = {k: v for k, v in sent.items() if k != "text"}
-                out.append({
-                    "sender": "agent" if effect.sender is r.Sender.HUMAN else "bot",
-                    "text": text if isinstance(text, str) else None,
-                    "payload": extra or None, "action": effect.action_name,
-                    "decided_by": effect.agent_id,
-                    "decision": effect.decision.reply_decision if effect.decision else None})
-    return out
-
-
-def _resolution(before: r.ConversationState, after: r.ConversationState,
-                effects: Sequence[r.Effect]) -> PendingResolution | None:
-    """How the step ends the reply that was pending, if it does: decided by the agent whose
-    decision sends a reply, else discarded (relabelled, released unchanged, taken over,
-    closed)."""
-    if before.pending is None or (
-            after.pending is not None and after.pending.reply_id == before.pending.reply_id):
-        return None
-    record = next((e for e in effects if isinstance(e, r.RecordCorrection)
-                   and e.reply_id == before.pending.reply_id), None)
-    if record is None:
-        return {"status": "discarded"}
-    decision = record.kind.reply_decision
-    if decision is None:
-        return {"status": "discarded", "decided_by": record.agent_id}
-    return {"status": "decided", "decision": decision, "decided_by": record.agent_id}
-
-
-def _held_draft(effects: Sequence[r.Effect]) -> PendingReplyDraft | None:
-    """The reply the step holds for an agent's decision (``ShowPendingReply``)."""
-    shown = next((e for e in effects if isinstance(e, r.ShowPendingReply)), None)
-    if shown is None:
-        return None
-    reply = shown.reply
-    return {"action": reply.action.name, "messages": [dict(m) for m in reply.action.messages],
-            "confidence": reply.action.confidence,
-            "alternatives": [encode(a) for a in reply.action.alternatives],
-            "model_version": reply.model_id, "trigger_client_message_id": reply.message_id}
-
-
-def _correction_draft(effects: Sequence[r.Effect]) -> CorrectionDraft | None:
-    """The correction the step records (``RecordCorrection``; the router makes at most one)."""
-    effect = next((e for e in effects if isinstance(e, r.RecordCorrection)), None)
-    if effect is None:
-        return None
-    return {"type": effect.kind.recorded_as, "agent": effect.agent_id,
-            "before": encode(effect.before), "after": encode(effect.after),
-            "model_version": effect.model_id, "client_message_id": effect.message_id}
-
-
-def events_until(events: Sequence[dict[str, Any]], at: datetime) -> list[dict[str, Any]]:
-    """The tracker ``events`` up to time ``at`` (Rasa's ``timestamp``: seconds since the
-    epoch), oldest first: the tracker as it was then."""
-    limit = at.timestamp()
-    out: list[dict[str, Any]] = []
-    for event in events:
-        stamp = event.get("timestamp")
-        if isinstance(stamp, int | float) and not isinstance(stamp, bool) and stamp > limit:
-            break
-        out.append(event)
-    return out
-
-
-def _step_nlu(before: r.ConversationState, event: r.Event) -> MessageNlu | None:
-    """What a Rasa result says about the customer message of the turn it answers: its parse
-    (when it parsed it) and the actions Rasa executed."""
-    if not isinstance(event, r.RasaResult):
-        return None
-    turn = before.turn
-    if turn is None or turn.call_id != event.call_id:
-        return None  # stale: the router ignores it too
-    nlu: MessageNlu = {"client_message_id": turn.message.message_id}
-    parse = event.parse
-    if parse is not None:
-        nlu["intent"] = parse.intent
-        nlu["confidence"] = parse.confidence
-        nlu["intent_ranking"] = [encode(s) for s in parse.intent_ranking]
-        nlu["entities"] = [dict(e) for e in parse.entities]
-    if event.logged or event.executed:
-        nlu["actions"] = [{"name": a.name, "policy": a.policy, "confidence": a.confidence}
-                          for a in event.logged + event.executed]
-    return nlu if len(nlu) > 1 else None
 
 
 def conversation_json(conv: Conversation, last_customer: Message | None = None) -> dict[str, Any]:

@@ -24,7 +24,8 @@ import requests
 from bot.serve import Stack
 from handoff.conversation import router as r
 from handoff.conversation.rasa_client import RasaClient
-from handoff.conversation.shell import Conversations, events_until
+from handoff.conversation.shell import Conversations
+from handoff.conversation.step_records import events_until
 from handoff.learning.corrections import export_records
 from handoff.store import Store
 from tests.conftest import free_port
@@ -149,7 +150,7 @@ async def test_a_decision_is_stored_at_once_and_its_tracker_fetched_until_it_is_
 
 
 async def test_the_tracker_is_cut_at_the_time_of_the_decision() -> None:
-    events = [{"event": "action", "timestamp": 1.0}, {"event": "slot"},
+    events: list[dict[str, Any]] = [{"event": "action", "timestamp": 1.0}, {"event": "slot"},
               {"event": "user", "timestamp": 2.0}, {"event": "bot", "timestamp": 2.5},
               {"event": "action", "timestamp": 2.1}]
     at = datetime.fromtimestamp(2.0, timezone.utc)
