@@ -24,6 +24,7 @@ from sanic import Sanic
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
+from contracts.correction_record import RELABELLED
 from handoff.conversation.triage_link import TriageLink
 from handoff.errors import BadRequest, Conflict, NotFound
 from handoff.settings import Settings
@@ -144,7 +145,7 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
         made = []
         for message in messages:
             correction = await store.add_correction(
-                message.conversation_id, type="relabelled", agent=who,
+                message.conversation_id, type=RELABELLED, agent=who,
                 before={"action_name": None, "messages": [], "intent": message.intent,
                         "text": message.text},
                 after={"action_name": None, "messages": [], "intent": intent,
