@@ -19,7 +19,7 @@ from tests.conftest import PROJECT_ROOT, RASA_BIN
 
 pytestmark = pytest.mark.slow
 
-INTENT_ACCURACY_GOAL = 0.90
+INTENT_ACCURACY_GOAL = 0.94
 MIN_TRAINING_EXAMPLES = 40
 MIN_TEST_STORIES = 30
 
