@@ -9,6 +9,7 @@ refund"; the classifier after this featurizer sees both kinds of features.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Text
 
 import numpy as np
@@ -37,8 +38,6 @@ _ENCODERS: Dict[Optional[str], SentenceEncoder] = {}  # one per process: loading
 def encoder(model_path: Optional[str] = None) -> SentenceEncoder:
     """The process's encoder for ``model_path`` (default: the packaged model)."""
     if model_path not in _ENCODERS:
-        from pathlib import Path  # noqa: PLC0415
-
         _ENCODERS[model_path] = SentenceEncoder.load(Path(model_path) if model_path else None)
     return _ENCODERS[model_path]
 
