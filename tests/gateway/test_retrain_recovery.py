@@ -139,6 +139,13 @@ async def _relabel_to_create_account(store: Store, conversation_id: str) -> Any:
         after={"intent": "create_account", "text": JOIN})
 
 
+async def _accepted_relabel(store: Store, conversation_id: str) -> Any:
+    """:func:`_relabel_to_create_account`, accepted by a trainer."""
+    made = await _relabel_to_create_account(store, conversation_id)
+    await store.review_correction(made.id, review_status="accepted", reviewed_by="rita")
+    return made
+
+
 async def test_a_restarted_gateway_records_the_retraining_it_started(
     restartable: Any, supervisor: tuple[str, Path]
 ) -> None:
@@ -146,8 +153,7 @@ async def test_a_restarted_gateway_records_the_retraining_it_started(
     gateway = await asyncio.to_thread(restartable)
     store = Store(gateway.database_url)
     try:
-        made = await _relabel_to_create_account(store, "to-relabel")
-        await store.review_correction(made.id, review_status="accepted", reviewed_by="rita")
+        made = await _accepted_relabel(store, "to-relabel")
         async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
             rita = await user_login(store, api, "rita", "trainer")
             resp = await api.post("/api/retrain", headers=rita, json={})
@@ -247,8 +253,7 @@ async def test_a_retraining_with_nothing_new_to_learn_says_so_and_marks_its_corr
     gateway = await asyncio.to_thread(restartable)
     store = Store(gateway.database_url)
     try:
-        made = await _relabel_to_create_account(store, "learnt-before")
-        await store.review_correction(made.id, review_status="accepted", reviewed_by="rita")
+        made = await _accepted_relabel(store, "learnt-before")
         async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
             rita = await user_login(store, api, "rita", "trainer")
             resp = await api.post("/api/retrain", headers=rita, json={})
