@@ -2,7 +2,8 @@
 and why each story the new model gets wrong fails.
 
 ``python -m bot.prove --old models/A.tar.gz --new models/B.tar.gz [--project .]`` runs Rasa's
-own end-to-end story test (``rasa test core --e2e``) with each model on
+own end-to-end story test (what ``rasa test core --e2e`` runs, in this process, each model
+loaded once: :mod:`bot.loaded_models`) with each model on
 ``tests/corrections/`` (one test story per accepted correction, written by
 ``bot.corrections``) and on ``tests/stories/`` (the hand-written suite), and prints a JSON
 report:
@@ -38,10 +39,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -53,7 +52,6 @@ from bot import log_level
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _SOURCE = re.compile(r" \([^()]*\.ya?ml\)$")
-RASA = Path(sys.executable).with_name("rasa")
 SUITES = {"corrections": "tests/corrections", "suite": "tests/stories"}
 
 
@@ -67,21 +65,22 @@ def story_names(folder: Path) -> List[str]:
     return names
 
 
-def run_story_test(project: Path, model: Path, stories: Path) -> Tuple[Set[str], str]:
-    """The names of the test stories ``model`` gets wrong (Rasa's own e2e story test), and
-    Rasa's ``failed_test_stories.yml`` (its comments name each wrong prediction)."""
+def run_story_test(model: Path, stories: Path) -> Tuple[Set[str], str]:
+    """The names of the test stories ``model`` gets wrong (Rasa's own e2e story test, as
+    ``rasa test core --e2e`` runs it, in this process), and Rasa's ``failed_test_stories.yml``
+    (its comments name each wrong prediction)."""
+    import asyncio
+
+    from rasa.core.test import test as story_test
+
+    from bot import loaded_models
+
     with tempfile.TemporaryDirectory() as out:
-        result = subprocess.run(
-            [str(RASA), "test", "core", "--stories", str(stories), "--model", str(model),
-             "--e2e", "--out", out, "--no-plot"],
-            cwd=project, stdout=sys.stderr, stderr=sys.stderr, check=False,
-            env={**os.environ, "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
-                 "TF_CPP_MIN_LOG_LEVEL": "2",
-                 # the pipeline names bot.nlu_components, also for a candidate's copy
-                 "PYTHONPATH": os.pathsep.join(p for p in (
-                     str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)})
-        if result.returncode != 0:
-            raise RuntimeError(f"rasa test core failed ({result.returncode}) on {stories}")
+        try:
+            asyncio.run(story_test(str(stories), loaded_models.agent(model), e2e=True,
+                                   out_directory=out, disable_plotting=True))
+        except Exception as exc:  # noqa: BLE001 - any failure of Rasa's test is reported
+            raise RuntimeError(f"Rasa's story test failed on {stories}: {exc!r}") from exc
         failed = Path(out) / "failed_test_stories.yml"
         if not failed.exists():
             return set(), ""
@@ -220,10 +219,10 @@ def diagnose(model: Path, stories: Path, failing: Set[str], failed_text: str
     settings."""
     import asyncio
 
-    from rasa.core.agent import Agent
+    from bot import loaded_models
 
     turns = story_turns(stories)
-    agent = Agent.load(str(model))
+    agent = loaded_models.agent(model)
     settings = fallback_settings(agent.processor.model_metadata)
     wrong = wrong_predictions(failed_text)
 
@@ -271,8 +270,8 @@ def prove(project: Path, old: Path, new: Path) -> Dict[str, object]:
             if names[key]:
                 shutil.copytree(project / folder, stories / key)
         if any(names.values()):
-            before, _ = run_story_test(project, old, stories)
-            after, failed_text = run_story_test(project, new, stories)
+            before, _ = run_story_test(old, stories)
+            after, failed_text = run_story_test(new, stories)
         else:
             before = after = set()
             failed_text = ""

@@ -173,12 +173,13 @@ def retune(model: Path, holdout: Path, config: Path) -> Dict[str, Any]:
 async def parse_all(model: Path, texts: Sequence[str]) -> List[Dict[str, Any]]:
     import logging
 
-    from rasa.core.agent import Agent
     from rasa.utils.log_utils import configure_structlog
+
+    from bot import loaded_models
 
     configure_structlog(logging.WARNING)  # no debug line per parsed message
 
-    agent = Agent.load(str(model))
+    agent = loaded_models.agent(model)
     return [await agent.parse_message(t) for t in texts]
 
 
