@@ -4,7 +4,7 @@
         [--shots 10] [--corrections 0,100,300,1000] [--test-per-intent 0] [--seed 7]
 
 For each pipeline — ``today``: this project's ``config.yml`` without the sentence-embedding
-featurizer; ``new``: ``config.yml`` as it is — on a Rasa project built in a temporary folder
+featurizer; ``new``: ``config.yml`` as it is; ``scale-K``: the new one with the embedding weighed K — on a Rasa project built in a temporary folder
 from banking77 (77 intents of a bank's customers):
 
 1. train the NLU on ``--shots`` examples per intent of banking77's training file (the same
@@ -15,6 +15,11 @@ from banking77 (77 intents of a bank's customers):
    pipeline read it as), write them with ``python -m bot.corrections write --skip-training``
    (the writer masks, de-duplicates and refuses what would contradict the data), retrain the
    NLU, and parse banking77's test file (``--test-per-intent``: only that many per intent).
+
+After every training the fallback is re-tuned for the new model as ``bot.retrain`` does it
+(``bot.tune_fallback.retune``), on a held-out split of banking77's training file that no
+correction comes from (``--holdout-per-intent`` per intent), and the NLU trained again when the
+threshold or margin changed (Rasa's cache keeps everything before the fallback).
 
 Prints, per pipeline and N, the intent accuracy as deployed (a fallback counts as wrong) and of
 the classifier alone (its best intent, whatever the fallbacks then did), the share of test
@@ -61,6 +66,7 @@ class Row:
     refused: float = 0.0
     written: int = 0
     parse_ms: float = 0.0
+    fallback: Tuple[float, float] = (0.0, 0.0)  # threshold, ambiguity threshold as deployed
     seconds: Dict[str, float] = field(default_factory=dict)
 
 
@@ -74,21 +80,25 @@ def read_csv(path: Path) -> List[Example]:
         return [(" ".join(r["text"].split()), r["category"]) for r in csv.DictReader(f)]
 
 
-def split(train: List[Example], shots: int, seed: int) -> Tuple[List[Example], List[Example]]:
-    """``shots`` examples per intent, and the rest in one seeded order."""
+def split(train: List[Example], shots: int, held: int,
+          seed: int) -> Tuple[List[Example], List[Example], List[Example]]:
+    """``shots`` examples per intent, ``held`` per intent held out for tuning the fallback, and
+    the rest in one seeded order."""
     rng = random.Random(seed)
     by_intent: Dict[str, List[Example]] = defaultdict(list)
     for example in train:
         by_intent[example[1]].append(example)
     base: List[Example] = []
+    holdout: List[Example] = []
     rest: List[Example] = []
     for intent in sorted(by_intent):
         examples = by_intent[intent][:]
         rng.shuffle(examples)
         base += examples[:shots]
-        rest += examples[shots:]
+        holdout += examples[shots:shots + held]
+        rest += examples[shots + held:]
     rng.shuffle(rest)
-    return base, rest
+    return base, holdout, rest
 
 
 def sample_test(test: List[Example], per_intent: int, seed: int) -> List[Example]:
@@ -108,26 +118,37 @@ def pipeline_config(name: str) -> Dict[str, Any]:
         config["pipeline"] = [c for c in config["pipeline"] if c["name"] != FEATURIZER]
     elif not any(c["name"] == FEATURIZER for c in config["pipeline"]):
         raise SystemExit(f"config.yml has no {FEATURIZER}: nothing new to compare")
+    elif name.startswith("scale-"):  # the new pipeline with another weight for the embedding
+        for component in config["pipeline"]:
+            if component["name"] == FEATURIZER:
+                component["scale"] = float(name[len("scale-"):])
     config["assistant_id"] = f"banking77-{name}"
     return config
 
 
-def build_project(root: Path, pipeline: str, base: List[Example]) -> None:
+def nlu_yaml(examples: Sequence[Example]) -> str:
+    by_intent: Dict[str, List[str]] = defaultdict(list)
+    for text, intent in examples:
+        by_intent[intent].append(text)
+    lines = ['version: "3.1"', "nlu:"]
+    for intent in sorted(by_intent):
+        lines += [f"- intent: {intent}", "  examples: |"]
+        lines += [f"    - {text}" for text in by_intent[intent]]
+    return "\n".join(lines) + "\n"
+
+
+def build_project(root: Path, pipeline: str, base: List[Example],
+                  holdout: Sequence[Example]) -> None:
     (root / "data").mkdir(parents=True)
+    (root / "holdout").mkdir()
+    (root / "holdout" / "nlu.yml").write_text(nlu_yaml(holdout))
     intents = sorted({intent for _, intent in base})
     (root / "config.yml").write_text(yaml.safe_dump(pipeline_config(pipeline), sort_keys=False))
     (root / "domain.yml").write_text(yaml.safe_dump(
         {"version": "3.1", "intents": intents,
          "responses": {f"utter_{i}": [{"text": f"About {i.replace('_', ' ')}."}]
                        for i in intents}}, sort_keys=False))
-    by_intent: Dict[str, List[str]] = defaultdict(list)
-    for text, intent in base:
-        by_intent[intent].append(text)
-    lines = ['version: "3.1"', "nlu:"]
-    for intent in intents:
-        lines += [f"- intent: {intent}", "  examples: |"]
-        lines += [f"    - {text}" for text in by_intent[intent]]
-    (root / "data" / "nlu.yml").write_text("\n".join(lines) + "\n")
+    (root / "data" / "nlu.yml").write_text(nlu_yaml(base))
     (root / "data" / "rules.yml").write_text(yaml.safe_dump({"version": "3.1", "rules": [
         {"rule": f"answer {i}", "steps": [{"intent": i}, {"action": f"utter_{i}"}]}
         for i in intents]}, sort_keys=False))
@@ -139,6 +160,15 @@ def train(root: Path) -> Path:
                     "--fixed-model-name", "nlu"], cwd=root, env=env(), check=True,
                    capture_output=True, timeout=1800)
     return out / "nlu.tar.gz"
+
+
+def retune(root: Path, model: Path) -> Tuple[Path, Dict[str, Any]]:
+    """The fallback re-tuned for ``model`` as ``bot.retrain`` does, and the model trained
+    again when it changed."""
+    from bot.tune_fallback import retune as tune
+
+    tuned = tune(model, root / "holdout", root / "config.yml")
+    return (train(root) if tuned["changed"] else model), tuned
 
 
 async def _parse(model: Path, texts: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[float]]:
@@ -200,14 +230,14 @@ def write(root: Path, records: List[Dict[str, Any]]) -> int:
     return sum(1 for c in report["corrections"] if c.get("nlu_examples"))
 
 
-def run_pipeline(work: Path, pipeline: str, base: List[Example], pool: List[Example],
-                 test: List[Example], steps: Sequence[int]) -> List[Row]:
+def run_pipeline(work: Path, pipeline: str, base: List[Example], holdout: List[Example],
+                 pool: List[Example], test: List[Example], steps: Sequence[int]) -> List[Row]:
     rows: List[Row] = []
     pool_parses: List[Dict[str, Any]] = []
     for n in steps:
         row = Row(pipeline, n)
         root = work / f"{pipeline}-{n}"
-        build_project(root, pipeline, base)
+        build_project(root, pipeline, base, holdout)
         if n:
             start = time.monotonic()
             row.written = write(root, relabels(pool[:n], pool_parses[:n]))
@@ -215,6 +245,11 @@ def run_pipeline(work: Path, pipeline: str, base: List[Example], pool: List[Exam
         start = time.monotonic()
         model = train(root)
         row.seconds["train"] = time.monotonic() - start
+        if holdout:
+            start = time.monotonic()
+            model, tuned = retune(root, model)
+            row.seconds["retune"] = time.monotonic() - start
+            row.fallback = (tuned["after"]["threshold"], tuned["after"]["ambiguity_threshold"])
         start = time.monotonic()
         parses, times = parse(model, [text for text, _ in test])
         row.seconds["parse"] = time.monotonic() - start
@@ -236,17 +271,17 @@ def run_pipeline(work: Path, pipeline: str, base: List[Example], pool: List[Exam
 def table(rows: Sequence[Row]) -> str:
     steps = sorted({r.n for r in rows})
     by = {(r.pipeline, r.n): r for r in rows}
-    pipelines = [p for p in PIPELINES if any(r.pipeline == p for r in rows)]
+    pipelines = list(dict.fromkeys(r.pipeline for r in rows))
     head = "| corrections | " + " | ".join(
-        f"{p}: as deployed | {p}: classifier | {p}: refused" for p in pipelines) + \
-        " | taken by the writer |"
-    lines = [head, "|" + "---|" * (2 + 3 * len(pipelines))]
+        f"{p}: as deployed | {p}: classifier | {p}: refused | {p}: fallback"
+        for p in pipelines) + " | taken by the writer |"
+    lines = [head, "|" + "---|" * (2 + 4 * len(pipelines))]
     for n in steps:
         cells = []
         for p in pipelines:
             r = by.get((p, n))
-            cells += ([f"{r.accuracy:.1%}", f"{r.classifier:.1%}", f"{r.refused:.1%}"] if r
-                      else ["", "", ""])
+            cells += ([f"{r.accuracy:.1%}", f"{r.classifier:.1%}", f"{r.refused:.1%}",
+                       "{:g} / {:g}".format(*r.fallback)] if r else ["", "", "", ""])
         written = "/".join(str(by[(p, n)].written) for p in pipelines if (p, n) in by)
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {written} |")
     lines.append("")
@@ -267,11 +302,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--corrections", default="0,100,300,1000")
     parser.add_argument("--test-per-intent", type=int, default=0,
                         help="parse only this many test messages per intent (0: all)")
+    parser.add_argument("--holdout-per-intent", type=int, default=3,
+                        help="training examples per intent kept out for re-tuning the fallback "
+                             "(0: keep config.yml's fallback)")
     parser.add_argument("--pipelines", default=",".join(PIPELINES))
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     steps = sorted({int(n) for n in args.corrections.split(",")} | {0})
-    base, pool = split(read_csv(args.data / "train.csv"), args.shots, args.seed)
+    base, holdout, pool = split(read_csv(args.data / "train.csv"), args.shots,
+                                args.holdout_per_intent, args.seed)
     test = sample_test(read_csv(args.data / "test.csv"), args.test_per_intent, args.seed)
     if max(steps) > len(pool):
         raise SystemExit(f"only {len(pool)} training examples are left for corrections")
@@ -281,10 +320,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows: List[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-learning-") as tmp:
         for pipeline in args.pipelines.split(","):
-            rows += run_pipeline(Path(tmp), pipeline, base, pool, test, steps)
+            rows += run_pipeline(Path(tmp), pipeline, base, holdout, pool, test, steps)
     with os.fdopen(report_fd, "w") as out:
         out.write(f"banking77: {args.shots} examples per intent, {len(test)} test messages, "
-                  f"seed {args.seed}\n\n{table(rows)}\n")
+                  f"{len(holdout)} held out for the fallback, seed {args.seed}\n\n"
+                  f"{table(rows)}\n")
     return 0
 
 
