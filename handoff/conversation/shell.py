@@ -273,6 +273,7 @@ class Conversations:
                     resolve=step_records.resolution(before, after, effects),
                     hold=step_records.held_draft(effects),
                     correction=step_records.correction_draft(effects),
+                    cause=type(event).__name__, actor=getattr(event, "agent_id", None),
                 )
             except StaleVersion:
                 continue  # the conversation changed meanwhile: re-read and step again

@@ -9,7 +9,8 @@ the one :class:`~handoff.web.notifier.SocketNotifier`, and the faces in front of
   (:mod:`handoff.web.customers`);
 * **agents** on the JSON API and the ``/agent`` namespace (:mod:`handoff.web.agents`, login in
   :mod:`handoff.web.login`), **trainers** also on the corrections and models API
-  (:mod:`handoff.web.trainers`, :mod:`handoff.web.models`), all listed in the OpenAPI document
+  (:mod:`handoff.web.trainers`, :mod:`handoff.web.models`), **leads** on the dashboard's
+  figures (:mod:`handoff.web.dashboard`), all listed in the OpenAPI document
   at ``/api/openapi.json`` (:mod:`handoff.web.openapi`) and ``docs/api.md``;
 * the pages: the demo shop with the widget, and the console (:mod:`handoff.web.pages`).
 
@@ -43,6 +44,7 @@ from handoff.triage import TriageConfig
 from handoff.web.agents import register_agent_api
 from handoff.web.auth import FIRST_ADMIN, ensure_first_admin
 from handoff.web.customers import register_customer_protocol
+from handoff.web.dashboard import register_dashboard_api
 from handoff.web.http import error_body
 from handoff.web.login import register_login
 from handoff.web.models import register_models_api
@@ -128,5 +130,6 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     register_trainer_api(app, settings=settings, store=store, triage=triage)
     register_models_api(app, settings=settings, store=store, deploys=deploys,
                         retraining=retraining)
+    register_dashboard_api(app, settings=settings, store=store)
     register_pages(app, settings)
     return app
