@@ -280,12 +280,17 @@ def sentiment(outcomes: Sequence[Outcome]) -> Json:
 
 def learning(models: Sequence[ModelFact], bot_turns: dict[str | None, int],
              replies: Sequence[ReviewedReply], corrections: Sequence[CorrectionFact],
-             outcomes: Sequence[Outcome]) -> Json:
-    """Per model version, in deploy order: what it learnt and proved, the share of its turns
-    held or corrected, its bot-only resolution rate; each beside the version before it."""
+             outcomes: Sequence[Outcome], f: MetricFilter) -> Json:
+    """Per model version that served the cohort or went live in the period, in deploy order:
+    what it learnt and proved, the share of its turns held or corrected, its bot-only
+    resolution rate; each beside the version before it."""
     rows: list[Json] = []
+    served = {k for k in bot_turns if k is not None} | {
+        r.model_version for r in replies if r.model_version is not None}
+    models = [m for m in models if m.model_id in served or (
+        m.deployed_at is not None and f.since <= m.deployed_at < f.until)]
     known = {m.model_id for m in models}
-    extra = sorted(k for k in bot_turns if k is not None and k not in known)
+    extra = sorted(k for k in served if k not in known)
     ordered = sorted(models, key=lambda m: (m.deployed_at or m.created_at, m.model_id))
     for model_id, fact in [(m.model_id, m) for m in ordered] + [(k, None) for k in extra]:
         turns = bot_turns.get(model_id, 0)
@@ -395,7 +400,7 @@ async def compute_metrics(store: Store, f: MetricFilter,
             value = sentiment(outcomes)
         elif name == "learning":
             value = learning(await store.model_facts(), await store.bot_turns_by_model(f),
-                             replies, corrections, outcomes)
+                             replies, corrections, outcomes, f)
         elif name == "workload":
             value = workload(outcomes, replies, actions)
         elif name == "queue":

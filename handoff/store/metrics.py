@@ -294,6 +294,12 @@ class MetricsStore(Database):
                            model_id=(r.target or "").removeprefix("model:"))
                     for r in await conn.execute(query)]
 
+    async def queue_length(self) -> int:
+        """How many conversations wait in the human queue now."""
+        async with self._tx(write=False) as conn:
+            return int((await conn.execute(sa.select(sa.func.count()).where(
+                conversations.c.queued.is_(True), conversations.c.mode != "closed"))).scalar_one())
+
     async def rate_suggestion(self, conversation_id: str, *, agent: str, suggestion: str,
                               rating: int) -> RatingFact:
         """Store an agent's one-click rating of a suggested reply: +1 useful, -1 not."""

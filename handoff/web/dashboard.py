@@ -3,7 +3,10 @@ defines them, ``docs/api.md`` lists the endpoints).
 
 * ``GET /api/metrics`` — every figure, and the model deploys of the period;
 * ``GET /api/metrics/{metric}`` — one of them (:data:`handoff.learning.metrics.METRICS`);
-* ``GET /api/metrics/{metric}/csv`` — the same as CSV, one ``metric,path,value`` row per figure.
+* ``GET /api/metrics/{metric}/csv`` — the same as CSV, one ``metric,path,value`` row per figure;
+* ``GET /metrics`` — the operational counters in Prometheus's text format
+  (:class:`~handoff.conversation.instruments.Instruments`), for Prometheus rather than people:
+  open, or behind ``HANDOFF_METRICS_TOKEN`` when that is set.
 
 Query arguments, all optional: ``since`` and ``until`` (ISO 8601 dates or times, UTC unless
 they say otherwise; ``until`` defaults to now, ``since`` to 30 days before ``until``),
@@ -14,6 +17,7 @@ once.
 from __future__ import annotations
 
 import csv
+import hmac
 import io
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -21,16 +25,18 @@ from typing import Any, Final
 
 from sanic import Sanic
 from sanic.request import Request
-from sanic.response import HTTPResponse, json, text
+from sanic.response import HTTPResponse, json, raw, text
 
-from handoff.errors import BadRequest, NotFound
+from handoff.conversation.instruments import CONTENT_TYPE, Instruments
+from handoff.errors import BadRequest, NotFound, Unauthorized
 from handoff.learning.metrics import METRICS, compute_metrics
 from handoff.settings import Settings
 from handoff.store import Role, Store
 from handoff.store.metrics import MetricFilter
 from handoff.web.http import user_of
+from handoff.web.notifier import SocketNotifier
 
-__all__ = ["DASHBOARD_ROLE", "metric_filter", "register_dashboard_api"]
+__all__ = ["DASHBOARD_ROLE", "metric_filter", "register_dashboard_api", "register_prometheus"]
 
 DASHBOARD_ROLE: Final[Role] = "trainer"  # agents' leads and trainers see the dashboard
 DEFAULT_DAYS: Final = 30
@@ -125,3 +131,21 @@ def register_dashboard_api(app: Sanic[Any, Any], *, settings: Settings, store: S
         figures = await compute_metrics(store, metric_filter(request), (name,))
         return text(metrics_csv(name, figures[name]), content_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+
+def register_prometheus(app: Sanic[Any, Any], *, settings: Settings, store: Store,
+                        notifier: SocketNotifier, instruments: Instruments) -> None:
+    """``GET /metrics``: the gauges read at the scrape (queue length, socket connections),
+    then every instrument in Prometheus's text format."""
+
+    @app.get("/metrics", name="prometheus")
+    async def _scrape(request: Request) -> HTTPResponse:
+        if settings.metrics_token:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    token.strip().encode(), settings.metrics_token.encode()):
+                raise Unauthorized("send Authorization: Bearer <HANDOFF_METRICS_TOKEN>")
+        instruments.queue_length.set(await store.queue_length())
+        for namespace, count in notifier.connections().items():
+            instruments.socket_connections.labels(namespace).set(count)
+        return raw(instruments.exposition(), content_type=CONTENT_TYPE)

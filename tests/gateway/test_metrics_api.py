@@ -1,16 +1,20 @@
 """The dashboard's API on a real gateway in front of the real Rasa: the seeded history of
 ``tests/gateway/metrics_seed.py`` served as JSON and CSV with exactly the values worked out by
 hand in ``tests/gateway/test_metrics.py``, to leads only, bad filters refused; and a real
-conversation (a turn through Rasa, a takeover, a rating, a close) recorded for the figures."""
+conversation (a turn through Rasa, a takeover, a rating, a close) recorded for the figures;
+and the Prometheus text of ``GET /metrics``, parsed by the official parser, counting a real
+turn."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from handoff.store import Store
 from tests.gateway.clients import Widget, agent_login, user_login
@@ -100,3 +104,36 @@ async def test_a_real_conversation_is_recorded_for_the_metrics(
     assert body["enablement"]["ratings"] == 1
     assert body["workload"]["agents"]["ana"]["conversations"] == 1
     assert body["resolution_time"]["handling"]["count"] == 1
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics answer, parsed by the official client's parser."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_prometheus_counts_a_real_turn(
+    gateway: Gateway, api: httpx.AsyncClient, widget: Widget
+) -> None:
+    before = await api.get("/metrics")
+    assert before.status_code == 200
+    assert before.headers["content-type"].startswith("text/plain")
+    was = _samples(before.text)
+    families = {f.name for f in text_string_to_metric_families(before.text)}
+    assert {"handoff_turns", "handoff_turn_seconds", "handoff_queue_length",
+            "handoff_mode_transitions", "handoff_held_replies", "handoff_decisions",
+            "handoff_decision_seconds", "handoff_triage_seconds", "handoff_retrain_seconds",
+            "handoff_deploy_seconds", "handoff_socket_connections"} <= families
+    assert was[("handoff_socket_connections", (("namespace", "/"),))] >= 1  # the widget
+
+    session = await widget.session()
+    await widget.say(session, "hello")
+    while (await widget.next())[0] != "bot_uttered":
+        pass
+    await asyncio.sleep(0.2)  # the turn's time is observed once Rasa's answer is applied
+    now = _samples((await api.get("/metrics")).text)
+    assert now[("handoff_turns_total", ())] == was[("handoff_turns_total", ())] + 1
+    for part in ("total", "rasa", "gateway"):
+        key = ("handoff_turn_seconds_count", (("part", part),))
+        assert now[key] == was.get(key, 0.0) + 1, part
+    assert now[("handoff_turn_seconds_sum", (("part", "rasa"),))] > 0

@@ -8,6 +8,7 @@ import { Notes } from "./notes.js";
 import { PendingCard } from "./pending.js";
 import { ModelsPanel } from "./models.js";
 import { TrainerPanel } from "./trainer.js";
+import { Dashboard } from "./dashboard.js";
 import { renderTranscript } from "./transcript.js";
 
 const ROLES = ["agent", "trainer", "admin"];
@@ -37,6 +38,7 @@ function showError(err) {
 function showLogin(message) {
   if (live) { live.disconnect(); live = null; }
   $("#app").hidden = true;
+  $("#dashboard").hidden = true;
   $("#login").hidden = false;
   $("#whoami").hidden = true;
   $("#login-error").textContent = message || "";
@@ -143,7 +145,25 @@ const pending = new PendingCard($("#pending"), {
 });
 const notes = new Notes($("#notes"), api, showError);
 
+let dashboard = null; // the Dashboard section (trainers and admins)
+
+/** #dashboard shows the Dashboard instead of the conversations (leads and trainers only). */
+function showDashboard() {
+  const wanted = location.hash === "#dashboard" && ROLES.indexOf(api.role) >= ROLES.indexOf("trainer");
+  $("#dashboard").hidden = !wanted;
+  $("#app").hidden = wanted;
+  if (wanted) {
+    if (!dashboard) {
+      dashboard = new Dashboard($("#dashboard"), api, showError);
+      $("#dash-export").onclick = () => dashboard.exportCsv();
+    }
+    dashboard.load();
+  }
+  return wanted;
+}
+
 function route() {
+  if (showDashboard()) return;
   const match = /^#c=(.+)$/.exec(location.hash);
   const id = match ? decodeURIComponent(match[1]) : null;
   if (!id) {
