@@ -83,8 +83,6 @@ def _dashboard_paths() -> dict[str, dict[str, Any]]:
          "decided in", "schema": {"type": "string"}},
         {"name": "model", "in": "query", "description": "the model version",
          "schema": {"type": "string"}}]
-    metric = {"name": "metric", "in": "path", "required": True,
-              "schema": {"type": "string", "enum": list(METRICS)}}
     return {
         "/api/metrics": {"get": _operation(
             f"{who}: every Humans + Machines figure of the conversations created in the "
@@ -94,14 +92,15 @@ def _dashboard_paths() -> dict[str, dict[str, Any]]:
                 **{m: _OBJECT for m in METRICS}}}),
             statuses=(400, 401, 403), parameters=filters)},
         "/api/metrics/<metric:str>": {"get": _operation(
-            f"{who}: one figure, with its splits and its series by day.",
+            f"{who}: one figure ({', '.join(METRICS)}), with its splits and its series by "
+            "day.",
             _json({"type": "object", "properties": {"filter": _OBJECT, "deploys": {
                 "type": "array", "items": _OBJECT}}}),
-            statuses=(400, 401, 403, 404), parameters=[metric, *filters])},
+            statuses=(400, 401, 403, 404), parameters=filters)},
         "/api/metrics/<metric:str>/csv": {"get": _operation(
             f"{who}: one figure as CSV, one metric,path,value row per number.",
             {"description": "OK", "content": {"text/csv": {"schema": {"type": "string"}}}},
-            statuses=(400, 401, 403, 404), parameters=[metric, *filters])},
+            statuses=(400, 401, 403, 404), parameters=filters)},
     }
 
 
