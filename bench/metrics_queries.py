@@ -4,7 +4,8 @@ time, for the dashboard's default period (the last 30 days), and filtered by an 
 The goal (docs/metrics.md "Speed"): under 200 ms each.
 
     .venv/gateway/bin/python bench/metrics_queries.py                      # SQLite, 1,000,000
-    .venv/gateway/bin/python bench/metrics_queries.py --url postgresql+asyncpg://postgres@127.0.0.1/bench
+    .venv/gateway/bin/python bench/metrics_queries.py \
+        --url postgresql+asyncpg://postgres@127.0.0.1/bench  # an empty database
     .venv/gateway/bin/python bench/metrics_queries.py --messages 100000 --runs 3
 
 The history: conversations of ten messages (five customer turns and five bot replies) spread

@@ -91,7 +91,8 @@ class Outcome:
     """What became of one conversation (docs/metrics.md, "Outcomes")."""
 
     facts: ConversationFacts
-    outcome: str  # open | agent_resolved | bot_resolved | abandoned | ended_after_handoff | reopened
+    # open | agent_resolved | bot_resolved | abandoned | ended_after_handoff | reopened
+    outcome: str
     escalated: bool  # entered the human queue or an agent owned it
     involved: bool  # an agent owned it or decided on one of its replies
     queue_waits: tuple[tuple[float, str], ...]  # (seconds, "taken" | "left") per queue stay
@@ -244,7 +245,8 @@ def enablement(actions: Sequence[AgentAction], replies: Sequence[ReviewedReply],
 
     def used(group: list[AgentAction]) -> Json:
         n = sum(1 for a in group if a.used_suggestion)
-        return {"actions": len(group), "used_suggestion": n, "suggestion_use": _ratio(n, len(group))}
+        return {"actions": len(group), "used_suggestion": n,
+                "suggestion_use": _ratio(n, len(group))}
 
     reviewed = _reviewed(replies)
     latency = [_seconds(r.created_at, r.decided_at) for r in reviewed if r.decided_at]

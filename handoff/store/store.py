@@ -16,8 +16,8 @@ The methods live with the tables they write, over one engine and one transaction
 (:mod:`~handoff.store.conversations`), pending replies and corrections
 (:mod:`~handoff.store.reviews`), the router step saved whole (:mod:`~handoff.store.steps`),
 users and the audit log (:mod:`~handoff.store.users`), model versions
-(:mod:`~handoff.store.model_versions`), the dashboard's reads (:mod:`~handoff.store.metrics`). Callers use :class:`Store`, imported from
-:mod:`handoff.store`.
+(:mod:`~handoff.store.model_versions`), the dashboard's reads (:mod:`~handoff.store.metrics`).
+Callers use :class:`Store`, imported from :mod:`handoff.store`.
 
 Command line: ``python -m handoff.store migrate --url URL`` (:mod:`handoff.store.__main__`).
 """

@@ -5,6 +5,7 @@ values is ``tests/gateway/test_metrics_api.py``."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -190,3 +191,28 @@ async def test_the_filters_narrow_the_cohort(store: Store) -> None:
     day2 = await compute_metrics(store, MetricFilter(D2, PERIOD[1]), ("resolution",))
     assert day2["resolution"]["series"] == [{"day": DAY2, **RES_M2}]
     assert day2["deploys"] == DEPLOYS[1:]
+
+
+async def test_the_write_path_records_changes_and_sentiment(store: Store) -> None:
+    """``save_step`` writes a conversation event only when the mode, owner or queue changes,
+    with its cause and actor; ``set_triage`` copies the sentiment into its column."""
+    await store.upsert_conversation("w")
+    step = {"owner": None, "queue_reason": None, "state": None}
+    saved = await store.save_step(
+        "w", expected_version=1, mode="bot", queued=False, cause="CustomerMessage",
+        appended=[{"sender": "customer", "text": "hello", "client_message_id": "m1"}], **step)
+    await store.save_step("w", expected_version=2, mode="human", owner="ann", queued=False,
+                          queue_reason=None, state=None, cause="TakeOver", actor="ann")
+    await store.save_step("w", expected_version=3, mode="closed", queued=False,
+                          cause="Close", actor="ann", **step)
+    events = await store.metric_events(MetricFilter(
+        saved.conversation.created_at, saved.conversation.created_at + timedelta(seconds=60)))
+    assert [(e.cause, e.actor, e.mode_from, e.mode, e.owner) for e in events] == [
+        ("TakeOver", "ann", "bot", "human", "ann"), ("Close", "ann", "human", "closed", None)]
+    await store.set_triage("w", risk=0.1, triage={}, client_message_id="m1",
+                           assessment={"risk": 0.1, "measures": {"sentiment": -0.42}})
+    [message] = await store.list_messages("w")
+    assert message.sentiment == -0.42
+    await store.set_triage("w", risk=0.1, triage={}, client_message_id="m1",
+                           assessment={"risk": 0.1, "measures": {"sentiment": "bad"}})
+    assert (await store.list_messages("w"))[0].sentiment is None

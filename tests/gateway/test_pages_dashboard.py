@@ -21,8 +21,8 @@ from tests.gateway.test_pages import (  # noqa: F401 (fixtures)
     CHROMIUM, Console, PageWatch, Shots, agents, browser, shots, watch,
 )
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="Debian's chromium is not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
 
 
 async def _seed(url: str) -> None:
