@@ -3,22 +3,26 @@ history of ``tests/gateway/metrics_seed.py``: a trainer sees every figure as a c
 period, the two model deploys marked on the time axis, a figure's definition one click away,
 and an intent filter changes the charts (to the values worked out by hand in
 ``tests/gateway/test_metrics.py``). Screenshot: ``docs/screenshots/console-dashboard.png``
-(with ``UPDATE_DOC_SCREENSHOTS=1``)."""
+(with ``UPDATE_DOC_SCREENSHOTS=1``). And an agent rates a suggestion in one click, which the
+Dashboard's enablement figure counts."""
 
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Page, expect
 
 from handoff.store import Store
+from tests.gateway.clients import Widget
 from tests.gateway.conftest import Gateway
 from tests.gateway.metrics_seed import seed
 from tests.gateway.test_pages import (  # noqa: F401 (fixtures)
-    CHROMIUM, Console, PageWatch, Shots, agents, browser, shots, watch,
+    CHROMIUM, Console, PageWatch, Shots, _api, agents, browser, shots, watch,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -86,3 +90,43 @@ def test_the_dashboard_charts_the_figures_and_a_filter_changes_them(
         "success rate": [50, 50], "containment rate": [50, 100], "handoff rate": [50, 0]}
     assert _data(page, "effort")["data"] == {"mean": [5.5, 2]}  # c1 7, c4 4; c6 2
     shots(page, "dashboard-intent")
+
+
+async def _customer_says(url: str, text: str, session_id: str | None = None) -> str:
+    customer = await Widget(url).connect()
+    try:
+        session = await customer.session(session_id)
+        await customer.say(session, text)
+        if session_id is None:  # the bot answers; once an agent owns it, nobody does at once
+            while (await customer.next())[0] != "bot_uttered":
+                pass
+        else:
+            await asyncio.sleep(0.5)
+        return session
+    finally:
+        await customer.close()
+
+
+def test_an_agent_rates_a_suggestion_in_one_click(
+    browser: Browser, gateway: Gateway, watch: PageWatch
+) -> None:
+    started = datetime.now(timezone.utc)
+    with ThreadPoolExecutor(1) as pool:
+        session = pool.submit(asyncio.run, _customer_says(gateway.url, "hello")).result()
+    erin = Console(browser.new_context(), gateway, watch, "erin").login()
+    taken = requests.post(f"{gateway.url}/api/conversations/{session}/takeover", timeout=30,
+                          headers=_api(gateway, "erin"))
+    assert taken.status_code == 200, taken.text
+    erin.open(session)
+    # a question answered by a response: Rasa's prediction (its text) is erin's suggestion
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _customer_says(gateway.url, "what is your return policy?",
+                                                session)).result()
+    useful = erin.page.locator("#suggestion-list").get_by_role("button", name="Useful suggestion")
+    expect(useful.first).to_be_visible()
+    useful.first.click()
+    expect(useful.first).to_have_attribute("aria-pressed", "true")
+    figures = requests.get(f"{gateway.url}/api/metrics/enablement", timeout=30,
+                           headers=_api(gateway, "tina"),
+                           params={"since": started.isoformat(), "agent": "erin"}).json()
+    assert (figures["enablement"]["ratings"], figures["enablement"]["rated_useful"]) == (1, 1)

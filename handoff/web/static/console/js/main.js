@@ -317,7 +317,20 @@ function renderSuggestions() {
       usedSuggestion = { text: item.text, source: item.source };
       $("#compose-text").value = item.text;
       $("#compose-text").focus();
-    } }, "Use in my reply"))));
+    } }, "Use in my reply"),
+    ...[[1, "\u{1F44D}", "Useful suggestion"], [-1, "\u{1F44E}", "Not a useful suggestion"]].map(
+      ([rating, icon, label]) => h("button", { type: "button", class: "rate", "aria-label": label,
+        onclick: (event) => rateSuggestion(item.source, rating, event.currentTarget) }, icon)))));
+}
+
+/** One click: the agent's rating of a suggestion, stored for the Dashboard (docs/metrics.md). */
+async function rateSuggestion(source, rating, button) {
+  if (!current) return;
+  try {
+    await api.act(current.id, "suggestions/rating", { suggestion: source, rating });
+    for (const b of button.parentElement.querySelectorAll("button.rate")) b.disabled = true;
+    button.setAttribute("aria-pressed", "true");
+  } catch (err) { showError(err); }
 }
 
 // ------------------------------------------------------------------ start
