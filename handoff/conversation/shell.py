@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 from handoff.conversation import router as r
 from handoff.conversation import step_records
 from handoff.conversation.customer_protocol import SURVEY_REQUEST, bot_uttered_payloads, notice_text
+from handoff.conversation.instruments import Instruments
 from handoff.errors import Conflict, NotFound
 from handoff.conversation.locks import ConversationLocks
 from handoff.conversation.rasa_client import RasaClient, RasaError, TurnReply
@@ -45,6 +47,7 @@ from handoff.store import (
     MessageNlu,
     PendingReplyDraft,
     PendingResolution,
+    SavedStep,
     StaleVersion,
     StepMessage,
     Store,
@@ -139,7 +142,8 @@ class Conversations:
     def __init__(self, store: Store, rasa: RasaClient, notifier: Notifier,
                  config: r.RouterConfig = r.DEFAULT_CONFIG, *,
                  review_timeout: float = 30.0, triage: TriageLink | None = None,
-                 tracker_retry_delays: Sequence[float] = TRACKER_RETRY_DELAYS) -> None:
+                 tracker_retry_delays: Sequence[float] = TRACKER_RETRY_DELAYS,
+                 instruments: Instruments | None = None) -> None:
         self.store = store
         self.rasa = rasa
         self.notifier = notifier
@@ -148,6 +152,8 @@ class Conversations:
         self.triage = triage
         self.tracker_retry_delays = tuple(tracker_retry_delays)
         self.locks = ConversationLocks()
+        self.instruments = instruments or Instruments()
+        self._turn_started: dict[str, float] = {}  # conversation id -> monotonic arrival
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -208,6 +214,8 @@ class Conversations:
         the conversation is closed (nothing stored)."""
         event = r.CustomerMessage(message_id=uuid.uuid4().hex, text=text,
                                   metadata=dict(metadata))
+        self.instruments.turns.inc()
+        self._turn_started[conversation_id] = time.monotonic()
         flag = self.triage.rules_flag(text) if self.triage else None
 
         async def run() -> list[Message]:
@@ -273,12 +281,14 @@ class Conversations:
                     resolve=step_records.resolution(before, after, effects),
                     hold=step_records.held_draft(effects),
                     correction=step_records.correction_draft(effects),
+                    cause=type(event).__name__, actor=getattr(event, "agent_id", None),
                 )
             except StaleVersion:
                 continue  # the conversation changed meanwhile: re-read and step again
             break
         else:
             raise StaleVersion(f"conversation {conversation_id!r} keeps changing")
+        self._count_step(conv.mode, saved)
         stored = saved.messages
         if saved.correction is not None:  # Rasa is asked outside the lock, after the commit
             self._spawn(self._fetch_tracker(saved.correction.id, conversation_id,
@@ -292,6 +302,21 @@ class Conversations:
             except Exception:  # one failed push must not stop the turn
                 log.exception("effect %s of %s failed", type(effect).__name__, conversation_id)
         return after, stored
+
+    def _count_step(self, mode_before: str, saved: SavedStep) -> None:
+        """The step's mode change, held reply and decisions, for Prometheus."""
+        ins = self.instruments
+        if saved.conversation.mode != mode_before:
+            ins.mode_transitions.labels(mode_before, saved.conversation.mode).inc()
+            if saved.conversation.mode == "closed":  # no turn of it will end any more
+                self._turn_started.pop(saved.conversation.id, None)
+        if saved.held is not None:
+            ins.held_replies.inc()
+        for reply in saved.resolved:
+            ins.decisions.labels(reply.decision or reply.status).inc()
+            if reply.decided_by is not None and reply.decided_at is not None:
+                ins.decision_seconds.observe(
+                    (reply.decided_at - reply.created_at).total_seconds())
 
     async def _perform(self, effect: r.Effect, rows: Iterator[Message]) -> None:
         cid = effect.conversation_id
@@ -411,22 +436,35 @@ class Conversations:
                 log.warning("could not log the agent's reply in %s to Rasa: %s", cid, exc)
             return
         event: r.Event
+        asked = time.monotonic()
         try:
             event = await self._rasa_request(effect)
         except RasaError as exc:
             log.warning("Rasa call %s for %s failed: %s", effect.call_id, cid, exc)
             event = r.RasaFailed(call_id=effect.call_id, error=exc.message,
                                  timed_out=exc.timed_out)
+        rasa_seconds = time.monotonic() - asked
         try:
             await self.apply(cid, event)
         except r.RouterError as exc:  # e.g. closed meanwhile
             log.info("Rasa result for %s not applied: %s", cid, exc)
             return
+        finally:
+            if isinstance(effect, r.RasaHandleMessage):
+                self._time_turn(cid, asked, rasa_seconds)
         if self.triage is not None and isinstance(event, r.RasaResult):
             if self.triage.model_changed(event.model_id):
                 self._spawn(self.triage.rebuild())
             if isinstance(effect, r.RasaHandleMessage):
                 self._spawn(self._assess(cid, effect.message, event.parse))
+
+    def _time_turn(self, cid: str, asked: float, rasa_seconds: float) -> None:
+        """A customer turn's time, split into Rasa's share and the gateway's own."""
+        total = time.monotonic() - self._turn_started.pop(cid, asked)
+        hist = self.instruments.turn_seconds
+        hist.labels("total").observe(total)
+        hist.labels("rasa").observe(rasa_seconds)
+        hist.labels("gateway").observe(max(0.0, total - rasa_seconds))
 
     # ------------------------------------------------------------------ triage
 
@@ -442,8 +480,9 @@ class Conversations:
                 log.info("triage flag for %s not applied: %s", cid, exc)
 
         try:
-            await self.triage.assess(self.store, self.notifier.to_agents, cid, message, parse,
-                                     flag)
+            with self.instruments.triage_seconds.time():
+                await self.triage.assess(self.store, self.notifier.to_agents, cid, message,
+                                         parse, flag)
             await self.push_suggestions(cid)
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise

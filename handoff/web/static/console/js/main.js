@@ -8,6 +8,7 @@ import { Notes } from "./notes.js";
 import { PendingCard } from "./pending.js";
 import { ModelsPanel } from "./models.js";
 import { TrainerPanel } from "./trainer.js";
+import { Dashboard } from "./dashboard.js";
 import { renderTranscript } from "./transcript.js";
 
 const ROLES = ["agent", "trainer", "admin"];
@@ -37,6 +38,7 @@ function showError(err) {
 function showLogin(message) {
   if (live) { live.disconnect(); live = null; }
   $("#app").hidden = true;
+  $("#dashboard").hidden = true;
   $("#login").hidden = false;
   $("#whoami").hidden = true;
   $("#login-error").textContent = message || "";
@@ -143,7 +145,25 @@ const pending = new PendingCard($("#pending"), {
 });
 const notes = new Notes($("#notes"), api, showError);
 
+let dashboard = null; // the Dashboard section (trainers and admins)
+
+/** #dashboard shows the Dashboard instead of the conversations (leads and trainers only). */
+function showDashboard() {
+  const wanted = location.hash === "#dashboard" && ROLES.indexOf(api.role) >= ROLES.indexOf("trainer");
+  $("#dashboard").hidden = !wanted;
+  $("#app").hidden = wanted;
+  if (wanted) {
+    if (!dashboard) {
+      dashboard = new Dashboard($("#dashboard"), api, showError);
+      $("#dash-export").onclick = () => dashboard.exportCsv();
+    }
+    dashboard.load();
+  }
+  return wanted;
+}
+
 function route() {
+  if (showDashboard()) return;
   const match = /^#c=(.+)$/.exec(location.hash);
   const id = match ? decodeURIComponent(match[1]) : null;
   if (!id) {
@@ -297,7 +317,20 @@ function renderSuggestions() {
       usedSuggestion = { text: item.text, source: item.source };
       $("#compose-text").value = item.text;
       $("#compose-text").focus();
-    } }, "Use in my reply"))));
+    } }, "Use in my reply"),
+    ...[[1, "\u{1F44D}", "Useful suggestion"], [-1, "\u{1F44E}", "Not a useful suggestion"]].map(
+      ([rating, icon, label]) => h("button", { type: "button", class: "rate", "aria-label": label,
+        onclick: (event) => rateSuggestion(item.source, rating, event.currentTarget) }, icon)))));
+}
+
+/** One click: the agent's rating of a suggestion, stored for the Dashboard (docs/metrics.md). */
+async function rateSuggestion(source, rating, button) {
+  if (!current) return;
+  try {
+    await api.act(current.id, "suggestions/rating", { suggestion: source, rating });
+    for (const b of button.parentElement.querySelectorAll("button.rate")) b.disabled = true;
+    button.setAttribute("aria-pressed", "true");
+  } catch (err) { showError(err); }
 }
 
 // ------------------------------------------------------------------ start
