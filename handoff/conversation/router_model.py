@@ -51,6 +51,7 @@ __all__ = [
     "RasaHandleMessage",
     "RasaRelabel",
     "RasaResult",
+    "RasaRetract",
     "RecordCorrection",
     "Relabel",
     "ReplaceAction",
@@ -282,6 +283,9 @@ class RasaResult(Event):
     held: BotAction | None = None
     model_id: str | None = None
     logged: tuple[BotAction, ...] = ()  # what the agent decided, logged as the bot's: not sent
+    # triage's judgement of the customer's message, made before anything Rasa said was sent
+    # (only on the result of a RasaHandleMessage): a review holds this very reply
+    triage: TriageFlag | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -480,6 +484,16 @@ class RasaRelabel(RasaCall):
 
     message: CustomerMessage
     intent: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaRetract(RasaCall):
+    """Triage held a reply Rasa already ran: undo back to ``message`` and log it again with
+    its own ``parse`` (nothing is parsed twice), then continue (``hold``: the same reply is
+    predicted again and held)."""
+
+    message: CustomerMessage
+    parse: NluParse | None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -64,6 +64,51 @@ async def test_a_legal_threat_goes_to_a_person_before_the_bot_answers(
     assert "legal" in conversation.state["queue_detail"].lower()
 
 
+MISREAD = "Order 633271: wrong house number, it's 18 not 81"
+"""A held-out example of change_shipping_address the model reads as inform (0.94); triage's
+embeddings disagree (review, 0.72 at the default weights)."""
+
+
+async def test_a_misread_is_held_before_it_reaches_the_customer(
+    gateway: Gateway, rasa_stack: Stack, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    await _ready(api)
+    vic = await agent_login(store, api, "vic")
+    console, pending = await agent_console(gateway, vic, "pending_reply")
+    try:
+        session_id = await widget.session()
+        await widget.say(session_id, MISREAD)
+        held = await _next(pending, session_id)
+        assert held["owner"] is None
+        assert held["reply"]["parse"]["intent"] == "inform"
+        assert held["reply"]["action"]["name"] == "utter_inform_what_for"
+        await widget.nothing()  # the misread's reply never reached the customer
+        conversation = await store.get_conversation(session_id)
+        assert (conversation.mode, conversation.owner, conversation.queue_reason) == (
+            "review", None, "triage")
+        assert [m.sender for m in await store.list_messages(session_id)] == ["customer"]
+        # Rasa's reply was taken back (rewind) and the message logged again as it was read,
+        # entities and all: the tracker holds it once, with no reply yet
+        async with httpx.AsyncClient() as rasa:
+            tracker = (await rasa.get(
+                f"{rasa_stack.rasa_url}/conversations/{session_id}/tracker",
+                params={"token": rasa_stack.token})).json()
+        said = [e for e in tracker["events"] if e["event"] in ("user", "bot", "rewind")]
+        assert [e["event"] for e in said] == ["user", "bot", "rewind", "user"]
+        assert said[-1]["parse_data"]["intent"]["name"] == "inform"
+        assert tracker["slots"].get("order_id") == "633271"
+        # the agent relabels it; the customer gets the answer to what they meant
+        resp = await api.post(
+            f"/api/conversations/{session_id}/replies/{held['reply']['reply_id']}/decision",
+            headers=vic, json={"type": "relabel", "intent": "change_shipping_address"})
+        assert resp.status_code == 200, resp.text
+        held = await _next(pending, session_id)
+        assert held["owner"] == "vic"
+        assert held["reply"]["action"]["name"] != "utter_inform_what_for"
+    finally:
+        await console.disconnect()
+
+
 async def test_a_review_rule_holds_the_reply_for_any_agent_then_releases_it(
     gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
 ) -> None:
