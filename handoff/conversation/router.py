@@ -505,6 +505,8 @@ def _on_agent_message(s: ConversationState, ev: AgentMessage) -> Result:
 def _on_decision(s: ConversationState, ev: ReviewDecision) -> Result:
     if s.mode is not Mode.REVIEW:
         raise InvalidTransition(f"no review decisions in {s.mode.value} mode")
+    if s.owner is not None and s.owner != ev.agent_id:
+        raise DecidedByOther(s.owner)
     s = _claim(s, ev.agent_id)
     pending = s.pending
     if pending is None:

@@ -29,6 +29,7 @@ __all__ = [
     "ConversationState",
     "CorrectionKind",
     "CustomerMessage",
+    "DecidedByOther",
     "Edit",
     "Effect",
     "Event",
@@ -553,6 +554,16 @@ class ConversationClosed(InvalidTransition):
 class AlreadyOwned(InvalidTransition):
     def __init__(self, owner: str) -> None:
         super().__init__(f"conversation is owned by {owner}")
+        self.owner = owner
+
+
+class DecidedByOther(AlreadyOwned):
+    """A review decision on a review another agent claimed first (by deciding, or taking it):
+    the first decision wins."""
+
+    def __init__(self, owner: str) -> None:
+        InvalidTransition.__init__(self, f"this review is {owner}'s: the first agent to "
+                                         "decide on its replies owns it")
         self.owner = owner
 
 

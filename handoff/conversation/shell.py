@@ -334,8 +334,13 @@ class Conversations:
             case r.ShowRasaError(agent_ids=agent_ids, error=error):
                 await self.notifier.to_agents("rasa_error", {"conversation_id": cid,
                                                              "error": error}, agent_ids)
-            case r.RecordCorrection():
-                pass  # stored with the step; its tracker events are fetched after the commit
+            case r.RecordCorrection(reply_id=reply_id, agent_id=agent_id, kind=kind):
+                # stored with the step; its tracker events are fetched after the commit. Every
+                # agent may have the decision card of an unowned review open: tell them all.
+                if reply_id is not None:
+                    await self.notifier.to_agents("reply_decided", {
+                        "conversation_id": cid, "reply_id": reply_id, "agent": agent_id,
+                        "decision": kind.value})
             case r.RasaCall() | r.AppendToTracker():
                 self._spawn(self._call_rasa(effect))
             case _:

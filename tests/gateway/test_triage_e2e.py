@@ -144,6 +144,56 @@ async def test_a_review_rule_holds_the_reply_for_any_agent_then_releases_it(
         await console.disconnect()
 
 
+async def test_two_agents_decide_the_same_unowned_held_reply_and_the_first_wins(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    wes = await agent_login(store, api, "wes")
+    xia = await agent_login(store, api, "xia")
+    wes_console, wes_held = await agent_console(gateway, wes, "pending_reply")
+    xia_console, xia_held = await agent_console(gateway, xia, "pending_reply")
+    decided: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_decided(data: dict[str, Any]) -> None:
+        await decided.put(data)
+
+    xia_console.on("reply_decided", on_decided, namespace="/agent")
+    try:
+        session_id = await widget.session()
+        await widget.say(session_id, "please delete my account")  # a review rule
+        held = await _next(wes_held, session_id)
+        assert held == await _next(xia_held, session_id)  # both see the decision card
+        reply_id = held["reply"]["reply_id"]
+
+        async def decide(console: Any, body: dict[str, Any]) -> dict[str, Any]:
+            answer: dict[str, Any] = await console.call(
+                "decision", {"conversation_id": session_id, "reply_id": reply_id, **body},
+                namespace="/agent", timeout=WAIT)
+            return answer
+
+        # both decide at once; the conversation's lock orders them: the first one wins
+        first, second = await asyncio.gather(
+            decide(wes_console, {"type": "write", "text": "Wes here: I can help with that."}),
+            decide(xia_console, {"type": "approve"}))
+        winner, loser = ("wes", second) if "conversation" in first else ("xia", first)
+        assert (loser["status"], loser["error"], loser["owner"]) == (
+            409, "decided_by_other", winner)
+        assert _next_decided_by(await _next(decided, session_id)) == (reply_id, winner)
+        kind, data = await widget.next()
+        assert kind == "bot_uttered"  # one answer only: the winner's
+        await widget.nothing()
+        conversation = await store.get_conversation(session_id)
+        assert (conversation.mode, conversation.owner) == ("review", winner)
+        [correction] = await store.list_corrections(conversation_id=session_id)
+        assert correction.agent == winner
+    finally:
+        await wes_console.disconnect()
+        await xia_console.disconnect()
+
+
+def _next_decided_by(push: dict[str, Any]) -> tuple[int, str]:
+    return push["reply_id"], push["agent"]
+
+
 async def test_each_message_is_assessed_stored_and_pushed_with_its_reasons(
     gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
 ) -> None:
