@@ -194,6 +194,26 @@ def _next_decided_by(push: dict[str, Any]) -> tuple[int, str]:
     return push["reply_id"], push["agent"]
 
 
+async def test_an_out_of_scope_question_gets_the_bots_refusal_not_an_agent(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    await _ready(api)
+    yan = await agent_login(store, api, "yan")
+    console, risks = await agent_console(gateway, yan, "risk")
+    try:
+        session_id = await widget.session()
+        await widget.say(session_id, "who painted the mona lisa")
+        kind, data = await widget.next()
+        assert kind == "bot_uttered" and "not something I can help with" in data["text"]
+        pushed = await _next(risks, session_id)
+        assert pushed["measures"]["intent"] == "out_of_scope"
+        assert pushed["action"] == "none"  # scored and shown to agents, not held
+        conversation = await store.get_conversation(session_id)
+        assert (conversation.mode, conversation.queue_reason) == ("bot", None)
+    finally:
+        await console.disconnect()
+
+
 async def test_each_message_is_assessed_stored_and_pushed_with_its_reasons(
     gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
 ) -> None:
