@@ -102,6 +102,11 @@ async function startApp() {
     message: (m) => { list.onMessage(m); touched(m.conversation_id); },
     status: (s) => { list.onStatus(s); touched(s.conversation_id); },
     pending_reply: (p) => { list.onPending(p.conversation_id, true); touched(p.conversation_id); },
+    reply_decided: (d) => {
+      list.onPending(d.conversation_id, false);
+      if (current && current.id === d.conversation_id) pending.decided(d, api.username);
+      touched(d.conversation_id);
+    },
     suggestion: (s) => { suggestions.set(s.conversation_id, s); if (current && current.id === s.conversation_id) renderSuggestions(); },
     rasa_error: (e) => { if (current && current.id === e.conversation_id) showError(`Rasa: ${e.error}`); },
     note: (n) => notes.onPush(n),
@@ -178,7 +183,7 @@ function route() {
   if (!current || current.id !== id) {
     current = { id, detail: null };
     $("#notes").hidden = false;
-    pending.hide();
+    pending.clear();
     notes.load(id);
     renderSuggestions();
   }
@@ -242,13 +247,15 @@ function renderConversation(detail) {
   $("#compose").hidden = !(router.mode === "human" && mine);
   renderTranscript($("#transcript"), detail.messages || []);
   const reply = router.pending_reply;
-  if (reply && mine && router.mode === "review") {
+  // an unowned (triage) review's held reply is every agent's to decide: the first decision wins
+  const decidable = Boolean(reply) && router.mode === "review" && (mine || !router.owner);
+  if (decidable) {
     const asked = (detail.messages || []).filter((m) => m.sender === "customer").pop();
-    pending.show(conv.id, reply, asked ? asked.text : "");
+    pending.show(conv.id, reply, asked ? asked.text : "", { unowned: !router.owner });
   } else {
-    pending.hide();
+    pending.hide({ owner: router.owner, me });
   }
-  list.onPending(conv.id, Boolean(reply && mine));
+  list.onPending(conv.id, decidable);
   const messages = detail.messages || [];
   const lastCustomer = messages.filter((m) => m.sender === "customer").pop();
   const last = messages[messages.length - 1];
