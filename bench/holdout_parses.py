@@ -4,8 +4,9 @@
 
 Parses every example of ``tests/nlu_holdout/`` (never trained on) with the model in service
 (default: the one ``bot.serve`` would serve) and prints one JSON object per line:
-``{"text", "intent", "parse"}``, ``intent`` being the example's true intent and ``parse`` Rasa's
-whole parse result (intent, intent_ranking, entities). Runs in the Rasa environment; the
+``{"text", "intent", "set", "parse"}``, ``intent`` being the example's true intent, ``set`` the
+folder (``nlu_holdout``, or ``out_of_scope`` with ``--out-of-scope``) and ``parse`` Rasa's whole
+parse result (intent, intent_ranking, entities). Runs in the Rasa environment; the
 triage reads the lines in the gateway's.
 """
 
@@ -28,12 +29,18 @@ from bot.tune_fallback import holdout_examples, parse_all  # noqa: E402
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--out-of-scope", action="store_true",
+                        help="also the questions of tests/out_of_scope/ (intent out_of_scope)")
     args = parser.parse_args(argv)
     model = args.model or model_in_service(PROJECT_ROOT)
-    examples = holdout_examples(PROJECT_ROOT / "tests" / "nlu_holdout")
-    parses = asyncio.run(parse_all(model, [text for text, _ in examples]))
-    for (text, intent), parse in zip(examples, parses):
-        print(json.dumps({"text": text, "intent": intent, "parse": parse}))
+    examples = [(text, intent, "nlu_holdout")
+                for text, intent in holdout_examples(PROJECT_ROOT / "tests" / "nlu_holdout")]
+    if args.out_of_scope:
+        examples += [(text, intent, "out_of_scope") for text, intent in
+                     holdout_examples(PROJECT_ROOT / "tests" / "out_of_scope")]
+    parses = asyncio.run(parse_all(model, [text for text, _, _ in examples]))
+    for (text, intent, folder), parse in zip(examples, parses):
+        print(json.dumps({"text": text, "intent": intent, "set": folder, "parse": parse}))
 
 
 if __name__ == "__main__":

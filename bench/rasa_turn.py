@@ -14,9 +14,14 @@ customer messages, interleaved round-robin so that machine noise hits every rout
   action_listen), as a gateway without a channel of its own would;
 - ``gateway``: the handoff gateway itself (``python -m handoff`` in front of the same Rasa, bot
   mode), with the same python-socketio AsyncClient and the same protocol as ``socketio``: the
-  customer's whole path, storing every message and driving Rasa through its channel.
+  customer's whole path, storing every message, driving Rasa through its channel and judging
+  each message with triage before its reply goes out (the bench waits for triage's model);
+- ``gateway-no-triage``: a second gateway, the same but with ``HANDOFF_TRIAGE_ENABLED=false``:
+  the difference to ``gateway`` is what triage adds to a turn.
 
-Prints p50 and p99 per route in milliseconds and each route's ratio to ``socketio``.
+Prints p50 and p99 per route in milliseconds and each route's ratio to ``socketio``, then what
+triage adds to a turn (``gateway`` minus ``gateway-no-triage``, each turn against the one of the
+same round).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ MESSAGES = [
 ]
 
 
-ROUTES = ["socketio", "gateway", "rest", "gateway-channel", "http-steps"]
+ROUTES = ["socketio", "gateway", "gateway-no-triage", "rest", "gateway-channel", "http-steps"]
 
 
 def percentile(values: List[float], q: float) -> float:
@@ -89,22 +94,28 @@ class Customer:
 
 
 class Routes:
-    def __init__(self, stack: Stack, client: httpx.AsyncClient, gateway_url: str) -> None:
+    def __init__(self, stack: Stack, client: httpx.AsyncClient, gateway_url: str,
+                 plain_gateway_url: str) -> None:
         self.stack = stack
         self.http = client
         self.token = stack.token
         self.rasa_customer = Customer(stack.rasa_url)
         self.gateway_customer = Customer(gateway_url)
+        self.plain_gateway_customer = Customer(plain_gateway_url)
 
     async def start(self) -> None:
         await self.rasa_customer.start()
         await self.gateway_customer.start()
+        await self.plain_gateway_customer.start()
 
     async def socketio(self, sender: str, text: str) -> None:
         await self.rasa_customer.turn(text)
 
     async def gateway(self, sender: str, text: str) -> None:
         await self.gateway_customer.turn(text)
+
+    async def gateway_no_triage(self, sender: str, text: str) -> None:
+        await self.plain_gateway_customer.turn(text)
 
     async def rest(self, sender: str, text: str) -> None:
         r = await self.http.post(f"{self.stack.rasa_url}/webhooks/rest/webhook",
@@ -133,13 +144,23 @@ class Routes:
                 return
 
 
-async def run(turns: int, stack: Stack, gateway_url: str,
+async def triage_ready(client: httpx.AsyncClient, gateway_url: str) -> None:
+    for _ in range(600):
+        if (await client.get(f"{gateway_url}/api/health")).json().get("triage") == "ready":
+            return
+        await asyncio.sleep(0.5)
+    raise SystemExit("the gateway's triage did not load")
+
+
+async def run(turns: int, stack: Stack, gateway_url: str, plain_gateway_url: str,
               only: List[str]) -> Dict[str, List[float]]:
     async with httpx.AsyncClient(timeout=60) as client:
-        routes = Routes(stack, client, gateway_url)
+        await triage_ready(client, gateway_url)
+        routes = Routes(stack, client, gateway_url, plain_gateway_url)
         await routes.start()
         named: Dict[str, Callable[[str, str], Awaitable[None]]] = {
-            "socketio": routes.socketio, "gateway": routes.gateway, "rest": routes.rest,
+            "socketio": routes.socketio, "gateway": routes.gateway,
+            "gateway-no-triage": routes.gateway_no_triage, "rest": routes.rest,
             "gateway-channel": routes.gateway_channel, "http-steps": routes.http_steps,
         }
         named = {name: route for name, route in named.items() if name in only}
@@ -156,6 +177,7 @@ async def run(turns: int, stack: Stack, gateway_url: str,
                     times[name].append((time.perf_counter() - t0) * 1000)
         await routes.rasa_customer.sio.disconnect()
         await routes.gateway_customer.sio.disconnect()
+        await routes.plain_gateway_customer.sio.disconnect()
         return times
 
 
@@ -181,22 +203,29 @@ def main() -> None:
                       env={"SHOP_DB_PATH": str(seed(tmpdir / "shop.db")),
                            "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
         stack.start(timeout=300)
-        gateway_port = free_port()
-        gateway = Service(
-            name="handoff gateway", argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
-            ready_url=f"http://127.0.0.1:{gateway_port}/api/health",
-            log_path=tmpdir / "logs" / "gateway.log",
-            env={"HANDOFF_PORT": str(gateway_port), "HANDOFF_RASA_URL": stack.rasa_url,
-                 "HANDOFF_RASA_TOKEN": stack.token, "HANDOFF_ENV_FILE": str(tmpdir / "no.env"),
-                 "HANDOFF_DATABASE_URL": args.database_url
-                 or f"sqlite+aiosqlite:///{tmpdir / 'handoff.db'}",
-                 "HANDOFF_JWT_SECRET": secrets.token_urlsafe(48), "HANDOFF_LOG_LEVEL": "WARNING"},
-        )
-        gateway.start()
-        stack.services.append(gateway)
+        gateways = []
+        for label, triage in (("gateway", "true"), ("gateway-no-triage", "false")):
+            port = free_port()
+            service = Service(
+                name=f"handoff {label}", argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
+                ready_url=f"http://127.0.0.1:{port}/api/health",
+                log_path=tmpdir / "logs" / f"{label}.log",
+                env={"HANDOFF_PORT": str(port), "HANDOFF_RASA_URL": stack.rasa_url,
+                     "HANDOFF_RASA_TOKEN": stack.token,
+                     "HANDOFF_ENV_FILE": str(tmpdir / "no.env"),
+                     "HANDOFF_DATABASE_URL": args.database_url
+                     or f"sqlite+aiosqlite:///{tmpdir / (label + '.db')}",
+                     "HANDOFF_TRIAGE_ENABLED": triage,
+                     "HANDOFF_JWT_SECRET": secrets.token_urlsafe(48),
+                     "HANDOFF_LOG_LEVEL": "WARNING"},
+            )
+            service.start()
+            stack.services.append(service)
+            gateways.append((service, f"http://127.0.0.1:{port}"))
         try:
-            gateway.wait_until_ready(time.monotonic() + 60)
-            times = asyncio.run(run(args.turns, stack, f"http://127.0.0.1:{gateway_port}", only))
+            for service, _ in gateways:
+                service.wait_until_ready(time.monotonic() + 60)
+            times = asyncio.run(run(args.turns, stack, gateways[0][1], gateways[1][1], only))
         finally:
             stack.stop()
     base50 = statistics.median(times["socketio"])
@@ -207,6 +236,11 @@ def main() -> None:
     for name, values in times.items():
         p50, p99 = statistics.median(values), percentile(values, 0.99)
         print(f"| {name} | {p50:.1f} | {p99:.1f} | {p50 / base50:.2f} | {p99 / base99:.2f} |")
+    if "gateway" in times and "gateway-no-triage" in times:
+        added = [a - b for a, b in zip(times["gateway"], times["gateway-no-triage"])]
+        print(f"\ntriage within the turn adds: p50 {statistics.median(added):+.1f} ms, "
+              f"p90 {percentile(added, 0.9):+.1f} ms (gateway minus gateway-no-triage, "
+              "same round)")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,10 @@ confidence, and with the risk left without the embeddings' second opinion.
 The same table for this project's own Rasa model (``--project``, also part of ``--quality``):
 the model in service (``--model`` to choose) parses the held-out NLU examples of
 tests/nlu_holdout in the Rasa environment (``bench/holdout_parses.py``), and the triage the
-gateway builds from ``data/`` assesses them.
+gateway builds from ``data/`` assesses them. Then the routing on mixed traffic: those examples
+and the out-of-scope questions of tests/out_of_scope, each as a first message: the share sent
+to review and to a person (against the targets review ≤ 15%, person ≤ 5%) beside the bot's
+errors caught, at the configured thresholds and at the lowest ones that meet the targets.
 
 ``--tune`` searches the weights and ramps of that second opinion on the rest of banking77's
 training file (never the test file) and prints the best; they are copied by hand into
@@ -65,7 +68,10 @@ from handoff.triage.encoder import (  # noqa: E402
 )
 from handoff.triage.index import EmbeddingIndex  # noqa: E402
 from handoff.triage.rules import check_rules  # noqa: E402
-from handoff.triage.scoring import Signals, Weights, assess  # noqa: E402
+from handoff.triage.scoring import (  # noqa: E402
+    ACTIONS, FALLBACK_INTENT, OUT_OF_SCOPE_INTENT, PERSON_REASONS, Signals, Thresholds, Weights,
+    assess,
+)
 
 MESSAGE = "hi I ordered a blue rain jacket last week and it still has not arrived yet"  # 16 words
 SHORT = ["thanks!", "ok", "no", "yes please", "hi", "?", "cancel", "help", "agent", "bye"]
@@ -456,20 +462,84 @@ def bench_project_quality(encoder: Encoder, rasa_python: Path, model: Path | Non
     in the Rasa environment), through the triage the gateway builds from ``data/``. An error
     is an example whose parse is not its intent (``nlu_fallback`` included: the bot would not
     act on it)."""
-    command = [str(rasa_python), str(PROJECT_ROOT / "bench" / "holdout_parses.py")]
+    command = [str(rasa_python), str(PROJECT_ROOT / "bench" / "holdout_parses.py"),
+               "--out-of-scope"]
     if model is not None:
         command += ["--model", str(model)]
     env = {**os.environ, "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    mixed = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    rows = [r for r in mixed if r["set"] == "nlu_holdout"]
     messages = [Message.from_parse(r["text"], r["parse"]) for r in rows]
     confidence = np.asarray([m.confidence or 0.0 for m in messages], dtype=np.float64)
     wrong = np.asarray([r["parse"]["intent"].get("name") != r["intent"] for r in rows])
     triage = Triage.load(TriageConfig(), encoder=encoder)
     report_quality("Quality: this project's Rasa model on its held-out NLU examples "
                    "(tests/nlu_holdout)", confidence, wrong, _signals(triage, messages))
+    report_routing(mixed, triage)
+
+
+SHARE_TARGETS = (0.15, 0.05)  # at most this share of messages to review, to a person
+
+
+def fit_thresholds(risk: npt.NDArray[np.float64], reviewable: npt.NDArray[np.bool_],
+                   personal: npt.NDArray[np.bool_], configured: Thresholds,
+                   shares: tuple[float, float] = SHARE_TARGETS) -> Thresholds:
+    """The lowest thresholds, never below ``configured``, at which the messages sent to review
+    (or further) by score stay within ``shares[0]`` and those sent to a person within
+    ``shares[1]`` of the traffic. ``reviewable``: messages the score may hold (not declined
+    as out of scope); ``personal``: those with a reason that may reach a person."""
+    def threshold(eligible: npt.NDArray[np.bool_], share: float, floor: float) -> float:
+        ranked = np.sort(risk[eligible])[::-1]
+        allowed = int(share * len(risk))
+        if len(ranked) <= allowed:
+            return floor
+        return max(floor, round(float(ranked[allowed]) + 1e-4, 4))  # ties stay below
+    return Thresholds(review=threshold(reviewable, shares[0] + shares[1], configured.review),
+                      human=threshold(personal, shares[1], configured.human))
+
+
+def report_routing(rows: Sequence[dict[str, Any]], triage: Triage) -> None:
+    """Where triage sends mixed traffic (in-domain held-out examples and out-of-scope
+    questions written for the project, each as a conversation's first message), at the
+    configured thresholds and at those fitted to :data:`SHARE_TARGETS`, beside the bot's
+    errors it catches (an in-domain message read as another intent, an out-of-scope question
+    the bot did not decline)."""
+    assessments = [triage.assess_batch([(Message.from_parse(r["text"], r["parse"]),
+                                         History())])[0][0] for r in rows]
+    scope = np.asarray([r["intent"] == OUT_OF_SCOPE_INTENT for r in rows])
+    got = [r["parse"]["intent"].get("name") for r in rows]
+    wrong = np.asarray([g not in (OUT_OF_SCOPE_INTENT, FALLBACK_INTENT) if oos else g != r["intent"]
+                        for r, g, oos in zip(rows, got, scope)])
+    risk = np.asarray([a.risk for a in assessments])
+    codes = [{reason.code for reason in a.reasons} for a in assessments]
+    personal = np.asarray([bool(c & PERSON_REASONS) for c in codes])
+    reviewable = np.asarray([g != OUT_OF_SCOPE_INTENT or p for g, p in zip(got, personal)])
+    forced = [a.action if any(x.startswith("rule:") or x == "human_request" for x in c)
+              else "none" for a, c in zip(assessments, codes)]
+    configured = triage.thresholds
+    fitted = fit_thresholds(risk, reviewable, personal, configured)
+    out: list[list[Any]] = []
+    for label, t in (("configured", configured), ("fitted to the targets", fitted)):
+        actions = np.asarray([
+            max(f, "human" if (p and r >= t.human) else "review" if (v and r >= t.review)
+                else "none", key=ACTIONS.index)
+            for f, p, v, r in zip(forced, personal, reviewable, risk)])
+        for part, mask in (("mixed", np.ones(len(rows), bool)), ("in-domain", ~scope),
+                           ("out-of-scope", scope)):
+            flagged = actions[mask] != "none"
+            errors = wrong[mask]
+            out.append([label if part == "mixed" else "", f"{t.review:.2f} / {t.human:.2f}",
+                        f"{part} ({mask.sum()})", f"{(actions[mask] == 'review').mean():.1%}",
+                        f"{(actions[mask] == 'human').mean():.1%}",
+                        f"{errors.mean():.1%}",
+                        f"{(flagged & errors).sum() / max(1, errors.sum()):.1%}"])
+    print(f"\n### Routing on mixed traffic: shares against the targets review \u2264 "
+          f"{SHARE_TARGETS[0]:.0%}, person \u2264 {SHARE_TARGETS[1]:.0%}\n")
+    print(table(["thresholds", "review / human", "messages", "to review", "to a person",
+                 "bot wrong", "errors caught"], out))
 
 
 def main() -> None:

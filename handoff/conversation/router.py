@@ -57,6 +57,11 @@ Transitions (agent actions; anything else raises :class:`InvalidTransition`, sta
     TriageFlag rev  bot, not queued            review, no owner, queue triage
     TriageFlag hum  bot / unowned review       bot, queue policy_rule (by rule) or high_risk;
                                                notice handoff_queued
+    RasaResult with triage review, bot turn    nothing sent: review, no owner, queue triage;
+                    that only rendered         RasaRetract (take the turn back, log the
+                    responses                  message again with its parse, hold): the
+                                               reply comes back held for any agent
+    RasaResult with any other triage flag      the result as usual, then as TriageFlag
     ReviewTimeout   unowned review, pending    the held reply is sent unchanged, hold again
     any agent a     unowned review             acts as if owner: becomes owner (HandBack: bot)
     ==============  =========================  ==============================================
@@ -112,6 +117,7 @@ def edited_messages(original: Sequence[BotMessage], text: str) -> tuple[BotMessa
 
 
 Result: TypeAlias = tuple[ConversationState, list[Effect]]
+UTTER_PREFIX = "utter_"
 DEFAULT_CONFIG = RouterConfig()
 
 
@@ -217,10 +223,42 @@ def _next_call(s: ConversationState, then: Continuation) -> tuple[ConversationSt
     return replace(s, turn=turn, next_call_id=call_id + 1), call_id
 
 
+def _retractable(s: ConversationState, ev: RasaResult) -> bool:
+    """Whether triage can still hold what Rasa did in this bot-mode turn: it only rendered
+    responses (nothing a custom action did in the world), none of them escalates, and the
+    customer has seen none of it."""
+    turn = s.turn
+    return (turn is not None and turn.then is Continuation.RUN and s.mode is Mode.BOT
+            and not s.queued and bool(ev.executed) and not ev.logged
+            and all(a.name.startswith(UTTER_PREFIX) and handoff_reason(a.messages) is None
+                    for a in ev.executed))
+
+
 def _on_rasa_result(s: ConversationState, ev: RasaResult, cfg: RouterConfig) -> Result:
     turn = s.turn
     if turn is None or turn.call_id != ev.call_id:
         return s, []  # stale: late after a timeout, or the conversation moved on
+    judged = ev.triage
+    if judged is not None and judged.action is TriageAction.REVIEW and _retractable(s, ev):
+        # Triage judged the message before the reply went out: hold it for any agent.
+        s = replace(s, mode=Mode.REVIEW, owner=None, queue_reason=QueueReason.TRIAGE,
+                    queue_detail=judged.detail)
+        s = replace(s, turn=replace(turn, parse=ev.parse or turn.parse,
+                                    model_id=ev.model_id or turn.model_id))
+        s, call_id = _next_call(s, Continuation.HOLD)
+        return s, [RasaRetract(conversation_id=s.conversation_id, call_id=call_id,
+                               then=Continuation.HOLD, message=turn.message,
+                               parse=ev.parse or turn.parse)]
+    s, effects = _on_turn_result(s, ev, cfg)
+    if judged is not None:  # too late to hold this reply: the conversation's next ones
+        s, more = _on_triage(s, judged)
+        effects += more
+    return s, effects
+
+
+def _on_turn_result(s: ConversationState, ev: RasaResult, cfg: RouterConfig) -> Result:
+    turn = s.turn
+    assert turn is not None
     s = replace(s, turn=replace(turn, call_id=None, parse=ev.parse or turn.parse,
                                 model_id=ev.model_id or turn.model_id, decision=None,
                                 decided_by=None))
@@ -467,6 +505,8 @@ def _on_agent_message(s: ConversationState, ev: AgentMessage) -> Result:
 def _on_decision(s: ConversationState, ev: ReviewDecision) -> Result:
     if s.mode is not Mode.REVIEW:
         raise InvalidTransition(f"no review decisions in {s.mode.value} mode")
+    if s.owner is not None and s.owner != ev.agent_id:
+        raise DecidedByOther(s.owner)
     s = _claim(s, ev.agent_id)
     pending = s.pending
     if pending is None:

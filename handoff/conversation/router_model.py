@@ -29,6 +29,7 @@ __all__ = [
     "ConversationState",
     "CorrectionKind",
     "CustomerMessage",
+    "DecidedByOther",
     "Edit",
     "Effect",
     "Event",
@@ -51,6 +52,7 @@ __all__ = [
     "RasaHandleMessage",
     "RasaRelabel",
     "RasaResult",
+    "RasaRetract",
     "RecordCorrection",
     "Relabel",
     "ReplaceAction",
@@ -282,6 +284,9 @@ class RasaResult(Event):
     held: BotAction | None = None
     model_id: str | None = None
     logged: tuple[BotAction, ...] = ()  # what the agent decided, logged as the bot's: not sent
+    # triage's judgement of the customer's message, made before anything Rasa said was sent
+    # (only on the result of a RasaHandleMessage): a review holds this very reply
+    triage: TriageFlag | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -483,6 +488,16 @@ class RasaRelabel(RasaCall):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RasaRetract(RasaCall):
+    """Triage held a reply Rasa already ran: undo back to ``message`` and log it again with
+    its own ``parse`` (nothing is parsed twice), then continue (``hold``: the same reply is
+    predicted again and held)."""
+
+    message: CustomerMessage
+    parse: NluParse | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class AppendToTracker(Effect):
     """Human mode: append ``action`` + ``bot`` (from a human) + ``action_listen``; no result."""
 
@@ -539,6 +554,16 @@ class ConversationClosed(InvalidTransition):
 class AlreadyOwned(InvalidTransition):
     def __init__(self, owner: str) -> None:
         super().__init__(f"conversation is owned by {owner}")
+        self.owner = owner
+
+
+class DecidedByOther(AlreadyOwned):
+    """A review decision on a review another agent claimed first (by deciding, or taking it):
+    the first decision wins."""
+
+    def __init__(self, owner: str) -> None:
+        InvalidTransition.__init__(self, f"this review is {owner}'s: the first agent to "
+                                         "decide on its replies owns it")
         self.owner = owner
 
 

@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from handoff.conversation import router as r
 from handoff.conversation import step_records
 from handoff.conversation.customer_protocol import SURVEY_REQUEST, bot_uttered_payloads, notice_text
+from handoff.conversation.instruments import Instruments
 from handoff.errors import Conflict, NotFound
 from handoff.conversation.locks import ConversationLocks
 from handoff.conversation.rasa_client import RasaClient, RasaError, TurnReply
@@ -45,12 +48,13 @@ from handoff.store import (
     MessageNlu,
     PendingReplyDraft,
     PendingResolution,
+    SavedStep,
     StaleVersion,
     StepMessage,
     Store,
     to_json,
 )
-from handoff.conversation.triage_link import TriageLink
+from handoff.conversation.triage_link import Judgement, TriageLink
 
 __all__ = ["Conversations", "Notifier", "conversation_json", "turn_result"]
 
@@ -139,7 +143,8 @@ class Conversations:
     def __init__(self, store: Store, rasa: RasaClient, notifier: Notifier,
                  config: r.RouterConfig = r.DEFAULT_CONFIG, *,
                  review_timeout: float = 30.0, triage: TriageLink | None = None,
-                 tracker_retry_delays: Sequence[float] = TRACKER_RETRY_DELAYS) -> None:
+                 tracker_retry_delays: Sequence[float] = TRACKER_RETRY_DELAYS,
+                 instruments: Instruments | None = None) -> None:
         self.store = store
         self.rasa = rasa
         self.notifier = notifier
@@ -148,6 +153,8 @@ class Conversations:
         self.triage = triage
         self.tracker_retry_delays = tuple(tracker_retry_delays)
         self.locks = ConversationLocks()
+        self.instruments = instruments or Instruments()
+        self._turn_started: dict[str, float] = {}  # conversation id -> monotonic arrival
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -208,6 +215,8 @@ class Conversations:
         the conversation is closed (nothing stored)."""
         event = r.CustomerMessage(message_id=uuid.uuid4().hex, text=text,
                                   metadata=dict(metadata))
+        self.instruments.turns.inc()
+        self._turn_started[conversation_id] = time.monotonic()
         flag = self.triage.rules_flag(text) if self.triage else None
 
         async def run() -> list[Message]:
@@ -269,16 +278,18 @@ class Conversations:
                     owner=after.owner, queued=after.queued,
                     queue_reason=after.queue_reason.value if after.queue_reason else None,
                     state=encode_state(after), appended=step_records.step_messages(effects),
-                    nlu=step_records.step_nlu(before, event),
+                    nlu=step_records.step_nlu(before, event, effects),
                     resolve=step_records.resolution(before, after, effects),
                     hold=step_records.held_draft(effects),
                     correction=step_records.correction_draft(effects),
+                    cause=type(event).__name__, actor=getattr(event, "agent_id", None),
                 )
             except StaleVersion:
                 continue  # the conversation changed meanwhile: re-read and step again
             break
         else:
             raise StaleVersion(f"conversation {conversation_id!r} keeps changing")
+        self._count_step(conv.mode, saved)
         stored = saved.messages
         if saved.correction is not None:  # Rasa is asked outside the lock, after the commit
             self._spawn(self._fetch_tracker(saved.correction.id, conversation_id,
@@ -292,6 +303,21 @@ class Conversations:
             except Exception:  # one failed push must not stop the turn
                 log.exception("effect %s of %s failed", type(effect).__name__, conversation_id)
         return after, stored
+
+    def _count_step(self, mode_before: str, saved: SavedStep) -> None:
+        """The step's mode change, held reply and decisions, for Prometheus."""
+        ins = self.instruments
+        if saved.conversation.mode != mode_before:
+            ins.mode_transitions.labels(mode_before, saved.conversation.mode).inc()
+            if saved.conversation.mode == "closed":  # no turn of it will end any more
+                self._turn_started.pop(saved.conversation.id, None)
+        if saved.held is not None:
+            ins.held_replies.inc()
+        for reply in saved.resolved:
+            ins.decisions.labels(reply.decision or reply.status).inc()
+            if reply.decided_by is not None and reply.decided_at is not None:
+                ins.decision_seconds.observe(
+                    (reply.decided_at - reply.created_at).total_seconds())
 
     async def _perform(self, effect: r.Effect, rows: Iterator[Message]) -> None:
         cid = effect.conversation_id
@@ -333,8 +359,13 @@ class Conversations:
             case r.ShowRasaError(agent_ids=agent_ids, error=error):
                 await self.notifier.to_agents("rasa_error", {"conversation_id": cid,
                                                              "error": error}, agent_ids)
-            case r.RecordCorrection():
-                pass  # stored with the step; its tracker events are fetched after the commit
+            case r.RecordCorrection(reply_id=reply_id, agent_id=agent_id, kind=kind):
+                # stored with the step; its tracker events are fetched after the commit. Every
+                # agent may have the decision card of an unowned review open: tell them all.
+                if reply_id is not None:
+                    await self.notifier.to_agents("reply_decided", {
+                        "conversation_id": cid, "reply_id": reply_id, "agent": agent_id,
+                        "decision": kind.value})
             case r.RasaCall() | r.AppendToTracker():
                 self._spawn(self._call_rasa(effect))
             case _:
@@ -410,45 +441,106 @@ class Conversations:
             except RasaError as exc:
                 log.warning("could not log the agent's reply in %s to Rasa: %s", cid, exc)
             return
+        if isinstance(effect, r.RasaHandleMessage) and self.triage is not None:
+            await self._judged_turn(effect, self.triage)
+            return
         event: r.Event
+        asked = time.monotonic()
         try:
             event = await self._rasa_request(effect)
         except RasaError as exc:
             log.warning("Rasa call %s for %s failed: %s", effect.call_id, cid, exc)
             event = r.RasaFailed(call_id=effect.call_id, error=exc.message,
                                  timed_out=exc.timed_out)
+        rasa_seconds = time.monotonic() - asked
+        try:
+            await self._apply_result(cid, event)
+        finally:
+            if isinstance(effect, r.RasaHandleMessage):
+                self._time_turn(cid, asked, rasa_seconds)
+
+    async def _apply_result(self, cid: str, event: r.Event) -> bool:
+        """Feed a Rasa call's outcome to the router; whether it was applied."""
         try:
             await self.apply(cid, event)
         except r.RouterError as exc:  # e.g. closed meanwhile
             log.info("Rasa result for %s not applied: %s", cid, exc)
-            return
+            return False
         if self.triage is not None and isinstance(event, r.RasaResult):
             if self.triage.model_changed(event.model_id):
                 self._spawn(self.triage.rebuild())
-            if isinstance(effect, r.RasaHandleMessage):
-                self._spawn(self._assess(cid, effect.message, event.parse))
+        return True
+
+    async def _judged_turn(self, effect: r.RasaHandleMessage, triage: TriageLink) -> None:
+        """A customer's turn with triage inside it: the slow part of the assessment runs
+        beside Rasa's, the rest between Rasa's answer and the customer, and its flag goes to
+        the router with the answer (a review holds this very reply). Stored and pushed after."""
+        cid = effect.conversation_id
+        judging = triage.begin(self.store, cid, effect.message)
+        judgement: Judgement | None = None
+        asked = time.monotonic()
+        rasa_seconds = 0.0
+        try:
+            event: r.Event
+            try:
+                event = await self._rasa_request(effect)
+            except RasaError as exc:
+                log.warning("Rasa call %s for %s failed: %s", effect.call_id, cid, exc)
+                event = r.RasaFailed(call_id=effect.call_id, error=exc.message,
+                                     timed_out=exc.timed_out)
+            rasa_seconds = time.monotonic() - asked
+            if judging is not None:
+                try:
+                    with self.instruments.triage_seconds.time():
+                        judgement = await triage.judge(
+                            judging, effect.message,
+                            event.parse if isinstance(event, r.RasaResult) else None)
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    raise
+                except Exception:  # triage informs; it must never break a conversation
+                    log.exception("triage of a message in %s failed", cid)
+            if judgement is not None and isinstance(event, r.RasaResult):
+                event = replace(event, triage=judgement.flag)
+            await self._apply_result(cid, event)
+            if judgement is not None and isinstance(event, r.RasaFailed) and judgement.flag:
+                await self._flag(cid, judgement.flag)  # Rasa failed: the flag still counts
+        finally:
+            self._time_turn(cid, asked, rasa_seconds)
+            if judgement is not None:
+                self._spawn(self._record(cid, effect.message, judgement))
+            elif judging is not None:
+                judging.task.cancel()
+                triage.abandon(cid, judging.done)
+
+    def _time_turn(self, cid: str, asked: float, rasa_seconds: float) -> None:
+        """A customer turn's time, split into Rasa's share and the gateway's own."""
+        total = time.monotonic() - self._turn_started.pop(cid, asked)
+        hist = self.instruments.turn_seconds
+        hist.labels("total").observe(total)
+        hist.labels("rasa").observe(rasa_seconds)
+        hist.labels("gateway").observe(max(0.0, total - rasa_seconds))
 
     # ------------------------------------------------------------------ triage
 
-    async def _assess(self, cid: str, message: r.CustomerMessage,
-                      parse: r.NluParse | None) -> None:
-        """Triage of a customer message once Rasa parsed it (off the customer's path)."""
+    async def _record(self, cid: str, message: r.CustomerMessage,
+                      judgement: Judgement) -> None:
+        """Store and push a message's assessment, then the suggested replies (off the
+        customer's path)."""
         assert self.triage is not None
-
-        async def flag(event: r.TriageFlag) -> None:
-            try:
-                await self.apply(cid, event)
-            except r.RouterError as exc:
-                log.info("triage flag for %s not applied: %s", cid, exc)
-
         try:
-            await self.triage.assess(self.store, self.notifier.to_agents, cid, message, parse,
-                                     flag)
+            await self.triage.record(self.store, self.notifier.to_agents, cid, message,
+                                     judgement)
             await self.push_suggestions(cid)
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception:  # triage informs agents; it must never break a conversation
-            log.exception("triage of a message in %s failed", cid)
+            log.exception("triage of a message in %s not stored", cid)
+
+    async def _flag(self, cid: str, flag: r.TriageFlag) -> None:
+        try:
+            await self.apply(cid, flag)
+        except r.RouterError as exc:
+            log.info("triage flag for %s not applied: %s", cid, exc)
 
     async def suggestions(self, cid: str) -> list[dict[str, Any]]:
         """The best replies for the conversation so far, with where each comes from (empty
@@ -482,6 +574,11 @@ class Conversations:
             case r.RasaHandleMessage(message=message):
                 reply = await self.rasa.turn(cid, message.text, dict(message.metadata), hold)
                 return turn_result(effect.call_id, reply, with_parse=True)
+            case r.RasaRetract(message=message, parse=parse):
+                reply = await self.rasa.turn(cid, message.text, dict(message.metadata), hold,
+                                             parse_data=_parse_data(message.text, parse),
+                                             rewind=True)
+                return turn_result(effect.call_id, reply, with_parse=True)
             case r.RasaRelabel(message=message, intent=intent):
                 parse_data = {"text": message.text, "entities": [],
                               "intent": {"name": intent, "confidence": 1.0}}
@@ -498,6 +595,17 @@ class Conversations:
                     "metadata": metadata}, hold)
                 return turn_result(effect.call_id, reply, with_parse=False, skip_said=name)
         raise TypeError(f"unknown Rasa call {type(effect).__name__}")
+
+
+def _parse_data(text: str, parse: r.NluParse | None) -> dict[str, Any] | None:
+    """Rasa's parse of a message as Rasa takes it back (``parse_data``), so that a retracted
+    message is logged again as it was read, entities and all, without a second NLU run."""
+    if parse is None:
+        return None
+    return {"text": text, "intent": {"name": parse.intent, "confidence": parse.confidence},
+            "intent_ranking": [{"name": s.name, "confidence": s.confidence}
+                               for s in parse.intent_ranking],
+            "entities": [dict(e) for e in parse.entities]}
 
 
 def conversation_json(conv: Conversation, last_customer: Message | None = None) -> dict[str, Any]:

@@ -99,9 +99,11 @@ def events_until(events: Sequence[dict[str, Any]], at: datetime) -> list[dict[st
     return out
 
 
-def step_nlu(before: r.ConversationState, event: r.Event) -> MessageNlu | None:
+def step_nlu(before: r.ConversationState, event: r.Event,
+             effects: Sequence[r.Effect] = ()) -> MessageNlu | None:
     """What a Rasa result says about the customer message of the turn it answers: its parse
-    (when it parsed it) and the actions Rasa executed."""
+    (when it parsed it) and the actions Rasa executed (none when triage retracted them to
+    hold the reply: they are run again, or replaced, once an agent decides)."""
     if not isinstance(event, r.RasaResult):
         return None
     turn = before.turn
@@ -114,7 +116,8 @@ def step_nlu(before: r.ConversationState, event: r.Event) -> MessageNlu | None:
         nlu["confidence"] = parse.confidence
         nlu["intent_ranking"] = [encode(s) for s in parse.intent_ranking]
         nlu["entities"] = [dict(e) for e in parse.entities]
-    if event.logged or event.executed:
+    retracted = any(isinstance(e, r.RasaRetract) for e in effects)
+    if (event.logged or event.executed) and not retracted:
         nlu["actions"] = [{"name": a.name, "policy": a.policy, "confidence": a.confidence}
                           for a in event.logged + event.executed]
     return nlu if len(nlu) > 1 else None

@@ -7,12 +7,13 @@ library (:mod:`handoff.triage`):
   checked on the event loop in microseconds. A hit flags the conversation before its message
   is run, so a legal threat goes to a person (``human``) or has this very reply held
   (``review``).
-* **After Rasa** (:meth:`assess`, in the background, off the customer's path): the whole
-  assessment with the NLU result (confidence, margin, novelty, sentiment and its trend,
-  fallbacks, going in circles). The risk and reasons are stored (the conversation's ``risk``
-  orders the console's queue; each customer message keeps its assessment) and pushed to the
-  agents as ``risk``; at the thresholds the conversation is flagged (its next replies are held
-  for any agent, or it is queued for a person).
+* **Within the turn**: :meth:`begin` starts the slow part (the embedding, on the worker
+  thread, and the conversation's history) while Rasa reads the message; :meth:`judge` ends it
+  with Rasa's parse (tens of µs) before anything Rasa said is sent, and its flag goes to the
+  router with Rasa's answer, so a reply triage would hold is held (docs/triage.md).
+  :meth:`record` then stores the risk and reasons (the conversation's ``risk`` orders the
+  console's queue; each customer message keeps its assessment) and pushes them to the agents
+  as ``risk``, after the customer has the reply.
 * **A new model** (:meth:`model_changed`, seen in Rasa's answers): the index of training
   examples and responses is rebuilt on a thread and swapped in (:meth:`rebuild`).
 * **Agent assist** (:meth:`suggestions`): the best replies for the conversation so far, pushed
@@ -27,20 +28,58 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from handoff.conversation import router as r
-from handoff.conversation.locks import ConversationLocks
 from handoff.store import Store
-from handoff.triage import History, Suggestion, Triage, TriageConfig, TriageWorker
+from handoff.triage import Assessment, History, Suggestion, Triage, TriageConfig, TriageWorker
+from handoff.triage.engine import Prepared
 from handoff.triage import Message as TriageMessage
 from handoff.triage.rules import Rule, check_rules, load_rules
 
-__all__ = ["TriageLink"]
+__all__ = ["Judgement", "Judging", "TriageLink"]
 
 log = logging.getLogger(__name__)
 SUGGESTIONS = 3
 CONTEXT_MESSAGES = 6
+RECORD_WAIT = 5.0
+"""Seconds a message's triage waits for the previous message's history to be written."""
+
+
+@dataclass(frozen=True)
+class _Begun:
+    worker: TriageWorker
+    prepared: Prepared
+    history: History
+    done: asyncio.Event
+
+
+@dataclass(frozen=True)
+class Judging:
+    """A message's triage under way (:meth:`TriageLink.begin`)."""
+
+    task: asyncio.Task[_Begun]
+    done: asyncio.Event
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Triage's verdict on one customer message, made within its turn."""
+
+    assessment: Assessment
+    history: History
+    flag: r.TriageFlag | None  # review or human; None: the bot goes on
+    done: asyncio.Event  # set once the history is written
+
+
+def _flag(assessment: Assessment) -> r.TriageFlag | None:
+    if assessment.action not in ("review", "human"):
+        return None
+    top = max(assessment.reasons, key=lambda reason: reason.contribution, default=None)
+    detail = f"risk {assessment.risk:.2f}" + (f": {top.text}" if top else "")
+    by_rule = any(reason.code.startswith("rule:") for reason in assessment.reasons)
+    return r.TriageFlag(detail=detail, action=r.TriageAction(assessment.action), by_rule=by_rule)
 
 
 class Push(Protocol):
@@ -59,7 +98,8 @@ class TriageLink:
         self._load = load
         self.worker: TriageWorker | None = None
         self._loading: asyncio.Task[None] | None = None
-        self._history_locks = ConversationLocks()
+        # per conversation, the message whose history is not yet written (see begin/record)
+        self._unrecorded: dict[str, asyncio.Event] = {}
         self._model_id: str | None = None
 
     @property
@@ -126,35 +166,75 @@ class TriageLink:
         return r.TriageFlag(detail=f"{hit.reason} (“{hit.matched}”)", by_rule=True,
                             action=r.TriageAction.HUMAN if human else r.TriageAction.REVIEW)
 
-    # ------------------------------------------------------------------ after Rasa
+    # ------------------------------------------------------------------ within the turn
 
-    async def assess(self, store: Store, push: Push, conversation_id: str,
-                     message: r.CustomerMessage, parse: r.NluParse | None,
-                     flag: Callable[[r.TriageFlag], Awaitable[Any]]) -> dict[str, Any] | None:
-        """Assess one customer message with its NLU result; store, push and flag. Returns the
-        assessment as JSON, or None when the model is not ready."""
+    def begin(self, store: Store, conversation_id: str,
+              message: r.CustomerMessage) -> Judging | None:
+        """Start judging a customer message while Rasa reads it: the embedding (on the
+        worker thread) and the conversation's triage history (from the store). None when the
+        model is not ready. Finish with :meth:`judge`; whatever happens, the shell then calls
+        :meth:`record` (or :meth:`abandon`), which lets the conversation's next message go."""
         worker = self.worker
         if worker is None:
             return None
-        # one conversation's history is continued one message at a time
-        async with self._history_locks.hold(conversation_id):
+        previous = self._unrecorded.get(conversation_id)
+        done = asyncio.Event()
+        self._unrecorded[conversation_id] = done
+        task = asyncio.get_running_loop().create_task(
+            self._begin(worker, store, conversation_id, message, previous, done),
+            name=f"triage-begin-{conversation_id}")
+        return Judging(task, done)
+
+    async def _begin(self, worker: TriageWorker, store: Store, conversation_id: str,
+                     message: r.CustomerMessage, previous: asyncio.Event | None,
+                     done: asyncio.Event) -> _Begun:
+        prepared = asyncio.get_running_loop().create_task(worker.prepare(message.text))
+        try:
+            if previous is not None:  # the previous message's history is still being written
+                await asyncio.wait_for(previous.wait(), RECORD_WAIT)
+        except asyncio.TimeoutError:
+            log.warning("triage history of %s: the previous message was not recorded in time",
+                        conversation_id)
+        try:
             conv = await store.get_conversation(conversation_id)
             history = History.from_json((conv.triage or {}).get("history"))
-            assessment, history = await worker.assess(_triage_message(message, parse), history)
-            data = assessment.to_json()
+            return _Begun(worker, await prepared, history, done)
+        except BaseException:
+            prepared.cancel()
+            raise
+
+    async def judge(self, judging: Judging, message: r.CustomerMessage,
+                    parse: r.NluParse | None) -> Judgement:
+        """The assessment of the message with Rasa's parse (tens of µs, on the event loop,
+        once :meth:`begin`'s part is done) and the flag it raises: what the router decides on
+        before the reply goes out."""
+        begun = await judging.task
+        assessment, history = begun.worker.finish(begun.prepared,
+                                                  _triage_message(message, parse),
+                                                  begun.history)
+        return Judgement(assessment, history, _flag(assessment), begun.done)
+
+    async def record(self, store: Store, push: Push, conversation_id: str,
+                     message: r.CustomerMessage, judgement: Judgement) -> dict[str, Any]:
+        """Store the assessment and the history (after the customer has the reply: off the
+        customer's path) and push it to the agents as ``risk``. Returns it as JSON."""
+        data = judgement.assessment.to_json()
+        try:
             await store.set_triage(
-                conversation_id, risk=assessment.risk,
-                triage={"history": history.to_json(), "assessment": data},
+                conversation_id, risk=judgement.assessment.risk,
+                triage={"history": judgement.history.to_json(), "assessment": data},
                 client_message_id=message.message_id, assessment=data)
+        finally:
+            self.abandon(conversation_id, judgement.done)
         await push("risk", {"conversation_id": conversation_id,
                             "message_id": message.message_id, **data})
-        if assessment.action in ("review", "human"):
-            top = max(assessment.reasons, key=lambda reason: reason.contribution, default=None)
-            detail = f"risk {assessment.risk:.2f}" + (f": {top.text}" if top else "")
-            by_rule = any(reason.code.startswith("rule:") for reason in assessment.reasons)
-            await flag(r.TriageFlag(detail=detail, action=r.TriageAction(assessment.action),
-                                    by_rule=by_rule))
         return data
+
+    def abandon(self, conversation_id: str, done: asyncio.Event) -> None:
+        """The message's history is written (or will never be): the next one may go on."""
+        done.set()
+        if self._unrecorded.get(conversation_id) is done:
+            del self._unrecorded[conversation_id]
 
     # ------------------------------------------------------------------ agent assist
 

@@ -28,7 +28,16 @@ from typing import Any
 from handoff.conversation.rasa_client import RasaClient, RasaError
 from handoff.conversation.triage_link import TriageLink
 from handoff.errors import Conflict
-from handoff.learning.jobs import Outcome, State, TrainerNotifier, now, outcome, parse_time
+from handoff.conversation.instruments import Instruments
+from handoff.learning.jobs import (
+    Outcome,
+    State,
+    TrainerNotifier,
+    job_seconds,
+    now,
+    outcome,
+    parse_time,
+)
 from handoff.learning.supervisor import (
     Supervisor,
     SupervisorError,
@@ -69,8 +78,9 @@ class Deploys:
 
     def __init__(self, settings: Settings, store: Store, rasa: RasaClient,
                  supervisor: Supervisor | None, notifier: TrainerNotifier,
-                 triage: TriageLink | None) -> None:
+                 triage: TriageLink | None, instruments: Instruments | None = None) -> None:
         self.settings = settings
+        self.instruments = instruments or Instruments()
         self.store = store
         self.rasa = rasa
         self.supervisor = supervisor
@@ -182,6 +192,8 @@ class Deploys:
 
         ended = await outcome(f"deploying {job.model_id}", deploy())
         job.state, job.message, job.finished_at = ended.state, ended.message, now().isoformat()
+        self.instruments.deploy_seconds.labels(job.state).observe(
+            job_seconds(job.started_at, job.finished_at))
         if ended.state == "failed":
             await self.store.audit(job.started_by, "model_deploy_failed",
                                    target=f"model:{job.model_id}",

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from handoff.errors import HandoffError
 
-__all__ = ["Outcome", "State", "TrainerNotifier", "now", "outcome", "parse_time"]
+__all__ = ["Outcome", "State", "TrainerNotifier", "job_seconds", "now", "outcome", "parse_time"]
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +65,9 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def job_seconds(started_at: str, finished_at: str | None) -> float:
+    """How long a job ran, from its ISO 8601 start and end (0 when either is unreadable)."""
+    start, end = parse_time(started_at), parse_time(finished_at)
+    return 0.0 if start is None or end is None else max(0.0, (end - start).total_seconds())

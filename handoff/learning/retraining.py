@@ -27,7 +27,16 @@ from typing import Any
 from contracts.correction_record import correction_id_of
 from handoff.errors import Conflict
 from handoff.learning.corrections import export_records
-from handoff.learning.jobs import Outcome, State, TrainerNotifier, now, outcome, parse_time
+from handoff.conversation.instruments import Instruments
+from handoff.learning.jobs import (
+    Outcome,
+    State,
+    TrainerNotifier,
+    job_seconds,
+    now,
+    outcome,
+    parse_time,
+)
 from handoff.learning.supervisor import (
     Supervisor,
     SupervisorError,
@@ -109,8 +118,10 @@ class Retraining:
     model, recorded (:meth:`handoff.learning.deploys.Deploys.live`)."""
 
     def __init__(self, store: Store, supervisor: Supervisor | None, notifier: TrainerNotifier,
-                 live: Callable[[], Awaitable[ModelVersion]]) -> None:
+                 live: Callable[[], Awaitable[ModelVersion]],
+                 instruments: Instruments | None = None) -> None:
         self.store = store
+        self.instruments = instruments or Instruments()
         self.supervisor = supervisor
         self.notifier = notifier
         self.live = live
@@ -180,6 +191,8 @@ class Retraining:
     async def _finished(self, job: RetrainJob, ended: Outcome, report: Any) -> None:
         """Keep a retraining's outcome, audit it and tell the trainers."""
         job.finish(ended, report)
+        self.instruments.retrain_seconds.labels(job.state).observe(
+            job_seconds(job.started_at, job.finished_at))
         await self.store.audit(job.started_by, f"retrain_{job.state}",
                                target=f"retrain:{job.id}",
                                details={"model_id": job.model_id, "message": job.message})

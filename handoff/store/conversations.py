@@ -27,7 +27,7 @@ from handoff.store.records import (
     ReplyDecision,
     Sender,
 )
-from handoff.store.schema import conversations, messages, notes
+from handoff.store.schema import conversation_events, conversations, messages, notes
 
 __all__ = ["ConversationStore", "StaleVersion"]
 
@@ -35,6 +35,15 @@ _MESSAGE_FIELDS = frozenset({
     "text", "payload", "metadata", "client_message_id", "intent", "confidence",
     "intent_ranking", "entities", "action", "decision", "decided_by", "model_version",
 })
+
+
+def _sentiment_of(assessment: dict[str, Any] | None) -> float | None:
+    """Triage's sentiment in an assessment (``measures.sentiment``), kept in its own column."""
+    measures = assessment.get("measures") if isinstance(assessment, dict) else None
+    value = measures.get("sentiment") if isinstance(measures, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 class StaleVersion(Conflict):
@@ -124,9 +133,13 @@ class ConversationStore(Database):
     async def _set_state(
         self, conn: AsyncConnection, conversation_id: str, *, expected_version: int, mode: Mode,
         owner: str | None, queued: bool, queue_reason: str | None, state: dict[str, Any] | None,
+        cause: str = "unknown", actor: str | None = None,
     ) -> Conversation:
         """Replace the router's part of the conversation if it is still at
-        ``expected_version`` (else ``StaleVersion``); the version goes up by one."""
+        ``expected_version`` (else ``StaleVersion``); the version goes up by one. A change of
+        mode, owner or queue is also written to ``conversation_events`` with its ``cause`` (the
+        router event) and ``actor`` (the agent; None for the customer or the system): the
+        metrics' record of what happened (docs/metrics.md)."""
         current = await self._conversation(conn, conversation_id, lock=True)
         if current.version != expected_version:
             raise StaleVersion(
@@ -151,6 +164,12 @@ class ConversationStore(Database):
             )
             .returning(*conversations.c)
         )).one()
+        if (current.mode, current.owner, current.queued, current.queue_reason) != (
+                mode, owner, queued, queue_reason):
+            await conn.execute(sa.insert(conversation_events).values(
+                conversation_id=conversation_id, created_at=at, cause=cause, actor=actor,
+                mode_from=current.mode, mode=mode, owner=owner, queued=queued,
+                queue_reason=queue_reason))
         return record(Conversation, row)
 
     async def set_triage(
@@ -172,7 +191,7 @@ class ConversationStore(Database):
                 await conn.execute(
                     sa.update(messages).where(messages.c.conversation_id == conversation_id)
                     .where(messages.c.client_message_id == client_message_id)
-                    .values(triage=assessment))
+                    .values(triage=assessment, sentiment=_sentiment_of(assessment)))
         return record(Conversation, row)
 
     async def _conversation(

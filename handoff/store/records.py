@@ -80,6 +80,7 @@ class Message:
     model_version: str | None
     triage: dict[str, Any] | None = None  # a customer message's assessment
     actions: list[dict[str, Any]] | None = None  # what Rasa executed for a customer message
+    sentiment: float | None = None  # triage's sentiment of a customer message (-1 … +1)
     replayed: bool = False
     """Not a column: True when ``append_message`` found this message already stored under the
     same ``client_message_id`` (a retry) and stored nothing."""

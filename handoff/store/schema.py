@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 __all__ = [
-    "audit_log", "conversations", "corrections", "messages", "metadata", "model_versions",
-    "notes", "pending_replies", "users",
+    "audit_log", "conversation_events", "conversations", "corrections", "messages", "metadata",
+    "model_versions", "notes", "pending_replies", "suggestion_ratings", "users",
 ]
 
 class _UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -68,6 +68,7 @@ conversations = sa.Table(
     sa.Column("last_seq", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_conversations_mode_queued", "mode", "queued"),
     sa.Index("ix_conversations_owner", "owner"),
+    sa.Index("ix_conversations_created_at", "created_at"),
 )
 
 messages = sa.Table(
@@ -91,6 +92,7 @@ messages = sa.Table(
     sa.Column("model_version", sa.Text),
     sa.Column("triage", _JSON),
     sa.Column("actions", _JSON),
+    sa.Column("sentiment", sa.Float),  # triage's VADER compound of a customer message
     sa.UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
     sa.UniqueConstraint(
         "conversation_id", "client_message_id", name="uq_messages_conversation_client_id"
@@ -113,6 +115,7 @@ pending_replies = sa.Table(
     sa.Column("decided_by", sa.Text),
     sa.Column("decision", sa.Text),
     sa.Index("ix_pending_replies_conversation_status", "conversation_id", "status"),
+    sa.Index("ix_pending_replies_created_at", "created_at"),
 )
 
 corrections = sa.Table(
@@ -140,6 +143,7 @@ corrections = sa.Table(
     sa.Column("tracker_attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_corrections_review_status_type", "review_status", "type"),
     sa.Index("ix_corrections_conversation", "conversation_id"),
+    sa.Index("ix_corrections_created_at", "created_at"),
 )
 
 users = sa.Table(
@@ -171,6 +175,7 @@ audit_log = sa.Table(
     sa.Column("details", _JSON),
     sa.Index("ix_audit_log_created_at", "created_at"),
     sa.Index("ix_audit_log_target", "target"),
+    sa.Index("ix_audit_log_action_created_at", "action", "created_at"),
 )
 
 model_versions = sa.Table(
@@ -186,4 +191,31 @@ model_versions = sa.Table(
     sa.Column("deployed_at", _TIME),
     sa.Column("deployed_by", sa.Text),
     sa.Column("override", sa.Text),  # why it was deployed despite regressions
+)
+
+conversation_events = sa.Table(
+    "conversation_events", metadata,  # each change of mode, owner or queue (migration 0005)
+    sa.Column("id", _ID, primary_key=True),
+    _conv_ref(),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("cause", sa.Text, nullable=False),  # the router event, e.g. "TakeOver"
+    sa.Column("actor", sa.Text),  # the agent who caused it; null: the customer or the system
+    sa.Column("mode_from", sa.Text, nullable=False),
+    sa.Column("mode", sa.Text, nullable=False),
+    sa.Column("owner", sa.Text),
+    sa.Column("queued", sa.Boolean, nullable=False),
+    sa.Column("queue_reason", sa.Text),
+    sa.Index("ix_conversation_events_conversation", "conversation_id", "id"),
+    sa.Index("ix_conversation_events_created_at", "created_at"),
+)
+
+suggestion_ratings = sa.Table(
+    "suggestion_ratings", metadata,  # an agent's one-click rating of a suggestion (0005)
+    sa.Column("id", _ID, primary_key=True),
+    _conv_ref(),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("agent", sa.Text, nullable=False),
+    sa.Column("suggestion", sa.Text, nullable=False),  # its source, e.g. response:utter_x
+    sa.Column("rating", sa.SmallInteger, nullable=False),  # +1 useful, -1 not
+    sa.Index("ix_suggestion_ratings_created_at", "created_at"),
 )

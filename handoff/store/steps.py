@@ -47,13 +47,17 @@ class StepStore(ReviewStore):
         resolve: PendingResolution | None = None,
         hold: PendingReplyDraft | None = None,
         correction: CorrectionDraft | None = None,
+        cause: str = "unknown",
+        actor: str | None = None,
     ) -> SavedStep:
         """One router step in one transaction, in this order:
 
         1. the new state, if the conversation is still at ``expected_version`` (else
            ``StaleVersion``, 409: re-read, step again); the version goes up by one.
            ``queued_at`` is set when it enters the queue and cleared when it leaves;
-           ``closed_at`` likewise for mode ``closed``;
+           ``closed_at`` likewise for mode ``closed``; a change of mode, owner or queue is
+           recorded in ``conversation_events`` with ``cause`` (the router event's name) and
+           ``actor`` (the agent who caused it, None for the customer or the system);
         2. the ``appended`` messages in order (the next ``seq`` each; a ``client_message_id``
            already stored is not written again, its row comes back ``replayed``);
         3. ``nlu`` on its customer message;
@@ -76,7 +80,8 @@ class StepStore(ReviewStore):
         async with self._tx(write=True) as conn:
             conv = await self._set_state(
                 conn, conversation_id, expected_version=expected_version, mode=mode,
-                owner=owner, queued=queued, queue_reason=queue_reason, state=state)
+                owner=owner, queued=queued, queue_reason=queue_reason, state=state,
+                cause=cause, actor=actor)
             stored = [await self._append(conn, conversation_id, v) for v in values]
             if nlu is not None:
                 await self._record_turn(conn, conversation_id, nlu)

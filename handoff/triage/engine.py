@@ -21,10 +21,11 @@ from handoff.triage.encoder import (
     DEFAULT_CACHE_DIR,
     DEFAULT_MODEL,
     Encoder,
+    Vectors,
     load_encoder,
 )
 from handoff.triage.index import EmbeddingIndex, Suggestion, situation
-from handoff.triage.rules import DEFAULT_RULES, Rule, check_rules, load_rules
+from handoff.triage.rules import DEFAULT_RULES, Rule, RuleHit, check_rules, load_rules
 from handoff.triage.scoring import (
     FALLBACK_INTENT,
     Assessment,
@@ -102,6 +103,18 @@ class Message:
         return best, None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One message measured before its NLU result: see :meth:`Triage.prepare`. Keeps the
+    index it was embedded for, so an index swapped in meanwhile does not mix two models."""
+
+    text: str
+    vector: Vectors  # one row
+    index: EmbeddingIndex
+    sentiment: float
+    rule_hits: tuple[RuleHit, ...]
+
+
 class Triage:
     """Measures and scores customer messages and suggests replies. Thread-safe for concurrent
     calls; :attr:`index` may be replaced at any time (a new object, never changed in place).
@@ -132,6 +145,27 @@ class Triage:
     @property
     def encoder(self) -> Encoder:
         return self.index.encoder
+
+    def prepare(self, texts: Sequence[str]) -> list[Prepared]:
+        """What can be measured of each message before the NLU has read it (the embedding,
+        the sentiment, the rules): the slow part, one encoder call for the whole batch. The
+        gateway runs it while Rasa works on the same message."""
+        index = self.index
+        vectors = index.encoder.encode(list(texts))
+        return [Prepared(text, vectors[i:i + 1], index, self.sentiment.score(text),
+                         tuple(check_rules(self.rules, text)))
+                for i, text in enumerate(texts)]
+
+    def finish(self, prepared: Prepared, message: Message,
+               history: History) -> tuple[Assessment, History]:
+        """The assessment once the NLU result is known: a nearest-neighbour search on the
+        prepared embedding and the pure score (tens of µs; safe on the event loop)."""
+        understood, margin = message.understood()
+        novelty = prepared.index.novelty(prepared.vector, [understood])[0]
+        signals = Signals(text=prepared.text, intent=message.intent,
+                          confidence=message.confidence, margin=margin, novelty=novelty,
+                          sentiment=prepared.sentiment, rule_hits=prepared.rule_hits)
+        return assess(signals, history, self.thresholds, self.weights)
 
     def measure(self, messages: Sequence[Message]) -> list[Signals]:
         """The signals of each message: one encoder call for the whole batch."""

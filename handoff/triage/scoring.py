@@ -5,8 +5,10 @@ conversation's :class:`History` (a few numbers per earlier message, kept by the 
 conversation: :meth:`History.to_json` / :meth:`History.from_json`) and returns the
 :class:`Assessment` and the new history. Each signal adds a contribution between 0 and its
 weight; ``risk`` is their sum, capped at 1. ``action`` is ``human`` when a rule or an explicit
-request for a person says so or risk reaches ``thresholds.human``; ``review`` when a rule says
-so or risk reaches ``thresholds.review``; else ``none``. Every non-zero contribution is a
+request for a person says so, or risk reaches ``thresholds.human`` with repeated failure or an
+upset customer among the reasons (:data:`PERSON_REASONS`); ``review`` when a rule says so or
+risk reaches ``thresholds.review`` (not for a question read as out of scope: the bot declines
+it, unless the customer insists); else ``none``. Every non-zero contribution is a
 :class:`Reason` the agent sees. ``docs/triage.md`` explains each one.
 """
 
@@ -27,6 +29,13 @@ HUMAN_INTENTS: Final = frozenset({"contact_human_agent"})
 # Intents customers repeat in a normal conversation: not "going in circles".
 ROUTINE_INTENTS: Final = frozenset(
     {"affirm", "deny", "inform", "greet", "goodbye", "thank", FALLBACK_INTENT})
+OUT_OF_SCOPE_INTENT: Final = "out_of_scope"
+# What may send a conversation to a person by score: repeated failure and a customer getting
+# upset. Novelty, low confidence and the embeddings' disagreement only ever lead to review (a
+# held reply decided in seconds): a team cannot staff a person for every unusual phrasing.
+PERSON_REASONS: Final = frozenset(
+    {"repeated_fallback", "going_in_circles", "negative_sentiment", "sentiment_falling",
+     "out_of_scope_insists"})
 
 
 def _ramp(value: float, start: float, full: float) -> float:
@@ -67,6 +76,7 @@ class Weights:
     trend_bad: float = -1.0
     repeated_fallback: float = 0.5  # half at 2 fallbacks in the last 4 messages, full at 3
     going_in_circles: float = 0.4  # the same intent 3 times in the last 4 messages
+    out_of_scope_insists: float = 0.5  # out of scope twice in a row: reaches review
 
 
 @dataclass(frozen=True)
@@ -198,6 +208,10 @@ def _signal_reasons(s: Signals, history: History, w: Weights) -> list[Reason]:
         add("repeated_fallback", w.repeated_fallback, min(1.0, (fallbacks - 1) / 2),
             f"The assistant failed to understand {fallbacks} of the last "
             f"{min(4, len(history.fallbacks) + 1)} messages.")
+    if s.intent == OUT_OF_SCOPE_INTENT and history.intents[-1:] == (OUT_OF_SCOPE_INTENT,):
+        add("out_of_scope_insists", w.out_of_scope_insists, 1.0,
+            "The customer asks again for something the assistant declined as outside the "
+            "shop's scope.")
     if s.intent is not None and s.intent not in ROUTINE_INTENTS:
         repeats = sum(1 for i in history.intents[-3:] if i == s.intent) + 1
         if repeats >= 3:
@@ -205,6 +219,20 @@ def _signal_reasons(s: Signals, history: History, w: Weights) -> list[Reason]:
                 f"The customer has asked for {s.intent} {repeats} times in the last "
                 f"{min(4, len(history.intents) + 1)} messages.")
     return reasons
+
+
+def _by_score(signals: Signals, reasons: list[Reason], risk: float,
+              thresholds: Thresholds) -> str:
+    """The action the risk alone leads to. A person only when a :data:`PERSON_REASONS` reason
+    is among those that made the risk; otherwise review at most. A question the NLU read as
+    out of scope gets the bot's polite refusal (nothing held: such questions are novel by
+    nature), unless a person reason (the customer insists, is upset) says otherwise."""
+    person = any(r.code in PERSON_REASONS for r in reasons)
+    if signals.intent == OUT_OF_SCOPE_INTENT and not person:
+        return "none"
+    if risk >= thresholds.human and person:
+        return "human"
+    return "review" if risk >= thresholds.review else "none"
 
 
 def assess(signals: Signals, history: History = History(),
@@ -222,9 +250,7 @@ def assess(signals: Signals, history: History = History(),
         reasons.append(Reason("human_request", "The customer asks for a person.", 1.0))
         forced = "human"
     risk = round(min(1.0, sum(r.contribution for r in reasons)), 4)
-    by_score = ("human" if risk >= thresholds.human else
-                "review" if risk >= thresholds.review else "none")
-    action = max(forced, by_score, key=ACTIONS.index)
+    action = max(forced, _by_score(signals, reasons, risk, thresholds), key=ACTIONS.index)
     reasons.sort(key=lambda r: -r.contribution)
     n = signals.novelty
     measures: dict[str, float | str | None] = {

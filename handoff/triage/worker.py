@@ -26,7 +26,7 @@ from typing import TypeVar
 from handoff.triage.clustering import Cluster
 from handoff.triage.corpus import read_corpus
 from handoff.triage.encoder import Encoder, load_encoder
-from handoff.triage.engine import Message, Triage, TriageConfig
+from handoff.triage.engine import Message, Prepared, Triage, TriageConfig
 from handoff.triage.index import EmbeddingIndex, Suggestion
 from handoff.triage.scoring import Assessment, History
 
@@ -36,9 +36,8 @@ T = TypeVar("T")
 
 @dataclass
 class _Request:
-    message: Message
-    history: History
-    future: asyncio.Future[tuple[Assessment, History]]
+    text: str
+    future: asyncio.Future[Prepared]
 
 
 class TriageWorker:
@@ -99,14 +98,28 @@ class TriageWorker:
 
     async def assess(self, message: Message, history: History = History()
                      ) -> tuple[Assessment, History]:
-        """The assessment of one customer message and the conversation's new history."""
+        """The assessment of one customer message and the conversation's new history, wholly
+        on the worker thread (for bulk use; the gateway's turns use :meth:`prepare` and
+        :meth:`finish`)."""
+        prepared = await self.prepare(message.text)
+        return await self._call(self.triage.finish, prepared, message, history)
+
+    async def prepare(self, text: str) -> Prepared:
+        """The part of an assessment that needs only the text (the embedding: the slow part),
+        on the worker thread, batched with other messages under load. Start it while Rasa
+        reads the same message; :meth:`finish` it with the NLU result."""
         if self._pump is None:
             raise RuntimeError("TriageWorker.start() was not awaited")
-        future: asyncio.Future[tuple[Assessment, History]] = \
-            asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(message, history, future))
+        future: asyncio.Future[Prepared] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(text, future))
         self._wakeup.set()
         return await future
+
+    def finish(self, prepared: Prepared, message: Message,
+               history: History = History()) -> tuple[Assessment, History]:
+        """The assessment of a :meth:`prepare`-d message with its NLU result: a search over
+        the index and the pure score, tens of µs, done where it is called (the event loop)."""
+        return self.triage.finish(prepared, message, history)
 
     async def _run(self) -> None:
         while True:
@@ -118,10 +131,10 @@ class TriageWorker:
                 batch = [r for r in batch if not r.future.done()]  # cancelled by the caller
                 if not batch:
                     continue
-                items = [(r.message, r.history) for r in batch]
+                texts = [r.text for r in batch]
                 self._running = batch
                 try:
-                    results = await self._call(self.triage.assess_batch, items)
+                    results = await self._call(self.triage.prepare, texts)
                 except Exception as exc:  # noqa: BLE001 - every waiter gets the error
                     log.exception("triage of %d messages failed", len(batch))
                     for request in batch:

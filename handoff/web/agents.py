@@ -202,6 +202,19 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
         await store.get_conversation(conversation_id)
         return json({"suggestions": await conversations.suggestions(conversation_id)})
 
+    @app.post("/api/conversations/<conversation_id:str>/suggestions/rating",
+              name="rate_suggestion")
+    async def _rate(request: Request, conversation_id: str) -> HTTPResponse:
+        user = await agent(request)
+        body = json_body(request)
+        value = body.get("rating")
+        if isinstance(value, bool) or value not in (1, -1):
+            raise BadRequest("'rating' must be 1 (useful) or -1 (not useful)")
+        rating = await store.rate_suggestion(
+            conversation_id, agent=user.username, rating=int(value),
+            suggestion=text_field(body, "suggestion", 200))
+        return json({"rating": to_json(rating)}, status=201)
+
     @app.get("/api/domain", name="domain")
     async def _domain(request: Request) -> HTTPResponse:
         await agent(request)

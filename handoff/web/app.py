@@ -9,9 +9,12 @@ the one :class:`~handoff.web.notifier.SocketNotifier`, and the faces in front of
   (:mod:`handoff.web.customers`);
 * **agents** on the JSON API and the ``/agent`` namespace (:mod:`handoff.web.agents`, login in
   :mod:`handoff.web.login`), **trainers** also on the corrections and models API
-  (:mod:`handoff.web.trainers`, :mod:`handoff.web.models`), all listed in the OpenAPI document
+  (:mod:`handoff.web.trainers`, :mod:`handoff.web.models`), **leads** on the dashboard's
+  figures (:mod:`handoff.web.dashboard`), all listed in the OpenAPI document
   at ``/api/openapi.json`` (:mod:`handoff.web.openapi`) and ``docs/api.md``;
 * the pages: the demo shop with the widget, and the console (:mod:`handoff.web.pages`).
+
+Prometheus scrapes ``GET /metrics`` (:func:`handoff.web.dashboard.register_prometheus`).
 
 One Socket.IO server (``python-socketio``, ``async_mode="sanic"``, path ``/socket.io``).
 Errors answer ``{"error", "message"}`` with the status of the exception (:mod:`handoff.errors`,
@@ -31,6 +34,7 @@ from sanic.response import HTTPResponse, json
 
 from handoff.conversation import router as r
 from handoff.conversation.rasa_client import RasaClient
+from handoff.conversation.instruments import Instruments
 from handoff.conversation.shell import Conversations
 from handoff.conversation.triage_link import TriageLink
 from handoff.errors import HandoffError
@@ -43,6 +47,7 @@ from handoff.triage import TriageConfig
 from handoff.web.agents import register_agent_api
 from handoff.web.auth import FIRST_ADMIN, ensure_first_admin
 from handoff.web.customers import register_customer_protocol
+from handoff.web.dashboard import register_dashboard_api, register_prometheus
 from handoff.web.http import error_body
 from handoff.web.login import register_login
 from handoff.web.models import register_models_api
@@ -71,12 +76,14 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     notifier = SocketNotifier(sio)
     triage = TriageLink(TriageConfig.from_settings(settings)) if (
         settings.triage_enabled) else None
+    instruments = Instruments()
     conversations = Conversations(store, rasa, notifier,
-                                  review_timeout=settings.review_timeout, triage=triage)
+                                  review_timeout=settings.review_timeout, triage=triage,
+                                  instruments=instruments)
     supervisor = (Supervisor(settings.supervisor_url, settings.rasa_token)
                   if settings.supervisor_url else None)
-    deploys = Deploys(settings, store, rasa, supervisor, notifier, triage)
-    retraining = Retraining(store, supervisor, notifier, deploys.live)
+    deploys = Deploys(settings, store, rasa, supervisor, notifier, triage, instruments)
+    retraining = Retraining(store, supervisor, notifier, deploys.live, instruments)
     app.ctx.notifier = notifier  # not the server: every emit goes through the notifier
     app.ctx.conversations = conversations
     app.ctx.deploys = deploys
@@ -128,5 +135,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     register_trainer_api(app, settings=settings, store=store, triage=triage)
     register_models_api(app, settings=settings, store=store, deploys=deploys,
                         retraining=retraining)
+    register_dashboard_api(app, settings=settings, store=store)
+    register_prometheus(app, settings=settings, store=store, notifier=notifier,
+                        instruments=instruments)
     register_pages(app, settings)
     return app

@@ -53,6 +53,8 @@ def error_body(exc: Exception) -> tuple[dict[str, Any], int]:
     than a gateway or router error is raised again."""
     if isinstance(exc, HandoffError):
         return exc.to_dict(), exc.status
+    if isinstance(exc, r.AlreadyOwned):  # who has it: the console names them
+        return {"error": error_code(exc), "message": str(exc), "owner": exc.owner}, exc.status
     if isinstance(exc, r.RouterError):
         return {"error": error_code(exc), "message": str(exc)}, exc.status
     raise exc

@@ -73,3 +73,9 @@ class SocketNotifier:
         await self._sio.enter_room(sid, _agent_room(username), namespace=AGENT_NAMESPACE)
         if trainer:
             await self._sio.enter_room(sid, _TRAINERS_ROOM, namespace=AGENT_NAMESPACE)
+
+    def connections(self) -> dict[str, int]:
+        """Open Socket.IO connections on this node, by namespace ('/' customers, '/agent')."""
+        manager = self._sio.manager
+        return {ns: sum(1 for _ in manager.get_participants(ns, None))
+                for ns in ("/", AGENT_NAMESPACE)}

@@ -11,7 +11,9 @@ import re
 from functools import cache
 from typing import Any
 
+from handoff.learning.metrics import METRICS
 from handoff.web.agents import ACTIONS
+from handoff.web.dashboard import DASHBOARD_ROLE
 
 __all__ = ["openapi_document"]
 
@@ -65,6 +67,41 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
 def openapi_path(route_path: str) -> str:
     """Sanic's ``/a/<id:str>`` as OpenAPI's ``/a/{id}``."""
     return "/" + re.sub(r"<(\w+):\w+>", r"{\1}", route_path.strip("/"))
+
+
+def _dashboard_paths() -> dict[str, dict[str, Any]]:
+    """The dashboard's endpoints (:mod:`handoff.web.dashboard`, docs/metrics.md)."""
+    who = f"{DASHBOARD_ROLE.capitalize()}s and above"
+    filters = [
+        {"name": "since", "in": "query", "description": "ISO 8601 date or time (UTC unless "
+         "given); default: 30 days before until", "schema": {"type": "string"}},
+        {"name": "until", "in": "query", "description": "ISO 8601, exclusive; default: now",
+         "schema": {"type": "string"}},
+        {"name": "intent", "in": "query", "description": "the first customer intent",
+         "schema": {"type": "string"}},
+        {"name": "agent", "in": "query", "description": "conversations this agent owned or "
+         "decided in", "schema": {"type": "string"}},
+        {"name": "model", "in": "query", "description": "the model version",
+         "schema": {"type": "string"}}]
+    return {
+        "/api/metrics": {"get": _operation(
+            f"{who}: every Humans + Machines figure of the conversations created in the "
+            "period (docs/metrics.md), and the model deploys of the period.",
+            _json({"type": "object", "properties": {
+                "filter": _OBJECT, "deploys": {"type": "array", "items": _OBJECT},
+                **{m: _OBJECT for m in METRICS}}}),
+            statuses=(400, 401, 403), parameters=filters)},
+        "/api/metrics/<metric:str>": {"get": _operation(
+            f"{who}: one figure ({', '.join(METRICS)}), with its splits and its series by "
+            "day.",
+            _json({"type": "object", "properties": {"filter": _OBJECT, "deploys": {
+                "type": "array", "items": _OBJECT}}}),
+            statuses=(400, 401, 403, 404), parameters=filters)},
+        "/api/metrics/<metric:str>/csv": {"get": _operation(
+            f"{who}: one figure as CSV, one metric,path,value row per number.",
+            {"description": "OK", "content": {"text/csv": {"schema": {"type": "string"}}}},
+            statuses=(400, 401, 403, 404), parameters=filters)},
+    }
 
 
 @cache
@@ -204,6 +241,13 @@ def openapi_document() -> dict[str, Any]:
     paths["/api/models/rollback"] = {"post": _operation(
         "Trainers: put the model live before the current one back, the same way.",
         _json(deploy, "Started"), ok_status=202, statuses=(401, 403, 409, 503))}
+    paths[f"{conversation}/suggestions/rating"] = {"post": _operation(
+        "Rate a suggested reply with one click: rating 1 (useful) or -1 (not); stored for the "
+        "dashboard's agent enablement score.", _json({"type": "object", "properties": {
+            "rating": _OBJECT}}, "Created"), ok_status=201, statuses=(400, 401, 403, 404),
+        body=_body({"suggestion": {"type": "string"},
+                    "rating": {"type": "integer", "enum": [1, -1]}}, ["suggestion", "rating"]))}
+    paths.update(_dashboard_paths())
     for action in ACTIONS:
         path = f"{conversation}/{action.path}"
         paths[path] = {"post": _operation(

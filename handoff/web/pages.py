@@ -12,7 +12,8 @@
 ``GET /vendor/<name>``                JavaScript libraries from ``node_modules`` (npm, through
                                       ``package.json``): ``socket.io.min.js`` (classic script,
                                       for the widget), ``socket.io.esm.min.js`` (ES module, for
-                                      the console) and their source maps
+                                      the console) and their source maps; ``chart.umd.min.js``
+                                      (Chart.js, the Dashboard's charts)
 ====================================  ==========================================================
 
 The pages are plain files with small ES modules, no build step. Every page answer carries a
@@ -39,9 +40,10 @@ STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 NODE_MODULES: Final = PROJECT_ROOT / "node_modules"
 
 VENDOR_FILES: Final[Mapping[str, str]] = {
-    name: f"socket.io-client/dist/{name}"
-    for name in ("socket.io.min.js", "socket.io.min.js.map",
-                 "socket.io.esm.min.js", "socket.io.esm.min.js.map")
+    **{name: f"socket.io-client/dist/{name}"
+       for name in ("socket.io.min.js", "socket.io.min.js.map",
+                    "socket.io.esm.min.js", "socket.io.esm.min.js.map")},
+    **{name: f"chart.js/dist/{name}" for name in ("chart.umd.min.js", "chart.umd.min.js.map")},
 }
 
 _CSP: Final = "; ".join((

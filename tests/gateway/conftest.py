@@ -135,8 +135,8 @@ def _start_gateway(tmp: Path, rasa_url: str, rasa_token: str,
         try:
             if requests.get(f"{url}/api/health", timeout=2).status_code == 200:
                 break
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or slow while triage's model loads on a busy machine
         if time.monotonic() > deadline:
             _stop(process)
             raise RuntimeError(f"the gateway did not start:\n{gateway.log_tail()}")

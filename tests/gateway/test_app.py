@@ -206,7 +206,8 @@ async def test_second_agents_takeover_is_refused_with_409(
                            headers=alice)).status_code == 200
     resp = await api.post(f"/api/conversations/{session_id}/takeover", headers=bob)
     assert resp.status_code == 409
-    assert resp.json() == {"error": "already_owned", "message": "conversation is owned by alice"}
+    assert resp.json() == {"error": "already_owned", "message": "conversation is owned by alice",
+                           "owner": "alice"}
     conversation = await store.get_conversation(session_id)
     assert (conversation.mode, conversation.owner) == ("human", "alice")
     resp = await api.post(f"/api/conversations/{session_id}/messages", headers=bob,

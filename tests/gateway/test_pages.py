@@ -650,7 +650,7 @@ def test_the_role_decides_what_the_console_shows(scene: Scene, gateway: Gateway)
 
     tina = Console(erin.page.context, gateway, scene.watch, "tina").login()
     nav = tina.page.get_by_role("navigation", name="Sections")
-    expect(nav.get_by_role("link")).to_have_text(["Conversations", "Training"])
+    expect(nav.get_by_role("link")).to_have_text(["Conversations", "Training", "Dashboard"])
     expect(tina.page.get_by_role("heading", name="Training")).to_be_visible()
     # the trainer's panel: triage is off in this gateway, so no emerging needs; the agents'
     # corrections from the tests before wait for review

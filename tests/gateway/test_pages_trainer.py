@@ -59,6 +59,8 @@ def test_a_trainer_turns_an_emerging_need_into_nlu_examples(
         if need.count():
             break
         panel.get_by_role("button", name="Refresh").click()
+        # one load at a time: a slower one finishing later would redraw the form under us
+        expect(panel.locator("#needs")).not_to_contain_text("Looking for emerging needs")
         tina.page.wait_for_timeout(500)
     expect(need).to_be_visible()
     # the customer's markup is text in the panel, not elements (PageWatch fails on the alert

@@ -19,6 +19,7 @@ from handoff.conversation.router import (
     Continuation,
     CorrectionKind,
     CustomerMessage,
+    DecidedByOther,
     Edit,
     Effect,
     Event,
@@ -39,6 +40,7 @@ from handoff.conversation.router import (
     RasaHandleMessage,
     RasaRelabel,
     RasaResult,
+    RasaRetract,
     RecordCorrection,
     Relabel,
     ReplaceAction,
@@ -259,6 +261,39 @@ def test_triage_review_holds_replies_for_any_agent_until_one_acts() -> None:
     assert effects[-1] == status(Mode.REVIEW, BOB)
     with pytest.raises(NotOwner):
         step(state, HandBack(agent_id=ANN))
+
+
+def test_a_reply_triage_judges_risky_is_held_before_the_customer_sees_it() -> None:
+    state, _ = step(new(), msg(1))
+    flag = TriageFlag(detail="risk 0.6: neighbours disagree")
+    state, effects = step(state, RasaResult(call_id=1, parse=GREET_PARSE, executed=(GREET,),
+                                            model_id="model-7", triage=flag))
+    # nothing is sent: what Rasa said is taken back and asked for again, held
+    assert effects == (RasaRetract(conversation_id=CID, call_id=2, then=Continuation.HOLD,
+                                   message=msg(1), parse=GREET_PARSE),
+                       status(Mode.REVIEW, reason=QueueReason.TRIAGE, detail=flag.detail))
+    state, effects = step(state, RasaResult(call_id=2, parse=GREET_PARSE, held=GREET,
+                                            model_id="model-7"))
+    reply = PendingReply(reply_id=2, message_id="m1", action=GREET, parse=GREET_PARSE,
+                         model_id="model-7")
+    assert effects == (ShowPendingReply(conversation_id=CID, agent_id=None, reply=reply),)
+
+
+def test_a_judged_reply_that_ran_a_custom_action_goes_out_and_the_next_ones_are_held() -> None:
+    state, _ = step(new(), msg(1))
+    ran = BotAction(name="action_check_order", messages=({"text": "It shipped."},))
+    state, effects = step(state, RasaResult(call_id=1, parse=GREET_PARSE, executed=(ran,),
+                                            triage=TriageFlag(detail="novel")))
+    assert effects == (send("action_check_order", {"text": "It shipped."}),
+                       status(Mode.REVIEW, reason=QueueReason.TRIAGE, detail="novel"))
+    # a person-level judgement: the reply goes, then the queue
+    state, _ = step(new(), msg(1))
+    state, effects = step(state, RasaResult(
+        call_id=1, parse=GREET_PARSE, executed=(GREET,),
+        triage=TriageFlag(detail="risk 0.95", action=TriageAction.HUMAN)))
+    assert effects == (send("utter_greet", *GREET.messages),
+                       notify(Notice.HANDOFF_QUEUED, QueueReason.HIGH_RISK),
+                       status(Mode.BOT, reason=QueueReason.HIGH_RISK, detail="risk 0.95"))
 
 
 def test_an_unowned_held_reply_goes_out_unchanged_when_no_agent_decides_in_time() -> None:
@@ -600,7 +635,7 @@ ERRORS: list[tuple[str, Any, Event, type[RouterError], int]] = [
      InvalidTransition, 409),
     ("hand back in bot mode", new, HandBack(agent_id=ANN), InvalidTransition, 409),
     ("review off in bot mode", new, SetReview(agent_id=ANN, on=False), InvalidTransition, 409),
-    ("decision by a non-owner", pending, Approve(agent_id=BOB, reply_id=1), NotOwner, 403),
+    ("decision by a non-owner", pending, Approve(agent_id=BOB, reply_id=1), DecidedByOther, 409),
     ("decision without a pending reply", waiting_for_rasa_in_review,
      Approve(agent_id=ANN, reply_id=1), NoPendingReply, 409),
     ("decision on a stale reply", pending, Approve(agent_id=ANN, reply_id=9), StaleReply, 409),

@@ -64,6 +64,51 @@ async def test_a_legal_threat_goes_to_a_person_before_the_bot_answers(
     assert "legal" in conversation.state["queue_detail"].lower()
 
 
+MISREAD = "Order 633271: wrong house number, it's 18 not 81"
+"""A held-out example of change_shipping_address the model reads as inform (0.94); triage's
+embeddings disagree (review, 0.72 at the default weights)."""
+
+
+async def test_a_misread_is_held_before_it_reaches_the_customer(
+    gateway: Gateway, rasa_stack: Stack, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    await _ready(api)
+    vic = await agent_login(store, api, "vic")
+    console, pending = await agent_console(gateway, vic, "pending_reply")
+    try:
+        session_id = await widget.session()
+        await widget.say(session_id, MISREAD)
+        held = await _next(pending, session_id)
+        assert held["owner"] is None
+        assert held["reply"]["parse"]["intent"] == "inform"
+        assert held["reply"]["action"]["name"] == "utter_inform_what_for"
+        await widget.nothing()  # the misread's reply never reached the customer
+        conversation = await store.get_conversation(session_id)
+        assert (conversation.mode, conversation.owner, conversation.queue_reason) == (
+            "review", None, "triage")
+        assert [m.sender for m in await store.list_messages(session_id)] == ["customer"]
+        # Rasa's reply was taken back (rewind) and the message logged again as it was read,
+        # entities and all: the tracker holds it once, with no reply yet
+        async with httpx.AsyncClient() as rasa:
+            tracker = (await rasa.get(
+                f"{rasa_stack.rasa_url}/conversations/{session_id}/tracker",
+                params={"token": rasa_stack.token})).json()
+        said = [e for e in tracker["events"] if e["event"] in ("user", "bot", "rewind")]
+        assert [e["event"] for e in said] == ["user", "bot", "rewind", "user"]
+        assert said[-1]["parse_data"]["intent"]["name"] == "inform"
+        assert tracker["slots"].get("order_id") == "633271"
+        # the agent relabels it; the customer gets the answer to what they meant
+        resp = await api.post(
+            f"/api/conversations/{session_id}/replies/{held['reply']['reply_id']}/decision",
+            headers=vic, json={"type": "relabel", "intent": "change_shipping_address"})
+        assert resp.status_code == 200, resp.text
+        held = await _next(pending, session_id)
+        assert held["owner"] == "vic"
+        assert held["reply"]["action"]["name"] != "utter_inform_what_for"
+    finally:
+        await console.disconnect()
+
+
 async def test_a_review_rule_holds_the_reply_for_any_agent_then_releases_it(
     gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
 ) -> None:
@@ -95,6 +140,76 @@ async def test_a_review_rule_holds_the_reply_for_any_agent_then_releases_it(
         assert resp.status_code == 200, resp.text
         assert resp.json()["conversation"]["owner"] == "nia"
         assert (await widget.next())[0] == "bot_uttered"
+    finally:
+        await console.disconnect()
+
+
+async def test_two_agents_decide_the_same_unowned_held_reply_and_the_first_wins(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    wes = await agent_login(store, api, "wes")
+    xia = await agent_login(store, api, "xia")
+    wes_console, wes_held = await agent_console(gateway, wes, "pending_reply")
+    xia_console, xia_held = await agent_console(gateway, xia, "pending_reply")
+    decided: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_decided(data: dict[str, Any]) -> None:
+        await decided.put(data)
+
+    xia_console.on("reply_decided", on_decided, namespace="/agent")
+    try:
+        session_id = await widget.session()
+        await widget.say(session_id, "please delete my account")  # a review rule
+        held = await _next(wes_held, session_id)
+        assert held == await _next(xia_held, session_id)  # both see the decision card
+        reply_id = held["reply"]["reply_id"]
+
+        async def decide(console: Any, body: dict[str, Any]) -> dict[str, Any]:
+            answer: dict[str, Any] = await console.call(
+                "decision", {"conversation_id": session_id, "reply_id": reply_id, **body},
+                namespace="/agent", timeout=WAIT)
+            return answer
+
+        # both decide at once; the conversation's lock orders them: the first one wins
+        first, second = await asyncio.gather(
+            decide(wes_console, {"type": "write", "text": "Wes here: I can help with that."}),
+            decide(xia_console, {"type": "approve"}))
+        winner, loser = ("wes", second) if "conversation" in first else ("xia", first)
+        assert (loser["status"], loser["error"], loser["owner"]) == (
+            409, "decided_by_other", winner)
+        assert _next_decided_by(await _next(decided, session_id)) == (reply_id, winner)
+        kind, data = await widget.next()
+        assert kind == "bot_uttered"  # one answer only: the winner's
+        await widget.nothing()
+        conversation = await store.get_conversation(session_id)
+        assert (conversation.mode, conversation.owner) == ("review", winner)
+        [correction] = await store.list_corrections(conversation_id=session_id)
+        assert correction.agent == winner
+    finally:
+        await wes_console.disconnect()
+        await xia_console.disconnect()
+
+
+def _next_decided_by(push: dict[str, Any]) -> tuple[int, str]:
+    return push["reply_id"], push["agent"]
+
+
+async def test_an_out_of_scope_question_gets_the_bots_refusal_not_an_agent(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    await _ready(api)
+    yan = await agent_login(store, api, "yan")
+    console, risks = await agent_console(gateway, yan, "risk")
+    try:
+        session_id = await widget.session()
+        await widget.say(session_id, "who painted the mona lisa")
+        kind, data = await widget.next()
+        assert kind == "bot_uttered" and "not something I can help with" in data["text"]
+        pushed = await _next(risks, session_id)
+        assert pushed["measures"]["intent"] == "out_of_scope"
+        assert pushed["action"] == "none"  # scored and shown to agents, not held
+        conversation = await store.get_conversation(session_id)
+        assert (conversation.mode, conversation.queue_reason) == ("bot", None)
     finally:
         await console.disconnect()
 

@@ -132,7 +132,24 @@ def test_thresholds_decide_the_action() -> None:
     signals = Signals("hmm", intent="nlu_fallback", confidence=0.3, margin=0.0)  # risk 0.7
     assert assess(signals, thresholds=Thresholds(review=0.8, human=0.9))[0].action == "none"
     assert assess(signals, thresholds=Thresholds(review=0.5, human=0.9))[0].action == "review"
-    assert assess(signals, thresholds=Thresholds(review=0.5, human=0.7))[0].action == "human"
+    # low confidence alone never reaches a person, however high the risk: review at most
+    assert assess(signals, thresholds=Thresholds(review=0.5, human=0.7))[0].action == "review"
+    failing = History(("nlu_fallback",), (0.0,), (True,))  # repeated failure: a person
+    assert assess(signals, failing, Thresholds(review=0.5, human=0.7))[0].action == "human"
+
+
+def test_out_of_scope_gets_the_bots_refusal_unless_the_customer_insists() -> None:
+    novel = Novelty(intent="out_of_scope", intent_distance=0.8, overall_distance=0.8,
+                    nearest_intent="out_of_scope", nearest_example="what's the weather")
+    asked = Signals("who painted the mona lisa", intent="out_of_scope", confidence=0.4,
+                    margin=0.05, novelty=novel)
+    first, history = assess(asked)
+    assert first.risk >= 0.9 and first.action == "none"  # scored and shown, not held
+    again, _ = assess(asked, history)
+    assert again.action == "human" and again.reasons[0].code == "out_of_scope_insists"
+    upset = Signals("who painted it, you useless thing", intent="out_of_scope",
+                    confidence=0.9, margin=0.8, sentiment=-0.8)
+    assert assess(upset, thresholds=Thresholds(review=0.2))[0].action == "review"
 
 
 def test_history_is_plain_json_and_bounded() -> None:

@@ -8,6 +8,7 @@ export class ApiError extends Error {
     super((body && body.message) || `HTTP ${status}`);
     this.status = status;
     this.code = (body && body.error) || "http_error";
+    this.body = body || null;
   }
 }
 

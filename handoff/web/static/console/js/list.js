@@ -73,7 +73,7 @@ export class ConversationList {
   priority(c) {
     if (c.mode === "closed") return false;
     return Boolean(c.queued) || (typeof c.risk === "number" && c.risk >= RISKY)
-      || (Boolean(c.pending) && c.owner === this.me);
+      || (Boolean(c.pending) && (!c.owner || c.owner === this.me));
   }
 
   /** Since when the customer has waited for an answer, or null. */
@@ -108,7 +108,7 @@ export class ConversationList {
     },
     h("span", { class: "conv-top" },
       h("span", { class: `badge mode ${c.mode}`, text: MODES[c.mode] || c.mode }),
-      c.pending && c.owner === this.me ? h("span", { class: "badge decide", text: "Needs decision" }) : null,
+      c.pending && (!c.owner || c.owner === this.me) ? h("span", { class: "badge decide", text: "Needs decision" }) : null,
       reason ? h("span", { class: "badge queued", text: reason }) : null,
       typeof c.risk === "number" ? h("span", {
         class: `badge risk ${c.risk >= RISKY ? "high" : ""}`, text: `risk ${pct(c.risk)}` }) : null,

@@ -8,6 +8,7 @@ import { Notes } from "./notes.js";
 import { PendingCard } from "./pending.js";
 import { ModelsPanel } from "./models.js";
 import { TrainerPanel } from "./trainer.js";
+import { Dashboard } from "./dashboard.js";
 import { renderTranscript } from "./transcript.js";
 
 const ROLES = ["agent", "trainer", "admin"];
@@ -37,6 +38,7 @@ function showError(err) {
 function showLogin(message) {
   if (live) { live.disconnect(); live = null; }
   $("#app").hidden = true;
+  $("#dashboard").hidden = true;
   $("#login").hidden = false;
   $("#whoami").hidden = true;
   $("#login-error").textContent = message || "";
@@ -100,6 +102,11 @@ async function startApp() {
     message: (m) => { list.onMessage(m); touched(m.conversation_id); },
     status: (s) => { list.onStatus(s); touched(s.conversation_id); },
     pending_reply: (p) => { list.onPending(p.conversation_id, true); touched(p.conversation_id); },
+    reply_decided: (d) => {
+      list.onPending(d.conversation_id, false);
+      if (current && current.id === d.conversation_id) pending.decided(d, api.username);
+      touched(d.conversation_id);
+    },
     suggestion: (s) => { suggestions.set(s.conversation_id, s); if (current && current.id === s.conversation_id) renderSuggestions(); },
     rasa_error: (e) => { if (current && current.id === e.conversation_id) showError(`Rasa: ${e.error}`); },
     note: (n) => notes.onPush(n),
@@ -143,7 +150,25 @@ const pending = new PendingCard($("#pending"), {
 });
 const notes = new Notes($("#notes"), api, showError);
 
+let dashboard = null; // the Dashboard section (trainers and admins)
+
+/** #dashboard shows the Dashboard instead of the conversations (leads and trainers only). */
+function showDashboard() {
+  const wanted = location.hash === "#dashboard" && ROLES.indexOf(api.role) >= ROLES.indexOf("trainer");
+  $("#dashboard").hidden = !wanted;
+  $("#app").hidden = wanted;
+  if (wanted) {
+    if (!dashboard) {
+      dashboard = new Dashboard($("#dashboard"), api, showError);
+      $("#dash-export").onclick = () => dashboard.exportCsv();
+    }
+    dashboard.load();
+  }
+  return wanted;
+}
+
 function route() {
+  if (showDashboard()) return;
   const match = /^#c=(.+)$/.exec(location.hash);
   const id = match ? decodeURIComponent(match[1]) : null;
   if (!id) {
@@ -158,7 +183,7 @@ function route() {
   if (!current || current.id !== id) {
     current = { id, detail: null };
     $("#notes").hidden = false;
-    pending.hide();
+    pending.clear();
     notes.load(id);
     renderSuggestions();
   }
@@ -222,13 +247,15 @@ function renderConversation(detail) {
   $("#compose").hidden = !(router.mode === "human" && mine);
   renderTranscript($("#transcript"), detail.messages || []);
   const reply = router.pending_reply;
-  if (reply && mine && router.mode === "review") {
+  // an unowned (triage) review's held reply is every agent's to decide: the first decision wins
+  const decidable = Boolean(reply) && router.mode === "review" && (mine || !router.owner);
+  if (decidable) {
     const asked = (detail.messages || []).filter((m) => m.sender === "customer").pop();
-    pending.show(conv.id, reply, asked ? asked.text : "");
+    pending.show(conv.id, reply, asked ? asked.text : "", { unowned: !router.owner });
   } else {
-    pending.hide();
+    pending.hide({ owner: router.owner, me });
   }
-  list.onPending(conv.id, Boolean(reply && mine));
+  list.onPending(conv.id, decidable);
   const messages = detail.messages || [];
   const lastCustomer = messages.filter((m) => m.sender === "customer").pop();
   const last = messages[messages.length - 1];
@@ -297,7 +324,20 @@ function renderSuggestions() {
       usedSuggestion = { text: item.text, source: item.source };
       $("#compose-text").value = item.text;
       $("#compose-text").focus();
-    } }, "Use in my reply"))));
+    } }, "Use in my reply"),
+    ...[[1, "\u{1F44D}", "Useful suggestion"], [-1, "\u{1F44E}", "Not a useful suggestion"]].map(
+      ([rating, icon, label]) => h("button", { type: "button", class: "rate", "aria-label": label,
+        onclick: (event) => rateSuggestion(item.source, rating, event.currentTarget) }, icon)))));
+}
+
+/** One click: the agent's rating of a suggestion, stored for the Dashboard (docs/metrics.md). */
+async function rateSuggestion(source, rating, button) {
+  if (!current) return;
+  try {
+    await api.act(current.id, "suggestions/rating", { suggestion: source, rating });
+    for (const b of button.parentElement.querySelectorAll("button.rate")) b.disabled = true;
+    button.setAttribute("aria-pressed", "true");
+  } catch (err) { showError(err); }
 }
 
 // ------------------------------------------------------------------ start

@@ -1,4 +1,6 @@
 // The pending-reply card (review mode): the bot's held reply and the owner's decision on it.
+// A reply held by triage in an unowned review is shown to every agent; the first decision wins
+// and the others' card gives way to a line saying who decided.
 // Shortcuts while no text field has focus: A approve, E edit, R other response, W write new,
 // I relabel intent; in the editor Ctrl+Enter sends and Escape cancels.
 import { h, pct, typingIn } from "./dom.js";
@@ -20,21 +22,51 @@ export class PendingCard {
     document.addEventListener("keydown", (event) => this.shortcut(event));
   }
 
-  show(conversationId, reply, customerText) {
+  show(conversationId, reply, customerText, { unowned = false } = {}) {
     const same = this.reply && reply && this.reply.reply_id === reply.reply_id
       && this.conversationId === conversationId;
     this.conversationId = conversationId;
     this.reply = reply;
     this.customerText = customerText;
+    this.unowned = unowned;
+    this.outcome = null;
     if (!same) this.mode = null;
     if (!same || !this.mode) this.render();
   }
 
-  hide() {
+  /** No reply to decide. ``owner``/``me``: the conversation's owner and this agent; if the
+   * card was open and someone else took the review, it says who instead of vanishing. */
+  hide({ owner = null, me = null } = {}) {
+    if (this.reply && owner && owner !== me && !this.outcome) {
+      this.outcome = `${owner} took this review: the reply is theirs to decide.`;
+    }
     this.reply = null;
     this.mode = null;
+    if (this.outcome) {
+      this.root.hidden = false;
+      this.root.replaceChildren(h("p", { class: "decided", role: "status", text: this.outcome }));
+      return;
+    }
     this.root.hidden = true;
     this.root.replaceChildren();
+  }
+
+  /** Another conversation is on screen: forget this one's card and outcome. */
+  clear() {
+    this.outcome = null;
+    this.hide();
+  }
+
+  /** A ``reply_decided`` push for the conversation on screen. */
+  decided(push, me) {
+    if (!this.reply || push.reply_id !== this.reply.reply_id || push.agent === me) return;
+    const verbs = { approve: "approved", edit: "edited", write: "replaced with their own words",
+                    replace: "replaced with another response", relabel: "relabelled" };
+    this.outcome = `${push.agent} decided this reply first (${verbs[push.decision] || push.decision}).`;
+    this.reply = null;
+    this.mode = null;
+    this.root.hidden = false;
+    this.root.replaceChildren(h("p", { class: "decided", role: "status", text: this.outcome }));
   }
 
   shortcut(event) {
@@ -64,7 +96,13 @@ export class PendingCard {
       this.hide();
       this.ctx.onDone();
     } catch (err) {
-      this.ctx.onError(err);
+      if (err.status === 409 && err.body && err.body.owner) {
+        this.outcome = `${err.body.owner} decided first: the review is theirs.`;
+        this.hide();
+        this.ctx.onDone();
+      } else {
+        this.ctx.onError(err);
+      }
     } finally {
       this.busy = false;
       this.root.removeAttribute("aria-busy");
@@ -83,7 +121,8 @@ export class PendingCard {
     }, label, " ", key(k));
     this.root.hidden = false;
     this.root.replaceChildren(
-      h("h3", { text: "The bot's reply waits for your decision" }),
+      h("h3", { text: this.unowned ? "The bot's reply is held by triage: any agent may decide"
+                                   : "The bot's reply waits for your decision" }),
       h("p", { class: "pending-customer" },
         h("span", { class: "muted", text: "Customer: " }), this.customerText || ""),
       h("p", { class: "pending-intent" },

@@ -1,0 +1,196 @@
+"""How fast the dashboard's queries are on a big store: seeds a store with a million messages
+(fast bulk inserts with the store's own table definitions) and prints each query's median
+time, for the dashboard's default period (the last 30 days), and filtered by an intent.
+The goal (docs/metrics.md "Speed"): under 200 ms each.
+
+    .venv/gateway/bin/python bench/metrics_queries.py                      # SQLite, 1,000,000
+    .venv/gateway/bin/python bench/metrics_queries.py \
+        --url postgresql+asyncpg://postgres@127.0.0.1/bench  # an empty database
+    .venv/gateway/bin/python bench/metrics_queries.py --messages 100000 --runs 3
+
+The history: conversations of ten messages (five customer turns and five bot replies) spread
+over 90 days, a quarter queued and taken over by one of eight agents, a tenth reviewed with held
+replies, a survey answer for half, four model versions deployed a month apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from handoff.learning.metrics import compute_metrics  # noqa: E402
+from handoff.store import Store  # noqa: E402
+from handoff.store.metrics import MetricFilter  # noqa: E402
+from handoff.store.schema import (  # noqa: E402
+    audit_log,
+    conversation_events,
+    conversations,
+    messages,
+    model_versions,
+    pending_replies,
+)
+
+DAYS = 90
+INTENTS = ("track_order", "cancel_order", "refund", "change_address", "greet", "thank",
+           "human_handoff", "payment_problem")
+AGENTS = tuple(f"agent{i}" for i in range(8))
+MODELS = ("m1", "m2", "m3", "m4")
+CHUNK = 20_000
+
+
+async def _insert(store: Store, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Bulk insert (executemany in chunks); every row gets the same keys (None where absent)."""
+    keys = sorted({k for row in rows for k in row})
+    rows = [{k: row.get(k) for k in keys} for row in rows]
+    for start in range(0, len(rows), CHUNK):
+        async with store._tx(write=True) as conn:
+            await conn.execute(sa.insert(table), rows[start:start + CHUNK])
+
+
+async def seed(store: Store, n_messages: int, now: datetime) -> int:
+    """Write the history; returns how many conversations."""
+    rnd = random.Random(16)
+    n_conv = n_messages // 10
+    first = now - timedelta(days=DAYS)
+    convs: list[dict[str, Any]] = []
+    msgs: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    held: list[dict[str, Any]] = []
+    audits: list[dict[str, Any]] = []
+    next_mid = 1
+    for i in range(n_conv):
+        cid = f"c{i:07d}"
+        created = first + timedelta(seconds=rnd.uniform(0, DAYS * 86400 - 3600))
+        model = MODELS[min(3, int((created - first).days / (DAYS / 4)))]
+        intent = rnd.choice(INTENTS)
+        escalated = rnd.random() < 0.25
+        reviewed = not escalated and rnd.random() < 0.13
+        t = created
+        for turn in range(5):
+            msgs.append(dict(id=next_mid, conversation_id=cid, seq=2 * turn + 1,
+                             sender="customer", text="where is my parcel", created_at=t,
+                             intent=intent if turn == 0 else rnd.choice(INTENTS),
+                             confidence=0.9, model_version=model,
+                             sentiment=round(rnd.uniform(-1, 1), 3)))
+            trigger = next_mid
+            next_mid += 1
+            t += timedelta(seconds=rnd.uniform(1, 5))
+            if reviewed:
+                decided = t + timedelta(seconds=rnd.uniform(3, 60))
+                held.append(dict(conversation_id=cid, created_at=t, trigger_message_id=trigger,
+                                 action="utter_x", messages=[{"text": "x"}], model_version=model,
+                                 status="decided", decision=rnd.choice(("approved", "edited")),
+                                 decided_by=AGENTS[i % 8], decided_at=decided))
+                t = decided
+            msgs.append(dict(id=next_mid, conversation_id=cid, seq=2 * turn + 2, sender="bot",
+                             text="it is on its way", created_at=t, action="utter_x",
+                             model_version=model))
+            next_mid += 1
+            t += timedelta(seconds=rnd.uniform(10, 120))
+        agent = AGENTS[i % 8]
+        if escalated:
+            queued = created + timedelta(seconds=30)
+            taken = queued + timedelta(seconds=rnd.uniform(5, 600))
+            events += [dict(conversation_id=cid, created_at=queued, cause="RasaAnswer",
+                            mode_from="bot", mode="bot", queued=True, queue_reason="triage"),
+                       dict(conversation_id=cid, created_at=taken, cause="TakeOver",
+                            actor=agent, mode_from="bot", mode="human", owner=agent,
+                            queued=False)]
+            audits.append(dict(created_at=taken + timedelta(seconds=20), actor=agent,
+                               action="message", target=f"conversation:{cid}",
+                               details={"suggestion": "response:utter_x"}
+                               if rnd.random() < 0.5 else None))
+        closed = t + timedelta(seconds=5)
+        events.append(dict(conversation_id=cid, created_at=closed, cause="Close",
+                           actor=agent if escalated else None,
+                           mode_from="human" if escalated else "bot", mode="closed",
+                           queued=False))
+        convs.append(dict(id=cid, created_at=created, updated_at=closed, mode="closed",
+                          queued=False, closed_at=closed, version=3, last_seq=10,
+                          effort_score=rnd.randint(1, 7) if rnd.random() < 0.5 else None))
+    await _insert(store, conversations, convs)
+    await _insert(store, messages, msgs)
+    await _insert(store, conversation_events, events)
+    await _insert(store, pending_replies, held)
+    await _insert(store, audit_log, audits)
+    await _insert(store, model_versions, [
+        dict(model_id=m, file=f"{m}.tar.gz", status="live" if m == "m4" else "retired",
+             created_at=first + timedelta(days=k * DAYS / 4),
+             deployed_at=first + timedelta(days=k * DAYS / 4), deployed_by="bench")
+        for k, m in enumerate(MODELS)])
+    await _insert(store, audit_log, [
+        dict(created_at=first + timedelta(days=k * DAYS / 4), actor="bench",
+             action="model_deployed", target=f"model:{m}") for k, m in enumerate(MODELS)])
+    async with store._tx(write=True) as conn:
+        await conn.execute(sa.text("ANALYZE"))  # the planner's statistics, as in production
+    return n_conv
+
+
+async def median_ms(work: Callable[[], Awaitable[Any]], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await work()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="a store URL (default: a new SQLite file in a temp dir); "
+                        "its tables are created and filled: use an empty database")
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.url or f"sqlite+aiosqlite:///{tmp}/bench.db"
+        store = Store(url)
+        await store.migrate()
+        now = datetime.now(timezone.utc)
+        started = time.perf_counter()
+        n_conv = await seed(store, args.messages, now)
+        print(f"{store.dialect}: seeded {args.messages:,} messages in {n_conv:,} conversations "
+              f"over {DAYS} days in {time.perf_counter() - started:.0f} s")
+        periods = {
+            "last 30 days": MetricFilter(now - timedelta(days=30), now),
+            "last 30 days, intent=refund": MetricFilter(now - timedelta(days=30), now,
+                                                        intent="refund"),
+            "last 7 days, agent=agent3": MetricFilter(now - timedelta(days=7), now,
+                                                      agent="agent3"),
+        }
+        for label, f in periods.items():
+            print(f"\n{label} (median of {args.runs} runs, ms):")
+            queries: dict[str, Callable[[], Awaitable[Any]]] = {
+                "conversation_facts": lambda f=f: store.conversation_facts(f),
+                "metric_events": lambda f=f: store.metric_events(f),
+                "reviewed_replies": lambda f=f: store.reviewed_replies(f),
+                "agent_actions": lambda f=f: store.agent_actions(f),
+                "suggestion_ratings_of": lambda f=f: store.suggestion_ratings_of(f),
+                "correction_facts": lambda f=f: store.correction_facts(f),
+                "bot_turns_by_model": lambda f=f: store.bot_turns_by_model(f),
+                "model_facts": store.model_facts,
+                "deploys": lambda f=f: store.deploys(f),
+                "queue_length (Prometheus)": store.queue_length,
+                "compute_metrics (all, = GET /api/metrics)":
+                    lambda f=f: compute_metrics(store, f),
+            }
+            for name, work in queries.items():
+                print(f"  {name:44s} {await median_ms(work, args.runs):8.1f}")
+        await store.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,70 @@
+"""The gateway's operational counters for Prometheus (``GET /metrics``, docs/metrics.md
+"Prometheus"), with the official client, ``prometheus_client``.
+
+One :class:`Instruments` per app, on its own ``CollectorRegistry`` (not the client's global
+one): several apps in one process (the tests) must not share or re-register counters. The
+conversation wing records turns, Rasa's share of them, mode changes, held replies and
+decisions, and triage; the learning wing retrains and deploys; the web wing socket
+connections and, at each scrape, the queue length.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE", "Instruments"]
+
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+# Seconds: a turn is tens of milliseconds to a few seconds (Rasa's timeout is 30 s by default).
+_TURN_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Seconds: an agent decides in seconds to minutes; retraining and deploys take minutes.
+_HUMAN_BUCKETS: Final = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+_JOB_BUCKETS: Final = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+
+
+class Instruments:
+    """The counters, gauges and histograms, each documented by its help text."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.turns = Counter(
+            "handoff_turns", "Customer messages run through the router.", registry=r)
+        self.turn_seconds = Histogram(
+            "handoff_turn_seconds", "A customer turn, from the message's arrival to Rasa's "
+            "answer applied (bot replies sent or held), by part: 'rasa' is the Rasa call, "
+            "'gateway' everything else, 'total' both.", ["part"], buckets=_TURN_BUCKETS,
+            registry=r)
+        self.queue_length = Gauge(
+            "handoff_queue_length", "Conversations waiting in the human queue (read from the "
+            "store at each scrape).", registry=r)
+        self.mode_transitions = Counter(
+            "handoff_mode_transitions", "Changes of a conversation's mode.",
+            ["from_mode", "to_mode"], registry=r)
+        self.held_replies = Counter(
+            "handoff_held_replies", "Bot replies held for an agent's decision.", registry=r)
+        self.decisions = Counter(
+            "handoff_decisions", "Held replies decided or discarded, by outcome.",
+            ["outcome"], registry=r)
+        self.decision_seconds = Histogram(
+            "handoff_decision_seconds", "From a reply being held to its decision.",
+            buckets=_HUMAN_BUCKETS, registry=r)
+        self.triage_seconds = Histogram(
+            "handoff_triage_seconds", "Triage's assessment of one customer message.",
+            buckets=_TURN_BUCKETS, registry=r)
+        self.retrain_seconds = Histogram(
+            "handoff_retrain_seconds", "Retraining runs, by final state.", ["state"],
+            buckets=_JOB_BUCKETS, registry=r)
+        self.deploy_seconds = Histogram(
+            "handoff_deploy_seconds", "Blue/green deploys and roll-backs, by final state.",
+            ["state"], buckets=_JOB_BUCKETS, registry=r)
+        self.socket_connections = Gauge(
+            "handoff_socket_connections", "Open Socket.IO connections, by namespace "
+            "('/' customers, '/agent' agents).", ["namespace"], registry=r)
+
+    def exposition(self) -> bytes:
+        """The text format Prometheus scrapes."""
+        return generate_latest(self.registry)
