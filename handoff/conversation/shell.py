@@ -444,20 +444,24 @@ class Conversations:
         if isinstance(effect, r.RasaHandleMessage) and self.triage is not None:
             await self._judged_turn(effect, self.triage)
             return
-        event: r.Event
         asked = time.monotonic()
-        try:
-            event = await self._rasa_request(effect)
-        except RasaError as exc:
-            log.warning("Rasa call %s for %s failed: %s", effect.call_id, cid, exc)
-            event = r.RasaFailed(call_id=effect.call_id, error=exc.message,
-                                 timed_out=exc.timed_out)
+        event = await self._ask_rasa(effect)
         rasa_seconds = time.monotonic() - asked
         try:
             await self._apply_result(cid, event)
         finally:
             if isinstance(effect, r.RasaHandleMessage):
                 self._time_turn(cid, asked, rasa_seconds)
+
+    async def _ask_rasa(self, effect: r.RasaCall) -> r.Event:
+        """Rasa's answer to a call, or the failure the router is told instead."""
+        try:
+            return await self._rasa_request(effect)
+        except RasaError as exc:
+            log.warning("Rasa call %s for %s failed: %s", effect.call_id,
+                        effect.conversation_id, exc)
+            return r.RasaFailed(call_id=effect.call_id, error=exc.message,
+                                timed_out=exc.timed_out)
 
     async def _apply_result(self, cid: str, event: r.Event) -> bool:
         """Feed a Rasa call's outcome to the router; whether it was applied."""
@@ -481,13 +485,7 @@ class Conversations:
         asked = time.monotonic()
         rasa_seconds = 0.0
         try:
-            event: r.Event
-            try:
-                event = await self._rasa_request(effect)
-            except RasaError as exc:
-                log.warning("Rasa call %s for %s failed: %s", effect.call_id, cid, exc)
-                event = r.RasaFailed(call_id=effect.call_id, error=exc.message,
-                                     timed_out=exc.timed_out)
+            event = await self._ask_rasa(effect)
             rasa_seconds = time.monotonic() - asked
             if judging is not None:
                 try:
