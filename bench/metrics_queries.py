@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from handoff.learning.metrics import compute_metrics  # noqa: E402
+from handoff.learning.metrics import METRICS, compute_metrics, refresh_summaries  # noqa: E402
 from handoff.store import Store  # noqa: E402
 from handoff.store.metrics import MetricFilter  # noqa: E402
 from handoff.store.schema import (  # noqa: E402
@@ -139,6 +139,18 @@ async def seed(store: Store, n_messages: int, now: datetime) -> int:
     return n_conv
 
 
+async def _touch(store: Store, f: MetricFilter, n: int) -> int:
+    """Change ``n`` conversations of the period as a survey answer would (the summaries' stamp
+    moves); returns how many."""
+    async with store._tx(write=True) as conn:
+        ids = [cid for (cid,) in await conn.execute(
+            sa.select(conversations.c.id).where(conversations.c.created_at >= f.since)
+            .order_by(conversations.c.id).limit(n))]
+        await conn.execute(sa.update(conversations).where(conversations.c.id.in_(ids)).values(
+            effort_score=4, metrics_rev=conversations.c.metrics_rev + 1))
+    return len(ids)
+
+
 async def median_ms(work: Callable[[], Awaitable[Any]], runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -171,12 +183,27 @@ async def main() -> None:
             "last 7 days, agent=agent3": MetricFilter(now - timedelta(days=7), now,
                                                       agent="agent3"),
         }
+        widest = periods["last 30 days"]
+        started = time.perf_counter()
+        computed = await refresh_summaries(store, widest.since, widest.until)
+        print(f"first read after the upgrade: {computed:,} summaries computed in "
+              f"{time.perf_counter() - started:.1f} s (once)")
+        changed = await _touch(store, widest, 100)
+        started = time.perf_counter()
+        computed = await refresh_summaries(store, widest.since, widest.until)
+        print(f"{changed} conversations changed since the last read: {computed} recomputed in "
+              f"{(time.perf_counter() - started) * 1000:.0f} ms")
         for label, f in periods.items():
             print(f"\n{label} (median of {args.runs} runs, ms):")
             queries: dict[str, Callable[[], Awaitable[Any]]] = {
-                "conversation_facts": lambda f=f: store.conversation_facts(f),
-                "metric_events": lambda f=f: store.metric_events(f),
-                "reviewed_replies": lambda f=f: store.reviewed_replies(f),
+                "refresh_summaries (nothing changed)":
+                    lambda f=f: refresh_summaries(store, f.since, f.until),
+                "summary_groups": lambda f=f: store.summary_groups(f),
+                "effort_distribution": lambda f=f: store.effort_distribution(f),
+                "resolution_times": lambda f=f: store.resolution_times(f),
+                "people_of": lambda f=f: store.people_of(f),
+                "reply_groups": lambda f=f: store.reply_groups(f),
+                "decision_latencies": lambda f=f: store.decision_latencies(f),
                 "agent_actions": lambda f=f: store.agent_actions(f),
                 "suggestion_ratings_of": lambda f=f: store.suggestion_ratings_of(f),
                 "correction_facts": lambda f=f: store.correction_facts(f),
@@ -184,9 +211,12 @@ async def main() -> None:
                 "model_facts": store.model_facts,
                 "deploys": lambda f=f: store.deploys(f),
                 "queue_length (Prometheus)": store.queue_length,
-                "compute_metrics (all, = GET /api/metrics)":
-                    lambda f=f: compute_metrics(store, f),
             }
+            for name in METRICS:
+                queries[f"compute_metrics {name}"] = lambda f=f, name=name: compute_metrics(
+                    store, f, (name,))
+            queries["compute_metrics (all, = GET /api/metrics)"] = (
+                lambda f=f: compute_metrics(store, f))
             for name, work in queries.items():
                 print(f"  {name:44s} {await median_ms(work, args.runs):8.1f}")
         await store.close()

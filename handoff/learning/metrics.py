@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -28,9 +28,12 @@ from handoff.store.metrics import (
     ModelFact,
     RatingFact,
     ReviewedReply,
+    Stamp,
+    SUMMARY_CHUNK,
 )
 
-__all__ = ["METRICS", "Outcome", "classify", "compute_metrics"]
+__all__ = ["METRICS", "Outcome", "classify", "compute_metrics", "refresh_summaries",
+           "summary_row"]
 
 METRICS: Final = ("effort", "resolution_time", "resolution", "accuracy", "enablement",
                   "sentiment", "learning", "workload", "queue")
@@ -77,12 +80,6 @@ def _split(items: Iterable[Any], key: Callable[[Any], str | None],
     return {k: figure(groups[k]) for k in sorted(groups)}
 
 
-def _series(items: Iterable[Any], at: Callable[[Any], datetime],
-            figure: Callable[[list[Any]], Json]) -> list[Json]:
-    return [{"day": day, **fig} for day, fig in _split(items, lambda i: _day(at(i)),
-                                                         figure).items()]
-
-
 # --------------------------------------------------------------------------- outcomes
 
 
@@ -96,6 +93,8 @@ class Outcome:
     escalated: bool  # entered the human queue or an agent owned it
     involved: bool  # an agent owned it or decided on one of its replies
     queue_waits: tuple[tuple[float, str], ...]  # (seconds, "taken" | "left") per queue stay
+    # every queue stay: (start, end or None while queued, "taken" | "left" | None)
+    stays: tuple[tuple[datetime, datetime | None, str | None], ...]
     handling: tuple[tuple[str, float], ...]  # (agent, seconds) per finished ownership
     owners: tuple[str, ...]  # every agent who owned it
 
@@ -116,7 +115,7 @@ def classify(facts: ConversationFacts, events: Sequence[MetricEvent],
     involved = any(e.owner is not None for e in events) or any(
         r.decided_by is not None for r in replies)
     reopened = any(e.mode_from == "closed" and e.mode != "closed" for e in events)
-    waits: list[tuple[float, str]] = []
+    stays: list[tuple[datetime, datetime | None, str | None]] = []
     handling: list[tuple[str, float]] = []
     queued_since: datetime | None = None
     owner: str | None = None
@@ -128,7 +127,7 @@ def classify(facts: ConversationFacts, events: Sequence[MetricEvent],
         if e.queued and queued_since is None:
             queued_since = e.created_at
         elif not e.queued and queued_since is not None:
-            waits.append((_seconds(queued_since, e.created_at),
+            stays.append((queued_since, e.created_at,
                           "taken" if e.owner is not None else "left"))
             queued_since = None
         if e.owner != owner:
@@ -150,139 +149,252 @@ def classify(facts: ConversationFacts, events: Sequence[MetricEvent],
         outcome = "ended_after_handoff"
     else:
         outcome = "bot_resolved"
+    if queued_since is not None:
+        stays.append((queued_since, None, None))
     owners = tuple(sorted({e.owner for e in events if e.owner is not None}))
-    return Outcome(facts, outcome, escalated, involved, tuple(waits), tuple(handling), owners)
+    return _outcome(facts, outcome, escalated, involved, stays, handling, owners)
+
+
+def _outcome(facts: ConversationFacts, outcome: str, escalated: bool, involved: bool,
+             stays: Sequence[tuple[datetime, datetime | None, str | None]],
+             handling: Sequence[tuple[str, float]], owners: Sequence[str]) -> Outcome:
+    waits = tuple((_seconds(start, end), how) for start, end, how in stays
+                  if end is not None and how is not None)
+    return Outcome(facts, outcome, escalated, involved, waits, tuple(stays), tuple(handling),
+                   tuple(owners))
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def summary_row(stamp: Stamp, o: Outcome, turns: dict[str | None, int]) -> Json:
+    """``o`` as a ``conversation_summaries`` row stamped ``stamp``, with its bot messages
+    counted by model (``turns``)."""
+    f = o.facts
+    people: Json | None = None
+    if o.stays or o.handling or o.owners:
+        people = {"stays": [[start.isoformat(), end.isoformat() if end else None, how]
+                            for start, end, how in o.stays],
+                  "handling": [[agent, seconds] for agent, seconds in o.handling],
+                  "owners": list(o.owners)}
+    return {"conversation_id": f.id, "created_at": f.created_at, "version": stamp[0],
+            "last_seq": stamp[1], "metrics_rev": stamp[2], "mode": f.mode, "queued": f.queued,
+            "closed_at": f.closed_at, "effort_score": f.effort_score,
+            "started_at": f.started_at, "intent": f.intent, "model_version": f.model_version,
+            "first_sentiment": f.first_sentiment, "last_sentiment": f.last_sentiment,
+            "sentiment_messages": f.sentiment_messages, "last_sender": f.last_sender,
+            "outcome": o.outcome, "escalated": o.escalated, "involved": o.involved,
+            "people": people, "day": _day(f.created_at),
+            "resolution_seconds": _seconds(f.started_at, f.closed_at)
+            if o.resolved and f.started_at and f.closed_at else None,
+            **_turns(turns)}
+
+
+def _turns(turns: dict[str | None, int]) -> Json:
+    """The bot-turn columns of a summary: one model's count in ``bot_model``/``bot_turns``,
+    several (or none named) as pairs in ``turns_by_model``."""
+    total = sum(turns.values())
+    models = [m for m, n in turns.items() if n]
+    if total == 0 or (len(models) == 1 and models[0] is not None):
+        return {"bot_turns": total, "bot_model": models[0] if models else None,
+                "turns_by_model": None}
+    return {"bot_turns": total, "bot_model": None,
+            "turns_by_model": [[m, turns[m]] for m in sorted(models, key=str)]}
+
+
+async def refresh_summaries(store: Store, since: datetime, until: datetime) -> int:
+    """Recompute the summaries of the conversations created in ``[since, until)`` that changed
+    since they were computed (or never were); returns how many. Each is read with the stamp it
+    had before its events and replies were read, so a change made meanwhile leaves the summary
+    stale and the next read recomputes it."""
+    stale = await store.stale_summaries(since, until)
+    for start in range(0, len(stale), SUMMARY_CHUNK):
+        ids = stale[start:start + SUMMARY_CHUNK]
+        facts = await store.conversation_facts(ids)
+        events: dict[str, list[MetricEvent]] = defaultdict(list)
+        for e in await store.metric_events(ids):
+            events[e.conversation_id].append(e)
+        replies: dict[str, list[ReviewedReply]] = defaultdict(list)
+        for r in await store.reviewed_replies(ids):
+            replies[r.conversation_id].append(r)
+        turns: dict[str, dict[str | None, int]] = defaultdict(dict)
+        for cid, model, n in await store.bot_turns_of(ids):
+            turns[cid][model] = n
+        await store.save_summaries([
+            summary_row(stamp, classify(c, events[c.id], replies[c.id]), turns[c.id])
+            for stamp, c in facts])
+    return len(stale)
 
 
 # --------------------------------------------------------------------------- the metrics
 
 
-def effort(outcomes: Sequence[Outcome]) -> Json:
+Group = Any  # a row of ``MetricsStore.summary_groups``: conversations of one kind, counted
+Reply = Any  # a row of ``MetricsStore.reply_groups``: held replies of one kind, counted
+
+
+def _n(rows: Iterable[Any], attr: str = "n") -> int:
+    return sum(getattr(r, attr) for r in rows)
+
+
+def _involvement(g: Group) -> str:
+    return "with_agent" if g.involved else "bot_only"
+
+
+def _by_day(items: Iterable[Any], figure: Callable[[list[Any]], Json]) -> list[Json]:
+    """``figure`` per day of items that carry their ``day``."""
+    return [{"day": day, **fig} for day, fig in _split(items, lambda i: i.day, figure).items()]
+
+
+def effort(groups: Sequence[Group], distribution: dict[int, int]) -> Json:
     """Customer Effort Score: the survey's 1–7 answers of the cohort's closed conversations."""
 
-    def figure(group: list[Outcome]) -> Json:
-        scores = [o.facts.effort_score for o in group if o.facts.effort_score is not None]
-        closed = sum(1 for o in group if o.closed)
-        return {"mean": _mean(scores), "answers": len(scores), "closed": closed,
-                "response_rate": _ratio(len(scores), closed)}
+    def figure(group: list[Group]) -> Json:
+        answers = _n(group, "answers")
+        closed = _n(g for g in group if g.outcome != "open")
+        return {"mean": _ratio(_n(group, "effort_sum"), answers), "answers": answers,
+                "closed": closed, "response_rate": _ratio(answers, closed)}
 
-    scores = [o.facts.effort_score for o in outcomes if o.facts.effort_score is not None]
-    return {**figure(list(outcomes)),
-            "distribution": {str(k): scores.count(k) for k in range(1, 8)},
+    return {**figure(list(groups)),
+            "distribution": {str(k): distribution.get(k, 0) for k in range(1, 8)},
             "splits": {
-                "involvement": _split(outcomes, lambda o: "with_agent" if o.involved
-                                      else "bot_only", figure),
-                "intent": _split(outcomes, lambda o: o.facts.intent, figure),
-                "model_version": _split(outcomes, lambda o: o.facts.model_version, figure)},
-            "series": _series(outcomes, lambda o: o.facts.created_at, figure)}
+                "involvement": _split(groups, _involvement, figure),
+                "intent": _split(groups, lambda g: g.intent, figure),
+                "model_version": _split(groups, lambda g: g.model_version, figure)},
+            "series": _by_day(groups, figure)}
 
 
-def resolution_time(outcomes: Sequence[Outcome]) -> Json:
+def _people(rows: Sequence[tuple[str, Json]]) -> Iterator[tuple[str, list[Any], list[Any],
+                                                                 list[str]]]:
+    """(conversation, stays, handling, owners) of each ``people`` row."""
+    for cid, people in rows:
+        yield cid, people["stays"], people["handling"], people["owners"]
+
+
+def _split_over(items: Iterable[Any], key: Callable[[Any], str | None],
+                figure: Callable[[list[Any]], Json], groups: Iterable[Group],
+                group_key: Callable[[Group], str | None]) -> dict[str, Json]:
+    """``_split`` with a key for each kind of the cohort's conversations (``groups``), also
+    those no item has."""
+    split = _split(items, key, figure)
+    return {k: split.get(k) or figure([])
+            for k in sorted(set(split) | {group_key(g) or "none" for g in groups})}
+
+
+def resolution_time(times: Sequence[Any], people: Sequence[tuple[str, Json]],
+                    groups: Sequence[Group]) -> Json:
     """Seconds from the first customer message to the close, of resolved conversations; the
     queue wait before an agent took over; the agents' handling time."""
 
-    def figure(group: list[Outcome]) -> Json:
-        return _summary([_seconds(o.facts.started_at, o.facts.closed_at) for o in group
-                         if o.resolved and o.facts.started_at and o.facts.closed_at])
+    def figure(group: list[Any]) -> Json:
+        return _summary([t.resolution_seconds for t in group])
 
-    waits = [s for o in outcomes for s, how in o.queue_waits if how == "taken"]
-    return {**figure(list(outcomes)),
+    stays = [stay for _, s, _, _ in _people(people) for stay in s]
+    waits = [_seconds(datetime.fromisoformat(start), datetime.fromisoformat(end))
+             for start, end, how in stays if how == "taken"]
+    return {**figure(list(times)),
             "queue_wait": _summary(waits),
-            "queue_left": sum(1 for o in outcomes for _, how in o.queue_waits if how == "left"),
-            "handling": _summary([s for o in outcomes for _, s in o.handling]),
-            "splits": {"involvement": _split(outcomes, lambda o: "with_agent" if o.involved
-                                             else "bot_only", figure),
-                       "intent": _split(outcomes, lambda o: o.facts.intent, figure)},
-            "series": _series(outcomes, lambda o: o.facts.created_at, figure)}
+            "queue_left": sum(1 for _, _, how in stays if how == "left"),
+            "handling": _summary([float(sec) for _, _, h, _ in _people(people) for _, sec in h]),
+            "splits": {"involvement": _split_over(times, _involvement, figure, groups,
+                                                  _involvement),
+                       "intent": _split_over(times, lambda t: t.intent, figure, groups,
+                                             lambda g: g.intent)},
+            "series": [{"day": day, **fig} for day, fig in _split_over(
+                times, lambda t: t.day, figure, groups, lambda g: g.day).items()]}
 
 
-def resolution(outcomes: Sequence[Outcome]) -> Json:
+def resolution(groups: Sequence[Group]) -> Json:
     """Resolved over closed; containment and handoff over the whole cohort."""
 
-    def figure(group: list[Outcome]) -> Json:
-        closed = [o for o in group if o.closed]
-        counts = {k: sum(1 for o in group if o.outcome == k) for k in (
+    def figure(group: list[Group]) -> Json:
+        n = _n(group)
+        counts = {k: _n(g for g in group if g.outcome == k) for k in (
             "open", "agent_resolved", "bot_resolved", "abandoned", "ended_after_handoff",
             "reopened")}
-        return {"conversations": len(group), "closed": len(closed), **counts,
-                "success_rate": _ratio(sum(1 for o in closed if o.resolved), len(closed)),
-                "abandonment_rate": _ratio(counts["abandoned"], len(closed)),
-                "containment_rate": _ratio(sum(1 for o in group if not o.escalated), len(group)),
-                "handoff_rate": _ratio(sum(1 for o in group if o.escalated), len(group))}
+        closed = n - counts["open"]
+        escalated = _n(g for g in group if g.escalated)
+        return {"conversations": n, "closed": closed, **counts,
+                "success_rate": _ratio(counts["agent_resolved"] + counts["bot_resolved"],
+                                       closed),
+                "abandonment_rate": _ratio(counts["abandoned"], closed),
+                "containment_rate": _ratio(n - escalated, n),
+                "handoff_rate": _ratio(escalated, n)}
 
-    return {**figure(list(outcomes)),
-            "splits": {"intent": _split(outcomes, lambda o: o.facts.intent, figure),
-                       "model_version": _split(outcomes, lambda o: o.facts.model_version,
-                                               figure)},
-            "series": _series(outcomes, lambda o: o.facts.created_at, figure)}
+    return {**figure(list(groups)),
+            "splits": {"intent": _split(groups, lambda g: g.intent, figure),
+                       "model_version": _split(groups, lambda g: g.model_version, figure)},
+            "series": _by_day(groups, figure)}
 
 
-def _reviewed(replies: Iterable[ReviewedReply]) -> list[ReviewedReply]:
+def _reviewed(replies: Iterable[Reply]) -> list[Reply]:
     """Replies an agent looked at: decided, or discarded by an agent's relabel."""
     return [r for r in replies if r.status == "decided" or (
         r.status == "discarded" and r.decided_by is not None)]
 
 
-def accuracy(replies: Sequence[ReviewedReply]) -> Json:
+def accuracy(replies: Sequence[Reply]) -> Json:
     """Share of reviewed bot replies approved unchanged."""
 
-    def figure(group: list[ReviewedReply]) -> Json:
-        approved = sum(1 for r in group if r.decision == "approved")
-        return {"reviewed": len(group), "approved": approved,
-                "accuracy": _ratio(approved, len(group))}
+    def figure(group: list[Reply]) -> Json:
+        reviewed = _n(group)
+        approved = _n(r for r in group if r.decision == "approved")
+        return {"reviewed": reviewed, "approved": approved,
+                "accuracy": _ratio(approved, reviewed)}
 
     reviewed = _reviewed(replies)
     return {**figure(reviewed),
             "splits": {"intent": _split(reviewed, lambda r: r.intent, figure),
                        "action": _split(reviewed, lambda r: r.action, figure),
                        "model_version": _split(reviewed, lambda r: r.model_version, figure)},
-            "series": _series(reviewed, lambda r: r.created_at, figure)}
+            "series": _by_day(reviewed, figure)}
 
 
-def enablement(actions: Sequence[AgentAction], replies: Sequence[ReviewedReply],
-               ratings: Sequence[RatingFact], corrections: Sequence[CorrectionFact]) -> Json:
+def enablement(actions: Sequence[AgentAction], replies: Sequence[Reply],
+               latencies: Sequence[float], ratings: Sequence[RatingFact],
+               corrections: Sequence[CorrectionFact]) -> Json:
     """Suggestions used, decision latency, relabels, and the agents' ratings of suggestions."""
 
     def used(group: list[AgentAction]) -> Json:
-        n = sum(1 for a in group if a.used_suggestion)
-        return {"actions": len(group), "used_suggestion": n,
-                "suggestion_use": _ratio(n, len(group))}
+        n, total = _n(a for a in group if a.used_suggestion), _n(group)
+        return {"actions": total, "used_suggestion": n, "suggestion_use": _ratio(n, total)}
 
-    reviewed = _reviewed(replies)
-    latency = [_seconds(r.created_at, r.decided_at) for r in reviewed if r.decided_at]
+    reviewed = _n(_reviewed(replies))
     positive = sum(1 for r in ratings if r.rating > 0)
     relabels = sum(1 for c in corrections if c.type == "relabelled")
     return {**used(list(actions)),
-            "decision_latency": _summary(latency),
-            "relabels": relabels, "relabel_share": _ratio(relabels, len(reviewed)),
+            "decision_latency": _summary(latencies),
+            "relabels": relabels, "relabel_share": _ratio(relabels, reviewed),
             "ratings": len(ratings), "rated_useful": positive,
             "rating_score": _ratio(positive, len(ratings)),
             "whispers": None,  # not recorded: the gateway has no whisper yet
             "splits": {"agent": _split(actions, lambda a: a.actor, used)},
-            "series": _series(actions, lambda a: a.created_at, used)}
+            "series": _by_day(actions, used)}
 
 
-def sentiment(outcomes: Sequence[Outcome]) -> Json:
+def sentiment(groups: Sequence[Group]) -> Json:
     """Triage's sentiment of the last customer message minus that of the first, in
     conversations with at least two customer messages carrying one."""
 
-    def figure(group: list[Outcome]) -> Json:
-        pairs = [(o.facts.first_sentiment, o.facts.last_sentiment) for o in group
-                 if o.facts.sentiment_messages >= 2]
-        start = [a for a, _ in pairs if a is not None]
-        end = [b for _, b in pairs if b is not None]
-        return {"conversations": len(pairs), "start": _mean(start), "end": _mean(end),
-                "change": _mean([b - a for a, b in pairs if a is not None and b is not None])}
+    def figure(group: list[Group]) -> Json:
+        pairs = _n(group, "pairs")
+        return {"conversations": pairs,
+                "start": _mean_of(sum(g.first_sum for g in group), pairs),
+                "end": _mean_of(sum(g.last_sum for g in group), pairs),
+                "change": _mean_of(sum(g.change_sum for g in group), pairs)}
 
-    return {**figure(list(outcomes)),
-            "splits": {"involvement": _split(outcomes, lambda o: "with_agent" if o.involved
-                                             else "bot_only", figure)},
-            "series": _series(outcomes, lambda o: o.facts.created_at, figure)}
+    return {**figure(list(groups)),
+            "splits": {"involvement": _split(groups, _involvement, figure)},
+            "series": _by_day(groups, figure)}
+
+
+def _mean_of(total: float, n: int) -> float | None:
+    return None if n == 0 else round(total / n, 4)
 
 
 def learning(models: Sequence[ModelFact], bot_turns: dict[str | None, int],
-             replies: Sequence[ReviewedReply], corrections: Sequence[CorrectionFact],
-             outcomes: Sequence[Outcome], f: MetricFilter) -> Json:
+             replies: Sequence[Reply], corrections: Sequence[CorrectionFact],
+             groups: Sequence[Group], f: MetricFilter) -> Json:
     """Per model version that served the cohort or went live in the period, in deploy order:
     what it learnt and proved, the share of its turns held or corrected, its bot-only
     resolution rate; each beside the version before it."""
@@ -296,11 +408,11 @@ def learning(models: Sequence[ModelFact], bot_turns: dict[str | None, int],
     ordered = sorted(models, key=lambda m: (m.deployed_at or m.created_at, m.model_id))
     for model_id, fact in [(m.model_id, m) for m in ordered] + [(k, None) for k in extra]:
         turns = bot_turns.get(model_id, 0)
-        held = sum(1 for r in replies if r.model_version == model_id)
+        held = _n(r for r in replies if r.model_version == model_id)
         corrected = sum(1 for c in corrections if c.model_version == model_id
                         and c.type in CORRECTING)
-        closed = [o for o in outcomes if o.facts.model_version == model_id and o.closed]
-        bot_only = sum(1 for o in closed if o.outcome == "bot_resolved")
+        closed = [g for g in groups if g.model_version == model_id and g.outcome != "open"]
+        bot_only = _n(g for g in closed if g.outcome == "bot_resolved")
         row: Json = {
             "model_version": model_id,
             "deployed_at": fact.deployed_at.isoformat() if fact and fact.deployed_at else None,
@@ -308,7 +420,7 @@ def learning(models: Sequence[ModelFact], bot_turns: dict[str | None, int],
             "corrections_fixed": fact.fixed if fact else 0,
             "bot_turns": turns, "held": held, "corrected": corrected,
             "held_share": _ratio(held, turns), "corrected_share": _ratio(corrected, turns),
-            "closed": len(closed), "bot_resolution_rate": _ratio(bot_only, len(closed)),
+            "closed": _n(closed), "bot_resolution_rate": _ratio(bot_only, _n(closed)),
         }
         if rows:
             prev = rows[-1]
@@ -319,41 +431,45 @@ def learning(models: Sequence[ModelFact], bot_turns: dict[str | None, int],
     return {"models": rows}
 
 
-def workload(outcomes: Sequence[Outcome], replies: Sequence[ReviewedReply],
+def workload(people: Sequence[tuple[str, Json]], replies: Sequence[Reply],
              actions: Sequence[AgentAction]) -> Json:
     """Per agent: conversations owned, decisions, messages sent, handling time."""
     agents: dict[str, Json] = defaultdict(lambda: {"conversations": 0, "decisions": 0,
                                                    "messages": 0, "handling_seconds": 0.0})
-    for o in outcomes:
-        for agent in o.owners:
+    for _, _, handling, owners in _people(people):
+        for agent in owners:
             agents[agent]["conversations"] += 1
-        for agent, seconds in o.handling:
+        for agent, seconds in handling:
             agents[agent]["handling_seconds"] += seconds
     for r in _reviewed(replies):
         if r.decided_by is not None:
-            agents[r.decided_by]["decisions"] += 1
+            agents[r.decided_by]["decisions"] += r.n
     for a in actions:
         if a.action == "message":
-            agents[a.actor]["messages"] += 1
+            agents[a.actor]["messages"] += a.n
     for figures in agents.values():
         figures["handling_seconds"] = round(figures["handling_seconds"], 4)
     return {"agents": {k: agents[k] for k in sorted(agents)}}
 
 
-def queue(events: Sequence[MetricEvent]) -> Json:
+def queue(people: Sequence[tuple[str, Json]]) -> Json:
     """The human queue's length over time: at each change, and each day's longest."""
+    changes: list[tuple[str, str, int, int]] = []  # (at, conversation, order, +1 | -1)
+    for cid, stays, _, _ in _people(people):
+        for k, (start, end, _) in enumerate(stays):
+            changes.append((start, cid, 2 * k, 1))
+            if end is not None:
+                changes.append((end, cid, 2 * k + 1, -1))
     points: list[Json] = []
-    waiting: set[str] = set()
-    for e in sorted(events, key=lambda e: e.created_at):
-        before = len(waiting)
-        (waiting.add if e.queued else waiting.discard)(e.conversation_id)
-        if len(waiting) != before:
-            points.append({"at": e.created_at.isoformat(), "length": len(waiting)})
+    length = 0
+    for at, _, _, step in sorted(changes):
+        length += step
+        points.append({"at": at, "length": length})
     longest: dict[str, int] = {}
     for p in points:
         day = p["at"][:10]
         longest[day] = max(longest.get(day, 0), p["length"])
-    return {"length": len(waiting), "points": points,
+    return {"length": length, "points": points,
             "series": [{"day": d, "longest": n} for d, n in sorted(longest.items())]}
 
 
@@ -369,46 +485,43 @@ async def compute_metrics(store: Store, f: MetricFilter,
                           names: Sequence[str] = METRICS) -> Json:
     """The figures ``names`` for the filter ``f``, each with its definition's anchor, and the
     deploys of the period (the dashboard marks them on its time axis)."""
-    facts = await store.conversation_facts(f)
-    events = await store.metric_events(f)
-    replies = await store.reviewed_replies(f)
-    by_conv: dict[str, list[MetricEvent]] = defaultdict(list)
-    for e in events:
-        by_conv[e.conversation_id].append(e)
-    replies_by_conv: dict[str, list[ReviewedReply]] = defaultdict(list)
-    for r in replies:
-        replies_by_conv[r.conversation_id].append(r)
-    outcomes = [classify(c, by_conv[c.id], replies_by_conv[c.id]) for c in facts
-                if c.started_at is not None]
-    needs_actions = {"enablement", "workload"} & set(names)
-    actions = await store.agent_actions(f) if needs_actions else []
+    await refresh_summaries(store, f.since, f.until)
+    wanted = set(names)
+    unknown = wanted - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metric {sorted(unknown)[0]!r}")
+    groups = (await store.summary_groups(f) if wanted & {
+        "effort", "resolution_time", "resolution", "sentiment", "learning"} else [])
+    people = (await store.people_of(f)
+              if wanted & {"resolution_time", "workload", "queue"} else [])
+    replies = (await store.reply_groups(f)
+               if wanted & {"accuracy", "enablement", "learning", "workload"} else [])
+    actions = await store.agent_actions(f) if wanted & {"enablement", "workload"} else []
     corrections = (await store.correction_facts(f)
-                   if {"enablement", "learning"} & set(names) else [])
+                   if wanted & {"enablement", "learning"} else [])
     out: Json = {"filter": _filter_json(f)}
     for name in names:
         value: Json
         if name == "effort":
-            value = effort(outcomes)
+            value = effort(groups, await store.effort_distribution(f))
         elif name == "resolution_time":
-            value = resolution_time(outcomes)
+            value = resolution_time(await store.resolution_times(f), people, groups)
         elif name == "resolution":
-            value = resolution(outcomes)
+            value = resolution(groups)
         elif name == "accuracy":
             value = accuracy(replies)
         elif name == "enablement":
-            value = enablement(actions, replies, await store.suggestion_ratings_of(f),
-                               corrections)
+            value = enablement(actions, replies, await store.decision_latencies(f),
+                               await store.suggestion_ratings_of(f), corrections)
         elif name == "sentiment":
-            value = sentiment(outcomes)
+            value = sentiment(groups)
         elif name == "learning":
             value = learning(await store.model_facts(), await store.bot_turns_by_model(f),
-                             replies, corrections, outcomes, f)
+                             replies, corrections, groups, f)
         elif name == "workload":
-            value = workload(outcomes, replies, actions)
-        elif name == "queue":
-            value = queue(events)
+            value = workload(people, replies, actions)
         else:
-            raise ValueError(f"unknown metric {name!r}")
+            value = queue(people)
         out[name] = {"definition": f"{DOCS}#{name.replace('_', '-')}", **value}
     deploys: list[Deploy] = await store.deploys(f)
     out["deploys"] = [{"at": d.created_at.isoformat(), "model_version": d.model_id,

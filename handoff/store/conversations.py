@@ -124,7 +124,9 @@ class ConversationStore(Database):
         async with self._tx(write=True) as conn:
             row = (await conn.execute(
                 sa.update(conversations).where(conversations.c.id == conversation_id)
-                .values(effort_score=effort_score).returning(*conversations.c)
+                .values(effort_score=effort_score,
+                        metrics_rev=conversations.c.metrics_rev + 1)
+                .returning(*conversations.c)
             )).first()
         if row is None:
             raise NotFound(f"no conversation {conversation_id!r}", conversation_id=conversation_id)
@@ -182,7 +184,9 @@ class ConversationStore(Database):
         async with self._tx(write=True) as conn:
             row = (await conn.execute(
                 sa.update(conversations).where(conversations.c.id == conversation_id)
-                .values(risk=risk, triage=triage).returning(*conversations.c)
+                .values(risk=risk, triage=triage,
+                        metrics_rev=conversations.c.metrics_rev + 1)
+                .returning(*conversations.c)
             )).first()
             if row is None:
                 raise NotFound(f"no conversation {conversation_id!r}",

@@ -12,17 +12,21 @@ starts from the cohort (index ``conversations.created_at``) and reaches messages
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from handoff.errors import BadRequest, NotFound
 from handoff.store.database import Database, now
 from handoff.store.schema import (
     audit_log,
     conversation_events,
+    conversation_summaries,
     conversations,
     corrections,
     messages,
@@ -31,11 +35,14 @@ from handoff.store.schema import (
     suggestion_ratings,
 )
 
-__all__ = ["ConversationFacts", "MetricEvent", "MetricFilter", "MetricsStore", "ReviewedReply",
+__all__ = ["ConversationFacts", "MetricEvent", "Stamp", "SUMMARY_CHUNK", "MetricFilter", "MetricsStore", "ReviewedReply",
            "AgentAction", "CorrectionFact", "Deploy", "ModelFact", "RatingFact",
            "SUGGESTION_ACTIONS"]
 
 SUGGESTION_ACTIONS: Final = ("message", "decision")  # audit actions that may use a suggestion
+SUMMARY_CHUNK: Final = 500  # conversations recomputed per round of reads
+
+Stamp = tuple[int, int, int]  # a conversation's (version, last_seq, metrics_rev)
 MAX_SUGGESTION_CHARS: Final = 200
 
 
@@ -107,12 +114,14 @@ class ReviewedReply:
 
 @dataclass(frozen=True, slots=True)
 class AgentAction:
-    """An agent's message or decision (audit log), and whether it used a suggestion."""
+    """Agents' messages or decisions (audit log) of one day, agent, action and suggestion use,
+    counted."""
 
-    created_at: datetime
+    day: str
     actor: str
     action: str
     used_suggestion: bool
+    n: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,15 +175,25 @@ _INTENT = _first(messages.c.intent, _CUSTOMER, messages.c.intent.is_not(None))
 _MODEL = _first(messages.c.model_version, messages.c.model_version.is_not(None))
 
 
+def _in_range(column: sa.ColumnElement[Any], f: MetricFilter) -> list[sa.ColumnElement[bool]]:
+    return [column >= f.since, column < f.until]
+
+
 def _cohort(f: MetricFilter) -> sa.Select[Any]:
-    """The ids of the conversations ``f`` selects."""
+    """The ids of the conversations ``f`` selects. The first intent and model are read from
+    ``conversation_summaries``, so those filters need the period's summaries current
+    (``handoff.learning.metrics.refresh_summaries``)."""
     query = sa.select(conversations.c.id).where(
         conversations.c.created_at >= f.since,
         conversations.c.created_at < f.until)
-    if f.intent is not None:
-        query = query.where(_INTENT == f.intent)
-    if f.model is not None:
-        query = query.where(_MODEL == f.model)
+    s = conversation_summaries
+    if f.intent is not None or f.model is not None:
+        summary = sa.select(s.c.conversation_id).where(*_in_range(s.c.created_at, f))
+        if f.intent is not None:
+            summary = summary.where(s.c.intent == f.intent)
+        if f.model is not None:
+            summary = summary.where(s.c.model_version == f.model)
+        query = query.where(conversations.c.id.in_(summary))
     if f.agent is not None:
         query = query.where(sa.or_(
             sa.exists().where(conversation_events.c.conversation_id == conversations.c.id,
@@ -185,17 +204,55 @@ def _cohort(f: MetricFilter) -> sa.Select[Any]:
     return query
 
 
-def _in_range(column: sa.ColumnElement[Any], f: MetricFilter) -> list[sa.ColumnElement[bool]]:
-    return [column >= f.since, column < f.until]
+def _summary_cohort(f: MetricFilter, *,
+                    all_conversations: bool = False) -> list[sa.ColumnElement[bool]]:
+    """The conditions on ``conversation_summaries`` that select ``f``'s cohort (by default only
+    the conversations with a customer message, those the figures count)."""
+    s = conversation_summaries
+    where = _in_range(s.c.created_at, f)
+    if not all_conversations:
+        where.append(s.c.started_at.is_not(None))
+    if f.intent is not None:
+        where.append(s.c.intent == f.intent)
+    if f.model is not None:
+        where.append(s.c.model_version == f.model)
+    if f.agent is not None:
+        where.append(s.c.conversation_id.in_(_cohort(f)))
+    return where
+
+
+def _day(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+    """The UTC date of a time column, as ``YYYY-MM-DD``."""
+    if dialect == "postgresql":
+        return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
+    return sa.func.strftime("%Y-%m-%d", column)
+
+
+def _ids(which: MetricFilter | Sequence[str]) -> sa.Select[Any] | list[str]:
+    return _cohort(which) if isinstance(which, MetricFilter) else list(which)
 
 
 class MetricsStore(Database):
     """The rows the dashboard's metrics are computed from."""
 
-    async def conversation_facts(self, f: MetricFilter) -> list[ConversationFacts]:
-        """Every conversation of the cohort with its first and last message facts."""
-        cohort = _cohort(f).subquery()
+    async def stale_summaries(self, since: datetime, until: datetime) -> list[str]:
+        """The conversations created in ``[since, until)`` whose summary is missing or older
+        than the conversation (its stamp differs)."""
+        c, s = conversations, conversation_summaries
+        query = sa.select(c.c.id).select_from(
+            c.outerjoin(s, s.c.conversation_id == c.c.id)).where(
+            c.c.created_at >= since, c.c.created_at < until,
+            sa.or_(s.c.conversation_id.is_(None), s.c.version != c.c.version,
+                   s.c.last_seq != c.c.last_seq, s.c.metrics_rev != c.c.metrics_rev),
+        ).order_by(c.c.id)
+        async with self._tx(write=False) as conn:
+            return [cid for (cid,) in await conn.execute(query)]
+
+    async def conversation_facts(self, ids: Sequence[str]) -> list[tuple[Stamp, ConversationFacts]]:
+        """These conversations with their first and last message facts, each with the stamp
+        it was read at."""
         query = sa.select(
+            conversations.c.version, conversations.c.last_seq, conversations.c.metrics_rev,
             conversations.c.id, conversations.c.created_at, conversations.c.mode,
             conversations.c.queued, conversations.c.closed_at, conversations.c.effort_score,
             _first(messages.c.created_at, _CUSTOMER).label("started_at"),
@@ -209,45 +266,158 @@ class MetricsStore(Database):
                 messages.c.sentiment.is_not(None)).scalar_subquery().label("sentiment_messages"),
             _first(messages.c.sender, messages.c.sender != "system", last=True)
             .label("last_sender"),
-        ).where(conversations.c.id.in_(sa.select(cohort.c.id))).order_by(
-            conversations.c.created_at, conversations.c.id)
+        ).where(conversations.c.id.in_(list(ids))).order_by(conversations.c.id)
         async with self._tx(write=False) as conn:
-            return [ConversationFacts(**row._asdict()) for row in await conn.execute(query)]
+            out = []
+            for row in await conn.execute(query):
+                values = row._asdict()
+                stamp = (values.pop("version"), values.pop("last_seq"),
+                         values.pop("metrics_rev"))
+                out.append((stamp, ConversationFacts(**values)))
+            return out
 
-    async def metric_events(self, f: MetricFilter) -> list[MetricEvent]:
-        """The mode, owner and queue changes of the cohort, in order."""
+    async def save_summaries(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Write conversations' summaries (the columns of ``conversation_summaries``), each
+        replacing the one before; two readers refreshing at once write the same rows."""
+        if not rows:
+            return
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite_dialect.insert)
+        stmt = insert(conversation_summaries)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[conversation_summaries.c.conversation_id],
+            set_={c.name: stmt.excluded[c.name] for c in conversation_summaries.c
+                  if c.name != "conversation_id"})
+        async with self._tx(write=True) as conn:
+            await conn.execute(stmt, list(rows))
+
+    async def bot_turns_of(self, ids: Sequence[str]) -> list[tuple[str, str | None, int]]:
+        """(conversation, model, bot messages) of these conversations."""
+        m = messages
+        query = sa.select(m.c.conversation_id, m.c.model_version, sa.func.count()).where(
+            m.c.conversation_id.in_(list(ids)), m.c.sender == "bot",
+        ).group_by(m.c.conversation_id, m.c.model_version)
+        async with self._tx(write=False) as conn:
+            return [(cid, model, int(n)) for cid, model, n in await conn.execute(query)]
+
+    async def summary_groups(self, f: MetricFilter) -> list[sa.Row[Any]]:
+        """The cohort's conversations (those with a customer message) counted by day, first
+        intent, model, involvement, escalation and outcome, with the sums the figures need:
+        ``n``, ``answers`` and ``effort_sum`` (the survey), ``pairs`` (two or more customer
+        messages with a sentiment), ``first_sum``, ``last_sum`` and ``change_sum`` over them."""
+        s = conversation_summaries
+        pair = s.c.sentiment_messages >= 2
+        keys = (s.c.day, s.c.intent, s.c.model_version, s.c.involved, s.c.escalated,
+                s.c.outcome)
+        query = sa.select(
+            *keys, sa.func.count().label("n"),
+            sa.func.count(s.c.effort_score).label("answers"),
+            sa.func.coalesce(sa.func.sum(s.c.effort_score), 0).label("effort_sum"),
+            sa.func.count(sa.case((pair, 1))).label("pairs"),
+            sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.first_sentiment))), 0.0)
+            .label("first_sum"),
+            sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.last_sentiment))), 0.0)
+            .label("last_sum"),
+            sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.last_sentiment
+                                                  - s.c.first_sentiment))), 0.0)
+            .label("change_sum"),
+        ).where(*_summary_cohort(f)).group_by(*keys).order_by(*keys)
+        async with self._tx(write=False) as conn:
+            return list(await conn.execute(query))
+
+    async def effort_distribution(self, f: MetricFilter) -> dict[int, int]:
+        """How many of the cohort's survey answers gave each score."""
+        s = conversation_summaries
+        query = sa.select(s.c.effort_score, sa.func.count()).where(
+            *_summary_cohort(f), s.c.effort_score.is_not(None)).group_by(s.c.effort_score)
+        async with self._tx(write=False) as conn:
+            return {int(score): int(n) for score, n in await conn.execute(query)}
+
+    async def resolution_times(self, f: MetricFilter) -> list[sa.Row[Any]]:
+        """(day, intent, involved, seconds) of each resolved conversation of the cohort."""
+        s = conversation_summaries
+        query = sa.select(s.c.day, s.c.intent, s.c.involved, s.c.resolution_seconds).where(
+            *_summary_cohort(f), s.c.resolution_seconds.is_not(None))
+        async with self._tx(write=False) as conn:
+            return list(await conn.execute(query))
+
+    async def people_of(self, f: MetricFilter) -> list[tuple[str, dict[str, Any]]]:
+        """(conversation, its queue stays, handling times and owners) of the cohort's
+        conversations a queue or an agent touched, by conversation."""
+        s = conversation_summaries
+        query = sa.select(s.c.conversation_id, s.c.people).where(
+            *_summary_cohort(f), s.c.people.is_not(None)).order_by(s.c.conversation_id)
+        async with self._tx(write=False) as conn:
+            return [(cid, people) for cid, people in await conn.execute(query)]
+
+    async def reply_groups(self, f: MetricFilter) -> list[sa.Row[Any]]:
+        """The cohort's held replies counted (``n``) by the day they were held, the intent of
+        the message they answered, action, model, status, decision and who decided."""
+        p = pending_replies
+        day = _day(self.dialect, p.c.created_at).label("day")
+        keys = (day, messages.c.intent, p.c.action, p.c.model_version, p.c.status,
+                p.c.decision, p.c.decided_by)
+        query = sa.select(*keys, sa.func.count().label("n")).select_from(
+            p.outerjoin(messages, messages.c.id == p.c.trigger_message_id)).where(
+            p.c.conversation_id.in_(_cohort(f))).group_by(*keys)
+        async with self._tx(write=False) as conn:
+            return list(await conn.execute(query))
+
+    async def decision_latencies(self, f: MetricFilter) -> list[float]:
+        """Seconds from holding to deciding each reply of the cohort an agent looked at
+        (decided, or discarded by an agent), to the millisecond."""
+        p = pending_replies
+        seconds: sa.ColumnElement[Any]
+        if self.dialect == "postgresql":
+            seconds = sa.func.extract("epoch", p.c.decided_at - p.c.created_at)
+        else:
+            seconds = (sa.func.julianday(p.c.decided_at) - sa.func.julianday(p.c.created_at)
+                       ) * 86400.0
+        query = sa.select(seconds).where(
+            p.c.conversation_id.in_(_cohort(f)), p.c.decided_at.is_not(None),
+            sa.or_(p.c.status == "decided", sa.and_(p.c.status == "discarded",
+                                                     p.c.decided_by.is_not(None))))
+        async with self._tx(write=False) as conn:
+            return [round(float(x), 3) for (x,) in await conn.execute(query)]
+
+    async def metric_events(self, which: MetricFilter | Sequence[str]) -> list[MetricEvent]:
+        """The mode, owner and queue changes of the cohort (or of these conversations), in
+        order."""
         e = conversation_events
         query = sa.select(e.c.conversation_id, e.c.created_at, e.c.cause, e.c.actor,
                           e.c.mode_from, e.c.mode, e.c.owner, e.c.queued).where(
-            e.c.conversation_id.in_(_cohort(f))).order_by(e.c.conversation_id, e.c.id)
+            e.c.conversation_id.in_(_ids(which))).order_by(e.c.conversation_id, e.c.id)
         async with self._tx(write=False) as conn:
             return [MetricEvent(**row._asdict()) for row in await conn.execute(query)]
 
-    async def reviewed_replies(self, f: MetricFilter) -> list[ReviewedReply]:
-        """Every reply of the cohort held for an agent, whatever became of it."""
+    async def reviewed_replies(self, which: MetricFilter | Sequence[str]) -> list[ReviewedReply]:
+        """Every reply of the cohort (or of these conversations) held for an agent, whatever
+        became of it."""
         p = pending_replies
         query = sa.select(
             p.c.conversation_id, p.c.created_at, p.c.status, p.c.decision, p.c.decided_at,
             p.c.decided_by, p.c.action, p.c.model_version, messages.c.intent,
         ).select_from(p.outerjoin(messages, messages.c.id == p.c.trigger_message_id)).where(
-            p.c.conversation_id.in_(_cohort(f))).order_by(p.c.id)
+            p.c.conversation_id.in_(_ids(which))).order_by(p.c.id)
         async with self._tx(write=False) as conn:
             return [ReviewedReply(**row._asdict()) for row in await conn.execute(query)]
 
     async def agent_actions(self, f: MetricFilter) -> list[AgentAction]:
-        """Agents' messages and decisions on the cohort (audit log), with suggestion use."""
+        """Agents' messages and decisions on the cohort (audit log), with suggestion use,
+        counted (``n``) by day, agent, action and use."""
         a = audit_log
         target = sa.literal("conversation:") + conversations.c.id
-        query = sa.select(a.c.created_at, a.c.actor, a.c.action, a.c.details).where(
+        day = _day(self.dialect, a.c.created_at).label("day")
+        suggestion = a.c.details["suggestion"].as_string()
+        used = sa.case((sa.and_(suggestion.is_not(None), suggestion != ""), True),
+                       else_=False).label("used_suggestion")
+        query = sa.select(day, a.c.actor, a.c.action, used, sa.func.count().label("n")).where(
             a.c.action.in_(SUGGESTION_ACTIONS), *_in_range(a.c.created_at, f),
             a.c.target.in_(sa.select(target).where(conversations.c.id.in_(_cohort(f)))),
-        ).order_by(a.c.id)
+        ).group_by(day, a.c.actor, a.c.action, used)
         async with self._tx(write=False) as conn:
-            rows = await conn.execute(query)
-            return [AgentAction(created_at=r.created_at, actor=r.actor, action=r.action,
-                                used_suggestion=isinstance(r.details, dict)
-                                and bool(r.details.get("suggestion")))
-                    for r in rows]
+            return [AgentAction(day=r.day, actor=r.actor, action=r.action,
+                                used_suggestion=bool(r.used_suggestion), n=int(r.n))
+                    for r in await conn.execute(query)]
 
     async def suggestion_ratings_of(self, f: MetricFilter) -> list[RatingFact]:
         s = suggestion_ratings
@@ -266,12 +436,20 @@ class MetricsStore(Database):
     async def bot_turns_by_model(self, f: MetricFilter) -> dict[str | None, int]:
         """How many bot messages each model produced in the cohort (the denominator of the
         held and corrected shares)."""
-        m = messages
-        query = sa.select(m.c.model_version, sa.func.count()).where(
-            m.c.conversation_id.in_(_cohort(f)), m.c.sender == "bot",
-        ).group_by(m.c.model_version)
+        s = conversation_summaries
+        single = sa.select(s.c.bot_model, sa.func.sum(s.c.bot_turns)).where(
+            *_summary_cohort(f, all_conversations=True), s.c.bot_model.is_not(None),
+        ).group_by(s.c.bot_model)
+        mixed = sa.select(s.c.turns_by_model).where(
+            *_summary_cohort(f, all_conversations=True), s.c.turns_by_model.is_not(None))
+        turns: dict[str | None, int] = {}
         async with self._tx(write=False) as conn:
-            return {model: int(n) for model, n in await conn.execute(query)}
+            for model, n in await conn.execute(single):
+                turns[model] = int(n)
+            for (pairs,) in await conn.execute(mixed):
+                for model, n in pairs:
+                    turns[model] = turns.get(model, 0) + int(n)
+        return turns
 
     async def model_facts(self) -> list[ModelFact]:
         """Every model version, oldest first, with how many corrections it fixed."""

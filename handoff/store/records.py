@@ -57,6 +57,7 @@ class Conversation:
     version: int
     last_seq: int
     triage: dict[str, Any] | None = None  # {"history", "assessment"}: docs/triage.md
+    metrics_rev: int = 0  # changes of the metrics' inputs outside a step (migration 0010)
 
 
 @dataclass(frozen=True, slots=True)

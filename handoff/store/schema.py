@@ -9,8 +9,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 __all__ = [
-    "audit_log", "conversation_events", "conversations", "corrections", "messages", "metadata",
-    "model_versions", "notes", "pending_replies", "suggestion_ratings", "users",
+    "audit_log", "conversation_events", "conversation_summaries", "conversations", "corrections",
+    "messages", "metadata", "model_versions", "notes", "pending_replies", "suggestion_ratings",
+    "users",
 ]
 
 class _UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -66,6 +67,10 @@ conversations = sa.Table(
     sa.Column("closed_at", _TIME),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     sa.Column("last_seq", sa.Integer, nullable=False, server_default="0"),
+    # bumped by every write the metrics read that changes neither version nor last_seq
+    # (triage's sentiment, the survey's answer): a conversation_summaries row is current while
+    # its (version, last_seq, metrics_rev) equal these (migration 0010)
+    sa.Column("metrics_rev", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_conversations_mode_queued", "mode", "queued"),
     sa.Index("ix_conversations_owner", "owner"),
     sa.Index("ix_conversations_created_at", "created_at"),
@@ -218,4 +223,38 @@ suggestion_ratings = sa.Table(
     sa.Column("suggestion", sa.Text, nullable=False),  # its source, e.g. response:utter_x
     sa.Column("rating", sa.SmallInteger, nullable=False),  # +1 useful, -1 not
     sa.Index("ix_suggestion_ratings_created_at", "created_at"),
+)
+
+conversation_summaries = sa.Table(
+    "conversation_summaries", metadata,  # the metrics' view of one conversation (0010)
+    sa.Column("conversation_id", sa.Text, sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("created_at", _TIME, nullable=False),  # the conversation's: the cohort's key
+    # the conversation's (version, last_seq, metrics_rev) it was computed from
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_seq", sa.Integer, nullable=False),
+    sa.Column("metrics_rev", sa.Integer, nullable=False),
+    sa.Column("mode", sa.Text, nullable=False),
+    sa.Column("queued", sa.Boolean, nullable=False),
+    sa.Column("closed_at", _TIME),
+    sa.Column("effort_score", sa.SmallInteger),
+    sa.Column("started_at", _TIME),  # its first customer message; null: none yet
+    sa.Column("intent", sa.Text),
+    sa.Column("model_version", sa.Text),
+    sa.Column("first_sentiment", sa.Float),
+    sa.Column("last_sentiment", sa.Float),
+    sa.Column("sentiment_messages", sa.Integer, nullable=False),
+    sa.Column("last_sender", sa.Text),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("escalated", sa.Boolean, nullable=False),
+    sa.Column("involved", sa.Boolean, nullable=False),
+    # null when no agent and no queue touched it; else {"stays": [[start, end|null,
+    # "taken"|"left"|null], ...], "handling": [[agent, seconds], ...], "owners": [agent, ...]}
+    sa.Column("people", _JSON),
+    sa.Column("day", sa.Text, nullable=False),  # created_at's UTC date: the series' key
+    sa.Column("resolution_seconds", sa.Float),  # first customer message to close, if resolved
+    sa.Column("bot_turns", sa.Integer, nullable=False),  # its bot messages
+    sa.Column("bot_model", sa.Text),  # the model all of them name, if one; else null and:
+    sa.Column("turns_by_model", _JSON),  # [[model | null, turns], ...]
+    sa.Index("ix_conversation_summaries_created_at", "created_at"),
 )

@@ -9,10 +9,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-from handoff.learning.metrics import compute_metrics
+from handoff.learning.metrics import compute_metrics, refresh_summaries
 from handoff.store import Store
+from handoff.store.database import now
 from handoff.store.metrics import MetricFilter
+from handoff.store.schema import conversation_summaries
 from tests.gateway.metrics_seed import D1, D2, PERIOD, seed
 
 pytestmark = pytest.mark.asyncio
@@ -216,3 +219,61 @@ async def test_the_write_path_records_changes_and_sentiment(store: Store) -> Non
     await store.set_triage("w", risk=0.1, triage={}, client_message_id="m1",
                            assessment={"risk": 0.1, "measures": {"sentiment": "bad"}})
     assert (await store.list_messages("w"))[0].sentiment is None
+
+
+async def _recounted(store: Store, f: MetricFilter, *names: str) -> dict[str, Any]:
+    """The figures computed from nothing: every summary dropped first."""
+    async with store._tx(write=True) as conn:
+        await conn.execute(sa.delete(conversation_summaries))
+    return await compute_metrics(store, f, *[names] if names else [])
+
+
+async def test_the_summaries_follow_each_write_and_equal_a_full_recount(store: Store) -> None:
+    """The dashboard reads one summary per conversation (docs/metrics.md, "Speed"); each write
+    a figure depends on makes that conversation's summary stale, a read recomputes only the
+    stale ones, and the figures always equal those computed from nothing."""
+    await seed(store)
+    assert _without_definitions(await compute_metrics(store, MetricFilter(*PERIOD))) == EXPECTED
+    assert await refresh_summaries(store, *PERIOD) == 0  # nothing changed: nothing recomputed
+    await store.set_effort_score("c7", 1)  # a late survey answer on an old conversation
+    assert await refresh_summaries(store, *PERIOD) == 1
+    figures = await compute_metrics(store, MetricFilter(*PERIOD), ("effort",))
+    assert figures["effort"]["answers"] == 5 and figures["effort"]["mean"] == 3.8
+    assert figures == await _recounted(store, MetricFilter(*PERIOD), "effort")
+
+    start = now()
+    live = MetricFilter(start - timedelta(minutes=1), start + timedelta(hours=1))
+    await store.upsert_conversation("w")
+    step = {"owner": None, "queue_reason": None, "state": None}
+    await store.save_step(
+        "w", expected_version=1, mode="bot", queued=False, cause="CustomerMessage",
+        appended=[{"sender": "customer", "text": "my parcel is late", "client_message_id": "a",
+                   "intent": "track_order"}], **step)
+    first = await compute_metrics(store, live)
+    assert first["resolution"]["open"] == 1 and first["sentiment"]["conversations"] == 0
+    writes = [
+        store.set_triage("w", risk=0.5, triage={}, client_message_id="a",
+                         assessment={"risk": 0.5, "measures": {"sentiment": -0.5}}),
+        store.save_step("w", expected_version=2, mode="bot", queued=True,
+                        queue_reason="customer", state=None, owner=None, cause="CustomerMessage",
+                        appended=[{"sender": "customer", "text": "a person please",
+                                   "client_message_id": "b"}]),
+        store.set_triage("w", risk=0.2, triage={}, client_message_id="b",
+                         assessment={"risk": 0.2, "measures": {"sentiment": 0.25}}),
+        store.save_step("w", expected_version=3, mode="human", owner="ann", queued=False,
+                        queue_reason=None, state=None, cause="TakeOver", actor="ann"),
+        store.save_step("w", expected_version=4, mode="closed", queued=False, cause="Close",
+                        actor="ann", **step),
+        store.set_effort_score("w", 6),
+    ]
+    for write in writes:
+        await write
+        assert await refresh_summaries(store, live.since, live.until) == 1
+        assert await refresh_summaries(store, live.since, live.until) == 0
+    figures = await compute_metrics(store, live)
+    assert figures["resolution"]["agent_resolved"] == 1
+    assert figures["sentiment"]["change"] == 0.75
+    assert figures["effort"]["mean"] == 6.0
+    assert figures["queue"]["length"] == 0 and len(figures["queue"]["points"]) == 2
+    assert figures["workload"]["agents"]["ann"]["conversations"] == 1
+    assert figures == await _recounted(store, live)
