@@ -29,6 +29,7 @@ from handoff.web.auth import create_user
 from handoff.store import Store
 from handoff.errors import NotFound
 from tests.gateway.conftest import PROJECT_ROOT, Gateway
+from tests.gateway.glyphs import missing_glyphs
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -673,3 +674,25 @@ def test_the_role_decides_what_the_console_shows(scene: Scene, gateway: Gateway)
     tina.page.get_by_label("Password").fill("wrong password")
     tina.page.get_by_role("button", name="Log in").click()
     expect(tina.page.locator("#login-error")).to_have_text("wrong username or password")
+
+
+def test_no_text_in_the_widget_or_the_console_falls_back_to_a_missing_glyph(
+    scene: Scene, gateway: Gateway, shots: Shots
+) -> None:
+    customer = scene.customer()
+    probe = customer.page.evaluate(  # the check itself sees a missing glyph where there is one
+        "() => { const s = document.createElement('span'); s.id = 'glyph-probe';"
+        " s.textContent = '\\u{1F4AC}'; document.body.append(s); }")
+    assert probe is None and missing_glyphs(customer.page) == ["U+1F4AC"]
+    customer.page.evaluate("() => document.getElementById('glyph-probe').remove()")
+    assert missing_glyphs(customer.page) == []  # the shop page and the closed widget
+    shots(customer.page, "widget-launcher")
+
+    customer.open()
+    customer.say("hi")
+    expect(customer.last("bot")).to_contain_text(GREETING)
+    assert missing_glyphs(customer.page) == []
+    erin = scene.console("erin")
+    erin.open(customer.session_id)
+    expect(erin.turn("customer", "hi")).to_be_visible()
+    assert missing_glyphs(erin.page) == []

@@ -107,11 +107,34 @@
     if (typeof colours[key] === "string") host.style.setProperty(prop, colours[key]);
   }
 
+  /** A speech bubble drawn inline, so it shows on machines without an emoji font. */
+  function chatIcon() {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    for (const [key, value] of Object.entries({ class: "launcher-icon", viewBox: "0 0 24 24",
+                                                width: "22", height: "22",
+                                                "aria-hidden": "true", focusable: "false" })) {
+      svg.setAttribute(key, value);
+    }
+    const bubble = document.createElementNS(ns, "path");
+    bubble.setAttribute("d", "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6"
+                             + "a2 2 0 0 1 2-2z");
+    bubble.setAttribute("fill", "currentColor");
+    svg.append(bubble);
+    for (const x of [8, 12, 16]) {
+      const dot = document.createElementNS(ns, "circle");
+      for (const [key, value] of Object.entries({ cx: x, cy: 11, r: 1.4 })) {
+        dot.setAttribute(key, String(value));
+      }
+      svg.append(dot);
+    }
+    return svg;
+  }
+
   const launcher = h("button", {
     class: "launcher", type: "button", "aria-label": "Open chat with " + title,
     "aria-expanded": "false", "aria-controls": "nw-panel",
-  }, [h("span", { class: "launcher-icon", "aria-hidden": "true", text: "\u{1F4AC}" }),
-      h("span", { text: "Chat with us" })]);
+  }, [chatIcon(), h("span", { text: "Chat with us" })]);
   const heading = h("h2", { id: "nw-title", text: title });
   const status = h("p", { class: "sub", id: "nw-sub", text: subtitle });
   const endButton = h("button", { class: "end", type: "button", text: "End chat",
