@@ -141,9 +141,12 @@ class PrivacyStore(Database):
                 msgs = [record(Message, row) for row in await conn.execute(
                     sa.select(messages).where(messages.c.conversation_id == cid)
                     .order_by(messages.c.seq))]
-                item["messages"] = [{**to_json(msg), **mask_message_values(m, msg)}
-                                    for msg in msgs]
-                item["notes"] = [{**to_json(n), "text": m.mask(n.text)} for n in (
+                # rows the retention job masked already are exported as they are: masking
+                # a masked text again would change it
+                item["messages"] = [{**to_json(msg), **(
+                    {} if msg.masked_at else mask_message_values(m, msg))} for msg in msgs]
+                item["notes"] = [{**to_json(n), **(
+                    {} if n.masked_at else {"text": m.mask(n.text)})} for n in (
                     record(Note, row) for row in await conn.execute(
                         sa.select(notes).where(notes.c.conversation_id == cid)
                         .order_by(notes.c.id)))]
