@@ -202,6 +202,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     rasa = RasaClient(settings.rasa_url, settings.rasa_token, timeout=settings.rasa_timeout)
     data = CustomerData(store, rasa, kinds=settings.pii_kind_list)
     try:
+        await store.migrate()  # as python -m handoff.web.auth does: the columns it needs
         if args.command == "export":
             exported = await data.export(args.ids)
             text = json.dumps(exported, indent=2, ensure_ascii=False)

@@ -6,6 +6,9 @@ another customer is untouched; an agent gets 403, an unknown customer a clear 40
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import time
 from typing import Any
 
@@ -17,7 +20,7 @@ from bot.serve import Stack
 from handoff.store import Store
 from tests.gateway.clients import WAIT, Widget, agent_login, user_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import GATEWAY_PYTHON, PROJECT_ROOT, Gateway
 
 pytestmark = pytest.mark.asyncio
 
@@ -119,3 +122,33 @@ async def test_the_routes_are_in_the_openapi_document_with_their_right(
     ops: list[dict[str, Any]] = [op for path, item in doc["paths"].items()
                                  if path.startswith("/api/customers") for op in item.values()]
     assert len(ops) == 4 and {op["x-required-right"] for op in ops} == {"protect_data"}
+
+
+def _cli(gateway: Gateway, stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")},
+           "HANDOFF_ENV_FILE": os.devnull, "HANDOFF_DATABASE_URL": gateway.database_url,
+           "HANDOFF_RASA_URL": stack.rasa_url, "HANDOFF_RASA_TOKEN": stack.token,
+           "HANDOFF_JWT_SECRET": "cli-secret-" + "x" * 40}
+    return subprocess.run([str(GATEWAY_PYTHON), "-m", "handoff.conversation.privacy", *args],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+async def test_operators_export_and_erase_from_the_command_line(
+    gateway: Gateway, widget: Widget, store: Store, rasa_stack: Stack
+) -> None:
+    session_id = await _chat(store, widget, SECRET)
+    done = _cli(gateway, rasa_stack, "export", session_id)
+    assert done.returncode == 0, done.stderr
+    [exported] = json.loads(done.stdout)["customers"]
+    assert exported["messages"][0]["text"] == "where is my order 104233? I am customer@example.com"
+    done = _cli(gateway, rasa_stack, "erase", session_id, "no-such-session", "--reason", "r")
+    assert (done.returncode, done.stderr) == (
+        2, "error: no customer conversation 'no-such-session'\n")
+    done = _cli(gateway, rasa_stack, "erase", session_id, "--reason", "ticket 7", "--by", "ops")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rasa"] == "erased"
+    assert await store.list_messages(session_id) == []
+    assert not [t for t in _tracker_texts(rasa_stack, session_id) if t]
+    [entry] = await store.list_audit(action="customer_erased", target=f"conversation:{session_id}")
+    assert (entry.actor, (entry.details or {})["reason"]) == ("ops", "ticket 7")
