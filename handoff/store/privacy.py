@@ -219,8 +219,10 @@ class PrivacyStore(Database):
     async def mask_expired(self, before: datetime, *, kinds: Sequence[str] = KINDS,
                            limit: int = 500) -> int:
         """Mask the PII of up to ``limit`` messages and ``limit`` notes created before
-        ``before`` and not masked yet, and stamp them ``masked_at``; how many rows were
-        masked (the retention job repeats while a batch is full)."""
+        ``before`` and not masked yet, oldest first (the order of the ``(masked_at,
+        created_at)`` indexes), and stamp them ``masked_at``; how many rows were masked (the
+        retention job repeats while a batch is full). A value's replacement depends on the
+        value only, so rows of one conversation masked in different batches still agree."""
         masker(kinds)
         at = now()
         count = 0
@@ -228,7 +230,7 @@ class PrivacyStore(Database):
             msgs = [record(Message, row) for row in await conn.execute(
                 sa.select(messages).where(messages.c.masked_at.is_(None))
                 .where(messages.c.created_at < before)
-                .order_by(messages.c.conversation_id, messages.c.seq).limit(limit))]
+                .order_by(messages.c.created_at, messages.c.id).limit(limit))]
             maskers: dict[str, Masker] = {}
             for msg in msgs:
                 m = maskers.setdefault(msg.conversation_id, masker(kinds))
@@ -237,7 +239,8 @@ class PrivacyStore(Database):
             count += len(msgs)
             found = [record(Note, row) for row in await conn.execute(
                 sa.select(notes).where(notes.c.masked_at.is_(None))
-                .where(notes.c.created_at < before).order_by(notes.c.id).limit(limit))]
+                .where(notes.c.created_at < before)
+                .order_by(notes.c.created_at, notes.c.id).limit(limit))]
             for n in found:
                 m = maskers.setdefault(n.conversation_id, masker(kinds))
                 await conn.execute(sa.update(notes).where(notes.c.id == n.id).values(

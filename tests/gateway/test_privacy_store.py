@@ -4,6 +4,7 @@ the customer's text and keep their corrections masked, and the retention job's m
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 from contracts.masking import luhn_valid
 from handoff.conversation.privacy import RetentionJob, closed_state
 from handoff.errors import BadRequest, NotFound
+from handoff.settings import SettingsError, load_settings
 from handoff.store import Store
 from handoff.store.schema import conversations, messages, notes
 
@@ -137,3 +139,31 @@ async def test_retention_masks_old_messages_and_notes_once(store: Store) -> None
     assert exported["messages"][0]["text"] == old[0].text
     assert await job.run_once(at=datetime.now(timezone.utc) + timedelta(days=91)) == 3
     assert _has_pii(await store.list_messages("new")) == []
+
+
+async def test_the_job_runs_a_pass_at_start_and_stops_on_close(store: Store) -> None:
+    await _customer(store, "old")
+    job = RetentionJob(store, retention_days=1, interval=3600, kinds=("email",))
+    # a retention period that every row is past: seen from two days later
+    job.retention = timedelta(days=-2)
+    job.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await store.list_messages("old"))[0].masked_at is None:
+            assert asyncio.get_running_loop().time() < deadline, "no pass ran"
+            await asyncio.sleep(0.02)
+    finally:
+        await job.close()
+    assert job._task is None
+    text = (await store.list_messages("old"))[0].text
+    assert text is not None and "customer@example.com" in text and "100234" in text  # email only
+
+
+async def test_an_unknown_pii_kind_stops_the_gateway_at_start_up() -> None:
+    env = {"HANDOFF_PII_KINDS": "email,passport", "HANDOFF_RASA_TOKEN": "t",
+           "HANDOFF_JWT_SECRET": "s" * 40}
+    with pytest.raises(SettingsError, match="HANDOFF_PII_KINDS: each must be one of email, "
+                                            "phone, card, order; got email, passport"):
+        load_settings(env, env_file=None)
+    assert load_settings({**env, "HANDOFF_PII_KINDS": " Email, card "},
+                         env_file=None).pii_kind_list == ("email", "card")
