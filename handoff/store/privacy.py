@@ -99,13 +99,21 @@ def _masked_correction(m: Masker, c: Correction) -> dict[str, Any]:
             "tracker_error": mask_json(m, c.tracker_error)}
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no database would take it
+        return False
+    return True
+
+
 def check_ids(conversation_ids: Sequence[str]) -> list[str]:
     """The distinct ids, in order; ``BadRequest`` for none, too many or a non-string."""
     if isinstance(conversation_ids, str) or not isinstance(conversation_ids, Sequence):
         raise BadRequest("give a list of customer (conversation) ids")
     ids = list(dict.fromkeys(conversation_ids))
     if not ids or len(ids) > MAX_CUSTOMERS or not all(
-            isinstance(i, str) and 0 < len(i) <= 200 for i in ids):
+            isinstance(i, str) and 0 < len(i) <= 200 and _utf8(i) for i in ids):
         raise BadRequest(f"give 1 to {MAX_CUSTOMERS} customer ids, each a string of 1 to 200 "
                          "characters")
     return ids

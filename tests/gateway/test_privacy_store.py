@@ -77,7 +77,7 @@ async def test_unknown_or_bad_ids_are_refused_whole(store: Store) -> None:
         await store.erase_conversations(["c1", "nobody"], closed_state=lambda c: {},
                                         actor="root", reason="test")
     assert (await store.list_messages("c1"))[0].text == SAID  # nothing erased
-    for bad in ([], "c1", [1], ["x" * 201]):
+    for bad in ([], "c1", [1], ["x" * 201], ["\ud800"]):
         with pytest.raises(BadRequest):
             await store.export_conversations(bad)  # type: ignore[arg-type]
     with pytest.raises(BadRequest):
