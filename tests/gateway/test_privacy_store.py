@@ -167,3 +167,22 @@ async def test_an_unknown_pii_kind_stops_the_gateway_at_start_up() -> None:
         load_settings(env, env_file=None)
     assert load_settings({**env, "HANDOFF_PII_KINDS": " Email, card "},
                          env_file=None).pii_kind_list == ("email", "card")
+
+
+async def test_tracker_events_fetched_after_the_erasure_are_stored_masked(store: Store) -> None:
+    await _customer(store, "c1")
+    [correction] = await store.list_corrections(conversation_id="c1")
+    await store.erase_conversations(["c1"], closed_state=lambda cid: closed_state(cid, None),
+                                    actor="root", reason="request")
+    late = [{"event": "user", "text": SAID, "parse_data": {"text": SAID, "entities": []},
+             "metadata": {"email": "jane.doe@mail.test"}},
+            {"event": "slot", "name": "email", "value": "jane.doe@mail.test"}]
+    stored = await store.set_correction_tracker(correction.id, events=late)
+    assert stored.tracker_status == "fetched" and _has_pii(stored.tracker_events) == []
+    assert stored.tracker_events[1] == {"event": "slot", "name": "email",
+                                        "value": "customer@example.com"}
+    # a conversation that was not erased keeps its events as fetched (training masks them)
+    await _customer(store, "c2")
+    [other] = await store.list_corrections(conversation_id="c2")
+    kept = await store.set_correction_tracker(other.id, events=late)
+    assert kept.tracker_events == late
