@@ -35,7 +35,14 @@ filled. ``POST /webhooks/gateway/continue`` then resolves it:
                                                           # the action plus bot events
 
 and continues the turn (holding again at the next action when ``hold`` is true) until
-``action_listen``. The token is ``$GATEWAY_CHANNEL_TOKEN`` (default: ``$RASA_TOKEN``);
+``action_listen``.
+
+``POST /webhooks/gateway/erase`` ``{"sender": "..."}`` deletes the conversation's tracker
+from the tracker store (every session of it; SQL, in-memory and Redis stores; any other
+answers 501), under the conversation's lock: an admin erasing a customer's data
+(docs/security.md). Answers ``{"sender", "erased": true | false}`` (false: there was none).
+Rasa 3.6's HTTP API cannot do this: ``PUT /conversations/{id}/tracker/events`` only appends
+to an SQL store, and there is no delete. The token is ``$GATEWAY_CHANNEL_TOKEN`` (default: ``$RASA_TOKEN``);
 requests without it get 401.
 
 Enable it in ``credentials.yml`` with ``bot.gateway_channel.GatewayInput:``.
@@ -54,6 +61,7 @@ from sanic.response import HTTPResponse
 from rasa.core.actions.action import Action, action_for_name_or_text
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
 from rasa.core.policies.policy import PolicyPrediction
+from rasa.core.tracker_store import InMemoryTrackerStore, RedisTrackerStore, SQLTrackerStore
 from rasa.shared.constants import UTTER_PREFIX
 from rasa.shared.core.constants import ACTION_DEFAULT_FALLBACK_NAME, ACTION_LISTEN_NAME
 from rasa.shared.core.events import ActionExecuted, BotUttered, UserUtteranceReverted
@@ -66,6 +74,30 @@ MAX_ACTIONS_PER_TURN = 10
 
 class BadRequest(Exception):
     """The request cannot be processed as sent (answered with 400 and the message)."""
+
+
+class Unsupported(Exception):
+    """The tracker store cannot erase a conversation (answered with 501 and the message)."""
+
+
+def erase_tracker(tracker_store: Any, sender: Text) -> bool:
+    """Delete every event of ``sender`` from the tracker store (unwrapping Rasa's fail-safe
+    and awaitable wrappers); whether there were any."""
+    store = tracker_store
+    while hasattr(store, "_tracker_store"):
+        store = store._tracker_store  # noqa: SLF001 - FailSafe/AwaitableTrackerStore wrap it
+    if isinstance(store, InMemoryTrackerStore):
+        return store.store.pop(sender, None) is not None
+    if isinstance(store, SQLTrackerStore):
+        with store.session_scope() as session:
+            deleted = session.query(SQLTrackerStore.SQLEvent).filter(
+                SQLTrackerStore.SQLEvent.sender_id == sender
+            ).delete(synchronize_session=False)
+            session.commit()
+        return bool(deleted)
+    if isinstance(store, RedisTrackerStore):
+        return bool(store.red.delete(store.key_prefix + sender))
+    raise Unsupported(f"erasing from a {type(store).__name__} is not supported")
 
 
 def _token() -> str:
@@ -221,6 +253,8 @@ class GatewayInput(InputChannel):
                     return response.json(await work(agent, body))
             except BadRequest as exc:
                 return response.json({"error": str(exc)}, status=400)
+            except Unsupported as exc:
+                return response.json({"error": str(exc)}, status=501)
 
         @bp.route("/", methods=["GET"])
         async def health(request: Request) -> HTTPResponse:
@@ -289,6 +323,14 @@ class GatewayInput(InputChannel):
                 await run.loop(tracker, hold=bool(body.get("hold")), overridden=kind != "approve")
                 await processor.save_tracker(tracker)
                 return run.result(tracker)
+
+            return await guarded(request, work)
+
+        @bp.route("/erase", methods=["POST"])
+        async def erase(request: Request) -> HTTPResponse:
+            async def work(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
+                erased = erase_tracker(agent.tracker_store, body["sender"])
+                return {"sender": body["sender"], "erased": erased}
 
             return await guarded(request, work)
 

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
 VAR_DIR: Final = PROJECT_ROOT / "var"
 PREFIX: Final = "HANDOFF_"
+PII_KINDS: Final = ("email", "phone", "card", "order")  # contracts.masking.KINDS
 
 
 class SettingsError(ValueError):
@@ -118,6 +119,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "rule or an explicit request for a person).", 0, 2),
     Setting("triage_max_batch", "int", "32",
             "Most customer messages triage encodes in one batch under load.", 1, 512),
+    # customers' data (docs/security.md, "Customers' data")
+    Setting("pii_retention_days", "int", "90",
+            "Days after which the PII (see HANDOFF_PII_KINDS) in stored messages and notes is "
+            "masked, keeping its shape; 0: never.", 0, 36500),
+    Setting("pii_mask_interval", "int", "3600",
+            "Seconds between two passes of the retention masking job.", 1, 604800),
+    Setting("pii_kinds", "str", "email,phone,card,order",
+            "Comma-separated PII kinds masked in exports and after the retention period: "
+            "email, phone, card, order (order numbers)."),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -151,6 +161,9 @@ class Settings:
     triage_review_threshold: float = 0.5
     triage_human_threshold: float = 0.9
     triage_max_batch: int = 32
+    pii_retention_days: int = 90
+    pii_mask_interval: int = 3600
+    pii_kinds: str = "email,phone,card,order"
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -162,6 +175,10 @@ class Settings:
     @property
     def token_lifetime(self) -> timedelta:
         return timedelta(seconds=self.token_ttl)
+
+    @property
+    def pii_kind_list(self) -> tuple[str, ...]:
+        return tuple(k.strip().lower() for k in self.pii_kinds.split(",") if k.strip())
 
     @property
     def cors_allowed(self) -> str | list[str]:
@@ -295,6 +312,10 @@ def load_settings(
     if not values.get("rasa_token") and not problems:
         problems.append(f"{_BY_NAME['rasa_token'].env}: not set and {var_dir / 'rasa-token'} "
                         "does not exist (start Rasa with `python -m bot.serve` once, or set it)")
+    pii_kinds = {k.strip().lower() for k in str(values.get("pii_kinds", "")).split(",")} - {""}
+    if pii_kinds - set(PII_KINDS):
+        problems.append(f"{_BY_NAME['pii_kinds'].env}: each must be one of "
+                        f"{', '.join(PII_KINDS)}; got {', '.join(sorted(pii_kinds))}")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
     values["database_url"] = resolve_database_url(values["database_url"])

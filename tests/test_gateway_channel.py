@@ -3,13 +3,17 @@ held actions and the decisions that resolve them, as the tracker then records th
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
+from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 import requests
 
 from bot.serve import Stack
+from tests.conftest import RASA_VENV
 from tests.test_assistant import say
 
 
@@ -131,3 +135,39 @@ def test_requests_without_the_token_or_with_bad_bodies_are_refused(rasa_stack: S
                         json={"sender": "x", "decision": {"type": "shout"}}, headers=auth,
                         timeout=30)
     assert bad.status_code == 400
+
+
+ERASE_SQL = """
+import asyncio, sys
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+from bot.gateway_channel import erase_tracker
+
+async def main() -> None:
+    store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=sys.argv[1])
+    for sender in ("mine", "theirs"):
+        tracker = DialogueStateTracker(sender, [])
+        tracker.update(UserUttered(f"{sender}: jane@mail.test"))
+        await store.save(tracker)
+    assert erase_tracker(store, "mine") is True
+    assert erase_tracker(store, "mine") is False
+    assert await store.retrieve_full_tracker("mine") is None
+    theirs = await store.retrieve_full_tracker("theirs")
+    assert theirs is not None and theirs.latest_message.text == "theirs: jane@mail.test"
+    print("ok")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.long
+def test_erase_deletes_one_senders_events_from_an_sql_tracker_store(tmp_path: Path) -> None:
+    """The endpoints.yml default (SQL); the test session's Rasa uses the in-memory store, which
+    tests/gateway/test_privacy.py erases through the running server."""
+    done = subprocess.run(
+        [str(RASA_VENV / "bin" / "python"), "-c", ERASE_SQL, str(tmp_path / "tracker.db")],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]

@@ -1,6 +1,6 @@
 """Masking keeps each value's shape: order numbers stay order numbers the bot's own regexes
 find, e-mails stay e-mails, phones stay phones, card numbers stay card-like but never valid.
-``bot.corrections.masking`` uses the standard library only, so it runs here directly."""
+``contracts.masking`` uses the standard library only, so it runs here directly."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Dict, List
 import pytest
 import yaml
 
-from bot.corrections.masking import Masker, luhn_valid, number_kind
+from contracts.masking import Masker, luhn_valid, number_kind
 from tests.conftest import PROJECT_ROOT
 
 POOL_ORDERS = ["100008", "104233"]

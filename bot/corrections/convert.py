@@ -42,7 +42,7 @@ from rasa.shared.core.training_data.structures import RuleStep, StoryStep
 from rasa.shared.nlu.training_data.message import Message
 
 from bot.corrections.domain_edit import DomainEditError, DomainEditor
-from bot.corrections.masking import Masker
+from contracts.masking import Masker
 from bot.corrections.project import (
     CORRECTION_ID_PREFIX,
     DRAFTS_DIR,

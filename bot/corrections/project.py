@@ -16,7 +16,7 @@ from rasa.shared.importers.importer import TrainingDataImporter
 from rasa.shared.nlu.training_data.formats.rasa_yaml import RasaYAMLReader
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from bot.corrections.masking import entity_examples
+from contracts.masking import entity_examples
 
 log = logging.getLogger(__name__)
 

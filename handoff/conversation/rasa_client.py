@@ -202,6 +202,13 @@ class RasaClient:
         body = {"sender": sender, "decision": dict(decision), "hold": hold}
         return _turn_reply(await self._post("/continue", body))
 
+    async def erase(self, sender: str) -> bool:
+        """Delete the conversation's tracker from Rasa's tracker store (the channel's
+        ``/erase``); whether there was one. A store that cannot erase answers 501:
+        :class:`RasaUnavailable`."""
+        data = await self._post("/erase", {"sender": sender})
+        return bool(data.get("erased"))
+
     async def status(self, base_url: str | None = None) -> dict[str, Any]:
         """Rasa's ``/status`` (``model_id``, ``model_file``, ...); ``base_url``: another
         server than the one in service (a deploy's new one)."""

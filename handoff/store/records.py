@@ -58,6 +58,7 @@ class Conversation:
     last_seq: int
     triage: dict[str, Any] | None = None  # {"history", "assessment"}: docs/triage.md
     metrics_rev: int = 0  # changes of the metrics' inputs outside a step (migration 0010)
+    erased_at: datetime | None = None  # an admin erased it (migration 0013)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ class Message:
     triage: dict[str, Any] | None = None  # a customer message's assessment
     actions: list[dict[str, Any]] | None = None  # what Rasa executed for a customer message
     sentiment: float | None = None  # triage's sentiment of a customer message (-1 … +1)
+    masked_at: datetime | None = None  # the retention job masked its PII (migration 0013)
     replayed: bool = False
     """Not a column: True when ``append_message`` found this message already stored under the
     same ``client_message_id`` (a retry) and stored nothing."""
@@ -162,6 +164,7 @@ class Note:
     author: str
     text: str
     created_at: datetime
+    masked_at: datetime | None = None  # the retention job masked its PII (migration 0013)
 
 
 @dataclass(frozen=True, slots=True)

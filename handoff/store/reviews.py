@@ -33,7 +33,8 @@ from handoff.store.records import (
     ReviewStatus,
     TrackerStatus,
 )
-from handoff.store.schema import audit_log, corrections, pending_replies
+from handoff.store.privacy import masked_events
+from handoff.store.schema import audit_log, conversations, corrections, pending_replies
 
 __all__ = ["ReviewStore"]
 
@@ -147,6 +148,12 @@ class ReviewStore(ConversationStore):
             {"tracker_events": events, "tracker_status": "fetched", "tracker_error": None}
             if events is not None else {"tracker_status": "failed", "tracker_error": error})
         async with self._tx(write=True) as conn:
+            if events is not None and (await conn.execute(
+                    sa.select(conversations.c.erased_at).where(
+                        conversations.c.id == sa.select(corrections.c.conversation_id).where(
+                            corrections.c.id == correction_id).scalar_subquery()))).scalar():
+                # fetched while an admin erased the conversation: kept masked, as the others
+                values["tracker_events"] = masked_events(events)
             row = (await conn.execute(
                 sa.update(corrections).where(corrections.c.id == correction_id)
                 .values(tracker_attempts=corrections.c.tracker_attempts + attempts, **values)

@@ -71,6 +71,7 @@ conversations = sa.Table(
     # (triage's sentiment, the survey's answer): a conversation_summaries row is current while
     # its (version, last_seq, metrics_rev) equal these (migration 0010)
     sa.Column("metrics_rev", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("erased_at", _TIME),  # an admin erased it: a closed tombstone (0013)
     sa.Index("ix_conversations_mode_queued", "mode", "queued"),
     sa.Index("ix_conversations_owner", "owner"),
     sa.Index("ix_conversations_created_at", "created_at"),
@@ -98,10 +99,12 @@ messages = sa.Table(
     sa.Column("triage", _JSON),
     sa.Column("actions", _JSON),
     sa.Column("sentiment", sa.Float),  # triage's VADER compound of a customer message
+    sa.Column("masked_at", _TIME),  # the retention job masked its PII (0013)
     sa.UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
     sa.UniqueConstraint(
         "conversation_id", "client_message_id", name="uq_messages_conversation_client_id"
     ),
+    sa.Index("ix_messages_masked_at_created_at", "masked_at", "created_at"),
 )
 
 pending_replies = sa.Table(
@@ -167,7 +170,9 @@ notes = sa.Table(
     sa.Column("author", sa.Text, nullable=False),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("masked_at", _TIME),  # the retention job masked its PII (0013)
     sa.Index("ix_notes_conversation", "conversation_id"),
+    sa.Index("ix_notes_masked_at_created_at", "masked_at", "created_at"),
 )
 
 audit_log = sa.Table(

@@ -10,7 +10,9 @@ the one :class:`~handoff.web.notifier.SocketNotifier`, and the faces in front of
 * **agents** on the JSON API and the ``/agent`` namespace (:mod:`handoff.web.agents`, login in
   :mod:`handoff.web.login`), **trainers** also on the corrections and models API
   (:mod:`handoff.web.trainers`, :mod:`handoff.web.models`), **leads** on the dashboard's
-  figures (:mod:`handoff.web.dashboard`), all listed in the OpenAPI document
+  figures (:mod:`handoff.web.dashboard`), **admins** on customers' data, exported and erased
+  (:mod:`handoff.web.privacy`; stored PII masked after its retention period by
+  :class:`~handoff.conversation.privacy.RetentionJob`), all listed in the OpenAPI document
   at ``/api/openapi.json`` (:mod:`handoff.web.openapi`) and ``docs/api.md``;
 * the pages: the demo shop with the widget, and the console (:mod:`handoff.web.pages`).
 
@@ -35,6 +37,7 @@ from sanic.response import HTTPResponse, json
 from handoff.conversation import router as r
 from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.instruments import Instruments
+from handoff.conversation.privacy import CustomerData, RetentionJob
 from handoff.conversation.shell import Conversations
 from handoff.conversation.triage_link import TriageLink
 from handoff.errors import HandoffError
@@ -54,6 +57,7 @@ from handoff.web.models import register_models_api
 from handoff.web.notifier import SocketNotifier
 from handoff.web.openapi import openapi_document
 from handoff.web.pages import register_pages
+from handoff.web.privacy import register_privacy_api
 from handoff.web.trainers import register_trainer_api
 
 __all__ = ["create_app"]
@@ -89,6 +93,10 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     app.ctx.deploys = deploys
     app.ctx.retraining = retraining
     app.ctx.store = store
+    customer_data = CustomerData(store, rasa, kinds=settings.pii_kind_list,
+                                 conversations=conversations)
+    retention = RetentionJob(store, retention_days=settings.pii_retention_days,
+                             interval=settings.pii_mask_interval, kinds=settings.pii_kind_list)
 
     @app.before_server_start
     async def _start(_app: Sanic[Any, Any]) -> None:
@@ -97,6 +105,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
             await triage.start()  # in the background: customers are served meanwhile
         await deploys.start()  # before any turn: the supervisor may have switched Rasa
         retraining.recover()  # in the background: a retraining a restart cut off
+        if settings.pii_retention_days:
+            retention.start()  # masks stored PII past its retention, one pass per interval
         if (stuck := await conversations.recover()):
             log.warning("%d conversation(s) waited for Rasa across a restart: queued", stuck)
         password = await ensure_first_admin(store)
@@ -107,6 +117,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
 
     @app.before_server_stop
     async def _stop(_app: Sanic[Any, Any]) -> None:
+        await retention.close()
         await retraining.close()
         await deploys.close()
         await conversations.close()
@@ -136,6 +147,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     register_models_api(app, settings=settings, store=store, deploys=deploys,
                         retraining=retraining)
     register_dashboard_api(app, settings=settings, store=store)
+    register_privacy_api(app, settings=settings, store=store, data=customer_data)
     register_prometheus(app, settings=settings, store=store, notifier=notifier,
                         instruments=instruments)
     register_pages(app, settings)

@@ -14,6 +14,7 @@ from typing import Any
 from handoff.learning.metrics import METRICS
 from handoff.web.agents import ACTIONS
 from handoff.web.dashboard import DASHBOARD_ROLE
+from handoff.web.privacy import REQUIRED_RIGHT as PRIVACY_RIGHT
 
 __all__ = ["openapi_document"]
 
@@ -102,6 +103,48 @@ def _dashboard_paths() -> dict[str, dict[str, Any]]:
             {"description": "OK", "content": {"text/csv": {"schema": {"type": "string"}}}},
             statuses=(400, 401, 403, 404), parameters=filters)},
     }
+
+
+def _privacy_paths() -> dict[str, dict[str, Any]]:
+    """Customers' data (:mod:`handoff.web.privacy`, docs/security.md): admins, right
+    ``protect_data`` (``x-required-right``)."""
+    who = f"Admins (right {PRIVACY_RIGHT})"
+    export = _json({"type": "object", "properties": {
+        "exported_at": {"type": "string"}, "masked": {"type": "array", "items": {
+            "type": "string"}}, "customers": {"type": "array", "items": {
+                "type": "object", "description": "the conversation with its messages, notes, "
+                "corrections and events (mode changes), PII masked"}}}})
+    erased = _json({"type": "object", "properties": {"erased": {"type": "array", "items": {
+        "type": "object", "properties": {
+            "conversation_id": {"type": "string"}, "messages": {"type": "integer"},
+            "notes": {"type": "integer"}, "pending_replies": {"type": "integer"},
+            "corrections_masked": {"type": "integer"},
+            "rasa": {"type": "string", "enum": ["erased", "none", "failed"]}}}}}})
+    ids = {"type": "array", "items": {"type": "string"}, "description": "session ids"}
+    reason = {"type": "string", "description": "why (audit-logged)"}
+    paths: dict[str, dict[str, Any]] = {
+        "/api/customers/<customer_id:str>/export": {"get": _operation(
+            f"{who}: a customer's conversation (by session id) as JSON, PII masked; "
+            "audit-logged.", export, statuses=(400, 401, 403, 404),
+            parameters=[{"name": "reason", "in": "query", "schema": {"type": "string"}}])},
+        "/api/customers/export": {"post": _operation(
+            f"{who}: several customers' conversations as JSON, PII masked; audit-logged.",
+            export, statuses=(400, 401, 403, 404),
+            body=_body({"ids": ids, "reason": reason}, ["ids"]))},
+        "/api/customers/<customer_id:str>/erase": {"post": _operation(
+            f"{who}: erase a customer's conversation from the gateway's store (corrections "
+            "kept masked) and Rasa's tracker; audit-logged. 503 when Rasa's part failed: "
+            "run it again.", erased, statuses=(400, 401, 403, 404, 503),
+            body=_body({"reason": reason}, ["reason"]))},
+        "/api/customers/erase": {"post": _operation(
+            f"{who}: erase several customers' conversations, all or none (404 names every "
+            "unknown id); audit-logged.", erased, statuses=(400, 401, 403, 404, 503),
+            body=_body({"ids": ids, "reason": reason}, ["ids", "reason"]))},
+    }
+    for ops in paths.values():
+        for op in ops.values():
+            op["x-required-right"] = PRIVACY_RIGHT
+    return paths
 
 
 @cache
@@ -248,6 +291,7 @@ def openapi_document() -> dict[str, Any]:
         body=_body({"suggestion": {"type": "string"},
                     "rating": {"type": "integer", "enum": [1, -1]}}, ["suggestion", "rating"]))}
     paths.update(_dashboard_paths())
+    paths.update(_privacy_paths())
     for action in ACTIONS:
         path = f"{conversation}/{action.path}"
         paths[path] = {"post": _operation(

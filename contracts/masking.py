@@ -18,7 +18,10 @@ quantities) are left as they are.
 
 One :class:`Masker` per correction maps the same value to the same replacement, chosen by a
 hash of the value, so an entity and the slot it fills stay equal and the same input gives the
-same text on every run.
+same text on every run. ``kinds`` limits it to some of :data:`KINDS` (all by default).
+
+Standard library only, and Python 3.8 syntax: the writer in ``bot/`` (training data) and the
+gateway (exports and stored transcripts past their retention, docs/security.md) both import it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ PHONE_PREFIX = "55501"  # +1 555-0100 … 0199: reserved for fiction
 DEFAULT_ORDER_IDS: Sequence[str] = ("104233",)
 DEFAULT_EMAILS: Sequence[str] = ("customer@example.com",)
 MASKED_ENTITIES = ("order_id", "email")
+KINDS: Tuple[str, ...] = ("email", "phone", "card", "order")
 
 
 def _digits(text: str) -> int:
@@ -108,9 +112,15 @@ def number_kind(text: str, start: int, end: int) -> str:
 
 
 class Masker:
-    """Masks one correction's texts; ``order_ids`` / ``emails`` are the replacement pools."""
+    """Masks one correction's texts; ``order_ids`` / ``emails`` are the replacement pools;
+    ``kinds``: which of :data:`KINDS` to mask (default: all)."""
 
-    def __init__(self, order_ids: Sequence[str], emails: Sequence[str]) -> None:
+    def __init__(self, order_ids: Sequence[str] = (), emails: Sequence[str] = (),
+                 kinds: Sequence[str] = KINDS) -> None:
+        unknown = sorted(set(kinds) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown PII kinds {unknown}; known: {', '.join(KINDS)}")
+        self.kinds = frozenset(kinds)
         self.order_ids = [o for o in order_ids if ORDER_ID.fullmatch(o)] or list(
             DEFAULT_ORDER_IDS)
         self.emails = list(emails) or list(DEFAULT_EMAILS)
@@ -168,12 +178,15 @@ class Masker:
     def mask(self, text: str, before: str = "") -> str:
         """``text`` with e-mail addresses, card numbers, phone numbers and order numbers masked;
         ``before`` is the text that precedes it (the context that says what a number is)."""
-        text = EMAIL.sub(lambda m: self._pick(m.group(0), self.emails), text)
+        if "email" in self.kinds:
+            text = EMAIL.sub(lambda m: self._pick(m.group(0), self.emails), text)
         whole = before + text
 
         def number(m: re.Match[str]) -> str:
             found = m.group(0)
             kind = number_kind(whole, len(before) + m.start(), len(before) + m.end())
+            if kind not in self.kinds:
+                return found
             if kind == "order":
                 return self.order_number(found)
             if kind == "card":
@@ -189,9 +202,9 @@ class Masker:
         whatever the words around it, an ``email`` from the pool, anything else as text."""
         if not isinstance(value, str):
             return value
-        if entity == "order_id" and NUMBER.search(value):
+        if entity == "order_id" and "order" in self.kinds and NUMBER.search(value):
             return NUMBER.sub(lambda m: self.order_number(m.group(0)), value)
-        if entity == "email" and EMAIL.fullmatch(value):
+        if entity == "email" and "email" in self.kinds and EMAIL.fullmatch(value):
             return self._pick(value, self.emails)
         return self.mask(value)
 
