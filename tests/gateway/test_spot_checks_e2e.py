@@ -25,8 +25,9 @@ from handoff.store import Store
 from tests.conftest import Stack
 from tests.gateway.clients import Widget, agent_login, api, gateway_store, user_login  # noqa: F401
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
+from tests.gateway.glyphs import missing_glyphs
 from tests.gateway.test_pages import (  # noqa: F401 (fixtures)
-    CHROMIUM, XSS, Console, PageWatch, _api, agents, browser, watch,
+    CHROMIUM, XSS, Console, PageWatch, Shots, _api, agents, browser, shots, watch,
 )
 from tests.test_corrections_writer import project_copy, write
 
@@ -167,8 +168,9 @@ async def test_an_ended_bot_conversation_is_sampled_checked_and_its_correction_w
     assert f"correction {correction['id']}: edited utter_greet" in tests_written
 
 
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 def test_the_console_lists_spot_checks_and_marks_each_reply(
-    browser: Browser, gateway: Gateway, watch: PageWatch,
+    browser: Browser, gateway: Gateway, watch: PageWatch, shots: Shots,  # noqa: F811
 ) -> None:
     async def customer() -> str:
         widget = await Widget(gateway.url).connect()
@@ -214,7 +216,7 @@ def test_the_console_lists_spot_checks_and_marks_each_reply(
     first = bots.nth(0)
     first.get_by_role("button", name="Correct\u2026").click()
     first.get_by_label("Correction").select_option("relabel")
-    first.get_by_label("Intent the customer meant").fill("chitchat_not_a_real_intent")
+    first.get_by_label("Intent the customer meant").fill("out_of_scope")
     first.get_by_role("button", name="Save correction").click()
     expect(transcript.locator("li.bot").nth(0).locator(".verdict")).to_have_text(
         "corrected: relabelled by erin")
@@ -223,6 +225,8 @@ def test_the_console_lists_spot_checks_and_marks_each_reply(
         expect(transcript.locator("li.bot").nth(i).locator(".verdict")).to_have_text(
             "right by erin")
     expect(finish).to_be_enabled()
+    assert missing_glyphs(page) == []
+    shots(page, "spot-check-marked", doc="console-spot-checks")
     finish.click()
     expect(section.locator("#spot-detail")).to_have_text("Spot-check finished.")
     expect(section.locator("button.spot-item", has_text=session_id)).to_have_count(0)
