@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -144,8 +144,12 @@ class Conversations:
                  config: r.RouterConfig = r.DEFAULT_CONFIG, *,
                  review_timeout: float = 30.0, triage: TriageLink | None = None,
                  tracker_retry_delays: Sequence[float] = TRACKER_RETRY_DELAYS,
-                 instruments: Instruments | None = None) -> None:
+                 instruments: Instruments | None = None,
+                 on_ended: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.store = store
+        # called (in the background) when a conversation ends and when its survey arrives:
+        # the spot-check sampling (handoff.learning.spot_checks); it must not raise
+        self.on_ended = on_ended
         self.rasa = rasa
         self.notifier = notifier
         self.config = config
@@ -245,6 +249,8 @@ class Conversations:
             conv = await self.store.set_effort_score(conversation_id, score)
         await self.notifier.to_agents("survey", {"conversation_id": conversation_id,
                                                  "effort_score": conv.effort_score})
+        if self.on_ended is not None:
+            self._spawn(self.on_ended(conversation_id))
         return conv
 
     async def apply(self, conversation_id: str, event: r.Event) -> r.ConversationState:
@@ -290,6 +296,9 @@ class Conversations:
         else:
             raise StaleVersion(f"conversation {conversation_id!r} keeps changing")
         self._count_step(conv.mode, saved)
+        if (self.on_ended is not None and saved.conversation.mode == "closed"
+                and conv.mode != "closed"):
+            self._spawn(self.on_ended(conversation_id))
         stored = saved.messages
         if saved.correction is not None:  # Rasa is asked outside the lock, after the commit
             self._spawn(self._fetch_tracker(saved.correction.id, conversation_id,

@@ -12,7 +12,8 @@ the one :class:`~handoff.web.notifier.SocketNotifier`, and the faces in front of
   (:mod:`handoff.web.trainers`, :mod:`handoff.web.models`), **leads** on the dashboard's
   figures (:mod:`handoff.web.dashboard`), **admins** on customers' data, exported and erased
   (:mod:`handoff.web.privacy`; stored PII masked after its retention period by
-  :class:`~handoff.conversation.privacy.RetentionJob`), all listed in the OpenAPI document
+  :class:`~handoff.conversation.privacy.RetentionJob`), reviewers on the spot-checks' QA
+  queue (:mod:`handoff.web.spot_checks`), all listed in the OpenAPI document
   at ``/api/openapi.json`` (:mod:`handoff.web.openapi`) and ``docs/api.md``;
 * the pages: the demo shop with the widget, and the console (:mod:`handoff.web.pages`).
 
@@ -43,6 +44,7 @@ from handoff.conversation.triage_link import TriageLink
 from handoff.errors import HandoffError
 from handoff.learning.deploys import Deploys
 from handoff.learning.retraining import Retraining
+from handoff.learning.spot_checks import SpotCheckRule, SpotChecks
 from handoff.learning.supervisor import Supervisor
 from handoff.settings import Settings
 from handoff.store import Store
@@ -58,6 +60,7 @@ from handoff.web.notifier import SocketNotifier
 from handoff.web.openapi import openapi_document
 from handoff.web.pages import register_pages
 from handoff.web.privacy import register_privacy_api
+from handoff.web.spot_checks import register_spot_check_api
 from handoff.web.trainers import register_trainer_api
 
 __all__ = ["create_app"]
@@ -81,9 +84,11 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     triage = TriageLink(TriageConfig.from_settings(settings)) if (
         settings.triage_enabled) else None
     instruments = Instruments()
+    spot_checks = SpotChecks(store, SpotCheckRule.from_settings(settings))
     conversations = Conversations(store, rasa, notifier,
                                   review_timeout=settings.review_timeout, triage=triage,
-                                  instruments=instruments)
+                                  instruments=instruments,
+                                  on_ended=spot_checks.conversation_ended)
     supervisor = (Supervisor(settings.supervisor_url, settings.rasa_token)
                   if settings.supervisor_url else None)
     deploys = Deploys(settings, store, rasa, supervisor, notifier, triage, instruments)
@@ -148,6 +153,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                         retraining=retraining)
     register_dashboard_api(app, settings=settings, store=store)
     register_privacy_api(app, settings=settings, store=store, data=customer_data)
+    register_spot_check_api(app, settings=settings, store=store, rasa=rasa)
     register_prometheus(app, settings=settings, store=store, notifier=notifier,
                         instruments=instruments)
     register_pages(app, settings)

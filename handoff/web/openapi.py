@@ -145,6 +145,39 @@ def _privacy_paths() -> dict[str, dict[str, Any]]:
         for op in ops.values():
             op["x-required-right"] = PRIVACY_RIGHT
     return paths
+def _spot_check_paths() -> dict[str, dict[str, Any]]:
+    """The spot-checks' QA queue (:mod:`handoff.web.spot_checks`, docs/console.md)."""
+    one = "/api/spot-checks/<spot_check_id:int>"
+    return {
+        "/api/spot-checks": {"get": _operation(
+            "Agents and above: the sampled bot-only conversations (status open, done or all), "
+            "each with its bot messages and marks counted.",
+            _json({"type": "object", "properties": {"spot_checks": {
+                "type": "array", "items": _OBJECT}}}), statuses=(400, 401, 403),
+            parameters=[
+                {"name": "status", "in": "query", "schema": {
+                    "type": "string", "enum": ["open", "done", "all"], "default": "open"}},
+                {"name": "after_id", "in": "query", "schema": {"type": "integer"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer"}}])},
+        one: {"get": _operation(
+            "Agents and above: one spot-check with its conversation's messages and marks.",
+            _json({"type": "object", "properties": {
+                "spot_check": _OBJECT, "messages": {"type": "array", "items": _OBJECT},
+                "marks": {"type": "array", "items": _OBJECT}}}))},
+        f"{one}/marks": {"post": _operation(
+            "Agents and above: mark a bot message right, or correct it (edit: text; relabel: "
+            "intent); a correction enters the trainers' queue.",
+            _json({"type": "object", "properties": {"mark": _OBJECT, "correction": _OBJECT}},
+                  "Created"), ok_status=201, statuses=(400, 401, 403, 404, 409, 503),
+            body=_body({"message_id": {"type": "integer"},
+                        "verdict": {"type": "string", "enum": ["right", "edit", "relabel"]},
+                        "text": {"type": "string"}, "intent": {"type": "string"}},
+                       ["message_id", "verdict"]))},
+        f"{one}/finish": {"post": _operation(
+            "Agents and above: finish a spot-check whose bot messages are all marked.",
+            _json({"type": "object", "properties": {"spot_check": _OBJECT}}),
+            statuses=(401, 403, 404, 409))},
+    }
 
 
 @cache
@@ -292,6 +325,7 @@ def openapi_document() -> dict[str, Any]:
                     "rating": {"type": "integer", "enum": [1, -1]}}, ["suggestion", "rating"]))}
     paths.update(_dashboard_paths())
     paths.update(_privacy_paths())
+    paths.update(_spot_check_paths())
     for action in ACTIONS:
         path = f"{conversation}/{action.path}"
         paths[path] = {"post": _operation(

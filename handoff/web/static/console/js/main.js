@@ -9,6 +9,7 @@ import { PendingCard } from "./pending.js";
 import { ModelsPanel } from "./models.js";
 import { TrainerPanel } from "./trainer.js";
 import { Dashboard } from "./dashboard.js";
+import { SpotChecks } from "./spotchecks.js";
 import { renderTranscript } from "./transcript.js";
 
 const ROLES = ["agent", "trainer", "admin"];
@@ -39,6 +40,7 @@ function showLogin(message) {
   if (live) { live.disconnect(); live = null; }
   $("#app").hidden = true;
   $("#dashboard").hidden = true;
+  $("#spot-checks").hidden = true;
   $("#login").hidden = false;
   $("#whoami").hidden = true;
   $("#login-error").textContent = message || "";
@@ -167,8 +169,26 @@ function showDashboard() {
   return wanted;
 }
 
+let spotChecks = null; // the Spot-checks section (every agent)
+
+/** #spot-checks shows the spot-checks' QA queue instead of the conversations. */
+function showSpotChecks() {
+  const wanted = location.hash === "#spot-checks";
+  $("#spot-checks").hidden = !wanted;
+  if (wanted) {
+    $("#app").hidden = true;
+    if (!spotChecks) spotChecks = new SpotChecks($("#spot-checks"), api, showError);
+    spotChecks.load();
+  }
+  return wanted;
+}
+
 function route() {
-  if (showDashboard()) return;
+  const spot = showSpotChecks(); // after the dashboard's, which shows #app when not wanted
+  if (showDashboard() || spot) {
+    if (spot) $("#app").hidden = true;
+    return;
+  }
   const match = /^#c=(.+)$/.exec(location.hash);
   const id = match ? decodeURIComponent(match[1]) : null;
   if (!id) {
