@@ -118,6 +118,18 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "rule or an explicit request for a person).", 0, 2),
     Setting("triage_max_batch", "int", "32",
             "Most customer messages triage encodes in one batch under load.", 1, 512),
+    # --- recovery: Rasa's health (docs/supervision.md) ---
+    Setting("rasa_probe_interval", "float", "0.5",
+            "Seconds between two probes of Rasa's /status; 0 turns the probe off (Rasa is then "
+            "only found down by a failed turn).", 0, 60),
+    Setting("rasa_probe_timeout", "float", "1.5",
+            "Seconds a probe waits for Rasa's answer; no answer by then is a failed probe.",
+            0.1, 30),
+    Setting("rasa_probe_failures", "int", "2",
+            "Failed probes in a row after which Rasa is down: customers are told at once and "
+            "their messages kept for when it is back (docs/supervision.md).", 1, 100),
+    Setting("rasa_slow_seconds", "float", "0.5",
+            "A probe answered later than this reports Rasa as slow in /api/health.", 0.01, 30),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -151,6 +163,10 @@ class Settings:
     triage_review_threshold: float = 0.5
     triage_human_threshold: float = 0.9
     triage_max_batch: int = 32
+    rasa_probe_interval: float = 0.5
+    rasa_probe_timeout: float = 1.5
+    rasa_probe_failures: int = 2
+    rasa_slow_seconds: float = 0.5
 
     def __repr__(self) -> str:
         shown = ", ".join(

@@ -35,6 +35,7 @@ from sanic.response import HTTPResponse, json
 from handoff.conversation import router as r
 from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.instruments import Instruments
+from handoff.conversation.rasa_health import RasaHealth
 from handoff.conversation.shell import Conversations
 from handoff.conversation.triage_link import TriageLink
 from handoff.errors import HandoffError
@@ -80,6 +81,12 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     conversations = Conversations(store, rasa, notifier,
                                   review_timeout=settings.review_timeout, triage=triage,
                                   instruments=instruments)
+    health = RasaHealth(rasa, interval=settings.rasa_probe_interval,
+                        timeout=settings.rasa_probe_timeout, slow=settings.rasa_slow_seconds,
+                        failures=settings.rasa_probe_failures)
+    if settings.rasa_probe_interval > 0:
+        conversations.health = health
+        health.on_change(conversations.rasa_health_changed)
     supervisor = (Supervisor(settings.supervisor_url, settings.rasa_token)
                   if settings.supervisor_url else None)
     deploys = Deploys(settings, store, rasa, supervisor, notifier, triage, instruments)
@@ -89,6 +96,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     app.ctx.deploys = deploys
     app.ctx.retraining = retraining
     app.ctx.store = store
+    app.ctx.rasa_health = health
 
     @app.before_server_start
     async def _start(_app: Sanic[Any, Any]) -> None:
@@ -96,6 +104,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         if triage is not None:
             await triage.start()  # in the background: customers are served meanwhile
         await deploys.start()  # before any turn: the supervisor may have switched Rasa
+        health.start()  # Rasa's health, probed in the background (off with interval 0)
         retraining.recover()  # in the background: a retraining a restart cut off
         if (stuck := await conversations.recover()):
             log.warning("%d conversation(s) waited for Rasa across a restart: queued", stuck)
@@ -107,6 +116,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
 
     @app.before_server_stop
     async def _stop(_app: Sanic[Any, Any]) -> None:
+        await health.close()
         await retraining.close()
         await deploys.close()
         await conversations.close()
@@ -121,7 +131,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     @app.get("/api/health", name="health")
     async def _health(request: Request) -> HTTPResponse:
         return json({"status": "ok", "triage": "off" if triage is None else (
-            "ready" if triage.ready else "loading")})
+            "ready" if triage.ready else "loading"), "rasa": health.as_json()})
 
     @app.get("/api/openapi.json", name="openapi")
     async def _openapi(request: Request) -> HTTPResponse:

@@ -111,10 +111,18 @@ def openapi_document() -> dict[str, Any]:
         "conversation": {"$ref": "#/components/schemas/RouterState"}}})
     paths: dict[str, dict[str, Any]] = {
         "/api/health": {"get": _operation(
-            "Liveness, and whether triage is off, loading its model or ready.",
+            "Liveness, whether triage is off, loading its model or ready, and Rasa's health "
+            "as the gateway's probe sees it (docs/supervision.md).",
             _json({"type": "object", "properties": {
                 "status": {"type": "string"},
-                "triage": {"type": "string", "enum": ["off", "loading", "ready"]}}}),
+                "triage": {"type": "string", "enum": ["off", "loading", "ready"]},
+                "rasa": {"type": "object", "properties": {
+                    "state": {"type": "string", "enum": ["unknown", "up", "slow", "down"]},
+                    "since": {"type": "string", "format": "date-time"},
+                    "error": {"type": ["string", "null"]},
+                    "failed_probes": {"type": "integer"},
+                    "probe_ms": {"type": ["number", "null"]},
+                    "probe": {"type": "string", "enum": ["on", "off"]}}}}}),
             auth=False, statuses=())},
         "/api/openapi.json": {"get": _operation("This document.", _json(_OBJECT), auth=False,
                                                 statuses=())},
