@@ -69,7 +69,12 @@ class Keeper:
         return kept
 
     def status(self) -> List[Dict[str, Any]]:
-        return [kept.as_dict() for kept in self.watched]
+        out = []
+        for kept in self.watched:
+            service = kept.lookup()
+            process = service.process if service is not None else None
+            out.append({**kept.as_dict(), "pid": process.pid if process else None})
+        return out
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)

@@ -70,9 +70,9 @@ def test_a_killed_process_is_restarted_while_the_other_keeps_running(tmp_path: P
         assert kept.last_exit == -signal.SIGKILL
         assert keeper.status() == [
             {"name": "crashing", "state": "running", "restarts": 3, "crashes": 3,
-             "last_exit_code": -9, "next_delay": 0.2},
+             "last_exit_code": -9, "next_delay": 0.2, "pid": crashing.process.pid},
             {"name": "steady", "state": "running", "restarts": 0, "crashes": 0,
-             "last_exit_code": None, "next_delay": 0.05},
+             "last_exit_code": None, "next_delay": 0.05, "pid": steady_pid},
         ]
         lines = out.getvalue().splitlines()
         assert "crashing exited with code -9; its log ends with:" in lines

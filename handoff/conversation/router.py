@@ -57,6 +57,8 @@ Transitions (agent actions; anything else raises :class:`InvalidTransition`, sta
     RasaBack        bot, queued for            dequeued; notice bot_back; of the outage's
                     rasa_unavailable, no turn  messages the earlier are logged and the
                                                latest answered (RasaHandleMessage, earlier)
+    ContinueWithBot bot, waiting for a person  dequeued; notice bot_back (the customer's
+                                               choice while waiting)
     TriageFlag rev  bot, not queued            review, no owner, queue triage
     TriageFlag hum  bot / unowned review       bot, queue policy_rule (by rule) or high_risk;
                                                notice handoff_queued
@@ -147,6 +149,11 @@ def _dispatch(s: ConversationState, ev: Event, cfg: RouterConfig) -> Result:
             return _on_rasa_failed(s, ev)
         case RasaBack():
             return _on_rasa_back(s, ev)
+        case ContinueWithBot():
+            if s.mode is not Mode.BOT or not s.waiting_for_agent:
+                raise InvalidTransition("the customer is not waiting for a person")
+            return replace(s, queue_reason=None, queue_detail=None), [
+                NotifyCustomer(conversation_id=s.conversation_id, notice=Notice.BOT_BACK)]
         case TriageFlag():
             return _on_triage(s, ev)
         case ReviewTimeout():

@@ -23,6 +23,7 @@ __all__ = [
     "BotAction",
     "BotMessage",
     "Close",
+    "ContinueWithBot",
     "Continuation",
     "ConversationClosed",
     "ConversationNotFound",
@@ -295,6 +296,11 @@ class RasaFailed(Event):
     call_id: int
     error: str
     timed_out: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContinueWithBot(Event):
+    """The customer, waiting for a person, chose to continue with the bot instead."""
 
 
 @dataclass(frozen=True, kw_only=True)

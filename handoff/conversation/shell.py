@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -157,6 +157,9 @@ class Conversations:
         self.instruments = instruments or Instruments()
         self._turn_started: dict[str, float] = {}  # conversation id -> monotonic arrival
         self.health: RasaHealth | None = None  # set by the app when the probe is on
+        # told of every mode, owner or queue change after the agents (the waiting customers'
+        # offers and places in the queue: handoff.conversation.waiting)
+        self.status_listeners: list[Callable[[str, r.StatusChanged], Awaitable[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -377,6 +380,8 @@ class Conversations:
                     "conversation_id": cid, "mode": effect.mode.value, "owner": effect.owner,
                     "queue_reason": effect.queue_reason.value if effect.queue_reason else None,
                     "queue_detail": effect.queue_detail})
+                for listener in self.status_listeners:
+                    await listener(cid, effect)
             case r.ShowPendingReply(agent_id=agent_id, reply=reply):  # held with the step
                 await self.notifier.to_agents("pending_reply", {
                     "conversation_id": cid, "reply": encode(reply), "owner": agent_id,

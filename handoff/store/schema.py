@@ -258,3 +258,11 @@ conversation_summaries = sa.Table(
     sa.Column("turns_by_model", _JSON),  # [[model | null, turns], ...]
     sa.Index("ix_conversation_summaries_created_at", "created_at"),
 )
+
+conversation_contacts = sa.Table(
+    "conversation_contacts", metadata,  # a waiting customer's contact address (0011)
+    sa.Column("conversation_id", sa.Text, sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("contact", sa.Text, nullable=False),  # an e-mail address or a phone number
+    sa.Column("left_at", _TIME, nullable=False),
+)

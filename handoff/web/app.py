@@ -36,13 +36,15 @@ from handoff.conversation import router as r
 from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.instruments import Instruments
 from handoff.conversation.rasa_health import RasaHealth
+from handoff.conversation.presence import OpeningHours, Presence
 from handoff.conversation.shell import Conversations
+from handoff.conversation.waiting import Waiting
 from handoff.conversation.triage_link import TriageLink
 from handoff.errors import HandoffError
 from handoff.learning.deploys import Deploys
 from handoff.learning.retraining import Retraining
 from handoff.learning.supervisor import Supervisor
-from handoff.settings import Settings
+from handoff.settings import Settings, SettingsError
 from handoff.store import Store
 from handoff.triage import TriageConfig
 from handoff.web.agents import register_agent_api
@@ -87,6 +89,13 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     if settings.rasa_probe_interval > 0:
         conversations.health = health
         health.on_change(conversations.rasa_health_changed)
+    try:
+        hours = OpeningHours.parse(settings.opening_hours, settings.opening_timezone)
+    except ValueError as exc:
+        raise SettingsError(f"HANDOFF_OPENING_HOURS / HANDOFF_OPENING_TIMEZONE: {exc}") from None
+    presence = Presence()
+    waiting = Waiting(conversations, store, presence, hours, settings.queue_offer_after)
+    conversations.status_listeners.append(waiting.status_changed)
     supervisor = (Supervisor(settings.supervisor_url, settings.rasa_token)
                   if settings.supervisor_url else None)
     deploys = Deploys(settings, store, rasa, supervisor, notifier, triage, instruments)
@@ -117,6 +126,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     @app.before_server_stop
     async def _stop(_app: Sanic[Any, Any]) -> None:
         await health.close()
+        await waiting.close()
         await retraining.close()
         await deploys.close()
         await conversations.close()
@@ -138,10 +148,10 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         return json(openapi_document())
 
     register_customer_protocol(sio, notifier, conversations=conversations,
-                               max_chars=settings.max_message_chars)
+                               max_chars=settings.max_message_chars, waiting=waiting)
     register_login(app, settings=settings, store=store)
     register_agent_api(app, sio, notifier, settings=settings, store=store, rasa=rasa,
-                       conversations=conversations)
+                       conversations=conversations, waiting=waiting)
     register_trainer_api(app, settings=settings, store=store, triage=triage)
     register_models_api(app, settings=settings, store=store, deploys=deploys,
                         retraining=retraining)

@@ -19,6 +19,11 @@ __all__ = ["openapi_document"]
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _OBJECT: dict[str, Any] = {"type": "object"}
+_NAMES: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
+_PRESENCE: dict[str, Any] = {"type": "object", "properties": {"presence": {
+    "type": "object", "properties": {
+        "open": {"type": "boolean"}, "opening_hours": {"type": ["string", "null"]},
+        "logged_in": _NAMES, "available": _NAMES}}}}
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -172,6 +177,18 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"type": "object"},
                 "actions": {"type": "array", "items": {"type": "string"}}}}),
             statuses=(401, 403, 502, 503))},
+        "/api/presence": {
+            "get": _operation(
+                "Who can answer customers now: the opening hours, the agents logged in to the "
+                "console and those available (not marked away) (docs/supervision.md).",
+                _json(_PRESENCE), statuses=(401, 403)),
+            "post": _operation(
+                "Mark yourself available or away (also the /agent event presence).",
+                _json(_PRESENCE), body=_body({"status": {"type": "string",
+                                                         "enum": ["available", "away"]}},
+                                             ["status"]),
+                statuses=(400, 401, 403)),
+        },
     }
     corrections = {"type": "array", "items": {"$ref": "#/components/schemas/Correction"}}
     paths["/api/corrections"] = {"get": _operation(

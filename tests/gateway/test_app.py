@@ -278,9 +278,13 @@ async def test_rasa_down_queues_the_conversation_and_keeps_the_message(
         conversation = await store.get_conversation(session_id)
         assert (conversation.mode, conversation.queued, conversation.queue_reason) == (
             "bot", True, "rasa_unavailable")
+        # no agent is logged in: told so at once, and offered a choice (docs/supervision.md)
+        event, offer = await widget.next()
+        assert (event, offer["reason"], offer["options"]) == (
+            "handoff_offer", "no_agent", ["wait", "bot", "contact"])
         messages = await store.list_messages(session_id)
         assert [(m.sender, m.text) for m in messages] == [
-            ("customer", ORDER_QUESTION), ("system", notice["text"])]
+            ("customer", ORDER_QUESTION), ("system", notice["text"]), ("system", offer["text"])]
     finally:
         await widget.close()
         await store.close()
@@ -438,6 +442,13 @@ async def test_asking_for_a_person_queues_the_conversation(
     event, said = await widget.next()
     assert (event, said) == ("bot_uttered", expected[0])  # the marker payload is not shown
     assert await widget.next() == ("handoff_notice", {"kind": "handoff_queued", "text": None})
+    # no agent is logged in: the customer is told so at once and offered a choice
+    event, offer = await widget.next()
+    assert (event, offer["reason"]) == ("handoff_offer", "no_agent")
+    assert await widget.next() == ("bot_uttered", {"text": offer["text"],
+                                                   "metadata": {"sender": "system"}})
+    event, place = await widget.next()  # others of this module may wait too
+    assert event == "queue_position" and place["position"] == offer["position"] >= 1
     await widget.nothing()
     conversation = await store.get_conversation(session_id)
     assert (conversation.mode, conversation.queued, conversation.queue_reason) == (
