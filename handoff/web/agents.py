@@ -178,9 +178,13 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
         state = await conversations.state(conversation_id)
         messages = await store.list_messages(conversation_id)
         last = next((m for m in reversed(messages) if m.sender == "customer"), None)
+        contact = await store.get_contact(conversation_id)
         return json({"conversation": conversation_json(conv, last),
                      "router": state_summary(state),
-                     "messages": [to_json(m) for m in messages]})
+                     "messages": [to_json(m) for m in messages],
+                     "contact": None if contact is None else {
+                         "contact": contact["contact"],
+                         "left_at": contact["left_at"].isoformat()}})
 
     @app.get("/api/conversations/<conversation_id:str>/notes", name="notes")
     async def _notes(request: Request, conversation_id: str) -> HTTPResponse:

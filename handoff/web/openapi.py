@@ -150,11 +150,15 @@ def openapi_document() -> dict[str, Any]:
                 {"name": "queued", "in": "query", "schema": {"type": "boolean"}}])},
         conversation: {"get": _operation(
             "One conversation: its row, the router's state (mode, owner, pending reply) and "
-            "every message with its NLU result and review decision.",
+            "every message with its NLU result and review decision, and the contact address "
+            "the customer left while waiting (or null).",
             _json({"type": "object", "properties": {
                 "conversation": {"$ref": "#/components/schemas/Conversation"},
                 "router": {"$ref": "#/components/schemas/RouterState"},
-                "messages": {"type": "array", "items": _OBJECT}}}))},
+                "messages": {"type": "array", "items": _OBJECT},
+                "contact": {"type": ["object", "null"], "properties": {
+                    "contact": {"type": "string"},
+                    "left_at": {"type": "string", "format": "date-time"}}}}}))},
         f"{conversation}/notes": {
             "get": _operation("The conversation's private notes (never shown to customers).",
                               _json({"type": "object", "properties": {
