@@ -153,10 +153,10 @@ class Waiting:
         options = self.options()
         text = TEXTS[reason] + (TEXTS["choices"] if "bot" in options else
                                 TEXTS["choices_no_bot"])
+        await self._say(cid, text, {"offer": reason})  # the choices go under their text
         await self.notifier.to_customer(cid, "handoff_offer", {
             "reason": reason, "text": text, "options": options,
             "position": await self.position(cid)})
-        await self._say(cid, text, {"offer": reason})
 
     async def _say(self, cid: str, text: str, payload: dict[str, Any]) -> None:
         await self.notifier.to_customer(cid, "bot_uttered",

@@ -129,7 +129,9 @@ async def test_a_hung_rasa_is_found_by_the_probe_and_the_bot_resumes_when_it_is_
                 assert (await _next_of(other, "handoff_notice"))["text"] == RASA_DOWN_TEXT
                 resp = await api.post(f"/api/conversations/{other_id}/takeover", headers=alice)
                 assert resp.status_code == 200, resp.text
-                await customer.nothing()
+                await asyncio.sleep(1)  # nothing but the customer's place in the queue
+                while not customer.events.empty():
+                    assert customer.events.get_nowait()[0] == "queue_position"
             finally:
                 os.killpg(pid, signal.SIGCONT)
 

@@ -266,7 +266,7 @@
     for (const option of entry.options) {
       if (!labels[option]) continue;
       row.append(h("button", {
-        type: "button", class: "reply", text: labels[option], disabled: done,
+        type: "button", class: "choice", text: labels[option], disabled: done,
         "aria-pressed": entry.chosen === option ? "true" : "false",
         onclick: () => {
           if (option === "contact") {
@@ -287,7 +287,7 @@
                                  autocomplete: "email", "aria-label": "E-mail address or phone number",
                                  placeholder: "E-mail address or phone number" });
       const form = h("form", { class: "contact-form" }, [
-        field, h("button", { type: "submit", class: "reply", text: "Send" })]);
+        field, h("button", { type: "submit", class: "choice", text: "Send" })]);
       form.addEventListener("submit", (event) => {
         event.preventDefault();
         if (field.value.trim()) choose(entry, "contact", field.value.trim());
