@@ -2,11 +2,14 @@
 with no agent logged in a customer who asks for a person is told so at once and offered to keep
 waiting, continue with the bot or leave a contact address (stored with the conversation); with
 an agent available the same offer comes after HANDOFF_QUEUE_OFFER_AFTER. Presence: logged in
-to the console and not marked away. Opening hours: pure tests below."""
+to the console and not marked away. Then the same in Chromium (the widget's offer, place in the
+queue and contact form; the console's Available/Away), on the same gateway. Opening hours and
+presence: pure tests at the end."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -14,12 +17,18 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+import requests
+from playwright.sync_api import expect
 
 from bot.serve import Stack
 from handoff.conversation.presence import OpeningHours, Presence
 from handoff.store import Store
 from tests.gateway.clients import WAIT, Widget, agent_console, agent_login
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
+from tests.gateway.glyphs import missing_glyphs
+from tests.gateway.test_pages import (  # noqa: F401 (fixtures)
+    CHROMIUM, Scene, Shots, _api, agents, browser, scene, shots, watch,
+)
 
 ASK_FOR_A_PERSON = "I want to talk to a human"
 ORDER_QUESTION = "where is my order 100002?"
@@ -158,6 +167,58 @@ async def test_presence_and_the_offer_after_a_wait(gateway: Gateway, store: Stor
                 break
             await asyncio.sleep(0.1)
         assert resp.json()["presence"]["logged_in"] == []
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_with_no_agent_the_widget_shows_the_offer_and_the_place_in_the_queue(
+    scene: Scene, gateway: Gateway, shots: Shots
+) -> None:
+    customer = scene.customer()
+    customer.open()
+    customer.say("I want to talk to a human")
+    expect(customer.last("system")).to_have_text(
+        "No member of our team is available right now. You can keep waiting, continue with the "
+        "assistant, or leave an e-mail address or phone number and we will get back to you.")
+    # the socket tests above left one customer waiting
+    expect(customer.widget.locator("#nw-sub")).to_have_text(re.compile(
+        "^Waiting for a member of our team \u2014 you are number [12] in the queue$"))
+    choice = customer.widget.get_by_role("group", name="What would you like to do?")
+    expect(choice.get_by_role("button")).to_have_text([
+        "Keep waiting", "Continue with the assistant", "Leave an e-mail or phone number"])
+    shots(customer.page, "widget-no-agent-offer", doc="widget-no-agent-offer")
+    assert missing_glyphs(customer.page) == []
+
+    choice.get_by_role("button", name="Leave an e-mail or phone number").click()
+    field = choice.get_by_role("textbox", name="E-mail address or phone number")
+    field.fill("ann@example.com")
+    choice.get_by_role("button", name="Send").click()
+    expect(customer.last("system")).to_have_text(
+        "Thank you: we will get back to you at ann@example.com. You keep your place in the "
+        "queue too.")
+    for button in choice.get_by_role("button").all():
+        expect(button).to_be_disabled()
+    shots(customer.page, "widget-contact-left")
+
+    erin = _api(gateway, "erin")
+    detail = requests.get(f"{gateway.url}/api/conversations/{customer.session_id}",
+                          headers=erin, timeout=30).json()
+    assert detail["contact"]["contact"] == "ann@example.com"
+    assert detail["conversation"]["queue_reason"] == "bot_handoff_marker"
+
+    # an agent logs in: available; a click marks her away, another available again
+    console = scene.console("erin")
+    button = console.page.get_by_role("button", name="Available")
+    expect(button).to_have_attribute("aria-pressed", "false")
+    button.click()
+    away = console.page.get_by_role("button", name="Away")
+    expect(away).to_have_attribute("aria-pressed", "true")
+    presence = requests.get(f"{gateway.url}/api/presence", headers=erin, timeout=30).json()
+    assert (presence["presence"]["logged_in"], presence["presence"]["available"]) == (
+        ["erin"], [])
+    shots(console.page, "console-away")
+    away.click()
+    expect(console.page.get_by_role("button", name="Available")).to_be_visible()
 
 
 def test_opening_hours_are_read_and_bad_ones_refused() -> None:
