@@ -142,6 +142,28 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "Sampling weight of a conversation whose effort survey answer is 3 or less "
             "(decided again when the survey arrives; 20 with the default share: always).",
             0, 1000),
+    # --- recovery: Rasa's health (docs/supervision.md) ---
+    Setting("rasa_probe_interval", "float", "0.5",
+            "Seconds between two probes of Rasa's /status; 0 turns the probe off (Rasa is then "
+            "only found down by a failed turn).", 0, 60),
+    Setting("rasa_probe_timeout", "float", "1.5",
+            "Seconds a probe waits for Rasa's answer; no answer by then is a failed probe.",
+            0.1, 30),
+    Setting("rasa_probe_failures", "int", "2",
+            "Failed probes in a row after which Rasa is down: customers are told at once and "
+            "their messages kept for when it is back (docs/supervision.md).", 1, 100),
+    Setting("rasa_slow_seconds", "float", "0.5",
+            "A probe answered later than this reports Rasa as slow in /api/health.", 0.01, 30),
+    # --- recovery: nobody waits in silence (docs/supervision.md) ---
+    Setting("opening_hours", "str", "",
+            "When agents answer, e.g. 'mon-fri 09:00-17:30, sat 10:00-14:00' (empty: always); "
+            "outside them a customer waiting for a person is told so at once."),
+    Setting("opening_timezone", "str", "UTC",
+            "Time zone of the opening hours (an IANA name such as Europe/Berlin)."),
+    Setting("queue_offer_after", "float", "120",
+            "Seconds a customer waits for a person, agents being available, before being "
+            "offered to keep waiting, continue with the bot or leave a contact address (0: "
+            "only when no agent is available).", 0, 86400),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -182,6 +204,13 @@ class Settings:
     spot_check_intent_weights: str = ""
     spot_check_model_weights: str = ""
     spot_check_low_ces_weight: float = 20.0
+    rasa_probe_interval: float = 0.5
+    rasa_probe_timeout: float = 1.5
+    rasa_probe_failures: int = 2
+    rasa_slow_seconds: float = 0.5
+    opening_hours: str = ""
+    opening_timezone: str = "UTC"
+    queue_offer_after: float = 120.0
 
     def __repr__(self) -> str:
         shown = ", ".join(

@@ -300,3 +300,11 @@ spot_check_marks = sa.Table(
     sa.UniqueConstraint("spot_check_id", "message_id", name="uq_spot_check_marks_message"),
     sa.Index("ix_spot_check_marks_created_at", "created_at"),
 )
+
+conversation_contacts = sa.Table(
+    "conversation_contacts", metadata,  # a waiting customer's contact address (0015)
+    sa.Column("conversation_id", sa.Text, sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("contact", sa.Text, nullable=False),  # an e-mail address or a phone number
+    sa.Column("left_at", _TIME, nullable=False),
+)

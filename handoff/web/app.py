@@ -39,14 +39,17 @@ from handoff.conversation import router as r
 from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.instruments import Instruments
 from handoff.conversation.privacy import CustomerData, RetentionJob
+from handoff.conversation.rasa_health import RasaHealth
+from handoff.conversation.presence import OpeningHours, Presence
 from handoff.conversation.shell import Conversations
+from handoff.conversation.waiting import Waiting
 from handoff.conversation.triage_link import TriageLink
 from handoff.errors import HandoffError
 from handoff.learning.deploys import Deploys
 from handoff.learning.retraining import Retraining
 from handoff.learning.spot_checks import SpotCheckRule, SpotChecks
 from handoff.learning.supervisor import Supervisor
-from handoff.settings import Settings
+from handoff.settings import Settings, SettingsError
 from handoff.store import Store
 from handoff.triage import TriageConfig
 from handoff.web.agents import register_agent_api
@@ -89,6 +92,19 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                                   review_timeout=settings.review_timeout, triage=triage,
                                   instruments=instruments,
                                   on_ended=spot_checks.conversation_ended)
+    health = RasaHealth(rasa, interval=settings.rasa_probe_interval,
+                        timeout=settings.rasa_probe_timeout, slow=settings.rasa_slow_seconds,
+                        failures=settings.rasa_probe_failures)
+    if settings.rasa_probe_interval > 0:
+        conversations.health = health
+        health.on_change(conversations.rasa_health_changed)
+    try:
+        hours = OpeningHours.parse(settings.opening_hours, settings.opening_timezone)
+    except ValueError as exc:
+        raise SettingsError(f"HANDOFF_OPENING_HOURS / HANDOFF_OPENING_TIMEZONE: {exc}") from None
+    presence = Presence()
+    waiting = Waiting(conversations, store, presence, hours, settings.queue_offer_after)
+    conversations.status_listeners.append(waiting.status_changed)
     supervisor = (Supervisor(settings.supervisor_url, settings.rasa_token)
                   if settings.supervisor_url else None)
     deploys = Deploys(settings, store, rasa, supervisor, notifier, triage, instruments)
@@ -102,6 +118,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                                  conversations=conversations)
     retention = RetentionJob(store, retention_days=settings.pii_retention_days,
                              interval=settings.pii_mask_interval, kinds=settings.pii_kind_list)
+    app.ctx.rasa_health = health
 
     @app.before_server_start
     async def _start(_app: Sanic[Any, Any]) -> None:
@@ -109,6 +126,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         if triage is not None:
             await triage.start()  # in the background: customers are served meanwhile
         await deploys.start()  # before any turn: the supervisor may have switched Rasa
+        health.start()  # Rasa's health, probed in the background (off with interval 0)
         retraining.recover()  # in the background: a retraining a restart cut off
         if settings.pii_retention_days:
             retention.start()  # masks stored PII past its retention, one pass per interval
@@ -123,6 +141,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     @app.before_server_stop
     async def _stop(_app: Sanic[Any, Any]) -> None:
         await retention.close()
+        await health.close()
+        await waiting.close()
         await retraining.close()
         await deploys.close()
         await conversations.close()
@@ -137,17 +157,17 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     @app.get("/api/health", name="health")
     async def _health(request: Request) -> HTTPResponse:
         return json({"status": "ok", "triage": "off" if triage is None else (
-            "ready" if triage.ready else "loading")})
+            "ready" if triage.ready else "loading"), "rasa": health.as_json()})
 
     @app.get("/api/openapi.json", name="openapi")
     async def _openapi(request: Request) -> HTTPResponse:
         return json(openapi_document())
 
     register_customer_protocol(sio, notifier, conversations=conversations,
-                               max_chars=settings.max_message_chars)
+                               max_chars=settings.max_message_chars, waiting=waiting)
     register_login(app, settings=settings, store=store)
     register_agent_api(app, sio, notifier, settings=settings, store=store, rasa=rasa,
-                       conversations=conversations)
+                       conversations=conversations, waiting=waiting)
     register_trainer_api(app, settings=settings, store=store, triage=triage)
     register_models_api(app, settings=settings, store=store, deploys=deploys,
                         retraining=retraining)

@@ -120,15 +120,60 @@ async function startApp() {
     deploy_progress: (p) => { if (models) models.onDeployProgress(p); },
     deploy_finished: (job) => { if (models) models.onDeployFinished(job); },
     model_deployed: () => { domainPromise = null; if (models) models.load(); },
+    presence: (p) => renderPresence(p),
+    rasa_health: (h) => renderRasaHealth(h),
   }, (state) => {
     const badge = $("#live");
     badge.textContent = { live: "live", reconnecting: "reconnecting\u2026", refused: "offline" }[state];
     badge.className = `live ${state}`;
-    if (state === "live") { reloadList(); if (current) refresh(); }
+    if (state === "live") { reloadList(); loadHealth(); if (current) refresh(); }
     if (state === "refused") api.onUnauthorized();
   });
   route();
 }
+
+// ------------------------------------------------------------------ presence and Rasa's health
+
+/** Available while logged in here and not marked away (docs/supervision.md). */
+function renderPresence(presence) {
+  if (!presence || !Array.isArray(presence.logged_in)) return;
+  const away = presence.logged_in.includes(api.username)
+    && !(presence.available || []).includes(api.username) && presence.open !== false;
+  const button = $("#presence");
+  button.textContent = away ? "Away" : "Available";
+  button.setAttribute("aria-pressed", String(away));
+  button.title = presence.open === false ? "Outside the opening hours" : (away
+    ? "Customers waiting for a person are told nobody is available; click to be available"
+    : "Click to mark yourself away");
+}
+
+function renderRasaHealth(health) {
+  const badge = $("#rasa-health");
+  const down = health && health.state === "down";
+  badge.hidden = !down;
+  badge.textContent = down ? "assistant down" : "";
+  badge.title = down ? `Rasa is not answering since ${health.since}: ${health.error || ""}` : "";
+}
+
+async function loadHealth() {
+  try {
+    const [presence, health] = await Promise.all([
+      api.request("GET", "/api/presence"), api.request("GET", "/api/health")]);
+    renderPresence(presence.presence);
+    renderRasaHealth(health.rasa);
+  } catch (err) {
+    if (err.status !== 401) showError(err);
+  }
+}
+
+$("#presence").addEventListener("click", () => {
+  if (!live) return;
+  const away = $("#presence").getAttribute("aria-pressed") === "true";
+  live.emit("presence", { status: away ? "available" : "away" }, (answer) => {
+    if (answer && answer.presence) renderPresence(answer.presence);
+    else if (answer && answer.message) showError(answer.message);
+  });
+});
 
 async function reloadList() {
   try {
