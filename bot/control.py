@@ -52,6 +52,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from bot.keeper import Keeper
 from bot.processes import Service, Stack, StartupError
 
 MAX_BODY = 64 * 1024 * 1024
@@ -371,8 +372,9 @@ def _json_or_none(text: str) -> Any:
 
 
 def serve_control(pool: RasaPool, retrainer: Retrainer, port: int,
-                  token: str) -> ThreadingHTTPServer:
-    """Serve the control API on 127.0.0.1:``port`` in a background thread."""
+                  token: str, keeper: Optional[Keeper] = None) -> ThreadingHTTPServer:
+    """Serve the control API on 127.0.0.1:``port`` in a background thread (with ``keeper``,
+    ``GET /processes`` lists the kept processes and their restarts)."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "northwind-supervisor"
@@ -409,6 +411,8 @@ def serve_control(pool: RasaPool, retrainer: Retrainer, port: int,
                 return
             if self.path == "/rasa":
                 self._send(200, pool.status())
+            elif self.path == "/processes" and keeper is not None:
+                self._send(200, {"processes": keeper.status()})
             elif self.path == "/retrain":
                 try:
                     self._send(200, retrainer.status())

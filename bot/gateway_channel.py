@@ -11,6 +11,13 @@ lock, with one tracker load and one save, and answers with everything the gatewa
      "parse_data": {...} (optional: a relabelled intent, used instead of NLU),
      "rewind": false (optional: first revert the customer's last message and what followed
                       it, as when an agent relabels that message's intent),
+     "message_id": "..." (optional: the gateway's id of the message; when the tracker's last
+                      customer message has it already, a turn whose answer was lost, it is
+                      rewound first),
+     "earlier": [{"text", "metadata", "message_id"}] (optional: messages Rasa never saw,
+                      sent while it was down; each is logged, parsed and its slots filled,
+                      as what the customer said, but not answered; ids already in the
+                      tracker are skipped),
      "hold": false}
 
 answers
@@ -64,7 +71,9 @@ from rasa.core.policies.policy import PolicyPrediction
 from rasa.core.tracker_store import InMemoryTrackerStore, RedisTrackerStore, SQLTrackerStore
 from rasa.shared.constants import UTTER_PREFIX
 from rasa.shared.core.constants import ACTION_DEFAULT_FALLBACK_NAME, ACTION_LISTEN_NAME
-from rasa.shared.core.events import ActionExecuted, BotUttered, UserUtteranceReverted
+from rasa.shared.core.events import (
+    ActionExecuted, BotUttered, UserUtteranceReverted, UserUttered,
+)
 from rasa.shared.core.trackers import DialogueStateTracker
 
 CHANNEL_NAME = "gateway"
@@ -222,6 +231,24 @@ def _json_body(request: Request) -> Dict[str, Any]:
     return body
 
 
+def _earlier(value: Any) -> List[Dict[str, Any]]:
+    """The ``earlier`` of a turn: messages to log, unanswered, before the turn's own."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("text"), str)
+        and isinstance(m.get("metadata") or {}, dict)
+        and isinstance(m.get("message_id"), (str, type(None)))
+        for m in value
+    ):
+        raise BadRequest("'earlier' must be a list of {text, metadata?, message_id?}")
+    return value
+
+
+def _logged_ids(tracker: DialogueStateTracker) -> set:
+    return {e.message_id for e in tracker.events if isinstance(e, UserUttered) and e.message_id}
+
+
 class GatewayInput(InputChannel):
     """The handoff gateway's channel (see the module docstring)."""
 
@@ -270,15 +297,37 @@ class GatewayInput(InputChannel):
                 if parse_data is not None and not isinstance(parse_data, dict):
                     raise BadRequest("'parse_data' must be an object")
                 metadata = body.get("metadata") or {}
+                message_id = body.get("message_id")
+                if message_id is not None and not isinstance(message_id, str):
+                    raise BadRequest("'message_id' must be a string")
+                earlier = _earlier(body.get("earlier"))
                 message = UserMessage(
                     text, CollectingOutputChannel(), body["sender"],
                     input_channel=CHANNEL_NAME, metadata=metadata, parse_data=parse_data,
+                    message_id=message_id,
                 )
                 processor = agent.processor
                 tracker = await processor.fetch_tracker_and_update_session(
                     message.sender_id, message.output_channel, message.metadata
                 )
-                if body.get("rewind"):
+                seen = _logged_ids(tracker)
+                for item in earlier:  # an outage's messages: logged, not answered
+                    if item.get("message_id") in seen:
+                        continue  # Rasa logged it before it stopped answering
+                    said = UserMessage(
+                        item["text"], CollectingOutputChannel(), body["sender"],
+                        input_channel=CHANNEL_NAME, metadata=item.get("metadata") or {},
+                        message_id=item.get("message_id"),
+                    )
+                    await processor._handle_message_with_tracker(said, tracker)  # noqa: SLF001
+                    tracker = await processor.run_action_extract_slots(said.output_channel,
+                                                                       tracker)
+                    tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
+                latest = tracker.latest_message
+                if body.get("rewind") or (
+                    message_id is not None and latest is not None
+                    and latest.message_id == message_id
+                ):  # also: this very message was logged by a turn whose answer was lost
                     # the revert also takes back the action_listen before the message
                     tracker.update(UserUtteranceReverted())
                     tracker.update(ActionExecuted(ACTION_LISTEN_NAME))

@@ -3,7 +3,9 @@
 It starts the action server, the Rasa server (HTTP API enabled, loopback only, token auth) and
 the handoff gateway (``python -m handoff`` in the gateway's environment; customers connect to it,
 never to Rasa), waits until each answers, prints where to go, and on Ctrl-C or SIGTERM stops every
-process it started, children included (each runs in its own process group).
+process it started, children included (each runs in its own process group). A process that
+crashes meanwhile is started again with back-off while the others keep running
+(:mod:`bot.keeper`, docs/supervision.md).
 
 It is also the supervisor of deploys: the gateway asks its control API (:mod:`bot.control`,
 loopback, the Rasa token) to retrain and to start a second Rasa server on a new model, switches
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from bot.control import RasaPool, Retrainer, serve_control
+from bot.keeper import Keeper
 from bot.processes import (  # re-exported: the tests and benchmarks start the same Stack
     GATEWAY_PYTHON,
     LIVE_MODEL,
@@ -60,6 +63,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--endpoints", type=Path)
     parser.add_argument("--gateway-port", type=int,
                         default=int(os.environ.get("HANDOFF_PORT", 8000)))
+    parser.add_argument("--restart-delay", type=float, default=1.0,
+                        help="seconds before a crashed process is started again; doubled after "
+                             "each crash (docs/supervision.md)")
+    parser.add_argument("--restart-max-delay", type=float, default=30.0,
+                        help="the longest wait before a restart")
     args = parser.parse_args(argv)
 
     project = args.project.resolve()
@@ -100,7 +108,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     pool.adopt(stack.services.pop(), args.rasa_port, stack.model)  # the pool runs Rasa now
     retrainer = Retrainer(pool, project)
-    control = serve_control(pool, retrainer, args.control_port, stack.token)
+    keeper = Keeper(delay=args.restart_delay, max_delay=args.restart_max_delay)
+    control = serve_control(pool, retrainer, args.control_port, stack.token, keeper)
     gateway = Service(
         name="handoff gateway",
         argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
@@ -113,6 +122,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     gateway_log_start = gateway.log_path.stat().st_size if gateway.log_path.exists() else 0
     gateway.start()
     stack.services.append(gateway)
+    actions = stack.services[0]
+    keeper.watch("action server", lambda: actions)
+    keeper.watch("Rasa server", lambda: pool.live.service if pool.live else None)
+    keeper.watch("handoff gateway", lambda: gateway)
     try:
         gateway.wait_until_ready(time.monotonic() + 60)
     except StartupError as exc:
@@ -144,14 +157,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "Press Ctrl-C to stop everything.",
         flush=True,
     )
-    code = 0
     while not stopping:
-        dead = stack.exited() or pool.exited()
-        if dead is not None:
-            print(f"{dead.name} stopped unexpectedly; its log ends with:\n{dead.log_tail()}",
-                  file=sys.stderr)
-            code = 1
-            break
+        keeper.tick()  # a crashed process is restarted with back-off; the others keep running
         time.sleep(0.5)
     print("stopping…", flush=True)
     if retrainer.stop() is not None:
@@ -162,7 +169,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pool.stop()
     stack.stop()
     print("stopped.", flush=True)
-    return code
+    return 0
 
 
 if __name__ == "__main__":

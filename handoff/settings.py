@@ -40,7 +40,7 @@ class Setting:
     """One row of the settings table."""
 
     name: str  # attribute name; the variable is HANDOFF_<NAME upper-cased>
-    type: str  # "int", "float", "str", "url", "secret", "bool"
+    type: str  # "int", "float", "str", "url", "secret", "bool", "weights" (name=number,...)
     default: str | None  # as it would be written in the environment; None: computed
     help: str
     minimum: float | None = None
@@ -128,6 +128,42 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("pii_kinds", "str", "email,phone,card,order",
             "Comma-separated PII kinds masked in exports and after the retention period: "
             "email, phone, card, order (order numbers)."),
+    # spot-checks of bot-only conversations (docs/console.md, "Spot-checks")
+    Setting("spot_check_share", "float", "0.05",
+            "Share (0-1) of the conversations the bot handled alone that are sampled for a "
+            "spot-check when they end, before the weights below.", 0, 1),
+    Setting("spot_check_intent_weights", "weights", "",
+            "Sampling weights by intent, e.g. track_refund=3,greet=0 (an intent not named "
+            "weighs 1; a conversation takes the largest weight among its intents)."),
+    Setting("spot_check_model_weights", "weights", "",
+            "Sampling weights by model version, e.g. 20261205-101500=4 (a model not named "
+            "weighs 1)."),
+    Setting("spot_check_low_ces_weight", "float", "20",
+            "Sampling weight of a conversation whose effort survey answer is 3 or less "
+            "(decided again when the survey arrives; 20 with the default share: always).",
+            0, 1000),
+    # --- recovery: Rasa's health (docs/supervision.md) ---
+    Setting("rasa_probe_interval", "float", "0.5",
+            "Seconds between two probes of Rasa's /status; 0 turns the probe off (Rasa is then "
+            "only found down by a failed turn).", 0, 60),
+    Setting("rasa_probe_timeout", "float", "1.5",
+            "Seconds a probe waits for Rasa's answer; no answer by then is a failed probe.",
+            0.1, 30),
+    Setting("rasa_probe_failures", "int", "2",
+            "Failed probes in a row after which Rasa is down: customers are told at once and "
+            "their messages kept for when it is back (docs/supervision.md).", 1, 100),
+    Setting("rasa_slow_seconds", "float", "0.5",
+            "A probe answered later than this reports Rasa as slow in /api/health.", 0.01, 30),
+    # --- recovery: nobody waits in silence (docs/supervision.md) ---
+    Setting("opening_hours", "str", "",
+            "When agents answer, e.g. 'mon-fri 09:00-17:30, sat 10:00-14:00' (empty: always); "
+            "outside them a customer waiting for a person is told so at once."),
+    Setting("opening_timezone", "str", "UTC",
+            "Time zone of the opening hours (an IANA name such as Europe/Berlin)."),
+    Setting("queue_offer_after", "float", "120",
+            "Seconds a customer waits for a person, agents being available, before being "
+            "offered to keep waiting, continue with the bot or leave a contact address (0: "
+            "only when no agent is available).", 0, 86400),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -164,6 +200,17 @@ class Settings:
     pii_retention_days: int = 90
     pii_mask_interval: int = 3600
     pii_kinds: str = "email,phone,card,order"
+    spot_check_share: float = 0.05
+    spot_check_intent_weights: str = ""
+    spot_check_model_weights: str = ""
+    spot_check_low_ces_weight: float = 20.0
+    rasa_probe_interval: float = 0.5
+    rasa_probe_timeout: float = 1.5
+    rasa_probe_failures: int = 2
+    rasa_slow_seconds: float = 0.5
+    opening_hours: str = ""
+    opening_timezone: str = "UTC"
+    queue_offer_after: float = 120.0
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -235,6 +282,31 @@ def _generated_secret(path: Path) -> str:
     return value
 
 
+_WEIGHT_NAME: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """A ``weights`` setting, ``"track_refund=3, greet=0"``, as ``{"track_refund": 3.0,
+    "greet": 0.0}``; empty text is no weights. ``ValueError`` naming the bad item otherwise
+    (names: letters, digits, ``_-.:``; weights: numbers from 0 to 1000)."""
+    out: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, raw = (x.strip() for x in item.partition("="))
+        if not sep or not name or not set(name) <= _WEIGHT_NAME:
+            raise ValueError(f"expected name=weight items separated by commas; got {item!r}")
+        try:
+            weight = float(raw)
+        except ValueError:
+            raise ValueError(f"the weight of {name!r} must be a number; got {raw!r}") from None
+        if not 0 <= weight <= 1000:
+            raise ValueError(f"the weight of {name!r} must be from 0 to 1000; got {raw!r}")
+        out[name] = weight
+    return out
+
+
 def _convert(setting: Setting, raw: str) -> Any:
     value: Any
     if setting.type == "int":
@@ -246,6 +318,9 @@ def _convert(setting: Setting, raw: str) -> Any:
         if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             raise ValueError("expected true or false")
         return lowered in ("1", "true", "yes", "on")
+    elif setting.type == "weights":  # name=weight,... (handoff.learning.spot_checks)
+        parse_weights(raw)
+        return raw
     elif setting.type == "url":
         value = raw.strip().rstrip("/")
         parts = urlsplit(value)

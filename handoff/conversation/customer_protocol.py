@@ -38,7 +38,7 @@ from typing import Any, Final
 from handoff.conversation.router import BotMessage, Notice, QueueReason
 
 __all__ = [
-    "NOTICE_TEXTS", "SURVEY_REQUEST", "ProtocolError", "UserUttered", "bot_uttered_payloads",
+    "NOTICE_TEXTS", "RASA_DOWN_TEXT", "SURVEY_REQUEST", "ProtocolError", "UserUttered", "bot_uttered_payloads",
     "notice_text", "parse_end_conversation", "parse_session_request", "parse_survey_answer",
     "parse_user_uttered",
 ]
@@ -54,6 +54,10 @@ NOTICE_TEXTS: Final[Mapping[Notice, str]] = {
     Notice.BOT_BACK: "You are back with the assistant.",
     Notice.CLOSED: "This conversation has ended. Thank you for contacting us.",
 }
+
+RASA_DOWN_TEXT: Final = ("Our assistant has a technical problem right now. Your messages are "
+                         "kept: a member of our team, or the assistant as soon as it is back, "
+                         "will answer them.")
 
 SURVEY_REQUEST: Final[Mapping[str, Any]] = {
     "question": "How easy was it to get your issue resolved?",
@@ -203,4 +207,6 @@ def notice_text(notice: Notice, reason: QueueReason | None) -> str | None:
     marker came with its own words)."""
     if notice is Notice.HANDOFF_QUEUED and reason is QueueReason.BOT_HANDOFF_MARKER:
         return None
+    if notice is Notice.HANDOFF_QUEUED and reason is QueueReason.RASA_UNAVAILABLE:
+        return RASA_DOWN_TEXT
     return NOTICE_TEXTS[notice]

@@ -183,17 +183,26 @@ class RasaClient:
         parse_data: dict[str, Any] | None = None,
         rewind: bool = False,
         base_url: str | None = None,
+        message_id: str | None = None,
+        earlier: list[dict[str, Any]] | None = None,
     ) -> TurnReply:
         """Log the customer's message and run the turn (stopping at the first action to hold
         when ``hold``); ``parse_data`` replaces NLU (a relabelled intent); ``rewind`` first
         reverts the customer's last message and what followed it in the tracker; ``base_url``:
-        another Rasa server than the one in service (a deploy warming up its new server)."""
+        another Rasa server than the one in service (a deploy warming up its new server);
+        ``message_id``: the gateway's id of the message (kept in the tracker); ``earlier``:
+        messages (``{text, metadata, message_id}``) Rasa never saw, logged first as what the
+        customer said, unanswered (after an outage)."""
         body: dict[str, Any] = {"sender": sender, "text": text, "metadata": metadata or {},
                                 "hold": hold}
         if parse_data is not None:
             body["parse_data"] = parse_data
         if rewind:
             body["rewind"] = True
+        if message_id is not None:
+            body["message_id"] = message_id
+        if earlier:
+            body["earlier"] = earlier
         return _turn_reply(await self._post("/turn", body, base_url=base_url))
 
     async def continue_(self, sender: str, decision: ContinueBody,

@@ -54,6 +54,11 @@ Transitions (agent actions; anything else raises :class:`InvalidTransition`, sta
     AgentMessage a  human(a)                   SendToCustomer(human) + AppendToTracker
     decisions a     review(a) with a pending   RecordCorrection + commit, then hold again
     Watch a on/off  any (on: not closed)       watchers changed, no effects
+    RasaBack        bot, queued for            dequeued; notice bot_back; of the outage's
+                    rasa_unavailable, no turn  messages the earlier are logged and the
+                                               latest answered (RasaHandleMessage, earlier)
+    ContinueWithBot bot, waiting for a person  dequeued; notice bot_back (the customer's
+                                               choice while waiting)
     TriageFlag rev  bot, not queued            review, no owner, queue triage
     TriageFlag hum  bot / unowned review       bot, queue policy_rule (by rule) or high_risk;
                                                notice handoff_queued
@@ -142,6 +147,13 @@ def _dispatch(s: ConversationState, ev: Event, cfg: RouterConfig) -> Result:
             return _on_rasa_result(s, ev, cfg)
         case RasaFailed():
             return _on_rasa_failed(s, ev)
+        case RasaBack():
+            return _on_rasa_back(s, ev)
+        case ContinueWithBot():
+            if s.mode is not Mode.BOT or not s.waiting_for_agent:
+                raise InvalidTransition("the customer is not waiting for a person")
+            return replace(s, queue_reason=None, queue_detail=None), [
+                NotifyCustomer(conversation_id=s.conversation_id, notice=Notice.BOT_BACK)]
         case TriageFlag():
             return _on_triage(s, ev)
         case ReviewTimeout():
@@ -318,6 +330,24 @@ def _on_rasa_failed(s: ConversationState, ev: RasaFailed) -> Result:
         s, more = _escalate(s, QueueReason.RASA_UNAVAILABLE, ev.error)
         effects += more
     return _end_turn(s, effects)
+
+
+def _on_rasa_back(s: ConversationState, ev: RasaBack) -> Result:
+    """A conversation queued only because Rasa was down goes back to the bot (unless an agent
+    took it meanwhile): the customer is told, and the bot answers the latest message with the
+    earlier ones logged first. Anything else is left as it is."""
+    if not (s.mode is Mode.BOT and s.queue_reason is QueueReason.RASA_UNAVAILABLE
+            and s.owner is None and s.turn is None):
+        return s, []
+    cid = s.conversation_id
+    s = replace(s, queue_reason=None, queue_detail=None)
+    effects: list[Effect] = [NotifyCustomer(conversation_id=cid, notice=Notice.BOT_BACK)]
+    if not ev.messages:
+        return s, effects
+    *earlier, latest = ev.messages
+    s, more = _start_turn(s, latest)
+    return s, effects + [replace(e, earlier=tuple(earlier))
+                         if isinstance(e, RasaHandleMessage) else e for e in more]
 
 
 def _escalate(s: ConversationState, reason: QueueReason, detail: str | None) -> Result:

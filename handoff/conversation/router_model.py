@@ -23,6 +23,7 @@ __all__ = [
     "BotAction",
     "BotMessage",
     "Close",
+    "ContinueWithBot",
     "Continuation",
     "ConversationClosed",
     "ConversationNotFound",
@@ -46,6 +47,7 @@ __all__ = [
     "PendingReply",
     "QueueReason",
     "RasaAppendReply",
+    "RasaBack",
     "RasaCall",
     "RasaExecute",
     "RasaFailed",
@@ -297,6 +299,19 @@ class RasaFailed(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ContinueWithBot(Event):
+    """The customer, waiting for a person, chose to continue with the bot instead."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasaBack(Event):
+    """Rasa answers again after an outage. ``messages``: what the customer wrote that Rasa
+    never answered (stored while it was away), oldest first."""
+
+    messages: tuple[CustomerMessage, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class TriageFlag(Event):
     """Triage found the conversation risky: ``review`` holds the bot's replies for any agent
     (an unowned review; the first agent to act owns it); ``human`` queues it for a person."""
@@ -457,9 +472,12 @@ class RasaCall(Effect):
 
 @dataclass(frozen=True, kw_only=True)
 class RasaHandleMessage(RasaCall):
-    """Log and parse the message (the channel's ``/turn``), report the parse, then continue."""
+    """Log and parse the message (the channel's ``/turn``), report the parse, then continue.
+    ``earlier``: messages Rasa never saw (an outage), logged first as what the customer said,
+    unanswered, so the bot answers ``message`` with the whole context."""
 
     message: CustomerMessage
+    earlier: tuple[CustomerMessage, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -39,7 +39,8 @@ from handoff.conversation.customer_protocol import SURVEY_REQUEST, bot_uttered_p
 from handoff.conversation.instruments import Instruments
 from handoff.errors import Conflict, NotFound
 from handoff.conversation.locks import ConversationLocks
-from handoff.conversation.rasa_client import RasaClient, RasaError, TurnReply
+from handoff.conversation.rasa_client import RasaClient, RasaError, RasaUnavailable, TurnReply
+from handoff.conversation.rasa_health import RasaHealth
 from handoff.conversation.state_codec import decode_state, encode, encode_state
 from handoff.store import (
     Conversation,
@@ -144,8 +145,12 @@ class Conversations:
                  config: r.RouterConfig = r.DEFAULT_CONFIG, *,
                  review_timeout: float = 30.0, triage: TriageLink | None = None,
                  tracker_retry_delays: Sequence[float] = TRACKER_RETRY_DELAYS,
-                 instruments: Instruments | None = None) -> None:
+                 instruments: Instruments | None = None,
+                 on_ended: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.store = store
+        # called (in the background) when a conversation ends and when its survey arrives:
+        # the spot-check sampling (handoff.learning.spot_checks); it must not raise
+        self.on_ended = on_ended
         self.rasa = rasa
         self.notifier = notifier
         self.config = config
@@ -155,6 +160,10 @@ class Conversations:
         self.locks = ConversationLocks()
         self.instruments = instruments or Instruments()
         self._turn_started: dict[str, float] = {}  # conversation id -> monotonic arrival
+        self.health: RasaHealth | None = None  # set by the app when the probe is on
+        # told of every mode, owner or queue change after the agents (the waiting customers'
+        # offers and places in the queue: handoff.conversation.waiting)
+        self.status_listeners: list[Callable[[str, r.StatusChanged], Awaitable[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -186,6 +195,36 @@ class Conversations:
                 self._spawn(self._release_later(conv.id, state.pending.reply_id,
                                                 self.review_timeout))
         return recovered
+
+    async def resume_after_outage(self) -> int:
+        """Rasa is back: each conversation queued only because it was down (``bot`` mode,
+        ``rasa_unavailable``, no agent took it) goes back to the bot with the customer's
+        messages Rasa never answered (:class:`~handoff.conversation.router.RasaBack`).
+        Returns how many went back."""
+        resumed = 0
+        for conv in await self.store.list_conversations(mode="bot", queued=True):
+            if conv.queue_reason != r.QueueReason.RASA_UNAVAILABLE.value:
+                continue
+            unanswered: list[Message] = []
+            for message in reversed(await self.store.list_messages(conv.id)):
+                if message.sender in ("bot", "human"):
+                    break
+                if message.sender == "customer" and message.intent is None:
+                    unanswered.append(message)
+            event = r.RasaBack(messages=tuple(
+                r.CustomerMessage(message_id=m.client_message_id or f"stored-{m.id}",
+                                  text=m.text or "", metadata=dict(m.metadata or {}))
+                for m in reversed(unanswered)))
+            try:
+                state = await self.apply(conv.id, event)
+            except r.RouterError as exc:  # closed meanwhile
+                log.info("%s not resumed: %s", conv.id, exc)
+                continue
+            if state.queue_reason is None:
+                resumed += 1
+                log.info("Rasa is back: %s returns to the bot with %d message(s)", conv.id,
+                         len(unanswered))
+        return resumed
 
     async def _release_later(self, cid: str, reply_id: int, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -245,6 +284,8 @@ class Conversations:
             conv = await self.store.set_effort_score(conversation_id, score)
         await self.notifier.to_agents("survey", {"conversation_id": conversation_id,
                                                  "effort_score": conv.effort_score})
+        if self.on_ended is not None:
+            self._spawn(self.on_ended(conversation_id))
         return conv
 
     async def apply(self, conversation_id: str, event: r.Event) -> r.ConversationState:
@@ -290,6 +331,9 @@ class Conversations:
         else:
             raise StaleVersion(f"conversation {conversation_id!r} keeps changing")
         self._count_step(conv.mode, saved)
+        if (self.on_ended is not None and saved.conversation.mode == "closed"
+                and conv.mode != "closed"):
+            self._spawn(self.on_ended(conversation_id))
         stored = saved.messages
         if saved.correction is not None:  # Rasa is asked outside the lock, after the commit
             self._spawn(self._fetch_tracker(saved.correction.id, conversation_id,
@@ -345,6 +389,8 @@ class Conversations:
                     "conversation_id": cid, "mode": effect.mode.value, "owner": effect.owner,
                     "queue_reason": effect.queue_reason.value if effect.queue_reason else None,
                     "queue_detail": effect.queue_detail})
+                for listener in self.status_listeners:
+                    await listener(cid, effect)
             case r.ShowPendingReply(agent_id=agent_id, reply=reply):  # held with the step
                 await self.notifier.to_agents("pending_reply", {
                     "conversation_id": cid, "reply": encode(reply), "owner": agent_id,
@@ -454,14 +500,42 @@ class Conversations:
                 self._time_turn(cid, asked, rasa_seconds)
 
     async def _ask_rasa(self, effect: r.RasaCall) -> r.Event:
-        """Rasa's answer to a call, or the failure the router is told instead."""
+        """Rasa's answer to a call, or the failure the router is told instead. While the
+        health probe finds Rasa down the call fails at once, and a call out when it goes down
+        fails then (the customer is told in seconds, not after the turn timeout)."""
+        health = self.health
         try:
-            return await self._rasa_request(effect)
+            if health is None:
+                return await self._rasa_request(effect)
+            if health.down:
+                raise RasaUnavailable(f"Rasa is down ({health.error})")
+            request = asyncio.ensure_future(self._rasa_request(effect))
+            went_down = asyncio.ensure_future(health.down_event.wait())
+            try:
+                await asyncio.wait({request, went_down}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                went_down.cancel()
+            if not request.done():
+                request.cancel()
+                await asyncio.gather(request, return_exceptions=True)
+                raise RasaUnavailable(f"Rasa went down during the call ({health.error})",
+                                      timed_out=True)
+            return request.result()
         except RasaError as exc:
             log.warning("Rasa call %s for %s failed: %s", effect.call_id,
                         effect.conversation_id, exc)
             return r.RasaFailed(call_id=effect.call_id, error=exc.message,
                                 timed_out=exc.timed_out)
+
+    async def rasa_health_changed(self, previous: str, state: str) -> None:
+        """The probe's news (:class:`~handoff.conversation.rasa_health.RasaHealth`): every
+        agent gets ``rasa_health``; when Rasa is back, the conversations it queued go back to
+        the bot (:meth:`resume_after_outage`)."""
+        health = self.health
+        await self.notifier.to_agents("rasa_health", health.as_json() if health else {
+            "state": state})
+        if previous == "down" and state in ("up", "slow"):
+            self._spawn(self.resume_after_outage())
 
     async def _apply_result(self, cid: str, event: r.Event) -> bool:
         """Feed a Rasa call's outcome to the router; whether it was applied."""
@@ -569,8 +643,12 @@ class Conversations:
         cid = effect.conversation_id
         hold = effect.then is not r.Continuation.RUN
         match effect:
-            case r.RasaHandleMessage(message=message):
-                reply = await self.rasa.turn(cid, message.text, dict(message.metadata), hold)
+            case r.RasaHandleMessage(message=message, earlier=earlier):
+                reply = await self.rasa.turn(
+                    cid, message.text, dict(message.metadata), hold,
+                    message_id=message.message_id,
+                    earlier=[{"text": m.text, "metadata": dict(m.metadata),
+                              "message_id": m.message_id} for m in earlier])
                 return turn_result(effect.call_id, reply, with_parse=True)
             case r.RasaRetract(message=message, parse=parse):
                 reply = await self.rasa.turn(cid, message.text, dict(message.metadata), hold,

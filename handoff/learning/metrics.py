@@ -333,8 +333,25 @@ def _reviewed(replies: Iterable[Reply]) -> list[Reply]:
         r.status == "discarded" and r.decided_by is not None)]
 
 
-def accuracy(replies: Sequence[Reply]) -> Json:
-    """Share of reviewed bot replies approved unchanged."""
+def spot_checked(marks: Sequence[Any]) -> Json:
+    """Share of spot-checked bot replies (sent by the bot alone, marked afterwards) that the
+    reviewer marked right."""
+
+    def figure(group: list[Any]) -> Json:
+        checked = _n(group)
+        right = _n(m for m in group if m.verdict == "right")
+        return {"checked": checked, "right": right, "accuracy": _ratio(right, checked)}
+
+    return {**figure(list(marks)),
+            "splits": {"intent": _split(marks, lambda m: m.intent, figure),
+                       "action": _split(marks, lambda m: m.action, figure),
+                       "model_version": _split(marks, lambda m: m.model_version, figure)},
+            "series": _by_day(marks, figure)}
+
+
+def accuracy(replies: Sequence[Reply], marks: Sequence[Any] = ()) -> Json:
+    """Share of reviewed bot replies approved unchanged; beside it, ``spot_checks``: the
+    share of spot-checked replies marked right."""
 
     def figure(group: list[Reply]) -> Json:
         reviewed = _n(group)
@@ -347,7 +364,8 @@ def accuracy(replies: Sequence[Reply]) -> Json:
             "splits": {"intent": _split(reviewed, lambda r: r.intent, figure),
                        "action": _split(reviewed, lambda r: r.action, figure),
                        "model_version": _split(reviewed, lambda r: r.model_version, figure)},
-            "series": _by_day(reviewed, figure)}
+            "series": _by_day(reviewed, figure),
+            "spot_checks": spot_checked(marks)}
 
 
 def enablement(actions: Sequence[AgentAction], replies: Sequence[Reply],
@@ -509,7 +527,7 @@ async def compute_metrics(store: Store, f: MetricFilter,
         elif name == "resolution":
             value = resolution(groups)
         elif name == "accuracy":
-            value = accuracy(replies)
+            value = accuracy(replies, await store.spot_check_groups(f))
         elif name == "enablement":
             value = enablement(actions, replies, await store.decision_latencies(f),
                                await store.suggestion_ratings_of(f), corrections)

@@ -27,7 +27,9 @@ from handoff.store.records import (
     ReplyDecision,
     Sender,
 )
-from handoff.store.schema import conversation_events, conversations, messages, notes
+from handoff.store.schema import (
+    conversation_contacts, conversation_events, conversations, messages, notes,
+)
 
 __all__ = ["ConversationStore", "StaleVersion"]
 
@@ -131,6 +133,28 @@ class ConversationStore(Database):
         if row is None:
             raise NotFound(f"no conversation {conversation_id!r}", conversation_id=conversation_id)
         return record(Conversation, row)
+
+    async def set_contact(self, conversation_id: str, contact: str) -> dict[str, Any]:
+        """Keep the address a waiting customer left to be contacted at (replacing an earlier
+        one): ``{conversation_id, contact, left_at}``. ``NotFound`` for no conversation."""
+        async with self._tx(write=True) as conn:
+            found = (await conn.execute(sa.select(conversations.c.id).where(
+                conversations.c.id == conversation_id))).first()
+            if found is None:
+                raise NotFound(f"no conversation {conversation_id!r}",
+                               conversation_id=conversation_id)
+            await conn.execute(sa.delete(conversation_contacts).where(
+                conversation_contacts.c.conversation_id == conversation_id))
+            row = {"conversation_id": conversation_id, "contact": contact, "left_at": now()}
+            await conn.execute(sa.insert(conversation_contacts).values(**row))
+        return row
+
+    async def get_contact(self, conversation_id: str) -> dict[str, Any] | None:
+        """The contact address a customer left, or None."""
+        async with self._tx(write=False) as conn:
+            row = (await conn.execute(sa.select(conversation_contacts).where(
+                conversation_contacts.c.conversation_id == conversation_id))).first()
+        return dict(row._mapping) if row is not None else None
 
     async def _set_state(
         self, conn: AsyncConnection, conversation_id: str, *, expected_version: int, mode: Mode,

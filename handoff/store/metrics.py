@@ -32,6 +32,8 @@ from handoff.store.schema import (
     messages,
     model_versions,
     pending_replies,
+    spot_check_marks,
+    spot_checks,
     suggestion_ratings,
 )
 
@@ -359,6 +361,19 @@ class MetricsStore(Database):
         query = sa.select(*keys, sa.func.count().label("n")).select_from(
             p.outerjoin(messages, messages.c.id == p.c.trigger_message_id)).where(
             p.c.conversation_id.in_(_cohort(f))).group_by(*keys)
+        async with self._tx(write=False) as conn:
+            return list(await conn.execute(query))
+
+    async def spot_check_groups(self, f: MetricFilter) -> list[sa.Row[Any]]:
+        """The cohort's spot-check marks counted (``n``) by the day they were made, the
+        intent of the message the reply answered, the bot's action, its model and the
+        verdict (``right``, ``edited``, ``relabelled``)."""
+        m = spot_check_marks
+        day = _day(self.dialect, m.c.created_at).label("day")
+        keys = (day, m.c.intent, m.c.action, m.c.model_version, m.c.verdict)
+        query = sa.select(*keys, sa.func.count().label("n")).select_from(
+            m.join(spot_checks, spot_checks.c.id == m.c.spot_check_id)).where(
+            spot_checks.c.conversation_id.in_(_cohort(f))).group_by(*keys)
         async with self._tx(write=False) as conn:
             return list(await conn.execute(query))
 

@@ -10,8 +10,8 @@ from sqlalchemy.dialects import postgresql
 
 __all__ = [
     "audit_log", "conversation_events", "conversation_summaries", "conversations", "corrections",
-    "messages", "metadata", "model_versions", "notes", "pending_replies", "suggestion_ratings",
-    "users",
+    "messages", "metadata", "model_versions", "notes", "pending_replies", "spot_check_marks",
+    "spot_checks", "suggestion_ratings", "users",
 ]
 
 class _UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -262,4 +262,49 @@ conversation_summaries = sa.Table(
     sa.Column("bot_model", sa.Text),  # the model all of them name, if one; else null and:
     sa.Column("turns_by_model", _JSON),  # [[model | null, turns], ...]
     sa.Index("ix_conversation_summaries_created_at", "created_at"),
+)
+
+spot_checks = sa.Table(
+    "spot_checks", metadata,  # the sampling of an ended bot-only conversation (0014)
+    sa.Column("id", _ID, primary_key=True),
+    _conv_ref(),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),  # skipped | open | done
+    sa.Column("draw", sa.Float, nullable=False),  # the random draw, in [0, 1)
+    sa.Column("probability", sa.Float, nullable=False),  # sampled when draw < probability
+    sa.Column("reason", _JSON),  # {"share", "intent", "model", "low_ces"}: the weights used
+    sa.Column("intent", sa.Text),  # the conversation's first intent
+    sa.Column("model_version", sa.Text),  # the model of its first bot reply
+    sa.Column("effort_score", sa.SmallInteger),  # the survey's answer when decided
+    sa.Column("opened_at", _TIME),  # when it entered the QA queue
+    sa.Column("finished_at", _TIME),
+    sa.Column("finished_by", sa.Text),
+    sa.UniqueConstraint("conversation_id", name="uq_spot_checks_conversation"),
+    sa.Index("ix_spot_checks_status", "status", "id"),
+)
+
+spot_check_marks = sa.Table(
+    "spot_check_marks", metadata,  # a reviewer's verdict on one bot message (0014)
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("spot_check_id", _ID, sa.ForeignKey("spot_checks.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("message_id", _ID, sa.ForeignKey("messages.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("verdict", sa.Text, nullable=False),  # right | edited | relabelled
+    sa.Column("correction_id", _ID, sa.ForeignKey("corrections.id", ondelete="SET NULL")),
+    sa.Column("reviewer", sa.Text, nullable=False),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("intent", sa.Text),  # of the customer message the reply answered
+    sa.Column("action", sa.Text),  # the bot's action
+    sa.Column("model_version", sa.Text),  # the model that predicted it
+    sa.UniqueConstraint("spot_check_id", "message_id", name="uq_spot_check_marks_message"),
+    sa.Index("ix_spot_check_marks_created_at", "created_at"),
+)
+
+conversation_contacts = sa.Table(
+    "conversation_contacts", metadata,  # a waiting customer's contact address (0015)
+    sa.Column("conversation_id", sa.Text, sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("contact", sa.Text, nullable=False),  # an e-mail address or a phone number
+    sa.Column("left_at", _TIME, nullable=False),
 )

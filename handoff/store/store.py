@@ -16,8 +16,9 @@ The methods live with the tables they write, over one engine and one transaction
 (:mod:`~handoff.store.conversations`), pending replies and corrections
 (:mod:`~handoff.store.reviews`), the router step saved whole (:mod:`~handoff.store.steps`),
 users and the audit log (:mod:`~handoff.store.users`), model versions
-(:mod:`~handoff.store.model_versions`), the dashboard's reads (:mod:`~handoff.store.metrics`),
-customers' data exported, erased and masked (:mod:`~handoff.store.privacy`).
+(:mod:`~handoff.store.model_versions`), spot-checks (:mod:`~handoff.store.spot_checks`),
+the dashboard's reads (:mod:`~handoff.store.metrics`), customers' data exported, erased and
+masked (:mod:`~handoff.store.privacy`).
 Callers use :class:`Store`, imported from :mod:`handoff.store`.
 
 Command line: ``python -m handoff.store migrate --url URL`` (:mod:`handoff.store.__main__`).
@@ -28,12 +29,13 @@ from __future__ import annotations
 from handoff.store.metrics import MetricsStore
 from handoff.store.model_versions import ModelStore
 from handoff.store.privacy import PrivacyStore
+from handoff.store.spot_checks import SpotCheckStore
 from handoff.store.steps import StepStore
 from handoff.store.users import UserStore
 
 __all__ = ["Store"]
 
 
-class Store(StepStore, UserStore, ModelStore, MetricsStore, PrivacyStore):
+class Store(StepStore, SpotCheckStore, UserStore, ModelStore, MetricsStore, PrivacyStore):
     """The gateway's database. ``url``: ``sqlite+aiosqlite:///path.db`` (the default kind;
     the parent folder is created) or ``postgresql+asyncpg://user@host/db``."""

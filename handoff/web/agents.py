@@ -28,6 +28,7 @@ from sanic.response import HTTPResponse, json
 from handoff.conversation import router as r
 from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.shell import Conversations, conversation_json, state_summary
+from handoff.conversation.waiting import Waiting
 from handoff.errors import BadRequest, HandoffError
 from handoff.settings import Settings
 from handoff.store import Store, User, to_json
@@ -121,7 +122,8 @@ ACTIONS: tuple[AgentAction, ...] = (
 
 def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
                        notifier: SocketNotifier, *, settings: Settings, store: Store,
-                       rasa: RasaClient, conversations: Conversations) -> None:
+                       rasa: RasaClient, conversations: Conversations,
+                       waiting: Waiting | None = None) -> None:
     """Add the agents' HTTP endpoints and ``/agent`` events to ``app`` and ``sio``; the
     agents' sockets join their rooms, and notes are pushed, through ``notifier``."""
     max_chars = settings.max_message_chars
@@ -176,9 +178,13 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
         state = await conversations.state(conversation_id)
         messages = await store.list_messages(conversation_id)
         last = next((m for m in reversed(messages) if m.sender == "customer"), None)
+        contact = await store.get_contact(conversation_id)
         return json({"conversation": conversation_json(conv, last),
                      "router": state_summary(state),
-                     "messages": [to_json(m) for m in messages]})
+                     "messages": [to_json(m) for m in messages],
+                     "contact": None if contact is None else {
+                         "contact": contact["contact"],
+                         "left_at": contact["left_at"].isoformat()}})
 
     @app.get("/api/conversations/<conversation_id:str>/notes", name="notes")
     async def _notes(request: Request, conversation_id: str) -> HTTPResponse:
@@ -237,8 +243,51 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
         await sio.save_session(sid, {"token": token}, namespace=AGENT_NAMESPACE)
         await notifier.join_agent(sid, user.username,
                                   trainer=role_at_least(user.role, "trainer"))
+        if waiting is not None:  # logged in to the console: available unless marked away
+            waiting.presence.connected(sid, user.username)
+            await notifier.to_agents("presence", waiting.presence_json())
+
+    async def _disconnect(sid: str, *_reason: Any) -> None:
+        if waiting is not None:
+            waiting.presence.disconnected(sid)
+            await notifier.to_agents("presence", waiting.presence_json())
+
+    async def _presence(sid: str, data: Any = None) -> dict[str, Any]:
+        try:
+            session = await sio.get_session(sid, namespace=AGENT_NAMESPACE)
+            user = await agent_from_token(session["token"])
+            return await set_presence(user, data)
+        except HandoffError as exc:
+            body, status = error_body(exc)
+            return {**body, "status": status}
+
+    async def set_presence(user: User, data: Any) -> dict[str, Any]:
+        status = data.get("status") if isinstance(data, Mapping) else None
+        if status not in ("available", "away"):
+            raise BadRequest("'status' must be available or away")
+        if waiting is None:
+            raise BadRequest("presence is not kept here")
+        waiting.presence.set_away(user.username, status == "away")
+        await store.audit(user.username, "presence", target=f"agent:{user.username}",
+                          details={"status": status})
+        await notifier.to_agents("presence", waiting.presence_json())
+        return {"presence": waiting.presence_json()}
 
     sio.on("connect", handler=_connect, namespace=AGENT_NAMESPACE)
+    sio.on("disconnect", handler=_disconnect, namespace=AGENT_NAMESPACE)
+    sio.on("presence", handler=_presence, namespace=AGENT_NAMESPACE)
+
+    @app.get("/api/presence", name="presence")
+    async def _get_presence(request: Request) -> HTTPResponse:
+        await agent(request)
+        if waiting is None:
+            raise BadRequest("presence is not kept here")
+        return json({"presence": waiting.presence_json()})
+
+    @app.post("/api/presence", name="set_presence")
+    async def _post_presence(request: Request) -> HTTPResponse:
+        user = await agent(request)
+        return json(await set_presence(user, json_body(request)))
 
     for action in ACTIONS:
         def bind_event(action: AgentAction) -> Callable[..., Awaitable[dict[str, Any]]]:

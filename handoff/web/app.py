@@ -12,7 +12,8 @@ the one :class:`~handoff.web.notifier.SocketNotifier`, and the faces in front of
   (:mod:`handoff.web.trainers`, :mod:`handoff.web.models`), **leads** on the dashboard's
   figures (:mod:`handoff.web.dashboard`), **admins** on customers' data, exported and erased
   (:mod:`handoff.web.privacy`; stored PII masked after its retention period by
-  :class:`~handoff.conversation.privacy.RetentionJob`), all listed in the OpenAPI document
+  :class:`~handoff.conversation.privacy.RetentionJob`), reviewers on the spot-checks' QA
+  queue (:mod:`handoff.web.spot_checks`), all listed in the OpenAPI document
   at ``/api/openapi.json`` (:mod:`handoff.web.openapi`) and ``docs/api.md``;
 * the pages: the demo shop with the widget, and the console (:mod:`handoff.web.pages`).
 
@@ -38,13 +39,17 @@ from handoff.conversation import router as r
 from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.instruments import Instruments
 from handoff.conversation.privacy import CustomerData, RetentionJob
+from handoff.conversation.rasa_health import RasaHealth
+from handoff.conversation.presence import OpeningHours, Presence
 from handoff.conversation.shell import Conversations
+from handoff.conversation.waiting import Waiting
 from handoff.conversation.triage_link import TriageLink
 from handoff.errors import HandoffError
 from handoff.learning.deploys import Deploys
 from handoff.learning.retraining import Retraining
+from handoff.learning.spot_checks import SpotCheckRule, SpotChecks
 from handoff.learning.supervisor import Supervisor
-from handoff.settings import Settings
+from handoff.settings import Settings, SettingsError
 from handoff.store import Store
 from handoff.triage import TriageConfig
 from handoff.web.agents import register_agent_api
@@ -58,6 +63,7 @@ from handoff.web.notifier import SocketNotifier
 from handoff.web.openapi import openapi_document
 from handoff.web.pages import register_pages
 from handoff.web.privacy import register_privacy_api
+from handoff.web.spot_checks import register_spot_check_api
 from handoff.web.trainers import register_trainer_api
 
 __all__ = ["create_app"]
@@ -81,9 +87,24 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     triage = TriageLink(TriageConfig.from_settings(settings)) if (
         settings.triage_enabled) else None
     instruments = Instruments()
+    spot_checks = SpotChecks(store, SpotCheckRule.from_settings(settings))
     conversations = Conversations(store, rasa, notifier,
                                   review_timeout=settings.review_timeout, triage=triage,
-                                  instruments=instruments)
+                                  instruments=instruments,
+                                  on_ended=spot_checks.conversation_ended)
+    health = RasaHealth(rasa, interval=settings.rasa_probe_interval,
+                        timeout=settings.rasa_probe_timeout, slow=settings.rasa_slow_seconds,
+                        failures=settings.rasa_probe_failures)
+    if settings.rasa_probe_interval > 0:
+        conversations.health = health
+        health.on_change(conversations.rasa_health_changed)
+    try:
+        hours = OpeningHours.parse(settings.opening_hours, settings.opening_timezone)
+    except ValueError as exc:
+        raise SettingsError(f"HANDOFF_OPENING_HOURS / HANDOFF_OPENING_TIMEZONE: {exc}") from None
+    presence = Presence()
+    waiting = Waiting(conversations, store, presence, hours, settings.queue_offer_after)
+    conversations.status_listeners.append(waiting.status_changed)
     supervisor = (Supervisor(settings.supervisor_url, settings.rasa_token)
                   if settings.supervisor_url else None)
     deploys = Deploys(settings, store, rasa, supervisor, notifier, triage, instruments)
@@ -97,6 +118,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                                  conversations=conversations)
     retention = RetentionJob(store, retention_days=settings.pii_retention_days,
                              interval=settings.pii_mask_interval, kinds=settings.pii_kind_list)
+    app.ctx.rasa_health = health
 
     @app.before_server_start
     async def _start(_app: Sanic[Any, Any]) -> None:
@@ -104,6 +126,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         if triage is not None:
             await triage.start()  # in the background: customers are served meanwhile
         await deploys.start()  # before any turn: the supervisor may have switched Rasa
+        health.start()  # Rasa's health, probed in the background (off with interval 0)
         retraining.recover()  # in the background: a retraining a restart cut off
         if settings.pii_retention_days:
             retention.start()  # masks stored PII past its retention, one pass per interval
@@ -118,6 +141,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     @app.before_server_stop
     async def _stop(_app: Sanic[Any, Any]) -> None:
         await retention.close()
+        await health.close()
+        await waiting.close()
         await retraining.close()
         await deploys.close()
         await conversations.close()
@@ -132,22 +157,23 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     @app.get("/api/health", name="health")
     async def _health(request: Request) -> HTTPResponse:
         return json({"status": "ok", "triage": "off" if triage is None else (
-            "ready" if triage.ready else "loading")})
+            "ready" if triage.ready else "loading"), "rasa": health.as_json()})
 
     @app.get("/api/openapi.json", name="openapi")
     async def _openapi(request: Request) -> HTTPResponse:
         return json(openapi_document())
 
     register_customer_protocol(sio, notifier, conversations=conversations,
-                               max_chars=settings.max_message_chars)
+                               max_chars=settings.max_message_chars, waiting=waiting)
     register_login(app, settings=settings, store=store)
     register_agent_api(app, sio, notifier, settings=settings, store=store, rasa=rasa,
-                       conversations=conversations)
+                       conversations=conversations, waiting=waiting)
     register_trainer_api(app, settings=settings, store=store, triage=triage)
     register_models_api(app, settings=settings, store=store, deploys=deploys,
                         retraining=retraining)
     register_dashboard_api(app, settings=settings, store=store)
     register_privacy_api(app, settings=settings, store=store, data=customer_data)
+    register_spot_check_api(app, settings=settings, store=store, rasa=rasa)
     register_prometheus(app, settings=settings, store=store, notifier=notifier,
                         instruments=instruments)
     register_pages(app, settings)

@@ -6,7 +6,9 @@
 * ``user_uttered`` is validated, stored and run through the router by
   :class:`~handoff.conversation.shell.Conversations`;
 * ``end_conversation`` and ``survey_answer`` (gateway-only events that Rasa widgets never
-  send) close the conversation and record the effort score (answered ``survey_thanks``).
+  send) close the conversation and record the effort score (answered ``survey_thanks``);
+* ``handoff_choice`` (gateway-only) answers a waiting customer's ``handoff_offer``
+  (:class:`~handoff.conversation.waiting.Waiting`).
 
 A socket speaks only for the session it confirmed. A refused request is answered with one
 ``error`` event ``{code, message}``; what the conversation sends comes through the notifier.
@@ -28,6 +30,7 @@ from handoff.conversation.customer_protocol import (
     parse_user_uttered,
 )
 from handoff.conversation.shell import Conversations
+from handoff.conversation.waiting import Waiting
 from handoff.errors import HandoffError
 from handoff.web.http import error_body
 from handoff.web.notifier import SocketNotifier
@@ -36,7 +39,8 @@ __all__ = ["register_customer_protocol"]
 
 
 def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifier, *,
-                               conversations: Conversations, max_chars: int) -> None:
+                               conversations: Conversations, max_chars: int,
+                               waiting: Waiting | None = None) -> None:
     """Add the customers' event handlers to ``sio`` (see the module docstring)."""
 
     async def refuse(sid: str, exc: Exception) -> None:
@@ -105,7 +109,20 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
             return
         await notifier.to_socket(sid, "survey_thanks", {})
 
+    async def handoff_choice(sid: str, data: Any = None) -> None:
+        try:
+            if waiting is None:
+                raise ProtocolError("bad_payload", "no choices are offered here")
+            if not isinstance(data, dict) or not isinstance(data.get("session_id"), str):
+                raise ProtocolError("bad_payload",
+                                    "expected {session_id, choice, contact?}")
+            session_id = await own_session(sid, data["session_id"])
+            await waiting.choose(session_id, data.get("choice"), data.get("contact"))
+        except (ProtocolError, HandoffError, r.RouterError) as exc:
+            await refuse(sid, exc)
+
     sio.on("connect", handler=connect)
+    sio.on("handoff_choice", handler=handoff_choice)
     sio.on("session_request", handler=session_request)
     sio.on("user_uttered", handler=user_uttered)
     sio.on("end_conversation", handler=end_conversation)

@@ -20,6 +20,11 @@ __all__ = ["openapi_document"]
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _OBJECT: dict[str, Any] = {"type": "object"}
+_NAMES: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
+_PRESENCE: dict[str, Any] = {"type": "object", "properties": {"presence": {
+    "type": "object", "properties": {
+        "open": {"type": "boolean"}, "opening_hours": {"type": ["string", "null"]},
+        "logged_in": _NAMES, "available": _NAMES}}}}
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -145,6 +150,39 @@ def _privacy_paths() -> dict[str, dict[str, Any]]:
         for op in ops.values():
             op["x-required-right"] = PRIVACY_RIGHT
     return paths
+def _spot_check_paths() -> dict[str, dict[str, Any]]:
+    """The spot-checks' QA queue (:mod:`handoff.web.spot_checks`, docs/console.md)."""
+    one = "/api/spot-checks/<spot_check_id:int>"
+    return {
+        "/api/spot-checks": {"get": _operation(
+            "Agents and above: the sampled bot-only conversations (status open, done or all), "
+            "each with its bot messages and marks counted.",
+            _json({"type": "object", "properties": {"spot_checks": {
+                "type": "array", "items": _OBJECT}}}), statuses=(400, 401, 403),
+            parameters=[
+                {"name": "status", "in": "query", "schema": {
+                    "type": "string", "enum": ["open", "done", "all"], "default": "open"}},
+                {"name": "after_id", "in": "query", "schema": {"type": "integer"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer"}}])},
+        one: {"get": _operation(
+            "Agents and above: one spot-check with its conversation's messages and marks.",
+            _json({"type": "object", "properties": {
+                "spot_check": _OBJECT, "messages": {"type": "array", "items": _OBJECT},
+                "marks": {"type": "array", "items": _OBJECT}}}))},
+        f"{one}/marks": {"post": _operation(
+            "Agents and above: mark a bot message right, or correct it (edit: text; relabel: "
+            "intent); a correction enters the trainers' queue.",
+            _json({"type": "object", "properties": {"mark": _OBJECT, "correction": _OBJECT}},
+                  "Created"), ok_status=201, statuses=(400, 401, 403, 404, 409, 503),
+            body=_body({"message_id": {"type": "integer"},
+                        "verdict": {"type": "string", "enum": ["right", "edit", "relabel"]},
+                        "text": {"type": "string"}, "intent": {"type": "string"}},
+                       ["message_id", "verdict"]))},
+        f"{one}/finish": {"post": _operation(
+            "Agents and above: finish a spot-check whose bot messages are all marked.",
+            _json({"type": "object", "properties": {"spot_check": _OBJECT}}),
+            statuses=(401, 403, 404, 409))},
+    }
 
 
 @cache
@@ -154,10 +192,18 @@ def openapi_document() -> dict[str, Any]:
         "conversation": {"$ref": "#/components/schemas/RouterState"}}})
     paths: dict[str, dict[str, Any]] = {
         "/api/health": {"get": _operation(
-            "Liveness, and whether triage is off, loading its model or ready.",
+            "Liveness, whether triage is off, loading its model or ready, and Rasa's health "
+            "as the gateway's probe sees it (docs/supervision.md).",
             _json({"type": "object", "properties": {
                 "status": {"type": "string"},
-                "triage": {"type": "string", "enum": ["off", "loading", "ready"]}}}),
+                "triage": {"type": "string", "enum": ["off", "loading", "ready"]},
+                "rasa": {"type": "object", "properties": {
+                    "state": {"type": "string", "enum": ["unknown", "up", "slow", "down"]},
+                    "since": {"type": "string", "format": "date-time"},
+                    "error": {"type": ["string", "null"]},
+                    "failed_probes": {"type": "integer"},
+                    "probe_ms": {"type": ["number", "null"]},
+                    "probe": {"type": "string", "enum": ["on", "off"]}}}}}),
             auth=False, statuses=())},
         "/api/openapi.json": {"get": _operation("This document.", _json(_OBJECT), auth=False,
                                                 statuses=())},
@@ -180,11 +226,15 @@ def openapi_document() -> dict[str, Any]:
                 {"name": "queued", "in": "query", "schema": {"type": "boolean"}}])},
         conversation: {"get": _operation(
             "One conversation: its row, the router's state (mode, owner, pending reply) and "
-            "every message with its NLU result and review decision.",
+            "every message with its NLU result and review decision, and the contact address "
+            "the customer left while waiting (or null).",
             _json({"type": "object", "properties": {
                 "conversation": {"$ref": "#/components/schemas/Conversation"},
                 "router": {"$ref": "#/components/schemas/RouterState"},
-                "messages": {"type": "array", "items": _OBJECT}}}))},
+                "messages": {"type": "array", "items": _OBJECT},
+                "contact": {"type": ["object", "null"], "properties": {
+                    "contact": {"type": "string"},
+                    "left_at": {"type": "string", "format": "date-time"}}}}}))},
         f"{conversation}/notes": {
             "get": _operation("The conversation's private notes (never shown to customers).",
                               _json({"type": "object", "properties": {
@@ -207,6 +257,18 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"type": "object"},
                 "actions": {"type": "array", "items": {"type": "string"}}}}),
             statuses=(401, 403, 502, 503))},
+        "/api/presence": {
+            "get": _operation(
+                "Who can answer customers now: the opening hours, the agents logged in to the "
+                "console and those available (not marked away) (docs/supervision.md).",
+                _json(_PRESENCE), statuses=(401, 403)),
+            "post": _operation(
+                "Mark yourself available or away (also the /agent event presence).",
+                _json(_PRESENCE), body=_body({"status": {"type": "string",
+                                                         "enum": ["available", "away"]}},
+                                             ["status"]),
+                statuses=(400, 401, 403)),
+        },
     }
     corrections = {"type": "array", "items": {"$ref": "#/components/schemas/Correction"}}
     paths["/api/corrections"] = {"get": _operation(
@@ -292,6 +354,7 @@ def openapi_document() -> dict[str, Any]:
                     "rating": {"type": "integer", "enum": [1, -1]}}, ["suggestion", "rating"]))}
     paths.update(_dashboard_paths())
     paths.update(_privacy_paths())
+    paths.update(_spot_check_paths())
     for action in ACTIONS:
         path = f"{conversation}/{action.path}"
         paths[path] = {"post": _operation(

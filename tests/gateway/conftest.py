@@ -119,6 +119,9 @@ def _start_gateway(tmp: Path, rasa_url: str, rasa_token: str,
         "HANDOFF_JWT_SECRET": "test-secret-" + "x" * 40,
         "HANDOFF_MAX_MESSAGE_CHARS": "2000",
         "HANDOFF_TRIAGE_ENABLED": "false",
+        # a loaded test machine can keep Rasa from answering a probe for a while: a test about
+        # something else must not find it down (test_rasa_outage.py uses the default)
+        "HANDOFF_RASA_PROBE_TIMEOUT": "5",
         **(extra_env or {}),
     }
     with open(log_path, "wb") as log:

@@ -278,9 +278,15 @@ async def test_rasa_down_queues_the_conversation_and_keeps_the_message(
         conversation = await store.get_conversation(session_id)
         assert (conversation.mode, conversation.queued, conversation.queue_reason) == (
             "bot", True, "rasa_unavailable")
+        # no agent is logged in: told so at once, and offered a choice (docs/supervision.md)
+        assert (await widget.next())[0] == "bot_uttered"
+        event, offer = await widget.next()
+        assert (event, offer["reason"]) == ("handoff_offer", "no_agent")
+        # the assistant is offered only once the probe has not found Rasa down yet
+        assert offer["options"] in (["wait", "contact"], ["wait", "bot", "contact"])
         messages = await store.list_messages(session_id)
         assert [(m.sender, m.text) for m in messages] == [
-            ("customer", ORDER_QUESTION), ("system", notice["text"])]
+            ("customer", ORDER_QUESTION), ("system", notice["text"]), ("system", offer["text"])]
     finally:
         await widget.close()
         await store.close()
@@ -421,7 +427,10 @@ async def test_a_turn_cut_off_by_a_restart_is_queued_on_the_next_start(
         assert (conversation.queued, conversation.queue_reason) == (True, "rasa_unavailable")
         assert conversation.state is not None and conversation.state["turn"] is None
         messages = await store.list_messages(session_id)
-        assert [m.sender for m in messages] == ["customer", "system"]
+        # the notice, and (no agent logged in) the offer to wait, go back to the bot or leave
+        # a contact (docs/supervision.md)
+        assert [m.sender for m in messages] == ["customer", "system", "system"]
+        assert messages[2].payload == {"offer": "no_agent"}
         assert messages[0].text == ORDER_QUESTION
     finally:
         await store.close()
@@ -438,6 +447,13 @@ async def test_asking_for_a_person_queues_the_conversation(
     event, said = await widget.next()
     assert (event, said) == ("bot_uttered", expected[0])  # the marker payload is not shown
     assert await widget.next() == ("handoff_notice", {"kind": "handoff_queued", "text": None})
+    # no agent is logged in: the customer is told so at once and offered a choice
+    event, told = await widget.next()
+    assert (event, told["metadata"]) == ("bot_uttered", {"sender": "system"})
+    event, offer = await widget.next()
+    assert (event, offer["reason"], offer["text"]) == ("handoff_offer", "no_agent", told["text"])
+    event, place = await widget.next()  # others of this module may wait too
+    assert event == "queue_position" and place["position"] == offer["position"] >= 1
     await widget.nothing()
     conversation = await store.get_conversation(session_id)
     assert (conversation.mode, conversation.queued, conversation.queue_reason) == (

@@ -7,12 +7,13 @@ the system all along over Socket.IO:
 
 * a correction that would make training data Rasa rejects is refused, and the project's files
   stay byte-for-byte the same;
-* a wrong answer, relabelled in review, is answered right by the retrained model once it is
-  deployed, blue/green, while customers keep talking (each answered within 2 s); a rollback
-  puts the old model back in one action;
-* a policy change: an agent edits the refund-window reply, the trainer accepts it as "policy
-  changed", retrains and deploys it in the console (Chromium), and the new model answers with
-  the new policy.
+* a wrong answer relabelled in review and the refund-window reply edited as a policy change
+  are both learnt by one retraining and answered right by the new model once it is deployed,
+  blue/green, while customers keep talking (each answered within 2 s); a rollback puts the old
+  model back in one action;
+* the console (Chromium) shows the models and refuses a retraining with nothing accepted;
+  retraining and deploying a policy change from the console end to end is the same flow
+  again, so it carries the ``long`` marker (``pytest -m long``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -56,6 +58,7 @@ WRONG = "i would love to join northwind goods as a customer"  # NLU: contact_cus
 NEW_POLICY = ("You can return most items within 60 days of delivery for a full refund, unused "
               "and in their original packaging. Refunds go to the original payment method "
               "within 5-7 business days after we receive the return.")
+LONG_POLICY = NEW_POLICY.replace("60 days", "45 days")  # the console's own change (long)
 REFUND_POLICY = "what is your return policy?"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -322,12 +325,14 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
     trainer = await user_login(store, api, "tom", "trainer")
     old_model = await _live(api, trainer)
     wrong_answer = await _ask(system, WRONG)
+    old_policy = await _ask(system, REFUND_POLICY)
     held, corrected = await _reviewed_turn(system, api, agent, WRONG,
                                            {"type": "relabel", "intent": "create_account"})
     assert held["parse"]["intent"] == "contact_customer_service"
     assert corrected != wrong_answer
     correction = await _accept(api, trainer, "relabelled")
     assert correction["model_version"] == old_model
+    await _edit_and_accept_the_refund_policy(system)  # learnt by the same retraining
 
     job, lines = await _retrain(system, api, trainer)
     assert job["state"] == "succeeded", (job, lines[-30:])
@@ -335,6 +340,7 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
     assert proof["corrections"]["before"] < proof["corrections"]["after"]
     assert proof["regressions"] == [] and proof["deploy"] is True
     assert "corrected turns now right" in job["message"]
+    assert "60 days" in (system.project / "domain.yml").read_text()
     new_model = job["model_id"]
     models = {m["model_id"]: m for m in (await api.get("/api/models", headers=trainer)).json()[
         "models"]}
@@ -378,6 +384,7 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
 
     assert await _live(api, trainer) == new_model
     assert await _ask(system, WRONG) == corrected  # the same words, answered right now
+    assert await _ask(system, REFUND_POLICY) == NEW_POLICY
     stored = await stored_correction(store, correction["id"])
     assert (stored.model_version, stored.fixed_by_model) == (old_model, new_model)
     deployed = await store.list_audit(action="model_deployed")
@@ -386,6 +393,7 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
     await _deploy(system, api, trainer, None)  # roll back
     assert await _live(api, trainer) == old_model
     assert await _ask(system, WRONG) == wrong_answer
+    assert await _ask(system, REFUND_POLICY) == old_policy
 
 
 @pytest.fixture(scope="module")
@@ -394,23 +402,38 @@ def gateway(system: System) -> System:
     return system
 
 
-async def _edit_and_accept_the_refund_policy(system: System) -> None:
+async def _edit_and_accept_the_refund_policy(system: System, policy: str = NEW_POLICY) -> None:
     async with Store(system.database_url) as store, httpx.AsyncClient(
             base_url=system.url, timeout=900) as api:
         agent = await user_login(store, api, "ada", "agent")
         trainer = await user_login(store, api, "tom", "trainer")
         held, sent = await _reviewed_turn(system, api, agent, REFUND_POLICY,
-                                          {"type": "edit", "text": NEW_POLICY})
-        assert held["action"]["name"] == "utter_refund_policy" and sent == NEW_POLICY
+                                          {"type": "edit", "text": policy})
+        assert held["action"]["name"] == "utter_refund_policy" and sent == policy
         await _accept(api, trainer, "edited", {"edited_as": "policy_changed"})
 
 
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+def test_the_console_shows_the_models_and_refuses_a_retraining_with_nothing_accepted(
+    system: System, browser: Browser, watch: PageWatch
+) -> None:
+    tina = Console(browser.new_context(), system, watch, "tina").login()  # type: ignore[arg-type]
+    models = tina.page.locator("#models")
+    # after the relabel test's rollback the newest model is retired and an older one is live
+    expect(models.locator("li.model .badge").filter(has_text=re.compile(r"^live$"))
+           ).to_have_count(1)
+    models.get_by_role("button", name="Retrain on accepted corrections").click()
+    expect(models.locator("#retrain-status")).to_contain_text("accept")
+    expect(models.get_by_role("button", name="Retrain on accepted corrections")).to_be_enabled()
+
+
+@pytest.mark.long
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 def test_a_policy_change_is_retrained_and_deployed_from_the_console(
     system: System, browser: Browser, watch: PageWatch, shots: Shots
 ) -> None:
     with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's loop
-        pool.submit(asyncio.run, _edit_and_accept_the_refund_policy(system)).result()
+        pool.submit(asyncio.run, _edit_and_accept_the_refund_policy(system, LONG_POLICY)).result()
     tina = Console(browser.new_context(), system, watch, "tina").login()  # type: ignore[arg-type]
     models = tina.page.locator("#models")
     models.get_by_role("button", name="Retrain on accepted corrections").click()
@@ -419,15 +442,15 @@ def test_a_policy_change_is_retrained_and_deployed_from_the_console(
     expect(models.locator("#retrain-status")).to_contain_text(
         "Retrained", timeout=RETRAIN_WAIT * 1000)
     expect(models.locator("#retrain-status")).to_contain_text("regressions: 0")
-    assert "60 days" in (system.project / "domain.yml").read_text()
+    assert "45 days" in (system.project / "domain.yml").read_text()
     shots(tina.page, "trainer-retrained", doc="console-models")
-    candidate = models.locator("li.model").filter(has_text="candidate")
+    candidate = models.locator("li.model").filter(has_text="candidate").first  # the newest
     candidate.get_by_role("button", name="Deploy").click()
     expect(models.locator("#deploy-status")).to_contain_text("is live.", timeout=600_000)
     expect(models.locator("li.model").first.locator(".badge")).to_have_text("live")
     with ThreadPoolExecutor(1) as pool:
         answer = pool.submit(asyncio.run, _ask(system, REFUND_POLICY)).result()
-    assert answer == NEW_POLICY
+    assert answer == LONG_POLICY
 
 
 def test_the_supervisor_refuses_requests_without_its_token(system: System) -> None:

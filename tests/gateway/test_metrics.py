@@ -118,6 +118,10 @@ EXPECTED: dict[str, Any] = {
                        "utter_refund": _acc(1, 0, 0.0)},
             "model_version": {"m1": ACC_M1, "m2": ACC_M2}},
         "series": [{"day": DAY1, **ACC_M1}, {"day": DAY2, **ACC_M2}],
+        # none of these conversations was spot-checked (tests/gateway/test_spot_checks.py)
+        "spot_checks": {"checked": 0, "right": 0, "accuracy": None,
+                        "splits": {"intent": {}, "action": {}, "model_version": {}},
+                        "series": []},
     },
     "enablement": {
         # alice's message (suggestion), bob's two decisions (one with), carol's relabel

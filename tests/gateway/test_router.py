@@ -14,6 +14,7 @@ from handoff.conversation.router import (
     AgentMessage,
     BotAction,
     Close,
+    ContinueWithBot,
     ConversationClosed,
     ConversationState,
     Continuation,
@@ -35,6 +36,7 @@ from handoff.conversation.router import (
     PendingReply,
     QueueReason,
     RasaAppendReply,
+    RasaBack,
     RasaExecute,
     RasaFailed,
     RasaHandleMessage,
@@ -377,6 +379,40 @@ def test_recovery_after_rasa_failure() -> None:
     _, effects = step(ConversationState(conversation_id="conv-2"), msg(9))
     assert effects[-1] == RasaHandleMessage(conversation_id="conv-2", call_id=1,
                                             then=Continuation.RUN, message=msg(9))
+
+
+def test_rasa_back_returns_an_outage_queue_to_the_bot_with_the_messages_it_missed() -> None:
+    down, _ = feed(new(), msg(1), RasaFailed(call_id=1, error="down"), msg(2), msg(3))
+    state, effects = step(down, RasaBack(messages=(msg(1), msg(2), msg(3))))
+    assert effects == (
+        notify(Notice.BOT_BACK),
+        RasaHandleMessage(conversation_id=CID, call_id=2, then=Continuation.RUN,
+                          message=msg(3), earlier=(msg(1), msg(2))),
+        status(Mode.BOT))
+    assert state.turn is not None and state.turn.message == msg(3)
+    state, effects = step(state, msg(4))  # the catch-up turn is out: the next one waits
+    assert state.backlog == (msg(4),)
+    # nothing unanswered: only back to the bot
+    _, effects = step(down, RasaBack(messages=()))
+    assert effects == (notify(Notice.BOT_BACK), status(Mode.BOT))
+    # an agent took it meanwhile, or it waits for a person for another reason: left alone
+    taken, _ = step(down, TakeOver(agent_id=ANN))
+    assert step(taken, RasaBack(messages=(msg(1),))) == (taken, ())
+    asked, _ = feed(new(), msg(1), RasaResult(call_id=1, executed=(REQUEST_HUMAN,)))
+    assert step(asked, RasaBack(messages=(msg(1),))) == (asked, ())
+
+
+def test_a_waiting_customer_may_continue_with_the_bot() -> None:
+    asked, _ = feed(new(), msg(1), RasaResult(call_id=1, executed=(REQUEST_HUMAN,)))
+    state, effects = step(asked, ContinueWithBot())
+    assert effects == (notify(Notice.BOT_BACK), status(Mode.BOT))
+    _, effects = step(state, msg(2))
+    assert effects[-1] == handle(2, 2, Continuation.RUN)
+    with pytest.raises(InvalidTransition):
+        step(state, ContinueWithBot())  # not waiting any more
+    taken, _ = step(asked, TakeOver(agent_id=ANN))
+    with pytest.raises(InvalidTransition):
+        step(taken, ContinueWithBot())
 
 
 # --- review: the edit gate ----------------------------------------------------------------------

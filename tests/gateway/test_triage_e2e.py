@@ -58,6 +58,10 @@ async def test_a_legal_threat_goes_to_a_person_before_the_bot_answers(
         "kind": "handoff_queued",
         "text": "A member of our team will be with you shortly; please stay in this chat."})
     assert (await widget.next())[0] == "bot_uttered"  # the notice's text, from the system
+    # no agent is logged in: told so and offered a choice (docs/supervision.md)
+    assert (await widget.next())[1]["metadata"] == {"sender": "system"}
+    assert (await widget.next())[0] == "handoff_offer"
+    assert (await widget.next())[0] == "queue_position"
     await widget.nothing()  # and nothing from the bot
     conversation = await store.get_conversation(session_id)
     assert (conversation.mode, conversation.queue_reason) == ("bot", "policy_rule")

@@ -255,6 +255,59 @@
     return box;
   }
 
+  // A customer waiting for a person is offered a choice (handoff_offer; the text itself comes
+  // as a system message): keep waiting, continue with the assistant, or leave a contact.
+  function offer(entry) {
+    const box = h("div", { class: "offer", role: "group", "aria-label": "What would you like to do?" });
+    const done = entry.chosen !== null && entry.chosen !== undefined;
+    const row = h("div", { class: "replies" });
+    const labels = { wait: "Keep waiting", bot: "Continue with the assistant",
+                     contact: "Leave an e-mail or phone number" };
+    for (const option of entry.options) {
+      if (!labels[option]) continue;
+      row.append(h("button", {
+        type: "button", class: "choice", text: labels[option], disabled: done,
+        "aria-pressed": entry.chosen === option ? "true" : "false",
+        onclick: () => {
+          if (option === "contact") {
+            entry.asking = true;
+            save();
+            rerender(entry);
+            const field = log.querySelector('[data-id="' + entry.id + '"] input');
+            if (field) field.focus();
+          } else {
+            choose(entry, option, undefined);
+          }
+        },
+      }));
+    }
+    box.append(row);
+    if (entry.asking && !done) {
+      const field = h("input", { type: "text", class: "contact", maxlength: "254",
+                                 autocomplete: "email", "aria-label": "E-mail address or phone number",
+                                 placeholder: "E-mail address or phone number" });
+      const form = h("form", { class: "contact-form" }, [
+        field, h("button", { type: "submit", class: "choice", text: "Send" })]);
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        if (field.value.trim()) choose(entry, "contact", field.value.trim());
+      });
+      box.append(form);
+    }
+    return box;
+  }
+
+  function choose(entry, choice, contact) {
+    if (!socket || !socket.connected || !state.sessionId) return;
+    entry.chosen = choice;
+    entry.asking = false;
+    save();
+    rerender(entry);
+    const data = { session_id: state.sessionId, choice };
+    if (contact !== undefined) data.contact = contact;
+    socket.emit("handoff_choice", data);
+  }
+
   function renderEntry(entry, isLast) {
     const li = h("li", { class: "msg " + entry.who, "data-id": entry.id });
     if (entry.who === "customer") {
@@ -267,6 +320,10 @@
     }
     if (entry.who === "survey") {
       li.append(survey(entry));
+      return li;
+    }
+    if (entry.who === "offer") {
+      li.append(offer(entry));
       return li;
     }
     if (entry.who === "note") {
@@ -323,7 +380,9 @@
     const human = state.mode === "human";
     status.textContent = state.closed ? "This conversation has ended"
       : human ? "You are chatting with our customer-service team"
-      : state.mode === "queued" ? "Waiting for a member of our team" : subtitle;
+      : state.mode === "queued" ? "Waiting for a member of our team"
+        + (state.position ? " \u2014 you are number " + state.position + " in the queue" : "")
+      : subtitle;
     endButton.hidden = !state.sessionId || state.closed;
     composer.hidden = state.closed;
     restart.hidden = !state.closed;
@@ -400,7 +459,26 @@
       if (kind === "agent_joined") state.mode = "human";
       else if (kind === "bot_back") state.mode = "bot";
       else if (kind === "handoff_queued") state.mode = "queued";
+      if (kind !== "handoff_queued") state.position = null;
+      if (kind !== "handoff_queued") {  // an open offer no longer applies
+        for (const entry of state.log) {
+          if (entry.who === "offer" && !entry.chosen) { entry.chosen = "none"; rerender(entry); }
+        }
+      }
       else if (kind === "closed") state.closed = true;
+      save();
+      renderChrome();
+    });
+    socket.on("handoff_offer", (data) => {
+      const options = Array.isArray(data && data.options) ? data.options.map(String) : [];
+      if (!options.length) return;
+      if (typeof (data && data.position) === "number") state.position = data.position;
+      addEntry({ who: "offer", options, reason: String(data.reason || ""), chosen: null });
+      renderChrome();
+    });
+    socket.on("queue_position", (data) => {
+      if (typeof (data && data.position) !== "number") return;
+      state.position = data.position;
       save();
       renderChrome();
     });

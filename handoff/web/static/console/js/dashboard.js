@@ -19,8 +19,9 @@ const CHARTS = [
     headline: (m) => pct(m.success_rate), sub: (m) => `${m.conversations} conversations \u00b7 ${m.open} open \u00b7 ${m.abandoned} abandoned`,
     definition: "Success rate = resolved \u00f7 closed conversations; containment = never escalated \u00f7 all; handoff rate = escalated (queued for or owned by a person) \u00f7 all." },
   { metric: "accuracy", title: "AI response accuracy (reviewed replies)", fields: ["accuracy"], percent: true,
-    headline: (m) => pct(m.accuracy), sub: (m) => `${m.approved} of ${m.reviewed} approved unchanged`,
-    definition: "Of the bot replies held for an agent and decided (or relabelled) by one, the share approved unchanged. Replies released after the review timeout are not counted." },
+    headline: (m) => pct(m.accuracy), sub: (m) => `${m.approved} of ${m.reviewed} approved unchanged` +
+      (m.spot_checks ? ` \u00b7 spot-checks ${pct(m.spot_checks.accuracy)} right (${m.spot_checks.right} of ${m.spot_checks.checked})` : ""),
+    definition: "Of the bot replies held for an agent and decided (or relabelled) by one, the share approved unchanged. Replies released after the review timeout are not counted. Beside it, spot-checks: replies the bot sent alone, marked right \u00f7 all marked." },
   { metric: "enablement", title: "Agent enablement: suggestion use", fields: ["suggestion_use"], percent: true,
     headline: (m) => pct(m.suggestion_use), sub: (m) => `decision ${fmt(m.decision_latency.median, 0)} s (median) \u00b7 ${m.relabels} relabels \u00b7 ratings ${pct(m.rating_score)}`,
     definition: "Agents' messages and decisions that used a suggested reply \u00f7 all of them; decision latency = held \u2192 decided; rating score = useful \u00f7 one-click ratings of suggestions." },

@@ -9,6 +9,7 @@ import { PendingCard } from "./pending.js";
 import { ModelsPanel } from "./models.js";
 import { TrainerPanel } from "./trainer.js";
 import { Dashboard } from "./dashboard.js";
+import { SpotChecks } from "./spotchecks.js";
 import { renderTranscript } from "./transcript.js";
 
 const ROLES = ["agent", "trainer", "admin"];
@@ -39,6 +40,7 @@ function showLogin(message) {
   if (live) { live.disconnect(); live = null; }
   $("#app").hidden = true;
   $("#dashboard").hidden = true;
+  $("#spot-checks").hidden = true;
   $("#login").hidden = false;
   $("#whoami").hidden = true;
   $("#login-error").textContent = message || "";
@@ -118,15 +120,60 @@ async function startApp() {
     deploy_progress: (p) => { if (models) models.onDeployProgress(p); },
     deploy_finished: (job) => { if (models) models.onDeployFinished(job); },
     model_deployed: () => { domainPromise = null; if (models) models.load(); },
+    presence: (p) => renderPresence(p),
+    rasa_health: (h) => renderRasaHealth(h),
   }, (state) => {
     const badge = $("#live");
     badge.textContent = { live: "live", reconnecting: "reconnecting\u2026", refused: "offline" }[state];
     badge.className = `live ${state}`;
-    if (state === "live") { reloadList(); if (current) refresh(); }
+    if (state === "live") { reloadList(); loadHealth(); if (current) refresh(); }
     if (state === "refused") api.onUnauthorized();
   });
   route();
 }
+
+// ------------------------------------------------------------------ presence and Rasa's health
+
+/** Available while logged in here and not marked away (docs/supervision.md). */
+function renderPresence(presence) {
+  if (!presence || !Array.isArray(presence.logged_in)) return;
+  const away = presence.logged_in.includes(api.username)
+    && !(presence.available || []).includes(api.username) && presence.open !== false;
+  const button = $("#presence");
+  button.textContent = away ? "Away" : "Available";
+  button.setAttribute("aria-pressed", String(away));
+  button.title = presence.open === false ? "Outside the opening hours" : (away
+    ? "Customers waiting for a person are told nobody is available; click to be available"
+    : "Click to mark yourself away");
+}
+
+function renderRasaHealth(health) {
+  const badge = $("#rasa-health");
+  const down = health && health.state === "down";
+  badge.hidden = !down;
+  badge.textContent = down ? "assistant down" : "";
+  badge.title = down ? `Rasa is not answering since ${health.since}: ${health.error || ""}` : "";
+}
+
+async function loadHealth() {
+  try {
+    const [presence, health] = await Promise.all([
+      api.request("GET", "/api/presence"), api.request("GET", "/api/health")]);
+    renderPresence(presence.presence);
+    renderRasaHealth(health.rasa);
+  } catch (err) {
+    if (err.status !== 401) showError(err);
+  }
+}
+
+$("#presence").addEventListener("click", () => {
+  if (!live) return;
+  const away = $("#presence").getAttribute("aria-pressed") === "true";
+  live.emit("presence", { status: away ? "available" : "away" }, (answer) => {
+    if (answer && answer.presence) renderPresence(answer.presence);
+    else if (answer && answer.message) showError(answer.message);
+  });
+});
 
 async function reloadList() {
   try {
@@ -167,8 +214,26 @@ function showDashboard() {
   return wanted;
 }
 
+let spotChecks = null; // the Spot-checks section (every agent)
+
+/** #spot-checks shows the spot-checks' QA queue instead of the conversations. */
+function showSpotChecks() {
+  const wanted = location.hash === "#spot-checks";
+  $("#spot-checks").hidden = !wanted;
+  if (wanted) {
+    $("#app").hidden = true;
+    if (!spotChecks) spotChecks = new SpotChecks($("#spot-checks"), api, showError);
+    spotChecks.load();
+  }
+  return wanted;
+}
+
 function route() {
-  if (showDashboard()) return;
+  const spot = showSpotChecks(); // after the dashboard's, which shows #app when not wanted
+  if (showDashboard() || spot) {
+    if (spot) $("#app").hidden = true;
+    return;
+  }
   const match = /^#c=(.+)$/.exec(location.hash);
   const id = match ? decodeURIComponent(match[1]) : null;
   if (!id) {

@@ -1,0 +1,200 @@
+"""Nobody waits in silence: what a customer waiting for a person is told and offered.
+
+A conversation waits for a person while it is in ``bot`` mode in the queue for any reason but
+triage (the customer was told a person will help). :class:`Waiting` hears every status change
+(``Conversations.status_listeners``) and:
+
+* when it starts waiting and **no agent is available** (:mod:`handoff.conversation.presence`:
+  none logged in and not away, or outside the opening hours), tells the customer so at once and
+  offers a choice (``handoff_offer``); with agents available it makes the same offer after
+  ``HANDOFF_QUEUE_OFFER_AFTER`` seconds if nobody has taken the conversation by then;
+* keeps every waiting customer told of their place in the queue (``queue_position``).
+
+The customer answers with ``handoff_choice`` (:meth:`Waiting.choose`): ``wait`` (keep the
+place), ``bot`` (back to the assistant; not while Rasa is down) or ``contact`` with an e-mail
+address or phone number, stored with the conversation (agents get ``contact_left``; the
+conversation stays in the queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from handoff.conversation import router as r
+from handoff.conversation.presence import OpeningHours, Presence
+from handoff.conversation.shell import Conversations
+from handoff.errors import BadRequest, Conflict
+from handoff.store import Store, to_json
+
+__all__ = ["CHOICES", "Waiting"]
+
+log = logging.getLogger(__name__)
+
+CHOICES: Final = ("wait", "bot", "contact")
+MAX_CONTACT_CHARS: Final = 254
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+_PHONE = re.compile(r"^\+?[0-9 ()./-]{6,30}$")
+
+TEXTS: Final = {
+    "closed": "We are closed right now, so no member of our team can answer yet.",
+    "no_agent": "No member of our team is available right now.",
+    "long_wait": "Sorry for the wait: our team is busy right now.",
+    "choices": " You can keep waiting, continue with the assistant, or leave an e-mail address "
+               "or phone number and we will get back to you.",
+    "choices_no_bot": " You can keep waiting, or leave an e-mail address or phone number and "
+                      "we will get back to you.",
+}
+
+
+class Waiting:
+    """Offers and places in the queue for waiting customers (see the module docstring)."""
+
+    def __init__(self, conversations: Conversations, store: Store, presence: Presence,
+                 hours: OpeningHours, offer_after: float,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.conversations = conversations
+        self.store = store
+        self.notifier = conversations.notifier
+        self.presence = presence
+        self.hours = hours
+        self.offer_after = offer_after
+        self.clock = clock
+        self._timers: dict[str, asyncio.Task[None]] = {}
+        self._positions: dict[str, int] = {}
+        self._offered: set[str] = set()
+
+    async def close(self) -> None:
+        timers = list(self._timers.values())
+        for task in timers:
+            task.cancel()
+        await asyncio.gather(*timers, return_exceptions=True)
+
+    # ------------------------------------------------------------------ presence
+
+    def is_open(self) -> bool:
+        return self.hours.is_open(self.clock())
+
+    def agents_available(self) -> list[str]:
+        return self.presence.available() if self.is_open() else []
+
+    def presence_json(self) -> dict[str, Any]:
+        return {"open": self.is_open(), "opening_hours": self.hours.text or None,
+                "logged_in": self.presence.logged_in(), "available": self.agents_available()}
+
+    # ------------------------------------------------------------------ queue
+
+    @staticmethod
+    def _waits(mode: r.Mode | str, reason: r.QueueReason | str | None) -> bool:
+        return str(mode) == "bot" and reason is not None and str(reason) != "triage"
+
+    async def status_changed(self, cid: str, status: r.StatusChanged) -> None:
+        if self._waits(status.mode, status.queue_reason):
+            if cid not in self._timers and cid not in self._offered:
+                if not self.agents_available():
+                    await self.offer(cid, "no_agent" if self.is_open() else "closed")
+                elif self.offer_after > 0:
+                    self._timers[cid] = asyncio.get_running_loop().create_task(
+                        self._offer_later(cid))
+        else:
+            self._forget(cid)
+        await self.push_positions()
+
+    def _forget(self, cid: str) -> None:
+        if (timer := self._timers.pop(cid, None)) is not None:
+            timer.cancel()
+        self._offered.discard(cid)
+        self._positions.pop(cid, None)
+
+    async def _offer_later(self, cid: str) -> None:
+        try:
+            await asyncio.sleep(self.offer_after)
+            self._timers.pop(cid, None)
+            state = await self.conversations.state(cid)
+            if self._waits(state.mode, state.queue_reason) and cid not in self._offered:
+                await self.offer(cid, "long_wait")
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # an offer must never break a conversation
+            log.exception("the waiting offer of %s failed", cid)
+
+    async def waiting(self) -> list[str]:
+        """The waiting conversations, first come first."""
+        queued = await self.store.list_conversations(mode="bot", queued=True)
+        return [c.id for c in queued if self._waits(c.mode, c.queue_reason)]
+
+    async def position(self, cid: str) -> int | None:
+        ids = await self.waiting()
+        return ids.index(cid) + 1 if cid in ids else None
+
+    async def push_positions(self) -> None:
+        ids = await self.waiting()
+        for place, cid in enumerate(ids, 1):
+            if self._positions.get(cid) != place:
+                self._positions[cid] = place
+                await self.notifier.to_customer(cid, "queue_position", {
+                    "position": place, "waiting": len(ids)})
+        for cid in set(self._positions) - set(ids):
+            self._positions.pop(cid, None)
+
+    # ------------------------------------------------------------------ offer and choice
+
+    def options(self) -> list[str]:
+        health = self.conversations.health
+        return ["wait", "contact"] if health is not None and health.down else list(CHOICES)
+
+    async def offer(self, cid: str, reason: str) -> None:
+        """Tell the customer honestly why nobody answers yet, and what they can do."""
+        self._offered.add(cid)
+        options = self.options()
+        text = TEXTS[reason] + (TEXTS["choices"] if "bot" in options else
+                                TEXTS["choices_no_bot"])
+        await self._say(cid, text, {"offer": reason})  # the choices go under their text
+        await self.notifier.to_customer(cid, "handoff_offer", {
+            "reason": reason, "text": text, "options": options,
+            "position": await self.position(cid)})
+
+    async def _say(self, cid: str, text: str, payload: dict[str, Any]) -> None:
+        await self.notifier.to_customer(cid, "bot_uttered",
+                                        {"text": text, "metadata": {"sender": "system"}})
+        stored = await self.store.append_message(cid, "system", text, payload=payload)
+        await self.notifier.to_agents("message", to_json(stored))
+
+    async def choose(self, cid: str, choice: Any, contact: Any = None) -> None:
+        """The customer's answer to the offer; ``BadRequest`` or ``Conflict`` (nothing
+        changed) when it cannot be taken."""
+        if choice not in CHOICES:
+            raise BadRequest("'choice' must be wait, bot or contact")
+        state = await self.conversations.state(cid)
+        if not self._waits(state.mode, state.queue_reason):
+            raise Conflict("this conversation is not waiting for a person")
+        if choice == "wait":
+            place = await self.position(cid)
+            await self._say(cid, f"Thank you for waiting: you are number {place} in the queue.",
+                            {"choice": "wait"})
+        elif choice == "bot":
+            if "bot" not in self.options():
+                raise Conflict("the assistant is not available right now")
+            await self.conversations.apply(cid, r.ContinueWithBot())
+        else:
+            address = _contact(contact)
+            saved = await self.store.set_contact(cid, address)
+            await self.notifier.to_agents("contact_left", {
+                "conversation_id": cid, "contact": address,
+                "left_at": saved["left_at"].isoformat()})
+            await self._say(cid, f"Thank you: we will get back to you at {address}. You keep "
+                                 "your place in the queue too.", {"choice": "contact"})
+
+
+def _contact(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest("'contact' must be an e-mail address or a phone number")
+    address = value.strip()
+    if len(address) > MAX_CONTACT_CHARS or not (
+            _EMAIL.fullmatch(address) or _PHONE.fullmatch(address)):
+        raise BadRequest("'contact' must be an e-mail address or a phone number")
+    return address
