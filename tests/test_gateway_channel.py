@@ -135,6 +135,12 @@ def test_requests_without_the_token_or_with_bad_bodies_are_refused(rasa_stack: S
                         json={"sender": "x", "decision": {"type": "shout"}}, headers=auth,
                         timeout=30)
     assert bad.status_code == 400
+    erase = f"{rasa_stack.rasa_url}/webhooks/gateway/erase"
+    assert requests.post(erase, json={"sender": "x"}, timeout=30).status_code == 401
+    bad = requests.post(erase, json={"sender": ""}, headers=auth, timeout=30)
+    assert (bad.status_code, bad.json()) == (400, {"error": "'sender' must be a non-empty string"})
+    none = requests.post(erase, json={"sender": "never-seen"}, headers=auth, timeout=30)
+    assert (none.status_code, none.json()) == (200, {"sender": "never-seen", "erased": False})
 
 
 ERASE_SQL = """

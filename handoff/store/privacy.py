@@ -7,13 +7,15 @@ order number becomes one of its own shape, the same value the same replacement w
 conversation, so a masked transcript still reads as it did.
 
 * :meth:`PrivacyStore.export_conversations` — the conversations, their messages, notes,
-  corrections and mode changes, masked, as JSON-ready dicts.
+  corrections, mode changes and the contact address a waiting customer left, masked, as
+  JSON-ready dicts.
 * :meth:`PrivacyStore.erase_conversations` — in one transaction with its audit entry: the
-  messages, notes and held replies deleted, the corrections masked (their training value
-  kept), the conversation closed and stamped ``erased_at`` (the row stays: corrections and the
+  messages, notes, held replies and contact address deleted, the corrections masked (their
+  training value kept), the conversation closed and stamped ``erased_at`` (the row stays: corrections and the
   metrics' mode changes refer to it).
 * :meth:`PrivacyStore.mask_expired` — one batch of the retention job: messages and notes
-  created before a time and not yet masked are masked and stamped ``masked_at``.
+  created before a time and not yet masked are masked and stamped ``masked_at``; contact
+  addresses left before it are deleted.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from handoff.store.records import (
 )
 from handoff.store.schema import (
     audit_log,
+    conversation_contacts,
     conversation_events,
     conversations,
     corrections,
@@ -99,13 +102,21 @@ def _masked_correction(m: Masker, c: Correction) -> dict[str, Any]:
             "tracker_error": mask_json(m, c.tracker_error)}
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no database would take it
+        return False
+    return True
+
+
 def check_ids(conversation_ids: Sequence[str]) -> list[str]:
     """The distinct ids, in order; ``BadRequest`` for none, too many or a non-string."""
     if isinstance(conversation_ids, str) or not isinstance(conversation_ids, Sequence):
         raise BadRequest("give a list of customer (conversation) ids")
     ids = list(dict.fromkeys(conversation_ids))
     if not ids or len(ids) > MAX_CUSTOMERS or not all(
-            isinstance(i, str) and 0 < len(i) <= 200 for i in ids):
+            isinstance(i, str) and 0 < len(i) <= 200 and _utf8(i) for i in ids):
         raise BadRequest(f"give 1 to {MAX_CUSTOMERS} customer ids, each a string of 1 to 200 "
                          "characters")
     return ids
@@ -161,6 +172,10 @@ class PrivacyStore(Database):
                         sa.select(conversation_events)
                         .where(conversation_events.c.conversation_id == cid)
                         .order_by(conversation_events.c.id))]
+                contact = (await conn.execute(sa.select(conversation_contacts).where(
+                    conversation_contacts.c.conversation_id == cid))).first()
+                item["contact"] = None if contact is None else {
+                    "contact": m.mask(contact.contact), "left_at": contact.left_at.isoformat()}
                 out.append(item)
         return out
 
@@ -203,7 +218,7 @@ class PrivacyStore(Database):
                 message_id=None, pending_reply_id=None, **_masked_correction(m, c)))
         removed = {}
         for name, table in (("pending_replies", pending_replies), ("notes", notes),
-                            ("messages", messages)):
+                            ("messages", messages), ("contacts", conversation_contacts)):
             result = await conn.execute(sa.delete(table).where(table.c.conversation_id == cid))
             removed[name] = int(result.rowcount or 0)
         await conn.execute(sa.update(conversations).where(conversations.c.id == cid).values(
@@ -246,4 +261,8 @@ class PrivacyStore(Database):
                 await conn.execute(sa.update(notes).where(notes.c.id == n.id).values(
                     masked_at=at, text=m.mask(n.text)))
             count += len(found)
+            # a contact address left that long ago has served: deleted, not masked
+            gone = await conn.execute(sa.delete(conversation_contacts).where(
+                conversation_contacts.c.left_at < before))
+            count += int(gone.rowcount or 0)
         return count

@@ -118,12 +118,12 @@ def _privacy_paths() -> dict[str, dict[str, Any]]:
         "exported_at": {"type": "string"}, "masked": {"type": "array", "items": {
             "type": "string"}}, "customers": {"type": "array", "items": {
                 "type": "object", "description": "the conversation with its messages, notes, "
-                "corrections and events (mode changes), PII masked"}}}})
+                "corrections, events (mode changes) and contact, PII masked"}}}})
     erased = _json({"type": "object", "properties": {"erased": {"type": "array", "items": {
         "type": "object", "properties": {
             "conversation_id": {"type": "string"}, "messages": {"type": "integer"},
             "notes": {"type": "integer"}, "pending_replies": {"type": "integer"},
-            "corrections_masked": {"type": "integer"},
+            "contacts": {"type": "integer"}, "corrections_masked": {"type": "integer"},
             "rasa": {"type": "string", "enum": ["erased", "none", "failed"]}}}}}})
     ids = {"type": "array", "items": {"type": "string"}, "description": "session ids"}
     reason = {"type": "string", "description": "why (audit-logged)"}

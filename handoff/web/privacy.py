@@ -49,6 +49,10 @@ def _reason(value: Any, required: bool) -> str | None:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_REASON:
         raise BadRequest(f"'reason' must be a non-empty string of at most {MAX_REASON} "
                          "characters (it goes to the audit log)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("'reason' must be valid Unicode text (no lone surrogates)") from None
     return value
 
 

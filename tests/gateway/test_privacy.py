@@ -72,8 +72,12 @@ async def test_an_admin_exports_and_erases_one_customer_and_only_them(
     assert resp.status_code == 404, resp.text
     assert resp.json()["unknown"] == ["no-such-session"]
     assert "no-such-session" in resp.json()["message"]
-    resp = await api.post(f"/api/customers/{mine}/erase", headers=admin, json={})
-    assert resp.status_code == 400 and "reason" in resp.json()["message"]
+    for body in ("{}", '{"reason": " "}', '{"reason": "\\ud800"}'):  # a lone surrogate
+        resp = await api.post(f"/api/customers/{mine}/erase", content=body,
+                              headers={**admin, "Content-Type": "application/json"})
+        assert resp.status_code == 400 and "reason" in resp.json()["message"], resp.text
+    resp = await api.post("/api/customers/export", headers=admin, json={"ids": "x"})
+    assert resp.status_code == 400 and "ids" in resp.json()["message"], resp.text
     assert [m.text for m in await store.list_messages(mine)][0] == SECRET
 
     # the export: the conversation, PII masked

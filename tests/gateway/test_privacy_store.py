@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime, timedelta, timezone
+from unittest.mock import ANY
 
 import pytest
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from handoff.conversation.privacy import RetentionJob, closed_state
 from handoff.errors import BadRequest, NotFound
 from handoff.settings import SettingsError, load_settings
 from handoff.store import Store
-from handoff.store.schema import conversations, messages, notes
+from handoff.store.schema import conversation_contacts, conversations, messages, notes
 
 pytestmark = pytest.mark.asyncio
 
@@ -33,6 +34,7 @@ async def _customer(store: Store, cid: str, text: str = SAID) -> None:
                                                  "end": text.find("100234") + 6}])
     await store.append_message(cid, "bot", "Order 100234 is on its way.", action="utter_x")
     await store.add_note(cid, author="alice", text="she said jane.doe@mail.test")
+    await store.set_contact(cid, "jane.doe@mail.test")  # left while waiting for a person
     await store.add_correction(cid, type="relabelled", agent="alice", message_id=said.id,
                                before={"text": text, "intent": "greet"},
                                after={"text": text, "intent": "track_order"},
@@ -59,6 +61,7 @@ async def test_export_masks_every_kind_and_keeps_the_shape(store: Store) -> None
     entity = conv["messages"][0]["entities"][0]
     assert text[entity["start"]:entity["end"]] == entity["value"] != "100234"
     assert conv["notes"][0]["text"] == "she said customer@example.com"
+    assert conv["contact"]["contact"] == "customer@example.com"
     assert conv["corrections"][0]["before"]["text"] == text  # one value, one replacement
     # only the configured kinds
     [conv] = await store.export_conversations(["c1"], kinds=("email",))
@@ -77,7 +80,7 @@ async def test_unknown_or_bad_ids_are_refused_whole(store: Store) -> None:
         await store.erase_conversations(["c1", "nobody"], closed_state=lambda c: {},
                                         actor="root", reason="test")
     assert (await store.list_messages("c1"))[0].text == SAID  # nothing erased
-    for bad in ([], "c1", [1], ["x" * 201]):
+    for bad in ([], "c1", [1], ["x" * 201], ["\ud800"]):
         with pytest.raises(BadRequest):
             await store.export_conversations(bad)  # type: ignore[arg-type]
     with pytest.raises(BadRequest):
@@ -92,7 +95,10 @@ async def test_erase_removes_the_text_and_keeps_corrections_masked(store: Store)
         ["c1"], closed_state=lambda cid: closed_state(cid, stored), actor="root",
         reason="GDPR request 7")
     assert done == {"conversation_id": "c1", "pending_replies": 0, "notes": 1, "messages": 2,
-                    "corrections_masked": 1}
+                    "contacts": 1, "corrections_masked": 1}
+    assert await store.get_contact("c1") is None
+    assert await store.get_contact("c2") == {"conversation_id": "c2", "contact": ANY,
+                                             "left_at": ANY}
     conv = await store.get_conversation("c1")
     assert conv.mode == "closed" and conv.erased_at is not None and conv.triage is None
     assert conv.state is not None and conv.state["mode"] == "closed"
@@ -123,9 +129,13 @@ async def test_retention_masks_old_messages_and_notes_once(store: Store) -> None
         for table in (messages, notes):
             await conn.execute(sa.update(table).where(table.c.conversation_id == "old")
                                .values(created_at=long_ago))
+        await conn.execute(sa.update(conversation_contacts).where(
+            conversation_contacts.c.conversation_id == "old").values(left_at=long_ago))
     job = RetentionJob(store, retention_days=90, interval=3600,
                        kinds=("email", "phone", "card", "order"))
-    assert await job.run_once() == 3  # two messages, one note
+    assert await job.run_once() == 4  # two messages and a note masked, a contact deleted
+    assert await store.get_contact("old") is None
+    assert await store.get_contact("new") is not None
     old = await store.list_messages("old")
     assert _has_pii(old) == [] and all(m.masked_at is not None for m in old)
     assert old[0].text.startswith("I'm customer@example.com, card ")
@@ -137,7 +147,7 @@ async def test_retention_masks_old_messages_and_notes_once(store: Store) -> None
     # the same value, the same replacement in every pass and in an export
     [exported] = await store.export_conversations(["old"])
     assert exported["messages"][0]["text"] == old[0].text
-    assert await job.run_once(at=datetime.now(timezone.utc) + timedelta(days=91)) == 3
+    assert await job.run_once(at=datetime.now(timezone.utc) + timedelta(days=91)) == 4
     assert _has_pii(await store.list_messages("new")) == []
 
 
@@ -167,3 +177,22 @@ async def test_an_unknown_pii_kind_stops_the_gateway_at_start_up() -> None:
         load_settings(env, env_file=None)
     assert load_settings({**env, "HANDOFF_PII_KINDS": " Email, card "},
                          env_file=None).pii_kind_list == ("email", "card")
+
+
+async def test_tracker_events_fetched_after_the_erasure_are_stored_masked(store: Store) -> None:
+    await _customer(store, "c1")
+    [correction] = await store.list_corrections(conversation_id="c1")
+    await store.erase_conversations(["c1"], closed_state=lambda cid: closed_state(cid, None),
+                                    actor="root", reason="request")
+    late = [{"event": "user", "text": SAID, "parse_data": {"text": SAID, "entities": []},
+             "metadata": {"email": "jane.doe@mail.test"}},
+            {"event": "slot", "name": "email", "value": "jane.doe@mail.test"}]
+    stored = await store.set_correction_tracker(correction.id, events=late)
+    assert stored.tracker_status == "fetched" and _has_pii(stored.tracker_events) == []
+    assert stored.tracker_events[1] == {"event": "slot", "name": "email",
+                                        "value": "customer@example.com"}
+    # a conversation that was not erased keeps its events as fetched (training masks them)
+    await _customer(store, "c2")
+    [other] = await store.list_corrections(conversation_id="c2")
+    kept = await store.set_correction_tracker(other.id, events=late)
+    assert kept.tracker_events == late
