@@ -19,7 +19,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, expect
 
-from contracts.correction_record import parse_record
+from contracts.correction_record import Snapshot, parse_record
 from handoff.learning.corrections import export_records
 from handoff.store import Store
 from tests.conftest import Stack
