@@ -94,7 +94,7 @@ class SpotChecks:
             raise ValueError(f"the random source gave {draw!r}, not a number in [0, 1)")
         probability = self.rule.probability(traits)
         return await self.store.decide_spot_check(
-            conversation_id, sampled=draw < probability, draw=draw, probability=probability,
+            conversation_id, draw=draw, probability=probability,
             reason=self.rule.weights(traits),
             intent=traits.intents[0] if traits.intents else None,
             model_version=traits.models[0] if traits.models else None,

@@ -113,25 +113,29 @@ class SpotCheckStore(ReviewStore):
         return None if row is None else record(SpotCheck, row)
 
     async def decide_spot_check(
-        self, conversation_id: str, *, sampled: bool, draw: float, probability: float,
+        self, conversation_id: str, *, draw: float, probability: float,
         reason: dict[str, Any] | None, intent: str | None, model_version: str | None,
         effort_score: int | None,
     ) -> SpotCheck:
-        """Store the conversation's sampling: ``open`` when ``sampled``, else ``skipped``. A
-        decision exists once per conversation: a later call only turns a ``skipped`` one
-        ``open`` (the survey's low score raised the probability; same ``draw``), else it
-        returns the stored one unchanged."""
+        """Store the conversation's sampling: ``open`` when ``draw < probability``, else
+        ``skipped``. A decision exists once per conversation, its draw made once: a later call
+        compares the *stored* draw with the new ``probability`` and can only turn a
+        ``skipped`` decision ``open`` (the survey's low score raised it); otherwise it returns
+        the stored one unchanged. Concurrent calls for one conversation are serialized on its
+        row."""
         if not (0.0 <= draw < 1.0) or not (0.0 <= probability <= 1.0):
             raise BadRequest("draw must be in [0, 1) and probability in [0, 1]")
         at = now()
-        values: dict[str, Any] = dict(
-            status="open" if sampled else "skipped", draw=draw, probability=probability,
-            reason=reason, intent=intent, model_version=model_version,
-            effort_score=effort_score, opened_at=at if sampled else None)
         async with self._tx(write=True) as conn:
-            await self._require_conversation(conn, conversation_id)
+            await self._conversation(conn, conversation_id, lock=True)
             row = (await conn.execute(sa.select(spot_checks).where(
                 spot_checks.c.conversation_id == conversation_id))).first()
+            used = draw if row is None else row.draw
+            sampled = used < probability
+            values: dict[str, Any] = dict(
+                status="open" if sampled else "skipped", draw=used, probability=probability,
+                reason=reason, intent=intent, model_version=model_version,
+                effort_score=effort_score, opened_at=at if sampled else None)
             if row is None:
                 row = (await conn.execute(sa.insert(spot_checks).values(
                     conversation_id=conversation_id, created_at=at, **values)

@@ -644,14 +644,15 @@ def test_messages_typed_while_the_network_is_down_are_sent_after_reconnecting(
 def test_the_role_decides_what_the_console_shows(scene: Scene, gateway: Gateway) -> None:
     erin = scene.console("erin")
     nav = erin.page.get_by_role("navigation", name="Sections")
-    expect(nav.get_by_role("link")).to_have_text(["Conversations"])
+    expect(nav.get_by_role("link")).to_have_text(["Conversations", "Spot-checks"])
     expect(erin.page.locator("#whoami-role")).to_have_text("agent")
     erin.page.get_by_role("button", name="Log out").click()
     expect(erin.page.get_by_role("heading", name="Log in")).to_be_visible()
 
     tina = Console(erin.page.context, gateway, scene.watch, "tina").login()
     nav = tina.page.get_by_role("navigation", name="Sections")
-    expect(nav.get_by_role("link")).to_have_text(["Conversations", "Training", "Dashboard"])
+    expect(nav.get_by_role("link")).to_have_text(["Conversations", "Training", "Spot-checks",
+                                                  "Dashboard"])
     expect(tina.page.get_by_role("heading", name="Training")).to_be_visible()
     # the trainer's panel: triage is off in this gateway, so no emerging needs; the agents'
     # corrections from the tests before wait for review

@@ -6,6 +6,7 @@ gateway are tests/gateway/test_spot_checks_e2e.py."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -230,3 +231,15 @@ async def test_marks_store_corrections_and_feed_the_accuracy_figure(store: Store
     narrowed = await compute_metrics(store, MetricFilter(period.since, period.until,
                                                          model="m2"), ("accuracy",))
     assert narrowed["accuracy"]["spot_checks"]["checked"] == 1
+
+
+@pytest.mark.asyncio
+async def test_the_end_and_the_survey_deciding_at_once_make_one_decision(store: Store) -> None:
+    """The close and a quick survey answer both ask for the decision: serialized on the
+    conversation's row, the later one finds the first's and keeps its draw."""
+    await _conversation(store, "both", [("track_order", "utter_status", "m1")])
+    sampler = SpotChecks(store, SpotCheckRule(share=0.5), random=_draws(0.9, 0.8))
+    one, two = await asyncio.gather(sampler.decide("both"), sampler.decide("both"))
+    assert one is not None and two is not None
+    assert (one.id, one.status, one.draw) == (two.id, "skipped", two.draw)
+    assert len(await store.list_spot_checks(status="skipped")) == 1

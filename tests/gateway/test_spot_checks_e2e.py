@@ -1,8 +1,8 @@
 """Spot-checks end to end on a real gateway (sampling everything: share 1.0) in front of the
 real Rasa: a customer's bot-only conversation ends and is sampled; through the API a reviewer
 marks its bot replies right or corrects them; the correction enters the trainers' queue, is
-accepted, exported and written by bot/'s writer into training data; the accuracy figure counts
-the marks. And in Chromium, the console's Spot-checks section, with a customer text that would
+accepted and exported as the contract's record (the ``long`` test also has bot/'s writer write
+it into training data); the accuracy figure counts the marks. And in Chromium, the console's Spot-checks section, with a customer text that would
 be HTML if it were inserted as HTML."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, expect
 
-from contracts.correction_record import parse_record
+from contracts.correction_record import Snapshot, parse_record
 from handoff.learning.corrections import export_records
 from handoff.store import Store
 from tests.conftest import Stack
@@ -74,7 +74,7 @@ async def test_an_ended_bot_conversation_is_sampled_checked_and_its_correction_w
 ) -> None:
     rita = await agent_login(store, api, "rita")
     tina = await user_login(store, api, "tina-spot", "trainer")
-    widget = await Widget(api.base_url.__str__()).connect()
+    widget = await Widget(str(api.base_url)).connect()
     try:
         session_id = await widget.session()
         await _turn(widget, api, rita, session_id, "hi")
@@ -150,17 +150,52 @@ async def test_an_ended_bot_conversation_is_sampled_checked_and_its_correction_w
     assert spot["splits"]["action"]["utter_greet"] == {"checked": 1, "right": 0,
                                                       "accuracy": 0.0}
 
-    # accepted, exported, and written by bot/'s writer
+    # accepted and exported: each record passes the contract's parser, the one bot/'s writer
+    # reads them with (the long test below runs the writer itself)
     for c in (correction, relabelled):
         assert (await api.post(f"/api/corrections/{c['id']}/review", headers=tina,
                                json={"status": "accepted"})).status_code == 200
     export = export_records(await store.list_corrections(conversation_id=session_id,
                                                          review_status="accepted"))
     assert export.refused == {}
-    records = {r["id"]: r for r in export.records}
-    assert parse_record(records[relabelled["id"]]).after.intent == "track_refund"  # type: ignore[union-attr]
+    records = {r["id"]: parse_record(r) for r in export.records}
+    relabel_record = records[relabelled["id"]]
+    assert (relabel_record.type, relabel_record.text, relabel_record.after.intent) == (  # type: ignore[union-attr]
+        "relabelled", "where is my order 100002?", "track_refund")
+    assert records[correction["id"]].after == Snapshot("utter_greet", [EDITED_GREETING],
+                                                       "greet")
+
+
+@pytest.mark.long
+@pytest.mark.asyncio
+async def test_a_spot_check_correction_is_written_by_bots_writer(
+    api: httpx.AsyncClient, store: Store, tmp_path: Path,  # noqa: F811
+) -> None:
+    rita = await agent_login(store, api, "rita")
+    tina = await user_login(store, api, "tina-spot", "trainer")
+    widget = await Widget(str(api.base_url)).connect()
+    try:
+        session_id = await widget.session()
+        await _turn(widget, api, rita, session_id, "hi")
+        await widget.emit("end_conversation", {"session_id": session_id})
+        while (await widget.next())[0] != "survey_request":
+            pass
+        check = await _sampled(api, rita, session_id)
+    finally:
+        await widget.close()
+    url = f"/api/spot-checks/{check['id']}"
+    detail = (await api.get(url, headers=rita)).json()
+    greeting = next(m for m in detail["messages"] if m["sender"] == "bot")
+    edit = await api.post(f"{url}/marks", headers=rita, json={
+        "message_id": greeting["id"], "verdict": "edit", "text": EDITED_GREETING})
+    assert edit.status_code == 201, edit.text
+    correction = edit.json()["correction"]
+    assert (await api.post(f"/api/corrections/{correction['id']}/review", headers=tina,
+                           json={"status": "accepted"})).status_code == 200
+    export = export_records(await store.list_corrections(conversation_id=session_id,
+                                                         review_status="accepted"))
     project = project_copy(tmp_path)
-    report = write(project, [records[correction["id"]]], "--skip-training")
+    report = write(project, export.records, "--skip-training")
     assert report["ok"] and report["stage"] == "done", report
     responses = (project / "data" / "corrections" / "responses.yml").read_text()
     assert EDITED_GREETING in responses  # a new variation of utter_greet
