@@ -459,13 +459,13 @@
       if (kind === "agent_joined") state.mode = "human";
       else if (kind === "bot_back") state.mode = "bot";
       else if (kind === "handoff_queued") state.mode = "queued";
-      if (kind !== "handoff_queued") state.position = null;
-      if (kind !== "handoff_queued") {  // an open offer no longer applies
+      else if (kind === "closed") state.closed = true;
+      if (kind !== "handoff_queued") {  // no longer waiting: no place, an open offer is void
+        state.position = null;
         for (const entry of state.log) {
           if (entry.who === "offer" && !entry.chosen) { entry.chosen = "none"; rerender(entry); }
         }
       }
-      else if (kind === "closed") state.closed = true;
       save();
       renderChrome();
     });
