@@ -118,6 +118,12 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "rule or an explicit request for a person).", 0, 2),
     Setting("triage_max_batch", "int", "32",
             "Most customer messages triage encodes in one batch under load.", 1, 512),
+    # ---- customer side security (issue 15, docs/security.md)
+    Setting("customer_sessions", "str", "secure",
+            "secure: a session_request for a known session id joins it only with the secret the "
+            "gateway gave that session (else a new conversation starts); legacy: the session id "
+            "alone joins, as in Rasa's own socketio channel (docs/security.md).",
+            choices=("SECURE", "LEGACY")),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -151,6 +157,7 @@ class Settings:
     triage_review_threshold: float = 0.5
     triage_human_threshold: float = 0.9
     triage_max_batch: int = 32
+    customer_sessions: str = "SECURE"
 
     def __repr__(self) -> str:
         shown = ", ".join(

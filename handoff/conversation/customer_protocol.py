@@ -6,8 +6,11 @@ to the gateway unchanged:
 ==================  =========================================================================
 event               payload
 ==================  =========================================================================
-session_request     ``{"session_id": str | null}`` (client → gateway)
-session_confirm     the session id as a bare string (uuid4 hex when none was sent)
+session_request     ``{"session_id": str | null, "session_secret"?: str}`` (client → gateway);
+                    acknowledged (when the client asks for an ack) with ``{"session_id",
+                    "session_secret"}``: the secret of a newly issued session, else null
+session_confirm     the session id as a bare string (uuid4 hex when none was sent, or when the
+                    session id is known and the secret is missing or wrong: docs/security.md)
 user_uttered        ``{"message": str, "session_id": str, "metadata" | "customData": {...}}``;
                     metadata may be a JSON string (client → gateway)
 bot_uttered         Rasa's shapes: ``{"text"}``; ``{"text", "quick_replies": [{"content_type":
@@ -44,6 +47,7 @@ __all__ = [
 ]
 
 MAX_SESSION_ID_CHARS: Final = 128
+MAX_SECRET_CHARS: Final = 128
 MAX_METADATA_BYTES: Final = 8192
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_.:@-]+$")
 
@@ -90,14 +94,20 @@ def _session_id(value: Any) -> str:
     return value
 
 
-def parse_session_request(data: Any) -> str | None:
-    """The session id the client asks to resume, or None for a new session."""
+def parse_session_request(data: Any) -> tuple[str | None, str | None]:
+    """The session id the client asks to resume (None for a new session) and the session's
+    secret it presents (None when it has none)."""
     if data is None:
-        return None
+        return None, None
     if not isinstance(data, Mapping):
         raise ProtocolError("bad_payload", "session_request takes an object {session_id}")
     value = data.get("session_id")
-    return None if value is None else _session_id(value)
+    secret = data.get("session_secret")
+    if secret is not None and (not isinstance(secret, str) or not 0 < len(secret)
+                               <= MAX_SECRET_CHARS):
+        raise ProtocolError("bad_session_secret", "session_secret must be a string of at most "
+                            f"{MAX_SECRET_CHARS} characters")
+    return (None if value is None else _session_id(value)), secret
 
 
 def _metadata(data: Mapping[str, Any]) -> dict[str, Any]:

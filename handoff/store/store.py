@@ -16,7 +16,8 @@ The methods live with the tables they write, over one engine and one transaction
 (:mod:`~handoff.store.conversations`), pending replies and corrections
 (:mod:`~handoff.store.reviews`), the router step saved whole (:mod:`~handoff.store.steps`),
 users and the audit log (:mod:`~handoff.store.users`), model versions
-(:mod:`~handoff.store.model_versions`), the dashboard's reads (:mod:`~handoff.store.metrics`).
+(:mod:`~handoff.store.model_versions`), the dashboard's reads (:mod:`~handoff.store.metrics`),
+customer sessions' secret hashes (:mod:`~handoff.store.customer_sessions`).
 Callers use :class:`Store`, imported from :mod:`handoff.store`.
 
 Command line: ``python -m handoff.store migrate --url URL`` (:mod:`handoff.store.__main__`).
@@ -24,6 +25,7 @@ Command line: ``python -m handoff.store migrate --url URL`` (:mod:`handoff.store
 
 from __future__ import annotations
 
+from handoff.store.customer_sessions import CustomerSessionStore
 from handoff.store.metrics import MetricsStore
 from handoff.store.model_versions import ModelStore
 from handoff.store.steps import StepStore
@@ -32,6 +34,6 @@ from handoff.store.users import UserStore
 __all__ = ["Store"]
 
 
-class Store(StepStore, UserStore, ModelStore, MetricsStore):
+class Store(StepStore, UserStore, ModelStore, MetricsStore, CustomerSessionStore):
     """The gateway's database. ``url``: ``sqlite+aiosqlite:///path.db`` (the default kind;
     the parent folder is created) or ``postgresql+asyncpg://user@host/db``."""

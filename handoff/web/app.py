@@ -128,7 +128,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         return json(openapi_document())
 
     register_customer_protocol(sio, notifier, conversations=conversations,
-                               max_chars=settings.max_message_chars)
+                               max_chars=settings.max_message_chars,
+                               sessions=settings.customer_sessions)
     register_login(app, settings=settings, store=store)
     register_agent_api(app, sio, notifier, settings=settings, store=store, rasa=rasa,
                        conversations=conversations)

@@ -1,8 +1,12 @@
 """The customers' side of the Socket.IO server: Rasa's socketio channel protocol, exactly
 (payloads in :mod:`handoff.conversation.customer_protocol`), on the default namespace.
 
-* ``session_request`` joins the socket to the room of its conversation (the session id: sent
-  again on reconnect, it resumes the conversation) and answers ``session_confirm``;
+* ``session_request`` joins the socket to the room of its conversation and answers
+  ``session_confirm``. A new session gets a random secret (in the acknowledgement of the
+  request; only its SHA-256 is stored, at the first message). A known session id is joined
+  only with its secret (``HANDOFF_CUSTOMER_SESSIONS=secure``, the default) or by the same
+  socket that confirmed it; otherwise a new session starts. ``legacy`` joins by id alone
+  (docs/security.md). Nothing is stored until the customer's first message;
 * ``user_uttered`` is validated, stored and run through the router by
   :class:`~handoff.conversation.shell.Conversations`;
 * ``end_conversation`` and ``survey_answer`` (gateway-only events that Rasa widgets never
@@ -14,6 +18,9 @@ A socket speaks only for the session it confirmed. A refused request is answered
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import uuid
 from typing import Any
 
@@ -35,9 +42,20 @@ from handoff.web.notifier import SocketNotifier
 __all__ = ["register_customer_protocol"]
 
 
+def secret_hash(secret: str) -> str:
+    """What the store keeps of a session's secret (the secret is 256 random bits: no salt
+    or stretching is needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifier, *,
-                               conversations: Conversations, max_chars: int) -> None:
+                               conversations: Conversations, max_chars: int,
+                               sessions: str = "SECURE") -> None:
     """Add the customers' event handlers to ``sio`` (see the module docstring)."""
+    store = conversations.store
+    secure = sessions.upper() == "SECURE"
+    # session ids confirmed to a socket whose customer has not spoken yet: session id → sid
+    unspoken: dict[str, str] = {}
 
     async def refuse(sid: str, exc: Exception) -> None:
         """A customer's request refused: one ``error`` event ``{code, message}``."""
@@ -61,23 +79,79 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         await sio.save_session(sid, {"conversation_id": None})
 
-    async def session_request(sid: str, data: Any = None) -> None:
+    async def disconnect(sid: str) -> None:
+        session = await sio.get_session(sid)
+        cid = session.get("conversation_id")
+        if cid is not None and unspoken.get(cid) == sid:
+            del unspoken[cid]
+
+    async def known(session_id: str) -> tuple[bool, str | None]:
+        """Whether anyone spoke in the session, and its secret's hash (None for a conversation
+        from before secrets)."""
+        stored = await store.customer_session_hash(session_id)
+        if stored is not None:
+            return True, stored
         try:
-            requested = parse_session_request(data)
+            await store.get_conversation(session_id)
+        except HandoffError:
+            return False, None
+        return True, None
+
+    async def session_request(sid: str, data: Any = None) -> dict[str, Any] | None:
+        try:
+            requested, presented = parse_session_request(data)
         except ProtocolError as exc:
             await refuse(sid, exc)
-            return
-        conversation_id = requested or uuid.uuid4().hex
+            return None
         session = await sio.get_session(sid)
-        await conversations.open(conversation_id)
-        await notifier.join_conversation(sid, conversation_id, session.get("conversation_id"))
-        await sio.save_session(sid, {"conversation_id": conversation_id})
+        previous = session.get("conversation_id")
+        new_secret: str | None = None
+        if requested is not None and requested == previous:
+            conversation_id = requested  # the same socket asks again: it is its session
+        else:
+            conversation_id, joined = requested or "", False
+            if requested is not None:
+                spoken, stored = await known(requested)
+                if spoken:
+                    joined = not secure or (
+                        stored is not None and presented is not None
+                        and hmac.compare_digest(secret_hash(presented), stored))
+                else:
+                    joined = requested not in unspoken  # a client's own new id, unclaimed
+            if not joined or not conversation_id:
+                conversation_id = uuid.uuid4().hex
+            if previous is not None and unspoken.get(previous) == sid:
+                del unspoken[previous]
+            if joined and (await known(conversation_id))[0]:
+                session = {"conversation_id": conversation_id, "secret_hash": None}
+            else:
+                new_secret = secrets.token_urlsafe(32)
+                unspoken[conversation_id] = sid
+                session = {"conversation_id": conversation_id,
+                           "secret_hash": secret_hash(new_secret)}
+            await notifier.join_conversation(sid, conversation_id, previous)
+            await sio.save_session(sid, session)
         await notifier.to_socket(sid, "session_confirm", conversation_id)
+        return {"session_id": conversation_id, "session_secret": new_secret}
+
+    async def claim(sid: str, session_id: str) -> None:
+        """At the customer's first message in a new session: record its secret's hash."""
+        session = await sio.get_session(sid)
+        hashed = session.get("secret_hash")
+        if hashed is None:
+            return
+        if not await store.claim_customer_session(session_id, hashed):
+            raise ProtocolError("session_taken", "this session belongs to another customer; "
+                                "send session_request without a session_id to start a new one")
+        await sio.save_session(sid, {"conversation_id": session_id, "secret_hash": None})
+        if unspoken.get(session_id) == sid:
+            del unspoken[session_id]
 
     async def user_uttered(sid: str, data: Any = None) -> None:
         try:
             uttered = parse_user_uttered(data, max_chars=max_chars)
             await own_session(sid, uttered.session_id)
+            await claim(sid, uttered.session_id)
         except ProtocolError as exc:
             await refuse(sid, exc)
             return
@@ -106,6 +180,7 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
         await notifier.to_socket(sid, "survey_thanks", {})
 
     sio.on("connect", handler=connect)
+    sio.on("disconnect", handler=disconnect)
     sio.on("session_request", handler=session_request)
     sio.on("user_uttered", handler=user_uttered)
     sio.on("end_conversation", handler=end_conversation)
