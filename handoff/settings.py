@@ -124,6 +124,26 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "gateway gave that session (else a new conversation starts); legacy: the session id "
             "alone joins, as in Rasa's own socketio channel (docs/security.md).",
             choices=("SECURE", "LEGACY")),
+    Setting("max_frame_bytes", "int", "65536",
+            "Largest Socket.IO frame (WebSocket message or long-polling POST) the gateway reads; "
+            "a larger one closes the connection before it is buffered.", 4096, 1_000_000),
+    Setting("customer_message_rate", "float", "2",
+            "Customer events (user_uttered, end_conversation, survey_answer) per second per "
+            "connection, once its burst is spent; more get an error rate_limited.", 0.01, 1000),
+    Setting("customer_message_burst", "int", "20",
+            "Customer events one connection may send at once before its rate applies (and "
+            "refusals in a row after which it is disconnected).", 1, 10000),
+    Setting("ip_message_rate", "float", "10",
+            "Customer events per second from one client IP, all its connections together.",
+            0.01, 10000),
+    Setting("ip_message_burst", "int", "100",
+            "Customer events one client IP may send at once before its rate applies.", 1,
+            100000),
+    Setting("ip_connect_rate", "float", "2",
+            "New customer Socket.IO connections per second from one client IP.", 0.01, 10000),
+    Setting("ip_connect_burst", "int", "60",
+            "New customer connections one client IP may open at once before its rate applies.",
+            1, 100000),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -158,6 +178,13 @@ class Settings:
     triage_human_threshold: float = 0.9
     triage_max_batch: int = 32
     customer_sessions: str = "SECURE"
+    max_frame_bytes: int = 65536
+    customer_message_rate: float = 2.0
+    customer_message_burst: int = 20
+    ip_message_rate: float = 10.0
+    ip_message_burst: int = 100
+    ip_connect_rate: float = 2.0
+    ip_connect_burst: int = 60
 
     def __repr__(self) -> str:
         shown = ", ".join(

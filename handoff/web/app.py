@@ -27,7 +27,6 @@ import logging
 import uuid
 from typing import Any
 
-import socketio
 from sanic import Sanic
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
@@ -48,6 +47,7 @@ from handoff.web.agents import register_agent_api
 from handoff.web.auth import FIRST_ADMIN, ensure_first_admin
 from handoff.web.customers import register_customer_protocol
 from handoff.web.dashboard import register_dashboard_api, register_prometheus
+from handoff.web.guard import GuardedServer, Limits
 from handoff.web.http import error_body
 from handoff.web.login import register_login
 from handoff.web.models import register_models_api
@@ -70,8 +70,12 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     app.config.REQUEST_MAX_SIZE = MAX_REQUEST_BYTES
     # async_handlers=False: one client's events are handled one after another, in the order
     # sent (handlers are short: Rasa calls run as background tasks in Conversations).
-    sio = socketio.AsyncServer(async_mode="sanic", cors_allowed_origins=settings.cors_allowed,
-                               async_handlers=False)
+    # Frames above max_frame_bytes are refused before they are buffered: by Sanic's WebSocket
+    # (close 1009) and by engine.io's long-polling (413); binary attachments are refused by
+    # GuardedServer (docs/security.md).
+    app.config.WEBSOCKET_MAX_SIZE = settings.max_frame_bytes
+    sio = GuardedServer(async_mode="sanic", cors_allowed_origins=settings.cors_allowed,
+                        async_handlers=False, max_http_buffer_size=settings.max_frame_bytes)
     sio.attach(app, socketio_path="socket.io")
     notifier = SocketNotifier(sio)
     triage = TriageLink(TriageConfig.from_settings(settings)) if (
@@ -129,7 +133,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
 
     register_customer_protocol(sio, notifier, conversations=conversations,
                                max_chars=settings.max_message_chars,
-                               sessions=settings.customer_sessions)
+                               sessions=settings.customer_sessions,
+                               limits=Limits.from_settings(settings), instruments=instruments)
     register_login(app, settings=settings, store=store)
     register_agent_api(app, sio, notifier, settings=settings, store=store, rasa=rasa,
                        conversations=conversations)

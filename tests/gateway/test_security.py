@@ -1,14 +1,21 @@
 """The customer side of security (issue 15, docs/security.md), against the real gateway and
-Rasa: sessions that cannot be hijacked, nothing kept until the customer speaks."""
+Rasa: sessions that cannot be hijacked, nothing kept until the customer speaks, bounded frames,
+no binary attachments, rate limits, malformed input answered without a traceback."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import re
+from pathlib import Path
+
+import httpx
 import pytest
 
 from handoff.errors import NotFound
 from handoff.store import Store
-from tests.gateway.clients import Widget
-from tests.gateway.clients import gateway_store  # noqa: F401 (fixture)
+from tests.gateway.clients import WAIT, Widget
+from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
 from tests.gateway.conftest import Gateway
 
 pytestmark = pytest.mark.asyncio
@@ -88,3 +95,118 @@ async def test_session_requests_alone_keep_nothing(gateway: Gateway, store: Stor
     assert len(await store.list_conversations()) == before
     for session_id in ids[::20]:
         assert await store.customer_session_hash(session_id) is None
+
+
+# --------------------------------------------------------------------------- bounds and limits
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def _refusals(api: httpx.AsyncClient, code: str) -> float:
+    resp = await api.get("/metrics")
+    found = re.search(rf'^handoff_customer_refusals_total{{code="{code}"}} (\S+)$', resp.text,
+                      re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_a_flood_from_one_connection_is_cut_off_with_errors(
+    gateway: Gateway, store: Store, api: httpx.AsyncClient
+) -> None:
+    counted = await _refusals(api, "rate_limited")
+    widget = await Widget(gateway.url).connect()
+    gone = asyncio.Event()
+    widget.sio.on("disconnect", lambda *_: gone.set())
+    session_id = await widget.started()
+    for n in range(60):
+        await widget.say(session_id, f"flood {n}")
+    await asyncio.wait_for(gone.wait(), WAIT)
+    refused = []
+    while not widget.events.empty():
+        event, data = widget.events.get_nowait()
+        if event == "error":
+            refused.append(data)
+    assert len(refused) == 20  # the burst's worth of refusals in a row, then cut off
+    assert {r["code"] for r in refused} == {"rate_limited"}
+    assert "at most 2 a second" in refused[0]["message"]
+    await widget.close()
+    await asyncio.sleep(0.5)
+    stored = [m for m in await store.list_messages(session_id) if m.sender == "customer"]
+    assert 1 < len(stored) < 41  # the greeting's "hi" and the burst, not the flood
+    assert await _refusals(api, "rate_limited") == counted + 20
+
+
+async def test_binary_frames_from_an_anonymous_socket_leave_memory_alone(
+    gateway: Gateway, api: httpx.AsyncClient
+) -> None:
+    pid = gateway.process.pid
+    start = _rss_mb(pid)
+    counted = await _refusals(api, "binary_refused")
+    widget = await Widget(gateway.url).connect()
+    try:
+        for _ in range(3):  # an event announcing 300 attachments, then the attachments
+            await widget.sio.eio.send('5300-["user_uttered",{"_placeholder":true,"num":0}]')
+            for _ in range(300):
+                await widget.sio.eio.send(bytes(60_000))
+            event, error = await widget.next()
+            assert (event, error["code"]) == ("error", "binary_refused")
+        # an ordinary event afterwards is answered: nothing was left half-read
+        assert await widget.session() != ""
+        await widget.sio.emit("user_uttered", {"message": "x", "session_id": "s",
+                                               "file": bytes(1000)})
+        event, error = await widget.next()
+        assert (event, error["code"]) == ("error", "binary_refused")
+    finally:
+        await widget.close()
+    big = await Widget(gateway.url).connect()
+    closed = asyncio.Event()
+    big.sio.on("disconnect", lambda *_: closed.set())
+    await big.sio.eio.send(bytes(900_000))  # above HANDOFF_MAX_FRAME_BYTES: cut, not read
+    await asyncio.wait_for(closed.wait(), WAIT)
+    await big.close()
+    assert (await api.get("/api/health")).status_code == 200
+    assert _rss_mb(pid) - start < 50
+    assert await _refusals(api, "binary_refused") >= counted + 4
+
+
+MALFORMED = [
+    ("user_uttered", {"message": "a lone \ud800 surrogate", "session_id": "S"}, "bad_payload"),
+    ("user_uttered", {"message": "hi", "session_id": "S", "metadata": functools.reduce(
+        lambda inner, _: {"x": inner}, range(40), {})}, "bad_metadata"),
+    ("user_uttered", {"message": ["hi"], "session_id": "S"}, "bad_payload"),
+    ("user_uttered", {"message": "hi", "session_id": 5}, "bad_session_id"),
+    ("session_request", {"session_id": {"a": 1}}, "bad_session_id"),
+    ("session_request", {"session_id": None, "session_secret": 7}, "bad_session_secret"),
+    ("end_conversation", ["S"], "bad_payload"),
+    ("survey_answer", {"session_id": "S", "score": "5"}, "bad_score"),
+]
+
+
+async def test_malformed_events_get_a_clear_error_change_nothing_and_log_one_line(
+    gateway: Gateway, widget: Widget, store: Store
+) -> None:
+    logged = gateway.log_path.stat().st_size
+    session_id = await widget.started()
+    before = await store.list_messages(session_id)
+    for event, payload, code in MALFORMED:
+        if isinstance(payload, dict) and payload.get("session_id") == "S":
+            payload = {**payload, "session_id": session_id}
+        await widget.sio.emit(event, payload)
+        answer, error = await widget.next()
+        assert (answer, error["code"]) == ("error", code), (event, payload)
+    # JSON nested beyond the decoder's recursion limit: the frame itself does not decode
+    await widget.sio.eio.send('2["user_uttered",' + "[" * 5000 + "]" * 5000 + "]")
+    answer, error = await widget.next()
+    assert (answer, error["code"]) == ("error", "malformed_frame")
+    await widget.say(session_id, "thanks")  # the connection still works
+    assert (await widget.next())[0] == "bot_uttered"
+    after = await store.list_messages(session_id)
+    assert after[:len(before)] == before and len(after) == len(before) + 2
+    assert (await store.get_conversation(session_id)).mode == "bot"
+    log = gateway.log_path.read_bytes()[logged:].decode(errors="replace")
+    assert "Traceback" not in log
+    assert 1 <= log.count("refused a customer event") + log.count("could not be handled") < 5
