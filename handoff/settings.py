@@ -82,8 +82,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             60, 30 * 24 * 3600),
     Setting("max_message_chars", "int", "2000",
             "Longest customer or agent message accepted, in characters.", 1, 100_000),
-    Setting("cors_origins", "str", "*",
-            "Origins allowed to open the customer Socket.IO connection (comma-separated, or *)."),
+    Setting("cors_origins", "str", "",
+            "Origins of the pages that may embed the widget (open the customer Socket.IO "
+            "connection), besides the gateway's own (comma-separated, or *; docs/security.md)."),
     Setting("metrics_token", "secret", "",
             "Bearer token Prometheus must send to scrape GET /metrics; empty: /metrics is open "
             "to whoever reaches the gateway (it listens on 127.0.0.1 unless host says otherwise)."),
@@ -144,6 +145,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("ip_connect_burst", "int", "60",
             "New customer connections one client IP may open at once before its rate applies.",
             1, 100000),
+    Setting("console_origins", "str", "",
+            "Origins of pages, besides the gateway's own, that may use the agent API and the "
+            "/agent namespace (comma-separated; docs/security.md)."),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -164,7 +168,7 @@ class Settings:
     jwt_secret: str = ""
     token_ttl: int = 43200
     max_message_chars: int = 2000
-    cors_origins: str = "*"
+    cors_origins: str = ""
     metrics_token: str = ""
     log_level: str = "INFO"
     triage_enabled: bool = True
@@ -185,6 +189,7 @@ class Settings:
     ip_message_burst: int = 100
     ip_connect_rate: float = 2.0
     ip_connect_burst: int = 60
+    console_origins: str = ""
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -196,11 +201,6 @@ class Settings:
     @property
     def token_lifetime(self) -> timedelta:
         return timedelta(seconds=self.token_ttl)
-
-    @property
-    def cors_allowed(self) -> str | list[str]:
-        origins = [o.strip() for o in self.cors_origins.split(",") if o.strip()]
-        return "*" if origins == ["*"] else origins
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -49,9 +49,10 @@ from handoff.web.customers import register_customer_protocol
 from handoff.web.dashboard import register_dashboard_api, register_prometheus
 from handoff.web.guard import GuardedServer, Limits
 from handoff.web.http import error_body
+from handoff.web.origins import Origins, guard_api, guard_namespace
 from handoff.web.login import register_login
 from handoff.web.models import register_models_api
-from handoff.web.notifier import SocketNotifier
+from handoff.web.notifier import AGENT_NAMESPACE, SocketNotifier
 from handoff.web.openapi import openapi_document
 from handoff.web.pages import register_pages
 from handoff.web.trainers import register_trainer_api
@@ -74,7 +75,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     # (close 1009) and by engine.io's long-polling (413); binary attachments are refused by
     # GuardedServer (docs/security.md).
     app.config.WEBSOCKET_MAX_SIZE = settings.max_frame_bytes
-    sio = GuardedServer(async_mode="sanic", cors_allowed_origins=settings.cors_allowed,
+    origins = Origins(settings.cors_origins, settings.console_origins)
+    sio = GuardedServer(async_mode="sanic", cors_allowed_origins=origins.widget_allows,
                         async_handlers=False, max_http_buffer_size=settings.max_frame_bytes)
     sio.attach(app, socketio_path="socket.io")
     notifier = SocketNotifier(sio)
@@ -138,6 +140,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     register_login(app, settings=settings, store=store)
     register_agent_api(app, sio, notifier, settings=settings, store=store, rasa=rasa,
                        conversations=conversations)
+    guard_namespace(sio, AGENT_NAMESPACE, origins)
+    guard_api(app, origins)
     register_trainer_api(app, settings=settings, store=store, triage=triage)
     register_models_api(app, settings=settings, store=store, deploys=deploys,
                         retraining=retraining)

@@ -411,7 +411,11 @@ async def test_a_turn_cut_off_by_a_restart_is_queued_on_the_next_start(
         session_id = await widget.session()
         await widget.say(session_id, ORDER_QUESTION)
         for _ in range(100):  # the message is stored and its Rasa call is out
-            conversation = await store.get_conversation(session_id)
+            try:
+                conversation = await store.get_conversation(session_id)
+            except NotFound:  # made at the first message: not yet
+                await asyncio.sleep(0.05)
+                continue
             if conversation.state and conversation.state["turn"]:
                 break
             await asyncio.sleep(0.05)

@@ -9,14 +9,31 @@ import functools
 import re
 from pathlib import Path
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
+import socketio
+
+from bot.serve import Stack
 
 from handoff.errors import NotFound
 from handoff.store import Store
-from tests.gateway.clients import WAIT, Widget
+from tests.gateway.clients import WAIT, Widget, agent_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import Gateway, _start_gateway, _stop
+
+SHOP = "https://shop.example"  # a page allowed to embed the widget (HANDOFF_CORS_ORIGINS)
+EVIL = "https://evil.example"
+
+
+@pytest.fixture(scope="module")
+def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """This module's gateway: the defaults, and a shop elsewhere that embeds the widget."""
+    gw = _start_gateway(tmp_path_factory.mktemp("gateway"), rasa_stack.rasa_url,
+                        rasa_stack.token, {"HANDOFF_CORS_ORIGINS": SHOP})
+    yield gw
+    _stop(gw.process)
 
 pytestmark = pytest.mark.asyncio
 
@@ -189,8 +206,9 @@ MALFORMED = [
 async def test_malformed_events_get_a_clear_error_change_nothing_and_log_one_line(
     gateway: Gateway, widget: Widget, store: Store
 ) -> None:
-    logged = gateway.log_path.stat().st_size
     session_id = await widget.started()
+    await asyncio.sleep(1.1)  # past the quiet log's interval (a line a second at most)
+    logged = gateway.log_path.stat().st_size
     before = await store.list_messages(session_id)
     for event, payload, code in MALFORMED:
         if isinstance(payload, dict) and payload.get("session_id") == "S":
@@ -210,3 +228,46 @@ async def test_malformed_events_get_a_clear_error_change_nothing_and_log_one_lin
     log = gateway.log_path.read_bytes()[logged:].decode(errors="replace")
     assert "Traceback" not in log
     assert 1 <= log.count("refused a customer event") + log.count("could not be handled") < 5
+
+
+# --------------------------------------------------------------------------- origins
+
+
+async def _connects(gateway: Gateway, origin: str | None, namespace: str = "/",
+                    auth: dict[str, str] | None = None) -> bool:
+    client = socketio.AsyncClient(reconnection=False)
+    try:
+        await client.connect(gateway.url, namespaces=[namespace], transports=["websocket"],
+                             headers={"Origin": origin} if origin else {}, auth=auth,
+                             wait_timeout=10)
+    except socketio.exceptions.ConnectionError:
+        return False
+    finally:
+        await client.disconnect()
+    return True
+
+
+async def test_the_widget_opens_from_its_origins_the_console_only_from_its_own(
+    gateway: Gateway, store: Store, api: httpx.AsyncClient
+) -> None:
+    own = gateway.url
+    assert await _connects(gateway, own)
+    assert await _connects(gateway, SHOP)  # listed in HANDOFF_CORS_ORIGINS
+    assert not await _connects(gateway, EVIL)
+    assert await _connects(gateway, None)  # not a browser: no Origin to check
+
+    headers = await agent_login(store, api, "olga")
+    token = {"token": headers["Authorization"].split()[1]}
+    assert await _connects(gateway, own, "/agent", token)
+    assert not await _connects(gateway, SHOP, "/agent", token)  # the widget's, not the console's
+    assert not await _connects(gateway, EVIL, "/agent", token)
+
+    assert (await api.get("/api/conversations", headers={**headers, "Origin": own})
+            ).status_code == 200
+    for origin in (SHOP, EVIL):
+        resp = await api.get("/api/conversations", headers={**headers, "Origin": origin})
+        assert resp.status_code == 403 and resp.json()["error"] == "origin_refused"
+        resp = await api.post("/api/login", headers={"Origin": origin},
+                              json={"username": "olga", "password": "olga-password"})
+        assert resp.status_code == 403 and resp.json()["error"] == "origin_refused"
+    assert (await api.get("/api/health", headers={"Origin": EVIL})).status_code == 403
