@@ -148,6 +148,16 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("console_origins", "str", "",
             "Origins of pages, besides the gateway's own, that may use the agent API and the "
             "/agent namespace (comma-separated; docs/security.md)."),
+    Setting("first_admin_password_file", "str", "var/first-admin-password",
+            "File (mode 0600) the first admin's generated password is written to on the first "
+            "start; the log names the file, never the password (relative paths are taken from "
+            "the project folder)."),
+    Setting("log_file", "str", "",
+            "File the gateway logs to, rotated by size (empty: standard error only)."),
+    Setting("log_max_bytes", "int", "10000000",
+            "Size at which the log file is rotated.", 10000, 10_000_000_000),
+    Setting("log_backups", "int", "5",
+            "Rotated log files kept (gateway.log.1 ... .N).", 1, 1000),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -190,6 +200,10 @@ class Settings:
     ip_connect_rate: float = 2.0
     ip_connect_burst: int = 60
     console_origins: str = ""
+    first_admin_password_file: str = "var/first-admin-password"
+    log_file: str = ""
+    log_max_bytes: int = 10_000_000
+    log_backups: int = 5
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -250,6 +264,21 @@ def _generated_secret(path: Path) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
     return value
+
+
+def project_path(path: str) -> Path:
+    """A path setting: relative paths are taken from the project folder."""
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else PROJECT_ROOT / resolved
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600, also when it existed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _convert(setting: Setting, raw: str) -> Any:

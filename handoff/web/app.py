@@ -40,7 +40,7 @@ from handoff.errors import HandoffError
 from handoff.learning.deploys import Deploys
 from handoff.learning.retraining import Retraining
 from handoff.learning.supervisor import Supervisor
-from handoff.settings import Settings
+from handoff.settings import Settings, project_path, write_private
 from handoff.store import Store
 from handoff.triage import TriageConfig
 from handoff.web.agents import register_agent_api
@@ -106,10 +106,12 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         if (stuck := await conversations.recover()):
             log.warning("%d conversation(s) waited for Rasa across a restart: queued", stuck)
         password = await ensure_first_admin(store)
-        if password is not None:
-            print(f"Created the first user: {FIRST_ADMIN} / {password}  (shown only this "
-                  f"once; change it with python -m handoff.web.auth set-password --username "
-                  f"{FIRST_ADMIN})", flush=True)
+        if password is not None:  # into a 0600 file: a log may be readable by others
+            path = project_path(settings.first_admin_password_file)
+            write_private(path, password + "\n")
+            print(f"Created the first user: {FIRST_ADMIN}, password in {path} (readable by "
+                  f"this user only; change it with python -m handoff.web.auth set-password "
+                  f"--username {FIRST_ADMIN})", flush=True)
 
     @app.before_server_stop
     async def _stop(_app: Sanic[Any, Any]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import time
@@ -119,6 +118,7 @@ def _start_gateway(tmp: Path, rasa_url: str, rasa_token: str,
         "HANDOFF_JWT_SECRET": "test-secret-" + "x" * 40,
         "HANDOFF_MAX_MESSAGE_CHARS": "2000",
         "HANDOFF_TRIAGE_ENABLED": "false",
+        "HANDOFF_FIRST_ADMIN_PASSWORD_FILE": str(tmp / "first-admin-password"),
         **(extra_env or {}),
     }
     with open(log_path, "wb") as log:
@@ -141,8 +141,9 @@ def _start_gateway(tmp: Path, rasa_url: str, rasa_token: str,
             _stop(process)
             raise RuntimeError(f"the gateway did not start:\n{gateway.log_tail()}")
         time.sleep(0.2)
-    found = re.search(r"admin / (\S+)", log_path.read_text())
-    gateway.admin_password = found.group(1) if found else ""  # printed on the first start only
+    password_file = Path(env["HANDOFF_FIRST_ADMIN_PASSWORD_FILE"])  # written on the first start
+    gateway.admin_password = (password_file.read_text().strip() if password_file.exists()
+                              else "")
     return gateway
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import stat
 from pathlib import Path
 
 from collections.abc import Iterator
@@ -271,3 +272,28 @@ async def test_the_widget_opens_from_its_origins_the_console_only_from_its_own(
                               json={"username": "olga", "password": "olga-password"})
         assert resp.status_code == 403 and resp.json()["error"] == "origin_refused"
     assert (await api.get("/api/health", headers={"Origin": EVIL})).status_code == 403
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+async def test_the_first_password_is_in_a_private_file_and_no_token_in_process_arguments(
+    gateway: Gateway, rasa_stack: Stack
+) -> None:
+    password_file = Path(gateway.log_path).parent / "first-admin-password"
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    assert gateway.admin_password and gateway.admin_password == password_file.read_text().strip()
+    log = gateway.log_path.read_text(errors="replace")
+    assert f"password in {password_file} " in log
+    assert gateway.admin_password not in log
+
+    assert rasa_stack.token
+    rasa_servers = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes()
+        except OSError:  # the process ended meanwhile
+            continue
+        assert rasa_stack.token.encode() not in args, args
+        rasa_servers += b"rasa_run.py\0run\0--enable-api" in args
+    assert rasa_servers >= 1  # the Rasa server was among the processes looked at
