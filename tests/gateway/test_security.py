@@ -9,11 +9,13 @@ import functools
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
 import socketio
 
 from bot.serve import Stack
@@ -21,6 +23,7 @@ from bot.serve import Stack
 from handoff.errors import NotFound
 from handoff.store import Store
 from tests.gateway.clients import WAIT, Widget, agent_login
+from tests.gateway.fuzz import CASES, Fuzzer
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
 
@@ -30,9 +33,12 @@ EVIL = "https://evil.example"
 
 @pytest.fixture(scope="module")
 def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """This module's gateway: the defaults, and a shop elsewhere that embeds the widget."""
+    """This module's gateway: the defaults, a shop elsewhere that embeds the widget, and the
+    per-IP limits lifted (every client of the tests is 127.0.0.1; the fuzz opens many)."""
     gw = _start_gateway(tmp_path_factory.mktemp("gateway"), rasa_stack.rasa_url,
-                        rasa_stack.token, {"HANDOFF_CORS_ORIGINS": SHOP})
+                        rasa_stack.token, {"HANDOFF_CORS_ORIGINS": SHOP,
+                                           "HANDOFF_IP_MESSAGE_BURST": "100000",
+                                           "HANDOFF_IP_CONNECT_BURST": "100000"})
     yield gw
     _stop(gw.process)
 
@@ -297,3 +303,57 @@ async def test_the_first_password_is_in_a_private_file_and_no_token_in_process_a
         assert rasa_stack.token.encode() not in args, args
         rasa_servers += b"rasa_run.py\0run\0--enable-api" in args
     assert rasa_servers >= 1  # the Rasa server was among the processes looked at
+
+
+# --------------------------------------------------------------------------- fuzz
+
+
+async def _fuzz(gateway: Gateway, case: list[tuple[str, Any]]) -> None:
+    async with Fuzzer(gateway.url) as fuzzer:
+        for event, payload in case:
+            for name, data in await fuzzer.send(event, payload):  # answered: acknowledged
+                if name == "error":  # a clear error: a code and a sentence, never internal
+                    assert isinstance(data, dict) and set(data) == {"code", "message"}, data
+                    assert isinstance(data["code"], str) and isinstance(data["message"], str)
+                    assert data["code"] not in ("internal_error", "malformed_frame"), (
+                        event, payload, data)
+
+
+_FUZZ = settings(deadline=None, database=None,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                        HealthCheck.too_slow])
+
+
+@settings(_FUZZ, max_examples=200)
+@given(case=CASES)
+async def test_fuzzed_customer_events_are_answered_or_refused_clearly(
+    gateway: Gateway, case: list[tuple[str, Any]]
+) -> None:
+    await _fuzz(gateway, case)
+
+
+@pytest.mark.long
+@pytest.mark.timeout(7200)
+@settings(_FUZZ, max_examples=10_000)
+@given(case=CASES)
+async def test_fuzzed_customer_events_long(gateway: Gateway, case: list[tuple[str, Any]]
+                                           ) -> None:
+    await _fuzz(gateway, case)
+
+
+async def test_after_the_fuzz_the_store_is_consistent_and_no_traceback_was_logged(
+    gateway: Gateway, store: Store
+) -> None:
+    conversations = await store.list_conversations()
+    assert conversations  # the fuzz (and the tests before it) spoke
+    for conversation in conversations:
+        for _ in range(600):  # a snapshot between writes (Rasa's turns may still be running)
+            before = await store.get_conversation(conversation.id)
+            seqs = [m.seq for m in await store.list_messages(conversation.id)]
+            after = await store.get_conversation(conversation.id)
+            if before.version == after.version and before.last_seq == after.last_seq:
+                break
+            await asyncio.sleep(0.1)
+        assert seqs == list(range(1, after.last_seq + 1)), conversation.id
+        assert after.mode in ("bot", "review", "human", "closed")
+    assert "Traceback" not in gateway.log_path.read_text(errors="replace")
