@@ -6,26 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
 import socketio
+from hypothesis import HealthCheck, given, settings
 
 from bot.serve import Stack
-
+from handoff.__main__ import configure_logging
 from handoff.errors import NotFound
+from handoff.settings import Settings
 from handoff.store import Store
 from tests.gateway.clients import WAIT, Widget, agent_login
-from tests.gateway.fuzz import CASES, Fuzzer
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
+from tests.gateway.fuzz import CASES, Fuzzer
 
 SHOP = "https://shop.example"  # a page allowed to embed the widget (HANDOFF_CORS_ORIGINS)
 EVIL = "https://evil.example"
@@ -357,3 +358,21 @@ async def test_after_the_fuzz_the_store_is_consistent_and_no_traceback_was_logge
         assert seqs == list(range(1, after.last_seq + 1)), conversation.id
         assert after.mode in ("bot", "review", "human", "closed")
     assert "Traceback" not in gateway.log_path.read_text(errors="replace")
+
+
+async def test_the_gateway_log_file_is_rotated_by_size(tmp_path: Path) -> None:
+    config = Settings(log_file=str(tmp_path / "gateway.log"), log_max_bytes=10_000,
+                      log_backups=2)
+    added = configure_logging(config)
+    try:
+        for n in range(200):
+            logging.getLogger("handoff.test").warning("line %d %s", n, "x" * 400)
+    finally:
+        for handler in added:
+            for name in ("handoff", "alembic", "sanic", "socketio", "engineio"):
+                logging.getLogger(name).removeHandler(handler)
+            handler.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["gateway.log", "gateway.log.1", "gateway.log.2"]
+    assert all((tmp_path / f).stat().st_size <= 10_000 for f in files)
+    assert "line 199 " in (tmp_path / "gateway.log").read_text()
