@@ -376,3 +376,26 @@ async def test_the_gateway_log_file_is_rotated_by_size(tmp_path: Path) -> None:
     assert files == ["gateway.log", "gateway.log.1", "gateway.log.2"]
     assert all((tmp_path / f).stat().st_size <= 10_000 for f in files)
     assert "line 199 " in (tmp_path / "gateway.log").read_text()
+
+
+@pytest.mark.long
+async def test_legacy_sessions_join_by_id_alone(
+    rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    gw = await asyncio.to_thread(_start_gateway, tmp_path_factory.mktemp("legacy"),
+                                 rasa_stack.rasa_url, rasa_stack.token,
+                                 {"HANDOFF_CUSTOMER_SESSIONS": "legacy"})
+    try:
+        first = await Widget(gw.url).connect()
+        session_id = await first.started()
+        await first.close()
+        again = await Widget(gw.url).connect()  # a plain Rasa client after a reload
+        try:
+            assert await again.session(session_id) == session_id
+            await again.say(session_id, ORDER_QUESTION)
+            event, answer = await again.next()
+            assert event == "bot_uttered" and answer["text"].startswith("Order 100002 ")
+        finally:
+            await again.close()
+    finally:
+        await asyncio.to_thread(_stop, gw.process)
