@@ -191,7 +191,7 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
         if requested is not None and requested == previous:
             conversation_id = requested  # the same socket asks again: it is its session
         else:
-            conversation_id, joined = requested or "", False
+            spoken = joined = False
             if requested is not None:
                 spoken, stored = await known(requested)
                 if spoken:
@@ -200,11 +200,10 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
                         and hmac.compare_digest(secret_hash(presented), stored))
                 else:
                     joined = requested not in unspoken  # a client's own new id, unclaimed
-            if not joined or not conversation_id:
-                conversation_id = uuid.uuid4().hex
+            conversation_id = requested if joined and requested else uuid.uuid4().hex
             if previous is not None and unspoken.get(previous) == sid:
                 del unspoken[previous]
-            if joined and (await known(conversation_id))[0]:
+            if joined and spoken:
                 session = {"conversation_id": conversation_id, "secret_hash": None}
             else:
                 new_secret = secrets.token_urlsafe(32)
