@@ -217,7 +217,12 @@ def main() -> None:
                      or f"sqlite+aiosqlite:///{tmpdir / (label + '.db')}",
                      "HANDOFF_TRIAGE_ENABLED": triage,
                      "HANDOFF_JWT_SECRET": secrets.token_urlsafe(48),
-                     "HANDOFF_LOG_LEVEL": "WARNING"},
+                     "HANDOFF_LOG_LEVEL": "WARNING",
+                     # one customer sending turn after turn as fast as they are answered:
+                     # above the default per-connection limit (docs/security.md)
+                     "HANDOFF_CUSTOMER_MESSAGE_RATE": "1000",
+                     "HANDOFF_CUSTOMER_MESSAGE_BURST": "10000",
+                     "HANDOFF_IP_MESSAGE_RATE": "1000", "HANDOFF_IP_MESSAGE_BURST": "10000"},
             )
             service.start()
             stack.services.append(service)

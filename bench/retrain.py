@@ -279,11 +279,12 @@ def stage_deploy(bench: Bench) -> None:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"bot.serve did not start: see {log_path}")
             time.sleep(0.5)
-        found = re.search(r"admin / (\S+)", log_path.read_text(errors="replace"))
-        assert found, "the gateway printed no first password"
+        found = re.search(r"admin, password in (\S+) ", log_path.read_text(errors="replace"))
+        assert found, "the gateway named no first password file"
+        password = Path(found.group(1)).read_text().strip()
         url = f"http://127.0.0.1:{gateway_port}"
         token = _api(f"{url}/api/login", "POST",
-                     {"username": "admin", "password": found.group(1)})["token"]
+                     {"username": "admin", "password": password})["token"]
         name = bench.models["full"].name
         model = next(m for m in _api(f"{url}/api/models", token=token)["models"]
                      if m["file"] == name)

@@ -24,6 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = PROJECT_ROOT / "var"
 GATEWAY_PYTHON = PROJECT_ROOT / ".venv" / "gateway" / "bin" / "python"
 TOKEN_FILE = VAR_DIR / "rasa-token"
+RASA_RUN = Path(__file__).resolve().parent / "rasa_run.py"
 
 
 class StartupError(RuntimeError):
@@ -179,15 +180,17 @@ class Stack:
         ``nice``, at that lower CPU priority (a deploy's second server loading its model)."""
         return Service(
             name=f"Rasa server :{port}",
+            # the token goes in the environment, not the arguments (which every user can
+            # read in ps): bot/rasa_run.py hands it to Rasa's --auth-token in-process
             argv=(["nice", "-n", str(nice)] if nice else []) + [
-                str(self.rasa_bin), "run", "--enable-api", "--interface", "127.0.0.1",
-                "--port", str(port),
-                f"--auth-token={self.token}",  # "=": a token may begin with "-"
+                str(self.rasa_bin.parent / "python"), str(RASA_RUN), "run", "--enable-api",
+                "--interface", "127.0.0.1", "--port", str(port),
                 "--model", str(model), "--endpoints", str(self._endpoints_file()),
                 "--credentials", str(self.credentials)],
             ready_url=f"http://127.0.0.1:{port}/status?token={self.token}",
             log_path=self.log_dir / f"rasa-{port}.log",
-            env={**self.env, "GATEWAY_CHANNEL_TOKEN": self.token},  # bot/gateway_channel.py
+            env={**self.env, "GATEWAY_CHANNEL_TOKEN": self.token,  # bot/gateway_channel.py
+                 "RASA_AUTH_TOKEN": self.token},
             cwd=self.project,
         )
 

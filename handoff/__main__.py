@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from logging.handlers import RotatingFileHandler
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,8 +17,32 @@ from sanic import Sanic
 
 from handoff.web.app import create_app
 from handoff.conversation.rasa_client import RasaClient
-from handoff.settings import SettingsError, load_settings, settings_table
+from handoff.settings import (Settings, SettingsError, load_settings, project_path,
+                              settings_table)
 from handoff.store import Store
+
+
+def configure_logging(settings: Settings) -> list[logging.Handler]:
+    """The gateway's log: standard error and, with ``HANDOFF_LOG_FILE``, a file rotated at
+    ``HANDOFF_LOG_MAX_BYTES`` keeping ``HANDOFF_LOG_BACKUPS`` old ones. The handlers added."""
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
+    added: list[logging.Handler] = [handler]
+    for name in ("handoff", "alembic"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(settings.log_level.upper())
+    if settings.log_file:  # rotated by size: a flood of refusals cannot fill the disk
+        path = project_path(settings.log_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rotating = RotatingFileHandler(path, maxBytes=settings.log_max_bytes,
+                                       backupCount=settings.log_backups)
+        rotating.setFormatter(formatter)
+        added.append(rotating)
+        for name in ("handoff", "alembic", "sanic", "socketio", "engineio"):
+            logging.getLogger(name).addHandler(rotating)
+    return added
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,12 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("handoff", "alembic"):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(settings.log_level.upper())
+    configure_logging(settings)
     store = Store(settings.database_url)
     rasa = RasaClient(settings.rasa_url, settings.rasa_token, timeout=settings.rasa_timeout)
     app = create_app(settings, store, rasa)

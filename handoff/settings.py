@@ -83,8 +83,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             60, 30 * 24 * 3600),
     Setting("max_message_chars", "int", "2000",
             "Longest customer or agent message accepted, in characters.", 1, 100_000),
-    Setting("cors_origins", "str", "*",
-            "Origins allowed to open the customer Socket.IO connection (comma-separated, or *)."),
+    Setting("cors_origins", "str", "",
+            "Origins of the pages that may embed the widget (open the customer Socket.IO "
+            "connection), besides the gateway's own (comma-separated, or *; docs/security.md)."),
     Setting("metrics_token", "secret", "",
             "Bearer token Prometheus must send to scrape GET /metrics; empty: /metrics is open "
             "to whoever reaches the gateway (it listens on 127.0.0.1 unless host says otherwise)."),
@@ -164,6 +165,45 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "Seconds a customer waits for a person, agents being available, before being "
             "offered to keep waiting, continue with the bot or leave a contact address (0: "
             "only when no agent is available).", 0, 86400),
+    # ---- customer side security (issue 15, docs/security.md)
+    Setting("customer_sessions", "str", "secure",
+            "secure: a session_request for a known session id joins it only with the secret the "
+            "gateway gave that session (else a new conversation starts); legacy: the session id "
+            "alone joins, as in Rasa's own socketio channel (docs/security.md).",
+            choices=("SECURE", "LEGACY")),
+    Setting("max_frame_bytes", "int", "65536",
+            "Largest Socket.IO frame (WebSocket message or long-polling POST) the gateway reads; "
+            "a larger one closes the connection before it is buffered.", 4096, 1_000_000),
+    Setting("customer_message_rate", "float", "2",
+            "Customer events (user_uttered, end_conversation, survey_answer) per second per "
+            "connection, once its burst is spent; more get an error rate_limited.", 0.01, 1000),
+    Setting("customer_message_burst", "int", "20",
+            "Customer events one connection may send at once before its rate applies (and "
+            "refusals in a row after which it is disconnected).", 1, 10000),
+    Setting("ip_message_rate", "float", "10",
+            "Customer events per second from one client IP, all its connections together.",
+            0.01, 10000),
+    Setting("ip_message_burst", "int", "100",
+            "Customer events one client IP may send at once before its rate applies.", 1,
+            100000),
+    Setting("ip_connect_rate", "float", "2",
+            "New customer Socket.IO connections per second from one client IP.", 0.01, 10000),
+    Setting("ip_connect_burst", "int", "60",
+            "New customer connections one client IP may open at once before its rate applies.",
+            1, 100000),
+    Setting("console_origins", "str", "",
+            "Origins of pages, besides the gateway's own, that may use the agent API and the "
+            "/agent namespace (comma-separated; docs/security.md)."),
+    Setting("first_admin_password_file", "str", "var/first-admin-password",
+            "File (mode 0600) the first admin's generated password is written to on the first "
+            "start; the log names the file, never the password (relative paths are taken from "
+            "the project folder)."),
+    Setting("log_file", "str", "",
+            "File the gateway logs to, rotated by size (empty: standard error only)."),
+    Setting("log_max_bytes", "int", "10000000",
+            "Size at which the log file is rotated.", 10000, 10_000_000_000),
+    Setting("log_backups", "int", "5",
+            "Rotated log files kept (gateway.log.1 ... .N).", 1, 1000),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -184,7 +224,7 @@ class Settings:
     jwt_secret: str = ""
     token_ttl: int = 43200
     max_message_chars: int = 2000
-    cors_origins: str = "*"
+    cors_origins: str = ""
     metrics_token: str = ""
     log_level: str = "INFO"
     triage_enabled: bool = True
@@ -211,6 +251,19 @@ class Settings:
     opening_hours: str = ""
     opening_timezone: str = "UTC"
     queue_offer_after: float = 120.0
+    customer_sessions: str = "SECURE"
+    max_frame_bytes: int = 65536
+    customer_message_rate: float = 2.0
+    customer_message_burst: int = 20
+    ip_message_rate: float = 10.0
+    ip_message_burst: int = 100
+    ip_connect_rate: float = 2.0
+    ip_connect_burst: int = 60
+    console_origins: str = ""
+    first_admin_password_file: str = "var/first-admin-password"
+    log_file: str = ""
+    log_max_bytes: int = 10_000_000
+    log_backups: int = 5
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -305,6 +358,19 @@ def parse_weights(text: str) -> dict[str, float]:
             raise ValueError(f"the weight of {name!r} must be from 0 to 1000; got {raw!r}")
         out[name] = weight
     return out
+def project_path(path: str) -> Path:
+    """A path setting: relative paths are taken from the project folder."""
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else PROJECT_ROOT / resolved
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600, also when it existed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _convert(setting: Setting, raw: str) -> Any:

@@ -6,8 +6,11 @@ to the gateway unchanged:
 ==================  =========================================================================
 event               payload
 ==================  =========================================================================
-session_request     ``{"session_id": str | null}`` (client → gateway)
-session_confirm     the session id as a bare string (uuid4 hex when none was sent)
+session_request     ``{"session_id": str | null, "session_secret"?: str}`` (client → gateway);
+                    acknowledged (when the client asks for an ack) with ``{"session_id",
+                    "session_secret"}``: the secret of a newly issued session, else null
+session_confirm     the session id as a bare string (uuid4 hex when none was sent, or when the
+                    session id is known and the secret is missing or wrong: docs/security.md)
 user_uttered        ``{"message": str, "session_id": str, "metadata" | "customData": {...}}``;
                     metadata may be a JSON string (client → gateway)
 bot_uttered         Rasa's shapes: ``{"text"}``; ``{"text", "quick_replies": [{"content_type":
@@ -30,6 +33,7 @@ Messages written by a person carry ``"metadata": {"sender": "human", "agent": <u
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,7 +48,9 @@ __all__ = [
 ]
 
 MAX_SESSION_ID_CHARS: Final = 128
+MAX_SECRET_CHARS: Final = 128
 MAX_METADATA_BYTES: Final = 8192
+MAX_METADATA_DEPTH: Final = 8
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_.:@-]+$")
 
 NOTICE_TEXTS: Final[Mapping[Notice, str]] = {
@@ -94,14 +100,53 @@ def _session_id(value: Any) -> str:
     return value
 
 
-def parse_session_request(data: Any) -> str | None:
-    """The session id the client asks to resume, or None for a new session."""
+def parse_session_request(data: Any) -> tuple[str | None, str | None]:
+    """The session id the client asks to resume (None for a new session) and the session's
+    secret it presents (None when it has none)."""
     if data is None:
-        return None
+        return None, None
     if not isinstance(data, Mapping):
         raise ProtocolError("bad_payload", "session_request takes an object {session_id}")
     value = data.get("session_id")
-    return None if value is None else _session_id(value)
+    secret = data.get("session_secret")
+    if secret is not None and (not isinstance(secret, str) or not 0 < len(secret)
+                               <= MAX_SECRET_CHARS):
+        raise ProtocolError("bad_session_secret", "session_secret must be a string of at most "
+                            f"{MAX_SECRET_CHARS} characters")
+    return (None if value is None else _session_id(value)), secret
+
+
+def _unicode(value: str, what: str) -> str:
+    """``value`` if it can be stored (UTF-8: no lone surrogate such as ``\\ud800``)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("bad_payload", f"{what} is not valid Unicode (a lone "
+                            "surrogate)") from None
+    return value
+
+
+def _plain_json(value: Any, depth: int = 1) -> None:
+    """Metadata as JSON can store it: nested at most MAX_METADATA_DEPTH levels, valid
+    Unicode, string keys (checked before anything serialises it)."""
+    if depth > MAX_METADATA_DEPTH:
+        raise ProtocolError("bad_metadata",
+                            f"metadata may nest at most {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, str):
+        _unicode(value, "metadata")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ProtocolError("bad_metadata", "metadata keys must be strings")
+            _unicode(key, "metadata")
+            _plain_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _plain_json(item, depth + 1)
+    elif not (value is None or isinstance(value, bool | int | float)):
+        raise ProtocolError("bad_metadata", "metadata must be JSON")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ProtocolError("bad_metadata", "metadata numbers must be finite")
 
 
 def _metadata(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,10 +159,11 @@ def _metadata(data: Mapping[str, Any]) -> dict[str, Any]:
                                 f"metadata must be at most {MAX_METADATA_BYTES} bytes")
         try:
             raw = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ProtocolError("bad_metadata", "metadata is a string but not JSON") from None
     if not isinstance(raw, dict):
         raise ProtocolError("bad_metadata", "metadata must be an object")
+    _plain_json(raw)
     if len(json.dumps(raw).encode()) > MAX_METADATA_BYTES:
         raise ProtocolError("metadata_too_large",
                             f"metadata must be at most {MAX_METADATA_BYTES} bytes")
@@ -138,6 +184,7 @@ def parse_user_uttered(data: Any, *, max_chars: int) -> UserUttered:
                             f"a message may have at most {max_chars} characters")
     if "\x00" in text:
         raise ProtocolError("bad_payload", "'message' must not contain NUL characters")
+    _unicode(text, "'message'")
     return UserUttered(text=text, session_id=_session_id(data.get("session_id")),
                        metadata=_metadata(data))
 

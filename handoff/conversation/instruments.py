@@ -65,6 +65,11 @@ class Instruments:
             "handoff_socket_connections", "Open Socket.IO connections, by namespace "
             "('/' customers, '/agent' agents).", ["namespace"], registry=r)
 
+        self.customer_refusals = Counter(
+            "handoff_customer_refusals", "Customer events and connections refused, by error "
+            "code (rate_limited, connect_rate_limited, binary_refused, malformed_frame, "
+            "bad_payload, ...).", ["code"], registry=r)
+
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
         return generate_latest(self.registry)

@@ -10,8 +10,8 @@ from sqlalchemy.dialects import postgresql
 
 __all__ = [
     "audit_log", "conversation_events", "conversation_summaries", "conversations", "corrections",
-    "messages", "metadata", "model_versions", "notes", "pending_replies", "spot_check_marks",
-    "spot_checks", "suggestion_ratings", "users",
+    "conversation_contacts", "customer_sessions", "messages", "metadata", "model_versions",
+    "notes", "pending_replies", "spot_check_marks", "spot_checks", "suggestion_ratings", "users",
 ]
 
 class _UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -161,6 +161,13 @@ users = sa.Table(
     sa.Column("role", sa.Text, nullable=False),
     sa.Column("created_at", _TIME, nullable=False),
     sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+customer_sessions = sa.Table(
+    "customer_sessions", metadata,  # the hash of each customer session's secret (0016)
+    sa.Column("session_id", sa.Text, primary_key=True),
+    sa.Column("secret_hash", sa.Text, nullable=False),
+    sa.Column("created_at", _TIME, nullable=False),
 )
 
 notes = sa.Table(

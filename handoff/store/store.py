@@ -18,7 +18,8 @@ The methods live with the tables they write, over one engine and one transaction
 users and the audit log (:mod:`~handoff.store.users`), model versions
 (:mod:`~handoff.store.model_versions`), spot-checks (:mod:`~handoff.store.spot_checks`),
 the dashboard's reads (:mod:`~handoff.store.metrics`), customers' data exported, erased and
-masked (:mod:`~handoff.store.privacy`).
+masked (:mod:`~handoff.store.privacy`), customer sessions' secret hashes
+(:mod:`~handoff.store.customer_sessions`).
 Callers use :class:`Store`, imported from :mod:`handoff.store`.
 
 Command line: ``python -m handoff.store migrate --url URL`` (:mod:`handoff.store.__main__`).
@@ -26,6 +27,7 @@ Command line: ``python -m handoff.store migrate --url URL`` (:mod:`handoff.store
 
 from __future__ import annotations
 
+from handoff.store.customer_sessions import CustomerSessionStore
 from handoff.store.metrics import MetricsStore
 from handoff.store.model_versions import ModelStore
 from handoff.store.privacy import PrivacyStore
@@ -36,6 +38,7 @@ from handoff.store.users import UserStore
 __all__ = ["Store"]
 
 
-class Store(StepStore, SpotCheckStore, UserStore, ModelStore, MetricsStore, PrivacyStore):
+class Store(StepStore, SpotCheckStore, UserStore, ModelStore, MetricsStore, PrivacyStore,
+            CustomerSessionStore):
     """The gateway's database. ``url``: ``sqlite+aiosqlite:///path.db`` (the default kind;
     the parent folder is created) or ``postgresql+asyncpg://user@host/db``."""

@@ -30,7 +30,6 @@ import logging
 import uuid
 from typing import Any
 
-import socketio
 from sanic import Sanic
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
@@ -49,17 +48,19 @@ from handoff.learning.deploys import Deploys
 from handoff.learning.retraining import Retraining
 from handoff.learning.spot_checks import SpotCheckRule, SpotChecks
 from handoff.learning.supervisor import Supervisor
-from handoff.settings import Settings, SettingsError
+from handoff.settings import Settings, SettingsError, project_path, write_private
 from handoff.store import Store
 from handoff.triage import TriageConfig
 from handoff.web.agents import register_agent_api
 from handoff.web.auth import FIRST_ADMIN, ensure_first_admin
 from handoff.web.customers import register_customer_protocol
 from handoff.web.dashboard import register_dashboard_api, register_prometheus
+from handoff.web.guard import GuardedServer, Limits
 from handoff.web.http import error_body
+from handoff.web.origins import Origins, guard_api, guard_namespace
 from handoff.web.login import register_login
 from handoff.web.models import register_models_api
-from handoff.web.notifier import SocketNotifier
+from handoff.web.notifier import AGENT_NAMESPACE, SocketNotifier
 from handoff.web.openapi import openapi_document
 from handoff.web.pages import register_pages
 from handoff.web.privacy import register_privacy_api
@@ -80,8 +81,13 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     app.config.REQUEST_MAX_SIZE = MAX_REQUEST_BYTES
     # async_handlers=False: one client's events are handled one after another, in the order
     # sent (handlers are short: Rasa calls run as background tasks in Conversations).
-    sio = socketio.AsyncServer(async_mode="sanic", cors_allowed_origins=settings.cors_allowed,
-                               async_handlers=False)
+    # Frames above max_frame_bytes are refused before they are buffered: by Sanic's WebSocket
+    # (close 1009) and by engine.io's long-polling (413); binary attachments are refused by
+    # GuardedServer (docs/security.md).
+    app.config.WEBSOCKET_MAX_SIZE = settings.max_frame_bytes
+    origins = Origins(settings.cors_origins, settings.console_origins)
+    sio = GuardedServer(async_mode="sanic", cors_allowed_origins=origins.widget_allows,
+                        async_handlers=False, max_http_buffer_size=settings.max_frame_bytes)
     sio.attach(app, socketio_path="socket.io")
     notifier = SocketNotifier(sio)
     triage = TriageLink(TriageConfig.from_settings(settings)) if (
@@ -133,10 +139,12 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         if (stuck := await conversations.recover()):
             log.warning("%d conversation(s) waited for Rasa across a restart: queued", stuck)
         password = await ensure_first_admin(store)
-        if password is not None:
-            print(f"Created the first user: {FIRST_ADMIN} / {password}  (shown only this "
-                  f"once; change it with python -m handoff.web.auth set-password --username "
-                  f"{FIRST_ADMIN})", flush=True)
+        if password is not None:  # into a 0600 file: a log may be readable by others
+            path = project_path(settings.first_admin_password_file)
+            write_private(path, password + "\n")
+            print(f"Created the first user: {FIRST_ADMIN}, password in {path} (readable by "
+                  f"this user only; change it with python -m handoff.web.auth set-password "
+                  f"--username {FIRST_ADMIN})", flush=True)
 
     @app.before_server_stop
     async def _stop(_app: Sanic[Any, Any]) -> None:
@@ -164,10 +172,14 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         return json(openapi_document())
 
     register_customer_protocol(sio, notifier, conversations=conversations,
-                               max_chars=settings.max_message_chars, waiting=waiting)
+                               max_chars=settings.max_message_chars, waiting=waiting,
+                               sessions=settings.customer_sessions,
+                               limits=Limits.from_settings(settings), instruments=instruments)
     register_login(app, settings=settings, store=store)
     register_agent_api(app, sio, notifier, settings=settings, store=store, rasa=rasa,
                        conversations=conversations, waiting=waiting)
+    guard_namespace(sio, AGENT_NAMESPACE, origins)
+    guard_api(app, origins)
     register_trainer_api(app, settings=settings, store=store, triage=triage)
     register_models_api(app, settings=settings, store=store, deploys=deploys,
                         retraining=retraining)

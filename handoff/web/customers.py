@@ -1,8 +1,12 @@
 """The customers' side of the Socket.IO server: Rasa's socketio channel protocol, exactly
 (payloads in :mod:`handoff.conversation.customer_protocol`), on the default namespace.
 
-* ``session_request`` joins the socket to the room of its conversation (the session id: sent
-  again on reconnect, it resumes the conversation) and answers ``session_confirm``;
+* ``session_request`` joins the socket to the room of its conversation and answers
+  ``session_confirm``. A new session gets a random secret (in the acknowledgement of the
+  request; only its SHA-256 is stored, at the first message). A known session id is joined
+  only with its secret (``HANDOFF_CUSTOMER_SESSIONS=secure``, the default) or by the same
+  socket that confirmed it; otherwise a new session starts. ``legacy`` joins by id alone
+  (docs/security.md). Nothing is stored until the customer's first message;
 * ``user_uttered`` is validated, stored and run through the router by
   :class:`~handoff.conversation.shell.Conversations`;
 * ``end_conversation`` and ``survey_answer`` (gateway-only events that Rasa widgets never
@@ -16,7 +20,12 @@ A socket speaks only for the session it confirmed. A refused request is answered
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
@@ -29,28 +38,108 @@ from handoff.conversation.customer_protocol import (
     parse_survey_answer,
     parse_user_uttered,
 )
+from handoff.conversation.instruments import Instruments
 from handoff.conversation.shell import Conversations
 from handoff.conversation.waiting import Waiting
 from handoff.errors import HandoffError
+from handoff.web.guard import Buckets, GuardedServer, Limits, QuietLog, client_ip
 from handoff.web.http import error_body
 from handoff.web.notifier import SocketNotifier
 
 __all__ = ["register_customer_protocol"]
 
+log = logging.getLogger(__name__)
+Handler = Callable[[str, Any], Awaitable[Any]]
+
+
+def secret_hash(secret: str) -> str:
+    """What the store keeps of a session's secret (the secret is 256 random bits: no salt
+    or stretching is needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
 
 def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifier, *,
                                conversations: Conversations, max_chars: int,
-                               waiting: Waiting | None = None) -> None:
+                               waiting: Waiting | None = None, sessions: str = "SECURE",
+                               limits: Limits = Limits(),
+                               instruments: Instruments | None = None) -> None:
     """Add the customers' event handlers to ``sio`` (see the module docstring)."""
+    store = conversations.store
+    secure = sessions.upper() == "SECURE"
+    refusals = (instruments or Instruments()).customer_refusals
+    quiet = QuietLog(log)
+    # session ids confirmed to a socket whose customer has not spoken yet: session id → sid
+    unspoken: dict[str, str] = {}
+    ips: dict[str, str] = {}  # sid → client IP
+    strikes: dict[str, int] = {}  # sid → events refused in a row for its rate
+    per_socket = Buckets(limits.customer_message_rate, limits.customer_message_burst,
+                         limit=1_000_000)
+    per_ip = Buckets(limits.ip_message_rate, limits.ip_message_burst)
+    connects = Buckets(limits.ip_connect_rate, limits.ip_connect_burst)
 
     async def refuse(sid: str, exc: Exception) -> None:
-        """A customer's request refused: one ``error`` event ``{code, message}``."""
+        """A customer's request refused: one ``error`` event ``{code, message}``, counted
+        (``handoff_customer_refusals``) and logged at most once a second."""
         if isinstance(exc, ProtocolError):
-            await notifier.to_socket(sid, "error", exc.to_dict())
+            answer = exc.to_dict()
+        else:
+            body, _ = error_body(exc)
+            answer = {"code": body["error"], "message": body["message"]}
+        refusals.labels(answer["code"]).inc()
+        quiet.warning("refused a customer event from %s (%s): %s", ips.get(sid, "?"),
+                      answer["code"], answer["message"])
+        if sid:
+            await notifier.to_socket(sid, "error", answer)
+
+    async def allowed(sid: str) -> bool:
+        """The connection's and its IP's token buckets; a connection that goes on after
+        ``customer_message_burst`` refusals in a row is disconnected."""
+        if per_socket.take(sid) and per_ip.take(ips.get(sid, "?")):
+            strikes.pop(sid, None)
+            return True
+        strikes[sid] = strikes.get(sid, 0) + 1
+        await refuse(sid, ProtocolError("rate_limited", (
+            f"too many messages: at most {limits.customer_message_rate:g} a second per "
+            f"connection (bursts of {limits.customer_message_burst}); wait and send again")))
+        if strikes[sid] >= limits.customer_message_burst:
+            quiet.warning("disconnected a flooding customer connection from %s",
+                          ips.get(sid, "?"))
+            await notifier.disconnect(sid)
+        return False
+
+    def guarded(handler: Handler, *, counted: bool) -> Handler:
+        """``handler`` behind the rate limits (``counted``) and with any failure answered by
+        an ``error`` event and one quiet log line instead of a traceback."""
+        async def run(sid: str, data: Any = None) -> Any:
+            if counted and not await allowed(sid):
+                return None
+            try:
+                return await handler(sid, data)
+            except ProtocolError as exc:
+                await refuse(sid, exc)
+            except Exception as exc:  # noqa: BLE001 - answered, counted and logged once
+                quiet.warning("a customer event failed: %s: %.200s", type(exc).__name__, exc)
+                await refuse(sid, ProtocolError("internal_error",
+                                                "the gateway could not handle this event"))
+            return None
+        return run
+
+    async def binary(sid: str, namespace: str) -> None:
+        if namespace != "/" or not sid:
+            refusals.labels("binary_refused").inc()
             return
-        body, _ = error_body(exc)
-        await notifier.to_socket(sid, "error", {"code": body["error"],
-                                                "message": body["message"]})
+        await refuse(sid, ProtocolError("binary_refused", (
+            "binary attachments are not accepted: send text (and links) only")))
+
+    async def malformed(sid: str, exc: Exception) -> None:
+        quiet.warning("a Socket.IO frame from %s could not be handled: %s: %.200s",
+                      ips.get(sid, "?"), type(exc).__name__, exc)
+        await refuse(sid, ProtocolError("malformed_frame", "this frame could not be decoded; "
+                                        "nothing was changed"))
+
+    if isinstance(sio, GuardedServer):
+        sio.on_binary = binary
+        sio.on_malformed = malformed
 
     async def own_session(sid: str, session_id: str) -> str:
         """The socket may speak only for the session it confirmed."""
@@ -63,25 +152,91 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
         return session_id
 
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        ip = client_ip(environ)
+        if not connects.take(ip):
+            refusals.labels("connect_rate_limited").inc()
+            quiet.warning("refused a customer connection from %s: too many", ip)
+            raise socketio.exceptions.ConnectionRefusedError({
+                "code": "rate_limited", "message": "too many new connections from your "
+                f"address: at most {limits.ip_connect_rate:g} a second; try again shortly"})
+        ips[sid] = ip
         await sio.save_session(sid, {"conversation_id": None})
 
-    async def session_request(sid: str, data: Any = None) -> None:
+    async def disconnect(sid: str, reason: Any = None) -> None:
+        ips.pop(sid, None)
+        strikes.pop(sid, None)
+        per_socket.forget(sid)
+        session = await sio.get_session(sid)
+        cid = session.get("conversation_id")
+        if cid is not None and unspoken.get(cid) == sid:
+            del unspoken[cid]
+
+    async def known(session_id: str) -> tuple[bool, str | None]:
+        """Whether anyone spoke in the session, and its secret's hash (None for a conversation
+        from before secrets)."""
+        stored = await store.customer_session_hash(session_id)
+        if stored is not None:
+            return True, stored
         try:
-            requested = parse_session_request(data)
+            await store.get_conversation(session_id)
+        except HandoffError:
+            return False, None
+        return True, None
+
+    async def session_request(sid: str, data: Any = None) -> dict[str, Any] | None:
+        try:
+            requested, presented = parse_session_request(data)
         except ProtocolError as exc:
             await refuse(sid, exc)
-            return
-        conversation_id = requested or uuid.uuid4().hex
+            return None
         session = await sio.get_session(sid)
-        await conversations.open(conversation_id)
-        await notifier.join_conversation(sid, conversation_id, session.get("conversation_id"))
-        await sio.save_session(sid, {"conversation_id": conversation_id})
+        previous = session.get("conversation_id")
+        new_secret: str | None = None
+        if requested is not None and requested == previous:
+            conversation_id = requested  # the same socket asks again: it is its session
+        else:
+            spoken = joined = False
+            if requested is not None:
+                spoken, stored = await known(requested)
+                if spoken:
+                    joined = not secure or (
+                        stored is not None and presented is not None
+                        and hmac.compare_digest(secret_hash(presented), stored))
+                else:
+                    joined = requested not in unspoken  # a client's own new id, unclaimed
+            conversation_id = requested if joined and requested else uuid.uuid4().hex
+            if previous is not None and unspoken.get(previous) == sid:
+                del unspoken[previous]
+            if joined and spoken:
+                session = {"conversation_id": conversation_id, "secret_hash": None}
+            else:
+                new_secret = secrets.token_urlsafe(32)
+                unspoken[conversation_id] = sid
+                session = {"conversation_id": conversation_id,
+                           "secret_hash": secret_hash(new_secret)}
+            await notifier.join_conversation(sid, conversation_id, previous)
+            await sio.save_session(sid, session)
         await notifier.to_socket(sid, "session_confirm", conversation_id)
+        return {"session_id": conversation_id, "session_secret": new_secret}
+
+    async def claim(sid: str, session_id: str) -> None:
+        """At the customer's first message in a new session: record its secret's hash."""
+        session = await sio.get_session(sid)
+        hashed = session.get("secret_hash")
+        if hashed is None:
+            return
+        if not await store.claim_customer_session(session_id, hashed):
+            raise ProtocolError("session_taken", "this session belongs to another customer; "
+                                "send session_request without a session_id to start a new one")
+        await sio.save_session(sid, {"conversation_id": session_id, "secret_hash": None})
+        if unspoken.get(session_id) == sid:
+            del unspoken[session_id]
 
     async def user_uttered(sid: str, data: Any = None) -> None:
         try:
             uttered = parse_user_uttered(data, max_chars=max_chars)
             await own_session(sid, uttered.session_id)
+            await claim(sid, uttered.session_id)
         except ProtocolError as exc:
             await refuse(sid, exc)
             return
@@ -122,8 +277,9 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
             await refuse(sid, exc)
 
     sio.on("connect", handler=connect)
-    sio.on("handoff_choice", handler=handoff_choice)
-    sio.on("session_request", handler=session_request)
-    sio.on("user_uttered", handler=user_uttered)
-    sio.on("end_conversation", handler=end_conversation)
-    sio.on("survey_answer", handler=survey_answer)
+    sio.on("disconnect", handler=disconnect)
+    sio.on("handoff_choice", handler=guarded(handoff_choice, counted=True))
+    sio.on("session_request", handler=guarded(session_request, counted=False))
+    sio.on("user_uttered", handler=guarded(user_uttered, counted=True))
+    sio.on("end_conversation", handler=guarded(end_conversation, counted=True))
+    sio.on("survey_answer", handler=guarded(survey_answer, counted=True))

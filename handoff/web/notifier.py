@@ -59,6 +59,10 @@ class SocketNotifier:
         """To the trainers and admins on ``/agent`` (retraining and deploy progress)."""
         await self._sio.emit(event, payload, room=_TRAINERS_ROOM, namespace=AGENT_NAMESPACE)
 
+    async def disconnect(self, sid: str) -> None:
+        """Close one customer's socket (a flood cut off)."""
+        await self._sio.disconnect(sid)
+
     async def join_conversation(self, sid: str, conversation_id: str,
                                 previous: str | None = None) -> None:
         """A customer's socket now hears its conversation (and no longer ``previous``)."""

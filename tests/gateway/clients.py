@@ -44,6 +44,27 @@ class Widget:
         assert isinstance(data, str)
         return data
 
+    async def started(self, text: str = "hi") -> str:
+        """A new session the customer has spoken in (the gateway keeps a conversation only
+        from the first message): ``session_request``, ``text`` and the bot's one answer."""
+        session_id = await self.session()
+        await self.say(session_id, text)
+        event, _ = await self.next()
+        assert event == "bot_uttered"
+        return session_id
+
+    async def secure_session(self, session_id: str | None = None,
+                             secret: str | None = None) -> tuple[str, str | None]:
+        """``session_request`` as the gateway's widget sends it (with the session's secret, and
+        asking for the acknowledgement): the confirmed session id and the secret of a newly
+        issued session (None when an existing session was joined)."""
+        payload: dict[str, Any] = {"session_id": session_id}
+        if secret is not None:
+            payload["session_secret"] = secret
+        reply = await self.sio.call("session_request", payload, timeout=WAIT)
+        assert await self.next() == ("session_confirm", reply["session_id"])
+        return reply["session_id"], reply["session_secret"]
+
     async def next(self, timeout: float = WAIT) -> tuple[str, Any]:
         return await asyncio.wait_for(self.events.get(), timeout)
 

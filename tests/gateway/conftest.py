@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import time
@@ -122,6 +121,7 @@ def _start_gateway(tmp: Path, rasa_url: str, rasa_token: str,
         # a loaded test machine can keep Rasa from answering a probe for a while: a test about
         # something else must not find it down (test_rasa_outage.py uses the default)
         "HANDOFF_RASA_PROBE_TIMEOUT": "5",
+        "HANDOFF_FIRST_ADMIN_PASSWORD_FILE": str(tmp / "first-admin-password"),
         **(extra_env or {}),
     }
     with open(log_path, "wb") as log:
@@ -144,8 +144,9 @@ def _start_gateway(tmp: Path, rasa_url: str, rasa_token: str,
             _stop(process)
             raise RuntimeError(f"the gateway did not start:\n{gateway.log_tail()}")
         time.sleep(0.2)
-    found = re.search(r"admin / (\S+)", log_path.read_text())
-    gateway.admin_password = found.group(1) if found else ""  # printed on the first start only
+    password_file = Path(env["HANDOFF_FIRST_ADMIN_PASSWORD_FILE"])  # written on the first start
+    gateway.admin_password = (password_file.read_text().strip() if password_file.exists()
+                              else "")
     return gateway
 
 

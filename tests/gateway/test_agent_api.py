@@ -59,7 +59,7 @@ async def test_relabel_repredicts_from_the_corrected_intent_without_a_duplicate_
     erin = await agent_login(store, api, "erin")
     console, pending = await agent_console(gateway, erin, "pending_reply")
     try:
-        session_id = await widget.session()
+        session_id = await widget.started()
         await _review(api, erin, session_id)
         await widget.say(session_id, REFUND_POLICY)
         reply = (await asyncio.wait_for(pending.get(), WAIT))["reply"]
@@ -82,8 +82,8 @@ async def test_relabel_repredicts_from_the_corrected_intent_without_a_duplicate_
         events = _tracker(rasa_stack, session_id)
         users = [e for e in events if e["event"] == "user"]
         assert [(u["text"], u["parse_data"]["intent"]["name"]) for u in users] == [
-            (REFUND_POLICY, "delivery_options")]  # once, with the corrected intent
-        assert [e["text"] for e in events if e["event"] == "bot"] == [data["text"]]
+            ("hi", "greet"), (REFUND_POLICY, "delivery_options")]  # once, corrected
+        assert [e["text"] for e in events if e["event"] == "bot"][1:] == [data["text"]]
 
         corrections = await corrections_with_tracker(store, session_id)
         assert [(c.type, c.agent, c.tracker_status) for c in corrections] == [
@@ -93,8 +93,9 @@ async def test_relabel_repredicts_from_the_corrected_intent_without_a_duplicate_
         assert relabel.after["intent"] == "delivery_options"
         # the tracker as it was when erin decided: up to the customer's message, no reply yet
         kinds = [e["event"] for e in relabel.tracker_events]
-        assert "bot" not in kinds and kinds.count("user") == 1
-        assert relabel.tracker_events[kinds.index("user")]["text"] == REFUND_POLICY
+        last_user = len(kinds) - 1 - kinds[::-1].index("user")
+        assert "bot" not in kinds[last_user:] and kinds.count("user") == 2
+        assert relabel.tracker_events[last_user]["text"] == REFUND_POLICY
         assert relabel.model_version and relabel.message_id is not None
         message = await store.get_message(relabel.message_id)
         assert (message.text, message.intent) == (REFUND_POLICY, "delivery_options")
@@ -108,7 +109,7 @@ async def test_transcript_marks_each_decision_and_who_made_it(
     fay = await agent_login(store, api, "fay")
     console, pending = await agent_console(gateway, fay, "pending_reply")
     try:
-        session_id = await widget.session()
+        session_id = await widget.started()
         await _review(api, fay, session_id)
         await widget.say(session_id, REFUND_POLICY)
         reply = (await asyncio.wait_for(pending.get(), WAIT))["reply"]
@@ -126,6 +127,8 @@ async def test_transcript_marks_each_decision_and_who_made_it(
         shown = [(m["sender"], m["action"], m["decision"], m["decided_by"], m["intent"])
                  for m in body["messages"]]
         assert shown == [
+            ("customer", None, None, None, "greet"),
+            ("bot", "utter_greet", None, None, None),
             ("customer", None, None, None, "check_refund_policy"),
             ("bot", "utter_refund_policy", "approved", "fay", None),
             ("customer", None, None, None, "check_payment_methods"),
@@ -134,7 +137,7 @@ async def test_transcript_marks_each_decision_and_who_made_it(
         assert body["conversation"]["last_customer_text"] == "which payment methods do you accept"
         # the actions Rasa executed for each customer message, as the tracker has them
         assert [[a["name"] for a in m["actions"] or []] for m in body["messages"]
-                if m["sender"] == "customer"] == [["utter_refund_policy"],
+                if m["sender"] == "customer"] == [["utter_greet"], ["utter_refund_policy"],
                                                    ["utter_delivery_options"]]
         corrections = await corrections_with_tracker(store, session_id)
         assert all(c.tracker_events and c.tracker_status == "fetched" for c in corrections)
@@ -147,7 +150,7 @@ async def test_two_agents_racing_to_take_over_one_wins_the_other_is_refused(
 ) -> None:
     headers = [await agent_login(store, api, name) for name in ("gus", "hal")]
     for attempt in range(3):
-        session_id = await widget.session()
+        session_id = await widget.started()
         results = await asyncio.gather(*(
             api.post(f"/api/conversations/{session_id}/takeover", headers=h) for h in headers))
         statuses = sorted(r.status_code for r in results)
@@ -180,7 +183,7 @@ async def test_every_action_is_also_an_agent_event_with_an_acknowledgement(
         return answer
 
     try:
-        session_id = await widget.session()
+        session_id = await widget.started()
         answer = await ask(console, "takeover", {"conversation_id": session_id})
         assert answer["conversation"]["mode"] == "human"
         assert answer["conversation"]["owner"] == "ida"
@@ -226,7 +229,7 @@ async def test_an_agent_event_with_an_expired_login_is_refused(
     await console.connect(gateway.url, namespaces=["/agent"], transports=["websocket"],
                           auth={"token": token})
     try:
-        session_id = await widget.session()
+        session_id = await widget.started()
         await asyncio.sleep(3)
         answer = await console.call("takeover", {"conversation_id": session_id},
                                     namespace="/agent", timeout=WAIT)
@@ -316,7 +319,10 @@ async def test_a_restart_keeps_mode_owner_pending_reply_and_history(
             mia = await agent_login(store, api, "mia")
             console, pending = await agent_console(gw, mia, "pending_reply")
             widget = await Widget(gw.url).connect()
-            session_id = await widget.session(f"restart-{uuid.uuid4().hex}")
+            session_id, secret = await widget.secure_session(f"restart-{uuid.uuid4().hex}")
+            await widget.say(session_id, "hi")
+            event, greeting = await widget.next()
+            assert event == "bot_uttered"
             await _review(api, mia, session_id)
             await widget.say(session_id, REFUND_POLICY)
             reply = (await asyncio.wait_for(pending.get(), WAIT))["reply"]
@@ -332,9 +338,10 @@ async def test_a_restart_keeps_mode_owner_pending_reply_and_history(
             body = resp.json()
             assert (body["router"]["mode"], body["router"]["owner"]) == ("review", "mia")
             assert body["router"]["pending_reply"]["reply_id"] == reply["reply_id"]
-            assert [m["text"] for m in body["messages"]] == [REFUND_POLICY]
+            assert [m["text"] for m in body["messages"]] == [
+                "hi", greeting["text"], REFUND_POLICY]
             widget = await Widget(gw.url).connect()
-            assert await widget.session(session_id) == session_id
+            assert await widget.secure_session(session_id, secret) == (session_id, None)
             resp = await _decide(api, mia, session_id, reply["reply_id"], {"type": "approve"})
             assert resp.status_code == 200, resp.text
             kind, data = await widget.next()
@@ -343,7 +350,7 @@ async def test_a_restart_keeps_mode_owner_pending_reply_and_history(
             await widget.close()
             messages = await store.list_messages(session_id)
             assert [(m.sender, m.decision) for m in messages] == [
-                ("customer", None), ("bot", "approved")]
+                ("customer", None), ("bot", None), ("customer", None), ("bot", "approved")]
     finally:
         await store.close()
         await asyncio.to_thread(_stop, gw.process)

@@ -17,6 +17,7 @@ import requests
 import socketio
 
 from bot.serve import Stack
+from handoff.errors import NotFound
 from handoff.store import Store
 from tests.conftest import free_port
 from tests.gateway.clients import WAIT, Widget
@@ -46,8 +47,12 @@ def _rest_answer(stack: Stack, text: str) -> list[dict[str, Any]]:
 async def test_session_request_confirms_a_new_session_id(widget: Widget, store: Store) -> None:
     session_id = await widget.session(None)
     assert re.fullmatch(r"[0-9a-f]{32}", session_id)
+    with pytest.raises(NotFound):  # nothing is kept until the customer speaks
+        await store.get_conversation(session_id)
+    await widget.say(session_id, "hi")
+    assert (await widget.next())[0] == "bot_uttered"
     conversation = await store.get_conversation(session_id)
-    assert (conversation.mode, conversation.owner, conversation.last_seq) == ("bot", None, 0)
+    assert (conversation.mode, conversation.owner, conversation.last_seq) == ("bot", None, 2)
 
 
 async def test_bot_turn_answers_with_the_shops_reply(
@@ -71,7 +76,8 @@ async def test_reconnect_with_the_same_session_id_keeps_the_conversation(
     gateway: Gateway, store: Store
 ) -> None:
     first = await Widget(gateway.url).connect()
-    session_id = await first.session()
+    session_id, secret = await first.secure_session()
+    assert secret is not None
     await first.say(session_id, "hi")
     event, greeting = await first.next()
     assert event == "bot_uttered" and greeting["text"].startswith("Hi, I'm the Northwind")
@@ -79,7 +85,7 @@ async def test_reconnect_with_the_same_session_id_keeps_the_conversation(
 
     second = await Widget(gateway.url).connect()
     try:
-        assert await second.session(session_id) == session_id
+        assert await second.secure_session(session_id, secret) == (session_id, None)
         await second.say(session_id, ORDER_QUESTION)
         event, answer = await second.next()
         assert event == "bot_uttered" and answer["text"].startswith("Order 100002 ")
@@ -111,9 +117,8 @@ async def test_malformed_or_oversized_messages_get_an_error_and_store_nothing(
     assert event == "error"
     assert error["code"] == code and isinstance(error["message"], str)
     await widget.nothing()
-    conversation = await store.get_conversation(session_id)
-    assert (conversation.last_seq, conversation.version, conversation.state) == (0, 1, None)
-    assert await store.list_messages(session_id) == []
+    with pytest.raises(NotFound):
+        await store.get_conversation(session_id)
 
 
 async def test_metadata_as_a_json_string_is_accepted(widget: Widget, store: Store) -> None:
@@ -133,9 +138,8 @@ async def test_customer_emitting_agent_events_gets_nothing(
     for event in ("takeover", "message", "decision", "handback", "close"):
         await widget.sio.emit(event, {"conversation_id": session_id, "text": "I am an agent"})
     await widget.nothing()
-    conversation = await store.get_conversation(session_id)
-    assert (conversation.mode, conversation.owner, conversation.version) == ("bot", None, 1)
-    assert await store.list_messages(session_id) == []
+    with pytest.raises(NotFound):  # nothing changed: nothing is kept before the first message
+        await store.get_conversation(session_id)
 
 
 # --------------------------------------------------------------------------- agents
@@ -201,7 +205,7 @@ async def test_second_agents_takeover_is_refused_with_409(
 ) -> None:
     alice = await _agent(store, api, "alice")
     bob = await _agent(store, api, "bob")
-    session_id = await widget.session()
+    session_id = await widget.started()  # a conversation from the first message
     assert (await api.post(f"/api/conversations/{session_id}/takeover",
                            headers=alice)).status_code == 200
     resp = await api.post(f"/api/conversations/{session_id}/takeover", headers=bob)
@@ -234,7 +238,7 @@ async def test_unauthenticated_api_calls_get_401(api: httpx.AsyncClient, widget:
 async def test_admin_logs_in_with_the_printed_password_and_lists_conversations(
     gateway: Gateway, api: httpx.AsyncClient, widget: Widget
 ) -> None:
-    session_id = await widget.session()
+    session_id = await widget.started()  # a conversation from the first message
     assert gateway.admin_password
     resp = await api.post("/api/login", json={"username": "admin",
                                               "password": gateway.admin_password})
@@ -302,7 +306,7 @@ async def test_review_holds_the_bot_reply_until_the_owner_approves_or_edits(
     carol = await _agent(store, api, "carol")
     console, pending = await _console(gateway, carol, "pending_reply")
     try:
-        session_id = await widget.session()
+        session_id = await widget.started()  # a conversation from the first message
         resp = await api.post(f"/api/conversations/{session_id}/review", headers=carol,
                               json={"on": True})
         assert resp.status_code == 200 and resp.json()["conversation"]["mode"] == "review"
@@ -347,7 +351,7 @@ async def test_closed_conversation_tells_the_customer_and_refuses_more_messages(
     widget: Widget, store: Store, api: httpx.AsyncClient
 ) -> None:
     alice = await _agent(store, api, "alice")
-    session_id = await widget.session()
+    session_id = await widget.started()  # a conversation from the first message
     resp = await api.post(f"/api/conversations/{session_id}/close", headers=alice)
     assert resp.status_code == 200 and resp.json()["conversation"]["mode"] == "closed"
     assert await widget.next() == ("handoff_notice", {
@@ -371,7 +375,7 @@ async def test_closed_conversation_tells_the_customer_and_refuses_more_messages(
 async def test_customer_ends_the_chat_and_answers_the_effort_survey(
     widget: Widget, store: Store
 ) -> None:
-    session_id = await widget.session()
+    session_id = await widget.started()  # a conversation from the first message
     await widget.emit("survey_answer", {"session_id": session_id, "score": 6})
     event, error = await widget.next()
     assert (event, error["code"]) == ("error", "conflict")  # not ended yet
@@ -413,7 +417,11 @@ async def test_a_turn_cut_off_by_a_restart_is_queued_on_the_next_start(
         session_id = await widget.session()
         await widget.say(session_id, ORDER_QUESTION)
         for _ in range(100):  # the message is stored and its Rasa call is out
-            conversation = await store.get_conversation(session_id)
+            try:
+                conversation = await store.get_conversation(session_id)
+            except NotFound:  # made at the first message: not yet
+                await asyncio.sleep(0.05)
+                continue
             if conversation.state and conversation.state["turn"]:
                 break
             await asyncio.sleep(0.05)
@@ -463,7 +471,7 @@ async def test_asking_for_a_person_queues_the_conversation(
 async def test_long_polling_with_upgrade_works_like_rasa_webchat(gateway: Gateway) -> None:
     widget = await Widget(gateway.url, ["polling", "websocket"]).connect()
     try:
-        session_id = await widget.session()
+        session_id, secret = await widget.secure_session()
         await widget.say(session_id, ORDER_QUESTION)
         event, answer = await widget.next()
         assert event == "bot_uttered" and answer["text"].startswith("Order 100002 ")
@@ -472,7 +480,7 @@ async def test_long_polling_with_upgrade_works_like_rasa_webchat(gateway: Gatewa
     polling = await Widget(gateway.url, ["polling"]).connect()
     try:
         assert polling.sio.transport() == "polling"
-        assert await polling.session(session_id) == session_id
+        assert await polling.secure_session(session_id, secret) == (session_id, None)
         await polling.say(session_id, "hi")
         event, greeting = await polling.next()
         assert event == "bot_uttered" and greeting["text"].startswith("Hi, I'm the Northwind")
@@ -516,7 +524,7 @@ async def test_review_edit_and_replace_reach_customer_and_tracker_then_handback(
         assert resp.status_code == 200, resp.text
 
     try:
-        session_id = await widget.session()
+        session_id = await widget.started()  # a conversation from the first message
         resp = await api.post(f"/api/conversations/{session_id}/review", headers=dave,
                               json={"on": True})
         assert resp.status_code == 200, resp.text

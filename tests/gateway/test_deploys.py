@@ -184,7 +184,7 @@ async def _reviewed_turn(system: System, api: httpx.AsyncClient, agent: dict[str
                           auth={"token": agent["Authorization"].split()[1]})
     widget = await Widget(system.url).connect()
     try:
-        session_id = await widget.session()
+        session_id = await widget.started()
         resp = await api.post(f"/api/conversations/{session_id}/review", headers=agent,
                               json={"on": True})
         assert resp.status_code == 200, resp.text

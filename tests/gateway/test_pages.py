@@ -320,10 +320,13 @@ def test_review_by_keyboard_other_response_relabel_and_private_notes(
     frank = scene.console("frank")
     customer.open()
     expect(customer.page.get_by_role("textbox", name="Message", exact=True)).to_be_focused()
-    # opening the widget starts the session; the new conversation shows up live
+    # opening the widget starts the session; the conversation shows up live at the customer's
+    # first message (nothing is kept before: docs/security.md)
     expect(customer.page.get_by_role("button", name="End this conversation")).to_be_visible()
     session_id = customer.session_id
-    expect(erin.row(session_id)).to_contain_text("(no message yet)")
+    customer.say("hello")
+    expect(customer.last("bot")).to_contain_text(GREETING)
+    expect(erin.row(session_id)).to_contain_text("hello")
     erin.open(session_id)
     erin.control("Review on").click()
     expect(erin.control("Review off")).to_be_visible()

@@ -92,17 +92,20 @@ def test_the_dashboard_charts_the_figures_and_a_filter_changes_them(
     shots(page, "dashboard-intent")
 
 
-async def _customer_says(url: str, text: str, session_id: str | None = None) -> str:
+async def _customer_says(url: str, text: str, session_id: str | None = None,
+                         secret: str | None = None) -> tuple[str, str | None]:
+    """The customer's session and its secret (needed to come back to it on a new connection:
+    docs/security.md)."""
     customer = await Widget(url).connect()
     try:
-        session = await customer.session(session_id)
+        session, issued = await customer.secure_session(session_id, secret)
         await customer.say(session, text)
         if session_id is None:  # the bot answers; once an agent owns it, nobody does at once
             while (await customer.next())[0] != "bot_uttered":
                 pass
         else:
             await asyncio.sleep(0.5)
-        return session
+        return session, issued or secret
     finally:
         await customer.close()
 
@@ -112,7 +115,7 @@ def test_an_agent_rates_a_suggestion_in_one_click(
 ) -> None:
     started = datetime.now(timezone.utc)
     with ThreadPoolExecutor(1) as pool:
-        session = pool.submit(asyncio.run, _customer_says(gateway.url, "hello")).result()
+        session, secret = pool.submit(asyncio.run, _customer_says(gateway.url, "hello")).result()
     erin = Console(browser.new_context(), gateway, watch, "erin").login()
     taken = requests.post(f"{gateway.url}/api/conversations/{session}/takeover", timeout=30,
                           headers=_api(gateway, "erin"))
@@ -121,7 +124,7 @@ def test_an_agent_rates_a_suggestion_in_one_click(
     # a question answered by a response: Rasa's prediction (its text) is erin's suggestion
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, _customer_says(gateway.url, "what is your return policy?",
-                                                session)).result()
+                                                session, secret)).result()
     useful = erin.page.locator("#suggestion-list").get_by_role("button", name="Useful suggestion")
     expect(useful.first).to_be_visible()
     useful.first.click()

@@ -37,11 +37,10 @@ def _tracker_texts(stack: Stack, sender: str) -> list[str]:
 
 async def _chat(store: Store, widget: Widget, text: str) -> str:
     """A customer's conversation with one answered turn; its session id."""
-    session_id = await widget.session()
-    await widget.say(session_id, text)
+    session_id = await widget.started(text)  # the conversation exists from this message on
     deadline = time.monotonic() + WAIT
     while not any(m.sender == "bot" for m in await store.list_messages(session_id)):
-        assert time.monotonic() < deadline, "the bot did not answer"
+        assert time.monotonic() < deadline, "the bot's answer was not stored"
         await asyncio.sleep(0.05)
     return session_id
 

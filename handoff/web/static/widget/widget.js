@@ -42,7 +42,8 @@
     return {};
   }
   const state = Object.assign({
-    sessionId: null, open: false, closed: false, mode: "bot", log: [], outbox: [], draft: "",
+    sessionId: null, sessionSecret: null, open: false, closed: false, mode: "bot", log: [],
+    outbox: [], draft: "",
     nextId: 1,
   }, load());
 
@@ -427,7 +428,7 @@
     socket.on("connect", () => {
       setConn("");
       confirmed = false;
-      socket.emit("session_request", { session_id: state.sessionId || null });
+      requestSession();
     });
     socket.on("disconnect", () => {
       confirmed = false;
@@ -439,6 +440,7 @@
     socket.on("session_confirm", (id) => {
       const sessionId = typeof id === "string" ? id : id && id.session_id;
       if (!sessionId) return;
+      if (state.sessionId !== sessionId) state.sessionSecret = null;  // a new conversation
       state.sessionId = sessionId;
       confirmed = true;
       save();
@@ -512,6 +514,23 @@
     });
   }
 
+  /**
+   * Ask for our session (or a new one). The gateway joins a known session only when we
+   * present its secret, which it sends once, in the acknowledgement of the request that
+   * started the session (docs/security.md); we keep it with the session id.
+   */
+  function requestSession() {
+    const request = { session_id: state.sessionId || null };
+    if (state.sessionId && state.sessionSecret) request.session_secret = state.sessionSecret;
+    socket.emit("session_request", request, (reply) => {
+      if (!reply || typeof reply !== "object" || reply.session_id !== state.sessionId) return;
+      if (typeof reply.session_secret === "string") {
+        state.sessionSecret = reply.session_secret;
+        save();
+      }
+    });
+  }
+
   function loadSocketIo() {
     return new Promise((resolve, reject) => {
       const tag = document.createElement("script");
@@ -570,6 +589,7 @@
 
   function newConversation() {
     state.sessionId = null;
+    state.sessionSecret = null;
     state.closed = false;
     state.mode = "bot";
     state.log = [];
@@ -578,7 +598,7 @@
     renderAll();
     if (socket && socket.connected) {
       confirmed = false;
-      socket.emit("session_request", { session_id: null });
+      requestSession();
     }
   }
 
