@@ -1,9 +1,10 @@
 """The agents' API: every action as a JSON HTTP endpoint and, for live use, as a Socket.IO
 event on ``/agent`` — one table (:data:`ACTIONS`) drives both, so they cannot drift apart.
 
-HTTP: ``Authorization: Bearer <token>`` (role agent or higher). Socket.IO: connect to ``/agent``
-with ``auth={"token": <token>}``; the token is checked again on every event (an expired or
-withdrawn login stops working mid-connection). An action event carries the HTTP body plus
+HTTP: ``Authorization: Bearer <token>``. Socket.IO: connect to ``/agent`` with
+``auth={"token": <token>}``; the token and the user's tier are checked again on every event (an
+expired or withdrawn login stops working mid-connection). The right each route and event needs
+is declared in :mod:`handoff.web.rights` and checked there. An action event carries the HTTP body plus
 ``conversation_id`` (and ``reply_id`` for ``decision``) and is answered through the Socket.IO
 acknowledgement with exactly the HTTP answer: ``{"conversation": ...}`` on success,
 ``{"error", "message", "status"}`` on a refusal (nothing changed).
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +32,11 @@ from handoff.conversation.shell import Conversations, conversation_json, state_s
 from handoff.errors import BadRequest, HandoffError
 from handoff.settings import Settings
 from handoff.store import Store, User, to_json
-from handoff.web.auth import role_at_least, user_from_token
-from handoff.web.http import Body, error_body, flag_field, json_body, text_field, user_of
+from handoff.web.auth import user_from_token, verify_token
+from handoff.web.http import Body, flag_field, json_body, text_field
 from handoff.web.notifier import AGENT_NAMESPACE, SocketNotifier
+from handoff.web.rights import (DECISION_RIGHTS, current_user, guard, require_right,
+                                rights_of)
 
 __all__ = ["ACTIONS", "AgentAction", "register_agent_api"]
 
@@ -127,15 +130,14 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
     max_chars = settings.max_message_chars
     domain_cache: dict[str, Any] = {}
 
-    async def agent_from_token(token: str) -> User:
-        return await user_from_token(store, token, secret=settings.jwt_secret, minimum="agent")
-
-    async def agent(request: Request) -> User:
-        return await user_of(request, store, settings, "agent")
+    def agent(request: Request) -> User:
+        return current_user(request)  # checked by handoff.web.rights' middleware
 
     async def run(user: User, action: AgentAction, conversation_id: str,
                   body: Body) -> dict[str, Any]:
         event = action.make(user.username, body, max_chars)
+        if action.event == "decision":  # approve is checked; edit and relabel need more
+            require_right(user, DECISION_RIGHTS[str(body.get("type"))])
         used = suggestion_used(body)
         await store.get_conversation(conversation_id)  # 404 before anything else
         state = await conversations.apply(conversation_id, event)
@@ -149,7 +151,7 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
         def bind(action: AgentAction) -> Callable[..., Coroutine[Any, Any, HTTPResponse]]:
             async def handler(request: Request, conversation_id: str,
                               **params: Any) -> HTTPResponse:
-                user = await agent(request)
+                user = agent(request)
                 body = dict(json_body(request))
                 body.update(params)  # reply_id from the path
                 return json(await run(user, action, conversation_id, body))
@@ -160,7 +162,7 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
 
     @app.get("/api/conversations", name="conversations")
     async def _list(request: Request) -> HTTPResponse:
-        await agent(request)
+        agent(request)
         mode = request.args.get("mode")
         queued = request.args.get("queued")
         found = await store.list_conversations(
@@ -171,7 +173,7 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
 
     @app.get("/api/conversations/<conversation_id:str>", name="conversation")
     async def _get(request: Request, conversation_id: str) -> HTTPResponse:
-        await agent(request)
+        agent(request)
         conv = await store.get_conversation(conversation_id)
         state = await conversations.state(conversation_id)
         messages = await store.list_messages(conversation_id)
@@ -182,13 +184,13 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
 
     @app.get("/api/conversations/<conversation_id:str>/notes", name="notes")
     async def _notes(request: Request, conversation_id: str) -> HTTPResponse:
-        await agent(request)
+        agent(request)
         notes = await store.list_notes(conversation_id)
         return json({"notes": [to_json(n) for n in notes]})
 
     @app.post("/api/conversations/<conversation_id:str>/notes", name="add_note")
     async def _add_note(request: Request, conversation_id: str) -> HTTPResponse:
-        user = await agent(request)
+        user = agent(request)
         text = text_field(json_body(request), "text", MAX_NOTE_CHARS)
         note = await store.add_note(conversation_id, author=user.username, text=text)
         await store.audit(user.username, "note", target=f"conversation:{conversation_id}")
@@ -198,14 +200,14 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
 
     @app.get("/api/conversations/<conversation_id:str>/suggestions", name="suggestions")
     async def _suggestions(request: Request, conversation_id: str) -> HTTPResponse:
-        await agent(request)
+        agent(request)
         await store.get_conversation(conversation_id)
         return json({"suggestions": await conversations.suggestions(conversation_id)})
 
     @app.post("/api/conversations/<conversation_id:str>/suggestions/rating",
               name="rate_suggestion")
     async def _rate(request: Request, conversation_id: str) -> HTTPResponse:
-        user = await agent(request)
+        user = agent(request)
         body = json_body(request)
         value = body.get("rating")
         if isinstance(value, bool) or value not in (1, -1):
@@ -217,7 +219,7 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
 
     @app.get("/api/domain", name="domain")
     async def _domain(request: Request) -> HTTPResponse:
-        await agent(request)
+        agent(request)
         now = time.monotonic()
         if domain_cache.get("until", 0.0) < now:
             raw = await rasa.domain()
@@ -231,33 +233,35 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
         if not isinstance(token, str) or not token:
             raise socketio.exceptions.ConnectionRefusedError("a login token is required")
         try:
-            user = await agent_from_token(token)
+            user = await user_from_token(store, token, secret=settings.jwt_secret)
+            claims = verify_token(token, secret=settings.jwt_secret)
         except HandoffError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message) from None
         await sio.save_session(sid, {"token": token}, namespace=AGENT_NAMESPACE)
-        await notifier.join_agent(sid, user.username,
-                                  trainer=role_at_least(user.role, "trainer"))
+        await notifier.join_agent(sid, user.username, rights_of(user.tier),
+                                  claims.expires_at.timestamp())
+
+    async def _disconnect(sid: str) -> None:
+        notifier.leave_agent(sid)
 
     sio.on("connect", handler=_connect, namespace=AGENT_NAMESPACE)
+    sio.on("disconnect", handler=_disconnect, namespace=AGENT_NAMESPACE)
 
     for action in ACTIONS:
-        def bind_event(action: AgentAction) -> Callable[..., Awaitable[dict[str, Any]]]:
-            async def handler(sid: str, data: Any = None) -> dict[str, Any]:
-                try:
-                    session = await sio.get_session(sid, namespace=AGENT_NAMESPACE)
-                    user = await agent_from_token(session["token"])
-                    if not isinstance(data, Mapping):
-                        raise BadRequest(f"{action.event} takes an object with conversation_id")
-                    cid = data.get("conversation_id")
-                    if not isinstance(cid, str) or not cid:
-                        raise BadRequest("'conversation_id' must be a non-empty string")
-                    return await run(user, action, cid, data)
-                except (HandoffError, r.RouterError) as exc:
-                    body, status = error_body(exc)
-                    return {**body, "status": status}
+        def bind_event(action: AgentAction) -> Callable[[User, str, Any],
+                                                        Coroutine[Any, Any, dict[str, Any]]]:
+            async def handler(user: User, sid: str, data: Any) -> dict[str, Any]:
+                if not isinstance(data, Mapping):
+                    raise BadRequest(f"{action.event} takes an object with conversation_id")
+                cid = data.get("conversation_id")
+                if not isinstance(cid, str) or not cid:
+                    raise BadRequest("'conversation_id' must be a non-empty string")
+                return await run(user, action, cid, data)
             return handler
 
-        sio.on(action.event, handler=bind_event(action), namespace=AGENT_NAMESPACE)
+        sio.on(action.event, namespace=AGENT_NAMESPACE, handler=guard(
+            sio, AGENT_NAMESPACE, action.event, bind_event(action), store=store,
+            settings=settings))
 
 
 def _domain_json(raw: Mapping[str, Any]) -> dict[str, Any]:

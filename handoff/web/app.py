@@ -54,7 +54,9 @@ from handoff.web.models import register_models_api
 from handoff.web.notifier import SocketNotifier
 from handoff.web.openapi import openapi_document
 from handoff.web.pages import register_pages
+from handoff.web.rights import check_surface, install as install_rights
 from handoff.web.trainers import register_trainer_api
+from handoff.web.users import register_users_api
 
 __all__ = ["create_app"]
 
@@ -129,7 +131,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
 
     register_customer_protocol(sio, notifier, conversations=conversations,
                                max_chars=settings.max_message_chars)
-    register_login(app, settings=settings, store=store)
+    register_login(app, settings=settings, store=store, notifier=notifier)
+    register_users_api(app, settings=settings, store=store, notifier=notifier)
     register_agent_api(app, sio, notifier, settings=settings, store=store, rasa=rasa,
                        conversations=conversations)
     register_trainer_api(app, settings=settings, store=store, triage=triage)
@@ -139,4 +142,6 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     register_prometheus(app, settings=settings, store=store, notifier=notifier,
                         instruments=instruments)
     register_pages(app, settings)
+    install_rights(app, settings=settings, store=store)
+    check_surface(app, sio)  # Undeclared: a route or event is missing from the table
     return app

@@ -4,7 +4,6 @@
   anything else;
 * :func:`text_field`, :func:`flag_field` — one field of a body, checked;
 * :func:`int_arg` — an integer query argument within bounds;
-* :func:`user_of` — the logged-in user of a request, with at least a role;
 * :func:`error_body` — the API's one error shape, ``{"error", "message", ...}`` and its status
   (the app's error handler, the ``/agent`` acknowledgements and the customers' ``error``
   events all use it).
@@ -19,13 +18,10 @@ from typing import Any
 from sanic.request import Request
 
 from handoff.conversation import router as r
-from handoff.errors import BadRequest, HandoffError, Unauthorized
-from handoff.settings import Settings
-from handoff.store import Role, Store, User
-from handoff.web.auth import user_from_token
+from handoff.errors import BadRequest, HandoffError
 
 __all__ = ["Body", "error_body", "error_code", "flag_field", "int_arg", "json_body",
-           "text_field", "user_of"]
+           "text_field"]
 
 Body = Mapping[str, Any]
 
@@ -90,12 +86,3 @@ def int_arg(request: Request, name: str, default: int | None, top: int) -> int |
     if not 0 <= value <= top:
         raise BadRequest(f"{name!r} must be between 0 and {top}")
     return value
-
-
-async def user_of(request: Request, store: Store, settings: Settings, role: Role) -> User:
-    """The logged-in user of an HTTP request (``Authorization: Bearer``), with at least
-    ``role``: ``Unauthorized`` (401) or ``Forbidden`` (403) otherwise."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("send Authorization: Bearer <token> (POST /api/login)")
-    return await user_from_token(store, token.strip(), secret=settings.jwt_secret, minimum=role)

@@ -13,7 +13,7 @@ from typing import Any
 
 from handoff.learning.metrics import METRICS
 from handoff.web.agents import ACTIONS
-from handoff.web.dashboard import DASHBOARD_ROLE
+from handoff.web.dashboard import DASHBOARD_RIGHT
 
 __all__ = ["openapi_document"]
 
@@ -27,7 +27,7 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     words = {400: "Bad request: nothing changed", 401: "No valid login token",
-             403: "The role may not do this", 404: "Unknown conversation or reply",
+             403: "The user's tier lacks the right this needs", 404: "Unknown conversation or reply",
              409: "Refused by the conversation's state (owned by another agent, stale reply, "
                   "closed...) or by a deploy or retraining already running: nothing changed",
              502: "Rasa (or the supervisor) refused the request",
@@ -71,7 +71,7 @@ def openapi_path(route_path: str) -> str:
 
 def _dashboard_paths() -> dict[str, dict[str, Any]]:
     """The dashboard's endpoints (:mod:`handoff.web.dashboard`, docs/metrics.md)."""
-    who = f"{DASHBOARD_ROLE.capitalize()}s and above"
+    who = f"Right {DASHBOARD_RIGHT}"
     filters = [
         {"name": "since", "in": "query", "description": "ISO 8601 date or time (UTC unless "
          "given); default: 30 days before until", "schema": {"type": "string"}},
