@@ -135,9 +135,10 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
 
     async def run(user: User, action: AgentAction, conversation_id: str,
                   body: Body) -> dict[str, Any]:
+        kind = body.get("type")
+        if action.event == "decision" and isinstance(kind, str) and kind in DECISION_RIGHTS:
+            require_right(user, DECISION_RIGHTS[kind])  # approve is checked; edit needs more
         event = action.make(user.username, body, max_chars)
-        if action.event == "decision":  # approve is checked; edit and relabel need more
-            require_right(user, DECISION_RIGHTS[str(body.get("type"))])
         used = suggestion_used(body)
         await store.get_conversation(conversation_id)  # 404 before anything else
         state = await conversations.apply(conversation_id, event)

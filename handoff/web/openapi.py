@@ -12,6 +12,7 @@ from functools import cache
 from typing import Any
 
 from handoff.learning.metrics import METRICS
+from handoff.store import TIERS
 from handoff.web.agents import ACTIONS
 from handoff.web.dashboard import DASHBOARD_RIGHT
 
@@ -104,6 +105,63 @@ def _dashboard_paths() -> dict[str, dict[str, Any]]:
     }
 
 
+def _users_paths() -> dict[str, dict[str, Any]]:
+    """One's own login and the users managed (:mod:`handoff.web.login`,
+    :mod:`handoff.web.users`; docs/security.md)."""
+    user = _json({"type": "object", "properties": {"user": {"$ref": "#/components/schemas/User"}}})
+    reason = {"reason": {"type": "string", "description": "why (audit-logged), 1-500 chars"}}
+    login = _json({"type": "object", "properties": {
+        "token": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"}}})
+    return {
+        "/api/logout": {"post": _operation(
+            "Log out: every token of the user ends on the server and their /agent sockets are "
+            "disconnected.", _json(_OBJECT), statuses=(401,))},
+        "/api/me": {"get": _operation("The logged-in user, their tier and rights.", user,
+                                      statuses=(401,))},
+        "/api/me/password": {"post": _operation(
+            "Change one's own password (the current one required); other logins end; "
+            "answers a new token.", login, statuses=(400, 401),
+            body=_body({"current_password": {"type": "string"},
+                        "password": {"type": "string"}}, ["current_password", "password"]))},
+        "/api/users": {
+            "get": _operation(
+                "Right manage_users: users by username, paginated (after, limit), with every "
+                "tier's rights.",
+                _json({"type": "object", "properties": {
+                    "users": {"type": "array", "items": {"$ref": "#/components/schemas/User"}},
+                    "next": {"type": ["string", "null"]}, "tiers": _OBJECT}}),
+                statuses=(400, 401, 403), parameters=[
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer"}}]),
+            "post": _operation(
+                "Right manage_users: create a user.", user, ok_status=201,
+                statuses=(400, 401, 403, 409),
+                body=_body({"username": {"type": "string"}, "password": {"type": "string"},
+                            "tier": {"type": "string", "enum": list(TIERS)}, **reason},
+                           ["username", "password", "tier", "reason"]))},
+        "/api/users/<username:str>": {
+            "get": _operation("Right manage_users: one user.", user),
+            "patch": _operation(
+                "Right manage_users: change the tier (effective at once, open sockets "
+                "included), disable (ends the user's tokens and sockets) or re-enable.", user,
+                statuses=(400, 401, 403, 404, 409),
+                body=_body({"tier": {"type": "string", "enum": list(TIERS)},
+                            "disabled": {"type": "boolean"}, **reason}, ["reason"]))},
+        "/api/users/<username:str>/password": {"post": _operation(
+            "Right manage_users: reset a user's password (their tokens and sockets end).",
+            user, statuses=(400, 401, 403, 404),
+            body=_body({"password": {"type": "string"}, **reason}, ["password", "reason"]))},
+        "/api/audit": {"get": _operation(
+            "Right manage_users: the audit log, newest first (actor, action, target, "
+            "before_id, limit).", _json({"type": "object", "properties": {
+                "entries": {"type": "array", "items": _OBJECT},
+                "next": {"type": ["integer", "null"]}}}),
+            statuses=(400, 401, 403), parameters=[
+                {"name": n, "in": "query", "schema": {"type": "string"}}
+                for n in ("actor", "action", "target", "before_id", "limit")])},
+    }
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     conversation = "/api/conversations/<conversation_id:str>"
@@ -123,7 +181,9 @@ def openapi_document() -> dict[str, Any]:
             _json({"type": "object", "properties": {
                 "token": {"type": "string"}, "expires_at": {"type": "string",
                                                             "format": "date-time"},
-                "role": {"type": "string", "enum": ["agent", "trainer", "admin"]}}}),
+                "tier": {"type": "string", "enum": list(TIERS)},
+                "rights": {"type": "array", "items": {"type": "string"}},
+                "role": {"type": "string", "description": "the tier, under its old name"}}}),
             auth=False, statuses=(400, 401),
             body=_body({"username": {"type": "string"}, "password": {"type": "string"}},
                        ["username", "password"]))},
@@ -248,6 +308,7 @@ def openapi_document() -> dict[str, Any]:
         body=_body({"suggestion": {"type": "string"},
                     "rating": {"type": "integer", "enum": [1, -1]}}, ["suggestion", "rating"]))}
     paths.update(_dashboard_paths())
+    paths.update(_users_paths())
     for action in ACTIONS:
         path = f"{conversation}/{action.path}"
         paths[path] = {"post": _operation(
@@ -270,6 +331,11 @@ def openapi_document() -> dict[str, Any]:
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "message"], "properties": {
                     "error": {"type": "string"}, "message": {"type": "string"}}},
+                "User": {"type": "object", "properties": {
+                    "username": {"type": "string"}, "tier": {"type": "string"},
+                    "disabled": {"type": "boolean"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "rights": {"type": "array", "items": {"type": "string"}}}},
                 "Conversation": {"type": "object", "properties": {
                     "id": {"type": "string"},
                     "mode": {"type": "string", "enum": ["bot", "review", "human", "closed"]},
