@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json as jsonlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -36,6 +37,11 @@ def json_body(request: Request) -> dict[str, Any]:
         raise BadRequest("the body must be JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
+    try:  # a lone surrogate (\ud800) parses but cannot be stored: refuse it here
+        jsonlib.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError, ValueError):
+        raise BadRequest("the body must be valid Unicode (no lone surrogates) and not too "
+                         "deeply nested") from None
     return data
 
 
@@ -63,6 +69,10 @@ def text_field(body: Body, key: str, max_chars: int) -> str:
         raise BadRequest(f"{key!r} must be a non-empty string")
     if len(value) > max_chars:
         raise BadRequest(f"{key!r} may have at most {max_chars} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{key!r} must be valid Unicode (no lone surrogates)") from None
     return value
 
 
