@@ -17,6 +17,9 @@ the first line of standard input with ``--password-stdin``::
 
     python -m handoff.web.auth create-user --username U --tier agent
     python -m handoff.web.auth set-password --username admin
+    python -m handoff.web.auth list-users
+    python -m handoff.web.auth set-tier --username U --tier trainee --reason "why"
+    python -m handoff.web.auth disable --username U --reason "why"     # enable: the same
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ ISSUER: Final = "handoff"
 MIN_SECRET_BYTES: Final = 32
 MIN_PASSWORD_LENGTH: Final = 8
 FIRST_ADMIN: Final = "admin"
+CLI_ACTOR: Final = "cli"  # the audit log's actor for the command line
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 _hasher = PasswordHasher()  # argon2id with argon2-cffi's recommended (RFC 9106 low-memory) cost
@@ -317,6 +321,22 @@ async def _set_password(url: str, username: str, password: str) -> User:
         return user
 
 
+async def _manage(url: str, command: str, username: str | None, tier: str | None,
+                  reason: str) -> list[User]:
+    from handoff.web.users import UserAdmin  # users imports this module
+
+    async with Store(url) as store:
+        await store.migrate()
+        if command == "list-users":
+            return await store.list_users(limit=None)
+        assert username is not None
+        admin = UserAdmin(store)  # no sockets here: the gateway refuses old tokens itself
+        if command == "set-tier":
+            assert tier is not None
+            return [await admin.set_tier(CLI_ACTOR, username, tier, reason)]
+        return [await admin.set_disabled(CLI_ACTOR, username, command == "disable", reason)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m handoff.web.auth", description="Manage the console's users."
@@ -337,8 +357,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     create.add_argument("--tier", "--role", dest="tier", required=True, choices=ROLES,
                         help="the certification tier (--role: its old name)")
+    listing = sub.add_parser("list-users", help="list the users, their tiers and status")
+    set_tier = sub.add_parser("set-tier", help="give a user another tier (audit-logged)")
+    disable = sub.add_parser("disable", help="disable a user: their tokens end (audit-logged)")
+    enable = sub.add_parser("enable", help="re-enable a disabled user (audit-logged)")
+    for command in (listing, set_tier, disable, enable):
+        command.add_argument("--url", default=None, help="database URL (default: the "
+                             "gateway's, from $HANDOFF_DATABASE_URL or .env)")
+    for command in (set_tier, disable, enable):
+        command.add_argument("--username", required=True)
+        command.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    set_tier.add_argument("--tier", required=True, choices=ROLES)
     args = parser.parse_args(argv)
     url = args.url or gateway_database_url()
+    if args.command in ("list-users", "set-tier", "disable", "enable"):
+        try:
+            users = asyncio.run(_manage(url, args.command, getattr(args, "username", None),
+                                        getattr(args, "tier", None),
+                                        getattr(args, "reason", "")))
+        except NotFound:
+            print(f"error: no user {args.username!r}", file=sys.stderr)
+            return 1
+        except (HandoffError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for user in users:
+            print(f"{user.username}\t{user.tier}\t{'disabled' if user.disabled else 'active'}")
+        return 0
     try:
         secret = _read_password(args.password_stdin)
         if args.command == "set-password":

@@ -304,6 +304,30 @@ async def test_set_password_cli(store: Store, store_url: str) -> None:
     assert (await authenticate(store, "admin", new)).username == "admin"
 
 
+async def test_manage_users_cli(store: Store, store_url: str) -> None:
+    """list-users, set-tier, disable and enable: the same changes as the API, audit-logged as
+    ``cli`` with the reason; a disabled user's tokens end."""
+    await create_user(store, "bob", PASSWORD, "agent")
+    token = issue_token("bob", 0, secret=SECRET)
+    steps = [("set-tier", "--tier", "trainee"), ("disable",), ("enable",)]
+    for verb, *more in steps:
+        done = await asyncio.to_thread(_cli, verb, "--url", store_url, "--username", "bob",
+                                       *more, "--reason", f"{verb} because")
+        assert done.returncode == 0, done.stderr
+    listed = await asyncio.to_thread(_cli, "list-users", "--url", store_url)
+    assert (listed.returncode, listed.stdout) == (0, "bob\ttrainee\tactive\n")
+    with pytest.raises(TokenRevoked):
+        await user_from_token(store, token, secret=SECRET)
+    assert [(e.actor, e.action, e.details) for e in await store.list_audit(actor="cli")] == [
+        ("cli", "user_enabled", {"reason": "enable because"}),
+        ("cli", "user_disabled", {"reason": "disable because"}),
+        ("cli", "tier_changed", {"reason": "set-tier because", "before": "agent",
+                                 "after": "trainee"})]
+    bad = await asyncio.to_thread(_cli, "disable", "--url", store_url, "--username", "ghost",
+                                  "--reason", "x")
+    assert (bad.returncode, bad.stderr) == (1, "error: no user 'ghost'\n")
+
+
 async def test_the_cli_uses_the_gateways_database_by_default(tmp_path: Path) -> None:
     """Without --url: $HANDOFF_DATABASE_URL, else .env's, else the gateway's default."""
     env_file = tmp_path / ".env"
