@@ -118,6 +118,19 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "rule or an explicit request for a person).", 0, 2),
     Setting("triage_max_batch", "int", "32",
             "Most customer messages triage encodes in one batch under load.", 1, 512),
+    # Login limits (docs/security.md, "Agents, tiers and rights")
+    Setting("login_max_failures", "int", "5",
+            "Wrong passwords for one username that lock it (after two free ones, each waits "
+            "a growing back-off).", 1, 1000),
+    Setting("login_ip_max_failures", "int", "50",
+            "Wrong passwords from one client IP (any usernames) that lock the address.",
+            1, 100000),
+    Setting("login_backoff", "float", "0.25",
+            "Seconds the first back-off after a wrong password lasts; it doubles each time.",
+            0, 3600),
+    Setting("login_lockout", "float", "900",
+            "Seconds a locked username or address stays locked (an admin can lift it "
+            "sooner).", 1, 86400),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -151,6 +164,10 @@ class Settings:
     triage_review_threshold: float = 0.5
     triage_human_threshold: float = 0.9
     triage_max_batch: int = 32
+    login_max_failures: int = 5
+    login_ip_max_failures: int = 50
+    login_backoff: float = 0.25
+    login_lockout: float = 900.0
 
     def __repr__(self) -> str:
         shown = ", ".join(

@@ -50,6 +50,7 @@ from handoff.web.customers import register_customer_protocol
 from handoff.web.dashboard import register_dashboard_api, register_prometheus
 from handoff.web.http import error_body
 from handoff.web.login import register_login
+from handoff.web.login_limits import LoginLimits
 from handoff.web.models import register_models_api
 from handoff.web.notifier import SocketNotifier
 from handoff.web.openapi import openapi_document
@@ -131,8 +132,11 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
 
     register_customer_protocol(sio, notifier, conversations=conversations,
                                max_chars=settings.max_message_chars)
-    register_login(app, settings=settings, store=store, notifier=notifier)
-    register_users_api(app, settings=settings, store=store, notifier=notifier)
+    limits = LoginLimits(settings.login_max_failures, settings.login_ip_max_failures,
+                         settings.login_backoff, settings.login_lockout)
+    register_login(app, settings=settings, store=store, notifier=notifier, limits=limits,
+                   instruments=instruments)
+    register_users_api(app, settings=settings, store=store, notifier=notifier, limits=limits)
     register_agent_api(app, sio, notifier, settings=settings, store=store, rasa=rasa,
                        conversations=conversations)
     register_trainer_api(app, settings=settings, store=store, triage=triage)

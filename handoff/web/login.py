@@ -16,11 +16,14 @@ from sanic import Sanic
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
+from handoff.conversation.instruments import Instruments
 from handoff.errors import BadRequest, Unauthorized
 from handoff.settings import Settings
 from handoff.store import Store, User
-from handoff.web.auth import authenticate, change_password, issue_token, verify_password, verify_token
+from handoff.web.auth import (InvalidCredentials, authenticate, change_password, issue_token,
+                              verify_password, verify_token)
 from handoff.web.http import json_body
+from handoff.web.login_limits import LoginLimits, TooManyAttempts
 from handoff.web.notifier import SocketNotifier
 from handoff.web.rights import current_user, describe, rights_of
 
@@ -44,8 +47,10 @@ def password_field(body: dict[str, Any], key: str) -> str:
 
 
 def register_login(app: Sanic[Any, Any], *, settings: Settings, store: Store,
-                   notifier: SocketNotifier) -> None:
-    """Add the login, logout and ``/api/me`` endpoints to ``app``."""
+                   notifier: SocketNotifier, limits: LoginLimits,
+                   instruments: Instruments) -> None:
+    """Add the login, logout and ``/api/me`` endpoints to ``app``; wrong passwords count
+    against ``limits`` (:mod:`handoff.web.login_limits`)."""
 
     @app.post("/api/login", name="login")
     async def _login(request: Request) -> HTTPResponse:
@@ -53,7 +58,22 @@ def register_login(app: Sanic[Any, Any], *, settings: Settings, store: Store,
         username, password = body.get("username"), body.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
             raise BadRequest("send {username, password}")
-        user = await authenticate(store, username, password)
+        ip = request.remote_addr or request.ip
+        try:
+            limits.check(username, ip)
+        except TooManyAttempts:
+            instruments.login_failures.labels("limited").inc()
+            raise
+        try:
+            user = await authenticate(store, username, password)
+        except InvalidCredentials:
+            instruments.login_failures.labels("password").inc()
+            if limits.failed(username, ip):
+                instruments.login_failures.labels("locked").inc()
+                await store.audit("system", "login_locked", target=f"user:{username}",
+                                  details={"ip": ip})
+            raise
+        limits.succeeded(username)
         token = issue_token(user.username, user.token_version, secret=settings.jwt_secret,
                             ttl=settings.token_lifetime)
         claims = verify_token(token, secret=settings.jwt_secret)

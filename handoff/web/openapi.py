@@ -31,6 +31,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
              403: "The user's tier lacks the right this needs", 404: "Unknown conversation or reply",
              409: "Refused by the conversation's state (owned by another agent, stale reply, "
                   "closed...) or by a deploy or retraining already running: nothing changed",
+             429: "Too many failed logins: wait retry_after seconds (docs/security.md)",
              502: "Rasa (or the supervisor) refused the request",
              503: "Rasa (or the supervisor) is not answering"}
     return {str(s): _json(_ERROR, words[s]) for s in statuses}
@@ -151,6 +152,12 @@ def _users_paths() -> dict[str, dict[str, Any]]:
             "Right manage_users: reset a user's password (their tokens and sockets end).",
             user, statuses=(400, 401, 403, 404),
             body=_body({"password": {"type": "string"}, **reason}, ["password", "reason"]))},
+        "/api/users/<username:str>/unlock": {"post": _operation(
+            "Right manage_users: lift the login limits (back-off, lockout) on a username.",
+            _json({"type": "object", "properties": {
+                "unlocked": {"type": "boolean"},
+                "locked": {"type": "array", "items": {"type": "string"}}}}),
+            statuses=(400, 401, 403), body=_body(reason, ["reason"]))},
         "/api/audit": {"get": _operation(
             "Right manage_users: the audit log, newest first (actor, action, target, "
             "before_id, limit).", _json({"type": "object", "properties": {
@@ -184,7 +191,7 @@ def openapi_document() -> dict[str, Any]:
                 "tier": {"type": "string", "enum": list(TIERS)},
                 "rights": {"type": "array", "items": {"type": "string"}},
                 "role": {"type": "string", "description": "the tier, under its old name"}}}),
-            auth=False, statuses=(400, 401),
+            auth=False, statuses=(400, 401, 403, 429),
             body=_body({"username": {"type": "string"}, "password": {"type": "string"}},
                        ["username", "password"]))},
         "/api/conversations": {"get": _operation(

@@ -98,6 +98,7 @@ ROUTE_RIGHTS: Final[Mapping[str, str]] = {
     # admins
     "users": "manage_users", "create_user": "manage_users", "user": "manage_users",
     "update_user": "manage_users", "reset_password": "manage_users", "audit": "manage_users",
+    "unlock_user": "manage_users",
 }
 
 # Every ``/agent`` event and the right it needs (``connect``: any valid login).

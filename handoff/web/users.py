@@ -22,6 +22,7 @@ from handoff.store import TIERS, Store, User, to_json
 from handoff.web.auth import change_password, check_username, create_user
 from handoff.web.http import int_arg, json_body
 from handoff.web.login import password_field, user_json
+from handoff.web.login_limits import LoginLimits
 from handoff.web.notifier import SocketNotifier
 from handoff.web.rights import current_user, has_right, rights_of, tiers_json
 
@@ -93,7 +94,7 @@ class UserAdmin:
 
 
 def register_users_api(app: Sanic[Any, Any], *, settings: Settings, store: Store,
-                       notifier: SocketNotifier) -> None:
+                       notifier: SocketNotifier, limits: LoginLimits) -> None:
     """Add the users and audit endpoints to ``app`` (see the module docstring)."""
     admin = UserAdmin(store, notifier)
 
@@ -150,6 +151,17 @@ def register_users_api(app: Sanic[Any, Any], *, settings: Settings, store: Store
         user = await admin.reset_password(current_user(request).username, username,
                                           password_field(body, "password"), reason_field(body))
         return json({"user": user_json(user)})
+
+    @app.post("/api/users/<username:str>/unlock", name="unlock_user")
+    async def _unlock(request: Request, username: str) -> HTTPResponse:
+        """Lift the login limits on a username (``{reason}``); ``{unlocked}``: whether any
+        were in force."""
+        reason = reason_field(json_body(request))
+        unlocked = limits.unlock(username)
+        await store.audit(current_user(request).username, "login_unlocked",
+                          target=f"user:{username}",
+                          details={"reason": reason, "unlocked": unlocked})
+        return json({"unlocked": unlocked, "locked": limits.locked_names()})
 
     @app.get("/api/audit", name="audit")
     async def _audit(request: Request) -> HTTPResponse:

@@ -231,3 +231,32 @@ async def test_logout_and_disable_end_sockets(
     audit = (await api.get("/api/audit", headers=admin, params={"action": "user_disabled"})
              ).json()["entries"]
     assert audit[0]["details"] == {"reason": "left the team"}
+
+
+async def test_brute_force_logins_meet_back_off_and_a_lockout_an_admin_lifts(
+        gateway: Gateway, store: Store, api: httpx.AsyncClient) -> None:
+    admin = await user_login(store, api, "rights-admin", "admin")
+    name = f"bruno-{uuid.uuid4().hex[:6]}"
+    await user_login(store, api, name, "agent")
+    answers: list[int] = []
+    for attempt in range(30):  # a guesser that respects nothing but retry_after < 2 s
+        resp = await api.post("/api/login", json={"username": name,
+                                                  "password": f"guess-{attempt}"})
+        answers.append(resp.status_code)
+        if resp.status_code == 429:
+            body = resp.json()
+            assert body["error"] == "too_many_attempts"
+            if body["locked"]:
+                break
+            await asyncio.sleep(body["retry_after"])
+    assert answers.count(401) == 5 and answers[-1] == 429  # 5 wrong passwords, then locked
+    right = {"username": name, "password": f"{name}-password"}
+    locked = await api.post("/api/login", json=right)
+    assert locked.status_code == 429 and locked.json()["locked"] is True
+    scrape = (await api.get("/metrics")).text
+    assert 'handoff_login_failures_total{reason="locked"}' in scrape
+    assert (await api.post(f"/api/users/{name}/unlock", headers=admin, json={})).status_code == 400
+    lifted = await api.post(f"/api/users/{name}/unlock", headers=admin,
+                            json={"reason": "it was me, typing fast"})
+    assert lifted.json()["unlocked"] is True and name not in lifted.json()["locked"]
+    assert (await api.post("/api/login", json=right)).status_code == 200
