@@ -42,6 +42,7 @@ __all__ = ["ACTIONS", "AgentAction", "register_agent_api"]
 
 log = logging.getLogger(__name__)
 DOMAIN_CACHE_SECONDS = 30.0
+OVERRIDES = ("takeover", "handback", "close")
 MAX_NOTE_CHARS = 4000
 
 
@@ -160,6 +161,32 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
 
         app.add_route(bind(action), f"/api/conversations/<conversation_id:str>/{action.path}",
                       methods=["POST"], name=f"action_{action.event}")
+
+    @app.post("/api/conversations/<conversation_id:str>/override", name="override")
+    async def _override(request: Request, conversation_id: str) -> HTTPResponse:
+        """Right ``override``: take over, hand back or close anyone's conversation, a
+        disabled owner's included (``{action, reason}``), audit-logged with the owner."""
+        user = agent(request)
+        body = json_body(request)
+        kind = body.get("action")
+        if kind not in OVERRIDES:
+            raise BadRequest(f"'action' must be one of {', '.join(OVERRIDES)}")
+        reason = text_field(body, "reason", 500)
+        owner = (await conversations.state(conversation_id)).owner  # 404 first
+        acting = owner or user.username
+        if kind == "close":
+            state = await conversations.apply(conversation_id, r.Close(agent_id=owner))
+        elif kind == "handback":
+            state = await conversations.apply(conversation_id, r.HandBack(agent_id=acting))
+        else:
+            if owner is not None and owner != user.username:  # the owner's hands first
+                await conversations.apply(conversation_id, r.HandBack(agent_id=owner))
+            state = await conversations.apply(conversation_id,
+                                              r.TakeOver(agent_id=user.username))
+        await store.audit(user.username, f"override_{kind}",
+                          target=f"conversation:{conversation_id}",
+                          details={"reason": reason, "owner": owner})
+        return json({"conversation": state_summary(state)})
 
     @app.get("/api/conversations", name="conversations")
     async def _list(request: Request) -> HTTPResponse:

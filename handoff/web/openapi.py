@@ -158,6 +158,14 @@ def _users_paths() -> dict[str, dict[str, Any]]:
                 "unlocked": {"type": "boolean"},
                 "locked": {"type": "array", "items": {"type": "string"}}}}),
             statuses=(400, 401, 403), body=_body(reason, ["reason"]))},
+        "/api/conversations/<conversation_id:str>/override": {"post": _operation(
+            "Right override: take over, hand back or close anyone's conversation (a "
+            "disabled owner's too), audit-logged with the owner and the reason.",
+            _json({"type": "object", "properties": {
+                "conversation": {"$ref": "#/components/schemas/RouterState"}}}),
+            statuses=(400, 401, 403, 404, 409),
+            body=_body({"action": {"type": "string", "enum": ["takeover", "handback", "close"]},
+                        **reason}, ["action", "reason"]))},
         "/api/audit": {"get": _operation(
             "Right manage_users: the audit log, newest first (actor, action, target, "
             "before_id, limit).", _json({"type": "object", "properties": {

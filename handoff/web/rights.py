@@ -88,6 +88,7 @@ ROUTE_RIGHTS: Final[Mapping[str, str]] = {
     "action_watch": "watch", "action_takeover": "takeover", "action_handback": "takeover",
     "action_close": "takeover", "action_message": "takeover", "action_review": "approve",
     "action_decision": "approve",  # and the right of the decision's type
+    "override": "override",
     # trainers
     "corrections": "review_corrections", "correction_groups": "review_corrections",
     "review_correction": "review_corrections", "review_corrections": "review_corrections",

@@ -260,3 +260,42 @@ async def test_brute_force_logins_meet_back_off_and_a_lockout_an_admin_lifts(
                             json={"reason": "it was me, typing fast"})
     assert lifted.json()["unlocked"] is True and name not in lifted.json()["locked"]
     assert (await api.post("/api/login", json=right)).status_code == 200
+
+
+async def test_an_admin_overrides_a_disabled_owners_conversation(
+        gateway: Gateway, store: Store, api: httpx.AsyncClient) -> None:
+    admin = await user_login(store, api, "rights-admin", "admin")
+    name = f"otto-{uuid.uuid4().hex[:6]}"
+    otto = await user_login(store, api, name, "agent")
+    other = await user_login(store, api, "rights-agent", "agent")
+    customer = await Widget(gateway.url).connect()
+    try:
+        conversation = await customer.session()
+        await customer.say(conversation, "hello")
+        await customer.next()
+        base = f"/api/conversations/{conversation}"
+        assert (await api.post(f"{base}/takeover", headers=otto)).status_code == 200
+        await api.patch(f"/api/users/{name}", headers=admin,
+                        json={"disabled": True, "reason": "left mid-shift"})
+        assert (await api.post(f"{base}/takeover", headers=admin)).status_code == 409
+        refused = await api.post(f"{base}/override", headers=other,
+                                 json={"action": "takeover", "reason": "x"})
+        assert (refused.status_code, refused.json()["right"]) == (403, "override")
+        bad = await api.post(f"{base}/override", headers=admin, json={"action": "steal",
+                                                                     "reason": "x"})
+        assert bad.status_code == 400
+        taken = await api.post(f"{base}/override", headers=admin,
+                               json={"action": "takeover", "reason": "orphaned"})
+        assert taken.status_code == 200, taken.text
+        assert (taken.json()["conversation"]["mode"],
+                taken.json()["conversation"]["owner"]) == ("human", "rights-admin")
+        closed = await api.post(f"{base}/override", headers=admin,
+                                json={"action": "close", "reason": "done"})
+        assert closed.json()["conversation"]["mode"] == "closed"
+        entries = (await api.get("/api/audit", headers=admin, params={
+            "target": f"conversation:{conversation}"})).json()["entries"]
+        assert [(e["action"], e["details"]) for e in entries[:2]] == [
+            ("override_close", {"reason": "done", "owner": "rights-admin"}),
+            ("override_takeover", {"reason": "orphaned", "owner": name})]
+    finally:
+        await customer.close()
