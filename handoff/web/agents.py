@@ -33,7 +33,7 @@ from handoff.errors import BadRequest, HandoffError
 from handoff.settings import Settings
 from handoff.store import Store, User, to_json
 from handoff.web.auth import user_from_token, verify_token
-from handoff.web.http import Body, flag_field, json_body, text_field
+from handoff.web.http import Body, flag_field, int_arg, json_body, text_field
 from handoff.web.notifier import AGENT_NAMESPACE, SocketNotifier
 from handoff.web.rights import (DECISION_RIGHTS, current_user, guard, require_right,
                                 rights_of)
@@ -43,6 +43,8 @@ __all__ = ["ACTIONS", "AgentAction", "register_agent_api"]
 log = logging.getLogger(__name__)
 DOMAIN_CACHE_SECONDS = 30.0
 OVERRIDES = ("takeover", "handback", "close")
+LIST_PAGE = 200  # conversations per page of GET /api/conversations by default
+MAX_LIST_PAGE = 500
 MAX_NOTE_CHARS = 4000
 
 
@@ -193,11 +195,16 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
         agent(request)
         mode = request.args.get("mode")
         queued = request.args.get("queued")
+        limit = int_arg(request, "limit", LIST_PAGE, MAX_LIST_PAGE) or 1
+        offset = int_arg(request, "offset", 0, 2**31) or 0
         found = await store.list_conversations(
             mode=mode if mode else None,
-            queued=None if queued is None else queued.lower() in ("1", "true", "yes"))
-        last = await store.last_customer_messages([c.id for c in found])
-        return json({"conversations": [conversation_json(c, last.get(c.id)) for c in found]})
+            queued=None if queued is None else queued.lower() in ("1", "true", "yes"),
+            owner=request.args.get("owner") or None, limit=limit + 1, offset=offset)
+        page = found[:limit]
+        last = await store.last_customer_messages([c.id for c in page])
+        return json({"conversations": [conversation_json(c, last.get(c.id)) for c in page],
+                     "next_offset": offset + limit if len(found) > limit else None})
 
     @app.get("/api/conversations/<conversation_id:str>", name="conversation")
     async def _get(request: Request, conversation_id: str) -> HTTPResponse:

@@ -209,7 +209,11 @@ def openapi_document() -> dict[str, Any]:
             statuses=(401, 403), parameters=[
                 {"name": "mode", "in": "query", "schema": {
                     "type": "string", "enum": ["bot", "review", "human", "closed"]}},
-                {"name": "queued", "in": "query", "schema": {"type": "boolean"}}])},
+                {"name": "queued", "in": "query", "schema": {"type": "boolean"}},
+                {"name": "owner", "in": "query", "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 200,
+                                                            "maximum": 500}},
+                {"name": "offset", "in": "query", "schema": {"type": "integer"}}])},
         conversation: {"get": _operation(
             "One conversation: its row, the router's state (mode, owner, pending reply) and "
             "every message with its NLU result and review decision.",

@@ -299,3 +299,27 @@ async def test_an_admin_overrides_a_disabled_owners_conversation(
             ("override_takeover", {"reason": "orphaned", "owner": name})]
     finally:
         await customer.close()
+
+
+async def test_the_conversation_list_is_paginated_and_filtered(
+        gateway: Gateway, store: Store, api: httpx.AsyncClient) -> None:
+    agent = await user_login(store, api, "rights-agent", "agent")
+    for _ in range(3):
+        await store.upsert_conversation(f"page-{uuid.uuid4().hex[:8]}")
+    seen: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        resp = await api.get("/api/conversations", headers=agent,
+                             params={"limit": 2, "offset": offset})
+        body = resp.json()
+        assert len(body["conversations"]) <= 2
+        seen += [c["id"] for c in body["conversations"]]
+        offset = body["next_offset"]
+    everything = (await api.get("/api/conversations", headers=agent,
+                                params={"limit": 500})).json()
+    assert seen == [c["id"] for c in everything["conversations"]] and len(seen) >= 3
+    assert (await api.get("/api/conversations", headers=agent,
+                          params={"limit": 501})).status_code == 400
+    mine = (await api.get("/api/conversations", headers=agent,
+                          params={"owner": "nobody-owns-this"})).json()
+    assert mine == {"conversations": [], "next_offset": None}
