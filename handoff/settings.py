@@ -204,6 +204,19 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "Size at which the log file is rotated.", 10000, 10_000_000_000),
     Setting("log_backups", "int", "5",
             "Rotated log files kept (gateway.log.1 ... .N).", 1, 1000),
+    # Login limits (docs/security.md, "Agents, tiers and rights")
+    Setting("login_max_failures", "int", "5",
+            "Wrong passwords for one username that lock it (after two free ones, each waits "
+            "a growing back-off).", 1, 1000),
+    Setting("login_ip_max_failures", "int", "50",
+            "Wrong passwords from one client IP (any usernames) that lock the address.",
+            1, 100000),
+    Setting("login_backoff", "float", "0.25",
+            "Seconds the first back-off after a wrong password lasts; it doubles each time.",
+            0, 3600),
+    Setting("login_lockout", "float", "900",
+            "Seconds a locked username or address stays locked (an admin can lift it "
+            "sooner).", 1, 86400),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -264,6 +277,10 @@ class Settings:
     log_file: str = ""
     log_max_bytes: int = 10_000_000
     log_backups: int = 5
+    login_max_failures: int = 5
+    login_ip_max_failures: int = 50
+    login_backoff: float = 0.25
+    login_lockout: float = 900.0
 
     def __repr__(self) -> str:
         shown = ", ".join(

@@ -55,6 +55,10 @@ class Instruments:
         self.triage_seconds = Histogram(
             "handoff_triage_seconds", "Triage's assessment of one customer message.",
             buckets=_TURN_BUCKETS, registry=r)
+        self.login_failures = Counter(
+            "handoff_login_failures", "Refused logins: 'password' (wrong username or "
+            "password), 'limited' (refused by the login limits without checking), 'locked' "
+            "(the failure that locked a name or an address).", ["reason"], registry=r)
         self.retrain_seconds = Histogram(
             "handoff_retrain_seconds", "Retraining runs, by final state.", ["state"],
             buckets=_JOB_BUCKETS, registry=r)

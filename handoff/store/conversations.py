@@ -97,9 +97,10 @@ class ConversationStore(Database):
         queued: bool | None = None,
         owner: str | None = None,
         limit: int | None = None,
+        offset: int = 0,
     ) -> list[Conversation]:
         """Conversations, riskiest first (no risk last), then the longest waiting first
-        (``queued_at``, else ``created_at``), then by id."""
+        (``queued_at``, else ``created_at``), then by id; ``offset`` skips that many."""
         check_limit(limit)
         query = sa.select(conversations)
         if mode is not None:
@@ -112,7 +113,7 @@ class ConversationStore(Database):
             conversations.c.risk.desc().nulls_last(),
             sa.func.coalesce(conversations.c.queued_at, conversations.c.created_at).asc(),
             conversations.c.id.asc(),
-        ).limit(limit)
+        ).limit(limit).offset(offset or None)
         async with self._tx(write=False) as conn:
             return [record(Conversation, row) for row in await conn.execute(query)]
 

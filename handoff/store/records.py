@@ -22,7 +22,7 @@ from contracts.correction_record import (
 __all__ = [
     "AuditEntry", "Conversation", "Correction", "CorrectionDraft", "CorrectionType", "Message",
     "MessageNlu", "Mode", "ModelVersion", "Note", "PendingReply", "PendingReplyDraft",
-    "PendingResolution", "PendingStatus", "ReplyDecision", "ReviewStatus", "Role", "Sender",
+    "PendingResolution", "PendingStatus", "ReplyDecision", "ReviewStatus", "Role", "Sender", "TIERS",
     "SavedStep", "StepMessage", "TrackerStatus", "User", "to_json",
 ]
 
@@ -31,13 +31,15 @@ Sender = Literal["customer", "bot", "agent", "system"]
 PendingStatus = Literal["pending", "decided", "discarded"]
 ReviewStatus = Literal["new", "accepted", "rejected"]
 TrackerStatus = Literal["pending", "fetched", "failed"]
-Role = Literal["agent", "trainer", "admin"]
+Role = str  # a certification tier's name (TIERS); kept under its old name for callers
 
 MODES: Final = ("bot", "review", "human", "closed")
 SENDERS: Final = ("customer", "bot", "agent", "system")
 REVIEW_STATUSES: Final = ("new", "accepted", "rejected")
 TRACKER_STATUSES: Final = ("pending", "fetched", "failed")
-ROLES: Final = ("agent", "trainer", "admin")
+TIERS: Final = ("trainee", "agent", "reviewer", "trainer", "lead", "admin")
+"""The certification tiers an admin assigns; what each may do is :mod:`handoff.web.rights`."""
+ROLES: Final = TIERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +154,10 @@ class ModelVersion:
 class User:
     username: str
     password_hash: str = field(repr=False)
-    role: str
+    tier: str
     created_at: datetime
     disabled: bool
+    token_version: int = 0  # bumped by logout, disabling and a password reset: older tokens end
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,9 +158,10 @@ users = sa.Table(
     "users", metadata,
     sa.Column("username", sa.Text, primary_key=True),
     sa.Column("password_hash", sa.Text, nullable=False),
-    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("tier", sa.Text, nullable=False),
     sa.Column("created_at", _TIME, nullable=False),
     sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("token_version", sa.Integer, nullable=False, server_default="0"),
 )
 
 customer_sessions = sa.Table(

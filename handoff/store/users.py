@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from handoff.errors import Conflict, NotFound
 from handoff.store.database import Database, check_limit, now, one_of, record
-from handoff.store.records import ROLES, AuditEntry, Role, User
+from handoff.store.records import TIERS, AuditEntry, Role, User
 from handoff.store.schema import audit_log, users
 
 __all__ = ["AlreadyExists", "UserStore"]
@@ -26,15 +26,15 @@ class UserStore(Database):
     """Users and the audit log."""
 
     async def create_user(
-        self, username: str, *, password_hash: str, role: Role, disabled: bool = False
+        self, username: str, *, password_hash: str, tier: Role, disabled: bool = False
     ) -> User:
         """Insert a user; ``AlreadyExists`` (409) if the username is taken."""
-        one_of("role", role, ROLES)
+        one_of("tier", tier, TIERS)
         try:
             async with self._tx(write=True) as conn:
                 row = (await conn.execute(
                     sa.insert(users).values(
-                        username=username, password_hash=password_hash, role=role,
+                        username=username, password_hash=password_hash, tier=tier,
                         created_at=now(), disabled=disabled,
                     ).returning(*users.c)
                 )).one()
@@ -43,10 +43,10 @@ class UserStore(Database):
         return record(User, row)
 
     async def create_first_user(
-        self, username: str, *, password_hash: str, role: Role
+        self, username: str, *, password_hash: str, tier: Role
     ) -> User | None:
         """Insert the user only if there is no user at all; None if there was one."""
-        one_of("role", role, ROLES)
+        one_of("tier", tier, TIERS)
         try:
             async with self._tx(write=True) as conn:
                 count = (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar_one()
@@ -54,7 +54,7 @@ class UserStore(Database):
                     return None
                 row = (await conn.execute(
                     sa.insert(users).values(
-                        username=username, password_hash=password_hash, role=role,
+                        username=username, password_hash=password_hash, tier=tier,
                         created_at=now(), disabled=False,
                     ).returning(*users.c)
                 )).one()
@@ -70,6 +70,15 @@ class UserStore(Database):
             raise NotFound(f"no user {username!r}", username=username)
         return record(User, row)
 
+    async def list_users(self, *, after: str | None = None, limit: int | None = 100) -> list[User]:
+        """Users by username, the page after the username ``after``."""
+        check_limit(limit)
+        query = sa.select(users).order_by(users.c.username)
+        if after is not None:
+            query = query.where(users.c.username > after)
+        async with self._tx(write=False) as conn:
+            return [record(User, row) for row in await conn.execute(query.limit(limit))]
+
     async def count_users(self) -> int:
         """How many users exist (disabled ones included)."""
         async with self._tx(write=False) as conn:
@@ -81,16 +90,20 @@ class UserStore(Database):
         username: str,
         *,
         password_hash: str | None = None,
-        role: Role | None = None,
+        tier: Role | None = None,
         disabled: bool | None = None,
+        bump_token_version: bool = False,
     ) -> User:
-        """Change the given fields of a user; ``NotFound`` if there is no such user."""
+        """Change the given fields of a user (``bump_token_version``: end every token issued
+        so far); ``NotFound`` if there is no such user."""
         values: dict[str, Any] = {}
         if password_hash is not None:
             values["password_hash"] = password_hash
-        if role is not None:
-            one_of("role", role, ROLES)
-            values["role"] = role
+        if tier is not None:
+            one_of("tier", tier, TIERS)
+            values["tier"] = tier
+        if bump_token_version:
+            values["token_version"] = users.c.token_version + 1
         if disabled is not None:
             values["disabled"] = disabled
         if not values:
@@ -128,11 +141,14 @@ class UserStore(Database):
         actor: str | None = None,
         action: str | None = None,
         target: str | None = None,
+        before_id: int | None = None,
         limit: int | None = 100,
     ) -> list[AuditEntry]:
-        """Audit entries, newest first."""
+        """Audit entries, newest first (the page before the entry ``before_id``)."""
         check_limit(limit)
         query = sa.select(audit_log)
+        if before_id is not None:
+            query = query.where(audit_log.c.id < before_id)
         if actor is not None:
             query = query.where(audit_log.c.actor == actor)
         if action is not None:

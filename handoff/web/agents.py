@@ -1,9 +1,10 @@
 """The agents' API: every action as a JSON HTTP endpoint and, for live use, as a Socket.IO
 event on ``/agent`` — one table (:data:`ACTIONS`) drives both, so they cannot drift apart.
 
-HTTP: ``Authorization: Bearer <token>`` (role agent or higher). Socket.IO: connect to ``/agent``
-with ``auth={"token": <token>}``; the token is checked again on every event (an expired or
-withdrawn login stops working mid-connection). An action event carries the HTTP body plus
+HTTP: ``Authorization: Bearer <token>``. Socket.IO: connect to ``/agent`` with
+``auth={"token": <token>}``; the token and the user's tier are checked again on every event (an
+expired or withdrawn login stops working mid-connection). The right each route and event needs
+is declared in :mod:`handoff.web.rights` and checked there. An action event carries the HTTP body plus
 ``conversation_id`` (and ``reply_id`` for ``decision``) and is answered through the Socket.IO
 acknowledgement with exactly the HTTP answer: ``{"conversation": ...}`` on success,
 ``{"error", "message", "status"}`` on a refusal (nothing changed).
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,14 +33,19 @@ from handoff.conversation.waiting import Waiting
 from handoff.errors import BadRequest, HandoffError
 from handoff.settings import Settings
 from handoff.store import Store, User, to_json
-from handoff.web.auth import role_at_least, user_from_token
-from handoff.web.http import Body, error_body, flag_field, json_body, text_field, user_of
+from handoff.web.auth import user_from_token, verify_token
+from handoff.web.http import Body, flag_field, int_arg, json_body, text_field
 from handoff.web.notifier import AGENT_NAMESPACE, SocketNotifier
+from handoff.web.rights import (DECISION_RIGHTS, current_user, guard, require_right,
+                                rights_of)
 
 __all__ = ["ACTIONS", "AgentAction", "register_agent_api"]
 
 log = logging.getLogger(__name__)
 DOMAIN_CACHE_SECONDS = 30.0
+OVERRIDES = ("takeover", "handback", "close")
+LIST_PAGE = 200  # conversations per page of GET /api/conversations by default
+MAX_LIST_PAGE = 500
 MAX_NOTE_CHARS = 4000
 
 
@@ -129,14 +135,14 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
     max_chars = settings.max_message_chars
     domain_cache: dict[str, Any] = {}
 
-    async def agent_from_token(token: str) -> User:
-        return await user_from_token(store, token, secret=settings.jwt_secret, minimum="agent")
-
-    async def agent(request: Request) -> User:
-        return await user_of(request, store, settings, "agent")
+    def agent(request: Request) -> User:
+        return current_user(request)  # checked by handoff.web.rights' middleware
 
     async def run(user: User, action: AgentAction, conversation_id: str,
                   body: Body) -> dict[str, Any]:
+        kind = body.get("type")
+        if action.event == "decision" and isinstance(kind, str) and kind in DECISION_RIGHTS:
+            require_right(user, DECISION_RIGHTS[kind])  # approve is checked; edit needs more
         event = action.make(user.username, body, max_chars)
         used = suggestion_used(body)
         await store.get_conversation(conversation_id)  # 404 before anything else
@@ -151,7 +157,7 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
         def bind(action: AgentAction) -> Callable[..., Coroutine[Any, Any, HTTPResponse]]:
             async def handler(request: Request, conversation_id: str,
                               **params: Any) -> HTTPResponse:
-                user = await agent(request)
+                user = agent(request)
                 body = dict(json_body(request))
                 body.update(params)  # reply_id from the path
                 return json(await run(user, action, conversation_id, body))
@@ -160,20 +166,51 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
         app.add_route(bind(action), f"/api/conversations/<conversation_id:str>/{action.path}",
                       methods=["POST"], name=f"action_{action.event}")
 
+    @app.post("/api/conversations/<conversation_id:str>/override", name="override")
+    async def _override(request: Request, conversation_id: str) -> HTTPResponse:
+        """Right ``override``: take over, hand back or close anyone's conversation, a
+        disabled owner's included (``{action, reason}``), audit-logged with the owner."""
+        user = agent(request)
+        body = json_body(request)
+        kind = body.get("action")
+        if kind not in OVERRIDES:
+            raise BadRequest(f"'action' must be one of {', '.join(OVERRIDES)}")
+        reason = text_field(body, "reason", 500)
+        owner = (await conversations.state(conversation_id)).owner  # 404 first
+        acting = owner or user.username
+        if kind == "close":
+            state = await conversations.apply(conversation_id, r.Close(agent_id=owner))
+        elif kind == "handback":
+            state = await conversations.apply(conversation_id, r.HandBack(agent_id=acting))
+        else:
+            if owner is not None and owner != user.username:  # the owner's hands first
+                await conversations.apply(conversation_id, r.HandBack(agent_id=owner))
+            state = await conversations.apply(conversation_id,
+                                              r.TakeOver(agent_id=user.username))
+        await store.audit(user.username, f"override_{kind}",
+                          target=f"conversation:{conversation_id}",
+                          details={"reason": reason, "owner": owner})
+        return json({"conversation": state_summary(state)})
+
     @app.get("/api/conversations", name="conversations")
     async def _list(request: Request) -> HTTPResponse:
-        await agent(request)
+        agent(request)
         mode = request.args.get("mode")
         queued = request.args.get("queued")
+        limit = int_arg(request, "limit", LIST_PAGE, MAX_LIST_PAGE) or 1
+        offset = int_arg(request, "offset", 0, 2**31) or 0
         found = await store.list_conversations(
             mode=mode if mode else None,
-            queued=None if queued is None else queued.lower() in ("1", "true", "yes"))
-        last = await store.last_customer_messages([c.id for c in found])
-        return json({"conversations": [conversation_json(c, last.get(c.id)) for c in found]})
+            queued=None if queued is None else queued.lower() in ("1", "true", "yes"),
+            owner=request.args.get("owner") or None, limit=limit + 1, offset=offset)
+        page = found[:limit]
+        last = await store.last_customer_messages([c.id for c in page])
+        return json({"conversations": [conversation_json(c, last.get(c.id)) for c in page],
+                     "next_offset": offset + limit if len(found) > limit else None})
 
     @app.get("/api/conversations/<conversation_id:str>", name="conversation")
     async def _get(request: Request, conversation_id: str) -> HTTPResponse:
-        await agent(request)
+        agent(request)
         conv = await store.get_conversation(conversation_id)
         state = await conversations.state(conversation_id)
         messages = await store.list_messages(conversation_id)
@@ -188,13 +225,13 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
 
     @app.get("/api/conversations/<conversation_id:str>/notes", name="notes")
     async def _notes(request: Request, conversation_id: str) -> HTTPResponse:
-        await agent(request)
+        agent(request)
         notes = await store.list_notes(conversation_id)
         return json({"notes": [to_json(n) for n in notes]})
 
     @app.post("/api/conversations/<conversation_id:str>/notes", name="add_note")
     async def _add_note(request: Request, conversation_id: str) -> HTTPResponse:
-        user = await agent(request)
+        user = agent(request)
         text = text_field(json_body(request), "text", MAX_NOTE_CHARS)
         note = await store.add_note(conversation_id, author=user.username, text=text)
         await store.audit(user.username, "note", target=f"conversation:{conversation_id}")
@@ -204,14 +241,14 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
 
     @app.get("/api/conversations/<conversation_id:str>/suggestions", name="suggestions")
     async def _suggestions(request: Request, conversation_id: str) -> HTTPResponse:
-        await agent(request)
+        agent(request)
         await store.get_conversation(conversation_id)
         return json({"suggestions": await conversations.suggestions(conversation_id)})
 
     @app.post("/api/conversations/<conversation_id:str>/suggestions/rating",
               name="rate_suggestion")
     async def _rate(request: Request, conversation_id: str) -> HTTPResponse:
-        user = await agent(request)
+        user = agent(request)
         body = json_body(request)
         value = body.get("rating")
         if isinstance(value, bool) or value not in (1, -1):
@@ -223,7 +260,7 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
 
     @app.get("/api/domain", name="domain")
     async def _domain(request: Request) -> HTTPResponse:
-        await agent(request)
+        agent(request)
         now = time.monotonic()
         if domain_cache.get("until", 0.0) < now:
             raw = await rasa.domain()
@@ -237,29 +274,25 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
         if not isinstance(token, str) or not token:
             raise socketio.exceptions.ConnectionRefusedError("a login token is required")
         try:
-            user = await agent_from_token(token)
+            user = await user_from_token(store, token, secret=settings.jwt_secret)
+            claims = verify_token(token, secret=settings.jwt_secret)
         except HandoffError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message) from None
         await sio.save_session(sid, {"token": token}, namespace=AGENT_NAMESPACE)
-        await notifier.join_agent(sid, user.username,
-                                  trainer=role_at_least(user.role, "trainer"))
+        await notifier.join_agent(sid, user.username, rights_of(user.tier),
+                                  claims.expires_at.timestamp())
         if waiting is not None:  # logged in to the console: available unless marked away
             waiting.presence.connected(sid, user.username)
             await notifier.to_agents("presence", waiting.presence_json())
 
     async def _disconnect(sid: str, *_reason: Any) -> None:
+        notifier.leave_agent(sid)
         if waiting is not None:
             waiting.presence.disconnected(sid)
             await notifier.to_agents("presence", waiting.presence_json())
 
-    async def _presence(sid: str, data: Any = None) -> dict[str, Any]:
-        try:
-            session = await sio.get_session(sid, namespace=AGENT_NAMESPACE)
-            user = await agent_from_token(session["token"])
-            return await set_presence(user, data)
-        except HandoffError as exc:
-            body, status = error_body(exc)
-            return {**body, "status": status}
+    async def _presence(user: User, sid: str, data: Any) -> dict[str, Any]:
+        return await set_presence(user, data)
 
     async def set_presence(user: User, data: Any) -> dict[str, Any]:
         status = data.get("status") if isinstance(data, Mapping) else None
@@ -275,38 +308,34 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
 
     sio.on("connect", handler=_connect, namespace=AGENT_NAMESPACE)
     sio.on("disconnect", handler=_disconnect, namespace=AGENT_NAMESPACE)
-    sio.on("presence", handler=_presence, namespace=AGENT_NAMESPACE)
+    sio.on("presence", namespace=AGENT_NAMESPACE, handler=guard(
+        sio, AGENT_NAMESPACE, "presence", _presence, store=store, settings=settings))
 
     @app.get("/api/presence", name="presence")
     async def _get_presence(request: Request) -> HTTPResponse:
-        await agent(request)
         if waiting is None:
             raise BadRequest("presence is not kept here")
         return json({"presence": waiting.presence_json()})
 
     @app.post("/api/presence", name="set_presence")
     async def _post_presence(request: Request) -> HTTPResponse:
-        user = await agent(request)
-        return json(await set_presence(user, json_body(request)))
+        return json(await set_presence(agent(request), json_body(request)))
 
     for action in ACTIONS:
-        def bind_event(action: AgentAction) -> Callable[..., Awaitable[dict[str, Any]]]:
-            async def handler(sid: str, data: Any = None) -> dict[str, Any]:
-                try:
-                    session = await sio.get_session(sid, namespace=AGENT_NAMESPACE)
-                    user = await agent_from_token(session["token"])
-                    if not isinstance(data, Mapping):
-                        raise BadRequest(f"{action.event} takes an object with conversation_id")
-                    cid = data.get("conversation_id")
-                    if not isinstance(cid, str) or not cid:
-                        raise BadRequest("'conversation_id' must be a non-empty string")
-                    return await run(user, action, cid, data)
-                except (HandoffError, r.RouterError) as exc:
-                    body, status = error_body(exc)
-                    return {**body, "status": status}
+        def bind_event(action: AgentAction) -> Callable[[User, str, Any],
+                                                        Coroutine[Any, Any, dict[str, Any]]]:
+            async def handler(user: User, sid: str, data: Any) -> dict[str, Any]:
+                if not isinstance(data, Mapping):
+                    raise BadRequest(f"{action.event} takes an object with conversation_id")
+                cid = data.get("conversation_id")
+                if not isinstance(cid, str) or not cid:
+                    raise BadRequest("'conversation_id' must be a non-empty string")
+                return await run(user, action, cid, data)
             return handler
 
-        sio.on(action.event, handler=bind_event(action), namespace=AGENT_NAMESPACE)
+        sio.on(action.event, namespace=AGENT_NAMESPACE, handler=guard(
+            sio, AGENT_NAMESPACE, action.event, bind_event(action), store=store,
+            settings=settings))
 
 
 def _domain_json(raw: Mapping[str, Any]) -> dict[str, Any]:

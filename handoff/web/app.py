@@ -59,13 +59,16 @@ from handoff.web.guard import GuardedServer, Limits
 from handoff.web.http import error_body
 from handoff.web.origins import Origins, guard_api, guard_namespace
 from handoff.web.login import register_login
+from handoff.web.login_limits import LoginLimits
 from handoff.web.models import register_models_api
 from handoff.web.notifier import AGENT_NAMESPACE, SocketNotifier
 from handoff.web.openapi import openapi_document
 from handoff.web.pages import register_pages
 from handoff.web.privacy import register_privacy_api
+from handoff.web.rights import check_surface, install as install_rights
 from handoff.web.spot_checks import register_spot_check_api
 from handoff.web.trainers import register_trainer_api
+from handoff.web.users import register_users_api
 
 __all__ = ["create_app"]
 
@@ -175,7 +178,12 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                                max_chars=settings.max_message_chars, waiting=waiting,
                                sessions=settings.customer_sessions,
                                limits=Limits.from_settings(settings), instruments=instruments)
-    register_login(app, settings=settings, store=store)
+    login_limits = LoginLimits(settings.login_max_failures, settings.login_ip_max_failures,
+                               settings.login_backoff, settings.login_lockout)
+    register_login(app, settings=settings, store=store, notifier=notifier, limits=login_limits,
+                   instruments=instruments)
+    register_users_api(app, settings=settings, store=store, notifier=notifier,
+                       limits=login_limits)
     register_agent_api(app, sio, notifier, settings=settings, store=store, rasa=rasa,
                        conversations=conversations, waiting=waiting)
     guard_namespace(sio, AGENT_NAMESPACE, origins)
@@ -189,4 +197,6 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     register_prometheus(app, settings=settings, store=store, notifier=notifier,
                         instruments=instruments)
     register_pages(app, settings)
+    install_rights(app, settings=settings, store=store)
+    check_surface(app, sio)  # Undeclared: a route or event is missing from the table
     return app

@@ -1,21 +1,25 @@
-"""Users, roles and tokens of the agent console.
+"""Users, passwords and tokens of the agent console.
 
-Roles, from least to most: ``agent`` (console, conversations), ``trainer`` (also the trainer
-pages and corrections review), ``admin`` (also users and settings); each role may do what the
-roles below it may (:func:`role_at_least`). Passwords are hashed with argon2id
+Each user has a certification tier (``trainee``, ``agent``, ``reviewer``, ``trainer``, ``lead``,
+``admin``); what a tier may do is :mod:`handoff.web.rights`. Passwords are hashed with argon2id
 (argon2-cffi); the store keeps only the hash. Tokens are JWTs (HS256) carrying the username
-(``sub``), the ``role``, ``iat`` and ``exp``.
+(``sub``), the user's token version (``ver``), ``iat`` and ``exp``; the tier is read from the
+store on every use, and a token whose version is no longer the user's (logout, disabled,
+password reset) is refused (:func:`user_from_token`).
 
     user = await authenticate(store, "alice", password)        # InvalidCredentials / UserDisabled
-    token = issue_token(user.username, user.role, secret=secret)
+    token = issue_token(user.username, user.token_version, secret=secret)
     claims = verify_token(token, secret=secret)                # TokenExpired / TokenInvalid
 
 Command line, on the gateway's database (``--url``, else ``$HANDOFF_DATABASE_URL`` or its value
 in ``.env``, else the gateway's default ``var/handoff.db``); the password from a prompt, or
 the first line of standard input with ``--password-stdin``::
 
-    python -m handoff.web.auth create-user --username U --role agent
+    python -m handoff.web.auth create-user --username U --tier agent
     python -m handoff.web.auth set-password --username admin
+    python -m handoff.web.auth list-users
+    python -m handoff.web.auth set-tier --username U --tier trainee --reason "why"
+    python -m handoff.web.auth disable --username U --reason "why"     # enable: the same
 """
 
 from __future__ import annotations
@@ -45,9 +49,9 @@ from handoff.store.records import ROLES, Role, User
 
 __all__ = [
     "ROLES", "DEFAULT_TOKEN_TTL", "InvalidCredentials", "TokenClaims", "TokenExpired",
-    "TokenInvalid", "UserDisabled", "authenticate", "change_password", "create_user",
-    "ensure_first_admin", "hash_password", "issue_token", "new_secret", "require_role",
-    "role_at_least", "user_from_token", "verify_password", "verify_token",
+    "TokenInvalid", "TokenRevoked", "UserDisabled", "authenticate", "change_password",
+    "check_username", "create_user", "ensure_first_admin", "hash_password", "issue_token",
+    "new_secret", "user_from_token", "verify_password", "verify_token",
 ]
 
 DEFAULT_TOKEN_TTL: Final = timedelta(hours=12)
@@ -56,8 +60,8 @@ ISSUER: Final = "handoff"
 MIN_SECRET_BYTES: Final = 32
 MIN_PASSWORD_LENGTH: Final = 8
 FIRST_ADMIN: Final = "admin"
+CLI_ACTOR: Final = "cli"  # the audit log's actor for the command line
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-_RANK: Final = {role: rank for rank, role in enumerate(ROLES)}
 
 _hasher = PasswordHasher()  # argon2id with argon2-cffi's recommended (RFC 9106 low-memory) cost
 
@@ -92,10 +96,16 @@ class TokenInvalid(Unauthorized):
     code = "token_invalid"
 
 
+class TokenRevoked(Unauthorized):
+    """The token was ended on the server (logout, disabled account, password reset)."""
+
+    code = "token_revoked"
+
+
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
     username: str
-    role: str
+    version: int
     issued_at: datetime
     expires_at: datetime
 
@@ -128,17 +138,23 @@ async def verify_password(password_hash: str, password: str) -> bool:
 # --------------------------------------------------------------------------- users
 
 
-async def create_user(store: Store, username: str, password: str, role: Role) -> User:
-    """Create a user with an argon2 hash of ``password``. ``BadRequest`` for a bad username,
-    role or a password shorter than 8 characters; ``AlreadyExists`` (409) if taken."""
-    if not _USERNAME.match(username):
+def check_username(username: object) -> str:
+    """``username`` if it is a valid one, else ``BadRequest``."""
+    if not isinstance(username, str) or not _USERNAME.match(username):
         raise BadRequest(
             "a username is 1-64 letters, digits or . _ @ - and starts with a letter or digit"
         )
-    if role not in ROLES:
-        raise BadRequest(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+    return username
+
+
+async def create_user(store: Store, username: str, password: str, tier: Role) -> User:
+    """Create a user with an argon2 hash of ``password``. ``BadRequest`` for a bad username,
+    tier or a password shorter than 8 characters; ``AlreadyExists`` (409) if taken."""
+    check_username(username)
+    if tier not in ROLES:
+        raise BadRequest(f"tier must be one of {', '.join(ROLES)}; got {tier!r}")
     _check_password(password)
-    return await store.create_user(username, password_hash=await hash_password(password), role=role)
+    return await store.create_user(username, password_hash=await hash_password(password), tier=tier)
 
 
 async def authenticate(store: Store, username: str, password: str) -> User:
@@ -160,9 +176,10 @@ async def authenticate(store: Store, username: str, password: str) -> User:
 
 
 async def change_password(store: Store, username: str, password: str) -> User:
-    """Set a new password; ``NotFound`` if there is no such user."""
+    """Set a new password and end the user's tokens; ``NotFound`` if there is no such user."""
     _check_password(password)
-    return await store.update_user(username, password_hash=await hash_password(password))
+    return await store.update_user(username, password_hash=await hash_password(password),
+                                   bump_token_version=True)
 
 
 async def ensure_first_admin(store: Store, *, username: str = FIRST_ADMIN) -> str | None:
@@ -172,20 +189,9 @@ async def ensure_first_admin(store: Store, *, username: str = FIRST_ADMIN) -> st
         return None
     password = secrets.token_urlsafe(18)
     created = await store.create_first_user(
-        username, password_hash=await hash_password(password), role="admin"
+        username, password_hash=await hash_password(password), tier="admin"
     )
     return password if created is not None else None
-
-
-def role_at_least(role: str, minimum: Role) -> bool:
-    """Whether ``role`` may do what ``minimum`` may (agent < trainer < admin)."""
-    return role in _RANK and _RANK[role] >= _RANK[minimum]
-
-
-def require_role(claims: TokenClaims | User, minimum: Role) -> None:
-    """``Forbidden`` (403) unless the token's or user's role is at least ``minimum``."""
-    if not role_at_least(claims.role, minimum):
-        raise Forbidden(f"this needs the {minimum} role", required_role=minimum)
 
 
 # --------------------------------------------------------------------------- tokens
@@ -205,23 +211,24 @@ def _key(secret: str) -> bytes:
 
 def issue_token(
     username: str,
-    role: str,
+    version: int = 0,
     *,
     secret: str,
     ttl: timedelta = DEFAULT_TOKEN_TTL,
     now: datetime | None = None,
 ) -> str:
-    """A signed token for ``username`` with ``role`` that expires ``ttl`` (whole seconds, at
-    least one) after ``now`` (default: the current time; both rounded down to the second)."""
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}")
+    """A signed token for ``username`` under the user's token ``version`` that expires ``ttl``
+    (whole seconds, at least one) after ``now`` (default: the current time; both rounded down
+    to the second)."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(f"a token version is an integer from 0; got {version!r}")
     if ttl < timedelta(seconds=1):
         raise ValueError("a token needs a ttl of at least one second")
     issued_at = int((now or datetime.now(timezone.utc)).timestamp())
     claims: dict[str, Any] = {
         "iss": ISSUER,
         "sub": username,
-        "role": role,
+        "ver": version,
         "iat": issued_at,
         "exp": issued_at + int(ttl.total_seconds()),
     }
@@ -244,9 +251,10 @@ def verify_token(
         )
     except jwt.InvalidTokenError as exc:
         raise TokenInvalid(f"invalid token: {exc}") from exc
-    username, role, iat, exp = (claims.get(k) for k in ("sub", "role", "iat", "exp"))
-    if not isinstance(username, str) or role not in ROLES:
-        raise TokenInvalid("invalid token: bad subject or role")
+    username, version, iat, exp = (claims.get(k) for k in ("sub", "ver", "iat", "exp"))
+    if not isinstance(username, str) or isinstance(version, bool) or not isinstance(
+            version, int):
+        raise TokenInvalid("invalid token: bad subject or version")
     if not isinstance(iat, int) or not isinstance(exp, int):
         raise TokenInvalid("invalid token: iat and exp must be integers")
     current = (now or datetime.now(timezone.utc)).timestamp()
@@ -254,17 +262,16 @@ def verify_token(
         raise TokenExpired("the token has expired; log in again")
     return TokenClaims(
         username=username,
-        role=str(role),
+        version=version,
         issued_at=datetime.fromtimestamp(iat, timezone.utc),
         expires_at=datetime.fromtimestamp(exp, timezone.utc),
     )
 
 
-async def user_from_token(store: Store, token: str, *, secret: str,
-                          minimum: Role | None = None) -> User:
-    """Verify the token and load its user as it is now: ``TokenInvalid`` if the user no longer
-    exists, ``UserDisabled`` if disabled since, ``Forbidden`` below the ``minimum`` role (the
-    user's current role, not the token's, so that a role change takes effect at once)."""
+async def user_from_token(store: Store, token: str, *, secret: str) -> User:
+    """Verify the token and load its user as it is now (the current tier, so that a tier change
+    takes effect at once): ``TokenInvalid`` if the user no longer exists, ``TokenRevoked`` if
+    the user's token version moved on since, ``UserDisabled`` if disabled since."""
     claims = verify_token(token, secret=secret)
     try:
         user = await store.get_user(claims.username)
@@ -272,8 +279,9 @@ async def user_from_token(store: Store, token: str, *, secret: str,
         raise TokenInvalid("invalid token: the user no longer exists") from None
     if user.disabled:
         raise UserDisabled(f"user {user.username!r} is disabled", username=user.username)
-    if minimum is not None:
-        require_role(user, minimum)
+    if claims.version != user.token_version:
+        raise TokenRevoked("this login has ended (logged out, or the password was reset); "
+                           "log in again")
     return user
 
 
@@ -313,6 +321,22 @@ async def _set_password(url: str, username: str, password: str) -> User:
         return user
 
 
+async def _manage(url: str, command: str, username: str | None, tier: str | None,
+                  reason: str) -> list[User]:
+    from handoff.web.users import UserAdmin  # users imports this module
+
+    async with Store(url) as store:
+        await store.migrate()
+        if command == "list-users":
+            return await store.list_users(limit=None)
+        assert username is not None
+        admin = UserAdmin(store)  # no sockets here: the gateway refuses old tokens itself
+        if command == "set-tier":
+            assert tier is not None
+            return [await admin.set_tier(CLI_ACTOR, username, tier, reason)]
+        return [await admin.set_disabled(CLI_ACTOR, username, command == "disable", reason)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m handoff.web.auth", description="Manage the console's users."
@@ -331,16 +355,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--password-stdin", action="store_true",
             help="read the password from the first line of standard input instead of a prompt",
         )
-    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--tier", "--role", dest="tier", required=True, choices=ROLES,
+                        help="the certification tier (--role: its old name)")
+    listing = sub.add_parser("list-users", help="list the users, their tiers and status")
+    set_tier = sub.add_parser("set-tier", help="give a user another tier (audit-logged)")
+    disable = sub.add_parser("disable", help="disable a user: their tokens end (audit-logged)")
+    enable = sub.add_parser("enable", help="re-enable a disabled user (audit-logged)")
+    for command in (listing, set_tier, disable, enable):
+        command.add_argument("--url", default=None, help="database URL (default: the "
+                             "gateway's, from $HANDOFF_DATABASE_URL or .env)")
+    for command in (set_tier, disable, enable):
+        command.add_argument("--username", required=True)
+        command.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    set_tier.add_argument("--tier", required=True, choices=ROLES)
     args = parser.parse_args(argv)
     url = args.url or gateway_database_url()
+    if args.command in ("list-users", "set-tier", "disable", "enable"):
+        try:
+            users = asyncio.run(_manage(url, args.command, getattr(args, "username", None),
+                                        getattr(args, "tier", None),
+                                        getattr(args, "reason", "")))
+        except NotFound:
+            print(f"error: no user {args.username!r}", file=sys.stderr)
+            return 1
+        except (HandoffError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for user in users:
+            print(f"{user.username}\t{user.tier}\t{'disabled' if user.disabled else 'active'}")
+        return 0
     try:
         secret = _read_password(args.password_stdin)
         if args.command == "set-password":
             user = asyncio.run(_set_password(url, args.username, secret))
-            print(f"new password set for {user.username} ({user.role})")
+            print(f"new password set for {user.username} ({user.tier})")
             return 0
-        user = asyncio.run(_create_user(url, args.username, secret, args.role))
+        user = asyncio.run(_create_user(url, args.username, secret, args.tier))
     except AlreadyExists:
         print(f"error: user {args.username!r} exists", file=sys.stderr)
         return 1
@@ -350,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HandoffError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"created user {user.username} ({user.role})")
+    print(f"created user {user.username} ({user.tier})")
     return 0
 
 

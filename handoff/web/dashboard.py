@@ -10,8 +10,8 @@ defines them, ``docs/api.md`` lists the endpoints).
 
 Query arguments, all optional: ``since`` and ``until`` (ISO 8601 dates or times, UTC unless
 they say otherwise; ``until`` defaults to now, ``since`` to 30 days before ``until``),
-``intent``, ``agent``, ``model``. The role they need is :data:`DASHBOARD_ROLE`, declared here
-once.
+``intent``, ``agent``, ``model``. The right they need is ``view_metrics``
+(:data:`DASHBOARD_RIGHT`, declared in :mod:`handoff.web.rights`).
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from handoff.conversation.instruments import CONTENT_TYPE, Instruments
 from handoff.errors import BadRequest, NotFound, Unauthorized
 from handoff.learning.metrics import METRICS, compute_metrics
 from handoff.settings import Settings
-from handoff.store import Role, Store
+from handoff.store import Store
 from handoff.store.metrics import MetricFilter
-from handoff.web.http import user_of
+from handoff.web.rights import current_user
 from handoff.web.notifier import SocketNotifier
 
-__all__ = ["DASHBOARD_ROLE", "metric_filter", "register_dashboard_api", "register_prometheus"]
+__all__ = ["DASHBOARD_RIGHT", "metric_filter", "register_dashboard_api", "register_prometheus"]
 
-DASHBOARD_ROLE: Final[Role] = "trainer"  # agents' leads and trainers see the dashboard
+DASHBOARD_RIGHT: Final = "view_metrics"  # leads, trainers and admins have it by default
 DEFAULT_DAYS: Final = 30
 MAX_DAYS: Final = 366
 MAX_NAME: Final = 200
@@ -106,7 +106,7 @@ def register_dashboard_api(app: Sanic[Any, Any], *, settings: Settings, store: S
     """Add the dashboard's endpoints to ``app`` (see the module docstring)."""
 
     async def lead(request: Request) -> None:
-        await user_of(request, store, settings, DASHBOARD_ROLE)
+        current_user(request)  # the right: view_metrics (handoff.web.rights)
 
     def known(metric: str) -> str:
         if metric not in METRICS:

@@ -4,7 +4,6 @@
   anything else;
 * :func:`text_field`, :func:`flag_field` — one field of a body, checked;
 * :func:`int_arg` — an integer query argument within bounds;
-* :func:`user_of` — the logged-in user of a request, with at least a role;
 * :func:`error_body` — the API's one error shape, ``{"error", "message", ...}`` and its status
   (the app's error handler, the ``/agent`` acknowledgements and the customers' ``error``
   events all use it).
@@ -12,6 +11,7 @@
 
 from __future__ import annotations
 
+import json as jsonlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -19,13 +19,10 @@ from typing import Any
 from sanic.request import Request
 
 from handoff.conversation import router as r
-from handoff.errors import BadRequest, HandoffError, Unauthorized
-from handoff.settings import Settings
-from handoff.store import Role, Store, User
-from handoff.web.auth import user_from_token
+from handoff.errors import BadRequest, HandoffError
 
 __all__ = ["Body", "error_body", "error_code", "flag_field", "int_arg", "json_body",
-           "text_field", "user_of"]
+           "text_field"]
 
 Body = Mapping[str, Any]
 
@@ -40,6 +37,11 @@ def json_body(request: Request) -> dict[str, Any]:
         raise BadRequest("the body must be JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
+    try:  # a lone surrogate (\ud800) parses but cannot be stored: refuse it here
+        jsonlib.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError, ValueError):
+        raise BadRequest("the body must be valid Unicode (no lone surrogates) and not too "
+                         "deeply nested") from None
     return data
 
 
@@ -67,6 +69,10 @@ def text_field(body: Body, key: str, max_chars: int) -> str:
         raise BadRequest(f"{key!r} must be a non-empty string")
     if len(value) > max_chars:
         raise BadRequest(f"{key!r} may have at most {max_chars} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{key!r} must be valid Unicode (no lone surrogates)") from None
     return value
 
 
@@ -90,12 +96,3 @@ def int_arg(request: Request, name: str, default: int | None, top: int) -> int |
     if not 0 <= value <= top:
         raise BadRequest(f"{name!r} must be between 0 and {top}")
     return value
-
-
-async def user_of(request: Request, store: Store, settings: Settings, role: Role) -> User:
-    """The logged-in user of an HTTP request (``Authorization: Bearer``), with at least
-    ``role``: ``Unauthorized`` (401) or ``Forbidden`` (403) otherwise."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("send Authorization: Bearer <token> (POST /api/login)")
-    return await user_from_token(store, token.strip(), secret=settings.jwt_secret, minimum=role)

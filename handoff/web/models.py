@@ -1,4 +1,4 @@
-"""The trainers' models API (role trainer or admin): retrain, deploy, roll back.
+"""The trainers' models API (rights ``review_corrections``, ``retrain``, ``deploy``: :mod:`handoff.web.rights`): retrain, deploy, roll back.
 
 ====================================  ==========================================================
 ``GET /api/models``                   the model versions (live, candidates, retired) with their
@@ -29,7 +29,8 @@ from handoff.learning.deploys import Deploys
 from handoff.learning.retraining import Retraining, proof_line
 from handoff.settings import Settings
 from handoff.store import ModelVersion, Store, to_json
-from handoff.web.http import json_body, user_of
+from handoff.web.http import json_body
+from handoff.web.rights import current_user
 
 __all__ = ["model_json", "register_models_api"]
 
@@ -46,7 +47,7 @@ def register_models_api(app: Sanic[Any, Any], *, settings: Settings, store: Stor
     """Add the trainers' models endpoints to ``app`` (see the module docstring)."""
 
     async def trainer(request: Request) -> str:
-        return (await user_of(request, store, settings, "trainer")).username
+        return current_user(request).username
 
     @app.get("/api/models", name="models")
     async def _models(request: Request) -> HTTPResponse:

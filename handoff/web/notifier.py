@@ -3,9 +3,14 @@
 
 * the default namespace: customers, each socket in the room of its conversation (the session
   id);
-* ``/agent`` (:data:`AGENT_NAMESPACE`): every logged-in agent in the agents' room, each in a room
-  of their own, trainers and admins also in the trainers' room (retraining and deploy
-  progress).
+* ``/agent`` (:data:`AGENT_NAMESPACE`): every logged-in user with the right ``watch`` in the
+  agents' room and in a room of their own, those with ``retrain`` or ``deploy`` also in the
+  trainers' room (retraining and deploy progress).
+
+Pushes to ``/agent`` are re-authorised: the rooms follow the user's rights when their tier
+changes (:meth:`SocketNotifier.reauthorise`), a user whose logins end is disconnected
+(:meth:`SocketNotifier.disconnect_user`), and a socket whose token has expired is disconnected
+before the next push instead of receiving it.
 
 It implements the conversation shell's :class:`~handoff.conversation.shell.Notifier` and the
 learning wing's ``TrainerNotifier``; the other wings are handed it, never the Socket.IO server.
@@ -13,7 +18,8 @@ learning wing's ``TrainerNotifier``; the other wings are handed it, never the So
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Sequence
 from typing import Any, Final
 
 import socketio
@@ -34,6 +40,14 @@ class SocketNotifier:
 
     def __init__(self, sio: socketio.AsyncServer) -> None:
         self._sio = sio
+        self._agents: dict[str, tuple[str, float]] = {}  # /agent sid: (username, token expiry)
+
+    async def _sweep(self) -> None:
+        """Disconnect the ``/agent`` sockets whose login token has expired."""
+        current = time.time()
+        for sid in [sid for sid, (_, until) in self._agents.items() if until <= current]:
+            self._agents.pop(sid, None)
+            await self._sio.disconnect(sid, namespace=AGENT_NAMESPACE)
 
     async def to_customer(self, conversation_id: str, event: str, payload: Any) -> None:
         """To every socket of the conversation (a customer may have it open twice)."""
@@ -48,6 +62,7 @@ class SocketNotifier:
         self, event: str, payload: Any, agent_ids: Sequence[str] | None = None
     ) -> None:
         """To every agent on ``/agent``, or only to the named ones."""
+        await self._sweep()
         if agent_ids is None:
             await self._sio.emit(event, payload, room=_AGENTS_ROOM, namespace=AGENT_NAMESPACE)
             return
@@ -57,6 +72,7 @@ class SocketNotifier:
 
     async def to_trainers(self, event: str, payload: Any) -> None:
         """To the trainers and admins on ``/agent`` (retraining and deploy progress)."""
+        await self._sweep()
         await self._sio.emit(event, payload, room=_TRAINERS_ROOM, namespace=AGENT_NAMESPACE)
 
     async def disconnect(self, sid: str) -> None:
@@ -70,13 +86,45 @@ class SocketNotifier:
             await self._sio.leave_room(sid, previous)
         await self._sio.enter_room(sid, conversation_id)
 
-    async def join_agent(self, sid: str, username: str, trainer: bool) -> None:
-        """An agent's ``/agent`` socket hears what every agent hears, what is meant for
-        ``username``, and, for a ``trainer``, the trainers' pushes."""
-        await self._sio.enter_room(sid, _AGENTS_ROOM, namespace=AGENT_NAMESPACE)
-        await self._sio.enter_room(sid, _agent_room(username), namespace=AGENT_NAMESPACE)
-        if trainer:
-            await self._sio.enter_room(sid, _TRAINERS_ROOM, namespace=AGENT_NAMESPACE)
+    async def join_agent(self, sid: str, username: str, rights: Collection[str],
+                         expires_at: float) -> None:
+        """A user's ``/agent`` socket hears what its ``rights`` allow (``watch``: what every
+        agent hears and what is meant for ``username``; ``retrain`` or ``deploy``: the
+        trainers' pushes) until its token expires at ``expires_at`` (a Unix time)."""
+        self._agents[sid] = (username, expires_at)
+        await self._rooms(sid, username, rights)
+
+    async def _rooms(self, sid: str, username: str, rights: Collection[str]) -> None:
+        rooms = {_AGENTS_ROOM: "watch" in rights, _agent_room(username): "watch" in rights,
+                 _TRAINERS_ROOM: bool({"retrain", "deploy"} & set(rights))}
+        for room, member in rooms.items():
+            if member:
+                await self._sio.enter_room(sid, room, namespace=AGENT_NAMESPACE)
+            else:
+                await self._sio.leave_room(sid, room, namespace=AGENT_NAMESPACE)
+
+    def leave_agent(self, sid: str) -> None:
+        """An ``/agent`` socket went away."""
+        self._agents.pop(sid, None)
+
+    def agent_sockets(self, username: str) -> list[str]:
+        """The open ``/agent`` sockets of ``username``."""
+        return [sid for sid, (name, _) in self._agents.items() if name == username]
+
+    async def reauthorise(self, username: str, rights: Collection[str]) -> None:
+        """The user's tier changed: their open sockets hear from now on what ``rights``
+        allow, and nothing else."""
+        for sid in self.agent_sockets(username):
+            await self._rooms(sid, username, rights)
+
+    async def disconnect_user(self, username: str) -> int:
+        """End every ``/agent`` socket of ``username`` (logout, disabled, password reset);
+        how many there were."""
+        sids = self.agent_sockets(username)
+        for sid in sids:
+            self._agents.pop(sid, None)
+            await self._sio.disconnect(sid, namespace=AGENT_NAMESPACE)
+        return len(sids)
 
     def connections(self) -> dict[str, int]:
         """Open Socket.IO connections on this node, by namespace ('/' customers, '/agent')."""

@@ -12,8 +12,9 @@ from functools import cache
 from typing import Any
 
 from handoff.learning.metrics import METRICS
+from handoff.store import TIERS
 from handoff.web.agents import ACTIONS
-from handoff.web.dashboard import DASHBOARD_ROLE
+from handoff.web.dashboard import DASHBOARD_RIGHT
 from handoff.web.privacy import REQUIRED_RIGHT as PRIVACY_RIGHT
 
 __all__ = ["openapi_document"]
@@ -33,9 +34,10 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     words = {400: "Bad request: nothing changed", 401: "No valid login token",
-             403: "The role may not do this", 404: "Unknown conversation or reply",
+             403: "The user's tier lacks the right this needs", 404: "Unknown conversation or reply",
              409: "Refused by the conversation's state (owned by another agent, stale reply, "
                   "closed...) or by a deploy or retraining already running: nothing changed",
+             429: "Too many failed logins: wait retry_after seconds (docs/security.md)",
              502: "Rasa (or the supervisor) refused the request",
              503: "Rasa (or the supervisor) is not answering"}
     return {str(s): _json(_ERROR, words[s]) for s in statuses}
@@ -77,7 +79,7 @@ def openapi_path(route_path: str) -> str:
 
 def _dashboard_paths() -> dict[str, dict[str, Any]]:
     """The dashboard's endpoints (:mod:`handoff.web.dashboard`, docs/metrics.md)."""
-    who = f"{DASHBOARD_ROLE.capitalize()}s and above"
+    who = f"Right {DASHBOARD_RIGHT}"
     filters = [
         {"name": "since", "in": "query", "description": "ISO 8601 date or time (UTC unless "
          "given); default: 30 days before until", "schema": {"type": "string"}},
@@ -150,12 +152,14 @@ def _privacy_paths() -> dict[str, dict[str, Any]]:
         for op in ops.values():
             op["x-required-right"] = PRIVACY_RIGHT
     return paths
+
+
 def _spot_check_paths() -> dict[str, dict[str, Any]]:
     """The spot-checks' QA queue (:mod:`handoff.web.spot_checks`, docs/console.md)."""
     one = "/api/spot-checks/<spot_check_id:int>"
     return {
         "/api/spot-checks": {"get": _operation(
-            "Agents and above: the sampled bot-only conversations (status open, done or all), "
+            "Right approve: the sampled bot-only conversations (status open, done or all), "
             "each with its bot messages and marks counted.",
             _json({"type": "object", "properties": {"spot_checks": {
                 "type": "array", "items": _OBJECT}}}), statuses=(400, 401, 403),
@@ -165,12 +169,12 @@ def _spot_check_paths() -> dict[str, dict[str, Any]]:
                 {"name": "after_id", "in": "query", "schema": {"type": "integer"}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer"}}])},
         one: {"get": _operation(
-            "Agents and above: one spot-check with its conversation's messages and marks.",
+            "Right approve: one spot-check with its conversation's messages and marks.",
             _json({"type": "object", "properties": {
                 "spot_check": _OBJECT, "messages": {"type": "array", "items": _OBJECT},
                 "marks": {"type": "array", "items": _OBJECT}}}))},
         f"{one}/marks": {"post": _operation(
-            "Agents and above: mark a bot message right, or correct it (edit: text; relabel: "
+            "Right approve (and edit or relabel to correct): mark a bot message right, or correct it (edit: text; relabel: "
             "intent); a correction enters the trainers' queue.",
             _json({"type": "object", "properties": {"mark": _OBJECT, "correction": _OBJECT}},
                   "Created"), ok_status=201, statuses=(400, 401, 403, 404, 409, 503),
@@ -179,9 +183,80 @@ def _spot_check_paths() -> dict[str, dict[str, Any]]:
                         "text": {"type": "string"}, "intent": {"type": "string"}},
                        ["message_id", "verdict"]))},
         f"{one}/finish": {"post": _operation(
-            "Agents and above: finish a spot-check whose bot messages are all marked.",
+            "Right approve: finish a spot-check whose bot messages are all marked.",
             _json({"type": "object", "properties": {"spot_check": _OBJECT}}),
             statuses=(401, 403, 404, 409))},
+    }
+
+
+def _users_paths() -> dict[str, dict[str, Any]]:
+    """One's own login and the users managed (:mod:`handoff.web.login`,
+    :mod:`handoff.web.users`; docs/security.md)."""
+    user = _json({"type": "object", "properties": {"user": {"$ref": "#/components/schemas/User"}}})
+    reason = {"reason": {"type": "string", "description": "why (audit-logged), 1-500 chars"}}
+    login = _json({"type": "object", "properties": {
+        "token": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"}}})
+    return {
+        "/api/logout": {"post": _operation(
+            "Log out: every token of the user ends on the server and their /agent sockets are "
+            "disconnected.", _json(_OBJECT), statuses=(401,))},
+        "/api/me": {"get": _operation("The logged-in user, their tier and rights.", user,
+                                      statuses=(401,))},
+        "/api/me/password": {"post": _operation(
+            "Change one's own password (the current one required); other logins end; "
+            "answers a new token.", login, statuses=(400, 401),
+            body=_body({"current_password": {"type": "string"},
+                        "password": {"type": "string"}}, ["current_password", "password"]))},
+        "/api/users": {
+            "get": _operation(
+                "Right manage_users: users by username, paginated (after, limit), with every "
+                "tier's rights.",
+                _json({"type": "object", "properties": {
+                    "users": {"type": "array", "items": {"$ref": "#/components/schemas/User"}},
+                    "next": {"type": ["string", "null"]}, "tiers": _OBJECT}}),
+                statuses=(400, 401, 403), parameters=[
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer"}}]),
+            "post": _operation(
+                "Right manage_users: create a user.", user, ok_status=201,
+                statuses=(400, 401, 403, 409),
+                body=_body({"username": {"type": "string"}, "password": {"type": "string"},
+                            "tier": {"type": "string", "enum": list(TIERS)}, **reason},
+                           ["username", "password", "tier", "reason"]))},
+        "/api/users/<username:str>": {
+            "get": _operation("Right manage_users: one user.", user),
+            "patch": _operation(
+                "Right manage_users: change the tier (effective at once, open sockets "
+                "included), disable (ends the user's tokens and sockets) or re-enable.", user,
+                statuses=(400, 401, 403, 404, 409),
+                body=_body({"tier": {"type": "string", "enum": list(TIERS)},
+                            "disabled": {"type": "boolean"}, **reason}, ["reason"]))},
+        "/api/users/<username:str>/password": {"post": _operation(
+            "Right manage_users: reset a user's password (their tokens and sockets end).",
+            user, statuses=(400, 401, 403, 404),
+            body=_body({"password": {"type": "string"}, **reason}, ["password", "reason"]))},
+        "/api/users/<username:str>/unlock": {"post": _operation(
+            "Right manage_users: lift the login limits (back-off, lockout) on a username.",
+            _json({"type": "object", "properties": {
+                "unlocked": {"type": "boolean"},
+                "locked": {"type": "array", "items": {"type": "string"}}}}),
+            statuses=(400, 401, 403), body=_body(reason, ["reason"]))},
+        "/api/conversations/<conversation_id:str>/override": {"post": _operation(
+            "Right override: take over, hand back or close anyone's conversation (a "
+            "disabled owner's too), audit-logged with the owner and the reason.",
+            _json({"type": "object", "properties": {
+                "conversation": {"$ref": "#/components/schemas/RouterState"}}}),
+            statuses=(400, 401, 403, 404, 409),
+            body=_body({"action": {"type": "string", "enum": ["takeover", "handback", "close"]},
+                        **reason}, ["action", "reason"]))},
+        "/api/audit": {"get": _operation(
+            "Right manage_users: the audit log, newest first (actor, action, target, "
+            "before_id, limit).", _json({"type": "object", "properties": {
+                "entries": {"type": "array", "items": _OBJECT},
+                "next": {"type": ["integer", "null"]}}}),
+            statuses=(400, 401, 403), parameters=[
+                {"name": n, "in": "query", "schema": {"type": "string"}}
+                for n in ("actor", "action", "target", "before_id", "limit")])},
     }
 
 
@@ -212,8 +287,10 @@ def openapi_document() -> dict[str, Any]:
             _json({"type": "object", "properties": {
                 "token": {"type": "string"}, "expires_at": {"type": "string",
                                                             "format": "date-time"},
-                "role": {"type": "string", "enum": ["agent", "trainer", "admin"]}}}),
-            auth=False, statuses=(400, 401),
+                "tier": {"type": "string", "enum": list(TIERS)},
+                "rights": {"type": "array", "items": {"type": "string"}},
+                "role": {"type": "string", "description": "the tier, under its old name"}}}),
+            auth=False, statuses=(400, 401, 403, 429),
             body=_body({"username": {"type": "string"}, "password": {"type": "string"}},
                        ["username", "password"]))},
         "/api/conversations": {"get": _operation(
@@ -223,7 +300,11 @@ def openapi_document() -> dict[str, Any]:
             statuses=(401, 403), parameters=[
                 {"name": "mode", "in": "query", "schema": {
                     "type": "string", "enum": ["bot", "review", "human", "closed"]}},
-                {"name": "queued", "in": "query", "schema": {"type": "boolean"}}])},
+                {"name": "queued", "in": "query", "schema": {"type": "boolean"}},
+                {"name": "owner", "in": "query", "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 200,
+                                                            "maximum": 500}},
+                {"name": "offset", "in": "query", "schema": {"type": "integer"}}])},
         conversation: {"get": _operation(
             "One conversation: its row, the router's state (mode, owner, pending reply) and "
             "every message with its NLU result and review decision, and the contact address "
@@ -355,6 +436,7 @@ def openapi_document() -> dict[str, Any]:
     paths.update(_dashboard_paths())
     paths.update(_privacy_paths())
     paths.update(_spot_check_paths())
+    paths.update(_users_paths())
     for action in ACTIONS:
         path = f"{conversation}/{action.path}"
         paths[path] = {"post": _operation(
@@ -377,6 +459,11 @@ def openapi_document() -> dict[str, Any]:
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "message"], "properties": {
                     "error": {"type": "string"}, "message": {"type": "string"}}},
+                "User": {"type": "object", "properties": {
+                    "username": {"type": "string"}, "tier": {"type": "string"},
+                    "disabled": {"type": "boolean"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "rights": {"type": "array", "items": {"type": "string"}}}},
                 "Conversation": {"type": "object", "properties": {
                     "id": {"type": "string"},
                     "mode": {"type": "string", "enum": ["bot", "review", "human", "closed"]},

@@ -2,8 +2,8 @@
 (docs/security.md, "Customers' data"; :mod:`handoff.conversation.privacy` does the work).
 
 Each route needs the right ``protect_data`` (:data:`REQUIRED_RIGHT`, also in the OpenAPI
-document as ``x-required-right``); until rights replace roles, that is the ``admin`` role
-(:data:`REQUIRED_ROLE`). A customer is named by their session id (the conversation's id):
+document as ``x-required-right``), which only the ``admin`` tier has by default
+(:mod:`handoff.web.rights`). A customer is named by their session id (the conversation's id):
 
 * ``GET /api/customers/{customer_id}/export`` — the conversation as JSON, PII masked
   (``?reason=`` goes to the audit log with the export);
@@ -27,13 +27,13 @@ from sanic.response import HTTPResponse, json
 from handoff.conversation.privacy import MAX_REASON, CustomerData
 from handoff.errors import BadRequest
 from handoff.settings import Settings
-from handoff.store import Role, Store
-from handoff.web.http import json_body, user_of
+from handoff.store import Store
+from handoff.web.http import json_body
+from handoff.web.rights import current_user
 
-__all__ = ["REQUIRED_RIGHT", "REQUIRED_ROLE", "register_privacy_api"]
+__all__ = ["REQUIRED_RIGHT", "register_privacy_api"]
 
-REQUIRED_RIGHT: Final = "protect_data"
-REQUIRED_ROLE: Final[Role] = "admin"
+REQUIRED_RIGHT: Final = "protect_data"  # declared in handoff.web.rights.ROUTE_RIGHTS
 
 
 def _ids(body: dict[str, Any]) -> list[str]:
@@ -61,7 +61,7 @@ def register_privacy_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
     """Add the customers' data endpoints to ``app`` (see the module docstring)."""
 
     async def protector(request: Request) -> str:
-        return (await user_of(request, store, settings, REQUIRED_ROLE)).username
+        return current_user(request).username  # the rights middleware checked protect_data
 
     async def export(who: str, ids: list[str], reason: str | None) -> HTTPResponse:
         exported = await data.export(ids)

@@ -27,7 +27,8 @@ from handoff.learning.spot_checks import answered, correction_of, turn_events
 from handoff.settings import Settings
 from handoff.store import Store, to_json
 from handoff.store.spot_checks import SpotCheck, SpotCheckStatus, Verdict
-from handoff.web.http import int_arg, json_body, text_field, user_of
+from handoff.web.http import int_arg, json_body, text_field
+from handoff.web.rights import DECISION_RIGHTS, current_user, require_right
 
 __all__ = ["register_spot_check_api"]
 
@@ -44,7 +45,7 @@ def register_spot_check_api(app: Sanic[Any, Any], *, settings: Settings, store: 
     """Add the spot-check endpoints to ``app`` (see the module docstring)."""
 
     async def reviewer(request: Request) -> str:
-        return (await user_of(request, store, settings, "agent")).username
+        return current_user(request).username  # the rights middleware checked approve
 
     @app.get("/api/spot-checks", name="spot_checks")
     async def _list(request: Request) -> HTTPResponse:
@@ -79,6 +80,8 @@ def register_spot_check_api(app: Sanic[Any, Any], *, settings: Settings, store: 
         verdict = _VERDICTS.get(str(body.get("verdict")))
         if verdict is None:
             raise BadRequest("'verdict' must be right, edit or relabel")
+        if verdict != "right":  # correcting needs the right a review decision of its kind needs
+            require_right(current_user(request), DECISION_RIGHTS[str(body["verdict"])])
         text = intent = None
         if verdict == EDITED:
             text = text_field(body, "text", settings.max_message_chars)

@@ -1,4 +1,4 @@
-"""The trainers' API (role trainer or admin): the corrections queue and emerging needs.
+"""The trainers' API (rights ``review_corrections``, ``retrain``, ``deploy``: :mod:`handoff.web.rights`): the corrections queue and emerging needs.
 
 * ``GET /api/corrections`` lists correction records (filters: ``status``, ``type``,
   ``conversation_id``, paging with ``after_id`` and ``limit``), ``GET /api/corrections/groups``
@@ -30,7 +30,8 @@ from handoff.errors import BadRequest, Conflict, NotFound
 from handoff.settings import Settings
 from handoff.store import Correction, Store, to_json
 from handoff.triage.clustering import CANDIDATE_REASONS
-from handoff.web.http import int_arg, json_body, user_of
+from handoff.web.http import int_arg, json_body
+from handoff.web.rights import current_user
 
 __all__ = ["register_trainer_api"]
 
@@ -49,7 +50,7 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
     """Add the trainers' endpoints to ``app`` (see the module docstring)."""
 
     async def trainer(request: Request) -> str:
-        return (await user_of(request, store, settings, "trainer")).username
+        return current_user(request).username
 
     @app.get("/api/corrections", name="corrections")
     async def _list(request: Request) -> HTTPResponse:

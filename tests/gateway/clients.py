@@ -108,7 +108,7 @@ async def api(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
 
 async def user_login(store: Store, api: httpx.AsyncClient, username: str,
                      role: str) -> dict[str, str]:
-    """Create a user of ``role`` (once) and log in; the Authorization header."""
+    """Create a user of the tier ``role`` (once) and log in; the Authorization header."""
     try:
         await store.get_user(username)
     except NotFound:
@@ -117,8 +117,8 @@ async def user_login(store: Store, api: httpx.AsyncClient, username: str,
                                               "password": f"{username}-password"})
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert set(body) == {"token", "expires_at", "role"}
-    assert body["role"] == role
+    assert set(body) == {"token", "expires_at", "tier", "rights", "role"}
+    assert body["tier"] == body["role"] == role
     return {"Authorization": f"Bearer {body['token']}"}
 
 

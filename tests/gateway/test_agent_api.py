@@ -223,7 +223,7 @@ async def test_an_agent_event_with_an_expired_login_is_refused(
     gateway: Gateway, widget: Widget, store: Store
 ) -> None:
     await create_user(store, "kim", "kim-password", "agent")
-    token = issue_token("kim", "agent", secret="test-secret-" + "x" * 40,
+    token = issue_token("kim", 0, secret="test-secret-" + "x" * 40,
                         ttl=timedelta(seconds=2))
     console = socketio.AsyncClient()
     await console.connect(gateway.url, namespaces=["/agent"], transports=["websocket"],

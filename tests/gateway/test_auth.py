@@ -1,4 +1,4 @@
-"""handoff.web.auth: users, roles and tokens, on SQLite and PostgreSQL (see test_store.py)."""
+"""handoff.web.auth: users, tiers and tokens, on SQLite and PostgreSQL (see test_store.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from handoff.web.auth import (
     TokenClaims,
     TokenExpired,
     TokenInvalid,
+    TokenRevoked,
     UserDisabled,
     authenticate,
     change_password,
@@ -25,13 +26,12 @@ from handoff.web.auth import (
     gateway_database_url,
     issue_token,
     new_secret,
-    require_role,
-    role_at_least,
     user_from_token,
     verify_token,
 )
 from handoff.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from handoff.store import AlreadyExists, Store
+from handoff.store import AlreadyExists, Store, User
+from handoff.web.rights import RIGHTS, has_right, require_right, rights_of
 
 pytestmark = pytest.mark.asyncio
 
@@ -50,13 +50,13 @@ async def test_password_is_stored_as_argon2_hash(store: Store) -> None:
     assert stored.password_hash.startswith("$argon2id$")
     assert PASSWORD not in stored.password_hash
     assert PasswordHasher().verify(stored.password_hash, PASSWORD)
-    assert (user.username, user.role, user.disabled) == ("alice", "agent", False)
+    assert (user.username, user.tier, user.disabled) == ("alice", "agent", False)
 
 
 async def test_authenticate(store: Store) -> None:
     await create_user(store, "alice", PASSWORD, "trainer")
     user = await authenticate(store, "alice", PASSWORD)
-    assert (user.username, user.role) == ("alice", "trainer")
+    assert (user.username, user.tier) == ("alice", "trainer")
 
 
 async def test_wrong_password_and_unknown_user_are_rejected_alike(store: Store) -> None:
@@ -88,7 +88,7 @@ async def test_create_user_validates(store: Store) -> None:
     for bad_name in ("", "-alice", "al ice", "a" * 65):
         with pytest.raises(BadRequest, match="username"):
             await create_user(store, bad_name, PASSWORD, "agent")
-    with pytest.raises(BadRequest, match="role"):
+    with pytest.raises(BadRequest, match="tier"):
         await create_user(store, "alice", PASSWORD, "boss")  # type: ignore[arg-type]
     await create_user(store, "alice", PASSWORD, "agent")
     with pytest.raises(AlreadyExists):
@@ -110,7 +110,7 @@ async def test_change_password(store: Store) -> None:
 
 async def test_outdated_hash_is_upgraded_on_login(store: Store) -> None:
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
-    await store.create_user("alice", password_hash=weak, role="agent")
+    await store.create_user("alice", password_hash=weak, tier="agent")
     user = await authenticate(store, "alice", PASSWORD)
     assert user.password_hash != weak
     assert not PasswordHasher().check_needs_rehash(user.password_hash)
@@ -118,7 +118,7 @@ async def test_outdated_hash_is_upgraded_on_login(store: Store) -> None:
 
 
 async def test_malformed_stored_hash_rejects(store: Store) -> None:
-    await store.create_user("alice", password_hash="not-a-hash", role="agent")
+    await store.create_user("alice", password_hash="not-a-hash", tier="agent")
     with pytest.raises(InvalidCredentials):
         await authenticate(store, "alice", PASSWORD)
 
@@ -127,53 +127,55 @@ async def test_first_admin_is_created_only_once(store: Store) -> None:
     password = await ensure_first_admin(store)
     assert password is not None and len(password) >= 20
     admin = await authenticate(store, "admin", password)
-    assert admin.role == "admin"
+    assert admin.tier == "admin"
     assert await ensure_first_admin(store) is None
-    assert await store.count_users() == 1 and (await store.get_user("admin")).role == "admin"
+    assert await store.count_users() == 1 and (await store.get_user("admin")).tier == "admin"
 
 
 async def test_first_admin_concurrently(store: Store) -> None:
     passwords = await asyncio.gather(*(ensure_first_admin(store) for _ in range(4)))
     created = [p for p in passwords if p is not None]
     assert len(created) == 1
-    assert (await authenticate(store, "admin", created[0])).role == "admin"
+    assert (await authenticate(store, "admin", created[0])).tier == "admin"
 
 
 async def test_no_first_admin_when_users_exist(store: Store) -> None:
     await create_user(store, "alice", PASSWORD, "agent")
     assert await ensure_first_admin(store) is None
-    assert await store.count_users() == 1 and (await store.get_user("alice")).role == "agent"
+    assert await store.count_users() == 1 and (await store.get_user("alice")).tier == "agent"
 
 
-async def test_roles() -> None:
-    assert role_at_least("admin", "trainer") and role_at_least("trainer", "trainer")
-    assert role_at_least("trainer", "agent") and not role_at_least("agent", "trainer")
-    assert not role_at_least("visitor", "agent")
+async def test_rights_of_tiers() -> None:
+    assert rights_of("trainee") == {"watch", "approve", "whisper"}
+    assert rights_of("visitor") == frozenset()
+    assert rights_of("admin") == set(RIGHTS)
     now = datetime.now(timezone.utc)
-    require_role(TokenClaims("a", "admin", now, now), "trainer")
+    user = User("a", "h", "agent", now, False)
+    require_right(user, "edit")
     with pytest.raises(Forbidden) as err:
-        require_role(TokenClaims("a", "agent", now, now), "admin")
-    assert err.value.details == {"required_role": "admin"}
+        require_right(user, "deploy")
+    assert err.value.details == {"right": "deploy"}
+    assert not has_right(User("a", "h", "admin", now, True), "watch")
 
 
 # --------------------------------------------------------------------------- tokens
 
 
-async def test_token_carries_username_and_role() -> None:
+async def test_token_carries_username_and_version() -> None:
     now = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    token = issue_token("alice", "trainer", secret=SECRET, ttl=timedelta(hours=1), now=now)
+    token = issue_token("alice", 3, secret=SECRET, ttl=timedelta(hours=1), now=now)
     raw = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False, "verify_iat": False})
-    assert raw == {"iss": "handoff", "sub": "alice", "role": "trainer",
+    assert raw == {"iss": "handoff", "sub": "alice", "ver": 3,
                    "iat": int(now.timestamp()), "exp": int(now.timestamp()) + 3600}
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     claims = verify_token(token, secret=SECRET, now=now + timedelta(minutes=59))
-    assert claims == TokenClaims(username="alice", role="trainer", issued_at=now,
+    assert claims == TokenClaims(username="alice", version=3, issued_at=now,
                                  expires_at=now + timedelta(hours=1))
 
 
 async def test_token_expires() -> None:
     issued = datetime.now(timezone.utc)
-    token = issue_token("alice", "agent", secret=SECRET, ttl=timedelta(seconds=1), now=issued)
+    token = issue_token("alice", 0, secret=SECRET, ttl=timedelta(seconds=1), now=issued)
     assert verify_token(token, secret=SECRET, now=issued).username == "alice"
     await asyncio.sleep(1.1)  # now on the real clock, past exp
     with pytest.raises(TokenExpired) as err:
@@ -181,30 +183,30 @@ async def test_token_expires() -> None:
     assert isinstance(err.value, Unauthorized) and err.value.status == 401
     assert err.value.code == "token_expired"
     # With a leeway the same token is still accepted.
-    assert verify_token(token, secret=SECRET, leeway=timedelta(minutes=1)).role == "agent"
+    assert verify_token(token, secret=SECRET, leeway=timedelta(minutes=1)).version == 0
 
 
 async def test_token_expiry_with_a_given_clock() -> None:
     now = datetime(2030, 1, 1, tzinfo=timezone.utc)
-    token = issue_token("alice", "admin", secret=SECRET, ttl=timedelta(minutes=5), now=now)
+    token = issue_token("alice", 0, secret=SECRET, ttl=timedelta(minutes=5), now=now)
     verify_token(token, secret=SECRET, now=now + timedelta(minutes=4, seconds=59))
     with pytest.raises(TokenExpired):
         verify_token(token, secret=SECRET, now=now + timedelta(minutes=5))
 
 
 async def test_invalid_tokens() -> None:
-    token = issue_token("alice", "agent", secret=SECRET)
+    token = issue_token("alice", 0, secret=SECRET)
     other_secret = "t" * 40
     header, payload, signature = token.split(".")
-    forged_payload = jwt.encode({"iss": "handoff", "sub": "alice", "role": "admin", "iat": 1,
+    forged_payload = jwt.encode({"iss": "handoff", "sub": "alice", "ver": 0, "iat": 1,
                                  "exp": 4102444800}, other_secret, algorithm="HS256").split(".")[1]
-    unsigned = jwt.encode({"iss": "handoff", "sub": "alice", "role": "admin", "iat": 1,
+    unsigned = jwt.encode({"iss": "handoff", "sub": "alice", "ver": 0, "iat": 1,
                            "exp": 4102444800}, None, algorithm="none")
-    no_role = jwt.encode({"iss": "handoff", "sub": "alice", "iat": 1, "exp": 4102444800},
+    no_role = jwt.encode({"iss": "handoff", "sub": "alice", "ver": "1", "iat": 1, "exp": 4102444800},
                          SECRET, algorithm="HS256")
-    other_issuer = jwt.encode({"iss": "else", "sub": "alice", "role": "agent", "iat": 1,
+    other_issuer = jwt.encode({"iss": "else", "sub": "alice", "ver": 0, "iat": 1,
                                "exp": 4102444800}, SECRET, algorithm="HS256")
-    no_exp = jwt.encode({"iss": "handoff", "sub": "alice", "role": "agent", "iat": 1},
+    no_exp = jwt.encode({"iss": "handoff", "sub": "alice", "ver": 0, "iat": 1},
                         SECRET, algorithm="HS256")
     for bad in ("", "garbage", f"{header}.{forged_payload}.{signature}", unsigned, no_role,
                 other_issuer, no_exp):
@@ -217,28 +219,33 @@ async def test_invalid_tokens() -> None:
 
 async def test_token_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
-        issue_token("alice", "agent", secret="short")
+        issue_token("alice", 0, secret="short")
     with pytest.raises(ValueError, match="32 bytes"):
         verify_token("x.y.z", secret="short")
-    with pytest.raises(ValueError, match="role"):
-        issue_token("alice", "boss", secret=SECRET)
+    with pytest.raises(ValueError, match="version"):
+        issue_token("alice", -1, secret=SECRET)
     with pytest.raises(ValueError, match="ttl"):
-        issue_token("alice", "agent", secret=SECRET, ttl=timedelta(milliseconds=999))
+        issue_token("alice", 0, secret=SECRET, ttl=timedelta(milliseconds=999))
     assert len(new_secret()) >= 32 and new_secret() != new_secret()
 
 
 async def test_user_from_token(store: Store) -> None:
     await create_user(store, "alice", PASSWORD, "agent")
-    token = issue_token("alice", "agent", secret=SECRET)
-    assert (await user_from_token(store, token, secret=SECRET)).username == "alice"
-    assert (await user_from_token(store, token, secret=SECRET, minimum="agent")).role == "agent"
-    with pytest.raises(Forbidden):  # the role the user has now, checked with the token
-        await user_from_token(store, token, secret=SECRET, minimum="trainer")
+    token = issue_token("alice", 0, secret=SECRET)
+    assert (await user_from_token(store, token, secret=SECRET)).tier == "agent"
+    await store.update_user("alice", tier="trainee")  # the tier the user has now
+    assert (await user_from_token(store, token, secret=SECRET)).tier == "trainee"
+    await store.update_user("alice", bump_token_version=True)
+    with pytest.raises(TokenRevoked) as revoked:
+        await user_from_token(store, token, secret=SECRET)
+    assert revoked.value.status == 401 and revoked.value.code == "token_revoked"
+    token = issue_token("alice", 1, secret=SECRET)
+    assert (await user_from_token(store, token, secret=SECRET)).token_version == 1
     await store.update_user("alice", disabled=True)
     with pytest.raises(UserDisabled):
         await user_from_token(store, token, secret=SECRET)
     with pytest.raises(TokenInvalid):
-        await user_from_token(store, issue_token("ghost", "admin", secret=SECRET), secret=SECRET)
+        await user_from_token(store, issue_token("ghost", 0, secret=SECRET), secret=SECRET)
 
 
 # --------------------------------------------------------------------------- command line
@@ -256,7 +263,7 @@ async def test_create_user_cli(store: Store, store_url: str) -> None:
             "--password-stdin")
     done = await asyncio.to_thread(_cli, *args, stdin=PASSWORD + "\n")
     assert (done.returncode, done.stdout, done.stderr) == (0, "created user carol (trainer)\n", "")
-    assert (await authenticate(store, "carol", PASSWORD)).role == "trainer"
+    assert (await authenticate(store, "carol", PASSWORD)).tier == "trainer"
     again = await asyncio.to_thread(_cli, *args, stdin=PASSWORD + "\n")
     assert (again.returncode, again.stderr) == (1, "error: user 'carol' exists\n")
     short = await asyncio.to_thread(
@@ -295,6 +302,30 @@ async def test_set_password_cli(store: Store, store_url: str) -> None:
     assert (short.returncode, short.stderr) == (
         1, "error: a password needs at least 8 characters\n")
     assert (await authenticate(store, "admin", new)).username == "admin"
+
+
+async def test_manage_users_cli(store: Store, store_url: str) -> None:
+    """list-users, set-tier, disable and enable: the same changes as the API, audit-logged as
+    ``cli`` with the reason; a disabled user's tokens end."""
+    await create_user(store, "bob", PASSWORD, "agent")
+    token = issue_token("bob", 0, secret=SECRET)
+    steps = [("set-tier", "--tier", "trainee"), ("disable",), ("enable",)]
+    for verb, *more in steps:
+        done = await asyncio.to_thread(_cli, verb, "--url", store_url, "--username", "bob",
+                                       *more, "--reason", f"{verb} because")
+        assert done.returncode == 0, done.stderr
+    listed = await asyncio.to_thread(_cli, "list-users", "--url", store_url)
+    assert (listed.returncode, listed.stdout) == (0, "bob\ttrainee\tactive\n")
+    with pytest.raises(TokenRevoked):
+        await user_from_token(store, token, secret=SECRET)
+    assert [(e.actor, e.action, e.details) for e in await store.list_audit(actor="cli")] == [
+        ("cli", "user_enabled", {"reason": "enable because"}),
+        ("cli", "user_disabled", {"reason": "disable because"}),
+        ("cli", "tier_changed", {"reason": "set-tier because", "before": "agent",
+                                 "after": "trainee"})]
+    bad = await asyncio.to_thread(_cli, "disable", "--url", store_url, "--username", "ghost",
+                                  "--reason", "x")
+    assert (bad.returncode, bad.stderr) == (1, "error: no user 'ghost'\n")
 
 
 async def test_the_cli_uses_the_gateways_database_by_default(tmp_path: Path) -> None:

@@ -176,8 +176,8 @@ class Console:
 
     def login(self) -> Console:
         self.page.goto(f"{self.url}/console")
-        self.page.get_by_label("Username").fill(self.username)
-        self.page.get_by_label("Password").fill(_password(self.username))
+        self.page.get_by_label("Username", exact=True).fill(self.username)
+        self.page.get_by_label("Password", exact=True).fill(_password(self.username))
         self.page.get_by_role("button", name="Log in").click()
         expect(self.page.locator("#live")).to_have_text("live")
         return self
@@ -674,8 +674,8 @@ def test_the_role_decides_what_the_console_shows(scene: Scene, gateway: Gateway)
     expect(tina.page.locator("#whoami-role")).to_have_text("trainer")
 
     tina.page.get_by_role("button", name="Log out").click()
-    tina.page.get_by_label("Username").fill("tina")
-    tina.page.get_by_label("Password").fill("wrong password")
+    tina.page.get_by_label("Username", exact=True).fill("tina")
+    tina.page.get_by_label("Password", exact=True).fill("wrong password")
     tina.page.get_by_role("button", name="Log in").click()
     expect(tina.page.locator("#login-error")).to_have_text("wrong username or password")
 

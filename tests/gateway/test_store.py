@@ -73,10 +73,10 @@ async def test_migrate_from_empty(store_url: str) -> None:
         assert await store.schema_revision() is None
         assert await _tables(store_url) == set()
         await store.migrate()
-        assert await store.schema_revision() == "0016"
+        assert await store.schema_revision() == "0017"
         assert await _tables(store_url) == TABLES | {VERSION_TABLE}
         await store.migrate()  # idempotent
-        assert await store.schema_revision() == "0016"
+        assert await store.schema_revision() == "0017"
 
 
 async def test_table_definitions_match_migrations(store: Store, store_url: str) -> None:
@@ -107,7 +107,7 @@ async def test_concurrent_migrations(store_url: str) -> None:
     stores = [Store(store_url) for _ in range(3)]
     try:
         await asyncio.gather(*(s.migrate() for s in stores))
-        assert [await s.schema_revision() for s in stores] == ["0016"] * 3
+        assert [await s.schema_revision() for s in stores] == ["0017"] * 3
     finally:
         for s in stores:
             await s.close()
@@ -120,7 +120,7 @@ async def test_migrate_cli(tmp_path: Path) -> None:
             subprocess.run, [sys.executable, "-m", "handoff.store", "migrate", "--url", url],
             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
         )
-        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0016\n", "")
+        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0017\n", "")
 
 
 async def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
@@ -496,7 +496,7 @@ async def test_set_triage_and_an_upgrade_from_0001_keeps_data(store_url: str) ->
                 "client_message_id) VALUES ('c1', 1, 'customer', 'sue you!', :t, 'm1')"),
                 {"t": when})
         await store.migrate()
-        assert await store.schema_revision() == "0016"
+        assert await store.schema_revision() == "0017"
         assessment = {"risk": 1.0, "action": "human", "reasons": [
             {"code": "rule:legal_threat", "text": "Legal threat", "contribution": 1.0}]}
         conv = await store.set_triage("c1", risk=1.0, client_message_id="m1",
@@ -846,33 +846,56 @@ async def test_audit_log(store: Store) -> None:
 
 async def test_user_rows(store: Store) -> None:
     assert await store.count_users() == 0
-    user = await store.create_user("alice", password_hash="$argon2id$x", role="agent")
-    assert (user.username, user.role, user.disabled, user.password_hash) == (
+    user = await store.create_user("alice", password_hash="$argon2id$x", tier="agent")
+    assert (user.username, user.tier, user.disabled, user.password_hash) == (
         "alice", "agent", False, "$argon2id$x"
     )
     assert "argon2" not in repr(user)
     with pytest.raises(AlreadyExists) as err:
-        await store.create_user("alice", password_hash="h", role="admin")
+        await store.create_user("alice", password_hash="h", tier="admin")
     assert err.value.status == 409
     with pytest.raises(BadRequest):
-        await store.create_user("bob", password_hash="h", role="boss")  # type: ignore[arg-type]
-    await store.create_user("bob", password_hash="h", role="trainer", disabled=True)
+        await store.create_user("bob", password_hash="h", tier="boss")  # type: ignore[arg-type]
+    await store.create_user("bob", password_hash="h", tier="trainer", disabled=True)
     assert (await store.get_user("bob")).disabled
     assert await store.count_users() == 2
-    changed = await store.update_user("alice", role="admin", disabled=True, password_hash="h2")
-    assert (changed.role, changed.disabled, changed.password_hash) == ("admin", True, "h2")
+    changed = await store.update_user("alice", tier="admin", disabled=True, password_hash="h2")
+    assert (changed.tier, changed.disabled, changed.password_hash) == ("admin", True, "h2")
     assert await store.get_user("alice") == changed
     assert await store.update_user("alice") == changed
     with pytest.raises(NotFound):
         await store.get_user("carol")
     with pytest.raises(NotFound):
         await store.update_user("carol", disabled=True)
-    assert await store.create_first_user("root", password_hash="h", role="admin") is None
+    assert await store.create_first_user("root", password_hash="h", tier="admin") is None
+    assert changed.token_version == 0
+    bumped = await store.update_user("alice", bump_token_version=True)
+    assert bumped.token_version == 1 and bumped.tier == "admin"
+    await store.create_user("carl", password_hash="h", tier="trainee")
+    assert [u.username for u in await store.list_users(limit=2)] == ["alice", "bob"]
+    assert [u.username for u in await store.list_users(after="bob")] == ["carl"]
+
+
+async def test_migration_0017_maps_roles_to_tiers(store: Store, store_url: str) -> None:
+    """Users of the three ranks keep their name as a tier (same rights) across 0017."""
+    await asyncio.to_thread(command.downgrade, alembic_config(store_url), "0016")
+    engine = create_async_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            for name, role in (("ann", "agent"), ("tom", "trainer"), ("ada", "admin")):
+                await conn.execute(sa.text(
+                    "INSERT INTO users (username, password_hash, role, created_at, disabled) "
+                    "VALUES (:u, 'h', :r, CURRENT_TIMESTAMP, false)"), {"u": name, "r": role})
+    finally:
+        await engine.dispose()
+    await store.migrate()
+    found = {u.username: (u.tier, u.token_version) for u in await store.list_users()}
+    assert found == {"ann": ("agent", 0), "tom": ("trainer", 0), "ada": ("admin", 0)}
 
 
 async def test_create_first_user_once(store: Store) -> None:
     results = await asyncio.gather(
-        *(store.create_first_user("admin", password_hash=f"h{i}", role="admin") for i in range(5))
+        *(store.create_first_user("admin", password_hash=f"h{i}", tier="admin") for i in range(5))
     )
     assert sum(r is not None for r in results) == 1
     assert await store.count_users() == 1
@@ -886,7 +909,7 @@ async def test_to_json(store: Store, conv: str) -> None:
     conversation = await store.get_conversation(conv)
     data = to_json(conversation)
     assert data["id"] == conv and data["created_at"] == conversation.created_at.isoformat()
-    user = await store.create_user("alice", password_hash="secret-hash", role="agent")
+    user = await store.create_user("alice", password_hash="secret-hash", tier="agent")
     assert "password_hash" not in to_json(user)
 
 

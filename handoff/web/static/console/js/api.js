@@ -22,7 +22,8 @@ export class Api {
 
   get token() { return this.session && this.session.token; }
   get username() { return this.session && this.session.username; }
-  get role() { return this.session && this.session.role; }
+  get tier() { return this.session && this.session.tier; }
+  can(right) { return !!(this.session && (this.session.rights || []).includes(right)); }
 
   async request(method, path, body) {
     const headers = { Accept: "application/json" };
@@ -42,9 +43,14 @@ export class Api {
 
   async login(username, password) {
     const data = await this.request("POST", "/api/login", { username, password });
-    this.session = { token: data.token, role: data.role, username, expires_at: data.expires_at };
+    this.session = { token: data.token, tier: data.tier, rights: data.rights, username,
+                     expires_at: data.expires_at };
     sessionStorage.setItem(KEY, JSON.stringify(this.session));
     return this.session;
+  }
+
+  async serverLogout() {
+    try { await this.request("POST", "/api/logout"); } catch (e) { /* ended already */ }
   }
 
   logout() {

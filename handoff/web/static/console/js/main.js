@@ -10,15 +10,16 @@ import { ModelsPanel } from "./models.js";
 import { TrainerPanel } from "./trainer.js";
 import { Dashboard } from "./dashboard.js";
 import { SpotChecks } from "./spotchecks.js";
+import { UsersPanel } from "./users.js";
 import { renderTranscript } from "./transcript.js";
 
-const ROLES = ["agent", "trainer", "admin"];
 const $ = (selector) => document.querySelector(selector);
 
 const api = new Api();
 let live = null;
 let list = null;
-let models = null; // the trainer's models panel (trainers and admins)
+let models = null; // the trainer's models panel (right retrain)
+let users = null; // the Users section (right manage_users)
 let current = null; // {id, detail}
 let domainPromise = null;
 let refreshTimer = null;
@@ -59,7 +60,8 @@ $("#login-form").addEventListener("submit", async (event) => {
   }
 });
 
-$("#logout").addEventListener("click", () => {
+$("#logout").addEventListener("click", async () => {
+  await api.serverLogout(); // ends the token on the server, and the live socket with it
   api.logout();
   showLogin("You are logged out.");
 });
@@ -71,26 +73,29 @@ api.onUnauthorized = () => {
 
 // ------------------------------------------------------------------ the app
 
-function applyRole(role) {
-  const rank = ROLES.indexOf(role);
-  for (const el of document.querySelectorAll("[data-min-role]")) {
-    el.hidden = ROLES.indexOf(el.getAttribute("data-min-role")) > rank;
+// Sections by rights, not by rank: data-right lists the rights any one of which shows it.
+function applyRights() {
+  for (const el of document.querySelectorAll("[data-right]")) {
+    el.hidden = !el.getAttribute("data-right").split(" ").some((right) => api.can(right));
   }
   $("#whoami-name").textContent = api.username;
-  $("#whoami-role").textContent = role;
+  $("#whoami-role").textContent = api.tier;
 }
 
 async function startApp() {
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#whoami").hidden = false;
-  applyRole(api.role);
-  if (ROLES.indexOf(api.role) >= ROLES.indexOf("trainer")) {
-    const panel = new TrainerPanel($("#trainer"), api, showError);
-    models = models || new ModelsPanel($("#models"), api, showError);
-    $("#trainer-refresh").onclick = () => { panel.load(); models.load(); };
-    panel.load();
-    models.load();
+  applyRights();
+  const panel = api.can("review_corrections") ? new TrainerPanel($("#trainer"), api, showError) : null;
+  if (api.can("retrain")) models = models || new ModelsPanel($("#models"), api, showError);
+  $("#models").hidden = !api.can("retrain");
+  $("#trainer-refresh").onclick = () => { if (panel) panel.load(); if (models) models.load(); };
+  if (panel) panel.load();
+  if (models && api.can("retrain")) models.load();
+  if (api.can("manage_users")) {
+    users = users || new UsersPanel($("#admin"), api, showError);
+    users.load();
   }
   if (!list) {
     list = new ConversationList({ queue: $("#queue"), all: $("#all"),
@@ -201,7 +206,7 @@ let dashboard = null; // the Dashboard section (trainers and admins)
 
 /** #dashboard shows the Dashboard instead of the conversations (leads and trainers only). */
 function showDashboard() {
-  const wanted = location.hash === "#dashboard" && ROLES.indexOf(api.role) >= ROLES.indexOf("trainer");
+  const wanted = location.hash === "#dashboard" && api.can("view_metrics");
   $("#dashboard").hidden = !wanted;
   $("#app").hidden = wanted;
   if (wanted) {
@@ -218,7 +223,7 @@ let spotChecks = null; // the Spot-checks section (every agent)
 
 /** #spot-checks shows the spot-checks' QA queue instead of the conversations. */
 function showSpotChecks() {
-  const wanted = location.hash === "#spot-checks";
+  const wanted = location.hash === "#spot-checks" && api.can("approve");
   $("#spot-checks").hidden = !wanted;
   if (wanted) {
     $("#app").hidden = true;

@@ -1,0 +1,325 @@
+"""Who may do what (issue 15), against the real gateway: the whole surface — every HTTP route of
+the app and every ``/agent`` event — checked against every tier, anonymous and a customer's
+socket included; an undeclared route stops the app; a tier change, a logout and disabling take
+effect on open sockets at once."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import socketio
+
+from handoff.conversation.rasa_client import RasaClient
+from handoff.settings import load_settings
+from handoff.store import TIERS, Store
+from handoff.web.app import create_app
+from handoff.web.notifier import AGENT_NAMESPACE
+from handoff.web.rights import (AUTHENTICATED, DECISION_RIGHTS, EVENT_RIGHTS, PUBLIC,
+                                ROUTE_RIGHTS, Undeclared, check_surface, rights_of, route_name)
+from tests.gateway.clients import WAIT, Widget, agent_console, user_login
+from tests.gateway.clients import api, gateway_store  # noqa: F401 (fixtures)
+from tests.gateway.conftest import Gateway
+
+pytestmark = pytest.mark.asyncio
+
+PARAMS = {"conversation_id": "no-such-conversation", "reply_id": "1", "model_id": "no-model",
+          "correction_id": "987654321", "metric": "no_metric", "username": "no-such-user",
+          "name": "no-such-file.js"}
+SKIP = {"logout"}  # ends the login this test uses: test_logout_and_disable_end_sockets
+
+
+@pytest_asyncio.fixture
+async def surface(tmp_path: Path) -> AsyncIterator[tuple[list[tuple[str, str, str]], set[str]]]:
+    """The app's HTTP routes (method, path, name) and its /agent events, from a built app."""
+    settings = load_settings({"HANDOFF_JWT_SECRET": "s" * 40, "HANDOFF_RASA_TOKEN": "t"},
+                             env_file=None, var_dir=tmp_path)
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    rasa = RasaClient("http://127.0.0.1:9", "t")
+    try:
+        app = create_app(settings, store, rasa)
+        routes = []
+        for route in app.router.routes:
+            path = "/" + re.sub(r"<(\w+)(:[^>]*)?>",
+                                lambda m: PARAMS.get(m.group(1), "x"), route.path.strip("/"))
+            for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
+                routes.append((method, path, route_name(app, route.name)))
+        sio = app.ctx.notifier._sio
+        events = set(sio.handlers[AGENT_NAMESPACE]) - {"connect", "disconnect"}
+        yield routes, events
+    finally:
+        await rasa.close()
+        await store.close()
+
+
+async def _call(api: httpx.AsyncClient, method: str, path: str,
+                headers: dict[str, str]) -> httpx.Response:
+    # A body that is not JSON: a handler the right lets through refuses it (400) or finds
+    # nothing (404), and changes nothing.
+    content = b"{not json" if method in ("POST", "PATCH", "PUT", "DELETE") else None
+    return await api.request(method, path, headers={**headers, "content-type":
+                                                    "application/json"}, content=content)
+
+
+async def test_every_route_and_event_checks_its_right_for_every_tier(
+        gateway: Gateway, store: Store, api: httpx.AsyncClient,
+        surface: tuple[list[tuple[str, str, str]], set[str]]) -> None:
+    routes, events = surface
+    assert {name for _, _, name in routes} == set(ROUTE_RIGHTS)  # all declared, none stale
+    assert events | {"connect", "disconnect"} == set(EVENT_RIGHTS)
+    logins = {tier: await user_login(store, api, f"matrix-{tier}", tier) for tier in TIERS}
+    checked = 0
+    for who, headers in [("anonymous", {}), *logins.items()]:
+        rights = rights_of(who)
+        for method, path, name in routes:
+            if name in SKIP:
+                continue
+            right = ROUTE_RIGHTS[name]
+            resp = await _call(api, method, path, headers)
+            if right == PUBLIC or (who != "anonymous" and (right == AUTHENTICATED
+                                                            or right in rights)):
+                assert resp.status_code not in (401, 403), (who, method, path, resp.text)
+            elif who == "anonymous":
+                assert resp.status_code == 401, (method, path, resp.text)
+            else:
+                assert resp.status_code == 403, (who, method, path, resp.text)
+                assert resp.json()["right"] == right
+            assert resp.status_code != 500, (who, method, path, resp.text)  # 503: no supervisor
+            checked += 1
+
+    # /agent: every event, and a decision of every type, for every tier.
+    for tier, headers in logins.items():
+        rights = rights_of(tier)
+        console = socketio.AsyncClient()
+        await console.connect(gateway.url, namespaces=[AGENT_NAMESPACE], transports=["websocket"],
+                              auth={"token": headers["Authorization"].split()[1]})
+        try:
+            cases = [(e, EVENT_RIGHTS[e], {"text": "t"}) for e in sorted(events - {"decision"})]
+            cases += [("decision", kind_right, {"type": kind, "reply_id": 1, "text": "t",
+                                                "action": "utter_greet", "intent": "greet"})
+                      for kind, kind_right in DECISION_RIGHTS.items()]
+            for event, right, extra in cases:
+                answer = await console.call(event, {"conversation_id": "no-such-conversation",
+                                                    **extra}, namespace=AGENT_NAMESPACE,
+                                            timeout=WAIT)
+                need = {right, EVENT_RIGHTS[event]}
+                if need <= rights:
+                    assert answer["status"] == 404, (tier, event, extra, answer)
+                else:
+                    assert (answer["status"], answer["error"]) == (403, "forbidden"), (
+                        tier, event, extra, answer)
+                checked += 1
+        finally:
+            await console.disconnect()
+    assert checked > 7 * len(routes)
+
+    # Anonymous and a customer: no way into /agent, and no agent event on the customers' side.
+    anonymous = socketio.AsyncClient()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await anonymous.connect(gateway.url, namespaces=[AGENT_NAMESPACE],
+                                transports=["websocket"])
+    customer = await Widget(gateway.url).connect()
+    try:
+        session_id = await customer.session()
+        intruder = socketio.AsyncClient()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await intruder.connect(gateway.url, namespaces=[AGENT_NAMESPACE],
+                                   transports=["websocket"], auth={"token": session_id})
+        for event in sorted(events):  # the default namespace has no such handler: ignored
+            await customer.emit(event, {"conversation_id": session_id})
+        await customer.nothing()
+        conversation = (await api.get(f"/api/conversations/{session_id}",
+                                      headers=logins["admin"])).json()
+        assert conversation["router"]["owner"] is None
+        assert conversation["router"]["mode"] == "bot"
+    finally:
+        await customer.close()
+
+
+async def test_an_undeclared_route_stops_the_app(tmp_path: Path) -> None:
+    settings = load_settings({"HANDOFF_JWT_SECRET": "s" * 40, "HANDOFF_RASA_TOKEN": "t"},
+                             env_file=None, var_dir=tmp_path)
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    rasa = RasaClient("http://127.0.0.1:9", "t")
+    try:
+        app = create_app(settings, store, rasa)
+        sio = app.ctx.notifier._sio
+
+        @app.get("/api/forgotten", name="forgotten")
+        async def _forgotten(request: Any) -> None:
+            raise AssertionError("never served")
+
+        with pytest.raises(Undeclared, match="forgotten"):
+            check_surface(app, sio)
+        app2 = create_app(settings, store, rasa)
+        sio2 = app2.ctx.notifier._sio
+
+        async def sneaky(sid: str, data: Any = None) -> None:
+            raise AssertionError("never called")
+
+        sio2.on("sneaky", handler=sneaky, namespace=AGENT_NAMESPACE)
+        with pytest.raises(Undeclared, match="/agent sneaky"):
+            check_surface(app2, sio2)
+    finally:
+        await rasa.close()
+        await store.close()
+
+
+async def test_a_tier_change_takes_effect_on_an_open_socket(
+        gateway: Gateway, store: Store, api: httpx.AsyncClient) -> None:
+    admin = await user_login(store, api, "rights-admin", "admin")
+    name = f"tess-{uuid.uuid4().hex[:6]}"
+    tess = await user_login(store, api, name, "agent")
+    console, _ = await agent_console(gateway, tess, "status")
+    try:
+        before = await console.call("takeover", {"conversation_id": "no-such-conversation"},
+                                    namespace=AGENT_NAMESPACE, timeout=WAIT)
+        assert before["status"] == 404
+        resp = await api.patch(f"/api/users/{name}", headers=admin,
+                               json={"tier": "trainee", "reason": "back to training"})
+        assert resp.status_code == 200 and resp.json()["user"]["tier"] == "trainee"
+        after = await console.call("takeover", {"conversation_id": "no-such-conversation"},
+                                   namespace=AGENT_NAMESPACE, timeout=WAIT)
+        assert (after["status"], after["right"]) == (403, "takeover")
+        me = (await api.get("/api/me", headers=tess)).json()["user"]
+        assert (me["tier"], me["rights"]) == ("trainee", ["watch", "approve", "whisper"])
+        entry = (await api.get("/api/audit", headers=admin,
+                               params={"target": f"user:{name}", "action": "tier_changed"})
+                 ).json()["entries"][0]
+        assert (entry["actor"], entry["details"]) == ("rights-admin", {
+            "reason": "back to training", "before": "agent", "after": "trainee"})
+    finally:
+        await console.disconnect()
+
+
+async def test_logout_and_disable_end_sockets(
+        gateway: Gateway, store: Store, api: httpx.AsyncClient) -> None:
+    admin = await user_login(store, api, "rights-admin", "admin")
+    for ending in ("logout", "disable"):
+        name = f"olga-{ending}-{uuid.uuid4().hex[:6]}"
+        olga = await user_login(store, api, name, "agent")
+        console, messages = await agent_console(gateway, olga, "message")
+        gone = asyncio.Event()
+        console.on("disconnect", gone.set, namespace=AGENT_NAMESPACE)
+        if ending == "logout":
+            resp = await api.post("/api/logout", headers=olga)
+        else:
+            resp = await api.patch(f"/api/users/{name}", headers=admin,
+                                   json={"disabled": True, "reason": "left the team"})
+        assert resp.status_code == 200, resp.text
+        await asyncio.wait_for(gone.wait(), WAIT)
+        # The old token is refused everywhere, and a customer's words reach no one.
+        refused = await api.get("/api/conversations", headers=olga)
+        assert refused.status_code == (401 if ending == "logout" else 403), refused.text
+        customer = await Widget(gateway.url).connect()
+        try:
+            session_id = await customer.session()
+            await customer.say(session_id, "my card is 4111 1111 1111 1111")
+            await customer.next()
+            await asyncio.sleep(0.5)
+            assert messages.empty()
+        finally:
+            await customer.close()
+            await console.disconnect()
+    audit = (await api.get("/api/audit", headers=admin, params={"action": "user_disabled"})
+             ).json()["entries"]
+    assert audit[0]["details"] == {"reason": "left the team"}
+
+
+async def test_brute_force_logins_meet_back_off_and_a_lockout_an_admin_lifts(
+        gateway: Gateway, store: Store, api: httpx.AsyncClient) -> None:
+    admin = await user_login(store, api, "rights-admin", "admin")
+    name = f"bruno-{uuid.uuid4().hex[:6]}"
+    await user_login(store, api, name, "agent")
+    answers: list[int] = []
+    for attempt in range(30):  # a guesser that respects nothing but retry_after < 2 s
+        resp = await api.post("/api/login", json={"username": name,
+                                                  "password": f"guess-{attempt}"})
+        answers.append(resp.status_code)
+        if resp.status_code == 429:
+            body = resp.json()
+            assert body["error"] == "too_many_attempts"
+            if body["locked"]:
+                break
+            await asyncio.sleep(body["retry_after"])
+    assert answers.count(401) == 5 and answers[-1] == 429  # 5 wrong passwords, then locked
+    right = {"username": name, "password": f"{name}-password"}
+    locked = await api.post("/api/login", json=right)
+    assert locked.status_code == 429 and locked.json()["locked"] is True
+    scrape = (await api.get("/metrics")).text
+    assert 'handoff_login_failures_total{reason="locked"}' in scrape
+    assert (await api.post(f"/api/users/{name}/unlock", headers=admin, json={})).status_code == 400
+    lifted = await api.post(f"/api/users/{name}/unlock", headers=admin,
+                            json={"reason": "it was me, typing fast"})
+    assert lifted.json()["unlocked"] is True and name not in lifted.json()["locked"]
+    assert (await api.post("/api/login", json=right)).status_code == 200
+
+
+async def test_an_admin_overrides_a_disabled_owners_conversation(
+        gateway: Gateway, store: Store, api: httpx.AsyncClient) -> None:
+    admin = await user_login(store, api, "rights-admin", "admin")
+    name = f"otto-{uuid.uuid4().hex[:6]}"
+    otto = await user_login(store, api, name, "agent")
+    other = await user_login(store, api, "rights-agent", "agent")
+    customer = await Widget(gateway.url).connect()
+    try:
+        conversation = await customer.session()
+        await customer.say(conversation, "hello")
+        await customer.next()
+        base = f"/api/conversations/{conversation}"
+        assert (await api.post(f"{base}/takeover", headers=otto)).status_code == 200
+        await api.patch(f"/api/users/{name}", headers=admin,
+                        json={"disabled": True, "reason": "left mid-shift"})
+        assert (await api.post(f"{base}/takeover", headers=admin)).status_code == 409
+        refused = await api.post(f"{base}/override", headers=other,
+                                 json={"action": "takeover", "reason": "x"})
+        assert (refused.status_code, refused.json()["right"]) == (403, "override")
+        bad = await api.post(f"{base}/override", headers=admin, json={"action": "steal",
+                                                                     "reason": "x"})
+        assert bad.status_code == 400
+        taken = await api.post(f"{base}/override", headers=admin,
+                               json={"action": "takeover", "reason": "orphaned"})
+        assert taken.status_code == 200, taken.text
+        assert (taken.json()["conversation"]["mode"],
+                taken.json()["conversation"]["owner"]) == ("human", "rights-admin")
+        closed = await api.post(f"{base}/override", headers=admin,
+                                json={"action": "close", "reason": "done"})
+        assert closed.json()["conversation"]["mode"] == "closed"
+        entries = (await api.get("/api/audit", headers=admin, params={
+            "target": f"conversation:{conversation}"})).json()["entries"]
+        assert [(e["action"], e["details"]) for e in entries[:2]] == [
+            ("override_close", {"reason": "done", "owner": "rights-admin"}),
+            ("override_takeover", {"reason": "orphaned", "owner": name})]
+    finally:
+        await customer.close()
+
+
+async def test_the_conversation_list_is_paginated_and_filtered(
+        gateway: Gateway, store: Store, api: httpx.AsyncClient) -> None:
+    agent = await user_login(store, api, "rights-agent", "agent")
+    for _ in range(3):
+        await store.upsert_conversation(f"page-{uuid.uuid4().hex[:8]}")
+    seen: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        resp = await api.get("/api/conversations", headers=agent,
+                             params={"limit": 2, "offset": offset})
+        body = resp.json()
+        assert len(body["conversations"]) <= 2
+        seen += [c["id"] for c in body["conversations"]]
+        offset = body["next_offset"]
+    everything = (await api.get("/api/conversations", headers=agent,
+                                params={"limit": 500})).json()
+    assert seen == [c["id"] for c in everything["conversations"]] and len(seen) >= 3
+    assert (await api.get("/api/conversations", headers=agent,
+                          params={"limit": 501})).status_code == 400
+    mine = (await api.get("/api/conversations", headers=agent,
+                          params={"owner": "nobody-owns-this"})).json()
+    assert mine == {"conversations": [], "next_offset": None}
