@@ -74,7 +74,9 @@ async def test_an_admin_exports_and_erases_one_customer_and_only_them(
     for body in ("{}", '{"reason": " "}', '{"reason": "\\ud800"}'):  # a lone surrogate
         resp = await api.post(f"/api/customers/{mine}/erase", content=body,
                               headers={**admin, "Content-Type": "application/json"})
-        assert resp.status_code == 400 and "reason" in resp.json()["message"], resp.text
+        # a lone surrogate is refused for the whole body, before the route reads its reason
+        word = "surrogate" if "ud800" in body else "reason"
+        assert resp.status_code == 400 and word in resp.json()["message"], resp.text
     resp = await api.post("/api/customers/export", headers=admin, json={"ids": "x"})
     assert resp.status_code == 400 and "ids" in resp.json()["message"], resp.text
     assert [m.text for m in await store.list_messages(mine)][0] == SECRET
