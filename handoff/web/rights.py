@@ -97,6 +97,7 @@ ROUTE_RIGHTS: Final[Mapping[str, str]] = {
     "corrections": "review_corrections", "correction_groups": "review_corrections",
     "review_correction": "review_corrections", "review_corrections": "review_corrections",
     "emerging_needs": "review_corrections", "label_emerging_need": "review_corrections",
+    "correction_audit": "review_corrections",
     "models": "retrain", "retrain": "retrain", "retrain_state": "retrain",
     "deploy": "deploy", "rollback": "deploy",
     "metrics_all": "view_metrics", "metrics_one": "view_metrics", "metrics_csv": "view_metrics",
