@@ -32,7 +32,7 @@ pytestmark = pytest.mark.asyncio
 
 PARAMS = {"conversation_id": "no-such-conversation", "reply_id": "1", "model_id": "no-model",
           "correction_id": "987654321", "metric": "no_metric", "username": "no-such-user",
-          "name": "no-such-file.js"}
+          "name": "no-such-file.js", "spot_check_id": "987654321"}
 SKIP = {"logout"}  # ends the login this test uses: test_logout_and_disable_end_sockets
 
 

@@ -91,6 +91,7 @@ export class TrainerPanel {
         { status, ids: rows.map((row) => Number(row.dataset.id)) });
       out.textContent = `${done.corrections.length} ${status}.`;
       rows.forEach((row) => row.remove());
+      this.root.querySelector("#select-all").checked = false;
     } catch (err) { this.showError(err); }
   }
 
