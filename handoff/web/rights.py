@@ -44,7 +44,7 @@ RIGHTS: Final = (
     "relabel",             # relabel the intent of a held reply
     "takeover",            # take over, write to the customer, hand back, close (one's own)
     "whisper",             # add internal notes for the other agents
-    "review_corrections",  # accept or reject corrections; label emerging needs
+    "review_corrections",  # accept, reject or edit corrections; label emerging needs; their audit
     "retrain",             # train a new model; see the models
     "deploy",              # deploy a model or roll back
     "view_metrics",        # the dashboard's figures
