@@ -171,12 +171,16 @@ class ReviewStore(ConversationStore):
         tracker_status: TrackerStatus | Sequence[TrackerStatus] | None = None,
         conversation_id: str | None = None,
         agent: str | None = None,
+        intent: str | None = None,
+        model_version: str | None = None,
         exported: bool | None = None,
         after_id: int | None = None,
         limit: int | None = None,
     ) -> list[Correction]:
-        """Corrections in id (= creation) order. ``exported``: only those that were (True) or
-        were not (False) marked exported; ``after_id`` + ``limit`` page through them."""
+        """Corrections in id (= creation) order. ``intent``: the one the correction is about
+        (``after.intent``, else ``before.intent``); ``model_version``: the model that made the
+        corrected turn; ``exported``: only those that were (True) or were not (False) marked
+        exported; ``after_id`` + ``limit`` page through them."""
         check_limit(limit)
         c = corrections.c
         query = sa.select(corrections)
@@ -193,6 +197,11 @@ class ReviewStore(ConversationStore):
             query = query.where(c.conversation_id == conversation_id)
         if agent is not None:
             query = query.where(c.agent == agent)
+        if intent is not None:
+            query = query.where(sa.func.coalesce(c.after["intent"].as_string(),
+                                                 c.before["intent"].as_string()) == intent)
+        if model_version is not None:
+            query = query.where(c.model_version == model_version)
         if exported is not None:
             query = query.where(c.exported_at.is_not(None) if exported else c.exported_at.is_(None))
         if after_id is not None:

@@ -4,6 +4,7 @@ keeps the rows. Part of :class:`~handoff.store.Store`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -143,8 +144,10 @@ class UserStore(Database):
         target: str | None = None,
         before_id: int | None = None,
         limit: int | None = 100,
+        actions: Sequence[str] | None = None,
     ) -> list[AuditEntry]:
-        """Audit entries, newest first (the page before the entry ``before_id``)."""
+        """Audit entries, newest first (the page before the entry ``before_id``); ``actions``:
+        only these actions (the trainers' part of the log)."""
         check_limit(limit)
         query = sa.select(audit_log)
         if before_id is not None:
@@ -153,6 +156,8 @@ class UserStore(Database):
             query = query.where(audit_log.c.actor == actor)
         if action is not None:
             query = query.where(audit_log.c.action == action)
+        if actions is not None:
+            query = query.where(audit_log.c.action.in_(list(actions)))
         if target is not None:
             query = query.where(audit_log.c.target == target)
         async with self._tx(write=False) as conn:

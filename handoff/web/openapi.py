@@ -356,10 +356,13 @@ def openapi_document() -> dict[str, Any]:
         "Trainers: correction records in creation order.", _json({"type": "object",
             "properties": {"corrections": corrections}}), statuses=(400, 401, 403),
         parameters=[{"name": n, "in": "query", "schema": {"type": t}} for n, t in (
-            ("status", "string"), ("type", "string"), ("conversation_id", "string"),
+            ("status", "string"), ("type", "string"), ("intent", "string"),
+            ("agent", "string"), ("model_version", "string"), ("conversation_id", "string"),
             ("after_id", "integer"), ("limit", "integer"))])}
     paths["/api/corrections/<correction_id:int>/review"] = {"post": _operation(
-        "Trainers: accept or reject a correction (audit-logged).", _json({"type": "object",
+        "Trainers: accept or reject a correction (audit-logged); 'after' edits it first, "
+        "checked as the writer reads it (400 and nothing changes when it could not become "
+        "training data), the original kept in the audit entry.", _json({"type": "object",
             "properties": {"correction": {"$ref": "#/components/schemas/Correction"}}}),
         statuses=(400, 401, 403, 404), body=_body({
             "status": {"type": "string", "enum": ["accepted", "rejected", "new"]},
@@ -371,6 +374,16 @@ def openapi_document() -> dict[str, Any]:
             "ids": {"type": "array", "items": {"type": "integer"}},
             "status": {"type": "string", "enum": ["accepted", "rejected", "new"]},
             "note": {"type": "string"}}, ["ids", "status"]))}
+    paths["/api/corrections/audit"] = {"get": _operation(
+        "Trainers: the corrections' part of the audit log (correction_accepted, "
+        "correction_rejected, correction_new, label_emerging_need), newest first.",
+        _json({"type": "object", "properties": {
+            "entries": {"type": "array", "items": {"type": "object"}},
+            "next": {"type": ["integer", "null"]}}}),
+        statuses=(400, 401, 403), parameters=[
+            {"name": n, "in": "query", "schema": {"type": t}} for n, t in (
+                ("actor", "string"), ("action", "string"), ("before_id", "integer"),
+                ("limit", "integer"))])}
     paths["/api/corrections/groups"] = {"get": _operation(
         "Trainers: corrections of one review status counted by type and intent, largest "
         "group first.", _json({"type": "object", "properties": {"groups": {

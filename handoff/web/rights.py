@@ -44,7 +44,7 @@ RIGHTS: Final = (
     "relabel",             # relabel the intent of a held reply
     "takeover",            # take over, write to the customer, hand back, close (one's own)
     "whisper",             # add internal notes for the other agents
-    "review_corrections",  # accept or reject corrections; label emerging needs
+    "review_corrections",  # accept, reject or edit corrections; label emerging needs; their audit
     "retrain",             # train a new model; see the models
     "deploy",              # deploy a model or roll back
     "view_metrics",        # the dashboard's figures
@@ -97,6 +97,7 @@ ROUTE_RIGHTS: Final[Mapping[str, str]] = {
     "corrections": "review_corrections", "correction_groups": "review_corrections",
     "review_correction": "review_corrections", "review_corrections": "review_corrections",
     "emerging_needs": "review_corrections", "label_emerging_need": "review_corrections",
+    "correction_audit": "review_corrections",
     "models": "retrain", "retrain": "retrain", "retrain_state": "retrain",
     "deploy": "deploy", "rollback": "deploy",
     "metrics_all": "view_metrics", "metrics_one": "view_metrics", "metrics_csv": "view_metrics",

@@ -1,10 +1,13 @@
 """The trainers' API (rights ``review_corrections``, ``retrain``, ``deploy``: :mod:`handoff.web.rights`): the corrections queue and emerging needs.
 
 * ``GET /api/corrections`` lists correction records (filters: ``status``, ``type``,
-  ``conversation_id``, paging with ``after_id`` and ``limit``), ``GET /api/corrections/groups``
-  counts them by type and intent; ``POST /api/corrections/{id}/review`` accepts or rejects one
-  (``{status, note?, after?}``: ``after`` edits it before accepting), ``POST
-  /api/corrections/review`` several at once (``{ids, status, note?}``); all audit-logged.
+  ``intent``, ``agent``, ``model_version``, ``conversation_id``, paging with ``after_id`` and
+  ``limit``), ``GET /api/corrections/groups`` counts them by type and intent; ``POST
+  /api/corrections/{id}/review`` accepts or rejects one (``{status, note?, after?}``: ``after``
+  edits it before accepting, checked as the writer would read it, the original kept in the
+  audit entry), ``POST /api/corrections/review`` several at once (``{ids, status, note?}``,
+  all or nothing); all audit-logged, and ``GET /api/corrections/audit`` reads that part of
+  the audit log (filters ``actor``, ``action``).
   Accepted corrections are what ``bot/`` turns into Rasa training data
   (``python -m handoff.learning.corrections export``).
 * ``GET /api/emerging-needs`` clusters recent customer messages that the assistant was unsure
@@ -18,15 +21,25 @@ from __future__ import annotations
 
 import json as jsonlib
 import re
+from dataclasses import replace
 from typing import Any
 
 from sanic import Sanic
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
-from contracts.correction_record import RELABELLED
+from contracts.correction_record import (
+    EDITED,
+    INTENT_NAME,
+    RELABELLED,
+    REPLACED,
+    WRITTEN,
+    RecordError,
+    parse_record,
+)
 from handoff.conversation.triage_link import TriageLink
 from handoff.errors import BadRequest, Conflict, NotFound
+from handoff.learning.corrections import export_record
 from handoff.settings import Settings
 from handoff.store import Correction, Store, to_json
 from handoff.triage.clustering import CANDIDATE_REASONS
@@ -38,6 +51,10 @@ __all__ = ["register_trainer_api"]
 MAX_LIMIT = 500
 MAX_LABEL = 200
 MAX_AFTER_BYTES = 65536
+MAX_FILTER = 200
+# The audit log's entries about corrections: what ``GET /api/corrections/audit`` shows trainers.
+REVIEW_ACTIONS = ("correction_accepted", "correction_rejected", "correction_new",
+                  "label_emerging_need")
 _INTENT = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 
 
@@ -57,9 +74,14 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
         await trainer(request)
         status = request.args.get("status")
         kind = request.args.get("type")
+        intent = _filter(request, "intent")
+        if intent is not None and not INTENT_NAME.fullmatch(intent):
+            raise BadRequest("'intent' must be an intent name: lower-case letters, digits and _")
         found = await store.list_corrections(
             review_status=status or None,  # the store validates both
             type=kind or None,
+            intent=intent, agent=_filter(request, "agent"),
+            model_version=_filter(request, "model_version"),
             conversation_id=request.args.get("conversation_id") or None,
             after_id=int_arg(request, "after_id", None, 2**62),
             limit=int_arg(request, "limit", 100, MAX_LIMIT))
@@ -75,6 +97,10 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
                 jsonlib.dumps(after)) > MAX_AFTER_BYTES):
             raise BadRequest(f"'after' must be an object of at most {MAX_AFTER_BYTES} bytes")
         details = {k: v for k, v in (("note", note), ("after", after)) if v is not None}
+        if after is not None:
+            [original] = [await _stored(store, i) for i in ids]  # 404 first
+            _check_edit(original, after)
+            details["original_after"] = original.after  # the agent's version, kept
         return await store.review_corrections(ids, review_status=status, reviewed_by=who,
                                               note=note, after=after, details=details or None)
 
@@ -96,6 +122,21 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
             raise BadRequest(f"'ids' must be a list of 1 to {MAX_LABEL} correction ids")
         done = await review(who, ids, body.get("status"), body.get("note"))  # all or nothing
         return json({"corrections": [correction_json(c) for c in done]})
+
+    @app.get("/api/corrections/audit", name="correction_audit")
+    async def _audit(request: Request) -> HTTPResponse:
+        """The corrections' part of the audit log (:data:`REVIEW_ACTIONS`), newest first;
+        filters ``actor`` and ``action``, paging with ``before_id`` and ``limit``."""
+        await trainer(request)
+        action = _filter(request, "action")
+        if action is not None and action not in REVIEW_ACTIONS:
+            raise BadRequest(f"'action' must be one of {', '.join(REVIEW_ACTIONS)}")
+        limit = int_arg(request, "limit", 100, MAX_LIMIT) or 1
+        entries = await store.list_audit(
+            actor=_filter(request, "actor"), action=action, actions=REVIEW_ACTIONS,
+            before_id=int_arg(request, "before_id", None, 2**62), limit=limit)
+        return json({"entries": [to_json(e) for e in entries],
+                     "next": entries[-1].id if len(entries) == limit else None})
 
     @app.get("/api/corrections/groups", name="correction_groups")
     async def _groups(request: Request) -> HTTPResponse:
@@ -158,6 +199,50 @@ def register_trainer_api(app: Sanic[Any, Any], *, settings: Settings, store: Sto
         await store.audit(who, "label_emerging_need", target=f"intent:{intent}",
                           details={"message_ids": [m.id for m in messages]})
         return json({"corrections": [correction_json(c) for c in made]}, status=201)
+
+
+def _filter(request: Request, name: str) -> str | None:
+    """A text filter of the query: None when absent or empty, ``BadRequest`` when too long."""
+    value = request.args.get(name) or None
+    if value is not None and len(value) > MAX_FILTER:
+        raise BadRequest(f"'{name}' must be at most {MAX_FILTER} characters")
+    return value
+
+
+async def _stored(store: Store, correction_id: int) -> Correction:
+    found = await store.list_corrections(after_id=correction_id - 1, limit=1)
+    if not found or found[0].id != correction_id:
+        raise NotFound(f"no correction {correction_id}", correction_id=correction_id)
+    return found[0]
+
+
+def _check_edit(correction: Correction, after: dict[str, Any]) -> None:
+    """``BadRequest`` unless the correction with ``after`` instead of its own is a record the
+    writer would take (``contracts.correction_record.parse_record``, as the export checks it)
+    and its resolution (``edited_as`` / ``written_as``) fits its type. Tracker events still
+    being fetched are not the edit's fault (the export waits for them): assumed present."""
+    def refuse(why: str) -> BadRequest:
+        return BadRequest(f"the edited correction cannot become training data: {why}")
+
+    kind = correction.type
+    intent = after.get("intent")
+    if intent is not None and (not isinstance(intent, str) or not INTENT_NAME.fullmatch(intent)):
+        raise refuse("'after.intent' must be an intent name: lower-case letters, digits and _")
+    if "edited_as" in after and kind != EDITED:
+        raise refuse(f"'edited_as' is for an edited reply, not a {kind!r} correction")
+    if "written_as" in after and kind not in (WRITTEN, REPLACED):
+        raise refuse(f"'written_as' is for a written reply or a replaced action, not a "
+                     f"{kind!r} correction")
+    if kind == REPLACED and after.get("written_as") == "policy_changed":
+        raise refuse("a replaced action cannot be 'policy_changed' (the rule's action in "
+                     "data/rules.yml stays a hand edit): 'story' or 'new_intent'")
+    record = export_record(replace(correction, after=after, review_status="accepted"))
+    if correction.tracker_status != "fetched":
+        record["tracker_events"] = [{"event": "user", "text": record.get("text") or ""}]
+    try:
+        parse_record(record)
+    except RecordError as exc:
+        raise refuse(exc.reason) from None
 
 
 def _intent(correction: Correction) -> str | None:

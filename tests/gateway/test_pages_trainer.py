@@ -1,5 +1,7 @@
 """The trainer's panel in Debian's Chromium against a gateway with triage on: recent unclear
-customer messages appear as a cluster, and one action turns it into NLU examples."""
+customer messages appear as a cluster, and one action turns it into NLU examples; the
+corrections queue filtered, reviewed in bulk and edited before accepting, with what each choice
+writes shown, and the review log."""
 
 from __future__ import annotations
 
@@ -7,12 +9,14 @@ import asyncio
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
 from playwright.sync_api import Browser, expect
 
 from bot.serve import Stack
+from handoff.store import Store
 from tests.gateway.clients import Widget
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
 from tests.gateway.test_pages import (  # noqa: F401 (fixtures)
@@ -76,3 +80,110 @@ def test_a_trainer_turns_an_emerging_need_into_nlu_examples(
                         headers=_api(gateway, "tina")).json()["corrections"]
     assert {c["after"]["text"] for c in made} >= set(ASKED)
     assert {c["after"]["intent"] for c in made} == {"gift_wrapping"}
+
+
+MODEL = "m-review-1"  # the filter that keeps this test's corrections apart from the others'
+TURN = [{"event": "action", "name": "action_listen"},
+        {"event": "user", "text": "hi", "parse_data": {"intent": {"name": "greet"}}}]
+GREET = {"action_name": "utter_greet", "messages": [{"text": "Hey! How can I help?"}],
+         "intent": "greet"}
+
+
+async def _corrections(url: str) -> dict[str, int]:
+    async with Store(url) as store:
+        await store.upsert_conversation("console-review")
+
+        async def add(kind: Any, before: Any, after: Any, events: Any = None) -> int:
+            made = await store.add_correction(
+                "console-review", type=kind, agent="rita", model_version=MODEL, before=before,
+                after=after, tracker_events=events)
+            return made.id
+
+        return {
+            "thanks": await add("relabelled", {"intent": "greet"},
+                                {"intent": "thank", "text": "cheers, that helped"}),
+            "markup": await add("relabelled", {"intent": "greet"},
+                                {"intent": "goodbye", "text": MARKUP}),
+            "edited": await add("edited", GREET, {**GREET, "messages": [
+                {"text": "Hello! What can I do for you?"}]}, TURN),
+            "written": await add("written", GREET, {
+                "action_name": "action_agent_reply", "messages": [{"text": "Hi, I'm Rita."}],
+                "intent": "greet"}, TURN),
+        }
+
+
+def test_a_trainer_filters_bulk_reviews_and_edits_corrections_before_accepting(
+    browser: Browser, gateway: Gateway, watch: PageWatch, shots: Shots
+) -> None:
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's loop
+        made = pool.submit(asyncio.run, _corrections(gateway.database_url)).result()
+    tina = Console(browser.new_context(), gateway, watch, "tina").login()
+    panel = tina.page.locator("#trainer")
+    filters = panel.get_by_role("form", name="Filter the corrections")
+    filters.get_by_label("Model").fill(MODEL)
+    filters.get_by_role("button", name="Filter").click()
+    rows = panel.locator("#correction-queue li.correction")
+    expect(rows).to_have_count(4)
+    filters.get_by_label("Type").select_option("relabelled")
+    filters.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(2)
+    expect(rows.filter(has_text="goodbye")).to_contain_text(MARKUP)  # text, not elements
+    assert panel.locator("#correction-queue b, #correction-queue img").count() == 0
+    expect(rows.first.locator(".effect")).to_have_text(
+        "Accept writes: an NLU example of thank (data/corrections/nlu.yml).")
+
+    panel.get_by_label("Select all").check()  # bulk: both relabels accepted in one request
+    panel.get_by_role("button", name="Accept selected").click()
+    expect(panel.locator("#bulk-status")).to_have_text("2 accepted.")
+    expect(rows).to_have_count(0)
+
+    filters.get_by_label("Type").select_option("")
+    filters.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(2)
+    edited = rows.filter(has_text="utter_greet \u2192 utter_greet")
+    edited.get_by_role("button", name="Edit\u2026").click()
+    form = edited.locator(".edit-correction form")
+    expect(form.get_by_role("note")).to_contain_text("a variation: the edited text is added "
+                                                     "to utter_greet")
+    form.get_by_label("Learn the edit as").select_option("policy_changed")
+    expect(form.get_by_role("note")).to_have_text(
+        "Will write: policy changed: the response utter_greet is replaced in domain.yml by the "
+        "edited text, for every conversation.")
+    form.get_by_label("Reply text").fill("Hello! How may I help you today?")
+    shots(tina.page, "trainer-edit-before-accepting", doc="console-trainer-review")
+    form.get_by_role("button", name="Accept edited").click()
+    expect(rows).to_have_count(1)
+
+    written = rows.first  # an intent the writer would refuse: an error, nothing changes
+    written.get_by_role("button", name="Edit\u2026").click()
+    form = written.locator(".edit-correction form")
+    expect(form.get_by_role("note")).to_contain_text("this conversation only: a story")
+    form.get_by_label("Learn the reply as").select_option("new_intent")
+    form.get_by_label("Intent").fill("Opening Hours")
+    form.get_by_role("button", name="Accept edited").click()
+    expect(tina.page.locator("#alert")).to_contain_text("cannot become training data")
+    expect(rows).to_have_count(1)
+    written.get_by_role("button", name="Reject", exact=True).click()
+    expect(rows).to_have_count(0)
+
+    headers = _api(gateway, "tina")
+    found = {c["id"]: c for c in requests.get(
+        f"{gateway.url}/api/corrections", timeout=30, headers=headers,
+        params={"model_version": MODEL, "status": "accepted"}).json()["corrections"]}
+    assert set(found) == {made["thanks"], made["markup"], made["edited"]}
+    assert found[made["edited"]]["after"]["edited_as"] == "policy_changed"
+    assert found[made["edited"]]["after"]["messages"][0]["text"] == (
+        "Hello! How may I help you today?")
+    rejected = requests.get(f"{gateway.url}/api/corrections", timeout=30, headers=headers,
+                            params={"model_version": MODEL, "status": "rejected"}).json()
+    assert [c["id"] for c in rejected["corrections"]] == [made["written"]]
+    assert rejected["corrections"][0]["after"].get("written_as") is None
+
+    log = panel.locator("#review-log")
+    log.get_by_label("Action").select_option("correction_accepted")
+    log.get_by_role("button", name="Show").click()
+    entry = log.locator("tbody tr").filter(has_text=f"correction:{made['edited']}")
+    expect(entry).to_contain_text("tina")
+    expect(entry).to_contain_text("edited: greet utter_greet")
+    expect(log.locator("tbody tr").filter(has_text="correction_rejected")).to_have_count(0)
+    shots(tina.page, "trainer-review-log")

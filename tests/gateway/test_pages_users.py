@@ -68,6 +68,13 @@ def test_an_admin_manages_users_in_the_console(
         ("ada", "user_disabled"), ("ada", "tier_changed"), ("ada", "user_created")]
     assert {e["details"]["reason"] for e in audit} == {"new hire, week one"}
 
+    log = users.locator("#audit-log")  # the audit log view, filtered by action
+    log.get_by_label("Action").fill("tier_changed")
+    log.get_by_role("button", name="Show").click()
+    entry = log.locator("tbody tr").filter(has_text=f"user:{name}")
+    expect(entry).to_contain_text("reason: new hire, week one")
+    expect(log.locator("tbody tr").filter(has_text="user_created")).to_have_count(0)
+
 
 def test_sections_follow_rights_not_rank(
     browser: Browser, gateway: Gateway, watch: PageWatch, agents: dict[str, str]

@@ -918,3 +918,24 @@ async def test_error_tree() -> None:
                         (StaleVersion, 409), (AlreadyExists, 409),
                         (ServiceUnavailable, 503)):
         assert issubclass(cls, HandoffError) and cls.status == status
+
+
+async def test_corrections_filtered_by_intent_and_model_and_audit_by_actions(store: Store) -> None:
+    """The trainers' filters on both databases: the intent a correction is about (``after``'s,
+    else ``before``'s, read inside the JSON column) and the model of the corrected turn."""
+    await store.upsert_conversation("filters")
+    relabel = await store.add_correction("filters", type="relabelled", agent="ann",
+                                         model_version="m1", before={"intent": "greet"},
+                                         after={"intent": "thank", "text": "ta"})
+    edit = await store.add_correction("filters", type="edited", agent="bob", model_version="m2",
+                                      before={"action_name": "utter_greet", "intent": "greet"},
+                                      after={"action_name": "utter_greet", "messages": []})
+    assert [c.id for c in await store.list_corrections(intent="thank")] == [relabel.id]
+    assert [c.id for c in await store.list_corrections(intent="greet")] == [edit.id]
+    assert [c.id for c in await store.list_corrections(model_version="m1")] == [relabel.id]
+    assert await store.list_corrections(intent="greet", model_version="m1") == []
+    await store.review_corrections([relabel.id], review_status="accepted", reviewed_by="tia")
+    await store.audit("tia", "login")
+    entries = await store.list_audit(actions=["correction_accepted", "correction_rejected"])
+    assert [(e.actor, e.action, e.target) for e in entries] == [
+        ("tia", "correction_accepted", f"correction:{relabel.id}")]

@@ -388,3 +388,119 @@ async def test_trainers_group_edit_and_bulk_review_corrections(
     for bad in ({"ids": [], "status": "rejected"}, {"ids": ids, "status": "maybe"}):
         assert (await api.post("/api/corrections/review", headers=uma,
                                json=bad)).status_code == 400
+
+
+async def _made(store: Store, conversation_id: str) -> dict[str, int]:
+    """Corrections of each type the trainers' filters tell apart, in a conversation of their own."""
+    await store.upsert_conversation(conversation_id)
+    turn = [{"event": "action", "name": "action_listen"},
+            {"event": "user", "text": "hi", "parse_data": {"intent": {"name": "greet"}}}]
+    greet = {"action_name": "utter_greet", "messages": [{"text": "Hey! How can I help?"}],
+             "intent": "greet"}
+    made = {
+        "relabelled": await store.add_correction(
+            conversation_id, type="relabelled", agent="ann", model_version="m1",
+            before={"intent": "greet"}, after={"intent": "thank", "text": "cheers"}),
+        "edited": await store.add_correction(
+            conversation_id, type="edited", agent="bob", model_version="m2", before=greet,
+            after={**greet, "messages": [{"text": "Hello! What can I do for you?"}]},
+            tracker_events=turn),
+        "written": await store.add_correction(
+            conversation_id, type="written", agent="ann", model_version="m2", before=greet,
+            after={"action_name": "action_agent_reply", "messages": [{"text": "Hi, I'm Ann."}],
+                   "intent": "greet"}, tracker_events=turn),
+    }
+    return {kind: c.id for kind, c in made.items()}
+
+
+async def test_trainers_filter_the_corrections_by_type_intent_agent_and_model(
+    store: Store, api: httpx.AsyncClient
+) -> None:
+    uma = await user_login(store, api, "uma", "trainer")
+    made = await _made(store, "for-filters")
+
+    async def ids(**params: str) -> list[int]:
+        resp = await api.get("/api/corrections", headers=uma,
+                             params={"conversation_id": "for-filters", **params})
+        assert resp.status_code == 200, resp.text
+        return [c["id"] for c in resp.json()["corrections"]]
+
+    assert await ids() == list(made.values())
+    assert await ids(type="edited") == [made["edited"]]
+    assert await ids(intent="thank") == [made["relabelled"]]
+    assert await ids(intent="greet") == [made["edited"], made["written"]]
+    assert await ids(agent="ann") == [made["relabelled"], made["written"]]
+    assert await ids(model_version="m2") == [made["edited"], made["written"]]
+    assert await ids(agent="ann", model_version="m2", type="written") == [made["written"]]
+    assert await ids(agent="nobody") == []
+    for bad in ({"intent": "Thank You"}, {"type": "guessed"}, {"agent": "a" * 201},
+                {"status": "maybe"}):
+        resp = await api.get("/api/corrections", headers=uma, params=bad)
+        assert resp.status_code == 400, bad
+
+
+async def test_trainers_edit_before_accepting_and_read_the_audit_of_their_reviews(
+    store: Store, api: httpx.AsyncClient
+) -> None:
+    uma = await user_login(store, api, "uma", "trainer")
+    ann = await user_login(store, api, "ann", "agent")
+    made = await _made(store, "for-edits")
+    stored = {kind: await stored_correction(store, i) for kind, i in made.items()}
+
+    # edits the writer would refuse: 400, and nothing changes
+    edited_after = stored["edited"].after
+    for kind, after in (
+            ("relabelled", {"intent": "Not An Intent", "text": "cheers"}),
+            ("relabelled", {"intent": "thank"}),  # no customer text left to learn from
+            ("edited", {**edited_after, "messages": [{"text": "  "}]}),
+            ("edited", {**edited_after, "edited_as": "sideways"}),
+            ("edited", {**edited_after, "written_as": "story"}),
+            ("written", {**stored["written"].after, "written_as": "new_intent",
+                         "intent": "Bad Intent"})):
+        resp = await api.post(f"/api/corrections/{made[kind]}/review", headers=uma,
+                              json={"status": "accepted", "after": after})
+        assert resp.status_code == 400, (kind, after, resp.text)
+        assert "cannot become training data" in resp.json()["message"]
+        assert await stored_correction(store, made[kind]) == stored[kind]
+
+    relabel = {"intent": "goodbye", "text": "cheers"}
+    resp = await api.post(f"/api/corrections/{made['relabelled']}/review", headers=uma,
+                          json={"status": "accepted", "after": relabel, "note": "a farewell"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["correction"]["after"] == relabel
+    policy = {**edited_after, "messages": [{"text": "Hello! How may I help?"}],
+              "edited_as": "policy_changed"}
+    resp = await api.post(f"/api/corrections/{made['edited']}/review", headers=uma,
+                          json={"status": "accepted", "after": policy})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["correction"]["review_status"] == "accepted"
+
+    # bulk: one unknown id and nothing changes; then all of them
+    refused = await api.post("/api/corrections/review", headers=uma,
+                             json={"ids": [made["written"], 10**9], "status": "accepted"})
+    assert refused.status_code == 404
+    assert (await stored_correction(store, made["written"])).review_status == "new"
+    resp = await api.post("/api/corrections/review", headers=uma,
+                          json={"ids": [made["written"]], "status": "rejected"})
+    assert [c["review_status"] for c in resp.json()["corrections"]] == ["rejected"]
+
+    resp = await api.get("/api/corrections/audit", headers=uma, params={"actor": "uma"})
+    assert resp.status_code == 200, resp.text
+    entries = resp.json()["entries"]
+    mine = {e["target"]: e for e in entries
+            if e["target"] in {f"correction:{i}" for i in made.values()}}
+    assert [(e["action"], e["target"]) for e in entries[:3]] == [
+        ("correction_rejected", f"correction:{made['written']}"),
+        ("correction_accepted", f"correction:{made['edited']}"),
+        ("correction_accepted", f"correction:{made['relabelled']}")]
+    assert mine[f"correction:{made['relabelled']}"]["details"] == {
+        "note": "a farewell", "after": relabel,
+        "original_after": {"intent": "thank", "text": "cheers"}}
+    assert mine[f"correction:{made['edited']}"]["details"]["original_after"] == edited_after
+    assert {e["actor"] for e in entries} == {"uma"}
+    only = (await api.get("/api/corrections/audit", headers=uma,
+                          params={"action": "correction_rejected"})).json()["entries"]
+    assert only and {e["action"] for e in only} == {"correction_rejected"}
+    assert (await api.get("/api/corrections/audit", headers=uma,
+                          params={"action": "login"})).status_code == 400
+    assert (await api.get("/api/corrections/audit", headers=ann)).status_code == 403

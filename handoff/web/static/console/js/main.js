@@ -8,6 +8,7 @@ import { Notes } from "./notes.js";
 import { PendingCard } from "./pending.js";
 import { ModelsPanel } from "./models.js";
 import { TrainerPanel } from "./trainer.js";
+import { AuditLog } from "./audit.js";
 import { Dashboard } from "./dashboard.js";
 import { SpotChecks } from "./spotchecks.js";
 import { UsersPanel } from "./users.js";
@@ -96,6 +97,7 @@ async function startApp() {
   if (api.can("manage_users")) {
     users = users || new UsersPanel($("#admin"), api, showError);
     users.load();
+    new AuditLog($("#audit-log"), api, "/api/audit", showError).load();
   }
   if (!list) {
     list = new ConversationList({ queue: $("#queue"), all: $("#all"),
