@@ -30,7 +30,7 @@ def _check(values: Sequence[str]) -> str:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("corrections", recreate="always") as batch:
+    with op.batch_alter_table("corrections") as batch:
         batch.drop_constraint("ck_corrections_type", type_="check")
         batch.create_check_constraint("ck_corrections_type", _check(_NEW))
 
@@ -40,6 +40,6 @@ def downgrade() -> None:
     corrections = sa.table("corrections", sa.column("type", sa.Text))
     op.execute(sa.delete(corrections).where(corrections.c.type.in_(("slot_set",
                                                                     "action_chosen"))))
-    with op.batch_alter_table("corrections", recreate="always") as batch:
+    with op.batch_alter_table("corrections") as batch:
         batch.drop_constraint("ck_corrections_type", type_="check")
         batch.create_check_constraint("ck_corrections_type", _check(_OLD))
