@@ -346,7 +346,8 @@ def openapi_document() -> dict[str, Any]:
             "response).", _json({"type": "object", "properties": {
                 "intents": {"type": "array", "items": {"type": "string"}},
                 "responses": {"type": "object"},
-                "actions": {"type": "array", "items": {"type": "string"}}}}),
+                "actions": {"type": "array", "items": {"type": "string"}},
+                "slots": {"type": "array", "items": {"type": "string"}}}}),
             statuses=(401, 403, 502, 503))},
         "/api/presence": {
             "get": _operation(
