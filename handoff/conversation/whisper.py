@@ -4,8 +4,10 @@ over (docs/console.md, "Whisper").
 - :meth:`Whisper.set_slot` sets or corrects a slot in Rasa's tracker (a ``slot`` event), so the
   bot's next reply uses it;
 - :meth:`Whisper.choose_action` has Rasa run an action of the domain as if it had predicted it
-  (the channel's ``/continue`` with ``replace``); what it says goes to the customer as the bot's
-  reply, and the bot carries on until it listens again.
+  (the router's ``ChooseAction``: a turn with the customer's latest message whose next action
+  is the agent's, run by the channel's ``/continue`` with ``replace``); what it says goes to the
+  customer as the bot's reply, and the bot carries on until it listens again. In review the
+  chosen action is held as a pending reply first, decided like any other.
 
 Both are checked against the loaded model's domain (an unknown slot or action: 400, nothing
 changed), refused while a turn is running or a person answers (409), and recorded as
@@ -16,16 +18,14 @@ tracker as it was before the whisper, for the trainers' queue.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from contracts.correction_record import ACTION_CHOSEN, SLOT_SET
 from handoff.conversation import router as r
-from handoff.conversation.customer_protocol import bot_uttered_payloads
 from handoff.conversation.shell import Conversations
 from handoff.conversation.state_codec import decode_state
 from handoff.errors import BadRequest, Conflict
-from handoff.store import Correction, Message, to_json
+from handoff.store import Correction
 
 __all__ = ["DOMAIN_SECONDS", "Whisper"]
 
@@ -57,7 +57,7 @@ class Whisper:
     async def _ready(self, cid: str) -> r.ConversationState:
         conv = await self.conversations.store.get_conversation(cid)  # NotFound: 404
         state = decode_state(cid, conv.state)
-        if state.mode is not r.Mode.BOT or state.waiting_for_agent:
+        if state.mode not in (r.Mode.BOT, r.Mode.REVIEW) or state.waiting_for_agent:
             raise Conflict(f"the bot is not serving this conversation ({state.mode.value} "
                            "mode): whisper only to a conversation the bot answers")
         if state.turn is not None:
@@ -82,42 +82,26 @@ class Whisper:
                 tracker_events=events)
 
     async def choose_action(self, cid: str, agent: str, action: str) -> Correction:
-        """Run ``action`` as the bot's next action; its messages go to the customer."""
+        """Run ``action`` as the bot's next action (the router's :class:`ChooseAction`): in
+        bot mode Rasa runs it and its messages go to the customer as the bot's; in review it
+        is held as a pending reply for a decision first."""
         _, actions = await self.domain()
         if action not in actions:
             raise BadRequest(f"unknown action {action!r}: pick one of the domain's actions "
                              "or responses")
         conversations = self.conversations
-        store, notifier = conversations.store, conversations.notifier
-        async with conversations.locks.hold(cid):
-            await self._ready(cid)
-            events = await conversations.rasa.tracker_events(cid)
-            reply = await conversations.rasa.continue_(
-                cid, {"type": "replace", "action": action}, hold=False)
-            sent: list[dict[str, Any]] = []
-            for executed in reply["actions"]:
-                for message in executed["messages"]:
-                    await self._send(cid, agent if executed["name"] == action else None,
-                                     executed["name"], message, reply["model_id"])
-                    if executed["name"] == action:
-                        sent.append(dict(message))
-            return await store.add_correction(
-                cid, type=ACTION_CHOSEN, agent=agent,
-                after={"action_name": action, "messages": sent},
-                tracker_events=events, model_version=reply["model_id"])
-
-    async def _send(self, cid: str, agent: str | None, action: str,
-                    message: Mapping[str, Any], model_id: str | None) -> Message:
-        """Store one bot message and push it to the customer and the agents, as a turn's."""
-        conversations = self.conversations
-        text = message.get("text")
-        extra = {k: v for k, v in message.items() if k not in ("text", "recipient_id")}
-        stored = await conversations.store.append_message(
-            cid, "bot", text if isinstance(text, str) else None, payload=extra or None,
-            action=action, decided_by=agent, model_version=model_id)
-        for payload in bot_uttered_payloads(dict(message)):
-            await conversations.notifier.to_customer(cid, "bot_uttered", payload)
-        await conversations.notifier.to_agents("message", to_json(stored))
-        return stored
-
-
+        store = conversations.store
+        state = await conversations.state(cid)  # NotFound: 404
+        if state.turn is not None:
+            raise Conflict("the bot is answering a message now; whisper once it has")
+        last = (await store.last_customer_messages([cid])).get(cid)
+        if last is None or last.client_message_id is None:
+            raise Conflict("the customer has said nothing yet: there is no turn to answer")
+        events = await conversations.rasa.tracker_events(cid)
+        message = r.CustomerMessage(message_id=last.client_message_id, text=last.text or "",
+                                    metadata=dict(last.metadata or {}))
+        await conversations.apply(cid, r.ChooseAction(agent_id=agent, action_name=action,
+                                                      message=message))
+        return await store.add_correction(
+            cid, type=ACTION_CHOSEN, agent=agent, after={"action_name": action},
+            tracker_events=events)

@@ -328,7 +328,7 @@ def openapi_document() -> dict[str, Any]:
             "Whisper to the bot without taking over: set or correct a slot in Rasa's tracker "
             "({slot, value}), or run an action of the domain as the bot's next one ({action}); "
             "recorded as a slot_set / action_chosen correction. 400: an unknown slot or action; "
-            "409: the bot is not serving the conversation or is answering now.",
+            "409: the bot is not serving the conversation or is answering now. In review the chosen action is held as a pending reply first.",
             _json({"type": "object", "properties": {"whisper": _OBJECT,
                                                     "correction": _OBJECT}}),
             statuses=(400, 401, 403, 404, 409, 502, 503),

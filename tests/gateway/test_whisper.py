@@ -105,3 +105,34 @@ async def test_a_chosen_action_runs_and_its_reply_reaches_the_customer(
                 if e.action.startswith("whisper")] == ["whisper_action"]
     finally:
         await console.disconnect()
+
+
+async def test_in_review_a_chosen_action_is_held_for_a_decision_first(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    vera = await agent_login(store, api, "vera")
+    console, pending = await agent_console(gateway, vera, "pending_reply")
+    try:
+        session_id = await widget.started()
+        resp = await api.post(f"/api/conversations/{session_id}/review", headers=vera,
+                              json={"on": True})
+        assert resp.status_code == 200, resp.text
+        resp = await api.post(f"/api/conversations/{session_id}/whisper", headers=vera,
+                              json={"action": "utter_ask_order_id"})
+        assert resp.status_code == 200, resp.text
+        reply = (await asyncio.wait_for(pending.get(), WAIT))["reply"]
+        assert reply["action"]["name"] == "utter_ask_order_id"
+        await widget.nothing()  # held: nothing reached the customer yet
+        # a second whisper while the first waits for its decision is refused
+        again = await api.post(f"/api/conversations/{session_id}/whisper", headers=vera,
+                               json={"action": "utter_greet"})
+        assert again.status_code == 409, again.text
+
+        resp = await api.post(
+            f"/api/conversations/{session_id}/replies/{reply['reply_id']}/decision",
+            headers=vera, json={"type": "approve"})
+        assert resp.status_code == 200, resp.text
+        kind, data = await widget.next()
+        assert kind == "bot_uttered" and "order number" in data["text"].lower(), data
+    finally:
+        await console.disconnect()
