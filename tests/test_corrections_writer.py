@@ -135,6 +135,20 @@ def all_types() -> List[Dict[str, Any]]:
 
 # --- running the writer ----------------------------------------------------------------------
 
+def whisper_samples() -> List[Dict[str, Any]]:
+    """An agent's whispers (slot_set after a greeting, action_chosen after thanks: the
+    project's ``thank`` rule must be left out, see ``without_rule``)."""
+    history = START + [user("hi", "greet"), *UNDERSTOOD, action("utter_greet"),
+                       bot("Hello! How can I help?", "utter_greet"), action("action_listen")]
+    thanked = START + [user("thanks", "thank"), *UNDERSTOOD, action("utter_thank"),
+                       bot("You're welcome!", "utter_thank"), action("action_listen")]
+    return [
+        record(31, "slot_set", history, None, {"slot": "order_id", "value": ORDER}),
+        record(32, "action_chosen", thanked, None,
+               {"action_name": "utter_ask_order_id", "messages": []}),
+    ]
+
+
 def project_copy(tmp_path: Path) -> Path:
     copy = tmp_path / "project"
     copy.mkdir()
@@ -648,13 +662,7 @@ def test_whispers_become_stories_with_the_slot_set_or_the_action_chosen(tmp_path
     without_rule(project, "thank")  # a chosen action after a rule's would contradict the rule
     history = START + [user("hi", "greet"), *UNDERSTOOD, action("utter_greet"),
                        bot("Hello! How can I help?", "utter_greet"), action("action_listen")]
-    thanked = START + [user("thanks", "thank"), *UNDERSTOOD, action("utter_thank"),
-                       bot("You're welcome!", "utter_thank"), action("action_listen")]
-    records = [
-        record(31, "slot_set", history, None, {"slot": "order_id", "value": ORDER}),
-        record(32, "action_chosen", thanked, None,
-               {"action_name": "utter_ask_order_id", "messages": []}),
-    ]
+    records = whisper_samples()
     report = write(project, records, "--skip-training")
     assert report["ok"], report
     stories = stories_of(project / "data/corrections/stories.yml")

@@ -27,6 +27,7 @@ from tests.test_corrections_writer import (
     all_types,
     project_copy,
     rasa_script,
+    whisper_samples,
     without_rule,
     write,
 )
@@ -35,7 +36,7 @@ from tests.test_corrections_writer import (
 async def _stored_and_exported(store: Store) -> list[dict[str, Any]]:
     """The writer's own sample of every type, entered the way the gateway stores corrections
     (a trainer's resolution inside ``after``, the customer's text with it) and exported."""
-    for sample in all_types():
+    for sample in [*all_types(), *whisper_samples()]:
         await store.upsert_conversation(sample["conversation_id"])
         after = sample["after"]
         if after is not None:
@@ -73,6 +74,7 @@ async def test_every_type_round_trips_from_the_gateways_export_to_the_writers_da
     # The writer's side reads exactly what the gateway checked before export.
     project = project_copy(tmp_path)
     without_rule(project, "review")
+    without_rule(project, "thank")  # the chosen action of whisper_samples follows its reply
     source = tmp_path / "export.json"
     source.write_text(json.dumps(records))
     read_back = rasa_script(project, f"""
