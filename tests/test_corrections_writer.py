@@ -655,9 +655,11 @@ def test_a_new_intent_cannot_be_fine_tuned_and_is_trained_in_full(tmp_path: Path
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+@pytest.mark.long  # the default run has the short version: tests/gateway/test_contract.py
 def test_whispers_become_stories_with_the_slot_set_or_the_action_chosen(tmp_path: Path) -> None:
     """An agent's whisper (docs/corrections.md): a slot set becomes a story and a test story
-    that end with the slot (its value masked); a chosen action, one that ends with it."""
+    that end with the slot (its value masked); a chosen action, one that ends with it; an
+    unknown slot is refused."""
     project = project_copy(tmp_path)
     without_rule(project, "thank")  # a chosen action after a rule's would contradict the rule
     history = START + [user("hi", "greet"), *UNDERSTOOD, action("utter_greet"),

@@ -98,6 +98,10 @@ async def test_every_type_round_trips_from_the_gateways_export_to_the_writers_da
         assert correction_id_of(story["story"]) in ids, story["story"]
     tested = {correction_id_of(s["story"]) for s in tests}
     assert tested == {cid for cid, kind in ids.items() if kind != TAKEOVER}
+    # the whispers: a story with the slot set, one with the chosen action at the end
+    by_name = {story["story"].split(": ", 1)[1]: story["steps"] for story in stories}
+    assert list(by_name["slot_set order_id"][-1]) == ["slot_was_set"]
+    assert by_name["action_chosen utter_ask_order_id"][-1] == {"action": "utter_ask_order_id"}
     [takeover] = [cid for cid, kind in ids.items() if kind == TAKEOVER]
     assert (project / f"data/corrections/drafts/takeover-{takeover}.yml.draft").is_file()
 
