@@ -128,7 +128,7 @@ async def test_every_route_and_event_checks_its_right_for_every_tier(
                                 transports=["websocket"])
     customer = await Widget(gateway.url).connect()
     try:
-        session_id = await customer.session()
+        session_id = await customer.started()  # kept from the first message on
         intruder = socketio.AsyncClient()
         with pytest.raises(socketio.exceptions.ConnectionError):
             await intruder.connect(gateway.url, namespaces=[AGENT_NAMESPACE],
