@@ -4,7 +4,8 @@
 ``whisper`` (the same body plus ``conversation_id``) take either
 
 - ``{"slot": "order_id", "value": "100002"}``: set or correct a slot in Rasa's tracker, or
-- ``{"action": "utter_ask_order_id"}``: run an action of the domain as the bot's next one,
+- ``{"action": "utter_ask_order_id"}``: run an action of the domain as the bot's next one
+  (held as a pending reply first when the conversation is in review),
 
 and answer ``{"whisper": {"slot", "value"} | {"action"}, "correction": {...}}``. Both need the
 right ``whisper``; both are audit-logged (``whisper_slot`` with the slot's name, not its value,
