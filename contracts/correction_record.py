@@ -32,7 +32,7 @@ from typing import (
 
 __all__ = [
     "AGENT_REPLY_ACTION", "APPROVED", "CORRECTION_TYPES", "EDITED", "EDIT_RESOLUTIONS",
-    "INTENT_NAME", "RELABELLED", "REPLACED", "REPLY_DECISIONS", "RESOLUTION_KEYS", "TAKEOVER",
+    "ACTION_CHOSEN", "INTENT_NAME", "RELABELLED", "SLOT_SET", "WHISPERS", "REPLACED", "REPLY_DECISIONS", "RESOLUTION_KEYS", "TAKEOVER",
     "WRITE_RESOLUTIONS", "WRITTEN", "BotMessageDict", "Correction", "CorrectionRecord",
     "CorrectionType", "RecordError", "ReplyDecision", "Snapshot", "SnapshotDict",
     "correction_id_of", "correction_name", "parse_record", "parse_records",
@@ -46,11 +46,16 @@ REPLACED: Final = "replaced"  # another action of the domain instead of the bot'
 WRITTEN: Final = "written"  # a reply the agent wrote instead of the bot's
 RELABELLED: Final = "relabelled"  # the customer's message read as another intent
 TAKEOVER: Final = "takeover"  # the transcript of a conversation a person answered
+SLOT_SET: Final = "slot_set"  # an agent's whisper: a slot of the tracker set or corrected
+ACTION_CHOSEN: Final = "action_chosen"  # an agent's whisper: the bot's next action chosen
 
-CorrectionType = Literal["approved", "edited", "replaced", "written", "relabelled", "takeover"]
+CorrectionType = Literal["approved", "edited", "replaced", "written", "relabelled", "takeover",
+                         "slot_set", "action_chosen"]
 ReplyDecision = Literal["approved", "edited", "replaced", "written"]
 CORRECTION_TYPES: Tuple[CorrectionType, ...] = (
-    APPROVED, EDITED, REPLACED, WRITTEN, RELABELLED, TAKEOVER)
+    APPROVED, EDITED, REPLACED, WRITTEN, RELABELLED, TAKEOVER, SLOT_SET, ACTION_CHOSEN)
+# The whispers: an agent guided the bot without taking over (no held reply was decided).
+WHISPERS: Tuple[CorrectionType, ...] = (SLOT_SET, ACTION_CHOSEN)
 # The decisions on a held bot reply that send something to the customer (a bot message sent
 # after one records which it was).
 REPLY_DECISIONS: Tuple[ReplyDecision, ...] = (APPROVED, EDITED, REPLACED, WRITTEN)
@@ -107,6 +112,8 @@ class SnapshotDict(TypedDict, total=False):
     action_name: Optional[str]
     messages: List[BotMessageDict]
     intent: Optional[str]
+    slot: Optional[str]  # slot_set: the slot whispered
+    value: Any  # slot_set: its value
 
 
 class CorrectionRecord(TypedDict, total=False):
@@ -141,6 +148,8 @@ class Snapshot:
     action_name: Optional[str]
     texts: List[str] = field(default_factory=list)
     intent: Optional[str] = None
+    slot: Optional[str] = None
+    value: Any = None
 
     @property
     def text(self) -> str:
@@ -194,7 +203,11 @@ def _snapshot(cid: object, raw: object, name: str) -> Optional[Snapshot]:
         raise RecordError(cid, f"'{name}.intent' must be a string")
     if not texts and isinstance(raw.get("text"), str):
         texts = [raw["text"]]
-    return Snapshot(action_name=action, texts=texts, intent=intent)
+    slot = raw.get("slot")
+    if slot is not None and not isinstance(slot, str):
+        raise RecordError(cid, f"'{name}.slot' must be a string")
+    return Snapshot(action_name=action, texts=texts, intent=intent, slot=slot,
+                    value=raw.get("value"))
 
 
 def parse_record(raw: object) -> Correction:
@@ -260,10 +273,14 @@ def _check_shape(c: Correction) -> None:
                                 "reachable when the agent decided)")
     if c.type in (APPROVED, EDITED) and (c.before is None or not c.before.action_name):
         raise RecordError(c.id, f"a '{c.type}' correction needs 'before.action_name'")
-    if c.type == REPLACED:
+    if c.type in (REPLACED, ACTION_CHOSEN):
         assert c.after is not None
         if not c.after.action_name:
-            raise RecordError(c.id, "a replacement needs 'after.action_name'")
+            raise RecordError(c.id, f"a '{c.type}' correction needs 'after.action_name'")
+    if c.type == SLOT_SET:
+        assert c.after is not None
+        if not c.after.slot:
+            raise RecordError(c.id, "a 'slot_set' correction needs 'after.slot'")
     if c.type in (EDITED, WRITTEN):
         assert c.after is not None
         if not c.after.text.strip():

@@ -135,6 +135,20 @@ def all_types() -> List[Dict[str, Any]]:
 
 # --- running the writer ----------------------------------------------------------------------
 
+def whisper_samples() -> List[Dict[str, Any]]:
+    """An agent's whispers (slot_set after a greeting, action_chosen after thanks: the
+    project's ``thank`` rule must be left out, see ``without_rule``)."""
+    history = START + [user("hi", "greet"), *UNDERSTOOD, action("utter_greet"),
+                       bot("Hello! How can I help?", "utter_greet"), action("action_listen")]
+    thanked = START + [user("thanks", "thank"), *UNDERSTOOD, action("utter_thank"),
+                       bot("You're welcome!", "utter_thank"), action("action_listen")]
+    return [
+        record(31, "slot_set", history, None, {"slot": "order_id", "value": ORDER}),
+        record(32, "action_chosen", thanked, None,
+               {"action_name": "utter_ask_order_id", "messages": []}),
+    ]
+
+
 def project_copy(tmp_path: Path) -> Path:
     copy = tmp_path / "project"
     copy.mkdir()
@@ -639,3 +653,32 @@ def test_a_new_intent_cannot_be_fine_tuned_and_is_trained_in_full(tmp_path: Path
          "--out", str(tmp_path / "results")],
         cwd=project, env=env(), capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.long  # the default run has the short version: tests/gateway/test_contract.py
+def test_whispers_become_stories_with_the_slot_set_or_the_action_chosen(tmp_path: Path) -> None:
+    """An agent's whisper (docs/corrections.md): a slot set becomes a story and a test story
+    that end with the slot (its value masked); a chosen action, one that ends with it; an
+    unknown slot is refused."""
+    project = project_copy(tmp_path)
+    without_rule(project, "thank")  # a chosen action after a rule's would contradict the rule
+    history = START + [user("hi", "greet"), *UNDERSTOOD, action("utter_greet"),
+                       bot("Hello! How can I help?", "utter_greet"), action("action_listen")]
+    records = whisper_samples()
+    report = write(project, records, "--skip-training")
+    assert report["ok"], report
+    stories = stories_of(project / "data/corrections/stories.yml")
+    slot_story = stories["correction 31: slot_set order_id"]
+    assert slot_story[0]["intent"] == "greet"
+    assert list(slot_story[-1]) == ["slot_was_set"]
+    [[name, value]] = [list(s.items())[0] for s in slot_story[-1]["slot_was_set"]]
+    assert name == "order_id" and value != ORDER  # masked
+    assert stories["correction 32: action_chosen utter_ask_order_id"][-2:] == [
+        {"action": "utter_thank"}, {"action": "utter_ask_order_id"}]
+    tests = stories_of(project / "tests/corrections/test_corrections.yml")
+    assert sorted(tests) == ["correction 31: slot_set order_id",
+                             "correction 32: action_chosen utter_ask_order_id"]
+    # an unknown slot is refused with a clear reason
+    bad = write(project, [record(33, "slot_set", history, None, {"slot": "nope", "value": 1})],
+                "--skip-training", expect=1)
+    assert "'nope' is not a slot of the domain" in json.dumps(bad)

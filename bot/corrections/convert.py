@@ -13,6 +13,9 @@
 | edited, policy_changed | the response's text replaced in domain.yml | the turn |
 | approved | nothing | the turn, as the bot answered it |
 | takeover | a draft (not training data): agent turns as new responses + a story | none |
+| slot_set (whisper) | a story: the conversation up to the whisper, then the slot set | the same |
+| action_chosen (whisper) | a story: the conversation up to the whisper, then the chosen
+  action | the same |
 
 The :class:`Plan` collects what the corrections add; :mod:`bot.corrections.writer` renders it into
 files.
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import rasa.shared.utils.io
-from rasa.shared.core.constants import RULE_SNIPPET_ACTION_NAME
+from rasa.shared.core.constants import ACTION_LISTEN_NAME, RULE_SNIPPET_ACTION_NAME
 from rasa.shared.core.events import (
     ActionExecuted,
     ActiveLoop,
@@ -468,6 +471,49 @@ class Plan:
         # A response that only the corrections data defines: replace it there.
         self.overlay[name] = [{"text": new_text, "id": f"{CORRECTION_ID_PREFIX}{c.id}"}]
         outcome.responses.append({"name": name, "text": new_text, "as": "policy_changed"})
+
+    def _whisper_events(self, c: Correction, outcome: Outcome,
+                        extra: Optional[Dict[str, Any]] = None) -> List[Event]:
+        """The conversation up to a whisper (the bot waiting for the customer: the trailing
+        ``action_listen`` left out, the story goes on from the bot's last action), with
+        ``extra`` (a raw event, masked like the rest) after it."""
+        raw = [dict(e) for e in c.tracker_events] + ([extra] if extra else [])
+        events = self._trim(c, self._events(c, self.masker(), raw), outcome)
+        if extra:
+            last = events.pop()
+            while events and isinstance(events[-1], ActionExecuted) and (
+                    events[-1].action_name == ACTION_LISTEN_NAME):
+                events.pop()
+            events.append(last)
+        else:
+            while events and isinstance(events[-1], ActionExecuted) and (
+                    events[-1].action_name == ACTION_LISTEN_NAME):
+                events.pop()
+        if not any(isinstance(e, UserUttered) for e in events):
+            raise RecordError(c.id, "the tracker events hold no customer message before the "
+                                    "whisper")
+        return events
+
+    def _slot_set(self, c: Correction, outcome: Outcome) -> None:
+        assert c.after is not None and c.after.slot
+        slot = c.after.slot
+        if slot not in {s.name for s in self.project.domain.slots}:
+            raise RecordError(c.id, f"'{slot}' is not a slot of the domain")
+        events = self._whisper_events(
+            c, outcome, {"event": "slot", "name": slot, "value": c.after.value})
+        name = correction_name(c.id, f"{c.type} {slot}")
+        self._add_story(self._story(c, events, name), name, outcome)
+        self._add_test_story(self._story(c, events, name), name, outcome)
+
+    def _action_chosen(self, c: Correction, outcome: Outcome) -> None:
+        assert c.after is not None and c.after.action_name
+        action = c.after.action_name
+        self._check_action(c, action)
+        events = self._whisper_events(c, outcome)
+        events += self._run(events, action)
+        name = correction_name(c.id, f"{c.type} {action}")
+        self._add_story(self._story(c, events, name), name, outcome)
+        self._add_test_story(self._story(c, events, name), name, outcome)
 
     def _takeover(self, c: Correction, outcome: Outcome) -> None:
         masker = self.masker()

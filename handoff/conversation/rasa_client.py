@@ -238,6 +238,13 @@ class RasaClient:
             raise RasaUnavailable("Rasa's tracker answer has no list of events")
         return [e for e in events if isinstance(e, dict)]
 
+    async def append_events(self, sender: str, events: list[dict[str, Any]]) -> None:
+        """Append events to the conversation's tracker (Rasa's
+        ``POST /conversations/{id}/tracker/events``), e.g. a ``slot`` event an agent whispered."""
+        await self._request("POST", f"/conversations/{quote(sender, safe='')}/tracker/events",
+                            params={"token": self._token, "include_events": "NONE"},
+                            json=events)
+
     async def _get(self, path: str, *, params: dict[str, str] | None = None,
                    headers: dict[str, str] | None = None,
                    base_url: str | None = None) -> dict[str, Any]:

@@ -54,6 +54,10 @@ Transitions (agent actions; anything else raises :class:`InvalidTransition`, sta
     AgentMessage a  human(a)                   SendToCustomer(human) + AppendToTracker
     decisions a     review(a) with a pending   RecordCorrection + commit, then hold again
     Watch a on/off  any (on: not closed)       watchers changed, no effects
+    ChooseAction a  bot, no turn, not waiting  RasaExecute of the chosen action (a whisper),
+                                               sent as the bot's when it ran
+    ChooseAction a  review, no turn            the chosen action held as a pending reply
+                                               (for the owner, or any agent if unowned)
     RasaBack        bot, queued for            dequeued; notice bot_back; of the outage's
                     rasa_unavailable, no turn  messages the earlier are logged and the
                                                latest answered (RasaHandleMessage, earlier)
@@ -179,6 +183,8 @@ def _dispatch(s: ConversationState, ev: Event, cfg: RouterConfig) -> Result:
             return _on_hand_back(s, ev.agent_id)
         case AgentMessage():
             return _on_agent_message(s, ev)
+        case ChooseAction():
+            return _on_choose_action(s, ev)
         case ReviewDecision():
             return _on_decision(s, ev)
     raise InvalidTransition(f"unknown event {type(ev).__name__}")
@@ -587,6 +593,29 @@ def _on_decision(s: ConversationState, ev: ReviewDecision) -> Result:
                                              then=Continuation.HOLD, message=message,
                                              intent=new_intent)]
     raise InvalidTransition(f"unknown decision {type(ev).__name__}")
+
+
+def _on_choose_action(s: ConversationState, ev: ChooseAction) -> Result:
+    """A whisper: the agent's action runs as the bot's next one, held first in review."""
+    if s.mode not in (Mode.BOT, Mode.REVIEW) or s.waiting_for_agent:
+        raise InvalidTransition(f"the bot is not serving this conversation ({s.mode.value} "
+                                "mode, or the customer waits for a person)")
+    if s.turn is not None:
+        raise InvalidTransition("the bot is answering a message now; whisper once it has")
+    _nonempty(ev.action_name, "action_name")
+    then = _default_then(s)
+    s = replace(s, turn=Turn(message=ev.message, then=then, call_id=None))
+    if s.mode is Mode.REVIEW:
+        reply = PendingReply(reply_id=s.next_call_id, message_id=ev.message.message_id,
+                             action=BotAction(name=ev.action_name, policy="whisper"),
+                             parse=None, model_id=None)
+        assert s.turn is not None
+        s = replace(s, turn=replace(s.turn, pending=reply), next_call_id=s.next_call_id + 1)
+        return s, [ShowPendingReply(conversation_id=s.conversation_id, agent_id=s.owner,
+                                    reply=reply)]
+    s, effects = _execute(s, ev.action_name, [], None, ev.agent_id)
+    assert s.turn is not None
+    return replace(s, turn=replace(s.turn, decided_by=ev.agent_id)), effects  # marks its reply
 
 
 def _turn_message(s: ConversationState) -> CustomerMessage:

@@ -22,6 +22,7 @@ __all__ = [
     "Approve",
     "BotAction",
     "BotMessage",
+    "ChooseAction",
     "Close",
     "ContinueWithBot",
     "Continuation",
@@ -331,6 +332,16 @@ class ReviewTimeout(Event):
 @dataclass(frozen=True, kw_only=True)
 class AgentEvent(Event):
     agent_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChooseAction(AgentEvent):
+    """A whisper: run ``action_name`` as the bot's next action, as if Rasa had predicted it
+    (in review it is held for a decision first). ``message``: the customer's latest message,
+    the one the chosen action answers (a turn needs one)."""
+
+    action_name: str
+    message: CustomerMessage
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -339,7 +339,7 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
 
 
 def _domain_json(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Rasa's domain reduced to what an agent picks from: intents, responses, actions."""
+    """Rasa's domain reduced to what an agent picks from: intents, responses, actions, slots."""
     intents = []
     for item in raw.get("intents") or ():
         name = item if isinstance(item, str) else next(iter(item), None) if isinstance(
@@ -351,5 +351,7 @@ def _domain_json(raw: Mapping[str, Any]) -> dict[str, Any]:
                  if isinstance(variants, list)}
     actions = sorted({a for a in raw.get("actions") or () if isinstance(a, str)}
                      | set(responses) | {f for f in raw.get("forms") or {}})
+    slots = sorted(s for s in raw.get("slots") or {} if isinstance(s, str)
+                   and s != "requested_slot")  # the slots an agent may whisper (docs/console.md)
     return {"intents": sorted(intents), "responses": dict(sorted(responses.items())),
-            "actions": actions}
+            "actions": actions, "slots": slots}

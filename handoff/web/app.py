@@ -67,6 +67,7 @@ from handoff.web.pages import register_pages
 from handoff.web.privacy import register_privacy_api
 from handoff.web.rights import check_surface, install as install_rights
 from handoff.web.spot_checks import register_spot_check_api
+from handoff.web.whisper import register_whisper_api
 from handoff.web.trainers import register_trainer_api
 from handoff.web.users import register_users_api
 
@@ -194,6 +195,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     register_dashboard_api(app, settings=settings, store=store)
     register_privacy_api(app, settings=settings, store=store, data=customer_data)
     register_spot_check_api(app, settings=settings, store=store, rasa=rasa)
+    register_whisper_api(app, sio, settings=settings, store=store, conversations=conversations)
     register_prometheus(app, settings=settings, store=store, notifier=notifier,
                         instruments=instruments)
     register_pages(app, settings)

@@ -324,6 +324,16 @@ def openapi_document() -> dict[str, Any]:
                 "note": _OBJECT}}, "Created"), ok_status=201, statuses=(400, 401, 403, 404),
                 body=_body({"text": {"type": "string"}}, ["text"])),
         },
+        f"{conversation}/whisper": {"post": _operation(
+            "Whisper to the bot without taking over: set or correct a slot in Rasa's tracker "
+            "({slot, value}), or run an action of the domain as the bot's next one ({action}); "
+            "recorded as a slot_set / action_chosen correction. 400: an unknown slot or action; "
+            "409: the bot is not serving the conversation or is answering now. In review the chosen action is held as a pending reply first.",
+            _json({"type": "object", "properties": {"whisper": _OBJECT,
+                                                    "correction": _OBJECT}}),
+            statuses=(400, 401, 403, 404, 409, 502, 503),
+            body=_body({"slot": {"type": "string"}, "value": {},
+                        "action": {"type": "string"}}))},
         f"{conversation}/suggestions": {"get": _operation(
             "Triage's best replies for the conversation so far (domain responses and replies "
             "agents wrote before), each with its source and similarity.",
@@ -336,7 +346,8 @@ def openapi_document() -> dict[str, Any]:
             "response).", _json({"type": "object", "properties": {
                 "intents": {"type": "array", "items": {"type": "string"}},
                 "responses": {"type": "object"},
-                "actions": {"type": "array", "items": {"type": "string"}}}}),
+                "actions": {"type": "array", "items": {"type": "string"}},
+                "slots": {"type": "array", "items": {"type": "string"}}}}),
             statuses=(401, 403, 502, 503))},
         "/api/presence": {
             "get": _operation(

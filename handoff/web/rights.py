@@ -43,7 +43,7 @@ RIGHTS: Final = (
     "edit",                # edit, write or replace a held bot reply
     "relabel",             # relabel the intent of a held reply
     "takeover",            # take over, write to the customer, hand back, close (one's own)
-    "whisper",             # add internal notes for the other agents
+    "whisper",             # add internal notes; whisper to the bot (set a slot, pick its action)
     "review_corrections",  # accept, reject or edit corrections; label emerging needs; their audit
     "retrain",             # train a new model; see the models
     "deploy",              # deploy a model or roll back
@@ -84,7 +84,7 @@ ROUTE_RIGHTS: Final[Mapping[str, str]] = {
     # agents
     "conversations": "watch", "conversation": "watch", "notes": "watch",
     "suggestions": "watch", "rate_suggestion": "watch", "domain": "watch",
-    "add_note": "whisper",
+    "add_note": "whisper", "whisper": "whisper",
     "action_watch": "watch", "action_takeover": "takeover", "action_handback": "takeover",
     "action_close": "takeover", "action_message": "takeover", "action_review": "approve",
     "action_decision": "approve",  # and the right of the decision's type
@@ -115,7 +115,7 @@ EVENT_RIGHTS: Final[Mapping[str, str]] = {
     "connect": AUTHENTICATED, "disconnect": AUTHENTICATED,
     "watch": "watch", "takeover": "takeover", "handback": "takeover", "close": "takeover",
     "message": "takeover", "review": "approve", "decision": "approve",
-    "presence": "watch",
+    "presence": "watch", "whisper": "whisper",
 }
 
 # A decision needs, besides ``approve``, the right of its type.

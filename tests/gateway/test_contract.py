@@ -27,6 +27,7 @@ from tests.test_corrections_writer import (
     all_types,
     project_copy,
     rasa_script,
+    whisper_samples,
     without_rule,
     write,
 )
@@ -35,7 +36,7 @@ from tests.test_corrections_writer import (
 async def _stored_and_exported(store: Store) -> list[dict[str, Any]]:
     """The writer's own sample of every type, entered the way the gateway stores corrections
     (a trainer's resolution inside ``after``, the customer's text with it) and exported."""
-    for sample in all_types():
+    for sample in [*all_types(), *whisper_samples()]:
         await store.upsert_conversation(sample["conversation_id"])
         after = sample["after"]
         if after is not None:
@@ -73,6 +74,7 @@ async def test_every_type_round_trips_from_the_gateways_export_to_the_writers_da
     # The writer's side reads exactly what the gateway checked before export.
     project = project_copy(tmp_path)
     without_rule(project, "review")
+    without_rule(project, "thank")  # the chosen action of whisper_samples follows its reply
     source = tmp_path / "export.json"
     source.write_text(json.dumps(records))
     read_back = rasa_script(project, f"""
@@ -96,6 +98,10 @@ async def test_every_type_round_trips_from_the_gateways_export_to_the_writers_da
         assert correction_id_of(story["story"]) in ids, story["story"]
     tested = {correction_id_of(s["story"]) for s in tests}
     assert tested == {cid for cid, kind in ids.items() if kind != TAKEOVER}
+    # the whispers: a story with the slot set, one with the chosen action at the end
+    by_name = {story["story"].split(": ", 1)[1]: story["steps"] for story in stories}
+    assert list(by_name["slot_set order_id"][-1]) == ["slot_was_set"]
+    assert by_name["action_chosen utter_ask_order_id"][-1] == {"action": "utter_ask_order_id"}
     [takeover] = [cid for cid, kind in ids.items() if kind == TAKEOVER]
     assert (project / f"data/corrections/drafts/takeover-{takeover}.yml.draft").is_file()
 

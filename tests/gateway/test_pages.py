@@ -700,3 +700,30 @@ def test_no_text_in_the_widget_or_the_console_falls_back_to_a_missing_glyph(
     erin.open(customer.session_id)
     expect(erin.turn("customer", "hi")).to_be_visible()
     assert missing_glyphs(erin.page) == []
+
+
+def test_an_agent_whispers_a_slot_and_an_action_from_the_conversation_screen(
+    scene: Scene, shots: Shots
+) -> None:
+    customer = scene.customer()
+    customer.open()
+    customer.say("hi")
+    expect(customer.last("bot")).to_contain_text(GREETING)
+    erin = scene.console("erin")
+    erin.open(customer.session_id)
+    panel = erin.page.get_by_role("region", name="Whisper to the bot")
+    expect(panel).to_be_visible()
+    expect(panel.get_by_label("Slot")).to_contain_text("order_id")
+    panel.get_by_label("Slot").select_option("order_id")
+    panel.get_by_label("Value").fill("100002")
+    panel.get_by_role("button", name="Set slot").click()
+    expect(panel.get_by_role("status")).to_have_text("Slot order_id set.")
+    shots(erin.page, "console-whisper")
+    customer.say("where is my order?")  # the bot uses the whispered order number
+    expect(customer.last("bot")).to_contain_text("100002")
+
+    panel.get_by_label("Next action").select_option("utter_ask_order_id")
+    panel.get_by_role("button", name="Run as the bot's next").click()
+    expect(panel.get_by_role("status")).to_have_text(
+        "utter_ask_order_id ran as the bot's next action.")
+    expect(customer.last("bot")).to_contain_text("order number")

@@ -70,4 +70,5 @@ export class Api {
   notes(id) { return this.request("GET", `/api/conversations/${encodeURIComponent(id)}/notes`); }
   suggestions(id) { return this.request("GET", `/api/conversations/${encodeURIComponent(id)}/suggestions`); }
   addNote(id, text) { return this.act(id, "notes", { text }); }
+  whisper(id, body) { return this.act(id, "whisper", body); }
 }

@@ -5,6 +5,7 @@ import { h, pct } from "./dom.js";
 import { connectLive } from "./live.js";
 import { ConversationList } from "./list.js";
 import { Notes } from "./notes.js";
+import { Whisper } from "./whisper.js";
 import { PendingCard } from "./pending.js";
 import { ModelsPanel } from "./models.js";
 import { TrainerPanel } from "./trainer.js";
@@ -193,16 +194,19 @@ async function reloadList() {
 
 // ------------------------------------------------------------------ one conversation
 
+function sharedDomain() {
+  if (!domainPromise) domainPromise = api.domain().catch(() => { domainPromise = null; return null; });
+  return domainPromise;
+}
+
 const pending = new PendingCard($("#pending"), {
   api,
-  domain: () => {
-    if (!domainPromise) domainPromise = api.domain().catch(() => { domainPromise = null; return null; });
-    return domainPromise;
-  },
+  domain: sharedDomain,
   onError: showError,
   onDone: () => refresh(),
 });
 const notes = new Notes($("#notes"), api, showError);
+const whisper = new Whisper($("#whisper"), api, () => sharedDomain());
 
 let dashboard = null; // the Dashboard section (trainers and admins)
 
@@ -247,6 +251,7 @@ function route() {
     if (location.hash.length > 1) return; // a section link (#trainer, #admin), not a conversation
     current = null;
     $("#notes").hidden = true;
+    $("#whisper").hidden = true;
     $("#conversation").hidden = true;
     $("#no-conversation").hidden = false;
     list && list.select(null);
@@ -257,6 +262,8 @@ function route() {
     $("#notes").hidden = false;
     pending.clear();
     notes.load(id);
+    $("#whisper").hidden = !api.can("whisper");
+    if (api.can("whisper")) whisper.load(id);
     renderSuggestions();
   }
   list && list.select(id);

@@ -1,0 +1,107 @@
+"""Whispering to the bot: an agent guides a conversation the bot is serving without taking it
+over (docs/console.md, "Whisper").
+
+- :meth:`Whisper.set_slot` sets or corrects a slot in Rasa's tracker (a ``slot`` event), so the
+  bot's next reply uses it;
+- :meth:`Whisper.choose_action` has Rasa run an action of the domain as if it had predicted it
+  (the router's ``ChooseAction``: a turn with the customer's latest message whose next action
+  is the agent's, run by the channel's ``/continue`` with ``replace``); what it says goes to the
+  customer as the bot's reply, and the bot carries on until it listens again. In review the
+  chosen action is held as a pending reply first, decided like any other.
+
+Both are checked against the loaded model's domain (an unknown slot or action: 400, nothing
+changed), refused while a turn is running or a person answers (409), and recorded as
+corrections (``slot_set`` / ``action_chosen``, contracts/correction_record.py) carrying the
+tracker as it was before the whisper, for the trainers' queue.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from contracts.correction_record import ACTION_CHOSEN, SLOT_SET
+from handoff.conversation import router as r
+from handoff.conversation.shell import Conversations
+from handoff.conversation.state_codec import decode_state
+from handoff.errors import BadRequest, Conflict
+from handoff.store import Correction
+
+__all__ = ["DOMAIN_SECONDS", "Whisper"]
+
+DOMAIN_SECONDS = 30.0  # how long the domain's slots and actions are kept before asking again
+
+
+class Whisper:
+    """The whispers of one gateway (over its :class:`Conversations`)."""
+
+    def __init__(self, conversations: Conversations) -> None:
+        self.conversations = conversations
+        self._domain: dict[str, Any] = {}
+        self._until = 0.0
+
+    async def domain(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The loaded model's slots and actions (responses, custom actions, forms)."""
+        now = time.monotonic()
+        if self._until < now:
+            raw = await self.conversations.rasa.domain()
+            slots = raw.get("slots") or {}
+            actions = {a for a in raw.get("actions") or () if isinstance(a, str)}
+            actions |= {name for name in (raw.get("responses") or {})}
+            actions |= {name for name in (raw.get("forms") or {})}
+            self._domain = {"slots": frozenset(s for s in slots if s != "requested_slot"),
+                            "actions": frozenset(a for a in actions if a != "action_listen")}
+            self._until = now + DOMAIN_SECONDS
+        return self._domain["slots"], self._domain["actions"]
+
+    async def _ready(self, cid: str) -> r.ConversationState:
+        conv = await self.conversations.store.get_conversation(cid)  # NotFound: 404
+        state = decode_state(cid, conv.state)
+        if state.mode not in (r.Mode.BOT, r.Mode.REVIEW) or state.waiting_for_agent:
+            raise Conflict(f"the bot is not serving this conversation ({state.mode.value} "
+                           "mode): whisper only to a conversation the bot answers")
+        if state.turn is not None:
+            raise Conflict("the bot is answering a message now; whisper once it has")
+        return state
+
+    async def set_slot(self, cid: str, agent: str, slot: str, value: Any) -> Correction:
+        """Set ``slot`` to ``value`` in the conversation's tracker; the correction recorded."""
+        slots, _ = await self.domain()
+        if slot not in slots:
+            raise BadRequest(f"unknown slot {slot!r} (the domain's slots: {sorted(slots)})")
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise BadRequest("'value' must be a string, a number, true/false or null")
+        conversations = self.conversations
+        async with conversations.locks.hold(cid):
+            await self._ready(cid)
+            events = await conversations.rasa.tracker_events(cid)
+            await conversations.rasa.append_events(
+                cid, [{"event": "slot", "name": slot, "value": value}])
+            return await conversations.store.add_correction(
+                cid, type=SLOT_SET, agent=agent, after={"slot": slot, "value": value},
+                tracker_events=events)
+
+    async def choose_action(self, cid: str, agent: str, action: str) -> Correction:
+        """Run ``action`` as the bot's next action (the router's :class:`ChooseAction`): in
+        bot mode Rasa runs it and its messages go to the customer as the bot's; in review it
+        is held as a pending reply for a decision first."""
+        _, actions = await self.domain()
+        if action not in actions:
+            raise BadRequest(f"unknown action {action!r}: pick one of the domain's actions "
+                             "or responses")
+        conversations = self.conversations
+        store = conversations.store
+        state = await conversations.state(cid)  # NotFound: 404
+        if state.turn is not None:
+            raise Conflict("the bot is answering a message now; whisper once it has")
+        last = (await store.last_customer_messages([cid])).get(cid)
+        if last is None or last.client_message_id is None:
+            raise Conflict("the customer has said nothing yet: there is no turn to answer")
+        events = await conversations.rasa.tracker_events(cid)
+        message = r.CustomerMessage(message_id=last.client_message_id, text=last.text or "",
+                                    metadata=dict(last.metadata or {}))
+        await conversations.apply(cid, r.ChooseAction(agent_id=agent, action_name=action,
+                                                      message=message))
+        return await store.add_correction(
+            cid, type=ACTION_CHOSEN, agent=agent, after={"action_name": action},
+            tracker_events=events)

@@ -1,0 +1,138 @@
+"""Whispering to the bot end to end, on a real gateway in front of the real Rasa: a slot set by
+an agent changes the bot's next reply; a chosen action runs and its reply reaches the customer;
+unknown slots and actions are refused with nothing changed; both are recorded as corrections
+the writer's contract accepts, and audit-logged. (Every tier has ``whisper``: no 403 case.)"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from contracts.correction_record import parse_record
+from handoff.store import Store, to_json
+from tests.gateway.clients import WAIT, Widget, agent_console, agent_login
+from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
+from tests.gateway.conftest import Gateway
+
+pytestmark = pytest.mark.asyncio
+
+ORDER = "100002"  # shipped, in the demo shop's data (actions/shop_db.py)
+
+
+async def test_a_whispered_slot_changes_the_bots_next_reply(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    wendy = await agent_login(store, api, "wendy")
+    session_id = await widget.started()
+    url = f"/api/conversations/{session_id}/whisper"
+
+    # refused with a clear reason, nothing recorded
+    for body, reason in (({"slot": "colour", "value": "red"}, "unknown slot 'colour'"),
+                         ({"action": "utter_nonsense"}, "unknown action 'utter_nonsense'"),
+                         ({"slot": "order_id"}, "'value' is required"),
+                         ({"slot": "order_id", "value": "1", "action": "utter_greet"},
+                          "either")):
+        resp = await api.post(url, headers=wendy, json=body)
+        assert resp.status_code == 400, resp.text
+        assert reason in resp.json()["message"], resp.text
+    assert await store.list_corrections(conversation_id=session_id) == []
+    resp = await api.post("/api/conversations/nope/whisper", headers=wendy,
+                          json={"slot": "order_id", "value": ORDER})
+    assert resp.status_code == 404, resp.text
+
+    resp = await api.post(url, headers=wendy, json={"slot": "order_id", "value": ORDER})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["whisper"] == {"slot": "order_id", "value": ORDER}
+    await widget.nothing()  # a slot says nothing to the customer
+
+    # the bot does not ask for the order number any more: it names the whispered order
+    await widget.say(session_id, "where is my order?")
+    kind, data = await widget.next()
+    assert kind == "bot_uttered", data
+    assert ORDER in data["text"], data
+
+    [correction] = await store.list_corrections(conversation_id=session_id)
+    assert (correction.type, correction.agent) == ("slot_set", "wendy")
+    assert correction.after == {"slot": "order_id", "value": ORDER}
+    assert correction.tracker_status == "fetched"
+    assert any(e.get("event") == "user" for e in correction.tracker_events)
+    parsed = parse_record({**to_json(correction), "review_status": "accepted"})
+    assert parsed.after is not None and (parsed.after.slot, parsed.after.value) == (
+        "order_id", ORDER)
+    [entry] = await store.list_audit(actor="wendy", action="whisper_slot")
+    assert entry.target == f"conversation:{session_id}"
+    assert entry.details == {"slot": "order_id", "correction": correction.id}
+
+
+async def test_a_chosen_action_runs_and_its_reply_reaches_the_customer(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    walt = await agent_login(store, api, "walt")
+    console, messages = await agent_console(gateway, walt, "message")
+    try:
+        session_id = await widget.started()
+        answer = await console.call("whisper", {"conversation_id": session_id,
+                                                "action": "utter_ask_order_id"},
+                                    namespace="/agent", timeout=WAIT)
+        assert answer["whisper"] == {"action": "utter_ask_order_id"}, answer
+        kind, data = await widget.next()
+        assert kind == "bot_uttered" and "order number" in data["text"].lower(), data
+        while True:  # the agents see it as the bot's message, chosen by walt
+            shown = await asyncio.wait_for(messages.get(), WAIT)
+            if shown["conversation_id"] == session_id and shown["sender"] == "bot" and (
+                    shown["action"] == "utter_ask_order_id"):
+                break
+        assert shown["decided_by"] == "walt"
+
+        # the bot listens again after the chosen action: the customer's answer is answered
+        await widget.say(session_id, ORDER)
+        kind, data = await widget.next()
+        assert kind == "bot_uttered" and data["text"], data
+
+        refused = await console.call("whisper", {"conversation_id": session_id,
+                                                 "action": "action_nope"},
+                                     namespace="/agent", timeout=WAIT)
+        assert refused["status"] == 400, refused
+        [correction] = await store.list_corrections(conversation_id=session_id)
+        assert (correction.type, correction.agent) == ("action_chosen", "walt")
+        assert correction.after is not None
+        assert correction.after["action_name"] == "utter_ask_order_id"
+        parsed = parse_record({**to_json(correction), "review_status": "accepted"})
+        assert parsed.after is not None and parsed.after.action_name == "utter_ask_order_id"
+        assert [e.action for e in await store.list_audit(actor="walt")
+                if e.action.startswith("whisper")] == ["whisper_action"]
+    finally:
+        await console.disconnect()
+
+
+async def test_in_review_a_chosen_action_is_held_for_a_decision_first(
+    gateway: Gateway, widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    vera = await agent_login(store, api, "vera")
+    console, pending = await agent_console(gateway, vera, "pending_reply")
+    try:
+        session_id = await widget.started()
+        resp = await api.post(f"/api/conversations/{session_id}/review", headers=vera,
+                              json={"on": True})
+        assert resp.status_code == 200, resp.text
+        resp = await api.post(f"/api/conversations/{session_id}/whisper", headers=vera,
+                              json={"action": "utter_ask_order_id"})
+        assert resp.status_code == 200, resp.text
+        reply = (await asyncio.wait_for(pending.get(), WAIT))["reply"]
+        assert reply["action"]["name"] == "utter_ask_order_id"
+        await widget.nothing()  # held: nothing reached the customer yet
+        # a second whisper while the first waits for its decision is refused
+        again = await api.post(f"/api/conversations/{session_id}/whisper", headers=vera,
+                               json={"action": "utter_greet"})
+        assert again.status_code == 409, again.text
+
+        resp = await api.post(
+            f"/api/conversations/{session_id}/replies/{reply['reply_id']}/decision",
+            headers=vera, json={"type": "approve"})
+        assert resp.status_code == 200, resp.text
+        kind, data = await widget.next()
+        assert kind == "bot_uttered" and "order number" in data["text"].lower(), data
+    finally:
+        await console.disconnect()
