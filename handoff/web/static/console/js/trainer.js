@@ -106,6 +106,7 @@ export class TrainerPanel {
   row(c) {
     const before = c.before || {}, after = c.after || {};
     const what = c.type === "relabelled" ? `${before.intent} \u2192 ${after.intent}`
+      : c.type === "slot_set" ? `${after.slot || "?"} = ${JSON.stringify(after.value ?? null)}`
       : `${before.action_name || ""} \u2192 ${after.action_name || ""}`;
     const text = texts(after) || (typeof after.text === "string" ? after.text : "");
     const done = async (status, edited) => {
@@ -195,6 +196,8 @@ export function effect(c, after) {
   if (c.type === "relabelled") return `an NLU example of ${after.intent || "?"} (data/corrections/nlu.yml).`;
   if (c.type === "approved") return "nothing for a response (the bot was right); a story for a custom action or form.";
   if (c.type === "takeover") return "a draft of the conversation as a story, for a trainer to finish by hand.";
+  if (c.type === "slot_set") return `a story and a test story in which the slot ${after.slot || "?"} is set by the agent's whisper before the bot's next turn (the value masked if it is PII).`;
+  if (c.type === "action_chosen") return `a story and a test story ending with ${after.action_name || "the chosen action"}, the action the agent chose for the bot.`;
   if (c.type === "edited") {
     return after.edited_as === "policy_changed"
       ? `policy changed: the response ${response} is replaced in domain.yml by the edited text, for every conversation.`
