@@ -225,11 +225,11 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "scored with the live model reach review or a person).",
             choices=("FIXED", "FITTED")),
     Setting("triage_review_share", "float", "0.15",
-            "In fitted mode, the most of the traffic the risk score may send to review or "
-            "further.", 0, 1),
+            "In fitted mode, the most of the traffic (0-1) the risk score may send to review "
+            "(besides those it sends to a person).", 0, 1),
     Setting("triage_human_share", "float", "0.05",
-            "In fitted mode, the most of the traffic the risk score may send to a person.",
-            0, 1),
+            "In fitted mode, the most of the traffic (0-1) the risk score may send to a "
+            "person.", 0, 1),
     Setting("triage_calibration_messages", "int", "300",
             "In fitted mode, most customer messages scored per fit (the recent stored ones "
             "when there are at least triage_calibration_min, else the training data's).",
