@@ -52,6 +52,7 @@ CONTEXT_MESSAGES = 6
 RECORD_WAIT = 5.0
 """Seconds a message's triage waits for the previous message's history to be written."""
 PARSES_AT_ONCE = 4  # calibration: Rasa parses in flight together
+START_FITS, START_FIT_RETRY = 6, 10.0  # tries of the first fit, seconds between them
 
 Parse = Callable[[str], Awaitable[dict[str, Any]]]
 """Rasa's NLU result for a text (``RasaClient.parse``)."""
@@ -159,7 +160,15 @@ class TriageLink:
         log.info("triage ready")
         if self.fitted:
             self._calibration = asyncio.get_running_loop().create_task(
-                self.calibrate(), name="triage-calibrate")
+                self._calibrate_at_start(), name="triage-calibrate")
+
+    async def _calibrate_at_start(self) -> dict[str, Any] | None:
+        """The first fit; Rasa may not answer yet at start: tried again a few times."""
+        for _ in range(START_FITS - 1):
+            if (state := await self.calibrate()) is not None or self._parse is None:
+                return state
+            await asyncio.sleep(START_FIT_RETRY)
+        return await self.calibrate()
 
     async def wait_ready(self) -> bool:
         """Wait for the background load (tests, benchmarks); whether triage is ready."""
