@@ -61,6 +61,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from handoff.triage import (  # noqa: E402
     History, Message, Triage, TriageConfig, TriageWorker,
 )
+from handoff.triage.calibration import Shares, fit  # noqa: E402
 from handoff.triage.corpus import Corpus, Example, read_examples  # noqa: E402
 from handoff.triage.encoder import (  # noqa: E402
     DEFAULT_MODEL, INPUTS, Encoder, OpenVINOEncoder, TorchEncoder, fingerprint, pooled_network,
@@ -69,7 +70,7 @@ from handoff.triage.encoder import (  # noqa: E402
 from handoff.triage.index import EmbeddingIndex  # noqa: E402
 from handoff.triage.rules import check_rules  # noqa: E402
 from handoff.triage.scoring import (  # noqa: E402
-    ACTIONS, FALLBACK_INTENT, OUT_OF_SCOPE_INTENT, PERSON_REASONS, Signals, Thresholds, Weights,
+    ACTIONS, FALLBACK_INTENT, OUT_OF_SCOPE_INTENT, PERSON_REASONS, Signals, Weights,
     assess,
 )
 
@@ -484,27 +485,11 @@ def bench_project_quality(encoder: Encoder, rasa_python: Path, model: Path | Non
 SHARE_TARGETS = (0.15, 0.05)  # at most this share of messages to review, to a person
 
 
-def fit_thresholds(risk: npt.NDArray[np.float64], reviewable: npt.NDArray[np.bool_],
-                   personal: npt.NDArray[np.bool_], configured: Thresholds,
-                   shares: tuple[float, float] = SHARE_TARGETS) -> Thresholds:
-    """The lowest thresholds, never below ``configured``, at which the messages sent to review
-    (or further) by score stay within ``shares[0]`` and those sent to a person within
-    ``shares[1]`` of the traffic. ``reviewable``: messages the score may hold (not declined
-    as out of scope); ``personal``: those with a reason that may reach a person."""
-    def threshold(eligible: npt.NDArray[np.bool_], share: float, floor: float) -> float:
-        ranked = np.sort(risk[eligible])[::-1]
-        allowed = int(share * len(risk))
-        if len(ranked) <= allowed:
-            return floor
-        return max(floor, round(float(ranked[allowed]) + 1e-4, 4))  # ties stay below
-    return Thresholds(review=threshold(reviewable, shares[0] + shares[1], configured.review),
-                      human=threshold(personal, shares[1], configured.human))
-
-
 def report_routing(rows: Sequence[dict[str, Any]], triage: Triage) -> None:
     """Where triage sends mixed traffic (in-domain held-out examples and out-of-scope
     questions written for the project, each as a conversation's first message), at the
-    configured thresholds and at those fitted to :data:`SHARE_TARGETS`, beside the bot's
+    configured thresholds and at those the gateway's fitted mode would use for
+    :data:`SHARE_TARGETS` (:func:`handoff.triage.calibration.fit`), beside the bot's
     errors it catches (an in-domain message read as another intent, an out-of-scope question
     the bot did not decline)."""
     assessments = [triage.assess_batch([(Message.from_parse(r["text"], r["parse"]),
@@ -520,7 +505,8 @@ def report_routing(rows: Sequence[dict[str, Any]], triage: Triage) -> None:
     forced = [a.action if any(x.startswith("rule:") or x == "human_request" for x in c)
               else "none" for a, c in zip(assessments, codes)]
     configured = triage.thresholds
-    fitted = fit_thresholds(risk, reviewable, personal, configured)
+    # the gateway's own fit (HANDOFF_TRIAGE_THRESHOLDS=fitted), on this mixed traffic
+    fitted = fit(assessments, configured, Shares(*SHARE_TARGETS), min_messages=1).thresholds
     out: list[list[Any]] = []
     for label, t in (("configured", configured), ("fitted to the targets", fitted)):
         actions = np.asarray([

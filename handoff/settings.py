@@ -217,6 +217,26 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("login_lockout", "float", "900",
             "Seconds a locked username or address stays locked (an admin can lift it "
             "sooner).", 1, 86400),
+    # Triage thresholds that follow a target share of traffic (docs/triage.md, "Thresholds")
+    Setting("triage_thresholds", "str", "FITTED",
+            "How triage's review and human thresholds are set: fixed (the two threshold "
+            "settings as they are) or fitted (at start and after each model change, raised "
+            "above them just enough that at most the target shares of a calibration set "
+            "scored with the live model reach review or a person).",
+            choices=("FIXED", "FITTED")),
+    Setting("triage_review_share", "float", "0.15",
+            "In fitted mode, the most of the traffic (0-1) the risk score may send to review "
+            "(besides those it sends to a person).", 0, 1),
+    Setting("triage_human_share", "float", "0.05",
+            "In fitted mode, the most of the traffic (0-1) the risk score may send to a "
+            "person.", 0, 1),
+    Setting("triage_calibration_messages", "int", "300",
+            "In fitted mode, most customer messages scored per fit (the recent stored ones "
+            "when there are at least triage_calibration_min, else the training data's).",
+            10, 10000),
+    Setting("triage_calibration_min", "int", "100",
+            "In fitted mode, fewest messages a fit needs; with fewer the fixed thresholds "
+            "stay.", 1, 10000),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -281,6 +301,11 @@ class Settings:
     login_ip_max_failures: int = 50
     login_backoff: float = 0.25
     login_lockout: float = 900.0
+    triage_thresholds: str = "FITTED"
+    triage_review_share: float = 0.15
+    triage_human_share: float = 0.05
+    triage_calibration_messages: int = 300
+    triage_calibration_min: int = 100
 
     def __repr__(self) -> str:
         shown = ", ".join(

@@ -228,6 +228,12 @@ class RasaClient:
         ``actions``, ``forms``, ..."""
         return await self._get("/domain", headers={"Accept": "application/json"})
 
+    async def parse(self, text: str) -> dict[str, Any]:
+        """What the loaded model's NLU makes of ``text`` (Rasa's ``POST /model/parse``:
+        ``intent``, ``intent_ranking``, ``entities``); nothing is logged to a tracker."""
+        return await self._request("POST", "/model/parse", params={"token": self._token},
+                                   json={"text": text})
+
     async def tracker_events(self, sender: str) -> list[dict[str, Any]]:
         """Every event of the conversation's tracker, oldest first (Rasa's
         ``GET /conversations/{id}/tracker?include_events=ALL``)."""

@@ -16,6 +16,11 @@ library (:mod:`handoff.triage`):
   as ``risk``, after the customer has the reply.
 * **A new model** (:meth:`model_changed`, seen in Rasa's answers): the index of training
   examples and responses is rebuilt on a thread and swapped in (:meth:`rebuild`).
+* **Thresholds that follow a target share** (:meth:`calibrate`, ``HANDOFF_TRIAGE_THRESHOLDS=fitted``):
+  at start and after each model change, a calibration set of customer messages is parsed by the
+  live Rasa model and scored off the event loop, and the review/human thresholds are raised to
+  meet the target shares (:mod:`handoff.triage.calibration`); :attr:`thresholds_state` shows
+  them, and each change goes to the audit log (through ``on_fitted``).
 * **Agent assist** (:meth:`suggestions`): the best replies for the conversation so far, pushed
   as ``suggested_replies`` to the agents in charge while a reply is held or a person answers.
 
@@ -29,6 +34,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from handoff.conversation import router as r
@@ -45,6 +51,17 @@ SUGGESTIONS = 3
 CONTEXT_MESSAGES = 6
 RECORD_WAIT = 5.0
 """Seconds a message's triage waits for the previous message's history to be written."""
+PARSES_AT_ONCE = 4  # calibration: Rasa parses in flight together
+START_FITS, START_FIT_RETRY = 6, 10.0  # tries of the first fit, seconds between them
+
+Parse = Callable[[str], Awaitable[dict[str, Any]]]
+"""Rasa's NLU result for a text (``RasaClient.parse``)."""
+ModelOf = Callable[[], Awaitable[str | None]]
+"""The id of the model in service (from Rasa's ``/status``)."""
+Recent = Callable[[int], Awaitable[list[str]]]
+"""At most n recent stored customer messages, newest first."""
+Fitted = Callable[[dict[str, Any]], Awaitable[None]]
+"""Told each time the fitted thresholds change (the gateway writes the audit log)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,24 @@ class TriageLink:
         # per conversation, the message whose history is not yet written (see begin/record)
         self._unrecorded: dict[str, asyncio.Event] = {}
         self._model_id: str | None = None
+        self._parse: Parse | None = None
+        self._model_of: ModelOf | None = None
+        self._recent: Recent | None = None
+        self._on_fitted: Fitted | None = None
+        self._calibrating = asyncio.Lock()
+        self._calibration: asyncio.Task[dict[str, Any] | None] | None = None
+        self.fitted_state: dict[str, Any] | None = None  # the last fit (fitted mode)
+
+    def attach(self, *, parse: Parse, model_of: ModelOf, recent: Recent | None = None,
+               on_fitted: Fitted | None = None) -> None:
+        """What fitted thresholds need from the gateway: Rasa's NLU, the live model's id, the
+        stored customer messages and where to report a change."""
+        self._parse, self._model_of = parse, model_of
+        self._recent, self._on_fitted = recent, on_fitted
+
+    @property
+    def fitted(self) -> bool:
+        return self.config.mode == "fitted"
 
     @property
     def ready(self) -> bool:
@@ -123,6 +158,17 @@ class TriageLink:
         await worker.start()
         self.worker = worker
         log.info("triage ready")
+        if self.fitted:
+            self._calibration = asyncio.get_running_loop().create_task(
+                self._calibrate_at_start(), name="triage-calibrate")
+
+    async def _calibrate_at_start(self) -> dict[str, Any] | None:
+        """The first fit; Rasa may not answer yet at start: tried again a few times."""
+        for _ in range(START_FITS - 1):
+            if (state := await self.calibrate()) is not None or self._parse is None:
+                return state
+            await asyncio.sleep(START_FIT_RETRY)
+        return await self.calibrate()
 
     async def wait_ready(self) -> bool:
         """Wait for the background load (tests, benchmarks); whether triage is ready."""
@@ -131,9 +177,10 @@ class TriageLink:
         return self.ready
 
     async def close(self) -> None:
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
-            await asyncio.gather(self._loading, return_exceptions=True)
+        for task in (self._loading, self._calibration):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.worker is not None:
             await self.worker.close()
             self.worker = None
@@ -153,6 +200,95 @@ class TriageLink:
         assessments and suggestions go on with the old index meanwhile."""
         if self.worker is not None:
             await self.worker.rebuild(self.config)
+            await self.calibrate()
+
+    async def model_live(self, model_id: str) -> None:
+        """A deploy put ``model_id`` live: re-fit the thresholds unless they were fitted on
+        it already (a rebuild seen in Rasa's answers may have done it)."""
+        state = self.fitted_state
+        if state is None or state.get("model_id") != model_id:
+            await self.calibrate()
+
+    # ------------------------------------------------------------------ thresholds
+
+    @property
+    def thresholds_state(self) -> dict[str, Any]:
+        """The thresholds in use and, in fitted mode, what they were fitted on (for
+        ``/api/health``): ``mode``, ``review_threshold``, ``human_threshold``, and the last
+        fit's ``target_review_share``, ``target_human_share``, ``review_share``,
+        ``human_share`` (measured on the set), ``messages``, ``source``, ``model_id``,
+        ``fitted_at``, ``fitted`` (False: too few messages, fixed kept)."""
+        worker = self.worker
+        current = worker.triage.thresholds if worker is not None else self.config.thresholds
+        state: dict[str, Any] = {"mode": self.config.mode, "review_threshold": current.review,
+                                 "human_threshold": current.human,
+                                 "floor_review_threshold": self.config.thresholds.review,
+                                 "floor_human_threshold": self.config.thresholds.human}
+        if self.fitted:
+            state["target_review_share"] = self.config.shares.review
+            state["target_human_share"] = self.config.shares.human
+            state.update({k: v for k, v in (self.fitted_state or {}).items()
+                          if k not in ("review_threshold", "human_threshold")})
+        return state
+
+    async def _calibration_texts(self, worker: TriageWorker) -> tuple[list[str], str]:
+        """The recent stored customer messages when there are enough, else the training
+        data's examples spread over all intents (see docs/triage.md)."""
+        size = self.config.calibration_messages
+        if self._recent is not None:
+            stored = list(dict.fromkeys(t for t in await self._recent(size * 2) if t.strip()))
+            if len(stored) >= self.config.calibration_min:
+                return stored[:size], "stored customer messages"
+        examples = list(dict.fromkeys(e.text for e in worker.triage.index.corpus.examples))
+        step = max(1, len(examples) // size)
+        return examples[::step][:size], "training data"
+
+    async def calibrate(self) -> dict[str, Any] | None:
+        """Fit the thresholds to the target shares on the live model (fitted mode, once the
+        model is loaded and :meth:`attach` was called): a calibration set parsed by Rasa and
+        scored off the event loop. Returns the fit (None: nothing done). A failure (Rasa
+        down) keeps the thresholds in use, logged."""
+        worker = self.worker
+        if not self.fitted or worker is None or self._parse is None or self._model_of is None:
+            return None
+        parse = self._parse
+        async with self._calibrating:
+            try:
+                model_id = await self._model_of()
+                texts, source = await self._calibration_texts(worker)
+                limit = asyncio.Semaphore(PARSES_AT_ONCE)
+
+                async def one(text: str) -> TriageMessage:
+                    async with limit:
+                        return TriageMessage.from_parse(text, await parse(text))
+
+                messages = await asyncio.gather(*(one(t) for t in texts))
+                calibration = await worker.calibrate(messages, self.config.thresholds,
+                                                     self.config.shares,
+                                                     self.config.calibration_min)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("triage thresholds could not be fitted: the current ones stay")
+                return None
+            previous = self.fitted_state
+            state = {**calibration.to_json(), "source": source, "model_id": model_id,
+                     "target_review_share": self.config.shares.review,
+                     "target_human_share": self.config.shares.human,
+                     "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            self.fitted_state = state
+            log.info("triage thresholds fitted on %d %s (model %s): review %.4f, human %.4f",
+                     calibration.messages, source, model_id, calibration.thresholds.review,
+                     calibration.thresholds.human)
+            changed = previous is None or any(
+                previous.get(k) != state[k] for k in ("review_threshold", "human_threshold",
+                                                      "model_id"))
+            if changed and self._on_fitted is not None:
+                try:
+                    await self._on_fitted(state)
+                except Exception:
+                    log.exception("the fitted triage thresholds could not be reported")
+            return state
 
     # ------------------------------------------------------------------ before Rasa
 

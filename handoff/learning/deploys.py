@@ -237,8 +237,11 @@ class Deploys:
                 model_id, deployed_by=by, override=override,
                 details={"previous": live.model_id, "url": url, "drained": drained,
                          "rollback": rollback, "regressions": regressions})
-        if self.triage is not None and self.triage.model_changed(model_id):
-            await self.triage.rebuild()
+        if self.triage is not None:
+            if self.triage.model_changed(model_id):
+                await self.triage.rebuild()  # re-fits the thresholds too (fitted mode)
+            else:  # not seen in an answer yet: the thresholds still follow the new model
+                await self.triage.model_live(model_id)
         await self._progress(model_id, f"{version.file} is live")
         await self.notifier.to_agents("model_deployed", {"model": to_json(version),
                                                          "rollback": rollback})

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from threadpoolctl import threadpool_limits
 
+from handoff.triage.calibration import Calibration, Shares, fit
 from handoff.triage.clustering import Cluster, cluster_messages
 from handoff.triage.corpus import read_corpus
 from handoff.triage.encoder import (
@@ -54,6 +55,12 @@ class TriageConfig:
     thresholds: Thresholds = Thresholds()
     weights: Weights = Weights()
     max_batch: int = 32
+    # Thresholds that follow a target share (calibration.py): "fixed" keeps ``thresholds``;
+    # "fitted" raises them, after each model change, to meet ``shares`` on a calibration set.
+    mode: str = "fixed"
+    shares: Shares = Shares()
+    calibration_messages: int = 300  # most messages scored per fit
+    calibration_min: int = 100  # fewer: the fixed thresholds are kept
 
     @classmethod
     def from_settings(cls, settings: Any) -> TriageConfig:
@@ -68,7 +75,12 @@ class TriageConfig:
                    domain=path(settings.triage_domain), rules=path(settings.triage_rules),
                    thresholds=Thresholds(review=settings.triage_review_threshold,
                                          human=settings.triage_human_threshold),
-                   max_batch=settings.triage_max_batch)
+                   max_batch=settings.triage_max_batch,
+                   mode=settings.triage_thresholds.lower(),
+                   shares=Shares(review=settings.triage_review_share,
+                                 human=settings.triage_human_share),
+                   calibration_messages=settings.triage_calibration_messages,
+                   calibration_min=settings.triage_calibration_min)
 
 
 @dataclass(frozen=True)
@@ -186,6 +198,17 @@ class Triage:
         signals = self.measure([message for message, _ in items])
         return [assess(s, history, self.thresholds, self.weights)
                 for s, (_, history) in zip(signals, items)]
+
+    def calibrate(self, messages: Sequence[Message], floors: Thresholds, shares: Shares,
+                  min_messages: int, batch: int = 32) -> Calibration:
+        """Scores ``messages`` (each alone, as a conversation's first message) at ``floors``
+        and fits the thresholds that meet ``shares`` (:func:`~.calibration.fit`); does not
+        change :attr:`thresholds` (the caller swaps them in). Blocks: seconds for hundreds."""
+        assessments = []
+        for start in range(0, len(messages), batch):
+            for signals in self.measure(messages[start:start + batch]):
+                assessments.append(assess(signals, History(), floors, self.weights)[0])
+        return fit(assessments, floors, shares, min_messages)
 
     def suggest(self, context: Sequence[str], k: int = 3) -> list[Suggestion]:
         """The ``k`` best replies for a conversation whose last messages are ``context``

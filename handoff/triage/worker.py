@@ -23,12 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from handoff.triage.calibration import Calibration, Shares
 from handoff.triage.clustering import Cluster
 from handoff.triage.corpus import read_corpus
 from handoff.triage.encoder import Encoder, load_encoder
 from handoff.triage.engine import Message, Prepared, Triage, TriageConfig
 from handoff.triage.index import EmbeddingIndex, Suggestion
-from handoff.triage.scoring import Assessment, History
+from handoff.triage.scoring import Assessment, History, Thresholds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -165,6 +166,23 @@ class TriageWorker:
         """Clusters of recent badly handled messages (see :mod:`handoff.triage.clustering`)."""
         return await self._call(lambda: self.triage.emerging_needs(
             texts, max_distance=max_distance, min_size=min_size))
+
+    # --- thresholds that follow a target share ------------------------------------------
+
+    async def calibrate(self, messages: Sequence[Message], floors: Thresholds, shares: Shares,
+                        min_messages: int) -> Calibration:
+        """Fits the thresholds on ``messages`` (:meth:`Triage.calibrate`) on a separate thread
+        while assessments go on, then swaps them in on the worker thread; returns the fit."""
+        triage = self.triage
+        calibration = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: triage.calibrate(list(messages), floors, shares, min_messages,
+                                           self.max_batch))
+
+        def swap() -> None:
+            triage.thresholds = calibration.thresholds
+
+        await self._call(swap)
+        return calibration
 
     # --- index rebuilds -------------------------------------------------------------------
 

@@ -118,6 +118,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     supervisor = (Supervisor(settings.supervisor_url, settings.rasa_token)
                   if settings.supervisor_url else None)
     deploys = Deploys(settings, store, rasa, supervisor, notifier, triage, instruments)
+    if triage is not None:
+        _attach_triage(triage, rasa, store)
     retraining = Retraining(store, supervisor, notifier, deploys.live, instruments)
     app.ctx.notifier = notifier  # not the server: every emit goes through the notifier
     app.ctx.conversations = conversations
@@ -168,8 +170,11 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
 
     @app.get("/api/health", name="health")
     async def _health(request: Request) -> HTTPResponse:
-        return json({"status": "ok", "triage": "off" if triage is None else (
-            "ready" if triage.ready else "loading"), "rasa": health.as_json()})
+        body: dict[str, Any] = {"status": "ok", "triage": "off" if triage is None else (
+            "ready" if triage.ready else "loading"), "rasa": health.as_json()}
+        if triage is not None:
+            body["triage_thresholds"] = triage.thresholds_state
+        return json(body)
 
     @app.get("/api/openapi.json", name="openapi")
     async def _openapi(request: Request) -> HTTPResponse:
@@ -202,3 +207,22 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     install_rights(app, settings=settings, store=store)
     check_surface(app, sio)  # Undeclared: a route or event is missing from the table
     return app
+
+
+def _attach_triage(triage: TriageLink, rasa: RasaClient, store: Store) -> None:
+    """Fitted triage thresholds (docs/triage.md): Rasa's NLU and live model, the stored
+    customer messages, and an audit entry for each change."""
+    async def model_of() -> str | None:
+        model_id = (await rasa.status()).get("model_id")
+        return model_id if isinstance(model_id, str) else None
+
+    async def recent(limit: int) -> list[str]:
+        return [m.text for m in await store.recent_customer_messages(limit=limit,
+                                                                      assessed=False)
+                if m.text]
+
+    async def on_fitted(state: dict[str, Any]) -> None:
+        await store.audit("system", "triage_thresholds_fitted",
+                          target=f"model:{state.get('model_id')}", details=state)
+
+    triage.attach(parse=rasa.parse, model_of=model_of, recent=recent, on_fitted=on_fitted)

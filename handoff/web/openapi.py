@@ -267,8 +267,8 @@ def openapi_document() -> dict[str, Any]:
         "conversation": {"$ref": "#/components/schemas/RouterState"}}})
     paths: dict[str, dict[str, Any]] = {
         "/api/health": {"get": _operation(
-            "Liveness, whether triage is off, loading its model or ready, and Rasa's health "
-            "as the gateway's probe sees it (docs/supervision.md).",
+            "Liveness, whether triage is off, loading its model or ready, its thresholds, and "
+            "Rasa's health as the gateway's probe sees it (docs/supervision.md).",
             _json({"type": "object", "properties": {
                 "status": {"type": "string"},
                 "triage": {"type": "string", "enum": ["off", "loading", "ready"]},
@@ -278,7 +278,25 @@ def openapi_document() -> dict[str, Any]:
                     "error": {"type": ["string", "null"]},
                     "failed_probes": {"type": "integer"},
                     "probe_ms": {"type": ["number", "null"]},
-                    "probe": {"type": "string", "enum": ["on", "off"]}}}}}),
+                    "probe": {"type": "string", "enum": ["on", "off"]}}},
+                "triage_thresholds": {"type": "object", "description":
+                    "When triage is on: the review/human thresholds in use and, in fitted "
+                    "mode, what they were fitted on (docs/triage.md, \"Thresholds\").",
+                    "properties": {
+                        "mode": {"type": "string", "enum": ["fixed", "fitted"]},
+                        "review_threshold": {"type": "number"},
+                        "human_threshold": {"type": "number"},
+                        "floor_review_threshold": {"type": "number"},
+                        "floor_human_threshold": {"type": "number"},
+                        "target_review_share": {"type": "number"},
+                        "target_human_share": {"type": "number"},
+                        "review_share": {"type": "number"},
+                        "human_share": {"type": "number"},
+                        "messages": {"type": "integer"},
+                        "fitted": {"type": "boolean"},
+                        "source": {"type": "string"},
+                        "model_id": {"type": ["string", "null"]},
+                        "fitted_at": {"type": "string", "format": "date-time"}}}}}),
             auth=False, statuses=())},
         "/api/openapi.json": {"get": _operation("This document.", _json(_OBJECT), auth=False,
                                                 statuses=())},

@@ -33,7 +33,8 @@ ASKED = ["do you offer gift wrapping?", "can you gift wrap my present",
 @pytest.fixture(scope="module")
 def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gw = _start_gateway(tmp_path_factory.mktemp("trainer-gateway"), rasa_stack.rasa_url,
-                        rasa_stack.token, {"HANDOFF_TRIAGE_ENABLED": "true"})
+                        rasa_stack.token, {"HANDOFF_TRIAGE_ENABLED": "true",
+                                           "HANDOFF_TRIAGE_THRESHOLDS": "fixed"})
     deadline = time.monotonic() + 120
     while requests.get(f"{gw.url}/api/health", timeout=10).json()["triage"] != "ready":
         assert time.monotonic() < deadline, "triage did not become ready"

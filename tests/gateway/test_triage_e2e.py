@@ -28,6 +28,8 @@ def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iter
     gw = _start_gateway(tmp_path_factory.mktemp("triage-gateway"), rasa_stack.rasa_url,
                         rasa_stack.token, {"HANDOFF_TRIAGE_ENABLED": "true",
                                            "HANDOFF_REVIEW_TIMEOUT": str(REVIEW_TIMEOUT),
+                                           # exact thresholds: not fitted to a share
+                                           "HANDOFF_TRIAGE_THRESHOLDS": "fixed",
                                            "HANDOFF_TRIAGE_REVIEW_THRESHOLD": str(THRESHOLD)})
     yield gw
     _stop(gw.process)
@@ -226,6 +228,10 @@ async def test_each_message_is_assessed_stored_and_pushed_with_its_reasons(
     try:
         session_id = await widget.session()
         await _ready(api)
+        thresholds = (await api.get("/api/health")).json()["triage_thresholds"]
+        assert thresholds == {"mode": "fixed", "review_threshold": THRESHOLD,
+                              "human_threshold": 0.9, "floor_review_threshold": THRESHOLD,
+                              "floor_human_threshold": 0.9}
         await widget.say(session_id, "this is absolutely terrible, nothing works and I am "
                                      "furious with you")
         pushed = await _next(risks, session_id)
