@@ -718,7 +718,7 @@ def test_an_agent_whispers_a_slot_and_an_action_from_the_conversation_screen(
     panel.get_by_label("Value").fill("100002")
     panel.get_by_role("button", name="Set slot").click()
     expect(panel.get_by_role("status")).to_have_text("Slot order_id set.")
-    shots(erin.page, "console-whisper")
+    shots(erin.page, "console-whisper", doc="console-whisper")
     customer.say("where is my order?")  # the bot uses the whispered order number
     expect(customer.last("bot")).to_contain_text("100002")
 
