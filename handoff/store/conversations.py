@@ -139,11 +139,7 @@ class ConversationStore(Database):
         """Keep the address a waiting customer left to be contacted at (replacing an earlier
         one): ``{conversation_id, contact, left_at}``. ``NotFound`` for no conversation."""
         async with self._tx(write=True) as conn:
-            found = (await conn.execute(sa.select(conversations.c.id).where(
-                conversations.c.id == conversation_id))).first()
-            if found is None:
-                raise NotFound(f"no conversation {conversation_id!r}",
-                               conversation_id=conversation_id)
+            await self._require_conversation(conn, conversation_id)
             await conn.execute(sa.delete(conversation_contacts).where(
                 conversation_contacts.c.conversation_id == conversation_id))
             row = {"conversation_id": conversation_id, "contact": contact, "left_at": now()}

@@ -59,9 +59,8 @@ def secret_hash(secret: str) -> str:
 
 
 def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifier, *,
-                               conversations: Conversations, max_chars: int,
+                               conversations: Conversations, max_chars: int, limits: Limits,
                                waiting: Waiting | None = None, sessions: str = "SECURE",
-                               limits: Limits = Limits(),
                                instruments: Instruments | None = None) -> None:
     """Add the customers' event handlers to ``sio`` (see the module docstring)."""
     store = conversations.store

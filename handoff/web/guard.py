@@ -140,15 +140,16 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
 
 @dataclass(frozen=True)
 class Limits:
-    """The customer side's limits (the ``HANDOFF_*`` settings of the same names)."""
+    """The customer side's limits: the ``HANDOFF_*`` settings of the same names (their
+    defaults are in the settings table)."""
 
-    max_frame_bytes: int = 65536
-    customer_message_rate: float = 2.0
-    customer_message_burst: int = 20
-    ip_message_rate: float = 10.0
-    ip_message_burst: int = 100
-    ip_connect_rate: float = 2.0
-    ip_connect_burst: int = 60
+    max_frame_bytes: int
+    customer_message_rate: float
+    customer_message_burst: int
+    ip_message_rate: float
+    ip_message_burst: int
+    ip_connect_rate: float
+    ip_connect_burst: int
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:

@@ -13,20 +13,21 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 import requests
 
 from bot.serve import Stack
 from handoff.conversation.customer_protocol import NOTICE_TEXTS, RASA_DOWN_TEXT
 from handoff.conversation.router import Notice
 from handoff.store import Store
-from tests.gateway.clients import WAIT, Widget, agent_console, agent_login
+from tests.gateway.clients import (  # noqa: F401 (gateway_store: the fixture store)
+    WAIT, Widget, agent_console, agent_login, gateway_store,
+)
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
 
 pytestmark = pytest.mark.asyncio
@@ -44,13 +45,6 @@ def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iter
                                            "HANDOFF_RASA_TIMEOUT": "120"})
     yield gw
     _stop(gw.process)
-
-
-@pytest_asyncio.fixture
-async def store(gateway: Gateway) -> AsyncIterator[Store]:
-    s = Store(gateway.database_url)
-    yield s
-    await s.close()
 
 
 def _rasa_pid(stack: Stack) -> int:

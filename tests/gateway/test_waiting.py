@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 import requests
 from playwright.sync_api import expect
 
 from bot.serve import Stack
 from handoff.conversation.presence import OpeningHours, Presence
 from handoff.store import Store
-from tests.gateway.clients import WAIT, Widget, agent_console, agent_login
+from tests.gateway.clients import (  # noqa: F401 (gateway_store: the fixture store)
+    WAIT, Widget, agent_console, agent_login, gateway_store,
+)
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
 from tests.gateway.glyphs import missing_glyphs
 from tests.gateway.test_pages import (  # noqa: F401 (fixtures)
@@ -40,13 +41,6 @@ def gateway(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iter
                         rasa_stack.token, {"HANDOFF_QUEUE_OFFER_AFTER": "3"})
     yield gw
     _stop(gw.process)
-
-
-@pytest_asyncio.fixture
-async def store(gateway: Gateway) -> AsyncIterator[Store]:
-    s = Store(gateway.database_url)
-    yield s
-    await s.close()
 
 
 async def _next_of(widget: Widget, event: str) -> Any:
