@@ -107,14 +107,15 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
         return False
 
     def guarded(handler: Handler, *, counted: bool) -> Handler:
-        """``handler`` behind the rate limits (``counted``) and with any failure answered by
-        an ``error`` event and one quiet log line instead of a traceback."""
+        """``handler`` behind the rate limits (``counted``); a refusal (a protocol, store or
+        router error) is answered with its ``error`` event, any other failure with
+        ``internal_error``, each with one quiet log line instead of a traceback."""
         async def run(sid: str, data: Any = None) -> Any:
             if counted and not await allowed(sid):
                 return None
             try:
                 return await handler(sid, data)
-            except ProtocolError as exc:
+            except (ProtocolError, HandoffError, r.RouterError) as exc:
                 await refuse(sid, exc)
             except Exception as exc:  # noqa: BLE001 - answered, counted and logged once
                 quiet.warning("a customer event failed: %s: %.200s", type(exc).__name__, exc)
@@ -183,11 +184,7 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
         return True, None
 
     async def session_request(sid: str, data: Any = None) -> dict[str, Any] | None:
-        try:
-            requested, presented = parse_session_request(data)
-        except ProtocolError as exc:
-            await refuse(sid, exc)
-            return None
+        requested, presented = parse_session_request(data)
         session = await sio.get_session(sid)
         previous = session.get("conversation_id")
         new_secret: str | None = None
@@ -232,13 +229,9 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
             del unspoken[session_id]
 
     async def user_uttered(sid: str, data: Any = None) -> None:
-        try:
-            uttered = parse_user_uttered(data, max_chars=max_chars)
-            await own_session(sid, uttered.session_id)
-            await claim(sid, uttered.session_id)
-        except ProtocolError as exc:
-            await refuse(sid, exc)
-            return
+        uttered = parse_user_uttered(data, max_chars=max_chars)
+        await own_session(sid, uttered.session_id)
+        await claim(sid, uttered.session_id)
         stored = await conversations.customer_message(
             uttered.session_id, uttered.text, uttered.metadata)
         if stored is None:
@@ -247,33 +240,22 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
                 "start a new one")))
 
     async def end_conversation(sid: str, data: Any = None) -> None:
-        try:
-            session_id = await own_session(sid, parse_end_conversation(data))
-            await conversations.apply(session_id, r.Close(agent_id=None))
-        except (ProtocolError, HandoffError, r.RouterError) as exc:
-            await refuse(sid, exc)
+        session_id = await own_session(sid, parse_end_conversation(data))
+        await conversations.apply(session_id, r.Close(agent_id=None))
 
     async def survey_answer(sid: str, data: Any = None) -> None:
-        try:
-            session_id, score = parse_survey_answer(data)
-            await own_session(sid, session_id)
-            await conversations.effort_score(session_id, score)
-        except (ProtocolError, HandoffError) as exc:
-            await refuse(sid, exc)
-            return
+        session_id, score = parse_survey_answer(data)
+        await own_session(sid, session_id)
+        await conversations.effort_score(session_id, score)
         await notifier.to_socket(sid, "survey_thanks", {})
 
     async def handoff_choice(sid: str, data: Any = None) -> None:
-        try:
-            if waiting is None:
-                raise ProtocolError("bad_payload", "no choices are offered here")
-            if not isinstance(data, dict) or not isinstance(data.get("session_id"), str):
-                raise ProtocolError("bad_payload",
-                                    "expected {session_id, choice, contact?}")
-            session_id = await own_session(sid, data["session_id"])
-            await waiting.choose(session_id, data.get("choice"), data.get("contact"))
-        except (ProtocolError, HandoffError, r.RouterError) as exc:
-            await refuse(sid, exc)
+        if waiting is None:
+            raise ProtocolError("bad_payload", "no choices are offered here")
+        if not isinstance(data, dict) or not isinstance(data.get("session_id"), str):
+            raise ProtocolError("bad_payload", "expected {session_id, choice, contact?}")
+        session_id = await own_session(sid, data["session_id"])
+        await waiting.choose(session_id, data.get("choice"), data.get("contact"))
 
     sio.on("connect", handler=connect)
     sio.on("disconnect", handler=disconnect)
