@@ -605,15 +605,20 @@ def _on_choose_action(s: ConversationState, ev: ChooseAction) -> Result:
     _nonempty(ev.action_name, "action_name")
     then = _default_then(s)
     s = replace(s, turn=Turn(message=ev.message, then=then, call_id=None))
+    # the whisper is recorded with the step that carries it out (one transaction)
+    record = RecordCorrection(conversation_id=s.conversation_id, kind=CorrectionKind.CHOOSE,
+                              agent_id=ev.agent_id, message_id=ev.message.message_id,
+                              reply_id=None, before=None,
+                              after=ReplySnapshot(action_name=ev.action_name), model_id=None)
     if s.mode is Mode.REVIEW:
         reply = PendingReply(reply_id=s.next_call_id, message_id=ev.message.message_id,
                              action=BotAction(name=ev.action_name, policy="whisper"),
                              parse=None, model_id=None)
         assert s.turn is not None
         s = replace(s, turn=replace(s.turn, pending=reply), next_call_id=s.next_call_id + 1)
-        return s, [ShowPendingReply(conversation_id=s.conversation_id, agent_id=s.owner,
-                                    reply=reply)]
-    s, effects = _execute(s, ev.action_name, [], None, ev.agent_id)
+        return s, [record, ShowPendingReply(conversation_id=s.conversation_id,
+                                            agent_id=s.owner, reply=reply)]
+    s, effects = _execute(s, ev.action_name, [record], None, ev.agent_id)
     assert s.turn is not None
     return replace(s, turn=replace(s.turn, decided_by=ev.agent_id)), effects  # marks its reply
 

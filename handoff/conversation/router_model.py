@@ -150,6 +150,7 @@ class CorrectionKind(StrEnum):
     WRITE = "write"
     RELABEL = "relabel"
     TAKEOVER = "takeover"
+    CHOOSE = "choose"  # a whisper: the bot's next action chosen by an agent
 
     @property
     def recorded_as(self) -> contract.CorrectionType:
@@ -170,6 +171,7 @@ _RECORDED_AS: Mapping[CorrectionKind, contract.CorrectionType] = {
     CorrectionKind.WRITE: contract.WRITTEN,
     CorrectionKind.RELABEL: contract.RELABELLED,
     CorrectionKind.TAKEOVER: contract.TAKEOVER,
+    CorrectionKind.CHOOSE: contract.ACTION_CHOSEN,
 }
 
 

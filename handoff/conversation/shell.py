@@ -44,6 +44,7 @@ from handoff.conversation.rasa_health import RasaHealth
 from handoff.conversation.state_codec import decode_state, encode, encode_state
 from handoff.store import (
     Conversation,
+    Correction,
     CorrectionDraft,
     Message,
     MessageNlu,
@@ -261,7 +262,8 @@ class Conversations:
         async def run() -> list[Message]:
             if flag is not None:  # before the message is run (a no-op once closed)
                 await self._step_locked(conversation_id, flag)
-            return (await self._step_locked(conversation_id, event))[1]
+            _, saved = await self._step_locked(conversation_id, event)
+            return saved.messages if saved is not None else []
 
         async with self.locks.hold(conversation_id):
             try:
@@ -295,6 +297,15 @@ class Conversations:
             state, _ = await self._step_locked(conversation_id, event)
             return state
 
+    async def apply_recorded(self, conversation_id: str, event: r.Event) -> Correction:
+        """Step an agent's event that records a correction (a whisper's chosen action) and
+        return the correction, stored in the step's own transaction."""
+        async with self.locks.hold(conversation_id):
+            _, saved = await self._step_locked(conversation_id, event)
+        if saved is None or saved.correction is None:
+            raise r.InvalidTransition(f"{type(event).__name__} recorded no correction")
+        return saved.correction
+
     async def state(self, conversation_id: str) -> r.ConversationState:
         conv = await self.store.get_conversation(conversation_id)
         return decode_state(conversation_id, conv.state)
@@ -302,17 +313,17 @@ class Conversations:
     # ------------------------------------------------------------------ stepping
 
     async def _step_locked(self, conversation_id: str,
-                           event: r.Event) -> tuple[r.ConversationState, list[Message]]:
+                           event: r.Event) -> tuple[r.ConversationState, SavedStep | None]:
         """Step ``event`` under the conversation's lock. The new state, the messages the step
         produced (the customer's, the bot's) and the NLU result of a Rasa answer are written in
-        one transaction before any effect runs; returns the state and the stored messages.
-        A step that changes nothing (a late Rasa answer, a flag already raised) writes nothing."""
+        one transaction before any effect runs; returns the state and what was saved (None
+        when the step changed nothing: a late Rasa answer, a flag already raised)."""
         for _ in range(_STALE_RETRIES):
             conv = await self.store.get_conversation(conversation_id)
             before = decode_state(conversation_id, conv.state)
             after, effects = r.step(before, event, self.config)
             if after == before and not effects:
-                return before, []
+                return before, None
             try:
                 saved = await self.store.save_step(
                     conversation_id, expected_version=conv.version, mode=after.mode.value,
@@ -346,7 +357,7 @@ class Conversations:
                 raise
             except Exception:  # one failed push must not stop the turn
                 log.exception("effect %s of %s failed", type(effect).__name__, conversation_id)
-        return after, stored
+        return after, saved
 
     def _count_step(self, mode_before: str, saved: SavedStep) -> None:
         """The step's mode change, held reply and decisions, for Prometheus."""

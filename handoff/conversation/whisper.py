@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from contracts.correction_record import ACTION_CHOSEN, SLOT_SET
+from contracts.correction_record import SLOT_SET
 from handoff.conversation import router as r
 from handoff.conversation.shell import Conversations
 from handoff.conversation.state_codec import decode_state
@@ -97,11 +97,9 @@ class Whisper:
         last = (await store.last_customer_messages([cid])).get(cid)
         if last is None or last.client_message_id is None:
             raise Conflict("the customer has said nothing yet: there is no turn to answer")
-        events = await conversations.rasa.tracker_events(cid)
         message = r.CustomerMessage(message_id=last.client_message_id, text=last.text or "",
                                     metadata=dict(last.metadata or {}))
-        await conversations.apply(cid, r.ChooseAction(agent_id=agent, action_name=action,
-                                                      message=message))
-        return await store.add_correction(
-            cid, type=ACTION_CHOSEN, agent=agent, after={"action_name": action},
-            tracker_events=events)
+        # the step and its correction are one transaction; the tracker as it was before the
+        # chosen action ran is fetched after the commit, as for every agent decision
+        return await conversations.apply_recorded(
+            cid, r.ChooseAction(agent_id=agent, action_name=action, message=message))

@@ -720,12 +720,20 @@ def test_marker_helpers() -> None:
 
 # --- whispers: an agent chooses the bot's next action ------------------------------------------
 
+def chosen(action: str, agent: str) -> RecordCorrection:
+    """The correction a whisper's chosen action records, with the step that carries it out."""
+    return RecordCorrection(conversation_id=CID, kind=CorrectionKind.CHOOSE, agent_id=agent,
+                            message_id="m1", reply_id=None, before=None,
+                            after=ReplySnapshot(action_name=action), model_id=None)
+
+
 def test_a_chosen_action_runs_as_the_bots_next_and_its_reply_is_marked_with_the_agent() -> None:
     state, _ = feed(new(), msg(1), RasaResult(call_id=1, executed=(GREET,)))
     state, effects = step(state, ChooseAction(agent_id=BOB, action_name="utter_ask_order_id",
                                               message=msg(1)))
-    assert effects == (RasaExecute(conversation_id=CID, call_id=2, then=Continuation.RUN,
-                                   action_name="utter_ask_order_id"),)
+    assert effects == (chosen("utter_ask_order_id", BOB),
+                       RasaExecute(conversation_id=CID, call_id=2, then=Continuation.RUN,
+                                   action_name="utter_ask_order_id"))
     state, effects = step(state, RasaResult(call_id=2, executed=(ASK_ID,)))
     assert effects == (send("utter_ask_order_id", *ASK_ID.messages, agent=BOB),)
     assert state.turn is None and state.mode is Mode.BOT
@@ -737,7 +745,8 @@ def test_in_review_a_chosen_action_is_held_and_refused_while_a_turn_runs() -> No
     held = PendingReply(reply_id=1, message_id="m1", action=BotAction(name="utter_greet",
                                                                      policy="whisper"),
                         parse=None, model_id=None)
-    assert effects == (ShowPendingReply(conversation_id=CID, agent_id=ANN, reply=held),)
+    assert effects == (chosen("utter_greet", BOB),  # recorded with the step
+                       ShowPendingReply(conversation_id=CID, agent_id=ANN, reply=held))
     with pytest.raises(InvalidTransition):  # its decision is still to come
         step(state, ChooseAction(agent_id=ANN, action_name="utter_greet", message=msg(1)))
     state, effects = step(state, Approve(agent_id=ANN, reply_id=1))

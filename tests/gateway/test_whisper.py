@@ -99,6 +99,15 @@ async def test_a_chosen_action_runs_and_its_reply_reaches_the_customer(
         assert (correction.type, correction.agent) == ("action_chosen", "walt")
         assert correction.after is not None
         assert correction.after["action_name"] == "utter_ask_order_id"
+        # stored with the step; the tracker as it was before the chosen action, fetched after
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while correction.tracker_status != "fetched":
+            assert asyncio.get_running_loop().time() < deadline, correction.tracker_status
+            await asyncio.sleep(0.05)
+            [correction] = await store.list_corrections(conversation_id=session_id)
+        assert correction.tracker_events and not any(
+            e.get("event") == "action" and e.get("name") == "utter_ask_order_id"
+            for e in correction.tracker_events), correction.tracker_events
         parsed = parse_record({**to_json(correction), "review_status": "accepted"})
         assert parsed.after is not None and parsed.after.action_name == "utter_ask_order_id"
         assert [e.action for e in await store.list_audit(actor="walt")
