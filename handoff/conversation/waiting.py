@@ -100,8 +100,11 @@ class Waiting:
                 elif self.offer_after > 0:
                     self._timers[cid] = asyncio.get_running_loop().create_task(
                         self._offer_later(cid))
-        else:
+        elif cid in self._positions:  # it leaves the queue: those behind it move up
             self._forget(cid)
+        else:  # never waited: nobody's place changes, and the queue is not read again
+            self._forget(cid)
+            return
         await self.push_positions()
 
     def _forget(self, cid: str) -> None:
