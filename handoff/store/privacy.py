@@ -43,6 +43,7 @@ from handoff.store.schema import (
     conversation_events,
     conversations,
     corrections,
+    customer_sessions,
     messages,
     notes,
     pending_replies,
@@ -221,6 +222,10 @@ class PrivacyStore(Database):
                             ("messages", messages), ("contacts", conversation_contacts)):
             result = await conn.execute(sa.delete(table).where(table.c.conversation_id == cid))
             removed[name] = int(result.rowcount or 0)
+        # the session's secret goes too: a widget still holding it starts a new conversation
+        result = await conn.execute(sa.delete(customer_sessions).where(
+            customer_sessions.c.session_id == cid))
+        removed["session"] = int(result.rowcount or 0)
         await conn.execute(sa.update(conversations).where(conversations.c.id == cid).values(
             mode="closed", owner=None, queued=False, queue_reason=None, queued_at=None,
             state=state, triage=None, closed_at=conv.closed_at or at, updated_at=at,

@@ -90,12 +90,16 @@ async def test_unknown_or_bad_ids_are_refused_whole(store: Store) -> None:
 async def test_erase_removes_the_text_and_keeps_corrections_masked(store: Store) -> None:
     await _customer(store, "c1")
     await _customer(store, "c2", "other customer: bob@mail.test")
+    for cid in ("c1", "c2"):  # each widget's session secret, kept hashed
+        assert await store.claim_customer_session(cid, f"hash-of-{cid}")
     stored = (await store.get_conversation("c1")).state
     [done] = await store.erase_conversations(
         ["c1"], closed_state=lambda cid: closed_state(cid, stored), actor="root",
         reason="GDPR request 7")
     assert done == {"conversation_id": "c1", "pending_replies": 0, "notes": 1, "messages": 2,
-                    "contacts": 1, "corrections_masked": 1}
+                    "contacts": 1, "session": 1, "corrections_masked": 1}
+    assert await store.customer_session_hash("c1") is None  # a widget with it starts anew
+    assert await store.customer_session_hash("c2") == "hash-of-c2"
     assert await store.get_contact("c1") is None
     assert await store.get_contact("c2") == {"conversation_id": "c2", "contact": ANY,
                                              "left_at": ANY}
