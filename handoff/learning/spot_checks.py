@@ -19,7 +19,7 @@ import logging
 import random as random_module
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from contracts.correction_record import EDITED, INTENT_NAME, RELABELLED
@@ -27,11 +27,13 @@ from handoff.settings import Settings, parse_weights
 from handoff.store import Message, Store
 from handoff.store.spot_checks import ConversationTraits, SpotCheck
 
-__all__ = ["LOW_CES_MAX", "SpotCheckRule", "SpotChecks", "answered", "correction_of",
+__all__ = ["LOW_CES_MAX", "SPOT_CHECK_CATCH_UP", "SpotCheckRule", "SpotChecks", "answered", "correction_of",
            "turn_events"]
 
 log = logging.getLogger(__name__)
 LOW_CES_MAX: Final = 3  # a survey answer at or below it is a low Customer Effort Score
+# how far back a starting gateway looks for ended conversations it did not get to sample
+SPOT_CHECK_CATCH_UP: Final = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,19 @@ class SpotChecks:
             intent=traits.intents[0] if traits.intents else None,
             model_version=traits.models[0] if traits.models else None,
             effort_score=traits.effort_score)
+
+    async def catch_up(self, since: datetime) -> int:
+        """At start: sample the conversations that ended since ``since`` without a decision
+        (a gateway that stopped meanwhile cancelled their sampling). Returns how many were
+        looked at; never raises."""
+        try:
+            ended = await self.store.closed_without_spot_check(since)
+        except Exception:  # noqa: BLE001 - logged; start-up goes on
+            log.exception("the spot-check catch-up could not list the ended conversations")
+            return 0
+        for conversation_id in ended:
+            await self.conversation_ended(conversation_id)
+        return len(ended)
 
     async def conversation_ended(self, conversation_id: str) -> None:
         """The shell's hook: never raises (sampling must not break a conversation)."""

@@ -20,6 +20,7 @@ from handoff.store.reviews import ReviewStore
 from handoff.store.schema import (
     audit_log,
     conversation_events,
+    conversations,
     messages,
     pending_replies,
     spot_check_marks,
@@ -111,6 +112,19 @@ class SpotCheckStore(ReviewStore):
             row = (await conn.execute(sa.select(spot_checks).where(
                 spot_checks.c.conversation_id == conversation_id))).first()
         return None if row is None else record(SpotCheck, row)
+
+    async def closed_without_spot_check(self, since: datetime, limit: int = 1000) -> list[str]:
+        """The conversations closed at or after ``since`` that have no sampling decision,
+        first closed first (those whose end a stopping gateway did not get to sample; the
+        ones that were not bot-only are among them, and have none by design)."""
+        check_limit(limit)
+        async with self._tx(write=False) as conn:
+            rows = await conn.execute(
+                sa.select(conversations.c.id)
+                .where(conversations.c.mode == "closed", conversations.c.closed_at >= since,
+                       ~sa.exists().where(spot_checks.c.conversation_id == conversations.c.id))
+                .order_by(conversations.c.closed_at, conversations.c.id).limit(limit))
+        return [str(row.id) for row in rows]
 
     async def decide_spot_check(
         self, conversation_id: str, *, draw: float, probability: float,

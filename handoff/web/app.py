@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from sanic import Sanic
@@ -46,7 +47,7 @@ from handoff.conversation.triage_link import TriageLink
 from handoff.errors import HandoffError
 from handoff.learning.deploys import Deploys
 from handoff.learning.retraining import Retraining
-from handoff.learning.spot_checks import SpotCheckRule, SpotChecks
+from handoff.learning.spot_checks import SPOT_CHECK_CATCH_UP, SpotCheckRule, SpotChecks
 from handoff.learning.supervisor import Supervisor
 from handoff.settings import Settings, SettingsError, project_path, write_private
 from handoff.store import Store
@@ -144,6 +145,9 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
             retention.start()  # masks stored PII past its retention, one pass per interval
         if (stuck := await conversations.recover()):
             log.warning("%d conversation(s) waited for Rasa across a restart: queued", stuck)
+        # conversations that ended while the last run stopped were not sampled: now they are
+        app.add_task(spot_checks.catch_up(datetime.now(UTC) - SPOT_CHECK_CATCH_UP),
+                     name="spot-check-catch-up")
         password = await ensure_first_admin(store)
         if password is not None:  # into a 0600 file: a log may be readable by others
             path = project_path(settings.first_admin_password_file)

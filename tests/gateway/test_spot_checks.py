@@ -165,6 +165,26 @@ async def test_sampling_is_decided_once_with_the_injected_draw(store: Store) -> 
 
 
 @pytest.mark.asyncio
+async def test_a_starting_gateway_samples_what_ended_while_it_stopped(store: Store) -> None:
+    """The sampling runs in the background when a conversation ends; a gateway stopping then
+    cancels it. At start, those ended within the window and never decided are sampled."""
+    await _conversation(store, "missed", [("track_order", "utter_status", "m1")])
+    await _conversation(store, "decided", [("greet", "utter_greet", "m1")])
+    await _conversation(store, "helped", [("track_order", "utter_status", "m1")], agent="ann")
+    await _conversation(store, "open", [("track_order", "utter_status", "m1")], mode="bot")
+    sampler = SpotChecks(store, SpotCheckRule(share=1.0), random=_draws(0.5, 0.5))
+    await sampler.decide("decided")
+    since = now() - timedelta(hours=1)
+    assert await store.closed_without_spot_check(since) == ["missed", "helped"]
+    assert await store.closed_without_spot_check(now()) == []  # before the window
+    assert await sampler.catch_up(since) == 2  # one draw left: "helped" takes none
+    missed = await store.spot_check_of("missed")
+    assert missed is not None and missed.status == "open"
+    assert await store.spot_check_of("helped") is None and await store.spot_check_of("open") is None
+    assert await store.closed_without_spot_check(since) == ["helped"]  # never bot-only
+
+
+@pytest.mark.asyncio
 async def test_marks_store_corrections_and_feed_the_accuracy_figure(store: Store) -> None:
     first, second = await _conversation(store, "c1", [("track_refund", "utter_refund", "m1"),
                                                       ("track_order", "utter_status", "m1")])
