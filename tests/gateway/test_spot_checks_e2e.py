@@ -68,23 +68,30 @@ async def _sampled(api: httpx.AsyncClient, headers: dict[str, str],
         await asyncio.sleep(0.05)
 
 
+async def _ended_and_sampled(api: httpx.AsyncClient, headers: dict[str, str],
+                             *texts: str) -> tuple[str, dict[str, Any]]:
+    """A customer says ``texts``, each answered by the bot, and ends the conversation; returns
+    its session id and its spot-check once sampled."""
+    widget = await Widget(str(api.base_url)).connect()
+    try:
+        session_id = await widget.session()
+        for text in texts:
+            await _turn(widget, api, headers, session_id, text)
+        await widget.emit("end_conversation", {"session_id": session_id})
+        while (await widget.next())[0] != "survey_request":
+            pass
+        return session_id, await _sampled(api, headers, session_id)
+    finally:
+        await widget.close()
+
+
 @pytest.mark.asyncio
 async def test_an_ended_bot_conversation_is_sampled_checked_and_its_correction_written(
     api: httpx.AsyncClient, store: Store, tmp_path: Path,  # noqa: F811
 ) -> None:
     rita = await agent_login(store, api, "rita")
     tina = await user_login(store, api, "tina-spot", "trainer")
-    widget = await Widget(str(api.base_url)).connect()
-    try:
-        session_id = await widget.session()
-        await _turn(widget, api, rita, session_id, "hi")
-        await _turn(widget, api, rita, session_id, "where is my order 100002?")
-        await widget.emit("end_conversation", {"session_id": session_id})
-        while (await widget.next())[0] != "survey_request":
-            pass
-        check = await _sampled(api, rita, session_id)
-    finally:
-        await widget.close()
+    session_id, check = await _ended_and_sampled(api, rita, "hi", "where is my order 100002?")
     assert (check["status"], check["probability"], check["intent"], check["marked"]) == (
         "open", 1.0, "greet", 0)
     assert (await api.get("/api/spot-checks")).status_code == 401  # the agent role at least
@@ -173,16 +180,7 @@ async def test_a_spot_check_correction_is_written_by_bots_writer(
 ) -> None:
     rita = await agent_login(store, api, "rita")
     tina = await user_login(store, api, "tina-spot", "trainer")
-    widget = await Widget(str(api.base_url)).connect()
-    try:
-        session_id = await widget.session()
-        await _turn(widget, api, rita, session_id, "hi")
-        await widget.emit("end_conversation", {"session_id": session_id})
-        while (await widget.next())[0] != "survey_request":
-            pass
-        check = await _sampled(api, rita, session_id)
-    finally:
-        await widget.close()
+    session_id, check = await _ended_and_sampled(api, rita, "hi")
     url = f"/api/spot-checks/{check['id']}"
     detail = (await api.get(url, headers=rita)).json()
     greeting = next(m for m in detail["messages"] if m["sender"] == "bot")
