@@ -35,16 +35,18 @@ from handoff.store.schema import (
     spot_check_marks,
     spot_checks,
     suggestion_ratings,
+    summary_people,
 )
 
 __all__ = ["ConversationFacts", "MetricEvent", "Stamp", "SUMMARY_CHUNK", "MetricFilter", "MetricsStore", "ReviewedReply",
            "AgentAction", "CorrectionFact", "Deploy", "ModelFact", "RatingFact",
-           "SUGGESTION_ACTIONS"]
+           "SUGGESTION_ACTIONS", "Stats"]
 
 SUGGESTION_ACTIONS: Final = ("message", "decision")  # audit actions that may use a suggestion
 SUMMARY_CHUNK: Final = 500  # conversations recomputed per round of reads
 
 Stamp = tuple[int, int, int]  # a conversation's (version, last_seq, metrics_rev)
+Stats = dict[tuple[str, str], tuple[int, float, float | None]]  # (split, key): n, sum, median
 MAX_SUGGESTION_CHARS: Final = 200
 
 
@@ -234,6 +236,43 @@ def _ids(which: MetricFilter | Sequence[str]) -> sa.Select[Any] | list[str]:
     return _cohort(which) if isinstance(which, MetricFilter) else list(which)
 
 
+def _stats(value: sa.ColumnElement[Any], splits: dict[str, sa.ColumnElement[Any] | None],
+           source: sa.FromClause,
+           where: Sequence[sa.ColumnElement[bool]]) -> sa.CompoundSelect[Any]:
+    """How many values, their sum and their median, per key of each split (a split named
+    with ``None`` has one key, ``""``): rows ``(split, key, n, total, median)``. The median
+    is the middle value, or the mean of the two middle ones (as ``statistics.median``), found
+    with window functions, which SQLite and PostgreSQL both have."""
+    keys = {name: (expr if expr is not None else sa.literal_column("''")).label(f"k{i}")
+            for i, (name, expr) in enumerate(splits.items())}
+    values = sa.select(value.label("v"), *keys.values()).select_from(source).where(
+        *where).cte("stat_values")
+    parts = []
+    for name, key in keys.items():
+        k = values.c[key.name]
+        partition = k if splits[name] is not None else None
+        ranked = sa.select(
+            k.label("key"), values.c.v,
+            sa.func.row_number().over(partition_by=partition, order_by=values.c.v).label("rn"),
+            sa.func.count().over(partition_by=partition).label("cnt")).subquery()
+        middle = sa.or_(ranked.c.rn == (ranked.c.cnt + 1) // 2,
+                        ranked.c.rn == (ranked.c.cnt + 2) // 2)
+        parts.append(sa.select(
+            sa.literal_column(f"'{name}'").label("split"), ranked.c.key,
+            sa.func.count().label("n"), sa.func.sum(ranked.c.v).label("total"),
+            sa.func.avg(sa.case((middle, ranked.c.v))).label("median"),
+        ).group_by(ranked.c.key))
+    return sa.union_all(*parts)
+
+
+def _people(f: MetricFilter, *where: sa.ColumnElement[bool]) -> tuple[sa.FromClause,
+                                                                       list[sa.ColumnElement[bool]]]:
+    """The ``summary_people`` rows of the cohort's summaries: the join and its conditions."""
+    p, s = summary_people, conversation_summaries
+    return (p.join(s, s.c.conversation_id == p.c.conversation_id),
+            [*_in_range(p.c.created_at, f), *_summary_cohort(f), *where])
+
+
 class MetricsStore(Database):
     """The rows the dashboard's metrics are computed from."""
 
@@ -278,9 +317,12 @@ class MetricsStore(Database):
                 out.append((stamp, ConversationFacts(**values)))
             return out
 
-    async def save_summaries(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def save_summaries(self, rows: Sequence[dict[str, Any]],
+                             people: Sequence[dict[str, Any]] = ()) -> None:
         """Write conversations' summaries (the columns of ``conversation_summaries``), each
-        replacing the one before; two readers refreshing at once write the same rows."""
+        replacing the one before, with their queue stays, ownerships and owners (the columns
+        of ``summary_people``), which replace theirs; two readers refreshing at once write the
+        same rows."""
         if not rows:
             return
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite_dialect.insert)
@@ -289,8 +331,17 @@ class MetricsStore(Database):
             index_elements=[conversation_summaries.c.conversation_id],
             set_={c.name: stmt.excluded[c.name] for c in conversation_summaries.c
                   if c.name != "conversation_id"})
+        p = summary_people
+        replace = insert(p)
+        replace = replace.on_conflict_do_update(
+            index_elements=[p.c.conversation_id, p.c.kind, p.c.ord],
+            set_={c.name: replace.excluded[c.name] for c in p.c if not c.primary_key})
         async with self._tx(write=True) as conn:
             await conn.execute(stmt, list(rows))
+            await conn.execute(sa.delete(p).where(p.c.conversation_id.in_(
+                [row["conversation_id"] for row in rows])))
+            if people:
+                await conn.execute(replace, list(people))
 
     async def bot_turns_of(self, ids: Sequence[str]) -> list[tuple[str, str | None, int]]:
         """(conversation, model, bot messages) of these conversations."""
@@ -334,22 +385,54 @@ class MetricsStore(Database):
         async with self._tx(write=False) as conn:
             return {int(score): int(n) for score, n in await conn.execute(query)}
 
-    async def resolution_times(self, f: MetricFilter) -> list[sa.Row[Any]]:
-        """(day, intent, involved, seconds) of each resolved conversation of the cohort."""
+    async def resolution_stats(self, f: MetricFilter) -> Stats:
+        """The resolved conversations' seconds to resolution: their number, sum and median,
+        over the cohort (split ``all``) and per ``involvement``, ``intent`` and ``day``."""
         s = conversation_summaries
-        query = sa.select(s.c.day, s.c.intent, s.c.involved, s.c.resolution_seconds).where(
-            *_summary_cohort(f), s.c.resolution_seconds.is_not(None))
-        async with self._tx(write=False) as conn:
-            return list(await conn.execute(query))
+        splits: dict[str, sa.ColumnElement[Any] | None] = {
+            "all": None,
+            "involvement": sa.case((s.c.involved, "with_agent"), else_="bot_only"),
+            "intent": sa.func.coalesce(s.c.intent, "none"), "day": s.c.day}
+        return await self._stats(_stats(s.c.resolution_seconds, splits, s, [
+            *_summary_cohort(f), s.c.resolution_seconds.is_not(None)]))
 
-    async def people_of(self, f: MetricFilter) -> list[tuple[str, dict[str, Any]]]:
-        """(conversation, its queue stays, handling times and owners) of the cohort's
-        conversations a queue or an agent touched, by conversation."""
-        s = conversation_summaries
-        query = sa.select(s.c.conversation_id, s.c.people).where(
-            *_summary_cohort(f), s.c.people.is_not(None)).order_by(s.c.conversation_id)
+    async def people_stats(self, f: MetricFilter) -> Stats:
+        """Over the cohort, split ``people``: the queue stays that ended (key ``taken`` or
+        ``left``) and the finished ownerships (key ``handling``): their number, seconds summed
+        and median seconds."""
+        p = summary_people
+        source, where = _people(f, p.c.seconds.is_not(None), p.c.kind.in_(("stay", "handling")))
+        return await self._stats(_stats(p.c.seconds, {
+            "people": sa.case((p.c.kind == "stay", p.c.how), else_="handling")}, source, where))
+
+    async def _stats(self, query: sa.CompoundSelect[Any]) -> Stats:
         async with self._tx(write=False) as conn:
-            return [(cid, people) for cid, people in await conn.execute(query)]
+            return {(split, key): (int(n), float(total),
+                                   None if median is None else float(median))
+                for split, key, n, total, median in await conn.execute(query)}
+
+    async def agent_people(self, f: MetricFilter) -> list[tuple[str, int, float]]:
+        """(agent, conversations owned, seconds of finished ownerships) over the cohort."""
+        p = summary_people
+        source, where = _people(f, p.c.kind.in_(("owner", "handling")))
+        query = sa.select(
+            p.c.agent, sa.func.count(sa.case((p.c.kind == "owner", 1))),
+            sa.func.coalesce(sa.func.sum(sa.case((p.c.kind == "handling", p.c.seconds))), 0.0),
+        ).select_from(source).where(*where).group_by(p.c.agent).order_by(p.c.agent)
+        async with self._tx(write=False) as conn:
+            return [(agent, int(n), float(seconds)) for agent, n, seconds
+                    in await conn.execute(query)]
+
+    async def queue_stays(self, f: MetricFilter) -> list[tuple[str, int, datetime,
+                                                               datetime | None]]:
+        """(conversation, its stay's place, entered, left or None) of the cohort's queue
+        stays."""
+        p = summary_people
+        source, where = _people(f, p.c.kind == "stay")
+        query = sa.select(p.c.conversation_id, p.c.ord, p.c.start_at, p.c.end_at).select_from(
+            source).where(*where)
+        async with self._tx(write=False) as conn:
+            return [(cid, ord_, start, end) for cid, ord_, start, end in await conn.execute(query)]
 
     async def reply_groups(self, f: MetricFilter) -> list[sa.Row[Any]]:
         """The cohort's held replies counted (``n``) by the day they were held, the intent of
@@ -377,22 +460,22 @@ class MetricsStore(Database):
         async with self._tx(write=False) as conn:
             return list(await conn.execute(query))
 
-    async def decision_latencies(self, f: MetricFilter) -> list[float]:
+    async def decision_latency_stats(self, f: MetricFilter) -> Stats:
         """Seconds from holding to deciding each reply of the cohort an agent looked at
-        (decided, or discarded by an agent), to the millisecond."""
+        (decided, or discarded by an agent), to the millisecond: their number, sum and
+        median (split ``all``)."""
         p = pending_replies
         seconds: sa.ColumnElement[Any]
         if self.dialect == "postgresql":
-            seconds = sa.func.extract("epoch", p.c.decided_at - p.c.created_at)
+            seconds = sa.cast(sa.func.round(sa.cast(sa.func.extract(
+                "epoch", p.c.decided_at - p.c.created_at), sa.Numeric), 3), sa.Float)
         else:
-            seconds = (sa.func.julianday(p.c.decided_at) - sa.func.julianday(p.c.created_at)
-                       ) * 86400.0
-        query = sa.select(seconds).where(
+            seconds = sa.func.round((sa.func.julianday(p.c.decided_at)
+                                     - sa.func.julianday(p.c.created_at)) * 86400.0, 3)
+        return await self._stats(_stats(seconds, {"all": None}, p, [
             p.c.conversation_id.in_(_cohort(f)), p.c.decided_at.is_not(None),
             sa.or_(p.c.status == "decided", sa.and_(p.c.status == "discarded",
-                                                     p.c.decided_by.is_not(None))))
-        async with self._tx(write=False) as conn:
-            return [round(float(x), 3) for (x,) in await conn.execute(query)]
+                                                     p.c.decided_by.is_not(None)))]))
 
     async def metric_events(self, which: MetricFilter | Sequence[str]) -> list[MetricEvent]:
         """The mode, owner and queue changes of the cohort (or of these conversations), in

@@ -11,7 +11,8 @@ from sqlalchemy.dialects import postgresql
 __all__ = [
     "audit_log", "conversation_events", "conversation_summaries", "conversations", "corrections",
     "conversation_contacts", "customer_sessions", "messages", "metadata", "model_versions",
-    "notes", "pending_replies", "spot_check_marks", "spot_checks", "suggestion_ratings", "users",
+    "notes", "pending_replies", "spot_check_marks", "spot_checks", "suggestion_ratings",
+    "summary_people", "users",
 ]
 
 class _UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -261,15 +262,28 @@ conversation_summaries = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("escalated", sa.Boolean, nullable=False),
     sa.Column("involved", sa.Boolean, nullable=False),
-    # null when no agent and no queue touched it; else {"stays": [[start, end|null,
-    # "taken"|"left"|null], ...], "handling": [[agent, seconds], ...], "owners": [agent, ...]}
-    sa.Column("people", _JSON),
     sa.Column("day", sa.Text, nullable=False),  # created_at's UTC date: the series' key
     sa.Column("resolution_seconds", sa.Float),  # first customer message to close, if resolved
     sa.Column("bot_turns", sa.Integer, nullable=False),  # its bot messages
     sa.Column("bot_model", sa.Text),  # the model all of them name, if one; else null and:
     sa.Column("turns_by_model", _JSON),  # [[model | null, turns], ...]
     sa.Index("ix_conversation_summaries_created_at", "created_at"),
+)
+
+summary_people = sa.Table(
+    "summary_people", metadata,  # a summary's queue stays, ownerships and owners (0020)
+    sa.Column("conversation_id", sa.Text,
+              sa.ForeignKey("conversation_summaries.conversation_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("kind", sa.Text, primary_key=True),  # stay | handling | owner
+    sa.Column("ord", sa.Integer, primary_key=True),  # its place among the summary's of its kind
+    sa.Column("created_at", _TIME, nullable=False),  # the conversation's: the cohort's key
+    sa.Column("agent", sa.Text),  # handling, owner: who
+    sa.Column("start_at", _TIME),  # stay: entered the queue
+    sa.Column("end_at", _TIME),  # stay: left it; null while it waits
+    sa.Column("how", sa.Text),  # stay: taken | left | null while it waits
+    sa.Column("seconds", sa.Float),  # a finished stay's wait, a finished ownership's length
+    sa.Index("ix_summary_people_created_at", "created_at"),
 )
 
 spot_checks = sa.Table(

@@ -1,0 +1,60 @@
+"""The dashboard's queue stays, ownerships and owners as rows (issue 16, docs/metrics.md "Speed").
+
+* ``summary_people``: what ``conversation_summaries.people`` kept as JSON (a conversation's
+  queue stays, its finished ownerships with their length, its owners), one row each, so the
+  queue wait, the handling time, the workload and the queue's length are counted, summed and
+  their medians taken in SQL instead of parsing one JSON document per conversation.
+* ``conversation_summaries.people`` is dropped.
+* Every summary is deleted: the summaries are a cache stamped with their conversation's
+  ``(version, last_seq, metrics_rev)``, and the old ones have no ``summary_people`` rows. The
+  first dashboard read of a period recomputes that period's summaries (as after 0010).
+
+Revision ID: 0020
+Revises: 0018
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0020"
+down_revision: str | None = "0018"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+_TIME = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    op.execute("DELETE FROM conversation_summaries")
+    with op.batch_alter_table("conversation_summaries") as batch:
+        batch.drop_column("people")
+    op.create_table(
+        "summary_people",
+        sa.Column("conversation_id", sa.Text,
+                  sa.ForeignKey("conversation_summaries.conversation_id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("kind", sa.Text, primary_key=True),
+        sa.Column("ord", sa.Integer, primary_key=True),
+        sa.Column("created_at", _TIME, nullable=False),
+        sa.Column("agent", sa.Text),
+        sa.Column("start_at", _TIME),
+        sa.Column("end_at", _TIME),
+        sa.Column("how", sa.Text),
+        sa.Column("seconds", sa.Float),
+    )
+    op.create_index("ix_summary_people_created_at", "summary_people", ["created_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_summary_people_created_at", "summary_people")
+    op.drop_table("summary_people")
+    op.execute("DELETE FROM conversation_summaries")  # recomputed, with people, on the next read
+    with op.batch_alter_table("conversation_summaries") as batch:
+        batch.add_column(sa.Column("people", _JSON))
