@@ -33,7 +33,7 @@ from handoff.store.metrics import (
 )
 
 __all__ = ["METRICS", "Outcome", "classify", "compute_metrics", "people_rows",
-           "refresh_summaries", "summary_row"]
+           "refresh_summaries", "reply_rows", "summary_row"]
 
 METRICS: Final = ("effort", "resolution_time", "resolution", "accuracy", "enablement",
                   "sentiment", "learning", "workload", "queue")
@@ -187,6 +187,20 @@ def people_rows(o: Outcome) -> list[Json]:
           for k, agent in enumerate(o.owners))]
 
 
+def reply_rows(facts: ConversationFacts, replies: Sequence[ReviewedReply]) -> list[Json]:
+    """A conversation's held replies as ``summary_replies`` rows: the day each was held and,
+    for those an agent looked at (decided, or discarded by an agent), the seconds to the
+    decision, to the millisecond."""
+    return [{"conversation_id": facts.id, "ord": k, "created_at": facts.created_at,
+             "day": _day(r.created_at), "intent": r.intent, "action": r.action,
+             "model_version": r.model_version, "status": r.status, "decision": r.decision,
+             "decided_by": r.decided_by,
+             "latency": round(_seconds(r.created_at, r.decided_at), 3)
+             if r.decided_at is not None and (r.status == "decided" or (
+                 r.status == "discarded" and r.decided_by is not None)) else None}
+            for k, r in enumerate(replies)]
+
+
 def _turns(turns: dict[str | None, int]) -> Json:
     """The bot-turn columns of a summary: one model's count in ``bot_model``/``bot_turns``,
     several (or none named) as pairs in ``turns_by_model``."""
@@ -220,7 +234,8 @@ async def refresh_summaries(store: Store, since: datetime, until: datetime) -> i
         outcomes = [(stamp, classify(c, events[c.id], replies[c.id])) for stamp, c in facts]
         await store.save_summaries(
             [summary_row(stamp, o, turns[o.facts.id]) for stamp, o in outcomes],
-            [row for _, o in outcomes for row in people_rows(o)])
+            [row for _, o in outcomes for row in people_rows(o)],
+            [row for _, c in facts for row in reply_rows(c, replies[c.id])])
     return len(stale)
 
 

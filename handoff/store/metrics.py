@@ -36,6 +36,7 @@ from handoff.store.schema import (
     spot_checks,
     suggestion_ratings,
     summary_people,
+    summary_replies,
 )
 
 __all__ = ["ConversationFacts", "MetricEvent", "Stamp", "SUMMARY_CHUNK", "MetricFilter", "MetricsStore", "ReviewedReply",
@@ -236,13 +237,13 @@ def _ids(which: MetricFilter | Sequence[str]) -> sa.Select[Any] | list[str]:
     return _cohort(which) if isinstance(which, MetricFilter) else list(which)
 
 
-def _stats(value: sa.ColumnElement[Any], splits: dict[str, sa.ColumnElement[Any] | None],
-           source: sa.FromClause,
+def _stats(dialect: str, value: sa.ColumnElement[Any],
+           splits: dict[str, sa.ColumnElement[Any] | None], source: sa.FromClause,
            where: Sequence[sa.ColumnElement[bool]]) -> sa.CompoundSelect[Any]:
     """How many values, their sum and their median, per key of each split (a split named
     with ``None`` has one key, ``""``): rows ``(split, key, n, total, median)``. The median
-    is the middle value, or the mean of the two middle ones (as ``statistics.median``), found
-    with window functions, which SQLite and PostgreSQL both have."""
+    is the middle value, or the mean of the two middle ones (as ``statistics.median``):
+    PostgreSQL's ``percentile_cont(0.5)``, on SQLite found with window functions."""
     keys = {name: (expr if expr is not None else sa.literal_column("''")).label(f"k{i}")
             for i, (name, expr) in enumerate(splits.items())}
     values = sa.select(value.label("v"), *keys.values()).select_from(source).where(
@@ -250,6 +251,14 @@ def _stats(value: sa.ColumnElement[Any], splits: dict[str, sa.ColumnElement[Any]
     parts = []
     for name, key in keys.items():
         k = values.c[key.name]
+        label: sa.Label[str] = sa.literal_column(f"'{name}'", sa.Text).label("split")
+        if dialect == "postgresql":
+            parts.append(sa.select(
+                label, k.label("key"), sa.func.count().label("n"),
+                sa.func.sum(values.c.v).label("total"),
+                sa.func.percentile_cont(0.5).within_group(values.c.v).label("median"),
+            ).group_by(k))
+            continue
         partition = k if splits[name] is not None else None
         ranked = sa.select(
             k.label("key"), values.c.v,
@@ -258,19 +267,21 @@ def _stats(value: sa.ColumnElement[Any], splits: dict[str, sa.ColumnElement[Any]
         middle = sa.or_(ranked.c.rn == (ranked.c.cnt + 1) // 2,
                         ranked.c.rn == (ranked.c.cnt + 2) // 2)
         parts.append(sa.select(
-            sa.literal_column(f"'{name}'").label("split"), ranked.c.key,
-            sa.func.count().label("n"), sa.func.sum(ranked.c.v).label("total"),
+            label, ranked.c.key, sa.func.count().label("n"),
+            sa.func.sum(ranked.c.v).label("total"),
             sa.func.avg(sa.case((middle, ranked.c.v))).label("median"),
         ).group_by(ranked.c.key))
     return sa.union_all(*parts)
 
 
-def _people(f: MetricFilter, *where: sa.ColumnElement[bool]) -> tuple[sa.FromClause,
-                                                                       list[sa.ColumnElement[bool]]]:
-    """The ``summary_people`` rows of the cohort's summaries: the join and its conditions."""
-    p, s = summary_people, conversation_summaries
-    return (p.join(s, s.c.conversation_id == p.c.conversation_id),
-            [*_in_range(p.c.created_at, f), *_summary_cohort(f), *where])
+def _kept(table: sa.Table, f: MetricFilter, *where: sa.ColumnElement[bool],
+          all_conversations: bool = False) -> tuple[sa.FromClause, list[sa.ColumnElement[bool]]]:
+    """The rows of ``table`` (``summary_people``, ``summary_replies``) kept with the cohort's
+    summaries: the join and its conditions."""
+    s = conversation_summaries
+    return (table.join(s, s.c.conversation_id == table.c.conversation_id),
+            [*_in_range(table.c.created_at, f),
+             *_summary_cohort(f, all_conversations=all_conversations), *where])
 
 
 class MetricsStore(Database):
@@ -318,11 +329,12 @@ class MetricsStore(Database):
             return out
 
     async def save_summaries(self, rows: Sequence[dict[str, Any]],
-                             people: Sequence[dict[str, Any]] = ()) -> None:
+                             people: Sequence[dict[str, Any]] = (),
+                             replies: Sequence[dict[str, Any]] = ()) -> None:
         """Write conversations' summaries (the columns of ``conversation_summaries``), each
-        replacing the one before, with their queue stays, ownerships and owners (the columns
-        of ``summary_people``), which replace theirs; two readers refreshing at once write the
-        same rows."""
+        replacing the one before, with their queue stays, ownerships and owners
+        (``summary_people``) and held replies (``summary_replies``), which replace theirs;
+        two readers refreshing at once write the same rows."""
         if not rows:
             return
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite_dialect.insert)
@@ -331,17 +343,17 @@ class MetricsStore(Database):
             index_elements=[conversation_summaries.c.conversation_id],
             set_={c.name: stmt.excluded[c.name] for c in conversation_summaries.c
                   if c.name != "conversation_id"})
-        p = summary_people
-        replace = insert(p)
-        replace = replace.on_conflict_do_update(
-            index_elements=[p.c.conversation_id, p.c.kind, p.c.ord],
-            set_={c.name: replace.excluded[c.name] for c in p.c if not c.primary_key})
+        ids = [row["conversation_id"] for row in rows]
         async with self._tx(write=True) as conn:
             await conn.execute(stmt, list(rows))
-            await conn.execute(sa.delete(p).where(p.c.conversation_id.in_(
-                [row["conversation_id"] for row in rows])))
-            if people:
-                await conn.execute(replace, list(people))
+            for table, kept in ((summary_people, people), (summary_replies, replies)):
+                await conn.execute(sa.delete(table).where(table.c.conversation_id.in_(ids)))
+                if kept:
+                    replace = insert(table)
+                    await conn.execute(replace.on_conflict_do_update(
+                        index_elements=table.primary_key.columns,
+                        set_={c.name: replace.excluded[c.name] for c in table.c
+                              if not c.primary_key}), list(kept))
 
     async def bot_turns_of(self, ids: Sequence[str]) -> list[tuple[str, str | None, int]]:
         """(conversation, model, bot messages) of these conversations."""
@@ -393,7 +405,7 @@ class MetricsStore(Database):
             "all": None,
             "involvement": sa.case((s.c.involved, "with_agent"), else_="bot_only"),
             "intent": sa.func.coalesce(s.c.intent, "none"), "day": s.c.day}
-        return await self._stats(_stats(s.c.resolution_seconds, splits, s, [
+        return await self._stats(_stats(self.dialect, s.c.resolution_seconds, splits, s, [
             *_summary_cohort(f), s.c.resolution_seconds.is_not(None)]))
 
     async def people_stats(self, f: MetricFilter) -> Stats:
@@ -401,8 +413,9 @@ class MetricsStore(Database):
         ``left``) and the finished ownerships (key ``handling``): their number, seconds summed
         and median seconds."""
         p = summary_people
-        source, where = _people(f, p.c.seconds.is_not(None), p.c.kind.in_(("stay", "handling")))
-        return await self._stats(_stats(p.c.seconds, {
+        source, where = _kept(p, f, p.c.seconds.is_not(None),
+                              p.c.kind.in_(("stay", "handling")))
+        return await self._stats(_stats(self.dialect, p.c.seconds, {
             "people": sa.case((p.c.kind == "stay", p.c.how), else_="handling")}, source, where))
 
     async def _stats(self, query: sa.CompoundSelect[Any]) -> Stats:
@@ -414,7 +427,7 @@ class MetricsStore(Database):
     async def agent_people(self, f: MetricFilter) -> list[tuple[str, int, float]]:
         """(agent, conversations owned, seconds of finished ownerships) over the cohort."""
         p = summary_people
-        source, where = _people(f, p.c.kind.in_(("owner", "handling")))
+        source, where = _kept(p, f, p.c.kind.in_(("owner", "handling")))
         query = sa.select(
             p.c.agent, sa.func.count(sa.case((p.c.kind == "owner", 1))),
             sa.func.coalesce(sa.func.sum(sa.case((p.c.kind == "handling", p.c.seconds))), 0.0),
@@ -428,7 +441,7 @@ class MetricsStore(Database):
         """(conversation, its stay's place, entered, left or None) of the cohort's queue
         stays."""
         p = summary_people
-        source, where = _people(f, p.c.kind == "stay")
+        source, where = _kept(p, f, p.c.kind == "stay")
         query = sa.select(p.c.conversation_id, p.c.ord, p.c.start_at, p.c.end_at).select_from(
             source).where(*where)
         async with self._tx(write=False) as conn:
@@ -437,13 +450,12 @@ class MetricsStore(Database):
     async def reply_groups(self, f: MetricFilter) -> list[sa.Row[Any]]:
         """The cohort's held replies counted (``n``) by the day they were held, the intent of
         the message they answered, action, model, status, decision and who decided."""
-        p = pending_replies
-        day = _day(self.dialect, p.c.created_at).label("day")
-        keys = (day, messages.c.intent, p.c.action, p.c.model_version, p.c.status,
-                p.c.decision, p.c.decided_by)
-        query = sa.select(*keys, sa.func.count().label("n")).select_from(
-            p.outerjoin(messages, messages.c.id == p.c.trigger_message_id)).where(
-            p.c.conversation_id.in_(_cohort(f))).group_by(*keys)
+        r = summary_replies
+        keys = (r.c.day, r.c.intent, r.c.action, r.c.model_version, r.c.status, r.c.decision,
+                r.c.decided_by)
+        source, where = _kept(r, f, all_conversations=True)
+        query = sa.select(*keys, sa.func.count().label("n")).select_from(source).where(
+            *where).group_by(*keys)
         async with self._tx(write=False) as conn:
             return list(await conn.execute(query))
 
@@ -464,18 +476,10 @@ class MetricsStore(Database):
         """Seconds from holding to deciding each reply of the cohort an agent looked at
         (decided, or discarded by an agent), to the millisecond: their number, sum and
         median (split ``all``)."""
-        p = pending_replies
-        seconds: sa.ColumnElement[Any]
-        if self.dialect == "postgresql":
-            seconds = sa.cast(sa.func.round(sa.cast(sa.func.extract(
-                "epoch", p.c.decided_at - p.c.created_at), sa.Numeric), 3), sa.Float)
-        else:
-            seconds = sa.func.round((sa.func.julianday(p.c.decided_at)
-                                     - sa.func.julianday(p.c.created_at)) * 86400.0, 3)
-        return await self._stats(_stats(seconds, {"all": None}, p, [
-            p.c.conversation_id.in_(_cohort(f)), p.c.decided_at.is_not(None),
-            sa.or_(p.c.status == "decided", sa.and_(p.c.status == "discarded",
-                                                     p.c.decided_by.is_not(None)))]))
+        r = summary_replies
+        source, where = _kept(r, f, r.c.latency.is_not(None), all_conversations=True)
+        return await self._stats(_stats(self.dialect, r.c.latency, {"all": None}, source,
+                                        where))
 
     async def metric_events(self, which: MetricFilter | Sequence[str]) -> list[MetricEvent]:
         """The mode, owner and queue changes of the cohort (or of these conversations), in
@@ -502,15 +506,16 @@ class MetricsStore(Database):
     async def agent_actions(self, f: MetricFilter) -> list[AgentAction]:
         """Agents' messages and decisions on the cohort (audit log), with suggestion use,
         counted (``n``) by day, agent, action and use."""
-        a = audit_log
-        target = sa.literal("conversation:") + conversations.c.id
+        a, s = audit_log, conversation_summaries
+        target = sa.literal("conversation:") + s.c.conversation_id
         day = _day(self.dialect, a.c.created_at).label("day")
         suggestion = a.c.details["suggestion"].as_string()
         used = sa.case((sa.and_(suggestion.is_not(None), suggestion != ""), True),
                        else_=False).label("used_suggestion")
         query = sa.select(day, a.c.actor, a.c.action, used, sa.func.count().label("n")).where(
             a.c.action.in_(SUGGESTION_ACTIONS), *_in_range(a.c.created_at, f),
-            a.c.target.in_(sa.select(target).where(conversations.c.id.in_(_cohort(f)))),
+            a.c.target.in_(sa.select(target).where(
+                *_summary_cohort(f, all_conversations=True))),
         ).group_by(day, a.c.actor, a.c.action, used)
         async with self._tx(write=False) as conn:
             return [AgentAction(day=r.day, actor=r.actor, action=r.action,

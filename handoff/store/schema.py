@@ -12,7 +12,7 @@ __all__ = [
     "audit_log", "conversation_events", "conversation_summaries", "conversations", "corrections",
     "conversation_contacts", "customer_sessions", "messages", "metadata", "model_versions",
     "notes", "pending_replies", "spot_check_marks", "spot_checks", "suggestion_ratings",
-    "summary_people", "users",
+    "summary_people", "summary_replies", "users",
 ]
 
 class _UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -284,6 +284,24 @@ summary_people = sa.Table(
     sa.Column("how", sa.Text),  # stay: taken | left | null while it waits
     sa.Column("seconds", sa.Float),  # a finished stay's wait, a finished ownership's length
     sa.Index("ix_summary_people_created_at", "created_at"),
+)
+
+summary_replies = sa.Table(
+    "summary_replies", metadata,  # a summary's held replies, as the figures count them (0020)
+    sa.Column("conversation_id", sa.Text,
+              sa.ForeignKey("conversation_summaries.conversation_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("ord", sa.Integer, primary_key=True),  # its place among the conversation's
+    sa.Column("created_at", _TIME, nullable=False),  # the conversation's: the cohort's key
+    sa.Column("day", sa.Text, nullable=False),  # the UTC date the reply was held
+    sa.Column("intent", sa.Text),  # of the customer message it answered
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),  # pending | decided | discarded
+    sa.Column("decision", sa.Text),
+    sa.Column("decided_by", sa.Text),
+    sa.Column("latency", sa.Float),  # seconds held before an agent's decision, to the ms
+    sa.Index("ix_summary_replies_created_at", "created_at"),
 )
 
 spot_checks = sa.Table(

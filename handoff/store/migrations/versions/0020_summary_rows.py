@@ -1,9 +1,13 @@
-"""The dashboard's queue stays, ownerships and owners as rows (issue 16, docs/metrics.md "Speed").
+"""The dashboard's queue stays, ownerships, owners and held replies kept with the summaries
+(issue 16, docs/metrics.md "Speed").
 
 * ``summary_people``: what ``conversation_summaries.people`` kept as JSON (a conversation's
   queue stays, its finished ownerships with their length, its owners), one row each, so the
   queue wait, the handling time, the workload and the queue's length are counted, summed and
   their medians taken in SQL instead of parsing one JSON document per conversation.
+* ``summary_replies``: a conversation's held replies as the figures count them (the day each
+  was held, the intent of the message it answered, the seconds to an agent's decision), so the
+  accuracy, enablement and learning figures no longer join every held reply to its message.
 * ``conversation_summaries.people`` is dropped.
 * Every summary is deleted: the summaries are a cache stamped with their conversation's
   ``(version, last_seq, metrics_rev)``, and the old ones have no ``summary_people`` rows. The
@@ -50,9 +54,28 @@ def upgrade() -> None:
         sa.Column("seconds", sa.Float),
     )
     op.create_index("ix_summary_people_created_at", "summary_people", ["created_at"])
+    op.create_table(
+        "summary_replies",
+        sa.Column("conversation_id", sa.Text,
+                  sa.ForeignKey("conversation_summaries.conversation_id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("ord", sa.Integer, primary_key=True),
+        sa.Column("created_at", _TIME, nullable=False),
+        sa.Column("day", sa.Text, nullable=False),
+        sa.Column("intent", sa.Text),
+        sa.Column("action", sa.Text, nullable=False),
+        sa.Column("model_version", sa.Text),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("decision", sa.Text),
+        sa.Column("decided_by", sa.Text),
+        sa.Column("latency", sa.Float),
+    )
+    op.create_index("ix_summary_replies_created_at", "summary_replies", ["created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_summary_replies_created_at", "summary_replies")
+    op.drop_table("summary_replies")
     op.drop_index("ix_summary_people_created_at", "summary_people")
     op.drop_table("summary_people")
     op.execute("DELETE FROM conversation_summaries")  # recomputed, with people, on the next read
