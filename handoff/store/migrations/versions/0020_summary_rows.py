@@ -9,6 +9,9 @@
   was held, the intent of the message it answered, the seconds to an agent's decision), so the
   accuracy, enablement and learning figures no longer join every held reply to its message.
 * ``conversation_summaries.people`` is dropped.
+* On PostgreSQL the ``created_at`` indexes of ``conversations`` and ``conversation_summaries``
+  also carry the id and the stamp, so the stale check of every dashboard read (the period's
+  conversations whose summary is missing or older) reads the two indexes, not the tables.
 * Every summary is deleted: the summaries are a cache stamped with their conversation's
   ``(version, last_seq, metrics_rev)``, and the old ones have no ``summary_people`` rows. The
   first dashboard read of a period recomputes that period's summaries (as after 0010).
@@ -35,7 +38,20 @@ _JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=Tr
 _TIME = sa.DateTime(timezone=True)
 
 
+_STAMP = ["version", "last_seq", "metrics_rev"]
+
+
+def _stamp_indexes(include: bool) -> None:
+    """The two ``created_at`` indexes, with the id and stamp included (PostgreSQL) or not."""
+    for table, key in (("conversations", "id"), ("conversation_summaries", "conversation_id")):
+        name = f"ix_{table}_created_at"
+        op.drop_index(name, table)
+        op.create_index(name, table, ["created_at"],
+                        postgresql_include=[key, *_STAMP] if include else None)
+
+
 def upgrade() -> None:
+    _stamp_indexes(include=True)
     op.execute("DELETE FROM conversation_summaries")
     with op.batch_alter_table("conversation_summaries") as batch:
         batch.drop_column("people")
@@ -74,6 +90,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _stamp_indexes(include=False)
     op.drop_index("ix_summary_replies_created_at", "summary_replies")
     op.drop_table("summary_replies")
     op.drop_index("ix_summary_people_created_at", "summary_people")
