@@ -164,10 +164,38 @@ async def _touch(store: Store, f: MetricFilter, n: int) -> int:
     return len(ids)
 
 
-async def elapsed_ms(work: Callable[[], Awaitable[Any]]) -> float:
+async def _backend_ticks(store: Store) -> dict[int, int] | None:
+    """CPU clock ticks used so far by each PostgreSQL backend serving this database, read from
+    /proc (a server on this machine); None where that cannot be read."""
+    if store.dialect != "postgresql":
+        return None
+    async with store._tx(write=False) as conn:
+        pids = [pid for (pid,) in await conn.execute(sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))]
+    ticks = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks
+
+
+async def measure(store: Store, work: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
+    """(wall ms, CPU ms) of one call: the CPU of this process and of the database's backends
+    (on SQLite the database runs in this process), i.e. its time on an idle core."""
+    before = await _backend_ticks(store)
+    cpu = time.process_time()
     started = time.perf_counter()
     await work()
-    return (time.perf_counter() - started) * 1000
+    wall = (time.perf_counter() - started) * 1000
+    cpu_ms = (time.process_time() - cpu) * 1000
+    after = await _backend_ticks(store)
+    if before is not None and after is not None:
+        hz = os.sysconf("SC_CLK_TCK")
+        cpu_ms += sum(t - before.get(pid, 0) for pid, t in after.items()) * 1000 / hz
+    return wall, cpu_ms
 
 
 def _load() -> str:
@@ -246,13 +274,16 @@ async def main() -> None:
                     store, f, (name,))
             queries["compute_metrics (all, = GET /api/metrics)"] = (
                 lambda f=f: compute_metrics(store, f))
-            times: dict[str, list[float]] = {name: [] for name in queries}
+            times: dict[str, list[tuple[float, float]]] = {name: [] for name in queries}
             for _ in range(args.runs):
                 for name, work in queries.items():
-                    times[name].append(await elapsed_ms(work))
-            print(f"\n{label} (median of {args.runs} interleaved runs, ms):")
+                    times[name].append(await measure(store, work))
+            print(f"\n{label} (median of {args.runs} interleaved runs, ms; wall clock, and "
+                  "CPU of the gateway process and the database backends):")
+            print(f"  {'':44s} {'wall':>8s} {'CPU':>8s}")
             for name, values in times.items():
-                print(f"  {name:44s} {statistics.median(values):8.1f}")
+                print(f"  {name:44s} {statistics.median(v for v, _ in values):8.1f} "
+                      f"{statistics.median(c for _, c in values):8.1f}")
         print(f"\nload average after: {_load()}")
         await store.close()
 

@@ -284,26 +284,21 @@ def _stat(stats: Stats, split: str, key: str) -> Json:
             "median": None if median is None else round(median, 4)}
 
 
-def _stat_split(stats: Stats, split: str, groups: Iterable[Group],
-                group_key: Callable[[Group], str]) -> dict[str, Json]:
-    """``_stat`` of every key of a split, and of each kind of the cohort's conversations
-    (``groups``) it has no value for, keys sorted."""
-    keys = {k for s, k in stats if s == split} | {group_key(g) for g in groups}
-    return {k: _stat(stats, split, k) for k in sorted(keys)}
+def _stat_split(stats: Stats, split: str) -> dict[str, Json]:
+    """``_stat`` of every key of a split, keys sorted."""
+    return {k: _stat(stats, split, k) for k in sorted(k for s, k in stats if s == split)}
 
 
-def resolution_time(stats: Stats, people: Stats, groups: Sequence[Group]) -> Json:
+def resolution_time(stats: Stats, people: Stats) -> Json:
     """Seconds from the first customer message to the close, of resolved conversations; the
     queue wait before an agent took over; the agents' handling time."""
     return {**_stat(stats, "all", ""),
             "queue_wait": _stat(people, "people", "taken"),
             "queue_left": _stat(people, "people", "left")["count"],
             "handling": _stat(people, "people", "handling"),
-            "splits": {"involvement": _stat_split(stats, "involvement", groups, _involvement),
-                       "intent": _stat_split(stats, "intent", groups,
-                                             lambda g: g.intent or "none")},
-            "series": [{"day": day, **fig} for day, fig in _stat_split(
-                stats, "day", groups, lambda g: g.day).items()]}
+            "splits": {"involvement": _stat_split(stats, "involvement"),
+                       "intent": _stat_split(stats, "intent")},
+            "series": [{"day": day, **fig} for day, fig in _stat_split(stats, "day").items()]}
 
 
 def resolution(groups: Sequence[Group]) -> Json:
@@ -508,7 +503,7 @@ async def compute_metrics(store: Store, f: MetricFilter,
     if unknown:
         raise ValueError(f"unknown metric {sorted(unknown)[0]!r}")
     groups = (await store.summary_groups(f) if wanted & {
-        "effort", "resolution_time", "resolution", "sentiment", "learning"} else [])
+        "effort", "resolution", "sentiment", "learning"} else [])
     replies = (await store.reply_groups(f)
                if wanted & {"accuracy", "enablement", "learning", "workload"} else [])
     actions = await store.agent_actions(f) if wanted & {"enablement", "workload"} else []
@@ -520,8 +515,7 @@ async def compute_metrics(store: Store, f: MetricFilter,
         if name == "effort":
             value = effort(groups, await store.effort_distribution(f))
         elif name == "resolution_time":
-            value = resolution_time(await store.resolution_stats(f),
-                                    await store.people_stats(f), groups)
+            value = resolution_time(await store.resolution_stats(f), await store.people_stats(f))
         elif name == "resolution":
             value = resolution(groups)
         elif name == "accuracy":

@@ -241,7 +241,8 @@ def _stats(dialect: str, value: sa.ColumnElement[Any],
            splits: dict[str, sa.ColumnElement[Any] | None], source: sa.FromClause,
            where: Sequence[sa.ColumnElement[bool]]) -> sa.CompoundSelect[Any]:
     """How many values, their sum and their median, per key of each split (a split named
-    with ``None`` has one key, ``""``): rows ``(split, key, n, total, median)``. The median
+    with ``None`` has one key, ``""``): rows ``(split, key, n, total, median)``; a null value
+    is not counted, but its key is listed (``n`` 0, ``total`` and ``median`` null). The median
     is the middle value, or the mean of the two middle ones (as ``statistics.median``):
     PostgreSQL's ``percentile_cont(0.5)``, on SQLite found with window functions."""
     keys = {name: (expr if expr is not None else sa.literal_column("''")).label(f"k{i}")
@@ -254,7 +255,7 @@ def _stats(dialect: str, value: sa.ColumnElement[Any],
         label: sa.Label[str] = sa.literal_column(f"'{name}'", sa.Text).label("split")
         if dialect == "postgresql":
             parts.append(sa.select(
-                label, k.label("key"), sa.func.count().label("n"),
+                label, k.label("key"), sa.func.count(values.c.v).label("n"),
                 sa.func.sum(values.c.v).label("total"),
                 sa.func.percentile_cont(0.5).within_group(values.c.v).label("median"),
             ).group_by(k))
@@ -262,12 +263,13 @@ def _stats(dialect: str, value: sa.ColumnElement[Any],
         partition = k if splits[name] is not None else None
         ranked = sa.select(
             k.label("key"), values.c.v,
-            sa.func.row_number().over(partition_by=partition, order_by=values.c.v).label("rn"),
-            sa.func.count().over(partition_by=partition).label("cnt")).subquery()
+            sa.func.row_number().over(partition_by=partition,
+                                      order_by=sa.nulls_last(values.c.v)).label("rn"),
+            sa.func.count(values.c.v).over(partition_by=partition).label("cnt")).subquery()
         middle = sa.or_(ranked.c.rn == (ranked.c.cnt + 1) // 2,
                         ranked.c.rn == (ranked.c.cnt + 2) // 2)
         parts.append(sa.select(
-            label, ranked.c.key, sa.func.count().label("n"),
+            label, ranked.c.key, sa.func.count(ranked.c.v).label("n"),
             sa.func.sum(ranked.c.v).label("total"),
             sa.func.avg(sa.case((middle, ranked.c.v))).label("median"),
         ).group_by(ranked.c.key))
@@ -399,14 +401,15 @@ class MetricsStore(Database):
 
     async def resolution_stats(self, f: MetricFilter) -> Stats:
         """The resolved conversations' seconds to resolution: their number, sum and median,
-        over the cohort (split ``all``) and per ``involvement``, ``intent`` and ``day``."""
+        over the cohort (split ``all``) and per ``involvement``, ``intent`` and ``day`` of its
+        conversations (those with none resolved too)."""
         s = conversation_summaries
         splits: dict[str, sa.ColumnElement[Any] | None] = {
             "all": None,
             "involvement": sa.case((s.c.involved, "with_agent"), else_="bot_only"),
             "intent": sa.func.coalesce(s.c.intent, "none"), "day": s.c.day}
-        return await self._stats(_stats(self.dialect, s.c.resolution_seconds, splits, s, [
-            *_summary_cohort(f), s.c.resolution_seconds.is_not(None)]))
+        return await self._stats(_stats(self.dialect, s.c.resolution_seconds, splits, s,
+                                        _summary_cohort(f)))
 
     async def people_stats(self, f: MetricFilter) -> Stats:
         """Over the cohort, split ``people``: the queue stays that ended (key ``taken`` or
@@ -420,7 +423,7 @@ class MetricsStore(Database):
 
     async def _stats(self, query: sa.CompoundSelect[Any]) -> Stats:
         async with self._tx(write=False) as conn:
-            return {(split, key): (int(n), float(total),
+            return {(split, key): (int(n), float(total or 0),
                                    None if median is None else float(median))
                 for split, key, n, total, median in await conn.execute(query)}
 
