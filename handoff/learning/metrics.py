@@ -10,8 +10,9 @@ rows for a filter and computes them all.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -493,6 +494,43 @@ def _filter_json(f: MetricFilter) -> Json:
             "agent": f.agent, "model": f.model}
 
 
+Read = Callable[[Store, MetricFilter], Awaitable[Any]]
+
+# The store's reads, each with the figures that need it (a read needed by several is made once)
+READS: Final[dict[str, tuple[frozenset[str], Read]]] = {
+    "groups": (frozenset({"effort", "resolution", "sentiment", "learning"}),
+               lambda s, f: s.summary_groups(f)),
+    "distribution": (frozenset({"effort"}), lambda s, f: s.effort_distribution(f)),
+    "resolution_stats": (frozenset({"resolution_time"}), lambda s, f: s.resolution_stats(f)),
+    "people_stats": (frozenset({"resolution_time"}), lambda s, f: s.people_stats(f)),
+    "replies": (frozenset({"accuracy", "enablement", "learning", "workload"}),
+                lambda s, f: s.reply_groups(f)),
+    "marks": (frozenset({"accuracy"}), lambda s, f: s.spot_check_groups(f)),
+    "actions": (frozenset({"enablement", "workload"}), lambda s, f: s.agent_actions(f)),
+    "corrections": (frozenset({"enablement", "learning"}), lambda s, f: s.correction_facts(f)),
+    "latencies": (frozenset({"enablement"}), lambda s, f: s.decision_latency_stats(f)),
+    "ratings": (frozenset({"enablement"}), lambda s, f: s.suggestion_ratings_of(f)),
+    "models": (frozenset({"learning"}), lambda s, f: s.model_facts()),
+    "bot_turns": (frozenset({"learning"}), lambda s, f: s.bot_turns_by_model(f)),
+    "agent_people": (frozenset({"workload"}), lambda s, f: s.agent_people(f)),
+    "stays": (frozenset({"queue"}), lambda s, f: s.queue_stays(f)),
+    "deploys": (frozenset(METRICS), lambda s, f: s.deploys(f)),
+}
+READ_CONCURRENCY: Final = 2  # reads of one request at once, each on its own connection
+
+
+async def _read(store: Store, f: MetricFilter, wanted: set[str]) -> dict[str, Any]:
+    """The reads ``wanted`` figures need, up to ``READ_CONCURRENCY`` at a time."""
+    gate = asyncio.Semaphore(READ_CONCURRENCY)
+
+    async def one(read: Read) -> Any:
+        async with gate:
+            return await read(store, f)
+
+    names = [name for name, (users, _) in READS.items() if users & wanted]
+    return dict(zip(names, await asyncio.gather(*(one(READS[n][1]) for n in names))))
+
+
 async def compute_metrics(store: Store, f: MetricFilter,
                           names: Sequence[str] = METRICS) -> Json:
     """The figures ``names`` for the filter ``f``, each with its definition's anchor, and the
@@ -502,38 +540,32 @@ async def compute_metrics(store: Store, f: MetricFilter,
     unknown = wanted - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metric {sorted(unknown)[0]!r}")
-    groups = (await store.summary_groups(f) if wanted & {
-        "effort", "resolution", "sentiment", "learning"} else [])
-    replies = (await store.reply_groups(f)
-               if wanted & {"accuracy", "enablement", "learning", "workload"} else [])
-    actions = await store.agent_actions(f) if wanted & {"enablement", "workload"} else []
-    corrections = (await store.correction_facts(f)
-                   if wanted & {"enablement", "learning"} else [])
+    r = await _read(store, f, wanted)
     out: Json = {"filter": _filter_json(f)}
     for name in names:
         value: Json
         if name == "effort":
-            value = effort(groups, await store.effort_distribution(f))
+            value = effort(r["groups"], r["distribution"])
         elif name == "resolution_time":
-            value = resolution_time(await store.resolution_stats(f), await store.people_stats(f))
+            value = resolution_time(r["resolution_stats"], r["people_stats"])
         elif name == "resolution":
-            value = resolution(groups)
+            value = resolution(r["groups"])
         elif name == "accuracy":
-            value = accuracy(replies, await store.spot_check_groups(f))
+            value = accuracy(r["replies"], r["marks"])
         elif name == "enablement":
-            value = enablement(actions, replies, await store.decision_latency_stats(f),
-                               await store.suggestion_ratings_of(f), corrections)
+            value = enablement(r["actions"], r["replies"], r["latencies"], r["ratings"],
+                               r["corrections"])
         elif name == "sentiment":
-            value = sentiment(groups)
+            value = sentiment(r["groups"])
         elif name == "learning":
-            value = learning(await store.model_facts(), await store.bot_turns_by_model(f),
-                             replies, corrections, groups, f)
+            value = learning(r["models"], r["bot_turns"], r["replies"], r["corrections"],
+                             r["groups"], f)
         elif name == "workload":
-            value = workload(await store.agent_people(f), replies, actions)
+            value = workload(r["agent_people"], r["replies"], r["actions"])
         else:
-            value = queue(await store.queue_stays(f))
+            value = queue(r["stays"])
         out[name] = {"definition": f"{DOCS}#{name.replace('_', '-')}", **value}
-    deploys: list[Deploy] = await store.deploys(f)
+    deploys: list[Deploy] = r["deploys"]
     out["deploys"] = [{"at": d.created_at.isoformat(), "model_version": d.model_id,
                        "by": d.actor} for d in deploys]
     return out
