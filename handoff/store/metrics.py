@@ -13,12 +13,13 @@ starts from the cohort (index ``conversations.created_at``) and reaches messages
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from handoff.errors import BadRequest, NotFound
@@ -35,6 +36,7 @@ from handoff.store.schema import (
     spot_check_marks,
     spot_checks,
     suggestion_ratings,
+    summary_days,
     summary_people,
     summary_replies,
 )
@@ -286,6 +288,44 @@ def _kept(table: sa.Table, f: MetricFilter, *where: sa.ColumnElement[bool],
              *_summary_cohort(f, all_conversations=all_conversations), *where])
 
 
+_GROUP_COLUMNS: Final = ("day", "intent", "model_version", "involved", "escalated", "outcome",
+                         "n", "answers", "effort_sum", "pairs", "first_sum", "last_sum",
+                         "change_sum")
+SUMMARY_LOCK: Final = 160020  # PostgreSQL advisory lock of the summaries' writers
+
+
+def _group_keys() -> tuple[sa.ColumnElement[Any], ...]:
+    s = conversation_summaries
+    return (s.c.day, s.c.intent, s.c.model_version, s.c.involved, s.c.escalated, s.c.outcome)
+
+
+def _group_counts() -> list[sa.ColumnElement[Any]]:
+    """The summary groups' keys and counts (``_GROUP_COLUMNS``), over summaries."""
+    s = conversation_summaries
+    pair = s.c.sentiment_messages >= 2
+    return [
+        *_group_keys(), sa.func.count().label("n"),
+        sa.func.count(s.c.effort_score).label("answers"),
+        sa.func.coalesce(sa.func.sum(s.c.effort_score), 0).label("effort_sum"),
+        sa.func.count(sa.case((pair, 1))).label("pairs"),
+        sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.first_sentiment))), 0.0)
+        .label("first_sum"),
+        sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.last_sentiment))), 0.0)
+        .label("last_sum"),
+        sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.last_sentiment
+                                              - s.c.first_sentiment))), 0.0)
+        .label("change_sum")]
+
+
+def _whole_days(f: MetricFilter) -> tuple[datetime, datetime]:
+    """The first and the end of the whole UTC days in ``[since, until)``."""
+    since, until = f.since.astimezone(timezone.utc), f.until.astimezone(timezone.utc)
+    first = since.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first < since:
+        first += timedelta(days=1)
+    return first, until.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 class MetricsStore(Database):
     """The rows the dashboard's metrics are computed from."""
 
@@ -335,8 +375,9 @@ class MetricsStore(Database):
                              replies: Sequence[dict[str, Any]] = ()) -> None:
         """Write conversations' summaries (the columns of ``conversation_summaries``), each
         replacing the one before, with their queue stays, ownerships and owners
-        (``summary_people``) and held replies (``summary_replies``), which replace theirs;
-        two readers refreshing at once write the same rows."""
+        (``summary_people``) and held replies (``summary_replies``), which replace theirs,
+        and delete the ``summary_days`` of their days; two readers refreshing at once write
+        the same rows."""
         if not rows:
             return
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite_dialect.insert)
@@ -347,7 +388,10 @@ class MetricsStore(Database):
                   if c.name != "conversation_id"})
         ids = [row["conversation_id"] for row in rows]
         async with self._tx(write=True) as conn:
+            await self._lock_summaries(conn)
             await conn.execute(stmt, list(rows))
+            await conn.execute(sa.delete(summary_days).where(summary_days.c.day.in_(
+                sorted({row["day"] for row in rows}))))
             for table, kept in ((summary_people, people), (summary_replies, replies)):
                 await conn.execute(sa.delete(table).where(table.c.conversation_id.in_(ids)))
                 if kept:
@@ -370,26 +414,67 @@ class MetricsStore(Database):
         """The cohort's conversations (those with a customer message) counted by day, first
         intent, model, involvement, escalation and outcome, with the sums the figures need:
         ``n``, ``answers`` and ``effort_sum`` (the survey), ``pairs`` (two or more customer
-        messages with a sentiment), ``first_sum``, ``last_sum`` and ``change_sum`` over them."""
-        s = conversation_summaries
-        pair = s.c.sentiment_messages >= 2
-        keys = (s.c.day, s.c.intent, s.c.model_version, s.c.involved, s.c.escalated,
-                s.c.outcome)
-        query = sa.select(
-            *keys, sa.func.count().label("n"),
-            sa.func.count(s.c.effort_score).label("answers"),
-            sa.func.coalesce(sa.func.sum(s.c.effort_score), 0).label("effort_sum"),
-            sa.func.count(sa.case((pair, 1))).label("pairs"),
-            sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.first_sentiment))), 0.0)
-            .label("first_sum"),
-            sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.last_sentiment))), 0.0)
-            .label("last_sum"),
-            sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.last_sentiment
-                                                  - s.c.first_sentiment))), 0.0)
-            .label("change_sum"),
-        ).where(*_summary_cohort(f)).group_by(*keys).order_by(*keys)
+        messages with a sentiment), ``first_sum``, ``last_sum`` and ``change_sum`` over them.
+        The whole UTC days of the period are read from ``summary_days`` (built here when
+        missing), the partial days at its ends from the summaries; with an agent filter,
+        everything from the summaries."""
+        first, last = _whole_days(f)
+        if f.agent is not None or first >= last:
+            return await self._groups(f)
+        days = [(first + timedelta(days=k)).date().isoformat()
+                for k in range((last - first).days)]
+        await self._count_days(days)
+        d = summary_days
+        query = sa.select(*(d.c[c] for c in _GROUP_COLUMNS)).where(
+            d.c.day.in_(days), d.c.outcome.is_not(None))
+        if f.intent is not None:
+            query = query.where(d.c.intent == f.intent)
+        if f.model is not None:
+            query = query.where(d.c.model_version == f.model)
+        async with self._tx(write=False) as conn:
+            rows = list(await conn.execute(query))
+        for since, until in ((f.since, first), (last, f.until)):
+            if since < until:
+                rows += await self._groups(replace(f, since=since, until=until))
+        return rows
+
+    async def _groups(self, f: MetricFilter) -> list[sa.Row[Any]]:
+        """``summary_groups`` counted from the summaries."""
+        query = sa.select(*_group_counts()).where(*_summary_cohort(f)).group_by(
+            *_group_keys())
         async with self._tx(write=False) as conn:
             return list(await conn.execute(query))
+
+    async def _count_days(self, days: Sequence[str]) -> None:
+        """Build the ``summary_days`` rows of the days that have none (with a marker row each,
+        so a day without conversations is counted once too). Under the summaries' lock, so a
+        summary written meanwhile waits and then deletes what it changes."""
+        d, s = summary_days, conversation_summaries
+        async with self._tx(write=False) as conn:
+            counted = {day for (day,) in await conn.execute(sa.select(d.c.day).where(
+                d.c.day.in_(days), d.c.outcome.is_(None)))}
+        missing = [day for day in days if day not in counted]
+        if not missing:
+            return
+        async with self._tx(write=True) as conn:
+            await self._lock_summaries(conn)
+            await conn.execute(sa.delete(d).where(d.c.day.in_(missing)))
+            start = datetime.fromisoformat(missing[0]).replace(tzinfo=timezone.utc)
+            end = datetime.fromisoformat(missing[-1]).replace(tzinfo=timezone.utc)
+            await conn.execute(sa.insert(d).from_select(list(_GROUP_COLUMNS), sa.select(
+                *_group_counts()).where(
+                    s.c.created_at >= start, s.c.created_at < end + timedelta(days=1),
+                    s.c.day.in_(missing), s.c.started_at.is_not(None))
+                .group_by(*_group_keys())))
+            await conn.execute(sa.insert(d), [
+                {"day": day, "n": 0, "answers": 0, "effort_sum": 0, "pairs": 0,
+                 "first_sum": 0.0, "last_sum": 0.0, "change_sum": 0.0} for day in missing])
+
+    async def _lock_summaries(self, conn: AsyncConnection) -> None:
+        """Serialize the writers of summaries and of ``summary_days`` (SQLite's write
+        transactions are serial already)."""
+        if self.dialect == "postgresql":
+            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SUMMARY_LOCK)))
 
     async def effort_distribution(self, f: MetricFilter) -> dict[int, int]:
         """How many of the cohort's survey answers gave each score."""

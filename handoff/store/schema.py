@@ -12,7 +12,7 @@ __all__ = [
     "audit_log", "conversation_events", "conversation_summaries", "conversations", "corrections",
     "conversation_contacts", "customer_sessions", "messages", "metadata", "model_versions",
     "notes", "pending_replies", "spot_check_marks", "spot_checks", "suggestion_ratings",
-    "summary_people", "summary_replies", "users",
+    "summary_days", "summary_people", "summary_replies", "users",
 ]
 
 class _UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -287,6 +287,24 @@ summary_people = sa.Table(
     sa.Column("how", sa.Text),  # stay: taken | left | null while it waits
     sa.Column("seconds", sa.Float),  # a finished stay's wait, a finished ownership's length
     sa.Index("ix_summary_people_created_at", "created_at"),
+)
+
+summary_days = sa.Table(
+    "summary_days", metadata,  # the summary groups of whole UTC days (0020)
+    sa.Column("day", sa.Text, nullable=False),
+    sa.Column("intent", sa.Text),
+    sa.Column("model_version", sa.Text),
+    sa.Column("involved", sa.Boolean),
+    sa.Column("escalated", sa.Boolean),
+    sa.Column("outcome", sa.Text),  # null only in the day's marker row: "this day is counted"
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("answers", sa.Integer, nullable=False),
+    sa.Column("effort_sum", sa.Integer, nullable=False),
+    sa.Column("pairs", sa.Integer, nullable=False),
+    sa.Column("first_sum", sa.Float, nullable=False),
+    sa.Column("last_sum", sa.Float, nullable=False),
+    sa.Column("change_sum", sa.Float, nullable=False),
+    sa.Index("ix_summary_days_day", "day"),
 )
 
 summary_replies = sa.Table(

@@ -47,7 +47,7 @@ TABLES = {
     "conversations", "messages", "pending_replies", "corrections", "users", "notes", "audit_log",
     "model_versions", "conversation_events", "suggestion_ratings", "conversation_summaries",
     "spot_checks", "spot_check_marks", "conversation_contacts", "customer_sessions",
-    "summary_people", "summary_replies",
+    "summary_days", "summary_people", "summary_replies",
 }
 
 

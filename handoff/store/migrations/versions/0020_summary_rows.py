@@ -8,6 +8,10 @@
 * ``summary_replies``: a conversation's held replies as the figures count them (the day each
   was held, the intent of the message it answered, the seconds to an agent's decision), so the
   accuracy, enablement and learning figures no longer join every held reply to its message.
+* ``summary_days``: the summary groups (conversations counted per day, intent, model,
+  involvement, escalation and outcome, with the survey's and the sentiment's sums) of whole
+  UTC days, built by the first read that needs a day and deleted with any summary of that day
+  that is written again, so a month is read as ~800 rows instead of one per conversation.
 * ``conversation_summaries.people`` is dropped.
 * On PostgreSQL the ``created_at`` indexes of ``conversations`` and ``conversation_summaries``
   also carry the id and the stamp, so the stale check of every dashboard read (the period's
@@ -87,10 +91,29 @@ def upgrade() -> None:
         sa.Column("latency", sa.Float),
     )
     op.create_index("ix_summary_replies_created_at", "summary_replies", ["created_at"])
+    op.create_table(
+        "summary_days",
+        sa.Column("day", sa.Text, nullable=False),
+        sa.Column("intent", sa.Text),
+        sa.Column("model_version", sa.Text),
+        sa.Column("involved", sa.Boolean),
+        sa.Column("escalated", sa.Boolean),
+        sa.Column("outcome", sa.Text),
+        sa.Column("n", sa.Integer, nullable=False),
+        sa.Column("answers", sa.Integer, nullable=False),
+        sa.Column("effort_sum", sa.Integer, nullable=False),
+        sa.Column("pairs", sa.Integer, nullable=False),
+        sa.Column("first_sum", sa.Float, nullable=False),
+        sa.Column("last_sum", sa.Float, nullable=False),
+        sa.Column("change_sum", sa.Float, nullable=False),
+    )
+    op.create_index("ix_summary_days_day", "summary_days", ["day"])
 
 
 def downgrade() -> None:
     _stamp_indexes(include=False)
+    op.drop_index("ix_summary_days_day", "summary_days")
+    op.drop_table("summary_days")
     op.drop_index("ix_summary_replies_created_at", "summary_replies")
     op.drop_table("summary_replies")
     op.drop_index("ix_summary_people_created_at", "summary_people")
