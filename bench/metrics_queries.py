@@ -2,8 +2,9 @@
 (fast bulk inserts with the store's own table definitions) and prints each query's median
 time, for the dashboard's default period (the last 30 days), filtered by an intent, and a
 week filtered by an agent. The runs are interleaved (one run of every query, then the next),
-so a change in the machine's load touches every query alike. The goal (docs/metrics.md
-"Speed"): under 200 ms each.
+so a change in the machine's load touches every query alike, each as wall-clock time and as
+CPU time (this process plus the PostgreSQL backends, from /proc: the time on an idle core).
+The goal (docs/metrics.md "Speed"): under 200 ms each.
 
     .venv/gateway/bin/python bench/metrics_queries.py                      # SQLite, 1,000,000
     .venv/gateway/bin/python bench/metrics_queries.py \
