@@ -75,9 +75,9 @@ conversations = sa.Table(
     sa.Column("erased_at", _TIME),  # an admin erased it: a closed tombstone (0013)
     sa.Index("ix_conversations_mode_queued", "mode", "queued"),
     sa.Index("ix_conversations_owner", "owner"),
-    # the period's conversations with their stamp, read from the index alone on PostgreSQL
-    sa.Index("ix_conversations_created_at", "created_at",
-             postgresql_include=["id", "version", "last_seq", "metrics_rev"]),
+    # the period's conversations with their stamp, read from the index alone (0020)
+    sa.Index("ix_conversations_created_at", "created_at", "id", "version", "last_seq",
+             "metrics_rev"),
 )
 
 messages = sa.Table(
@@ -269,8 +269,8 @@ conversation_summaries = sa.Table(
     sa.Column("bot_turns", sa.Integer, nullable=False),  # its bot messages
     sa.Column("bot_model", sa.Text),  # the model all of them name, if one; else null and:
     sa.Column("turns_by_model", _JSON),  # [[model | null, turns], ...]
-    sa.Index("ix_conversation_summaries_created_at", "created_at",
-             postgresql_include=["conversation_id", "version", "last_seq", "metrics_rev"]),
+    sa.Index("ix_conversation_summaries_created_at", "created_at", "conversation_id",
+             "version", "last_seq", "metrics_rev"),
 )
 
 summary_people = sa.Table(

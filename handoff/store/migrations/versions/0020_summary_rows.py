@@ -13,8 +13,8 @@
   UTC days, built by the first read that needs a day and deleted with any summary of that day
   that is written again, so a month is read as ~800 rows instead of one per conversation.
 * ``conversation_summaries.people`` is dropped.
-* On PostgreSQL the ``created_at`` indexes of ``conversations`` and ``conversation_summaries``
-  also carry the id and the stamp, so the stale check of every dashboard read (the period's
+* The ``created_at`` indexes of ``conversations`` and ``conversation_summaries`` also carry
+  the id and the stamp, so the stale check of every dashboard read (the period's
   conversations whose summary is missing or older) reads the two indexes, not the tables.
 * Every summary is deleted: the summaries are a cache stamped with their conversation's
   ``(version, last_seq, metrics_rev)``, and the old ones have no ``summary_people`` rows. The
@@ -46,12 +46,11 @@ _STAMP = ["version", "last_seq", "metrics_rev"]
 
 
 def _stamp_indexes(include: bool) -> None:
-    """The two ``created_at`` indexes, with the id and stamp included (PostgreSQL) or not."""
+    """The two ``created_at`` indexes, with the id and stamp after it or not."""
     for table, key in (("conversations", "id"), ("conversation_summaries", "conversation_id")):
         name = f"ix_{table}_created_at"
         op.drop_index(name, table)
-        op.create_index(name, table, ["created_at"],
-                        postgresql_include=[key, *_STAMP] if include else None)
+        op.create_index(name, table, ["created_at", *([key, *_STAMP] if include else [])])
 
 
 def upgrade() -> None:
