@@ -595,15 +595,16 @@ class MetricsStore(Database):
         """Agents' messages and decisions on the cohort (audit log), with suggestion use,
         counted (``n``) by day, agent, action and use."""
         a, s = audit_log, conversation_summaries
-        target = sa.literal("conversation:") + s.c.conversation_id
+        prefix = "conversation:"  # the audit target of a conversation
         day = _day(self.dialect, a.c.created_at).label("day")
         suggestion = a.c.details["suggestion"].as_string()
         used = sa.case((sa.and_(suggestion.is_not(None), suggestion != ""), True),
                        else_=False).label("used_suggestion")
         query = sa.select(day, a.c.actor, a.c.action, used, sa.func.count().label("n")).where(
             a.c.action.in_(SUGGESTION_ACTIONS), *_in_range(a.c.created_at, f),
-            a.c.target.in_(sa.select(target).where(
-                *_summary_cohort(f, all_conversations=True))),
+            a.c.target.startswith(prefix),
+            sa.func.substr(a.c.target, len(prefix) + 1).in_(sa.select(
+                s.c.conversation_id).where(*_summary_cohort(f, all_conversations=True))),
         ).group_by(day, a.c.actor, a.c.action, used)
         async with self._tx(write=False) as conn:
             return [AgentAction(day=r.day, actor=r.actor, action=r.action,
