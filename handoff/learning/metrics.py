@@ -173,11 +173,18 @@ def summary_row(stamp: Stamp, o: Outcome, turns: dict[str | None, int]) -> Json:
             **_turns(turns)}
 
 
+def _cohort_facts(f: ConversationFacts) -> Json:
+    """What the rows kept with a summary copy of its conversation, for the cohort's filters."""
+    return {"conversation_id": f.id, "created_at": f.created_at,
+            "started": f.started_at is not None, "conversation_intent": f.intent,
+            "conversation_model": f.model_version}
+
+
 def people_rows(o: Outcome) -> list[Json]:
     """``o``'s queue stays, finished ownerships and owners as ``summary_people`` rows."""
     f = o.facts
-    base = {"conversation_id": f.id, "created_at": f.created_at, "agent": None,
-            "start_at": None, "end_at": None, "how": None, "seconds": None}
+    base = {**_cohort_facts(f), "agent": None, "start_at": None, "end_at": None, "how": None,
+            "seconds": None}
     return [
         *({**base, "kind": "stay", "ord": k, "start_at": start, "end_at": end, "how": how,
            "seconds": _seconds(start, end) if end is not None else None}
@@ -192,8 +199,7 @@ def reply_rows(facts: ConversationFacts, replies: Sequence[ReviewedReply]) -> li
     """A conversation's held replies as ``summary_replies`` rows: the day each was held and,
     for those an agent looked at (decided, or discarded by an agent), the seconds to the
     decision, to the millisecond."""
-    return [{"conversation_id": facts.id, "ord": k, "created_at": facts.created_at,
-             "day": _day(r.created_at), "intent": r.intent, "action": r.action,
+    return [{**_cohort_facts(facts), "ord": k, "day": _day(r.created_at), "intent": r.intent, "action": r.action,
              "model_version": r.model_version, "status": r.status, "decision": r.decision,
              "decided_by": r.decided_by,
              "latency": round(_seconds(r.created_at, r.decided_at), 3)

@@ -281,11 +281,21 @@ def _stats(dialect: str, value: sa.ColumnElement[Any],
 def _kept(table: sa.Table, f: MetricFilter, *where: sa.ColumnElement[bool],
           all_conversations: bool = False) -> tuple[sa.FromClause, list[sa.ColumnElement[bool]]]:
     """The rows of ``table`` (``summary_people``, ``summary_replies``) kept with the cohort's
-    summaries: the join and its conditions."""
-    s = conversation_summaries
-    return (table.join(s, s.c.conversation_id == table.c.conversation_id),
-            [*_in_range(table.c.created_at, f),
-             *_summary_cohort(f, all_conversations=all_conversations), *where])
+    summaries: what to read and its conditions. They carry the conversation's facts the
+    intent and model filters select on; the agent filter joins the summaries."""
+    if f.agent is not None:
+        s = conversation_summaries
+        return (table.join(s, s.c.conversation_id == table.c.conversation_id),
+                [*_in_range(table.c.created_at, f),
+                 *_summary_cohort(f, all_conversations=all_conversations), *where])
+    cohort = _in_range(table.c.created_at, f)
+    if not all_conversations:
+        cohort.append(table.c.started.is_(True))
+    if f.intent is not None:
+        cohort.append(table.c.conversation_intent == f.intent)
+    if f.model is not None:
+        cohort.append(table.c.conversation_model == f.model)
+    return table, [*cohort, *where]
 
 
 _GROUP_COLUMNS: Final = ("day", "intent", "model_version", "involved", "escalated", "outcome",

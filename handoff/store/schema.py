@@ -286,6 +286,10 @@ summary_people = sa.Table(
     sa.Column("end_at", _TIME),  # stay: left it; null while it waits
     sa.Column("how", sa.Text),  # stay: taken | left | null while it waits
     sa.Column("seconds", sa.Float),  # a finished stay's wait, a finished ownership's length
+    # the conversation's, copied so the cohort is selected without joining the summaries:
+    sa.Column("started", sa.Boolean, nullable=False),  # it has a customer message
+    sa.Column("conversation_intent", sa.Text),  # its first intent
+    sa.Column("conversation_model", sa.Text),  # the first model it names
     sa.Index("ix_summary_people_created_at", "created_at"),
 )
 
@@ -322,6 +326,10 @@ summary_replies = sa.Table(
     sa.Column("decision", sa.Text),
     sa.Column("decided_by", sa.Text),
     sa.Column("latency", sa.Float),  # seconds held before an agent's decision, to the ms
+    # the conversation's, copied so the cohort is selected without joining the summaries:
+    sa.Column("started", sa.Boolean, nullable=False),  # it has a customer message
+    sa.Column("conversation_intent", sa.Text),  # its first intent
+    sa.Column("conversation_model", sa.Text),  # the first model it names
     sa.Index("ix_summary_replies_created_at", "created_at"),
 )
 

@@ -16,7 +16,12 @@ from handoff.learning.metrics import compute_metrics, refresh_summaries
 from handoff.store import Store
 from handoff.store.database import now
 from handoff.store.metrics import MetricFilter
-from handoff.store.schema import conversation_summaries, summary_days
+from handoff.store.schema import (
+    conversation_summaries,
+    summary_days,
+    summary_people,
+    summary_replies,
+)
 from tests.gateway.metrics_seed import D1, D2, PERIOD, seed
 
 pytestmark = pytest.mark.asyncio
@@ -311,4 +316,30 @@ async def test_whole_days_are_counted_once_and_again_after_a_write(store: Store)
     figures = await compute_metrics(store, whole)
     assert figures["effort"]["answers"] == 5 and figures["effort"]["mean"] == 3.8
     assert figures == await _recounted(store, whole)
+
+
+async def test_the_rows_kept_with_the_summaries_follow_the_cohort(store: Store) -> None:
+    """The queue stays and held replies kept with the summaries carry their conversation's
+    facts, so the intent and model filters select them without the summaries: they select
+    exactly the rows of the cohort's conversations."""
+    await seed(store)
+    s = conversation_summaries
+    for f in (MetricFilter(*PERIOD), MetricFilter(*PERIOD, model="m1"),
+              MetricFilter(*PERIOD, intent="refund"),
+              MetricFilter(D1 + timedelta(hours=11, minutes=30), PERIOD[1])):
+        await refresh_summaries(store, f.since, f.until)
+        cohort = [s.c.created_at >= f.since, s.c.created_at < f.until]
+        cohort += [s.c.intent == f.intent] if f.intent else []
+        cohort += [s.c.model_version == f.model] if f.model else []
+        async with store._tx(write=False) as conn:
+            counted = sa.select(s.c.conversation_id).where(*cohort, s.c.started_at.is_not(None))
+            stays = {cid for (cid,) in await conn.execute(sa.select(
+                summary_people.c.conversation_id).where(
+                summary_people.c.kind == "stay", summary_people.c.conversation_id.in_(counted)))}
+            replies = (await conn.execute(sa.select(sa.func.count()).where(
+                summary_replies.c.conversation_id.in_(
+                    sa.select(s.c.conversation_id).where(*cohort))))).scalar_one()
+        assert {cid for cid, *_ in await store.queue_stays(f)} == stays
+        assert sum(r.n for r in await store.reply_groups(f)) == replies
+    assert stays == {"c3", "c5"} and replies == 4  # from 11:30 on day 1: r1 r2 (c4), r3 r4 (c5)
 

@@ -71,6 +71,9 @@ def upgrade() -> None:
         sa.Column("end_at", _TIME),
         sa.Column("how", sa.Text),
         sa.Column("seconds", sa.Float),
+        sa.Column("started", sa.Boolean, nullable=False),
+        sa.Column("conversation_intent", sa.Text),
+        sa.Column("conversation_model", sa.Text),
     )
     op.create_index("ix_summary_people_created_at", "summary_people", ["created_at"])
     op.create_table(
@@ -88,6 +91,9 @@ def upgrade() -> None:
         sa.Column("decision", sa.Text),
         sa.Column("decided_by", sa.Text),
         sa.Column("latency", sa.Float),
+        sa.Column("started", sa.Boolean, nullable=False),
+        sa.Column("conversation_intent", sa.Text),
+        sa.Column("conversation_model", sa.Text),
     )
     op.create_index("ix_summary_replies_created_at", "summary_replies", ["created_at"])
     op.create_table(
