@@ -12,6 +12,7 @@ starts from the cohort (index ``conversations.created_at``) and reaches messages
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -239,43 +240,22 @@ def _ids(which: MetricFilter | Sequence[str]) -> sa.Select[Any] | list[str]:
     return _cohort(which) if isinstance(which, MetricFilter) else list(which)
 
 
-def _stats(dialect: str, value: sa.ColumnElement[Any],
-           splits: dict[str, sa.ColumnElement[Any] | None], source: sa.FromClause,
-           where: Sequence[sa.ColumnElement[bool]]) -> sa.CompoundSelect[Any]:
-    """How many values, their sum and their median, per key of each split (a split named
-    with ``None`` has one key, ``""``): rows ``(split, key, n, total, median)``; a null value
-    is not counted, but its key is listed (``n`` 0, ``total`` and ``median`` null). The median
-    is the middle value, or the mean of the two middle ones (as ``statistics.median``):
-    PostgreSQL's ``percentile_cont(0.5)``, on SQLite found with window functions."""
+def _median_query(value: sa.ColumnElement[Any],
+                  splits: dict[str, sa.ColumnElement[Any] | None], source: sa.FromClause,
+                  where: Sequence[sa.ColumnElement[bool]]) -> sa.CompoundSelect[Any]:
+    """PostgreSQL: how many values, their sum and their median (``percentile_cont(0.5)``, the
+    middle value or the mean of the two middle ones, as ``statistics.median``), per key of
+    each split (a split named with ``None`` has one key, ``""``): rows ``(split, key, n,
+    total, median)``; a null value is not counted, but its key is listed."""
     keys = {name: (expr if expr is not None else sa.literal_column("''")).label(f"k{i}")
             for i, (name, expr) in enumerate(splits.items())}
     values = sa.select(value.label("v"), *keys.values()).select_from(source).where(
         *where).cte("stat_values")
-    parts = []
-    for name, key in keys.items():
-        k = values.c[key.name]
-        label: sa.Label[str] = sa.literal_column(f"'{name}'", sa.Text).label("split")
-        if dialect == "postgresql":
-            parts.append(sa.select(
-                label, k.label("key"), sa.func.count(values.c.v).label("n"),
-                sa.func.sum(values.c.v).label("total"),
-                sa.func.percentile_cont(0.5).within_group(values.c.v).label("median"),
-            ).group_by(k))
-            continue
-        partition = k if splits[name] is not None else None
-        ranked = sa.select(
-            k.label("key"), values.c.v,
-            sa.func.row_number().over(partition_by=partition,
-                                      order_by=sa.nulls_last(values.c.v)).label("rn"),
-            sa.func.count(values.c.v).over(partition_by=partition).label("cnt")).subquery()
-        middle = sa.or_(ranked.c.rn == (ranked.c.cnt + 1) // 2,
-                        ranked.c.rn == (ranked.c.cnt + 2) // 2)
-        parts.append(sa.select(
-            label, ranked.c.key, sa.func.count(ranked.c.v).label("n"),
-            sa.func.sum(ranked.c.v).label("total"),
-            sa.func.avg(sa.case((middle, ranked.c.v))).label("median"),
-        ).group_by(ranked.c.key))
-    return sa.union_all(*parts)
+    return sa.union_all(*(sa.select(
+        sa.literal_column(f"'{name}'", sa.Text).label("split"), values.c[key.name],
+        sa.func.count(values.c.v), sa.func.sum(values.c.v),
+        sa.func.percentile_cont(0.5).within_group(values.c.v),
+    ).group_by(values.c[key.name]) for name, key in keys.items()))
 
 
 def _kept(table: sa.Table, f: MetricFilter, *where: sa.ColumnElement[bool],
@@ -503,8 +483,7 @@ class MetricsStore(Database):
             "all": None,
             "involvement": sa.case((s.c.involved, "with_agent"), else_="bot_only"),
             "intent": sa.func.coalesce(s.c.intent, "none"), "day": s.c.day}
-        return await self._stats(_stats(self.dialect, s.c.resolution_seconds, splits, s,
-                                        _summary_cohort(f)))
+        return await self._stats(s.c.resolution_seconds, splits, s, _summary_cohort(f))
 
     async def people_stats(self, f: MetricFilter) -> Stats:
         """Over the cohort, split ``people``: the queue stays that ended (key ``taken`` or
@@ -513,14 +492,36 @@ class MetricsStore(Database):
         p = summary_people
         source, where = _kept(p, f, p.c.seconds.is_not(None),
                               p.c.kind.in_(("stay", "handling")))
-        return await self._stats(_stats(self.dialect, p.c.seconds, {
-            "people": sa.case((p.c.kind == "stay", p.c.how), else_="handling")}, source, where))
+        return await self._stats(p.c.seconds, {
+            "people": sa.case((p.c.kind == "stay", p.c.how), else_="handling")}, source, where)
 
-    async def _stats(self, query: sa.CompoundSelect[Any]) -> Stats:
+    async def _stats(self, value: sa.ColumnElement[Any],
+                     splits: dict[str, sa.ColumnElement[Any] | None], source: sa.FromClause,
+                     where: Sequence[sa.ColumnElement[bool]]) -> Stats:
+        """How many values, their sum and their median per key of each split; keys whose
+        values are all null are listed with none. SQLite has no median: it sends the values
+        in order, once, and they are counted here."""
+        if self.dialect == "postgresql":
+            async with self._tx(write=False) as conn:
+                return {(split, key): (int(n), float(total or 0),
+                                       None if median is None else float(median))
+                        for split, key, n, total, median in await conn.execute(
+                            _median_query(value, splits, source, where))}
+        names = list(splits)
+        exprs = [e for e in splits.values() if e is not None]
+        query = sa.select(value, *exprs).select_from(source).where(*where).order_by(
+            sa.nulls_last(value))
+        values: dict[tuple[str, str], list[float]] = {}
         async with self._tx(write=False) as conn:
-            return {(split, key): (int(n), float(total or 0),
-                                   None if median is None else float(median))
-                for split, key, n, total, median in await conn.execute(query)}
+            for v, *keyed in await conn.execute(query):
+                found = iter(keyed)
+                for name in names:
+                    group = values.setdefault(
+                        (name, next(found) if splits[name] is not None else ""), [])
+                    if v is not None:
+                        group.append(float(v))
+        return {k: (len(vs), sum(vs), statistics.median(vs) if vs else None)
+                for k, vs in values.items()}
 
     async def agent_people(self, f: MetricFilter) -> list[tuple[str, int, float]]:
         """(agent, conversations owned, seconds of finished ownerships) over the cohort."""
@@ -576,8 +577,7 @@ class MetricsStore(Database):
         median (split ``all``)."""
         r = summary_replies
         source, where = _kept(r, f, r.c.latency.is_not(None), all_conversations=True)
-        return await self._stats(_stats(self.dialect, r.c.latency, {"all": None}, source,
-                                        where))
+        return await self._stats(r.c.latency, {"all": None}, source, where)
 
     async def metric_events(self, which: MetricFilter | Sequence[str]) -> list[MetricEvent]:
         """The mode, owner and queue changes of the cohort (or of these conversations), in
