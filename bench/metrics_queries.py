@@ -1,12 +1,17 @@
 """How fast the dashboard's queries are on a big store: seeds a store with a million messages
 (fast bulk inserts with the store's own table definitions) and prints each query's median
-time, for the dashboard's default period (the last 30 days), and filtered by an intent.
+time, for the dashboard's default period (the last 30 days), filtered by an intent, and a
+week filtered by an agent. The runs are interleaved (one run of every query, then the next),
+so a change in the machine's load touches every query alike, each as wall-clock time and as
+CPU time (this process plus the PostgreSQL backends, from /proc: the time on an idle core).
 The goal (docs/metrics.md "Speed"): under 200 ms each.
 
     .venv/gateway/bin/python bench/metrics_queries.py                      # SQLite, 1,000,000
     .venv/gateway/bin/python bench/metrics_queries.py \
         --url postgresql+asyncpg://postgres@127.0.0.1/bench  # an empty database
     .venv/gateway/bin/python bench/metrics_queries.py --messages 100000 --runs 3
+    .venv/gateway/bin/python bench/metrics_queries.py --seeded \
+        --url postgresql+asyncpg://postgres@127.0.0.1/bench  # measure again, no new seed
 
 The history: conversations of ten messages (five customer turns and five bot replies) spread
 over 90 days, a quarter queued and taken over by one of eight agents, a tenth reviewed with held
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -134,9 +140,17 @@ async def seed(store: Store, n_messages: int, now: datetime) -> int:
     await _insert(store, audit_log, [
         dict(created_at=first + timedelta(days=k * DAYS / 4), actor="bench",
              action="model_deployed", target=f"model:{m}") for k, m in enumerate(MODELS)])
-    async with store._tx(write=True) as conn:
-        await conn.execute(sa.text("ANALYZE"))  # the planner's statistics, as in production
+    await _vacuum(store)
     return n_conv
+
+
+async def _vacuum(store: Store) -> None:
+    """What autovacuum does after a big fill: the planner's statistics and, on PostgreSQL,
+    the visibility map that lets a query read an index without the table."""
+    async with store._engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(sa.text("VACUUM ANALYZE" if store.dialect == "postgresql"
+                                   else "ANALYZE"))
 
 
 async def _touch(store: Store, f: MetricFilter, n: int) -> int:
@@ -151,13 +165,43 @@ async def _touch(store: Store, f: MetricFilter, n: int) -> int:
     return len(ids)
 
 
-async def median_ms(work: Callable[[], Awaitable[Any]], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        await work()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+async def _backend_ticks(store: Store) -> dict[int, int] | None:
+    """CPU clock ticks used so far by each PostgreSQL backend serving this database, read from
+    /proc (a server on this machine); None where that cannot be read."""
+    if store.dialect != "postgresql":
+        return None
+    async with store._tx(write=False) as conn:
+        pids = [pid for (pid,) in await conn.execute(sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))]
+    ticks = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks
+
+
+async def measure(store: Store, work: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
+    """(wall ms, CPU ms) of one call: the CPU of this process and of the database's backends
+    (on SQLite the database runs in this process), i.e. its time on an idle core."""
+    before = await _backend_ticks(store)
+    cpu = time.process_time()
+    started = time.perf_counter()
+    await work()
+    wall = (time.perf_counter() - started) * 1000
+    cpu_ms = (time.process_time() - cpu) * 1000
+    after = await _backend_ticks(store)
+    if before is not None and after is not None:
+        hz = os.sysconf("SC_CLK_TCK")
+        cpu_ms += sum(t - before.get(pid, 0) for pid, t in after.items()) * 1000 / hz
+    return wall, cpu_ms
+
+
+def _load() -> str:
+    """The machine's load average over 1, 5 and 15 minutes (the cores are shared)."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
 
 async def main() -> None:
@@ -166,16 +210,27 @@ async def main() -> None:
                         "its tables are created and filled: use an empty database")
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seeded", action="store_true",
+                        help="the --url database was seeded by an earlier run: migrate it and "
+                        "measure, without seeding (the periods end now, so use it the same day)")
     args = parser.parse_args()
+    if args.seeded and not args.url:
+        parser.error("--seeded needs the --url of a database seeded before")
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url or f"sqlite+aiosqlite:///{tmp}/bench.db"
         store = Store(url)
         await store.migrate()
         now = datetime.now(timezone.utc)
         started = time.perf_counter()
-        n_conv = await seed(store, args.messages, now)
-        print(f"{store.dialect}: seeded {args.messages:,} messages in {n_conv:,} conversations "
-              f"over {DAYS} days in {time.perf_counter() - started:.0f} s")
+        if args.seeded:
+            async with store._tx(write=False) as conn:
+                n_conv = (await conn.execute(sa.select(sa.func.count()).select_from(
+                    conversations))).scalar_one()
+            print(f"{store.dialect}: {n_conv:,} conversations seeded before")
+        else:
+            n_conv = await seed(store, args.messages, now)
+            print(f"{store.dialect}: seeded {args.messages:,} messages in {n_conv:,} "
+                  f"conversations over {DAYS} days in {time.perf_counter() - started:.0f} s")
         periods = {
             "last 30 days": MetricFilter(now - timedelta(days=30), now),
             "last 30 days, intent=refund": MetricFilter(now - timedelta(days=30), now,
@@ -188,22 +243,25 @@ async def main() -> None:
         computed = await refresh_summaries(store, widest.since, widest.until)
         print(f"first read after the upgrade: {computed:,} summaries computed in "
               f"{time.perf_counter() - started:.1f} s (once)")
+        await _vacuum(store)
         changed = await _touch(store, widest, 100)
         started = time.perf_counter()
         computed = await refresh_summaries(store, widest.since, widest.until)
         print(f"{changed} conversations changed since the last read: {computed} recomputed in "
               f"{(time.perf_counter() - started) * 1000:.0f} ms")
+        print(f"load average before measuring: {_load()}")
         for label, f in periods.items():
-            print(f"\n{label} (median of {args.runs} runs, ms):")
             queries: dict[str, Callable[[], Awaitable[Any]]] = {
                 "refresh_summaries (nothing changed)":
                     lambda f=f: refresh_summaries(store, f.since, f.until),
                 "summary_groups": lambda f=f: store.summary_groups(f),
                 "effort_distribution": lambda f=f: store.effort_distribution(f),
-                "resolution_times": lambda f=f: store.resolution_times(f),
-                "people_of": lambda f=f: store.people_of(f),
+                "resolution_stats": lambda f=f: store.resolution_stats(f),
+                "people_stats": lambda f=f: store.people_stats(f),
+                "agent_people": lambda f=f: store.agent_people(f),
+                "queue_stays": lambda f=f: store.queue_stays(f),
                 "reply_groups": lambda f=f: store.reply_groups(f),
-                "decision_latencies": lambda f=f: store.decision_latencies(f),
+                "decision_latency_stats": lambda f=f: store.decision_latency_stats(f),
                 "agent_actions": lambda f=f: store.agent_actions(f),
                 "suggestion_ratings_of": lambda f=f: store.suggestion_ratings_of(f),
                 "correction_facts": lambda f=f: store.correction_facts(f),
@@ -217,8 +275,17 @@ async def main() -> None:
                     store, f, (name,))
             queries["compute_metrics (all, = GET /api/metrics)"] = (
                 lambda f=f: compute_metrics(store, f))
-            for name, work in queries.items():
-                print(f"  {name:44s} {await median_ms(work, args.runs):8.1f}")
+            times: dict[str, list[tuple[float, float]]] = {name: [] for name in queries}
+            for _ in range(args.runs):
+                for name, work in queries.items():
+                    times[name].append(await measure(store, work))
+            print(f"\n{label} (median of {args.runs} interleaved runs, ms; wall clock, and "
+                  "CPU of the gateway process and the database backends):")
+            print(f"  {'':44s} {'wall':>8s} {'CPU':>8s}")
+            for name, values in times.items():
+                print(f"  {name:44s} {statistics.median(v for v, _ in values):8.1f} "
+                      f"{statistics.median(c for _, c in values):8.1f}")
+        print(f"\nload average after: {_load()}")
         await store.close()
 
 

@@ -10,9 +10,9 @@ rows for a filter and computes them all.
 
 from __future__ import annotations
 
-import statistics
+import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -29,11 +29,12 @@ from handoff.store.metrics import (
     RatingFact,
     ReviewedReply,
     Stamp,
+    Stats,
     SUMMARY_CHUNK,
 )
 
-__all__ = ["METRICS", "Outcome", "classify", "compute_metrics", "refresh_summaries",
-           "summary_row"]
+__all__ = ["METRICS", "Outcome", "classify", "compute_metrics", "people_rows",
+           "refresh_summaries", "reply_rows", "summary_row"]
 
 METRICS: Final = ("effort", "resolution_time", "resolution", "accuracy", "enablement",
                   "sentiment", "learning", "workload", "queue")
@@ -51,24 +52,12 @@ def _ratio(part: int, whole: int) -> float | None:
     return None if whole == 0 else round(part / whole, 4)
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return None if not values else round(statistics.fmean(values), 4)
-
-
-def _median(values: Sequence[float]) -> float | None:
-    return None if not values else round(statistics.median(values), 4)
-
-
 def _seconds(start: datetime, end: datetime) -> float:
     return (end - start).total_seconds()
 
 
 def _day(at: datetime) -> str:
     return at.date().isoformat()
-
-
-def _summary(values: Sequence[float]) -> Json:
-    return {"count": len(values), "mean": _mean(values), "median": _median(values)}
 
 
 def _split(items: Iterable[Any], key: Callable[[Any], str | None],
@@ -171,12 +160,6 @@ def summary_row(stamp: Stamp, o: Outcome, turns: dict[str | None, int]) -> Json:
     """``o`` as a ``conversation_summaries`` row stamped ``stamp``, with its bot messages
     counted by model (``turns``)."""
     f = o.facts
-    people: Json | None = None
-    if o.stays or o.handling or o.owners:
-        people = {"stays": [[start.isoformat(), end.isoformat() if end else None, how]
-                            for start, end, how in o.stays],
-                  "handling": [[agent, seconds] for agent, seconds in o.handling],
-                  "owners": list(o.owners)}
     return {"conversation_id": f.id, "created_at": f.created_at, "version": stamp[0],
             "last_seq": stamp[1], "metrics_rev": stamp[2], "mode": f.mode, "queued": f.queued,
             "closed_at": f.closed_at, "effort_score": f.effort_score,
@@ -184,10 +167,45 @@ def summary_row(stamp: Stamp, o: Outcome, turns: dict[str | None, int]) -> Json:
             "first_sentiment": f.first_sentiment, "last_sentiment": f.last_sentiment,
             "sentiment_messages": f.sentiment_messages, "last_sender": f.last_sender,
             "outcome": o.outcome, "escalated": o.escalated, "involved": o.involved,
-            "people": people, "day": _day(f.created_at),
+            "day": _day(f.created_at),
             "resolution_seconds": _seconds(f.started_at, f.closed_at)
             if o.resolved and f.started_at and f.closed_at else None,
             **_turns(turns)}
+
+
+def _cohort_facts(f: ConversationFacts) -> Json:
+    """What the rows kept with a summary copy of its conversation, for the cohort's filters."""
+    return {"conversation_id": f.id, "created_at": f.created_at,
+            "started": f.started_at is not None, "conversation_intent": f.intent,
+            "conversation_model": f.model_version}
+
+
+def people_rows(o: Outcome) -> list[Json]:
+    """``o``'s queue stays, finished ownerships and owners as ``summary_people`` rows."""
+    f = o.facts
+    base = {**_cohort_facts(f), "agent": None, "start_at": None, "end_at": None, "how": None,
+            "seconds": None}
+    return [
+        *({**base, "kind": "stay", "ord": k, "start_at": start, "end_at": end, "how": how,
+           "seconds": _seconds(start, end) if end is not None else None}
+          for k, (start, end, how) in enumerate(o.stays)),
+        *({**base, "kind": "handling", "ord": k, "agent": agent, "seconds": seconds}
+          for k, (agent, seconds) in enumerate(o.handling)),
+        *({**base, "kind": "owner", "ord": k, "agent": agent}
+          for k, agent in enumerate(o.owners))]
+
+
+def reply_rows(facts: ConversationFacts, replies: Sequence[ReviewedReply]) -> list[Json]:
+    """A conversation's held replies as ``summary_replies`` rows: the day each was held and,
+    for those an agent looked at (decided, or discarded by an agent), the seconds to the
+    decision, to the millisecond."""
+    return [{**_cohort_facts(facts), "ord": k, "day": _day(r.created_at), "intent": r.intent, "action": r.action,
+             "model_version": r.model_version, "status": r.status, "decision": r.decision,
+             "decided_by": r.decided_by,
+             "latency": round(_seconds(r.created_at, r.decided_at), 3)
+             if r.decided_at is not None and (r.status == "decided" or (
+                 r.status == "discarded" and r.decided_by is not None)) else None}
+            for k, r in enumerate(replies)]
 
 
 def _turns(turns: dict[str | None, int]) -> Json:
@@ -220,9 +238,11 @@ async def refresh_summaries(store: Store, since: datetime, until: datetime) -> i
         turns: dict[str, dict[str | None, int]] = defaultdict(dict)
         for cid, model, n in await store.bot_turns_of(ids):
             turns[cid][model] = n
-        await store.save_summaries([
-            summary_row(stamp, classify(c, events[c.id], replies[c.id]), turns[c.id])
-            for stamp, c in facts])
+        outcomes = [(stamp, classify(c, events[c.id], replies[c.id])) for stamp, c in facts]
+        await store.save_summaries(
+            [summary_row(stamp, o, turns[o.facts.id]) for stamp, o in outcomes],
+            [row for _, o in outcomes for row in people_rows(o)],
+            [row for _, c in facts for row in reply_rows(c, replies[c.id])])
     return len(stale)
 
 
@@ -264,44 +284,28 @@ def effort(groups: Sequence[Group], distribution: dict[int, int]) -> Json:
             "series": _by_day(groups, figure)}
 
 
-def _people(rows: Sequence[tuple[str, Json]]) -> Iterator[tuple[str, list[Any], list[Any],
-                                                                 list[str]]]:
-    """(conversation, stays, handling, owners) of each ``people`` row."""
-    for cid, people in rows:
-        yield cid, people["stays"], people["handling"], people["owners"]
+def _stat(stats: Stats, split: str, key: str) -> Json:
+    """``count``, ``mean`` and ``median`` of one key of a split of ``stats``."""
+    n, total, median = stats.get((split, key), (0, 0.0, None))
+    return {"count": n, "mean": _mean_of(total, n),
+            "median": None if median is None else round(median, 4)}
 
 
-def _split_over(items: Iterable[Any], key: Callable[[Any], str | None],
-                figure: Callable[[list[Any]], Json], groups: Iterable[Group],
-                group_key: Callable[[Group], str | None]) -> dict[str, Json]:
-    """``_split`` with a key for each kind of the cohort's conversations (``groups``), also
-    those no item has."""
-    split = _split(items, key, figure)
-    return {k: split.get(k) or figure([])
-            for k in sorted(set(split) | {group_key(g) or "none" for g in groups})}
+def _stat_split(stats: Stats, split: str) -> dict[str, Json]:
+    """``_stat`` of every key of a split, keys sorted."""
+    return {k: _stat(stats, split, k) for k in sorted(k for s, k in stats if s == split)}
 
 
-def resolution_time(times: Sequence[Any], people: Sequence[tuple[str, Json]],
-                    groups: Sequence[Group]) -> Json:
+def resolution_time(stats: Stats, people: Stats) -> Json:
     """Seconds from the first customer message to the close, of resolved conversations; the
     queue wait before an agent took over; the agents' handling time."""
-
-    def figure(group: list[Any]) -> Json:
-        return _summary([t.resolution_seconds for t in group])
-
-    stays = [stay for _, s, _, _ in _people(people) for stay in s]
-    waits = [_seconds(datetime.fromisoformat(start), datetime.fromisoformat(end))
-             for start, end, how in stays if how == "taken"]
-    return {**figure(list(times)),
-            "queue_wait": _summary(waits),
-            "queue_left": sum(1 for _, _, how in stays if how == "left"),
-            "handling": _summary([float(sec) for _, _, h, _ in _people(people) for _, sec in h]),
-            "splits": {"involvement": _split_over(times, _involvement, figure, groups,
-                                                  _involvement),
-                       "intent": _split_over(times, lambda t: t.intent, figure, groups,
-                                             lambda g: g.intent)},
-            "series": [{"day": day, **fig} for day, fig in _split_over(
-                times, lambda t: t.day, figure, groups, lambda g: g.day).items()]}
+    return {**_stat(stats, "all", ""),
+            "queue_wait": _stat(people, "people", "taken"),
+            "queue_left": _stat(people, "people", "left")["count"],
+            "handling": _stat(people, "people", "handling"),
+            "splits": {"involvement": _stat_split(stats, "involvement"),
+                       "intent": _stat_split(stats, "intent")},
+            "series": [{"day": day, **fig} for day, fig in _stat_split(stats, "day").items()]}
 
 
 def resolution(groups: Sequence[Group]) -> Json:
@@ -369,7 +373,7 @@ def accuracy(replies: Sequence[Reply], marks: Sequence[Any] = ()) -> Json:
 
 
 def enablement(actions: Sequence[AgentAction], replies: Sequence[Reply],
-               latencies: Sequence[float], ratings: Sequence[RatingFact],
+               latencies: Stats, ratings: Sequence[RatingFact],
                corrections: Sequence[CorrectionFact]) -> Json:
     """Suggestions used, decision latency, relabels, and the agents' ratings of suggestions."""
 
@@ -381,7 +385,7 @@ def enablement(actions: Sequence[AgentAction], replies: Sequence[Reply],
     positive = sum(1 for r in ratings if r.rating > 0)
     relabels = sum(1 for c in corrections if c.type == "relabelled")
     return {**used(list(actions)),
-            "decision_latency": _summary(latencies),
+            "decision_latency": _stat(latencies, "all", ""),
             "relabels": relabels, "relabel_share": _ratio(relabels, reviewed),
             "ratings": len(ratings), "rated_useful": positive,
             "rating_score": _ratio(positive, len(ratings)),
@@ -449,16 +453,14 @@ def learning(models: Sequence[ModelFact], bot_turns: dict[str | None, int],
     return {"models": rows}
 
 
-def workload(people: Sequence[tuple[str, Json]], replies: Sequence[Reply],
+def workload(people: Sequence[tuple[str, int, float]], replies: Sequence[Reply],
              actions: Sequence[AgentAction]) -> Json:
     """Per agent: conversations owned, decisions, messages sent, handling time."""
     agents: dict[str, Json] = defaultdict(lambda: {"conversations": 0, "decisions": 0,
                                                    "messages": 0, "handling_seconds": 0.0})
-    for _, _, handling, owners in _people(people):
-        for agent in owners:
-            agents[agent]["conversations"] += 1
-        for agent, seconds in handling:
-            agents[agent]["handling_seconds"] += seconds
+    for agent, owned, seconds in people:
+        agents[agent]["conversations"] += owned
+        agents[agent]["handling_seconds"] += seconds
     for r in _reviewed(replies):
         if r.decided_by is not None:
             agents[r.decided_by]["decisions"] += r.n
@@ -470,14 +472,13 @@ def workload(people: Sequence[tuple[str, Json]], replies: Sequence[Reply],
     return {"agents": {k: agents[k] for k in sorted(agents)}}
 
 
-def queue(people: Sequence[tuple[str, Json]]) -> Json:
+def queue(stays: Sequence[tuple[str, int, datetime, datetime | None]]) -> Json:
     """The human queue's length over time: at each change, and each day's longest."""
     changes: list[tuple[str, str, int, int]] = []  # (at, conversation, order, +1 | -1)
-    for cid, stays, _, _ in _people(people):
-        for k, (start, end, _) in enumerate(stays):
-            changes.append((start, cid, 2 * k, 1))
-            if end is not None:
-                changes.append((end, cid, 2 * k + 1, -1))
+    for cid, k, start, end in stays:
+        changes.append((start.isoformat(), cid, 2 * k, 1))
+        if end is not None:
+            changes.append((end.isoformat(), cid, 2 * k + 1, -1))
     points: list[Json] = []
     length = 0
     for at, _, _, step in sorted(changes):
@@ -499,6 +500,43 @@ def _filter_json(f: MetricFilter) -> Json:
             "agent": f.agent, "model": f.model}
 
 
+Read = Callable[[Store, MetricFilter], Awaitable[Any]]
+
+# The store's reads, each with the figures that need it (a read needed by several is made once)
+READS: Final[dict[str, tuple[frozenset[str], Read]]] = {
+    "groups": (frozenset({"effort", "resolution", "sentiment", "learning"}),
+               lambda s, f: s.summary_groups(f)),
+    "distribution": (frozenset({"effort"}), lambda s, f: s.effort_distribution(f)),
+    "resolution_stats": (frozenset({"resolution_time"}), lambda s, f: s.resolution_stats(f)),
+    "people_stats": (frozenset({"resolution_time"}), lambda s, f: s.people_stats(f)),
+    "replies": (frozenset({"accuracy", "enablement", "learning", "workload"}),
+                lambda s, f: s.reply_groups(f)),
+    "marks": (frozenset({"accuracy"}), lambda s, f: s.spot_check_groups(f)),
+    "actions": (frozenset({"enablement", "workload"}), lambda s, f: s.agent_actions(f)),
+    "corrections": (frozenset({"enablement", "learning"}), lambda s, f: s.correction_facts(f)),
+    "latencies": (frozenset({"enablement"}), lambda s, f: s.decision_latency_stats(f)),
+    "ratings": (frozenset({"enablement"}), lambda s, f: s.suggestion_ratings_of(f)),
+    "models": (frozenset({"learning"}), lambda s, f: s.model_facts()),
+    "bot_turns": (frozenset({"learning"}), lambda s, f: s.bot_turns_by_model(f)),
+    "agent_people": (frozenset({"workload"}), lambda s, f: s.agent_people(f)),
+    "stays": (frozenset({"queue"}), lambda s, f: s.queue_stays(f)),
+    "deploys": (frozenset(METRICS), lambda s, f: s.deploys(f)),
+}
+READ_CONCURRENCY: Final = 2  # reads of one request at once, each on its own connection
+
+
+async def _read(store: Store, f: MetricFilter, wanted: set[str]) -> dict[str, Any]:
+    """The reads ``wanted`` figures need, up to ``READ_CONCURRENCY`` at a time."""
+    gate = asyncio.Semaphore(READ_CONCURRENCY)
+
+    async def one(read: Read) -> Any:
+        async with gate:
+            return await read(store, f)
+
+    names = [name for name, (users, _) in READS.items() if users & wanted]
+    return dict(zip(names, await asyncio.gather(*(one(READS[n][1]) for n in names))))
+
+
 async def compute_metrics(store: Store, f: MetricFilter,
                           names: Sequence[str] = METRICS) -> Json:
     """The figures ``names`` for the filter ``f``, each with its definition's anchor, and the
@@ -508,40 +546,32 @@ async def compute_metrics(store: Store, f: MetricFilter,
     unknown = wanted - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metric {sorted(unknown)[0]!r}")
-    groups = (await store.summary_groups(f) if wanted & {
-        "effort", "resolution_time", "resolution", "sentiment", "learning"} else [])
-    people = (await store.people_of(f)
-              if wanted & {"resolution_time", "workload", "queue"} else [])
-    replies = (await store.reply_groups(f)
-               if wanted & {"accuracy", "enablement", "learning", "workload"} else [])
-    actions = await store.agent_actions(f) if wanted & {"enablement", "workload"} else []
-    corrections = (await store.correction_facts(f)
-                   if wanted & {"enablement", "learning"} else [])
+    r = await _read(store, f, wanted)
     out: Json = {"filter": _filter_json(f)}
     for name in names:
         value: Json
         if name == "effort":
-            value = effort(groups, await store.effort_distribution(f))
+            value = effort(r["groups"], r["distribution"])
         elif name == "resolution_time":
-            value = resolution_time(await store.resolution_times(f), people, groups)
+            value = resolution_time(r["resolution_stats"], r["people_stats"])
         elif name == "resolution":
-            value = resolution(groups)
+            value = resolution(r["groups"])
         elif name == "accuracy":
-            value = accuracy(replies, await store.spot_check_groups(f))
+            value = accuracy(r["replies"], r["marks"])
         elif name == "enablement":
-            value = enablement(actions, replies, await store.decision_latencies(f),
-                               await store.suggestion_ratings_of(f), corrections)
+            value = enablement(r["actions"], r["replies"], r["latencies"], r["ratings"],
+                               r["corrections"])
         elif name == "sentiment":
-            value = sentiment(groups)
+            value = sentiment(r["groups"])
         elif name == "learning":
-            value = learning(await store.model_facts(), await store.bot_turns_by_model(f),
-                             replies, corrections, groups, f)
+            value = learning(r["models"], r["bot_turns"], r["replies"], r["corrections"],
+                             r["groups"], f)
         elif name == "workload":
-            value = workload(people, replies, actions)
+            value = workload(r["agent_people"], r["replies"], r["actions"])
         else:
-            value = queue(people)
+            value = queue(r["stays"])
         out[name] = {"definition": f"{DOCS}#{name.replace('_', '-')}", **value}
-    deploys: list[Deploy] = await store.deploys(f)
+    deploys: list[Deploy] = r["deploys"]
     out["deploys"] = [{"at": d.created_at.isoformat(), "model_version": d.model_id,
                        "by": d.actor} for d in deploys]
     return out

@@ -12,13 +12,15 @@ starts from the cohort (index ``conversations.created_at``) and reaches messages
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from handoff.errors import BadRequest, NotFound
@@ -35,16 +37,20 @@ from handoff.store.schema import (
     spot_check_marks,
     spot_checks,
     suggestion_ratings,
+    summary_days,
+    summary_people,
+    summary_replies,
 )
 
 __all__ = ["ConversationFacts", "MetricEvent", "Stamp", "SUMMARY_CHUNK", "MetricFilter", "MetricsStore", "ReviewedReply",
            "AgentAction", "CorrectionFact", "Deploy", "ModelFact", "RatingFact",
-           "SUGGESTION_ACTIONS"]
+           "SUGGESTION_ACTIONS", "Stats"]
 
 SUGGESTION_ACTIONS: Final = ("message", "decision")  # audit actions that may use a suggestion
 SUMMARY_CHUNK: Final = 500  # conversations recomputed per round of reads
 
 Stamp = tuple[int, int, int]  # a conversation's (version, last_seq, metrics_rev)
+Stats = dict[tuple[str, str], tuple[int, float, float | None]]  # (split, key): n, sum, median
 MAX_SUGGESTION_CHARS: Final = 200
 
 
@@ -234,6 +240,82 @@ def _ids(which: MetricFilter | Sequence[str]) -> sa.Select[Any] | list[str]:
     return _cohort(which) if isinstance(which, MetricFilter) else list(which)
 
 
+def _median_query(value: sa.ColumnElement[Any],
+                  splits: dict[str, sa.ColumnElement[Any] | None], source: sa.FromClause,
+                  where: Sequence[sa.ColumnElement[bool]]) -> sa.CompoundSelect[Any]:
+    """PostgreSQL: how many values, their sum and their median (``percentile_cont(0.5)``, the
+    middle value or the mean of the two middle ones, as ``statistics.median``), per key of
+    each split (a split named with ``None`` has one key, ``""``): rows ``(split, key, n,
+    total, median)``; a null value is not counted, but its key is listed."""
+    keys = {name: (expr if expr is not None else sa.literal_column("''")).label(f"k{i}")
+            for i, (name, expr) in enumerate(splits.items())}
+    values = sa.select(value.label("v"), *keys.values()).select_from(source).where(
+        *where).cte("stat_values")
+    return sa.union_all(*(sa.select(
+        sa.literal_column(f"'{name}'", sa.Text).label("split"), values.c[key.name],
+        sa.func.count(values.c.v), sa.func.sum(values.c.v),
+        sa.func.percentile_cont(0.5).within_group(values.c.v),
+    ).group_by(values.c[key.name]) for name, key in keys.items()))
+
+
+def _kept(table: sa.Table, f: MetricFilter, *where: sa.ColumnElement[bool],
+          all_conversations: bool = False) -> tuple[sa.FromClause, list[sa.ColumnElement[bool]]]:
+    """The rows of ``table`` (``summary_people``, ``summary_replies``) kept with the cohort's
+    summaries: what to read and its conditions. They carry the conversation's facts the
+    intent and model filters select on; the agent filter joins the summaries."""
+    if f.agent is not None:
+        s = conversation_summaries
+        return (table.join(s, s.c.conversation_id == table.c.conversation_id),
+                [*_in_range(table.c.created_at, f),
+                 *_summary_cohort(f, all_conversations=all_conversations), *where])
+    cohort = _in_range(table.c.created_at, f)
+    if not all_conversations:
+        cohort.append(table.c.started.is_(True))
+    if f.intent is not None:
+        cohort.append(table.c.conversation_intent == f.intent)
+    if f.model is not None:
+        cohort.append(table.c.conversation_model == f.model)
+    return table, [*cohort, *where]
+
+
+_GROUP_COLUMNS: Final = ("day", "intent", "model_version", "involved", "escalated", "outcome",
+                         "n", "answers", "effort_sum", "pairs", "first_sum", "last_sum",
+                         "change_sum")
+SUMMARY_LOCK: Final = 160020  # PostgreSQL advisory lock of the summaries' writers
+
+
+def _group_keys() -> tuple[sa.ColumnElement[Any], ...]:
+    s = conversation_summaries
+    return (s.c.day, s.c.intent, s.c.model_version, s.c.involved, s.c.escalated, s.c.outcome)
+
+
+def _group_counts() -> list[sa.ColumnElement[Any]]:
+    """The summary groups' keys and counts (``_GROUP_COLUMNS``), over summaries."""
+    s = conversation_summaries
+    pair = s.c.sentiment_messages >= 2
+    return [
+        *_group_keys(), sa.func.count().label("n"),
+        sa.func.count(s.c.effort_score).label("answers"),
+        sa.func.coalesce(sa.func.sum(s.c.effort_score), 0).label("effort_sum"),
+        sa.func.count(sa.case((pair, 1))).label("pairs"),
+        sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.first_sentiment))), 0.0)
+        .label("first_sum"),
+        sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.last_sentiment))), 0.0)
+        .label("last_sum"),
+        sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.last_sentiment
+                                              - s.c.first_sentiment))), 0.0)
+        .label("change_sum")]
+
+
+def _whole_days(f: MetricFilter) -> tuple[datetime, datetime]:
+    """The first and the end of the whole UTC days in ``[since, until)``."""
+    since, until = f.since.astimezone(timezone.utc), f.until.astimezone(timezone.utc)
+    first = since.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first < since:
+        first += timedelta(days=1)
+    return first, until.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 class MetricsStore(Database):
     """The rows the dashboard's metrics are computed from."""
 
@@ -278,9 +360,14 @@ class MetricsStore(Database):
                 out.append((stamp, ConversationFacts(**values)))
             return out
 
-    async def save_summaries(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def save_summaries(self, rows: Sequence[dict[str, Any]],
+                             people: Sequence[dict[str, Any]] = (),
+                             replies: Sequence[dict[str, Any]] = ()) -> None:
         """Write conversations' summaries (the columns of ``conversation_summaries``), each
-        replacing the one before; two readers refreshing at once write the same rows."""
+        replacing the one before, with their queue stays, ownerships and owners
+        (``summary_people``) and held replies (``summary_replies``), which replace theirs,
+        and delete the ``summary_days`` of their days; two readers refreshing at once write
+        the same rows."""
         if not rows:
             return
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite_dialect.insert)
@@ -289,8 +376,20 @@ class MetricsStore(Database):
             index_elements=[conversation_summaries.c.conversation_id],
             set_={c.name: stmt.excluded[c.name] for c in conversation_summaries.c
                   if c.name != "conversation_id"})
+        ids = [row["conversation_id"] for row in rows]
         async with self._tx(write=True) as conn:
+            await self._lock_summaries(conn)
             await conn.execute(stmt, list(rows))
+            await conn.execute(sa.delete(summary_days).where(summary_days.c.day.in_(
+                sorted({row["day"] for row in rows}))))
+            for table, kept in ((summary_people, people), (summary_replies, replies)):
+                await conn.execute(sa.delete(table).where(table.c.conversation_id.in_(ids)))
+                if kept:
+                    replace = insert(table)
+                    await conn.execute(replace.on_conflict_do_update(
+                        index_elements=table.primary_key.columns,
+                        set_={c.name: replace.excluded[c.name] for c in table.c
+                              if not c.primary_key}), list(kept))
 
     async def bot_turns_of(self, ids: Sequence[str]) -> list[tuple[str, str | None, int]]:
         """(conversation, model, bot messages) of these conversations."""
@@ -305,26 +404,67 @@ class MetricsStore(Database):
         """The cohort's conversations (those with a customer message) counted by day, first
         intent, model, involvement, escalation and outcome, with the sums the figures need:
         ``n``, ``answers`` and ``effort_sum`` (the survey), ``pairs`` (two or more customer
-        messages with a sentiment), ``first_sum``, ``last_sum`` and ``change_sum`` over them."""
-        s = conversation_summaries
-        pair = s.c.sentiment_messages >= 2
-        keys = (s.c.day, s.c.intent, s.c.model_version, s.c.involved, s.c.escalated,
-                s.c.outcome)
-        query = sa.select(
-            *keys, sa.func.count().label("n"),
-            sa.func.count(s.c.effort_score).label("answers"),
-            sa.func.coalesce(sa.func.sum(s.c.effort_score), 0).label("effort_sum"),
-            sa.func.count(sa.case((pair, 1))).label("pairs"),
-            sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.first_sentiment))), 0.0)
-            .label("first_sum"),
-            sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.last_sentiment))), 0.0)
-            .label("last_sum"),
-            sa.func.coalesce(sa.func.sum(sa.case((pair, s.c.last_sentiment
-                                                  - s.c.first_sentiment))), 0.0)
-            .label("change_sum"),
-        ).where(*_summary_cohort(f)).group_by(*keys).order_by(*keys)
+        messages with a sentiment), ``first_sum``, ``last_sum`` and ``change_sum`` over them.
+        The whole UTC days of the period are read from ``summary_days`` (built here when
+        missing), the partial days at its ends from the summaries; with an agent filter,
+        everything from the summaries."""
+        first, last = _whole_days(f)
+        if f.agent is not None or first >= last:
+            return await self._groups(f)
+        days = [(first + timedelta(days=k)).date().isoformat()
+                for k in range((last - first).days)]
+        await self._count_days(days)
+        d = summary_days
+        query = sa.select(*(d.c[c] for c in _GROUP_COLUMNS)).where(
+            d.c.day.in_(days), d.c.outcome.is_not(None))
+        if f.intent is not None:
+            query = query.where(d.c.intent == f.intent)
+        if f.model is not None:
+            query = query.where(d.c.model_version == f.model)
+        async with self._tx(write=False) as conn:
+            rows = list(await conn.execute(query))
+        for since, until in ((f.since, first), (last, f.until)):
+            if since < until:
+                rows += await self._groups(replace(f, since=since, until=until))
+        return rows
+
+    async def _groups(self, f: MetricFilter) -> list[sa.Row[Any]]:
+        """``summary_groups`` counted from the summaries."""
+        query = sa.select(*_group_counts()).where(*_summary_cohort(f)).group_by(
+            *_group_keys())
         async with self._tx(write=False) as conn:
             return list(await conn.execute(query))
+
+    async def _count_days(self, days: Sequence[str]) -> None:
+        """Build the ``summary_days`` rows of the days that have none (with a marker row each,
+        so a day without conversations is counted once too). Under the summaries' lock, so a
+        summary written meanwhile waits and then deletes what it changes."""
+        d, s = summary_days, conversation_summaries
+        async with self._tx(write=False) as conn:
+            counted = {day for (day,) in await conn.execute(sa.select(d.c.day).where(
+                d.c.day.in_(days), d.c.outcome.is_(None)))}
+        missing = [day for day in days if day not in counted]
+        if not missing:
+            return
+        async with self._tx(write=True) as conn:
+            await self._lock_summaries(conn)
+            await conn.execute(sa.delete(d).where(d.c.day.in_(missing)))
+            start = datetime.fromisoformat(missing[0]).replace(tzinfo=timezone.utc)
+            end = datetime.fromisoformat(missing[-1]).replace(tzinfo=timezone.utc)
+            await conn.execute(sa.insert(d).from_select(list(_GROUP_COLUMNS), sa.select(
+                *_group_counts()).where(
+                    s.c.created_at >= start, s.c.created_at < end + timedelta(days=1),
+                    s.c.day.in_(missing), s.c.started_at.is_not(None))
+                .group_by(*_group_keys())))
+            await conn.execute(sa.insert(d), [
+                {"day": day, "n": 0, "answers": 0, "effort_sum": 0, "pairs": 0,
+                 "first_sum": 0.0, "last_sum": 0.0, "change_sum": 0.0} for day in missing])
+
+    async def _lock_summaries(self, conn: AsyncConnection) -> None:
+        """Serialize the writers of summaries and of ``summary_days`` (SQLite's write
+        transactions are serial already)."""
+        if self.dialect == "postgresql":
+            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SUMMARY_LOCK)))
 
     async def effort_distribution(self, f: MetricFilter) -> dict[int, int]:
         """How many of the cohort's survey answers gave each score."""
@@ -334,33 +474,87 @@ class MetricsStore(Database):
         async with self._tx(write=False) as conn:
             return {int(score): int(n) for score, n in await conn.execute(query)}
 
-    async def resolution_times(self, f: MetricFilter) -> list[sa.Row[Any]]:
-        """(day, intent, involved, seconds) of each resolved conversation of the cohort."""
+    async def resolution_stats(self, f: MetricFilter) -> Stats:
+        """The resolved conversations' seconds to resolution: their number, sum and median,
+        over the cohort (split ``all``) and per ``involvement``, ``intent`` and ``day`` of its
+        conversations (those with none resolved too)."""
         s = conversation_summaries
-        query = sa.select(s.c.day, s.c.intent, s.c.involved, s.c.resolution_seconds).where(
-            *_summary_cohort(f), s.c.resolution_seconds.is_not(None))
-        async with self._tx(write=False) as conn:
-            return list(await conn.execute(query))
+        splits: dict[str, sa.ColumnElement[Any] | None] = {
+            "all": None,
+            "involvement": sa.case((s.c.involved, "with_agent"), else_="bot_only"),
+            "intent": sa.func.coalesce(s.c.intent, "none"), "day": s.c.day}
+        return await self._stats(s.c.resolution_seconds, splits, s, _summary_cohort(f))
 
-    async def people_of(self, f: MetricFilter) -> list[tuple[str, dict[str, Any]]]:
-        """(conversation, its queue stays, handling times and owners) of the cohort's
-        conversations a queue or an agent touched, by conversation."""
-        s = conversation_summaries
-        query = sa.select(s.c.conversation_id, s.c.people).where(
-            *_summary_cohort(f), s.c.people.is_not(None)).order_by(s.c.conversation_id)
+    async def people_stats(self, f: MetricFilter) -> Stats:
+        """Over the cohort, split ``people``: the queue stays that ended (key ``taken`` or
+        ``left``) and the finished ownerships (key ``handling``): their number, seconds summed
+        and median seconds."""
+        p = summary_people
+        source, where = _kept(p, f, p.c.seconds.is_not(None),
+                              p.c.kind.in_(("stay", "handling")))
+        return await self._stats(p.c.seconds, {
+            "people": sa.case((p.c.kind == "stay", p.c.how), else_="handling")}, source, where)
+
+    async def _stats(self, value: sa.ColumnElement[Any],
+                     splits: dict[str, sa.ColumnElement[Any] | None], source: sa.FromClause,
+                     where: Sequence[sa.ColumnElement[bool]]) -> Stats:
+        """How many values, their sum and their median per key of each split; keys whose
+        values are all null are listed with none. SQLite has no median: it sends the values
+        in order, once, and they are counted here."""
+        if self.dialect == "postgresql":
+            async with self._tx(write=False) as conn:
+                return {(split, key): (int(n), float(total or 0),
+                                       None if median is None else float(median))
+                        for split, key, n, total, median in await conn.execute(
+                            _median_query(value, splits, source, where))}
+        names = list(splits)
+        exprs = [e for e in splits.values() if e is not None]
+        query = sa.select(value, *exprs).select_from(source).where(*where).order_by(
+            sa.nulls_last(value))
+        values: dict[tuple[str, str], list[float]] = {}
         async with self._tx(write=False) as conn:
-            return [(cid, people) for cid, people in await conn.execute(query)]
+            for v, *keyed in await conn.execute(query):
+                found = iter(keyed)
+                for name in names:
+                    group = values.setdefault(
+                        (name, next(found) if splits[name] is not None else ""), [])
+                    if v is not None:
+                        group.append(float(v))
+        return {k: (len(vs), sum(vs), statistics.median(vs) if vs else None)
+                for k, vs in values.items()}
+
+    async def agent_people(self, f: MetricFilter) -> list[tuple[str, int, float]]:
+        """(agent, conversations owned, seconds of finished ownerships) over the cohort."""
+        p = summary_people
+        source, where = _kept(p, f, p.c.kind.in_(("owner", "handling")))
+        query = sa.select(
+            p.c.agent, sa.func.count(sa.case((p.c.kind == "owner", 1))),
+            sa.func.coalesce(sa.func.sum(sa.case((p.c.kind == "handling", p.c.seconds))), 0.0),
+        ).select_from(source).where(*where).group_by(p.c.agent).order_by(p.c.agent)
+        async with self._tx(write=False) as conn:
+            return [(agent, int(n), float(seconds)) for agent, n, seconds
+                    in await conn.execute(query)]
+
+    async def queue_stays(self, f: MetricFilter) -> list[tuple[str, int, datetime,
+                                                               datetime | None]]:
+        """(conversation, its stay's place, entered, left or None) of the cohort's queue
+        stays."""
+        p = summary_people
+        source, where = _kept(p, f, p.c.kind == "stay")
+        query = sa.select(p.c.conversation_id, p.c.ord, p.c.start_at, p.c.end_at).select_from(
+            source).where(*where)
+        async with self._tx(write=False) as conn:
+            return [(cid, ord_, start, end) for cid, ord_, start, end in await conn.execute(query)]
 
     async def reply_groups(self, f: MetricFilter) -> list[sa.Row[Any]]:
         """The cohort's held replies counted (``n``) by the day they were held, the intent of
         the message they answered, action, model, status, decision and who decided."""
-        p = pending_replies
-        day = _day(self.dialect, p.c.created_at).label("day")
-        keys = (day, messages.c.intent, p.c.action, p.c.model_version, p.c.status,
-                p.c.decision, p.c.decided_by)
-        query = sa.select(*keys, sa.func.count().label("n")).select_from(
-            p.outerjoin(messages, messages.c.id == p.c.trigger_message_id)).where(
-            p.c.conversation_id.in_(_cohort(f))).group_by(*keys)
+        r = summary_replies
+        keys = (r.c.day, r.c.intent, r.c.action, r.c.model_version, r.c.status, r.c.decision,
+                r.c.decided_by)
+        source, where = _kept(r, f, all_conversations=True)
+        query = sa.select(*keys, sa.func.count().label("n")).select_from(source).where(
+            *where).group_by(*keys)
         async with self._tx(write=False) as conn:
             return list(await conn.execute(query))
 
@@ -377,22 +571,13 @@ class MetricsStore(Database):
         async with self._tx(write=False) as conn:
             return list(await conn.execute(query))
 
-    async def decision_latencies(self, f: MetricFilter) -> list[float]:
+    async def decision_latency_stats(self, f: MetricFilter) -> Stats:
         """Seconds from holding to deciding each reply of the cohort an agent looked at
-        (decided, or discarded by an agent), to the millisecond."""
-        p = pending_replies
-        seconds: sa.ColumnElement[Any]
-        if self.dialect == "postgresql":
-            seconds = sa.func.extract("epoch", p.c.decided_at - p.c.created_at)
-        else:
-            seconds = (sa.func.julianday(p.c.decided_at) - sa.func.julianday(p.c.created_at)
-                       ) * 86400.0
-        query = sa.select(seconds).where(
-            p.c.conversation_id.in_(_cohort(f)), p.c.decided_at.is_not(None),
-            sa.or_(p.c.status == "decided", sa.and_(p.c.status == "discarded",
-                                                     p.c.decided_by.is_not(None))))
-        async with self._tx(write=False) as conn:
-            return [round(float(x), 3) for (x,) in await conn.execute(query)]
+        (decided, or discarded by an agent), to the millisecond: their number, sum and
+        median (split ``all``)."""
+        r = summary_replies
+        source, where = _kept(r, f, r.c.latency.is_not(None), all_conversations=True)
+        return await self._stats(r.c.latency, {"all": None}, source, where)
 
     async def metric_events(self, which: MetricFilter | Sequence[str]) -> list[MetricEvent]:
         """The mode, owner and queue changes of the cohort (or of these conversations), in
@@ -419,15 +604,17 @@ class MetricsStore(Database):
     async def agent_actions(self, f: MetricFilter) -> list[AgentAction]:
         """Agents' messages and decisions on the cohort (audit log), with suggestion use,
         counted (``n``) by day, agent, action and use."""
-        a = audit_log
-        target = sa.literal("conversation:") + conversations.c.id
+        a, s = audit_log, conversation_summaries
+        prefix = "conversation:"  # the audit target of a conversation
         day = _day(self.dialect, a.c.created_at).label("day")
         suggestion = a.c.details["suggestion"].as_string()
         used = sa.case((sa.and_(suggestion.is_not(None), suggestion != ""), True),
                        else_=False).label("used_suggestion")
         query = sa.select(day, a.c.actor, a.c.action, used, sa.func.count().label("n")).where(
             a.c.action.in_(SUGGESTION_ACTIONS), *_in_range(a.c.created_at, f),
-            a.c.target.in_(sa.select(target).where(conversations.c.id.in_(_cohort(f)))),
+            a.c.target.startswith(prefix),
+            sa.func.substr(a.c.target, len(prefix) + 1).in_(sa.select(
+                s.c.conversation_id).where(*_summary_cohort(f, all_conversations=True))),
         ).group_by(day, a.c.actor, a.c.action, used)
         async with self._tx(write=False) as conn:
             return [AgentAction(day=r.day, actor=r.actor, action=r.action,

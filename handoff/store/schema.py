@@ -11,7 +11,8 @@ from sqlalchemy.dialects import postgresql
 __all__ = [
     "audit_log", "conversation_events", "conversation_summaries", "conversations", "corrections",
     "conversation_contacts", "customer_sessions", "messages", "metadata", "model_versions",
-    "notes", "pending_replies", "spot_check_marks", "spot_checks", "suggestion_ratings", "users",
+    "notes", "pending_replies", "spot_check_marks", "spot_checks", "suggestion_ratings",
+    "summary_days", "summary_people", "summary_replies", "users",
 ]
 
 class _UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -74,7 +75,9 @@ conversations = sa.Table(
     sa.Column("erased_at", _TIME),  # an admin erased it: a closed tombstone (0013)
     sa.Index("ix_conversations_mode_queued", "mode", "queued"),
     sa.Index("ix_conversations_owner", "owner"),
-    sa.Index("ix_conversations_created_at", "created_at"),
+    # the period's conversations with their stamp, read from the index alone (0020)
+    sa.Index("ix_conversations_created_at", "created_at", "id", "version", "last_seq",
+             "metrics_rev"),
 )
 
 messages = sa.Table(
@@ -261,15 +264,73 @@ conversation_summaries = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("escalated", sa.Boolean, nullable=False),
     sa.Column("involved", sa.Boolean, nullable=False),
-    # null when no agent and no queue touched it; else {"stays": [[start, end|null,
-    # "taken"|"left"|null], ...], "handling": [[agent, seconds], ...], "owners": [agent, ...]}
-    sa.Column("people", _JSON),
     sa.Column("day", sa.Text, nullable=False),  # created_at's UTC date: the series' key
     sa.Column("resolution_seconds", sa.Float),  # first customer message to close, if resolved
     sa.Column("bot_turns", sa.Integer, nullable=False),  # its bot messages
     sa.Column("bot_model", sa.Text),  # the model all of them name, if one; else null and:
     sa.Column("turns_by_model", _JSON),  # [[model | null, turns], ...]
-    sa.Index("ix_conversation_summaries_created_at", "created_at"),
+    sa.Index("ix_conversation_summaries_created_at", "created_at", "conversation_id",
+             "version", "last_seq", "metrics_rev"),
+)
+
+summary_people = sa.Table(
+    "summary_people", metadata,  # a summary's queue stays, ownerships and owners (0020)
+    sa.Column("conversation_id", sa.Text,
+              sa.ForeignKey("conversation_summaries.conversation_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("kind", sa.Text, primary_key=True),  # stay | handling | owner
+    sa.Column("ord", sa.Integer, primary_key=True),  # its place among the summary's of its kind
+    sa.Column("created_at", _TIME, nullable=False),  # the conversation's: the cohort's key
+    sa.Column("agent", sa.Text),  # handling, owner: who
+    sa.Column("start_at", _TIME),  # stay: entered the queue
+    sa.Column("end_at", _TIME),  # stay: left it; null while it waits
+    sa.Column("how", sa.Text),  # stay: taken | left | null while it waits
+    sa.Column("seconds", sa.Float),  # a finished stay's wait, a finished ownership's length
+    # the conversation's, copied so the cohort is selected without joining the summaries:
+    sa.Column("started", sa.Boolean, nullable=False),  # it has a customer message
+    sa.Column("conversation_intent", sa.Text),  # its first intent
+    sa.Column("conversation_model", sa.Text),  # the first model it names
+    sa.Index("ix_summary_people_created_at", "created_at"),
+)
+
+summary_days = sa.Table(
+    "summary_days", metadata,  # the summary groups of whole UTC days (0020)
+    sa.Column("day", sa.Text, nullable=False),
+    sa.Column("intent", sa.Text),
+    sa.Column("model_version", sa.Text),
+    sa.Column("involved", sa.Boolean),
+    sa.Column("escalated", sa.Boolean),
+    sa.Column("outcome", sa.Text),  # null only in the day's marker row: "this day is counted"
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("answers", sa.Integer, nullable=False),
+    sa.Column("effort_sum", sa.Integer, nullable=False),
+    sa.Column("pairs", sa.Integer, nullable=False),
+    sa.Column("first_sum", sa.Float, nullable=False),
+    sa.Column("last_sum", sa.Float, nullable=False),
+    sa.Column("change_sum", sa.Float, nullable=False),
+    sa.Index("ix_summary_days_day", "day"),
+)
+
+summary_replies = sa.Table(
+    "summary_replies", metadata,  # a summary's held replies, as the figures count them (0020)
+    sa.Column("conversation_id", sa.Text,
+              sa.ForeignKey("conversation_summaries.conversation_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("ord", sa.Integer, primary_key=True),  # its place among the conversation's
+    sa.Column("created_at", _TIME, nullable=False),  # the conversation's: the cohort's key
+    sa.Column("day", sa.Text, nullable=False),  # the UTC date the reply was held
+    sa.Column("intent", sa.Text),  # of the customer message it answered
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),  # pending | decided | discarded
+    sa.Column("decision", sa.Text),
+    sa.Column("decided_by", sa.Text),
+    sa.Column("latency", sa.Float),  # seconds held before an agent's decision, to the ms
+    # the conversation's, copied so the cohort is selected without joining the summaries:
+    sa.Column("started", sa.Boolean, nullable=False),  # it has a customer message
+    sa.Column("conversation_intent", sa.Text),  # its first intent
+    sa.Column("conversation_model", sa.Text),  # the first model it names
+    sa.Index("ix_summary_replies_created_at", "created_at"),
 )
 
 spot_checks = sa.Table(

@@ -5,6 +5,7 @@ values is ``tests/gateway/test_metrics_api.py``."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +16,12 @@ from handoff.learning.metrics import compute_metrics, refresh_summaries
 from handoff.store import Store
 from handoff.store.database import now
 from handoff.store.metrics import MetricFilter
-from handoff.store.schema import conversation_summaries
+from handoff.store.schema import (
+    conversation_summaries,
+    summary_days,
+    summary_people,
+    summary_replies,
+)
 from tests.gateway.metrics_seed import D1, D2, PERIOD, seed
 
 pytestmark = pytest.mark.asyncio
@@ -281,3 +287,59 @@ async def test_the_summaries_follow_each_write_and_equal_a_full_recount(store: S
     assert figures["queue"]["length"] == 0 and len(figures["queue"]["points"]) == 2
     assert figures["workload"]["agents"]["ann"]["conversations"] == 1
     assert figures == await _recounted(store, live)
+
+
+async def _counted_days(store: Store) -> list[str]:
+    async with store._tx(write=False) as conn:
+        return sorted(day for (day,) in await conn.execute(
+            sa.select(summary_days.c.day).where(summary_days.c.outcome.is_(None))))
+
+
+async def test_whole_days_are_counted_once_and_again_after_a_write(store: Store) -> None:
+    """The summary groups of whole UTC days are kept in ``summary_days`` (docs/metrics.md,
+    "Speed"): built by the first read, deleted with any summary of that day written again,
+    and always equal to the groups counted from the summaries."""
+    await seed(store)
+    whole = MetricFilter(*PERIOD)
+    assert await _counted_days(store) == []
+    await compute_metrics(store, whole, ("resolution",))
+    assert await _counted_days(store) == [DAY1, DAY2]
+    await store.set_effort_score("c7", 1)  # c7 began on day 2
+    assert await refresh_summaries(store, *PERIOD) == 1
+    assert await _counted_days(store) == [DAY1]
+    cut = MetricFilter(D1 + timedelta(hours=10), PERIOD[1] + timedelta(hours=5))
+    for f in (whole, cut, MetricFilter(*PERIOD, intent="track_order"),
+              MetricFilter(*PERIOD, model="m2")):
+        assert Counter(map(tuple, await store.summary_groups(f))) == Counter(
+            map(tuple, await store._groups(f)))
+    assert await _counted_days(store) == [DAY1, DAY2]
+    figures = await compute_metrics(store, whole)
+    assert figures["effort"]["answers"] == 5 and figures["effort"]["mean"] == 3.8
+    assert figures == await _recounted(store, whole)
+
+
+async def test_the_rows_kept_with_the_summaries_follow_the_cohort(store: Store) -> None:
+    """The queue stays and held replies kept with the summaries carry their conversation's
+    facts, so the intent and model filters select them without the summaries: they select
+    exactly the rows of the cohort's conversations."""
+    await seed(store)
+    s = conversation_summaries
+    for f in (MetricFilter(*PERIOD), MetricFilter(*PERIOD, model="m1"),
+              MetricFilter(*PERIOD, intent="refund"),
+              MetricFilter(D1 + timedelta(hours=11, minutes=30), PERIOD[1])):
+        await refresh_summaries(store, f.since, f.until)
+        cohort = [s.c.created_at >= f.since, s.c.created_at < f.until]
+        cohort += [s.c.intent == f.intent] if f.intent else []
+        cohort += [s.c.model_version == f.model] if f.model else []
+        async with store._tx(write=False) as conn:
+            counted = sa.select(s.c.conversation_id).where(*cohort, s.c.started_at.is_not(None))
+            stays = {cid for (cid,) in await conn.execute(sa.select(
+                summary_people.c.conversation_id).where(
+                summary_people.c.kind == "stay", summary_people.c.conversation_id.in_(counted)))}
+            replies = (await conn.execute(sa.select(sa.func.count()).where(
+                summary_replies.c.conversation_id.in_(
+                    sa.select(s.c.conversation_id).where(*cohort))))).scalar_one()
+        assert {cid for cid, *_ in await store.queue_stays(f)} == stays
+        assert sum(r.n for r in await store.reply_groups(f)) == replies
+    assert stays == {"c3", "c5"} and replies == 4  # from 11:30 on day 1: r1 r2 (c4), r3 r4 (c5)
+
