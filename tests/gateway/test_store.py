@@ -73,10 +73,10 @@ async def test_migrate_from_empty(store_url: str) -> None:
         assert await store.schema_revision() is None
         assert await _tables(store_url) == set()
         await store.migrate()
-        assert await store.schema_revision() == "0018"
+        assert await store.schema_revision() == "0019"
         assert await _tables(store_url) == TABLES | {VERSION_TABLE}
         await store.migrate()  # idempotent
-        assert await store.schema_revision() == "0018"
+        assert await store.schema_revision() == "0019"
 
 
 async def test_table_definitions_match_migrations(store: Store, store_url: str) -> None:
@@ -107,7 +107,7 @@ async def test_concurrent_migrations(store_url: str) -> None:
     stores = [Store(store_url) for _ in range(3)]
     try:
         await asyncio.gather(*(s.migrate() for s in stores))
-        assert [await s.schema_revision() for s in stores] == ["0018"] * 3
+        assert [await s.schema_revision() for s in stores] == ["0019"] * 3
     finally:
         for s in stores:
             await s.close()
@@ -120,7 +120,7 @@ async def test_migrate_cli(tmp_path: Path) -> None:
             subprocess.run, [sys.executable, "-m", "handoff.store", "migrate", "--url", url],
             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
         )
-        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0018\n", "")
+        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0019\n", "")
 
 
 async def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
@@ -286,6 +286,25 @@ async def test_save_step_sets_the_router_state(store: Store, conv: str) -> None:
         state={},
     )
     assert (reopened.closed_at, reopened.state) == (None, {})
+
+
+async def test_a_step_records_the_node_at_work_and_one_node_takes_it_over(
+    store: Store, conv: str
+) -> None:
+    step = dict(mode="bot", owner=None, queued=False, queue_reason=None, state={})
+    assert (await _step(store, conv, expected_version=1, node_id="node-a", **step)).node_id == (
+        "node-a")
+    assert (await _step(store, conv, expected_version=2, **step)).node_id == "node-a"  # kept
+    await store.upsert_conversation("c2")
+    assert await store.nodes_at_work() == {conv: "node-a"}
+    # node-a is gone: of two nodes taking over, one wins; a node that is not its node loses
+    assert await store.move_node(conv, from_node="node-x", to_node="node-b") is False
+    assert await store.move_node(conv, from_node="node-a", to_node="node-b") is True
+    assert await store.move_node(conv, from_node="node-a", to_node="node-c") is False
+    assert await store.nodes_at_work() == {conv: "node-b"}
+    done = await _step(store, conv, expected_version=3, node_id=None, **step)
+    assert (done.node_id, done.version) == (None, 4)
+    assert await store.nodes_at_work() == {}
 
 
 async def test_stale_version_conflict(store: Store, conv: str) -> None:
@@ -496,7 +515,7 @@ async def test_set_triage_and_an_upgrade_from_0001_keeps_data(store_url: str) ->
                 "client_message_id) VALUES ('c1', 1, 'customer', 'sue you!', :t, 'm1')"),
                 {"t": when})
         await store.migrate()
-        assert await store.schema_revision() == "0018"
+        assert await store.schema_revision() == "0019"
         assessment = {"risk": 1.0, "action": "human", "reasons": [
             {"code": "rule:legal_threat", "text": "Legal threat", "contribution": 1.0}]}
         conv = await store.set_triage("c1", risk=1.0, client_message_id="m1",
