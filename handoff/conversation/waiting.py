@@ -68,9 +68,32 @@ class Waiting:
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._positions: dict[str, int] = {}
         self._offered: set[str] = set()
+        self._watch: asyncio.Task[None] | None = None
+
+    def watch(self, every: float) -> None:
+        """Several gateway nodes: every ``every`` seconds make the offers that are due, so an
+        offer whose timer ran on a node that is gone is still made (by one node: the offer is
+        claimed once)."""
+        if self._watch is None and self.cluster.shared and self.offer_after > 0:
+            self._watch = asyncio.get_running_loop().create_task(self._offer_due(every))
+
+    async def _offer_due(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                due = self.clock().timestamp() - self.offer_after
+                for conv in await self.store.list_conversations(mode="bot", queued=True):
+                    if (self._waits(conv.mode, conv.queue_reason) and conv.queued_at is not None
+                            and conv.queued_at.timestamp() <= due
+                            and conv.id not in self._offered):
+                        await self.offer(conv.id, "long_wait")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the store or Redis away: next round
+                log.warning("due offers not made: %s", exc)
 
     async def close(self) -> None:
-        timers = list(self._timers.values())
+        timers = list(self._timers.values()) + ([self._watch] if self._watch else [])
         for task in timers:
             task.cancel()
         await asyncio.gather(*timers, return_exceptions=True)

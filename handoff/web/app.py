@@ -158,6 +158,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         if (stuck := await conversations.recover()):
             log.warning("%d conversation(s) waited for Rasa across a restart: queued", stuck)
         conversations.watch_nodes(settings.node_lease / 3)  # several nodes only
+        waiting.watch(settings.node_lease / 3)  # likewise
         password = await ensure_first_admin(store)
         if password is not None:  # into a 0600 file: a log may be readable by others
             path = project_path(settings.first_admin_password_file)

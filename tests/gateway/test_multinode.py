@@ -37,6 +37,7 @@ pytestmark = pytest.mark.asyncio
 redis = pytest.importorskip("redis")  # the gateway's lock file has it
 
 REVIEW_TIMEOUT = 3
+OFFER_AFTER = 2
 LEASE = 3  # seconds: a killed node is found gone within about this
 
 
@@ -62,7 +63,8 @@ def cluster(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iter
     tmp = tmp_path_factory.mktemp("nodes")
     env = {"HANDOFF_DATABASE_URL": database_url, "HANDOFF_REDIS_URL": REDIS_URL,
            "HANDOFF_REDIS_PREFIX": prefix, "HANDOFF_NODE_LEASE": str(LEASE),
-           "HANDOFF_REVIEW_TIMEOUT": str(REVIEW_TIMEOUT)}
+           "HANDOFF_REVIEW_TIMEOUT": str(REVIEW_TIMEOUT),
+           "HANDOFF_QUEUE_OFFER_AFTER": str(OFFER_AFTER)}
     started: list[Gateway] = []
     try:
         (tmp / "a").mkdir()
@@ -239,6 +241,29 @@ async def test_a_logout_on_one_node_closes_the_consoles_on_the_others(
         assert entry.details == {"sockets": 1}
 
 
+async def test_an_agent_on_node_b_counts_for_a_customer_waiting_on_a_who_is_offered_once(
+    cluster: Cluster, store: Store
+) -> None:
+    """Presence is the union over the nodes: with an agent logged in on B, the customer who asks
+    for a person on A is not told "nobody is available"; after the wait the offer comes once,
+    though A's timer and B's look at the due offers both find it due."""
+    async with _agent_on_b(cluster, store, "uma") as (api_b, uma, _, widget):
+        presence = (await api_b.get("/api/presence", headers=uma)).json()["presence"]
+        assert "uma" in presence["available"]
+        cid = await widget.session()
+        await widget.say(cid, "I want to talk to a human")
+        seen: list[tuple[str, Any]] = []
+        with contextlib.suppress(asyncio.TimeoutError):
+            while True:  # everything until the offer's wait and two looks of B have passed
+                seen.append(await widget.next(timeout=OFFER_AFTER + 2 * LEASE / 3 + 2))
+        offers = [data for event, data in seen if event == "handoff_offer"]
+        assert [o["reason"] for o in offers] == ["long_wait"], seen
+        conv = await store.get_conversation(cid)
+        assert (conv.queued, conv.queue_reason) == (True, "policy_rule")  # A's rules: human
+        told = [m for m in await store.list_messages(cid) if (m.payload or {}).get("offer")]
+        assert [m.payload for m in told] == [{"offer": "long_wait"}]
+
+
 async def test_a_review_timeout_fires_once(cluster: Cluster, store: Store) -> None:
     """A rule holds the reply for any agent (an unowned review, its timer on node A); an agent
     on B watches. When the timeout passes the customer gets the reply once, the store has it
@@ -285,13 +310,13 @@ async def test_a_node_starting_leaves_a_live_nodes_turn_and_takes_over_a_killed_
         cid = await widget.session()
         await widget.say(cid, "where is my order 100002?")
         conv = None
-        for _ in range(200):  # the message is stored and its Rasa call is out
+        for _ in range(600):  # the message is stored and its Rasa call is out
             with contextlib.suppress(NotFound):  # made at the first message: not yet
                 conv = await store.get_conversation(cid)
             if conv is not None and conv.state and conv.state["turn"]:
                 break
             await asyncio.sleep(0.05)
-        assert conv is not None and conv.node_id == "node-s"
+        assert conv is not None and conv.node_id == "node-s", (conv, s.log_tail())
         call_id = conv.state["turn"]["call_id"] if conv.state else None
         assert call_id == 1
 
@@ -301,7 +326,8 @@ async def test_a_node_starting_leaves_a_live_nodes_turn_and_takes_over_a_killed_
                                              {**cluster.env, "HANDOFF_NODE_ID": "node-t"}))
         await asyncio.sleep(LEASE / 3 + 0.5)  # T has looked at the others' work
         conv = await store.get_conversation(cid)
-        assert (conv.node_id, conv.queued) == ("node-s", False)
+        assert (conv.node_id, conv.queued) == ("node-s", False), (
+            conv, s.log_tail(), nodes[1].log_tail())
         assert conv.state is not None and conv.state["turn"]["call_id"] == 1
 
         os.killpg(s.process.pid, signal.SIGKILL)  # no goodbye: its lease runs out
@@ -313,14 +339,14 @@ async def test_a_node_starting_leaves_a_live_nodes_turn_and_takes_over_a_killed_
                 break
             await asyncio.sleep(0.1)
         assert (conv.queued, conv.queue_reason, conv.node_id) == (
-            True, "rasa_unavailable", None)
+            True, "rasa_unavailable", None), (conv, nodes[1].log_tail(), cluster.a.log_tail())
         assert conv.state is not None and conv.state["turn"] is None
         messages = await store.list_messages(cid)
         assert [m.sender for m in messages][:2] == ["customer", "system"]
         # one of the nodes alive took it over (each looks), and said so in its log
         took = [gw for gw in (cluster.a, cluster.b, nodes[1])
                 if "gateway node node-s stopped" in gw.log_path.read_text()]
-        assert len(took) == 1
+        assert len(took) == 1, [gw.log_tail() for gw in (cluster.a, cluster.b, nodes[1])]
     finally:
         for node in nodes:
             _stop(node.process)
