@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from logging.handlers import RotatingFileHandler
 from collections.abc import Sequence
@@ -25,7 +26,8 @@ from handoff.store import Store
 def configure_logging(settings: Settings) -> list[logging.Handler]:
     """The gateway's log: standard error and, with ``HANDOFF_LOG_FILE``, a file rotated at
     ``HANDOFF_LOG_MAX_BYTES`` keeping ``HANDOFF_LOG_BACKUPS`` old ones. The handlers added."""
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    node = f" [{settings.node_id}]" if settings.redis_url else ""  # several nodes: which
+    formatter = logging.Formatter(f"%(asctime)s{node} %(levelname)s %(name)s: %(message)s")
     handler = logging.StreamHandler()
     handler.setFormatter(formatter)
     added: list[logging.Handler] = [handler]
@@ -71,8 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         await rasa.close()
         await store.close()
 
+    redis_at = re.sub(r"//[^@/]*@", "//***@", settings.redis_url)  # no password in a log
+    shared = f", node {settings.node_id} sharing Redis {redis_at}" if redis_at else ""
     print(f"handoff gateway on http://{settings.host}:{settings.port} (Rasa at "
-          f"{settings.rasa_url}, store {store!r})", flush=True)
+          f"{settings.rasa_url}, store {store!r}{shared})", flush=True)
     app.run(host=settings.host, port=settings.port, single_process=True, access_log=False,
             motd=False)
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
@@ -237,6 +238,19 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("triage_calibration_min", "int", "100",
             "In fitted mode, fewest messages a fit needs; with fewer the fixed thresholds "
             "stay.", 1, 10000),
+    Setting("redis_url", "str", "",
+            "Redis URL (redis://host:6379/0) shared by several gateway nodes: pushes reach "
+            "every node's sockets, and locks, timers, jobs and presence hold across nodes. "
+            "Empty: one process (docs/deploy.md)."),
+    Setting("redis_prefix", "str", "handoff",
+            "Prefix of the gateway's Redis keys and Socket.IO channel: the nodes of one "
+            "gateway share it, another gateway on the same Redis needs its own."),
+    Setting("node_id", "str", None,
+            "This gateway node's name in logs and in the store, unique among running nodes "
+            "(default: hostname-pid)."),
+    Setting("node_lease", "float", "10",
+            "With Redis, seconds a node counts as alive after its last heartbeat (sent every "
+            "third of it); then another node takes over its turns and timers.", 1, 3600),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -306,6 +320,10 @@ class Settings:
     triage_human_share: float = 0.05
     triage_calibration_messages: int = 300
     triage_calibration_min: int = 100
+    redis_url: str = ""
+    redis_prefix: str = "handoff"
+    node_id: str = ""
+    node_lease: float = 10.0
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -400,6 +418,11 @@ def parse_weights(text: str) -> dict[str, float]:
             raise ValueError(f"the weight of {name!r} must be from 0 to 1000; got {raw!r}")
         out[name] = weight
     return out
+def default_node_id() -> str:
+    """``hostname-pid``: a name no other running gateway node has."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def project_path(path: str) -> Path:
     """A path setting: relative paths are taken from the project folder."""
     resolved = Path(path).expanduser()
@@ -486,6 +509,12 @@ def load_settings(
             values[setting.name] = _convert(setting, raw)
         except ValueError as exc:
             problems.append(f"{setting.env}={raw!r}: {exc} ({setting.help})")
+    if "node_id" not in values or not values["node_id"].strip():
+        values["node_id"] = default_node_id()
+    if values.get("redis_url") and urlsplit(values["redis_url"]).scheme not in (
+            "redis", "rediss", "unix"):
+        problems.append(f"{_BY_NAME['redis_url'].env}: expected redis://host:port/db, "
+                        "rediss://... or unix://...")
     if "rasa_token" not in values:
         values["rasa_token"] = _read_secret_file(var_dir / "rasa-token")
     if "jwt_secret" not in values and not problems:

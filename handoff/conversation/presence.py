@@ -5,7 +5,8 @@ marked away; marking away lasts until the agent marks available again or their l
 closes. :class:`OpeningHours` says whether the contact centre is open at a time: an empty
 setting means always; otherwise comma-separated ``days HH:MM-HH:MM`` rules, days ``mon`` …
 ``sun`` or a range ``mon-fri``, e.g. ``mon-fri 09:00-17:30, sat 10:00-14:00``, read in the
-``HANDOFF_OPENING_TIMEZONE`` zone. Presence is kept per gateway process.
+``HANDOFF_OPENING_TIMEZONE`` zone. Each gateway node keeps the presence of its own sockets; what
+counts is the union over the nodes alive (:mod:`handoff.conversation.cluster`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ take a list of them.
   :class:`RasaNotErased` (503) says to run the erasure again, which is safe.
 * :class:`RetentionJob` — every ``HANDOFF_PII_MASK_INTERVAL`` seconds one pass masks the
   messages and notes older than ``HANDOFF_PII_RETENTION_DAYS`` (kept referenced, cancelled on
-  shutdown).
+  shutdown; with several gateway nodes the first node to claim a pass runs it, the others
+  skip it).
 
 Command line, for operators, on the gateway's database and Rasa (settings as the gateway
 reads them)::
@@ -39,6 +40,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from handoff.conversation import router as r
+from handoff.conversation.cluster import Cluster
 from handoff.conversation.rasa_client import RasaClient, RasaError
 from handoff.conversation.shell import Conversations, conversation_json
 from handoff.conversation.state_codec import decode_state, encode_state
@@ -155,8 +157,9 @@ class RetentionJob:
     BATCH = 500
 
     def __init__(self, store: Store, *, retention_days: int, interval: float,
-                 kinds: Sequence[str]) -> None:
+                 kinds: Sequence[str], cluster: Cluster | None = None) -> None:
         self.store = store
+        self.cluster = cluster  # several gateway nodes: one of them runs each pass
         self.retention = timedelta(days=retention_days)
         self.interval = interval
         self.kinds = tuple(kinds)
@@ -187,7 +190,9 @@ class RetentionJob:
     async def _loop(self) -> None:
         while True:
             try:
-                if (masked := await self.run_once()):
+                ours = self.cluster is None or await self.cluster.once(  # else another node's
+                    "pii-retention", self.interval * 0.9)
+                if ours and (masked := await self.run_once()):
                     log.info("PII retention: masked %d stored message(s) and note(s)", masked)
             except HandoffError as exc:  # the database did not answer: next pass
                 log.warning("PII retention pass failed: %s", exc)

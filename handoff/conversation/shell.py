@@ -30,22 +30,25 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from handoff.conversation import router as r
 from handoff.conversation import step_records
 from handoff.conversation.customer_protocol import SURVEY_REQUEST, bot_uttered_payloads, notice_text
+from handoff.conversation.cluster import Cluster, LocalCluster
 from handoff.conversation.instruments import Instruments
 from handoff.errors import Conflict, NotFound
 from handoff.conversation.locks import ConversationLocks
 from handoff.conversation.rasa_client import RasaClient, RasaError, RasaUnavailable, TurnReply
 from handoff.conversation.rasa_health import RasaHealth
 from handoff.conversation.state_codec import decode_state, encode, encode_state
+from handoff.settings import default_node_id
 from handoff.store import (
     Conversation,
     Correction,
     CorrectionDraft,
+    Keep,
     Message,
     MessageNlu,
     PendingReplyDraft,
@@ -147,7 +150,8 @@ class Conversations:
                  review_timeout: float = 30.0, triage: TriageLink | None = None,
                  tracker_retry_delays: Sequence[float] = TRACKER_RETRY_DELAYS,
                  instruments: Instruments | None = None,
-                 on_ended: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 on_ended: Callable[[str], Awaitable[None]] | None = None,
+                 cluster: Cluster | None = None) -> None:
         self.store = store
         # called (in the background) when a conversation ends and when its survey arrives:
         # the spot-check sampling (handoff.learning.spot_checks); it must not raise
@@ -158,7 +162,11 @@ class Conversations:
         self.review_timeout = review_timeout
         self.triage = triage
         self.tracker_retry_delays = tuple(tracker_retry_delays)
-        self.locks = ConversationLocks()
+        # the gateway nodes sharing the store (one process unless HANDOFF_REDIS_URL is set)
+        self.cluster: Cluster = cluster or LocalCluster(default_node_id())
+        self.locks = ConversationLocks(
+            self.cluster.conversation_lock if self.cluster.shared else None)
+        self._watch: asyncio.Task[None] | None = None
         self.instruments = instruments or Instruments()
         self._turn_started: dict[str, float] = {}  # conversation id -> monotonic arrival
         self.health: RasaHealth | None = None  # set by the app when the probe is on
@@ -169,33 +177,92 @@ class Conversations:
 
     async def close(self) -> None:
         """Cancel the background tasks still running (Rasa calls, tracker fetches, review
-        timers) and wait for them to end."""
-        tasks = list(self._tasks)
+        timers, the watch over the other nodes) and wait for them to end."""
+        tasks = list(self._tasks) + ([self._watch] if self._watch is not None else [])
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def recover(self) -> int:
-        """After a restart: a turn that waits for a Rasa call this process never made would
-        block its conversation forever, so each gets :class:`~handoff.conversation.router.RasaFailed`
-        (the customer is queued for a person, nothing is lost). Returns how many. The
-        corrections whose tracker events are still ``pending`` or ``failed`` are fetched again
-        (in the background)."""
+        """At start: a turn that waits for a Rasa call no running node makes would block its
+        conversation forever, so each gets :class:`~handoff.conversation.router.RasaFailed`
+        (the customer is queued for a person, nothing is lost), and a held reply whose timer
+        ran in no running node gets one here. Work of another node that is alive is left to
+        it (:class:`~handoff.conversation.cluster.Cluster`); this node's own name found in
+        the store is a previous run of it. Returns how many turns failed. The corrections
+        whose tracker events are still ``pending`` or ``failed`` are fetched again (in the
+        background)."""
         for correction in await self.store.list_corrections(
                 tracker_status=["pending", "failed"]):
             self._spawn(self._fetch_tracker(correction.id, correction.conversation_id,
                                             correction.created_at))
+        found = await self.store.list_conversations(mode=["bot", "review", "human"])
+        me = self.cluster.node_id
+        alive = await self.cluster.alive({c.node_id for c in found if c.node_id} - {me})
         recovered = 0
-        for conv in await self.store.list_conversations(mode=["bot", "review", "human"]):
-            state = decode_state(conv.id, conv.state)
-            if state.turn is not None and state.turn.call_id is not None:
-                await self.apply(conv.id, r.RasaFailed(call_id=state.turn.call_id,
-                                                       error="the gateway restarted"))
-                recovered += 1
-            elif state.pending is not None and state.owner is None:  # its timer died with us
-                self._spawn(self._release_later(conv.id, state.pending.reply_id,
-                                                self.review_timeout))
+        for conv in found:
+            if conv.node_id is None or conv.node_id not in alive:
+                recovered += await self._adopt(conv, "the gateway restarted")
         return recovered
+
+    def watch_nodes(self, every: float) -> None:
+        """Every ``every`` seconds, take over the work of the nodes that are gone (their
+        lease ran out): their turns fail into the queue, their review timers run here.
+        Only with several nodes (a shared :attr:`cluster`)."""
+        if self._watch is None and self.cluster.shared:
+            self._watch = asyncio.get_running_loop().create_task(self._watch_nodes(every))
+
+    async def _watch_nodes(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.adopt_from_gone()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the store or Redis away: next round
+                log.warning("node %s: the watch over the other nodes failed: %s",
+                            self.cluster.node_id, exc)
+
+    async def adopt_from_gone(self) -> int:
+        """One round of :meth:`watch_nodes`; how many turns failed."""
+        me = self.cluster.node_id
+        at_work = await self.store.nodes_at_work()
+        alive = await self.cluster.alive(set(at_work.values()) - {me}) | {me}
+        recovered = 0
+        for cid, node in at_work.items():
+            if node not in alive:
+                conv = await self.store.get_conversation(cid)
+                recovered += await self._adopt(conv, f"gateway node {node} stopped")
+        return recovered
+
+    async def _adopt(self, conv: Conversation, why: str) -> int:
+        """Take over the conversation's work from its node, gone (see :meth:`recover`): 1 when
+        its turn failed. Taking it is one conditional write, so of several nodes that find
+        the same node gone exactly one takes each conversation."""
+        state = decode_state(conv.id, conv.state)
+        busy = state.turn is not None and state.turn.call_id is not None
+        timed = state.pending is not None and state.owner is None
+        if not (busy or timed):
+            return 0
+        if not await self.store.move_node(conv.id, from_node=conv.node_id,
+                                          to_node=self.cluster.node_id):
+            return 0  # another node took it first, or its work ended meanwhile
+        if conv.node_id not in (None, self.cluster.node_id):
+            log.warning("%s: %s; its work taken over by node %s", conv.id, why,
+                        self.cluster.node_id)
+        if busy:
+            assert state.turn is not None and state.turn.call_id is not None
+            try:
+                await self.apply(conv.id, r.RasaFailed(call_id=state.turn.call_id, error=why))
+            except r.RouterError as exc:  # it moved on meanwhile
+                log.info("%s not failed: %s", conv.id, exc)
+                return 0
+            return 1
+        assert state.pending is not None
+        waited = (datetime.now(timezone.utc) - conv.updated_at).total_seconds()
+        self._spawn(self._release_later(conv.id, state.pending.reply_id,
+                                        max(0.0, self.review_timeout - waited)))
+        return 0
 
     async def resume_after_outage(self) -> int:
         """Rasa is back: each conversation queued only because it was down (``bot`` mode,
@@ -327,6 +394,7 @@ class Conversations:
             try:
                 saved = await self.store.save_step(
                     conversation_id, expected_version=conv.version, mode=after.mode.value,
+                    node_id=self._node_of(after, effects),
                     owner=after.owner, queued=after.queued,
                     queue_reason=after.queue_reason.value if after.queue_reason else None,
                     state=encode_state(after), appended=step_records.step_messages(effects),
@@ -358,6 +426,19 @@ class Conversations:
             except Exception:  # one failed push must not stop the turn
                 log.exception("effect %s of %s failed", type(effect).__name__, conversation_id)
         return after, saved
+
+    def _node_of(self, after: r.ConversationState, effects: Sequence[r.Effect]
+                 ) -> str | None | Keep:
+        """The node to record with the step: this one when the step starts a Rasa call or a
+        review timer (they run in this process), none when nothing runs any more, else the
+        node that started what still runs."""
+        if any(isinstance(e, r.RasaCall) or (
+                isinstance(e, r.ShowPendingReply) and e.agent_id is None) for e in effects):
+            return self.cluster.node_id
+        if (after.turn is None or after.turn.call_id is None) and (
+                after.pending is None or after.owner is not None):
+            return None
+        return Keep.NODE
 
     def _count_step(self, mode_before: str, saved: SavedStep) -> None:
         """The step's mode change, held reply and decisions, for Prometheus."""

@@ -58,6 +58,7 @@ class Waiting:
                  hours: OpeningHours, offer_after: float,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.conversations = conversations
+        self.cluster = conversations.cluster  # presence and offers shared by the nodes
         self.store = store
         self.notifier = conversations.notifier
         self.presence = presence
@@ -67,9 +68,32 @@ class Waiting:
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._positions: dict[str, int] = {}
         self._offered: set[str] = set()
+        self._watch: asyncio.Task[None] | None = None
+
+    def watch(self, every: float) -> None:
+        """Several gateway nodes: every ``every`` seconds make the offers that are due, so an
+        offer whose timer ran on a node that is gone is still made (by one node: the offer is
+        claimed once)."""
+        if self._watch is None and self.cluster.shared and self.offer_after > 0:
+            self._watch = asyncio.get_running_loop().create_task(self._offer_due(every))
+
+    async def _offer_due(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                due = self.clock().timestamp() - self.offer_after
+                for conv in await self.store.list_conversations(mode="bot", queued=True):
+                    if (self._waits(conv.mode, conv.queue_reason) and conv.queued_at is not None
+                            and conv.queued_at.timestamp() <= due
+                            and conv.id not in self._offered):
+                        await self.offer(conv.id, "long_wait")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the store or Redis away: next round
+                log.warning("due offers not made: %s", exc)
 
     async def close(self) -> None:
-        timers = list(self._timers.values())
+        timers = list(self._timers.values()) + ([self._watch] if self._watch else [])
         for task in timers:
             task.cancel()
         await asyncio.gather(*timers, return_exceptions=True)
@@ -79,12 +103,35 @@ class Waiting:
     def is_open(self) -> bool:
         return self.hours.is_open(self.clock())
 
-    def agents_available(self) -> list[str]:
-        return self.presence.available() if self.is_open() else []
+    async def agent_connected(self, sid: str, username: str) -> None:
+        self.presence.connected(sid, username)
+        await self._share_presence()
 
-    def presence_json(self) -> dict[str, Any]:
-        return {"open": self.is_open(), "opening_hours": self.hours.text or None,
-                "logged_in": self.presence.logged_in(), "available": self.agents_available()}
+    async def agent_disconnected(self, sid: str) -> None:
+        self.presence.disconnected(sid)
+        await self._share_presence()
+
+    async def set_away(self, username: str, away: bool) -> None:
+        self.presence.set_away(username, away)
+        await self._share_presence()
+
+    async def _share_presence(self) -> None:
+        await self.cluster.share_presence(self.presence.sockets, self.presence.away)
+
+    async def _agents(self) -> tuple[list[str], list[str]]:
+        """Logged in and available: the union over the gateway nodes alive."""
+        sockets, away = await self.cluster.presence()
+        logged_in = set(sockets.values())
+        return sorted(logged_in), sorted(logged_in - away)
+
+    async def agents_available(self) -> list[str]:
+        return (await self._agents())[1] if self.is_open() else []
+
+    async def presence_json(self) -> dict[str, Any]:
+        logged_in, available = await self._agents()
+        is_open = self.is_open()
+        return {"open": is_open, "opening_hours": self.hours.text or None,
+                "logged_in": logged_in, "available": available if is_open else []}
 
     # ------------------------------------------------------------------ queue
 
@@ -95,12 +142,14 @@ class Waiting:
     async def status_changed(self, cid: str, status: r.StatusChanged) -> None:
         if self._waits(status.mode, status.queue_reason):
             if cid not in self._timers and cid not in self._offered:
-                if not self.agents_available():
+                if not await self.agents_available():
                     await self.offer(cid, "no_agent" if self.is_open() else "closed")
                 elif self.offer_after > 0:
                     self._timers[cid] = asyncio.get_running_loop().create_task(
                         self._offer_later(cid))
-        elif cid in self._positions:  # it leaves the queue: those behind it move up
+        elif cid in self._positions or self.cluster.shared:
+            # it leaves the queue: those behind it move up (with several nodes, another node
+            # may have been the one that told them their places)
             self._forget(cid)
         else:  # never waited: nobody's place changes, and the queue is not read again
             self._forget(cid)
@@ -151,8 +200,14 @@ class Waiting:
         return ["wait", "contact"] if health is not None and health.down else list(CHOICES)
 
     async def offer(self, cid: str, reason: str) -> None:
-        """Tell the customer honestly why nobody answers yet, and what they can do."""
+        """Tell the customer honestly why nobody answers yet, and what they can do (once per
+        stay in the queue, also when several gateway nodes see it wait)."""
         self._offered.add(cid)
+        if self.cluster.shared:
+            queued_at = (await self.store.get_conversation(cid)).queued_at
+            stay = queued_at.isoformat() if queued_at else "-"
+            if not await self.cluster.once(f"offer:{cid}:{stay}", 86400):
+                return  # another node made it
         options = self.options()
         text = TEXTS[reason] + (TEXTS["choices"] if "bot" in options else
                                 TEXTS["choices_no_bot"])

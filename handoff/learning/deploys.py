@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import PurePath
 from typing import Any
 
+from handoff.conversation.cluster import Cluster, JobLease, LocalCluster
 from handoff.conversation.rasa_client import RasaClient, RasaError
 from handoff.conversation.triage_link import TriageLink
 from handoff.errors import Conflict
@@ -78,8 +79,11 @@ class Deploys:
 
     def __init__(self, settings: Settings, store: Store, rasa: RasaClient,
                  supervisor: Supervisor | None, notifier: TrainerNotifier,
-                 triage: TriageLink | None, instruments: Instruments | None = None) -> None:
+                 triage: TriageLink | None, instruments: Instruments | None = None,
+                 cluster: Cluster | None = None) -> None:
         self.settings = settings
+        # with several gateway nodes, one deploy at a time among them all
+        self.cluster: Cluster = cluster or LocalCluster(settings.node_id)
         self.instruments = instruments or Instruments()
         self.store = store
         self.rasa = rasa
@@ -177,20 +181,24 @@ class Deploys:
         version, _, _ = await self._checked(model_id, override, rollback)
         if self._running():  # started while we checked
             raise Conflict("a deploy is already running")
+        lease = await self.cluster.claim_job("deploy", "a deploy")  # JobBusy: another node
         self.job = DeployJob(model_id=model_id, file=version.file, state="running",
                              rollback=rollback, started_by=by, started_at=now().isoformat())
         await self.store.audit(by, "model_deploy_started", target=f"model:{model_id}",
                                details={"override": override, "rollback": rollback})
         self._task = asyncio.get_running_loop().create_task(
-            self._deploy_job(self.job, override))
+            self._deploy_job(self.job, override, lease))
         return self.job.to_json()
 
-    async def _deploy_job(self, job: DeployJob, override: str | None) -> None:
+    async def _deploy_job(self, job: DeployJob, override: str | None, lease: JobLease) -> None:
         async def deploy() -> Outcome:
             version = await self.deploy(job.model_id, job.started_by, override, job.rollback)
             return Outcome("succeeded", f"{version.file} is live")
 
-        ended = await outcome(f"deploying {job.model_id}", deploy())
+        try:
+            ended = await outcome(f"deploying {job.model_id}", deploy())
+        finally:
+            await lease.release()
         job.state, job.message, job.finished_at = ended.state, ended.message, now().isoformat()
         self.instruments.deploy_seconds.labels(job.state).observe(
             job_seconds(job.started_at, job.finished_at))

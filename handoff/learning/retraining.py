@@ -27,6 +27,7 @@ from typing import Any
 from contracts.correction_record import correction_id_of
 from handoff.errors import Conflict
 from handoff.learning.corrections import export_records
+from handoff.conversation.cluster import Cluster, JobLease, LocalCluster
 from handoff.conversation.instruments import Instruments
 from handoff.learning.jobs import (
     Outcome,
@@ -43,6 +44,7 @@ from handoff.learning.supervisor import (
     SupervisorRefused,
     need_supervisor,
 )
+from handoff.settings import default_node_id
 from handoff.store import AuditEntry, ModelVersion, Store
 
 __all__ = ["RetrainJob", "Retraining", "proof_line"]
@@ -119,8 +121,10 @@ class Retraining:
 
     def __init__(self, store: Store, supervisor: Supervisor | None, notifier: TrainerNotifier,
                  live: Callable[[], Awaitable[ModelVersion]],
-                 instruments: Instruments | None = None) -> None:
+                 instruments: Instruments | None = None, cluster: Cluster | None = None) -> None:
         self.store = store
+        # with several gateway nodes, one retraining at a time among them all
+        self.cluster: Cluster = cluster or LocalCluster(default_node_id())
         self.instruments = instruments or Instruments()
         self.supervisor = supervisor
         self.notifier = notifier
@@ -155,6 +159,7 @@ class Retraining:
                 left_out=[{"id": cid, "reason": why}
                           for cid, why in sorted(export.refused.items())])
         live = await self.live()
+        lease = await self.cluster.claim_job("retrain", "a retraining")  # JobBusy: another node
         job = RetrainJob.new(by, export.ids, live.model_id, finetune, export.refused)
         self.job = job
         self._log.clear()
@@ -162,7 +167,7 @@ class Retraining:
         await self.store.audit(by, "retrain_started", target=f"retrain:{job.id}",
                                details=job.audit_details())
         self._task = asyncio.get_running_loop().create_task(
-            self._run(supervisor, job, export.records))
+            self._run(supervisor, job, export.records, lease))
         return self.state() or {}
 
     async def _line(self, job: RetrainJob, line: str) -> None:
@@ -170,7 +175,14 @@ class Retraining:
         await self.notifier.to_trainers("retrain_progress", {"id": job.id, "line": line})
 
     async def _run(self, supervisor: Supervisor, job: RetrainJob,
-                   records: list[dict[str, Any]]) -> None:
+                   records: list[dict[str, Any]], lease: JobLease) -> None:
+        try:
+            await self._follow(supervisor, job, records)
+        finally:
+            await lease.release()
+
+    async def _follow(self, supervisor: Supervisor, job: RetrainJob,
+                      records: list[dict[str, Any]]) -> None:
         report: Any = None
 
         async def follow() -> Outcome:

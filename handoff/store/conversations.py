@@ -20,6 +20,7 @@ from handoff.store.records import (
     REPLY_DECISIONS,
     SENDERS,
     Conversation,
+    Keep,
     Message,
     MessageNlu,
     Mode,
@@ -117,6 +118,24 @@ class ConversationStore(Database):
         async with self._tx(write=False) as conn:
             return [record(Conversation, row) for row in await conn.execute(query)]
 
+    async def nodes_at_work(self) -> dict[str, str]:
+        """Conversation id -> the gateway node running its Rasa call or review timer."""
+        query = sa.select(conversations.c.id, conversations.c.node_id).where(
+            conversations.c.node_id.is_not(None))
+        async with self._tx(write=False) as conn:
+            return {row.id: row.node_id for row in await conn.execute(query)}
+
+    async def move_node(self, conversation_id: str, *, from_node: str | None,
+                        to_node: str) -> bool:
+        """Take the conversation's work over from ``from_node`` (gone); False when it is not
+        that node's any more (another node took it, or the work ended)."""
+        where = (conversations.c.node_id.is_(None) if from_node is None
+                 else conversations.c.node_id == from_node)
+        async with self._tx(write=True) as conn:
+            done = await conn.execute(sa.update(conversations).where(
+                conversations.c.id == conversation_id).where(where).values(node_id=to_node))
+            return bool(done.rowcount)
+
     async def set_effort_score(self, conversation_id: str, effort_score: int) -> Conversation:
         """Record the customer's answer to "How easy was it to get your issue resolved?",
         1 (very difficult) to 7 (very easy)."""
@@ -157,6 +176,7 @@ class ConversationStore(Database):
         self, conn: AsyncConnection, conversation_id: str, *, expected_version: int, mode: Mode,
         owner: str | None, queued: bool, queue_reason: str | None, state: dict[str, Any] | None,
         cause: str = "unknown", actor: str | None = None,
+        node_id: str | None | Keep = Keep.NODE,
     ) -> Conversation:
         """Replace the router's part of the conversation if it is still at
         ``expected_version`` (else ``StaleVersion``); the version goes up by one. A change of
@@ -184,6 +204,7 @@ class ConversationStore(Database):
                 mode=mode, owner=owner, queued=queued, queue_reason=queue_reason,
                 queued_at=queued_at, state=state, closed_at=closed_at, updated_at=at,
                 version=conversations.c.version + 1,
+                **({} if isinstance(node_id, Keep) else {"node_id": node_id}),
             )
             .returning(*conversations.c)
         )).one()

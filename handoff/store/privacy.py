@@ -54,7 +54,7 @@ __all__ = ["MAX_CUSTOMERS", "PrivacyStore", "check_ids", "mask_json", "mask_mess
 
 MAX_CUSTOMERS = 100  # conversations one export or erasure may name
 # a conversation's columns an export leaves out: the router's and triage's internal state
-_INTERNAL = ("state", "triage", "version", "last_seq", "metrics_rev")
+_INTERNAL = ("state", "triage", "version", "last_seq", "metrics_rev", "node_id")
 
 
 def masker(kinds: Sequence[str] = KINDS) -> Masker:

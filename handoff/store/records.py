@@ -8,6 +8,7 @@ The correction types and the decisions on a held reply are the contract's
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, TypedDict
@@ -61,6 +62,13 @@ class Conversation:
     triage: dict[str, Any] | None = None  # {"history", "assessment"}: docs/triage.md
     metrics_rev: int = 0  # changes of the metrics' inputs outside a step (migration 0010)
     erased_at: datetime | None = None  # an admin erased it (migration 0013)
+    node_id: str | None = None  # the gateway node running its Rasa call or timer (0019)
+
+
+class Keep(enum.Enum):
+    """``Store.save_step(node_id=Keep.NODE)``: the conversation's node stays as it was."""
+
+    NODE = "keep"
 
 
 @dataclass(frozen=True, slots=True)

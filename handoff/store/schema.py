@@ -73,7 +73,10 @@ conversations = sa.Table(
     # its (version, last_seq, metrics_rev) equal these (migration 0010)
     sa.Column("metrics_rev", sa.Integer, nullable=False, server_default="0"),
     sa.Column("erased_at", _TIME),  # an admin erased it: a closed tombstone (0013)
+    # the gateway node running its Rasa call or review timer, None when nothing runs (0019)
+    sa.Column("node_id", sa.Text),
     sa.Index("ix_conversations_mode_queued", "mode", "queued"),
+    sa.Index("ix_conversations_node_id", "node_id"),
     sa.Index("ix_conversations_owner", "owner"),
     # the period's conversations with their stamp, read from the index alone (0020)
     sa.Index("ix_conversations_created_at", "created_at", "id", "version", "last_seq",

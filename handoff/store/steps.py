@@ -13,6 +13,7 @@ from handoff.errors import BadRequest
 from handoff.store.database import one_of
 from handoff.store.records import (
     CORRECTION_TYPES,
+    Keep,
     MODES,
     Correction,
     CorrectionDraft,
@@ -49,6 +50,7 @@ class StepStore(ReviewStore):
         correction: CorrectionDraft | None = None,
         cause: str = "unknown",
         actor: str | None = None,
+        node_id: str | None | Keep = Keep.NODE,
     ) -> SavedStep:
         """One router step in one transaction, in this order:
 
@@ -58,6 +60,8 @@ class StepStore(ReviewStore):
            ``closed_at`` likewise for mode ``closed``; a change of mode, owner or queue is
            recorded in ``conversation_events`` with ``cause`` (the router event's name) and
            ``actor`` (the agent who caused it, None for the customer or the system);
+           ``node_id``, the gateway node that runs the Rasa call or timer the step started
+           (None: nothing runs any more), is kept as it was unless given;
         2. the ``appended`` messages in order (the next ``seq`` each; a ``client_message_id``
            already stored is not written again, its row comes back ``replayed``);
         3. ``nlu`` on its customer message;
@@ -81,7 +85,7 @@ class StepStore(ReviewStore):
             conv = await self._set_state(
                 conn, conversation_id, expected_version=expected_version, mode=mode,
                 owner=owner, queued=queued, queue_reason=queue_reason, state=state,
-                cause=cause, actor=actor)
+                cause=cause, actor=actor, node_id=node_id)
             stored = [await self._append(conn, conversation_id, v) for v in values]
             if nlu is not None:
                 await self._record_turn(conn, conversation_id, nlu)

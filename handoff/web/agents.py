@@ -282,14 +282,14 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
         await notifier.join_agent(sid, user.username, rights_of(user.tier),
                                   claims.expires_at.timestamp())
         if waiting is not None:  # logged in to the console: available unless marked away
-            waiting.presence.connected(sid, user.username)
-            await notifier.to_agents("presence", waiting.presence_json())
+            await waiting.agent_connected(sid, user.username)
+            await notifier.to_agents("presence", await waiting.presence_json())
 
     async def _disconnect(sid: str, *_reason: Any) -> None:
         notifier.leave_agent(sid)
         if waiting is not None:
-            waiting.presence.disconnected(sid)
-            await notifier.to_agents("presence", waiting.presence_json())
+            await waiting.agent_disconnected(sid)
+            await notifier.to_agents("presence", await waiting.presence_json())
 
     async def _presence(user: User, sid: str, data: Any) -> dict[str, Any]:
         return await set_presence(user, data)
@@ -300,11 +300,12 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
             raise BadRequest("'status' must be available or away")
         if waiting is None:
             raise BadRequest("presence is not kept here")
-        waiting.presence.set_away(user.username, status == "away")
+        await waiting.set_away(user.username, status == "away")
         await store.audit(user.username, "presence", target=f"agent:{user.username}",
                           details={"status": status})
-        await notifier.to_agents("presence", waiting.presence_json())
-        return {"presence": waiting.presence_json()}
+        shown = await waiting.presence_json()
+        await notifier.to_agents("presence", shown)
+        return {"presence": shown}
 
     sio.on("connect", handler=_connect, namespace=AGENT_NAMESPACE)
     sio.on("disconnect", handler=_disconnect, namespace=AGENT_NAMESPACE)
@@ -315,7 +316,7 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
     async def _get_presence(request: Request) -> HTTPResponse:
         if waiting is None:
             raise BadRequest("presence is not kept here")
-        return json({"presence": waiting.presence_json()})
+        return json({"presence": await waiting.presence_json()})
 
     @app.post("/api/presence", name="set_presence")
     async def _post_presence(request: Request) -> HTTPResponse:

@@ -31,11 +31,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import socketio
 from sanic import Sanic
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
 from handoff.conversation import router as r
+from handoff.conversation.cluster import RedisCluster, make_cluster
 from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.instruments import Instruments
 from handoff.conversation.privacy import CustomerData, RetentionJob
@@ -91,10 +93,16 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     # GuardedServer (docs/security.md).
     app.config.WEBSOCKET_MAX_SIZE = settings.max_frame_bytes
     origins = Origins(settings.cors_origins, settings.console_origins)
+    cluster = make_cluster(settings.redis_url, prefix=settings.redis_prefix,
+                           node_id=settings.node_id, lease=settings.node_lease)
+    # several nodes: every push goes through Redis to the node that holds the socket
+    manager = (socketio.AsyncRedisManager(settings.redis_url, channel=cluster.channel)
+               if isinstance(cluster, RedisCluster) else None)
     sio = GuardedServer(async_mode="sanic", cors_allowed_origins=origins.widget_allows,
-                        async_handlers=False, max_http_buffer_size=settings.max_frame_bytes)
+                        async_handlers=False, max_http_buffer_size=settings.max_frame_bytes,
+                        **({"client_manager": manager} if manager is not None else {}))
     sio.attach(app, socketio_path="socket.io")
-    notifier = SocketNotifier(sio)
+    notifier = SocketNotifier(sio, cluster)
     triage = TriageLink(TriageConfig.from_settings(settings)) if (
         settings.triage_enabled) else None
     instruments = Instruments()
@@ -102,7 +110,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     conversations = Conversations(store, rasa, notifier,
                                   review_timeout=settings.review_timeout, triage=triage,
                                   instruments=instruments,
-                                  on_ended=spot_checks.conversation_ended)
+                                  on_ended=spot_checks.conversation_ended, cluster=cluster)
     health = RasaHealth(rasa, interval=settings.rasa_probe_interval,
                         timeout=settings.rasa_probe_timeout, slow=settings.rasa_slow_seconds,
                         failures=settings.rasa_probe_failures)
@@ -118,24 +126,29 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     conversations.status_listeners.append(waiting.status_changed)
     supervisor = (Supervisor(settings.supervisor_url, settings.rasa_token)
                   if settings.supervisor_url else None)
-    deploys = Deploys(settings, store, rasa, supervisor, notifier, triage, instruments)
+    deploys = Deploys(settings, store, rasa, supervisor, notifier, triage, instruments,
+                      cluster=cluster)
     if triage is not None:
         _attach_triage(triage, rasa, store)
-    retraining = Retraining(store, supervisor, notifier, deploys.live, instruments)
+    retraining = Retraining(store, supervisor, notifier, deploys.live, instruments,
+                            cluster=cluster)
     app.ctx.notifier = notifier  # not the server: every emit goes through the notifier
     app.ctx.conversations = conversations
     app.ctx.deploys = deploys
     app.ctx.retraining = retraining
     app.ctx.store = store
+    app.ctx.cluster = cluster
     customer_data = CustomerData(store, rasa, kinds=settings.pii_kind_list,
                                  conversations=conversations)
     retention = RetentionJob(store, retention_days=settings.pii_retention_days,
-                             interval=settings.pii_mask_interval, kinds=settings.pii_kind_list)
+                             interval=settings.pii_mask_interval, kinds=settings.pii_kind_list,
+                             cluster=cluster)
     app.ctx.rasa_health = health
 
     @app.before_server_start
     async def _start(_app: Sanic[Any, Any]) -> None:
         await store.migrate()
+        await cluster.start()  # this node's lease, before it looks at the others' work
         if triage is not None:
             await triage.start()  # in the background: customers are served meanwhile
         await deploys.start()  # before any turn: the supervisor may have switched Rasa
@@ -148,6 +161,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         # conversations that ended while the last run stopped were not sampled: now they are
         app.add_task(spot_checks.catch_up(datetime.now(UTC) - SPOT_CHECK_CATCH_UP),
                      name="spot-check-catch-up")
+        conversations.watch_nodes(settings.node_lease / 3)  # several nodes only
+        waiting.watch(settings.node_lease / 3)  # likewise
         password = await ensure_first_admin(store)
         if password is not None:  # into a 0600 file: a log may be readable by others
             path = project_path(settings.first_admin_password_file)
@@ -166,6 +181,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         await conversations.close()
         if triage is not None:
             await triage.close()
+        await cluster.close()  # the lease last: the other nodes take over from here
 
     @app.exception(HandoffError, r.RouterError)
     async def _error(request: Request, exc: Exception) -> HTTPResponse:

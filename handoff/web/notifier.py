@@ -24,6 +24,8 @@ from typing import Any, Final
 
 import socketio
 
+from handoff.conversation.cluster import Cluster
+
 __all__ = ["AGENT_NAMESPACE", "SocketNotifier"]
 
 AGENT_NAMESPACE: Final = "/agent"
@@ -38,9 +40,12 @@ def _agent_room(username: str) -> str:
 class SocketNotifier:
     """Pushes to customers, agents and trainers over the Socket.IO server."""
 
-    def __init__(self, sio: socketio.AsyncServer) -> None:
+    def __init__(self, sio: socketio.AsyncServer, cluster: Cluster | None = None) -> None:
         self._sio = sio
         self._agents: dict[str, tuple[str, float]] = {}  # /agent sid: (username, token expiry)
+        # several gateway nodes: the other nodes' /agent sockets (their shared presence); the
+        # Socket.IO server's Redis manager carries a disconnect or a room change to their node
+        self._cluster = cluster
 
     async def _sweep(self) -> None:
         """Disconnect the ``/agent`` sockets whose login token has expired."""
@@ -107,20 +112,26 @@ class SocketNotifier:
         """An ``/agent`` socket went away."""
         self._agents.pop(sid, None)
 
-    def agent_sockets(self, username: str) -> list[str]:
-        """The open ``/agent`` sockets of ``username``."""
-        return [sid for sid, (name, _) in self._agents.items() if name == username]
+    async def agent_sockets(self, username: str) -> list[str]:
+        """The open ``/agent`` sockets of ``username``, on this node and (with several) on the
+        others."""
+        sids = [sid for sid, (name, _) in self._agents.items() if name == username]
+        if self._cluster is not None and self._cluster.shared:
+            elsewhere, _ = await self._cluster.presence()
+            sids += sorted(sid for sid, name in elsewhere.items()
+                           if name == username and sid not in self._agents)
+        return sids
 
     async def reauthorise(self, username: str, rights: Collection[str]) -> None:
         """The user's tier changed: their open sockets hear from now on what ``rights``
         allow, and nothing else."""
-        for sid in self.agent_sockets(username):
+        for sid in await self.agent_sockets(username):
             await self._rooms(sid, username, rights)
 
     async def disconnect_user(self, username: str) -> int:
         """End every ``/agent`` socket of ``username`` (logout, disabled, password reset);
         how many there were."""
-        sids = self.agent_sockets(username)
+        sids = await self.agent_sockets(username)
         for sid in sids:
             self._agents.pop(sid, None)
             await self._sio.disconnect(sid, namespace=AGENT_NAMESPACE)

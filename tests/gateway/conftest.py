@@ -33,6 +33,20 @@ GATEWAY_PYTHON = PROJECT_ROOT / ".venv" / "gateway" / "bin" / "python"
 PG_ADMIN_DSN = os.environ.get(
     "TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+"""The Redis of the multi-node tests (each takes a key prefix of its own)."""
+
+
+def redis_reachable() -> None:
+    """Skip (fail with ``TEST_REQUIRE_PG=1``, as CI runs) when no Redis answers."""
+    redis = pytest.importorskip("redis")  # the gateway's lock file has it
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        reason = f"Redis not reachable at {REDIS_URL} ({exc!r}); set TEST_REDIS_URL"
+        if os.environ.get("TEST_REQUIRE_PG"):
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 async def _pg_admin(dsn: str, *statements: str) -> None:

@@ -289,6 +289,25 @@ async def test_save_step_sets_the_router_state(store: Store, conv: str) -> None:
     assert (reopened.closed_at, reopened.state) == (None, {})
 
 
+async def test_a_step_records_the_node_at_work_and_one_node_takes_it_over(
+    store: Store, conv: str
+) -> None:
+    step = dict(mode="bot", owner=None, queued=False, queue_reason=None, state={})
+    assert (await _step(store, conv, expected_version=1, node_id="node-a", **step)).node_id == (
+        "node-a")
+    assert (await _step(store, conv, expected_version=2, **step)).node_id == "node-a"  # kept
+    await store.upsert_conversation("c2")
+    assert await store.nodes_at_work() == {conv: "node-a"}
+    # node-a is gone: of two nodes taking over, one wins; a node that is not its node loses
+    assert await store.move_node(conv, from_node="node-x", to_node="node-b") is False
+    assert await store.move_node(conv, from_node="node-a", to_node="node-b") is True
+    assert await store.move_node(conv, from_node="node-a", to_node="node-c") is False
+    assert await store.nodes_at_work() == {conv: "node-b"}
+    done = await _step(store, conv, expected_version=3, node_id=None, **step)
+    assert (done.node_id, done.version) == (None, 4)
+    assert await store.nodes_at_work() == {}
+
+
 async def test_stale_version_conflict(store: Store, conv: str) -> None:
     args = dict(mode="human", owner="alice", queued=False, queue_reason=None, state={"a": 1})
     await store.save_step(conv, expected_version=1, **args)  # type: ignore[arg-type]

@@ -1,0 +1,306 @@
+"""Several gateway nodes on one store: what the nodes share (docs/deploy.md, "Several nodes").
+
+:class:`Cluster` is the seam. It names this node (``HANDOFF_NODE_ID``) and says:
+
+* which nodes are **alive** (:meth:`Cluster.alive`): a node that stops heart-beating is gone,
+  and another node takes over the Rasa turns it had out and the review timers it ran
+  (:meth:`handoff.conversation.shell.Conversations.adopt`);
+* a **conversation lock** across nodes (:meth:`Cluster.conversation_lock`), taken after the
+  node's own ``asyncio`` lock, so that one conversation's steps and their pushes happen one
+  after another whichever node runs them. It orders; it does not guard: the store's version
+  check on every step (``Store.save_step``, with the row locked) is the fence, so a lock that
+  expired under a stalled node costs a re-step, never a lost write;
+* a **job** one node at a time runs (:meth:`Cluster.claim_job`: a retraining, a deploy) and a
+  **claim** taken once (:meth:`Cluster.once`: a retention pass, a waiting customer's offer);
+* **presence**: each node's agent sockets (``/agent`` sid -> username) and away marks, read
+  as the union over the nodes alive (:meth:`Cluster.presence`): who is available, and which
+  sockets to close or re-authorise when a user's logins end or their tier changes.
+
+:class:`LocalCluster` is one process (the default): everything stays in memory and costs
+nothing. :class:`RedisCluster` (``HANDOFF_REDIS_URL``) keeps it in Redis under
+``HANDOFF_REDIS_PREFIX``: a lease per node (``SET … PX``, renewed every third of
+``HANDOFF_NODE_LEASE``), locks as ``SET NX PX`` with a random token released only by their
+holder, and the nodes' presence in one hash. When Redis does not answer, a conversation
+lock is skipped (the version check still holds) and a job or claim is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, Final, Protocol
+
+from handoff.errors import Conflict, ServiceUnavailable
+
+__all__ = ["Cluster", "JobBusy", "JobLease", "LocalCluster", "RedisCluster", "make_cluster"]
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL: Final = 10.0  # seconds a conversation lock outlives a node that died holding it
+LOCK_WAIT: Final = 30.0  # seconds a step waits for another node's lock before giving up
+_RELEASE: Final = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_RENEW: Final = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class JobBusy(Conflict):
+    """Another node runs this job now (409)."""
+
+    code = "job_busy"
+
+
+class JobLease(Protocol):
+    """A job held by this node until :meth:`release`."""
+
+    async def release(self) -> None: ...
+
+
+class Cluster(Protocol):
+    """What the gateway nodes share (see the module docstring)."""
+
+    node_id: str
+    shared: bool  # False: one process, nothing leaves it
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def alive(self, nodes: Iterable[str]) -> set[str]: ...
+
+    def conversation_lock(self, conversation_id: str
+                          ) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+    async def claim_job(self, name: str, what: str) -> JobLease: ...
+
+    async def once(self, name: str, ttl: float) -> bool: ...
+
+    async def share_presence(self, sockets: Mapping[str, str], away: Iterable[str]
+                             ) -> None: ...
+
+    async def presence(self) -> tuple[dict[str, str], set[str]]: ...
+
+
+class _NoLease:
+    async def release(self) -> None:
+        return None
+
+
+class LocalCluster:
+    """One process: this node is the only one alive; locks and jobs are the node's own."""
+
+    shared = False
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self._presence: tuple[dict[str, str], set[str]] = ({}, set())
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def alive(self, nodes: Iterable[str]) -> set[str]:
+        return {n for n in nodes if n == self.node_id}
+
+    def conversation_lock(self, conversation_id: str
+                          ) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+    async def claim_job(self, name: str, what: str) -> JobLease:
+        return _NoLease()
+
+    async def once(self, name: str, ttl: float) -> bool:
+        return True
+
+    async def share_presence(self, sockets: Mapping[str, str], away: Iterable[str]
+                             ) -> None:
+        self._presence = (dict(sockets), set(away))
+
+    async def presence(self) -> tuple[dict[str, str], set[str]]:
+        return dict(self._presence[0]), set(self._presence[1])
+
+
+class _RedisLease:
+    """A job held in Redis, its expiry pushed back every third of the lease while it runs."""
+
+    def __init__(self, cluster: RedisCluster, key: str, token: str) -> None:
+        self.cluster, self.key, self.token = cluster, key, token
+        self._renewal = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _renew(self) -> None:
+        lease_ms = int(self.cluster.lease * 1000)
+        while True:
+            await asyncio.sleep(self.cluster.lease / 3)
+            try:
+                await self.cluster.redis.eval(_RENEW, 1, self.key, self.token, lease_ms)
+            except Exception as exc:  # noqa: BLE001 - Redis away: try again next time
+                log.warning("job lease %s not renewed: %s", self.key, exc)
+
+    async def release(self) -> None:
+        self._renewal.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._renewal
+        try:
+            await self.cluster.redis.eval(_RELEASE, 1, self.key, self.token)
+        except Exception as exc:  # noqa: BLE001 - it expires by itself
+            log.warning("job lease %s not released (it expires): %s", self.key, exc)
+
+
+class RedisCluster:
+    """The nodes of one gateway on one Redis (see the module docstring)."""
+
+    shared = True
+
+    def __init__(self, url: str, *, prefix: str, node_id: str, lease: float) -> None:
+        from redis import asyncio as aioredis  # only a gateway with HANDOFF_REDIS_URL needs it
+
+        self.url, self.prefix, self.node_id, self.lease = url, prefix, node_id, lease
+        self.redis: Any = aioredis.Redis.from_url(url, decode_responses=True)
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._lock_warned = 0.0
+
+    @property
+    def channel(self) -> str:
+        """python-socketio's pub/sub channel (a channel is not scoped by a DB number)."""
+        return f"{self.prefix}:socketio"
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    async def start(self) -> None:
+        """Take this node's lease (``ServiceUnavailable`` when Redis does not answer) and
+        keep it while the node runs."""
+        try:
+            await self._beat()
+        except Exception as exc:  # noqa: BLE001 - a node cannot join without Redis
+            raise ServiceUnavailable(f"Redis at {self.url} does not answer: {exc}") from exc
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat_forever())
+
+    async def _beat(self) -> None:
+        await self.redis.set(self._key("node", self.node_id), str(time.time()),
+                             px=int(self.lease * 1000))
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self._beat()
+            except Exception as exc:  # noqa: BLE001 - Redis away: the next beat may reach it
+                log.warning("node %s: heartbeat failed: %s", self.node_id, exc)
+
+    async def close(self) -> None:
+        """Leave: the lease and this node's presence go at once (not after the lease)."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        with contextlib.suppress(Exception):
+            await self.redis.delete(self._key("node", self.node_id))
+            await self.redis.hdel(self._key("presence"), self.node_id)
+        await self.redis.aclose()
+
+    async def alive(self, nodes: Iterable[str]) -> set[str]:
+        names = sorted(set(nodes))
+        if not names:
+            return set()
+        found = await self.redis.mget([self._key("node", n) for n in names])
+        return {n for n, value in zip(names, found, strict=True) if value is not None}
+
+    @contextlib.asynccontextmanager
+    async def conversation_lock(self, conversation_id: str) -> AsyncIterator[None]:
+        key, token = self._key("lock", "conversation", conversation_id), uuid.uuid4().hex
+        try:
+            held = await self._acquire(key, token)
+        except ServiceUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Redis away: the version check still holds
+            self._warn_unlocked(exc)
+            held = False
+        try:
+            yield
+        finally:
+            if held:
+                try:
+                    await self.redis.eval(_RELEASE, 1, key, token)
+                except Exception as exc:  # noqa: BLE001 - it expires by itself
+                    self._warn_unlocked(exc)
+
+    async def _acquire(self, key: str, token: str) -> bool:
+        deadline = time.monotonic() + LOCK_WAIT
+        pause = 0.001
+        while not await self.redis.set(key, token, nx=True, px=int(LOCK_TTL * 1000)):
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable("another gateway node holds this conversation too "
+                                         "long; try again")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        return True
+
+    def _warn_unlocked(self, exc: Exception) -> None:
+        if time.monotonic() - self._lock_warned > 10:
+            self._lock_warned = time.monotonic()
+            log.warning("conversation locks across nodes unavailable (%s): steps rely on the "
+                        "store's version check", exc)
+
+    async def claim_job(self, name: str, what: str) -> JobLease:
+        key, token = self._key("job", name), f"{self.node_id}:{uuid.uuid4().hex}"
+        try:
+            taken = await self.redis.set(key, token, nx=True, px=int(self.lease * 1000))
+            holder = None if taken else await self.redis.get(key)
+        except Exception as exc:  # noqa: BLE001 - without Redis no node may start it
+            raise ServiceUnavailable(f"Redis does not answer, so {what} cannot start: {exc}"
+                                     ) from exc
+        if not taken:
+            node = str(holder or "?").rsplit(":", 1)[0]
+            raise JobBusy(f"{what} is already running on gateway node {node}", node=node)
+        return _RedisLease(self, key, token)
+
+    async def once(self, name: str, ttl: float) -> bool:
+        try:
+            return bool(await self.redis.set(self._key("once", name), self.node_id, nx=True,
+                                             px=max(1, int(ttl * 1000))))
+        except Exception as exc:  # noqa: BLE001 - not sure it is ours: leave it
+            log.warning("claim %s not taken, Redis does not answer: %s", name, exc)
+            return False
+
+    async def share_presence(self, sockets: Mapping[str, str], away: Iterable[str]
+                             ) -> None:
+        snapshot = json.dumps({"sockets": dict(sockets), "away": sorted(set(away))})
+        try:
+            await self.redis.hset(self._key("presence"), self.node_id, snapshot)
+        except Exception as exc:  # noqa: BLE001 - the next change sends it again
+            log.warning("presence of node %s not shared: %s", self.node_id, exc)
+
+    async def presence(self) -> tuple[dict[str, str], set[str]]:
+        try:
+            snapshots = await self.redis.hgetall(self._key("presence"))
+            live = await self.alive(snapshots)
+        except Exception as exc:  # noqa: BLE001 - nobody known available: customers are told
+            log.warning("presence not read, Redis does not answer: %s", exc)
+            return {}, set()
+        sockets: dict[str, str] = {}
+        away: set[str] = set()
+        for node, raw in snapshots.items():
+            if node in live:
+                snapshot = json.loads(raw)
+                sockets.update(snapshot.get("sockets", {}))
+                away.update(snapshot.get("away", ()))
+        return sockets, away
+
+
+def make_cluster(redis_url: str, *, prefix: str, node_id: str, lease: float) -> Cluster:
+    """:class:`RedisCluster` with a Redis URL, :class:`LocalCluster` without."""
+    if redis_url:
+        return RedisCluster(redis_url, prefix=prefix, node_id=node_id, lease=lease)
+    return LocalCluster(node_id)

@@ -1,0 +1,92 @@
+"""What gateway nodes share through Redis (handoff/conversation/cluster.py), on the real Redis
+with a key prefix of this test's own; the one-process stand-in beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from handoff.conversation.cluster import JobBusy, LocalCluster, RedisCluster
+from tests.gateway.conftest import REDIS_URL, redis_reachable
+
+pytestmark = pytest.mark.asyncio
+redis = pytest.importorskip("redis")  # the gateway's lock file has it
+
+
+@pytest_asyncio.fixture
+async def nodes() -> AsyncIterator[tuple[RedisCluster, RedisCluster]]:
+    redis_reachable()
+    prefix = f"handoff-test-{uuid.uuid4().hex[:8]}"
+    a = RedisCluster(REDIS_URL, prefix=prefix, node_id="a", lease=2)
+    b = RedisCluster(REDIS_URL, prefix=prefix, node_id="b", lease=2)
+    await a.start()
+    await b.start()
+    yield a, b
+    await a.close()
+    await b.close()
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+
+
+async def test_leases_say_who_is_alive_until_a_node_leaves(
+    nodes: tuple[RedisCluster, RedisCluster]
+) -> None:
+    a, b = nodes
+    assert await a.alive(["a", "b", "c"]) == {"a", "b"}
+    await b.share_presence({"s3": "bob"}, ["bob"])
+    await a.share_presence({"s1": "ann", "s2": "bob"}, [])
+    # the union: bob's sockets on both nodes, and he is away (marked on b)
+    assert await a.presence() == ({"s1": "ann", "s2": "bob", "s3": "bob"}, {"bob"})
+    await b.close()  # a clean stop: its lease and presence go at once
+    assert await a.alive(["a", "b"]) == {"a"}
+    assert await a.presence() == ({"s1": "ann", "s2": "bob"}, set())
+
+
+async def test_a_conversation_lock_orders_steps_across_nodes(
+    nodes: tuple[RedisCluster, RedisCluster]
+) -> None:
+    a, b = nodes
+    order: list[str] = []
+
+    async def step(node: RedisCluster, name: str) -> None:
+        async with node.conversation_lock("c1"):
+            order.append(f"{name} in")
+            await asyncio.sleep(0.05)
+            order.append(f"{name} out")
+
+    await asyncio.gather(step(a, "1"), step(b, "2"), step(a, "3"))
+    pairs = [(order[i], order[i + 1]) for i in range(0, 6, 2)]  # never two inside at once
+    assert sorted(pairs) == [("1 in", "1 out"), ("2 in", "2 out"), ("3 in", "3 out")]
+    async with a.conversation_lock("c2"), b.conversation_lock("c3"):
+        pass  # other conversations do not wait
+
+
+async def test_a_job_runs_on_one_node_at_a_time_and_a_claim_is_taken_once(
+    nodes: tuple[RedisCluster, RedisCluster]
+) -> None:
+    a, b = nodes
+    lease = await a.claim_job("deploy", "a deploy")
+    with pytest.raises(JobBusy) as busy:
+        await b.claim_job("deploy", "a deploy")
+    assert busy.value.status == 409
+    assert busy.value.to_dict() == {"error": "job_busy", "node": "a",
+                                    "message": "a deploy is already running on gateway node a"}
+    await asyncio.sleep(1.5)  # past a third of the lease: renewed, still held
+    with pytest.raises(JobBusy):
+        await b.claim_job("deploy", "a deploy")
+    await lease.release()
+    await (await b.claim_job("deploy", "a deploy")).release()
+    assert [await a.once("offer:c1", 5), await b.once("offer:c1", 5)] == [True, False]
+
+
+async def test_one_process_is_alone() -> None:
+    local = LocalCluster("me")
+    assert await local.alive(["me", "other"]) == {"me"}
+    assert await local.once("x", 1) and await local.once("x", 1)
+    await local.share_presence({"s1": "ann"}, ["ann"])
+    assert await local.presence() == ({"s1": "ann"}, {"ann"})
