@@ -31,6 +31,7 @@ import uuid
 from typing import Any
 
 from sanic import Sanic
+from sanic.exceptions import SanicException
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
@@ -167,6 +168,16 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     async def _error(request: Request, exc: Exception) -> HTTPResponse:
         body, status = error_body(exc)
         return json(body, status=status)
+
+    @app.exception(SanicException)
+    async def _http_error(request: Request, exc: SanicException) -> HTTPResponse:
+        """Sanic's own refusals (no such route, a method the route does not take, a body too
+        large) in the API's one error shape instead of Sanic's."""
+        status = int(getattr(exc, "status_code", 500) or 500)
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                408: "request_timeout", 413: "payload_too_large"}.get(status, "http_error")
+        return json({"error": code, "message": str(exc) or code.replace("_", " ")},
+                    status=status, headers=getattr(exc, "headers", None) or None)
 
     @app.get("/api/health", name="health")
     async def _health(request: Request) -> HTTPResponse:

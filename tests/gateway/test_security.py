@@ -26,6 +26,7 @@ from handoff.store import Store
 from tests.gateway.clients import WAIT, Widget, agent_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
+from tests.gateway.agent_fuzz import assert_store_consistent
 from tests.gateway.fuzz import CASES, Fuzzer
 
 SHOP = "https://shop.example"  # a page allowed to embed the widget (HANDOFF_CORS_ORIGINS)
@@ -357,6 +358,7 @@ async def test_after_the_fuzz_the_store_is_consistent_and_no_traceback_was_logge
             await asyncio.sleep(0.1)
         assert seqs == list(range(1, after.last_seq + 1)), conversation.id
         assert after.mode in ("bot", "review", "human", "closed")
+    await assert_store_consistent(store)  # every invariant, in one snapshot
     assert "Traceback" not in gateway.log_path.read_text(errors="replace")
 
 
