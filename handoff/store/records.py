@@ -61,6 +61,7 @@ class Conversation:
     triage: dict[str, Any] | None = None  # {"history", "assessment"}: docs/triage.md
     metrics_rev: int = 0  # changes of the metrics' inputs outside a step (migration 0010)
     erased_at: datetime | None = None  # an admin erased it (migration 0013)
+    tracker_masked_before: datetime | None = None  # Rasa's tracker masked up to (0021)
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,8 +195,9 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                                max_chars=settings.max_message_chars, waiting=waiting,
                                sessions=settings.customer_sessions,
                                limits=Limits.from_settings(settings), instruments=instruments)
-    login_limits = LoginLimits(settings.login_max_failures, settings.login_ip_max_failures,
-                               settings.login_backoff, settings.login_lockout)
+    login_limits = LoginLimits(store, settings.login_max_failures,
+                               settings.login_ip_max_failures, settings.login_backoff,
+                               settings.login_lockout)
     register_login(app, settings=settings, store=store, notifier=notifier, limits=login_limits,
                    instruments=instruments)
     register_users_api(app, settings=settings, store=store, notifier=notifier,

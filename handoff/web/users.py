@@ -157,11 +157,11 @@ def register_users_api(app: Sanic[Any, Any], *, settings: Settings, store: Store
         """Lift the login limits on a username (``{reason}``); ``{unlocked}``: whether any
         were in force."""
         reason = reason_field(json_body(request))
-        unlocked = limits.unlock(username)
+        unlocked = await limits.unlock(username)
         await store.audit(current_user(request).username, "login_unlocked",
                           target=f"user:{username}",
                           details={"reason": reason, "unlocked": unlocked})
-        return json({"unlocked": unlocked, "locked": limits.locked_names()})
+        return json({"unlocked": unlocked, "locked": await limits.locked_names()})
 
     @app.get("/api/audit", name="audit")
     async def _audit(request: Request) -> HTTPResponse:
