@@ -94,7 +94,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     sio = GuardedServer(async_mode="sanic", cors_allowed_origins=origins.widget_allows,
                         async_handlers=False, max_http_buffer_size=settings.max_frame_bytes)
     sio.attach(app, socketio_path="socket.io")
-    notifier = SocketNotifier(sio)
+    notifier = SocketNotifier(sio, store.users_by_name)
     triage = TriageLink(TriageConfig.from_settings(settings)) if (
         settings.triage_enabled) else None
     instruments = Instruments()

@@ -24,7 +24,7 @@ from handoff.web.http import int_arg, json_body
 from handoff.web.login import password_field, user_json
 from handoff.web.login_limits import LoginLimits
 from handoff.web.notifier import SocketNotifier
-from handoff.web.rights import current_user, has_right, rights_of, tiers_json
+from handoff.web.rights import current_user, has_right, tiers_json
 
 __all__ = ["UserAdmin", "register_users_api"]
 
@@ -71,7 +71,7 @@ class UserAdmin:
         await self._audit(actor, "tier_changed", username, reason, before=before.tier,
                           after=user.tier)
         if self.notifier is not None:
-            await self.notifier.reauthorise(username, rights_of(user.tier))
+            await self.notifier.reauthorise(username, user.tier)
         return user
 
     async def set_disabled(self, actor: str, username: str, disabled: bool,
