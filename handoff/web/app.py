@@ -130,7 +130,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     customer_data = CustomerData(store, rasa, kinds=settings.pii_kind_list,
                                  conversations=conversations)
     retention = RetentionJob(store, retention_days=settings.pii_retention_days,
-                             interval=settings.pii_mask_interval, kinds=settings.pii_kind_list)
+                             interval=settings.pii_mask_interval, kinds=settings.pii_kind_list,
+                             rasa=rasa)
     app.ctx.rasa_health = health
 
     @app.before_server_start
