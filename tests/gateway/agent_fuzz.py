@@ -56,7 +56,7 @@ QUERIES = st.dictionaries(st.sampled_from(["mode", "queued", "owner", "limit", "
                                            "before_id", "status", "type", "agent", "x"]),
                           st.sampled_from(["0", "1", "-1", "bot", "human", "true", "99999999999",
                                            "fuzz"])
-                          | st.text(st.characters(blacklist_categories=("Cs",)), max_size=10),
+                          | st.text(st.characters(exclude_categories=["Cs"]), max_size=10),
                           max_size=3)
 _PARAM = re.compile(r"\{(\w+)\}")
 _INT_PARAMS: Final = frozenset({"correction_id", "spot_check_id", "reply_id"})

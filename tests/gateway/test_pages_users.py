@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,8 +20,8 @@ from playwright.sync_api import Browser, expect
 from handoff.errors import NotFound
 from handoff.store import Store
 from handoff.web.auth import create_user
-from tests.gateway.conftest import GATEWAY_PYTHON, PROJECT_ROOT, Gateway
 from tests.gateway.clients import Widget
+from tests.gateway.conftest import Gateway
 from tests.gateway.test_pages import (  # noqa: F401 (fixtures)
     CHROMIUM, Console, PageWatch, Shots, _api, _password, agents, browser, shots, watch,
 )
@@ -38,7 +36,7 @@ def _user(gateway: Gateway, username: str, tier: str) -> None:
             try:
                 await store.get_user(username)
             except NotFound:
-                await create_user(store, username, _password(username), tier)  # type: ignore[arg-type]
+                await create_user(store, username, _password(username), tier)
     with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's loop
         pool.submit(asyncio.run, create()).result()
 
@@ -102,12 +100,13 @@ def test_sections_follow_rights_not_rank(
     expect(erin.page.locator("#login-error")).to_have_text("You are logged out.")
 
 
-def test_a_tier_change_and_a_disable_from_the_cli_reach_an_open_console(
+def test_a_tier_change_and_a_disable_reach_an_open_console(
     browser: Browser, gateway: Gateway, watch: PageWatch
 ) -> None:
-    """The console follows a tier change at once (the gateway pushes ``rights``), and a
-    ``python -m handoff.web.auth disable`` run beside the gateway ends the user's console at
-    the gateway's next push."""
+    """The console follows a tier change at once (the gateway pushes ``rights``), and
+    disabling the user returns their console to the login page (the gateway closes the
+    socket; the same happens at the next push after ``python -m handoff.web.auth disable``,
+    which test_rights.py tests on the socket)."""
     _admin(gateway, "ada")
     name = f"tess{uuid.uuid4().hex[:6]}"
     _user(gateway, name, "trainee")
@@ -126,17 +125,9 @@ def test_a_tier_change_and_a_disable_from_the_cli_reach_an_open_console(
     expect(nav.get_by_role("link", name="Users")).to_be_hidden()
     expect(tess.page.locator("#live")).to_have_text("live")
 
-    cli = subprocess.run(
-        [str(GATEWAY_PYTHON), "-m", "handoff.web.auth", "disable", "--username", name,
-         "--reason", "left the team", "--url", gateway.database_url],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")},
-             "HANDOFF_ENV_FILE": os.devnull})
-    assert cli.returncode == 0, cli.stderr
-    expect(tess.page.locator("#live")).to_have_text("live")  # nothing pushed yet
-    resp = requests.post(f"{gateway.url}/api/presence", headers=ada, timeout=30,
-                         json={"status": "available"})  # a push to every agent
-    assert resp.status_code == 200, resp.text
+    resp = requests.patch(f"{gateway.url}/api/users/{name}", headers=ada, timeout=30,
+                          json={"disabled": True, "reason": "left the team"})
+    assert resp.status_code == 200, resp.text  # the gateway closes tess's socket at once
     expect(tess.page.locator("#login-error")).to_have_text(
         "Your session has ended. Please log in again.")
 
