@@ -49,7 +49,14 @@ from the tracker store (every session of it; SQL, in-memory and Redis stores; an
 answers 501), under the conversation's lock: an admin erasing a customer's data
 (docs/security.md). Answers ``{"sender", "erased": true | false}`` (false: there was none).
 Rasa 3.6's HTTP API cannot do this: ``PUT /conversations/{id}/tracker/events`` only appends
-to an SQL store, and there is no delete. The token is ``$GATEWAY_CHANNEL_TOKEN`` (default: ``$RASA_TOKEN``);
+to an SQL store, and there is no delete.
+
+``POST /webhooks/gateway/mask`` ``{"sender": "...", "kinds"?: ["email", "phone", "card",
+"order"], "after"?: t, "before"?: t}`` masks the PII of the conversation's events stamped from
+``after`` until ``before`` (Unix times; null or absent: no bound) in place (the same stores, the
+same lock; ``contracts/masking.py``): the gateway's retention job, each event once, as it masks
+the stored transcript (docs/security.md). Answers ``{"sender", "masked": n}``, the events
+changed (0: none, or no such tracker). The token is ``$GATEWAY_CHANNEL_TOKEN`` (default: ``$RASA_TOKEN``);
 requests without it get 401.
 
 Enable it in ``credentials.yml`` with ``bot.gateway_channel.GatewayInput:``.
@@ -58,8 +65,9 @@ Enable it in ``credentials.yml`` with ``bot.gateway_channel.GatewayInput:``.
 from __future__ import annotations
 
 import hmac
+import json
 import os
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Text, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Text, Tuple
 
 from sanic import Blueprint, response
 from sanic.request import Request
@@ -76,6 +84,8 @@ from rasa.shared.core.events import (
 )
 from rasa.shared.core.trackers import DialogueStateTracker
 
+from contracts.masking import KINDS, Masker
+
 CHANNEL_NAME = "gateway"
 ALTERNATIVES = 5
 MAX_ACTIONS_PER_TURN = 10
@@ -89,12 +99,18 @@ class Unsupported(Exception):
     """The tracker store cannot erase a conversation (answered with 501 and the message)."""
 
 
-def erase_tracker(tracker_store: Any, sender: Text) -> bool:
-    """Delete every event of ``sender`` from the tracker store (unwrapping Rasa's fail-safe
-    and awaitable wrappers); whether there were any."""
+def _unwrapped(tracker_store: Any) -> Any:
+    """The tracker store inside Rasa's fail-safe and awaitable wrappers."""
     store = tracker_store
     while hasattr(store, "_tracker_store"):
         store = store._tracker_store  # noqa: SLF001 - FailSafe/AwaitableTrackerStore wrap it
+    return store
+
+
+def erase_tracker(tracker_store: Any, sender: Text) -> bool:
+    """Delete every event of ``sender`` from the tracker store (unwrapping Rasa's fail-safe
+    and awaitable wrappers); whether there were any."""
+    store = _unwrapped(tracker_store)
     if isinstance(store, InMemoryTrackerStore):
         return store.store.pop(sender, None) is not None
     if isinstance(store, SQLTrackerStore):
@@ -107,6 +123,88 @@ def erase_tracker(tracker_store: Any, sender: Text) -> bool:
     if isinstance(store, RedisTrackerStore):
         return bool(store.red.delete(store.key_prefix + sender))
     raise Unsupported(f"erasing from a {type(store).__name__} is not supported")
+
+
+Window = Tuple[Optional[float], Optional[float]]
+
+
+def _in(window: Window, event: Dict[str, Any]) -> bool:
+    after, before = window
+    stamp = event.get("timestamp")
+    if not isinstance(stamp, (int, float)):
+        return after is None  # an event without a time: with the first window only
+    return (after is None or stamp >= after) and (before is None or stamp < before)
+
+
+def _masked(event: Dict[str, Any], masker: Masker, window: Window) -> Dict[str, Any]:
+    return masker.mask_event(event) if _in(window, event) else event
+
+
+def _masked_dialogue(serialised: Any, masker: Masker, window: Window) -> Tuple[Text, int]:
+    """A tracker serialised as Rasa's in-memory and Redis stores keep it (the dialogue's JSON)
+    with the events of ``window`` masked; how many events changed."""
+    dialogue = json.loads(serialised)
+    events = dialogue.get("events") or []
+    masked = [_masked(event, masker, window) for event in events]
+    dialogue["events"] = masked
+    return json.dumps(dialogue), sum(1 for old, new in zip(events, masked) if old != new)
+
+
+def mask_tracker(tracker_store: Any, sender: Text, kinds: Sequence[Text] = KINDS,
+                 after: Optional[float] = None, before: Optional[float] = None) -> int:
+    """Mask the PII of ``kinds`` in the events of ``sender`` stamped from ``after`` until
+    ``before`` (Unix times; None: no bound) in the tracker store (contracts/masking.py: the
+    customer's text, entities and slot values, the bot's text; a value gets the same
+    replacement as in the gateway's store); how many events changed (0 for an unknown
+    sender). The caller masks each event once: a masked card or phone number would be masked
+    again into another."""
+    store = _unwrapped(tracker_store)
+    masker = Masker(kinds=kinds)
+    window = (after, before)
+    if isinstance(store, InMemoryTrackerStore):
+        stored = store.store.get(sender)
+        if stored is None:
+            return 0
+        store.store[sender], changed = _masked_dialogue(stored, masker, window)
+        return changed
+    if isinstance(store, SQLTrackerStore):
+        changed = 0
+        with store.session_scope() as session:
+            rows = session.query(SQLTrackerStore.SQLEvent).filter(
+                SQLTrackerStore.SQLEvent.sender_id == sender
+            ).order_by(SQLTrackerStore.SQLEvent.id).all()
+            for row in rows:
+                event = json.loads(row.data)
+                masked = _masked(event, masker, window)
+                if masked != event:
+                    row.data = json.dumps(masked)
+                    changed += 1
+            session.commit()
+        return changed
+    if isinstance(store, RedisTrackerStore):
+        key = store.key_prefix + sender
+        stored = store.red.get(key)
+        if stored is None:
+            return 0
+        text, changed = _masked_dialogue(stored, masker, window)
+        store.red.set(key, text, keepttl=True)
+        return changed
+    raise Unsupported(f"masking a {type(store).__name__} is not supported")
+
+
+def _kinds(body: Dict[str, Any]) -> List[Text]:
+    kinds = body.get("kinds", list(KINDS))
+    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds) or not set(
+            kinds) <= set(KINDS):
+        raise BadRequest(f"'kinds' must be a list of {', '.join(KINDS)}")
+    return kinds
+
+
+def _time(body: Dict[str, Any], key: Text) -> Optional[float]:
+    value = body.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise BadRequest(f"'{key}' must be a Unix time or null")
+    return None if value is None else float(value)
 
 
 def _token() -> str:
@@ -380,6 +478,15 @@ class GatewayInput(InputChannel):
             async def work(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
                 erased = erase_tracker(agent.tracker_store, body["sender"])
                 return {"sender": body["sender"], "erased": erased}
+
+            return await guarded(request, work)
+
+        @bp.route("/mask", methods=["POST"])
+        async def mask(request: Request) -> HTTPResponse:
+            async def work(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
+                masked = mask_tracker(agent.tracker_store, body["sender"], _kinds(body),
+                                      _time(body, "after"), _time(body, "before"))
+                return {"sender": body["sender"], "masked": masked}
 
             return await guarded(request, work)
 

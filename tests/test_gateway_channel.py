@@ -141,6 +141,24 @@ def test_requests_without_the_token_or_with_bad_bodies_are_refused(rasa_stack: S
     assert (bad.status_code, bad.json()) == (400, {"error": "'sender' must be a non-empty string"})
     none = requests.post(erase, json={"sender": "never-seen"}, headers=auth, timeout=30)
     assert (none.status_code, none.json()) == (200, {"sender": "never-seen", "erased": False})
+    mask = f"{rasa_stack.rasa_url}/webhooks/gateway/mask"
+    assert requests.post(mask, json={"sender": "x"}, timeout=30).status_code == 401
+    bad = requests.post(mask, json={"sender": "x", "kinds": ["email", "names"]}, headers=auth,
+                        timeout=30)
+    assert (bad.status_code, bad.json()) == (
+        400, {"error": "'kinds' must be a list of email, phone, card, order"})
+    none = requests.post(mask, json={"sender": "never-seen"}, headers=auth, timeout=30)
+    assert (none.status_code, none.json()) == (200, {"sender": "never-seen", "masked": 0})
+
+
+def _in_rasa(script: str, tmp_path: Path) -> None:
+    """Run ``script`` in Rasa's environment with an SQL tracker store file as its argument;
+    it prints "ok" when its assertions held."""
+    done = subprocess.run(
+        [str(RASA_VENV / "bin" / "python"), "-c", script, str(tmp_path / "tracker.db")],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
 
 
 ERASE_SQL = """
@@ -172,8 +190,50 @@ asyncio.run(main())
 def test_erase_deletes_one_senders_events_from_an_sql_tracker_store(tmp_path: Path) -> None:
     """The endpoints.yml default (SQL); the test session's Rasa uses the in-memory store, which
     tests/gateway/test_privacy.py erases through the running server."""
-    done = subprocess.run(
-        [str(RASA_VENV / "bin" / "python"), "-c", ERASE_SQL, str(tmp_path / "tracker.db")],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
+    _in_rasa(ERASE_SQL, tmp_path)
+
+
+MASK_SQL = """
+import asyncio, sys, time
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import BotUttered, SlotSet, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+from bot.gateway_channel import mask_tracker
+
+CARD = "my card is 4111 1111 1111 1111, jane@mail.test"
+
+async def main() -> None:
+    store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=sys.argv[1])
+    old = time.time() - 100
+    for sender in ("mine", "theirs"):
+        tracker = DialogueStateTracker(sender, [])
+        tracker.update(UserUttered(CARD, timestamp=old))
+        tracker.update(SlotSet("email", "jane@mail.test", timestamp=old))
+        tracker.update(BotUttered("I will write to jane@mail.test", timestamp=old))
+        tracker.update(UserUttered("later: " + CARD, timestamp=old + 90))
+        await store.save(tracker)
+    assert mask_tracker(store, "mine", before=old + 50) == 3  # the old events only
+    first = (await store.retrieve_full_tracker("mine")).events[0].text
+    assert (await store.retrieve_full_tracker("mine")).latest_message.text == "later: " + CARD
+    assert mask_tracker(store, "mine", after=old + 50, before=old + 95) == 1  # the later one
+    assert mask_tracker(store, "mine", after=old + 95, before=old + 200) == 0
+    assert mask_tracker(store, "nobody") == 0
+    mine = await store.retrieve_full_tracker("mine")
+    assert mine.events[0].text == first  # each event masked once
+    text = str([e.as_dict() for e in mine.events])
+    assert "4111 1111 1111 1111" not in text and "jane@mail.test" not in text, text
+    assert first.startswith("my card is ") and mine.latest_message.text.startswith("later: ")
+    theirs = await store.retrieve_full_tracker("theirs")
+    assert theirs.latest_message.text == "later: " + CARD
+    print("ok")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.long
+def test_mask_masks_one_senders_events_in_an_sql_tracker_store(tmp_path: Path) -> None:
+    """The endpoints.yml default (SQL); the test session's Rasa uses the in-memory store, which
+    tests/gateway/test_privacy.py masks through the running server."""
+    _in_rasa(MASK_SQL, tmp_path)

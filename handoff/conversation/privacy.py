@@ -13,9 +13,10 @@ take a list of them.
   When Rasa does not answer, the gateway's part stays done, the failure is audit-logged and
   :class:`RasaNotErased` (503) says to run the erasure again, which is safe.
 * :class:`RetentionJob` — every ``HANDOFF_PII_MASK_INTERVAL`` seconds one pass masks the
-  messages and notes older than ``HANDOFF_PII_RETENTION_DAYS`` (kept referenced, cancelled on
-  shutdown; with several gateway nodes the first node to claim a pass runs it, the others
-  skip it).
+  messages and notes older than ``HANDOFF_PII_RETENTION_DAYS``, then the events of the same
+  age in Rasa's trackers (the gateway channel's ``/mask``; each event once; a tracker Rasa did
+  not mask is tried again at the next pass) (kept referenced, cancelled on shutdown; with
+  several gateway nodes the first node to claim a pass runs it, the others skip it).
 
 Command line, for operators, on the gateway's database and Rasa (settings as the gateway
 reads them)::
@@ -157,9 +158,11 @@ class RetentionJob:
     BATCH = 500
 
     def __init__(self, store: Store, *, retention_days: int, interval: float,
-                 kinds: Sequence[str], cluster: Cluster | None = None) -> None:
+                 kinds: Sequence[str], cluster: Cluster | None = None,
+                 rasa: RasaClient | None = None) -> None:
         self.store = store
         self.cluster = cluster  # several gateway nodes: one of them runs each pass
+        self.rasa = rasa
         self.retention = timedelta(days=retention_days)
         self.interval = interval
         self.kinds = tuple(kinds)
@@ -174,6 +177,25 @@ class RetentionJob:
             done = await self.store.mask_expired(before, kinds=self.kinds, limit=self.BATCH)
             total += done
             if done < self.BATCH:
+                return total
+
+    async def mask_trackers(self, at: datetime | None = None) -> int:
+        """Mask the events of the Rasa trackers older than ``at`` (default now) minus the
+        retention period that earlier passes did not (each event once: masking is not
+        idempotent for card and phone numbers); how many trackers. Stops at the first that
+        Rasa does not mask (``RasaError``): it stays due for the next pass."""
+        if self.rasa is None:
+            return 0
+        before = (at or datetime.now(timezone.utc)) - self.retention
+        total = 0
+        while True:
+            due = await self.store.trackers_to_mask(before, limit=self.BATCH)
+            for cid, after in due:
+                await self.rasa.mask(cid, self.kinds, before=before.timestamp(),
+                                     after=None if after is None else after.timestamp())
+                await self.store.tracker_masked(cid, before)
+                total += 1
+            if len(due) < self.BATCH:
                 return total
 
     def start(self) -> None:
@@ -194,7 +216,9 @@ class RetentionJob:
                     "pii-retention", self.interval * 0.9)
                 if ours and (masked := await self.run_once()):
                     log.info("PII retention: masked %d stored message(s) and note(s)", masked)
-            except HandoffError as exc:  # the database did not answer: next pass
+                if (trackers := await self.mask_trackers()):
+                    log.info("PII retention: masked %d Rasa tracker(s)", trackers)
+            except HandoffError as exc:  # the database or Rasa did not answer: next pass
                 log.warning("PII retention pass failed: %s", exc)
             await asyncio.sleep(self.interval)
 
@@ -228,11 +252,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         else:
             job = RetentionJob(store, retention_days=settings.pii_retention_days,
                                interval=settings.pii_mask_interval,
-                               kinds=settings.pii_kind_list)
+                               kinds=settings.pii_kind_list, rasa=rasa)
             if settings.pii_retention_days == 0:
                 print("HANDOFF_PII_RETENTION_DAYS is 0: nothing is masked")
                 return 0
             print(f"masked {await job.run_once()} message(s) and note(s)")
+            print(f"masked {await job.mask_trackers()} Rasa tracker(s)")
     except HandoffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, TypedDict, cast
 from urllib.parse import quote
 
@@ -217,6 +218,15 @@ class RasaClient:
         :class:`RasaUnavailable`."""
         data = await self._post("/erase", {"sender": sender})
         return bool(data.get("erased"))
+
+    async def mask(self, sender: str, kinds: Sequence[str], *, after: float | None,
+                   before: float) -> int:
+        """Mask the PII of ``kinds`` in the events of the conversation's tracker in Rasa's
+        tracker store stamped from ``after`` (None: the first) until ``before`` (Unix times;
+        the channel's ``/mask``); how many events changed."""
+        data = await self._post("/mask", {"sender": sender, "kinds": list(kinds),
+                                          "after": after, "before": before})
+        return int(data.get("masked") or 0)
 
     async def status(self, base_url: str | None = None) -> dict[str, Any]:
         """Rasa's ``/status`` (``model_id``, ``model_file``, ...); ``base_url``: another

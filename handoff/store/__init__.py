@@ -8,6 +8,7 @@ Command line: ``python -m handoff.store migrate --url URL``.
 from handoff.store.conversations import StaleVersion as StaleVersion
 from handoff.store.database import VERSION_TABLE as VERSION_TABLE
 from handoff.store.database import alembic_config as alembic_config
+from handoff.store.login_limits import LoginLimit as LoginLimit
 from handoff.store.records import (
     AuditEntry as AuditEntry,
     Conversation as Conversation,
@@ -47,6 +48,7 @@ __all__ = [
     "CorrectionDraft",
     "CorrectionType",
     "Keep",
+    "LoginLimit",
     "Message",
     "MessageNlu",
     "Mode",

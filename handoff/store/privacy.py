@@ -271,3 +271,25 @@ class PrivacyStore(Database):
                 conversation_contacts.c.left_at < before))
             count += int(gone.rowcount or 0)
         return count
+
+    async def trackers_to_mask(self, before: datetime, *,
+                               limit: int = 500) -> list[tuple[str, datetime | None]]:
+        """Conversations (not erased) with messages created before ``before`` whose Rasa
+        tracker is not masked that far yet: ``(id, masked up to)`` (None: never), oldest
+        first. Their tracker's events from "masked up to" until ``before`` are due."""
+        c, m = conversations, messages
+        due = sa.exists().where(m.c.conversation_id == c.c.id, m.c.created_at < before,
+                                sa.or_(c.c.tracker_masked_before.is_(None),
+                                       m.c.created_at >= c.c.tracker_masked_before))
+        query = (sa.select(c.c.id, c.c.tracker_masked_before)
+                 .where(c.c.erased_at.is_(None), due)
+                 .order_by(c.c.created_at, c.c.id).limit(limit))
+        async with self._tx(write=False) as conn:
+            return [(row.id, row.tracker_masked_before) for row in await conn.execute(query)]
+
+    async def tracker_masked(self, conversation_id: str, before: datetime) -> None:
+        """The conversation's Rasa tracker is masked up to ``before``."""
+        async with self._tx(write=True) as conn:
+            await conn.execute(sa.update(conversations)
+                               .where(conversations.c.id == conversation_id)
+                               .values(tracker_masked_before=before))

@@ -63,6 +63,7 @@ class Conversation:
     metrics_rev: int = 0  # changes of the metrics' inputs outside a step (migration 0010)
     erased_at: datetime | None = None  # an admin erased it (migration 0013)
     node_id: str | None = None  # the gateway node running its Rasa call or timer (0019)
+    tracker_masked_before: datetime | None = None  # Rasa's tracker masked up to (0021)
 
 
 class Keep(enum.Enum):

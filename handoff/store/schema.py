@@ -75,6 +75,7 @@ conversations = sa.Table(
     sa.Column("erased_at", _TIME),  # an admin erased it: a closed tombstone (0013)
     # the gateway node running its Rasa call or review timer, None when nothing runs (0019)
     sa.Column("node_id", sa.Text),
+    sa.Column("tracker_masked_before", _TIME),  # Rasa's tracker masked up to then (0021)
     sa.Index("ix_conversations_mode_queued", "mode", "queued"),
     sa.Index("ix_conversations_node_id", "node_id"),
     sa.Index("ix_conversations_owner", "owner"),
@@ -175,6 +176,15 @@ customer_sessions = sa.Table(
     sa.Column("session_id", sa.Text, primary_key=True),
     sa.Column("secret_hash", sa.Text, nullable=False),
     sa.Column("created_at", _TIME, nullable=False),
+)
+
+login_limits = sa.Table(
+    "login_limits", metadata,  # failed logins per user:<name> / ip:<address> (0021)
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("not_before", _TIME),
+    sa.Column("locked", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", _TIME, nullable=False),
 )
 
 notes = sa.Table(

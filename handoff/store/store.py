@@ -19,7 +19,8 @@ users and the audit log (:mod:`~handoff.store.users`), model versions
 (:mod:`~handoff.store.model_versions`), spot-checks (:mod:`~handoff.store.spot_checks`),
 the dashboard's reads (:mod:`~handoff.store.metrics`), customers' data exported, erased and
 masked (:mod:`~handoff.store.privacy`), customer sessions' secret hashes
-(:mod:`~handoff.store.customer_sessions`).
+(:mod:`~handoff.store.customer_sessions`), failed logins
+(:mod:`~handoff.store.login_limits`).
 Callers use :class:`Store`, imported from :mod:`handoff.store`.
 
 Command line: ``python -m handoff.store migrate --url URL`` (:mod:`handoff.store.__main__`).
@@ -28,6 +29,7 @@ Command line: ``python -m handoff.store migrate --url URL`` (:mod:`handoff.store
 from __future__ import annotations
 
 from handoff.store.customer_sessions import CustomerSessionStore
+from handoff.store.login_limits import LoginLimitStore
 from handoff.store.metrics import MetricsStore
 from handoff.store.model_versions import ModelStore
 from handoff.store.privacy import PrivacyStore
@@ -39,6 +41,6 @@ __all__ = ["Store"]
 
 
 class Store(StepStore, SpotCheckStore, UserStore, ModelStore, MetricsStore, PrivacyStore,
-            CustomerSessionStore):
+            CustomerSessionStore, LoginLimitStore):
     """The gateway's database. ``url``: ``sqlite+aiosqlite:///path.db`` (the default kind;
     the parent folder is created) or ``postgresql+asyncpg://user@host/db``."""

@@ -4,7 +4,7 @@ keeps the rows. Part of :class:`~handoff.store.Store`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -79,6 +79,16 @@ class UserStore(Database):
             query = query.where(users.c.username > after)
         async with self._tx(write=False) as conn:
             return [record(User, row) for row in await conn.execute(query.limit(limit))]
+
+    async def users_by_name(self, usernames: Collection[str]) -> dict[str, User]:
+        """The users of ``usernames`` that exist, by username (one query: the notifier checks
+        the users of every open ``/agent`` socket before each push)."""
+        if not usernames:
+            return {}
+        async with self._tx(write=False) as conn:
+            rows = await conn.execute(sa.select(users).where(
+                users.c.username.in_(list(usernames))))
+            return {row.username: record(User, row) for row in rows}
 
     async def count_users(self) -> int:
         """How many users exist (disabled ones included)."""

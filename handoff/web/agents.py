@@ -36,8 +36,7 @@ from handoff.store import Store, User, to_json
 from handoff.web.auth import user_from_token, verify_token
 from handoff.web.http import Body, flag_field, int_arg, json_body, text_field
 from handoff.web.notifier import AGENT_NAMESPACE, SocketNotifier
-from handoff.web.rights import (DECISION_RIGHTS, current_user, guard, require_right,
-                                rights_of)
+from handoff.web.rights import DECISION_RIGHTS, current_user, guard, require_right
 
 __all__ = ["ACTIONS", "AgentAction", "register_agent_api"]
 
@@ -279,8 +278,7 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
         except HandoffError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message) from None
         await sio.save_session(sid, {"token": token}, namespace=AGENT_NAMESPACE)
-        await notifier.join_agent(sid, user.username, rights_of(user.tier),
-                                  claims.expires_at.timestamp())
+        await notifier.join_agent(sid, user, claims.expires_at.timestamp(), claims.version)
         if waiting is not None:  # logged in to the console: available unless marked away
             await waiting.agent_connected(sid, user.username)
             await notifier.to_agents("presence", await waiting.presence_json())

@@ -33,6 +33,7 @@ from typing import Any
 
 import socketio
 from sanic import Sanic
+from sanic.exceptions import SanicException
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
@@ -102,7 +103,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                         async_handlers=False, max_http_buffer_size=settings.max_frame_bytes,
                         **({"client_manager": manager} if manager is not None else {}))
     sio.attach(app, socketio_path="socket.io")
-    notifier = SocketNotifier(sio, cluster)
+    notifier = SocketNotifier(sio, cluster, store.users_by_name)
     triage = TriageLink(TriageConfig.from_settings(settings)) if (
         settings.triage_enabled) else None
     instruments = Instruments()
@@ -142,7 +143,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                                  conversations=conversations)
     retention = RetentionJob(store, retention_days=settings.pii_retention_days,
                              interval=settings.pii_mask_interval, kinds=settings.pii_kind_list,
-                             cluster=cluster)
+                             cluster=cluster, rasa=rasa)
     app.ctx.rasa_health = health
 
     @app.before_server_start
@@ -188,6 +189,16 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         body, status = error_body(exc)
         return json(body, status=status)
 
+    @app.exception(SanicException)
+    async def _http_error(request: Request, exc: SanicException) -> HTTPResponse:
+        """Sanic's own refusals (no such route, a method the route does not take, a body too
+        large) in the API's one error shape instead of Sanic's."""
+        status = int(getattr(exc, "status_code", 500) or 500)
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                408: "request_timeout", 413: "payload_too_large"}.get(status, "http_error")
+        return json({"error": code, "message": str(exc) or code.replace("_", " ")},
+                    status=status, headers=getattr(exc, "headers", None) or None)
+
     @app.get("/api/health", name="health")
     async def _health(request: Request) -> HTTPResponse:
         body: dict[str, Any] = {"status": "ok", "triage": "off" if triage is None else (
@@ -204,8 +215,9 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                                max_chars=settings.max_message_chars, waiting=waiting,
                                sessions=settings.customer_sessions,
                                limits=Limits.from_settings(settings), instruments=instruments)
-    login_limits = LoginLimits(settings.login_max_failures, settings.login_ip_max_failures,
-                               settings.login_backoff, settings.login_lockout)
+    login_limits = LoginLimits(store, settings.login_max_failures,
+                               settings.login_ip_max_failures, settings.login_backoff,
+                               settings.login_lockout)
     register_login(app, settings=settings, store=store, notifier=notifier, limits=login_limits,
                    instruments=instruments)
     register_users_api(app, settings=settings, store=store, notifier=notifier,

@@ -93,13 +93,18 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
     async def allowed(sid: str) -> bool:
         """The connection's and its IP's token buckets; a connection that goes on after
         ``customer_message_burst`` refusals in a row is disconnected."""
-        if per_socket.take(sid) and per_ip.take(ips.get(sid, "?")):
+        if not per_socket.take(sid):
+            why = (f"at most {limits.customer_message_rate:g} a second per connection (bursts "
+                   f"of {limits.customer_message_burst})")
+        elif not per_ip.take(ips.get(sid, "?")):
+            why = (f"at most {limits.ip_message_rate:g} a second from your address, all its "
+                   f"connections together (bursts of {limits.ip_message_burst})")
+        else:
             strikes.pop(sid, None)
             return True
         strikes[sid] = strikes.get(sid, 0) + 1
-        await refuse(sid, ProtocolError("rate_limited", (
-            f"too many messages: at most {limits.customer_message_rate:g} a second per "
-            f"connection (bursts of {limits.customer_message_burst}); wait and send again")))
+        await refuse(sid, ProtocolError("rate_limited",
+                                        f"too many messages: {why}; wait and send again"))
         if strikes[sid] >= limits.customer_message_burst:
             quiet.warning("disconnected a flooding customer connection from %s",
                           ips.get(sid, "?"))

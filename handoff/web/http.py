@@ -1,7 +1,7 @@
 """What every HTTP handler of the gateway shares: reading a request and answering a refusal.
 
 * :func:`json_body` — the request's JSON object (``{}`` without a body), ``BadRequest`` for
-  anything else;
+  anything else; :func:`check_storable` — the same check of Unicode for an event's payload;
 * :func:`text_field`, :func:`flag_field` — one field of a body, checked;
 * :func:`int_arg` — an integer query argument within bounds;
 * :func:`error_body` — the API's one error shape, ``{"error", "message", ...}`` and its status
@@ -21,8 +21,8 @@ from sanic.request import Request
 from handoff.conversation import router as r
 from handoff.errors import BadRequest, HandoffError
 
-__all__ = ["Body", "error_body", "error_code", "flag_field", "int_arg", "json_body",
-           "text_field"]
+__all__ = ["Body", "check_storable", "error_body", "error_code", "flag_field", "int_arg",
+           "json_body", "text_field"]
 
 Body = Mapping[str, Any]
 
@@ -37,10 +37,17 @@ def json_body(request: Request) -> dict[str, Any]:
         raise BadRequest("the body must be JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
-    try:  # a lone surrogate (\ud800) parses but cannot be stored: refuse it here
+    check_storable(data, "the body")
+    return data
+
+
+def check_storable(data: Any, what: str) -> Any:
+    """``data`` (an HTTP body, an event's payload) if it can be stored as it is; a lone
+    surrogate (``\ud800``) parses as JSON but cannot be encoded: ``BadRequest``."""
+    try:
         jsonlib.dumps(data, ensure_ascii=False).encode("utf-8")
     except (UnicodeEncodeError, RecursionError, ValueError):
-        raise BadRequest("the body must be valid Unicode (no lone surrogates) and not too "
+        raise BadRequest(f"{what} must be valid Unicode (no lone surrogates) and not too "
                          "deeply nested") from None
     return data
 

@@ -60,7 +60,7 @@ def register_login(app: Sanic[Any, Any], *, settings: Settings, store: Store,
             raise BadRequest("send {username, password}")
         ip = request.remote_addr or request.ip
         try:
-            limits.check(username, ip)
+            await limits.check(username, ip)
         except TooManyAttempts:
             instruments.login_failures.labels("limited").inc()
             raise
@@ -68,12 +68,12 @@ def register_login(app: Sanic[Any, Any], *, settings: Settings, store: Store,
             user = await authenticate(store, username, password)
         except InvalidCredentials:
             instruments.login_failures.labels("password").inc()
-            if limits.failed(username, ip):
+            if await limits.failed(username, ip):
                 instruments.login_failures.labels("locked").inc()
                 await store.audit("system", "login_locked", target=f"user:{username}",
                                   details={"ip": ip})
             raise
-        limits.succeeded(username)
+        await limits.succeeded(username)
         token = issue_token(user.username, user.token_version, secret=settings.jwt_secret,
                             ttl=settings.token_lifetime)
         claims = verify_token(token, secret=settings.jwt_secret)

@@ -1,28 +1,33 @@
 """Login limits: failed passwords are counted per username and per client IP, with a back-off
 between attempts and then a lockout that an admin can lift (``POST
-/api/users/{username}/unlock``). In memory, per gateway process; nothing here touches the
-store.
+/api/users/{username}/unlock``). Kept in the store (the ``login_limits`` table), so every
+gateway node and a restart see the same limits and an unlock lifts them everywhere.
 
 For one username, the first ``free`` failures cost nothing; each further one makes the next
 attempt wait ``backoff * 2**k`` seconds (k = 0, 1, ...); the ``max_failures``-th locks the name
 for ``lockout`` seconds. One IP that fails ``ip_max_failures`` times (any names) is locked the
 same way. An attempt refused by a limit answers 429 ``too_many_attempts`` with
-``retry_after`` (seconds) and does not check the password at all. A success clears the name.
+``retry_after`` (seconds) and does not check the password at all. A success clears the name;
+failures quiet for ``lockout`` seconds are forgotten.
 """
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Final
 
 from handoff.errors import HandoffError
+from handoff.store import Store
 
 __all__ = ["LoginLimits", "TooManyAttempts"]
 
-MAX_KEYS: Final = 10_000  # names and IPs remembered; the oldest are forgotten first
 FREE_FAILURES: Final = 2
+_USER, _IP = "user:", "ip:"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class TooManyAttempts(HandoffError):
@@ -33,69 +38,60 @@ class TooManyAttempts(HandoffError):
 
 
 @dataclass
-class _Record:
-    failures: int = 0
-    not_before: float = 0.0  # no attempt before this (monotonic seconds)
-    locked: bool = False
-
-
-@dataclass
 class LoginLimits:
+    store: Store
     max_failures: int = 5
     ip_max_failures: int = 50
     backoff: float = 0.25
     lockout: float = 900.0
-    _records: OrderedDict[str, _Record] = field(default_factory=OrderedDict)
 
-    def _get(self, key: str) -> _Record:
-        record = self._records.pop(key, None) or _Record()
-        self._records[key] = record
-        while len(self._records) > MAX_KEYS:
-            self._records.popitem(last=False)
-        return record
-
-    def check(self, username: str, ip: str, now: float | None = None) -> None:
+    async def check(self, username: str, ip: str, now: datetime | None = None) -> None:
         """``TooManyAttempts`` if the name or the address must wait."""
-        current = time.monotonic() if now is None else now
-        for key in (f"user:{username}", f"ip:{ip}"):
-            record = self._records.get(key)
-            if record is None:
+        current = now or utc_now()
+        keys = (_USER + username, _IP + ip)
+        records = await self.store.login_limits(keys)
+        for key in keys:
+            record = records.get(key)
+            if record is None or record.not_before is None:
                 continue
             if record.locked and current >= record.not_before:
-                self._records.pop(key, None)  # the lockout is over: start afresh
+                await self.store.clear_login_limits(key)  # the lockout is over: start afresh
                 continue
             if current < record.not_before:
-                wait = record.not_before - current
-                what = "this address" if key.startswith("ip:") else "this username"
+                wait = (record.not_before - current).total_seconds()
+                what = "this address" if key.startswith(_IP) else "this username"
                 state = "is locked" if record.locked else "must wait"
                 raise TooManyAttempts(f"too many failed logins: {what} {state}; try again in "
                                       f"{wait:.1f} s", retry_after=round(wait + 0.05, 1),
                                       locked=record.locked)
 
-    def failed(self, username: str, ip: str, now: float | None = None) -> bool:
+    async def failed(self, username: str, ip: str, now: datetime | None = None) -> bool:
         """Count a wrong password; whether it locked the name or the address."""
-        current = time.monotonic() if now is None else now
+        current = now or utc_now()
+        forget = current - timedelta(seconds=self.lockout)
         locked = False
-        for key, limit in ((f"user:{username}", self.max_failures),
-                           (f"ip:{ip}", self.ip_max_failures)):
-            record = self._get(key)
-            record.failures += 1
-            if record.failures >= limit:
-                record.locked, record.not_before = True, current + self.lockout
+        for key, limit in ((_USER + username, self.max_failures),
+                           (_IP + ip, self.ip_max_failures)):
+            failures = await self.store.count_login_failure(key, at=current,
+                                                            forget_before=forget)
+            if failures >= limit:
+                await self.store.hold_login(key, locked=True, not_before=current + timedelta(
+                    seconds=self.lockout))
                 locked = True
-            elif key.startswith("user:") and record.failures > FREE_FAILURES:
-                record.not_before = current + min(
-                    self.backoff * 2 ** (record.failures - FREE_FAILURES - 1), self.lockout)
+            elif key.startswith(_USER) and failures > FREE_FAILURES:
+                wait = min(self.backoff * 2 ** (failures - FREE_FAILURES - 1), self.lockout)
+                await self.store.hold_login(key, locked=False,
+                                            not_before=current + timedelta(seconds=wait))
         return locked
 
-    def succeeded(self, username: str) -> None:
-        self._records.pop(f"user:{username}", None)
+    async def succeeded(self, username: str) -> None:
+        await self.store.clear_login_limits(_USER + username)
 
-    def unlock(self, username: str) -> bool:
+    async def unlock(self, username: str) -> bool:
         """Lift the limits on ``username``; whether there were any."""
-        return self._records.pop(f"user:{username}", None) is not None
+        return await self.store.clear_login_limits(_USER + username)
 
-    def locked_names(self) -> list[str]:
-        now = time.monotonic()
-        return sorted(key[5:] for key, r in self._records.items()
-                      if key.startswith("user:") and r.locked and r.not_before > now)
+    async def locked_names(self, now: datetime | None = None) -> list[str]:
+        """The usernames locked out now, sorted."""
+        return [key[len(_USER):] for key in await self.store.locked_logins(
+            at=now or utc_now(), prefix=_USER)]

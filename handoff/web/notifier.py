@@ -8,9 +8,13 @@
   trainers' room (retraining and deploy progress).
 
 Pushes to ``/agent`` are re-authorised: the rooms follow the user's rights when their tier
-changes (:meth:`SocketNotifier.reauthorise`), a user whose logins end is disconnected
-(:meth:`SocketNotifier.disconnect_user`), and a socket whose token has expired is disconnected
-before the next push instead of receiving it.
+changes (:meth:`SocketNotifier.reauthorise`, and the user's sockets get ``rights`` with the new
+tier so the console re-renders), a user whose logins end is disconnected
+(:meth:`SocketNotifier.disconnect_user`), and before every push the users of the open sockets
+are read from the store: a socket whose token has expired, whose user is disabled or whose
+token version moved on (a logout or ``python -m handoff.web.auth disable`` elsewhere, another
+gateway node) is disconnected instead of receiving it, and a tier changed elsewhere is applied
+as above.
 
 It implements the conversation shell's :class:`~handoff.conversation.shell.Notifier` and the
 learning wing's ``TrainerNotifier``; the other wings are handed it, never the Socket.IO server.
@@ -18,15 +22,22 @@ learning wing's ``TrainerNotifier``; the other wings are handed it, never the So
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import socketio
 
 from handoff.conversation.cluster import Cluster
+from handoff.errors import ServiceUnavailable
+from handoff.store import User
+from handoff.web.rights import describe, rights_of
 
-__all__ = ["AGENT_NAMESPACE", "SocketNotifier"]
+__all__ = ["AGENT_NAMESPACE", "SocketNotifier", "UsersNow"]
+
+log = logging.getLogger(__name__)
 
 AGENT_NAMESPACE: Final = "/agent"
 _AGENTS_ROOM: Final = "agents"
@@ -37,22 +48,63 @@ def _agent_room(username: str) -> str:
     return f"agent:{username}"
 
 
-class SocketNotifier:
-    """Pushes to customers, agents and trainers over the Socket.IO server."""
+UsersNow = Callable[[Collection[str]], Awaitable[Mapping[str, User]]]
 
-    def __init__(self, sio: socketio.AsyncServer, cluster: Cluster | None = None) -> None:
+
+@dataclass
+class _Socket:
+    """An open ``/agent`` socket: whose, its token's expiry (Unix time) and version, and the
+    tier its rooms follow."""
+
+    username: str
+    expires_at: float
+    version: int
+    tier: str
+
+
+class SocketNotifier:
+    """Pushes to customers, agents and trainers over the Socket.IO server. ``users_now``
+    (the store's :meth:`~handoff.store.Store.users_by_name`) reads the users of the open
+    ``/agent`` sockets before each push; without it only token expiry is checked."""
+
+    def __init__(self, sio: socketio.AsyncServer, cluster: Cluster | None = None,
+                 users_now: UsersNow | None = None) -> None:
         self._sio = sio
-        self._agents: dict[str, tuple[str, float]] = {}  # /agent sid: (username, token expiry)
+        self._users_now = users_now
+        self._agents: dict[str, _Socket] = {}  # by /agent sid
         # several gateway nodes: the other nodes' /agent sockets (their shared presence); the
         # Socket.IO server's Redis manager carries a disconnect or a room change to their node
         self._cluster = cluster
 
     async def _sweep(self) -> None:
-        """Disconnect the ``/agent`` sockets whose login token has expired."""
+        """Before a push: disconnect the ``/agent`` sockets whose token expired or whose user
+        was disabled or logged out since (token version), and apply a changed tier."""
         current = time.time()
-        for sid in [sid for sid, (_, until) in self._agents.items() if until <= current]:
-            self._agents.pop(sid, None)
-            await self._sio.disconnect(sid, namespace=AGENT_NAMESPACE)
+        sockets = list(self._agents.items())
+        ended = {sid for sid, socket in sockets if socket.expires_at <= current}
+        if self._users_now is not None and sockets:
+            found: Mapping[str, User] | None = None
+            try:
+                found = await self._users_now({socket.username for _, socket in sockets})
+            except ServiceUnavailable as exc:  # the database is away: keep what we knew
+                log.warning("could not re-check the agents' logins before a push: %s", exc)
+            for sid, socket in sockets if found is not None else ():
+                user = (found or {}).get(socket.username)
+                if user is None or user.disabled or user.token_version != socket.version:
+                    ended.add(sid)
+                elif user.tier != socket.tier:
+                    await self._retier(sid, socket, user.tier)
+        for sid in ended:
+            if self._agents.pop(sid, None) is not None:
+                await self._sio.disconnect(sid, namespace=AGENT_NAMESPACE)
+
+    async def _retier(self, sid: str, socket: _Socket, tier: str) -> None:
+        """The socket hears what ``tier`` allows from now on, and is told its new rights."""
+        socket.tier = tier
+        rights = rights_of(tier)
+        await self._rooms(sid, socket.username, rights)
+        await self._sio.emit("rights", {"tier": tier, "rights": describe(rights)}, to=sid,
+                             namespace=AGENT_NAMESPACE)
 
     async def to_customer(self, conversation_id: str, event: str, payload: Any) -> None:
         """To every socket of the conversation (a customer may have it open twice)."""
@@ -91,13 +143,13 @@ class SocketNotifier:
             await self._sio.leave_room(sid, previous)
         await self._sio.enter_room(sid, conversation_id)
 
-    async def join_agent(self, sid: str, username: str, rights: Collection[str],
-                         expires_at: float) -> None:
-        """A user's ``/agent`` socket hears what its ``rights`` allow (``watch``: what every
-        agent hears and what is meant for ``username``; ``retrain`` or ``deploy``: the
-        trainers' pushes) until its token expires at ``expires_at`` (a Unix time)."""
-        self._agents[sid] = (username, expires_at)
-        await self._rooms(sid, username, rights)
+    async def join_agent(self, sid: str, user: User, expires_at: float, version: int) -> None:
+        """A user's ``/agent`` socket hears what the rights of their tier allow (``watch``:
+        what every agent hears and what is meant for them; ``retrain`` or ``deploy``: the
+        trainers' pushes) while its token (version ``version``) lasts: until ``expires_at``
+        (a Unix time) and the user's next logout, disabling or password reset."""
+        self._agents[sid] = _Socket(user.username, expires_at, version, user.tier)
+        await self._rooms(sid, user.username, rights_of(user.tier))
 
     async def _rooms(self, sid: str, username: str, rights: Collection[str]) -> None:
         rooms = {_AGENTS_ROOM: "watch" in rights, _agent_room(username): "watch" in rights,
@@ -115,18 +167,26 @@ class SocketNotifier:
     async def agent_sockets(self, username: str) -> list[str]:
         """The open ``/agent`` sockets of ``username``, on this node and (with several) on the
         others."""
-        sids = [sid for sid, (name, _) in self._agents.items() if name == username]
+        sids = [sid for sid, socket in self._agents.items() if socket.username == username]
         if self._cluster is not None and self._cluster.shared:
             elsewhere, _ = await self._cluster.presence()
             sids += sorted(sid for sid, name in elsewhere.items()
                            if name == username and sid not in self._agents)
         return sids
 
-    async def reauthorise(self, username: str, rights: Collection[str]) -> None:
-        """The user's tier changed: their open sockets hear from now on what ``rights``
-        allow, and nothing else."""
+    async def reauthorise(self, username: str, tier: str) -> None:
+        """The user's tier changed: their open sockets hear from now on what ``tier``
+        allows, and nothing else, and get ``rights`` ``{tier, rights}`` (a socket on another
+        node through the Redis manager; that node also sees the change at its next push)."""
         for sid in await self.agent_sockets(username):
-            await self._rooms(sid, username, rights)
+            socket = self._agents.get(sid)
+            if socket is not None:
+                await self._retier(sid, socket, tier)
+            else:
+                rights = rights_of(tier)
+                await self._rooms(sid, username, rights)
+                await self._sio.emit("rights", {"tier": tier, "rights": describe(rights)},
+                                     to=sid, namespace=AGENT_NAMESPACE)
 
     async def disconnect_user(self, username: str) -> int:
         """End every ``/agent`` socket of ``username`` (logout, disabled, password reset);

@@ -17,6 +17,7 @@ does not declare. Customers (the default namespace) need no login: :data:`CUSTOM
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -29,13 +30,15 @@ from handoff.errors import Forbidden, HandoffError, Unauthorized
 from handoff.settings import Settings
 from handoff.store import TIERS, Store, User
 from handoff.web.auth import user_from_token
-from handoff.web.http import error_body
+from handoff.web.http import check_storable, error_body
 
 __all__ = [
     "AUTHENTICATED", "CUSTOMER_EVENTS", "DECISION_RIGHTS", "EVENT_RIGHTS", "PUBLIC", "RIGHTS",
     "ROUTE_RIGHTS", "TIER_RIGHTS", "Undeclared", "check_surface", "current_user", "guard",
     "has_right", "install", "require_right", "rights_of",
 ]
+
+log = logging.getLogger(__name__)
 
 RIGHTS: Final = (
     "watch",               # read conversations, notes, suggestions; hear the live pushes
@@ -217,7 +220,9 @@ def guard(sio: socketio.AsyncServer, namespace: str, event: str, handler: EventH
           store: Store, settings: Settings) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
     """The one ``/agent`` event check: the socket's token and the user's current tier against
     the event's right, then ``handler(user, sid, data)``. Refusals are acknowledged as
-    ``{"error", "message", "status"}``, as the HTTP answer would be."""
+    ``{"error", "message", "status"}``, as the HTTP answer would be: a payload that cannot be
+    stored (a lone surrogate) is a 400, and anything unexpected a 500 ``internal_error`` with
+    one log line; no event goes unanswered."""
     right = EVENT_RIGHTS[event]  # KeyError: declare the event first
 
     async def checked(sid: str, data: Any = None) -> dict[str, Any]:
@@ -225,10 +230,14 @@ def guard(sio: socketio.AsyncServer, namespace: str, event: str, handler: EventH
             session = await sio.get_session(sid, namespace=namespace)
             user = await user_from_token(store, session["token"], secret=settings.jwt_secret)
             require_right(user, right)
-            return await handler(user, sid, data)
+            return await handler(user, sid, check_storable(data, f"{event}'s payload"))
         except (HandoffError, r.RouterError) as exc:
             body, status = error_body(exc)
             return {**body, "status": status}
+        except Exception as exc:  # noqa: BLE001 - answered (never silence), logged in one line
+            log.warning("/agent %s failed: %s: %.200s", event, type(exc).__name__, exc)
+            return {"error": "internal_error", "status": 500,
+                    "message": f"the gateway could not handle this {event}"}
 
     return checked
 

@@ -24,7 +24,7 @@ from handoff.web.http import int_arg, json_body
 from handoff.web.login import password_field, user_json
 from handoff.web.login_limits import LoginLimits
 from handoff.web.notifier import SocketNotifier
-from handoff.web.rights import current_user, has_right, rights_of, tiers_json
+from handoff.web.rights import current_user, has_right, tiers_json
 
 __all__ = ["UserAdmin", "register_users_api"]
 
@@ -71,7 +71,7 @@ class UserAdmin:
         await self._audit(actor, "tier_changed", username, reason, before=before.tier,
                           after=user.tier)
         if self.notifier is not None:
-            await self.notifier.reauthorise(username, rights_of(user.tier))
+            await self.notifier.reauthorise(username, user.tier)
         return user
 
     async def set_disabled(self, actor: str, username: str, disabled: bool,
@@ -157,11 +157,11 @@ def register_users_api(app: Sanic[Any, Any], *, settings: Settings, store: Store
         """Lift the login limits on a username (``{reason}``); ``{unlocked}``: whether any
         were in force."""
         reason = reason_field(json_body(request))
-        unlocked = limits.unlock(username)
+        unlocked = await limits.unlock(username)
         await store.audit(current_user(request).username, "login_unlocked",
                           target=f"user:{username}",
                           details={"reason": reason, "unlocked": unlocked})
-        return json({"unlocked": unlocked, "locked": limits.locked_names()})
+        return json({"unlocked": unlocked, "locked": await limits.locked_names()})
 
     @app.get("/api/audit", name="audit")
     async def _audit(request: Request) -> HTTPResponse:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -17,6 +18,8 @@ import pytest
 import requests
 
 from bot.serve import Stack
+from handoff.conversation.privacy import RetentionJob
+from handoff.conversation.rasa_client import RasaClient
 from handoff.store import Store
 from tests.gateway.clients import WAIT, Widget, agent_login, user_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
@@ -157,3 +160,42 @@ async def test_operators_export_and_erase_from_the_command_line(
     assert not [t for t in _tracker_texts(rasa_stack, session_id) if t]
     [entry] = await store.list_audit(action="customer_erased", target=f"conversation:{session_id}")
     assert (entry.actor, (entry.details or {})["reason"]) == ("ops", "ticket 7")
+
+
+CARD = "my card is 4111 1111 1111 1111, e-mail jane.doe@mail.test"
+
+
+async def test_the_retention_job_masks_rasas_tracker_too(
+    gateway: Gateway, widget: Widget, store: Store, rasa_stack: Stack
+) -> None:
+    """Past the retention period the job masks the stored transcript, then the conversation's
+    tracker in Rasa (the channel's /mask): the card number and the e-mail address are gone
+    from both, the masked text is in the tracker instead; done once, not again."""
+    session_id = await _chat(store, widget, CARD)
+    other_widget = await Widget(gateway.url).connect()
+    try:
+        other = await _chat(store, other_widget, OTHER)
+    finally:
+        await other_widget.close()
+    assert CARD in _tracker_texts(rasa_stack, session_id)
+    rasa = RasaClient(rasa_stack.rasa_url, rasa_stack.token, timeout=WAIT)
+    job = RetentionJob(store, retention_days=1, interval=3600,
+                       kinds=("email", "phone", "card", "order"), rasa=rasa)
+    later = datetime.now(timezone.utc) + timedelta(days=2)  # past the retention period
+    try:
+        await job.run_once(at=later)
+        assert (session_id, None) in await store.trackers_to_mask(later - timedelta(days=1))
+        assert await job.mask_trackers(at=later) >= 2  # this test's two, and any older ones
+        assert await store.trackers_to_mask(later - timedelta(days=1)) == []
+        assert await job.mask_trackers(at=later) == 0  # masked once, not again
+    finally:
+        await rasa.close()
+    stored = [m.text for m in await store.list_messages(session_id) if m.sender == "customer"]
+    tracker = _tracker_texts(rasa_stack, session_id)
+    assert stored[0] in tracker  # the tracker holds the same masked text as the store
+    dumped = json.dumps(requests.get(
+        f"{rasa_stack.rasa_url}/conversations/{session_id}/tracker",
+        params={"token": rasa_stack.token}, timeout=WAIT).json())
+    for secret in ("4111 1111 1111 1111", "jane.doe@mail.test"):
+        assert secret not in dumped and secret not in stored[0]
+    assert "+44 20 7946 0958" not in json.dumps(_tracker_texts(rasa_stack, other))  # old too

@@ -6,6 +6,7 @@ effect on open sockets at once."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -26,7 +27,7 @@ from handoff.web.rights import (AUTHENTICATED, DECISION_RIGHTS, EVENT_RIGHTS, PU
                                 ROUTE_RIGHTS, Undeclared, check_surface, rights_of, route_name)
 from tests.gateway.clients import WAIT, Widget, agent_console, user_login
 from tests.gateway.clients import api, gateway_store  # noqa: F401 (fixtures)
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import GATEWAY_PYTHON, PROJECT_ROOT, Gateway
 
 pytestmark = pytest.mark.asyncio
 
@@ -182,7 +183,7 @@ async def test_a_tier_change_takes_effect_on_an_open_socket(
     admin = await user_login(store, api, "rights-admin", "admin")
     name = f"tess-{uuid.uuid4().hex[:6]}"
     tess = await user_login(store, api, name, "agent")
-    console, _ = await agent_console(gateway, tess, "status")
+    console, pushed = await agent_console(gateway, tess, "rights")
     try:
         before = await console.call("takeover", {"conversation_id": "no-such-conversation"},
                                     namespace=AGENT_NAMESPACE, timeout=WAIT)
@@ -190,6 +191,8 @@ async def test_a_tier_change_takes_effect_on_an_open_socket(
         resp = await api.patch(f"/api/users/{name}", headers=admin,
                                json={"tier": "trainee", "reason": "back to training"})
         assert resp.status_code == 200 and resp.json()["user"]["tier"] == "trainee"
+        assert await asyncio.wait_for(pushed.get(), WAIT) == {  # the console re-renders
+            "tier": "trainee", "rights": ["watch", "approve", "whisper"]}
         after = await console.call("takeover", {"conversation_id": "no-such-conversation"},
                                    namespace=AGENT_NAMESPACE, timeout=WAIT)
         assert (after["status"], after["right"]) == (403, "takeover")
@@ -202,6 +205,58 @@ async def test_a_tier_change_takes_effect_on_an_open_socket(
             "reason": "back to training", "before": "agent", "after": "trainee"})
     finally:
         await console.disconnect()
+
+
+async def _cli(gateway: Gateway, *args: str) -> None:
+    """``python -m handoff.web.auth ARGS`` on the gateway's database, beside the gateway."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")},
+           "HANDOFF_ENV_FILE": os.devnull}
+    process = await asyncio.create_subprocess_exec(
+        str(GATEWAY_PYTHON), "-m", "handoff.web.auth", *args, "--url", gateway.database_url,
+        cwd=PROJECT_ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), WAIT)
+    assert process.returncode == 0, err.decode()
+
+
+async def test_a_tier_change_and_a_disable_from_the_cli_reach_an_open_socket_at_the_next_push(
+        gateway: Gateway, store: Store, api: httpx.AsyncClient) -> None:
+    """The CLI changes only the database: the gateway notices before its next push (it reads
+    the users of its open sockets), applies the new tier and ends a disabled user's socket."""
+    name = f"cleo-{uuid.uuid4().hex[:6]}"
+    cleo = await user_login(store, api, name, "agent")
+    console, pushed = await agent_console(gateway, cleo, "rights")
+    messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    console.on("message", messages.put, namespace=AGENT_NAMESPACE)
+    gone = asyncio.Event()
+    console.on("disconnect", gone.set, namespace=AGENT_NAMESPACE)
+    customer = await Widget(gateway.url).connect()
+    try:
+        await _cli(gateway, "set-tier", "--username", name, "--tier", "trainee",
+                   "--reason", "back to training")
+        assert pushed.empty()  # nothing pushed yet: the gateway has not looked
+        session_id = await customer.started("hello")  # pushes to every agent
+        assert await asyncio.wait_for(pushed.get(), WAIT) == {
+            "tier": "trainee", "rights": ["watch", "approve", "whisper"]}
+        while (await asyncio.wait_for(messages.get(), WAIT)).get("text") != "hello":
+            pass  # the customer's words reach the trainee (watch)
+        await _cli(gateway, "disable", "--username", name, "--reason", "left the team")
+        assert console.connected
+        await customer.say(session_id, "my card is 4111 1111 1111 1111")
+        await asyncio.wait_for(gone.wait(), WAIT)  # ended before the card's push
+        await customer.next()  # the bot answered: every push of this turn is done
+        await asyncio.sleep(0.5)
+        texts = []
+        while not messages.empty():
+            texts.append(messages.get_nowait().get("text"))
+        assert not any("4111" in (t or "") for t in texts), texts
+    finally:
+        await customer.close()
+        await console.disconnect()
+    entries = (await api.get("/api/audit", headers=await user_login(
+        store, api, "rights-admin", "admin"), params={"target": f"user:{name}"})).json()
+    assert [(e["actor"], e["action"]) for e in entries["entries"]] == [
+        ("cli", "user_disabled"), ("cli", "tier_changed")]
 
 
 async def test_logout_and_disable_end_sockets(

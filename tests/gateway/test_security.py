@@ -26,6 +26,7 @@ from handoff.store import Store
 from tests.gateway.clients import WAIT, Widget, agent_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
+from tests.gateway.agent_fuzz import assert_store_consistent
 from tests.gateway.fuzz import CASES, Fuzzer
 
 SHOP = "https://shop.example"  # a page allowed to embed the widget (HANDOFF_CORS_ORIGINS)
@@ -163,6 +164,57 @@ async def test_a_flood_from_one_connection_is_cut_off_with_errors(
     stored = [m for m in await store.list_messages(session_id) if m.sender == "customer"]
     assert 1 < len(stored) < 41  # the greeting's "hi" and the burst, not the flood
     assert await _refusals(api, "rate_limited") == counted + 20
+
+
+async def test_several_connections_from_one_address_share_its_message_limit(
+    rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Three connections from 127.0.0.1, each well within its own burst (20), together past
+    the address's burst of 6 at a rate too slow to refill: the 7th message on is refused with
+    ``rate_limited`` naming the address, counted, and not stored."""
+    gw = await asyncio.to_thread(_start_gateway, tmp_path_factory.mktemp("per-ip"),
+                                 rasa_stack.rasa_url, rasa_stack.token,
+                                 {"HANDOFF_IP_MESSAGE_BURST": "6",
+                                  "HANDOFF_IP_MESSAGE_RATE": "0.01"})
+    widgets = [Widget(gw.url) for _ in range(3)]
+    try:
+        async with httpx.AsyncClient(base_url=gw.url, timeout=WAIT) as client:
+            counted = await _refusals(client, "rate_limited")
+            sessions = [await (await w.connect()).session() for w in widgets]
+            for n in range(4):
+                for widget, session_id in zip(widgets, sessions):
+                    await widget.sio.call("user_uttered", {"message": f"hello {n}",
+                                                           "session_id": session_id},
+                                          timeout=WAIT)
+            refused = []
+            for widget in widgets:
+                while not widget.events.empty():
+                    event, data = widget.events.get_nowait()
+                    if event == "error":
+                        refused.append(data)
+            assert len(refused) == 6
+            assert {r["code"] for r in refused} == {"rate_limited"}
+            assert all("from your address" in r["message"] and "bursts of 6" in r["message"]
+                       for r in refused), refused
+            assert all(w.sio.connected for w in widgets)  # 2 refusals each: not a flood
+            assert await _refusals(client, "rate_limited") == counted + 6
+        store = Store(gw.database_url)
+        try:
+            stored = []
+            for session_id in sessions:
+                try:
+                    stored += [m.text for m in await store.list_messages(session_id)
+                               if m.sender == "customer"]
+                except NotFound:  # every message of this connection was refused
+                    pass
+        finally:
+            await store.close()
+        assert sorted(stored) == sorted([f"hello {n}" for n in (0, 1)] * 3)
+    finally:
+        for widget in widgets:
+            if widget.sio.connected:
+                await widget.close()
+        await asyncio.to_thread(_stop, gw.process)
 
 
 async def test_binary_frames_from_an_anonymous_socket_leave_memory_alone(
@@ -357,6 +409,7 @@ async def test_after_the_fuzz_the_store_is_consistent_and_no_traceback_was_logge
             await asyncio.sleep(0.1)
         assert seqs == list(range(1, after.last_seq + 1)), conversation.id
         assert after.mode in ("bot", "review", "human", "closed")
+    await assert_store_consistent(store)  # every invariant, in one snapshot
     assert "Traceback" not in gateway.log_path.read_text(errors="replace")
 
 

@@ -48,6 +48,7 @@ TABLES = {
     "model_versions", "conversation_events", "suggestion_ratings", "conversation_summaries",
     "spot_checks", "spot_check_marks", "conversation_contacts", "customer_sessions",
     "summary_days", "summary_people", "summary_replies",
+    "login_limits",
 }
 
 
@@ -74,10 +75,10 @@ async def test_migrate_from_empty(store_url: str) -> None:
         assert await store.schema_revision() is None
         assert await _tables(store_url) == set()
         await store.migrate()
-        assert await store.schema_revision() == "0020"
+        assert await store.schema_revision() == "0021"
         assert await _tables(store_url) == TABLES | {VERSION_TABLE}
         await store.migrate()  # idempotent
-        assert await store.schema_revision() == "0020"
+        assert await store.schema_revision() == "0021"
 
 
 async def test_table_definitions_match_migrations(store: Store, store_url: str) -> None:
@@ -108,7 +109,7 @@ async def test_concurrent_migrations(store_url: str) -> None:
     stores = [Store(store_url) for _ in range(3)]
     try:
         await asyncio.gather(*(s.migrate() for s in stores))
-        assert [await s.schema_revision() for s in stores] == ["0020"] * 3
+        assert [await s.schema_revision() for s in stores] == ["0021"] * 3
     finally:
         for s in stores:
             await s.close()
@@ -121,7 +122,7 @@ async def test_migrate_cli(tmp_path: Path) -> None:
             subprocess.run, [sys.executable, "-m", "handoff.store", "migrate", "--url", url],
             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
         )
-        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0020\n", "")
+        assert (done.returncode, done.stdout, done.stderr) == (0, "schema at revision 0021\n", "")
 
 
 async def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
@@ -516,7 +517,7 @@ async def test_set_triage_and_an_upgrade_from_0001_keeps_data(store_url: str) ->
                 "client_message_id) VALUES ('c1', 1, 'customer', 'sue you!', :t, 'm1')"),
                 {"t": when})
         await store.migrate()
-        assert await store.schema_revision() == "0020"
+        assert await store.schema_revision() == "0021"
         assessment = {"risk": 1.0, "action": "human", "reasons": [
             {"code": "rule:legal_threat", "text": "Legal threat", "contribution": 1.0}]}
         conv = await store.set_triage("c1", risk=1.0, client_message_id="m1",

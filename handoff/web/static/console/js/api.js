@@ -49,6 +49,13 @@ export class Api {
     return this.session;
   }
 
+  /** The tier changed while logged in (the `rights` push): the same token, new rights. */
+  setRights(tier, rights) {
+    if (!this.session) return;
+    this.session = { ...this.session, tier, rights };
+    sessionStorage.setItem(KEY, JSON.stringify(this.session));
+  }
+
   async serverLogout() {
     try { await this.request("POST", "/api/logout"); } catch (e) { /* ended already */ }
   }

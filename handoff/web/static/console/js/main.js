@@ -13,6 +13,7 @@ import { AuditLog } from "./audit.js";
 import { Dashboard } from "./dashboard.js";
 import { SpotChecks } from "./spotchecks.js";
 import { UsersPanel } from "./users.js";
+import { PrivacyPanel } from "./privacy.js";
 import { renderTranscript } from "./transcript.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -22,6 +23,9 @@ let live = null;
 let list = null;
 let models = null; // the trainer's models panel (right retrain)
 let users = null; // the Users section (right manage_users)
+let trainer = null; // the trainers' corrections panel (right review_corrections)
+let privacy = null; // the Customers' data section (right protect_data)
+let auditLog = null; // the admins' audit log view (right manage_users)
 let current = null; // {id, detail}
 let domainPromise = null;
 let refreshTimer = null;
@@ -84,22 +88,41 @@ function applyRights() {
   $("#whoami-role").textContent = api.tier;
 }
 
-async function startApp() {
-  $("#login").hidden = true;
-  $("#app").hidden = false;
-  $("#whoami").hidden = false;
+// The sections the user's rights open: at login, and again when an admin changes the tier
+// (the gateway pushes `rights`; no new login needed).
+function openSections() {
   applyRights();
-  const panel = api.can("review_corrections") ? new TrainerPanel($("#trainer"), api, showError) : null;
+  trainer = api.can("review_corrections")
+    ? trainer || new TrainerPanel($("#trainer"), api, showError) : null;
   if (api.can("retrain")) models = models || new ModelsPanel($("#models"), api, showError);
   $("#models").hidden = !api.can("retrain");
-  $("#trainer-refresh").onclick = () => { if (panel) panel.load(); if (models) models.load(); };
-  if (panel) panel.load();
+  $("#trainer-refresh").onclick = () => {
+    if (trainer) trainer.load();
+    if (models && api.can("retrain")) models.load();
+  };
+  if (trainer) trainer.load();
   if (models && api.can("retrain")) models.load();
   if (api.can("manage_users")) {
     users = users || new UsersPanel($("#admin"), api, showError);
     users.load();
-    new AuditLog($("#audit-log"), api, "/api/audit", showError).load();
+    auditLog = auditLog || new AuditLog($("#audit-log"), api, "/api/audit", showError);
+    auditLog.load();
   }
+  if (api.can("protect_data")) privacy = privacy || new PrivacyPanel($("#privacy"), api, showError);
+}
+
+function rightsChanged(pushed) {
+  api.setRights(pushed.tier, pushed.rights);
+  openSections();
+  if (current) $("#whisper").hidden = !api.can("whisper");
+  route();
+}
+
+async function startApp() {
+  $("#login").hidden = true;
+  $("#app").hidden = false;
+  $("#whoami").hidden = false;
+  openSections();
   if (!list) {
     list = new ConversationList({ queue: $("#queue"), all: $("#all"),
                                   showClosed: $("#show-closed"), me: api.username,
@@ -130,6 +153,7 @@ async function startApp() {
     model_deployed: () => { domainPromise = null; if (models) models.load(); },
     presence: (p) => renderPresence(p),
     rasa_health: (h) => renderRasaHealth(h),
+    rights: (r) => rightsChanged(r),
   }, (state) => {
     const badge = $("#live");
     badge.textContent = { live: "live", reconnecting: "reconnecting\u2026", refused: "offline" }[state];
