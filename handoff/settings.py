@@ -237,6 +237,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("triage_calibration_min", "int", "100",
             "In fitted mode, fewest messages a fit needs; with fewer the fixed thresholds "
             "stay.", 1, 10000),
+    Setting("rasa_transport", "str", "WEBSOCKET",
+            "How the gateway sends turns to Rasa's gateway channel: websocket (one persistent "
+            "socket per Rasa server, requests multiplexed on it; HTTP when it cannot be "
+            "opened) or http (one HTTP request per call, pooled keep-alive connections).",
+            choices=("WEBSOCKET", "HTTP")),
+    Setting("triage_embedding_cache", "int", "2048",
+            "Texts whose triage embedding the gateway keeps (least recently used dropped; "
+            "keyed by a digest, the text is not kept), so that a repeated message (\"thanks\", "
+            "\"yes\") is not encoded again beside Rasa's turn; 0 keeps none.", 0, 1000000),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -306,6 +315,8 @@ class Settings:
     triage_human_share: float = 0.05
     triage_calibration_messages: int = 300
     triage_calibration_min: int = 100
+    rasa_transport: str = "WEBSOCKET"
+    triage_embedding_cache: int = 2048
 
     def __repr__(self) -> str:
         shown = ", ".join(

@@ -94,7 +94,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                         async_handlers=False, max_http_buffer_size=settings.max_frame_bytes)
     sio.attach(app, socketio_path="socket.io")
     notifier = SocketNotifier(sio)
-    triage = TriageLink(TriageConfig.from_settings(settings)) if (
+    triage = TriageLink(TriageConfig.from_settings(settings),
+                        embedding_cache=settings.triage_embedding_cache) if (
         settings.triage_enabled) else None
     instruments = Instruments()
     spot_checks = SpotChecks(store, SpotCheckRule.from_settings(settings))
