@@ -238,8 +238,20 @@ def main() -> None:
                         help="comma-separated routes to compare (socketio is always one)")
     parser.add_argument("--database-url", default=None,
                         help="the gateway's store (default: a fresh SQLite file)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE,...",
+                        help="one more gateway route NAME, the shipped gateway with these "
+                        "HANDOFF_ settings changed (e.g. gateway-2threads:HANDOFF_TRIAGE_THREADS=0)"
+                        "; may be given several times")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="run each gateway under cProfile, its statistics written to "
+                        "DIR/<route>.prof when it stops (read with python -m pstats)")
     args = parser.parse_args()
-    only = ["socketio"] + [r for r in args.routes.split(",") if r in ROUTES and r != "socketio"]
+    for variant in args.variant:
+        name, _, changes = variant.partition(":")
+        GATEWAYS[name] = dict(change.split("=", 1) for change in changes.split(",") if change)
+    only = ["socketio"] + [r for r in args.routes.split(",")
+                           if r in ROUTES and r != "socketio"] + [
+        v.partition(":")[0] for v in args.variant]
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         credentials = tmpdir / "credentials.yml"
@@ -253,10 +265,18 @@ def main() -> None:
                            "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
         stack.start(timeout=300)
         gateways = []
+
+        def profiled(label: str) -> List[str]:
+            if args.profile is None:
+                return []
+            args.profile.mkdir(parents=True, exist_ok=True)
+            return ["-m", "cProfile", "-o", str(args.profile.resolve() / f"{label}.prof")]
+
         for label in (name for name in GATEWAYS if name in only):
             port = free_port()
             service = Service(
-                name=f"handoff {label}", argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
+                name=f"handoff {label}", argv=[str(GATEWAY_PYTHON), *profiled(label), "-m",
+                                               "handoff"],
                 ready_url=f"http://127.0.0.1:{port}/api/health",
                 log_path=tmpdir / "logs" / f"{label}.log",
                 env={"HANDOFF_PORT": str(port), "HANDOFF_RASA_URL": stack.rasa_url,

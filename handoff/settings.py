@@ -246,6 +246,10 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "Texts whose triage embedding the gateway keeps (least recently used dropped; "
             "keyed by a digest, the text is not kept), so that a repeated message (\"thanks\", "
             "\"yes\") is not encoded again beside Rasa's turn; 0 keeps none.", 0, 1000000),
+    Setting("triage_threads", "int", "1",
+            "CPU threads triage's OpenVINO encoder uses for one inference (0: one per core). "
+            "One leaves the other cores to Rasa while the embedding runs beside its turn.",
+            0, 256),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -317,6 +321,7 @@ class Settings:
     triage_calibration_min: int = 100
     rasa_transport: str = "WEBSOCKET"
     triage_embedding_cache: int = 2048
+    triage_threads: int = 1
 
     def __repr__(self) -> str:
         shown = ", ".join(
