@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import statistics
 import sys
@@ -169,8 +170,13 @@ class Routes:
 
 
 async def triage_ready(client: httpx.AsyncClient, gateway_url: str) -> None:
-    for _ in range(600):
-        if (await client.get(f"{gateway_url}/api/health")).json().get("triage") == "ready":
+    """Wait until the gateway's triage is loaded and, in fitted mode, its thresholds fitted
+    (the fit sends hundreds of messages to Rasa's NLU at start: not a turn's cost)."""
+    for _ in range(1200):
+        health = (await client.get(f"{gateway_url}/api/health")).json()
+        thresholds = health.get("triage_thresholds") or {}
+        if health.get("triage") == "ready" and (thresholds.get("mode") != "fitted"
+                                                 or thresholds.get("fitted_at")):
             return
         await asyncio.sleep(0.5)
     raise SystemExit("the gateway's triage did not load")
@@ -186,6 +192,47 @@ async def turn_parts(client: httpx.AsyncClient, url: str) -> Dict[str, Tuple[flo
                 part = line[len(head):line.index('"', len(head))]
                 parts.setdefault(part, [0.0, 0.0])[suffix == "_count"] = float(line.split()[-1])
     return {part: (total, count) for part, (total, count) in parts.items()}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def transports(stack: Stack, requests: int) -> Dict[str, Dict[str, float]]:
+    """The two transports alone: the channel's cheapest request (``erase`` of a conversation
+    Rasa never saw: the lock, a lookup, no model), ``requests`` of each, in alternating blocks
+    of 20; each one's latency, and the CPU it cost Rasa's process and this one per request."""
+    server = next(s for s in stack.services if s.name.startswith("Rasa server"))
+    assert server.process is not None
+    pid = server.process.pid
+    clients = {"websocket": RasaClient(stack.rasa_url, stack.token, transport="websocket"),
+               "http": RasaClient(stack.rasa_url, stack.token, transport="http")}
+    times: Dict[str, List[float]] = {name: [] for name in clients}
+    rasa_cpu = {name: 0.0 for name in clients}
+    own_cpu = {name: 0.0 for name in clients}
+    try:
+        for client in clients.values():  # connect and warm up
+            for _ in range(20):
+                await client.erase(f"bench-none-{uuid.uuid4().hex}")
+        for block in range(max(1, requests // 20) * 2):
+            name = ("websocket", "http")[block % 2]
+            client = clients[name]
+            rasa0, own0 = cpu_seconds(pid), time.process_time()
+            for _ in range(20):
+                t0 = time.perf_counter()
+                assert await client.erase(f"bench-none-{uuid.uuid4().hex}") is False
+                times[name].append((time.perf_counter() - t0) * 1000)
+            rasa_cpu[name] += cpu_seconds(pid) - rasa0
+            own_cpu[name] += time.process_time() - own0
+    finally:
+        for client in clients.values():
+            await client.close()
+    return {name: {"p50": statistics.median(values), "p99": percentile(values, 0.99),
+                   "rasa_cpu_ms": rasa_cpu[name] * 1000 / len(values),
+                   "client_cpu_ms": own_cpu[name] * 1000 / len(values), "n": len(values)}
+            for name, values in times.items()}
 
 
 async def run(turns: int, stack: Stack, gateway_urls: Dict[str, str], only: List[str]
@@ -242,6 +289,9 @@ def main() -> None:
                         help="one more gateway route NAME, the shipped gateway with these "
                         "HANDOFF_ settings changed (e.g. gateway-2threads:HANDOFF_TRIAGE_THREADS=0)"
                         "; may be given several times")
+    parser.add_argument("--transport", type=int, default=0, metavar="N",
+                        help="then N requests over each transport to the channel alone "
+                        "(websocket against HTTP: latency and CPU per request on each side)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="run each gateway under cProfile, its statistics written to "
                         "DIR/<route>.prof when it stops (read with python -m pstats)")
@@ -301,6 +351,7 @@ def main() -> None:
                 service.wait_until_ready(time.monotonic() + 60)
             times, parts = asyncio.run(run(args.turns, stack,
                                            {label: url for label, _, url in gateways}, only))
+            transport = asyncio.run(transports(stack, args.transport)) if args.transport else {}
         finally:
             stack.stop()
     base50 = statistics.median(times["socketio"])
@@ -316,6 +367,13 @@ def main() -> None:
         print(f"\ntriage within the turn adds: p50 {statistics.median(added):+.1f} ms, "
               f"p90 {percentile(added, 0.9):+.1f} ms (gateway minus gateway-no-triage, "
               "same round)")
+    if transport:
+        print("\n| transport (the channel's erase, nothing to erase) | p50 ms | p99 ms | "
+              "Rasa CPU ms per request | client CPU ms per request |")
+        print("|---|---|---|---|---|")
+        for name, t in transport.items():
+            print(f"| {name} ({t['n']:.0f}) | {t['p50']:.2f} | {t['p99']:.2f} | "
+                  f"{t['rasa_cpu_ms']:.2f} | {t['client_cpu_ms']:.2f} |")
     if parts:
         print("\n| gateway | turn, mean ms | Rasa call | the rest (store, router, triage) |")
         print("|---|---|---|---|")

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -62,6 +63,7 @@ __all__ = ["Conversations", "Notifier", "conversation_json", "turn_result"]
 log = logging.getLogger(__name__)
 
 _STALE_RETRIES = 5
+_KEPT_ROWS = 4096  # conversations whose last saved row is kept to step on (see _step_locked)
 TRACKER_RETRY_DELAYS = (1.0, 4.0, 15.0)
 """Seconds to wait before each further try of a correction's tracker fetch."""
 
@@ -165,6 +167,10 @@ class Conversations:
         # offers and places in the queue: handoff.conversation.waiting)
         self.status_listeners: list[Callable[[str, r.StatusChanged], Awaitable[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        # conversation id -> the row its last step saved here, most recent last: the next
+        # step starts from it instead of reading the store (save_step's version check catches
+        # a row changed meanwhile elsewhere)
+        self._rows: OrderedDict[str, Conversation] = OrderedDict()
 
     async def close(self) -> None:
         """Cancel the background tasks still running (Rasa calls, tracker fetches, review
@@ -306,12 +312,23 @@ class Conversations:
         """Step ``event`` under the conversation's lock. The new state, the messages the step
         produced (the customer's, the bot's) and the NLU result of a Rasa answer are written in
         one transaction before any effect runs; returns the state and the stored messages.
-        A step that changes nothing (a late Rasa answer, a flag already raised) writes nothing."""
+        A step that changes nothing (a late Rasa answer, a flag already raised) writes nothing.
+
+        The step starts from the row this process saved last for the conversation, when it has
+        one, without reading the store (two reads fewer per customer turn): a row changed since
+        by anyone else has another version, so ``save_step`` refuses it (``StaleVersion``) and
+        the step is taken again on the stored row; so is a step that would change nothing,
+        since nothing checks its version."""
         for _ in range(_STALE_RETRIES):
-            conv = await self.store.get_conversation(conversation_id)
+            conv = self._rows.pop(conversation_id, None)
+            kept = conv is not None
+            if conv is None:
+                conv = await self.store.get_conversation(conversation_id)
             before = decode_state(conversation_id, conv.state)
             after, effects = r.step(before, event, self.config)
             if after == before and not effects:
+                if kept:
+                    continue  # decided on the kept row: decide it again on the stored one
                 return before, []
             try:
                 saved = await self.store.save_step(
@@ -330,6 +347,10 @@ class Conversations:
             break
         else:
             raise StaleVersion(f"conversation {conversation_id!r} keeps changing")
+        if saved.conversation.mode != "closed":
+            self._rows[conversation_id] = saved.conversation
+            if len(self._rows) > _KEPT_ROWS:
+                self._rows.popitem(last=False)
         self._count_step(conv.mode, saved)
         if (self.on_ended is not None and saved.conversation.mode == "closed"
                 and conv.mode != "closed"):
