@@ -288,7 +288,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE,...",
                         help="one more gateway route NAME, the shipped gateway with these "
                         "HANDOFF_ settings changed (e.g. gateway-2threads:HANDOFF_TRIAGE_THREADS=0)"
-                        "; may be given several times")
+                        "; cwd=DIR runs the gateway of another copy of the project (e.g. the "
+                        "code before a change, from `git archive`); may be given several times")
     parser.add_argument("--transport", type=int, default=0, metavar="N",
                         help="then N requests over each transport to the channel alone "
                         "(websocket against HTTP: latency and CPU per request on each side)")
@@ -341,7 +342,8 @@ def main() -> None:
                      "HANDOFF_CUSTOMER_MESSAGE_RATE": "1000",
                      "HANDOFF_CUSTOMER_MESSAGE_BURST": "10000",
                      "HANDOFF_IP_MESSAGE_RATE": "1000", "HANDOFF_IP_MESSAGE_BURST": "10000",
-                     **GATEWAYS[label]},
+                     **{k: v for k, v in GATEWAYS[label].items() if k != "cwd"}},
+                cwd=Path(GATEWAYS[label].get("cwd", PROJECT_ROOT)),
             )
             service.start()
             stack.services.append(service)

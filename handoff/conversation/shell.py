@@ -650,8 +650,10 @@ class Conversations:
     async def push_suggestions(self, cid: str) -> None:
         """The best replies for the conversation so far, pushed as ``suggested_replies`` to
         the agents in charge (everyone for an unowned review) while a reply is held or a
-        person answers; not computed otherwise (it encodes the conversation)."""
-        state = await self.state(cid)
+        person answers; not computed otherwise (it encodes the conversation). Decided on the
+        row this process saved last when it has it (after every customer turn: no read)."""
+        kept = self._rows.get(cid)
+        state = decode_state(cid, kept.state) if kept is not None else await self.state(cid)
         if state.mode is not r.Mode.HUMAN and state.pending is None:
             return
         found = await self.suggestions(cid)
