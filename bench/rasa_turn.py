@@ -29,7 +29,11 @@ Each gateway is started only when one of its routes is asked for. Prints p50 and
 in milliseconds and each route's ratio to ``socketio``, then what triage adds to a turn
 (``gateway`` minus ``gateway-no-triage``, each turn against the one of the same round), and
 where each gateway's time went (its ``handoff_turn_seconds`` histogram over the measured
-rounds: the Rasa call, and the rest, from the message's arrival to the answer applied).
+rounds: the Rasa call, and the rest, from the message's arrival to the answer applied), and
+then (``--transport N``, 400 by default) the two transports alone: the channel's cheapest
+request N times over each, their latency and the CPU each costs Rasa and the client.
+``--variant`` adds gateways with other settings or from another copy of the project,
+``--profile DIR`` runs the gateways under cProfile (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -290,8 +294,8 @@ def main() -> None:
                         "HANDOFF_ settings changed (e.g. gateway-2threads:HANDOFF_TRIAGE_THREADS=0)"
                         "; cwd=DIR runs the gateway of another copy of the project (e.g. the "
                         "code before a change, from `git archive`); may be given several times")
-    parser.add_argument("--transport", type=int, default=0, metavar="N",
-                        help="then N requests over each transport to the channel alone "
+    parser.add_argument("--transport", type=int, default=400, metavar="N",
+                        help="then N requests over each transport to the channel alone (0: none) "
                         "(websocket against HTTP: latency and CPU per request on each side)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="run each gateway under cProfile, its statistics written to "
