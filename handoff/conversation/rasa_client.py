@@ -161,6 +161,7 @@ class RasaClient:
         self._opening: dict[str, asyncio.Task[_ChannelSocket | None]] = {}
         self._ws_refused: dict[str, float] = {}  # base URL -> when to try the websocket again
         self.sockets_opened = 0  # websockets opened so far (a reconnect counts again)
+        self._closing: set[asyncio.Task[None]] = set()  # sockets of servers switched away from
 
     def switch(self, base_url: str) -> str:
         """Send every request from now on to ``base_url`` (a blue/green deploy); requests
@@ -202,6 +203,7 @@ class RasaClient:
         sockets, self._sockets = list(self._sockets.values()), {}
         for socket in sockets:
             await socket.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
@@ -370,7 +372,9 @@ class RasaClient:
     def _spawn_close(self, base: str) -> None:
         socket = self._sockets.pop(base, None)
         if socket is not None:
-            asyncio.get_running_loop().create_task(socket.close())
+            task = asyncio.get_running_loop().create_task(socket.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     @contextmanager
     def _counted(self, base: str) -> Iterator[None]:
