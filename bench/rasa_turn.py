@@ -17,17 +17,30 @@ customer messages, interleaved round-robin so that machine noise hits every rout
   customer's whole path, storing every message, driving Rasa through its channel and judging
   each message with triage before its reply goes out (the bench waits for triage's model);
 - ``gateway-no-triage``: a second gateway, the same but with ``HANDOFF_TRIAGE_ENABLED=false``:
-  the difference to ``gateway`` is what triage adds to a turn.
+  the difference to ``gateway`` is what triage adds to a turn;
+- ``gateway-http``: a third gateway, the same as ``gateway`` but sending its turns to Rasa
+  with one HTTP request each (``HANDOFF_RASA_TRANSPORT=http``, the transport before the
+  websocket) instead of over its persistent websocket;
+- ``channel-ws`` / ``channel-http``: the gateway's own Rasa client
+  (``handoff.conversation.rasa_client.RasaClient``) calling the channel's ``turn`` from the
+  bench, over the websocket and over HTTP: the two transports without the rest of the gateway.
 
-Prints p50 and p99 per route in milliseconds and each route's ratio to ``socketio``, then what
-triage adds to a turn (``gateway`` minus ``gateway-no-triage``, each turn against the one of the
-same round).
+Each gateway is started only when one of its routes is asked for. Prints p50 and p99 per route
+in milliseconds and each route's ratio to ``socketio``, then what triage adds to a turn
+(``gateway`` minus ``gateway-no-triage``, each turn against the one of the same round), and
+where each gateway's time went (its ``handoff_turn_seconds`` histogram over the measured
+rounds: the Rasa call, and the rest, from the message's arrival to the answer applied), and
+then (``--transport N``, 400 by default) the two transports alone: the channel's cheapest
+request N times over each, their latency and the CPU each costs Rasa and the client.
+``--variant`` adds gateways with other settings or from another copy of the project,
+``--profile DIR`` runs the gateways under cProfile (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import statistics
 import sys
@@ -35,7 +48,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Awaitable, Callable, Dict, List
+from typing import Awaitable, Callable, Dict, List, Tuple
 
 import httpx
 import socketio
@@ -45,6 +58,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from actions.shop_db import seed  # noqa: E402
 from bot.serve import GATEWAY_PYTHON, Service, Stack, latest_model  # noqa: E402
+from handoff.conversation.rasa_client import RasaClient  # noqa: E402
 from tests.conftest import RASA_BIN, free_port  # noqa: E402
 
 # Messages answered by one response each (so a turn's end is one bot_uttered on socketio).
@@ -55,7 +69,14 @@ MESSAGES = [
 ]
 
 
-ROUTES = ["socketio", "gateway", "gateway-no-triage", "rest", "gateway-channel", "http-steps"]
+ROUTES = ["socketio", "gateway", "gateway-no-triage", "gateway-http", "rest", "gateway-channel",
+          "channel-ws", "channel-http", "http-steps"]
+# The gateways the bench can start: route -> the settings that differ from the shipped ones.
+GATEWAYS: Dict[str, Dict[str, str]] = {
+    "gateway": {},
+    "gateway-no-triage": {"HANDOFF_TRIAGE_ENABLED": "false"},
+    "gateway-http": {"HANDOFF_RASA_TRANSPORT": "http"},
+}
 
 
 def percentile(values: List[float], q: float) -> float:
@@ -94,28 +115,36 @@ class Customer:
 
 
 class Routes:
-    def __init__(self, stack: Stack, client: httpx.AsyncClient, gateway_url: str,
-                 plain_gateway_url: str) -> None:
+    def __init__(self, stack: Stack, client: httpx.AsyncClient,
+                 gateway_urls: Dict[str, str]) -> None:
         self.stack = stack
         self.http = client
         self.token = stack.token
-        self.rasa_customer = Customer(stack.rasa_url)
-        self.gateway_customer = Customer(gateway_url)
-        self.plain_gateway_customer = Customer(plain_gateway_url)
+        self.customers = {"socketio": Customer(stack.rasa_url)}
+        self.customers.update({name: Customer(url) for name, url in gateway_urls.items()})
+        self.channel_ws = RasaClient(stack.rasa_url, stack.token, transport="websocket")
+        self.channel_http = RasaClient(stack.rasa_url, stack.token, transport="http")
 
     async def start(self) -> None:
-        await self.rasa_customer.start()
-        await self.gateway_customer.start()
-        await self.plain_gateway_customer.start()
+        for customer in self.customers.values():
+            await customer.start()
 
-    async def socketio(self, sender: str, text: str) -> None:
-        await self.rasa_customer.turn(text)
+    async def close(self) -> None:
+        for customer in self.customers.values():
+            await customer.sio.disconnect()
+        await self.channel_ws.close()
+        await self.channel_http.close()
 
-    async def gateway(self, sender: str, text: str) -> None:
-        await self.gateway_customer.turn(text)
+    def customer(self, name: str) -> Callable[[str, str], Awaitable[None]]:
+        async def route(sender: str, text: str) -> None:
+            await self.customers[name].turn(text)
+        return route
 
-    async def gateway_no_triage(self, sender: str, text: str) -> None:
-        await self.plain_gateway_customer.turn(text)
+    async def channel_over_ws(self, sender: str, text: str) -> None:
+        assert (await self.channel_ws.turn(sender, text))["actions"]
+
+    async def channel_over_http(self, sender: str, text: str) -> None:
+        assert (await self.channel_http.turn(sender, text))["actions"]
 
     async def rest(self, sender: str, text: str) -> None:
         r = await self.http.post(f"{self.stack.rasa_url}/webhooks/rest/webhook",
@@ -145,28 +174,94 @@ class Routes:
 
 
 async def triage_ready(client: httpx.AsyncClient, gateway_url: str) -> None:
-    for _ in range(600):
-        if (await client.get(f"{gateway_url}/api/health")).json().get("triage") == "ready":
+    """Wait until the gateway's triage is loaded and, in fitted mode, its thresholds fitted
+    (the fit sends hundreds of messages to Rasa's NLU at start: not a turn's cost)."""
+    for _ in range(1200):
+        health = (await client.get(f"{gateway_url}/api/health")).json()
+        thresholds = health.get("triage_thresholds") or {}
+        if health.get("triage") == "ready" and (thresholds.get("mode") != "fitted"
+                                                 or thresholds.get("fitted_at")):
             return
         await asyncio.sleep(0.5)
     raise SystemExit("the gateway's triage did not load")
 
 
-async def run(turns: int, stack: Stack, gateway_url: str, plain_gateway_url: str,
-              only: List[str]) -> Dict[str, List[float]]:
+async def turn_parts(client: httpx.AsyncClient, url: str) -> Dict[str, Tuple[float, float]]:
+    """The gateway's ``handoff_turn_seconds`` so far: part -> (sum of seconds, count)."""
+    parts: Dict[str, List[float]] = {}
+    for line in (await client.get(f"{url}/metrics")).text.splitlines():
+        for suffix in ("_sum", "_count"):
+            head = f"handoff_turn_seconds{suffix}{{part=\""
+            if line.startswith(head):
+                part = line[len(head):line.index('"', len(head))]
+                parts.setdefault(part, [0.0, 0.0])[suffix == "_count"] = float(line.split()[-1])
+    return {part: (total, count) for part, (total, count) in parts.items()}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def transports(stack: Stack, requests: int) -> Dict[str, Dict[str, float]]:
+    """The two transports alone: the channel's cheapest request (``erase`` of a conversation
+    Rasa never saw: the lock, a lookup, no model), ``requests`` of each, in alternating blocks
+    of 20; each one's latency, and the CPU it cost Rasa's process and this one per request."""
+    server = next(s for s in stack.services if s.name.startswith("Rasa server"))
+    assert server.process is not None
+    pid = server.process.pid
+    clients = {"websocket": RasaClient(stack.rasa_url, stack.token, transport="websocket"),
+               "http": RasaClient(stack.rasa_url, stack.token, transport="http")}
+    times: Dict[str, List[float]] = {name: [] for name in clients}
+    rasa_cpu = {name: 0.0 for name in clients}
+    own_cpu = {name: 0.0 for name in clients}
+    try:
+        for client in clients.values():  # connect and warm up
+            for _ in range(20):
+                await client.erase(f"bench-none-{uuid.uuid4().hex}")
+        for block in range(max(1, requests // 20) * 2):
+            name = ("websocket", "http")[block % 2]
+            client = clients[name]
+            rasa0, own0 = cpu_seconds(pid), time.process_time()
+            for _ in range(20):
+                t0 = time.perf_counter()
+                assert await client.erase(f"bench-none-{uuid.uuid4().hex}") is False
+                times[name].append((time.perf_counter() - t0) * 1000)
+            rasa_cpu[name] += cpu_seconds(pid) - rasa0
+            own_cpu[name] += time.process_time() - own0
+    finally:
+        for client in clients.values():
+            await client.close()
+    return {name: {"p50": statistics.median(values), "p99": percentile(values, 0.99),
+                   "rasa_cpu_ms": rasa_cpu[name] * 1000 / len(values),
+                   "client_cpu_ms": own_cpu[name] * 1000 / len(values), "n": len(values)}
+            for name, values in times.items()}
+
+
+async def run(turns: int, stack: Stack, gateway_urls: Dict[str, str], only: List[str]
+              ) -> Tuple[Dict[str, List[float]], Dict[str, Dict[str, float]]]:
     async with httpx.AsyncClient(timeout=60) as client:
-        await triage_ready(client, gateway_url)
-        routes = Routes(stack, client, gateway_url, plain_gateway_url)
+        for name, url in gateway_urls.items():
+            if GATEWAYS[name].get("HANDOFF_TRIAGE_ENABLED") != "false":
+                await triage_ready(client, url)
+        routes = Routes(stack, client, gateway_urls)
         await routes.start()
         named: Dict[str, Callable[[str, str], Awaitable[None]]] = {
-            "socketio": routes.socketio, "gateway": routes.gateway,
-            "gateway-no-triage": routes.gateway_no_triage, "rest": routes.rest,
-            "gateway-channel": routes.gateway_channel, "http-steps": routes.http_steps,
+            "socketio": routes.customer("socketio"),
+            **{name: routes.customer(name) for name in gateway_urls},
+            "rest": routes.rest, "gateway-channel": routes.gateway_channel,
+            "channel-ws": routes.channel_over_ws, "channel-http": routes.channel_over_http,
+            "http-steps": routes.http_steps,
         }
-        named = {name: route for name, route in named.items() if name in only}
+        named = {name: named[name] for name in only}
         senders = {name: f"bench-{name}-{uuid.uuid4().hex[:8]}" for name in named}
         times: Dict[str, List[float]] = {name: [] for name in named}
+        before: Dict[str, Dict[str, Tuple[float, float]]] = {}
         for i in range(turns + 5):  # the first 5 rounds warm up
+            if i == 5:
+                before = {name: await turn_parts(client, url)
+                          for name, url in gateway_urls.items()}
             text = MESSAGES[i % len(MESSAGES)]
             order = list(named.items())
             order = order[i % len(order):] + order[:i % len(order)]
@@ -175,10 +270,15 @@ async def run(turns: int, stack: Stack, gateway_url: str, plain_gateway_url: str
                 await route(senders[name], text)
                 if i >= 5:
                     times[name].append((time.perf_counter() - t0) * 1000)
-        await routes.rasa_customer.sio.disconnect()
-        await routes.gateway_customer.sio.disconnect()
-        await routes.plain_gateway_customer.sio.disconnect()
-        return times
+        parts: Dict[str, Dict[str, float]] = {}
+        for name, url in gateway_urls.items():
+            after = await turn_parts(client, url)
+            parts[name] = {
+                part: (total - before[name].get(part, (0.0, 0.0))[0]) * 1000
+                / max(1.0, count - before[name].get(part, (0.0, 0.0))[1])
+                for part, (total, count) in after.items()}
+        await routes.close()
+        return times, parts
 
 
 def main() -> None:
@@ -189,8 +289,24 @@ def main() -> None:
                         help="comma-separated routes to compare (socketio is always one)")
     parser.add_argument("--database-url", default=None,
                         help="the gateway's store (default: a fresh SQLite file)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE,...",
+                        help="one more gateway route NAME, the shipped gateway with these "
+                        "HANDOFF_ settings changed (e.g. gateway-2threads:HANDOFF_TRIAGE_THREADS=0)"
+                        "; cwd=DIR runs the gateway of another copy of the project (e.g. the "
+                        "code before a change, from `git archive`); may be given several times")
+    parser.add_argument("--transport", type=int, default=400, metavar="N",
+                        help="then N requests over each transport to the channel alone (0: none) "
+                        "(websocket against HTTP: latency and CPU per request on each side)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="run each gateway under cProfile, its statistics written to "
+                        "DIR/<route>.prof when it stops (read with python -m pstats)")
     args = parser.parse_args()
-    only = ["socketio"] + [r for r in args.routes.split(",") if r in ROUTES and r != "socketio"]
+    for variant in args.variant:
+        name, _, changes = variant.partition(":")
+        GATEWAYS[name] = dict(change.split("=", 1) for change in changes.split(",") if change)
+    only = ["socketio"] + [r for r in args.routes.split(",")
+                           if r in ROUTES and r != "socketio"] + [
+        v.partition(":")[0] for v in args.variant]
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         credentials = tmpdir / "credentials.yml"
@@ -204,10 +320,18 @@ def main() -> None:
                            "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
         stack.start(timeout=300)
         gateways = []
-        for label, triage in (("gateway", "true"), ("gateway-no-triage", "false")):
+
+        def profiled(label: str) -> List[str]:
+            if args.profile is None:
+                return []
+            args.profile.mkdir(parents=True, exist_ok=True)
+            return ["-m", "cProfile", "-o", str(args.profile.resolve() / f"{label}.prof")]
+
+        for label in (name for name in GATEWAYS if name in only):
             port = free_port()
             service = Service(
-                name=f"handoff {label}", argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
+                name=f"handoff {label}", argv=[str(GATEWAY_PYTHON), *profiled(label), "-m",
+                                               "handoff"],
                 ready_url=f"http://127.0.0.1:{port}/api/health",
                 log_path=tmpdir / "logs" / f"{label}.log",
                 env={"HANDOFF_PORT": str(port), "HANDOFF_RASA_URL": stack.rasa_url,
@@ -215,22 +339,25 @@ def main() -> None:
                      "HANDOFF_ENV_FILE": str(tmpdir / "no.env"),
                      "HANDOFF_DATABASE_URL": args.database_url
                      or f"sqlite+aiosqlite:///{tmpdir / (label + '.db')}",
-                     "HANDOFF_TRIAGE_ENABLED": triage,
                      "HANDOFF_JWT_SECRET": secrets.token_urlsafe(48),
                      "HANDOFF_LOG_LEVEL": "WARNING",
                      # one customer sending turn after turn as fast as they are answered:
                      # above the default per-connection limit (docs/security.md)
                      "HANDOFF_CUSTOMER_MESSAGE_RATE": "1000",
                      "HANDOFF_CUSTOMER_MESSAGE_BURST": "10000",
-                     "HANDOFF_IP_MESSAGE_RATE": "1000", "HANDOFF_IP_MESSAGE_BURST": "10000"},
+                     "HANDOFF_IP_MESSAGE_RATE": "1000", "HANDOFF_IP_MESSAGE_BURST": "10000",
+                     **{k: v for k, v in GATEWAYS[label].items() if k != "cwd"}},
+                cwd=Path(GATEWAYS[label].get("cwd", PROJECT_ROOT)),
             )
             service.start()
             stack.services.append(service)
-            gateways.append((service, f"http://127.0.0.1:{port}"))
+            gateways.append((label, service, f"http://127.0.0.1:{port}"))
         try:
-            for service, _ in gateways:
+            for _, service, _ in gateways:
                 service.wait_until_ready(time.monotonic() + 60)
-            times = asyncio.run(run(args.turns, stack, gateways[0][1], gateways[1][1], only))
+            times, parts = asyncio.run(run(args.turns, stack,
+                                           {label: url for label, _, url in gateways}, only))
+            transport = asyncio.run(transports(stack, args.transport)) if args.transport else {}
         finally:
             stack.stop()
     base50 = statistics.median(times["socketio"])
@@ -246,6 +373,19 @@ def main() -> None:
         print(f"\ntriage within the turn adds: p50 {statistics.median(added):+.1f} ms, "
               f"p90 {percentile(added, 0.9):+.1f} ms (gateway minus gateway-no-triage, "
               "same round)")
+    if transport:
+        print("\n| transport (the channel's erase, nothing to erase) | p50 ms | p99 ms | "
+              "Rasa CPU ms per request | client CPU ms per request |")
+        print("|---|---|---|---|---|")
+        for name, t in transport.items():
+            print(f"| {name} ({t['n']:.0f}) | {t['p50']:.2f} | {t['p99']:.2f} | "
+                  f"{t['rasa_cpu_ms']:.2f} | {t['client_cpu_ms']:.2f} |")
+    if parts:
+        print("\n| gateway | turn, mean ms | Rasa call | the rest (store, router, triage) |")
+        print("|---|---|---|---|")
+        for name, part in parts.items():
+            print(f"| {name} | {part.get('total', 0):.1f} | {part.get('rasa', 0):.1f} | "
+                  f"{part.get('gateway', 0):.1f} |")
 
 
 if __name__ == "__main__":

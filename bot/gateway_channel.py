@@ -59,15 +59,25 @@ the stored transcript (docs/security.md). Answers ``{"sender", "masked": n}``, t
 changed (0: none, or no such tracker). The token is ``$GATEWAY_CHANNEL_TOKEN`` (default: ``$RASA_TOKEN``);
 requests without it get 401.
 
+The same requests go over one persistent websocket, ``GET /webhooks/gateway/ws`` (the same
+bearer token; a wrong one closes the socket with code 4401 before anything is read; a good one
+is greeted with ``{"ready": true}``). Each text frame is a request
+``{"id": n, "path": "turn" | "continue" | "erase", "body": {...as above...}}``, answered with
+``{"id": n, "status": 200 | 4xx | 5xx, "body": {...}}`` when it is done; requests run side by
+side and are answered in the order they finish. The gateway uses it so that a turn costs one
+frame each way instead of an HTTP request (docs/performance.md).
+
 Enable it in ``credentials.yml`` with ``bot.gateway_channel.GatewayInput:``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
 import os
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Text, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Text, Tuple
 
 from sanic import Blueprint, response
 from sanic.request import Request
@@ -87,8 +97,12 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from contracts.masking import KINDS, Masker
 
 CHANNEL_NAME = "gateway"
+WS_UNAUTHORISED = 4401  # the websocket's close code for a wrong token
 ALTERNATIVES = 5
 MAX_ACTIONS_PER_TURN = 10
+
+
+logger = logging.getLogger(__name__)
 
 
 class BadRequest(Exception):
@@ -319,16 +333,6 @@ class Turn:
         }
 
 
-def _json_body(request: Request) -> Dict[str, Any]:
-    body = request.json
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    sender = body.get("sender")
-    if not isinstance(sender, str) or not sender:
-        raise BadRequest("'sender' must be a non-empty string")
-    return body
-
-
 def _earlier(value: Any) -> List[Dict[str, Any]]:
     """The ``earlier`` of a turn: messages to log, unanswered, before the turn's own."""
     if value is None:
@@ -347,6 +351,162 @@ def _logged_ids(tracker: DialogueStateTracker) -> set:
     return {e.message_id for e in tracker.events if isinstance(e, UserUttered) and e.message_id}
 
 
+async def _turn(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
+    text = body.get("text")
+    if not isinstance(text, str):
+        raise BadRequest("'text' must be a string")
+    parse_data = body.get("parse_data")
+    if parse_data is not None and not isinstance(parse_data, dict):
+        raise BadRequest("'parse_data' must be an object")
+    metadata = body.get("metadata") or {}
+    message_id = body.get("message_id")
+    if message_id is not None and not isinstance(message_id, str):
+        raise BadRequest("'message_id' must be a string")
+    earlier = _earlier(body.get("earlier"))
+    message = UserMessage(
+        text, CollectingOutputChannel(), body["sender"],
+        input_channel=CHANNEL_NAME, metadata=metadata, parse_data=parse_data,
+        message_id=message_id,
+    )
+    processor = agent.processor
+    tracker = await processor.fetch_tracker_and_update_session(
+        message.sender_id, message.output_channel, message.metadata
+    )
+    seen = _logged_ids(tracker)
+    for item in earlier:  # an outage's messages: logged, not answered
+        if item.get("message_id") in seen:
+            continue  # Rasa logged it before it stopped answering
+        said = UserMessage(
+            item["text"], CollectingOutputChannel(), body["sender"],
+            input_channel=CHANNEL_NAME, metadata=item.get("metadata") or {},
+            message_id=item.get("message_id"),
+        )
+        await processor._handle_message_with_tracker(said, tracker)  # noqa: SLF001
+        tracker = await processor.run_action_extract_slots(said.output_channel, tracker)
+        tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
+    latest = tracker.latest_message
+    if body.get("rewind") or (
+        message_id is not None and latest is not None
+        and latest.message_id == message_id
+    ):  # also: this very message was logged by a turn whose answer was lost
+        # the revert also takes back the action_listen before the message
+        tracker.update(UserUtteranceReverted())
+        tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
+    await processor._handle_message_with_tracker(  # noqa: SLF001 - log_message's
+        message, tracker                           # own step, after the rewind
+    )
+    tracker = await processor.run_action_extract_slots(message.output_channel, tracker)
+    run = Turn(agent)
+    await run.loop(tracker, hold=bool(body.get("hold")))
+    await processor.save_tracker(tracker)
+    return run.result(tracker)
+
+
+async def _continue(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
+    decision = body.get("decision")
+    if not isinstance(decision, dict):
+        raise BadRequest("'decision' must be an object")
+    processor = agent.processor
+    tracker = await processor.fetch_tracker_and_update_session(
+        body["sender"], CollectingOutputChannel()
+    )
+    run = Turn(agent)
+    kind = decision.get("type")
+    if kind == "approve":
+        action, prediction = processor.predict_next_with_tracker_if_should(tracker)
+        await run._run(tracker, action, prediction)
+    elif kind == "replace":
+        await run.run_named(tracker, str(decision.get("action")))
+    elif kind == "say":
+        messages = decision.get("messages")
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) for m in messages
+        ):
+            raise BadRequest("'messages' must be a list of message objects")
+        run.log_said(tracker, decision.get("action"), messages,
+                     decision.get("metadata") or {})
+    else:
+        raise BadRequest("'decision.type' must be approve, replace or say")
+    await run.loop(tracker, hold=bool(body.get("hold")), overridden=kind != "approve")
+    await processor.save_tracker(tracker)
+    return run.result(tracker)
+
+
+async def _erase(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
+    erased = erase_tracker(agent.tracker_store, body["sender"])
+    return {"sender": body["sender"], "erased": erased}
+
+
+# What each path of the channel does, over HTTP (``POST /webhooks/gateway/<path>``) and over
+# the websocket (``{"path": ...}``) alike.
+WORK: Dict[Text, Callable[[Any, Dict[str, Any]], Awaitable[Dict[str, Any]]]] = {
+    "turn": _turn, "continue": _continue, "erase": _erase,
+}
+
+
+async def perform(agent: Any, path: Text, body: Any) -> Tuple[int, Dict[str, Any]]:
+    """Run one request of the channel under the conversation's lock: (status, answer)."""
+    if agent is None or not agent.is_ready():
+        return 503, {"error": "no model loaded"}
+    work = WORK.get(path)
+    if work is None:
+        return 404, {"error": f"no such path {path!r}"}
+    try:
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        sender = body.get("sender")
+        if not isinstance(sender, str) or not sender:
+            raise BadRequest("'sender' must be a non-empty string")
+        async with agent.lock_store.lock(sender):
+            return 200, await work(agent, body)
+    except BadRequest as exc:
+        return 400, {"error": str(exc)}
+    except Unsupported as exc:
+        return 501, {"error": str(exc)}
+
+
+class Multiplexer:
+    """One websocket from the gateway (``/webhooks/gateway/ws``): each text frame is a request
+    ``{"id", "path", "body"}``, run in a task of its own (turns of different conversations run
+    side by side, as over HTTP), and answered, in whatever order they finish, with ``{"id",
+    "status", "body"}``. A request whose socket closes while it runs still completes (its
+    tracker is saved), and its answer is dropped: as with an HTTP request the gateway gave up on.
+    """
+
+    def __init__(self, app: Any, ws: Any) -> None:
+        self.app = app
+        self.ws = ws
+        self.tasks: Set["asyncio.Task[None]"] = set()
+
+    async def serve(self) -> None:
+        while True:
+            frame = await self.ws.recv()
+            if frame is None:  # closed
+                return
+            task = asyncio.ensure_future(self.answer(frame))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def answer(self, frame: Any) -> None:
+        request_id: Any = None
+        try:
+            request = json.loads(frame)
+            if not isinstance(request, dict):
+                raise ValueError("not an object")
+            request_id = request.get("id")
+            status, answer = await perform(self.app.ctx.agent, str(request.get("path")),
+                                           request.get("body"))
+        except ValueError:
+            status, answer = 400, {"error": "a request is {id, path, body} in JSON"}
+        except Exception as exc:  # noqa: BLE001 - answered as a 500, as sanic would
+            logger.exception("gateway channel request failed")
+            status, answer = 500, {"error": f"{type(exc).__name__}: {exc}"}
+        try:
+            await self.ws.send(json.dumps({"id": request_id, "status": status, "body": answer}))
+        except Exception:  # noqa: BLE001 - the gateway went away; the tracker is saved
+            logger.debug("gateway channel: answer %s dropped, the socket closed", request_id)
+
+
 class GatewayInput(InputChannel):
     """The handoff gateway's channel (see the module docstring)."""
 
@@ -363,23 +523,15 @@ class GatewayInput(InputChannel):
     ) -> Blueprint:
         bp = Blueprint("gateway_webhook", __name__)
 
-        async def guarded(
-            request: Request,
-            work: Callable[[Any, Dict[str, Any]], Awaitable[Dict[str, Any]]],
-        ) -> HTTPResponse:
+        async def answer(request: Request, path: Text) -> HTTPResponse:
             if not _authorised(request):
                 return response.json({"error": "unauthorised"}, status=401)
-            agent = request.app.ctx.agent
-            if agent is None or not agent.is_ready():
-                return response.json({"error": "no model loaded"}, status=503)
             try:
-                body = _json_body(request)
-                async with agent.lock_store.lock(body["sender"]):
-                    return response.json(await work(agent, body))
-            except BadRequest as exc:
-                return response.json({"error": str(exc)}, status=400)
-            except Unsupported as exc:
-                return response.json({"error": str(exc)}, status=501)
+                body = request.json
+            except Exception:  # noqa: BLE001 - sanic's own error for a body that is not JSON
+                body = None
+            status, data = await perform(request.app.ctx.agent, path, body)
+            return response.json(data, status=status)
 
         @bp.route("/", methods=["GET"])
         async def health(request: Request) -> HTTPResponse:
@@ -387,99 +539,23 @@ class GatewayInput(InputChannel):
 
         @bp.route("/turn", methods=["POST"])
         async def turn(request: Request) -> HTTPResponse:
-            async def work(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
-                text = body.get("text")
-                if not isinstance(text, str):
-                    raise BadRequest("'text' must be a string")
-                parse_data = body.get("parse_data")
-                if parse_data is not None and not isinstance(parse_data, dict):
-                    raise BadRequest("'parse_data' must be an object")
-                metadata = body.get("metadata") or {}
-                message_id = body.get("message_id")
-                if message_id is not None and not isinstance(message_id, str):
-                    raise BadRequest("'message_id' must be a string")
-                earlier = _earlier(body.get("earlier"))
-                message = UserMessage(
-                    text, CollectingOutputChannel(), body["sender"],
-                    input_channel=CHANNEL_NAME, metadata=metadata, parse_data=parse_data,
-                    message_id=message_id,
-                )
-                processor = agent.processor
-                tracker = await processor.fetch_tracker_and_update_session(
-                    message.sender_id, message.output_channel, message.metadata
-                )
-                seen = _logged_ids(tracker)
-                for item in earlier:  # an outage's messages: logged, not answered
-                    if item.get("message_id") in seen:
-                        continue  # Rasa logged it before it stopped answering
-                    said = UserMessage(
-                        item["text"], CollectingOutputChannel(), body["sender"],
-                        input_channel=CHANNEL_NAME, metadata=item.get("metadata") or {},
-                        message_id=item.get("message_id"),
-                    )
-                    await processor._handle_message_with_tracker(said, tracker)  # noqa: SLF001
-                    tracker = await processor.run_action_extract_slots(said.output_channel,
-                                                                       tracker)
-                    tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
-                latest = tracker.latest_message
-                if body.get("rewind") or (
-                    message_id is not None and latest is not None
-                    and latest.message_id == message_id
-                ):  # also: this very message was logged by a turn whose answer was lost
-                    # the revert also takes back the action_listen before the message
-                    tracker.update(UserUtteranceReverted())
-                    tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
-                await processor._handle_message_with_tracker(  # noqa: SLF001 - log_message's
-                    message, tracker                           # own step, after the rewind
-                )
-                tracker = await processor.run_action_extract_slots(message.output_channel, tracker)
-                run = Turn(agent)
-                await run.loop(tracker, hold=bool(body.get("hold")))
-                await processor.save_tracker(tracker)
-                return run.result(tracker)
-
-            return await guarded(request, work)
+            return await answer(request, "turn")
 
         @bp.route("/continue", methods=["POST"])
         async def continue_turn(request: Request) -> HTTPResponse:
-            async def work(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
-                decision = body.get("decision")
-                if not isinstance(decision, dict):
-                    raise BadRequest("'decision' must be an object")
-                processor = agent.processor
-                tracker = await processor.fetch_tracker_and_update_session(
-                    body["sender"], CollectingOutputChannel()
-                )
-                run = Turn(agent)
-                kind = decision.get("type")
-                if kind == "approve":
-                    action, prediction = processor.predict_next_with_tracker_if_should(tracker)
-                    await run._run(tracker, action, prediction)
-                elif kind == "replace":
-                    await run.run_named(tracker, str(decision.get("action")))
-                elif kind == "say":
-                    messages = decision.get("messages")
-                    if not isinstance(messages, list) or not all(
-                        isinstance(m, dict) for m in messages
-                    ):
-                        raise BadRequest("'messages' must be a list of message objects")
-                    run.log_said(tracker, decision.get("action"), messages,
-                                 decision.get("metadata") or {})
-                else:
-                    raise BadRequest("'decision.type' must be approve, replace or say")
-                await run.loop(tracker, hold=bool(body.get("hold")), overridden=kind != "approve")
-                await processor.save_tracker(tracker)
-                return run.result(tracker)
-
-            return await guarded(request, work)
+            return await answer(request, "continue")
 
         @bp.route("/erase", methods=["POST"])
         async def erase(request: Request) -> HTTPResponse:
-            async def work(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
-                erased = erase_tracker(agent.tracker_store, body["sender"])
-                return {"sender": body["sender"], "erased": erased}
+            return await answer(request, "erase")
 
-            return await guarded(request, work)
+        @bp.websocket("/ws")
+        async def socket(request: Request, ws: Any) -> None:
+            if not _authorised(request):
+                await ws.close(code=WS_UNAUTHORISED, reason="unauthorised")
+                return
+            await ws.send(json.dumps({"ready": True}))
+            await Multiplexer(request.app, ws).serve()
 
         @bp.route("/mask", methods=["POST"])
         async def mask(request: Request) -> HTTPResponse:

@@ -251,6 +251,19 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("node_lease", "float", "10",
             "With Redis, seconds a node counts as alive after its last heartbeat (sent every "
             "third of it); then another node takes over its turns and timers.", 1, 3600),
+    Setting("rasa_transport", "str", "WEBSOCKET",
+            "How the gateway sends turns to Rasa's gateway channel: websocket (one persistent "
+            "socket per Rasa server, requests multiplexed on it; HTTP when it cannot be "
+            "opened) or http (one HTTP request per call, pooled keep-alive connections).",
+            choices=("WEBSOCKET", "HTTP")),
+    Setting("triage_embedding_cache", "int", "2048",
+            "Texts whose triage embedding the gateway keeps (least recently used dropped; "
+            "keyed by a digest, the text is not kept), so that a repeated message (\"thanks\", "
+            "\"yes\") is not encoded again beside Rasa's turn; 0 keeps none.", 0, 1000000),
+    Setting("triage_threads", "int", "1",
+            "CPU threads triage's OpenVINO encoder uses for one inference (0: one per core). "
+            "One leaves the other cores to Rasa while the embedding runs beside its turn.",
+            0, 256),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -324,6 +337,9 @@ class Settings:
     redis_prefix: str = "handoff"
     node_id: str = ""
     node_lease: float = 10.0
+    rasa_transport: str = "WEBSOCKET"
+    triage_embedding_cache: int = 2048
+    triage_threads: int = 1
 
     def __repr__(self) -> str:
         shown = ", ".join(

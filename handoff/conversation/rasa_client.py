@@ -9,6 +9,15 @@ turn in one round trip::
     await rasa.continue_("conv-1", {"type": "approve"}, hold=True)
     await rasa.close()
 
+With ``transport="websocket"`` the channel's requests (``turn``, ``continue_``, ``erase``) go
+over one persistent websocket per Rasa server (the channel's ``/webhooks/gateway/ws``), each
+request a frame with an id and its answer a frame with the same id, instead of one HTTP request
+each: cheaper for both processes (docs/performance.md). A request is sent at most once: when the
+socket closes while one is out, that request fails like an HTTP request whose connection broke
+(:class:`RasaUnavailable`), and it is not sent again, since Rasa may have run it. The next
+request opens a new socket; one that cannot (a channel without the route, a body over
+:data:`WS_MAX_BODY`) goes over HTTP as before.
+
 Every failure the gateway must route around — a timeout, a refused connection, a 5xx, an
 answer that is not the JSON the channel promises — raises :class:`RasaUnavailable` (503), with
 ``timed_out`` set for a timeout. A 4xx (our request was wrong, or the token) raises
@@ -18,8 +27,12 @@ answer that is not the JSON the channel promises — raises :class:`RasaUnavaila
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar, Literal, TypedDict, cast
 from urllib.parse import quote
 
@@ -29,8 +42,15 @@ from handoff.errors import HandoffError
 
 __all__ = [
     "ActionReport", "ContinueBody", "HeldAction", "ParseReport", "RasaClient", "RasaError",
-    "RasaRejected", "RasaUnavailable", "Scored", "TurnReply",
+    "RasaRejected", "RasaUnavailable", "Scored", "Transport", "TurnReply",
 ]
+
+log = logging.getLogger(__name__)
+
+Transport = Literal["http", "websocket"]
+WS_MAX_BODY = 512 * 1024  # a bigger request goes over HTTP (sanic's frame limit is 1 MiB)
+WS_RETRY_AFTER = 30.0  # seconds before a server that refused the websocket is asked again
+WS_UNAUTHORISED = 4401  # the channel's close code for a wrong token
 
 
 class Scored(TypedDict):
@@ -126,13 +146,22 @@ class RasaClient:
 
     CHANNEL = "/webhooks/gateway"
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0,
+                 transport: Transport = "http") -> None:
+        if transport not in ("http", "websocket"):
+            raise ValueError(f"transport must be http or websocket, not {transport!r}")
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.timeout = timeout
+        self.transport = transport
         self._session: aiohttp.ClientSession | None = None
         self._in_flight: dict[str, int] = {}  # base URL -> requests running there
         self._drained: dict[str, asyncio.Event] = {}
+        self._sockets: dict[str, _ChannelSocket] = {}  # base URL -> its open websocket
+        self._opening: dict[str, asyncio.Task[_ChannelSocket | None]] = {}
+        self._ws_refused: dict[str, float] = {}  # base URL -> when to try the websocket again
+        self.sockets_opened = 0  # websockets opened so far (a reconnect counts again)
+        self._closing: set[asyncio.Task[None]] = set()  # sockets of servers switched away from
 
     def switch(self, base_url: str) -> str:
         """Send every request from now on to ``base_url`` (a blue/green deploy); requests
@@ -154,7 +183,8 @@ class RasaClient:
 
 
     def __repr__(self) -> str:
-        return f"RasaClient({self.base_url!r}, timeout={self.timeout})"
+        return (f"RasaClient({self.base_url!r}, timeout={self.timeout}, "
+                f"transport={self.transport!r})")
 
     @property
     def _http(self) -> aiohttp.ClientSession:
@@ -166,6 +196,14 @@ class RasaClient:
         return self._session
 
     async def close(self) -> None:
+        for task in self._opening.values():
+            task.cancel()
+        await asyncio.gather(*self._opening.values(), return_exceptions=True)
+        self._opening.clear()
+        sockets, self._sockets = list(self._sockets.values()), {}
+        for socket in sockets:
+            await socket.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
@@ -269,41 +307,199 @@ class RasaClient:
 
     async def _post(self, path: str, body: dict[str, Any],
                     base_url: str | None = None) -> dict[str, Any]:
+        if self.transport == "websocket":
+            base = base_url.rstrip("/") if base_url else self.base_url
+            frame = json.dumps(body)
+            if len(frame) <= WS_MAX_BODY:
+                with self._counted(base):
+                    answered = await self._over_socket(base, path.lstrip("/"), frame)
+                if answered is not None:
+                    return answered
         return await self._request("POST", self.CHANNEL + path, json=body, base_url=base_url)
 
-    async def _request(self, method: str, path: str, *, base_url: str | None = None,
-                       **kwargs: Any) -> dict[str, Any]:
-        base = base_url.rstrip("/") if base_url else self.base_url
-        self._in_flight[base] = self._in_flight.get(base, 0) + 1
+    async def _over_socket(self, base: str, path: str, frame: str) -> dict[str, Any] | None:
+        """The channel's answer over the websocket to ``base``; None when the request was not
+        sent (no socket could be had, or it closed before the frame left): go over HTTP."""
+        deadline = time.monotonic() + self.timeout
         try:
-            async with self._http.request(method, base + path, **kwargs) as resp:
-                status, text = resp.status, await resp.text()
+            socket = await asyncio.wait_for(self._socket(base), self.timeout)
+            if socket is None:
+                return None
+            answered = await asyncio.wait_for(socket.request(path, frame),
+                                              max(0.0, deadline - time.monotonic()))
+            if answered is None:
+                return None
+            status, data = answered
         except asyncio.TimeoutError:
             raise RasaUnavailable("Rasa did not answer in time", timed_out=True) from None
+        finally:
+            if base != self.base_url and not self._in_flight.get(base, 0) > 1:
+                self._spawn_close(base)  # a server switched away from: let it go
+        return _checked(status, data, self.CHANNEL + "/" + path)
+
+    async def _socket(self, base: str) -> _ChannelSocket | None:
+        socket = self._sockets.get(base)
+        if socket is not None and socket.open:
+            return socket
+        if time.monotonic() < self._ws_refused.get(base, 0.0):
+            return None
+        opening = self._opening.get(base)
+        if opening is None:  # requests that arrive meanwhile share the one handshake
+            opening = asyncio.get_running_loop().create_task(self._open(base))
+            self._opening[base] = opening
+            opening.add_done_callback(lambda _: self._opening.pop(base, None))
+        return await asyncio.shield(opening)
+
+    async def _open(self, base: str) -> _ChannelSocket | None:
+        try:
+            ws = await self._http.ws_connect(base + self.CHANNEL + "/ws", autoclose=False,
+                                             max_msg_size=0, heartbeat=None)
+        except aiohttp.WSServerHandshakeError as exc:  # a channel without the websocket
+            log.warning("Rasa at %s refused the channel's websocket (%s): HTTP for %g s",
+                        base, exc.status, WS_RETRY_AFTER)
+            self._ws_refused[base] = time.monotonic() + WS_RETRY_AFTER
+            return None
         except aiohttp.ClientConnectorError as exc:
             raise RasaUnavailable(f"cannot connect to Rasa ({exc})") from exc
         except aiohttp.ClientError as exc:
-            raise RasaUnavailable(f"Rasa request failed ({type(exc).__name__}: {exc})") from exc
+            raise RasaUnavailable(f"Rasa's channel socket failed ({type(exc).__name__}: "
+                                  f"{exc})") from exc
+        greeting = await ws.receive()
+        if greeting.type is not aiohttp.WSMsgType.TEXT:
+            code = ws.close_code
+            await ws.close()
+            if code == WS_UNAUTHORISED:
+                raise RasaRejected("Rasa refused the channel's token (websocket)",
+                                   rasa_status=401)
+            raise RasaUnavailable(f"Rasa's channel socket closed at once ({code})")
+        socket = _ChannelSocket(ws)
+        self._sockets[base] = socket
+        self.sockets_opened += 1
+        log.info("a websocket to Rasa's channel at %s is open", base)
+        return socket
+
+    def _spawn_close(self, base: str) -> None:
+        socket = self._sockets.pop(base, None)
+        if socket is not None:
+            task = asyncio.get_running_loop().create_task(socket.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    @contextmanager
+    def _counted(self, base: str) -> Iterator[None]:
+        """Count a request as running on ``base`` (for :meth:`drained`)."""
+        self._in_flight[base] = self._in_flight.get(base, 0) + 1
+        try:
+            yield
         finally:
             self._in_flight[base] -= 1
             if not self._in_flight[base]:
                 del self._in_flight[base]
                 if (event := self._drained.pop(base, None)) is not None:
                     event.set()
+
+    async def _request(self, method: str, path: str, *, base_url: str | None = None,
+                       **kwargs: Any) -> dict[str, Any]:
+        base = base_url.rstrip("/") if base_url else self.base_url
+        with self._counted(base):
+            try:
+                async with self._http.request(method, base + path, **kwargs) as resp:
+                    status, text = resp.status, await resp.text()
+            except asyncio.TimeoutError:
+                raise RasaUnavailable("Rasa did not answer in time", timed_out=True) from None
+            except aiohttp.ClientConnectorError as exc:
+                raise RasaUnavailable(f"cannot connect to Rasa ({exc})") from exc
+            except aiohttp.ClientError as exc:
+                raise RasaUnavailable(
+                    f"Rasa request failed ({type(exc).__name__}: {exc})") from exc
         return _json(status, text, path)
 
 
+class _ChannelSocket:
+    """One open websocket to a Rasa server's gateway channel: requests go out as frames
+    ``{"id", "path", "body"}`` and a reader task hands each answer ``{"id", "status", "body"}``
+    to the request that waits for it. When the socket closes, every request still waiting
+    fails with :class:`RasaUnavailable` (it may have run: it is not sent again)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[tuple[int, Any]]] = {}
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @property
+    def open(self) -> bool:
+        return not self.ws.closed and not self._reader.done()
+
+    async def request(self, path: str, body: str) -> tuple[int, Any] | None:
+        """Send a request (``body``: its JSON) and wait for its (status, answer); None when
+        the socket was closed already (nothing was sent). A failure once the frame may have
+        left raises :class:`RasaUnavailable`: the request is not sent again."""
+        if not self.open:
+            return None
+        request_id = next(self._ids)
+        future: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        try:
+            await self.ws.send_str(f'{{"id":{request_id},"path":{json.dumps(path)},'
+                                   f'"body":{body}}}')
+            return await future
+        except (ConnectionError, aiohttp.ClientError) as exc:
+            raise RasaUnavailable(f"the socket to Rasa's channel failed ({exc})") from exc
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message.type is not aiohttp.WSMsgType.TEXT:  # pings are answered by aiohttp
+                    return  # closed, closing or an error: every waiting request fails
+                try:
+                    frame = json.loads(message.data)
+                    future = self._waiting.get(frame["id"])
+                    answer = (int(frame["status"]), frame["body"])
+                except (ValueError, KeyError, TypeError):
+                    log.warning("Rasa's channel sent a frame that is not an answer: %.200s",
+                                message.data)
+                    continue
+                if future is not None and not future.done():
+                    future.set_result(answer)
+        finally:
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(RasaUnavailable(
+                        "the socket to Rasa's channel closed during the request"))
+            if not self.ws.closed:
+                await self.ws.close()
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        await self.ws.close()
+
+
 def _json(status: int, text: str, path: str) -> dict[str, Any]:
+    _refused(status, text, path)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise RasaUnavailable(f"Rasa answered {path} with something that is not JSON") from exc
+    return _checked(status, data, path)
+
+
+def _refused(status: int, text: str, path: str) -> None:
     if status >= 500:
         raise RasaUnavailable(f"Rasa answered {path} with {status}: {text[:200]}",
                               rasa_status=status)
     if status >= 400:
         raise RasaRejected(f"Rasa refused {path} with {status}: {text[:200]}",
                            rasa_status=status)
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise RasaUnavailable(f"Rasa answered {path} with something that is not JSON") from exc
+
+
+def _checked(status: int, data: Any, path: str) -> dict[str, Any]:
+    if status >= 400:
+        _refused(status, json.dumps(data), path)
     if not isinstance(data, dict):
         raise RasaUnavailable(f"Rasa answered {path} with {type(data).__name__}, not an object")
     return data

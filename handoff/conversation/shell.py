@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -66,6 +67,7 @@ __all__ = ["Conversations", "Notifier", "conversation_json", "turn_result"]
 log = logging.getLogger(__name__)
 
 _STALE_RETRIES = 5
+_KEPT_ROWS = 4096  # conversations whose last saved row is kept to step on (see _step_locked)
 TRACKER_RETRY_DELAYS = (1.0, 4.0, 15.0)
 """Seconds to wait before each further try of a correction's tracker fetch."""
 
@@ -174,6 +176,10 @@ class Conversations:
         # offers and places in the queue: handoff.conversation.waiting)
         self.status_listeners: list[Callable[[str, r.StatusChanged], Awaitable[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        # conversation id -> the row its last step saved here, most recent last: the next
+        # step starts from it instead of reading the store (save_step's version check catches
+        # a row changed meanwhile elsewhere)
+        self._rows: OrderedDict[str, Conversation] = OrderedDict()
 
     async def close(self) -> None:
         """Cancel the background tasks still running (Rasa calls, tracker fetches, review
@@ -384,12 +390,23 @@ class Conversations:
         """Step ``event`` under the conversation's lock. The new state, the messages the step
         produced (the customer's, the bot's) and the NLU result of a Rasa answer are written in
         one transaction before any effect runs; returns the state and what was saved (None
-        when the step changed nothing: a late Rasa answer, a flag already raised)."""
+        when the step changed nothing: a late Rasa answer, a flag already raised).
+
+        The step starts from the row this process saved last for the conversation, when it has
+        one, without reading the store (two reads fewer per customer turn): a row changed since
+        by anyone else has another version, so ``save_step`` refuses it (``StaleVersion``) and
+        the step is taken again on the stored row; so is a step that would change nothing,
+        since nothing checks its version."""
         for _ in range(_STALE_RETRIES):
-            conv = await self.store.get_conversation(conversation_id)
+            conv = self._rows.pop(conversation_id, None)
+            kept = conv is not None
+            if conv is None:
+                conv = await self.store.get_conversation(conversation_id)
             before = decode_state(conversation_id, conv.state)
             after, effects = r.step(before, event, self.config)
             if after == before and not effects:
+                if kept:
+                    continue  # decided on the kept row: decide it again on the stored one
                 return before, None
             try:
                 saved = await self.store.save_step(
@@ -409,6 +426,10 @@ class Conversations:
             break
         else:
             raise StaleVersion(f"conversation {conversation_id!r} keeps changing")
+        if saved.conversation.mode != "closed":
+            self._rows[conversation_id] = saved.conversation
+            if len(self._rows) > _KEPT_ROWS:
+                self._rows.popitem(last=False)
         self._count_step(conv.mode, saved)
         if (self.on_ended is not None and saved.conversation.mode == "closed"
                 and conv.mode != "closed"):
@@ -721,8 +742,10 @@ class Conversations:
     async def push_suggestions(self, cid: str) -> None:
         """The best replies for the conversation so far, pushed as ``suggested_replies`` to
         the agents in charge (everyone for an unowned review) while a reply is held or a
-        person answers; not computed otherwise (it encodes the conversation)."""
-        state = await self.state(cid)
+        person answers; not computed otherwise (it encodes the conversation). Decided on the
+        row this process saved last when it has it (after every customer turn: no read)."""
+        kept = self._rows.get(cid)
+        state = decode_state(cid, kept.state) if kept is not None else await self.state(cid)
         if state.mode is not r.Mode.HUMAN and state.pending is None:
             return
         found = await self.suggestions(cid)

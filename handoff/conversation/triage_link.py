@@ -10,7 +10,10 @@ library (:mod:`handoff.triage`):
 * **Within the turn**: :meth:`begin` starts the slow part (the embedding, on the worker
   thread, and the conversation's history) while Rasa reads the message; :meth:`judge` ends it
   with Rasa's parse (tens of µs) before anything Rasa said is sent, and its flag goes to the
-  router with Rasa's answer, so a reply triage would hold is held (docs/triage.md).
+  router with Rasa's answer, so a reply triage would hold is held (docs/triage.md). The
+  embedding of a text seen lately ("thanks", "yes", "hi") is taken from a small cache (keyed by
+  a digest of the text, which itself is not kept; emptied when the index is rebuilt) instead of
+  being computed again beside Rasa's turn, where it competes with Rasa for the CPU.
   :meth:`record` then stores the risk and reasons (the conversation's ``risk`` orders the
   console's queue; each customer message keeps its assessment) and pushes them to the agents
   as ``risk``, after the customer has the reply.
@@ -31,9 +34,11 @@ and when ``HANDOFF_TRIAGE_ENABLED`` is false, only the rules run (they need no m
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -108,8 +113,14 @@ class TriageLink:
     """Triage for the conversations of one gateway (see the module docstring)."""
 
     def __init__(self, config: TriageConfig, *, enabled: bool = True,
-                 load: Callable[[TriageConfig], Triage] = Triage.load) -> None:
+                 load: Callable[[TriageConfig], Triage] = Triage.load,
+                 embedding_cache: int = 2048) -> None:
         self.config = config
+        # digest of a text -> its prepared measurement, most recently used last (at most
+        # embedding_cache of them; 0: none kept)
+        self.embedding_cache = embedding_cache
+        self._prepared: OrderedDict[bytes, Prepared] = OrderedDict()
+        self.prepared_hits = 0  # assessments whose embedding came from the cache
         self.enabled = enabled
         self.rules: tuple[Rule, ...] = tuple(load_rules(config.rules))  # a bad file fails fast
         self._load = load
@@ -200,6 +211,7 @@ class TriageLink:
         assessments and suggestions go on with the old index meanwhile."""
         if self.worker is not None:
             await self.worker.rebuild(self.config)
+            self._prepared.clear()  # measured with the old index (checked on use, too)
             await self.calibrate()
 
     async def model_live(self, model_id: str) -> None:
@@ -321,10 +333,27 @@ class TriageLink:
             name=f"triage-begin-{conversation_id}")
         return Judging(task, done)
 
+    async def _prepare(self, worker: TriageWorker, text: str) -> Prepared:
+        """The message's measurement before its NLU result (the embedding, on the worker
+        thread), or the one of the same text from the cache when the index is the same."""
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        found = self._prepared.get(key)
+        if found is not None and found.index is worker.triage.index:
+            self._prepared.move_to_end(key)
+            self.prepared_hits += 1
+            return replace(found, text=text)
+        prepared = await worker.prepare(text)
+        if self.embedding_cache > 0:
+            self._prepared[key] = replace(prepared, text="")
+            self._prepared.move_to_end(key)
+            while len(self._prepared) > self.embedding_cache:
+                self._prepared.popitem(last=False)
+        return prepared
+
     async def _begin(self, worker: TriageWorker, store: Store, conversation_id: str,
                      message: r.CustomerMessage, previous: asyncio.Event | None,
                      done: asyncio.Event) -> _Begun:
-        prepared = asyncio.get_running_loop().create_task(worker.prepare(message.text))
+        prepared = asyncio.get_running_loop().create_task(self._prepare(worker, message.text))
         try:
             if previous is not None:  # the previous message's history is still being written
                 await asyncio.wait_for(previous.wait(), RECORD_WAIT)

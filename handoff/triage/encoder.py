@@ -234,10 +234,12 @@ class OpenVINOEncoder(_Encoder):
     """The model exported to OpenVINO IR, run on the CPU; tokenised with ``tokenizers``.
 
     ``precision`` is OpenVINO's ``INFERENCE_PRECISION_HINT`` (``None``: the CPU's default,
-    bf16 where the CPU has it). Each thread gets its own infer request."""
+    bf16 where the CPU has it); ``threads`` its ``INFERENCE_NUM_THREADS`` (0: one per core).
+    Each thread gets its own infer request."""
 
     def __init__(self, model: str = DEFAULT_MODEL, *,
-                 cache_dir: Path = DEFAULT_CACHE_DIR, precision: str | None = None) -> None:
+                 cache_dir: Path = DEFAULT_CACHE_DIR, precision: str | None = None,
+                 threads: int = 0) -> None:
         import openvino as ov
         from tokenizers import Tokenizer
 
@@ -254,6 +256,8 @@ class OpenVINOEncoder(_Encoder):
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if precision:
             config["INFERENCE_PRECISION_HINT"] = precision
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = threads
         core = ov.Core()
         self._compiled = core.compile_model(str(self.export_dir / _IR_NAME), "CPU", config)
         hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -301,12 +305,13 @@ class OpenVINOEncoder(_Encoder):
 
 
 def load_encoder(model: str = DEFAULT_MODEL, backend: str = "openvino",
-                 cache_dir: Path = DEFAULT_CACHE_DIR) -> Encoder:
-    """The encoder the settings name: ``backend`` is ``openvino`` (default) or ``torch``."""
+                 cache_dir: Path = DEFAULT_CACHE_DIR, *, threads: int = 0) -> Encoder:
+    """The encoder the settings name: ``backend`` is ``openvino`` (default) or ``torch``;
+    ``threads``: OpenVINO's threads per inference (0: its own choice, one per core)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     backend = backend.lower()
     if backend == "torch":
         return TorchEncoder(model)
     if backend == "openvino":
-        return OpenVINOEncoder(model, cache_dir=cache_dir)
+        return OpenVINOEncoder(model, cache_dir=cache_dir, threads=threads)
     raise EncoderError(f"unknown triage backend {backend!r}: expected one of {BACKENDS}")

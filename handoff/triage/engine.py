@@ -55,6 +55,7 @@ class TriageConfig:
     thresholds: Thresholds = Thresholds()
     weights: Weights = Weights()
     max_batch: int = 32
+    threads: int = 0  # the encoder's CPU threads per inference (0: the backend's choice)
     # Thresholds that follow a target share (calibration.py): "fixed" keeps ``thresholds``;
     # "fitted" raises them, after each model change, to meet ``shares`` on a calibration set.
     mode: str = "fixed"
@@ -75,7 +76,7 @@ class TriageConfig:
                    domain=path(settings.triage_domain), rules=path(settings.triage_rules),
                    thresholds=Thresholds(review=settings.triage_review_threshold,
                                          human=settings.triage_human_threshold),
-                   max_batch=settings.triage_max_batch,
+                   max_batch=settings.triage_max_batch, threads=settings.triage_threads,
                    mode=settings.triage_thresholds.lower(),
                    shares=Shares(review=settings.triage_review_share,
                                  human=settings.triage_human_share),
@@ -150,7 +151,8 @@ class Triage:
         """Loads the rules (first: a bad file fails fast), the model and the data, and builds
         the index (a few seconds)."""
         rules = load_rules(config.rules)
-        encoder = encoder or load_encoder(config.model, config.backend, config.cache_dir)
+        encoder = encoder or load_encoder(config.model, config.backend, config.cache_dir,
+                                          threads=config.threads)
         index = EmbeddingIndex(read_corpus(config.data, config.domain), encoder)
         return cls(index, rules, thresholds=config.thresholds, weights=config.weights)
 

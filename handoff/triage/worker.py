@@ -198,7 +198,7 @@ class TriageWorker:
 
             def build() -> EmbeddingIndex:
                 new_encoder = encoder or (load_encoder(config.model, config.backend,
-                                                       config.cache_dir)
+                                                       config.cache_dir, threads=config.threads)
                                           if reload_model else None)
                 return old.rebuilt(read_corpus(config.data, config.domain), new_encoder)
 

@@ -104,7 +104,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                         **({"client_manager": manager} if manager is not None else {}))
     sio.attach(app, socketio_path="socket.io")
     notifier = SocketNotifier(sio, cluster, store.users_by_name)
-    triage = TriageLink(TriageConfig.from_settings(settings)) if (
+    triage = TriageLink(TriageConfig.from_settings(settings),
+                        embedding_cache=settings.triage_embedding_cache) if (
         settings.triage_enabled) else None
     instruments = Instruments()
     spot_checks = SpotChecks(store, SpotCheckRule.from_settings(settings))

@@ -1,15 +1,21 @@
-"""handoff.conversation.rasa_client: the typed errors the gateway routes around, against real sockets; and
+"""handoff.conversation.rasa_client: the typed errors the gateway routes around, against real sockets;
+its websocket transport against the real Rasa channel (and, for a socket that drops mid-request, an
+aiohttp stand-in: a drop at that moment cannot be caused in Rasa); and
 handoff.conversation.state_codec's round trip of the router state (what the shell stores)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
+from bot.serve import Stack
 from handoff.conversation import router as r
 from handoff.conversation.rasa_client import RasaClient, RasaRejected, RasaUnavailable
 from handoff.conversation.state_codec import decode_state, encode_state
@@ -131,3 +137,131 @@ async def test_router_state_round_trips_through_json() -> None:
     data = json.loads(json.dumps(encode_state(state)))
     assert decode_state("c", data) == state
     assert decode_state("c", None) == r.ConversationState(conversation_id="c")
+
+
+# ---------------------------------------------------------------------- the websocket transport
+
+REPLY = {"parse": {"intent": {"name": "greet", "confidence": 0.9}}, "held": None,
+         "actions": [{"name": "utter_greet", "policy": "RulePolicy", "confidence": 1.0,
+                      "alternatives": [], "messages": [{"text": "Hi"}]}], "model_id": "m1"}
+
+
+async def test_websocket_turns_of_several_conversations_share_one_socket(
+    rasa_stack: Stack
+) -> None:
+    async with RasaClient(rasa_stack.rasa_url, rasa_stack.token,
+                          transport="websocket") as rasa:
+        senders = [f"ws-{uuid.uuid4().hex[:10]}" for _ in range(3)]
+        texts = ["what is your return policy?", "which payment methods do you accept",
+                 "how long does delivery take"]
+        replies = await asyncio.gather(*(rasa.turn(s, t) for s, t in zip(senders, texts)))
+        assert [[a["name"] for a in r["actions"]] for r in replies] == [
+            ["utter_refund_policy"], ["utter_payment_methods"], ["utter_delivery_period"]]
+        held = await rasa.turn(senders[0], "thanks a lot", hold=True)
+        assert held["actions"] == [] and held["held"] is not None
+        assert held["held"]["name"] == "utter_thank"
+        done = await rasa.continue_(senders[0], {"type": "approve"})
+        assert [a["name"] for a in done["actions"]] == ["utter_thank"]
+        with pytest.raises(RasaRejected, match="400"):  # the channel's own refusal, as over HTTP
+            await rasa.continue_(senders[0], {"type": "shout"})  # type: ignore[typeddict-item]
+        assert rasa.sockets_opened == 1
+        events = await rasa.tracker_events(senders[0])
+    assert [e["text"] for e in events if e["event"] == "user"] == [texts[0], "thanks a lot"]
+
+
+async def test_websocket_with_a_wrong_token_is_rejected(rasa_stack: Stack) -> None:
+    async with RasaClient(rasa_stack.rasa_url, "not-the-token", transport="websocket") as rasa:
+        with pytest.raises(RasaRejected, match="token"):
+            await rasa.turn("ws-wrong-token", "hi")
+        assert rasa.sockets_opened == 0
+
+
+async def _fake_channel(
+    on_frame: Callable[[web.WebSocketResponse, dict[str, Any]], Awaitable[None]],
+    seen: dict[str, int],
+) -> tuple[web.AppRunner, str]:
+    """A Rasa channel stand-in over aiohttp: greets each socket, hands each frame to
+    ``on_frame``, and answers a ``POST /turn`` with REPLY; counts both in ``seen``."""
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        seen["sockets"] = seen.get("sockets", 0) + 1
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.send_str('{"ready": true}')
+        async for message in socket:
+            seen["frames"] = seen.get("frames", 0) + 1
+            await on_frame(socket, json.loads(message.data))
+        return socket
+
+    async def turn(request: web.Request) -> web.Response:
+        seen["posts"] = seen.get("posts", 0) + 1
+        return web.json_response(REPLY)
+
+    app = web.Application()
+    app.router.add_post("/webhooks/gateway/turn", turn)
+    if on_frame is not _NO_SOCKET:
+        app.router.add_get("/webhooks/gateway/ws", ws)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def _NO_SOCKET(socket: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+    raise AssertionError("no socket was to be opened")
+
+
+async def test_a_socket_that_closes_during_a_request_fails_it_once_and_the_next_reconnects(
+) -> None:
+    seen: dict[str, int] = {}
+
+    async def first_drops(socket: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+        if seen["sockets"] == 1:
+            await socket.close()  # Rasa went away with the request: it may have run
+        else:
+            await socket.send_str(json.dumps({"id": frame["id"], "status": 200,
+                                              "body": REPLY}))
+
+    runner, url = await _fake_channel(first_drops, seen)
+    try:
+        async with RasaClient(url, "t", transport="websocket") as rasa:
+            with pytest.raises(RasaUnavailable, match="closed during the request") as caught:
+                await rasa.turn("c", "hi", message_id="m1")
+            assert not caught.value.timed_out
+            assert seen == {"sockets": 1, "frames": 1}  # sent once, not again, not over HTTP
+            assert await rasa.turn("c", "hi again") == REPLY
+            assert rasa.sockets_opened == 2
+    finally:
+        await runner.cleanup()
+    assert seen == {"sockets": 2, "frames": 2}
+
+
+async def test_a_channel_without_the_websocket_is_called_over_http() -> None:
+    seen: dict[str, int] = {}
+    runner, url = await _fake_channel(_NO_SOCKET, seen)
+    try:
+        async with RasaClient(url, "t", transport="websocket") as rasa:
+            assert await rasa.turn("c", "hi") == REPLY
+            assert await rasa.turn("c", "hi") == REPLY  # without asking for the socket again
+            assert rasa.sockets_opened == 0
+    finally:
+        await runner.cleanup()
+    assert seen == {"posts": 2}
+
+
+async def test_a_silent_socket_times_out_like_http() -> None:
+    async def never(socket: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+        pass
+
+    seen: dict[str, int] = {}
+    runner, url = await _fake_channel(never, seen)
+    try:
+        async with RasaClient(url, "t", timeout=0.3, transport="websocket") as rasa:
+            with pytest.raises(RasaUnavailable) as caught:
+                await rasa.turn("c", "hi")
+            assert caught.value.timed_out
+    finally:
+        await runner.cleanup()
+    assert seen == {"sockets": 1, "frames": 1}

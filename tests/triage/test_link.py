@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from handoff.conversation import router as r
+from handoff.store import Store
 from handoff.triage import Triage, TriageConfig
 from handoff.conversation.triage_link import TriageLink
 
@@ -40,3 +45,41 @@ async def test_a_new_model_rebuilds_the_index_and_suggestions_go_on(triage: Tria
         assert "response:utter_refund_policy" in [s.source for s in found]
     finally:
         await link.close()
+
+
+async def test_a_repeated_text_is_judged_with_its_cached_embedding_until_a_rebuild(
+    triage: Triage, tmp_path: Path
+) -> None:
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'link.db'}")
+    await store.migrate()
+    link = TriageLink(TriageConfig(), load=lambda config: triage, embedding_cache=2)
+    await link.start()
+    assert await link.wait_ready()
+    parse = r.NluParse(intent="check_refund_policy", confidence=0.93)
+
+    async def judged(cid: str, text: str) -> dict[str, Any]:
+        await store.upsert_conversation(cid)
+        message = r.CustomerMessage(message_id=uuid.uuid4().hex, text=text)
+        judging = link.begin(store, cid, message)
+        assert judging is not None
+        judgement = await link.judge(judging, message, parse)
+        link.abandon(cid, judgement.done)
+        return judgement.assessment.to_json()
+
+    try:
+        first = await judged("c1", "What is your return policy?")
+        assert link.prepared_hits == 0
+        assert await judged("c2", "What is your return policy?") == first
+        assert link.prepared_hits == 1
+        await judged("c3", "hello")
+        await judged("c4", "thanks")  # the cache holds two: the return policy one is dropped
+        assert await judged("c5", "What is your return policy?") == first
+        assert link.prepared_hits == 1
+        await link.rebuild()  # a new index: measured again
+        await judged("c6", "What is your return policy?")
+        assert link.prepared_hits == 1
+        await judged("c7", "What is your return policy?")
+        assert link.prepared_hits == 2
+    finally:
+        await link.close()
+        await store.close()
