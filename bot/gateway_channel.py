@@ -437,10 +437,16 @@ async def _erase(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
     return {"sender": body["sender"], "erased": erased}
 
 
+async def _mask(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
+    masked = mask_tracker(agent.tracker_store, body["sender"], _kinds(body),
+                          _time(body, "after"), _time(body, "before"))
+    return {"sender": body["sender"], "masked": masked}
+
+
 # What each path of the channel does, over HTTP (``POST /webhooks/gateway/<path>``) and over
 # the websocket (``{"path": ...}``) alike.
 WORK: Dict[Text, Callable[[Any, Dict[str, Any]], Awaitable[Dict[str, Any]]]] = {
-    "turn": _turn, "continue": _continue, "erase": _erase,
+    "turn": _turn, "continue": _continue, "erase": _erase, "mask": _mask,
 }
 
 
@@ -559,12 +565,7 @@ class GatewayInput(InputChannel):
 
         @bp.route("/mask", methods=["POST"])
         async def mask(request: Request) -> HTTPResponse:
-            async def work(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
-                masked = mask_tracker(agent.tracker_store, body["sender"], _kinds(body),
-                                      _time(body, "after"), _time(body, "before"))
-                return {"sender": body["sender"], "masked": masked}
-
-            return await guarded(request, work)
+            return await answer(request, "mask")
 
         return bp
 

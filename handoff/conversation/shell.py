@@ -395,15 +395,21 @@ class Conversations:
         The step starts from the row this process saved last for the conversation, when it has
         one, without reading the store (two reads fewer per customer turn): a row changed since
         by anyone else has another version, so ``save_step`` refuses it (``StaleVersion``) and
-        the step is taken again on the stored row; so is a step that would change nothing,
-        since nothing checks its version."""
+        the step is taken again on the stored row; so is a step that would change nothing or
+        that the router refuses, since nothing checks their version (another gateway node may
+        have moved the conversation on)."""
         for _ in range(_STALE_RETRIES):
             conv = self._rows.pop(conversation_id, None)
             kept = conv is not None
             if conv is None:
                 conv = await self.store.get_conversation(conversation_id)
             before = decode_state(conversation_id, conv.state)
-            after, effects = r.step(before, event, self.config)
+            try:
+                after, effects = r.step(before, event, self.config)
+            except r.RouterError:
+                if kept:  # refused on the kept row: another node may have moved it on
+                    continue
+                raise
             if after == before and not effects:
                 if kept:
                     continue  # decided on the kept row: decide it again on the stored one
