@@ -237,6 +237,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("triage_calibration_min", "int", "100",
             "In fitted mode, fewest messages a fit needs; with fewer the fixed thresholds "
             "stay.", 1, 10000),
+    # Overload: admission control in front of Rasa (docs/performance.md, "Overload")
+    Setting("rasa_calls_in_flight", "int", "4",
+            "Calls the gateway keeps out to one Rasa server at a time; the others wait their "
+            "turn in arrival order (the turn timeout counts once a call is sent), so a busy "
+            "Rasa answers late instead of timing out. 0: no limit.", 0, 10000),
+    Setting("reply_notice_after", "float", "5",
+            "Seconds a customer's message may wait for the bot's reply (a busy Rasa) before "
+            "the customer is told that it is on its way (handoff_notice reply_delayed); 0: "
+            "never.", 0, 600),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -306,6 +315,8 @@ class Settings:
     triage_human_share: float = 0.05
     triage_calibration_messages: int = 300
     triage_calibration_min: int = 100
+    rasa_calls_in_flight: int = 4
+    reply_notice_after: float = 5.0
 
     def __repr__(self) -> str:
         shown = ", ".join(
