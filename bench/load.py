@@ -339,6 +339,7 @@ class Report:
     mismatched: list[str]
     delayed_notices: int
     most_waiting: int
+    down_polls: int
     human_queue: int
     agent_failures: list[str]
     memory: dict[str, int]
@@ -362,6 +363,7 @@ class Report:
             f"| takeover (review) acknowledged, p50 / p99 ms | {ms(self.takeover_ack, 0.5)} / "
             f"{ms(self.takeover_ack, 0.99)} |",
             f"| most Rasa calls waiting (admission queue) | {self.most_waiting} |",
+            f"| health polls (2 a second) that found Rasa down | {self.down_polls} |",
             f"| human queue at the end | {self.human_queue} |",
             f"| conversations queued for a person because of load | "
             f"{len(self.queued_for_load)} |",
@@ -409,14 +411,20 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
                   for i, token in enumerate(tokens)]
         for agent in agents:
             await agent.connect()
-        most_waiting = 0
+        most_waiting = down_polls = 0
         stop_watching = asyncio.Event()
+        warm = Customer(nodes[0].url)  # a model's first turns are slow: not measured
+        await warm.connect()
+        for text in MESSAGES[:3]:
+            await warm.say(text)
+        await warm.close()
 
         async def watch_queue() -> None:
-            nonlocal most_waiting
+            nonlocal most_waiting, down_polls
             while not stop_watching.is_set():
                 for node in nodes:
                     body = (await client.get(f"{node.url}/api/health")).json()
+                    down_polls += body["rasa"]["state"] == "down"
                     waiting = sum(s.get("waiting", 0) for s in
                                   (body.get("rasa_calls") or {}).values())
                     most_waiting = max(most_waiting, waiting)
@@ -474,7 +482,7 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
         + sum(messages - len(c.turns) for c in swarm),
         mismatched=mismatched,
         delayed_notices=sum(1 for c in swarm if "reply_delayed" in c.notices),
-        most_waiting=most_waiting,
+        most_waiting=most_waiting, down_polls=down_polls,
         human_queue=len(queued.get("conversations") or []),
         agent_failures=[f for a in agents for f in a.failures],
         memory=memory)
@@ -576,14 +584,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def summary_lines(reports: list[tuple[float, Report]]) -> list[str]:
     """One row per run: the rate asked, the rate achieved, the latency and the goals."""
-    out = ["| rate asked /s | answered /s | bot p50 ms | bot p99 ms | most waiting | queued "
-           "for load | unanswered | tracker mismatches |", "|---|---|---|---|---|---|---|---|"]
+    out = ["| rate asked /s | answered /s | bot p50 ms | bot p99 ms | takeover ack p99 ms | "
+           "most waiting | Rasa down polls | queued for load | unanswered | tracker "
+           "mismatches |", "|---|---|---|---|---|---|---|---|---|---|"]
     for rate, rep in reports:
         p50 = percentile(rep.bot_latency, 0.5) * 1000 if rep.bot_latency else float("nan")
         p99 = percentile(rep.bot_latency, 0.99) * 1000 if rep.bot_latency else float("nan")
+        ack = percentile(rep.takeover_ack, 0.99) * 1000 if rep.takeover_ack else float("nan")
         out.append(f"| {rate:g} | {rep.turns_per_second:.1f} | {p50:.0f} | {p99:.0f} | "
-                   f"{rep.most_waiting} | {len(rep.queued_for_load)} | {rep.unanswered} | "
-                   f"{len(rep.mismatched)} |")
+                   f"{ack:.0f} | {rep.most_waiting} | {rep.down_polls} | "
+                   f"{len(rep.queued_for_load)} | {rep.unanswered} | {len(rep.mismatched)} |")
     return out
 
 

@@ -8,7 +8,9 @@ was wrong but load. With :class:`Admission` the gateway keeps at most ``limit`` 
 each Rasa server (keyed by base URL, so a blue/green deploy's new server has its own); the
 others wait here, in arrival order, and the turn timeout counts only once a call is sent. A
 call that waits does not make Rasa slower, so Rasa's health probe still answers in time and
-still tells a hung Rasa (no answer at all) from a busy one (callers wait here).
+still tells a hung Rasa (no answer at all) from a busy one (callers wait here); and the time of
+the last answer (:attr:`Admission.last_answer`) tells the probe that a Rasa too busy to answer
+its ``/status`` in time is still answering turns.
 
 Each conversation's own turns are already one at a time (the router's backlog); this module
 orders different conversations' calls. ``on_slow``: called once when the call (waiting plus
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -52,6 +55,8 @@ class Admission:
         self.limit = limit
         self.notice_after = notice_after
         self._servers: dict[str, _Server] = {}
+        self.last_answer = float("-inf")  # time.monotonic() when a call last came back
+
 
     def as_json(self) -> dict[str, Any]:
         """The servers' figures: calls running and waiting now, admitted and waited so far."""
@@ -72,6 +77,7 @@ class Admission:
             await self._acquire(server)
             try:
                 yield
+                self.last_answer = time.monotonic()  # Rasa answers: busy, maybe, not hung
             finally:
                 self._release(server)
         finally:

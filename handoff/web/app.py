@@ -107,7 +107,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                                         settings.reply_notice_after)
     health = RasaHealth(rasa, interval=settings.rasa_probe_interval,
                         timeout=settings.rasa_probe_timeout, slow=settings.rasa_slow_seconds,
-                        failures=settings.rasa_probe_failures)
+                        failures=settings.rasa_probe_failures,
+                        answering=lambda: conversations.admission.last_answer)
     if settings.rasa_probe_interval > 0:
         conversations.health = health
         health.on_change(conversations.rasa_health_changed)

@@ -1,7 +1,8 @@
 """The admission control in front of Rasa (handoff.conversation.admission), on its own: a
 bounded number of calls in flight per server, the others admitted in arrival order, a waiting
 call that is cancelled gives nothing away, and the slow-reply notice fires once, only for a call
-that takes too long."""
+that takes too long; and Rasa's health probe takes a Rasa that answers calls for busy, not
+hung, even when its ``/status`` is late."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import pytest
 
 from handoff.conversation.admission import Admission
+from handoff.conversation.rasa_health import RasaHealth
 
 pytestmark = pytest.mark.asyncio
 
@@ -98,3 +100,38 @@ async def test_the_slow_notice_fires_once_and_only_for_a_slow_call() -> None:
     async with quiet.slot("u", on_slow=lambda: told.append("never")):
         await asyncio.sleep(0.05)
     assert told == ["slow"]
+
+
+class _StatusNeverAnswers:
+    """A Rasa whose ``/status`` does not answer in time (the probe's only call)."""
+
+    async def status(self) -> dict[str, object]:
+        await asyncio.sleep(10)
+        return {}
+
+
+async def test_the_probe_finds_rasa_busy_not_down_while_it_answers_turns() -> None:
+    admission = Admission(limit=1)
+    health = RasaHealth(_StatusNeverAnswers(), interval=0, timeout=0.05,  # type: ignore[arg-type]
+                        slow=0.01, failures=2, answering=lambda: admission.last_answer)
+    changes: list[tuple[str, str]] = []
+
+    async def listen(previous: str, state: str) -> None:
+        changes.append((previous, state))
+
+    health.on_change(listen)
+
+    async def turns() -> None:  # Rasa answering calls all the while, one after another
+        for _ in range(20):
+            async with admission.slot("u"):
+                await asyncio.sleep(0.01)
+
+    answering = asyncio.create_task(turns())
+    for _ in range(3):
+        assert await health.probe() == "slow"
+    assert "busy, not hung" in str(health.error) and health.failed == 0
+    await answering
+    # no answers any more: two unanswered probes in a row and Rasa is down (hung)
+    assert await health.probe() == "slow"
+    assert await health.probe() == "down"
+    assert changes == [("unknown", "slow"), ("slow", "down")]
