@@ -440,7 +440,7 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
                 await customer.say(MESSAGES[(i + n) % len(MESSAGES)])
                 if n == 0 and customer.review:
                     await agents[i % len(agents)].review(customer.session_id)
-                if pause:
+                if pause and n + 1 < messages:
                     await asyncio.sleep(rng.expovariate(1 / pause))
 
         watcher = asyncio.get_running_loop().create_task(watch_queue())
