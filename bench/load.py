@@ -495,11 +495,14 @@ async def run_idle(node: Node, sockets: int, limit_bytes: int = GIGABYTE,
     assert node.pid is not None, "idle mode measures a gateway the bench started"
     before = rss_bytes(node.pid)
     held: list[Customer] = []
+    failed: list[str] = []
     try:
-        while len(held) < sockets and rss_bytes(node.pid) < limit_bytes:
+        while len(held) < sockets and rss_bytes(node.pid) < limit_bytes and not failed:
             wave = [Customer(node.url) for _ in range(min(batch, sockets - len(held)))]
-            await asyncio.gather(*(c.connect() for c in wave))
-            held += wave
+            outcomes = await asyncio.gather(*(c.connect() for c in wave),
+                                            return_exceptions=True)
+            failed += [f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, Exception)]
+            held += [c for c, o in zip(wave, outcomes) if not isinstance(o, Exception)]
         await asyncio.sleep(1.0)
         after = rss_bytes(node.pid)
         confirmed = sum(1 for c in held if c.session_id)
@@ -508,7 +511,11 @@ async def run_idle(node: Node, sockets: int, limit_bytes: int = GIGABYTE,
             await asyncio.gather(*(c.close() for c in held[i:i + batch]),
                                  return_exceptions=True)
     per_socket = (after - before) / max(1, len(held))
+    if failed:  # the first wave with a refused connection ends the run
+        print(f"{len(failed)} connections failed after {len(held)}: {failed[0]}",
+              file=sys.stderr)
     return {"sockets": float(len(held)), "confirmed": float(confirmed),
+            "failed": float(len(failed)),
             "rss_before": float(before), "rss_after": float(after),
             "per_socket": per_socket,
             "fit_in_limit": (limit_bytes - before) / per_socket if per_socket > 0 else
@@ -520,6 +527,7 @@ def idle_lines(figures: dict[str, float]) -> list[str]:
         f"{figures['sockets']:.0f} idle customer sockets ({figures['confirmed']:.0f} with a "
         "confirmed session) on one gateway node:",
         "| measure | value |", "|---|---|",
+        f"| connections that failed (the run stops at the first) | {figures['failed']:.0f} |",
         f"| RSS before | {figures['rss_before'] / 2 ** 20:.0f} MB |",
         f"| RSS after | {figures['rss_after'] / 2 ** 20:.0f} MB |",
         f"| memory per socket | {figures['per_socket'] / 1024:.1f} KB |",

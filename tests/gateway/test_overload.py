@@ -175,4 +175,4 @@ async def test_a_swarm_of_customers_is_answered_and_the_trackers_hold_what_they_
 async def test_idle_customer_sockets_all_get_their_session(busy_gateway: Gateway) -> None:
     figures = await run_idle(Node(busy_gateway.url, busy_gateway.process.pid), 200, batch=50)
     print("\n".join(idle_lines(figures)))
-    assert figures["sockets"] == figures["confirmed"] == 200
+    assert figures["sockets"] == figures["confirmed"] == 200 and figures["failed"] == 0
