@@ -17,8 +17,13 @@ lock, with one tracker load and one save, and answers with everything the gatewa
      "earlier": [{"text", "metadata", "message_id"}] (optional: messages Rasa never saw,
                       sent while it was down; each is logged, parsed and its slots filled,
                       as what the customer said, but not answered; ids already in the
-                      tracker are skipped),
-     "hold": false}
+                      tracker are skipped; when the tracker's last customer message is one
+                      of them or the turn's own, answered by a turn the gateway gave up
+                      on, that message and its answer are reverted first),
+     "hold": false,
+     "deadline": 1765000000.0 (optional, Unix time: the gateway stops waiting then; a turn that
+                      ends later is not saved and answered with 504, so the tracker never
+                      holds a reply the customer did not get)}
 
 answers
 
@@ -42,7 +47,7 @@ filled. ``POST /webhooks/gateway/continue`` then resolves it:
                                                           # the action plus bot events
 
 and continues the turn (holding again at the next action when ``hold`` is true) until
-``action_listen``.
+``action_listen``; it takes a ``deadline`` too.
 
 ``POST /webhooks/gateway/erase`` ``{"sender": "..."}`` deletes the conversation's tracker
 from the tracker store (every session of it; SQL, in-memory and Redis stores; any other
@@ -77,6 +82,7 @@ import hmac
 import json
 import logging
 import os
+import time
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Text, Tuple
 
 from sanic import Blueprint, response
@@ -107,6 +113,22 @@ logger = logging.getLogger(__name__)
 
 class BadRequest(Exception):
     """The request cannot be processed as sent (answered with 400 and the message)."""
+
+
+class PastDeadline(Exception):
+    """The gateway stopped waiting for this turn (answered with 504; nothing saved)."""
+
+
+def check_deadline(body: Dict[str, Any]) -> None:
+    """Raise :class:`PastDeadline` when the request's ``deadline`` (Unix time) has passed."""
+    deadline = body.get("deadline")
+    if deadline is None:
+        return
+    if not isinstance(deadline, (int, float)) or isinstance(deadline, bool):
+        raise BadRequest("'deadline' must be a number (Unix time)")
+    if time.time() > deadline:
+        raise PastDeadline(f"the turn ended {time.time() - deadline:.2f} s after its deadline; "
+                           "nothing was saved")
 
 
 class Unsupported(Exception):
@@ -348,7 +370,9 @@ def _earlier(value: Any) -> List[Dict[str, Any]]:
 
 
 def _logged_ids(tracker: DialogueStateTracker) -> set:
-    return {e.message_id for e in tracker.events if isinstance(e, UserUttered) and e.message_id}
+    """The ids of the customer messages in the tracker (not those reverted)."""
+    return {e.message_id for e in tracker.applied_events()
+            if isinstance(e, UserUttered) and e.message_id}
 
 
 async def _turn(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
@@ -372,6 +396,13 @@ async def _turn(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
     tracker = await processor.fetch_tracker_and_update_session(
         message.sender_id, message.output_channel, message.metadata
     )
+    ours = {m.get("message_id") for m in earlier} | {message_id}
+    latest = tracker.latest_message
+    if latest is not None and latest.message_id and latest.message_id in ours:
+        # a turn of one of these messages that the gateway gave up on (Rasa hung, then
+        # finished it): the customer never saw its reply, so take it back
+        tracker.update(UserUtteranceReverted())
+        tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
     seen = _logged_ids(tracker)
     for item in earlier:  # an outage's messages: logged, not answered
         if item.get("message_id") in seen:
@@ -384,12 +415,7 @@ async def _turn(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
         await processor._handle_message_with_tracker(said, tracker)  # noqa: SLF001
         tracker = await processor.run_action_extract_slots(said.output_channel, tracker)
         tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
-    latest = tracker.latest_message
-    if body.get("rewind") or (
-        message_id is not None and latest is not None
-        and latest.message_id == message_id
-    ):  # also: this very message was logged by a turn whose answer was lost
-        # the revert also takes back the action_listen before the message
+    if body.get("rewind"):  # the revert also takes back the action_listen before the message
         tracker.update(UserUtteranceReverted())
         tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
     await processor._handle_message_with_tracker(  # noqa: SLF001 - log_message's
@@ -398,6 +424,7 @@ async def _turn(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
     tracker = await processor.run_action_extract_slots(message.output_channel, tracker)
     run = Turn(agent)
     await run.loop(tracker, hold=bool(body.get("hold")))
+    check_deadline(body)  # the gateway gave up: the customer sees none of it
     await processor.save_tracker(tracker)
     return run.result(tracker)
 
@@ -428,6 +455,7 @@ async def _continue(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
     else:
         raise BadRequest("'decision.type' must be approve, replace or say")
     await run.loop(tracker, hold=bool(body.get("hold")), overridden=kind != "approve")
+    check_deadline(body)
     await processor.save_tracker(tracker)
     return run.result(tracker)
 
@@ -469,6 +497,8 @@ async def perform(agent: Any, path: Text, body: Any) -> Tuple[int, Dict[str, Any
         return 400, {"error": str(exc)}
     except Unsupported as exc:
         return 501, {"error": str(exc)}
+    except PastDeadline as exc:
+        return 504, {"error": str(exc)}
 
 
 class Multiplexer:

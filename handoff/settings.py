@@ -264,6 +264,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "CPU threads triage's OpenVINO encoder uses for one inference (0: one per core). "
             "One leaves the other cores to Rasa while the embedding runs beside its turn.",
             0, 256),
+    # Overload: admission control in front of Rasa (docs/performance.md, "Overload")
+    Setting("rasa_calls_in_flight", "int", "4",
+            "Calls the gateway keeps out to one Rasa server at a time; the others wait their "
+            "turn in arrival order (the turn timeout counts once a call is sent), so a busy "
+            "Rasa answers late instead of timing out. 0: no limit.", 0, 10000),
+    Setting("reply_notice_after", "float", "5",
+            "Seconds a customer's message may wait for the bot's reply (a busy Rasa) before "
+            "the customer is told that it is on its way (handoff_notice reply_delayed); 0: "
+            "never.", 0, 600),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -340,6 +349,8 @@ class Settings:
     rasa_transport: str = "WEBSOCKET"
     triage_embedding_cache: int = 2048
     triage_threads: int = 1
+    rasa_calls_in_flight: int = 4
+    reply_notice_after: float = 5.0
 
     def __repr__(self) -> str:
         shown = ", ".join(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List
@@ -120,6 +121,35 @@ def test_relabel_with_rewind_replaces_the_held_turns_message(channel: Channel) -
         (e["event"], e.get("name"), e.get("text"), e.get("value")) for e in channel.events()]
     users = [e for e in channel.events() if e["event"] == "user"]
     assert [u["parse_data"]["intent"]["name"] for u in users] == ["delivery_options"]
+
+
+def test_a_turn_that_ends_after_its_deadline_is_not_saved(channel: Channel) -> None:
+    """The gateway stopped waiting: the reply it never got must not enter the tracker, for
+    /turn and for /continue alike; the conversation then goes on as if it never happened."""
+    channel.post("turn", {"text": "hello"})
+    before = channel.events()
+    late = requests.post(f"{channel.base}/turn", headers=channel.headers, timeout=60, json={
+        "sender": channel.sender, "text": "what is your return policy?",
+        "deadline": time.time() - 0.01})
+    assert late.status_code == 504, late.text
+    assert "nothing was saved" in late.json()["error"]
+    assert channel.events() == before
+    channel.post("turn", {"text": "which payment methods do you accept", "hold": True})
+    held = channel.events()
+    late = requests.post(f"{channel.base}/continue", headers=channel.headers, timeout=60, json={
+        "sender": channel.sender, "decision": {"type": "approve"},
+        "deadline": time.time() - 0.01})
+    assert late.status_code == 504, late.text
+    assert channel.events() == held
+    bad = requests.post(f"{channel.base}/turn", headers=channel.headers, timeout=60, json={
+        "sender": channel.sender, "text": "hi", "deadline": "soon"})
+    assert (bad.status_code, bad.json()) == (400, {"error": "'deadline' must be a number "
+                                                             "(Unix time)"})
+    assert channel.events() == held
+    done = channel.post("continue", {"decision": {"type": "approve"},
+                                     "deadline": time.time() + 30})
+    assert [a["name"] for a in done["actions"]] == ["utter_payment_methods"]
+    assert channel.bot_texts()[-1] == say("utter_payment_methods")
 
 
 def test_requests_without_the_token_or_with_bad_bodies_are_refused(rasa_stack: Stack) -> None:

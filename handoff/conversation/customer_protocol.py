@@ -17,7 +17,8 @@ bot_uttered         Rasa's shapes: ``{"text"}``; ``{"text", "quick_replies": [{"
                     "text", "title", "payload"}]}``; ``{"attachment": {...}}``; a custom
                     payload as its contents (``custom.data``)
 handoff_notice      gateway-only: ``{"kind": "handoff_queued" | "agent_joined" | "bot_back" |
-                    "closed", "text"}`` (widgets written for Rasa ignore it)
+                    "closed" | "reply_delayed", "text"}`` (widgets written for Rasa ignore it);
+                    ``reply_delayed``: the bot's reply is late (Rasa is busy) but coming
 survey_request      gateway-only, after ``closed``: ``{"question", "scale": [1, 7]}``, the
                     Customer Effort Score question
 survey_answer       gateway-only: ``{"session_id", "score": 1..7}`` (client → gateway, once the
@@ -42,7 +43,7 @@ from typing import Any, Final
 from handoff.conversation.router import BotMessage, Notice, QueueReason
 
 __all__ = [
-    "NOTICE_TEXTS", "RASA_DOWN_TEXT", "SURVEY_REQUEST", "ProtocolError", "UserUttered", "bot_uttered_payloads",
+    "NOTICE_TEXTS", "RASA_DOWN_TEXT", "REPLY_DELAYED", "SURVEY_REQUEST", "ProtocolError", "UserUttered", "bot_uttered_payloads",
     "notice_text", "parse_end_conversation", "parse_session_request", "parse_survey_answer",
     "parse_user_uttered",
 ]
@@ -64,6 +65,15 @@ NOTICE_TEXTS: Final[Mapping[Notice, str]] = {
 RASA_DOWN_TEXT: Final = ("Our assistant has a technical problem right now. Your messages are "
                          "kept: a member of our team, or the assistant as soon as it is back, "
                          "will answer them.")
+
+REPLY_DELAYED: Final[Mapping[str, str]] = {
+    "kind": "reply_delayed",
+    "text": "Sorry for the wait: many customers are writing to us right now. Your answer is "
+            "on its way.",
+}
+"""The notice of a turn Rasa has not answered after ``reply_notice_after`` seconds (busy, not
+down): only a ``handoff_notice``; the reply follows, and the widget keeps its typing
+indicator."""
 
 SURVEY_REQUEST: Final[Mapping[str, Any]] = {
     "question": "How easy was it to get your issue resolved?",

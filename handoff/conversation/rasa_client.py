@@ -18,6 +18,9 @@ socket closes while one is out, that request fails like an HTTP request whose co
 request opens a new socket; one that cannot (a channel without the route, a body over
 :data:`WS_MAX_BODY`) goes over HTTP as before.
 
+Each turn carries a ``deadline`` (:meth:`RasaClient.deadline`): a turn the channel finishes
+after it is not saved in Rasa's tracker, so a reply the gateway gave up on never enters it.
+
 Every failure the gateway must route around — a timeout, a refused connection, a 5xx, an
 answer that is not the JSON the channel promises — raises :class:`RasaUnavailable` (503), with
 ``timed_out`` set for a timeout. A 4xx (our request was wrong, or the token) raises
@@ -51,6 +54,11 @@ Transport = Literal["http", "websocket"]
 WS_MAX_BODY = 512 * 1024  # a bigger request goes over HTTP (sanic's frame limit is 1 MiB)
 WS_RETRY_AFTER = 30.0  # seconds before a server that refused the websocket is asked again
 WS_UNAUTHORISED = 4401  # the channel's close code for a wrong token
+
+
+LATE_MARGIN = 1.0
+"""Seconds (at most a fifth of the timeout) between the channel's deadline for a turn and the
+moment the gateway stops waiting for it: time for a saved turn's answer to come back."""
 
 
 class Scored(TypedDict):
@@ -182,6 +190,13 @@ class RasaClient:
         return True
 
 
+    def deadline(self) -> float:
+        """When (Unix time) the channel must give up a turn sent now: a little before this
+        client's timeout, so that a turn the gateway no longer waits for is not saved in the
+        tracker (the customer never sees its reply). The channel checks it just before it
+        saves the tracker and answers 504 instead."""
+        return time.time() + max(self.timeout - LATE_MARGIN, self.timeout * 0.8)
+
     def __repr__(self) -> str:
         return (f"RasaClient({self.base_url!r}, timeout={self.timeout}, "
                 f"transport={self.transport!r})")
@@ -233,7 +248,7 @@ class RasaClient:
         messages (``{text, metadata, message_id}``) Rasa never saw, logged first as what the
         customer said, unanswered (after an outage)."""
         body: dict[str, Any] = {"sender": sender, "text": text, "metadata": metadata or {},
-                                "hold": hold}
+                                "hold": hold, "deadline": self.deadline()}
         if parse_data is not None:
             body["parse_data"] = parse_data
         if rewind:
@@ -247,7 +262,8 @@ class RasaClient:
     async def continue_(self, sender: str, decision: ContinueBody,
                         hold: bool = False) -> TurnReply:
         """Resolve the held action with ``decision`` and continue the turn."""
-        body = {"sender": sender, "decision": dict(decision), "hold": hold}
+        body = {"sender": sender, "decision": dict(decision), "hold": hold,
+                "deadline": self.deadline()}
         return _turn_reply(await self._post("/continue", body))
 
     async def erase(self, sender: str) -> bool:

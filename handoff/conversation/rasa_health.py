@@ -3,7 +3,9 @@
 
 :class:`RasaHealth` keeps the state (``unknown`` before the first probe, then ``up``, ``slow``
 — it answered, later than ``rasa_slow_seconds`` — or ``down``: ``rasa_probe_failures`` probes in
-a row got no answer in time, were refused, or failed) and calls ``on_change(previous, current)`` on every change between up/slow and down
+a row got no answer in time, were refused, or failed, while no Rasa call was answered during
+them either: a Rasa that answers turns is busy, not hung, and is ``slow``) and calls
+``on_change(previous, current)`` on every change between up/slow and down
 (``Conversations.rasa_health_changed``: customers are told at once, agents get ``rasa_health``,
 and when Rasa is back the conversations it queued go back to the bot). A hung Rasa (stopped,
 deadlocked) is thus found within failures × (interval + timeout) seconds (4 s by default), not after the
@@ -34,8 +36,12 @@ class RasaHealth:
     """Probes Rasa and reports its state (see the module docstring)."""
 
     def __init__(self, rasa: RasaClient, *, interval: float, timeout: float,
-                 slow: float, failures: int = 2) -> None:
+                 slow: float, failures: int = 2,
+                 answering: Callable[[], float] | None = None) -> None:
         self.rasa = rasa
+        # time.monotonic() of Rasa's last answer to a call (the admission control's): a probe
+        # unanswered while Rasa answered a call meanwhile finds Rasa busy, not hung
+        self.answering = answering
         self.failures = failures
         self.failed = 0  # failed probes in a row
         self.interval = interval
@@ -94,6 +100,11 @@ class RasaHealth:
         except RasaError as exc:
             error = exc.message
         self.probe_seconds = time.monotonic() - started
+        if error and self.answering is not None and self.answering() >= started:
+            self.error = f"{error}, but it answered a turn meanwhile: busy, not hung"
+            self.failed = 0
+            await self._set("slow")
+            return self.state
         self.error = error
         self.failed = self.failed + 1 if error else 0
         if error:

@@ -36,8 +36,11 @@ from typing import Any, Protocol
 
 from handoff.conversation import router as r
 from handoff.conversation import step_records
-from handoff.conversation.customer_protocol import SURVEY_REQUEST, bot_uttered_payloads, notice_text
+from handoff.conversation.admission import Admission
 from handoff.conversation.cluster import Cluster, LocalCluster
+from handoff.conversation.customer_protocol import (
+    REPLY_DELAYED, SURVEY_REQUEST, bot_uttered_payloads, notice_text,
+)
 from handoff.conversation.instruments import Instruments
 from handoff.errors import Conflict, NotFound
 from handoff.conversation.locks import ConversationLocks
@@ -172,6 +175,8 @@ class Conversations:
         self.instruments = instruments or Instruments()
         self._turn_started: dict[str, float] = {}  # conversation id -> monotonic arrival
         self.health: RasaHealth | None = None  # set by the app when the probe is on
+        # calls in flight to each Rasa server (set by the app from the settings: bounded)
+        self.admission = Admission()
         # told of every mode, owner or queue change after the agents (the waiting customers'
         # offers and places in the queue: handoff.conversation.waiting)
         self.status_listeners: list[Callable[[str, r.StatusChanged], Awaitable[None]]] = []
@@ -625,10 +630,10 @@ class Conversations:
         health = self.health
         try:
             if health is None:
-                return await self._rasa_request(effect)
+                return await self._admitted(effect)
             if health.down:
                 raise RasaUnavailable(f"Rasa is down ({health.error})")
-            request = asyncio.ensure_future(self._rasa_request(effect))
+            request = asyncio.ensure_future(self._admitted(effect))
             went_down = asyncio.ensure_future(health.down_event.wait())
             try:
                 await asyncio.wait({request, went_down}, return_when=asyncio.FIRST_COMPLETED)
@@ -645,6 +650,18 @@ class Conversations:
                         effect.conversation_id, exc)
             return r.RasaFailed(call_id=effect.call_id, error=exc.message,
                                 timed_out=exc.timed_out)
+
+    async def _admitted(self, effect: r.RasaCall) -> r.RasaResult:
+        """The Rasa call once the admission control lets it go (handoff.conversation.admission);
+        a customer whose reply is slow to come is told it is on its way."""
+        cid = effect.conversation_id
+
+        def tell_customer() -> None:
+            self._spawn(self.notifier.to_customer(cid, "handoff_notice", dict(REPLY_DELAYED)))
+
+        slow = tell_customer if isinstance(effect, r.RasaHandleMessage) else None
+        async with self.admission.slot(self.rasa.base_url, on_slow=slow):
+            return await self._rasa_request(effect)
 
     async def rasa_health_changed(self, previous: str, state: str) -> None:
         """The probe's news (:class:`~handoff.conversation.rasa_health.RasaHealth`): every

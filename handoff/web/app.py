@@ -38,6 +38,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse, json
 
 from handoff.conversation import router as r
+from handoff.conversation.admission import Admission
 from handoff.conversation.cluster import RedisCluster, make_cluster
 from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.instruments import Instruments
@@ -113,9 +114,12 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                                   review_timeout=settings.review_timeout, triage=triage,
                                   instruments=instruments,
                                   on_ended=spot_checks.conversation_ended, cluster=cluster)
+    conversations.admission = Admission(settings.rasa_calls_in_flight,
+                                        settings.reply_notice_after)
     health = RasaHealth(rasa, interval=settings.rasa_probe_interval,
                         timeout=settings.rasa_probe_timeout, slow=settings.rasa_slow_seconds,
-                        failures=settings.rasa_probe_failures)
+                        failures=settings.rasa_probe_failures,
+                        answering=lambda: conversations.admission.last_answer)
     if settings.rasa_probe_interval > 0:
         conversations.health = health
         health.on_change(conversations.rasa_health_changed)
@@ -203,7 +207,8 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     @app.get("/api/health", name="health")
     async def _health(request: Request) -> HTTPResponse:
         body: dict[str, Any] = {"status": "ok", "triage": "off" if triage is None else (
-            "ready" if triage.ready else "loading"), "rasa": health.as_json()}
+            "ready" if triage.ready else "loading"), "rasa": health.as_json(),
+            "rasa_calls": conversations.admission.as_json()}
         if triage is not None:
             body["triage_thresholds"] = triage.thresholds_state
         return json(body)

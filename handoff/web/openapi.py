@@ -279,6 +279,13 @@ def openapi_document() -> dict[str, Any]:
                     "failed_probes": {"type": "integer"},
                     "probe_ms": {"type": ["number", "null"]},
                     "probe": {"type": "string", "enum": ["on", "off"]}}},
+                "rasa_calls": {"type": "object", "description":
+                    "The admission control's figures per Rasa server URL: calls running and "
+                    "waiting now, admitted and made to wait since start (docs/performance.md, "
+                    "\"Overload\").", "additionalProperties": {
+                        "type": "object", "properties": {
+                            k: {"type": "integer"}
+                            for k in ("running", "waiting", "admitted", "waited")}}},
                 "triage_thresholds": {"type": "object", "description":
                     "When triage is on: the review/human thresholds in use and, in fitted "
                     "mode, what they were fitted on (docs/triage.md, \"Thresholds\").",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -110,11 +111,15 @@ async def test_turn_sends_the_channel_body_and_reads_the_reply(
         writer.close()
         await writer.wait_closed()
 
-    async with RasaClient(await serve(respond), "sekrit") as rasa:
+    async with RasaClient(await serve(respond), "sekrit", timeout=30) as rasa:
+        sent = time.time()
         got = await rasa.turn("c1", "hello", {"lang": "en"}, hold=True)
     assert got == reply
-    assert seen["body"] == {"sender": "c1", "text": "hello", "metadata": {"lang": "en"},
-                            "hold": True}
+    body = dict(seen["body"])  # type: ignore[call-overload]
+    deadline = body.pop("deadline")
+    assert body == {"sender": "c1", "text": "hello", "metadata": {"lang": "en"}, "hold": True}
+    # the channel gives the turn up a second before the client does (LATE_MARGIN)
+    assert sent + 29 - 0.5 <= deadline <= time.time() + 29
     head = str(seen["head"])
     assert head.startswith("POST /webhooks/gateway/turn ")
     assert "authorization: bearer sekrit" in head.lower()

@@ -406,6 +406,7 @@
     clearTimeout(typingTimer);
     typing.hidden = true;
     typingStatus.textContent = "";
+    renderChrome();  // the label again, after a reply_delayed notice changed it
   }
 
   // ------------------------------------------------------------------ the connection
@@ -456,8 +457,16 @@
       addEntry(entry);
     });
     socket.on("handoff_notice", (notice) => {
-      hideTyping();
       const kind = notice && notice.kind;
+      if (kind === "reply_delayed") {  // the assistant is busy: its reply is still coming
+        showTyping();
+        if (!typing.hidden && typeof notice.text === "string") {
+          typing.querySelector(".typing-label").textContent = notice.text;  // as text
+          typingStatus.textContent = notice.text;
+        }
+        return;
+      }
+      hideTyping();
       if (kind === "agent_joined") state.mode = "human";
       else if (kind === "bot_back") state.mode = "bot";
       else if (kind === "handoff_queued") state.mode = "queued";

@@ -1,0 +1,609 @@
+"""Load on the gateway: a swarm of customers (python-socketio, Rasa's protocol as the widget
+speaks it) and scripted agents, loopback only, bounded in time.
+
+    .venv/gateway/bin/python bench/load.py --customers 50 --messages 5
+    .venv/gateway/bin/python bench/load.py --customers 200 --messages 5 --rate 10
+    .venv/gateway/bin/python bench/load.py --idle 2000          # idle sockets and memory
+    .venv/gateway/bin/python bench/load.py --nodes 2 ...        # needs the multi-node gateway
+
+It starts a Rasa server with the trained model (SQLite tracker store, as ``make run``), an
+action server and ``--nodes`` gateway processes on free ports (``bot.serve``'s ``Stack``, as
+the tests do). Each customer opens a session, sends ``--messages`` messages one after another
+(each after the reply to the one before and an exponential pause averaging ``customers /
+rate`` seconds, so that all of them together send about ``--rate`` messages a second; 0: no
+pause) and records every ``bot_uttered`` and ``handoff_notice``. ``--review-share`` of the
+conversations are put in review by a scripted agent (logged in through the API, on the
+``/agent`` namespace) after their first reply; the agent approves every reply held for it.
+
+Printed: customer-turn latency (message sent → first reply) p50/p99 for bot and review
+conversations, the agents' review (takeover) acknowledgement p99, the admission control's
+queue (most calls waiting) and the human queue, conversations queued for a person because of
+load (the customer got ``handoff_queued``), messages never answered, conversations whose Rasa
+tracker differs from what the customer saw (the bot's texts, in order), the turns a second
+achieved, and each process's memory (RSS).
+
+``--idle N``: instead, connect N customer sockets that open a session and stay idle; prints
+the gateway's RSS before and after, the memory per socket and how many such sockets fit in
+1 GB.
+
+Two nodes need the multi-node gateway (settings ``HANDOFF_REDIS_URL`` and a PostgreSQL
+``HANDOFF_DATABASE_URL``); without it ``--nodes 2`` says so and stops. The short version of
+both modes runs in the test suite (tests/gateway/test_overload.py), asserting the correctness
+goals only, never timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import random
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import socketio
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from actions.shop_db import seed  # noqa: E402
+from bot.serve import GATEWAY_PYTHON, Service, Stack, latest_model  # noqa: E402
+from bench.rasa_turn import MESSAGES, percentile  # noqa: E402  (one response each)
+from handoff.conversation.customer_protocol import bot_uttered_payloads  # noqa: E402
+
+REPLY_WAIT = 120.0  # seconds a customer waits for a reply before it counts as unanswered
+GIGABYTE = 1024 ** 3
+OPEN_LIMITS = {  # every customer here comes from 127.0.0.1: the per-address limits at their top
+    "HANDOFF_IP_MESSAGE_RATE": "10000", "HANDOFF_IP_MESSAGE_BURST": "100000",
+    "HANDOFF_IP_CONNECT_RATE": "10000", "HANDOFF_IP_CONNECT_BURST": "100000",
+}
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+# --------------------------------------------------------------------------- the system
+
+
+@dataclass
+class Node:
+    """A gateway process the bench talks to."""
+
+    url: str
+    pid: int | None = None  # None: not started by the bench (no memory figure)
+
+
+@dataclass
+class System:
+    """Where the bench points its customers and agents."""
+
+    nodes: list[Node]
+    rasa_url: str
+    rasa_token: str
+    admin_password: str
+    rasa_pid: int | None = None
+
+
+def multi_node_supported() -> bool:
+    """Whether this gateway has the multi-node settings (another piece of work adds them)."""
+    from handoff.settings import SETTINGS
+    return any(s.name == "redis_url" for s in SETTINGS)
+
+
+def gateway_env(port: int, rasa_url: str, token: str, tmp: Path, database_url: str,
+                extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A gateway's environment for load: triage off (its flags would hold replies: that is
+    triage's test), and the per-address limits (docs/security.md) opened, since every
+    customer here comes from 127.0.0.1."""
+    return {
+        "HANDOFF_PORT": str(port), "HANDOFF_HOST": "127.0.0.1",
+        "HANDOFF_RASA_URL": rasa_url, "HANDOFF_RASA_TOKEN": token,
+        "HANDOFF_ENV_FILE": str(tmp / "no.env"), "HANDOFF_DATABASE_URL": database_url,
+        "HANDOFF_TRIAGE_ENABLED": "false", "HANDOFF_JWT_SECRET": secrets.token_urlsafe(48),
+        "HANDOFF_LOG_LEVEL": "WARNING",
+        "HANDOFF_FIRST_ADMIN_PASSWORD_FILE": str(tmp / "first-admin-password"),
+        **OPEN_LIMITS, **(extra or {}),
+    }
+
+
+@contextmanager
+def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
+                   pg_url: str, redis_url: str) -> Iterator[System]:
+    """Rasa, the action server and ``nodes`` gateways on free ports, stopped on exit."""
+    from tests.conftest import RASA_BIN, free_port
+    stack = Stack(rasa_bin=RASA_BIN, model=latest_model(), rasa_port=free_port(),
+                  actions_port=free_port(), token=secrets.token_urlsafe(16),
+                  log_dir=tmp / "logs", tracker_db=tmp / "rasa-tracker.db",
+                  env={"SHOP_DB_PATH": str(seed(tmp / "shop.db")),
+                       "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    stack.start(timeout=300)
+    try:
+        extra = dict(gateway_extra)
+        database_url = f"sqlite+aiosqlite:///{tmp / 'handoff.db'}"
+        if nodes > 1:
+            database_url = fresh_pg_database(pg_url)
+            extra["HANDOFF_REDIS_URL"] = redis_url
+        services = []
+        for i in range(nodes):
+            port = free_port()
+            service = Service(
+                name=f"handoff gateway {i + 1}", argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
+                ready_url=f"http://127.0.0.1:{port}/api/health",
+                log_path=tmp / "logs" / f"gateway-{i + 1}.log",
+                env=gateway_env(port, stack.rasa_url, stack.token, tmp, database_url, extra))
+            service.start()
+            stack.services.append(service)
+            services.append((service, port))
+            if i == 0:  # the first node creates the schema and the first admin alone
+                service.wait_until_ready(time.monotonic() + 120)
+        for service, _ in services:
+            service.wait_until_ready(time.monotonic() + 120)
+        rasa = next(s for s in stack.services if s.name.startswith("Rasa server"))
+        yield System(
+            nodes=[Node(f"http://127.0.0.1:{port}", s.process.pid if s.process else None)
+                   for s, port in services],
+            rasa_url=stack.rasa_url, rasa_token=stack.token,
+            admin_password=(tmp / "first-admin-password").read_text().strip(),
+            rasa_pid=rasa.process.pid if rasa.process else None)
+    finally:
+        stack.stop()
+
+
+def fresh_pg_database(pg_url: str) -> str:
+    """A new PostgreSQL database for the gateways' shared store (``pg_url``: the server,
+    e.g. postgresql://postgres@127.0.0.1:5432)."""
+    name = f"handoff_load_{uuid.uuid4().hex[:8]}"
+    subprocess.run(["psql", pg_url + "/postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
+    return pg_url.replace("postgresql://", "postgresql+asyncpg://") + "/" + name
+
+
+# --------------------------------------------------------------------------- customers
+
+
+@dataclass
+class Turn:
+    text: str
+    sent: float
+    answered: float | None = None
+
+
+@dataclass
+class Customer:
+    """One customer's widget: session, messages one after another, everything received."""
+
+    url: str
+    review: bool = False
+    session_id: str = ""
+    turns: list[Turn] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)  # the bot's (or agent's) texts, in order
+    notices: list[str] = field(default_factory=list)
+    replied: asyncio.Event = field(default_factory=asyncio.Event)
+    sio: socketio.AsyncClient = field(default_factory=lambda: socketio.AsyncClient(
+        reconnection=False))
+
+    def __post_init__(self) -> None:
+        self.sio.on("bot_uttered", self._bot_uttered)
+        self.sio.on("handoff_notice", self._notice)
+
+    async def _bot_uttered(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        if (data.get("metadata") or {}).get("sender") == "system":
+            return  # a notice's words (the gateway's, not the bot's): not in the tracker
+        if isinstance(data.get("text"), str):
+            self.seen.append(data["text"])
+        if self.turns and self.turns[-1].answered is None:
+            self.turns[-1].answered = time.monotonic()
+            self.replied.set()
+
+    async def _notice(self, data: Any) -> None:
+        if isinstance(data, dict) and isinstance(data.get("kind"), str):
+            self.notices.append(data["kind"])
+
+    async def connect(self) -> None:
+        confirmed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def on_confirm(data: Any) -> None:
+            if not confirmed.done():
+                confirmed.set_result(data if isinstance(data, str) else data["session_id"])
+
+        self.sio.on("session_confirm", on_confirm)
+        await self.sio.connect(self.url, socketio_path="/socket.io", transports=["websocket"])
+        await self.sio.emit("session_request", {"session_id": None})
+        self.session_id = await asyncio.wait_for(confirmed, REPLY_WAIT)
+
+    async def say(self, text: str) -> Turn:
+        """Send one message as the widget does (acknowledged: stored) and wait for the first
+        reply to it."""
+        turn = Turn(text, time.monotonic())
+        self.turns.append(turn)
+        self.replied.clear()
+        ack = await self.sio.call("user_uttered", {"message": text,
+                                                   "session_id": self.session_id},
+                                  timeout=REPLY_WAIT)
+        if isinstance(ack, dict) and ack.get("code"):
+            raise RuntimeError(f"message refused: {ack}")
+        try:
+            await asyncio.wait_for(self.replied.wait(), REPLY_WAIT)
+        except asyncio.TimeoutError:
+            pass  # counted as unanswered
+        return turn
+
+    async def close(self) -> None:
+        await self.sio.disconnect()
+
+
+# --------------------------------------------------------------------------- agents
+
+
+class Agent:
+    """A scripted agent on ``/agent``: takes conversations into review and approves every
+    reply held for it."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.token = token
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.ack_seconds: list[float] = []
+        self.decided = 0
+        self.failures: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sio.on("pending_reply", self._pending, namespace="/agent")
+
+    async def connect(self) -> None:
+        await self.sio.connect(self.url, namespaces=["/agent"], transports=["websocket"],
+                               auth={"token": self.token})
+
+    async def _pending(self, data: Any) -> None:
+        if not isinstance(data, dict) or not isinstance(data.get("reply"), dict):
+            return
+        task = asyncio.get_running_loop().create_task(self._approve(
+            data["conversation_id"], data["reply"]["reply_id"]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _approve(self, cid: str, reply_id: int) -> None:
+        ack = await self.sio.call("decision", {"conversation_id": cid, "reply_id": reply_id,
+                                               "type": "approve"}, namespace="/agent",
+                                  timeout=REPLY_WAIT)
+        if isinstance(ack, dict) and "status" in ack:
+            self.failures.append(f"decision on {cid}: {ack}")
+        else:
+            self.decided += 1
+
+    async def review(self, cid: str) -> None:
+        """Take the conversation into review (the agent owns it); the acknowledgement's time
+        is the takeover acknowledgement."""
+        started = time.monotonic()
+        ack = await self.sio.call("review", {"conversation_id": cid, "on": True},
+                                  namespace="/agent", timeout=REPLY_WAIT)
+        self.ack_seconds.append(time.monotonic() - started)
+        if isinstance(ack, dict) and "status" in ack:
+            self.failures.append(f"review of {cid}: {ack}")
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sio.disconnect()
+
+
+async def agent_tokens(client: httpx.AsyncClient, admin_password: str,
+                       count: int) -> list[str]:
+    """Agents created and logged in through the API (the admin creates them)."""
+    resp = await client.post("/api/login", json={"username": "admin",
+                                                  "password": admin_password})
+    resp.raise_for_status()
+    admin = {"Authorization": f"Bearer {resp.json()['token']}"}
+    tokens = []
+    for i in range(count):
+        name, password = f"load-agent-{i}-{uuid.uuid4().hex[:6]}", secrets.token_urlsafe(12)
+        created = await client.post("/api/users", headers=admin, json={
+            "username": name, "password": password, "tier": "agent",
+            "reason": "load benchmark"})
+        created.raise_for_status()
+        login = await client.post("/api/login", json={"username": name, "password": password})
+        login.raise_for_status()
+        tokens.append(login.json()["token"])
+    return tokens
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Report:
+    customers: int
+    messages: int
+    seconds: float
+    bot_latency: list[float]
+    review_latency: list[float]
+    takeover_ack: list[float]
+    queued_for_load: list[str]
+    unanswered: int
+    mismatched: list[str]
+    delayed_notices: int
+    most_waiting: int
+    down_polls: int
+    human_queue: int
+    agent_failures: list[str]
+    memory: dict[str, int]
+
+    @property
+    def turns_per_second(self) -> float:
+        answered = len(self.bot_latency) + len(self.review_latency)
+        return answered / self.seconds if self.seconds else 0.0
+
+    def lines(self) -> list[str]:
+        def ms(values: list[float], q: float) -> str:
+            return "-" if not values else f"{percentile(values, q) * 1000:.0f}"
+        out = [
+            f"{self.customers} customers x {self.messages} messages in {self.seconds:.1f} s: "
+            f"{self.turns_per_second:.1f} turns/s answered",
+            "| measure | value |", "|---|---|",
+            f"| customer turn, bot, p50 / p99 ms | {ms(self.bot_latency, 0.5)} / "
+            f"{ms(self.bot_latency, 0.99)} |",
+            f"| customer turn, review, p50 / p99 ms | {ms(self.review_latency, 0.5)} / "
+            f"{ms(self.review_latency, 0.99)} |",
+            f"| takeover (review) acknowledged, p50 / p99 ms | {ms(self.takeover_ack, 0.5)} / "
+            f"{ms(self.takeover_ack, 0.99)} |",
+            f"| most Rasa calls waiting (admission queue) | {self.most_waiting} |",
+            f"| health polls (2 a second) that found Rasa down | {self.down_polls} |",
+            f"| human queue at the end | {self.human_queue} |",
+            f"| conversations queued for a person because of load | "
+            f"{len(self.queued_for_load)} |",
+            f"| unanswered messages | {self.unanswered} |",
+            f"| trackers that differ from what the customer saw | {len(self.mismatched)} |",
+            f"| customers told the reply is on its way | {self.delayed_notices} |",
+        ]
+        out += [f"| RSS {name} | {size / 2 ** 20:.0f} MB |" for name, size in
+                self.memory.items()]
+        if self.agent_failures:
+            out.append(f"agent failures: {self.agent_failures[:5]}")
+        return out
+
+
+async def tracker_texts(client: httpx.AsyncClient, system: System, sender: str) -> list[str]:
+    """What Rasa's tracker says the customer was sent, as the gateway would send it (a text
+    split into one bot_uttered per paragraph)."""
+    resp = await client.get(f"{system.rasa_url}/conversations/{sender}/tracker",
+                            params={"token": system.rasa_token, "include_events": "APPLIED"})
+    resp.raise_for_status()
+    texts = []
+    for event in resp.json()["events"]:
+        if event["event"] != "bot":
+            continue
+        message = {"text": event.get("text"),
+                   **{k: v for k, v in (event.get("data") or {}).items() if v}}
+        texts += [p["text"] for p in bot_uttered_payloads(message)
+                  if isinstance(p.get("text"), str)]
+    return texts
+
+
+async def run_load(system: System, customers: int, messages: int, rate: float,
+                   review_share: float, seed_value: int = 1,
+                   deadline: float = 900.0) -> Report:
+    """The swarm against ``system`` (see the module docstring)."""
+    rng = random.Random(seed_value)
+    nodes = system.nodes
+    reviewed = set(rng.sample(range(customers), round(customers * review_share)))
+    swarm = [Customer(nodes[i % len(nodes)].url, review=i in reviewed)
+             for i in range(customers)]
+    async with httpx.AsyncClient(base_url=nodes[0].url, timeout=REPLY_WAIT) as client:
+        tokens = await agent_tokens(client, system.admin_password,
+                                    max(1, min(5, len(reviewed))) if reviewed else 0)
+        agents = [Agent(nodes[(i + 1) % len(nodes)].url, token)
+                  for i, token in enumerate(tokens)]
+        for agent in agents:
+            await agent.connect()
+        most_waiting = down_polls = 0
+        stop_watching = asyncio.Event()
+        warm = Customer(nodes[0].url)  # a model's first turns are slow: not measured
+        await warm.connect()
+        for text in MESSAGES[:3]:
+            await warm.say(text)
+        await warm.close()
+
+        async def watch_queue() -> None:
+            nonlocal most_waiting, down_polls
+            while not stop_watching.is_set():
+                for node in nodes:
+                    body = (await client.get(f"{node.url}/api/health")).json()
+                    down_polls += body["rasa"]["state"] == "down"
+                    waiting = sum(s.get("waiting", 0) for s in
+                                  (body.get("rasa_calls") or {}).values())
+                    most_waiting = max(most_waiting, waiting)
+                await asyncio.sleep(0.5)
+
+        pause = customers / rate if rate > 0 else 0.0
+
+        async def one(i: int, customer: Customer) -> None:
+            if pause:  # arrivals spread over one pause
+                await asyncio.sleep(rng.uniform(0, pause))
+            await customer.connect()
+            for n in range(messages):
+                await customer.say(MESSAGES[(i + n) % len(MESSAGES)])
+                if n == 0 and customer.review:
+                    await agents[i % len(agents)].review(customer.session_id)
+                if pause and n + 1 < messages:
+                    await asyncio.sleep(rng.expovariate(1 / pause))
+
+        watcher = asyncio.get_running_loop().create_task(watch_queue())
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(one(i, c) for i, c in enumerate(swarm))),
+                                   deadline)
+        finally:
+            seconds = time.monotonic() - started
+            stop_watching.set()
+            await asyncio.gather(watcher, return_exceptions=True)
+        await asyncio.sleep(1.0)  # late pushes: a reply's further paragraphs
+        memory = {f"gateway {i + 1}": rss_bytes(n.pid) for i, n in enumerate(nodes) if n.pid}
+        if system.rasa_pid:
+            memory["Rasa"] = rss_bytes(system.rasa_pid)
+        for agent in agents:
+            await agent.close()
+        await asyncio.gather(*(c.close() for c in swarm), return_exceptions=True)
+        mismatched = []
+        for customer in swarm:
+            if await tracker_texts(client, system, customer.session_id) != customer.seen:
+                mismatched.append(customer.session_id)
+        admin = await client.post("/api/login", json={"username": "admin",
+                                                       "password": system.admin_password})
+        queued = (await client.get("/api/conversations", params={"queued": "true"},
+                                   headers={"Authorization":
+                                            f"Bearer {admin.json()['token']}"})).json()
+    turns = [(c.review, n, t) for c in swarm for n, t in enumerate(c.turns)]
+    return Report(
+        customers=customers, messages=messages, seconds=seconds,
+        # a review conversation's first turn is answered by the bot (review starts after it)
+        bot_latency=[t.answered - t.sent for review, n, t in turns
+                     if t.answered and (not review or n == 0)],
+        review_latency=[t.answered - t.sent for review, n, t in turns
+                        if t.answered and review and n > 0],
+        takeover_ack=[s for a in agents for s in a.ack_seconds],
+        queued_for_load=[c.session_id for c in swarm if "handoff_queued" in c.notices],
+        unanswered=sum(1 for _, _, t in turns if t.answered is None)
+        + sum(messages - len(c.turns) for c in swarm),
+        mismatched=mismatched,
+        delayed_notices=sum(1 for c in swarm if "reply_delayed" in c.notices),
+        most_waiting=most_waiting, down_polls=down_polls,
+        human_queue=len(queued.get("conversations") or []),
+        agent_failures=[f for a in agents for f in a.failures],
+        memory=memory)
+
+
+async def run_idle(node: Node, sockets: int, limit_bytes: int = GIGABYTE,
+                   batch: int = 100) -> dict[str, float]:
+    """``sockets`` customers that open a session and stay idle on one node (stopping early
+    when the gateway's RSS passes ``limit_bytes``); the memory they cost."""
+    assert node.pid is not None, "idle mode measures a gateway the bench started"
+    before = rss_bytes(node.pid)
+    held: list[Customer] = []
+    failed: list[str] = []
+    try:
+        while len(held) < sockets and rss_bytes(node.pid) < limit_bytes and not failed:
+            wave = [Customer(node.url) for _ in range(min(batch, sockets - len(held)))]
+            outcomes = await asyncio.gather(*(c.connect() for c in wave),
+                                            return_exceptions=True)
+            failed += [f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, Exception)]
+            held += [c for c, o in zip(wave, outcomes) if not isinstance(o, Exception)]
+        await asyncio.sleep(1.0)
+        after = rss_bytes(node.pid)
+        confirmed = sum(1 for c in held if c.session_id)
+    finally:
+        for i in range(0, len(held), batch):
+            await asyncio.gather(*(c.close() for c in held[i:i + batch]),
+                                 return_exceptions=True)
+    per_socket = (after - before) / max(1, len(held))
+    if failed:  # the first wave with a refused connection ends the run
+        print(f"{len(failed)} connections failed after {len(held)}: {failed[0]}",
+              file=sys.stderr)
+    return {"sockets": float(len(held)), "confirmed": float(confirmed),
+            "failed": float(len(failed)),
+            "rss_before": float(before), "rss_after": float(after),
+            "per_socket": per_socket,
+            "fit_in_limit": (limit_bytes - before) / per_socket if per_socket > 0 else
+            float("inf")}
+
+
+def idle_lines(figures: dict[str, float]) -> list[str]:
+    return [
+        f"{figures['sockets']:.0f} idle customer sockets ({figures['confirmed']:.0f} with a "
+        "confirmed session) on one gateway node:",
+        "| measure | value |", "|---|---|",
+        f"| connections that failed (the run stops at the first) | {figures['failed']:.0f} |",
+        f"| RSS before | {figures['rss_before'] / 2 ** 20:.0f} MB |",
+        f"| RSS after | {figures['rss_after'] / 2 ** 20:.0f} MB |",
+        f"| memory per socket | {figures['per_socket'] / 1024:.1f} KB |",
+        f"| idle sockets that fit under 1 GB (extrapolated) | {figures['fit_in_limit']:.0f} |",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/load.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=50)
+    parser.add_argument("--messages", type=int, default=5, help="messages per customer")
+    parser.add_argument("--rate", default="0",
+                        help="messages a second, all customers together (0: each customer "
+                             "sends again as soon as answered); several, comma-separated: one "
+                             "run after the other on the same system, new customers each, "
+                             "and a summary table")
+    parser.add_argument("--review-share", type=float, default=0.1,
+                        help="share of conversations an agent reviews")
+    parser.add_argument("--nodes", type=int, default=1, help="gateway processes")
+    parser.add_argument("--idle", type=int, default=0,
+                        help="idle-sockets mode: connect this many idle customers instead")
+    parser.add_argument("--deadline", type=float, default=900.0,
+                        help="seconds the run may take at most")
+    parser.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a further gateway setting, e.g. HANDOFF_RASA_CALLS_IN_FLIGHT=0")
+    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432",
+                        help="PostgreSQL server for --nodes > 1")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/7",
+                        help="Redis for --nodes > 1")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.nodes > 1 and not multi_node_supported():
+        print("--nodes 2 needs the multi-node gateway (HANDOFF_REDIS_URL, a shared PostgreSQL "
+              "store); this gateway has no such setting yet: run with --nodes 1",
+              file=sys.stderr)
+        return 2
+    extra = dict(item.split("=", 1) for item in args.gateway_env)
+    with tempfile.TemporaryDirectory() as tmp, started_system(
+            args.nodes, Path(tmp), extra, args.pg_url, args.redis_url) as system:
+        print(f"model {latest_model().name}; {args.nodes} gateway node(s); "
+              f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        if args.idle:
+            figures = asyncio.run(run_idle(system.nodes[0], args.idle))
+            print("\n".join(idle_lines(figures)))
+            if args.json:
+                print(json.dumps(figures))
+            return 0
+        reports = []
+        for rate in [float(r) for r in args.rate.split(",")]:
+            report = asyncio.run(run_load(system, args.customers, args.messages, rate,
+                                          args.review_share, deadline=args.deadline))
+            reports.append((rate, report))
+            print(f"\n--rate {rate:g}: " + "\n".join(report.lines()), flush=True)
+            if args.json:
+                print(json.dumps({**dataclasses.asdict(report),
+                                  "turns_per_second": report.turns_per_second}))
+    if len(reports) > 1:
+        print("\n" + "\n".join(summary_lines(reports)))
+    return 0
+
+
+def summary_lines(reports: list[tuple[float, Report]]) -> list[str]:
+    """One row per run: the rate asked, the rate achieved, the latency and the goals."""
+    out = ["| rate asked /s | answered /s | bot p50 ms | bot p99 ms | takeover ack p99 ms | "
+           "most waiting | Rasa down polls | queued for load | unanswered | tracker "
+           "mismatches |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for rate, rep in reports:
+        p50 = percentile(rep.bot_latency, 0.5) * 1000 if rep.bot_latency else float("nan")
+        p99 = percentile(rep.bot_latency, 0.99) * 1000 if rep.bot_latency else float("nan")
+        ack = percentile(rep.takeover_ack, 0.99) * 1000 if rep.takeover_ack else float("nan")
+        out.append(f"| {rate:g} | {rep.turns_per_second:.1f} | {p50:.0f} | {p99:.0f} | "
+                   f"{ack:.0f} | {rep.most_waiting} | {rep.down_polls} | "
+                   f"{len(rep.queued_for_load)} | {rep.unanswered} | {len(rep.mismatched)} |")
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
