@@ -323,6 +323,7 @@ async def _set_password(url: str, username: str, password: str) -> User:
 
 async def _manage(url: str, command: str, username: str | None, tier: str | None,
                   reason: str) -> list[User]:
+    from handoff.web.login_limits import LoginLimits  # it imports the store only
     from handoff.web.users import UserAdmin  # users imports this module
 
     async with Store(url) as store:
@@ -330,6 +331,12 @@ async def _manage(url: str, command: str, username: str | None, tier: str | None
         if command == "list-users":
             return await store.list_users(limit=None)
         assert username is not None
+        if command == "unlock":  # the limits are in the store: every node sees the unlock
+            user = await store.get_user(username)  # NotFound for an unknown name
+            unlocked = await LoginLimits(store).unlock(username)
+            await store.audit(CLI_ACTOR, "login_unlocked", target=f"user:{username}",
+                              details={"reason": reason, "unlocked": unlocked, "via": "cli"})
+            return [user]
         admin = UserAdmin(store)  # no sockets here: the gateway refuses old tokens itself
         if command == "set-tier":
             assert tier is not None
@@ -361,16 +368,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_tier = sub.add_parser("set-tier", help="give a user another tier (audit-logged)")
     disable = sub.add_parser("disable", help="disable a user: their tokens end (audit-logged)")
     enable = sub.add_parser("enable", help="re-enable a disabled user (audit-logged)")
-    for command in (listing, set_tier, disable, enable):
+    unlock = sub.add_parser("unlock", help="lift the failed-login back-off and lockout on a "
+                            "username (audit-logged)")
+    for command in (listing, set_tier, disable, enable, unlock):
         command.add_argument("--url", default=None, help="database URL (default: the "
                              "gateway's, from $HANDOFF_DATABASE_URL or .env)")
-    for command in (set_tier, disable, enable):
+    for command in (set_tier, disable, enable, unlock):
         command.add_argument("--username", required=True)
         command.add_argument("--reason", required=True, help="why (kept in the audit log)")
     set_tier.add_argument("--tier", required=True, choices=ROLES)
     args = parser.parse_args(argv)
     url = args.url or gateway_database_url()
-    if args.command in ("list-users", "set-tier", "disable", "enable"):
+    if args.command in ("list-users", "set-tier", "disable", "enable", "unlock"):
         try:
             users = asyncio.run(_manage(url, args.command, getattr(args, "username", None),
                                         getattr(args, "tier", None),

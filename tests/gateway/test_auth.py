@@ -31,6 +31,7 @@ from handoff.web.auth import (
 )
 from handoff.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from handoff.store import AlreadyExists, Store, User
+from handoff.web.login_limits import LoginLimits, TooManyAttempts
 from handoff.web.rights import RIGHTS, has_right, require_right, rights_of
 
 pytestmark = pytest.mark.asyncio
@@ -326,6 +327,30 @@ async def test_manage_users_cli(store: Store, store_url: str) -> None:
     bad = await asyncio.to_thread(_cli, "disable", "--url", store_url, "--username", "ghost",
                                   "--reason", "x")
     assert (bad.returncode, bad.stderr) == (1, "error: no user 'ghost'\n")
+
+
+async def test_the_cli_lifts_a_login_lockout(store: Store, store_url: str) -> None:
+    """A name locked by wrong passwords is unlocked from the command line (the limits are in
+    the store, so every gateway node sees it), audit-logged as ``cli`` with the reason."""
+    await create_user(store, "bob", PASSWORD, "agent")
+    limits = LoginLimits(store, max_failures=3)
+    for _ in range(3):
+        await limits.failed("bob", "10.0.0.9")
+    assert await limits.locked_names() == ["bob"]
+    with pytest.raises(TooManyAttempts):
+        await limits.check("bob", "10.0.0.8")
+    done = await asyncio.to_thread(_cli, "unlock", "--url", store_url, "--username", "bob",
+                                   "--reason", "called the help desk")
+    assert (done.returncode, done.stdout) == (0, "bob\tagent\tactive\n"), done.stderr
+    assert await limits.locked_names() == []
+    await limits.check("bob", "10.0.0.8")  # no wait any more
+    [entry] = await store.list_audit(actor="cli")
+    assert (entry.action, entry.target, entry.details) == (
+        "login_unlocked", "user:bob",
+        {"reason": "called the help desk", "unlocked": True, "via": "cli"})
+    ghost = await asyncio.to_thread(_cli, "unlock", "--url", store_url, "--username", "ghost",
+                                    "--reason", "x")
+    assert (ghost.returncode, ghost.stderr) == (1, "error: no user 'ghost'\n")
 
 
 async def test_the_cli_uses_the_gateways_database_by_default(tmp_path: Path) -> None:
