@@ -121,6 +121,7 @@ def gateway_env(port: int, rasa_url: str, token: str, tmp: Path, database_url: s
         "HANDOFF_RASA_URL": rasa_url, "HANDOFF_RASA_TOKEN": token,
         "HANDOFF_ENV_FILE": str(tmp / "no.env"), "HANDOFF_DATABASE_URL": database_url,
         "HANDOFF_TRIAGE_ENABLED": "false", "HANDOFF_JWT_SECRET": secrets.token_urlsafe(48),
+        # (started_system passes one secret to every node: an agent's token works on each)
         "HANDOFF_LOG_LEVEL": "WARNING",
         "HANDOFF_FIRST_ADMIN_PASSWORD_FILE": str(tmp / "first-admin-password"),
         **OPEN_LIMITS, **(extra or {}),
@@ -150,6 +151,7 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
         if nodes > 1:
             extra["HANDOFF_REDIS_URL"] = redis_url
             extra["HANDOFF_REDIS_PREFIX"] = f"load_bench_{os.getpid()}"
+        extra.setdefault("HANDOFF_JWT_SECRET", secrets.token_urlsafe(48))  # one for all nodes
         services = []
         for i in range(nodes):
             port = free_port()
