@@ -4,7 +4,8 @@ speaks it) and scripted agents, loopback only, bounded in time.
     .venv/gateway/bin/python bench/load.py --customers 50 --messages 5
     .venv/gateway/bin/python bench/load.py --customers 200 --messages 5 --rate 10
     .venv/gateway/bin/python bench/load.py --idle 2000          # idle sockets and memory
-    .venv/gateway/bin/python bench/load.py --nodes 2 ...        # needs the multi-node gateway
+    .venv/gateway/bin/python bench/load.py --nodes 1 --database-url postgresql ...
+    .venv/gateway/bin/python bench/load.py --nodes 2 ...        # same store, two gateways
 
 It starts a Rasa server with the trained model (SQLite tracker store, as ``make run``), an
 action server and ``--nodes`` gateway processes on free ports (``bot.serve``'s ``Stack``, as
@@ -26,8 +27,11 @@ achieved, and each process's memory (RSS).
 the gateway's RSS before and after, the memory per socket and how many such sockets fit in
 1 GB.
 
-Two nodes need the multi-node gateway (settings ``HANDOFF_REDIS_URL`` and a PostgreSQL
-``HANDOFF_DATABASE_URL``); without it ``--nodes 2`` says so and stops. The short version of
+``--nodes 2``: two gateway processes share a fresh PostgreSQL database on ``--pg-url``
+(``load_bench_<pid>_…``, dropped at the end) and ``--redis-url`` under their own
+``HANDOFF_REDIS_PREFIX``; customers alternate between the nodes and each review goes to an
+agent on the other node; each node's RSS is printed. ``--nodes 1 --database-url postgresql``
+puts the one node on such a database too, to compare the two fairly. The short version of
 both modes runs in the test suite (tests/gateway/test_overload.py), asserting the correctness
 goals only, never timings.
 """
@@ -117,6 +121,7 @@ def gateway_env(port: int, rasa_url: str, token: str, tmp: Path, database_url: s
         "HANDOFF_RASA_URL": rasa_url, "HANDOFF_RASA_TOKEN": token,
         "HANDOFF_ENV_FILE": str(tmp / "no.env"), "HANDOFF_DATABASE_URL": database_url,
         "HANDOFF_TRIAGE_ENABLED": "false", "HANDOFF_JWT_SECRET": secrets.token_urlsafe(48),
+        # (started_system passes one secret to every node: an agent's token works on each)
         "HANDOFF_LOG_LEVEL": "WARNING",
         "HANDOFF_FIRST_ADMIN_PASSWORD_FILE": str(tmp / "first-admin-password"),
         **OPEN_LIMITS, **(extra or {}),
@@ -125,7 +130,7 @@ def gateway_env(port: int, rasa_url: str, token: str, tmp: Path, database_url: s
 
 @contextmanager
 def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
-                   pg_url: str, redis_url: str) -> Iterator[System]:
+                   pg_url: str, redis_url: str, database_url: str = "") -> Iterator[System]:
     """Rasa, the action server and ``nodes`` gateways on free ports, stopped on exit."""
     from tests.conftest import RASA_BIN, free_port
     stack = Stack(rasa_bin=RASA_BIN, model=latest_model(), rasa_port=free_port(),
@@ -134,20 +139,28 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
                   env={"SHOP_DB_PATH": str(seed(tmp / "shop.db")),
                        "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
     stack.start(timeout=300)
+    dropped = ""
     try:
         extra = dict(gateway_extra)
-        database_url = f"sqlite+aiosqlite:///{tmp / 'handoff.db'}"
+        fresh_pg = nodes > 1 or database_url in ("postgresql", pg_url)
+        if not database_url or database_url in ("postgresql", pg_url):
+            database_url = f"sqlite+aiosqlite:///{tmp / 'handoff.db'}"
+            if fresh_pg:
+                database_url = fresh_pg_database(pg_url)
+                dropped = database_url.rsplit("/", 1)[1]
         if nodes > 1:
-            database_url = fresh_pg_database(pg_url)
             extra["HANDOFF_REDIS_URL"] = redis_url
+            extra["HANDOFF_REDIS_PREFIX"] = f"load_bench_{os.getpid()}"
+        extra.setdefault("HANDOFF_JWT_SECRET", secrets.token_urlsafe(48))  # one for all nodes
         services = []
         for i in range(nodes):
             port = free_port()
+            node_env = {**extra, "HANDOFF_NODE_ID": f"load-node-{i + 1}"}
             service = Service(
                 name=f"handoff gateway {i + 1}", argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
                 ready_url=f"http://127.0.0.1:{port}/api/health",
                 log_path=tmp / "logs" / f"gateway-{i + 1}.log",
-                env=gateway_env(port, stack.rasa_url, stack.token, tmp, database_url, extra))
+                env=gateway_env(port, stack.rasa_url, stack.token, tmp, database_url, node_env))
             service.start()
             stack.services.append(service)
             services.append((service, port))
@@ -164,12 +177,15 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
             rasa_pid=rasa.process.pid if rasa.process else None)
     finally:
         stack.stop()
+        if dropped:
+            subprocess.run(["psql", pg_url + "/postgres", "-qc",
+                            f'DROP DATABASE IF EXISTS "{dropped}" WITH (FORCE)'], check=False)
 
 
 def fresh_pg_database(pg_url: str) -> str:
     """A new PostgreSQL database for the gateways' shared store (``pg_url``: the server,
     e.g. postgresql://postgres@127.0.0.1:5432)."""
-    name = f"handoff_load_{uuid.uuid4().hex[:8]}"
+    name = f"load_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     subprocess.run(["psql", pg_url + "/postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
     return pg_url.replace("postgresql://", "postgresql+asyncpg://") + "/" + name
 
@@ -438,8 +454,9 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
             await customer.connect()
             for n in range(messages):
                 await customer.say(MESSAGES[(i + n) % len(MESSAGES)])
-                if n == 0 and customer.review:
-                    await agents[i % len(agents)].review(customer.session_id)
+                if n == 0 and customer.review:  # an agent on another node where there is one
+                    others = [a for a in agents if a.url != customer.url] or agents
+                    await others[i % len(others)].review(customer.session_id)
                 if pause and n + 1 < messages:
                     await asyncio.sleep(rng.expovariate(1 / pause))
 
@@ -558,6 +575,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="PostgreSQL server for --nodes > 1")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/7",
                         help="Redis for --nodes > 1")
+    parser.add_argument("--database-url", default="",
+                        help="one node's store: empty = SQLite; 'postgresql' = a fresh database on "
+                        "--pg-url, as two nodes always get (to compare fairly); else as given")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args(argv)
     if args.nodes > 1 and not multi_node_supported():
@@ -567,7 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     extra = dict(item.split("=", 1) for item in args.gateway_env)
     with tempfile.TemporaryDirectory() as tmp, started_system(
-            args.nodes, Path(tmp), extra, args.pg_url, args.redis_url) as system:
+            args.nodes, Path(tmp), extra, args.pg_url, args.redis_url,
+            args.database_url) as system:
         print(f"model {latest_model().name}; {args.nodes} gateway node(s); "
               f"load average {os.getloadavg()[0]:.2f}", flush=True)
         if args.idle:
