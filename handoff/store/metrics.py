@@ -217,15 +217,26 @@ def _summary_cohort(f: MetricFilter, *,
     """The conditions on ``conversation_summaries`` that select ``f``'s cohort (by default only
     the conversations with a customer message, those the figures count)."""
     s = conversation_summaries
-    where = _in_range(s.c.created_at, f)
-    if not all_conversations:
-        where.append(s.c.started_at.is_not(None))
-    if f.intent is not None:
-        where.append(s.c.intent == f.intent)
-    if f.model is not None:
-        where.append(s.c.model_version == f.model)
+    where = _facts_where(f, s.c.created_at, None if all_conversations else
+                         s.c.started_at.is_not(None), s.c.intent, s.c.model_version)
     if f.agent is not None:
         where.append(s.c.conversation_id.in_(_cohort(f)))
+    return where
+
+
+def _facts_where(f: MetricFilter, created: sa.ColumnElement[Any],
+                 started: sa.ColumnElement[bool] | None, intent: sa.ColumnElement[Any],
+                 model: sa.ColumnElement[Any]) -> list[sa.ColumnElement[bool]]:
+    """``f``'s date range, intent and model over the columns of a table that carries a
+    conversation's facts (``started``: the condition that it has a customer message, None
+    to take every conversation)."""
+    where = _in_range(created, f)
+    if started is not None:
+        where.append(started)
+    if f.intent is not None:
+        where.append(intent == f.intent)
+    if f.model is not None:
+        where.append(model == f.model)
     return where
 
 
@@ -268,13 +279,9 @@ def _kept(table: sa.Table, f: MetricFilter, *where: sa.ColumnElement[bool],
         return (table.join(s, s.c.conversation_id == table.c.conversation_id),
                 [*_in_range(table.c.created_at, f),
                  *_summary_cohort(f, all_conversations=all_conversations), *where])
-    cohort = _in_range(table.c.created_at, f)
-    if not all_conversations:
-        cohort.append(table.c.started.is_(True))
-    if f.intent is not None:
-        cohort.append(table.c.conversation_intent == f.intent)
-    if f.model is not None:
-        cohort.append(table.c.conversation_model == f.model)
+    cohort = _facts_where(f, table.c.created_at, None if all_conversations else
+                          table.c.started.is_(True), table.c.conversation_intent,
+                          table.c.conversation_model)
     return table, [*cohort, *where]
 
 
