@@ -93,16 +93,19 @@ class SocketNotifier:
                 if user is None or user.disabled or user.token_version != socket.version:
                     ended.add(sid)
                 elif user.tier != socket.tier:
-                    await self._retier(sid, socket, user.tier)
+                    await self._retier(sid, socket.username, user.tier)
         for sid in ended:
             if self._agents.pop(sid, None) is not None:
                 await self._sio.disconnect(sid, namespace=AGENT_NAMESPACE)
 
-    async def _retier(self, sid: str, socket: _Socket, tier: str) -> None:
-        """The socket hears what ``tier`` allows from now on, and is told its new rights."""
-        socket.tier = tier
+    async def _retier(self, sid: str, username: str, tier: str) -> None:
+        """The socket hears what ``tier`` allows from now on, and is told its new rights (a
+        socket of another node through the Redis manager; that node's own record of it
+        follows at its next push)."""
+        if (socket := self._agents.get(sid)) is not None:
+            socket.tier = tier
         rights = rights_of(tier)
-        await self._rooms(sid, socket.username, rights)
+        await self._rooms(sid, username, rights)
         await self._sio.emit("rights", {"tier": tier, "rights": describe(rights)}, to=sid,
                              namespace=AGENT_NAMESPACE)
 
@@ -176,17 +179,9 @@ class SocketNotifier:
 
     async def reauthorise(self, username: str, tier: str) -> None:
         """The user's tier changed: their open sockets hear from now on what ``tier``
-        allows, and nothing else, and get ``rights`` ``{tier, rights}`` (a socket on another
-        node through the Redis manager; that node also sees the change at its next push)."""
+        allows, and nothing else, and get ``rights`` ``{tier, rights}``."""
         for sid in await self.agent_sockets(username):
-            socket = self._agents.get(sid)
-            if socket is not None:
-                await self._retier(sid, socket, tier)
-            else:
-                rights = rights_of(tier)
-                await self._rooms(sid, username, rights)
-                await self._sio.emit("rights", {"tier": tier, "rights": describe(rights)},
-                                     to=sid, namespace=AGENT_NAMESPACE)
+            await self._retier(sid, username, tier)
 
     async def disconnect_user(self, username: str) -> int:
         """End every ``/agent`` socket of ``username`` (logout, disabled, password reset);
