@@ -147,13 +147,13 @@ class Waiting:
                 elif self.offer_after > 0:
                     self._timers[cid] = asyncio.get_running_loop().create_task(
                         self._offer_later(cid))
-        elif cid in self._positions or self.cluster.shared:
-            # it leaves the queue: those behind it move up (with several nodes, another node
-            # may have been the one that told them their places)
+        else:
+            queued = cid in self._positions
             self._forget(cid)
-        else:  # never waited: nobody's place changes, and the queue is not read again
-            self._forget(cid)
-            return
+            # a conversation that never waited changes nobody's place: the queue is not read
+            # again (with several nodes another node may have told the others their places)
+            if not (queued or self.cluster.shared):
+                return
         await self.push_positions()
 
     def _forget(self, cid: str) -> None:
