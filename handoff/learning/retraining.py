@@ -45,12 +45,15 @@ from handoff.learning.supervisor import (
     need_supervisor,
 )
 from handoff.settings import default_node_id
-from handoff.store import AuditEntry, ModelVersion, Store
+from handoff.store import AuditEntry, Correction, ModelVersion, Store
 
 __all__ = ["RetrainJob", "Retraining", "proof_line"]
 
 log = logging.getLogger(__name__)
 LOG_LINES = 400  # the lines of a retraining's output kept for GET /api/retrain
+# How long a retraining waits for the tracker events of a correction accepted a moment ago
+# (fetched from Rasa after its step commits) before leaving it out as not ready.
+PENDING_WAIT = 10.0
 
 
 @dataclass
@@ -145,8 +148,9 @@ class Retraining:
                            "restarted: try again in a moment")
         if self.job is not None and self.job.state == "running":
             raise Conflict("a retraining is already running", job=self.job.id)
-        found = await self.store.list_corrections(review_status="accepted", exported=False,
-                                                  limit=None)
+        found = await self._accepted()
+        if self.job is not None and self.job.state == "running":  # started while we waited
+            raise Conflict("a retraining is already running", job=self.job.id)
         if not found:
             raise Conflict("no accepted correction waits for training: accept some first")
         export = export_records(found)
@@ -169,6 +173,20 @@ class Retraining:
         self._task = asyncio.get_running_loop().create_task(
             self._run(supervisor, job, export.records, lease))
         return self.state() or {}
+
+    async def _accepted(self) -> list[Correction]:
+        """The accepted corrections not trained on yet. A correction made a moment ago may
+        still have its tracker events on the way from Rasa (``pending``): the trainer who
+        accepts it and retrains at once means it to be learnt, so it is waited for, up to
+        :data:`PENDING_WAIT` seconds, before being left out as not ready."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PENDING_WAIT
+        while True:
+            found = await self.store.list_corrections(review_status="accepted",
+                                                      exported=False, limit=None)
+            if loop.time() >= deadline or all(c.tracker_status != "pending" for c in found):
+                return found
+            await asyncio.sleep(0.2)
 
     async def _line(self, job: RetrainJob, line: str) -> None:
         self._log.append(line)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -242,6 +243,37 @@ async def test_a_correction_that_cannot_become_training_data_is_left_out(
             assert again.status_code == 409, again.text
             assert again.json()["left_out"] == [{"id": blind.id, "reason": reason}]
             assert f"correction {blind.id}: no tracker events" in again.json()["message"]
+    finally:
+        await store.close()
+
+
+async def test_a_retraining_waits_for_the_tracker_of_a_correction_accepted_a_moment_ago(
+    restartable: Any, supervisor: tuple[str, Path]
+) -> None:
+    """An agent's decision stores its correction at once and fetches its tracker events from
+    Rasa after the step commits; a trainer who accepts it and retrains straight away gets it
+    learnt, not left out as not ready."""
+    _, signals = supervisor
+    gateway = await asyncio.to_thread(restartable)
+    store = Store(gateway.database_url)
+    try:
+        made = await _accepted_relabel(store, "decided-just-now")
+        # as a decision's step leaves it: the tracker events still on the way from Rasa
+        with sqlite3.connect(gateway.database_url.split(":///", 1)[1]) as db:
+            db.execute("UPDATE corrections SET tracker_status = 'pending' WHERE id = ?",
+                       (made.id,))
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
+            rita = await user_login(store, api, "rita", "trainer")
+            started = asyncio.create_task(api.post("/api/retrain", headers=rita, json={}))
+            await asyncio.sleep(0.5)
+            assert not started.done()  # waiting for the events, not leaving the correction out
+            await store.set_correction_tracker(made.id, events=[{"event": "user", "text": JOIN}])
+            resp = await started
+            assert resp.status_code == 202, resp.text
+            job = resp.json()["retrain"]
+            assert (job["corrections"], job["left_out"]) == ([made.id], [])
+            (signals / "go").write_text("go")
+            await _state(api, rita, "succeeded")
     finally:
         await store.close()
 
