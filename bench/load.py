@@ -45,6 +45,7 @@ import json
 import os
 import random
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -586,6 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     extra = dict(item.split("=", 1) for item in args.gateway_env)
+    # A run stopped with SIGTERM (a timeout, a CI's cancel) stops its servers and drops its
+    # database as Ctrl-C does: the exit unwinds through started_system's clean-up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with tempfile.TemporaryDirectory() as tmp, started_system(
             args.nodes, Path(tmp), extra, args.pg_url, args.redis_url,
             args.database_url) as system:
