@@ -500,12 +500,10 @@ class Conversations:
                 text = notice_text(notice, reason)
                 await self.notifier.to_customer(cid, "handoff_notice",
                                                 {"kind": notice.value, "text": text})
-                if text is not None:
+                if text is not None:  # stored with the step
                     await self.notifier.to_customer(
                         cid, "bot_uttered", {"text": text, "metadata": {"sender": "system"}})
-                    stored = await self.store.append_message(
-                        cid, "system", text, payload={"notice": notice.value})
-                    await self.notifier.to_agents("message", to_json(stored))
+                    await self.notifier.to_agents("message", to_json(next(rows)))
                 if notice is r.Notice.CLOSED:
                     await self.notifier.to_customer(cid, "survey_request", SURVEY_REQUEST)
             case r.StatusChanged():

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from handoff.conversation import router as r
+from handoff.conversation.customer_protocol import notice_text
 from handoff.conversation.state_codec import encode
 from handoff.store import (
     CorrectionDraft,
@@ -24,8 +25,10 @@ __all__ = ["correction_draft", "events_until", "held_draft", "resolution", "step
 
 
 def step_messages(effects: Sequence[r.Effect]) -> list[StepMessage]:
-    """The messages a step produced, in effect order: the customer's (``StoreMessage``) and
-    each one sent to the customer (``SendToCustomer``), stored as sent."""
+    """The messages a step produced, in effect order: the customer's (``StoreMessage``), each
+    one sent to the customer (``SendToCustomer``), stored as sent, and the text of a notice to
+    the customer (``NotifyCustomer``, sender ``system``): stored with the state change it
+    tells of, so no reader sees one without the other."""
     out: list[StepMessage] = []
     for effect in effects:
         if isinstance(effect, r.StoreMessage):
@@ -43,6 +46,11 @@ def step_messages(effects: Sequence[r.Effect]) -> list[StepMessage]:
                     "payload": extra or None, "action": effect.action_name,
                     "decided_by": effect.agent_id,
                     "decision": effect.decision.reply_decision if effect.decision else None})
+        elif isinstance(effect, r.NotifyCustomer):
+            text = notice_text(effect.notice, effect.reason)
+            if text is not None:
+                out.append({"sender": "system", "text": text,
+                            "payload": {"notice": effect.notice.value}})
     return out
 
 
