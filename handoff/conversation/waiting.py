@@ -14,6 +14,11 @@ The customer answers with ``handoff_choice`` (:meth:`Waiting.choose`): ``wait`` 
 place), ``bot`` (back to the assistant; not while Rasa is down) or ``contact`` with an e-mail
 address or phone number, stored with the conversation (agents get ``contact_left``; the
 conversation stays in the queue).
+
+What the customer is told here is not a router step's (it depends on who is logged in and on
+timers, after the step that queued the conversation): each message is stored before it is
+pushed, so the customer never reads what the store lacks, and a contact address is stored in
+one transaction with the message that thanks the customer for it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from handoff.conversation import router as r
 from handoff.conversation.presence import OpeningHours, Presence
 from handoff.conversation.shell import Conversations
 from handoff.errors import BadRequest, Conflict
-from handoff.store import Store, to_json
+from handoff.store import Message, Store, to_json
 
 __all__ = ["CHOICES", "Waiting"]
 
@@ -217,9 +222,13 @@ class Waiting:
             "position": await self.position(cid)})
 
     async def _say(self, cid: str, text: str, payload: dict[str, Any]) -> None:
-        await self.notifier.to_customer(cid, "bot_uttered",
-                                        {"text": text, "metadata": {"sender": "system"}})
-        stored = await self.store.append_message(cid, "system", text, payload=payload)
+        await self._show(await self.store.append_message(cid, "system", text,
+                                                         payload=payload))
+
+    async def _show(self, stored: Message) -> None:
+        """Push a system message stored for the customer to them and to the agents."""
+        await self.notifier.to_customer(stored.conversation_id, "bot_uttered", {
+            "text": stored.text, "metadata": {"sender": "system"}})
         await self.notifier.to_agents("message", to_json(stored))
 
     async def choose(self, cid: str, choice: Any, contact: Any = None) -> None:
@@ -240,12 +249,14 @@ class Waiting:
             await self.conversations.apply(cid, r.ContinueWithBot())
         else:
             address = _contact(contact)
-            saved = await self.store.set_contact(cid, address)
+            saved = await self.store.set_contact(cid, address, reply={
+                "sender": "system", "payload": {"choice": "contact"},
+                "text": f"Thank you: we will get back to you at {address}. You keep your "
+                        "place in the queue too."})
             await self.notifier.to_agents("contact_left", {
                 "conversation_id": cid, "contact": address,
                 "left_at": saved["left_at"].isoformat()})
-            await self._say(cid, f"Thank you: we will get back to you at {address}. You keep "
-                                 "your place in the queue too.", {"choice": "contact"})
+            await self._show(saved["reply"])
 
 
 def _contact(value: Any) -> str:

@@ -27,6 +27,7 @@ from handoff.store.records import (
     Note,
     ReplyDecision,
     Sender,
+    StepMessage,
 )
 from handoff.store.schema import (
     conversation_contacts, conversation_events, conversations, messages, notes,
@@ -154,16 +155,22 @@ class ConversationStore(Database):
             raise NotFound(f"no conversation {conversation_id!r}", conversation_id=conversation_id)
         return record(Conversation, row)
 
-    async def set_contact(self, conversation_id: str, contact: str) -> dict[str, Any]:
+    async def set_contact(self, conversation_id: str, contact: str, *,
+                          reply: StepMessage | None = None) -> dict[str, Any]:
         """Keep the address a waiting customer left to be contacted at (replacing an earlier
-        one): ``{conversation_id, contact, left_at}``. ``NotFound`` for no conversation."""
+        one), with ``reply``, the message that thanks them, appended in the same transaction:
+        ``{conversation_id, contact, left_at, reply: Message | None}``. ``NotFound`` for no
+        conversation."""
+        values = None if reply is None else self._message_values(**reply)
         async with self._tx(write=True) as conn:
             await self._require_conversation(conn, conversation_id)
             await conn.execute(sa.delete(conversation_contacts).where(
                 conversation_contacts.c.conversation_id == conversation_id))
             row = {"conversation_id": conversation_id, "contact": contact, "left_at": now()}
             await conn.execute(sa.insert(conversation_contacts).values(**row))
-        return row
+            stored = None if values is None else await self._append(conn, conversation_id,
+                                                                    values)
+        return {**row, "reply": stored}
 
     async def get_contact(self, conversation_id: str) -> dict[str, Any] | None:
         """The contact address a customer left, or None."""
