@@ -301,12 +301,20 @@ class RasaClient:
     async def tracker_events(self, sender: str) -> list[dict[str, Any]]:
         """Every event of the conversation's tracker, oldest first (Rasa's
         ``GET /conversations/{id}/tracker?include_events=ALL``)."""
+        events: list[dict[str, Any]] = (await self.tracker(sender))["events"]
+        return events
+
+    async def tracker(self, sender: str) -> dict[str, Any]:
+        """The conversation's tracker with every event (Rasa's
+        ``GET /conversations/{id}/tracker?include_events=ALL``): ``events`` oldest first,
+        ``slots`` (name: value) as they are now, ..."""
         data = await self._get(f"/conversations/{quote(sender, safe='')}/tracker",
                                params={"include_events": "ALL"})
         events = data.get("events")
-        if not isinstance(events, list):
-            raise RasaUnavailable("Rasa's tracker answer has no list of events")
-        return [e for e in events if isinstance(e, dict)]
+        if not isinstance(events, list) or not isinstance(data.get("slots", {}), dict):
+            raise RasaUnavailable("Rasa's tracker answer has no list of events or of slots")
+        return {**data, "events": [e for e in events if isinstance(e, dict)],
+                "slots": data.get("slots") or {}}
 
     async def append_events(self, sender: str, events: list[dict[str, Any]]) -> None:
         """Append events to the conversation's tracker (Rasa's

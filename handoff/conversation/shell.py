@@ -49,6 +49,7 @@ from handoff.conversation.rasa_health import RasaHealth
 from handoff.conversation.state_codec import decode_state, encode, encode_state
 from handoff.settings import default_node_id
 from handoff.store import (
+    AuditDraft,
     Conversation,
     Correction,
     CorrectionDraft,
@@ -375,11 +376,13 @@ class Conversations:
             state, _ = await self._step_locked(conversation_id, event)
             return state
 
-    async def apply_recorded(self, conversation_id: str, event: r.Event) -> Correction:
+    async def apply_recorded(self, conversation_id: str, event: r.Event,
+                             audit: AuditDraft | None = None) -> Correction:
         """Step an agent's event that records a correction (a whisper's chosen action) and
-        return the correction, stored in the step's own transaction."""
+        return the correction, stored in the step's own transaction with ``audit``, the
+        audit-log entry of the agent's action (naming the correction)."""
         async with self.locks.hold(conversation_id):
-            _, saved = await self._step_locked(conversation_id, event)
+            _, saved = await self._step_locked(conversation_id, event, audit)
         if saved is None or saved.correction is None:
             raise r.InvalidTransition(f"{type(event).__name__} recorded no correction")
         return saved.correction
@@ -390,8 +393,9 @@ class Conversations:
 
     # ------------------------------------------------------------------ stepping
 
-    async def _step_locked(self, conversation_id: str,
-                           event: r.Event) -> tuple[r.ConversationState, SavedStep | None]:
+    async def _step_locked(self, conversation_id: str, event: r.Event,
+                           audit: AuditDraft | None = None,
+                           ) -> tuple[r.ConversationState, SavedStep | None]:
         """Step ``event`` under the conversation's lock. The new state, the messages the step
         produced (the customer's, the bot's) and the NLU result of a Rasa answer are written in
         one transaction before any effect runs; returns the state and what was saved (None
@@ -429,7 +433,7 @@ class Conversations:
                     nlu=step_records.step_nlu(before, event, effects),
                     resolve=step_records.resolution(before, after, effects),
                     hold=step_records.held_draft(effects),
-                    correction=step_records.correction_draft(effects),
+                    correction=step_records.correction_draft(effects), audit=audit,
                     cause=type(event).__name__, actor=getattr(event, "agent_id", None),
                 )
             except StaleVersion:

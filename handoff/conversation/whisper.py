@@ -12,11 +12,15 @@ over (docs/console.md, "Whisper").
 Both are checked against the loaded model's domain (an unknown slot or action: 400, nothing
 changed), refused while a turn is running or a person answers (409), and recorded as
 corrections (``slot_set`` / ``action_chosen``, contracts/correction_record.py) carrying the
-tracker as it was before the whisper, for the trainers' queue.
+tracker as it was before the whisper, for the trainers' queue, in one transaction with their
+audit-log entry (``whisper_slot`` with the slot's name, not its value; ``whisper_action``). A
+slot is set in Rasa before its record is stored: when the store fails, the slot is set back to
+its previous value and :class:`WhisperNotRecorded` (503) says so.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -24,12 +28,26 @@ from contracts.correction_record import SLOT_SET
 from handoff.conversation import router as r
 from handoff.conversation.shell import Conversations
 from handoff.conversation.state_codec import decode_state
-from handoff.errors import BadRequest, Conflict
-from handoff.store import Correction
+from handoff.errors import BadRequest, Conflict, ServiceUnavailable
+from handoff.store import AuditDraft, Correction
 
-__all__ = ["DOMAIN_SECONDS", "Whisper"]
+__all__ = ["DOMAIN_SECONDS", "Whisper", "WhisperNotRecorded"]
+
+log = logging.getLogger(__name__)
 
 DOMAIN_SECONDS = 30.0  # how long the domain's slots and actions are kept before asking again
+
+
+class WhisperNotRecorded(ServiceUnavailable):
+    """A whispered slot whose correction could not be stored: the slot was set back in Rasa
+    (unless ``slot_restored`` is false, which the message says too)."""
+
+    code = "whisper_not_recorded"
+
+
+def _audit(agent: str, cid: str, action: str, details: dict[str, Any]) -> AuditDraft:
+    return {"actor": agent, "action": action, "target": f"conversation:{cid}",
+            "details": details}
 
 
 class Whisper:
@@ -65,7 +83,9 @@ class Whisper:
         return state
 
     async def set_slot(self, cid: str, agent: str, slot: str, value: Any) -> Correction:
-        """Set ``slot`` to ``value`` in the conversation's tracker; the correction recorded."""
+        """Set ``slot`` to ``value`` in the conversation's tracker; the correction and its
+        audit entry recorded, or (the store failed) the slot set back and
+        :class:`WhisperNotRecorded`."""
         slots, _ = await self.domain()
         if slot not in slots:
             raise BadRequest(f"unknown slot {slot!r} (the domain's slots: {sorted(slots)})")
@@ -74,12 +94,36 @@ class Whisper:
         conversations = self.conversations
         async with conversations.locks.hold(cid):
             await self._ready(cid)
-            events = await conversations.rasa.tracker_events(cid)
+            tracker = await conversations.rasa.tracker(cid)
+            previous = tracker["slots"].get(slot)
             await conversations.rasa.append_events(
                 cid, [{"event": "slot", "name": slot, "value": value}])
-            return await conversations.store.add_correction(
-                cid, type=SLOT_SET, agent=agent, after={"slot": slot, "value": value},
-                tracker_events=events)
+            try:
+                return await conversations.store.add_correction(
+                    cid, type=SLOT_SET, agent=agent, after={"slot": slot, "value": value},
+                    tracker_events=tracker["events"],
+                    audit=_audit(agent, cid, "whisper_slot", {"slot": slot}))
+            except Exception as exc:  # noqa: BLE001 - whatever broke the store, undo in Rasa
+                raise await self._restore_slot(cid, slot, previous, exc) from exc
+
+    async def _restore_slot(self, cid: str, slot: str, previous: Any,
+                            cause: Exception) -> WhisperNotRecorded:
+        """Set ``slot`` back to ``previous`` after its correction failed to be stored
+        (``cause``); the error to answer."""
+        why = f"{type(cause).__name__}: {cause}"
+        try:
+            await self.conversations.rasa.append_events(
+                cid, [{"event": "slot", "name": slot, "value": previous}])
+        except Exception as exc:  # noqa: BLE001 - said in the answer and the log
+            log.error("slot %r of %s set in Rasa, not recorded (%s), not set back: %s",
+                      slot, cid, why, exc)
+            return WhisperNotRecorded(
+                f"the slot could not be recorded ({why}) and setting it back in Rasa failed "
+                f"({exc}): Rasa keeps the new value with no record", slot_restored=False)
+        log.warning("slot %r of %s not recorded (%s): set back in Rasa", slot, cid, why)
+        return WhisperNotRecorded(
+            f"the slot could not be recorded ({why}): it was set back to its previous value "
+            "in Rasa; nothing changed, try again", slot_restored=True)
 
     async def choose_action(self, cid: str, agent: str, action: str) -> Correction:
         """Run ``action`` as the bot's next action (the router's :class:`ChooseAction`): in
@@ -102,4 +146,5 @@ class Whisper:
         # the step and its correction are one transaction; the tracker as it was before the
         # chosen action ran is fetched after the commit, as for every agent decision
         return await conversations.apply_recorded(
-            cid, r.ChooseAction(agent_id=agent, action_name=action, message=message))
+            cid, r.ChooseAction(agent_id=agent, action_name=action, message=message),
+            _audit(agent, cid, "whisper_action", {"action": action}))

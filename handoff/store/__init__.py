@@ -10,6 +10,7 @@ from handoff.store.database import VERSION_TABLE as VERSION_TABLE
 from handoff.store.database import alembic_config as alembic_config
 from handoff.store.login_limits import LoginLimit as LoginLimit
 from handoff.store.records import (
+    AuditDraft as AuditDraft,
     AuditEntry as AuditEntry,
     Conversation as Conversation,
     Correction as Correction,
@@ -42,6 +43,7 @@ from handoff.store.users import AlreadyExists as AlreadyExists
 __all__ = [
     "VERSION_TABLE",
     "AlreadyExists",
+    "AuditDraft",
     "AuditEntry",
     "Conversation",
     "Correction",

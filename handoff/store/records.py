@@ -21,7 +21,7 @@ from contracts.correction_record import (
 )
 
 __all__ = [
-    "AuditEntry", "Conversation", "Correction", "CorrectionDraft", "CorrectionType", "Message",
+    "AuditDraft", "AuditEntry", "Conversation", "Correction", "CorrectionDraft", "CorrectionType", "Message",
     "MessageNlu", "Mode", "ModelVersion", "Note", "PendingReply", "PendingReplyDraft",
     "PendingResolution", "PendingStatus", "ReplyDecision", "ReviewStatus", "Role", "Sender", "TIERS",
     "SavedStep", "StepMessage", "TrackerStatus", "User", "to_json",
@@ -238,6 +238,16 @@ class PendingReplyDraft(TypedDict, total=False):
     alternatives: list[dict[str, Any]] | None
     model_version: str | None
     trigger_client_message_id: str | None  # the customer message it answers
+
+
+class AuditDraft(TypedDict):
+    """An audit-log entry written in the transaction of the change it records (``actor`` did
+    ``action`` to ``target``)."""
+
+    actor: str
+    action: str
+    target: str | None
+    details: dict[str, Any] | None
 
 
 class PendingResolution(TypedDict, total=False):

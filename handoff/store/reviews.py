@@ -21,6 +21,7 @@ from handoff.store.conversations import ConversationStore
 from handoff.store.database import check_limit, now, one_of, record, values_of
 from handoff.store.records import (
     CORRECTION_TYPES,
+    AuditDraft,
     REPLY_DECISIONS,
     REVIEW_STATUSES,
     TRACKER_STATUSES,
@@ -93,21 +94,39 @@ class ReviewStore(ConversationStore):
         tracker_events: list[dict[str, Any]] | None = None,
         message_id: int | None = None,
         model_version: str | None = None,
+        audit: AuditDraft | None = None,
     ) -> Correction:
         """Store a correction that is not an agent's decision on a turn (a trainer labelling a
-        customer message as an intent's example): it carries what it needs, so its tracker is
-        ``fetched`` with ``tracker_events`` as given. It starts with ``review_status="new"``.
-        ``NotFound`` if the conversation, or the message in it, does not exist."""
+        customer message as an intent's example, a slot an agent whispered): it carries what
+        it needs, so its tracker is ``fetched`` with ``tracker_events`` as given. It starts
+        with ``review_status="new"``. ``audit``: its audit-log entry, written in the same
+        transaction (:meth:`_audit_correction`). ``NotFound`` if the conversation, or the
+        message in it, does not exist."""
         one_of("type", type, CORRECTION_TYPES)
         async with self._tx(write=True) as conn:
             await self._require_conversation(conn, conversation_id)
             if message_id is not None:
                 await self._require_message(conn, conversation_id, message_id)
-            return await self._insert_correction(
+            correction = await self._insert_correction(
                 conn, conversation_id=conversation_id, type=type, agent=agent, before=before,
                 after=after, tracker_events=tracker_events or [], message_id=message_id,
                 pending_reply_id=None, model_version=model_version, tracker_status="fetched",
             )
+            if audit is not None:
+                await self._audit_correction(conn, audit, correction)
+            return correction
+
+    @staticmethod
+    async def _audit_correction(conn: AsyncConnection, audit: AuditDraft,
+                                correction: Correction | None) -> None:
+        """Write ``audit`` in the transaction on ``conn``; the correction written with it, if
+        any, is named in its details (``correction``: its id)."""
+        details = dict(audit["details"] or {})
+        if correction is not None:
+            details["correction"] = correction.id
+        await conn.execute(sa.insert(audit_log).values(
+            created_at=now(), actor=audit["actor"], action=audit["action"],
+            target=audit["target"], details=details or None))
 
     async def _record_correction(
         self, conn: AsyncConnection, conversation_id: str, draft: CorrectionDraft,

@@ -1,7 +1,7 @@
 """The router step, saved whole: :meth:`StepStore.save_step` writes in one transaction what one
 step of a conversation's router did — its new state, the messages it produced, the NLU of the
 Rasa answer it took in, the reply it holds for an agent, the pending reply it decided or
-discarded, and the correction recording the decision. Either all of it is stored or none of it
+discarded, and the correction recording the decision (with the agent's audit-log entry). Either all of it is stored or none of it
 (``docs/store.md``). Part of :class:`~handoff.store.Store`."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from handoff.errors import BadRequest
 from handoff.store.database import one_of
 from handoff.store.records import (
     CORRECTION_TYPES,
+    AuditDraft,
     Keep,
     MODES,
     Correction,
@@ -48,6 +49,7 @@ class StepStore(ReviewStore):
         resolve: PendingResolution | None = None,
         hold: PendingReplyDraft | None = None,
         correction: CorrectionDraft | None = None,
+        audit: AuditDraft | None = None,
         cause: str = "unknown",
         actor: str | None = None,
         node_id: str | None | Keep = Keep.NODE,
@@ -70,7 +72,8 @@ class StepStore(ReviewStore):
         5. ``hold``: a new pending reply, linked to the customer message it answers;
         6. ``correction``: the decision's record, linked to the reply it resolved and to the
            customer message of its turn, with its tracker events ``pending`` (fetched from
-           Rasa after the commit: :meth:`set_correction_tracker`).
+           Rasa after the commit: :meth:`set_correction_tracker`);
+        7. ``audit``: the audit-log entry of the agent's action, naming the correction.
 
         Returns what was written. Any failure rolls all of it back."""
         one_of("mode", mode, MODES)
@@ -97,5 +100,7 @@ class StepStore(ReviewStore):
             if correction is not None:
                 recorded = await self._record_correction(
                     conn, conversation_id, correction, resolved[-1].id if resolved else None)
+            if audit is not None:
+                await self._audit_correction(conn, audit, recorded)
             return SavedStep(conversation=conv, messages=stored, held=held, resolved=resolved,
                              correction=recorded)

@@ -8,8 +8,10 @@
   (held as a pending reply first when the conversation is in review),
 
 and answer ``{"whisper": {"slot", "value"} | {"action"}, "correction": {...}}``. Both need the
-right ``whisper``; both are audit-logged (``whisper_slot`` with the slot's name, not its value,
-and ``whisper_action``) and recorded as corrections (``slot_set`` / ``action_chosen``).
+right ``whisper``; both are recorded as corrections (``slot_set`` / ``action_chosen``) in one
+transaction with their audit entry (``whisper_slot`` with the slot's name, not its value, and
+``whisper_action``); a slot whose record fails is set back in Rasa (503
+``whisper_not_recorded``).
 """
 
 from __future__ import annotations
@@ -56,14 +58,10 @@ def register_whisper_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *,
             if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
                 raise BadRequest(f"'value' may have at most {MAX_VALUE_CHARS} characters")
             correction = await whisper.set_slot(cid, user.username, slot, value)
-            await store.audit(user.username, "whisper_slot", target=f"conversation:{cid}",
-                              details={"slot": slot, "correction": correction.id})
             done: dict[str, Any] = {"slot": slot, "value": value}
         else:
             action = text_field(body, "action", MAX_NAME_CHARS)
             correction = await whisper.choose_action(cid, user.username, action)
-            await store.audit(user.username, "whisper_action", target=f"conversation:{cid}",
-                              details={"action": action, "correction": correction.id})
             done = {"action": action}
         return {"whisper": done, "correction": to_json(correction)}
 

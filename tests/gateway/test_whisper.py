@@ -1,20 +1,30 @@
 """Whispering to the bot end to end, on a real gateway in front of the real Rasa: a slot set by
 an agent changes the bot's next reply; a chosen action runs and its reply reaches the customer;
 unknown slots and actions are refused with nothing changed; both are recorded as corrections
-the writer's contract accepts, and audit-logged. (Every tier has ``whisper``: no 403 case.)"""
+the writer's contract accepts, with their audit entries; a slot whose record cannot be stored is
+set back in Rasa. (Every tier has ``whisper``: no 403 case.)"""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from bot.serve import Stack
 from contracts.correction_record import parse_record
+from handoff.conversation.rasa_client import RasaClient
+from handoff.conversation.shell import Conversations
+from handoff.conversation.whisper import Whisper, WhisperNotRecorded
+from handoff.errors import ServiceUnavailable
 from handoff.store import Store, to_json
 from tests.gateway.clients import WAIT, Widget, agent_console, agent_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
 from tests.gateway.conftest import Gateway
+from tests.gateway.test_decisions import Pushes
 
 pytestmark = pytest.mark.asyncio
 
@@ -145,3 +155,43 @@ async def test_in_review_a_chosen_action_is_held_for_a_decision_first(
         assert kind == "bot_uttered" and "order number" in data["text"].lower(), data
     finally:
         await console.disconnect()
+
+
+async def test_a_slot_whose_record_cannot_be_stored_is_set_back_in_rasa(
+    rasa_stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shell runs in this process, over a real SQLite file, in front of the real Rasa."""
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'handoff.db'}")
+    await store.migrate()
+    rasa = RasaClient(rasa_stack.rasa_url, rasa_stack.token, timeout=WAIT)
+    conversations = Conversations(store, rasa, Pushes())
+    whisper = Whisper(conversations)
+    try:
+        cid = f"whisper-{uuid.uuid4().hex[:12]}"
+        await conversations.open(cid)
+        kept = await whisper.set_slot(cid, "wendy", "order_id", ORDER)
+
+        # The database fails after the correction is written, at its audit entry, in the one
+        # transaction. A stand-in: a real database cannot be made to fail at that statement.
+        async def broken(*args: Any) -> None:
+            raise ServiceUnavailable("the database does not answer")
+
+        monkeypatch.setattr(store, "_audit_correction", broken)
+        with pytest.raises(WhisperNotRecorded) as refused:
+            await whisper.set_slot(cid, "wendy", "order_id", "100005")
+        assert refused.value.status == 503
+        assert refused.value.details == {"slot_restored": True}
+        assert refused.value.message == (
+            "the slot could not be recorded (ServiceUnavailable: the database does not "
+            "answer): it was set back to its previous value in Rasa; nothing changed, try again")
+        monkeypatch.undo()
+
+        assert (await rasa.tracker(cid))["slots"]["order_id"] == ORDER  # set back
+        # neither the correction nor its audit entry was stored
+        assert [c.id for c in await store.list_corrections(conversation_id=cid)] == [kept.id]
+        assert [e.details for e in await store.list_audit(action="whisper_slot")] == [
+            {"slot": "order_id", "correction": kept.id}]
+    finally:
+        await conversations.close()
+        await rasa.close()
+        await store.close()
