@@ -8,7 +8,8 @@ take a list of them.
 * :meth:`CustomerData.export` — the conversations as JSON, PII masked (``HANDOFF_PII_KINDS``).
 * :meth:`CustomerData.erase` — under each conversation's lock, the gateway's store first (one
   transaction with the audit entries: messages, notes and held replies deleted, corrections
-  masked, the conversation closed as a tombstone), then Rasa's tracker through the gateway
+  masked, the conversation closed as a tombstone, its close recorded as a mode change with cause
+  ``customer_erased`` and counted in ``handoff_mode_transitions``), then Rasa's tracker through the gateway
   channel's ``/erase`` (retried; a conversation already closed sends Rasa nothing more).
   When Rasa does not answer, the gateway's part stays done, the failure is audit-logged and
   :class:`RasaNotErased` (503) says to run the erasure again, which is safe.
@@ -47,7 +48,7 @@ from handoff.conversation.shell import Conversations, conversation_json
 from handoff.conversation.state_codec import decode_state, encode_state
 from handoff.errors import BadRequest, HandoffError, ServiceUnavailable
 from handoff.settings import Settings, SettingsError, load_settings
-from handoff.store import Store
+from handoff.store import Conversation, Store
 from handoff.store.privacy import check_ids
 
 __all__ = ["CustomerData", "RasaNotErased", "RetentionJob", "main"]
@@ -107,12 +108,14 @@ class CustomerData:
             if self.conversations is not None:
                 for cid in sorted(ids):  # one order everywhere: no deadlock
                     await stack.enter_async_context(self.conversations.locks.hold(cid))
-            states = await self._states(ids)
+            found = await self._found(ids)
             erased = await self.store.erase_conversations(
-                ids, closed_state=lambda cid: closed_state(cid, states.get(cid)),
+                ids, closed_state=lambda cid: closed_state(
+                    cid, found[cid].state if cid in found else None),
                 actor=actor, reason=reason, kinds=self.kinds)
         if self.conversations is not None:
             for cid in ids:
+                self.conversations.count_mode_change(cid, found[cid].mode, "closed")
                 erased_conv = await self.store.get_conversation(cid)
                 await self.conversations.notifier.to_agents("conversation",
                                                             conversation_json(erased_conv))
@@ -134,11 +137,11 @@ class CustomerData:
                 f"({'; '.join(failed.values())}): run the erasure again", erased=erased)
         return {"erased": erased}
 
-    async def _states(self, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
-        out: dict[str, dict[str, Any] | None] = {}
+    async def _found(self, ids: Sequence[str]) -> dict[str, Conversation]:
+        out: dict[str, Conversation] = {}
         for cid in ids:
             with contextlib.suppress(HandoffError):  # an unknown id: the store names them all
-                out[cid] = (await self.store.get_conversation(cid)).state
+                out[cid] = await self.store.get_conversation(cid)
         return out
 
     async def _erase_in_rasa(self, cid: str) -> bool:

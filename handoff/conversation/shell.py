@@ -479,10 +479,7 @@ class Conversations:
     def _count_step(self, mode_before: str, saved: SavedStep) -> None:
         """The step's mode change, held reply and decisions, for Prometheus."""
         ins = self.instruments
-        if saved.conversation.mode != mode_before:
-            ins.mode_transitions.labels(mode_before, saved.conversation.mode).inc()
-            if saved.conversation.mode == "closed":  # no turn of it will end any more
-                self._turn_started.pop(saved.conversation.id, None)
+        self.count_mode_change(saved.conversation.id, mode_before, saved.conversation.mode)
         if saved.held is not None:
             ins.held_replies.inc()
         for reply in saved.resolved:
@@ -490,6 +487,14 @@ class Conversations:
             if reply.decided_by is not None and reply.decided_at is not None:
                 ins.decision_seconds.observe(
                     (reply.decided_at - reply.created_at).total_seconds())
+
+    def count_mode_change(self, cid: str, mode_before: str, mode: str) -> None:
+        """A change of the conversation's mode, for Prometheus: a step's, or one made outside
+        the router (an erasure closing it)."""
+        if mode != mode_before:
+            self.instruments.mode_transitions.labels(mode_before, mode).inc()
+            if mode == "closed":  # no turn of it will end any more
+                self._turn_started.pop(cid, None)
 
     async def _perform(self, effect: r.Effect, rows: Iterator[Message]) -> None:
         cid = effect.conversation_id

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,7 +34,7 @@ from handoff.store.schema import (
     conversation_contacts, conversation_events, conversations, messages, notes,
 )
 
-__all__ = ["ConversationStore", "StaleVersion"]
+__all__ = ["ConversationStore", "StaleVersion", "record_change"]
 
 _MESSAGE_FIELDS = frozenset({
     "text", "payload", "metadata", "client_message_id", "intent", "confidence",
@@ -54,6 +55,20 @@ class StaleVersion(Conflict):
     """``save_step`` was given a version that is no longer the current one."""
 
     code = "stale_version"
+
+
+async def record_change(
+    conn: AsyncConnection, before: Conversation, at: datetime, *, mode: Mode,
+    owner: str | None, queued: bool, queue_reason: str | None, cause: str, actor: str | None,
+) -> None:
+    """Write the change of the conversation ``before`` to this mode, owner and queue to
+    ``conversation_events`` (nothing when none of them changes)."""
+    if (before.mode, before.owner, before.queued, before.queue_reason) != (
+            mode, owner, queued, queue_reason):
+        await conn.execute(sa.insert(conversation_events).values(
+            conversation_id=before.id, created_at=at, cause=cause, actor=actor,
+            mode_from=before.mode, mode=mode, owner=owner, queued=queued,
+            queue_reason=queue_reason))
 
 
 class ConversationStore(Database):
@@ -215,12 +230,8 @@ class ConversationStore(Database):
             )
             .returning(*conversations.c)
         )).one()
-        if (current.mode, current.owner, current.queued, current.queue_reason) != (
-                mode, owner, queued, queue_reason):
-            await conn.execute(sa.insert(conversation_events).values(
-                conversation_id=conversation_id, created_at=at, cause=cause, actor=actor,
-                mode_from=current.mode, mode=mode, owner=owner, queued=queued,
-                queue_reason=queue_reason))
+        await record_change(conn, current, at, mode=mode, owner=owner, queued=queued,
+                            queue_reason=queue_reason, cause=cause, actor=actor)
         return record(Conversation, row)
 
     async def set_triage(

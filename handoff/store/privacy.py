@@ -12,7 +12,8 @@ conversation, so a masked transcript still reads as it did.
 * :meth:`PrivacyStore.erase_conversations` — in one transaction with its audit entry: the
   messages, notes, held replies and contact address deleted, the corrections masked (their
   training value kept), the conversation closed and stamped ``erased_at`` (the row stays: corrections and the
-  metrics' mode changes refer to it).
+  metrics' mode changes refer to it), its closing recorded as a mode change (cause
+  ``customer_erased``, no actor: the audit entry names who erased it).
 * :meth:`PrivacyStore.mask_expired` — one batch of the retention job: messages and notes
   created before a time and not yet masked are masked and stamped ``masked_at``; contact
   addresses left before it are deleted.
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.masking import KINDS, Masker
 from handoff.errors import BadRequest, NotFound
+from handoff.store.conversations import record_change
 from handoff.store.database import Database, now, record
 from handoff.store.records import (
     Conversation,
@@ -49,10 +51,11 @@ from handoff.store.schema import (
     pending_replies,
 )
 
-__all__ = ["MAX_CUSTOMERS", "PrivacyStore", "check_ids", "mask_json", "mask_message_values",
+__all__ = ["ERASED_CAUSE", "MAX_CUSTOMERS", "PrivacyStore", "check_ids", "mask_json", "mask_message_values",
            "masked_events", "masker"]
 
 MAX_CUSTOMERS = 100  # conversations one export or erasure may name
+ERASED_CAUSE = "customer_erased"  # the conversation_events cause of an erasure's close
 # a conversation's columns an export leaves out: the router's and triage's internal state
 _INTERNAL = ("state", "triage", "version", "last_seq", "metrics_rev", "node_id")
 
@@ -230,6 +233,9 @@ class PrivacyStore(Database):
             mode="closed", owner=None, queued=False, queue_reason=None, queued_at=None,
             state=state, triage=None, closed_at=conv.closed_at or at, updated_at=at,
             erased_at=at, version=conversations.c.version + 1))
+        # no actor: the erasure ends the conversation, no agent resolved it (the metrics)
+        await record_change(conn, conv, at, mode="closed", owner=None, queued=False,
+                            queue_reason=None, cause=ERASED_CAUSE, actor=None)
         summary = {"conversation_id": cid, **removed, "corrections_masked": len(found)}
         await conn.execute(sa.insert(audit_log).values(
             created_at=at, actor=actor, action="customer_erased", target=f"conversation:{cid}",

@@ -24,6 +24,7 @@ from handoff.store import Store
 from tests.gateway.clients import WAIT, Widget, agent_login, user_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
 from tests.gateway.conftest import GATEWAY_PYTHON, PROJECT_ROOT, Gateway
+from tests.gateway.test_metrics_api import _samples
 
 pytestmark = pytest.mark.asyncio
 
@@ -97,9 +98,16 @@ async def test_an_admin_exports_and_erases_one_customer_and_only_them(
     assert [c["id"] for c in resp.json()["customers"]] == [mine, theirs]
 
     # the erasure
+    closed = ("handoff_mode_transitions_total", (("from_mode", "bot"), ("to_mode", "closed")))
+    was = _samples((await api.get("/metrics")).text).get(closed, 0.0)
     resp = await api.post(f"/api/customers/{mine}/erase", headers=admin,
                           json={"reason": "erasure request 12"})
     assert resp.status_code == 200, resp.text
+    # its close is a mode change like any other: recorded (no agent resolved it) and counted
+    last = (await store.metric_events([mine]))[-1]
+    assert (last.cause, last.actor, last.mode_from, last.mode, last.owner, last.queued) == (
+        "customer_erased", None, "bot", "closed", None, False)
+    assert _samples((await api.get("/metrics")).text)[closed] == was + 1
     [done] = resp.json()["erased"]
     assert done["conversation_id"] == mine and done["rasa"] == "erased"
     assert done["messages"] >= 2

@@ -125,6 +125,24 @@ async def test_erase_removes_the_text_and_keeps_corrections_masked(store: Store)
     assert (await store.get_conversation("c2")).erased_at is None
 
 
+async def test_an_erasure_records_its_close_as_a_change_with_no_agent(store: Store) -> None:
+    """A customer waiting in the queue is erased: the wait ends with the close (cause
+    ``customer_erased``, no actor: no agent resolved it); erasing again records nothing."""
+    await _customer(store, "c1")
+    conv = await store.get_conversation("c1")
+    await store.save_step("c1", expected_version=conv.version, mode="bot", owner=None,
+                          queued=True, queue_reason="bot_handoff_marker", state=None,
+                          cause="RasaResult")
+    for _ in range(2):
+        stored = (await store.get_conversation("c1")).state
+        await store.erase_conversations(["c1"], closed_state=lambda cid: closed_state(cid, stored),
+                                        actor="root", reason="GDPR request 8")
+        changes = [(e.cause, e.actor, e.mode_from, e.mode, e.owner, e.queued)
+                   for e in await store.metric_events(["c1"])]
+        assert changes == [("RasaResult", None, "bot", "bot", None, True),
+                           ("customer_erased", None, "bot", "closed", None, False)]
+
+
 async def test_retention_masks_old_messages_and_notes_once(store: Store) -> None:
     await _customer(store, "old")
     await _customer(store, "new")
