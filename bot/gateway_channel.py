@@ -49,6 +49,12 @@ filled. ``POST /webhooks/gateway/continue`` then resolves it:
 and continues the turn (holding again at the next action when ``hold`` is true) until
 ``action_listen``; it takes a ``deadline`` too.
 
+``POST /webhooks/gateway/preview`` ``{"sender": "...", "action": "utter_x"}`` answers
+``{"preview": [...]}``: the messages the action would send now (a response rendered with the
+conversation's slots, as a held action's ``preview``; none for a custom action, whose output
+exists only once it ran), without running it or changing the tracker; an action outside the
+domain is 400. An agent's chosen action held for review shows them (docs/console.md).
+
 ``POST /webhooks/gateway/erase`` ``{"sender": "..."}`` deletes the conversation's tracker
 from the tracker store (every session of it; SQL, in-memory and Redis stores; any other
 answers 501), under the conversation's lock: an admin erasing a customer's data
@@ -460,6 +466,15 @@ async def _continue(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
     return run.result(tracker)
 
 
+async def _preview(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
+    name = body.get("action")
+    run = Turn(agent)
+    if not isinstance(name, str) or name not in run.domain.action_names_or_texts:
+        raise BadRequest(f"unknown action {name!r}")
+    tracker = await agent.processor.get_tracker(body["sender"])  # read only: nothing saved
+    return {"preview": await run._preview(tracker, name)}  # noqa: SLF001 - the turn's own
+
+
 async def _erase(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
     erased = erase_tracker(agent.tracker_store, body["sender"])
     return {"sender": body["sender"], "erased": erased}
@@ -475,6 +490,7 @@ async def _mask(agent: Any, body: Dict[str, Any]) -> Dict[str, Any]:
 # the websocket (``{"path": ...}``) alike.
 WORK: Dict[Text, Callable[[Any, Dict[str, Any]], Awaitable[Dict[str, Any]]]] = {
     "turn": _turn, "continue": _continue, "erase": _erase, "mask": _mask,
+    "preview": _preview,
 }
 
 
@@ -584,6 +600,10 @@ class GatewayInput(InputChannel):
         @bp.route("/erase", methods=["POST"])
         async def erase(request: Request) -> HTTPResponse:
             return await answer(request, "erase")
+
+        @bp.route("/preview", methods=["POST"])
+        async def preview(request: Request) -> HTTPResponse:
+            return await answer(request, "preview")
 
         @bp.websocket("/ws")
         async def socket(request: Request, ws: Any) -> None:

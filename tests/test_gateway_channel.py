@@ -102,6 +102,26 @@ def test_hold_then_replace(channel: Channel) -> None:
     assert channel.bot_texts() == [say("utter_get_refund")]
 
 
+def test_a_preview_renders_a_response_with_the_slots_and_changes_nothing(
+    channel: Channel
+) -> None:
+    channel.post("turn", {"text": "hello"})
+    requests.post(f"{channel.stack.rasa_url}/conversations/{channel.sender}/tracker/events",
+                  params={"token": channel.stack.token}, timeout=30,
+                  json=[{"event": "slot", "name": "order_id", "value": "104233"}]
+                  ).raise_for_status()
+    before = channel.events()
+    shown = channel.post("preview", {"action": "utter_order_not_found"})
+    assert [m["text"] for m in shown["preview"]] == [
+        say("utter_order_not_found", order_id="104233")]
+    # a custom action's messages exist only once it ran
+    assert channel.post("preview", {"action": "action_track_order"}) == {"preview": []}
+    bad = requests.post(f"{channel.base}/preview", headers=channel.headers, timeout=30,
+                        json={"sender": channel.sender, "action": "utter_nonsense"})
+    assert (bad.status_code, bad.json()) == (400, {"error": "unknown action 'utter_nonsense'"})
+    assert channel.events() == before
+
+
 def test_relabelled_intent_is_used_instead_of_nlu(channel: Channel) -> None:
     parse_data = {"intent": {"name": "delivery_options", "confidence": 1.0}, "entities": []}
     result = channel.post("turn", {"text": "how do I get it", "parse_data": parse_data})

@@ -266,6 +266,15 @@ class RasaClient:
                 "deadline": self.deadline()}
         return _turn_reply(await self._post("/continue", body))
 
+    async def preview(self, sender: str, action: str) -> list[dict[str, Any]]:
+        """The messages ``action`` would send in the conversation now, without running it (the
+        channel's ``/preview``: a response rendered, none for a custom action)."""
+        data = await self._post("/preview", {"sender": sender, "action": action})
+        found = data.get("preview")
+        if not isinstance(found, list):
+            raise RasaUnavailable("Rasa's preview answer has no list of messages")
+        return [m for m in found if isinstance(m, dict)]
+
     async def erase(self, sender: str) -> bool:
         """Delete the conversation's tracker from Rasa's tracker store (the channel's
         ``/erase``); whether there was one. A store that cannot erase answers 501:

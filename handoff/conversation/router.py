@@ -58,6 +58,7 @@ Transitions (agent actions; anything else raises :class:`InvalidTransition`, sta
                                                sent as the bot's when it ran
     ChooseAction a  review, no turn            the chosen action held as a pending reply
                                                (for the owner, or any agent if unowned)
+                                               with its preview, the messages it would send
     RasaBack        bot, queued for            dequeued; notice bot_back; of the outage's
                     rasa_unavailable, no turn  messages the earlier are logged and the
                                                latest answered (RasaHandleMessage, earlier)
@@ -612,7 +613,8 @@ def _on_choose_action(s: ConversationState, ev: ChooseAction) -> Result:
                               after=ReplySnapshot(action_name=ev.action_name), model_id=None)
     if s.mode is Mode.REVIEW:
         reply = PendingReply(reply_id=s.next_call_id, message_id=ev.message.message_id,
-                             action=BotAction(name=ev.action_name, policy="whisper"),
+                             action=BotAction(name=ev.action_name, policy="whisper",
+                                              messages=ev.preview),
                              parse=None, model_id=None)
         assert s.turn is not None
         s = replace(s, turn=replace(s.turn, pending=reply), next_call_id=s.next_call_id + 1)

@@ -340,10 +340,12 @@ class AgentEvent(Event):
 class ChooseAction(AgentEvent):
     """A whisper: run ``action_name`` as the bot's next action, as if Rasa had predicted it
     (in review it is held for a decision first). ``message``: the customer's latest message,
-    the one the chosen action answers (a turn needs one)."""
+    the one the chosen action answers (a turn needs one). ``preview``: the messages it would
+    send (Rasa's rendering; none for a custom action), shown with the held reply in review."""
 
     action_name: str
     message: CustomerMessage
+    preview: tuple[BotMessage, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,7 +7,9 @@ over (docs/console.md, "Whisper").
   (the router's ``ChooseAction``: a turn with the customer's latest message whose next action
   is the agent's, run by the channel's ``/continue`` with ``replace``); what it says goes to the
   customer as the bot's reply, and the bot carries on until it listens again. In review the
-  chosen action is held as a pending reply first, decided like any other.
+  chosen action is held as a pending reply first, decided like any other, with the messages
+  it would send (Rasa's preview: a response rendered; none for a custom action), which an
+  approval sends as they were shown.
 
 Both are checked against the loaded model's domain (an unknown slot or action: 400, nothing
 changed), refused while a turn is running or a person answers (409), and recorded as
@@ -143,8 +145,12 @@ class Whisper:
             raise Conflict("the customer has said nothing yet: there is no turn to answer")
         message = r.CustomerMessage(message_id=last.client_message_id, text=last.text or "",
                                     metadata=dict(last.metadata or {}))
+        preview: tuple[dict[str, Any], ...] = ()
+        if state.mode is r.Mode.REVIEW:  # the reviewer sees what it would say
+            preview = tuple(await conversations.rasa.preview(cid, action))
         # the step and its correction are one transaction; the tracker as it was before the
         # chosen action ran is fetched after the commit, as for every agent decision
         return await conversations.apply_recorded(
-            cid, r.ChooseAction(agent_id=agent, action_name=action, message=message),
+            cid, r.ChooseAction(agent_id=agent, action_name=action, message=message,
+                                preview=preview),
             _audit(agent, cid, "whisper_action", {"action": action}))

@@ -740,17 +740,24 @@ def test_a_chosen_action_runs_as_the_bots_next_and_its_reply_is_marked_with_the_
 
 
 def test_in_review_a_chosen_action_is_held_and_refused_while_a_turn_runs() -> None:
+    preview = ({"text": "Hello! How can I help?"},)  # what Rasa would say: shown to review
     state, effects = step(reviewing(), ChooseAction(agent_id=BOB, action_name="utter_greet",
-                                                    message=msg(1)))
-    held = PendingReply(reply_id=1, message_id="m1", action=BotAction(name="utter_greet",
-                                                                     policy="whisper"),
-                        parse=None, model_id=None)
+                                                    message=msg(1), preview=preview))
+    held = PendingReply(reply_id=1, message_id="m1", action=BotAction(
+        name="utter_greet", policy="whisper", messages=preview), parse=None, model_id=None)
     assert effects == (chosen("utter_greet", BOB),  # recorded with the step
                        ShowPendingReply(conversation_id=CID, agent_id=ANN, reply=held))
     with pytest.raises(InvalidTransition):  # its decision is still to come
         step(state, ChooseAction(agent_id=ANN, action_name="utter_greet", message=msg(1)))
-    state, effects = step(state, Approve(agent_id=ANN, reply_id=1))
+    _, effects = step(state, Approve(agent_id=ANN, reply_id=1))  # sent as shown
+    assert effects[-1] == RasaAppendReply(conversation_id=CID, call_id=2,
+                                          then=Continuation.HOLD, action_name="utter_greet",
+                                          messages=preview, agent_id=ANN)
+    # a custom action shows nothing before it runs: approved, Rasa runs it
+    state, _ = step(reviewing(), ChooseAction(agent_id=BOB, action_name="action_track_order",
+                                              message=msg(1)))
+    _, effects = step(state, Approve(agent_id=ANN, reply_id=1))
     assert effects[-1] == RasaExecute(conversation_id=CID, call_id=2, then=Continuation.HOLD,
-                                      action_name="utter_greet")
+                                      action_name="action_track_order")
     with pytest.raises(InvalidTransition):  # a person answers: no whispers
         step(human(), ChooseAction(agent_id=ANN, action_name="utter_greet", message=msg(1)))

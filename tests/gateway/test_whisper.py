@@ -141,6 +141,9 @@ async def test_in_review_a_chosen_action_is_held_for_a_decision_first(
         assert resp.status_code == 200, resp.text
         reply = (await asyncio.wait_for(pending.get(), WAIT))["reply"]
         assert reply["action"]["name"] == "utter_ask_order_id"
+        # the reviewer sees what it would say (Rasa's rendering of the response)
+        [shown] = reply["action"]["messages"]
+        assert "order number" in shown["text"].lower(), reply
         await widget.nothing()  # held: nothing reached the customer yet
         # a second whisper while the first waits for its decision is refused
         again = await api.post(f"/api/conversations/{session_id}/whisper", headers=vera,
@@ -152,7 +155,7 @@ async def test_in_review_a_chosen_action_is_held_for_a_decision_first(
             headers=vera, json={"type": "approve"})
         assert resp.status_code == 200, resp.text
         kind, data = await widget.next()
-        assert kind == "bot_uttered" and "order number" in data["text"].lower(), data
+        assert (kind, data["text"]) == ("bot_uttered", shown["text"]), data  # what was shown
     finally:
         await console.disconnect()
 
