@@ -43,7 +43,7 @@ from handoff.store.schema import (
 )
 
 __all__ = ["ConversationFacts", "MetricEvent", "Stamp", "SUMMARY_CHUNK", "MetricFilter", "MetricsStore", "ReviewedReply",
-           "AgentAction", "CorrectionFact", "Deploy", "ModelFact", "RatingFact",
+           "AgentAction", "CorrectionFact", "Deploy", "ModelFact", "QueueBucket", "RatingFact",
            "SUGGESTION_ACTIONS", "Stats"]
 
 SUGGESTION_ACTIONS: Final = ("message", "decision")  # audit actions that may use a suggestion
@@ -130,6 +130,16 @@ class AgentAction:
     action: str
     used_suggestion: bool
     n: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBucket:
+    """The changes of the queue's length in one bucket of time (``MetricsStore.queue_buckets``)."""
+
+    bucket: int  # its start, in buckets since the epoch
+    longest: int  # the longest the queue was just after one of its changes
+    steps: int  # its changes summed: the length at its end minus that at its start
+    offsets: float  # each change's step × its seconds from the bucket's start, summed
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +255,20 @@ def _day(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
     if dialect == "postgresql":
         return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
     return sa.func.strftime("%Y-%m-%d", column)
+
+
+def _epoch(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[float]:
+    """Seconds since the epoch of a time column (UTC), as a float."""
+    if dialect == "postgresql":
+        return sa.cast(sa.extract("epoch", column), sa.Float)
+    return (sa.func.julianday(column) - 2440587.5) * 86400.0
+
+
+def _floor(dialect: str, value: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+    """The integer part of a non-negative number."""
+    if dialect == "postgresql":
+        return sa.cast(sa.func.floor(value), sa.BigInteger)
+    return sa.cast(value, sa.Integer)
 
 
 def _ids(which: MetricFilter | Sequence[str]) -> sa.Select[Any] | list[str]:
@@ -542,16 +566,37 @@ class MetricsStore(Database):
             return [(agent, int(n), float(seconds)) for agent, n, seconds
                     in await conn.execute(query)]
 
-    async def queue_stays(self, f: MetricFilter) -> list[tuple[str, int, datetime,
-                                                               datetime | None]]:
-        """(conversation, its stay's place, entered, left or None) of the cohort's queue
-        stays."""
+    async def queue_buckets(self, f: MetricFilter, seconds: int,
+                            stop: datetime) -> list[QueueBucket]:
+        """The changes of the queue's length by the cohort's stays before ``stop``, in buckets
+        of ``seconds`` since the epoch (``seconds`` divides a day): per bucket with a change,
+        the longest the queue was just after one of them, the changes summed and, over the
+        changes, step × seconds from the bucket's start summed (what
+        :func:`handoff.learning.metrics.queue` needs for the time-weighted mean). Replayed in
+        SQL in the order of time, conversation and stay (a stay's start before its end)."""
         p = summary_people
         source, where = _kept(p, f, p.c.kind == "stay")
-        query = sa.select(p.c.conversation_id, p.c.ord, p.c.start_at, p.c.end_at).select_from(
-            source).where(*where)
+        changes = sa.union_all(
+            sa.select(p.c.start_at.label("at"), p.c.conversation_id.label("cid"),
+                      (p.c.ord * 2).label("o"), sa.literal(1).label("step"))
+            .select_from(source).where(*where, p.c.start_at < stop),
+            sa.select(p.c.end_at, p.c.conversation_id, p.c.ord * 2 + 1, sa.literal(-1))
+            .select_from(source).where(*where, p.c.end_at < stop)).subquery("changes")
+        epoch = _epoch(self.dialect, changes.c.at)
+        replayed = sa.select(
+            changes.c.step, epoch.label("x"),
+            sa.func.sum(changes.c.step).over(
+                order_by=(changes.c.at, changes.c.cid, changes.c.o), rows=(None, 0),
+            ).label("length")).subquery("replayed")
+        bucket = _floor(self.dialect, replayed.c.x / seconds)
+        query = sa.select(
+            bucket.label("bucket"), sa.func.max(replayed.c.length),
+            sa.func.sum(replayed.c.step),
+            sa.func.sum(replayed.c.step * (replayed.c.x - bucket * seconds)),
+        ).group_by(bucket).order_by(bucket)
         async with self._tx(write=False) as conn:
-            return [(cid, ord_, start, end) for cid, ord_, start, end in await conn.execute(query)]
+            return [QueueBucket(int(b), int(longest), int(steps), float(offsets))
+                    for b, longest, steps, offsets in await conn.execute(query)]
 
     async def reply_groups(self, f: MetricFilter) -> list[sa.Row[Any]]:
         """The cohort's held replies counted (``n``) by the day they were held, the intent of
