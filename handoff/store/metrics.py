@@ -277,20 +277,30 @@ def _ids(which: MetricFilter | Sequence[str]) -> sa.Select[Any] | list[str]:
 
 def _median_query(value: sa.ColumnElement[Any],
                   splits: dict[str, sa.ColumnElement[Any] | None], source: sa.FromClause,
-                  where: Sequence[sa.ColumnElement[bool]]) -> sa.CompoundSelect[Any]:
+                  where: Sequence[sa.ColumnElement[bool]]) -> sa.Select[Any]:
     """PostgreSQL: how many values, their sum and their median (``percentile_cont(0.5)``, the
     middle value or the mean of the two middle ones, as ``statistics.median``), per key of
     each split (a split named with ``None`` has one key, ``""``): rows ``(split, key, n,
-    total, median)``; a null value is not counted, but its key is listed."""
-    keys = {name: (expr if expr is not None else sa.literal_column("''")).label(f"k{i}")
-            for i, (name, expr) in enumerate(splits.items())}
+    total, median)``; a null value is not counted, but its key is listed. One scan, one
+    grouping set per split, the keys compared byte-wise (``COLLATE "C"``: they are only
+    grouped, and the locale's comparison was most of the sorting)."""
+    keys = {name: sa.collate(expr, "C").label(f"k{i}")
+            for i, (name, expr) in enumerate(splits.items()) if expr is not None}
     values = sa.select(value.label("v"), *keys.values()).select_from(source).where(
-        *where).cte("stat_values")
-    return sa.union_all(*(sa.select(
-        sa.literal_column(f"'{name}'", sa.Text).label("split"), values.c[key.name],
-        sa.func.count(values.c.v), sa.func.sum(values.c.v),
-        sa.func.percentile_cont(0.5).within_group(values.c.v),
-    ).group_by(values.c[key.name]) for name, key in keys.items()))
+        *where).subquery("stat_values")
+    columns = {name: values.c[key.name] for name, key in keys.items()}
+    whole = [name for name, expr in splits.items() if expr is None]
+    grouped = [(sa.func.grouping(c) == 0, name, c) for name, c in columns.items()]
+    split = sa.case(*((g, sa.literal(name)) for g, name, _ in grouped),
+                    else_=sa.literal(whole[0] if whole else None)) if grouped else sa.literal(
+        whole[0])
+    key = sa.case(*((g, c) for g, _, c in grouped), else_=sa.literal("")) if grouped else (
+        sa.literal(""))
+    sets = [sa.tuple_()] * bool(whole) + [sa.tuple_(c) for c in columns.values()]
+    return sa.select(split.label("split"), key.label("key"), sa.func.count(values.c.v),
+                     sa.func.sum(values.c.v),
+                     sa.func.percentile_cont(0.5).within_group(values.c.v)).group_by(
+        sa.func.grouping_sets(*sets))
 
 
 def _kept(table: sa.Table, f: MetricFilter, *where: sa.ColumnElement[bool],
