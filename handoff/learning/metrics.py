@@ -562,7 +562,7 @@ READS: Final[dict[str, tuple[frozenset[str], Read]]] = {
     "queue": (frozenset({"queue"}), _queue_window),
     "deploys": (frozenset(METRICS), lambda s, f: s.deploys(f)),
 }
-READ_CONCURRENCY: Final = 2  # reads of one request at once, each on its own connection
+READ_CONCURRENCY: Final = 4  # reads of one request at once, each on its own connection
 
 
 async def _read(store: Store, f: MetricFilter, wanted: set[str]) -> dict[str, Any]:
