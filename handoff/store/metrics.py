@@ -585,13 +585,14 @@ class MetricsStore(Database):
         :func:`handoff.learning.metrics.queue` needs for the time-weighted mean). Replayed in
         SQL in the order of time, conversation and stay (a stay's start before its end)."""
         p = summary_people
-        source, where = _kept(p, f, p.c.kind == "stay")
+        source, where = _kept(p, f, p.c.kind == "stay", p.c.start_at < stop)
+        stays = sa.select(p.c.conversation_id, p.c.ord, p.c.start_at, p.c.end_at).select_from(
+            source).where(*where).cte("stays")  # the cohort selected once, read twice
         changes = sa.union_all(
-            sa.select(p.c.start_at.label("at"), p.c.conversation_id.label("cid"),
-                      (p.c.ord * 2).label("o"), sa.literal(1).label("step"))
-            .select_from(source).where(*where, p.c.start_at < stop),
-            sa.select(p.c.end_at, p.c.conversation_id, p.c.ord * 2 + 1, sa.literal(-1))
-            .select_from(source).where(*where, p.c.end_at < stop)).subquery("changes")
+            sa.select(stays.c.start_at.label("at"), stays.c.conversation_id.label("cid"),
+                      (stays.c.ord * 2).label("o"), sa.literal(1).label("step")),
+            sa.select(stays.c.end_at, stays.c.conversation_id, stays.c.ord * 2 + 1,
+                      sa.literal(-1)).where(stays.c.end_at < stop)).subquery("changes")
         epoch = _epoch(self.dialect, changes.c.at)
         replayed = sa.select(
             changes.c.step, epoch.label("x"),
