@@ -37,7 +37,8 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from handoff.learning.metrics import METRICS, compute_metrics, refresh_summaries  # noqa: E402
+from handoff.learning.metrics import (  # noqa: E402
+    METRICS, compute_metrics, queue_bucket_seconds, refresh_summaries)
 from handoff.store import Store  # noqa: E402
 from handoff.store.metrics import MetricFilter  # noqa: E402
 from handoff.store.schema import (  # noqa: E402
@@ -259,7 +260,8 @@ async def main() -> None:
                 "resolution_stats": lambda f=f: store.resolution_stats(f),
                 "people_stats": lambda f=f: store.people_stats(f),
                 "agent_people": lambda f=f: store.agent_people(f),
-                "queue_stays": lambda f=f: store.queue_stays(f),
+                "queue_buckets": lambda f=f: store.queue_buckets(
+                    f, queue_bucket_seconds(f.since, f.until), f.until),
                 "reply_groups": lambda f=f: store.reply_groups(f),
                 "decision_latency_stats": lambda f=f: store.decision_latency_stats(f),
                 "agent_actions": lambda f=f: store.agent_actions(f),

@@ -11,13 +11,15 @@ rows for a filter and computes them all.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Final
 
 from handoff.store import Store
+from handoff.store.database import now
 from handoff.store.metrics import (
     AgentAction,
     ConversationFacts,
@@ -26,6 +28,7 @@ from handoff.store.metrics import (
     MetricEvent,
     MetricFilter,
     ModelFact,
+    QueueBucket,
     RatingFact,
     ReviewedReply,
     Stamp,
@@ -472,24 +475,61 @@ def workload(people: Sequence[tuple[str, int, float]], replies: Sequence[Reply],
     return {"agents": {k: agents[k] for k in sorted(agents)}}
 
 
-def queue(stays: Sequence[tuple[str, int, datetime, datetime | None]]) -> Json:
-    """The human queue's length over time: at each change, and each day's longest."""
-    changes: list[tuple[str, str, int, int]] = []  # (at, conversation, order, +1 | -1)
-    for cid, k, start, end in stays:
-        changes.append((start.isoformat(), cid, 2 * k, 1))
-        if end is not None:
-            changes.append((end.isoformat(), cid, 2 * k + 1, -1))
+QUEUE_BUCKETS: Final = (300, 900, 3600, 21600, 86400)  # seconds; each divides a day
+QUEUE_POINTS: Final = 750  # at most this many buckets, unless even days are more
+
+
+@dataclass(frozen=True, slots=True)
+class QueueWindow:
+    """What the queue figure covers: ``[since, stop)`` in buckets of ``seconds``, and the
+    changes of the queue's length in them (those before ``stop``)."""
+
+    since: datetime
+    stop: datetime  # the end of the period, or now if that is earlier
+    seconds: int
+    buckets: Sequence[QueueBucket]
+
+
+def queue_bucket_seconds(since: datetime, stop: datetime) -> int:
+    """The shortest of ``QUEUE_BUCKETS`` that cuts ``[since, stop)`` in at most
+    ``QUEUE_POINTS`` buckets (a day if none does)."""
+    span = max(_seconds(since, stop), 1.0)
+    return next((b for b in QUEUE_BUCKETS if span / b <= QUEUE_POINTS), QUEUE_BUCKETS[-1])
+
+
+def queue(w: QueueWindow) -> Json:
+    """The human queue's length over time: per bucket of ``w.seconds`` the longest it was and
+    its mean over the bucket's time (within the period), each day's longest, and its length at
+    the period's end (or now)."""
+    start, stop = w.since.timestamp(), w.stop.timestamp()
+    changed = {b.bucket: b for b in w.buckets}
     points: list[Json] = []
+    longest_of: dict[str, int] = {}
     length = 0
-    for at, _, _, step in sorted(changes):
-        length += step
-        points.append({"at": at, "length": length})
-    longest: dict[str, int] = {}
-    for p in points:
-        day = p["at"][:10]
-        longest[day] = max(longest.get(day, 0), p["length"])
-    return {"length": length, "points": points,
-            "series": [{"day": d, "longest": n} for d, n in sorted(longest.items())]}
+    for k in range(int(start // w.seconds), math.ceil(stop / w.seconds)):
+        lo, hi = max(k * w.seconds, start), min((k + 1) * w.seconds, stop)
+        if hi <= lo:
+            continue
+        b = changed.get(k)
+        area = length * (hi - lo)  # the length at the bucket's start, held to its end
+        longest = length
+        if b is not None:  # each change holds from its time to the bucket's end
+            area += b.steps * (hi - k * w.seconds) - b.offsets
+            longest = max(longest, b.longest)
+            length += b.steps
+        at = datetime.fromtimestamp(lo, timezone.utc)
+        points.append({"at": at.isoformat(), "longest": longest,
+                       "mean": round(area / (hi - lo), 4)})
+        day = _day(at)
+        longest_of[day] = max(longest_of.get(day, 0), longest)
+    return {"length": length, "bucket_seconds": w.seconds, "points": points,
+            "series": [{"day": d, "longest": n} for d, n in sorted(longest_of.items())]}
+
+
+async def _queue_window(store: Store, f: MetricFilter) -> QueueWindow:
+    stop = min(f.until, now())
+    seconds = queue_bucket_seconds(f.since, stop)
+    return QueueWindow(f.since, stop, seconds, await store.queue_buckets(f, seconds, stop))
 
 
 # --------------------------------------------------------------------------- all of them
@@ -519,10 +559,10 @@ READS: Final[dict[str, tuple[frozenset[str], Read]]] = {
     "models": (frozenset({"learning"}), lambda s, f: s.model_facts()),
     "bot_turns": (frozenset({"learning"}), lambda s, f: s.bot_turns_by_model(f)),
     "agent_people": (frozenset({"workload"}), lambda s, f: s.agent_people(f)),
-    "stays": (frozenset({"queue"}), lambda s, f: s.queue_stays(f)),
+    "queue": (frozenset({"queue"}), _queue_window),
     "deploys": (frozenset(METRICS), lambda s, f: s.deploys(f)),
 }
-READ_CONCURRENCY: Final = 2  # reads of one request at once, each on its own connection
+READ_CONCURRENCY: Final = 4  # reads of one request at once, each on its own connection
 
 
 async def _read(store: Store, f: MetricFilter, wanted: set[str]) -> dict[str, Any]:
@@ -569,7 +609,7 @@ async def compute_metrics(store: Store, f: MetricFilter,
         elif name == "workload":
             value = workload(r["agent_people"], r["replies"], r["actions"])
         else:
-            value = queue(r["stays"])
+            value = queue(r["queue"])
         out[name] = {"definition": f"{DOCS}#{name.replace('_', '-')}", **value}
     deploys: list[Deploy] = r["deploys"]
     out["deploys"] = [{"at": d.created_at.isoformat(), "model_version": d.model_id,

@@ -43,7 +43,7 @@ from handoff.store.schema import (
 )
 
 __all__ = ["ConversationFacts", "MetricEvent", "Stamp", "SUMMARY_CHUNK", "MetricFilter", "MetricsStore", "ReviewedReply",
-           "AgentAction", "CorrectionFact", "Deploy", "ModelFact", "RatingFact",
+           "AgentAction", "CorrectionFact", "Deploy", "ModelFact", "QueueBucket", "RatingFact",
            "SUGGESTION_ACTIONS", "Stats"]
 
 SUGGESTION_ACTIONS: Final = ("message", "decision")  # audit actions that may use a suggestion
@@ -130,6 +130,16 @@ class AgentAction:
     action: str
     used_suggestion: bool
     n: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBucket:
+    """The changes of the queue's length in one bucket of time (``MetricsStore.queue_buckets``)."""
+
+    bucket: int  # its start, in buckets since the epoch
+    longest: int  # the longest the queue was just after one of its changes
+    steps: int  # its changes summed: the length at its end minus that at its start
+    offsets: float  # each change's step × its seconds from the bucket's start, summed
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,26 +257,50 @@ def _day(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
     return sa.func.strftime("%Y-%m-%d", column)
 
 
+def _epoch(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[float]:
+    """Seconds since the epoch of a time column (UTC), as a float."""
+    if dialect == "postgresql":
+        return sa.cast(sa.extract("epoch", column), sa.Float)
+    return (sa.func.julianday(column) - 2440587.5) * 86400.0
+
+
+def _floor(dialect: str, value: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+    """The integer part of a non-negative number."""
+    if dialect == "postgresql":
+        return sa.cast(sa.func.floor(value), sa.BigInteger)
+    return sa.cast(value, sa.Integer)
+
+
 def _ids(which: MetricFilter | Sequence[str]) -> sa.Select[Any] | list[str]:
     return _cohort(which) if isinstance(which, MetricFilter) else list(which)
 
 
 def _median_query(value: sa.ColumnElement[Any],
                   splits: dict[str, sa.ColumnElement[Any] | None], source: sa.FromClause,
-                  where: Sequence[sa.ColumnElement[bool]]) -> sa.CompoundSelect[Any]:
+                  where: Sequence[sa.ColumnElement[bool]]) -> sa.Select[Any]:
     """PostgreSQL: how many values, their sum and their median (``percentile_cont(0.5)``, the
     middle value or the mean of the two middle ones, as ``statistics.median``), per key of
     each split (a split named with ``None`` has one key, ``""``): rows ``(split, key, n,
-    total, median)``; a null value is not counted, but its key is listed."""
-    keys = {name: (expr if expr is not None else sa.literal_column("''")).label(f"k{i}")
-            for i, (name, expr) in enumerate(splits.items())}
+    total, median)``; a null value is not counted, but its key is listed. One scan, one
+    grouping set per split, the keys compared byte-wise (``COLLATE "C"``: they are only
+    grouped, and the locale's comparison was most of the sorting)."""
+    keys = {name: sa.collate(expr, "C").label(f"k{i}")
+            for i, (name, expr) in enumerate(splits.items()) if expr is not None}
     values = sa.select(value.label("v"), *keys.values()).select_from(source).where(
-        *where).cte("stat_values")
-    return sa.union_all(*(sa.select(
-        sa.literal_column(f"'{name}'", sa.Text).label("split"), values.c[key.name],
-        sa.func.count(values.c.v), sa.func.sum(values.c.v),
-        sa.func.percentile_cont(0.5).within_group(values.c.v),
-    ).group_by(values.c[key.name]) for name, key in keys.items()))
+        *where).subquery("stat_values")
+    columns = {name: values.c[key.name] for name, key in keys.items()}
+    whole = [name for name, expr in splits.items() if expr is None]
+    grouped = [(sa.func.grouping(c) == 0, name, c) for name, c in columns.items()]
+    split = sa.case(*((g, sa.literal(name)) for g, name, _ in grouped),
+                    else_=sa.literal(whole[0] if whole else None)) if grouped else sa.literal(
+        whole[0])
+    key = sa.case(*((g, c) for g, _, c in grouped), else_=sa.literal("")) if grouped else (
+        sa.literal(""))
+    sets = [sa.tuple_()] * bool(whole) + [sa.tuple_(c) for c in columns.values()]
+    return sa.select(split.label("split"), key.label("key"), sa.func.count(values.c.v),
+                     sa.func.sum(values.c.v),
+                     sa.func.percentile_cont(0.5).within_group(values.c.v)).group_by(
+        sa.func.grouping_sets(*sets))
 
 
 def _kept(table: sa.Table, f: MetricFilter, *where: sa.ColumnElement[bool],
@@ -542,16 +576,38 @@ class MetricsStore(Database):
             return [(agent, int(n), float(seconds)) for agent, n, seconds
                     in await conn.execute(query)]
 
-    async def queue_stays(self, f: MetricFilter) -> list[tuple[str, int, datetime,
-                                                               datetime | None]]:
-        """(conversation, its stay's place, entered, left or None) of the cohort's queue
-        stays."""
+    async def queue_buckets(self, f: MetricFilter, seconds: int,
+                            stop: datetime) -> list[QueueBucket]:
+        """The changes of the queue's length by the cohort's stays before ``stop``, in buckets
+        of ``seconds`` since the epoch (``seconds`` divides a day): per bucket with a change,
+        the longest the queue was just after one of them, the changes summed and, over the
+        changes, step × seconds from the bucket's start summed (what
+        :func:`handoff.learning.metrics.queue` needs for the time-weighted mean). Replayed in
+        SQL in the order of time, conversation and stay (a stay's start before its end)."""
         p = summary_people
-        source, where = _kept(p, f, p.c.kind == "stay")
-        query = sa.select(p.c.conversation_id, p.c.ord, p.c.start_at, p.c.end_at).select_from(
-            source).where(*where)
+        source, where = _kept(p, f, p.c.kind == "stay", p.c.start_at < stop)
+        stays = sa.select(p.c.conversation_id, p.c.ord, p.c.start_at, p.c.end_at).select_from(
+            source).where(*where).cte("stays")  # the cohort selected once, read twice
+        changes = sa.union_all(
+            sa.select(stays.c.start_at.label("at"), stays.c.conversation_id.label("cid"),
+                      (stays.c.ord * 2).label("o"), sa.literal(1).label("step")),
+            sa.select(stays.c.end_at, stays.c.conversation_id, stays.c.ord * 2 + 1,
+                      sa.literal(-1)).where(stays.c.end_at < stop)).subquery("changes")
+        epoch = _epoch(self.dialect, changes.c.at)
+        replayed = sa.select(
+            changes.c.step, epoch.label("x"),
+            sa.func.sum(changes.c.step).over(
+                order_by=(changes.c.at, changes.c.cid, changes.c.o), rows=(None, 0),
+            ).label("length")).subquery("replayed")
+        bucket = _floor(self.dialect, replayed.c.x / seconds)
+        query = sa.select(
+            bucket.label("bucket"), sa.func.max(replayed.c.length),
+            sa.func.sum(replayed.c.step),
+            sa.func.sum(replayed.c.step * (replayed.c.x - bucket * seconds)),
+        ).group_by(bucket).order_by(bucket)
         async with self._tx(write=False) as conn:
-            return [(cid, ord_, start, end) for cid, ord_, start, end in await conn.execute(query)]
+            return [QueueBucket(int(b), int(longest), int(steps), float(offsets))
+                    for b, longest, steps, offsets in await conn.execute(query)]
 
     async def reply_groups(self, f: MetricFilter) -> list[sa.Row[Any]]:
         """The cohort's held replies counted (``n``) by the day they were held, the intent of

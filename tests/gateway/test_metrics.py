@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from handoff.learning.metrics import compute_metrics, refresh_summaries
 from handoff.store import Store
 from handoff.store.database import now
-from handoff.store.metrics import MetricFilter
+from handoff.store.metrics import MetricFilter, QueueBucket
 from handoff.store.schema import (
     conversation_summaries,
     summary_days,
@@ -48,6 +48,15 @@ def _used(actions: int, used: int, share: float | None) -> dict[str, Any]:
 def _senti(n: int, start: float | None, end: float | None,
            change: float | None) -> dict[str, Any]:
     return {"conversations": n, "start": start, "end": end, "change": change}
+
+
+def _queue_points(waiting: dict[tuple[str, str], tuple[int, float]]) -> list[dict[str, Any]]:
+    """Every 5 minutes of the two days: the queue's longest and mean length, ``waiting``
+    (day, HH:MM) or nobody."""
+    return [{"at": f"{day}T{m // 60:02d}:{m % 60:02d}:00+00:00",
+             **dict(zip(("longest", "mean"),
+                        waiting.get((day, f"{m // 60:02d}:{m % 60:02d}"), (0, 0.0))))}
+            for day in (DAY1, DAY2) for m in range(0, 1440, 5)]
 
 
 def _res(conversations: int, closed: int, open_: int, agent: int, bot: int, abandoned: int,
@@ -165,11 +174,13 @@ EXPECTED: dict[str, Any] = {
         "carol": {"conversations": 0, "decisions": 1, "messages": 0, "handling_seconds": 0.0}}},
     "queue": {
         "length": 1,  # c5 still waits
-        "points": [{"at": "2026-11-02T11:00:01+00:00", "length": 1},
-                   {"at": "2026-11-02T11:03:01+00:00", "length": 0},
-                   {"at": "2026-11-02T12:00:02+00:00", "length": 1},
-                   {"at": "2026-11-02T12:05:02+00:00", "length": 0},
-                   {"at": "2026-11-03T09:00:01+00:00", "length": 1}],
+        "bucket_seconds": 300,  # two days in 576 buckets of 5 minutes
+        "points": _queue_points({
+            (DAY1, "11:00"): (1, 0.6),  # c2 waits 11:00:01 → 11:03:01: 180 s of 300
+            (DAY1, "12:00"): (1, 0.9933),  # c3 waits 12:00:02 → 12:05:02: 298 s
+            (DAY1, "12:05"): (1, 0.0067),  # … and 2 s of the next
+            (DAY2, "09:00"): (1, 0.9967),  # c5 waits from 09:00:01 to the period's end
+            **{(DAY2, f"{m // 60:02d}:{m % 60:02d}"): (1, 1.0) for m in range(545, 1440, 5)}}),
         "series": [{"day": DAY1, "longest": 1}, {"day": DAY2, "longest": 1}]},
 }
 DEPLOYS = [{"at": D1.isoformat(), "model_version": "m1", "by": "system"},
@@ -284,7 +295,8 @@ async def test_the_summaries_follow_each_write_and_equal_a_full_recount(store: S
     assert figures["resolution"]["agent_resolved"] == 1
     assert figures["sentiment"]["change"] == 0.75
     assert figures["effort"]["mean"] == 6.0
-    assert figures["queue"]["length"] == 0 and len(figures["queue"]["points"]) == 2
+    queued = [p for p in figures["queue"]["points"] if p["longest"]]
+    assert figures["queue"]["length"] == 0 and len(queued) in (1, 2)  # 1 or 2 buckets
     assert figures["workload"]["agents"]["ann"]["conversations"] == 1
     assert figures == await _recounted(store, live)
 
@@ -318,6 +330,27 @@ async def test_whole_days_are_counted_once_and_again_after_a_write(store: Store)
     assert figures == await _recounted(store, whole)
 
 
+def _ms(buckets: list[QueueBucket]) -> list[tuple[int, int, int, float]]:
+    """Buckets with their offsets to the millisecond (SQLite's times are Julian days)."""
+    return [(b.bucket, b.longest, b.steps, round(b.offsets, 3)) for b in buckets]
+
+
+def _replayed(stays: list[Any], seconds: int) -> list[QueueBucket]:
+    """``MetricsStore.queue_buckets`` of these stays (conversation, place, start, end),
+    replayed here one change at a time."""
+    changes = sorted([(start, cid, 2 * k, 1) for cid, k, start, _ in stays]
+                     + [(end, cid, 2 * k + 1, -1) for cid, k, _, end in stays if end])
+    buckets: dict[int, QueueBucket] = {}
+    length = 0
+    for at, _, _, step in changes:
+        length += step
+        b = int(at.timestamp() // seconds)
+        old = buckets.get(b, QueueBucket(b, length, 0, 0.0))
+        buckets[b] = QueueBucket(b, max(old.longest, length), old.steps + step,
+                                 old.offsets + step * (at.timestamp() - b * seconds))
+    return [buckets[b] for b in sorted(buckets)]
+
+
 async def test_the_rows_kept_with_the_summaries_follow_the_cohort(store: Store) -> None:
     """The queue stays and held replies kept with the summaries carry their conversation's
     facts, so the intent and model filters select them without the summaries: they select
@@ -333,13 +366,15 @@ async def test_the_rows_kept_with_the_summaries_follow_the_cohort(store: Store) 
         cohort += [s.c.model_version == f.model] if f.model else []
         async with store._tx(write=False) as conn:
             counted = sa.select(s.c.conversation_id).where(*cohort, s.c.started_at.is_not(None))
-            stays = {cid for (cid,) in await conn.execute(sa.select(
-                summary_people.c.conversation_id).where(
-                summary_people.c.kind == "stay", summary_people.c.conversation_id.in_(counted)))}
+            rows = list(await conn.execute(sa.select(
+                summary_people.c.conversation_id, summary_people.c.ord,
+                summary_people.c.start_at, summary_people.c.end_at).where(
+                summary_people.c.kind == "stay", summary_people.c.conversation_id.in_(counted))))
+            stays = {cid for cid, *_ in rows}
             replies = (await conn.execute(sa.select(sa.func.count()).where(
                 summary_replies.c.conversation_id.in_(
                     sa.select(s.c.conversation_id).where(*cohort))))).scalar_one()
-        assert {cid for cid, *_ in await store.queue_stays(f)} == stays
+        assert _ms(await store.queue_buckets(f, 300, PERIOD[1])) == _ms(_replayed(rows, 300))
         assert sum(r.n for r in await store.reply_groups(f)) == replies
     assert stays == {"c3", "c5"} and replies == 4  # from 11:30 on day 1: r1 r2 (c4), r3 r4 (c5)
 

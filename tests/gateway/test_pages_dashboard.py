@@ -45,10 +45,12 @@ def _data(page: Page, metric: str) -> Any:
 
 
 def _apply(page: Page, **values: str) -> None:
+    """Set the filters, apply them and wait for every figure (each has its own request)."""
     form = page.get_by_role("form", name="Filters")
     for name, value in values.items():
         form.locator(f'[name="{name}"]').fill(value)
     form.get_by_role("button", name="Apply").click()
+    expect(page.locator("#dash-grid")).to_have_attribute("aria-busy", "false")
 
 
 def test_the_dashboard_charts_the_figures_and_a_filter_changes_them(

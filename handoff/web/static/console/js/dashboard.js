@@ -1,8 +1,8 @@
-// The Dashboard section (leads and trainers): every Humans + Machines figure of GET /api/metrics
-// as a chart over time (Chart.js, from npm, served as /vendor/chart.umd.min.js), filters by
-// period, intent, agent and model version, each figure's definition one click away (a
-// <details> under its chart; the full text is docs/metrics.md), and the model deploys marked
-// on the time axis. Text from the API goes in as text (dom.js), never as HTML.
+// The Dashboard section (leads and trainers): every Humans + Machines figure, each from its own
+// GET /api/metrics/<figure>, requested together and drawn as each returns, as a chart over time
+// (Chart.js, from npm, served as /vendor/chart.umd.min.js), filters by period, intent, agent
+// and model version, each figure's definition one click away (a <details> under its chart; the
+// full text is docs/metrics.md), and the model deploys marked on the time axis. Text from the API goes in as text (dom.js), never as HTML.
 import { h } from "./dom.js";
 
 const DAY = 86400000;
@@ -32,6 +32,13 @@ const CHARTS = [
     headline: (m) => String(m.length), sub: () => "waiting now",
     definition: "Replaying the conversations' queue changes in time order: the most conversations waiting at once that day." },
 ];
+
+const LEARNING = { metric: "learning", title: "Continuous learning, per model version", percent: true,
+  headline: () => "", sub: () => "model versions (held and corrected shares, bot-only resolution)",
+  definition: "Per model version in deploy order: held share = its replies held for an agent \u00f7 its bot messages; corrected share = edits, replacements, written replies and relabels \u00f7 its bot messages; bot-only resolution = bot-resolved \u00f7 closed conversations it served." };
+const WORKLOAD = { metric: "workload", title: "Workload per agent", percent: false,
+  headline: () => "", sub: () => "agents (conversations owned, decisions, messages)",
+  definition: "Per agent: conversations they owned, held replies they decided, messages they sent as the owner; handling time is in the CSV export and the API." };
 
 function fmt(value, digits) {
   return typeof value === "number" ? value.toFixed(digits) : "\u2013";
@@ -102,22 +109,34 @@ export class Dashboard {
     return params.toString();
   }
 
+  // Each figure from its own endpoint, all at once: a chart shows as soon as its query returns
+  // (GET /api/metrics computes them all in one request, for API users). A newer load wins.
   async load() {
+    const generation = (this.generation = (this.generation || 0) + 1);
+    const query = this.query();
     this.status.textContent = "Loading\u2026";
-    let data;
-    try {
-      data = await this.api.request("GET", `/api/metrics?${this.query()}`);
-    } catch (err) {
-      this.status.textContent = "";
-      this.showError(err);
-      return;
-    }
+    this.grid.setAttribute("aria-busy", "true");
+    for (const spec of [...CHARTS, LEARNING, WORKLOAD]) this.card(spec);
     const csv = this.root.querySelector("#dash-csv");
     csv.replaceChildren(...CHARTS.map((c) => h("option", { value: c.metric, text: c.metric })));
-    this.render(data);
-    const f = data.filter;
-    this.status.textContent = `${data.resolution.conversations} conversations created ${f.since.slice(0, 10)} \u2013 ${f.until.slice(0, 10)}` +
-      (data.deploys.length ? ` \u00b7 ${data.deploys.length} deploy(s) marked \u25b2` : "");
+    const metrics = [...CHARTS.map((c) => c.metric), LEARNING.metric, WORKLOAD.metric];
+    const results = await Promise.allSettled(metrics.map(async (metric) => {
+      const data = await this.api.request("GET", `/api/metrics/${encodeURIComponent(metric)}?${query}`);
+      if (generation !== this.generation) return;
+      this.render(metric, data);
+      if (metric === "resolution") {
+        const f = data.filter;
+        this.status.textContent = `${data.resolution.conversations} conversations created ${f.since.slice(0, 10)} \u2013 ${f.until.slice(0, 10)}` +
+          (data.deploys.length ? ` \u00b7 ${data.deploys.length} deploy(s) marked \u25b2` : "");
+      }
+    }));
+    if (generation !== this.generation) return;
+    this.grid.setAttribute("aria-busy", "false");
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) {
+      if (results[metrics.indexOf("resolution")].status === "rejected") this.status.textContent = "";
+      this.showError(failed.reason);
+    }
   }
 
   async exportCsv() {
@@ -133,31 +152,33 @@ export class Dashboard {
     URL.revokeObjectURL(url);
   }
 
-  render(data) {
+  /** One figure's chart, from its endpoint's answer. */
+  render(metric, data) {
+    if (metric === LEARNING.metric) { this.drawLearning(data.learning.models); return; }
+    if (metric === WORKLOAD.metric) { this.drawWorkload(data.workload.agents); return; }
+    const spec = CHARTS.find((c) => c.metric === metric);
     const labels = daysOf(data.filter.since, data.filter.until);
     const marks = data.deploys.map((d) => ({ index: labels.indexOf(d.at.slice(0, 10)), label: d.model_version }))
       .filter((m) => m.index >= 0);
-    for (const spec of CHARTS) {
-      const figure = data[spec.metric];
-      const byDay = new Map(figure.series.map((point) => [point.day, point]));
-      const datasets = spec.fields.map((field, n) => ({
-        label: field.replace(/_/g, " "),
-        data: labels.map((day) => {
-          const point = byDay.get(day);
-          const value = point ? point[field] : null;
-          return typeof value === "number" ? (spec.percent ? Math.round(value * 1000) / 10 : value) : null;
-        }),
-        borderColor: COLOURS[n % COLOURS.length],
-        backgroundColor: COLOURS[n % COLOURS.length],
-        spanGaps: true,
-        tension: 0.2,
-      }));
-      this.draw(spec, figure, { type: "line", labels, datasets, marks });
-    }
-    this.drawLearning(data.learning.models);
-    this.drawWorkload(data.workload.agents);
+    const figure = data[metric];
+    const byDay = new Map(figure.series.map((point) => [point.day, point]));
+    const datasets = spec.fields.map((field, n) => ({
+      label: field.replace(/_/g, " "),
+      data: labels.map((day) => {
+        const point = byDay.get(day);
+        const value = point ? point[field] : null;
+        return typeof value === "number" ? (spec.percent ? Math.round(value * 1000) / 10 : value) : null;
+      }),
+      borderColor: COLOURS[n % COLOURS.length],
+      backgroundColor: COLOURS[n % COLOURS.length],
+      spanGaps: true,
+      tension: 0.2,
+    }));
+    this.draw(spec, figure, { type: "line", labels, datasets, marks });
   }
 
+  /** The card of a figure (made, in the page's order, on the first load), its headline set
+   * from ``figure`` when given. */
   card(spec, figure) {
     let card = this.grid.querySelector(`[data-metric="${spec.metric}"]`);
     if (!card) {
@@ -172,8 +193,10 @@ export class Dashboard {
           h("p", { class: "muted small", text: `docs/metrics.md#${spec.metric.replace(/_/g, "-")}` })));
       this.grid.append(card);
     }
-    card.querySelector(".dash-figure").textContent = spec.headline(figure);
-    card.querySelector(".dash-sub").textContent = spec.sub(figure);
+    if (figure) {
+      card.querySelector(".dash-figure").textContent = spec.headline(figure);
+      card.querySelector(".dash-sub").textContent = spec.sub(figure);
+    }
     return card;
   }
 
@@ -196,9 +219,7 @@ export class Dashboard {
   }
 
   drawLearning(models) {
-    const spec = { metric: "learning", title: "Continuous learning, per model version", percent: true,
-      headline: () => String(models.length), sub: () => "model versions (held and corrected shares, bot-only resolution)",
-      definition: "Per model version in deploy order: held share = its replies held for an agent \u00f7 its bot messages; corrected share = edits, replacements, written replies and relabels \u00f7 its bot messages; bot-only resolution = bot-resolved \u00f7 closed conversations it served." };
+    const spec = { ...LEARNING, headline: () => String(models.length) };
     const fields = ["held_share", "corrected_share", "bot_resolution_rate"];
     this.draw(spec, {}, { type: "bar", labels: models.map((m) => m.model_version),
       datasets: fields.map((field, n) => ({ label: field.replace(/_/g, " "),
@@ -208,9 +229,7 @@ export class Dashboard {
 
   drawWorkload(agents) {
     const names = Object.keys(agents);
-    const spec = { metric: "workload", title: "Workload per agent", percent: false,
-      headline: () => String(names.length), sub: () => "agents (conversations owned, decisions, messages)",
-      definition: "Per agent: conversations they owned, held replies they decided, messages they sent as the owner; handling time is in the CSV export and the API." };
+    const spec = { ...WORKLOAD, headline: () => String(names.length) };
     const fields = ["conversations", "decisions", "messages"];
     this.draw(spec, {}, { type: "bar", labels: names, datasets: fields.map((field, n) => ({
       label: field, data: names.map((a) => agents[a][field]), backgroundColor: COLOURS[n] })) });
