@@ -22,6 +22,11 @@ nothing. :class:`RedisCluster` (``HANDOFF_REDIS_URL``) keeps it in Redis under
 ``HANDOFF_NODE_LEASE``), locks as ``SET NX PX`` with a random token released only by their
 holder, and the nodes' presence in one hash. When Redis does not answer, a conversation
 lock is skipped (the version check still holds) and a job or claim is refused.
+
+:class:`PushBus` is python-socketio's Redis manager (every push goes through Redis to the node
+that holds the socket) made to outlive a Redis restart: its listener reconnects with back-off
+on a connection of its own and resubscribes, logging once when Redis goes away and once when
+it is back (docs/deploy.md, "When PostgreSQL or Redis restarts").
 """
 
 from __future__ import annotations
@@ -35,14 +40,18 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Final, Protocol
 
+import socketio
+
 from handoff.errors import Conflict, ServiceUnavailable
 
-__all__ = ["Cluster", "JobBusy", "JobLease", "LocalCluster", "RedisCluster", "make_cluster"]
+__all__ = ["Cluster", "JobBusy", "JobLease", "LocalCluster", "PushBus", "RedisCluster",
+           "make_cluster"]
 
 log = logging.getLogger(__name__)
 
 LOCK_TTL: Final = 10.0  # seconds a conversation lock outlives a node that died holding it
 LOCK_WAIT: Final = 30.0  # seconds a step waits for another node's lock before giving up
+BUS_RETRY: Final = (0.1, 2.0)  # seconds between the bus's reconnection attempts: first, most
 _RELEASE: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -89,6 +98,8 @@ class Cluster(Protocol):
 
     async def presence(self) -> tuple[dict[str, str], set[str]]: ...
 
+    async def answers(self) -> bool: ...
+
 
 class _NoLease:
     async def release(self) -> None:
@@ -129,6 +140,9 @@ class LocalCluster:
 
     async def presence(self) -> tuple[dict[str, str], set[str]]:
         return dict(self._presence[0]), set(self._presence[1])
+
+    async def answers(self) -> bool:
+        return True
 
 
 class _RedisLease:
@@ -297,6 +311,77 @@ class RedisCluster:
                 sockets.update(snapshot.get("sockets", {}))
                 away.update(snapshot.get("away", ()))
         return sockets, away
+
+
+    async def answers(self) -> bool:
+        """Whether Redis answers a ``PING`` within two seconds (``/api/health``'s ``redis``)."""
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), 2.0))
+        except Exception:  # noqa: BLE001 - any failure means it does not answer
+            return False
+
+
+class PushBus(socketio.AsyncRedisManager):  # type: ignore[misc]
+    """python-socketio's Redis manager that survives Redis restarting (module docstring).
+
+    python-socketio's own listener shares its client with publishing, which replaces that
+    client on a failed publish, and backs off up to a minute with an error line per attempt;
+    here the listener owns its connection, retries within :data:`BUS_RETRY`, and says once
+    that pushes between nodes stopped and once that they resumed."""
+
+    def __init__(self, url: str, *, channel: str) -> None:
+        super().__init__(url, channel=channel, logger=log)
+        self.connected: bool = False
+        self._outage = False
+        self.listening = False  # subscribed: pushes from the other nodes arrive
+
+
+    def _went(self, what: str, exc: Exception) -> None:
+        if not self._outage:
+            self._outage = True
+            log.warning("pushes between gateway nodes stopped: Redis does not answer (%s: "
+                        "%s); retrying", what, exc)
+
+    def _back(self) -> None:
+        if self._outage:
+            self._outage = False
+            log.warning("pushes between gateway nodes resumed: Redis answers again")
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        pause = BUS_RETRY[0]
+        while True:
+            client = self._get_redis_module().Redis.from_url(self.redis_url,
+                                                             **self.redis_options)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                self.listening = True
+                self._back()
+                pause = BUS_RETRY[0]
+                async for message in pubsub.listen():
+                    yield message
+                raise ConnectionError("the subscription ended")
+            except Exception as exc:  # noqa: BLE001 - Redis away: subscribe again
+                self.listening = False
+                self._went("listen", exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                    await client.aclose()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, BUS_RETRY[1])
+
+    async def _publish(self, data: Any) -> Any:
+        for attempt in (1, 2):
+            try:
+                if not self.connected:
+                    self._redis_connect()
+                return await self.redis.publish(self.channel, self.json.dumps(data))
+            except Exception as exc:  # noqa: BLE001 - a fresh connection once, then drop it
+                self.connected = False
+                if attempt == 2:
+                    self._went("publish", exc)
+        return None
 
 
 def make_cluster(redis_url: str, *, prefix: str, node_id: str, lease: float) -> Cluster:

@@ -187,6 +187,18 @@ class Database:
                 f"the database does not answer ({type(exc).__name__})"
             ) from exc
 
+    async def answers(self, timeout: float = 2.0) -> bool:
+        """Whether the database answers a trivial query within ``timeout`` seconds
+        (``/api/health``'s ``store``)."""
+        async def select_one() -> None:
+            async with self._tx(write=False) as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        try:
+            await asyncio.wait_for(select_one(), timeout)
+        except (ServiceUnavailable, asyncio.TimeoutError):
+            return False
+        return True
+
     # ----------------------------------------------------------------- schema
 
     async def migrate(self, revision: str = "head") -> None:

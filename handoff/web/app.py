@@ -39,7 +39,7 @@ from sanic.response import HTTPResponse, json
 
 from handoff.conversation import router as r
 from handoff.conversation.admission import Admission
-from handoff.conversation.cluster import RedisCluster, make_cluster
+from handoff.conversation.cluster import PushBus, RedisCluster, make_cluster
 from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.instruments import Instruments
 from handoff.conversation.privacy import CustomerData, RetentionJob
@@ -98,7 +98,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     cluster = make_cluster(settings.redis_url, prefix=settings.redis_prefix,
                            node_id=settings.node_id, lease=settings.node_lease)
     # several nodes: every push goes through Redis to the node that holds the socket
-    manager = (socketio.AsyncRedisManager(settings.redis_url, channel=cluster.channel)
+    manager = (PushBus(settings.redis_url, channel=cluster.channel)
                if isinstance(cluster, RedisCluster) else None)
     sio = GuardedServer(async_mode="sanic", cors_allowed_origins=origins.widget_allows,
                         async_handlers=False, max_http_buffer_size=settings.max_frame_bytes,
@@ -208,7 +208,10 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     async def _health(request: Request) -> HTTPResponse:
         body: dict[str, Any] = {"status": "ok", "triage": "off" if triage is None else (
             "ready" if triage.ready else "loading"), "rasa": health.as_json(),
-            "rasa_calls": conversations.admission.as_json()}
+            "rasa_calls": conversations.admission.as_json(),
+            "store": "ok" if await store.answers() else "down"}
+        if manager is not None:  # ok: Redis answers and this node hears the others' pushes
+            body["redis"] = "ok" if manager.listening and await cluster.answers() else "down"
         if triage is not None:
             body["triage_thresholds"] = triage.thresholds_state
         return json(body)

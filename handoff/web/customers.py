@@ -15,7 +15,10 @@
   (:class:`~handoff.conversation.waiting.Waiting`).
 
 A socket speaks only for the session it confirmed. A refused request is answered with one
-``error`` event ``{code, message}``; what the conversation sends comes through the notifier.
+``error`` event ``{code, message}`` (what Rasa's widgets can see) and, when the client asked for
+an acknowledgement, with ``{error: code, message}`` as its value, so that a client knows which
+message was refused and can send it again (``service_unavailable``, ``rate_limited``); what the
+conversation sends comes through the notifier.
 """
 
 from __future__ import annotations
@@ -76,9 +79,10 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
     per_ip = Buckets(limits.ip_message_rate, limits.ip_message_burst)
     connects = Buckets(limits.ip_connect_rate, limits.ip_connect_burst)
 
-    async def refuse(sid: str, exc: Exception) -> None:
+    async def refuse(sid: str, exc: Exception) -> dict[str, str]:
         """A customer's request refused: one ``error`` event ``{code, message}``, counted
-        (``handoff_customer_refusals``) and logged at most once a second."""
+        (``handoff_customer_refusals``) and logged at most once a second; the
+        acknowledgement's value ``{error, message}``."""
         if isinstance(exc, ProtocolError):
             answer = exc.to_dict()
         else:
@@ -89,10 +93,12 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
                       answer["code"], answer["message"])
         if sid:
             await notifier.to_socket(sid, "error", answer)
+        return {"error": answer["code"], "message": answer["message"]}
 
-    async def allowed(sid: str) -> bool:
-        """The connection's and its IP's token buckets; a connection that goes on after
-        ``customer_message_burst`` refusals in a row is disconnected."""
+    async def refused_for_rate(sid: str) -> dict[str, str] | None:
+        """The connection's and its IP's token buckets: None when the event may go on, else
+        the refusal; a connection that goes on after ``customer_message_burst`` refusals in a
+        row is disconnected."""
         if not per_socket.take(sid):
             why = (f"at most {limits.customer_message_rate:g} a second per connection (bursts "
                    f"of {limits.customer_message_burst})")
@@ -101,32 +107,32 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
                    f"connections together (bursts of {limits.ip_message_burst})")
         else:
             strikes.pop(sid, None)
-            return True
+            return None
         strikes[sid] = strikes.get(sid, 0) + 1
-        await refuse(sid, ProtocolError("rate_limited",
-                                        f"too many messages: {why}; wait and send again"))
+        answer = await refuse(sid, ProtocolError("rate_limited",
+                                                 f"too many messages: {why}; wait and send again"))
         if strikes[sid] >= limits.customer_message_burst:
             quiet.warning("disconnected a flooding customer connection from %s",
                           ips.get(sid, "?"))
             await notifier.disconnect(sid)
-        return False
+        return answer
 
     def guarded(handler: Handler, *, counted: bool) -> Handler:
         """``handler`` behind the rate limits (``counted``); a refusal (a protocol, store or
-        router error) is answered with its ``error`` event, any other failure with
-        ``internal_error``, each with one quiet log line instead of a traceback."""
+        router error) is answered with its ``error`` event and acknowledgement, any other
+        failure with ``internal_error``, each with one quiet log line instead of a
+        traceback."""
         async def run(sid: str, data: Any = None) -> Any:
-            if counted and not await allowed(sid):
-                return None
+            if counted and (refused := await refused_for_rate(sid)) is not None:
+                return refused
             try:
                 return await handler(sid, data)
             except (ProtocolError, HandoffError, r.RouterError) as exc:
-                await refuse(sid, exc)
+                return await refuse(sid, exc)
             except Exception as exc:  # noqa: BLE001 - answered, counted and logged once
                 quiet.warning("a customer event failed: %s: %.200s", type(exc).__name__, exc)
-                await refuse(sid, ProtocolError("internal_error",
-                                                "the gateway could not handle this event"))
-            return None
+                return await refuse(sid, ProtocolError(
+                    "internal_error", "the gateway could not handle this event"))
         return run
 
     async def binary(sid: str, namespace: str) -> None:
@@ -233,16 +239,17 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
         if unspoken.get(session_id) == sid:
             del unspoken[session_id]
 
-    async def user_uttered(sid: str, data: Any = None) -> None:
+    async def user_uttered(sid: str, data: Any = None) -> dict[str, str] | None:
         uttered = parse_user_uttered(data, max_chars=max_chars)
         await own_session(sid, uttered.session_id)
         await claim(sid, uttered.session_id)
         stored = await conversations.customer_message(
             uttered.session_id, uttered.text, uttered.metadata)
         if stored is None:
-            await refuse(sid, ProtocolError("conversation_closed", (
+            return await refuse(sid, ProtocolError("conversation_closed", (
                 "this conversation has ended; send session_request without a session_id to "
                 "start a new one")))
+        return None
 
     async def end_conversation(sid: str, data: Any = None) -> None:
         session_id = await own_session(sid, parse_end_conversation(data))

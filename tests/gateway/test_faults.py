@@ -1,0 +1,291 @@
+"""The store and Redis restarted under a serving gateway (issue 17; docs/deploy.md, "When
+PostgreSQL or Redis restarts").
+
+The machine's shared PostgreSQL and Redis are never touched: each test module starts a private
+PostgreSQL cluster (``initdb``/``pg_ctl``, as user ``nobody`` when the tests run as root) and a
+private ``redis-server``, each on a free port in a temporary folder, and restarts them on the
+same port and data folder while real gateway processes (``python -m handoff``) serve in front
+of the session's real Rasa. Skipped only when the binaries are missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from bot.serve import Stack
+from handoff.store import Store
+from tests.conftest import free_port
+from tests.gateway.clients import WAIT, Widget, agent_login
+from tests.gateway.conftest import Gateway, _start_gateway, _stop
+from tests.gateway.test_multinode import Console, _bot_text
+
+pytestmark = pytest.mark.asyncio
+
+LEASE = 3  # seconds, as in test_multinode
+
+
+# --------------------------------------------------------------------------- private servers
+
+
+def _as_nobody() -> list[str]:
+    """PostgreSQL refuses to run as root: run it as ``nobody`` then."""
+    return ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of this test's own, on a free loopback port (trust auth)."""
+
+    def __init__(self) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not found:
+            pytest.skip("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin")
+        self.bin = Path(found[-1]).parent
+        self.root = Path(tempfile.mkdtemp(prefix="handoff-faults-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "nobody")
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+                  "--auth=trust", "-N")
+
+    def _run(self, *argv: str) -> None:
+        done = subprocess.run([*_as_nobody(), *argv], capture_output=True, text=True,
+                              timeout=60, cwd=self.root)
+        if done.returncode:
+            raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr}")
+
+    def start(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-l",
+                  str(self.root / "log"), "-o",
+                  f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
+                  "-c fsync=off", "start")
+
+    def stop(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PrivateRedis:
+    """A ``redis-server`` of this test's own on a free loopback port (nothing saved: a
+    restart loses everything, as a Redis used only as a cache and bus does)."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        self.binary = binary
+        self.root = Path(tempfile.mkdtemp(prefix="handoff-faults-redis-"))
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.root)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        redis = pytest.importorskip("redis")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PrivatePostgres]:
+    pg = PrivatePostgres()
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.remove()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def restart_postgres(postgres: PrivatePostgres) -> Iterator[PrivatePostgres]:
+    """The module's PostgreSQL, running again after the test whatever happened in it."""
+    yield postgres
+    with contextlib.suppress(RuntimeError):
+        postgres.start()
+
+
+@pytest.fixture
+def restart_redis(redis_server: PrivateRedis) -> Iterator[PrivateRedis]:
+    yield redis_server
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()
+
+
+@pytest.fixture(scope="module")
+def nodes(rasa_stack: Stack, postgres: PrivatePostgres, redis_server: PrivateRedis,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Gateway]]:
+    """Gateway nodes A and B on the private PostgreSQL and Redis."""
+    tmp = tmp_path_factory.mktemp("faults")
+    env = {"HANDOFF_DATABASE_URL": postgres.url, "HANDOFF_REDIS_URL": redis_server.url,
+           "HANDOFF_REDIS_PREFIX": "faults", "HANDOFF_NODE_LEASE": str(LEASE)}
+    started: list[Gateway] = []
+    try:
+        for name in ("a", "b"):
+            (tmp / name).mkdir()
+            started.append(_start_gateway(tmp / name, rasa_stack.rasa_url, rasa_stack.token,
+                                          {**env, "HANDOFF_NODE_ID": f"node-{name}"}))
+        yield started[0], started[1]
+    finally:
+        for gateway in started:
+            _stop(gateway.process)
+
+
+@pytest_asyncio.fixture
+async def store(postgres: PrivatePostgres) -> AsyncIterator[Store]:
+    s = Store(postgres.url)
+    yield s
+    await s.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def _health_says(gateway: Gateway, field: str, value: str,
+                       timeout: float = 20.0) -> dict[str, Any]:
+    """``/api/health`` once its ``field`` reads ``value`` (it is probed when asked)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+        while True:
+            body: dict[str, Any] = (await client.get("/api/health")).json()
+            if body.get(field) == value or time.monotonic() > deadline:
+                assert body.get(field) == value, (body, gateway.log_tail())
+                return body
+            await asyncio.sleep(0.2)
+
+
+async def _send(widget: Widget, session_id: str, text: str) -> Any:
+    """``user_uttered`` as the gateway's widget sends it: the acknowledgement's value."""
+    return await widget.sio.call("user_uttered", {"message": text, "session_id": session_id},
+                                 timeout=WAIT)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+async def test_postgresql_restarted_refuses_clearly_loses_nothing_and_recovers(
+    nodes: tuple[Gateway, Gateway], restart_postgres: PrivatePostgres, store: Store
+) -> None:
+    """While the database is down a customer's message is refused in its acknowledgement
+    (``service_unavailable``, retryable) and ``/api/health`` says ``store: down``; once it is
+    back the same gateway serves again, and every acknowledged message is stored."""
+    a, _ = nodes
+    widget = await Widget(a.url).connect()
+    try:
+        cid = await widget.session()
+        assert await _send(widget, cid, "where is my order 100002?") is None
+        before = await _bot_text(widget)
+        assert (await _health_says(a, "store", "ok"))["status"] == "ok"
+
+        restart_postgres.stop()
+        await _health_says(a, "store", "down")
+        refused = await _send(widget, cid, "and where is 100008?")
+        assert refused["error"] == "service_unavailable", refused
+        assert "database" in refused["message"]
+        assert (await widget.next())[0] == "error"  # Rasa's clients: the error event as before
+
+        restart_postgres.start()
+        await _health_says(a, "store", "ok")
+        assert await _send(widget, cid, "and where is 100008?") is None  # resent
+        after = await _bot_text(widget)
+        said = [m.text for m in await store.list_messages(cid)]
+        assert said == ["where is my order 100002?", before, "and where is 100008?", after]
+    finally:
+        await widget.close()
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+async def test_redis_restarted_pushes_resume_across_nodes_without_a_restart(
+    nodes: tuple[Gateway, Gateway], restart_redis: PrivateRedis, store: Store
+) -> None:
+    """An agent on node B watches a customer on node A. Redis restarts (losing everything);
+    ``/api/health`` says ``redis: down`` meanwhile; afterwards B's agent sees A's customer
+    again, and the agent's takeover message reaches the customer, with no gateway restarted."""
+    a, b = nodes
+    async with httpx.AsyncClient(base_url=b.url, timeout=WAIT) as api_b:
+        headers = await agent_login(store, api_b, "rosa")
+        console = await Console().connect(b.url, headers)
+        widget = await Widget(a.url).connect()
+        try:
+            cid = await widget.session()
+            await widget.say(cid, "where is my order 100002?")
+            await _bot_text(widget)
+            seen = await console.until("message", cid, sender="customer")
+            assert seen["text"] == "where is my order 100002?"
+            await _health_says(b, "redis", "ok")
+
+            restart_redis.stop()
+            await _health_says(a, "redis", "down")
+            await _health_says(b, "redis", "down")
+            restart_redis.start()
+            await _health_says(a, "redis", "ok")
+            await _health_says(b, "redis", "ok")
+
+            await widget.say(cid, "what is your return policy?")
+            await _bot_text(widget)
+            seen = await console.until("message", cid, sender="customer")
+            assert seen["text"] == "what is your return policy?", (a.log_tail(), b.log_tail())
+
+            resp = await api_b.post(f"/api/conversations/{cid}/takeover", headers=headers)
+            assert resp.status_code == 200, resp.text
+            resp = await api_b.post(f"/api/conversations/{cid}/messages", headers=headers,
+                                    json={"text": "Rosa here, from node B."})
+            assert resp.status_code == 200, resp.text
+            while await widget.next() != ("bot_uttered", {  # after the agent's notices
+                    "text": "Rosa here, from node B.",
+                    "metadata": {"sender": "human", "agent": "rosa"}}):
+                pass
+            conv = await store.get_conversation(cid)
+            assert (conv.mode, conv.owner) == ("human", "rosa")
+        finally:
+            await widget.close()
+            await console.sio.disconnect()
