@@ -21,6 +21,10 @@ request opens a new socket; one that cannot (a channel without the route, a body
 Each turn carries a ``deadline`` (:meth:`RasaClient.deadline`): a turn the channel finishes
 after it is not saved in Rasa's tracker, so a reply the gateway gave up on never enters it.
 
+With several Rasa servers (``pool``), :attr:`RasaClient.route` (set by
+:class:`~handoff.conversation.rasa_pool.RasaPool`) names the server each conversation's
+requests go to; with one, every request goes to :attr:`RasaClient.base_url` as before.
+
 Every failure the gateway must route around — a timeout, a refused connection, a 5xx, an
 answer that is not the JSON the channel promises — raises :class:`RasaUnavailable` (503), with
 ``timed_out`` set for a timeout. A 4xx (our request was wrong, or the token) raises
@@ -270,13 +274,12 @@ class RasaClient:
                                             base_url=base_url or self.server_for(sender)))
 
     async def continue_(self, sender: str, decision: ContinueBody,
-                        hold: bool = False, base_url: str | None = None) -> TurnReply:
-        """Resolve the held action with ``decision`` and continue the turn (``base_url``: as
-        for :meth:`turn`)."""
+                        hold: bool = False) -> TurnReply:
+        """Resolve the held action with ``decision`` and continue the turn."""
         body = {"sender": sender, "decision": dict(decision), "hold": hold,
                 "deadline": self.deadline()}
         return _turn_reply(await self._post("/continue", body,
-                                            base_url=base_url or self.server_for(sender)))
+                                            base_url=self.server_for(sender)))
 
     async def erase(self, sender: str) -> bool:
         """Delete the conversation's tracker from Rasa's tracker store (the channel's

@@ -669,8 +669,9 @@ class Conversations:
 
         slow = tell_customer if isinstance(effect, r.RasaHandleMessage) else None
         async with self.admission.slot(server, on_slow=slow):
-            # asked again once admitted: a deploy or a server going down may have moved it
-            return await self._rasa_request(effect, self.rasa.server_for(cid))
+            # the client routes it when it is sent: a deploy or a server going down meanwhile
+            # may have moved the conversation
+            return await self._rasa_request(effect)
 
     async def rasa_health_changed(self, server: str, previous: str, state: str) -> None:
         """The probes' news (:class:`~handoff.conversation.rasa_pool.RasaPool`): every agent
@@ -792,13 +793,13 @@ class Conversations:
                 "conversation_id": cid, "suggestions": found},
                 list(state.audience) if state.owner else None)
 
-    async def _rasa_request(self, effect: r.RasaCall, server: str) -> r.RasaResult:
+    async def _rasa_request(self, effect: r.RasaCall) -> r.RasaResult:
         cid = effect.conversation_id
         hold = effect.then is not r.Continuation.RUN
         match effect:
             case r.RasaHandleMessage(message=message, earlier=earlier):
                 reply = await self.rasa.turn(
-                    cid, message.text, dict(message.metadata), hold, base_url=server,
+                    cid, message.text, dict(message.metadata), hold,
                     message_id=message.message_id,
                     earlier=[{"text": m.text, "metadata": dict(m.metadata),
                               "message_id": m.message_id} for m in earlier])
@@ -806,24 +807,22 @@ class Conversations:
             case r.RasaRetract(message=message, parse=parse):
                 reply = await self.rasa.turn(cid, message.text, dict(message.metadata), hold,
                                              parse_data=_parse_data(message.text, parse),
-                                             rewind=True, base_url=server)
+                                             rewind=True)
                 return turn_result(effect.call_id, reply, with_parse=True)
             case r.RasaRelabel(message=message, intent=intent):
                 parse_data = {"text": message.text, "entities": [],
                               "intent": {"name": intent, "confidence": 1.0}}
                 reply = await self.rasa.turn(cid, message.text, dict(message.metadata), hold,
-                                             parse_data=parse_data, rewind=True,
-                                             base_url=server)
+                                             parse_data=parse_data, rewind=True)
                 return turn_result(effect.call_id, reply, with_parse=True)  # stored: corrected
             case r.RasaExecute(action_name=name):
-                reply = await self.rasa.continue_(cid, {"type": "replace", "action": name}, hold,
-                                                  base_url=server)
+                reply = await self.rasa.continue_(cid, {"type": "replace", "action": name}, hold)
                 return turn_result(effect.call_id, reply, with_parse=False)
             case r.RasaAppendReply(action_name=name, messages=messages, agent_id=agent_id):
                 metadata = {"sender": "human", "agent": agent_id} if agent_id else {}
                 reply = await self.rasa.continue_(cid, {
                     "type": "say", "action": name, "messages": [dict(m) for m in messages],
-                    "metadata": metadata}, hold, base_url=server)
+                    "metadata": metadata}, hold)
                 return turn_result(effect.call_id, reply, with_parse=False, skip_said=name)
         raise TypeError(f"unknown Rasa call {type(effect).__name__}")
 

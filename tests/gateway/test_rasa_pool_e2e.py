@@ -1,7 +1,8 @@
 """Two real Rasa servers behind one gateway (``HANDOFF_RASA_URL=a,b``), sharing one SQLite
-tracker store and the local Redis lock store: a conversation sticks to its server, that server
-is killed (SIGKILL), the probe finds it down and the conversation carries on on the other with
-its whole tracker. About 40 s here, most of it the two servers loading their model."""
+tracker store and the local Redis lock store. A conversation whose server hangs (SIGSTOP) during
+its turn is told and queued, then answered by the other server at once; a conversation whose
+server is killed (SIGKILL) carries on on the other with its whole tracker. ``long``: about 90 s
+here, most of it the two servers loading their model (`pytest -m long`)."""
 
 from __future__ import annotations
 
@@ -21,16 +22,23 @@ import requests
 from bot.processes import Service
 from bot.serve import Stack
 from handoff.conversation.rasa_pool import ranked
+from handoff.conversation.customer_protocol import NOTICE_TEXTS, RASA_DOWN_TEXT
+from handoff.conversation.router import Notice
 from tests.conftest import RASA_BIN, free_port
 from tests.gateway.clients import WAIT, Widget
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.long]
 
 
 class Pool:
     def __init__(self, stack: Stack, second: Service, urls: list[str]) -> None:
         self.stack, self.second, self.urls = stack, second, urls
+
+    def pid(self, url: str) -> int:
+        server = self.stack.services[-1] if url == self.stack.rasa_url else self.second
+        assert server.process is not None and server.process.poll() is None
+        return server.process.pid
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +107,48 @@ def _said(url: str, token: str, sender: str) -> list[str]:
     return [e["text"] for e in resp.json()["events"] if e["event"] == "user"]
 
 
+async def _states(api: httpx.AsyncClient) -> dict[str, str]:
+    return {s["url"]: s["state"] for s in (await _health(api))["rasa"]["servers"]}
+
+
+async def _calls(api: httpx.AsyncClient, url: str) -> int:
+    admitted: int = (await _health(api))["rasa_calls"].get(url, {}).get("admitted", 0)
+    return admitted
+
+
+async def test_a_turn_out_when_its_server_hangs_is_answered_by_the_other_server(
+    pool: Pool, gateway: Gateway
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
+        await _until(api, lambda h: all(
+            s["state"] in ("up", "slow") for s in h["rasa"]["servers"]))
+        customer = await Widget(gateway.url).connect()
+        cid = await customer.session()
+        home, other = ranked(cid, pool.urls)
+        pid = pool.pid(home)
+        try:
+            await customer.say(cid, "hi")
+            assert (await _reply(customer)).startswith("Hi, I'm")
+            os.killpg(pid, signal.SIGSTOP)
+            await customer.say(cid, "where is my order 100002?")  # sent to the stopped one
+            seen: list[tuple[str, Any]] = []
+            while not (seen and seen[-1][0] == "bot_uttered"
+                       and "100002" in seen[-1][1].get("text", "")):
+                seen.append(await customer.next())
+            assert (await _states(api))[home] == "down"
+            notices = [data for name, data in seen if name == "handoff_notice"]
+            assert notices == [  # told, and back with the assistant as soon as it was applied
+                {"kind": "handoff_queued", "text": RASA_DOWN_TEXT},
+                {"kind": "bot_back", "text": NOTICE_TEXTS[Notice.BOT_BACK]}]
+            assert await _calls(api, other) >= 1
+            assert _said(other, pool.stack.token, cid) == ["hi", "where is my order 100002?"]
+        finally:
+            os.killpg(pid, signal.SIGCONT)
+            await customer.close()
+        await _until(api, lambda h: all(  # the stopped server is found up again
+            s["state"] in ("up", "slow") for s in h["rasa"]["servers"]))
+
+
 async def test_a_conversation_carries_on_on_the_other_server_when_its_own_is_killed(
     pool: Pool, gateway: Gateway
 ) -> None:
@@ -110,24 +160,23 @@ async def test_a_conversation_carries_on_on_the_other_server_when_its_own_is_kil
         try:
             cid = await customer.session()
             home, other = ranked(cid, pool.urls)
+            before = {url: await _calls(api, url) for url in pool.urls}
             await customer.say(cid, "hi")
             assert (await _reply(customer)).startswith("Hi, I'm")
             await customer.say(cid, "where is my order 100002?")
             assert "100002" in await _reply(customer)
-            calls = (await _health(api))["rasa_calls"]
-            assert calls[home]["admitted"] == 2 and other not in calls  # sticky
+            assert await _calls(api, home) == before[home] + 2  # sticky
+            assert await _calls(api, other) == before[other]
 
-            server = pool.stack.services[-1] if home == pool.stack.rasa_url else pool.second
-            assert server.process is not None
-            os.killpg(server.process.pid, signal.SIGKILL)
+            os.killpg(pool.pid(home), signal.SIGKILL)
             health = await _until(api, lambda h: {s["url"]: s["state"] for s in
                                                   h["rasa"]["servers"]}[home] == "down")
             assert health["rasa"]["state"] in ("up", "slow")  # the pool is not down
 
             await customer.say(cid, "what is your return policy?")
             assert await _reply(customer)
-            calls = (await _health(api))["rasa_calls"]
-            assert calls[other]["admitted"] == 1 and calls[home]["admitted"] == 2
+            assert await _calls(api, other) == before[other] + 1
+            assert await _calls(api, home) == before[home] + 2
             # one tracker: the other server carried on the conversation the first one began
             assert _said(other, pool.stack.token, cid) == [
                 "hi", "where is my order 100002?", "what is your return policy?"]
