@@ -65,9 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings)
     store = Store(settings.database_url)
-    rasa = RasaClient(settings.rasa_url, settings.rasa_token, timeout=settings.rasa_timeout,
+    rasa = RasaClient(settings.rasa_urls[0], settings.rasa_token, timeout=settings.rasa_timeout,
                       transport="websocket" if settings.rasa_transport == "WEBSOCKET"
-                      else "http")
+                      else "http", pool=settings.rasa_urls)
     app = create_app(settings, store, rasa)
 
     @app.after_server_stop

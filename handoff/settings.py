@@ -41,7 +41,7 @@ class Setting:
     """One row of the settings table."""
 
     name: str  # attribute name; the variable is HANDOFF_<NAME upper-cased>
-    type: str  # "int", "float", "str", "url", "secret", "bool", "weights" (name=number,...)
+    type: str  # "int", "float", "str", "urls" (one or several), "secret", "bool", "weights" (name=number,...)
     default: str | None  # as it would be written in the environment; None: computed
     help: str
     minimum: float | None = None
@@ -60,8 +60,11 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "SQLAlchemy URL of the gateway's store: sqlite+aiosqlite:///path or "
             "postgresql+asyncpg://user@host/db (relative SQLite paths are taken from the "
             "project folder)."),
-    Setting("rasa_url", "url", "http://127.0.0.1:5005",
-            "Base URL of the Rasa server (its gateway channel is under /webhooks/gateway)."),
+    Setting("rasa_url", "urls", "http://127.0.0.1:5005",
+            "Base URL of the Rasa server (its gateway channel is under /webhooks/gateway); "
+            "several, comma-separated: a pool of Rasa servers sharing one tracker store and "
+            "a Redis lock store, each conversation sticking to one healthy server "
+            "(docs/deploy.md)."),
     Setting("rasa_token", "secret", None,
             "Bearer token of Rasa's gateway channel (default: the contents of var/rasa-token)."),
     Setting("rasa_timeout", "float", "30",
@@ -364,6 +367,11 @@ class Settings:
         return timedelta(seconds=self.token_ttl)
 
     @property
+    def rasa_urls(self) -> tuple[str, ...]:
+        """The Rasa servers (``rasa_url`` split): one, or a pool of several."""
+        return tuple(u.strip().rstrip("/") for u in self.rasa_url.split(",") if u.strip())
+
+    @property
     def pii_kind_list(self) -> tuple[str, ...]:
         return tuple(k.strip().lower() for k in self.pii_kinds.split(",") if k.strip())
 
@@ -479,12 +487,11 @@ def _convert(setting: Setting, raw: str) -> Any:
     elif setting.type == "weights":  # name=weight,... (handoff.learning.spot_checks)
         parse_weights(raw)
         return raw
-    elif setting.type == "url":
-        value = raw.strip().rstrip("/")
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("expected an http(s) URL such as http://127.0.0.1:5005")
-        return value
+    elif setting.type == "urls":  # one URL or several, comma-separated
+        urls = [_url(part) for part in raw.split(",")]
+        if len(set(urls)) < len(urls):
+            raise ValueError("names a URL twice")
+        return ",".join(urls)
     else:
         if setting.choices and raw.upper() not in setting.choices:
             raise ValueError(f"must be one of {', '.join(setting.choices)}")
@@ -493,6 +500,14 @@ def _convert(setting: Setting, raw: str) -> Any:
         raise ValueError(f"must be at least {setting.minimum:g}")
     if setting.maximum is not None and value > setting.maximum:
         raise ValueError(f"must be at most {setting.maximum:g}")
+    return value
+
+
+def _url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http(s) URL such as http://127.0.0.1:5005")
     return value
 
 
@@ -551,6 +566,11 @@ def load_settings(
     if not values.get("rasa_token") and not problems:
         problems.append(f"{_BY_NAME['rasa_token'].env}: not set and {var_dir / 'rasa-token'} "
                         "does not exist (start Rasa with `python -m bot.serve` once, or set it)")
+    if values.get("supervisor_url") and "," in values.get("rasa_url", ""):
+        problems.append(f"{_BY_NAME['supervisor_url'].env}: a deploy switches one Rasa server "
+                        f"blue/green and cannot with several in {_BY_NAME['rasa_url'].env}: "
+                        "leave it empty and roll a new model out by restarting the pool's "
+                        "servers one at a time (docs/deploy.md)")
     pii_kinds = {k.strip().lower() for k in str(values.get("pii_kinds", "")).split(",")} - {""}
     if pii_kinds - set(PII_KINDS):
         problems.append(f"{_BY_NAME['pii_kinds'].env}: each must be one of "

@@ -43,6 +43,7 @@ class _Server:
 
     running: int = 0
     waiting: deque[asyncio.Future[None]] = field(default_factory=deque)
+    last_answer: float = float("-inf")  # time.monotonic() when a call last came back
     admitted: int = 0  # calls ever admitted (figures for /metrics and the bench)
     waited: int = 0  # of those, calls that had to wait
 
@@ -64,6 +65,11 @@ class Admission:
                       "admitted": s.admitted, "waited": s.waited}
                 for url, s in self._servers.items()}
 
+    def answered(self, server: str) -> float:
+        """time.monotonic() when ``server`` last answered a call (-inf: never)."""
+        found = self._servers.get(server)
+        return found.last_answer if found is not None else float("-inf")
+
     def waiting(self) -> int:
         """Calls waiting for any server."""
         return sum(len(s.waiting) for s in self._servers.values())
@@ -78,6 +84,7 @@ class Admission:
             try:
                 yield
                 self.last_answer = time.monotonic()  # Rasa answers: busy, maybe, not hung
+                self._servers[server].last_answer = self.last_answer
             finally:
                 self._release(server)
         finally:

@@ -231,7 +231,8 @@ class RetentionJob:
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     store = Store(settings.database_url)
-    rasa = RasaClient(settings.rasa_url, settings.rasa_token, timeout=settings.rasa_timeout)
+    rasa = RasaClient(settings.rasa_urls[0], settings.rasa_token, timeout=settings.rasa_timeout,
+                      pool=settings.rasa_urls)
     data = CustomerData(store, rasa, kinds=settings.pii_kind_list)
     try:
         await store.migrate()  # as python -m handoff.web.auth does: the columns it needs

@@ -21,6 +21,10 @@ request opens a new socket; one that cannot (a channel without the route, a body
 Each turn carries a ``deadline`` (:meth:`RasaClient.deadline`): a turn the channel finishes
 after it is not saved in Rasa's tracker, so a reply the gateway gave up on never enters it.
 
+With several Rasa servers (``pool``), :attr:`RasaClient.route` (set by
+:class:`~handoff.conversation.rasa_pool.RasaPool`) names the server each conversation's
+requests go to; with one, every request goes to :attr:`RasaClient.base_url` as before.
+
 Every failure the gateway must route around — a timeout, a refused connection, a 5xx, an
 answer that is not the JSON the channel promises — raises :class:`RasaUnavailable` (503), with
 ``timed_out`` set for a timeout. A 4xx (our request was wrong, or the token) raises
@@ -34,7 +38,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Literal, TypedDict, cast
 from urllib.parse import quote
@@ -155,10 +159,14 @@ class RasaClient:
     CHANNEL = "/webhooks/gateway"
 
     def __init__(self, base_url: str, token: str, *, timeout: float = 30.0,
-                 transport: Transport = "http") -> None:
+                 transport: Transport = "http", pool: Sequence[str] = ()) -> None:
         if transport not in ("http", "websocket"):
             raise ValueError(f"transport must be http or websocket, not {transport!r}")
         self.base_url = base_url.rstrip("/")
+        # several Rasa servers (handoff.conversation.rasa_pool): ``route`` names the one a
+        # conversation's requests go to; requests of no conversation go where "" is routed
+        self.pool = tuple(url.rstrip("/") for url in pool)
+        self.route: Callable[[str], str] | None = None
         self._token = token
         self.timeout = timeout
         self.transport = transport
@@ -170,6 +178,11 @@ class RasaClient:
         self._ws_refused: dict[str, float] = {}  # base URL -> when to try the websocket again
         self.sockets_opened = 0  # websockets opened so far (a reconnect counts again)
         self._closing: set[asyncio.Task[None]] = set()  # sockets of servers switched away from
+
+    def server_for(self, sender: str) -> str:
+        """The Rasa server that ``sender``'s requests go to: the one in service, or the one
+        :attr:`route` picks in a pool."""
+        return self.route(sender) if self.route is not None else self.base_url
 
     def switch(self, base_url: str) -> str:
         """Send every request from now on to ``base_url`` (a blue/green deploy); requests
@@ -257,14 +270,16 @@ class RasaClient:
             body["message_id"] = message_id
         if earlier:
             body["earlier"] = earlier
-        return _turn_reply(await self._post("/turn", body, base_url=base_url))
+        return _turn_reply(await self._post("/turn", body,
+                                            base_url=base_url or self.server_for(sender)))
 
     async def continue_(self, sender: str, decision: ContinueBody,
                         hold: bool = False) -> TurnReply:
         """Resolve the held action with ``decision`` and continue the turn."""
         body = {"sender": sender, "decision": dict(decision), "hold": hold,
                 "deadline": self.deadline()}
-        return _turn_reply(await self._post("/continue", body))
+        return _turn_reply(await self._post("/continue", body,
+                                            base_url=self.server_for(sender)))
 
     async def preview(self, sender: str, action: str) -> list[dict[str, Any]]:
         """The messages ``action`` would send in the conversation now, without running it (the
@@ -279,7 +294,8 @@ class RasaClient:
         """Delete the conversation's tracker from Rasa's tracker store (the channel's
         ``/erase``); whether there was one. A store that cannot erase answers 501:
         :class:`RasaUnavailable`."""
-        data = await self._post("/erase", {"sender": sender})
+        data = await self._post("/erase", {"sender": sender},
+                                base_url=self.server_for(sender))
         return bool(data.get("erased"))
 
     async def mask(self, sender: str, kinds: Sequence[str], *, after: float | None,
@@ -288,24 +304,26 @@ class RasaClient:
         tracker store stamped from ``after`` (None: the first) until ``before`` (Unix times;
         the channel's ``/mask``); how many events changed."""
         data = await self._post("/mask", {"sender": sender, "kinds": list(kinds),
-                                          "after": after, "before": before})
+                                          "after": after, "before": before},
+                                base_url=self.server_for(sender))
         return int(data.get("masked") or 0)
 
     async def status(self, base_url: str | None = None) -> dict[str, Any]:
         """Rasa's ``/status`` (``model_id``, ``model_file``, ...); ``base_url``: another
         server than the one in service (a deploy's new one)."""
-        return await self._get("/status", base_url=base_url)
+        return await self._get("/status", base_url=base_url or self.server_for(""))
 
     async def domain(self) -> dict[str, Any]:
         """The loaded model's domain (Rasa's ``GET /domain``): ``intents``, ``responses``,
         ``actions``, ``forms``, ..."""
-        return await self._get("/domain", headers={"Accept": "application/json"})
+        return await self._get("/domain", headers={"Accept": "application/json"},
+                               base_url=self.server_for(""))
 
     async def parse(self, text: str) -> dict[str, Any]:
         """What the loaded model's NLU makes of ``text`` (Rasa's ``POST /model/parse``:
         ``intent``, ``intent_ranking``, ``entities``); nothing is logged to a tracker."""
         return await self._request("POST", "/model/parse", params={"token": self._token},
-                                   json={"text": text})
+                                   json={"text": text}, base_url=self.server_for(""))
 
     async def tracker_events(self, sender: str) -> list[dict[str, Any]]:
         """Every event of the conversation's tracker, oldest first (Rasa's
@@ -318,7 +336,8 @@ class RasaClient:
         ``GET /conversations/{id}/tracker?include_events=ALL``): ``events`` oldest first,
         ``slots`` (name: value) as they are now, ..."""
         data = await self._get(f"/conversations/{quote(sender, safe='')}/tracker",
-                               params={"include_events": "ALL"})
+                               params={"include_events": "ALL"},
+                               base_url=self.server_for(sender))
         events = data.get("events")
         if not isinstance(events, list) or not isinstance(data.get("slots", {}), dict):
             raise RasaUnavailable("Rasa's tracker answer has no list of events or of slots")
@@ -330,7 +349,7 @@ class RasaClient:
         ``POST /conversations/{id}/tracker/events``), e.g. a ``slot`` event an agent whispered."""
         await self._request("POST", f"/conversations/{quote(sender, safe='')}/tracker/events",
                             params={"token": self._token, "include_events": "NONE"},
-                            json=events)
+                            json=events, base_url=self.server_for(sender))
 
     async def _get(self, path: str, *, params: dict[str, str] | None = None,
                    headers: dict[str, str] | None = None,
@@ -366,7 +385,8 @@ class RasaClient:
         except asyncio.TimeoutError:
             raise RasaUnavailable("Rasa did not answer in time", timed_out=True) from None
         finally:
-            if base != self.base_url and not self._in_flight.get(base, 0) > 1:
+            if (base != self.base_url and base not in self.pool
+                    and not self._in_flight.get(base, 0) > 1):
                 self._spawn_close(base)  # a server switched away from: let it go
         return _checked(status, data, self.CHANNEL + "/" + path)
 

@@ -37,8 +37,10 @@ class RasaHealth:
 
     def __init__(self, rasa: RasaClient, *, interval: float, timeout: float,
                  slow: float, failures: int = 2,
-                 answering: Callable[[], float] | None = None) -> None:
+                 answering: Callable[[], float] | None = None,
+                 url: str | None = None) -> None:
         self.rasa = rasa
+        self.url = url  # the server probed; None: the one in service (it follows a deploy)
         # time.monotonic() of Rasa's last answer to a call (the admission control's): a probe
         # unanswered while Rasa answered a call meanwhile finds Rasa busy, not hung
         self.answering = answering
@@ -94,7 +96,7 @@ class RasaHealth:
         started = time.monotonic()
         error: str | None = None
         try:
-            await asyncio.wait_for(self.rasa.status(), self.timeout)
+            await asyncio.wait_for(self.rasa.status(self.url), self.timeout)
         except asyncio.TimeoutError:
             error = f"Rasa did not answer its status in {self.timeout:g} s"
         except RasaError as exc:
@@ -114,6 +116,10 @@ class RasaHealth:
         await self._set(state)
         return state
 
+    @property
+    def _at(self) -> str:
+        return f" at {self.url}" if self.url else ""
+
     async def _set(self, state: str) -> None:
         previous = self.state
         if state == previous:
@@ -122,11 +128,11 @@ class RasaHealth:
         self.since = datetime.now(UTC)
         if state == "down":
             self.down_event.set()
-            log.warning("Rasa is down: %s", self.error)
+            log.warning("Rasa%s is down: %s", self._at, self.error)
         else:
             self.down_event.clear()
             log.log(logging.WARNING if previous == "down" else logging.INFO,
-                    "Rasa is %s (was %s; probe %.0f ms)", state, previous,
+                    "Rasa%s is %s (was %s; probe %.0f ms)", self._at, state, previous,
                     (self.probe_seconds or 0) * 1000)
         for listener in self._listeners:
             await listener(previous, state)

@@ -45,7 +45,7 @@ from handoff.conversation.instruments import Instruments
 from handoff.errors import Conflict, NotFound
 from handoff.conversation.locks import ConversationLocks
 from handoff.conversation.rasa_client import RasaClient, RasaError, RasaUnavailable, TurnReply
-from handoff.conversation.rasa_health import RasaHealth
+from handoff.conversation.rasa_pool import RasaPool
 from handoff.conversation.state_codec import decode_state, encode, encode_state
 from handoff.settings import default_node_id
 from handoff.store import (
@@ -175,7 +175,10 @@ class Conversations:
         self._watch: asyncio.Task[None] | None = None
         self.instruments = instruments or Instruments()
         self._turn_started: dict[str, float] = {}  # conversation id -> monotonic arrival
-        self.health: RasaHealth | None = None  # set by the app when the probe is on
+        self.health: RasaPool | None = None  # set by the app when the probe is on
+        # conversations whose call failed as its server went down while another is up: they
+        # go back to the bot (on that one) once the failure is applied
+        self._moved: set[str] = set()
         # calls in flight to each Rasa server (set by the app from the settings: bounded)
         self.admission = Admission()
         # told of every mode, owner or queue change after the agents (the waiting customers'
@@ -634,13 +637,15 @@ class Conversations:
         """Rasa's answer to a call, or the failure the router is told instead. While the
         health probe finds Rasa down the call fails at once, and a call out when it goes down
         fails then (the customer is told in seconds, not after the turn timeout)."""
-        health = self.health
+        pool = self.health
+        server = self.rasa.server_for(effect.conversation_id)
         try:
-            if health is None:
-                return await self._admitted(effect)
+            if pool is None:
+                return await self._admitted(effect, server)
+            health = pool.health(server)
             if health.down:
                 raise RasaUnavailable(f"Rasa is down ({health.error})")
-            request = asyncio.ensure_future(self._admitted(effect))
+            request = asyncio.ensure_future(self._admitted(effect, server))
             went_down = asyncio.ensure_future(health.down_event.wait())
             try:
                 await asyncio.wait({request, went_down}, return_when=asyncio.FIRST_COMPLETED)
@@ -655,25 +660,30 @@ class Conversations:
         except RasaError as exc:
             log.warning("Rasa call %s for %s failed: %s", effect.call_id,
                         effect.conversation_id, exc)
+            if pool is not None and pool.health(server).down and not pool.down:
+                self._moved.add(effect.conversation_id)
             return r.RasaFailed(call_id=effect.call_id, error=exc.message,
                                 timed_out=exc.timed_out)
 
-    async def _admitted(self, effect: r.RasaCall) -> r.RasaResult:
-        """The Rasa call once the admission control lets it go (handoff.conversation.admission);
-        a customer whose reply is slow to come is told it is on its way."""
+    async def _admitted(self, effect: r.RasaCall, server: str) -> r.RasaResult:
+        """The Rasa call to ``server`` once its admission control lets it go
+        (handoff.conversation.admission); a customer whose reply is slow to come is told it
+        is on its way."""
         cid = effect.conversation_id
 
         def tell_customer() -> None:
             self._spawn(self.notifier.to_customer(cid, "handoff_notice", dict(REPLY_DELAYED)))
 
         slow = tell_customer if isinstance(effect, r.RasaHandleMessage) else None
-        async with self.admission.slot(self.rasa.base_url, on_slow=slow):
+        async with self.admission.slot(server, on_slow=slow):
+            # the client routes it when it is sent: a deploy or a server going down meanwhile
+            # may have moved the conversation
             return await self._rasa_request(effect)
 
-    async def rasa_health_changed(self, previous: str, state: str) -> None:
-        """The probe's news (:class:`~handoff.conversation.rasa_health.RasaHealth`): every
-        agent gets ``rasa_health``; when Rasa is back, the conversations it queued go back to
-        the bot (:meth:`resume_after_outage`)."""
+    async def rasa_health_changed(self, server: str, previous: str, state: str) -> None:
+        """The probes' news (:class:`~handoff.conversation.rasa_pool.RasaPool`): every agent
+        gets ``rasa_health``; when a Rasa server is back, the conversations queued while it
+        was down go back to the bot (:meth:`resume_after_outage`)."""
         health = self.health
         await self.notifier.to_agents("rasa_health", health.as_json() if health else {
             "state": state})
@@ -681,12 +691,18 @@ class Conversations:
             self._spawn(self.resume_after_outage())
 
     async def _apply_result(self, cid: str, event: r.Event) -> bool:
-        """Feed a Rasa call's outcome to the router; whether it was applied."""
+        """Feed a Rasa call's outcome to the router; whether it was applied. A call that
+        failed as its server went down, another being up, then resumes the conversations
+        queued for it (on the servers that are up)."""
+        moved = cid in self._moved
+        self._moved.discard(cid)
         try:
             await self.apply(cid, event)
         except r.RouterError as exc:  # e.g. closed meanwhile
             log.info("Rasa result for %s not applied: %s", cid, exc)
             return False
+        if moved:
+            self._spawn(self.resume_after_outage())
         if self.triage is not None and isinstance(event, r.RasaResult):
             if self.triage.model_changed(event.model_id):
                 self._spawn(self.triage.rebuild())

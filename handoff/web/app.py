@@ -43,7 +43,7 @@ from handoff.conversation.cluster import PushBus, RedisCluster, make_cluster
 from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.instruments import Instruments
 from handoff.conversation.privacy import CustomerData, RetentionJob
-from handoff.conversation.rasa_health import RasaHealth
+from handoff.conversation.rasa_pool import RasaPool
 from handoff.conversation.presence import OpeningHours, Presence
 from handoff.conversation.shell import Conversations
 from handoff.conversation.waiting import Waiting
@@ -116,10 +116,11 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                                   on_ended=spot_checks.conversation_ended, cluster=cluster)
     conversations.admission = Admission(settings.rasa_calls_in_flight,
                                         settings.reply_notice_after)
-    health = RasaHealth(rasa, interval=settings.rasa_probe_interval,
-                        timeout=settings.rasa_probe_timeout, slow=settings.rasa_slow_seconds,
-                        failures=settings.rasa_probe_failures,
-                        answering=lambda: conversations.admission.last_answer)
+    # one probe and one admission queue per Rasa server; several: sticky per conversation
+    health = RasaPool(rasa, rasa.pool or (rasa.base_url,), interval=settings.rasa_probe_interval,
+                      timeout=settings.rasa_probe_timeout, slow=settings.rasa_slow_seconds,
+                      failures=settings.rasa_probe_failures,
+                      answering=conversations.admission.answered)
     if settings.rasa_probe_interval > 0:
         conversations.health = health
         health.on_change(conversations.rasa_health_changed)

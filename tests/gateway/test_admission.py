@@ -105,7 +105,8 @@ async def test_the_slow_notice_fires_once_and_only_for_a_slow_call() -> None:
 class _StatusNeverAnswers:
     """A Rasa whose ``/status`` does not answer in time (the probe's only call)."""
 
-    async def status(self) -> dict[str, object]:
+    async def status(self, base_url: str | None = None) -> dict[str, object]:
+        assert base_url is None  # the server in service
         await asyncio.sleep(10)
         return {}
 
