@@ -11,8 +11,13 @@ session_request     ``{"session_id": str | null, "session_secret"?: str}`` (clie
                     "session_secret"}``: the secret of a newly issued session, else null
 session_confirm     the session id as a bare string (uuid4 hex when none was sent, or when the
                     session id is known and the secret is missing or wrong: docs/security.md)
-user_uttered        ``{"message": str, "session_id": str, "metadata" | "customData": {...}}``;
-                    metadata may be a JSON string (client → gateway)
+user_uttered        ``{"message": str, "session_id": str, "metadata" | "customData": {...},
+                    "message_id"?: str}``; metadata may be a JSON string (client → gateway).
+                    ``message_id`` (gateway-only, optional): the client's own id of the
+                    message, 1–64 letters, digits, ``_`` or ``-``; a message sent again under
+                    an id already stored in the conversation is acknowledged and not stored
+                    again. Acknowledged with no value once stored, or with ``{"error": code,
+                    "message", "message_id"?}`` when refused
 bot_uttered         Rasa's shapes: ``{"text"}``; ``{"text", "quick_replies": [{"content_type":
                     "text", "title", "payload"}]}``; ``{"attachment": {...}}``; a custom
                     payload as its contents (``custom.data``)
@@ -25,7 +30,8 @@ survey_answer       gateway-only: ``{"session_id", "score": 1..7}`` (client → 
                     conversation has ended); answered with ``survey_thanks`` ``{}``
 end_conversation    gateway-only: ``{"session_id"}`` (client → gateway): the customer ends the
                     chat; then ``handoff_notice`` closed and ``survey_request``
-error               gateway-only: ``{"code", "message"}``; the payload changed nothing
+error               gateway-only: ``{"code", "message", "message_id"?}``; the payload changed
+                    nothing (``message_id``: the refused ``user_uttered``'s own id)
 ==================  =========================================================================
 
 Messages written by a person carry ``"metadata": {"sender": "human", "agent": <username>}``.
@@ -44,7 +50,7 @@ from handoff.conversation.router import BotMessage, Notice, QueueReason
 
 __all__ = [
     "NOTICE_TEXTS", "RASA_DOWN_TEXT", "REPLY_DELAYED", "SURVEY_REQUEST", "ProtocolError", "UserUttered", "bot_uttered_payloads",
-    "notice_text", "parse_end_conversation", "parse_session_request", "parse_survey_answer",
+    "message_id_of", "notice_text", "parse_end_conversation", "parse_session_request", "parse_survey_answer",
     "parse_user_uttered",
 ]
 
@@ -52,7 +58,9 @@ MAX_SESSION_ID_CHARS: Final = 128
 MAX_SECRET_CHARS: Final = 128
 MAX_METADATA_BYTES: Final = 8192
 MAX_METADATA_DEPTH: Final = 8
+MAX_MESSAGE_ID_CHARS: Final = 64
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_.:@-]+$")
+_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 NOTICE_TEXTS: Final[Mapping[Notice, str]] = {
     Notice.HANDOFF_QUEUED: "A member of our team will be with you shortly; please stay in "
@@ -99,6 +107,17 @@ class UserUttered:
     text: str
     session_id: str
     metadata: dict[str, Any]
+    message_id: str | None = None  # the client's own id of the message, if it sent one
+
+
+def message_id_of(data: Any) -> str | None:
+    """The client's own ``message_id`` of a ``user_uttered`` payload when it is a valid one,
+    else None (for echoing it in a refusal; :func:`parse_user_uttered` refuses a bad one)."""
+    value = data.get("message_id") if isinstance(data, Mapping) else None
+    if (isinstance(value, str) and 0 < len(value) <= MAX_MESSAGE_ID_CHARS
+            and _MESSAGE_ID.match(value)):
+        return value
+    return None
 
 
 def _session_id(value: Any) -> str:
@@ -195,8 +214,12 @@ def parse_user_uttered(data: Any, *, max_chars: int) -> UserUttered:
     if "\x00" in text:
         raise ProtocolError("bad_payload", "'message' must not contain NUL characters")
     _unicode(text, "'message'")
+    message_id = message_id_of(data)
+    if message_id is None and data.get("message_id") is not None:
+        raise ProtocolError("bad_message_id", "'message_id' must be 1 to "
+                            f"{MAX_MESSAGE_ID_CHARS} letters, digits, _ or -")
     return UserUttered(text=text, session_id=_session_id(data.get("session_id")),
-                       metadata=_metadata(data))
+                       metadata=_metadata(data), message_id=message_id)
 
 
 def _object(data: Any, event: str, shape: str) -> Mapping[str, Any]:

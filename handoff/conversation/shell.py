@@ -49,6 +49,7 @@ from handoff.conversation.rasa_pool import RasaPool
 from handoff.conversation.state_codec import decode_state, encode, encode_state
 from handoff.settings import default_node_id
 from handoff.store import (
+    AlreadyStored,
     AuditDraft,
     Conversation,
     Correction,
@@ -72,6 +73,9 @@ log = logging.getLogger(__name__)
 
 _STALE_RETRIES = 5
 _KEPT_ROWS = 4096  # conversations whose last saved row is kept to step on (see _step_locked)
+CLIENT_ID_PREFIX = "c-"
+"""Before a client's own message id in ``client_message_id``: it never equals an id the
+gateway made (uuid4 hex, ``stored-N``)."""
 TRACKER_RETRY_DELAYS = (1.0, 4.0, 15.0)
 """Seconds to wait before each further try of a correction's tracker fetch."""
 
@@ -331,20 +335,27 @@ class Conversations:
         return conv
 
     async def customer_message(self, conversation_id: str, text: str,
-                               metadata: Mapping[str, Any]) -> Message | None:
+                               metadata: Mapping[str, Any],
+                               client_message_id: str | None = None) -> Message | None:
         """Run the customer's message through the router; it is stored together with the
         step's state, before Rasa or anyone sees it. Returns the stored message, or None when
-        the conversation is closed (nothing stored)."""
-        event = r.CustomerMessage(message_id=uuid.uuid4().hex, text=text,
-                                  metadata=dict(metadata))
-        self.instruments.turns.inc()
+        the conversation is closed (nothing stored).
+
+        ``client_message_id`` is the client's own id of the message (the widget's): a message
+        sent again under an id already stored in the conversation (its acknowledgement was
+        lost, or another node stored it) is not stored or run again: the stored message comes
+        back, ``replayed``. Without one the message gets a new id and is never a replay."""
+        message_id = (f"{CLIENT_ID_PREFIX}{client_message_id}" if client_message_id is not None
+                      else uuid.uuid4().hex)
+        event = r.CustomerMessage(message_id=message_id, text=text, metadata=dict(metadata))
+        previous = self._turn_started.get(conversation_id)
         self._turn_started[conversation_id] = time.monotonic()
         flag = self.triage.rules_flag(text) if self.triage else None
 
         async def run() -> list[Message]:
             if flag is not None:  # before the message is run (a no-op once closed)
                 await self._step_locked(conversation_id, flag)
-            _, saved = await self._step_locked(conversation_id, event)
+            _, saved = await self._step_locked(conversation_id, event, once=message_id)
             return saved.messages if saved is not None else []
 
         async with self.locks.hold(conversation_id):
@@ -354,8 +365,18 @@ class Conversations:
                 except NotFound:  # a session the store lost (or never saw): open it
                     await self.open(conversation_id)
                     stored = await run()
+            except AlreadyStored as exc:  # a resend: no new turn
+                if previous is None:
+                    self._turn_started.pop(conversation_id, None)
+                else:
+                    self._turn_started[conversation_id] = previous
+                return exc.stored
             except r.ConversationClosed:
-                return None
+                if client_message_id is None:
+                    return None
+                # closed after it was stored: the resend of a stored message still succeeds
+                return await self.store.stored_message(conversation_id, message_id)
+            self.instruments.turns.inc()
         return next(m for m in stored if m.client_message_id == event.message_id)
 
     async def effort_score(self, conversation_id: str, score: int) -> Conversation:
@@ -397,7 +418,7 @@ class Conversations:
     # ------------------------------------------------------------------ stepping
 
     async def _step_locked(self, conversation_id: str, event: r.Event,
-                           audit: AuditDraft | None = None,
+                           audit: AuditDraft | None = None, once: str | None = None,
                            ) -> tuple[r.ConversationState, SavedStep | None]:
         """Step ``event`` under the conversation's lock. The new state, the messages the step
         produced (the customer's, the bot's) and the NLU result of a Rasa answer are written in
@@ -438,6 +459,7 @@ class Conversations:
                     hold=step_records.held_draft(effects),
                     correction=step_records.correction_draft(effects), audit=audit,
                     cause=type(event).__name__, actor=getattr(event, "agent_id", None),
+                    once=once,
                 )
             except StaleVersion:
                 continue  # the conversation changed meanwhile: re-read and step again

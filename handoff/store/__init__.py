@@ -5,6 +5,7 @@ SQLite (WAL) by default, PostgreSQL by URL; the schema is made by the Alembic mi
 Command line: ``python -m handoff.store migrate --url URL``.
 """
 
+from handoff.store.conversations import AlreadyStored as AlreadyStored
 from handoff.store.conversations import StaleVersion as StaleVersion
 from handoff.store.database import VERSION_TABLE as VERSION_TABLE
 from handoff.store.database import alembic_config as alembic_config
@@ -43,6 +44,7 @@ from handoff.store.users import AlreadyExists as AlreadyExists
 __all__ = [
     "VERSION_TABLE",
     "AlreadyExists",
+    "AlreadyStored",
     "AuditDraft",
     "AuditEntry",
     "Conversation",

@@ -57,6 +57,18 @@ class StaleVersion(Conflict):
     code = "stale_version"
 
 
+class AlreadyStored(Conflict):
+    """``save_step`` was to store a customer message for the first time (``once``) and found
+    it stored already under its ``client_message_id``: a client's resend. Nothing of the step
+    was written; ``stored`` is the stored row (``replayed``)."""
+
+    code = "already_stored"
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(f"message {message.client_message_id!r} is stored already")
+        self.stored = message
+
+
 async def record_change(
     conn: AsyncConnection, before: Conversation, at: datetime, *, mode: Mode,
     owner: str | None, queued: bool, queue_reason: str | None, cause: str, actor: str | None,
@@ -423,6 +435,18 @@ class ConversationStore(Database):
         async with self._tx(write=False) as conn:
             rows = await conn.execute(query.order_by(messages.c.id.desc()).limit(limit))
             return [record(Message, row) for row in rows]
+
+    async def stored_message(self, conversation_id: str,
+                             client_message_id: str) -> Message | None:
+        """The message stored in the conversation as ``client_message_id`` (``replayed``),
+        or None."""
+        async with self._tx(write=False) as conn:
+            row = (await conn.execute(
+                sa.select(messages)
+                .where(messages.c.conversation_id == conversation_id)
+                .where(messages.c.client_message_id == client_message_id)
+            )).first()
+        return None if row is None else dataclasses.replace(record(Message, row), replayed=True)
 
     async def _message_id(self, conn: AsyncConnection, conversation_id: str,
                           client_message_id: str | None) -> int | None:

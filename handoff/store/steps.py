@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from handoff.errors import BadRequest
+from handoff.store.conversations import AlreadyStored
 from handoff.store.database import one_of
 from handoff.store.records import (
     CORRECTION_TYPES,
@@ -53,6 +54,7 @@ class StepStore(ReviewStore):
         cause: str = "unknown",
         actor: str | None = None,
         node_id: str | None | Keep = Keep.NODE,
+        once: str | None = None,
     ) -> SavedStep:
         """One router step in one transaction, in this order:
 
@@ -65,7 +67,9 @@ class StepStore(ReviewStore):
            ``node_id``, the gateway node that runs the Rasa call or timer the step started
            (None: nothing runs any more), is kept as it was unless given;
         2. the ``appended`` messages in order (the next ``seq`` each; a ``client_message_id``
-           already stored is not written again, its row comes back ``replayed``);
+           already stored is not written again, its row comes back ``replayed``; but when it
+           is ``once``, the id of a customer message this step stores for the first time,
+           the whole step is rolled back and ``AlreadyStored`` raised: a client's resend);
         3. ``nlu`` on its customer message;
         4. ``resolve``: every still-pending reply of the conversation decided (with the
            agent's decision) or discarded;
@@ -90,6 +94,9 @@ class StepStore(ReviewStore):
                 owner=owner, queued=queued, queue_reason=queue_reason, state=state,
                 cause=cause, actor=actor, node_id=node_id)
             stored = [await self._append(conn, conversation_id, v) for v in values]
+            for message in stored:
+                if message.replayed and once is not None and message.client_message_id == once:
+                    raise AlreadyStored(message)
             if nlu is not None:
                 await self._record_turn(conn, conversation_id, nlu)
             resolved: list[PendingReply] = []

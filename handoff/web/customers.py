@@ -17,8 +17,11 @@
 A socket speaks only for the session it confirmed. A refused request is answered with one
 ``error`` event ``{code, message}`` (what Rasa's widgets can see) and, when the client asked for
 an acknowledgement, with ``{error: code, message}`` as its value, so that a client knows which
-message was refused and can send it again (``service_unavailable``, ``rate_limited``); what the
-conversation sends comes through the notifier.
+message was refused and can send it again (``service_unavailable``, ``rate_limited``); both
+carry the refused ``user_uttered``'s own ``message_id`` when it had one. A message sent again
+under its ``message_id`` after it was stored (its acknowledgement was lost) is acknowledged
+and not stored again (docs/widget.md). What the conversation sends comes through the
+notifier.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import socketio
 from handoff.conversation import router as r
 from handoff.conversation.customer_protocol import (
     ProtocolError,
+    message_id_of,
     parse_end_conversation,
     parse_session_request,
     parse_survey_answer,
@@ -79,23 +83,30 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
     per_ip = Buckets(limits.ip_message_rate, limits.ip_message_burst)
     connects = Buckets(limits.ip_connect_rate, limits.ip_connect_burst)
 
-    async def refuse(sid: str, exc: Exception) -> dict[str, str]:
-        """A customer's request refused: one ``error`` event ``{code, message}``, counted
+    async def refuse(sid: str, exc: Exception, message_id: str | None = None
+                     ) -> dict[str, str]:
+        """A customer's request refused: one ``error`` event ``{code, message}`` (with the
+        refused message's ``message_id`` when it had one), counted
         (``handoff_customer_refusals``) and logged at most once a second; the
-        acknowledgement's value ``{error, message}``."""
+        acknowledgement's value ``{error, message}`` (and ``message_id``)."""
         if isinstance(exc, ProtocolError):
             answer = exc.to_dict()
         else:
             body, _ = error_body(exc)
             answer = {"code": body["error"], "message": body["message"]}
+        if message_id is not None:
+            answer["message_id"] = message_id
         refusals.labels(answer["code"]).inc()
         quiet.warning("refused a customer event from %s (%s): %s", ips.get(sid, "?"),
                       answer["code"], answer["message"])
         if sid:
             await notifier.to_socket(sid, "error", answer)
-        return {"error": answer["code"], "message": answer["message"]}
+        ack = {"error": answer["code"], "message": answer["message"]}
+        if message_id is not None:
+            ack["message_id"] = message_id
+        return ack
 
-    async def refused_for_rate(sid: str) -> dict[str, str] | None:
+    async def refused_for_rate(sid: str, message_id: str | None) -> dict[str, str] | None:
         """The connection's and its IP's token buckets: None when the event may go on, else
         the refusal; a connection that goes on after ``customer_message_burst`` refusals in a
         row is disconnected."""
@@ -110,29 +121,31 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
             return None
         strikes[sid] = strikes.get(sid, 0) + 1
         answer = await refuse(sid, ProtocolError("rate_limited",
-                                                 f"too many messages: {why}; wait and send again"))
+                                                 f"too many messages: {why}; wait and send again"),
+                              message_id)
         if strikes[sid] >= limits.customer_message_burst:
             quiet.warning("disconnected a flooding customer connection from %s",
                           ips.get(sid, "?"))
             await notifier.disconnect(sid)
         return answer
 
-    def guarded(handler: Handler, *, counted: bool) -> Handler:
+    def guarded(handler: Handler, *, counted: bool, echo: bool = False) -> Handler:
         """``handler`` behind the rate limits (``counted``); a refusal (a protocol, store or
         router error) is answered with its ``error`` event and acknowledgement, any other
         failure with ``internal_error``, each with one quiet log line instead of a
-        traceback."""
+        traceback. With ``echo`` a refusal names the payload's own ``message_id``."""
         async def run(sid: str, data: Any = None) -> Any:
-            if counted and (refused := await refused_for_rate(sid)) is not None:
+            message_id = message_id_of(data) if echo else None
+            if counted and (refused := await refused_for_rate(sid, message_id)) is not None:
                 return refused
             try:
                 return await handler(sid, data)
             except (ProtocolError, HandoffError, r.RouterError) as exc:
-                return await refuse(sid, exc)
+                return await refuse(sid, exc, message_id)
             except Exception as exc:  # noqa: BLE001 - answered, counted and logged once
                 quiet.warning("a customer event failed: %s: %.200s", type(exc).__name__, exc)
                 return await refuse(sid, ProtocolError(
-                    "internal_error", "the gateway could not handle this event"))
+                    "internal_error", "the gateway could not handle this event"), message_id)
         return run
 
     async def binary(sid: str, namespace: str) -> None:
@@ -244,11 +257,11 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
         await own_session(sid, uttered.session_id)
         await claim(sid, uttered.session_id)
         stored = await conversations.customer_message(
-            uttered.session_id, uttered.text, uttered.metadata)
+            uttered.session_id, uttered.text, uttered.metadata, uttered.message_id)
         if stored is None:
             return await refuse(sid, ProtocolError("conversation_closed", (
                 "this conversation has ended; send session_request without a session_id to "
-                "start a new one")))
+                "start a new one")), uttered.message_id)
         return None
 
     async def end_conversation(sid: str, data: Any = None) -> None:
@@ -273,6 +286,6 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
     sio.on("disconnect", handler=disconnect)
     sio.on("handoff_choice", handler=guarded(handoff_choice, counted=True))
     sio.on("session_request", handler=guarded(session_request, counted=False))
-    sio.on("user_uttered", handler=guarded(user_uttered, counted=True))
+    sio.on("user_uttered", handler=guarded(user_uttered, counted=True, echo=True))
     sio.on("end_conversation", handler=guarded(end_conversation, counted=True))
     sio.on("survey_answer", handler=guarded(survey_answer, counted=True))

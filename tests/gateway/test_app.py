@@ -105,6 +105,8 @@ async def test_reconnect_with_the_same_session_id_keeps_the_conversation(
     ({"message": "x" * 2001, "session_id": "S"}, "message_too_long"),
     ({"message": "hi", "session_id": "S", "metadata": "{not json"}, "bad_metadata"),
     ({"message": "hi", "session_id": "someone-else"}, "session_mismatch"),
+    ({"message": "hi", "session_id": "S", "message_id": "not an id!"}, "bad_message_id"),
+    ({"message": "hi", "session_id": "S", "message_id": "x" * 65}, "bad_message_id"),
 ])
 async def test_malformed_or_oversized_messages_get_an_error_and_store_nothing(
     widget: Widget, store: Store, payload: Any, code: str
@@ -486,6 +488,41 @@ async def test_long_polling_with_upgrade_works_like_rasa_webchat(gateway: Gatewa
         assert event == "bot_uttered" and greeting["text"].startswith("Hi, I'm the Northwind")
     finally:
         await polling.close()
+
+
+async def test_a_message_sent_again_under_its_message_id_is_stored_and_answered_once(
+    widget: Widget, store: Store, api: httpx.AsyncClient
+) -> None:
+    """What a widget does when an acknowledgement is lost: it sends the same message again
+    under the same ``message_id``. The gateway acknowledges the resend and stores and runs the
+    message once, also after the conversation has ended; a refusal names the message."""
+    session_id = await widget.session()
+    uttered = {"message": ORDER_QUESTION, "session_id": session_id, "message_id": "w1-1"}
+    assert await widget.sio.call("user_uttered", uttered, timeout=WAIT) is None
+    assert await widget.sio.call("user_uttered", uttered, timeout=WAIT) is None  # resent
+    said = [(m.sender, m.text, m.client_message_id) for m in await store.list_messages(session_id)]
+    assert said == [("customer", ORDER_QUESTION, "c-w1-1")]
+    event, reply = await widget.next()
+    assert event == "bot_uttered" and reply["text"].startswith("Order 100002 ")
+    assert [(m.sender, m.text) for m in await store.list_messages(session_id)] == [
+        ("customer", ORDER_QUESTION), ("bot", reply["text"])]
+
+    too_long = {"message": "x" * 2001, "session_id": session_id, "message_id": "w1-2"}
+    refused = await widget.sio.call("user_uttered", too_long, timeout=WAIT)
+    assert refused == {"error": "message_too_long", "message": refused["message"],
+                       "message_id": "w1-2"}
+    assert await widget.next() == ("error", {"code": "message_too_long",
+                                             "message": refused["message"], "message_id": "w1-2"})
+
+    alice = await _agent(store, api, "alice")
+    resp = await api.post(f"/api/conversations/{session_id}/close", headers=alice)
+    assert resp.status_code == 200, resp.text
+    assert await widget.sio.call("user_uttered", uttered, timeout=WAIT) is None  # stored before
+    late = {**uttered, "message": "one more thing", "message_id": "w1-3"}
+    refused = await widget.sio.call("user_uttered", late, timeout=WAIT)
+    assert (refused["error"], refused["message_id"]) == ("conversation_closed", "w1-3")
+    assert [m.text for m in await store.list_messages(session_id)
+            if m.sender == "customer"] == [ORDER_QUESTION]
 
 
 async def test_messages_sent_back_to_back_are_answered_in_order(
