@@ -29,7 +29,15 @@
   const STORE_KEY = "northwind-chat:" + gatewayUrl;
   const MAX_LOG = 200;
   const TYPING_TIMEOUT_MS = 30000;
-  const ACK_TIMEOUT_MS = 15000;
+  // How long a message waits for the gateway's acknowledgement before it is sent again.
+  const ACK_TIMEOUT_MS = Math.max(1000, Number(cfg.ackTimeoutMs) || 15000);
+  const RETRY_FIRST_MS = 1000;  // the back-off of automatic resends: 1 s, 2 s, 4 s ... 30 s
+  const RETRY_MAX_MS = 30000;
+  const RATE_WAIT_MS = 10000;  // after "too many messages": wait at least this long
+  // Refusals that say nothing about the message itself: it is sent again by itself. Any
+  // other refusal (too long, conversation ended, ...) is final: the text stays, with why.
+  const RETRYABLE = new Set(["service_unavailable", "internal_error", "rate_limited",
+                             "no_session", "session_mismatch"]);
 
   // ------------------------------------------------------------------ state (localStorage)
 
@@ -314,8 +322,8 @@
     if (entry.who === "customer") {
       li.append(h("span", { class: "sr", text: "You said: " }), richText(entry.text));
       if (!entry.sent) {
-        li.classList.add("queued");
-        li.append(h("span", { class: "state", text: "Not sent yet" }));
+        li.classList.add(entry.failed ? "failed" : "queued");
+        li.append(...sendingState(entry));
       }
       return li;
     }
@@ -347,6 +355,25 @@
       if (node) li.append(node);
     }
     return li;
+  }
+
+  /**
+   * How far an unsent message has got: "Not sent yet", with the gateway's reason when it
+   * refused it (as text), and a "Retry now" button while it is being sent again by itself.
+   * A message refused for good ("failed") keeps its text and says why.
+   */
+  function sendingState(entry) {
+    const out = [];
+    const failed = entry.failed === true;
+    const why = typeof entry.problem === "string" && entry.problem ? entry.problem : "";
+    out.push(h("span", { class: "state", text: failed ? "Not sent" + (why ? ": " + why : "")
+      : "Not sent yet" + (why ? " \u2014 " + why + ". Sending again\u2026" : "") }));
+    if (!failed && entry.tries) {
+      out.push(h("button", { type: "button", class: "retry", text: "Retry now",
+                             "aria-label": "Send this message again now",
+                             onclick: retryNow }));
+    }
+    return out;
   }
 
   function renderAll() {
@@ -433,6 +460,10 @@
     });
     socket.on("disconnect", () => {
       confirmed = false;
+      inFlight = null;  // whatever was on its way goes again after the reconnect
+      attempt += 1;
+      clearTimeout(retryTimer);
+      retryTimer = null;
       setConn("Connection lost. Reconnecting\u2026 anything you write will be sent when we are back.");
     });
     socket.on("connect_error", () => {
@@ -446,6 +477,8 @@
       confirmed = true;
       save();
       renderChrome();
+      clearTimeout(retryTimer);  // (re)connected: what waits goes now
+      retryTimer = null;
       flush();
     });
     socket.on("bot_uttered", (payload) => {
@@ -519,6 +552,7 @@
         renderChrome();
         return;
       }
+      if (err && typeof err.message_id === "string") return;  // its message shows why
       if (err && typeof err.message === "string") addEntry({ who: "note", text: err.message });
     });
   }
@@ -552,35 +586,110 @@
   }
 
   /**
-   * Send what waits in the outbox, oldest first and one at a time, once the session is
-   * confirmed. A message leaves the outbox only when the gateway acknowledges it (it has
-   * stored it by then); without the acknowledgement (the connection dropped, or no answer in
-   * ACK_TIMEOUT_MS) it stays and goes again after the next session_confirm.
+   * The outbox: the customer's messages not acknowledged yet, oldest first, each with the id
+   * the widget gave it (``message_id``). They go one at a time and in order, once the session
+   * is confirmed, with a Socket.IO acknowledgement requested, and leave the outbox only when
+   * the gateway acknowledges them (it has stored them by then).
+   *
+   * A message the gateway refused for a passing reason (RETRYABLE: the database is away, too
+   * many messages) or that got no acknowledgement within ACK_TIMEOUT_MS stays first in line,
+   * marked "Not sent yet" with the reason, and goes again by itself after 1 s, 2 s, 4 s ...
+   * (at most 30 s; at least RATE_WAIT_MS after "too many messages"), at once after a
+   * reconnect, or when the customer presses "Retry now". It goes under the same message_id,
+   * so one the gateway stored whose acknowledgement was lost is not stored twice. A message
+   * refused for good (too long, the conversation has ended) leaves the outbox marked "Not
+   * sent" with the reason, its text still shown, and the next one goes.
    */
-  let inFlight = null;
+  let inFlight = null;  // the outbox item awaiting its acknowledgement
+  let attempt = 0;  // which send an acknowledgement answers: older ones are ignored
+  let retryTimer = null;
+
+  const REASONS = {  // what a customer reads for a refusal (the gateway's text otherwise)
+    service_unavailable: "the chat has a technical problem",
+    internal_error: "the chat has a technical problem",
+    rate_limited: "you are sending messages very quickly",
+    no_session: "reconnecting to the chat",
+    session_mismatch: "reconnecting to the chat",
+    conversation_closed: "this conversation has ended",
+  };
+
+  function newMessageId() {
+    const bytes = new Uint8Array(12);
+    window.crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function entryOf(item) {
+    return state.log.find((e) => e.id === item.entryId);
+  }
+
+  function markEntry(item, fields) {
+    const entry = entryOf(item);
+    if (!entry) return;
+    Object.assign(entry, fields);
+    rerender(entry);
+  }
+
+  /** The first message goes again after its back-off (and at least ``wait`` ms). */
+  function retryLater(item, problem, wait) {
+    item.tries = (item.tries || 0) + 1;
+    markEntry(item, { problem, tries: item.tries });
+    save();
+    clearTimeout(retryTimer);
+    const backoff = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.min(item.tries - 1, 10));
+    retryTimer = setTimeout(() => {
+      retryTimer = null;
+      flush();
+    }, Math.max(wait || 0, backoff * (0.75 + Math.random() * 0.5)));
+  }
+
+  function retryNow() {
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    if (socket && !socket.connected) socket.connect();
+    else flush();
+  }
+
   function flush() {
-    if (inFlight || !socket || !socket.connected || !confirmed || !state.outbox.length) return;
+    if (inFlight || retryTimer || !socket || !socket.connected || !confirmed
+        || !state.outbox.length) return;
     const item = state.outbox[0];
+    if (typeof item.id !== "string") item.id = newMessageId();  // saved by an older widget
     inFlight = item;
+    const mine = ++attempt;
     showTyping();
-    socket.timeout(ACK_TIMEOUT_MS).emit(
-      "user_uttered", { message: item.payload, session_id: state.sessionId }, (err) => {
-        inFlight = null;
-        if (err) {
-          hideTyping();
-          // disconnected: sent again after the next session_confirm; merely slow: retry soon
-          if (socket.connected) setTimeout(flush, 2000);
+    const message = { message: item.payload, session_id: state.sessionId, message_id: item.id };
+    socket.timeout(ACK_TIMEOUT_MS).emit("user_uttered", message, (err, answer) => {
+      if (mine !== attempt) return;  // sent before a reconnect: it goes again after it
+      inFlight = null;
+      if (err) {  // no acknowledgement in time
+        hideTyping();
+        retryLater(item, "no answer from the chat yet", 0);
+        return;
+      }
+      if (answer && typeof answer === "object" && typeof answer.error === "string") {
+        hideTyping();
+        const why = REASONS[answer.error]
+          || (typeof answer.message === "string" ? answer.message : answer.error);
+        if (RETRYABLE.has(answer.error)) {
+          if (answer.error === "no_session" || answer.error === "session_mismatch") {
+            confirmed = false;
+            requestSession();  // flush() again once session_confirm comes
+          }
+          retryLater(item, why, answer.error === "rate_limited" ? RATE_WAIT_MS : 0);
           return;
         }
         if (state.outbox[0] === item) state.outbox.shift();
-        const entry = state.log.find((e) => e.id === item.entryId);
-        if (entry) {
-          entry.sent = true;
-          rerender(entry);
-        }
+        markEntry(item, { failed: true, problem: why });
         save();
         flush();
-      });
+        return;
+      }
+      if (state.outbox[0] === item) state.outbox.shift();
+      markEntry(item, { sent: true, problem: null, tries: 0 });
+      save();
+      flush();
+    });
   }
 
   // ------------------------------------------------------------------ customer actions
@@ -590,7 +699,8 @@
     if (!text) return;
     if (state.closed) newConversation();
     const entry = addEntry({ who: "customer", text, sent: false });
-    state.outbox.push({ entryId: entry.id, payload: payload || text });
+    state.outbox.push({ entryId: entry.id, payload: payload || text, id: newMessageId(),
+                        tries: 0 });
     save();
     connect();
     flush();
@@ -603,6 +713,10 @@
     state.mode = "bot";
     state.log = [];
     state.outbox = [];
+    inFlight = null;
+    attempt += 1;
+    clearTimeout(retryTimer);
+    retryTimer = null;
     save();
     renderAll();
     if (socket && socket.connected) {
