@@ -26,12 +26,15 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from playwright.async_api import async_playwright, expect
+
 from bot.serve import Stack
 from handoff.store import Store
 from tests.conftest import free_port
 from tests.gateway.clients import WAIT, Widget, agent_login
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
 from tests.gateway.test_multinode import Console, _bot_text
+from tests.gateway.test_pages import CHROMIUM, CHROMIUM_ARGS, ORDER_QUESTION, WAIT_MS
 
 pytestmark = pytest.mark.asyncio
 
@@ -239,6 +242,63 @@ async def test_postgresql_restarted_refuses_clearly_loses_nothing_and_recovers(
         assert said == ["where is my order 100002?", before, "and where is 100008?", after]
     finally:
         await widget.close()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+async def test_the_widget_sends_a_message_refused_while_the_database_is_down_again_once(
+    nodes: tuple[Gateway, Gateway], restart_postgres: PrivatePostgres, store: Store
+) -> None:
+    """The customer's widget in Chromium on node A. A message written while the database is
+    down is refused (``service_unavailable``); the widget keeps it, marked "Not sent yet" with
+    the reason and a "Retry now" button, and sends it again by itself (back-off) once the
+    database is back: it is answered, and stored exactly once."""
+    a, _ = nodes
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                   args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            await page.goto(f"{a.url}/")
+            await page.get_by_role("button", name="Open chat with Northwind Goods").click()
+            box = page.get_by_role("textbox", name="Message", exact=True)
+            log = page.locator("#northwind-chat .log")
+            await box.fill("hi")
+            await box.press("Enter")
+            await expect(log.locator(".msg.bot .text").last).to_contain_text(
+                "Hi, I'm the Northwind", timeout=WAIT_MS)
+            session_id = await page.evaluate("window.__northwindChat.sessionId")
+
+            restart_postgres.stop()
+            await _health_says(a, "store", "down")
+            await box.fill(ORDER_QUESTION)
+            await box.press("Enter")
+            mine = log.locator(".msg.customer").last
+            await expect(mine).to_contain_text(
+                "Not sent yet \u2014 the chat has a technical problem", timeout=WAIT_MS)
+            await expect(mine.get_by_role("button", name="Send this message again now")
+                         ).to_be_visible()
+            await expect(mine.locator(".text")).to_have_text(ORDER_QUESTION)
+            await page.screenshot(path=str(_artifacts() / "widget-refused.png"))
+
+            restart_postgres.start()  # nothing more from the test: the widget sends it again
+            await expect(log.locator(".msg.bot .text").last).to_contain_text(
+                "Order 100002 (", timeout=WAIT_MS)
+            await expect(mine).not_to_contain_text("Not sent")
+            await expect(log.locator(".msg.note")).to_have_count(0)  # the reason was on it
+            said = [m.text for m in await store.list_messages(session_id)
+                    if m.sender == "customer"]
+            assert said == ["hi", ORDER_QUESTION]
+            assert problems == []
+        finally:
+            await browser.close()
+
+
+def _artifacts() -> Path:
+    folder = Path(__file__).resolve().parents[2] / "test-artifacts" / "faults"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 # --------------------------------------------------------------------------- Redis
