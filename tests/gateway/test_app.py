@@ -502,10 +502,15 @@ async def test_a_message_sent_again_under_its_message_id_is_stored_and_answered_
     assert await widget.sio.call("user_uttered", uttered, timeout=WAIT) is None  # resent
     said = [(m.sender, m.text, m.client_message_id) for m in await store.list_messages(session_id)]
     assert said == [("customer", ORDER_QUESTION, "c-w1-1")]
-    event, reply = await widget.next()
+    hello = {"message": "hi", "session_id": session_id, "message_id": "w1-hi"}
+    assert await widget.sio.call("user_uttered", hello, timeout=WAIT) is None
+    event, reply = await widget.next()  # one turn for the message sent twice, then the next
     assert event == "bot_uttered" and reply["text"].startswith("Order 100002 ")
-    assert [(m.sender, m.text) for m in await store.list_messages(session_id)] == [
-        ("customer", ORDER_QUESTION), ("bot", reply["text"])]
+    event, greeting = await widget.next()
+    assert event == "bot_uttered" and greeting["text"].startswith("Hi, I'm the Northwind")
+    said = await store.list_messages(session_id)
+    assert [m.text for m in said if m.sender == "customer"] == [ORDER_QUESTION, "hi"]
+    assert [m.text for m in said if m.sender == "bot"] == [reply["text"], greeting["text"]]
 
     too_long = {"message": "x" * 2001, "session_id": session_id, "message_id": "w1-2"}
     refused = await widget.sio.call("user_uttered", too_long, timeout=WAIT)
@@ -522,7 +527,7 @@ async def test_a_message_sent_again_under_its_message_id_is_stored_and_answered_
     refused = await widget.sio.call("user_uttered", late, timeout=WAIT)
     assert (refused["error"], refused["message_id"]) == ("conversation_closed", "w1-3")
     assert [m.text for m in await store.list_messages(session_id)
-            if m.sender == "customer"] == [ORDER_QUESTION]
+            if m.sender == "customer"] == [ORDER_QUESTION, "hi"]
 
 
 async def test_messages_sent_back_to_back_are_answered_in_order(

@@ -13,8 +13,10 @@ Playwright never downloads a browser here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -642,6 +644,42 @@ def test_messages_typed_while_the_network_is_down_are_sent_after_reconnecting(
     expect(customer.log.locator(".msg.customer").last).not_to_contain_text("Not sent yet")
     expect(customer.widget.locator(".conn")).to_be_hidden()
     assert customer.session_id == session_id
+
+
+def test_a_message_whose_acknowledgement_never_came_is_sent_again_and_stored_once(
+    scene: Scene, gateway: Gateway, shots: Shots
+) -> None:
+    """The gateway stores a message but its acknowledgement does not come in time: the test
+    holds the SQLite write lock of the gateway's database from another connection (a real
+    fault: a database too busy to answer), so the gateway's write waits. The widget (its
+    acknowledgement timeout set to 1.5 s for the test) marks the message "Not sent yet" and
+    sends it again under the same message_id; once the lock is released the first send is
+    stored and the resend is acknowledged without being stored again."""
+    context = scene.context()
+    context.add_init_script("window.NorthwindChat = { ackTimeoutMs: 1500 };")
+    customer = Customer(context, gateway, scene.watch).visit()
+    customer.open()
+    customer.say("hi")
+    expect(customer.last("bot")).to_contain_text(GREETING)
+    session_id = customer.session_id
+
+    database = gateway.database_url.removeprefix("sqlite+aiosqlite:///")
+    lock = sqlite3.connect(database, isolation_level=None, timeout=30)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # the write lock: the gateway's next write waits
+        customer.say(ORDER_QUESTION)
+        mine = customer.log.locator(".msg.customer").last
+        expect(mine).to_contain_text("Not sent yet \u2014 no answer from the chat yet")
+        shots(customer.page, "no-acknowledgement")
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    expect(customer.last("bot")).to_contain_text("Order 100002 (")
+    expect(mine).not_to_contain_text("Not sent")
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        said = db.execute("SELECT text FROM messages WHERE conversation_id = ? AND sender = "
+                          "'customer' ORDER BY seq", (session_id,)).fetchall()
+    assert said == [("hi",), (ORDER_QUESTION,)]
 
 
 def test_the_role_decides_what_the_console_shows(scene: Scene, gateway: Gateway) -> None:
