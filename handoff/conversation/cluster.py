@@ -14,7 +14,9 @@
   **claim** taken once (:meth:`Cluster.once`: a retention pass, a waiting customer's offer);
 * **presence**: each node's agent sockets (``/agent`` sid -> username) and away marks, read
   as the union over the nodes alive (:meth:`Cluster.presence`): who is available, and which
-  sockets to close or re-authorise when a user's logins end or their tier changes.
+  sockets to close or re-authorise when a user's logins end or their tier changes. A node
+  announces its presence again at the first heartbeat that finds its lease gone from Redis
+  (a Redis restarted without persistence) or after a share that failed.
 
 :class:`LocalCluster` is one process (the default): everything stays in memory and costs
 nothing. :class:`RedisCluster` (``HANDOFF_REDIS_URL``) keeps it in Redis under
@@ -183,6 +185,8 @@ class RedisCluster:
         self.redis: Any = aioredis.Redis.from_url(url, decode_responses=True)
         self._heartbeat: asyncio.Task[None] | None = None
         self._lock_warned = 0.0
+        self._presence: str | None = None  # this node's presence as last shared (JSON)
+        self._presence_unsent = False  # its last share failed: the next beat sends it
 
     @property
     def channel(self) -> str:
@@ -202,8 +206,23 @@ class RedisCluster:
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat_forever())
 
     async def _beat(self) -> None:
-        await self.redis.set(self._key("node", self.node_id), str(time.time()),
-                             px=int(self.lease * 1000))
+        """Renew this node's lease. A lease Redis no longer has (it restarted without
+        persistence, or was flushed, or the lease ran out while it was away) is taken again
+        and this node's presence announced again with it, as is a presence whose last share
+        failed: so who is logged in on this node is known again within a third of a lease of
+        Redis answering, without waiting for an agent to come or go."""
+        key, now, ttl = self._key("node", self.node_id), str(time.time()), int(self.lease * 1000)
+        if not await self.redis.set(key, now, px=ttl, xx=True):
+            await self.redis.set(key, now, px=ttl)
+            if self._presence is not None:
+                self._presence_unsent = True
+        if self._presence_unsent and self._presence is not None:
+            snapshot = self._presence
+            await self.redis.hset(self._key("presence"), self.node_id, snapshot)
+            if self._presence == snapshot:
+                self._presence_unsent = False
+            log.warning("node %s: presence announced again (Redis had lost it)",
+                        self.node_id)
 
     async def _beat_forever(self) -> None:
         while True:
@@ -291,9 +310,11 @@ class RedisCluster:
     async def share_presence(self, sockets: Mapping[str, str], away: Iterable[str]
                              ) -> None:
         snapshot = json.dumps({"sockets": dict(sockets), "away": sorted(set(away))})
+        self._presence = snapshot
         try:
             await self.redis.hset(self._key("presence"), self.node_id, snapshot)
-        except Exception as exc:  # noqa: BLE001 - the next change sends it again
+        except Exception as exc:  # noqa: BLE001 - the next heartbeat sends it again
+            self._presence_unsent = True
             log.warning("presence of node %s not shared: %s", self.node_id, exc)
 
     async def presence(self) -> tuple[dict[str, str], set[str]]:

@@ -204,6 +204,21 @@ async def _health_says(gateway: Gateway, field: str, value: str,
             await asyncio.sleep(0.2)
 
 
+async def _logged_in(gateway: Gateway, headers: dict[str, str], until: str | None = None,
+                     timeout: float = 20.0) -> list[str]:
+    """Who ``/api/presence`` says is logged in (all nodes), once it includes ``until``."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+        while True:
+            resp = await client.get("/api/presence", headers=headers)
+            assert resp.status_code == 200, resp.text
+            names: list[str] = resp.json()["presence"]["logged_in"]
+            if until is None or until in names or time.monotonic() > deadline:
+                assert until is None or until in names, (names, gateway.log_tail())
+                return names
+            await asyncio.sleep(0.2)
+
+
 async def _send(widget: Widget, session_id: str, text: str) -> Any:
     """``user_uttered`` as the gateway's widget sends it: the acknowledgement's value."""
     return await widget.sio.call("user_uttered", {"message": text, "session_id": session_id},
@@ -308,8 +323,10 @@ async def test_redis_restarted_pushes_resume_across_nodes_without_a_restart(
     nodes: tuple[Gateway, Gateway], restart_redis: PrivateRedis, store: Store
 ) -> None:
     """An agent on node B watches a customer on node A. Redis restarts (losing everything);
-    ``/api/health`` says ``redis: down`` meanwhile; afterwards B's agent sees A's customer
-    again, and the agent's takeover message reaches the customer, with no gateway restarted."""
+    ``/api/health`` says ``redis: down`` meanwhile; afterwards node A knows again that the
+    agent is logged in on B (B announces its presence again by itself: nobody came or went),
+    B's agent sees A's customer again, and the agent's takeover message reaches the customer,
+    with no gateway restarted."""
     a, b = nodes
     async with httpx.AsyncClient(base_url=b.url, timeout=WAIT) as api_b:
         headers = await agent_login(store, api_b, "rosa")
@@ -322,6 +339,7 @@ async def test_redis_restarted_pushes_resume_across_nodes_without_a_restart(
             seen = await console.until("message", cid, sender="customer")
             assert seen["text"] == "where is my order 100002?"
             await _health_says(b, "redis", "ok")
+            assert "rosa" in await _logged_in(a, headers)
 
             restart_redis.stop()
             await _health_says(a, "redis", "down")
@@ -329,6 +347,7 @@ async def test_redis_restarted_pushes_resume_across_nodes_without_a_restart(
             restart_redis.start()
             await _health_says(a, "redis", "ok")
             await _health_says(b, "redis", "ok")
+            await _logged_in(a, headers, until="rosa")
 
             await widget.say(cid, "what is your return policy?")
             await _bot_text(widget)
