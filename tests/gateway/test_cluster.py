@@ -47,6 +47,35 @@ async def test_leases_say_who_is_alive_until_a_node_leaves(
     assert await a.presence() == ({"s1": "ann", "s2": "bob"}, set())
 
 
+async def test_a_node_announces_its_presence_again_when_redis_lost_it(
+    nodes: tuple[RedisCluster, RedisCluster]
+) -> None:
+    """What a Redis restarted without persistence leaves: none of the prefix's keys. Node b's
+    next heartbeat takes its lease again and re-announces its presence, with nobody coming or
+    going; a share that failed while Redis was away is sent by the next heartbeat too."""
+    a, b = nodes
+    await b.share_presence({"s3": "bob"}, [])
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        await client.delete(*[key async for key in client.scan_iter(f"{a.prefix}:*")])
+        assert await a.presence() == ({}, set())
+        await b._beat()  # what its heartbeat task does every third of a lease
+        await a._beat()
+        assert await a.presence() == ({"s3": "bob"}, set())
+
+        reachable, b.redis = b.redis, redis.asyncio.Redis.from_url("redis://127.0.0.1:1/0")
+        try:
+            await b.share_presence({"s4": "bob"}, ["bob"])  # Redis away: not shared
+        finally:
+            await b.redis.aclose()
+            b.redis = reachable
+        assert await a.presence() == ({"s3": "bob"}, set())
+        await b._beat()
+        assert await a.presence() == ({"s4": "bob"}, {"bob"})
+    finally:
+        await client.aclose()
+
+
 async def test_a_conversation_lock_orders_steps_across_nodes(
     nodes: tuple[RedisCluster, RedisCluster]
 ) -> None:
