@@ -563,9 +563,13 @@ def test_images_cards_and_links_render_and_only_web_addresses_are_used(
     customer = Customer(context, scene.gateway, scene.watch).visit()
     customer.open()
     customer.say("show me mugs")
-    assert customer.page.evaluate("window.__fake.emitted") == [
+    emitted = customer.page.evaluate("window.__fake.emitted")
+    message_id = emitted[-1][1].get("message_id", "")
+    assert re.fullmatch(r"[0-9a-f]{24}", message_id), emitted  # the widget's own id
+    assert emitted == [
         ["session_request", {"session_id": None}],
-        ["user_uttered", {"message": "show me mugs", "session_id": "fake"}]]
+        ["user_uttered", {"message": "show me mugs", "session_id": "fake",
+                          "message_id": message_id}]]
     for payload in (
         {"text": "Our guide: https://example.com/mugs. Not this: javascript:alert(1)"},
         {"attachment": {"type": "image", "payload": {"src": "https://example.com/mug.png"}}},
@@ -598,8 +602,9 @@ def test_images_cards_and_links_render_and_only_web_addresses_are_used(
     shots(customer.page, "widget-rich-payloads")
     card.get_by_role("button", name="Buy").click()
     expect(customer.last("customer")).to_have_text("Buy")
-    assert customer.page.evaluate("window.__fake.emitted.at(-1)") == [
-        "user_uttered", {"message": "/buy", "session_id": "fake"}]
+    event, sent = customer.page.evaluate("window.__fake.emitted.at(-1)")
+    assert (event, sent["message"], sent["session_id"]) == ("user_uttered", "/buy", "fake")
+    assert re.fullmatch(r"[0-9a-f]{24}", sent["message_id"]) and sent["message_id"] != message_id
 
 
 def test_a_customer_asking_for_a_person_tops_the_priority_queue(
