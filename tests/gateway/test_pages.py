@@ -532,9 +532,10 @@ def test_a_button_sends_its_payload_and_shows_its_title(scene: Scene, shots: Sho
 
 
 # A stand-in for socket.io-client, installed before the page's scripts run: the test plays the
-# gateway's side with payloads the demo bot never sends (images, cards, links).
+# gateway's side with payloads the demo bot never sends (images, cards, links), and with
+# acknowledgements it gives only for faults (``answers``: the next acknowledgements' values).
 FAKE_IO = """
-window.__fake = { handlers: {}, emitted: [] };
+window.__fake = { handlers: {}, emitted: [], answers: window.__answers || [] };
 window.__fake.fire = (event, data) =>
   (window.__fake.handlers[event] || []).forEach((handler) => handler(data));
 window.io = () => {
@@ -546,7 +547,11 @@ window.io = () => {
       if (event === "session_request") setTimeout(() => window.__fake.fire("session_confirm", "fake"));
     },
     timeout() {
-      return { emit(event, data, ack) { window.__fake.emitted.push([event, data]); setTimeout(() => ack(null)); } };
+      return { emit(event, data, ack) {
+        window.__fake.emitted.push([event, data]);
+        const answer = window.__fake.answers.shift();
+        setTimeout(() => ack(null, answer && { ...answer, message_id: data.message_id }));
+      } };
     },
   };
   setTimeout(() => window.__fake.fire("connect"));
@@ -605,6 +610,38 @@ def test_images_cards_and_links_render_and_only_web_addresses_are_used(
     event, sent = customer.page.evaluate("window.__fake.emitted.at(-1)")
     assert (event, sent["message"], sent["session_id"]) == ("user_uttered", "/buy", "fake")
     assert re.fullmatch(r"[0-9a-f]{24}", sent["message_id"]) and sent["message_id"] != message_id
+
+
+def test_a_message_refused_for_good_keeps_its_text_and_why_and_the_next_one_goes(
+    scene: Scene, shots: Shots
+) -> None:
+    """A refusal no resend can help (the gateway's limit on a message's length is lower than
+    the widget's): the message stays in the transcript as text, marked "Not sent" with the
+    gateway's reason, is not sent again, and the next message goes. The stand-in socket plays
+    the gateway: a real gateway refuses the same way (test_app's malformed messages)."""
+    context = scene.context()
+    reason = "a message may have at most 20 characters"
+    context.add_init_script(
+        "window.__answers = [{ error: 'message_too_long', message: %r }];\n%s"
+        % (reason, FAKE_IO))
+    customer = Customer(context, scene.gateway, scene.watch).visit()
+    customer.open()
+    customer.say(XSS)
+    refused = customer.log.locator(".msg.customer").first
+    expect(refused.locator(".state")).to_have_text(f"Not sent: {reason}")
+    expect(refused.locator(".text")).to_have_text(XSS)
+    expect(refused.get_by_role("button")).to_have_count(0)
+    customer.page.evaluate("""window.__fake.fire("error", { code: "message_too_long",
+        message: "%s", message_id: window.__fake.emitted.at(-1)[1].message_id })""" % reason)
+    customer.say("hello")
+    expect(customer.log.locator(".msg.customer").last).not_to_contain_text("Not sent")
+    expect(refused.locator(".state")).to_have_text(f"Not sent: {reason}")
+    expect(customer.log.locator(".msg.note")).to_have_count(0)  # the reason is on the message
+    sent = [data for event, data in customer.page.evaluate("window.__fake.emitted")
+            if event == "user_uttered"]
+    assert [m["message"] for m in sent] == [XSS, "hello"]  # the refused one not again
+    assert sent[0]["message_id"] != sent[1]["message_id"]
+    shots(customer.page, "widget-refused-for-good")
 
 
 def test_a_customer_asking_for_a_person_tops_the_priority_queue(
