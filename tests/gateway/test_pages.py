@@ -617,8 +617,9 @@ def test_a_message_refused_for_good_keeps_its_text_and_why_and_the_next_one_goes
 ) -> None:
     """A refusal no resend can help (the gateway's limit on a message's length is lower than
     the widget's): the message stays in the transcript as text, marked "Not sent" with the
-    gateway's reason, is not sent again, and the next message goes. The stand-in socket plays
-    the gateway: a real gateway refuses the same way (test_app's malformed messages)."""
+    gateway's reason, is not sent again, and the next message goes; a new conversation puts its
+    text back into the message box. The stand-in socket plays the gateway: a real gateway
+    refuses the same way (test_app's malformed messages)."""
     context = scene.context()
     reason = "a message may have at most 20 characters"
     context.add_init_script(
@@ -642,6 +643,11 @@ def test_a_message_refused_for_good_keeps_its_text_and_why_and_the_next_one_goes
     assert [m["message"] for m in sent] == [XSS, "hello"]  # the refused one not again
     assert sent[0]["message_id"] != sent[1]["message_id"]
     shots(customer.page, "widget-refused-for-good")
+
+    customer.page.evaluate("""window.__fake.fire("handoff_notice", { kind: "closed" })""")
+    customer.page.get_by_role("button", name="Start a new conversation").click()
+    expect(customer.log.locator(".msg")).to_have_count(0)
+    expect(customer.page.get_by_role("textbox", name="Message", exact=True)).to_have_value(XSS)
 
 
 def test_a_customer_asking_for_a_person_tops_the_priority_queue(

@@ -706,7 +706,17 @@
     flush();
   }
 
+  /**
+   * A new conversation. What the customer wrote in the old one and never got sent (refused
+   * because it had ended, or still waiting) goes back into the message box, unless they are
+   * typing something there, so that starting afresh does not lose it.
+   */
   function newConversation() {
+    const unsent = state.log.filter((e) => e.who === "customer" && !e.sent).map((e) => e.text);
+    if (unsent.length && !input.value.trim()) {
+      input.value = unsent.join("\n");
+      state.draft = input.value;
+    }
     state.sessionId = null;
     state.sessionSecret = null;
     state.closed = false;
