@@ -430,6 +430,12 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
             await agent.connect()
         most_waiting = down_polls = 0
         stop_watching = asyncio.Event()
+        admins = {}  # each node's own login: /api/health/detail needs one
+        for node in nodes:
+            login = await client.post(f"{node.url}/api/login", json={
+                "username": "admin", "password": system.admin_password})
+            login.raise_for_status()
+            admins[node.url] = {"Authorization": f"Bearer {login.json()['token']}"}
         warm = Customer(nodes[0].url)  # a model's first turns are slow: not measured
         await warm.connect()
         for text in MESSAGES[:3]:
@@ -440,7 +446,8 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
             nonlocal most_waiting, down_polls
             while not stop_watching.is_set():
                 for node in nodes:
-                    body = (await client.get(f"{node.url}/api/health")).json()
+                    body = (await client.get(f"{node.url}/api/health/detail",
+                                             headers=admins[node.url])).json()
                     down_polls += body["rasa"]["state"] == "down"
                     waiting = sum(s.get("waiting", 0) for s in
                                   (body.get("rasa_calls") or {}).values())

@@ -173,11 +173,16 @@ class Routes:
                 return
 
 
-async def triage_ready(client: httpx.AsyncClient, gateway_url: str) -> None:
+async def triage_ready(client: httpx.AsyncClient, gateway_url: str, admin_password: str
+                       ) -> None:
     """Wait until the gateway's triage is loaded and, in fitted mode, its thresholds fitted
     (the fit sends hundreds of messages to Rasa's NLU at start: not a turn's cost)."""
+    login = await client.post(f"{gateway_url}/api/login",
+                              json={"username": "admin", "password": admin_password})
+    login.raise_for_status()
+    admin = {"Authorization": f"Bearer {login.json()['token']}"}
     for _ in range(1200):
-        health = (await client.get(f"{gateway_url}/api/health")).json()
+        health = (await client.get(f"{gateway_url}/api/health/detail", headers=admin)).json()
         thresholds = health.get("triage_thresholds") or {}
         if health.get("triage") == "ready" and (thresholds.get("mode") != "fitted"
                                                  or thresholds.get("fitted_at")):
@@ -239,12 +244,13 @@ async def transports(stack: Stack, requests: int) -> Dict[str, Dict[str, float]]
             for name, values in times.items()}
 
 
-async def run(turns: int, stack: Stack, gateway_urls: Dict[str, str], only: List[str]
+async def run(turns: int, stack: Stack, gateway_urls: Dict[str, str], only: List[str],
+              admin_passwords: Dict[str, Path]
               ) -> Tuple[Dict[str, List[float]], Dict[str, Dict[str, float]]]:
     async with httpx.AsyncClient(timeout=60) as client:
         for name, url in gateway_urls.items():
             if GATEWAYS[name].get("HANDOFF_TRIAGE_ENABLED") != "false":
-                await triage_ready(client, url)
+                await triage_ready(client, url, admin_passwords[name].read_text().strip())
         routes = Routes(stack, client, gateway_urls)
         await routes.start()
         named: Dict[str, Callable[[str, str], Awaitable[None]]] = {
@@ -340,6 +346,7 @@ def main() -> None:
                      "HANDOFF_DATABASE_URL": args.database_url
                      or f"sqlite+aiosqlite:///{tmpdir / (label + '.db')}",
                      "HANDOFF_JWT_SECRET": secrets.token_urlsafe(48),
+                     "HANDOFF_FIRST_ADMIN_PASSWORD_FILE": str(tmpdir / f"{label}-admin"),
                      "HANDOFF_LOG_LEVEL": "WARNING",
                      # one customer sending turn after turn as fast as they are answered:
                      # above the default per-connection limit (docs/security.md)
@@ -355,8 +362,9 @@ def main() -> None:
         try:
             for _, service, _ in gateways:
                 service.wait_until_ready(time.monotonic() + 60)
-            times, parts = asyncio.run(run(args.turns, stack,
-                                           {label: url for label, _, url in gateways}, only))
+            times, parts = asyncio.run(run(
+                args.turns, stack, {label: url for label, _, url in gateways}, only,
+                {label: tmpdir / f"{label}-admin" for label, _, _ in gateways}))
             transport = asyncio.run(transports(stack, args.transport)) if args.transport else {}
         finally:
             stack.stop()

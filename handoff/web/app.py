@@ -205,14 +205,25 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         return json({"error": code, "message": str(exc) or code.replace("_", " ")},
                     status=status, headers=getattr(exc, "headers", None) or None)
 
-    @app.get("/api/health", name="health")
-    async def _health(request: Request) -> HTTPResponse:
+    async def _liveness() -> dict[str, Any]:
         body: dict[str, Any] = {"status": "ok", "triage": "off" if triage is None else (
-            "ready" if triage.ready else "loading"), "rasa": health.as_json(),
-            "rasa_calls": conversations.admission.as_json(),
+            "ready" if triage.ready else "loading"), "rasa": {"state": health.as_json()["state"]},
             "store": "ok" if await store.answers() else "down"}
         if manager is not None:  # ok: Redis answers and this node hears the others' pushes
             body["redis"] = "ok" if manager.listening and await cluster.answers() else "down"
+        return body
+
+    @app.get("/api/health", name="health")
+    async def _health(request: Request) -> HTTPResponse:
+        """For load balancers and probes, without a login: states only, no URL, error text,
+        model or threshold (those are in ``/api/health/detail``, for agents)."""
+        return json(await _liveness())
+
+    @app.get("/api/health/detail", name="health_detail")
+    async def _health_detail(request: Request) -> HTTPResponse:
+        body = await _liveness()
+        body["rasa"] = health.as_json()
+        body["rasa_calls"] = conversations.admission.as_json()
         if triage is not None:
             body["triage_thresholds"] = triage.thresholds_state
         return json(body)

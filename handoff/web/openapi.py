@@ -267,10 +267,25 @@ def openapi_document() -> dict[str, Any]:
         "conversation": {"$ref": "#/components/schemas/RouterState"}}})
     paths: dict[str, dict[str, Any]] = {
         "/api/health": {"get": _operation(
-            "Liveness, whether triage is off, loading its model or ready, its thresholds, and "
-            "Rasa's health as the gateway's probe sees it (docs/supervision.md).",
+            "Liveness and readiness without a login: the node answers, whether the store and "
+            "Redis answer, triage off, loading or ready, Rasa's state. Details are in "
+            "/api/health/detail.",
             _json({"type": "object", "properties": {
                 "status": {"type": "string"},
+                "store": {"type": "string", "enum": ["ok", "down"]},
+                "redis": {"type": "string", "enum": ["ok", "down"]},
+                "triage": {"type": "string", "enum": ["off", "loading", "ready"]},
+                "rasa": {"type": "object", "properties": {"state": {
+                    "type": "string", "enum": ["unknown", "up", "slow", "down"]}}}}}),
+            auth=False, statuses=())},
+        "/api/health/detail": {"get": _operation(
+            "For agents: the states of /api/health with Rasa's health as the gateway's probe "
+            "sees it for each server, the admission control and the triage's thresholds "
+            "(docs/supervision.md).",
+            _json({"type": "object", "properties": {
+                "status": {"type": "string"},
+                "store": {"type": "string", "enum": ["ok", "down"]},
+                "redis": {"type": "string", "enum": ["ok", "down"]},
                 "triage": {"type": "string", "enum": ["off", "loading", "ready"]},
                 "rasa": {"type": "object", "properties": {
                     "state": {"type": "string", "enum": ["unknown", "up", "slow", "down"]},
@@ -278,7 +293,9 @@ def openapi_document() -> dict[str, Any]:
                     "error": {"type": ["string", "null"]},
                     "failed_probes": {"type": "integer"},
                     "probe_ms": {"type": ["number", "null"]},
-                    "probe": {"type": "string", "enum": ["on", "off"]}}},
+                    "probe": {"type": "string", "enum": ["on", "off"]},
+                    "servers": {"type": "array", "items": {"type": "object", "description":
+                        "each Rasa server's url and the figures above"}}}},
                 "rasa_calls": {"type": "object", "description":
                     "The admission control's figures per Rasa server URL: calls running and "
                     "waiting now, admitted and made to wait since start (docs/performance.md, "
@@ -304,7 +321,7 @@ def openapi_document() -> dict[str, Any]:
                         "source": {"type": "string"},
                         "model_id": {"type": ["string", "null"]},
                         "fitted_at": {"type": "string", "format": "date-time"}}}}}),
-            auth=False, statuses=())},
+            statuses=(401, 403))},
         "/api/openapi.json": {"get": _operation("This document.", _json(_OBJECT), auth=False,
                                                 statuses=())},
         "/api/login": {"post": _operation(

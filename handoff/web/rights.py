@@ -93,6 +93,7 @@ ROUTE_RIGHTS: Final[Mapping[str, str]] = {
     "action_decision": "approve",  # and the right of the decision's type
     "override": "override",
     "presence": "watch", "set_presence": "watch",  # available / away (docs/supervision.md)
+    "health_detail": "watch",  # Rasa's servers, admission, triage thresholds
     # spot-checks: marking right needs approve; a correcting mark also the right of its type
     "spot_checks": "approve", "spot_check": "approve", "spot_check_mark": "approve",
     "spot_check_finish": "approve",

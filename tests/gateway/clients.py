@@ -122,6 +122,15 @@ async def user_login(store: Store, api: httpx.AsyncClient, username: str,
     return {"Authorization": f"Bearer {body['token']}"}
 
 
+async def admin_login(gateway: Gateway, api: httpx.AsyncClient) -> dict[str, str]:
+    """Log in as the first admin with the password the gateway printed; the Authorization
+    header (for a gateway whose store the test does not open)."""
+    resp = await api.post("/api/login", json={"username": "admin",
+                                              "password": gateway.admin_password})
+    assert resp.status_code == 200, resp.text
+    return {"Authorization": f"Bearer {resp.json()['token']}"}
+
+
 async def agent_login(store: Store, api: httpx.AsyncClient, username: str) -> dict[str, str]:
     """Create an agent (once) and log in; the Authorization header."""
     return await user_login(store, api, username, "agent")

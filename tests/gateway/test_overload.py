@@ -28,7 +28,7 @@ import pytest
 from bench.load import OPEN_LIMITS, Node, System, idle_lines, run_idle, run_load
 from bot.serve import Stack
 from handoff.conversation.customer_protocol import REPLY_DELAYED
-from tests.gateway.clients import WAIT, Widget
+from tests.gateway.clients import WAIT, Widget, admin_login
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
 from tests.gateway.test_rasa_outage import _rasa_pid
 
@@ -94,7 +94,8 @@ async def test_a_busy_rasa_makes_customers_wait_with_a_notice_not_queue_for_a_pe
                 await w.say(sid, "what is your return policy?")
             await asyncio.sleep(2.5)  # a notice after 1 s; one call out, two waiting
             async with httpx.AsyncClient(base_url=busy_gateway.url, timeout=WAIT) as api:
-                health = (await api.get("/api/health")).json()
+                health = (await api.get("/api/health/detail",
+                                        headers=await admin_login(busy_gateway, api))).json()
         finally:
             os.killpg(pid, signal.SIGCONT)
         calls = health["rasa_calls"][rasa_stack.rasa_url]
@@ -112,7 +113,8 @@ async def test_a_busy_rasa_makes_customers_wait_with_a_notice_not_queue_for_a_pe
             seen[sid] = bot_texts(events)
             assert len(seen[sid]) >= 1
         async with httpx.AsyncClient(base_url=busy_gateway.url, timeout=WAIT) as api:
-            calls = (await api.get("/api/health")).json()["rasa_calls"][rasa_stack.rasa_url]
+            calls = (await api.get("/api/health/detail", headers=await admin_login(
+                busy_gateway, api))).json()["rasa_calls"][rasa_stack.rasa_url]
         assert calls["waited"] >= 2 and calls["running"] == calls["waiting"] == 0, calls
         for sid in sessions:  # the tracker holds what the customer saw
             assert await tracker_bot_texts(rasa_stack, sid) == before[sid] + seen[sid]

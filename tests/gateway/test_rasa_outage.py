@@ -66,8 +66,8 @@ def _tracker_said(stack: Stack, sender: str) -> list[tuple[str, str]]:
 
 
 async def _health(api: httpx.AsyncClient) -> dict[str, Any]:
-    resp = await api.get("/api/health")
-    assert resp.status_code == 200
+    resp = await api.get("/api/health/detail")
+    assert resp.status_code == 200, resp.text
     rasa: dict[str, Any] = resp.json()["rasa"]
     return rasa
 
@@ -91,9 +91,10 @@ async def test_a_hung_rasa_is_found_by_the_probe_and_the_bot_resumes_when_it_is_
     gateway: Gateway, rasa_stack: Stack, store: Store
 ) -> None:
     async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
+        alice = await agent_login(store, api, "alice")
+        api.headers.update(alice)
         health = await _until_health(api, {"up", "slow"})
         assert health["probe"] == "on" and health["error"] is None
-        alice = await agent_login(store, api, "alice")
         console, pushes = await agent_console(gateway, alice, "rasa_health")
         customer = await Widget(gateway.url).connect()
         other = await Widget(gateway.url).connect()

@@ -23,7 +23,7 @@ from handoff.__main__ import configure_logging
 from handoff.errors import NotFound
 from handoff.settings import Settings
 from handoff.store import Store
-from tests.gateway.clients import WAIT, Widget, agent_login
+from tests.gateway.clients import WAIT, Widget, agent_login, user_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
 from tests.gateway.agent_fuzz import assert_store_consistent
@@ -356,6 +356,21 @@ async def test_the_first_password_is_in_a_private_file_and_no_token_in_process_a
         assert rasa_stack.token.encode() not in args, args
         rasa_servers += b"rasa_run.py\0run\0--enable-api" in args
     assert rasa_servers >= 1  # the Rasa server was among the processes looked at
+
+
+async def test_the_public_health_shows_states_only_and_its_detail_needs_a_login(
+    gateway: Gateway, rasa_stack: Stack, api: httpx.AsyncClient, store: Store
+) -> None:
+    public = (await api.get("/api/health")).json()
+    assert set(public) <= {"status", "store", "redis", "triage", "rasa"}, public
+    assert set(public["rasa"]) == {"state"}
+    assert rasa_stack.rasa_url.split("//")[1] not in str(public)
+    assert (await api.get("/api/health/detail")).status_code == 401
+    trainee = await user_login(store, api, "health-trainee", "trainee")  # the right to watch
+    detail = (await api.get("/api/health/detail", headers=trainee)).json()
+    assert detail["rasa"]["state"] == public["rasa"]["state"]
+    assert [s["url"] for s in detail["rasa"]["servers"]] == [rasa_stack.rasa_url]
+    assert rasa_stack.rasa_url in detail["rasa_calls"]
 
 
 # --------------------------------------------------------------------------- fuzz

@@ -228,7 +228,7 @@ async def test_each_message_is_assessed_stored_and_pushed_with_its_reasons(
     try:
         session_id = await widget.session()
         await _ready(api)
-        thresholds = (await api.get("/api/health")).json()["triage_thresholds"]
+        thresholds = (await api.get("/api/health/detail", headers=oli)).json()["triage_thresholds"]
         assert thresholds == {"mode": "fixed", "review_threshold": THRESHOLD,
                               "human_threshold": 0.9, "floor_review_threshold": THRESHOLD,
                               "floor_human_threshold": 0.9}

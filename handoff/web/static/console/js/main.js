@@ -190,7 +190,7 @@ function renderRasaHealth(health) {
 async function loadHealth() {
   try {
     const [presence, health] = await Promise.all([
-      api.request("GET", "/api/presence"), api.request("GET", "/api/health")]);
+      api.request("GET", "/api/presence"), api.request("GET", "/api/health/detail")]);
     renderPresence(presence.presence);
     renderRasaHealth(health.rasa);
   } catch (err) {
