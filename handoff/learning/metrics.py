@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final
 
+from handoff.learning.refresh import Refresh
 from handoff.store import Store
 from handoff.store.database import now
 from handoff.store.metrics import (
@@ -577,11 +578,17 @@ async def _read(store: Store, f: MetricFilter, wanted: set[str]) -> dict[str, An
     return dict(zip(names, await asyncio.gather(*(one(READS[n][1]) for n in names))))
 
 
-async def compute_metrics(store: Store, f: MetricFilter,
-                          names: Sequence[str] = METRICS) -> Json:
+async def compute_metrics(store: Store, f: MetricFilter, names: Sequence[str] = METRICS, *,
+                          refresh: Refresh | None = None) -> Json:
     """The figures ``names`` for the filter ``f``, each with its definition's anchor, and the
-    deploys of the period (the dashboard marks them on its time axis)."""
-    await refresh_summaries(store, f.since, f.until)
+    deploys of the period (the dashboard marks them on its time axis). The period's summaries
+    are brought up to date first, by ``refresh`` when given (the gateway's
+    :class:`~handoff.learning.refresh.SharedRefresh`, one check for concurrent requests), else
+    by :func:`refresh_summaries` of this call alone."""
+    if refresh is None:
+        await refresh_summaries(store, f.since, f.until)
+    else:
+        await refresh(f.since, f.until)
     wanted = set(names)
     unknown = wanted - set(METRICS)
     if unknown:

@@ -5,14 +5,17 @@ values is ``tests/gateway/test_metrics_api.py``."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from handoff.learning.metrics import compute_metrics, refresh_summaries
+from handoff.learning.metrics import METRICS, compute_metrics, refresh_summaries
+from handoff.learning.refresh import SharedRefresh
 from handoff.store import Store
 from handoff.store.database import now
 from handoff.store.metrics import MetricFilter, QueueBucket
@@ -299,6 +302,47 @@ async def test_the_summaries_follow_each_write_and_equal_a_full_recount(store: S
     assert figures["queue"]["length"] == 0 and len(queued) in (1, 2)  # 1 or 2 buckets
     assert figures["workload"]["agents"]["ann"]["conversations"] == 1
     assert figures == await _recounted(store, live)
+
+
+async def test_concurrent_requests_share_one_check_of_the_summaries(store: Store) -> None:
+    """The console asks for its nine figures at once: one check of the summaries serves them
+    all (``SharedRefresh``, docs/metrics.md "Speed"), and each gets its exact figure."""
+    await seed(store)
+    shared = SharedRefresh(functools.partial(refresh_summaries, store))
+    f = MetricFilter(*PERIOD)
+    figures = await asyncio.gather(*(compute_metrics(store, f, (name,), refresh=shared)
+                                     for name in METRICS))
+    assert shared.checks == 1
+    for name, one in zip(METRICS, figures):
+        assert _without_definitions(one)[name] == EXPECTED[name]
+
+
+async def test_a_check_begun_before_a_write_is_never_shared_with_a_later_request(
+        store: Store) -> None:
+    """A request made after a write committed never waits on a check that scanned before it:
+    it gets a check of its own, so its figures hold the write (here a survey answer)."""
+    await seed(store)
+    scanned, go_on = asyncio.Event(), asyncio.Event()
+
+    async def first_one_paused(since: datetime, until: datetime) -> int:
+        n = await refresh_summaries(store, since, until)  # the real scan and recomputation
+        if not scanned.is_set():
+            scanned.set()
+            await go_on.wait()  # the first check holds here, after its scan
+        return n
+
+    shared = SharedRefresh(first_one_paused)
+    f = MetricFilter(*PERIOD)
+    before = asyncio.create_task(compute_metrics(store, f, ("effort",), refresh=shared))
+    await scanned.wait()
+    await store.set_effort_score("c7", 1)  # committed after the first check's scan
+    after = asyncio.create_task(compute_metrics(store, f, ("effort",), refresh=shared))
+    await asyncio.sleep(0)  # the later request is waiting now
+    go_on.set()
+    assert (await before)["effort"]["answers"] in (4, 5)  # it began before the write
+    figure = (await after)["effort"]
+    assert figure["answers"] == 5 and figure["mean"] == 3.8
+    assert shared.checks == 2
 
 
 async def _counted_days(store: Store) -> list[str]:
