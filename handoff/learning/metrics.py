@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final
 
+from contracts.correction_record import ACTION_CHOSEN, RELABELLED, SLOT_SET
 from handoff.learning.refresh import Refresh
 from handoff.store import Store
 from handoff.store.database import now
@@ -379,7 +380,8 @@ def accuracy(replies: Sequence[Reply], marks: Sequence[Any] = ()) -> Json:
 def enablement(actions: Sequence[AgentAction], replies: Sequence[Reply],
                latencies: Stats, ratings: Sequence[RatingFact],
                corrections: Sequence[CorrectionFact]) -> Json:
-    """Suggestions used, decision latency, relabels, and the agents' ratings of suggestions."""
+    """Suggestions used, decision latency, relabels and whispers, and the agents' ratings of
+    suggestions."""
 
     def used(group: list[AgentAction]) -> Json:
         n, total = _n(a for a in group if a.used_suggestion), _n(group)
@@ -387,13 +389,15 @@ def enablement(actions: Sequence[AgentAction], replies: Sequence[Reply],
 
     reviewed = _n(_reviewed(replies))
     positive = sum(1 for r in ratings if r.rating > 0)
-    relabels = sum(1 for c in corrections if c.type == "relabelled")
+    relabels = sum(1 for c in corrections if c.type == RELABELLED)
+    slots = sum(1 for c in corrections if c.type == SLOT_SET)
+    chosen = sum(1 for c in corrections if c.type == ACTION_CHOSEN)
     return {**used(list(actions)),
             "decision_latency": _stat(latencies, "all", ""),
             "relabels": relabels, "relabel_share": _ratio(relabels, reviewed),
             "ratings": len(ratings), "rated_useful": positive,
             "rating_score": _ratio(positive, len(ratings)),
-            "whispers": None,  # not recorded: the gateway has no whisper yet
+            "whispers": slots + chosen, "whispered_slots": slots, "whispered_actions": chosen,
             "splits": {"agent": _split(actions, lambda a: a.actor, used)},
             "series": _by_day(actions, used)}
 

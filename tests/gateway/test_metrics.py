@@ -147,7 +147,7 @@ EXPECTED: dict[str, Any] = {
         "decision_latency": _summary(3, 20.0, 20.0),  # 10, 30, 20 s
         "relabels": 1, "relabel_share": 0.3333,
         "ratings": 3, "rated_useful": 2, "rating_score": 0.6667,
-        "whispers": None,
+        "whispers": 1, "whispered_slots": 1, "whispered_actions": 0,  # bob's slot in c4
         "splits": {"agent": {"alice": _used(1, 1, 1.0), "bob": _used(2, 1, 0.5),
                              "carol": _used(1, 0, 0.0)}},
         "series": [{"day": DAY1, **_used(3, 2, 0.6667)}, {"day": DAY2, **_used(1, 0, 0.0)}],
