@@ -285,6 +285,8 @@ async def main() -> None:
                         "created and filled: use an empty database")
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", default="",
+                        help="measure only the queries whose name contains this, e.g. console")
     parser.add_argument("--seeded", action="store_true",
                         help="every --url database was seeded by an earlier run: migrate it and "
                         "measure, without seeding (the periods end now, so use it the same day)")
@@ -308,7 +310,8 @@ async def main() -> None:
         }
         print(f"load average before measuring: {_load()}")
         for label, f in periods.items():
-            queries = [_queries(store, f) for store in stores]
+            queries = [{name: work for name, work in _queries(store, f).items()
+                        if args.only in name} for store in stores]
             times: list[dict[str, list[tuple[float, float]]]] = [
                 {name: [] for name in q} for q in queries]
             for _ in range(args.runs):  # one run of every query on every store, then the next
