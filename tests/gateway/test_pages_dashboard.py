@@ -86,6 +86,8 @@ def test_the_dashboard_charts_the_figures_and_a_filter_changes_them(
         "marks": [{"index": 0, "label": "m1"}, {"index": 288, "label": "m2"}]}  # D1, D2 00:00
     expect(page.locator('[data-metric="queue"] .dash-sub')).to_have_text(
         "waiting now \u00b7 per 5 min")
+    expect(page.locator('[data-metric="enablement"] .dash-sub')).to_have_text(
+        "decision 20 s (median) \u00b7 1 relabel \u00b7 1 whisper \u00b7 ratings 67%")
     card = page.locator('[data-metric="resolution"]')
     expect(card.locator(".dash-figure")).to_have_text("50%")
     definition = card.get_by_text("Success rate = resolved")

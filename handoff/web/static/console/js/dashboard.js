@@ -23,7 +23,7 @@ const CHARTS = [
       (m.spot_checks ? ` \u00b7 spot-checks ${pct(m.spot_checks.accuracy)} right (${m.spot_checks.right} of ${m.spot_checks.checked})` : ""),
     definition: "Of the bot replies held for an agent and decided (or relabelled) by one, the share approved unchanged. Replies released after the review timeout are not counted. Beside it, spot-checks: replies the bot sent alone, marked right \u00f7 all marked." },
   { metric: "enablement", title: "Agent enablement: suggestion use", fields: ["suggestion_use"], percent: true,
-    headline: (m) => pct(m.suggestion_use), sub: (m) => `decision ${fmt(m.decision_latency.median, 0)} s (median) \u00b7 ${m.relabels} relabels \u00b7 ${m.whispers} whispers \u00b7 ratings ${pct(m.rating_score)}`,
+    headline: (m) => pct(m.suggestion_use), sub: (m) => `decision ${fmt(m.decision_latency.median, 0)} s (median) \u00b7 ${count(m.relabels, "relabel")} \u00b7 ${count(m.whispers, "whisper")} \u00b7 ratings ${pct(m.rating_score)}`,
     definition: "Agents' messages and decisions that used a suggested reply \u00f7 all of them; decision latency = held \u2192 decided; relabels and whispers (slots set, next actions chosen) are counted; rating score = useful \u00f7 one-click ratings of suggestions." },
   { metric: "sentiment", title: "Customer sentiment, start \u2192 end", fields: ["start", "end"],
     headline: (m) => signed(m.change), sub: (m) => `${m.conversations} conversations with two or more rated messages`,
@@ -45,6 +45,9 @@ function fmt(value, digits) {
 }
 function pct(value) {
   return typeof value === "number" ? `${Math.round(value * 100)}%` : "\u2013";
+}
+function count(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 function span(seconds) {
   if (seconds >= 86400) return `${seconds / 86400} day${seconds > 86400 ? "s" : ""}`;
