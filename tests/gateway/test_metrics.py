@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -373,6 +374,26 @@ async def test_whole_days_are_counted_once_and_again_after_a_write(store: Store)
     figures = await compute_metrics(store, whole)
     assert figures["effort"]["answers"] == 5 and figures["effort"]["mean"] == 3.8
     assert figures == await _recounted(store, whole)
+
+
+async def test_a_day_rewritten_between_its_count_and_its_read_is_not_lost(
+        store: Store) -> None:
+    """A summary written just after ``summary_days`` was found counted, and before its rows
+    were read, deletes that day's rows: the read sees the day without its marker and counts it
+    from the summaries, so the figure holds the day, and the write."""
+    await seed(store)
+    whole = MetricFilter(*PERIOD)
+    await compute_metrics(store, whole, ("effort",))
+    assert await _counted_days(store) == [DAY1, DAY2]
+    count_days = store._count_days
+
+    async def counted_then_written(days: Sequence[str]) -> None:
+        await count_days(days)
+        await store.set_effort_score("c7", 1)  # c7 began on day 2
+        assert await refresh_summaries(store, *PERIOD) == 1  # day 2's rows deleted
+    store._count_days = counted_then_written  # type: ignore[method-assign]
+    figures = await compute_metrics(store, whole, ("effort",))
+    assert figures["effort"]["answers"] == 5 and figures["effort"]["mean"] == 3.8
 
 
 def _ms(buckets: list[QueueBucket]) -> list[tuple[int, int, int, float]]:
