@@ -7,11 +7,16 @@ CPU time (this process plus the PostgreSQL backends, from /proc: the time on an 
 The goal (docs/metrics.md "Speed"): under 200 ms each.
 
     .venv/gateway/bin/python bench/metrics_queries.py                      # SQLite, 1,000,000
-    .venv/gateway/bin/python bench/metrics_queries.py \
-        --url postgresql+asyncpg://postgres@127.0.0.1/bench  # an empty database
+    .venv/gateway/bin/python bench/metrics_queries.py --url sqlite+aiosqlite:///var/bench.db \
+        --url postgresql+asyncpg://postgres@127.0.0.1/bench  # both, seeded, in one run
     .venv/gateway/bin/python bench/metrics_queries.py --messages 100000 --runs 3
     .venv/gateway/bin/python bench/metrics_queries.py --seeded \
-        --url postgresql+asyncpg://postgres@127.0.0.1/bench  # measure again, no new seed
+        --url sqlite+aiosqlite:///var/bench.db --url postgresql+asyncpg://postgres@127.0.0.1/bench  # measure again, no new seed
+
+With several ``--url``, every store is seeded and measured in the same run, their queries
+interleaved too, so SQLite's and PostgreSQL's columns are measured under the same load. The
+last two rows time the console's nine figure requests at once (the slowest one's wall time),
+each checking the summaries itself, then sharing one check as the gateway does.
 
 The history: conversations of ten messages (five customer turns and five bot replies) spread
 over 90 days, a quarter queued and taken over by one of eight agents, a tenth reviewed with held
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import statistics
@@ -39,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from handoff.learning.metrics import (  # noqa: E402
     METRICS, compute_metrics, queue_bucket_seconds, refresh_summaries)
+from handoff.learning.refresh import SharedRefresh  # noqa: E402
 from handoff.store import Store  # noqa: E402
 from handoff.store.metrics import MetricFilter  # noqa: E402
 from handoff.store.schema import (  # noqa: E402
@@ -205,33 +212,95 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
 
+async def _prepare(url: str, n_messages: int, seeded: bool, now: datetime) -> Store:
+    """A migrated store at ``url``, seeded now unless ``seeded``, its summaries computed."""
+    store = Store(url)
+    await store.migrate()
+    started = time.perf_counter()
+    if seeded:
+        async with store._tx(write=False) as conn:
+            n_conv = (await conn.execute(sa.select(sa.func.count()).select_from(
+                conversations))).scalar_one()
+        print(f"{store.dialect}: {n_conv:,} conversations seeded before")
+    else:
+        n_conv = await seed(store, n_messages, now)
+        print(f"{store.dialect}: seeded {n_messages:,} messages in {n_conv:,} "
+              f"conversations over {DAYS} days in {time.perf_counter() - started:.0f} s")
+    widest = MetricFilter(now - timedelta(days=30), now)
+    started = time.perf_counter()
+    computed = await refresh_summaries(store, widest.since, widest.until)
+    print(f"{store.dialect}: first read after the upgrade: {computed:,} summaries computed in "
+          f"{time.perf_counter() - started:.1f} s (once)")
+    await _vacuum(store)
+    changed = await _touch(store, widest, 100)
+    started = time.perf_counter()
+    computed = await refresh_summaries(store, widest.since, widest.until)
+    print(f"{store.dialect}: {changed} conversations changed since the last read: {computed} "
+          f"recomputed in {(time.perf_counter() - started) * 1000:.0f} ms")
+    return store
+
+
+def _queries(store: Store, f: MetricFilter) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """Every dashboard query for ``f``, and the figures as the API computes them."""
+    queries: dict[str, Callable[[], Awaitable[Any]]] = {
+        "refresh_summaries (nothing changed)": lambda: refresh_summaries(store, f.since, f.until),
+        "summary_groups": lambda: store.summary_groups(f),
+        "effort_distribution": lambda: store.effort_distribution(f),
+        "resolution_stats": lambda: store.resolution_stats(f),
+        "people_stats": lambda: store.people_stats(f),
+        "agent_people": lambda: store.agent_people(f),
+        "queue_buckets": lambda: store.queue_buckets(
+            f, queue_bucket_seconds(f.since, f.until), f.until),
+        "reply_groups": lambda: store.reply_groups(f),
+        "decision_latency_stats": lambda: store.decision_latency_stats(f),
+        "agent_actions": lambda: store.agent_actions(f),
+        "suggestion_ratings_of": lambda: store.suggestion_ratings_of(f),
+        "correction_facts": lambda: store.correction_facts(f),
+        "bot_turns_by_model": lambda: store.bot_turns_by_model(f),
+        "model_facts": store.model_facts,
+        "deploys": lambda: store.deploys(f),
+        "queue_length (Prometheus)": store.queue_length,
+    }
+    for name in METRICS:
+        queries[f"compute_metrics {name}"] = lambda name=name: compute_metrics(store, f, (name,))
+    queries["compute_metrics (all, = GET /api/metrics)"] = lambda: compute_metrics(store, f)
+
+    async def console(shared: bool) -> None:
+        """The console's nine figure requests at once, each checking the summaries itself
+        or sharing one check (the gateway's ``SharedRefresh``)."""
+        refresh = SharedRefresh(functools.partial(refresh_summaries, store)) if shared else None
+        await asyncio.gather(*(compute_metrics(store, f, (name,), refresh=refresh)
+                               for name in METRICS))
+
+    queries["console: 9 figures at once, own checks"] = lambda: console(False)
+    queries["console: 9 figures at once, one shared check"] = lambda: console(True)
+    return queries
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help="a store URL (default: a new SQLite file in a temp dir); "
-                        "its tables are created and filled: use an empty database")
+    parser.add_argument("--url", action="append", default=[],
+                        help="a store URL, once per store to measure in the same run ('sqlite': "
+                        "a new SQLite file in a temp dir; default: that alone); its tables are "
+                        "created and filled: use an empty database")
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", default="",
+                        help="measure only the queries whose name contains this, e.g. console")
     parser.add_argument("--seeded", action="store_true",
-                        help="the --url database was seeded by an earlier run: migrate it and "
+                        help="every --url database was seeded by an earlier run: migrate it and "
                         "measure, without seeding (the periods end now, so use it the same day)")
     args = parser.parse_args()
-    if args.seeded and not args.url:
-        parser.error("--seeded needs the --url of a database seeded before")
+    urls = args.url or ["sqlite"]
+    if args.seeded and "sqlite" in urls:
+        parser.error("--seeded needs the --url of each database seeded before "
+                     "(e.g. sqlite+aiosqlite:///var/bench.db)")
     with tempfile.TemporaryDirectory() as tmp:
-        url = args.url or f"sqlite+aiosqlite:///{tmp}/bench.db"
-        store = Store(url)
-        await store.migrate()
         now = datetime.now(timezone.utc)
-        started = time.perf_counter()
-        if args.seeded:
-            async with store._tx(write=False) as conn:
-                n_conv = (await conn.execute(sa.select(sa.func.count()).select_from(
-                    conversations))).scalar_one()
-            print(f"{store.dialect}: {n_conv:,} conversations seeded before")
-        else:
-            n_conv = await seed(store, args.messages, now)
-            print(f"{store.dialect}: seeded {args.messages:,} messages in {n_conv:,} "
-                  f"conversations over {DAYS} days in {time.perf_counter() - started:.0f} s")
+        stores = [await _prepare(f"sqlite+aiosqlite:///{tmp}/bench{k}.db" if url == "sqlite"
+                                 else url, args.messages, args.seeded, now)
+                  for k, url in enumerate(urls)]
+        names = [s.dialect for s in stores]
         periods = {
             "last 30 days": MetricFilter(now - timedelta(days=30), now),
             "last 30 days, intent=refund": MetricFilter(now - timedelta(days=30), now,
@@ -239,56 +308,26 @@ async def main() -> None:
             "last 7 days, agent=agent3": MetricFilter(now - timedelta(days=7), now,
                                                       agent="agent3"),
         }
-        widest = periods["last 30 days"]
-        started = time.perf_counter()
-        computed = await refresh_summaries(store, widest.since, widest.until)
-        print(f"first read after the upgrade: {computed:,} summaries computed in "
-              f"{time.perf_counter() - started:.1f} s (once)")
-        await _vacuum(store)
-        changed = await _touch(store, widest, 100)
-        started = time.perf_counter()
-        computed = await refresh_summaries(store, widest.since, widest.until)
-        print(f"{changed} conversations changed since the last read: {computed} recomputed in "
-              f"{(time.perf_counter() - started) * 1000:.0f} ms")
         print(f"load average before measuring: {_load()}")
         for label, f in periods.items():
-            queries: dict[str, Callable[[], Awaitable[Any]]] = {
-                "refresh_summaries (nothing changed)":
-                    lambda f=f: refresh_summaries(store, f.since, f.until),
-                "summary_groups": lambda f=f: store.summary_groups(f),
-                "effort_distribution": lambda f=f: store.effort_distribution(f),
-                "resolution_stats": lambda f=f: store.resolution_stats(f),
-                "people_stats": lambda f=f: store.people_stats(f),
-                "agent_people": lambda f=f: store.agent_people(f),
-                "queue_buckets": lambda f=f: store.queue_buckets(
-                    f, queue_bucket_seconds(f.since, f.until), f.until),
-                "reply_groups": lambda f=f: store.reply_groups(f),
-                "decision_latency_stats": lambda f=f: store.decision_latency_stats(f),
-                "agent_actions": lambda f=f: store.agent_actions(f),
-                "suggestion_ratings_of": lambda f=f: store.suggestion_ratings_of(f),
-                "correction_facts": lambda f=f: store.correction_facts(f),
-                "bot_turns_by_model": lambda f=f: store.bot_turns_by_model(f),
-                "model_facts": store.model_facts,
-                "deploys": lambda f=f: store.deploys(f),
-                "queue_length (Prometheus)": store.queue_length,
-            }
-            for name in METRICS:
-                queries[f"compute_metrics {name}"] = lambda f=f, name=name: compute_metrics(
-                    store, f, (name,))
-            queries["compute_metrics (all, = GET /api/metrics)"] = (
-                lambda f=f: compute_metrics(store, f))
-            times: dict[str, list[tuple[float, float]]] = {name: [] for name in queries}
-            for _ in range(args.runs):
-                for name, work in queries.items():
-                    times[name].append(await measure(store, work))
+            queries = [{name: work for name, work in _queries(store, f).items()
+                        if args.only in name} for store in stores]
+            times: list[dict[str, list[tuple[float, float]]]] = [
+                {name: [] for name in q} for q in queries]
+            for _ in range(args.runs):  # one run of every query on every store, then the next
+                for store, q, t in zip(stores, queries, times):
+                    for name, work in q.items():
+                        t[name].append(await measure(store, work))
             print(f"\n{label} (median of {args.runs} interleaved runs, ms; wall clock, and "
                   "CPU of the gateway process and the database backends):")
-            print(f"  {'':44s} {'wall':>8s} {'CPU':>8s}")
-            for name, values in times.items():
-                print(f"  {name:44s} {statistics.median(v for v, _ in values):8.1f} "
-                      f"{statistics.median(c for _, c in values):8.1f}")
+            print(f"  {'':46s}" + "".join(f" {n + ' wall':>17s} {'CPU':>8s}" for n in names))
+            for name in queries[0]:
+                print(f"  {name:46s}" + "".join(
+                    f" {statistics.median(v for v, _ in t[name]):17.1f}"
+                    f" {statistics.median(c for _, c in t[name]):8.1f}" for t in times))
         print(f"\nload average after: {_load()}")
-        await store.close()
+        for store in stores:
+            await store.close()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final
 
+from contracts.correction_record import ACTION_CHOSEN, RELABELLED, SLOT_SET
+from handoff.learning.refresh import Refresh
 from handoff.store import Store
 from handoff.store.database import now
 from handoff.store.metrics import (
@@ -378,7 +380,8 @@ def accuracy(replies: Sequence[Reply], marks: Sequence[Any] = ()) -> Json:
 def enablement(actions: Sequence[AgentAction], replies: Sequence[Reply],
                latencies: Stats, ratings: Sequence[RatingFact],
                corrections: Sequence[CorrectionFact]) -> Json:
-    """Suggestions used, decision latency, relabels, and the agents' ratings of suggestions."""
+    """Suggestions used, decision latency, relabels and whispers, and the agents' ratings of
+    suggestions."""
 
     def used(group: list[AgentAction]) -> Json:
         n, total = _n(a for a in group if a.used_suggestion), _n(group)
@@ -386,13 +389,15 @@ def enablement(actions: Sequence[AgentAction], replies: Sequence[Reply],
 
     reviewed = _n(_reviewed(replies))
     positive = sum(1 for r in ratings if r.rating > 0)
-    relabels = sum(1 for c in corrections if c.type == "relabelled")
+    relabels = sum(1 for c in corrections if c.type == RELABELLED)
+    slots = sum(1 for c in corrections if c.type == SLOT_SET)
+    chosen = sum(1 for c in corrections if c.type == ACTION_CHOSEN)
     return {**used(list(actions)),
             "decision_latency": _stat(latencies, "all", ""),
             "relabels": relabels, "relabel_share": _ratio(relabels, reviewed),
             "ratings": len(ratings), "rated_useful": positive,
             "rating_score": _ratio(positive, len(ratings)),
-            "whispers": None,  # not recorded: the gateway has no whisper yet
+            "whispers": slots + chosen, "whispered_slots": slots, "whispered_actions": chosen,
             "splits": {"agent": _split(actions, lambda a: a.actor, used)},
             "series": _by_day(actions, used)}
 
@@ -577,11 +582,17 @@ async def _read(store: Store, f: MetricFilter, wanted: set[str]) -> dict[str, An
     return dict(zip(names, await asyncio.gather(*(one(READS[n][1]) for n in names))))
 
 
-async def compute_metrics(store: Store, f: MetricFilter,
-                          names: Sequence[str] = METRICS) -> Json:
+async def compute_metrics(store: Store, f: MetricFilter, names: Sequence[str] = METRICS, *,
+                          refresh: Refresh | None = None) -> Json:
     """The figures ``names`` for the filter ``f``, each with its definition's anchor, and the
-    deploys of the period (the dashboard marks them on its time axis)."""
-    await refresh_summaries(store, f.since, f.until)
+    deploys of the period (the dashboard marks them on its time axis). The period's summaries
+    are brought up to date first, by ``refresh`` when given (the gateway's
+    :class:`~handoff.learning.refresh.SharedRefresh`, one check for concurrent requests), else
+    by :func:`refresh_summaries` of this call alone."""
+    if refresh is None:
+        await refresh_summaries(store, f.since, f.until)
+    else:
+        await refresh(f.since, f.until)
     wanted = set(names)
     unknown = wanted - set(METRICS)
     if unknown:

@@ -448,7 +448,11 @@ class MetricsStore(Database):
         messages with a sentiment), ``first_sum``, ``last_sum`` and ``change_sum`` over them.
         The whole UTC days of the period are read from ``summary_days`` (built here when
         missing), the partial days at its ends from the summaries; with an agent filter,
-        everything from the summaries."""
+        everything from the summaries.
+
+        A day's rows are read with its marker in one statement: a summary of that day written
+        after it was counted deletes both at once, so a day read without its marker was being
+        counted anew, and its groups are counted from the summaries instead."""
         first, last = _whole_days(f)
         if f.agent is not None or first >= last:
             return await self._groups(f)
@@ -456,15 +460,22 @@ class MetricsStore(Database):
                 for k in range((last - first).days)]
         await self._count_days(days)
         d = summary_days
-        query = sa.select(*(d.c[c] for c in _GROUP_COLUMNS)).where(
-            d.c.day.in_(days), d.c.outcome.is_not(None))
+        wanted: list[sa.ColumnElement[bool]] = [d.c.outcome.is_not(None)]
         if f.intent is not None:
-            query = query.where(d.c.intent == f.intent)
+            wanted.append(d.c.intent == f.intent)
         if f.model is not None:
-            query = query.where(d.c.model_version == f.model)
+            wanted.append(d.c.model_version == f.model)
+        query = sa.select(*(d.c[c] for c in _GROUP_COLUMNS)).where(
+            d.c.day.in_(days), sa.or_(d.c.outcome.is_(None), sa.and_(*wanted)))
         async with self._tx(write=False) as conn:
-            rows = list(await conn.execute(query))
-        for since, until in ((f.since, first), (last, f.until)):
+            read = list(await conn.execute(query))
+        counted = {row.day for row in read if row.outcome is None}
+        rows = [row for row in read if row.outcome is not None and row.day in counted]
+        spans = [(f.since, first), (last, f.until)] + [
+            (start, start + timedelta(days=1)) for start in (
+                datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+                for day in days if day not in counted)]
+        for since, until in spans:
             if since < until:
                 rows += await self._groups(replace(f, since=since, until=until))
         return rows

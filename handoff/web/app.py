@@ -26,6 +26,7 @@ the router's errors; :func:`handoff.web.http.error_body`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -50,6 +51,8 @@ from handoff.conversation.waiting import Waiting
 from handoff.conversation.triage_link import TriageLink
 from handoff.errors import HandoffError
 from handoff.learning.deploys import Deploys
+from handoff.learning.metrics import refresh_summaries
+from handoff.learning.refresh import SharedRefresh
 from handoff.learning.retraining import Retraining
 from handoff.learning.spot_checks import SPOT_CHECK_CATCH_UP, SpotCheckRule, SpotChecks
 from handoff.learning.supervisor import Supervisor
@@ -151,6 +154,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                              interval=settings.pii_mask_interval, kinds=settings.pii_kind_list,
                              cluster=cluster, rasa=rasa)
     app.ctx.rasa_health = health
+    summaries = SharedRefresh(functools.partial(refresh_summaries, store))
 
     @app.before_server_start
     async def _start(_app: Sanic[Any, Any]) -> None:
@@ -181,6 +185,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     @app.before_server_stop
     async def _stop(_app: Sanic[Any, Any]) -> None:
         await retention.close()
+        await summaries.close()
         await health.close()
         await waiting.close()
         await retraining.close()
@@ -250,7 +255,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     register_trainer_api(app, settings=settings, store=store, triage=triage)
     register_models_api(app, settings=settings, store=store, deploys=deploys,
                         retraining=retraining)
-    register_dashboard_api(app, settings=settings, store=store)
+    register_dashboard_api(app, settings=settings, store=store, refresh=summaries)
     register_privacy_api(app, settings=settings, store=store, data=customer_data)
     register_spot_check_api(app, settings=settings, store=store, rasa=rasa)
     register_whisper_api(app, sio, settings=settings, store=store, conversations=conversations)

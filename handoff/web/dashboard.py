@@ -30,6 +30,7 @@ from sanic.response import HTTPResponse, json, raw, text
 from handoff.conversation.instruments import CONTENT_TYPE, Instruments
 from handoff.errors import BadRequest, NotFound, Unauthorized
 from handoff.learning.metrics import METRICS, compute_metrics
+from handoff.learning.refresh import SharedRefresh
 from handoff.settings import Settings
 from handoff.store import Store
 from handoff.store.metrics import MetricFilter
@@ -102,8 +103,10 @@ def metrics_csv(name: str, figures: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def register_dashboard_api(app: Sanic[Any, Any], *, settings: Settings, store: Store) -> None:
-    """Add the dashboard's endpoints to ``app`` (see the module docstring)."""
+def register_dashboard_api(app: Sanic[Any, Any], *, settings: Settings, store: Store,
+                           refresh: SharedRefresh) -> None:
+    """Add the dashboard's endpoints to ``app`` (see the module docstring); ``refresh``
+    brings the summaries up to date, one check for the requests that come at once."""
 
     async def lead(request: Request) -> None:
         current_user(request)  # the right: view_metrics (handoff.web.rights)
@@ -116,19 +119,21 @@ def register_dashboard_api(app: Sanic[Any, Any], *, settings: Settings, store: S
     @app.get("/api/metrics", name="metrics_all")
     async def _all(request: Request) -> HTTPResponse:
         await lead(request)
-        return json(await compute_metrics(store, metric_filter(request)))
+        return json(await compute_metrics(store, metric_filter(request), refresh=refresh))
 
     @app.get("/api/metrics/<metric:str>", name="metrics_one")
     async def _one(request: Request, metric: str) -> HTTPResponse:
         await lead(request)
         name = known(metric)
-        return json(await compute_metrics(store, metric_filter(request), (name,)))
+        return json(await compute_metrics(store, metric_filter(request), (name,),
+                                          refresh=refresh))
 
     @app.get("/api/metrics/<metric:str>/csv", name="metrics_csv")
     async def _csv(request: Request, metric: str) -> HTTPResponse:
         await lead(request)
         name = known(metric)
-        figures = await compute_metrics(store, metric_filter(request), (name,))
+        figures = await compute_metrics(store, metric_filter(request), (name,),
+                                        refresh=refresh)
         return text(metrics_csv(name, figures[name]), content_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
 

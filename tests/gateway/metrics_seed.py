@@ -1,8 +1,8 @@
 """A seeded history for the metrics tests: nine conversations over two days that cover every
 case docs/metrics.md defines (bot-resolved, agent-resolved after a queue wait, abandoned in the
 queue, ended after a handoff, still open, reopened, a silent session, one outside the period),
-held replies of every fate, corrections, agents' actions with and without suggestions, ratings,
-two model versions and their deploys.
+held replies of every fate, corrections (a whisper among them), agents' actions with and
+without suggestions, ratings, two model versions and their deploys.
 
 The rows are written with the store's own table definitions at fixed times (what the gateway
 would have written live, minus the clock), so every expected figure in
@@ -163,6 +163,9 @@ async def seed(store: Store) -> None:
         await s.rating("c4", at(D1, "13:01:31"), "bob", -1)
         edited = await s.correction("c4", at(D1, "13:01:31"), "edited", "bob", "m1", r2,
                                     fixed_by="m2")
+        await s.audit(at(D1, "13:01:45"), "bob", "whisper_slot", "conversation:c4",
+                      {"slot": "order_id"})  # a whisper: not a message nor a decision
+        await s.correction("c4", at(D1, "13:01:45"), "slot_set", "bob", "m1", None)
         await s.event("c4", at(D1, "13:02:00"), "HandBack", "review", "bot", actor="bob")
         await s.event("c4", at(D1, "13:03:00"), "Close", "bot", "closed")
         # c5 — still open: an unowned triage review (queued); carol relabels the first held

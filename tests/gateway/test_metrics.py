@@ -5,14 +5,18 @@ values is ``tests/gateway/test_metrics_api.py``."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections import Counter
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from handoff.learning.metrics import compute_metrics, refresh_summaries
+from handoff.learning.metrics import METRICS, compute_metrics, refresh_summaries
+from handoff.learning.refresh import SharedRefresh
 from handoff.store import Store
 from handoff.store.database import now
 from handoff.store.metrics import MetricFilter, QueueBucket
@@ -144,7 +148,7 @@ EXPECTED: dict[str, Any] = {
         "decision_latency": _summary(3, 20.0, 20.0),  # 10, 30, 20 s
         "relabels": 1, "relabel_share": 0.3333,
         "ratings": 3, "rated_useful": 2, "rating_score": 0.6667,
-        "whispers": None,
+        "whispers": 1, "whispered_slots": 1, "whispered_actions": 0,  # bob's slot in c4
         "splits": {"agent": {"alice": _used(1, 1, 1.0), "bob": _used(2, 1, 0.5),
                              "carol": _used(1, 0, 0.0)}},
         "series": [{"day": DAY1, **_used(3, 2, 0.6667)}, {"day": DAY2, **_used(1, 0, 0.0)}],
@@ -291,14 +295,56 @@ async def test_the_summaries_follow_each_write_and_equal_a_full_recount(store: S
         await write
         assert await refresh_summaries(store, live.since, live.until) == 1
         assert await refresh_summaries(store, live.since, live.until) == 0
-    figures = await compute_metrics(store, live)
+    ended = MetricFilter(live.since, now())  # a period that is over: the queue's mean is
+    figures = await compute_metrics(store, ended)  # taken to its end, not to a moving now
     assert figures["resolution"]["agent_resolved"] == 1
     assert figures["sentiment"]["change"] == 0.75
     assert figures["effort"]["mean"] == 6.0
     queued = [p for p in figures["queue"]["points"] if p["longest"]]
     assert figures["queue"]["length"] == 0 and len(queued) in (1, 2)  # 1 or 2 buckets
     assert figures["workload"]["agents"]["ann"]["conversations"] == 1
-    assert figures == await _recounted(store, live)
+    assert figures == await _recounted(store, ended)
+
+
+async def test_concurrent_requests_share_one_check_of_the_summaries(store: Store) -> None:
+    """The console asks for its nine figures at once: one check of the summaries serves them
+    all (``SharedRefresh``, docs/metrics.md "Speed"), and each gets its exact figure."""
+    await seed(store)
+    shared = SharedRefresh(functools.partial(refresh_summaries, store))
+    f = MetricFilter(*PERIOD)
+    figures = await asyncio.gather(*(compute_metrics(store, f, (name,), refresh=shared)
+                                     for name in METRICS))
+    assert shared.checks == 1
+    for name, one in zip(METRICS, figures):
+        assert _without_definitions(one)[name] == EXPECTED[name]
+
+
+async def test_a_check_begun_before_a_write_is_never_shared_with_a_later_request(
+        store: Store) -> None:
+    """A request made after a write committed never waits on a check that scanned before it:
+    it gets a check of its own, so its figures hold the write (here a survey answer)."""
+    await seed(store)
+    scanned, go_on = asyncio.Event(), asyncio.Event()
+
+    async def first_one_paused(since: datetime, until: datetime) -> int:
+        n = await refresh_summaries(store, since, until)  # the real scan and recomputation
+        if not scanned.is_set():
+            scanned.set()
+            await go_on.wait()  # the first check holds here, after its scan
+        return n
+
+    shared = SharedRefresh(first_one_paused)
+    f = MetricFilter(*PERIOD)
+    before = asyncio.create_task(compute_metrics(store, f, ("effort",), refresh=shared))
+    await scanned.wait()
+    await store.set_effort_score("c7", 1)  # committed after the first check's scan
+    after = asyncio.create_task(compute_metrics(store, f, ("effort",), refresh=shared))
+    await asyncio.sleep(0)  # the later request is waiting now
+    go_on.set()
+    assert (await before)["effort"]["answers"] in (4, 5)  # it began before the write
+    figure = (await after)["effort"]
+    assert figure["answers"] == 5 and figure["mean"] == 3.8
+    assert shared.checks == 2
 
 
 async def _counted_days(store: Store) -> list[str]:
@@ -328,6 +374,26 @@ async def test_whole_days_are_counted_once_and_again_after_a_write(store: Store)
     figures = await compute_metrics(store, whole)
     assert figures["effort"]["answers"] == 5 and figures["effort"]["mean"] == 3.8
     assert figures == await _recounted(store, whole)
+
+
+async def test_a_day_rewritten_between_its_count_and_its_read_is_not_lost(
+        store: Store) -> None:
+    """A summary written just after ``summary_days`` was found counted, and before its rows
+    were read, deletes that day's rows: the read sees the day without its marker and counts it
+    from the summaries, so the figure holds the day, and the write."""
+    await seed(store)
+    whole = MetricFilter(*PERIOD)
+    await compute_metrics(store, whole, ("effort",))
+    assert await _counted_days(store) == [DAY1, DAY2]
+    count_days = store._count_days
+
+    async def counted_then_written(days: Sequence[str]) -> None:
+        await count_days(days)
+        await store.set_effort_score("c7", 1)  # c7 began on day 2
+        assert await refresh_summaries(store, *PERIOD) == 1  # day 2's rows deleted
+    store._count_days = counted_then_written  # type: ignore[method-assign]
+    figures = await compute_metrics(store, whole, ("effort",))
+    assert figures["effort"]["answers"] == 5 and figures["effort"]["mean"] == 3.8
 
 
 def _ms(buckets: list[QueueBucket]) -> list[tuple[int, int, int, float]]:

@@ -21,6 +21,7 @@ from handoff.store import Store
 from tests.gateway.clients import Widget
 from tests.gateway.conftest import Gateway
 from tests.gateway.metrics_seed import seed
+from tests.gateway.test_metrics import EXPECTED
 from tests.gateway.test_pages import (  # noqa: F401 (fixtures)
     CHROMIUM, Console, PageWatch, Shots, _api, agents, browser, shots, watch,
 )
@@ -77,6 +78,16 @@ def test_the_dashboard_charts_the_figures_and_a_filter_changes_them(
         "marks": [{"index": 0, "label": "m1"}, {"index": 1, "label": "m2"}]}
     assert _data(page, "effort")["data"] == {"mean": [5.3333, 2]}
     assert _data(page, "learning")["labels"] == ["m1", "m2"]
+    # the queue: every 5-minute bucket's point as the API gives it, both series
+    points = EXPECTED["queue"]["points"]
+    assert _data(page, "queue") == {
+        "labels": [f"{p['at'][:10]} {p['at'][11:16]}" for p in points],
+        "data": {"longest": [p["longest"] for p in points], "mean": [p["mean"] for p in points]},
+        "marks": [{"index": 0, "label": "m1"}, {"index": 288, "label": "m2"}]}  # D1, D2 00:00
+    expect(page.locator('[data-metric="queue"] .dash-sub')).to_have_text(
+        "waiting now \u00b7 per 5 min")
+    expect(page.locator('[data-metric="enablement"] .dash-sub')).to_have_text(
+        "decision 20 s (median) \u00b7 1 relabel \u00b7 1 whisper \u00b7 ratings 67%")
     card = page.locator('[data-metric="resolution"]')
     expect(card.locator(".dash-figure")).to_have_text("50%")
     definition = card.get_by_text("Success rate = resolved")

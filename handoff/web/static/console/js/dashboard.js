@@ -23,14 +23,14 @@ const CHARTS = [
       (m.spot_checks ? ` \u00b7 spot-checks ${pct(m.spot_checks.accuracy)} right (${m.spot_checks.right} of ${m.spot_checks.checked})` : ""),
     definition: "Of the bot replies held for an agent and decided (or relabelled) by one, the share approved unchanged. Replies released after the review timeout are not counted. Beside it, spot-checks: replies the bot sent alone, marked right \u00f7 all marked." },
   { metric: "enablement", title: "Agent enablement: suggestion use", fields: ["suggestion_use"], percent: true,
-    headline: (m) => pct(m.suggestion_use), sub: (m) => `decision ${fmt(m.decision_latency.median, 0)} s (median) \u00b7 ${m.relabels} relabels \u00b7 ratings ${pct(m.rating_score)}`,
-    definition: "Agents' messages and decisions that used a suggested reply \u00f7 all of them; decision latency = held \u2192 decided; rating score = useful \u00f7 one-click ratings of suggestions." },
+    headline: (m) => pct(m.suggestion_use), sub: (m) => `decision ${fmt(m.decision_latency.median, 0)} s (median) \u00b7 ${count(m.relabels, "relabel")} \u00b7 ${count(m.whispers, "whisper")} \u00b7 ratings ${pct(m.rating_score)}`,
+    definition: "Agents' messages and decisions that used a suggested reply \u00f7 all of them; decision latency = held \u2192 decided; relabels and whispers (slots set, next actions chosen) are counted; rating score = useful \u00f7 one-click ratings of suggestions." },
   { metric: "sentiment", title: "Customer sentiment, start \u2192 end", fields: ["start", "end"],
     headline: (m) => signed(m.change), sub: (m) => `${m.conversations} conversations with two or more rated messages`,
     definition: "Triage's sentiment (\u22121 \u2026 +1) of the first and of the last customer message, in conversations with at least two; the headline is the mean change." },
-  { metric: "queue", title: "Human queue: longest each day", fields: ["longest"],
-    headline: (m) => String(m.length), sub: () => "waiting now",
-    definition: "Replaying the conversations' queue changes in time order: the most conversations waiting at once that day." },
+  { metric: "queue", title: "Human queue length", fields: ["longest", "mean"], points: true,
+    headline: (m) => String(m.length), sub: (m) => `waiting now \u00b7 per ${span(m.bucket_seconds)}`,
+    definition: "Replaying the conversations' queue changes in time order, per bucket of time (5 minutes to a day, at most 750 over the period): the most conversations waiting at once, and the mean waiting over the bucket's time." },
 ];
 
 const LEARNING = { metric: "learning", title: "Continuous learning, per model version", percent: true,
@@ -46,8 +46,23 @@ function fmt(value, digits) {
 function pct(value) {
   return typeof value === "number" ? `${Math.round(value * 100)}%` : "\u2013";
 }
+function count(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+function span(seconds) {
+  if (seconds >= 86400) return `${seconds / 86400} day${seconds > 86400 ? "s" : ""}`;
+  if (seconds >= 3600) return `${seconds / 3600} h`;
+  return `${seconds / 60} min`;
+}
 function signed(value) {
   return typeof value === "number" ? (value >= 0 ? "+" : "") + value.toFixed(2) : "\u2013";
+}
+
+/** A bucket's start as its label: YYYY-MM-DD, with HH:MM (UTC) when buckets are shorter
+ * than a day. */
+export function bucketLabel(at, seconds) {
+  const iso = new Date(at).toISOString();
+  return seconds >= 86400 ? iso.slice(0, 10) : `${iso.slice(0, 10)} ${iso.slice(11, 16)}`;
 }
 
 /** Every UTC day from since (inclusive) to until (exclusive), as YYYY-MM-DD. */
@@ -157,6 +172,7 @@ export class Dashboard {
     if (metric === LEARNING.metric) { this.drawLearning(data.learning.models); return; }
     if (metric === WORKLOAD.metric) { this.drawWorkload(data.workload.agents); return; }
     const spec = CHARTS.find((c) => c.metric === metric);
+    if (spec.points) { this.drawPoints(spec, data); return; }
     const labels = daysOf(data.filter.since, data.filter.until);
     const marks = data.deploys.map((d) => ({ index: labels.indexOf(d.at.slice(0, 10)), label: d.model_version }))
       .filter((m) => m.index >= 0);
@@ -175,6 +191,33 @@ export class Dashboard {
       tension: 0.2,
     }));
     this.draw(spec, figure, { type: "line", labels, datasets, marks });
+  }
+
+  /** A figure given as points ``{at, ...}`` of ``bucket_seconds`` (the queue): one label per
+   * point, each deploy marked on the bucket it fell in. */
+  drawPoints(spec, data) {
+    const figure = data[spec.metric];
+    const seconds = figure.bucket_seconds;
+    const points = figure.points;
+    const labels = points.map((p) => bucketLabel(p.at, seconds));
+    const starts = points.map((p) => Date.parse(p.at));
+    const marks = data.deploys.map((d) => {
+      const t = Date.parse(d.at);
+      let index = -1;
+      for (let k = 0; k < starts.length && starts[k] <= t; k += 1) index = k;
+      return { index, label: d.model_version };
+    }).filter((m) => m.index >= 0);
+    const datasets = spec.fields.map((field, n) => ({
+      label: field,
+      data: points.map((p) => p[field]),
+      borderColor: COLOURS[n % COLOURS.length],
+      backgroundColor: n ? "rgba(5, 150, 105, 0.25)" : COLOURS[0],
+      fill: n > 0,  // the mean as an area under the longest
+      pointRadius: points.length > 60 ? 0 : 2,
+      borderWidth: 1.5,
+    }));
+    this.draw(spec, figure, { type: "line", labels, datasets, marks,
+      xTicks: { maxRotation: 0, autoSkipPadding: 24 } });
   }
 
   /** The card of a figure (made, in the page's order, on the first load), its headline set
@@ -200,7 +243,7 @@ export class Dashboard {
     return card;
   }
 
-  draw(spec, figure, { type, labels, datasets, marks }) {
+  draw(spec, figure, { type, labels, datasets, marks, xTicks }) {
     const card = this.card(spec, figure);
     const old = this.charts.get(spec.metric);
     if (old) old.destroy();
@@ -211,7 +254,8 @@ export class Dashboard {
       options: {
         animation: false,
         maintainAspectRatio: false,
-        scales: { y: { beginAtZero: true, ticks: spec.percent ? { callback: (v) => `${v}%` } : {} } },
+        scales: { x: { ticks: xTicks || {} },
+          y: { beginAtZero: true, ticks: spec.percent ? { callback: (v) => `${v}%` } : {} } },
         plugins: { legend: { display: datasets.length > 1 }, deployMarks: { marks: marks || [] } },
       },
       plugins: [deployMarks],
