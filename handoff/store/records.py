@@ -24,7 +24,8 @@ __all__ = [
     "AuditDraft", "AuditEntry", "Conversation", "Correction", "CorrectionDraft", "CorrectionType", "Message",
     "MessageNlu", "Mode", "ModelVersion", "Note", "PendingReply", "PendingReplyDraft",
     "PendingResolution", "PendingStatus", "ReplyDecision", "ReviewStatus", "Role", "Sender", "TIERS",
-    "SavedStep", "StepMessage", "TrackerStatus", "TriageRecord", "User", "to_json",
+    "SavedStep", "StepMessage", "TrackerStatus", "TriageRecord", "User",
+    "to_json",
 ]
 
 Mode = Literal["bot", "review", "human", "closed"]

@@ -5,24 +5,37 @@ model (Rasa's ``/status`` and ``/model/parse`` through the app's own wiring, ``_
 swaps them into the worker that judges each turn, reports them in ``/api/health`` and writes
 the fit to the audit log; a customer's message is then judged at the fitted thresholds, not
 at the configured floors. tests/triage/test_calibration.py checks the fit itself and the
-re-fit on a model change on a ``TriageLink`` alone; a real deploy (a second Rasa server on a
-new model) is tests/gateway/test_deploys.py's.
+re-fit on a model change on a ``TriageLink`` alone.
+
+The deploy path itself (``long``: ``python -m bot.serve`` starts a second Rasa server): a
+trainer deploys a new model through the gateway's API, and the gateway re-fits its thresholds
+on it (``Deploys.deploy`` -> ``TriageLink.rebuild`` -> ``calibrate``), reports and audits the
+fit, and judges the next turns at them. The new model is the project's own archive under
+another model id (to Rasa and the deploy path a model like any other; a training run would
+add minutes and test nothing more here).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import io
+import json
+import tarfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from bot.serve import Stack
 from handoff.store import Store
-from tests.gateway.clients import Widget
+from tests.gateway.clients import Widget, user_login
 from tests.gateway.clients import api, gateway_store  # noqa: F401 (fixtures)
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
+from tests.gateway.test_deploys import System, _deploy, _live, serve_system
 
 pytestmark = pytest.mark.asyncio
 FLOOR = 0.01  # the configured review threshold: many messages would be held at it
@@ -59,7 +72,7 @@ async def _fitted(api: httpx.AsyncClient) -> dict[str, Any]:
     raise AssertionError("the thresholds were not fitted")
 
 
-async def _judged(gateway: Gateway, store: Store, text: str, answered: bool = True
+async def _judged(gateway: Gateway | System, store: Store, text: str, answered: bool = True
                   ) -> tuple[str, dict[str, Any]]:
     """A new customer says ``text`` and gets the bot's reply (``answered``) or nothing; the
     conversation's id and the message's assessment, stored by the turn's own step."""
@@ -92,7 +105,7 @@ async def test_a_running_gateway_judges_turns_at_the_thresholds_it_fitted_on_the
     assert review > FLOOR  # raised above the floor to meet the share
     [audited] = await store.list_audit(action="triage_thresholds_fitted")
     assert (audited.actor, audited.target) == ("system", f"model:{live}")
-    assert (audited.details["review_threshold"], audited.details["fitted_at"]) == (
+    assert ((audited.details or {})["review_threshold"], (audited.details or {})["fitted_at"]) == (
         review, state["fitted_at"])
 
     # judged in the turn at the fitted thresholds: messages riskier than the floor but under
@@ -112,3 +125,77 @@ async def test_a_running_gateway_judges_turns_at_the_thresholds_it_fitted_on_the
     conversation = await store.get_conversation(session_id)
     assert (conversation.mode, conversation.owner, conversation.queue_reason) == (
         "review", None, "triage")
+
+
+def _as_new_model(source: Path, target: Path, model_id: str) -> None:
+    """A copy of the Rasa model archive ``source`` whose metadata names another model id."""
+    with tarfile.open(source, "r:gz") as old, tarfile.open(target, "w:gz") as new:
+        for member in old:
+            data = old.extractfile(member) if member.isfile() else None
+            if data is not None and member.name.lstrip("./") == "metadata.json":
+                metadata = json.loads(data.read())
+                metadata["model_id"] = model_id
+                raw = json.dumps(metadata).encode()
+                member.size = len(raw)
+                data = io.BytesIO(raw)
+            new.addfile(member, data)
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory, shop_db: Path) -> Iterator[System]:
+    """The whole system as `make run` starts it, triage's thresholds fitted (as the
+    module's gateway above)."""
+    yield from serve_system(tmp_path_factory.mktemp("fitted-system"), shop_db, {
+        "HANDOFF_TRIAGE_ENABLED": "true", "HANDOFF_TRIAGE_THRESHOLDS": "fitted",
+        "HANDOFF_TRIAGE_REVIEW_THRESHOLD": str(FLOOR), "HANDOFF_TRIAGE_REVIEW_SHARE": "0",
+        "HANDOFF_TRIAGE_HUMAN_SHARE": "0.01", "HANDOFF_TRIAGE_CALIBRATION_MESSAGES": "60",
+        "HANDOFF_TRIAGE_CALIBRATION_MIN": "40"})
+
+
+@pytest_asyncio.fixture
+async def system_store(system: System) -> AsyncIterator[Store]:
+    s = Store(system.database_url)
+    yield s
+    await s.close()
+
+
+@pytest.mark.long
+@pytest.mark.timeout(1200)
+async def test_a_deploy_refits_the_thresholds_on_the_new_model_and_turns_follow_them(
+    system: System, system_store: Store
+) -> None:
+    store = system_store
+    async with httpx.AsyncClient(base_url=system.url, timeout=900) as api:
+        first = await _fitted(api)
+        trainer = await user_login(store, api, "tom", "trainer")
+        old_model = await _live(api, trainer)
+        assert first["model_id"] == old_model
+        new_model = uuid.uuid4().hex
+        [archive] = (system.project / "models").glob("*.tar.gz")
+        _as_new_model(archive, system.project / "models" / f"as-new-{new_model}.tar.gz",
+                      new_model)
+        assert new_model in {m["model_id"] for m in (await api.get(
+            "/api/models", headers=trainer)).json()["models"]}  # found by the gateway
+
+        await _deploy(system, api, trainer, new_model)
+        assert await _live(api, trainer) == new_model
+        state = (await api.get("/api/health")).json()["triage_thresholds"]
+        assert (state["mode"], state["fitted"], state["model_id"]) == (
+            "fitted", True, new_model)
+        assert state["fitted_at"] >= first["fitted_at"]
+        review = state["review_threshold"]
+        assert review > FLOOR
+        fits = await store.list_audit(action="triage_thresholds_fitted")
+        assert [f.target for f in fits][:2] == [f"model:{new_model}", f"model:{old_model}"]
+        assert (fits[0].details or {})["review_threshold"] == review
+
+        between = []
+        for text in CALM:
+            session_id, assessment = await _judged(system, store, text)
+            if FLOOR <= assessment["risk"] < review:
+                between.append(text)
+                assert assessment["action"] == "none", (text, assessment)
+                assert (await store.get_conversation(session_id)).mode == "bot"
+        assert between, "no message fell between the floor and the fitted threshold"
+        _, assessment = await _judged(system, store, MISREAD, answered=False)
+        assert assessment["risk"] >= review and assessment["action"] == "review"
