@@ -30,7 +30,8 @@ in milliseconds and each route's ratio to ``socketio``, then what triage adds to
 (``gateway``, and each ``--variant`` with triage on, minus ``gateway-no-triage``, each turn
 against the one of the same round), the machine's load average, and
 where each gateway's time went (its ``handoff_turn_seconds`` histogram over the measured
-rounds: the Rasa call, and the rest, from the message's arrival to the answer applied; and
+rounds: the Rasa call, and the rest, from the message's arrival to the answer applied; its
+``handoff_triage_seconds``, triage's judgement between Rasa's answer and the customer; and
 the CPU time its process used per measured turn, steadier than latency on a busy machine), and
 then (``--transport N``, 400 by default) the two transports alone: the channel's cheapest
 request N times over each, their latency and the CPU each costs Rasa and the client.
@@ -192,7 +193,10 @@ async def turn_parts(client: httpx.AsyncClient, url: str) -> Dict[str, Tuple[flo
     """The gateway's ``handoff_turn_seconds`` so far: part -> (sum of seconds, count)."""
     parts: Dict[str, List[float]] = {}
     for line in (await client.get(f"{url}/metrics")).text.splitlines():
-        for suffix in ("_sum", "_count"):
+        for suffix in ("_sum", "_count"):  # triage's judgement within the turn, as "judge"
+            if line.startswith(f"handoff_triage_seconds{suffix} "):
+                parts.setdefault("judge", [0.0, 0.0])[suffix == "_count"] = float(
+                    line.split()[-1])
             head = f"handoff_turn_seconds{suffix}{{part=\""
             if line.startswith(head):
                 part = line[len(head):line.index('"', len(head))]
@@ -399,11 +403,12 @@ def main() -> None:
                   f"{t['rasa_cpu_ms']:.2f} | {t['client_cpu_ms']:.2f} |")
     if parts:
         print("\n| gateway | turn, mean ms | Rasa call | the rest (store, router, triage) | "
-              "gateway CPU ms per turn |")
-        print("|---|---|---|---|---|")
+              "triage's judgement after Rasa's answer, mean ms | gateway CPU ms per turn |")
+        print("|---|---|---|---|---|---|")
         for name, part in parts.items():
             print(f"| {name} | {part.get('total', 0):.1f} | {part.get('rasa', 0):.1f} | "
-                  f"{part.get('gateway', 0):.1f} | {part.get('cpu', 0):.2f} |")
+                  f"{part.get('gateway', 0):.1f} | {part.get('judge', 0):.2f} | "
+                  f"{part.get('cpu', 0):.2f} |")
 
 
 if __name__ == "__main__":
