@@ -27,9 +27,12 @@ customer messages, interleaved round-robin so that machine noise hits every rout
 
 Each gateway is started only when one of its routes is asked for. Prints p50 and p99 per route
 in milliseconds and each route's ratio to ``socketio``, then what triage adds to a turn
-(``gateway`` minus ``gateway-no-triage``, each turn against the one of the same round), and
+(``gateway``, and each ``--variant`` with triage on, minus ``gateway-no-triage``, each turn
+against the one of the same round), the machine's load average, and
 where each gateway's time went (its ``handoff_turn_seconds`` histogram over the measured
-rounds: the Rasa call, and the rest, from the message's arrival to the answer applied), and
+rounds: the Rasa call, and the rest, from the message's arrival to the answer applied; its
+``handoff_triage_seconds``, triage's judgement between Rasa's answer and the customer; and
+the CPU time its process used per measured turn, steadier than latency on a busy machine), and
 then (``--transport N``, 400 by default) the two transports alone: the channel's cheapest
 request N times over each, their latency and the CPU each costs Rasa and the client.
 ``--variant`` adds gateways with other settings or from another copy of the project,
@@ -195,7 +198,10 @@ async def turn_parts(client: httpx.AsyncClient, url: str) -> Dict[str, Tuple[flo
     """The gateway's ``handoff_turn_seconds`` so far: part -> (sum of seconds, count)."""
     parts: Dict[str, List[float]] = {}
     for line in (await client.get(f"{url}/metrics")).text.splitlines():
-        for suffix in ("_sum", "_count"):
+        for suffix in ("_sum", "_count"):  # triage's judgement within the turn, as "judge"
+            if line.startswith(f"handoff_triage_seconds{suffix} "):
+                parts.setdefault("judge", [0.0, 0.0])[suffix == "_count"] = float(
+                    line.split()[-1])
             head = f"handoff_turn_seconds{suffix}{{part=\""
             if line.startswith(head):
                 part = line[len(head):line.index('"', len(head))]
@@ -245,7 +251,7 @@ async def transports(stack: Stack, requests: int) -> Dict[str, Dict[str, float]]
 
 
 async def run(turns: int, stack: Stack, gateway_urls: Dict[str, str], only: List[str],
-              admin_passwords: Dict[str, Path]
+              admin_passwords: Dict[str, Path], pids: Dict[str, int]
               ) -> Tuple[Dict[str, List[float]], Dict[str, Dict[str, float]]]:
     async with httpx.AsyncClient(timeout=60) as client:
         for name, url in gateway_urls.items():
@@ -264,10 +270,12 @@ async def run(turns: int, stack: Stack, gateway_urls: Dict[str, str], only: List
         senders = {name: f"bench-{name}-{uuid.uuid4().hex[:8]}" for name in named}
         times: Dict[str, List[float]] = {name: [] for name in named}
         before: Dict[str, Dict[str, Tuple[float, float]]] = {}
+        cpu: Dict[str, float] = {}
         for i in range(turns + 5):  # the first 5 rounds warm up
             if i == 5:
                 before = {name: await turn_parts(client, url)
                           for name, url in gateway_urls.items()}
+                cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
             text = MESSAGES[i % len(MESSAGES)]
             order = list(named.items())
             order = order[i % len(order):] + order[:i % len(order)]
@@ -277,12 +285,14 @@ async def run(turns: int, stack: Stack, gateway_urls: Dict[str, str], only: List
                 if i >= 5:
                     times[name].append((time.perf_counter() - t0) * 1000)
         parts: Dict[str, Dict[str, float]] = {}
+        cpu = {name: (cpu_seconds(pid) - cpu[name]) * 1000 / turns for name, pid in pids.items()}
         for name, url in gateway_urls.items():
             after = await turn_parts(client, url)
             parts[name] = {
                 part: (total - before[name].get(part, (0.0, 0.0))[0]) * 1000
                 / max(1.0, count - before[name].get(part, (0.0, 0.0))[1])
                 for part, (total, count) in after.items()}
+            parts[name]["cpu"] = cpu[name]
         await routes.close()
         return times, parts
 
@@ -313,6 +323,7 @@ def main() -> None:
     only = ["socketio"] + [r for r in args.routes.split(",")
                            if r in ROUTES and r != "socketio"] + [
         v.partition(":")[0] for v in args.variant]
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         credentials = tmpdir / "credentials.yml"
@@ -362,9 +373,11 @@ def main() -> None:
         try:
             for _, service, _ in gateways:
                 service.wait_until_ready(time.monotonic() + 60)
+            pids = {label: service.process.pid for label, service, _ in gateways
+                    if service.process is not None}
             times, parts = asyncio.run(run(
                 args.turns, stack, {label: url for label, _, url in gateways}, only,
-                {label: tmpdir / f"{label}-admin" for label, _, _ in gateways}))
+                {label: tmpdir / f"{label}-admin" for label, _, _ in gateways}, pids))
             transport = asyncio.run(transports(stack, args.transport)) if args.transport else {}
         finally:
             stack.stop()
@@ -376,11 +389,17 @@ def main() -> None:
     for name, values in times.items():
         p50, p99 = statistics.median(values), percentile(values, 0.99)
         print(f"| {name} | {p50:.1f} | {p99:.1f} | {p50 / base50:.2f} | {p99 / base99:.2f} |")
-    if "gateway" in times and "gateway-no-triage" in times:
-        added = [a - b for a, b in zip(times["gateway"], times["gateway-no-triage"])]
-        print(f"\ntriage within the turn adds: p50 {statistics.median(added):+.1f} ms, "
-              f"p90 {percentile(added, 0.9):+.1f} ms (gateway minus gateway-no-triage, "
-              "same round)")
+    if "gateway-no-triage" in times:
+        for name in times:
+            if name in ("socketio", "gateway-no-triage") or name not in GATEWAYS or GATEWAYS[
+                    name].get("HANDOFF_TRIAGE_ENABLED") == "false":
+                continue
+            added = [a - b for a, b in zip(times[name], times["gateway-no-triage"])]
+            print(f"\ntriage within the turn adds ({name}): p50 "
+                  f"{statistics.median(added):+.1f} ms, p90 {percentile(added, 0.9):+.1f} ms "
+                  f"({name} minus gateway-no-triage, same round)")
+    print(f"\nload average (1 min) at the start {load[0]:.1f}, at the end "
+          f"{os.getloadavg()[0]:.1f}")
     if transport:
         print("\n| transport (the channel's erase, nothing to erase) | p50 ms | p99 ms | "
               "Rasa CPU ms per request | client CPU ms per request |")
@@ -389,11 +408,13 @@ def main() -> None:
             print(f"| {name} ({t['n']:.0f}) | {t['p50']:.2f} | {t['p99']:.2f} | "
                   f"{t['rasa_cpu_ms']:.2f} | {t['client_cpu_ms']:.2f} |")
     if parts:
-        print("\n| gateway | turn, mean ms | Rasa call | the rest (store, router, triage) |")
-        print("|---|---|---|---|")
+        print("\n| gateway | turn, mean ms | Rasa call | the rest (store, router, triage) | "
+              "triage's judgement after Rasa's answer, mean ms | gateway CPU ms per turn |")
+        print("|---|---|---|---|---|---|")
         for name, part in parts.items():
             print(f"| {name} | {part.get('total', 0):.1f} | {part.get('rasa', 0):.1f} | "
-                  f"{part.get('gateway', 0):.1f} |")
+                  f"{part.get('gateway', 0):.1f} | {part.get('judge', 0):.2f} | "
+                  f"{part.get('cpu', 0):.2f} |")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ from handoff.store import (
     StaleVersion,
     StepMessage,
     Store,
+    TriageRecord,
     to_json,
 )
 from handoff.conversation.triage_link import Judgement, TriageLink
@@ -419,11 +420,13 @@ class Conversations:
 
     async def _step_locked(self, conversation_id: str, event: r.Event,
                            audit: AuditDraft | None = None, once: str | None = None,
+                           triage: TriageRecord | None = None,
                            ) -> tuple[r.ConversationState, SavedStep | None]:
         """Step ``event`` under the conversation's lock. The new state, the messages the step
-        produced (the customer's, the bot's) and the NLU result of a Rasa answer are written in
-        one transaction before any effect runs; returns the state and what was saved (None
-        when the step changed nothing: a late Rasa answer, a flag already raised).
+        produced (the customer's, the bot's), the NLU result of a Rasa answer and triage's
+        record of the turn (``triage``) are written in one transaction before any effect runs;
+        returns the state and what was saved (None when the step changed nothing: a late Rasa
+        answer, a flag already raised; ``triage`` is then not written).
 
         The step starts from the row this process saved last for the conversation, when it has
         one, without reading the store (two reads fewer per customer turn): a row changed since
@@ -460,6 +463,7 @@ class Conversations:
                     correction=step_records.correction_draft(effects), audit=audit,
                     cause=type(event).__name__, actor=getattr(event, "agent_id", None),
                     once=once,
+                    triage=triage,
                 )
             except StaleVersion:
                 continue  # the conversation changed meanwhile: re-read and step again
@@ -712,14 +716,17 @@ class Conversations:
         if previous == "down" and state in ("up", "slow"):
             self._spawn(self.resume_after_outage())
 
-    async def _apply_result(self, cid: str, event: r.Event) -> bool:
-        """Feed a Rasa call's outcome to the router; whether it was applied. A call that
+    async def _apply_result(self, cid: str, event: r.Event,
+                            triage: TriageRecord | None = None) -> bool:
+        """Feed a Rasa call's outcome to the router, with triage's record of the turn saved
+        in the same step; whether that step saved anything (and so ``triage``). A call that
         failed as its server went down, another being up, then resumes the conversations
         queued for it (on the servers that are up)."""
         moved = cid in self._moved
         self._moved.discard(cid)
         try:
-            await self.apply(cid, event)
+            async with self.locks.hold(cid):
+                _, saved = await self._step_locked(cid, event, triage=triage)
         except r.RouterError as exc:  # e.g. closed meanwhile
             log.info("Rasa result for %s not applied: %s", cid, exc)
             return False
@@ -728,15 +735,18 @@ class Conversations:
         if self.triage is not None and isinstance(event, r.RasaResult):
             if self.triage.model_changed(event.model_id):
                 self._spawn(self.triage.rebuild())
-        return True
+        return saved is not None
 
     async def _judged_turn(self, effect: r.RasaHandleMessage, triage: TriageLink) -> None:
         """A customer's turn with triage inside it: the slow part of the assessment runs
         beside Rasa's, the rest between Rasa's answer and the customer, and its flag goes to
-        the router with the answer (a review holds this very reply). Stored and pushed after."""
+        the router with the answer (a review holds this very reply). The assessment is stored
+        by the step that takes in the answer (no transaction of its own) and pushed after; the
+        next turn reads the conversation's triage history from the row that step saved."""
         cid = effect.conversation_id
-        judging = triage.begin(self.store, cid, effect.message)
+        judging = triage.begin(self.store, cid, effect.message, kept=lambda: self._rows.get(cid))
         judgement: Judgement | None = None
+        stored = False
         asked = time.monotonic()
         rasa_seconds = 0.0
         try:
@@ -754,13 +764,14 @@ class Conversations:
                     log.exception("triage of a message in %s failed", cid)
             if judgement is not None and isinstance(event, r.RasaResult):
                 event = replace(event, triage=judgement.flag)
-            await self._apply_result(cid, event)
+            stored = await self._apply_result(
+                cid, event, triage.stored(effect.message, judgement) if judgement else None)
             if judgement is not None and isinstance(event, r.RasaFailed) and judgement.flag:
                 await self._flag(cid, judgement.flag)  # Rasa failed: the flag still counts
         finally:
             self._time_turn(cid, asked, rasa_seconds)
             if judgement is not None:
-                self._spawn(self._record(cid, effect.message, judgement))
+                self._spawn(self._record(cid, effect.message, judgement, stored))
             elif judging is not None:
                 judging.task.cancel()
                 triage.abandon(cid, judging.done)
@@ -776,13 +787,16 @@ class Conversations:
     # ------------------------------------------------------------------ triage
 
     async def _record(self, cid: str, message: r.CustomerMessage,
-                      judgement: Judgement) -> None:
-        """Store and push a message's assessment, then the suggested replies (off the
-        customer's path)."""
+                      judgement: Judgement, stored: bool) -> None:
+        """Push a message's assessment (stored by the turn's step, or here when that step
+        saved nothing), then the suggested replies (off the customer's path)."""
         assert self.triage is not None
         try:
-            await self.triage.record(self.store, self.notifier.to_agents, cid, message,
-                                     judgement)
+            row = await self.triage.record(self.store, self.notifier.to_agents, cid, message,
+                                           judgement, stored=stored)
+            kept = self._rows.get(cid)
+            if row is not None and kept is not None and kept.version == row.version:
+                self._rows[cid] = row  # the next turn's history comes from it
             await self.push_suggestions(cid)
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise

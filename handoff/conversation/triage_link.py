@@ -14,9 +14,11 @@ library (:mod:`handoff.triage`):
   embedding of a text seen lately ("thanks", "yes", "hi") is taken from a small cache (keyed by
   a digest of the text, which itself is not kept; emptied when the index is rebuilt) instead of
   being computed again beside Rasa's turn, where it competes with Rasa for the CPU.
-  :meth:`record` then stores the risk and reasons (the conversation's ``risk`` orders the
-  console's queue; each customer message keeps its assessment) and pushes them to the agents
-  as ``risk``, after the customer has the reply.
+  The risk and reasons (the conversation's ``risk`` orders the console's queue; each customer
+  message keeps its assessment) and the history are stored by the router step that takes in
+  Rasa's answer (:meth:`stored`, ``Store.save_step``'s ``triage``: no transaction of their own),
+  and the next message's history is read from the row that step saved; :meth:`record` pushes
+  them to the agents as ``risk``, after the customer has the reply.
 * **A new model** (:meth:`model_changed`, seen in Rasa's answers): the index of training
   examples and responses is rebuilt on a thread and swapped in (:meth:`rebuild`).
 * **Thresholds that follow a target share** (:meth:`calibrate`, ``HANDOFF_TRIAGE_THRESHOLDS=fitted``):
@@ -43,7 +45,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from handoff.conversation import router as r
-from handoff.store import Store
+from handoff.store import Conversation, Store, TriageRecord
 from handoff.triage import Assessment, History, Suggestion, Triage, TriageConfig, TriageWorker
 from handoff.triage.engine import Prepared
 from handoff.triage import Message as TriageMessage
@@ -316,12 +318,14 @@ class TriageLink:
 
     # ------------------------------------------------------------------ within the turn
 
-    def begin(self, store: Store, conversation_id: str,
-              message: r.CustomerMessage) -> Judging | None:
+    def begin(self, store: Store, conversation_id: str, message: r.CustomerMessage, *,
+              kept: Callable[[], Conversation | None] | None = None) -> Judging | None:
         """Start judging a customer message while Rasa reads it: the embedding (on the
-        worker thread) and the conversation's triage history (from the store). None when the
-        model is not ready. Finish with :meth:`judge`; whatever happens, the shell then calls
-        :meth:`record` (or :meth:`abandon`), which lets the conversation's next message go."""
+        worker thread) and the conversation's triage history, from ``kept()`` (the row the
+        shell saved last for it, which holds the history its previous turn's step wrote) or,
+        without one, from the store. None when the model is not ready. Finish with
+        :meth:`judge`; whatever happens, the shell then calls :meth:`record` (or
+        :meth:`abandon`), which lets the conversation's next message go."""
         worker = self.worker
         if worker is None:
             return None
@@ -329,7 +333,7 @@ class TriageLink:
         done = asyncio.Event()
         self._unrecorded[conversation_id] = done
         task = asyncio.get_running_loop().create_task(
-            self._begin(worker, store, conversation_id, message, previous, done),
+            self._begin(worker, store, conversation_id, message, previous, done, kept),
             name=f"triage-begin-{conversation_id}")
         return Judging(task, done)
 
@@ -352,7 +356,8 @@ class TriageLink:
 
     async def _begin(self, worker: TriageWorker, store: Store, conversation_id: str,
                      message: r.CustomerMessage, previous: asyncio.Event | None,
-                     done: asyncio.Event) -> _Begun:
+                     done: asyncio.Event,
+                     kept: Callable[[], Conversation | None] | None) -> _Begun:
         prepared = asyncio.get_running_loop().create_task(self._prepare(worker, message.text))
         try:
             if previous is not None:  # the previous message's history is still being written
@@ -361,7 +366,9 @@ class TriageLink:
             log.warning("triage history of %s: the previous message was not recorded in time",
                         conversation_id)
         try:
-            conv = await store.get_conversation(conversation_id)
+            conv = kept() if kept is not None else None
+            if conv is None:
+                conv = await store.get_conversation(conversation_id)
             history = History.from_json((conv.triage or {}).get("history"))
             return _Begun(worker, await prepared, history, done)
         except BaseException:
@@ -379,21 +386,36 @@ class TriageLink:
                                                   begun.history)
         return Judgement(assessment, history, _flag(assessment), begun.done)
 
-    async def record(self, store: Store, push: Push, conversation_id: str,
-                     message: r.CustomerMessage, judgement: Judgement) -> dict[str, Any]:
-        """Store the assessment and the history (after the customer has the reply: off the
-        customer's path) and push it to the agents as ``risk``. Returns it as JSON."""
+    @staticmethod
+    def stored(message: r.CustomerMessage, judgement: Judgement) -> TriageRecord:
+        """What the store keeps of a judgement: the conversation's ``risk`` and ``triage``
+        (history and assessment) and the message's assessment. The shell has the step that
+        takes in Rasa's answer write it (``Store.save_step``'s ``triage``): no transaction
+        of its own in the turn."""
         data = judgement.assessment.to_json()
+        return {"risk": judgement.assessment.risk,
+                "triage": {"history": judgement.history.to_json(), "assessment": data},
+                "client_message_id": message.message_id, "assessment": data}
+
+    async def record(self, store: Store, push: Push, conversation_id: str,
+                     message: r.CustomerMessage, judgement: Judgement, *,
+                     stored: bool = False) -> Conversation | None:
+        """Push the assessment to the agents as ``risk`` (after the customer has the reply:
+        off the customer's path), storing it first unless the turn's step did (``stored``:
+        a Rasa answer the router ignored saves no step). Returns the row written here."""
+        row = None
         try:
-            await store.set_triage(
-                conversation_id, risk=judgement.assessment.risk,
-                triage={"history": judgement.history.to_json(), "assessment": data},
-                client_message_id=message.message_id, assessment=data)
+            if not stored:
+                record = self.stored(message, judgement)
+                row = await store.set_triage(
+                    conversation_id, risk=record["risk"], triage=record["triage"],
+                    client_message_id=message.message_id, assessment=record["assessment"])
         finally:
             self.abandon(conversation_id, judgement.done)
         await push("risk", {"conversation_id": conversation_id,
-                            "message_id": message.message_id, **data})
-        return data
+                            "message_id": message.message_id,
+                            **judgement.assessment.to_json()})
+        return row
 
     def abandon(self, conversation_id: str, done: asyncio.Event) -> None:
         """The message's history is written (or will never be): the next one may go on."""

@@ -35,6 +35,7 @@ from handoff.store.records import (
     Sender as Sender,
     StepMessage as StepMessage,
     TrackerStatus as TrackerStatus,
+    TriageRecord as TriageRecord,
     User as User,
     to_json as to_json,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "Sender",
     "StaleVersion",
     "StepMessage",
+    "TriageRecord",
     "Store",
     "TrackerStatus",
     "User",

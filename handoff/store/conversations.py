@@ -29,6 +29,7 @@ from handoff.store.records import (
     ReplyDecision,
     Sender,
     StepMessage,
+    TriageRecord,
 )
 from handoff.store.schema import (
     conversation_contacts, conversation_events, conversations, messages, notes,
@@ -210,13 +211,14 @@ class ConversationStore(Database):
         self, conn: AsyncConnection, conversation_id: str, *, expected_version: int, mode: Mode,
         owner: str | None, queued: bool, queue_reason: str | None, state: dict[str, Any] | None,
         cause: str = "unknown", actor: str | None = None,
-        node_id: str | None | Keep = Keep.NODE,
+        node_id: str | None | Keep = Keep.NODE, triage: TriageRecord | None = None,
     ) -> Conversation:
         """Replace the router's part of the conversation if it is still at
         ``expected_version`` (else ``StaleVersion``); the version goes up by one. A change of
         mode, owner or queue is also written to ``conversation_events`` with its ``cause`` (the
         router event) and ``actor`` (the agent; None for the customer or the system): the
-        metrics' record of what happened (docs/metrics.md)."""
+        metrics' record of what happened (docs/metrics.md). ``triage``: the conversation's
+        ``risk`` and ``triage`` too, in the same statement."""
         current = await self._conversation(conn, conversation_id, lock=True)
         if current.version != expected_version:
             raise StaleVersion(
@@ -239,6 +241,8 @@ class ConversationStore(Database):
                 queued_at=queued_at, state=state, closed_at=closed_at, updated_at=at,
                 version=conversations.c.version + 1,
                 **({} if isinstance(node_id, Keep) else {"node_id": node_id}),
+                **({} if triage is None else {"risk": triage["risk"],
+                                              "triage": triage["triage"]}),
             )
             .returning(*conversations.c)
         )).one()
@@ -364,18 +368,34 @@ class ConversationStore(Database):
         return record(Message, row)
 
     async def _record_turn(self, conn: AsyncConnection, conversation_id: str,
-                           nlu: MessageNlu) -> None:
+                           nlu: MessageNlu | None, triage: TriageRecord | None = None) -> None:
         """What a Rasa answer said about the customer message stored as
-        ``nlu["client_message_id"]``: its parse, and the actions executed (appended)."""
+        ``nlu["client_message_id"]``: its parse, and the actions executed (appended); and
+        triage's assessment of the message stored as ``triage["client_message_id"]`` (one
+        statement when both name the same message, as in a turn)."""
+        updates: dict[str, dict[str, Any]] = {}
+        if triage is not None:
+            updates[triage["client_message_id"]] = {
+                "triage": triage["assessment"],
+                "sentiment": _sentiment_of(triage["assessment"])}
+        if nlu is not None:
+            values = updates.setdefault(nlu["client_message_id"], {})
+            await self._nlu_values(conn, conversation_id, nlu, values)
+        for client_message_id, values in updates.items():
+            if values:
+                await conn.execute(sa.update(messages).where(
+                    messages.c.conversation_id == conversation_id,
+                    messages.c.client_message_id == client_message_id).values(**values))
+
+    async def _nlu_values(self, conn: AsyncConnection, conversation_id: str, nlu: MessageNlu,
+                          values: dict[str, Any]) -> None:
         where = sa.and_(messages.c.conversation_id == conversation_id,
                         messages.c.client_message_id == nlu["client_message_id"])
-        values: dict[str, Any] = {k: nlu[k] for k in (
-            "intent", "confidence", "intent_ranking", "entities") if k in nlu}
+        values.update({k: nlu[k] for k in (
+            "intent", "confidence", "intent_ranking", "entities") if k in nlu})
         if nlu.get("actions"):
             before = (await conn.execute(sa.select(messages.c.actions).where(where))).scalar()
             values["actions"] = list(before or []) + list(nlu["actions"])
-        if values:
-            await conn.execute(sa.update(messages).where(where).values(**values))
 
     async def get_message(self, message_id: int) -> Message:
         """The message, or ``NotFound``."""

@@ -24,7 +24,8 @@ __all__ = [
     "AuditDraft", "AuditEntry", "Conversation", "Correction", "CorrectionDraft", "CorrectionType", "Message",
     "MessageNlu", "Mode", "ModelVersion", "Note", "PendingReply", "PendingReplyDraft",
     "PendingResolution", "PendingStatus", "ReplyDecision", "ReviewStatus", "Role", "Sender", "TIERS",
-    "SavedStep", "StepMessage", "TrackerStatus", "User", "to_json",
+    "SavedStep", "StepMessage", "TrackerStatus", "TriageRecord", "User",
+    "to_json",
 ]
 
 Mode = Literal["bot", "review", "human", "closed"]
@@ -226,6 +227,18 @@ class MessageNlu(TypedDict, total=False):
     intent_ranking: list[dict[str, Any]] | None
     entities: list[dict[str, Any]] | None
     actions: list[dict[str, Any]]  # [{"name", "policy", "confidence"}]
+
+
+class TriageRecord(TypedDict):
+    """Triage's view of a customer turn, written with the router step that takes in Rasa's
+    answer (``save_step``'s ``triage``): the conversation's ``risk`` and ``triage`` (history
+    and latest assessment), and the ``assessment`` of the customer message stored as
+    ``client_message_id`` (its sentiment copied into the message's own column)."""
+
+    risk: float
+    triage: dict[str, Any]
+    client_message_id: str
+    assessment: dict[str, Any]
 
 
 class PendingReplyDraft(TypedDict, total=False):

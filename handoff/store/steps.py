@@ -26,6 +26,7 @@ from handoff.store.records import (
     PendingResolution,
     SavedStep,
     StepMessage,
+    TriageRecord,
 )
 from handoff.store.reviews import ReviewStore
 
@@ -55,6 +56,7 @@ class StepStore(ReviewStore):
         actor: str | None = None,
         node_id: str | None | Keep = Keep.NODE,
         once: str | None = None,
+        triage: TriageRecord | None = None,
     ) -> SavedStep:
         """One router step in one transaction, in this order:
 
@@ -70,7 +72,9 @@ class StepStore(ReviewStore):
            already stored is not written again, its row comes back ``replayed``; but when it
            is ``once``, the id of a customer message this step stores for the first time,
            the whole step is rolled back and ``AlreadyStored`` raised: a client's resend);
-        3. ``nlu`` on its customer message;
+        3. ``nlu`` on its customer message, and ``triage``: triage's assessment of that
+           message on it and the conversation's ``risk`` and ``triage`` (written by the
+           statements of 1 and 3, none more);
         4. ``resolve``: every still-pending reply of the conversation decided (with the
            agent's decision) or discarded;
         5. ``hold``: a new pending reply, linked to the customer message it answers;
@@ -92,13 +96,13 @@ class StepStore(ReviewStore):
             conv = await self._set_state(
                 conn, conversation_id, expected_version=expected_version, mode=mode,
                 owner=owner, queued=queued, queue_reason=queue_reason, state=state,
-                cause=cause, actor=actor, node_id=node_id)
+                cause=cause, actor=actor, node_id=node_id, triage=triage)
             stored = [await self._append(conn, conversation_id, v) for v in values]
             for message in stored:
                 if message.replayed and once is not None and message.client_message_id == once:
                     raise AlreadyStored(message)
-            if nlu is not None:
-                await self._record_turn(conn, conversation_id, nlu)
+            if nlu is not None or triage is not None:
+                await self._record_turn(conn, conversation_id, nlu, triage)
             resolved: list[PendingReply] = []
             if resolve is not None:
                 resolved = await self._resolve_pending(conn, conversation_id, resolve)

@@ -109,7 +109,13 @@ def _training_files(project: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, shop_db: Path) -> Iterator[System]:
-    root = tmp_path_factory.mktemp("system")
+    yield from serve_system(tmp_path_factory.mktemp("system"), shop_db)
+
+
+def serve_system(root: Path, shop_db: Path, extra_env: dict[str, str] | None = None
+                 ) -> Iterator[System]:
+    """``python -m bot.serve`` on a copy of the project in ``root`` (triage off unless
+    ``extra_env`` turns it on), up; stopped as Ctrl-C would after the yield."""
     actions_port, gateway_port, control_port = free_port(), free_port(), free_port()
     project = _project_copy(root, actions_port)
     database_url = f"sqlite+aiosqlite:///{root / 'handoff.db'}"
@@ -126,6 +132,7 @@ def system(tmp_path_factory: pytest.TempPathFactory, shop_db: Path) -> Iterator[
         "HANDOFF_JWT_SECRET": "test-secret-" + "x" * 40,
         "HANDOFF_RASA_TIMEOUT": "60",
         "HANDOFF_TRIAGE_ENABLED": "false",
+        **(extra_env or {}),
     }
     log_path = root / "serve.log"
     with open(log_path, "wb") as log:

@@ -502,6 +502,46 @@ async def test_save_step_writes_state_messages_and_nlu_at_once(store: Store, con
     assert (await store.get_conversation(conv)).version == 5
 
 
+async def test_save_step_writes_triages_record_of_the_turn_with_it(store: Store,
+                                                                   conv: str) -> None:
+    """The step that takes in Rasa's answer stores triage's view of the turn too: the
+    conversation's risk and triage, the message's assessment and sentiment (in the same
+    statements as the state and the NLU); the row it returns carries them."""
+    step = dict(mode="bot", owner=None, queued=False, queue_reason=None)
+    await store.save_step(conv, expected_version=1, state={}, appended=[
+        {"sender": "customer", "text": "this is useless", "client_message_id": "m1"}],
+        **step)  # type: ignore[arg-type]
+    assessment = {"risk": 0.62, "action": "review", "measures": {"sentiment": -0.4},
+                  "reasons": [{"code": "negative_sentiment", "contribution": 0.3}]}
+    triage = {"history": {"intents": ["complain"]}, "assessment": assessment}
+    saved = await store.save_step(
+        conv, expected_version=2, state={"turn": None},
+        nlu={"client_message_id": "m1", "intent": "complain", "confidence": 0.8},
+        triage={"risk": 0.62, "triage": triage, "client_message_id": "m1",
+                "assessment": assessment}, **step)  # type: ignore[arg-type]
+    assert (saved.conversation.version, saved.conversation.risk,
+            saved.conversation.triage) == (3, 0.62, triage)
+    [message] = await store.list_messages(conv)
+    assert (message.intent, message.confidence, message.triage, message.sentiment) == (
+        "complain", 0.8, assessment, -0.4)
+    # without an NLU result (a failed Rasa call) the assessment is stored all the same; a
+    # step without triage leaves what is stored alone
+    later = {**assessment, "risk": 0.7}
+    saved = await store.save_step(conv, expected_version=3, state={}, triage={
+        "risk": 0.7, "triage": {**triage, "assessment": later}, "client_message_id": "m1",
+        "assessment": later}, **step)  # type: ignore[arg-type]
+    saved = await store.save_step(conv, expected_version=4, state={},
+                                  **step)  # type: ignore[arg-type]
+    assert (saved.conversation.risk, saved.conversation.triage["assessment"]) == (0.7, later)
+    [message] = await store.list_messages(conv)
+    assert (message.intent, message.triage) == ("complain", later)
+    with pytest.raises(StaleVersion):  # a stale step writes no triage either
+        await store.save_step(conv, expected_version=4, state={}, triage={
+            "risk": 0.1, "triage": {}, "client_message_id": "m1", "assessment": {}},
+            **step)  # type: ignore[arg-type]
+    assert (await store.get_conversation(conv)).risk == 0.7
+
+
 async def test_set_triage_and_an_upgrade_from_0001_keeps_data(store_url: str) -> None:
     store = Store(store_url)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,47 @@ async def test_a_repeated_text_is_judged_with_its_cached_embedding_until_a_rebui
         assert link.prepared_hits == 1
         await judged("c7", "What is your return policy?")
         assert link.prepared_hits == 2
+    finally:
+        await link.close()
+        await store.close()
+
+
+async def test_a_turns_history_comes_from_the_kept_row_and_is_stored_once(
+    triage: Triage, tmp_path: Path
+) -> None:
+    """The next message's history is read from the row the shell kept (the store is not
+    read); ``record`` pushes what the turn's step stored, and stores it itself only when no
+    step did (a Rasa answer the router ignored)."""
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'link.db'}")
+    await store.migrate()
+    link = _link(triage)
+    await link.start()
+    assert await link.wait_ready()
+    pushed: list[tuple[str, Any]] = []
+
+    async def push(event: str, payload: Any, agent_ids: Any = None) -> None:
+        pushed.append((event, payload))
+
+    try:
+        await store.upsert_conversation("c1")
+        kept = await store.upsert_conversation("c2")  # a row saying c1's history is "x"
+        kept = dataclasses.replace(kept, id="c1", triage={"history": {
+            "intents": ["x"], "sentiments": [0.0], "fallbacks": [False]}})
+        message = r.CustomerMessage(message_id="m1", text="this is useless")
+        await store.append_message("c1", "customer", message.text, client_message_id="m1")
+        judging = link.begin(store, "c1", message, kept=lambda: kept)
+        assert judging is not None
+        judgement = await link.judge(judging, message, r.NluParse(intent="complain",
+                                                                  confidence=0.9))
+        assert judgement.history.intents[:1] == ("x",)  # from the kept row, not the store
+        assert await link.record(store, push, "c1", message, judgement, stored=True) is None
+        assert (await store.get_conversation("c1")).triage is None  # the step's to write
+        row = await link.record(store, push, "c1", message, judgement)  # no step stored it
+        assert row is not None and row.triage == link.stored(message, judgement)["triage"]
+        [stored] = await store.list_messages("c1")
+        assert stored.triage == judgement.assessment.to_json()
+        assert [e for e, _ in pushed] == ["risk", "risk"]
+        assert pushed[0][1]["message_id"] == "m1"
     finally:
         await link.close()
         await store.close()
