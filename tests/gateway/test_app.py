@@ -554,11 +554,20 @@ async def test_review_edit_and_replace_reach_customer_and_tracker_then_handback(
     dave = await _agent(store, api, "dave")
     console, pending = await _console(gateway, dave, "pending_reply")
 
-    def tracker_bot_texts(conversation_id: str) -> list[str]:
-        resp = requests.get(f"{rasa_stack.rasa_url}/conversations/{conversation_id}/tracker",
-                            params={"token": rasa_stack.token}, timeout=WAIT)
-        resp.raise_for_status()
-        return [e.get("text") for e in resp.json()["events"] if e["event"] == "bot"]
+    async def tracker_says_last(conversation_id: str, text: str) -> None:
+        """The tracker's last bot utterance becomes ``text`` (the decision's events reach the
+        tracker in the background, beside the push to the customer)."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            resp = requests.get(
+                f"{rasa_stack.rasa_url}/conversations/{conversation_id}/tracker",
+                params={"token": rasa_stack.token}, timeout=WAIT)
+            resp.raise_for_status()
+            texts = [e.get("text") for e in resp.json()["events"] if e["event"] == "bot"]
+            if texts and texts[-1] == text:
+                return
+            assert time.monotonic() < deadline, texts
+            await asyncio.sleep(0.1)
 
     async def decide(session_id: str, reply_id: Any, body: dict[str, Any]) -> None:
         resp = await api.post(f"/api/conversations/{session_id}/replies/{reply_id}/decision",
@@ -578,7 +587,7 @@ async def test_review_edit_and_replace_reach_customer_and_tracker_then_handback(
         edited = "You can return most items within 60 days of delivery."
         await decide(session_id, reply["reply_id"], {"type": "edit", "text": edited})
         assert await widget.next() == ("bot_uttered", {"text": edited})
-        assert tracker_bot_texts(session_id)[-1] == edited  # what the customer really saw
+        await tracker_says_last(session_id, edited)  # what the customer really saw
 
         await widget.say(session_id, "which payment methods do you accept")
         reply = (await asyncio.wait_for(pending.get(), WAIT))["reply"]
@@ -587,7 +596,7 @@ async def test_review_edit_and_replace_reach_customer_and_tracker_then_handback(
                      {"type": "replace", "action": "utter_delivery_options"})
         kind, data = await widget.next()
         assert kind == "bot_uttered" and data["text"].startswith("We offer Standard delivery")
-        assert tracker_bot_texts(session_id)[-1] == data["text"]
+        await tracker_says_last(session_id, data["text"])
 
         corrections = await store.list_corrections(conversation_id=session_id)
         assert [(c.type, c.agent) for c in corrections] == [
