@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from unittest import mock
 
 import jwt
 import pytest
 from argon2 import PasswordHasher
 
+from handoff.web.auth import main as cli_main
 from handoff.web.auth import (
     InvalidCredentials,
     TokenClaims,
@@ -252,17 +256,33 @@ async def test_user_from_token(store: Store) -> None:
 # --------------------------------------------------------------------------- command line
 
 
-def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def _process(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """``python -m handoff.web.auth`` as an admin runs it, in a process of its own."""
     return subprocess.run(
         [sys.executable, "-m", "handoff.web.auth", *args], input=stdin, cwd=PROJECT_ROOT,
         capture_output=True, text=True, timeout=120,
     )
 
 
+def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """The same command's ``main`` in this process (on the thread it is called on), with its
+    own stdin, stdout and stderr: no Python start-up per call. ``test_create_user_cli`` runs
+    it as a process too, so the entry point is covered."""
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.object(sys, "stdin", io.StringIO(stdin)), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli_main(list(args))
+        except SystemExit as exc:  # argparse refusing the arguments
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["handoff.web.auth", *args], code, out.getvalue(),
+                                       err.getvalue())
+
+
 async def test_create_user_cli(store: Store, store_url: str) -> None:
     args = ("create-user", "--url", store_url, "--username", "carol", "--role", "trainer",
             "--password-stdin")
-    done = await asyncio.to_thread(_cli, *args, stdin=PASSWORD + "\n")
+    done = await asyncio.to_thread(_process, *args, stdin=PASSWORD + "\n")
     assert (done.returncode, done.stdout, done.stderr) == (0, "created user carol (trainer)\n", "")
     assert (await authenticate(store, "carol", PASSWORD)).tier == "trainer"
     again = await asyncio.to_thread(_cli, *args, stdin=PASSWORD + "\n")
