@@ -632,7 +632,8 @@ def test_a_replaced_action_as_a_new_intent_and_the_refusals(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.long  # a full training and `rasa test` (about a minute); the default run trains
+@pytest.mark.timeout(600)  # through the writer in tests/test_retrain.py and test_deploys.py
 def test_a_new_intent_cannot_be_fine_tuned_and_is_trained_in_full(tmp_path: Path) -> None:
     project = project_copy(tmp_path)
     models = tmp_path / "models"
