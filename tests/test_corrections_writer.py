@@ -339,18 +339,17 @@ def test_a_second_run_adds_nothing_and_duplicates_are_skipped(tmp_path: Path) ->
     assert report["ok"] and report["files"] == [], report
     assert tree_hashes(project) == before
     assert "already an example of change_shipping_address" in by_id(report)[1]["skipped"][0]
+    # in one more run (each record is judged on its own):
+    again = by_id(write(project, [
+        relabel(20, RELABEL_TEXT, "edit_account", "change_shipping_address"),
+        relabel(21, "cancel my order", "track_order", "cancel_order"),
+        relabel(22, "i would like to register", "greet", "create_account")], "--skip-training"))
     # the same text relabelled again under a new id: the example is not added twice
-    again = write(project, [relabel(20, RELABEL_TEXT, "edit_account", "change_shipping_address")],
-                  "--skip-training")
-    assert by_id(again)[20]["skipped"] and "nlu_examples" not in by_id(again)[20]
+    assert again[20]["skipped"] and "nlu_examples" not in again[20]
     # an example the hand-written data already has, under the same intent: skipped
-    same = write(project, [relabel(21, "cancel my order", "track_order", "cancel_order")],
-                 "--skip-training")
-    assert by_id(same)[21]["skipped"] == ["'cancel my order' is already an example of cancel_order"]
+    assert again[21]["skipped"] == ["'cancel my order' is already an example of cancel_order"]
     # a held-out evaluation example never becomes training data
-    held_out = write(project, [relabel(22, "i would like to register", "greet", "create_account")],
-                     "--skip-training")
-    assert by_id(held_out)[22]["skipped"] == [
+    assert again[22]["skipped"] == [
         ("'i would like to register' is a held-out evaluation example (tests/nlu_holdout): not "
          "added to the training data")]
 
