@@ -265,30 +265,28 @@ def openapi_document() -> dict[str, Any]:
     conversation = "/api/conversations/<conversation_id:str>"
     state = _json({"type": "object", "properties": {
         "conversation": {"$ref": "#/components/schemas/RouterState"}}})
+    rasa_state = {"type": "string", "enum": ["unknown", "up", "slow", "down"]}
+    liveness = {  # /api/health's states, also at the top of /api/health/detail
+        "status": {"type": "string"},
+        "store": {"type": "string", "enum": ["ok", "down"]},
+        "redis": {"type": "string", "enum": ["ok", "down"]},
+        "triage": {"type": "string", "enum": ["off", "loading", "ready"]}}
     paths: dict[str, dict[str, Any]] = {
         "/api/health": {"get": _operation(
             "Liveness and readiness without a login: the node answers, whether the store and "
             "Redis answer, triage off, loading or ready, Rasa's state. Details are in "
             "/api/health/detail.",
             _json({"type": "object", "properties": {
-                "status": {"type": "string"},
-                "store": {"type": "string", "enum": ["ok", "down"]},
-                "redis": {"type": "string", "enum": ["ok", "down"]},
-                "triage": {"type": "string", "enum": ["off", "loading", "ready"]},
-                "rasa": {"type": "object", "properties": {"state": {
-                    "type": "string", "enum": ["unknown", "up", "slow", "down"]}}}}}),
+                **liveness, "rasa": {"type": "object", "properties": {"state": rasa_state}}}}),
             auth=False, statuses=())},
         "/api/health/detail": {"get": _operation(
             "For agents: the states of /api/health with Rasa's health as the gateway's probe "
             "sees it for each server, the admission control and the triage's thresholds "
             "(docs/supervision.md).",
             _json({"type": "object", "properties": {
-                "status": {"type": "string"},
-                "store": {"type": "string", "enum": ["ok", "down"]},
-                "redis": {"type": "string", "enum": ["ok", "down"]},
-                "triage": {"type": "string", "enum": ["off", "loading", "ready"]},
+                **liveness,
                 "rasa": {"type": "object", "properties": {
-                    "state": {"type": "string", "enum": ["unknown", "up", "slow", "down"]},
+                    "state": rasa_state,
                     "since": {"type": "string", "format": "date-time"},
                     "error": {"type": ["string", "null"]},
                     "failed_probes": {"type": "integer"},
