@@ -9,8 +9,8 @@ each Rasa server (keyed by base URL, so a blue/green deploy's new server has its
 others wait here, in arrival order, and the turn timeout counts only once a call is sent. A
 call that waits does not make Rasa slower, so Rasa's health probe still answers in time and
 still tells a hung Rasa (no answer at all) from a busy one (callers wait here); and the time of
-the last answer (:attr:`Admission.last_answer`) tells the probe that a Rasa too busy to answer
-its ``/status`` in time is still answering turns.
+each server's last answer (:meth:`Admission.answered`) tells its probe that a Rasa too busy
+to answer its ``/status`` in time is still answering turns.
 
 Each conversation's own turns are already one at a time (the router's backlog); this module
 orders different conversations' calls. ``on_slow``: called once when the call (waiting plus
@@ -56,8 +56,6 @@ class Admission:
         self.limit = limit
         self.notice_after = notice_after
         self._servers: dict[str, _Server] = {}
-        self.last_answer = float("-inf")  # time.monotonic() when a call last came back
-
 
     def as_json(self) -> dict[str, Any]:
         """The servers' figures: calls running and waiting now, admitted and waited so far."""
@@ -83,8 +81,8 @@ class Admission:
             await self._acquire(server)
             try:
                 yield
-                self.last_answer = time.monotonic()  # Rasa answers: busy, maybe, not hung
-                self._servers[server].last_answer = self.last_answer
+                # Rasa answers: busy, maybe, but not hung
+                self._servers[server].last_answer = time.monotonic()
             finally:
                 self._release(server)
         finally:

@@ -114,7 +114,7 @@ class _StatusNeverAnswers:
 async def test_the_probe_finds_rasa_busy_not_down_while_it_answers_turns() -> None:
     admission = Admission(limit=1)
     health = RasaHealth(_StatusNeverAnswers(), interval=0, timeout=0.05,  # type: ignore[arg-type]
-                        slow=0.01, failures=2, answering=lambda: admission.last_answer)
+                        slow=0.01, failures=2, answering=lambda: admission.answered("u"))
     changes: list[tuple[str, str]] = []
 
     async def listen(previous: str, state: str) -> None:
