@@ -43,6 +43,11 @@ _MESSAGE_FIELDS = frozenset({
 })
 
 
+def _assessed(assessment: dict[str, Any] | None) -> dict[str, Any]:
+    """A customer message's columns for triage's ``assessment`` of it."""
+    return {"triage": assessment, "sentiment": _sentiment_of(assessment)}
+
+
 def _sentiment_of(assessment: dict[str, Any] | None) -> float | None:
     """Triage's sentiment in an assessment (``measures.sentiment``), kept in its own column."""
     measures = assessment.get("measures") if isinstance(assessment, dict) else None
@@ -271,7 +276,7 @@ class ConversationStore(Database):
                 await conn.execute(
                     sa.update(messages).where(messages.c.conversation_id == conversation_id)
                     .where(messages.c.client_message_id == client_message_id)
-                    .values(triage=assessment, sentiment=_sentiment_of(assessment)))
+                    .values(**_assessed(assessment)))
         return record(Conversation, row)
 
     async def _conversation(
@@ -347,13 +352,9 @@ class ConversationStore(Database):
         conversation = await self._conversation(conn, conversation_id, lock=True)
         client_id = values.get("client_message_id")
         if client_id is not None:
-            existing = (await conn.execute(
-                sa.select(messages)
-                .where(messages.c.conversation_id == conversation_id)
-                .where(messages.c.client_message_id == client_id)
-            )).first()
+            existing = await self._stored(conn, conversation_id, client_id)
             if existing is not None:
-                return dataclasses.replace(record(Message, existing), replayed=True)
+                return existing
         seq = conversation.last_seq + 1
         at = now()
         await conn.execute(
@@ -375,9 +376,7 @@ class ConversationStore(Database):
         statement when both name the same message, as in a turn)."""
         updates: dict[str, dict[str, Any]] = {}
         if triage is not None:
-            updates[triage["client_message_id"]] = {
-                "triage": triage["assessment"],
-                "sentiment": _sentiment_of(triage["assessment"])}
+            updates[triage["client_message_id"]] = _assessed(triage["assessment"])
         if nlu is not None:
             values = updates.setdefault(nlu["client_message_id"], {})
             await self._nlu_values(conn, conversation_id, nlu, values)
@@ -461,11 +460,15 @@ class ConversationStore(Database):
         """The message stored in the conversation as ``client_message_id`` (``replayed``),
         or None."""
         async with self._tx(write=False) as conn:
-            row = (await conn.execute(
-                sa.select(messages)
-                .where(messages.c.conversation_id == conversation_id)
-                .where(messages.c.client_message_id == client_message_id)
-            )).first()
+            return await self._stored(conn, conversation_id, client_message_id)
+
+    async def _stored(self, conn: AsyncConnection, conversation_id: str,
+                      client_message_id: str) -> Message | None:
+        row = (await conn.execute(
+            sa.select(messages)
+            .where(messages.c.conversation_id == conversation_id)
+            .where(messages.c.client_message_id == client_message_id)
+        )).first()
         return None if row is None else dataclasses.replace(record(Message, row), replayed=True)
 
     async def _message_id(self, conn: AsyncConnection, conversation_id: str,
