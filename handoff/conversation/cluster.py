@@ -221,8 +221,8 @@ class RedisCluster:
             await self.redis.hset(self._key("presence"), self.node_id, snapshot)
             if self._presence == snapshot:
                 self._presence_unsent = False
-            log.warning("node %s: presence announced again (Redis had lost it)",
-                        self.node_id)
+            log.warning("node %s: presence announced again (Redis had lost it, or the last "
+                        "share did not reach it)", self.node_id)
 
     async def _beat_forever(self) -> None:
         while True:
@@ -333,7 +333,6 @@ class RedisCluster:
                 away.update(snapshot.get("away", ()))
         return sockets, away
 
-
     async def answers(self) -> bool:
         """Whether Redis answers a ``PING`` within two seconds (``/api/health``'s ``redis``)."""
         try:
@@ -355,7 +354,6 @@ class PushBus(socketio.AsyncRedisManager):  # type: ignore[misc]
         self.connected: bool = False
         self._outage = False
         self.listening = False  # subscribed: pushes from the other nodes arrive
-
 
     def _went(self, what: str, exc: Exception) -> None:
         if not self._outage:

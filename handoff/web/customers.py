@@ -94,16 +94,14 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
         else:
             body, _ = error_body(exc)
             answer = {"code": body["error"], "message": body["message"]}
+        ack = {"error": answer["code"], "message": answer["message"]}
         if message_id is not None:
-            answer["message_id"] = message_id
+            answer["message_id"] = ack["message_id"] = message_id
         refusals.labels(answer["code"]).inc()
         quiet.warning("refused a customer event from %s (%s): %s", ips.get(sid, "?"),
                       answer["code"], answer["message"])
         if sid:
             await notifier.to_socket(sid, "error", answer)
-        ack = {"error": answer["code"], "message": answer["message"]}
-        if message_id is not None:
-            ack["message_id"] = message_id
         return ack
 
     async def refused_for_rate(sid: str, message_id: str | None) -> dict[str, str] | None:

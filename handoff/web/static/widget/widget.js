@@ -462,8 +462,7 @@
       confirmed = false;
       inFlight = null;  // whatever was on its way goes again after the reconnect
       attempt += 1;
-      clearTimeout(retryTimer);
-      retryTimer = null;
+      cancelRetry();
       setConn("Connection lost. Reconnecting\u2026 anything you write will be sent when we are back.");
     });
     socket.on("connect_error", () => {
@@ -477,8 +476,7 @@
       confirmed = true;
       save();
       renderChrome();
-      clearTimeout(retryTimer);  // (re)connected: what waits goes now
-      retryTimer = null;
+      cancelRetry();  // (re)connected: what waits goes now
       flush();
     });
     socket.on("bot_uttered", (payload) => {
@@ -643,9 +641,13 @@
     }, Math.max(wait || 0, backoff * (0.75 + Math.random() * 0.5)));
   }
 
-  function retryNow() {
+  function cancelRetry() {
     clearTimeout(retryTimer);
     retryTimer = null;
+  }
+
+  function retryNow() {
+    cancelRetry();
     if (socket && !socket.connected) socket.connect();
     else flush();
   }
@@ -725,8 +727,7 @@
     state.outbox = [];
     inFlight = null;
     attempt += 1;
-    clearTimeout(retryTimer);
-    retryTimer = null;
+    cancelRetry();
     save();
     renderAll();
     if (socket && socket.connected) {
