@@ -23,9 +23,11 @@ load (the customer got ``handoff_queued``), messages never answered, conversatio
 tracker differs from what the customer saw (the bot's texts, in order), the turns a second
 achieved, and each process's memory (RSS).
 
-``--idle N``: instead, connect N customer sockets that open a session and stay idle; prints
-the gateway's RSS before and after, the memory per socket and how many such sockets fit in
-1 GB.
+``--idle N``: instead, connect N customer sockets that open a session and stay idle (spread
+over client processes of 2,500 sockets each, ``--idle-processes`` to choose; each socket
+speaks Engine.IO/Socket.IO frames over one aiohttp session per process, so the clients are not
+the limit), keep them open ``--idle-hold`` seconds (60) and count those still open; prints the
+gateway's RSS before and after, the memory per socket and how many such sockets fit in 1 GB.
 
 ``--nodes 2``: two gateway processes share a fresh PostgreSQL database on ``--pg-url``
 (``load_bench_<pid>_…``, dropped at the end) and ``--redis-url`` under their own
@@ -57,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import socketio
 
@@ -513,35 +516,205 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
         memory=memory)
 
 
-async def run_idle(node: Node, sockets: int, limit_bytes: int = GIGABYTE,
-                   batch: int = 100) -> dict[str, float]:
-    """``sockets`` customers that open a session and stay idle on one node (stopping early
-    when the gateway's RSS passes ``limit_bytes``); the memory they cost."""
-    assert node.pid is not None, "idle mode measures a gateway the bench started"
-    before = rss_bytes(node.pid)
-    held: list[Customer] = []
+# --------------------------------------------------------------------------- idle sockets
+
+SOCKETS_PER_PROCESS = 2500  # idle sockets one client process holds (--idle-processes: more)
+
+
+class IdleSocket:
+    """One idle customer as the widget's client speaks to the gateway, without a client
+    library's objects: Engine.IO 4 over a websocket (the session id in the open packet), the
+    Socket.IO connect to the default namespace, ``session_request`` acknowledged and
+    ``session_confirm`` received; then it only answers the server's pings. Thousands of them
+    share one aiohttp session in one process."""
+
+    def __init__(self) -> None:
+        self.session_id = ""
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.closed = asyncio.Event()
+
+    async def open(self, http: aiohttp.ClientSession, url: str) -> None:
+        ws = self.ws = await http.ws_connect(
+            url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket",
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
+            autoping=False)
+        opened = await ws.receive_str(timeout=REPLY_WAIT)
+        if not opened.startswith("0"):
+            raise RuntimeError(f"no Engine.IO open packet: {opened[:100]!r}")
+        await ws.send_str("40")  # Socket.IO connect, default namespace
+        await ws.send_str('420["session_request",{"session_id":null}]')  # ack id 0
+        connected = acked = False
+        while not (connected and acked and self.session_id):
+            frame = await ws.receive_str(timeout=REPLY_WAIT)
+            if frame == "2":
+                await ws.send_str("3")
+            elif frame.startswith("40"):
+                connected = True
+            elif frame.startswith("44"):
+                raise RuntimeError(f"connection refused: {frame[:200]}")
+            elif frame.startswith("430"):
+                acked = True
+            elif frame.startswith("42"):
+                name, *args = json.loads(frame[2:])
+                if name == "session_confirm" and args and isinstance(args[0], str):
+                    self.session_id = args[0]
+        asyncio.get_running_loop().create_task(self._answer_pings(ws))
+
+    async def _answer_pings(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        try:
+            async for frame in ws:
+                if frame.type == aiohttp.WSMsgType.TEXT and frame.data == "2":
+                    await ws.send_str("3")
+        except (aiohttp.ClientError, ConnectionError):
+            pass
+        finally:
+            self.closed.set()
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        self.closed.set()
+
+
+async def hold_idle(url: str, count: int, commands: asyncio.StreamReader | None,
+                    say: Any, batch: int = 100) -> None:
+    """Open ``count`` idle sockets on ``url`` in waves of ``batch`` (stopping at the first
+    failure or a ``stop`` command), tell ``say({...})`` how it went, then answer the commands
+    ``count`` (how many are still open) and ``close`` (close them all and return)."""
+    held: list[IdleSocket] = []
     failed: list[str] = []
-    try:
-        while len(held) < sockets and rss_bytes(node.pid) < limit_bytes and not failed:
-            wave = [Customer(node.url) for _ in range(min(batch, sockets - len(held)))]
-            outcomes = await asyncio.gather(*(c.connect() for c in wave),
+    stop = asyncio.Event()
+
+    async def read_commands() -> None:
+        assert commands is not None
+        while line := (await commands.readline()).decode().strip():
+            if line == "stop":
+                stop.set()
+            elif line == "count":
+                say({"open": sum(not s.closed.is_set() for s in held)})
+            elif line == "close":
+                break
+        stop.set()
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        reader = asyncio.get_running_loop().create_task(read_commands()) if commands else None
+        while len(held) < count and not failed and not stop.is_set():
+            wave = [IdleSocket() for _ in range(min(batch, count - len(held)))]
+            outcomes = await asyncio.gather(*(s.open(http, url) for s in wave),
                                             return_exceptions=True)
             failed += [f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, Exception)]
-            held += [c for c, o in zip(wave, outcomes) if not isinstance(o, Exception)]
+            held += [s for s, o in zip(wave, outcomes) if not isinstance(o, Exception)]
+            for s, o in zip(wave, outcomes):
+                if isinstance(o, Exception):
+                    await s.close()
+        say({"held": len(held), "confirmed": sum(1 for s in held if s.session_id),
+             "failed": len(failed), "first_failure": failed[0] if failed else ""})
+        if reader is not None:
+            await reader
+        for i in range(0, len(held), batch):
+            await asyncio.gather(*(s.close() for s in held[i:i + batch]),
+                                 return_exceptions=True)
+
+
+def idle_worker(url: str, count: int, batch: int) -> int:
+    """``--idle-worker URL --idle N``: one client process of :func:`run_idle`; JSON lines out,
+    commands in (stdin)."""
+    def say(what: dict[str, Any]) -> None:
+        print(json.dumps(what), flush=True)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        commands = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
+        await hold_idle(url, count, commands, say, batch)
+
+    asyncio.run(run())
+    return 0
+
+
+class _Worker:
+    """A client process of :func:`run_idle`, spoken to in JSON lines."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def tell(self, command: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command.encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def heard(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = await self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"an idle-socket client process ended ({await self.process.wait()})")
+        return dict(json.loads(line))
+
+
+async def run_idle(node: Node, sockets: int, limit_bytes: int = GIGABYTE,
+                   batch: int = 100, processes: int = 0,
+                   hold: float = 0.0) -> dict[str, float]:
+    """``sockets`` customers that open a session and stay idle on one node, spread over
+    ``processes`` client processes (0: one per :data:`SOCKETS_PER_PROCESS`), each holding its
+    share with :class:`IdleSocket` (so that no client is the limit); the memory they cost.
+    The clients stop opening more when the gateway's RSS passes ``limit_bytes`` or at their
+    first failed connection. With ``hold`` the sockets then stay open that many seconds
+    (past Engine.IO's ping interval and timeout, 25 + 20 s: a socket whose pongs came too late
+    would be closed) and the sockets still open at the end are counted; the RSS figure is the
+    highest seen."""
+    assert node.pid is not None, "idle mode measures a gateway the bench started"
+    processes = processes or max(1, -(-sockets // SOCKETS_PER_PROCESS))
+    shares = [sockets // processes + (i < sockets % processes) for i in range(processes)]
+    before = rss_bytes(node.pid)
+    workers = [_Worker(await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).resolve()), "--idle-worker", node.url,
+        "--idle", str(share), "--idle-batch", str(batch),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)) for share in shares]
+    peak = before
+    started = time.monotonic()
+    try:
+        reports = [asyncio.ensure_future(w.heard()) for w in workers]
+        stopped = False
+        while not all(r.done() for r in reports):
+            await asyncio.wait(reports, timeout=0.5)
+            peak = max(peak, rss_bytes(node.pid))
+            if peak >= limit_bytes and not stopped:
+                stopped = True
+                for w in workers:
+                    await w.tell("stop")
+        done = [r.result() for r in reports]
+        connect_seconds = time.monotonic() - started
         await asyncio.sleep(1.0)
         after = rss_bytes(node.pid)
-        confirmed = sum(1 for c in held if c.session_id)
+        until = time.monotonic() + hold
+        while time.monotonic() < until:
+            await asyncio.sleep(min(1.0, until - time.monotonic()))
+            peak = max(peak, rss_bytes(node.pid))
+        peak = max(peak, after)
+        still_open = 0
+        for w in workers:
+            await w.tell("count")
+            still_open += (await w.heard())["open"]
+        for w in workers:
+            await w.tell("close")
     finally:
-        for i in range(0, len(held), batch):
-            await asyncio.gather(*(c.close() for c in held[i:i + batch]),
-                                 return_exceptions=True)
-    per_socket = (after - before) / max(1, len(held))
-    if failed:  # the first wave with a refused connection ends the run
-        print(f"{len(failed)} connections failed after {len(held)}: {failed[0]}",
-              file=sys.stderr)
-    return {"sockets": float(len(held)), "confirmed": float(confirmed),
-            "failed": float(len(failed)),
-            "rss_before": float(before), "rss_after": float(after),
+        for w in workers:
+            try:
+                await asyncio.wait_for(w.process.wait(), 60)
+            except asyncio.TimeoutError:
+                w.process.kill()
+                await w.process.wait()
+    held = sum(d["held"] for d in done)
+    failures = [d["first_failure"] for d in done if d["first_failure"]]
+    if failures:
+        print(f"{sum(d['failed'] for d in done)} connections failed after {held}: "
+              f"{failures[0]}", file=sys.stderr)
+    per_socket = (after - before) / max(1, held)
+    return {"sockets": float(held), "confirmed": float(sum(d["confirmed"] for d in done)),
+            "failed": float(sum(d["failed"] for d in done)),
+            "processes": float(processes), "connect_seconds": connect_seconds,
+            "hold_seconds": hold, "open_after_hold": float(still_open),
+            "rss_before": float(before), "rss_after": float(after), "rss_peak": float(peak),
             "per_socket": per_socket,
             "fit_in_limit": (limit_bytes - before) / per_socket if per_socket > 0 else
             float("inf")}
@@ -550,11 +723,15 @@ async def run_idle(node: Node, sockets: int, limit_bytes: int = GIGABYTE,
 def idle_lines(figures: dict[str, float]) -> list[str]:
     return [
         f"{figures['sockets']:.0f} idle customer sockets ({figures['confirmed']:.0f} with a "
-        "confirmed session) on one gateway node:",
+        f"confirmed session) on one gateway node, from {figures['processes']:.0f} client "
+        f"process(es), opened in {figures['connect_seconds']:.1f} s:",
         "| measure | value |", "|---|---|",
-        f"| connections that failed (the run stops at the first) | {figures['failed']:.0f} |",
+        f"| connections that failed (a client stops at its first) | {figures['failed']:.0f} |",
+        f"| still open after {figures['hold_seconds']:.0f} s idle | "
+        f"{figures['open_after_hold']:.0f} |",
         f"| RSS before | {figures['rss_before'] / 2 ** 20:.0f} MB |",
-        f"| RSS after | {figures['rss_after'] / 2 ** 20:.0f} MB |",
+        f"| RSS with the sockets open (highest while held) | "
+        f"{figures['rss_after'] / 2 ** 20:.0f} MB ({figures['rss_peak'] / 2 ** 20:.0f} MB) |",
         f"| memory per socket | {figures['per_socket'] / 1024:.1f} KB |",
         f"| idle sockets that fit under 1 GB (extrapolated) | {figures['fit_in_limit']:.0f} |",
     ]
@@ -575,6 +752,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=1, help="gateway processes")
     parser.add_argument("--idle", type=int, default=0,
                         help="idle-sockets mode: connect this many idle customers instead")
+    parser.add_argument("--idle-processes", type=int, default=0,
+                        help=f"client processes holding the idle sockets (0: one per "
+                             f"{SOCKETS_PER_PROCESS})")
+    parser.add_argument("--idle-hold", type=float, default=60.0,
+                        help="seconds the idle sockets stay open before they are counted "
+                             "(past Engine.IO's ping interval and timeout)")
+    parser.add_argument("--idle-batch", type=int, default=100,
+                        help="sockets a client process opens at once")
+    parser.add_argument("--idle-worker", metavar="URL", default="",
+                        help=argparse.SUPPRESS)  # one client process of --idle
     parser.add_argument("--deadline", type=float, default=900.0,
                         help="seconds the run may take at most")
     parser.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
@@ -588,6 +775,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "--pg-url, as two nodes always get (to compare fairly); else as given")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args(argv)
+    if args.idle_worker:
+        return idle_worker(args.idle_worker, args.idle, args.idle_batch)
     if args.nodes > 1 and not multi_node_supported():
         print("--nodes 2 needs the multi-node gateway (HANDOFF_REDIS_URL, a shared PostgreSQL "
               "store); this gateway has no such setting yet: run with --nodes 1",
@@ -603,7 +792,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"model {latest_model().name}; {args.nodes} gateway node(s); "
               f"load average {os.getloadavg()[0]:.2f}", flush=True)
         if args.idle:
-            figures = asyncio.run(run_idle(system.nodes[0], args.idle))
+            figures = asyncio.run(run_idle(system.nodes[0], args.idle, batch=args.idle_batch,
+                                           processes=args.idle_processes,
+                                           hold=args.idle_hold))
+            print(f"load average {os.getloadavg()[0]:.2f}")
             print("\n".join(idle_lines(figures)))
             if args.json:
                 print(json.dumps(figures))
