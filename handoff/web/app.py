@@ -97,6 +97,10 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     # (close 1009) and by engine.io's long-polling (413); binary attachments are refused by
     # GuardedServer (docs/security.md).
     app.config.WEBSOCKET_MAX_SIZE = settings.max_frame_bytes
+    # Engine.IO pings every socket itself (25 s, answered within 20 s or closed): Sanic's own
+    # websocket keepalive ping would be a second ping and a task more per idle socket
+    # (about 2 KB of the 48 KB an idle customer costs; docs/performance.md, "Idle sockets").
+    app.config.WEBSOCKET_PING_INTERVAL = None
     origins = Origins(settings.cors_origins, settings.console_origins)
     cluster = make_cluster(settings.redis_url, prefix=settings.redis_prefix,
                            node_id=settings.node_id, lease=settings.node_lease)

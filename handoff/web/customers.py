@@ -182,6 +182,10 @@ def register_customer_protocol(sio: socketio.AsyncServer, notifier: SocketNotifi
                 "code": "rate_limited", "message": "too many new connections from your "
                 f"address: at most {limits.ip_connect_rate:g} a second; try again shortly"})
         ips[sid] = ip
+        # python-engineio keeps the handshake's environ for the connection's life, and its
+        # body reader there is an instance of a class made for each request (about 3 KB per
+        # idle socket); the handshake's body was read long before (docs/performance.md)
+        environ.pop("wsgi.input", None)
         await sio.save_session(sid, {"conversation_id": None})
 
     async def disconnect(sid: str, reason: Any = None) -> None:
