@@ -394,12 +394,18 @@ class Conversations:
             self._spawn(self.on_ended(conversation_id))
         return conv
 
-    async def apply(self, conversation_id: str, event: r.Event) -> r.ConversationState:
+    async def apply(self, conversation_id: str, event: r.Event,
+                    audit: AuditDraft | None = None) -> r.ConversationState:
         """Step an agent's (or the system's) event; a refusal raises the router's error with
-        nothing changed. ``NotFound`` for an unknown conversation."""
+        nothing changed. ``NotFound`` for an unknown conversation. ``audit``: the audit-log
+        entry of the agent's action, written in the step's own transaction (one write, not
+        two: an agent's click waits for each), or alone when the step changed nothing."""
         async with self.locks.hold(conversation_id):
-            state, _ = await self._step_locked(conversation_id, event)
-            return state
+            state, saved = await self._step_locked(conversation_id, event, audit)
+        if audit is not None and saved is None:
+            await self.store.audit(audit["actor"], audit["action"], target=audit["target"],
+                                   details=audit["details"])
+        return state
 
     async def apply_recorded(self, conversation_id: str, event: r.Event,
                              audit: AuditDraft | None = None) -> Correction:

@@ -3,7 +3,9 @@ of :class:`~handoff.store.Store` builds on, with the schema's migrations.
 
 SQLite (WAL) by default, PostgreSQL by URL. A write transaction takes SQLite's write lock up
 front (``BEGIN IMMEDIATE``); an in-memory SQLite database shares one connection, so its
-transactions take turns. Errors come from :mod:`handoff.errors` (``ServiceUnavailable`` 503 when
+transactions take turns. On a SQLite file the process's write transactions also take turns
+before they take a connection (:class:`_WriteTurns`), agents' writes (:meth:`Database.ahead`)
+before the others. Errors come from :mod:`handoff.errors` (``ServiceUnavailable`` 503 when
 the database does not answer). Described in ``docs/store.md``.
 """
 
@@ -11,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final, Self, TypeVar
@@ -34,6 +38,7 @@ VERSION_TABLE: Final = "handoff_alembic_version"
 SQLITE_BUSY_TIMEOUT_S: Final = 30.0
 _MIGRATION_LOCK_KEY: Final = 0x68616E646F6666  # "handoff": one migrator at a time on PostgreSQL
 _WRITE: Final = "handoff_write"
+_AHEAD: contextvars.ContextVar[bool] = contextvars.ContextVar("handoff_store_ahead", default=False)
 
 R = TypeVar("R")
 
@@ -123,6 +128,53 @@ def _on_sqlite_begin(conn: Connection) -> None:
 # --------------------------------------------------------------------------- the engine
 
 
+class _WriteTurns:
+    """A SQLite file's write transactions of this process, one at a time, in arrival order,
+    those marked ``ahead`` first.
+
+    Without it each writer takes a pooled connection and waits in SQLite's busy handler for
+    the write lock, which sleeps up to 100 ms between tries: with a burst of customer
+    messages (200 at once) the writers held every pooled connection, so reads waited for one
+    too, and an agent's takeover waited seconds behind them (docs/performance.md, "The
+    agents' takeover under load"). Here a writer waits without a connection and gets the lock
+    the moment the one before commits. Other processes on the same file still meet
+    ``BEGIN IMMEDIATE`` and the busy timeout."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
+
+    @contextlib.asynccontextmanager
+    async def turn(self, ahead: bool) -> AsyncIterator[None]:
+        if self._busy or any(self._waiting):
+            ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            line = self._waiting[0 if ahead else 1]
+            line.append(ticket)
+            try:
+                await ticket  # _release hands its turn over: _busy stays set
+            except asyncio.CancelledError:
+                if ticket.done() and not ticket.cancelled():
+                    self._release()  # handed the turn just as it was cancelled: pass it on
+                elif ticket in line:
+                    line.remove(ticket)
+                raise
+        else:
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for line in self._waiting:
+            while line:
+                ticket = line.popleft()
+                if not ticket.done():
+                    ticket.set_result(None)
+                    return
+        self._busy = False
+
+
 class Database:
     """The engine of the store and its one transaction helper, :meth:`_tx`. ``url``:
     ``sqlite+aiosqlite:///path.db`` (the default kind; the parent folder is created) or
@@ -133,6 +185,7 @@ class Database:
         self.dialect: str = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
         self._serialize = False
+        self._write_turns: _WriteTurns | None = None
         if self.dialect == "sqlite":
             if parsed.get_driver_name() != "aiosqlite":
                 raise ValueError(f"SQLite URLs must use the aiosqlite driver: {parsed!r}")
@@ -141,8 +194,10 @@ class Database:
                 # One shared connection: transactions must take turns.
                 kwargs["poolclass"] = StaticPool
                 self._serialize = True
-            elif not database.startswith("file:"):
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            else:
+                self._write_turns = _WriteTurns()
+                if not database.startswith("file:"):
+                    Path(database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
         elif self.dialect == "postgresql":
             if parsed.get_driver_name() != "asyncpg":
@@ -176,7 +231,9 @@ class Database:
     async def _tx(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
         """One transaction; commits when the block ends, rolls back on an exception."""
         turn: contextlib.AbstractAsyncContextManager[Any] = (
-            self._turn if self._serialize else contextlib.nullcontext()
+            self._turn if self._serialize
+            else self._write_turns.turn(_AHEAD.get()) if write and self._write_turns is not None
+            else contextlib.nullcontext()
         )
         try:
             async with turn, (self._writer if write else self._engine).begin() as conn:
@@ -186,6 +243,19 @@ class Database:
             raise ServiceUnavailable(
                 f"the database does not answer ({type(exc).__name__})"
             ) from exc
+
+    @staticmethod
+    @contextlib.contextmanager
+    def ahead() -> Iterator[None]:
+        """The write transactions of this block (and of the tasks it starts) go before the
+        others waiting for their turn on a SQLite file: an agent's action, a person waiting
+        on a click, is not queued behind a burst of customer messages. No effect on
+        PostgreSQL, whose writers lock rows, not the database."""
+        token = _AHEAD.set(True)
+        try:
+            yield
+        finally:
+            _AHEAD.reset(token)
 
     async def answers(self, timeout: float = 2.0) -> bool:
         """Whether the database answers a trivial query within ``timeout`` seconds

@@ -32,7 +32,7 @@ from handoff.conversation.shell import Conversations, conversation_json, state_s
 from handoff.conversation.waiting import Waiting
 from handoff.errors import BadRequest, HandoffError
 from handoff.settings import Settings
-from handoff.store import Store, User, to_json
+from handoff.store import AuditDraft, Store, User, to_json
 from handoff.web.auth import user_from_token, verify_token
 from handoff.web.http import Body, flag_field, int_arg, json_body, text_field
 from handoff.web.notifier import AGENT_NAMESPACE, SocketNotifier
@@ -144,10 +144,12 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
             require_right(user, DECISION_RIGHTS[kind])  # approve is checked; edit needs more
         event = action.make(user.username, body, max_chars)
         used = suggestion_used(body)
-        await store.get_conversation(conversation_id)  # 404 before anything else
-        state = await conversations.apply(conversation_id, event)
-        await store.audit(user.username, action.event, target=f"conversation:{conversation_id}",
-                          details={"suggestion": used} if used else None)
+        audit = AuditDraft(actor=user.username, action=action.event,
+                           target=f"conversation:{conversation_id}",
+                           details={"suggestion": used} if used else None)
+        with store.ahead():  # a person waits on this click: not behind customers' messages
+            # one transaction: the step and its audit entry (404 for an unknown conversation)
+            state = await conversations.apply(conversation_id, event, audit)
         return {"conversation": state_summary(state)}
 
     # ------------------------------------------------------------------ HTTP
@@ -177,18 +179,19 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
         reason = text_field(body, "reason", 500)
         owner = (await conversations.state(conversation_id)).owner  # 404 first
         acting = owner or user.username
-        if kind == "close":
-            state = await conversations.apply(conversation_id, r.Close(agent_id=owner))
-        elif kind == "handback":
-            state = await conversations.apply(conversation_id, r.HandBack(agent_id=acting))
-        else:
-            if owner is not None and owner != user.username:  # the owner's hands first
-                await conversations.apply(conversation_id, r.HandBack(agent_id=owner))
-            state = await conversations.apply(conversation_id,
-                                              r.TakeOver(agent_id=user.username))
-        await store.audit(user.username, f"override_{kind}",
-                          target=f"conversation:{conversation_id}",
-                          details={"reason": reason, "owner": owner})
+        with store.ahead():  # a person waits on this click: not behind customers' messages
+            if kind == "close":
+                state = await conversations.apply(conversation_id, r.Close(agent_id=owner))
+            elif kind == "handback":
+                state = await conversations.apply(conversation_id, r.HandBack(agent_id=acting))
+            else:
+                if owner is not None and owner != user.username:  # the owner's hands first
+                    await conversations.apply(conversation_id, r.HandBack(agent_id=owner))
+                state = await conversations.apply(conversation_id,
+                                                  r.TakeOver(agent_id=user.username))
+            await store.audit(user.username, f"override_{kind}",
+                              target=f"conversation:{conversation_id}",
+                              details={"reason": reason, "owner": owner})
         return json({"conversation": state_summary(state)})
 
     @app.get("/api/conversations", name="conversations")

@@ -100,7 +100,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     # Engine.IO pings every socket itself (25 s, answered within 20 s or closed): Sanic's own
     # websocket keepalive ping would be a second ping and a task more per idle socket
     # (about 2 KB of the 48 KB an idle customer costs; docs/performance.md, "Idle sockets").
-    app.config.WEBSOCKET_PING_INTERVAL = None
+    app.config.update(WEBSOCKET_PING_INTERVAL=None)  # (typed int; Sanic takes None: no ping)
     origins = Origins(settings.cors_origins, settings.console_origins)
     cluster = make_cluster(settings.redis_url, prefix=settings.redis_prefix,
                            node_id=settings.node_id, lease=settings.node_lease)

@@ -1000,3 +1000,50 @@ async def test_corrections_filtered_by_intent_and_model_and_audit_by_actions(sto
     entries = await store.list_audit(actions=["correction_accepted", "correction_rejected"])
     assert [(e.actor, e.action, e.target) for e in entries] == [
         ("tia", "correction_accepted", f"correction:{relabel.id}")]
+
+
+# --------------------------------------------------------------------------- write turns (SQLite)
+
+
+@pytest_asyncio.fixture
+async def sqlite_store(tmp_path: Path) -> Any:
+    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'turns.db'}")
+    await s.migrate()
+    yield s
+    await s.close()
+
+
+async def test_sqlite_writes_take_turns_agents_first_and_reads_do_not_wait(
+    sqlite_store: Store,
+) -> None:
+    """One write transaction at a time in the process: those waiting queue without a
+    connection, in arrival order, an agent's (``ahead``) before the customers' that came
+    earlier; a read goes on meanwhile; a waiting writer cancelled passes its place on."""
+    store = sqlite_store
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_turn() -> None:
+        async with store._tx(write=True) as conn:
+            await conn.execute(sa.text("SELECT 1"))
+            held.set()
+            await release.wait()
+
+    async def agent() -> None:
+        with store.ahead():
+            await store.audit("agent", "takeover")
+
+    holder = asyncio.ensure_future(hold_the_turn())
+    await held.wait()
+    customers = [asyncio.ensure_future(store.audit(f"customer-{i}", "message"))
+                 for i in range(4)]
+    cancelled = asyncio.ensure_future(store.audit("gone", "message"))
+    await asyncio.sleep(0.05)
+    ahead = asyncio.ensure_future(agent())
+    await asyncio.sleep(0.05)
+    cancelled.cancel()
+    assert await asyncio.wait_for(store.list_audit(), 5) == []  # a read does not queue
+    assert not any(t.done() for t in customers) and not ahead.done()
+    release.set()
+    await asyncio.wait_for(asyncio.gather(holder, ahead, *customers), 10)
+    order = [e.actor for e in reversed(await store.list_audit())]
+    assert order == ["agent", "customer-0", "customer-1", "customer-2", "customer-3"]
