@@ -41,6 +41,17 @@ def _tracker(stack: Stack, conversation_id: str) -> list[dict[str, Any]]:
     return events
 
 
+async def _settled(api: httpx.AsyncClient, headers: dict[str, str], session_id: str) -> None:
+    """Until no Rasa call of the conversation is out: an approved reply reaches the customer
+    first and Rasa's tracker after (the answer to the decision does not wait for that)."""
+    for _ in range(int(WAIT / 0.05)):
+        resp = await api.get(f"/api/conversations/{session_id}", headers=headers)
+        if not resp.json()["router"]["busy"]:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"a Rasa call of {session_id} still out after {WAIT} s")
+
+
 async def _review(api: httpx.AsyncClient, headers: dict[str, str], session_id: str) -> None:
     resp = await api.post(f"/api/conversations/{session_id}/review", headers=headers,
                           json={"on": True})
@@ -79,6 +90,7 @@ async def test_relabel_repredicts_from_the_corrected_intent_without_a_duplicate_
         kind, data = await widget.next()
         assert kind == "bot_uttered" and data["text"].startswith("We offer Standard delivery")
 
+        await _settled(api, erin, session_id)
         events = _tracker(rasa_stack, session_id)
         users = [e for e in events if e["event"] == "user"]
         assert [(u["text"], u["parse_data"]["intent"]["name"]) for u in users] == [
