@@ -30,6 +30,11 @@ pub/sub, so that no push between nodes is lost while Redis is away: what a node 
 waits in its outbox and goes in order once Redis answers, and every node reads the stream on
 from the last entry it read, whenever it reconnects; it logs once when pushes stop and once
 when they resume (docs/deploy.md, "Pushes made while Redis is away").
+
+A missing lease proves a node gone only while Redis can be trusted to hold the leases: after a
+heartbeat failed, this node's own lease went missing, or Redis's memory is younger than a
+lease, no node is judged gone for a full lease (:meth:`RedisCluster.alive`; docs/deploy.md,
+"No node's work taken over because Redis forgot").
 """
 
 from __future__ import annotations
@@ -194,6 +199,9 @@ class RedisCluster:
         self._lock_warned = 0.0
         self._presence: str | None = None  # this node's presence as last shared (JSON)
         self._presence_unsent = False  # its last share failed: the next beat sends it
+        # until then (monotonic) no other node is judged gone: Redis may have lost the leases
+        self._unsure_until = 0.0
+        self._started = False
 
     @property
     def push_stream(self) -> str:
@@ -221,8 +229,12 @@ class RedisCluster:
         key, now, ttl = self._key("node", self.node_id), str(time.time()), int(self.lease * 1000)
         if not await self.redis.set(key, now, px=ttl, xx=True):
             await self.redis.set(key, now, px=ttl)
+            if self._started:  # not the first beat: Redis lost it, or it ran out meanwhile
+                self._unsure("its own lease was gone from Redis")
             if self._presence is not None:
                 self._presence_unsent = True
+        self._started = True
+        await self.redis.set(self._key("since"), now, nx=True)  # Redis's memory began by now
         if self._presence_unsent and self._presence is not None:
             snapshot = self._presence
             await self.redis.hset(self._key("presence"), self.node_id, snapshot)
@@ -237,7 +249,7 @@ class RedisCluster:
             try:
                 await self._beat()
             except Exception as exc:  # noqa: BLE001 - Redis away: the next beat may reach it
-                log.warning("node %s: heartbeat failed: %s", self.node_id, exc)
+                self._unsure(f"its heartbeat failed ({exc})")
 
     async def close(self) -> None:
         """Leave: the lease and this node's presence go at once (not after the lease)."""
@@ -250,11 +262,38 @@ class RedisCluster:
             await self.redis.hdel(self._key("presence"), self.node_id)
         await self.redis.aclose()
 
+    def _unsure(self, why: str) -> None:
+        """Judge no other node gone for a full lease from now: a lease missing from Redis
+        proves nothing while Redis may have lost them all (restarted without persistence,
+        flushed, or away longer than the leases ran) and the other nodes have not beaten
+        since. Every heartbeat that fails or finds this node's own lease gone, and every
+        look that finds it gone, pushes the wait back."""
+        if time.monotonic() >= self._unsure_until:
+            log.warning("node %s: %s; no other node's work is taken over for %.0f s (a full "
+                        "lease: Redis may have lost every node's lease)", self.node_id, why,
+                        self.lease)
+        self._unsure_until = time.monotonic() + self.lease
+
     async def alive(self, nodes: Iterable[str]) -> set[str]:
+        """The nodes among ``nodes`` whose lease is in Redis, and all of them while this node
+        cannot be sure a missing lease means a node gone (:meth:`_unsure`): its own lease gone
+        from Redis, a heartbeat failed within a lease, or Redis's memory younger than a lease
+        (``<prefix>:since``, written by the first node to find it missing: a node starting
+        just after Redis lost its keys waits too)."""
         names = sorted(set(nodes))
         if not names:
             return set()
-        found = await self.redis.mget([self._key("node", n) for n in names])
+        since_key = self._key("since")
+        *found, mine, since = await self.redis.mget(
+            [self._key("node", n) for n in names] + [self._key("node", self.node_id), since_key])
+        if since is None:
+            await self.redis.set(since_key, str(time.time()), nx=True)
+            since = await self.redis.get(since_key)
+        if mine is None:
+            self._unsure("its own lease was gone from Redis")
+        if time.monotonic() < self._unsure_until or (
+                time.time() - float(since or 0) < self.lease):
+            return set(names)
         return {n for n, value in zip(names, found, strict=True) if value is not None}
 
     @contextlib.asynccontextmanager

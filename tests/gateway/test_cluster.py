@@ -21,6 +21,9 @@ redis = pytest.importorskip("redis")  # the gateway's lock file has it
 async def nodes() -> AsyncIterator[tuple[RedisCluster, RedisCluster]]:
     redis_reachable()
     prefix = f"handoff-test-{uuid.uuid4().hex[:8]}"
+    # Redis has held this prefix's keys for long: a lease missing is a node gone (a younger
+    # memory is the case of test_no_live_node_is_judged_gone_after_redis_lost_its_keys)
+    redis.Redis.from_url(REDIS_URL).set(f"{prefix}:since", "0")
     a = RedisCluster(REDIS_URL, prefix=prefix, node_id="a", lease=2)
     b = RedisCluster(REDIS_URL, prefix=prefix, node_id="b", lease=2)
     await a.start()
@@ -73,6 +76,35 @@ async def test_a_node_announces_its_presence_again_when_redis_lost_it(
         await b._beat()
         assert await a.presence() == ({"s4": "bob"}, {"bob"})
     finally:
+        await client.aclose()
+
+
+async def test_no_live_node_is_judged_gone_after_redis_lost_its_keys(
+    nodes: tuple[RedisCluster, RedisCluster]
+) -> None:
+    """What a Redis restarted without persistence leaves: no lease at all, until each node
+    beats again. Judging a node gone then would take over its Rasa turns and review timers
+    while it runs them: node a (whose own lease is gone too) and a node c starting now (Redis's
+    memory is younger than a lease) judge nobody gone for a full lease; after it, a node that
+    never beat again is gone and b, beating, is not."""
+    a, b = nodes
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    c = RedisCluster(REDIS_URL, prefix=a.prefix, node_id="c", lease=2)
+    try:
+        await client.delete(*[key async for key in client.scan_iter(f"{a.prefix}:*")])
+        assert await client.get(f"{a.prefix}:node:b") is None
+        assert await a.alive(["b", "gone"]) == {"b", "gone"}
+        await c.start()
+        assert await c.alive(["b", "gone"]) == {"b", "gone"}
+        await a._beat()
+        await b._beat()
+        assert await a.alive(["b", "gone"]) == {"b", "gone"}  # still within the lease
+        while (found := await a.alive(["b", "gone"])) != {"b"}:  # b's heartbeat task beats
+            assert found == {"b", "gone"}, found
+            await asyncio.sleep(0.1)
+        assert await c.alive(["b", "gone"]) == {"b"}
+    finally:
+        await c.close()
         await client.aclose()
 
 
