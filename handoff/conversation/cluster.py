@@ -225,7 +225,9 @@ class RedisCluster:
         persistence, or was flushed, or the lease ran out while it was away) is taken again
         and this node's presence announced again with it, as is a presence whose last share
         failed: so who is logged in on this node is known again within a third of a lease of
-        Redis answering, without waiting for an agent to come or go."""
+        Redis answering, without waiting for an agent to come or go. A lease lost after the
+        first beat makes this node judge no other gone for a lease (:meth:`_unsure`), and
+        ``<prefix>:since`` records when Redis's memory began if it is missing."""
         key, now, ttl = self._key("node", self.node_id), str(time.time()), int(self.lease * 1000)
         if not await self.redis.set(key, now, px=ttl, xx=True):
             await self.redis.set(key, now, px=ttl)
@@ -391,7 +393,8 @@ class PushBus(socketio.AsyncRedisManager):  # type: ignore[misc]
     """python-socketio's Redis manager carried by a Redis stream instead of pub/sub, so that
     no push between nodes is lost when Redis goes away (module docstring).
 
-    A push for another node is appended to this node's outbox and sent from there, in order,
+    A push (delivered at once to this node's own sockets by python-socketio) is appended to
+    this node's outbox for the other nodes and sent from there, in order,
     as ``XADD <prefix>:pushes``; while Redis does not answer the outbox keeps it (at most
     :data:`OUTBOX` pushes, the oldest dropped beyond, logged) and it goes as soon as Redis
     answers again. Each node reads the stream with ``XREAD BLOCK`` on a connection of its own
@@ -474,6 +477,8 @@ class PushBus(socketio.AsyncRedisManager):  # type: ignore[misc]
             for _ in batch:
                 self._outbox.popleft()
         self._retry_pause = BUS_RETRY[0]
+        if self.listening:  # sending failed while the stream was still read: it is over
+            self._back()
         if self._dropped:
             log.warning("%d push(es) between gateway nodes dropped: the outbox holds at most "
                         "%d while Redis is away (they are in the store: a reload shows them)",
