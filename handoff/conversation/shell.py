@@ -709,11 +709,16 @@ class Conversations:
     async def rasa_health_changed(self, server: str, previous: str, state: str) -> None:
         """The probes' news (:class:`~handoff.conversation.rasa_pool.RasaPool`): every agent
         gets ``rasa_health``; when a Rasa server is back, the conversations queued while it
-        was down go back to the bot (:meth:`resume_after_outage`)."""
+        was down go back to the bot (:meth:`resume_after_outage`). So do they when one of
+        several servers is found down while another is not: a turn that failed on it before
+        its probe found it down (killed mid-turn: the connection broke at once) queued its
+        conversation, which the servers still up now serve."""
         health = self.health
         await self.notifier.to_agents("rasa_health", health.as_json() if health else {
             "state": state})
         if previous == "down" and state in ("up", "slow"):
+            self._spawn(self.resume_after_outage())
+        elif state == "down" and health is not None and health.several and not health.down:
             self._spawn(self.resume_after_outage())
 
     async def _apply_result(self, cid: str, event: r.Event,
