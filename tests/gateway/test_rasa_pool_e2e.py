@@ -19,6 +19,7 @@ import httpx
 import pytest
 import requests
 
+from bench.load import Node, System, run_load
 from bot.processes import Service
 from bot.serve import Stack
 from handoff.conversation.rasa_pool import ranked
@@ -114,6 +115,29 @@ async def _states(api: httpx.AsyncClient) -> dict[str, str]:
 async def _calls(api: httpx.AsyncClient, url: str) -> int:
     admitted: int = (await _health(api))["rasa_calls"].get(url, {}).get("admitted", 0)
     return admitted
+
+
+async def test_a_swarm_spreads_over_both_servers_and_the_trackers_hold_what_it_saw(
+    pool: Pool, gateway: Gateway
+) -> None:
+    """The short version of ``bench/load.py --rasa 2``: 20 customers × 3 messages at once,
+    two of them reviewed. Correctness goals only, never timings."""
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
+        await _until(api, lambda h: all(
+            s["state"] in ("up", "slow") for s in h["rasa"]["servers"]))
+    system = System(nodes=[Node(gateway.url, gateway.process.pid)], rasa_url=pool.urls[0],
+                    rasa_token=pool.stack.token, admin_password=gateway.admin_password,
+                    rasa_servers=[(url, pool.pid(url)) for url in pool.urls],
+                    rasa_names=[pool.urls])
+    report = await run_load(system, customers=20, messages=3, rate=0, review_share=0.1,
+                            deadline=300)
+    print("\n".join(report.lines()))
+    assert report.queued_for_load == [] and report.unanswered == 0
+    assert report.mismatched == [] and report.agent_failures == []
+    assert report.human_queue == 0
+    calls = list(report.rasa_calls.values())
+    assert len(calls) == 2 and all(calls), report.rasa_calls  # both servers served turns
+    assert sum(calls) >= 20 * 3  # every turn (and the approved replies' continuations)
 
 
 async def test_a_turn_out_when_its_server_hangs_is_answered_by_the_other_server(
