@@ -179,6 +179,7 @@ class RasaClient:
         self.route: Callable[[str], str] | None = None
         # told of a pool server that refused a connection (the pool skips it for a while)
         self.unreachable: Callable[[str], None] | None = None
+        self._sending: dict[str, str] = {}  # sender -> the server its request is out to
         self._token = token
         self.timeout = timeout
         self.transport = transport
@@ -203,6 +204,7 @@ class RasaClient:
         tried: set[str] = set()
         while True:
             base = self.server_for(sender)
+            self._sending[sender] = base
             try:
                 return await send(base)
             except RasaUnreachable as exc:
@@ -212,6 +214,14 @@ class RasaClient:
                 self.unreachable(base)
                 log.warning("Rasa at %s is unreachable (%s): %s goes to the next server",
                             base, exc.message, sender or "a request")
+            finally:
+                if self._sending.get(sender) == base:
+                    del self._sending[sender]
+
+    def sending_to(self, sender: str) -> str | None:
+        """The server a request of ``sender``'s is out to now (None: none is): where
+        :meth:`_routed` sent it, the next server after a refusal."""
+        return self._sending.get(sender)
 
     def switch(self, base_url: str) -> str:
         """Send every request from now on to ``base_url`` (a blue/green deploy); requests

@@ -672,17 +672,24 @@ class Conversations:
             if health.down:
                 raise RasaUnavailable(f"Rasa is down ({health.error})")
             request = asyncio.ensure_future(self._admitted(effect, server))
-            went_down = asyncio.ensure_future(health.down_event.wait())
-            try:
-                await asyncio.wait({request, went_down}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                went_down.cancel()
-            if not request.done():
-                request.cancel()
-                await asyncio.gather(request, return_exceptions=True)
-                raise RasaUnavailable(f"Rasa went down during the call ({health.error})",
-                                      timed_out=True)
-            return request.result()
+            while True:
+                # the server the call is on: a refusal may have sent it to the next one
+                at = self.rasa.sending_to(effect.conversation_id) or server
+                health = pool.health(at)
+                went_down = asyncio.ensure_future(health.down_event.wait())
+                try:
+                    await asyncio.wait({request, went_down},
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    went_down.cancel()
+                if request.done():
+                    return request.result()
+                if (self.rasa.sending_to(effect.conversation_id) or server) == at:
+                    break  # its server went down with the call on it
+            request.cancel()
+            await asyncio.gather(request, return_exceptions=True)
+            raise RasaUnavailable(f"Rasa went down during the call ({health.error})",
+                                  timed_out=True)
         except RasaError as exc:
             log.warning("Rasa call %s for %s failed: %s", effect.call_id,
                         effect.conversation_id, exc)

@@ -7,13 +7,17 @@ A request that reached a server and failed there is never sent to another (it ma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
+import httpx
 import pytest
+from aiohttp import web
 
 from bot.serve import Stack
 from handoff.conversation.rasa_client import RasaClient, RasaUnavailable, RasaUnreachable
@@ -242,3 +246,88 @@ async def test_a_conversation_whose_server_dies_mid_turn_goes_on_with_another_se
         await customer.close()
         crashing.stop()
         await loop.run_in_executor(None, _stop, gw.process)
+
+
+class StatusOnly:
+    """A Rasa server that answers its ``/status`` until it is stopped; then nothing listens."""
+
+    async def start(self) -> StatusOnly:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            body = b'{"model_id": "status-only", "model_file": "status-only.tar.gz"}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode()
+                         + b"\r\nConnection: close\r\n\r\n" + body)
+            await writer.drain()
+        writer.close()
+
+    async def stop(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def slow_turns(rasa_url: str, delay: float) -> AsyncIterator[str]:
+    """The real Rasa behind a proxy that holds each turn ``delay`` seconds before passing it
+    on (everything else at once): a Rasa busy with each turn for that long."""
+    async with aiohttp.ClientSession() as session:
+        async def forward(request: web.Request) -> web.Response:
+            if request.path.startswith("/webhooks/gateway/turn"):
+                await asyncio.sleep(delay)
+            async with session.request(request.method, rasa_url + request.path_qs,
+                                       headers={k: v for k, v in request.headers.items()
+                                                if k.lower() != "host"},
+                                       data=await request.read()) as answer:
+                return web.Response(status=answer.status, body=await answer.read(),
+                                    content_type=answer.content_type)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", forward)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            await runner.cleanup()
+
+
+async def test_a_turn_sent_on_after_a_refusal_is_not_failed_when_the_refusing_server_is_found_down(
+    rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A turn refused by its server goes to the next one; the refusing server's probe then
+    finds it down while the turn runs on the other: the turn is the other server's, and goes on
+    (it used to be cancelled as "Rasa went down during the call" and the customer queued)."""
+    first = await StatusOnly().start()
+    loop = asyncio.get_running_loop()
+    async with slow_turns(rasa_stack.rasa_url, 3.0) as slow:
+        servers = [first.url, slow]
+        gw = await loop.run_in_executor(None, lambda: _start_gateway(
+            tmp_path_factory.mktemp("refused"), ",".join(servers), rasa_stack.token,
+            {"HANDOFF_RASA_PROBE_INTERVAL": "0.3", "HANDOFF_RASA_PROBE_TIMEOUT": "2",
+             "HANDOFF_RASA_TRANSPORT": "http"}))
+        customer = await Widget(gw.url).connect()
+        try:
+            async with httpx.AsyncClient(base_url=gw.url, timeout=WAIT) as api:
+                health = (await api.get("/api/health")).json()
+                while health["rasa"]["state"] != "up":
+                    await asyncio.sleep(0.1)
+                    health = (await api.get("/api/health")).json()
+                cid = await customer.session(first_on(first.url, servers))
+                await first.stop()  # dies between two probes: its conversations' next turn
+                await customer.say(cid, "where is my order 100002?")  # ... is refused
+                name, data = await customer.next()
+                assert name == "bot_uttered", (name, data)  # not queued: answered
+                assert "100002" in data["text"]
+                detail = (await api.get("/api/health")).json()["rasa"]
+                assert detail["state"] == "up"  # the pool; the first server is down by now
+        finally:
+            await customer.close()
+            await loop.run_in_executor(None, _stop, gw.process)
