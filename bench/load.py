@@ -83,6 +83,7 @@ from bot.serve import GATEWAY_PYTHON, Service, Stack, latest_model  # noqa: E402
 from bench.rasa_turn import MESSAGES, percentile  # noqa: E402  (one response each)
 from handoff.conversation.customer_protocol import bot_uttered_payloads  # noqa: E402
 
+HOP_OVERLAP = 1.0  # seconds both sockets of a customer that moves between nodes are open
 REPLY_WAIT = 120.0  # seconds a customer waits for a reply before it counts as unanswered
 GIGABYTE = 1024 ** 3
 OPEN_LIMITS = {  # every customer here comes from 127.0.0.1: the per-address limits at their top
@@ -311,11 +312,20 @@ class Customer:
         reconnection=False))
 
     def __post_init__(self) -> None:
-        self._listen()
+        self.recorder = self.sio  # the socket whose events count (two overlap in a move)
+        self._listen(self.sio)
 
-    def _listen(self) -> None:
-        self.sio.on("bot_uttered", self._bot_uttered)
-        self.sio.on("handoff_notice", self._notice)
+    def _listen(self, sio: socketio.AsyncClient) -> None:
+        async def uttered(data: Any) -> None:
+            if sio is self.recorder:
+                await self._bot_uttered(data)
+
+        async def notice(data: Any) -> None:
+            if sio is self.recorder:
+                await self._notice(data)
+
+        sio.on("bot_uttered", uttered)
+        sio.on("handoff_notice", notice)
 
     async def _bot_uttered(self, data: Any) -> None:
         if not isinstance(data, dict):
@@ -333,13 +343,19 @@ class Customer:
             self.notices.append(data["kind"])
 
     async def move(self, url: str) -> None:
-        """Reconnect to the gateway node at ``url`` and carry on the same session (the widget
-        after a reconnect that the balancer sent elsewhere)."""
-        await self.sio.disconnect()
+        """Carry on the same session through the gateway node at ``url`` (a widget that the
+        balancer sent elsewhere). The new socket joins the session before the old one leaves,
+        and the old one's events count for :data:`HOP_OVERLAP` seconds more: a reply's later
+        parts (or a reviewed reply's next part) still on their way to the old one are not lost,
+        none is counted twice."""
+        old = self.sio
         self.url = url
         self.sio = socketio.AsyncClient(reconnection=False)
-        self._listen()
+        self._listen(self.sio)
         await self.connect(self.session_id)
+        await asyncio.sleep(HOP_OVERLAP)
+        self.recorder = self.sio
+        await old.disconnect()
 
     async def connect(self, session_id: str | None = None) -> None:
         confirmed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -475,6 +491,7 @@ class Report:
     agent_failures: list[str]
     memory: dict[str, int]
     rasa_calls: dict[str, int] = field(default_factory=dict)  # server (":port") -> calls
+    differences: list[str] = field(default_factory=list)  # each mismatch, spelled out
     on_several_servers: int = 0  # conversations with turns on more than one Rasa server
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
 
@@ -525,6 +542,7 @@ class Report:
                 self.memory.items()]
         if self.agent_failures:
             out.append(f"agent failures: {self.agent_failures[:5]}")
+        out += [f"tracker mismatch: {d}" for d in self.differences[:3]]
         return out
 
 
@@ -649,9 +667,13 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
             await agent.close()
         await asyncio.gather(*(c.close() for c in swarm), return_exceptions=True)
         mismatched = []
+        differences: list[str] = []
         for customer in swarm:
-            if await tracker_texts(client, system, customer.session_id) != customer.seen:
+            in_tracker = await tracker_texts(client, system, customer.session_id)
+            if in_tracker != customer.seen:
                 mismatched.append(customer.session_id)
+                differences.append(f"{customer.session_id}: tracker {in_tracker!r}, customer "
+                                   f"saw {customer.seen!r}, notices {customer.notices!r}")
         admin = await client.post("/api/login", json={"username": "admin",
                                                        "password": system.admin_password})
         queued = (await client.get("/api/conversations", params={"queued": "true"},
@@ -669,7 +691,7 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
         queued_for_load=[c.session_id for c in swarm if "handoff_queued" in c.notices],
         unanswered=sum(1 for _, _, t in turns if t.answered is None)
         + sum(messages - len(c.turns) for c in swarm),
-        mismatched=mismatched,
+        mismatched=mismatched, differences=differences,
         delayed_notices=sum(1 for c in swarm if "reply_delayed" in c.notices),
         most_waiting=most_waiting, down_polls=down_polls,
         human_queue=len(queued.get("conversations") or []),
