@@ -120,6 +120,7 @@ class BlockwiseIntentClassifier(IntentClassifier, GraphComponent):
         self.layout: List[Tuple[str, bool, int]] = []  # featurizer, dense?, width
         self.coef = np.zeros((0, 0))
         self.intercept = np.zeros(0)
+        self._weights: Optional[np.ndarray] = None  # coef.T, contiguous
         self.examples = np.zeros((0, 0), np.float32)  # unit sentence embeddings
         self.example_labels = np.zeros(0, np.int64)
 
@@ -182,7 +183,7 @@ class BlockwiseIntentClassifier(IntentClassifier, GraphComponent):
             if coef.shape[0] == 1:  # two intents: sklearn keeps one row, the softmax needs two
                 coef = np.vstack([-coef / 2, coef / 2])
                 intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-            self.coef, self.intercept = coef, intercept
+            self.coef, self.intercept, self._weights = coef, intercept, None
             if embedding is not None:
                 self.examples = embedding.astype(np.float32)
                 self.example_labels = y
@@ -218,7 +219,10 @@ class BlockwiseIntentClassifier(IntentClassifier, GraphComponent):
     def probabilities(self, messages: Sequence[Message]) -> np.ndarray:
         """One row of intent probabilities per message, columns as ``self.classes``."""
         X, embedding = self._matrix(messages)
-        logits = np.asarray(X @ self.coef.T) + self.intercept
+        if self._weights is None or self._weights.shape[::-1] != self.coef.shape:
+            # one contiguous copy: ``X @ coef.T`` copied the whole matrix on every message
+            self._weights = np.ascontiguousarray(self.coef.T)
+        logits = np.asarray(X @ self._weights) + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)
