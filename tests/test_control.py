@@ -73,7 +73,7 @@ def test_stopping_the_supervisor_interrupts_a_retraining_cleanly(tmp_path: Path)
             return [sys.executable, "-c", _LONG_JOB, str(marker)]
 
     pool = SimpleNamespace(live=SimpleNamespace(model=tmp_path / "live.tar.gz"),
-                           models_dir=tmp_path)
+                           models_dir=tmp_path, candidate=None)
     retrainer = Job(pool, tmp_path)  # type: ignore[arg-type]
     assert retrainer.stop() is None  # nothing runs yet
     with pytest.raises(ControlError) as none_yet:
