@@ -373,7 +373,7 @@ def stage_deploy(bench: Bench) -> None:
         f"accepted corrections → new model live, full training: {total:.0f} s")
 
 
-LIVE_PATHS = {"in process": ("--prove-in-process",), "on the standby": ()}
+LIVE_PATHS = {"on the standby": (), "in process": ("--prove-in-process",)}
 
 
 def holdout_without(project: Path, texts: Sequence[str]) -> None:
