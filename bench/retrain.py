@@ -26,7 +26,9 @@ On a copy of the project in a temporary folder (the repository is never written)
    stopped).
 6. **live**: accepted corrections → the gateway serves the new model, end to end on the whole
    system, each path from a fresh copy (with the held-out split, less the relabelled
-   messages: the fallback's re-tuning reads it) and Rasa's cache as ``make train`` left it:
+   messages: the fallback's re-tuning reads it; and the model in service's results on the
+   hand-written stories in ``var/story-results/``, as its own proof would have left them) and
+   Rasa's cache as ``make train`` left it:
    the supervisor's retraining (what the console's Retrain button runs once the gateway has
    exported the accepted corrections), then a trainer's deploy through the gateway's API.
    Once ``in process`` (``bot.serve --prove-in-process``: the retraining loads each model it
@@ -193,6 +195,13 @@ def stage_corrections(bench: Bench) -> None:
         "resolution": {"edited_as": "policy_changed"}})
     (bench.work / "corrections.json").write_text(json.dumps(bench.records, indent=1))
     bench.time("corrections (load model, parse held-out set)", time.monotonic() - start)
+    # The model in service's results on the hand-written suite, as its own proof (when it was
+    # a retraining's candidate) left them in var/story-results/: the live stage starts there.
+    from bot.model_runs import InProcess
+    from bot.prove import StoryResults, failing_stories, test_stories
+
+    failing_stories(InProcess(bench.model), test_stories(PROJECT_ROOT / "tests" / "stories"),
+                    StoryResults(bench.work / "story-results"))
 
 
 def stage_write(bench: Bench) -> None:
@@ -373,6 +382,7 @@ def stage_deploy(bench: Bench) -> None:
         f"accepted corrections → new model live, full training: {total:.0f} s")
 
 
+STORY_RESULTS = Path("var") / "story-results"
 LIVE_PATHS = {"on the standby": (), "in process": ("--prove-in-process",)}
 
 
@@ -408,6 +418,7 @@ def stage_live(bench: Bench) -> None:
             project, cache = bench.copy(), bench.cache()
             holdout_without(project, [r["tracker_events"][-1]["text"] for r in bench.records
                                       if r["type"] == "relabelled"])
+            shutil.copytree(bench.work / "story-results", project / STORY_RESULTS)
             os.environ["RASA_CACHE_DIRECTORY"] = str(cache)  # bot.serve's retraining's
             try:
                 with serve(bench, project, *options) as system:

@@ -154,8 +154,11 @@ def retune_candidate(candidate: Path, model: Path, loaded: "Runner") -> Dict[str
             f"{after['ambiguity_threshold']}; training the candidate again with them")
         result = gate.train(candidate, candidate, model.parent)
         tuned["training"] = result.as_dict()
-        if not result.ok or gate.model_file(model.parent) != model:
+        trained = gate.model_file(model.parent)
+        if not result.ok or trained is None:
             tuned["error"] = "; ".join(result.messages) or "rasa train failed"
+        else:
+            os.replace(trained, model)  # under the name it will be kept as
     else:
         log(f"fallback kept: threshold {before['threshold']}, ambiguity threshold "
             f"{before['ambiguity_threshold']} still score best on the held-out split")
@@ -296,8 +299,14 @@ def retrain(corrections: List[Any], project: Path, models: Path, in_service: Opt
             if prefetch is not None:
                 prefetch.join()
             return writer_refused()
-        model = gate.model_file(candidate / "models")
-        assert model is not None, "the training succeeded, so it left a model"
+        trained = gate.model_file(candidate / "models")
+        assert trained is not None, "the training succeeded, so it left a model"
+        # Named as it will be kept in models/ (a name of its own: the next retraining must
+        # not overwrite it) before any Rasa server loads it: Rasa's /status names the file a
+        # server loaded, and the gateway records a model it finds live under that name.
+        model = candidate / "models" / time.strftime("corrections-%Y%m%dT%H%M%SZ.tar.gz",
+                                                     time.gmtime())
+        os.replace(trained, model)
         write["stage"] = written.stage = "done"
         clock = lap("training", clock)
         if prefetch is not None:
@@ -357,8 +366,7 @@ def retrain(corrections: List[Any], project: Path, models: Path, in_service: Opt
         except (OSError, RuntimeError) as exc:
             return refuse(f"not written into the project: {exc}", "commit")
         models.mkdir(parents=True, exist_ok=True)
-        # A name of its own: the next retraining must not overwrite it.
-        named = models / time.strftime("corrections-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime())
+        named = models / model.name
         shutil.move(str(model), named)
         shutil.rmtree(candidate)
         if new_results:  # the next retraining's model in service, if it goes live
