@@ -363,8 +363,10 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
         new_model]["corrections"]
     assert await _ask(system, WRONG) == wrong_answer  # not live yet
 
-    # customers keep talking while the new model goes live
+    # customers keep talking while the new model goes live (the standby server already has
+    # it loaded, so the deploy itself is short: they talk on until 30 turns are in)
     latencies: list[float] = []
+    turns: list[tuple[float, float]] = []  # (sent, answered), monotonic
     stop = asyncio.Event()
 
     async def customer() -> None:
@@ -382,6 +384,7 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
                 await widget.say(session_id, f"where is my order 100002? ({uuid.uuid4().hex[:4]})")
                 assert (await _reply(widget)).startswith("Order 100002")
                 latencies.append(time.monotonic() - started)
+                turns.append((started, time.monotonic()))
                 await asyncio.sleep(1.0)
         finally:
             await widget.close()
@@ -389,12 +392,18 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
     customers = [asyncio.create_task(customer()) for _ in range(3)]
     try:
         await asyncio.sleep(2)
+        deploy_started = time.monotonic()
         await _deploy(system, api, trainer, new_model)
+        deploy_ended = time.monotonic()
         await asyncio.sleep(2)
+        deadline = time.monotonic() + 120
+        while len(latencies) < 30 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
     finally:
         stop.set()
         await asyncio.gather(*customers)
-    assert len(latencies) >= 30  # the deploy took long enough for many turns
+    assert len(latencies) >= 30  # before, during and after the switch
+    assert any(deploy_started < sent < deploy_ended for sent, _ in turns)  # during it
     assert max(latencies) < 2.0, sorted(latencies)[-5:]
 
     assert await _live(api, trainer) == new_model
