@@ -4,7 +4,11 @@ proven model out; the project's data changes only when the proof passes.
 1. A **candidate**: a copy of the project's training data and tests in
    ``var/candidates/<UTC time>-<id>/`` (marked by its ``CANDIDATE.json``: never the project).
    The corrections become training data there (``bot.corrections``: masked, validated,
-   checked against the rules, trained).
+   checked against the rules), then the candidate is trained. The candidate's model is then
+   loaded once: with ``--supervisor`` in the supervisor's standby Rasa server (the one a
+   deploy switches to; it loads the model in service first and runs the test stories that
+   model has no kept result for while the candidate trains: :mod:`bot.standby`), otherwise in
+   this process. Steps 2 and 3 ask it wherever it is (:mod:`bot.model_runs`).
 2. The fallback is re-tuned for the candidate's model on the held-out split
    (``bot.tune_fallback.retune``): a threshold and ambiguity threshold that score better than
    the configured ones go into the candidate's ``config.yml`` and the model is trained again
@@ -27,7 +31,10 @@ Prints one JSON report on stdout; progress goes to stderr (at WARNING unless ``L
                "errors", "model": <file name in models/ or null>},
      "proof": <bot.prove's report or null>,
      "fallback": {"changed", "before", "after", ...} | null,   # the re-tuning
-     "candidate": {"path", "reason", "model"} | null}   # a refused candidate, kept
+     "candidate": {"path", "reason", "model"} | null,   # a refused candidate, kept
+     "standby": {"url", "port", "model_id"} | {"error"} | null,  # where it was proven
+     "seconds": {"write", "training", "loading the candidate's model", "fallback", "proof",
+                 "commit", "total", ...}}
 
 Exit codes: 0 written (proven, or nothing in service to prove against) or nothing new (every
 correction is already in the data: nothing trained), 1 refused (by the writer's checks, the
