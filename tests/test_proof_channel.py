@@ -86,6 +86,7 @@ def test_the_story_test_names_the_failing_story_and_its_wrong_prediction(
     assert answer["model_id"] == status(rasa_stack)["model_id"]
 
 
+@pytest.mark.slow
 def test_the_hand_written_suite_passes(rasa_stack: Stack) -> None:
     suite = Path(__file__).parent / "stories" / "test_stories.yml"
     resp = post(rasa_stack, "stories", {"files": {"test_stories.yml": suite.read_text()}})
