@@ -4,8 +4,12 @@
         [--shots 10] [--corrections 0,100,300,1000] [--test-per-intent 0] [--seed 7]
 
 For each pipeline — ``today``: this project's ``config.yml`` without the sentence-embedding
-featurizer; ``new``: ``config.yml`` as it is; ``scale-K``: the new one with the embedding weighed K — on a Rasa project built in a temporary folder
-from banking77 (77 intents of a bank's customers):
+featurizer and with Rasa's ``LogisticRegressionClassifier``; ``new``: ``config.yml`` as it is;
+``scale-K``: the new one with the embedding weighed K; ``lr-K``: ``config.yml`` with Rasa's
+``LogisticRegressionClassifier`` instead of ``bot.intent_classifier.BlockwiseIntentClassifier``
+and the embedding weighed K (``lr-8`` is the pipeline before that classifier); ``blockwise``:
+``config.yml`` with ``BlockwiseIntentClassifier`` as measured in docs/assistant.md — on a Rasa
+project built in a temporary folder from banking77 (77 intents of a bank's customers):
 
 1. train the NLU on ``--shots`` examples per intent of banking77's training file (the same
    seeded sample for both pipelines);
@@ -51,6 +55,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "datasets" / "banking77"
 FEATURIZER = "bot.sentence_featurizer.SentenceEmbeddingFeaturizer"
+CLASSIFIER = "bot.intent_classifier.BlockwiseIntentClassifier"
+# The classifier before BlockwiseIntentClassifier (``today`` and ``lr-K`` put it back).
+RASA_LR = {"name": "LogisticRegressionClassifier", "max_iter": 200, "random_state": 42}
+# ``blockwise``: config.yml with the classifier measured for issue 13 (docs/assistant.md)
+BLOCKWISE = {"name": CLASSIFIER, "C": 10, "dense_weight": 3, "sparse_weight": 1,
+             "temperature": 0.5, "max_iter": 300}
 REFUSED = ("nlu_fallback", "out_of_scope")
 PIPELINES = ("today", "new")
 
@@ -114,8 +124,18 @@ def sample_test(test: List[Example], per_intent: int, seed: int) -> List[Example
 
 def pipeline_config(name: str) -> Dict[str, Any]:
     config = yaml.safe_load((PROJECT_ROOT / "config.yml").read_text())
+    if name == "blockwise":
+        config["pipeline"] = [dict(BLOCKWISE) if c["name"] in (CLASSIFIER, RASA_LR["name"])
+                              else c for c in config["pipeline"]]
+    if name == "today" or name.startswith("lr-"):  # Rasa's logistic regression, as before
+        config["pipeline"] = [dict(RASA_LR) if c["name"] == CLASSIFIER else c
+                              for c in config["pipeline"]]
     if name == "today":
         config["pipeline"] = [c for c in config["pipeline"] if c["name"] != FEATURIZER]
+    elif name.startswith("lr-"):  # the pipeline of Rasa's regression, embedding weighed K
+        for component in config["pipeline"]:
+            if component["name"] == FEATURIZER:
+                component["scale"] = float(name[len("lr-"):])
     elif not any(c["name"] == FEATURIZER for c in config["pipeline"]):
         raise SystemExit(f"config.yml has no {FEATURIZER}: nothing new to compare")
     elif name.startswith("scale-"):  # the new pipeline with another weight for the embedding

@@ -36,12 +36,26 @@ agent on the other node; each node's RSS is printed. ``--nodes 1 --database-url 
 puts the one node on such a database too, to compare the two fairly. The short version of
 both modes runs in the test suite (tests/gateway/test_overload.py), asserting the correctness
 goals only, never timings.
+
+``--rasa 2``: two Rasa servers behind the gateway(s), sharing a fresh PostgreSQL tracker store
+and a Redis lock store (docs/deploy.md), listed in ``HANDOFF_RASA_URL``; the calls each server
+answered are printed, and the answered turns a second per server and per core. ``--rasa 1,2``
+starts one system of each (all on the shared stores, so that only the number of servers
+differs) and interleaves their runs rate by rate. ``--hop`` sends each customer's messages
+through the gateway nodes in turn (one session); with ``--nodes 2`` the second node names the
+servers ``localhost`` and so picks other servers for many conversations: their turns then run
+on both servers, one at a time, and their trackers must still hold what the customer saw
+("on several servers" counts them). The short version runs in
+tests/gateway/test_rasa_pool_e2e.py (``long``).
+
+    .venv/gateway/bin/python bench/load.py --rasa 1,2 --nodes 2 --hop --rate 0,4
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -53,11 +67,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -71,6 +86,7 @@ from bot.serve import GATEWAY_PYTHON, Service, Stack, latest_model  # noqa: E402
 from bench.rasa_turn import MESSAGES, percentile  # noqa: E402  (one response each)
 from handoff.conversation.customer_protocol import bot_uttered_payloads  # noqa: E402
 
+HOP_OVERLAP = 1.0  # seconds both sockets of a customer that moves between nodes are open
 REPLY_WAIT = 120.0  # seconds a customer waits for a reply before it counts as unanswered
 GIGABYTE = 1024 ** 3
 OPEN_LIMITS = {  # every customer here comes from 127.0.0.1: the per-address limits at their top
@@ -107,6 +123,14 @@ class System:
     rasa_token: str
     admin_password: str
     rasa_pid: int | None = None
+    # every Rasa server (its URL and process id); with several, the node at index i names
+    # them as rasa_names[i] does (see started_system)
+    rasa_servers: list[tuple[str, int | None]] = field(default_factory=list)
+    rasa_names: list[list[str]] = field(default_factory=list)
+
+    def server_of(self, url: str) -> str:
+        """The Rasa server (``:port``) a URL any node uses names."""
+        return ":" + url.rstrip("/").rsplit(":", 1)[1]
 
 
 def multi_node_supported() -> bool:
@@ -134,17 +158,49 @@ def gateway_env(port: int, rasa_url: str, token: str, tmp: Path, database_url: s
 
 @contextmanager
 def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
-                   pg_url: str, redis_url: str, database_url: str = "") -> Iterator[System]:
-    """Rasa, the action server and ``nodes`` gateways on free ports, stopped on exit."""
+                   pg_url: str, redis_url: str, database_url: str = "", rasa: int = 1,
+                   shared_rasa_stores: bool = False) -> Iterator[System]:
+    """Rasa, the action server and ``nodes`` gateways on free ports, stopped on exit.
+
+    ``rasa`` > 1 (or ``shared_rasa_stores``): the Rasa servers share a fresh PostgreSQL
+    tracker store (``load_bench_rasa_<pid>_…`` on ``pg_url``) and a Redis lock store (on
+    ``redis_url``, a key prefix of their own), the multi-node setup of docs/deploy.md, both
+    removed at the end; every gateway lists them all in ``HANDOFF_RASA_URL``. With two nodes
+    and several servers, the second node names them ``localhost`` instead of ``127.0.0.1``:
+    its rendezvous order differs, so a conversation whose customer moves between the nodes
+    (``--hop``) has turns on more than one server."""
     from tests.conftest import RASA_BIN, free_port
+    shared = rasa > 1 or shared_rasa_stores
+    rasa_db = ""
+    lock_prefix = f"loadbench{os.getpid()}{uuid.uuid4().hex[:6]}"  # Rasa: alphanumeric only
+    endpoints: Path | None = None
+    actions_port = free_port()
+    if shared:
+        rasa_db = fresh_pg_database(pg_url).rsplit("/", 1)[1]
+        endpoints = tmp / "endpoints.yml"
+        endpoints.write_text(rasa_endpoints(actions_port, pg_url, rasa_db, redis_url,
+                                            lock_prefix))
     stack = Stack(rasa_bin=RASA_BIN, model=latest_model(), rasa_port=free_port(),
-                  actions_port=free_port(), token=secrets.token_urlsafe(16),
-                  log_dir=tmp / "logs", tracker_db=tmp / "rasa-tracker.db",
+                  actions_port=actions_port, token=secrets.token_urlsafe(16),
+                  log_dir=tmp / "logs", tracker_db=None if shared else tmp / "rasa-tracker.db",
+                  endpoints=endpoints,
                   env={"SHOP_DB_PATH": str(seed(tmp / "shop.db")),
                        "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
-    stack.start(timeout=300)
     dropped = ""
     try:
+        # the first server creates the tracker store's tables alone (two at once can race,
+        # and Rasa then falls back to an in-memory tracker store): the others start after it
+        stack.start(timeout=600)
+        more = [stack.rasa_service(free_port(), stack.model) for _ in range(rasa - 1)]
+        for service in more:
+            service.start()
+            stack.services.append(service)
+        for service in more:
+            service.wait_until_ready(time.monotonic() + 600)
+        rasa_services = [s for s in stack.services if s.name.startswith("Rasa server")]
+        urls = [s.ready_url.split("/status", 1)[0] for s in rasa_services]
+        names = [urls] + [[u.replace("127.0.0.1", "localhost") for u in urls]
+                          if rasa > 1 else urls for _ in range(nodes - 1)]
         extra = dict(gateway_extra)
         fresh_pg = nodes > 1 or database_url in ("postgresql", pg_url)
         if not database_url or database_url in ("postgresql", pg_url):
@@ -164,7 +220,8 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
                 name=f"handoff gateway {i + 1}", argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
                 ready_url=f"http://127.0.0.1:{port}/api/health",
                 log_path=tmp / "logs" / f"gateway-{i + 1}.log",
-                env=gateway_env(port, stack.rasa_url, stack.token, tmp, database_url, node_env))
+                env=gateway_env(port, ",".join(names[i]), stack.token, tmp, database_url,
+                                node_env))
             service.start()
             stack.services.append(service)
             services.append((service, port))
@@ -172,18 +229,56 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
                 service.wait_until_ready(time.monotonic() + 120)
         for service, _ in services:
             service.wait_until_ready(time.monotonic() + 120)
-        rasa = next(s for s in stack.services if s.name.startswith("Rasa server"))
         yield System(
             nodes=[Node(f"http://127.0.0.1:{port}", s.process.pid if s.process else None)
                    for s, port in services],
             rasa_url=stack.rasa_url, rasa_token=stack.token,
             admin_password=(tmp / "first-admin-password").read_text().strip(),
-            rasa_pid=rasa.process.pid if rasa.process else None)
+            rasa_pid=rasa_services[0].process.pid if rasa_services[0].process else None,
+            rasa_servers=[(u, s.process.pid if s.process else None)
+                          for u, s in zip(urls, rasa_services)],
+            rasa_names=names)
     finally:
         stack.stop()
-        if dropped:
-            subprocess.run(["psql", pg_url + "/postgres", "-qc",
-                            f'DROP DATABASE IF EXISTS "{dropped}" WITH (FORCE)'], check=False)
+        for db in (dropped, rasa_db):
+            if db:
+                subprocess.run(["psql", pg_url + "/postgres", "-qc",
+                                f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'], check=False)
+        if shared:
+            drop_redis_keys(redis_url, lock_prefix)
+
+
+def rasa_endpoints(actions_port: int, pg_url: str, database: str, redis_url: str,
+                   lock_prefix: str) -> str:
+    """Rasa's endpoints.yml for servers that share a PostgreSQL tracker store and a Redis lock
+    store (docs/deploy.md, "Rasa servers, tracker store and lock store")."""
+    pg, redis = urlsplit(pg_url), urlsplit(redis_url)
+    lines = [
+        "action_endpoint:", f'  url: "http://127.0.0.1:{actions_port}/webhook"',
+        "tracker_store:", "  type: SQL", '  dialect: "postgresql"',
+        f'  url: "{pg.hostname or "127.0.0.1"}"', f"  port: {pg.port or 5432}",
+        f'  db: "{database}"', f'  username: "{pg.username or "postgres"}"',
+    ]
+    if pg.password:
+        lines.append(f'  password: "{pg.password}"')
+    lines += ["lock_store:", '  type: "redis"', f'  url: "{redis.hostname or "127.0.0.1"}"',
+              f"  port: {redis.port or 6379}",
+              f"  db: {int(redis.path.strip('/') or 0)}", f'  key_prefix: "{lock_prefix}"']
+    if redis.password:
+        lines.append(f'  password: "{redis.password}"')
+    return "\n".join(lines) + "\n"
+
+
+def drop_redis_keys(redis_url: str, prefix: str) -> None:
+    """Delete the keys under ``prefix`` (the bench's Rasa locks; most have expired by now)."""
+    import redis as redis_sync
+    client = redis_sync.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 def fresh_pg_database(pg_url: str) -> str:
@@ -211,6 +306,7 @@ class Customer:
     url: str
     review: bool = False
     session_id: str = ""
+    secret: str = ""  # the session's secret, to resume it on another node
     turns: list[Turn] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)  # the bot's (or agent's) texts, in order
     notices: list[str] = field(default_factory=list)
@@ -219,8 +315,20 @@ class Customer:
         reconnection=False))
 
     def __post_init__(self) -> None:
-        self.sio.on("bot_uttered", self._bot_uttered)
-        self.sio.on("handoff_notice", self._notice)
+        self.recorder = self.sio  # the socket whose events count (two overlap in a move)
+        self._listen(self.sio)
+
+    def _listen(self, sio: socketio.AsyncClient) -> None:
+        async def uttered(data: Any) -> None:
+            if sio is self.recorder:
+                await self._bot_uttered(data)
+
+        async def notice(data: Any) -> None:
+            if sio is self.recorder:
+                await self._notice(data)
+
+        sio.on("bot_uttered", uttered)
+        sio.on("handoff_notice", notice)
 
     async def _bot_uttered(self, data: Any) -> None:
         if not isinstance(data, dict):
@@ -237,7 +345,22 @@ class Customer:
         if isinstance(data, dict) and isinstance(data.get("kind"), str):
             self.notices.append(data["kind"])
 
-    async def connect(self) -> None:
+    async def move(self, url: str) -> None:
+        """Carry on the same session through the gateway node at ``url`` (a widget that the
+        balancer sent elsewhere). The new socket joins the session before the old one leaves,
+        and the old one's events count for :data:`HOP_OVERLAP` seconds more: a reply's later
+        parts (or a reviewed reply's next part) still on their way to the old one are not lost,
+        none is counted twice."""
+        old = self.sio
+        self.url = url
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self._listen(self.sio)
+        await self.connect(self.session_id)
+        await asyncio.sleep(HOP_OVERLAP)
+        self.recorder = self.sio
+        await old.disconnect()
+
+    async def connect(self, session_id: str | None = None) -> None:
         confirmed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         async def on_confirm(data: Any) -> None:
@@ -246,8 +369,15 @@ class Customer:
 
         self.sio.on("session_confirm", on_confirm)
         await self.sio.connect(self.url, socketio_path="/socket.io", transports=["websocket"])
-        await self.sio.emit("session_request", {"session_id": None})
+        request: dict[str, Any] = {"session_id": session_id}
+        if self.secret:
+            request["session_secret"] = self.secret
+        ack = await self.sio.call("session_request", request, timeout=REPLY_WAIT)
+        if isinstance(ack, dict) and ack.get("session_secret"):
+            self.secret = ack["session_secret"]  # a new session's: to come back to it
         self.session_id = await asyncio.wait_for(confirmed, REPLY_WAIT)
+        if session_id is not None and self.session_id != session_id:
+            raise RuntimeError(f"session {session_id} not resumed: got {self.session_id}")
 
     async def say(self, text: str) -> Turn:
         """Send one message as the widget does (acknowledged: stored) and wait for the first
@@ -363,6 +493,19 @@ class Report:
     human_queue: int
     agent_failures: list[str]
     memory: dict[str, int]
+    rasa_calls: dict[str, int] = field(default_factory=dict)  # server (":port") -> calls
+    differences: list[str] = field(default_factory=list)  # each mismatch, spelled out
+    on_several_servers: int = 0  # conversations with turns on more than one Rasa server
+    cores: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    @property
+    def per_server(self) -> float:
+        """Answered turns a second per Rasa server."""
+        return self.turns_per_second / max(1, len(self.rasa_calls))
+
+    @property
+    def per_core(self) -> float:
+        return self.turns_per_second / self.cores
 
     @property
     def turns_per_second(self) -> float:
@@ -391,10 +534,18 @@ class Report:
             f"| trackers that differ from what the customer saw | {len(self.mismatched)} |",
             f"| customers told the reply is on its way | {self.delayed_notices} |",
         ]
+        out += [f"| Rasa calls answered by the server at {server} | {calls} |"
+                for server, calls in self.rasa_calls.items()]
+        if len(self.rasa_calls) > 1:
+            out.append(f"| conversations with turns on more than one Rasa server | "
+                       f"{self.on_several_servers} |")
+        out += [f"| answered turns/s per Rasa server, per core ({self.cores}) | "
+                f"{self.per_server:.2f}, {self.per_core:.2f} |"]
         out += [f"| RSS {name} | {size / 2 ** 20:.0f} MB |" for name, size in
                 self.memory.items()]
         if self.agent_failures:
             out.append(f"agent failures: {self.agent_failures[:5]}")
+        out += [f"tracker mismatch: {d}" for d in self.differences[:3]]
         return out
 
 
@@ -415,10 +566,34 @@ async def tracker_texts(client: httpx.AsyncClient, system: System, sender: str) 
     return texts
 
 
+async def rasa_calls(client: httpx.AsyncClient, system: System,
+                     admins: dict[str, dict[str, str]]) -> dict[str, int]:
+    """Calls each Rasa server (``:port``) answered so far, all gateway nodes together (their
+    admission control's count: turns, and the continuations of reviewed replies)."""
+    calls = {system.server_of(url): 0 for url, _ in system.rasa_servers}
+    for node in system.nodes:
+        body = (await client.get(f"{node.url}/api/health/detail",
+                                 headers=admins[node.url])).json()
+        for url, figures in (body.get("rasa_calls") or {}).items():
+            server = system.server_of(url)
+            calls[server] = calls.get(server, 0) + int(figures.get("admitted", 0))
+    return calls
+
+
+def home_servers(system: System, session_id: str, used: Iterable[int]) -> set[str]:
+    """The Rasa servers (``:port``) a conversation's turns went to from these nodes while no
+    server was down: each node's rendezvous choice (handoff.conversation.rasa_pool)."""
+    from handoff.conversation.rasa_pool import ranked
+    if len(system.rasa_servers) < 2:
+        return {system.server_of(system.rasa_url)}
+    return {system.server_of(ranked(session_id, system.rasa_names[n])[0]) for n in used}
+
+
 async def run_load(system: System, customers: int, messages: int, rate: float,
                    review_share: float, seed_value: int = 1,
-                   deadline: float = 900.0) -> Report:
-    """The swarm against ``system`` (see the module docstring)."""
+                   deadline: float = 900.0, hop: bool = False) -> Report:
+    """The swarm against ``system`` (see the module docstring); ``hop``: each customer sends
+    each message through the next gateway node (the same session)."""
     rng = random.Random(seed_value)
     nodes = system.nodes
     reviewed = set(rng.sample(range(customers), round(customers * review_share)))
@@ -439,11 +614,14 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
                 "username": "admin", "password": system.admin_password})
             login.raise_for_status()
             admins[node.url] = {"Authorization": f"Bearer {login.json()['token']}"}
-        warm = Customer(nodes[0].url)  # a model's first turns are slow: not measured
-        await warm.connect()
-        for text in MESSAGES[:3]:
-            await warm.say(text)
-        await warm.close()
+        # a model's first turns are slow: not measured, on every Rasa server
+        for warm_id in warm_up_ids(system):
+            warm = Customer(nodes[0].url)
+            await warm.connect(warm_id)
+            for text in MESSAGES[:3]:
+                await warm.say(text)
+            await warm.close()
+        calls_before = await rasa_calls(client, system, admins)
 
         async def watch_queue() -> None:
             nonlocal most_waiting, down_polls
@@ -464,6 +642,8 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
                 await asyncio.sleep(rng.uniform(0, pause))
             await customer.connect()
             for n in range(messages):
+                if hop and n:
+                    await customer.move(nodes[(i + n) % len(nodes)].url)
                 await customer.say(MESSAGES[(i + n) % len(MESSAGES)])
                 if n == 0 and customer.review:  # an agent on another node where there is one
                     others = [a for a in agents if a.url != customer.url] or agents
@@ -482,15 +662,21 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
             await asyncio.gather(watcher, return_exceptions=True)
         await asyncio.sleep(1.0)  # late pushes: a reply's further paragraphs
         memory = {f"gateway {i + 1}": rss_bytes(n.pid) for i, n in enumerate(nodes) if n.pid}
-        if system.rasa_pid:
-            memory["Rasa"] = rss_bytes(system.rasa_pid)
+        for url, pid in system.rasa_servers:
+            if pid:
+                memory[f"Rasa {system.server_of(url)}"] = rss_bytes(pid)
+        calls_after = await rasa_calls(client, system, admins)
         for agent in agents:
             await agent.close()
         await asyncio.gather(*(c.close() for c in swarm), return_exceptions=True)
         mismatched = []
+        differences: list[str] = []
         for customer in swarm:
-            if await tracker_texts(client, system, customer.session_id) != customer.seen:
+            in_tracker = await tracker_texts(client, system, customer.session_id)
+            if in_tracker != customer.seen:
                 mismatched.append(customer.session_id)
+                differences.append(f"{customer.session_id}: tracker {in_tracker!r}, customer "
+                                   f"saw {customer.seen!r}, notices {customer.notices!r}")
         admin = await client.post("/api/login", json={"username": "admin",
                                                        "password": system.admin_password})
         queued = (await client.get("/api/conversations", params={"queued": "true"},
@@ -508,12 +694,34 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
         queued_for_load=[c.session_id for c in swarm if "handoff_queued" in c.notices],
         unanswered=sum(1 for _, _, t in turns if t.answered is None)
         + sum(messages - len(c.turns) for c in swarm),
-        mismatched=mismatched,
+        mismatched=mismatched, differences=differences,
         delayed_notices=sum(1 for c in swarm if "reply_delayed" in c.notices),
         most_waiting=most_waiting, down_polls=down_polls,
         human_queue=len(queued.get("conversations") or []),
         agent_failures=[f for a in agents for f in a.failures],
-        memory=memory)
+        memory=memory,
+        rasa_calls={server: calls - calls_before.get(server, 0)
+                    for server, calls in calls_after.items()},
+        on_several_servers=len([c for i, c in enumerate(swarm) if len(home_servers(
+            system, c.session_id, nodes_used(i, len(nodes), messages, hop))) > 1]))
+
+
+def nodes_used(i: int, nodes: int, messages: int, hop: bool) -> set[int]:
+    """The gateway nodes customer ``i`` sent its messages through (run_load's order)."""
+    return {(i + n) % nodes for n in range(messages)} if hop else {i % nodes}
+
+
+def warm_up_ids(system: System) -> list[str]:
+    """Session ids whose conversations the first node sends to each Rasa server in turn."""
+    from handoff.conversation.rasa_pool import ranked
+    urls = system.rasa_names[0] if system.rasa_names else [system.rasa_url]
+    found: dict[str, str] = {}
+    n = 0
+    while len(found) < len(urls):
+        candidate = f"warm-{n}-{uuid.uuid4().hex[:8]}"
+        found.setdefault(ranked(candidate, urls)[0], candidate)
+        n += 1
+    return list(found.values())
 
 
 # --------------------------------------------------------------------------- idle sockets
@@ -750,6 +958,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--review-share", type=float, default=0.1,
                         help="share of conversations an agent reviews")
     parser.add_argument("--nodes", type=int, default=1, help="gateway processes")
+    parser.add_argument("--rasa", default="1",
+                        help="Rasa servers behind the gateways; several values, comma-"
+                             "separated (e.g. 1,2): one system each, all started at once, "
+                             "their runs interleaved rate by rate (side by side). Whenever a "
+                             "value is above 1, every system's Rasa servers get a PostgreSQL "
+                             "tracker store and a Redis lock store of their own")
+    parser.add_argument("--hop", action="store_true",
+                        help="each customer sends each message through the next gateway node "
+                             "(the same session); with several Rasa servers the nodes name them "
+                             "differently, so a conversation's turns land on several servers")
     parser.add_argument("--idle", type=int, default=0,
                         help="idle-sockets mode: connect this many idle customers instead")
     parser.add_argument("--idle-processes", type=int, default=0,
@@ -767,9 +985,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a further gateway setting, e.g. HANDOFF_RASA_CALLS_IN_FLIGHT=0")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432",
-                        help="PostgreSQL server for --nodes > 1")
+                        help="PostgreSQL server for --nodes > 1 and --rasa > 1")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/7",
-                        help="Redis for --nodes > 1")
+                        help="Redis for --nodes > 1 and --rasa > 1")
     parser.add_argument("--database-url", default="",
                         help="one node's store: empty = SQLite; 'postgresql' = a fresh database on "
                         "--pg-url, as two nodes always get (to compare fairly); else as given")
@@ -782,17 +1000,33 @@ def main(argv: Sequence[str] | None = None) -> int:
               "store); this gateway has no such setting yet: run with --nodes 1",
               file=sys.stderr)
         return 2
+    try:
+        pools = [int(n) for n in args.rasa.split(",")]
+    except ValueError:
+        pools = []
+    if not pools or min(pools) < 1:
+        print(f"--rasa takes whole numbers of servers, at least 1 (got {args.rasa!r})",
+              file=sys.stderr)
+        return 2
     extra = dict(item.split("=", 1) for item in args.gateway_env)
     # A run stopped with SIGTERM (a timeout, a CI's cancel) stops its servers and drops its
     # database as Ctrl-C does: the exit unwinds through started_system's clean-up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    with tempfile.TemporaryDirectory() as tmp, started_system(
-            args.nodes, Path(tmp), extra, args.pg_url, args.redis_url,
-            args.database_url) as system:
-        print(f"model {latest_model().name}; {args.nodes} gateway node(s); "
-              f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    shared = max(pools) > 1
+    with contextlib.ExitStack() as systems_open:
+        systems = []
+        for servers in pools:
+            tmp = Path(systems_open.enter_context(tempfile.TemporaryDirectory()))
+            systems.append((servers, systems_open.enter_context(started_system(
+                args.nodes, tmp, extra, args.pg_url, args.redis_url, args.database_url,
+                rasa=servers, shared_rasa_stores=shared))))
+        stores = ("PostgreSQL tracker store, Redis lock store" if shared
+                  else "SQLite tracker store")
+        print(f"model {latest_model().name}; {args.nodes} gateway node(s); Rasa servers "
+              f"{args.rasa} ({stores}); load average {os.getloadavg()[0]:.2f}", flush=True)
         if args.idle:
-            figures = asyncio.run(run_idle(system.nodes[0], args.idle, batch=args.idle_batch,
+            figures = asyncio.run(run_idle(systems[0][1].nodes[0], args.idle,
+                                           batch=args.idle_batch,
                                            processes=args.idle_processes,
                                            hold=args.idle_hold))
             print(f"load average {os.getloadavg()[0]:.2f}")
@@ -802,30 +1036,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         reports = []
         for rate in [float(r) for r in args.rate.split(",")]:
-            report = asyncio.run(run_load(system, args.customers, args.messages, rate,
-                                          args.review_share, deadline=args.deadline))
-            reports.append((rate, report))
-            print(f"\n--rate {rate:g}: " + "\n".join(report.lines()), flush=True)
-            if args.json:
-                print(json.dumps({**dataclasses.asdict(report),
-                                  "turns_per_second": report.turns_per_second}))
+            for servers, system in systems:
+                report = asyncio.run(run_load(system, args.customers, args.messages, rate,
+                                              args.review_share, deadline=args.deadline,
+                                              hop=args.hop))
+                reports.append((servers, rate, report))
+                print(f"\n--rasa {servers} --rate {rate:g} (load average "
+                      f"{os.getloadavg()[0]:.2f}): " + "\n".join(report.lines()), flush=True)
+                if args.json:
+                    print(json.dumps({**dataclasses.asdict(report), "rasa": servers,
+                                      "turns_per_second": report.turns_per_second}))
     if len(reports) > 1:
         print("\n" + "\n".join(summary_lines(reports)))
     return 0
 
 
-def summary_lines(reports: list[tuple[float, Report]]) -> list[str]:
-    """One row per run: the rate asked, the rate achieved, the latency and the goals."""
-    out = ["| rate asked /s | answered /s | bot p50 ms | bot p99 ms | takeover ack p99 ms | "
-           "most waiting | Rasa down polls | queued for load | unanswered | tracker "
-           "mismatches |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for rate, rep in reports:
+def summary_lines(reports: list[tuple[int, float, Report]]) -> list[str]:
+    """One row per run: the Rasa servers, the rate asked, the rate achieved (all, per server,
+    per core), the latency and the goals."""
+    out = ["| Rasa servers | rate asked /s | answered /s | per server | per core | bot p50 ms "
+           "| bot p99 ms | takeover ack p99 ms | most waiting | Rasa down polls | queued for "
+           "load | unanswered | tracker mismatches | Rasa calls per server | on several "
+           "servers |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for servers, rate, rep in reports:
         p50 = percentile(rep.bot_latency, 0.5) * 1000 if rep.bot_latency else float("nan")
         p99 = percentile(rep.bot_latency, 0.99) * 1000 if rep.bot_latency else float("nan")
         ack = percentile(rep.takeover_ack, 0.99) * 1000 if rep.takeover_ack else float("nan")
-        out.append(f"| {rate:g} | {rep.turns_per_second:.1f} | {p50:.0f} | {p99:.0f} | "
+        calls = " / ".join(str(n) for n in rep.rasa_calls.values())
+        out.append(f"| {servers} | {rate:g} | {rep.turns_per_second:.1f} | "
+                   f"{rep.per_server:.2f} | {rep.per_core:.2f} | {p50:.0f} | {p99:.0f} | "
                    f"{ack:.0f} | {rep.most_waiting} | {rep.down_polls} | "
-                   f"{len(rep.queued_for_load)} | {rep.unanswered} | {len(rep.mismatched)} |")
+                   f"{len(rep.queued_for_load)} | {rep.unanswered} | {len(rep.mismatched)} | "
+                   f"{calls} | {rep.on_several_servers} |")
     return out
 
 

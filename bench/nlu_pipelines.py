@@ -3,8 +3,11 @@
     .venv/rasa/bin/python bench/nlu_pipelines.py [--variants today,new] [--rounds 3]
 
 Each variant is ``config.yml`` changed in one way (``VARIANTS``): ``today`` is the pipeline
-without the sentence embedding and the out-of-scope detector, ``new`` is ``config.yml`` as it
-is, ``scale-N`` weighs the embedding N to 1 against the n-gram counts, ``no-detector`` leaves
+without the sentence embedding and the out-of-scope detector (and with Rasa's logistic
+regression), ``new`` is ``config.yml`` as it is, ``lr-K`` has Rasa's
+``LogisticRegressionClassifier`` instead of ``BlockwiseIntentClassifier`` and the embedding
+weighed K (``lr-8``: the pipeline before that classifier), ``blockwise`` has
+``BlockwiseIntentClassifier`` as measured in docs/assistant.md, ``scale-N`` weighs the embedding N to 1 against the n-gram counts, ``no-detector`` leaves
 the detector out. Each is trained (``rasa train nlu``) on ``data/`` in a temporary copy of the
 project and measured on:
 
@@ -44,6 +47,10 @@ from bot.tune_fallback import classifier_view, holdout_examples  # noqa: E402
 
 FEATURIZER = "bot.sentence_featurizer.SentenceEmbeddingFeaturizer"
 DETECTOR = "bot.sentence_featurizer.FarFromEverything"
+CLASSIFIER = "bot.intent_classifier.BlockwiseIntentClassifier"
+RASA_LR = {"name": "LogisticRegressionClassifier", "max_iter": 200, "random_state": 42}
+BLOCKWISE = {"name": CLASSIFIER, "C": 10, "dense_weight": 3, "sparse_weight": 1,
+             "temperature": 0.5, "max_iter": 300}
 DECLINED = ("out_of_scope", "nlu_fallback")
 PARSED = ["I'm waiting for a rebate of $299", "where is my order 100002", "hi",
           "can I change the address for my parcel please", "what's the weather like",
@@ -62,8 +69,20 @@ def _scaled(scale: float) -> Callable[[Pipeline], Pipeline]:
     return change
 
 
+def _rasa_lr(scale: float) -> Callable[[Pipeline], Pipeline]:
+    """Rasa's LogisticRegressionClassifier instead of BlockwiseIntentClassifier, the embedding
+    weighed ``scale`` (``lr-8``: the pipeline before BlockwiseIntentClassifier)."""
+    def change(pipeline: Pipeline) -> Pipeline:
+        return _scaled(scale)([dict(RASA_LR) if c["name"] == CLASSIFIER else c
+                               for c in pipeline])
+    return change
+
+
 VARIANTS: Dict[str, Callable[[Pipeline], Pipeline]] = {
-    "today": _without(FEATURIZER, DETECTOR),
+    "today": lambda p: _without(FEATURIZER, DETECTOR)(_rasa_lr(1)(p)),
+    "lr-8": _rasa_lr(8), "lr-16": _rasa_lr(16),
+    "blockwise": lambda p: [dict(BLOCKWISE) if c["name"] in (CLASSIFIER, RASA_LR["name"]) else c
+                            for c in p],
     "new": lambda pipeline: pipeline,
     "no-detector": _without(DETECTOR),
     "scale-1": _scaled(1), "scale-4": _scaled(4), "scale-16": _scaled(16),

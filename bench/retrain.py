@@ -2,6 +2,7 @@
 
     .venv/rasa/bin/python bench/retrain.py [--model models/X.tar.gz] [--rounds 3]
                                            [--training-rounds 1] [--epoch-fraction 0.2]
+                                           [--live-rounds 1] [--only-live] [--no-deploy]
 
 On a copy of the project in a temporary folder (the repository is never written):
 
@@ -22,9 +23,21 @@ On a copy of the project in a temporary folder (the repository is never written)
    server, Rasa, the supervisor and the gateway) on the fully trained copy, serving the model
    in service; a trainer deploys the new model through the gateway's API, and the stage lasts
    until the gateway serves it (second Rasa server loaded, warmed up, switched, old one
-   stopped). ``--no-deploy`` leaves it out.
+   stopped).
+6. **live**: accepted corrections → the gateway serves the new model, end to end on the whole
+   system, each path from a fresh copy (with the held-out split, less the relabelled
+   messages: the fallback's re-tuning reads it; and the model in service's results on the
+   hand-written stories in ``var/story-results/``, as its own proof would have left them) and
+   Rasa's cache as ``make train`` left it:
+   the supervisor's retraining (what the console's Retrain button runs once the gateway has
+   exported the accepted corrections), then a trainer's deploy through the gateway's API.
+   Once ``in process`` (``bot.serve --prove-in-process``: the retraining loads each model it
+   checks in its own process, the deploy starts a second Rasa server: the old path), once
+   ``on the standby`` (the candidate loaded once, in the standby server, proven there, and
+   that server promoted). The retraining's own ``seconds`` per step are listed under it.
 
-Prints a markdown table of the median seconds per stage and the before/after figures. Each
+``--no-deploy`` leaves out the two stages that start the whole system; ``--only-live`` runs
+the corrections and the live stage alone. Prints a markdown table of the median seconds per stage and the before/after figures. Each
 stage is one function of ``STAGES``.
 """
 
@@ -46,9 +59,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -70,6 +84,7 @@ class Bench:
     rounds: int
     training_rounds: int
     epoch_fraction: float
+    live_rounds: int = 1
     records: List[Dict[str, Any]] = field(default_factory=list)
     seconds: Dict[str, List[float]] = field(default_factory=dict)
     notes: Dict[str, str] = field(default_factory=dict)
@@ -180,6 +195,13 @@ def stage_corrections(bench: Bench) -> None:
         "resolution": {"edited_as": "policy_changed"}})
     (bench.work / "corrections.json").write_text(json.dumps(bench.records, indent=1))
     bench.time("corrections (load model, parse held-out set)", time.monotonic() - start)
+    # The model in service's results on the hand-written suite, as its own proof (when it was
+    # a retraining's candidate) left them in var/story-results/: the live stage starts there.
+    from bot.model_runs import InProcess
+    from bot.prove import StoryResults, failing_stories, test_stories
+
+    failing_stories(InProcess(bench.model), test_stories(PROJECT_ROOT / "tests" / "stories"),
+                    StoryResults(bench.work / "story-results"))
 
 
 def stage_write(bench: Bench) -> None:
@@ -241,26 +263,42 @@ def _api(url: str, method: str = "GET", body: Any = None,
         return data
 
 
-def stage_deploy(bench: Bench) -> None:
-    """The fully trained model put live through the gateway, on the whole system."""
+@dataclass
+class System:
+    """``python -m bot.serve`` on a project copy, up: where to reach it."""
+
+    url: str  # the gateway
+    control_url: str  # the supervisor's control API
+    rasa_token: str  # Rasa's and the supervisor's
+    token: str  # the gateway's, an admin's
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def serve(bench: Bench, project: Path, *options: str) -> Iterator[System]:
+    """The whole system as ``make run`` starts it (``python -m bot.serve``: action server,
+    Rasa, the supervisor and the gateway) on ``project``, serving the model in service, with
+    an admin logged in; stopped as Ctrl-C would after the yield."""
     from actions.shop_db import seed
 
-    project = bench.trained["full"]
     shutil.copy2(PROJECT_ROOT / "credentials.yml", project / "credentials.yml")
-    for package in ("bot", "actions"):
-        (project / package).symlink_to(PROJECT_ROOT / package)
+    for package in ("bot", "actions", "contracts"):
+        if not (project / package).exists():
+            (project / package).symlink_to(PROJECT_ROOT / package)
+    (project / "models").mkdir(exist_ok=True)
     shutil.copy2(bench.model, project / "models" / bench.model.name)
-    actions_port, gateway_port = _free_port(), _free_port()
+    actions_port, gateway_port, control_port = _free_port(), _free_port(), _free_port()
     (project / "endpoints.yml").write_text(
         f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n'
         'tracker_store:\n  type: SQL\n  dialect: "sqlite"\n  db: "var/rasa-tracker.db"\n')
-    log_path = bench.work / "serve.log"
+    log_path = project.parent / f"serve-{project.name}.log"
+    rasa_token = secrets.token_urlsafe(16)
     system_env = {
         **{k: v for k, v in env().items() if not k.startswith("HANDOFF_")},
-        "RASA_TOKEN": secrets.token_urlsafe(16),
-        "SHOP_DB_PATH": str(seed(bench.work / "shop.db")),
+        "RASA_TOKEN": rasa_token,
+        "SHOP_DB_PATH": str(seed(project.parent / f"shop-{project.name}.db")),
         "HANDOFF_ENV_FILE": str(bench.work / "no.env"),
-        "HANDOFF_DATABASE_URL": f"sqlite+aiosqlite:///{bench.work / 'handoff.db'}",
+        "HANDOFF_DATABASE_URL": f"sqlite+aiosqlite:///{project.parent / (project.name + '.db')}",
         "HANDOFF_JWT_SECRET": secrets.token_urlsafe(40),
         "HANDOFF_TRIAGE_ENABLED": "false",
     }
@@ -269,8 +307,8 @@ def stage_deploy(bench: Bench) -> None:
             [sys.executable, "-m", "bot.serve", "--project", str(project),
              "--model", str(project / "models" / bench.model.name),
              "--rasa-port", str(_free_port()), "--standby-port", str(_free_port()),
-             "--control-port", str(_free_port()), "--actions-port", str(actions_port),
-             "--gateway-port", str(gateway_port)],
+             "--control-port", str(control_port), "--actions-port", str(actions_port),
+             "--gateway-port", str(gateway_port), *options],
             cwd=PROJECT_ROOT, env=system_env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -285,24 +323,7 @@ def stage_deploy(bench: Bench) -> None:
         url = f"http://127.0.0.1:{gateway_port}"
         token = _api(f"{url}/api/login", "POST",
                      {"username": "admin", "password": password})["token"]
-        name = bench.models["full"].name
-        model = next(m for m in _api(f"{url}/api/models", token=token)["models"]
-                     if m["file"] == name)
-        start = time.monotonic()
-        _api(f"{url}/api/models/{model['model_id']}/deploy", "POST", {}, token)
-        while True:
-            job = _api(f"{url}/api/models", token=token)["deploy"]
-            if job and job["state"] != "running":
-                break
-            time.sleep(0.2)
-        bench.time("deploy: request → the gateway serves it", time.monotonic() - start)
-        if job["state"] != "succeeded":
-            raise RuntimeError(f"the deploy failed: {job['message']}")
-        total = sum(statistics.median(bench.seconds[k]) for k in (
-            "write + checks + training (full)", "prove (full)",
-            "deploy: request → the gateway serves it"))
-        bench.notes["deploy: request → the gateway serves it"] = (
-            f"accepted corrections → new model live, full training: {total:.0f} s")
+        yield System(url, f"http://127.0.0.1:{control_port}", rasa_token, token, process)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -311,10 +332,128 @@ def stage_deploy(bench: Bench) -> None:
             process.kill()
 
 
+def deploy(system: System, model_file: str) -> float:
+    """A trainer deploys ``model_file`` through the gateway's API; the seconds until the
+    gateway serves it (the second Rasa server loaded or reused, warmed up, switched, the old
+    one stopped)."""
+    model = next(m for m in _api(f"{system.url}/api/models", token=system.token)["models"]
+                 if m["file"] == model_file)
+    start = time.monotonic()
+    _api(f"{system.url}/api/models/{model['model_id']}/deploy", "POST", {}, system.token)
+    while True:
+        job = _api(f"{system.url}/api/models", token=system.token)["deploy"]
+        if job and job["state"] != "running":
+            break
+        time.sleep(0.2)
+    if job["state"] != "succeeded":
+        raise RuntimeError(f"the deploy failed: {job['message']}")
+    return time.monotonic() - start
+
+
+def supervisor_retrain(system: System, records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The retraining the gateway's Retrain button runs once it has exported the accepted
+    corrections: ``POST /retrain`` of the supervisor's control API, followed to its end.
+    Its report."""
+    request = urllib.request.Request(
+        f"{system.control_url}/retrain", method="POST",
+        data=json.dumps({"corrections": records, "job": "bench"}).encode(),
+        headers={"Content-Type": "application/json",
+                 "Authorization": f"Bearer {system.rasa_token}"})
+    report: Dict[str, Any] = {}
+    with urllib.request.urlopen(request, timeout=1800) as resp:
+        for raw in resp:
+            item = json.loads(raw)
+            if "log" in item:
+                print(f"   | {item['log']}", file=sys.stderr, flush=True)
+            elif "report" in item:
+                report = item["report"] or {}
+    return report
+
+
+def stage_deploy(bench: Bench) -> None:
+    """The fully trained model put live through the gateway, on the whole system."""
+    with serve(bench, bench.trained["full"]) as system:
+        seconds = deploy(system, bench.models["full"].name)
+    bench.time("deploy: request → the gateway serves it", seconds)
+    total = sum(statistics.median(bench.seconds[k]) for k in (
+        "write + checks + training (full)", "prove (full)",
+        "deploy: request → the gateway serves it"))
+    bench.notes["deploy: request → the gateway serves it"] = (
+        f"accepted corrections → new model live, full training: {total:.0f} s")
+
+
+STORY_RESULTS = Path("var") / "story-results"
+LIVE_PATHS = {"on the standby": (), "in process": ("--prove-in-process",)}
+
+
+def holdout_without(project: Path, texts: Sequence[str]) -> None:
+    """The held-out split in ``project`` (the fallback's re-tuning needs it), without the
+    messages the bench relabels: a customer's message is not one of its examples (the writer
+    would skip it as held-out)."""
+    from rasa.shared.nlu.training_data.formats.rasa_yaml import (
+        RasaYAMLReader,
+        RasaYAMLWriter,
+    )
+
+    from bot.corrections.project import normalise
+
+    left_out = {normalise(t) for t in texts}
+    target = project / "tests" / "nlu_holdout"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted((PROJECT_ROOT / "tests" / "nlu_holdout").glob("*.yml")):
+        data = RasaYAMLReader().read(path)
+        data.training_examples = [m for m in data.training_examples
+                                  if normalise(str(m.get("text", ""))) not in left_out]
+        (target / path.name).write_text(RasaYAMLWriter().dumps(data), "utf-8")
+
+
+def stage_live(bench: Bench) -> None:
+    """Accepted corrections → the gateway serves the new model, end to end on the whole
+    system, once per path from the same start (a fresh project copy, Rasa's training cache
+    as ``make train`` left it): the retraining loading each model in its own process and the
+    deploy starting a second Rasa server (``bot.serve --prove-in-process``, the old path), and
+    the retraining proving on the standby server the deploy then switches to."""
+    for _ in range(bench.live_rounds):
+        for path, options in LIVE_PATHS.items():
+            project, cache = bench.copy(), bench.cache()
+            holdout_without(project, [r["tracker_events"][-1]["text"] for r in bench.records
+                                      if r["type"] == "relabelled"])
+            shutil.copytree(bench.work / "story-results", project / STORY_RESULTS)
+            os.environ["RASA_CACHE_DIRECTORY"] = str(cache)  # bot.serve's retraining's
+            try:
+                with serve(bench, project, *options) as system:
+                    start = time.monotonic()
+                    report = supervisor_retrain(system, bench.records)
+                    retrained = time.monotonic() - start
+                    if report.get("outcome") != "written":
+                        raise RuntimeError(f"the retraining ({path}) did not write a model: "
+                                           f"{report.get('message')}")
+                    deployed = deploy(system, report["write"]["model"])
+            finally:
+                os.environ.pop("RASA_CACHE_DIRECTORY", None)
+            label = f"accepted corrections → the gateway serves the new model ({path})"
+            bench.time(label, retrained + deployed)
+            bench.time(f"  retraining ({path})", retrained)
+            bench.time(f"  deploy ({path})", deployed)
+            for stage, value in (report.get("seconds") or {}).items():
+                bench.time(f"    {stage} ({path})", float(value))
+            bench.notes[label] = (f"proof: {proof_summary(report.get('proof'))}; "
+                                  f"standby: {report.get('standby')}")
+
+
+def proof_summary(proof: Any) -> str:
+    if not isinstance(proof, dict):
+        return "none"
+    c, s = proof.get("corrections") or {}, proof.get("suite") or {}
+    return (f"corrections {c.get('before')} → {c.get('after')} of {c.get('total')}, stories "
+            f"{s.get('before')} → {s.get('after')} of {s.get('total')}, regressions "
+            f"{len(proof.get('regressions') or [])}")
+
+
 Stage = Callable[[Bench], None]
 # In order: each stage uses what the ones before it left in the Bench.
 STAGES: List[Stage] = [stage_corrections, stage_write, stage_training, stage_prove,
-                       stage_deploy]
+                       stage_deploy, stage_live]
 
 
 def table(bench: Bench) -> str:
@@ -343,7 +482,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="rounds of the training stage (each trains twice)")
     parser.add_argument("--epoch-fraction", type=float, default=0.2,
                         help="rasa train --epoch-fraction for the fine-tuning run")
-    parser.add_argument("--no-deploy", action="store_true", help="leave out the deploy stage")
+    parser.add_argument("--no-deploy", action="store_true",
+                        help="leave out the stages that start the whole system (deploy, live)")
+    parser.add_argument("--only-live", action="store_true",
+                        help="the corrections, then only the end-to-end stage (both paths)")
+    parser.add_argument("--live-rounds", type=int, default=1,
+                        help="rounds of the end-to-end stage (each runs both paths)")
     args = parser.parse_args(argv)
     model = args.model or max((PROJECT_ROOT / "models").glob("*.tar.gz"),
                               key=lambda p: p.stat().st_mtime)
@@ -354,8 +498,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sys.stdout = sys.stderr
     with tempfile.TemporaryDirectory(prefix="bench-retrain-") as tmp:
         bench = Bench(Path(tmp), model.resolve(), args.rounds, args.training_rounds,
-                      args.epoch_fraction)
-        for stage in STAGES[:-1] if args.no_deploy else STAGES:
+                      args.epoch_fraction, args.live_rounds)
+        stages = ([stage_corrections, stage_live] if args.only_live
+                  else STAGES[:-2] if args.no_deploy else STAGES)
+        for stage in stages:
             print(f"-- {stage.__name__}", file=sys.stderr, flush=True)
             stage(bench)
             print(table(bench), file=sys.stderr, flush=True)  # what is known so far

@@ -14,15 +14,26 @@ Every request needs ``Authorization: Bearer <the Rasa token>``; answers are JSON
   a server is ``{"url", "port", "model", "model_id"}`` and a model ``{"file", "model_id",
   "trained_at"}`` (the archives in ``models/``, newest first).
 * ``POST /rasa/start {"model": "<file in models/>"}``: start a Rasa server on the idle port with
-  that model; answers once it serves it (``server``). 409 while another candidate exists, 404
-  for an unknown model, 502 when it did not start (with the end of its log).
+  that model; answers once it serves it (``server``, with ``"reused": true`` when it is the
+  standby a retraining proved that model on, still up: nothing to load). 409 while another
+  candidate exists, 404 for an unknown model, 502 when it did not start (with the end of its
+  log).
+* ``POST /rasa/standby {"model": "<file in models/>"}``: a retraining's standby server on the
+  idle port with that model (the one in service), at the lower CPU priority; ``POST /rasa/load
+  {"port", "model": "<path>"}`` has it load another archive (in ``models/`` or a retraining's
+  candidate folder) with Rasa's ``PUT /model``: it serves nobody, so the load may block it. When
+  the retraining keeps its model, the standby stays up, ``"role": "proven"``, for the deploy of
+  that model; otherwise it is stopped (:meth:`Retrainer.run`). A server's ``role`` is ``live``,
+  ``deploy`` (a deploy's candidate), ``proof`` (a retraining's standby) or ``proven``; a
+  proven standby gives way to any other start.
 * ``POST /rasa/promote {"port"}``: the candidate on that port becomes the live server (kept in
   ``var/live-model`` for the next start) and the old one is stopped; the gateway calls this
   after it has moved its traffic and its requests to the old server have finished.
 * ``POST /rasa/discard {"port"}``: stop a candidate that will not go live.
 * ``POST /retrain {"corrections": [...], "finetune": bool, "job": name}``: run
   ``python -m bot.retrain`` on the records (the corrections become training data, a model is
-  trained and proven against the live one). The answer streams newline-delimited JSON: ``{"log": line}`` while it runs, then
+  trained and proven against the live one, on the standby server: ``--supervisor``). The
+  answer streams newline-delimited JSON: ``{"log": line}`` while it runs, then
   ``{"report": {...}, "exit": code}`` (the report as ``bot.retrain`` prints it, plus the new
   model's ``model_id`` and ``trained_at``). 409 while another retraining runs. When the
   supervisor stops, a running retraining is interrupted (:meth:`Retrainer.stop`).
@@ -46,6 +57,9 @@ import tarfile
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +68,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from bot.keeper import Keeper
 from bot.processes import Service, Stack, StartupError
+from bot.retrain import CANDIDATES_DIR
+from bot.standby import TOKEN_ENV as STANDBY_TOKEN_ENV
 
 MAX_BODY = 64 * 1024 * 1024
 # Loading a model and training take every core they can get; the live server must keep
@@ -86,16 +102,31 @@ def model_metadata(path: Path) -> Dict[str, Any]:
     return {"model_id": None, "trained_at": None}
 
 
+# What a server not yet live is for: a deploy's candidate, a retraining's standby proving its
+# model, or a proven standby kept for the deploy of its model.
+Role = str
+ROLES = ("live", "deploy", "proof", "proven")
+
+
 @dataclass
 class Server:
     service: Service
     port: int
     model: Path
     model_id: Optional[str] = None
+    role: Role = "live"
 
     def as_dict(self) -> Dict[str, Any]:
         return {"url": f"http://127.0.0.1:{self.port}", "port": self.port,
-                "model": self.model.name, "model_id": self.model_id}
+                "model": self.model.name, "model_id": self.model_id, "role": self.role}
+
+    def moved(self, model: Path) -> None:
+        """The server's model archive is now ``model`` (moved after it was loaded): a restart
+        loads it from there."""
+        argv = self.service.argv
+        if "--model" in argv:
+            argv[argv.index("--model") + 1] = str(model)
+        self.model = model
 
 
 class RasaPool:
@@ -138,7 +169,7 @@ class RasaPool:
 
     def adopt(self, service: Service, port: int, model: Path) -> None:
         """The server :class:`~bot.processes.Stack` started becomes the live one."""
-        self.live = Server(service, port, model, self.metadata(model)["model_id"])
+        self.live = Server(service, port, model, self.metadata(model)["model_id"], "live")
         self._remember(model)
 
     def status(self) -> Dict[str, Any]:
@@ -147,33 +178,143 @@ class RasaPool:
                     "candidate": self.candidate.as_dict() if self.candidate else None,
                     "models": self.models()}
 
-    def start_candidate(self, name: Any) -> Dict[str, Any]:
-        model = self.model_file(name)
-        with self._lock:
-            if self.candidate is not None:
-                raise ControlError(409, "deploy_in_progress",
-                                   f"a candidate already runs on :{self.candidate.port}")
-            assert self.live is not None
-            port = self.ports[1] if self.live.port == self.ports[0] else self.ports[0]
-            server = Server(self.stack.rasa_service(port, model, nice=BACKGROUND_NICE), port,
-                            model, self.metadata(model)["model_id"])
-            self.candidate = server
+    def _busy(self) -> ControlError:
+        assert self.candidate is not None
+        if self.candidate.role == "proof":
+            return ControlError(409, "standby_in_use",
+                                f"a retraining proves its model on the standby server "
+                                f":{self.candidate.port}: try again once it has finished")
+        return ControlError(409, "deploy_in_progress",
+                            f"a candidate already runs on :{self.candidate.port}")
+
+    def _claim(self, model: Path, role: Role) -> Tuple[Server, Optional[Server]]:
+        """A new server on the idle port for ``model`` (not started yet), and a proven
+        standby it replaces (to be stopped). Call with the lock held."""
+        stale = None
+        if self.candidate is not None:
+            if self.candidate.role != "proven":
+                raise self._busy()
+            stale, self.candidate = self.candidate, None
+        assert self.live is not None
+        port = self.ports[1] if self.live.port == self.ports[0] else self.ports[0]
+        server = Server(self.stack.rasa_service(port, model, nice=BACKGROUND_NICE), port,
+                        model, self.metadata(model)["model_id"], role)
+        self.candidate = server
+        return server, stale
+
+    def _start(self, server: Server, stale: Optional[Server]) -> None:
+        if stale is not None:
+            stale.service.stop()
         server.service.start()
         try:
             server.service.wait_until_ready(time.monotonic() + self.start_timeout)
         except StartupError as exc:
             server.service.stop()
             with self._lock:
-                self.candidate = None
+                if self.candidate is server:
+                    self.candidate = None
             raise ControlError(502, "rasa_start_failed", str(exc)) from None
+
+    def start_candidate(self, name: Any) -> Dict[str, Any]:
+        """A deploy's candidate on ``name``: the standby a retraining proved on that model when
+        it still runs (``"reused": true``), else a new server on the idle port."""
+        model = self.model_file(name)
+        with self._lock:
+            kept = self.candidate
+            if kept is not None and kept.role == "proven" and kept.model == model:
+                kept.role = "deploy"
+                server, stale = kept, None
+            else:
+                kept = None
+                server, stale = self._claim(model, "deploy")
+        if kept is None:
+            self._start(server, stale)
         _full_priority(server.service)  # loaded: from now on it serves customers
+        return {**server.as_dict(), "reused": kept is not None}
+
+    def start_standby(self, name: Any) -> Dict[str, Any]:
+        """A retraining's standby: a server on the idle port with ``name`` (the model in
+        service, whose results on new test stories the proof needs first), at the lower CPU
+        priority; :meth:`load` then gives it the retraining's model."""
+        model = self.model_file(name)
+        with self._lock:
+            server, stale = self._claim(model, "proof")
+        self._start(server, stale)
         return server.as_dict()
+
+    def _allowed(self, path: Any) -> Path:
+        """A model archive a standby may load: in ``models/`` or in a retraining's candidate
+        (``var/candidates/`` of the project)."""
+        if not isinstance(path, str) or not path.endswith(".tar.gz"):
+            raise ControlError(400, "bad_request", "'model' must be the path of a model archive")
+        model = Path(path).resolve()
+        roots = (self.models_dir.resolve(), (self.stack.project / CANDIDATES_DIR).resolve())
+        if not any(root in model.parents for root in roots):
+            raise ControlError(400, "bad_request",
+                               f"a standby loads models from {self.models_dir} or "
+                               f"{self.stack.project / CANDIDATES_DIR} only")
+        if not model.is_file():
+            raise ControlError(404, "unknown_model", f"no model {model}")
+        return model
+
+    def load(self, port: Any, path: Any) -> Dict[str, Any]:
+        """Load another model into the retraining's standby on ``port`` (Rasa's ``PUT
+        /model``: it serves nobody, so the load may block it); answers once it serves it."""
+        model = self._allowed(path)
+        with self._lock:
+            server = self.candidate
+            if server is None or server.port != port or server.role != "proof":
+                raise ControlError(409, "no_standby", f"no retraining's standby runs on :{port}")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            request = urllib.request.Request(
+                f"{url}/model?token={urllib.parse.quote(self.stack.token)}", method="PUT",
+                data=json.dumps({"model_file": str(model)}).encode(),
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=self.start_timeout):
+                pass
+        except (urllib.error.URLError, OSError) as exc:
+            raise ControlError(502, "rasa_load_failed",
+                               f"the standby on :{port} did not load {model.name}: {exc}"
+                               ) from None
+        server.model_id = self.metadata(model)["model_id"]
+        server.moved(model)
+        return server.as_dict()
+
+    def keep(self, port: int, model: Path) -> Optional[Dict[str, Any]]:
+        """The retraining's standby on ``port`` proved its model, now kept as ``model`` (in
+        ``models/``): it stays up for the deploy of that model (:meth:`start_candidate`).
+        None when it no longer serves that model (it is stopped then)."""
+        with self._lock:
+            server = self.candidate
+            if server is None or server.port != port or server.role != "proof":
+                return None
+            if server.model_id != self.metadata(model)["model_id"]:
+                self.candidate = None
+            else:
+                server.role = "proven"
+                server.moved(model)
+                return server.as_dict()
+        server.service.stop()
+        return None
+
+    def drop_standby(self) -> Optional[int]:
+        """Stop a retraining's standby that proved nothing worth keeping; its port, if any."""
+        with self._lock:
+            server = self.candidate
+            if server is None or server.role != "proof":
+                return None
+            self.candidate = None
+        server.service.stop()
+        return server.port
 
     def promote(self, port: Any) -> Dict[str, Any]:
         with self._lock:
-            if self.candidate is None or self.candidate.port != port:
-                raise ControlError(409, "no_candidate", f"no candidate runs on :{port}")
+            if (self.candidate is None or self.candidate.port != port
+                    or self.candidate.role != "deploy"):
+                raise ControlError(409, "no_candidate", f"no deploy's candidate runs on :{port}")
             old, self.live, self.candidate = self.live, self.candidate, None
+            self.live.role = "live"
             self._remember(self.live.model)
         if old is not None:
             old.service.stop()
@@ -183,7 +324,8 @@ class RasaPool:
 
     def discard(self, port: Any) -> Dict[str, Any]:
         with self._lock:
-            if self.candidate is None or self.candidate.port != port:
+            if (self.candidate is None or self.candidate.port != port
+                    or self.candidate.role == "proof"):
                 raise ControlError(409, "no_candidate", f"no candidate runs on :{port}")
             server, self.candidate = self.candidate, None
         server.service.stop()
@@ -226,9 +368,16 @@ class Retrainer:
     It runs in a session of its own (a Ctrl-C meant for ``bot.serve`` must not cut it at a
     random point), so :meth:`stop` interrupts it deliberately when the supervisor stops."""
 
-    def __init__(self, pool: RasaPool, project: Path) -> None:
+    def __init__(self, pool: RasaPool, project: Path, control_url: Optional[str] = None,
+                 token: str = "", on_standby: bool = True) -> None:
         self.pool = pool
         self.project = project
+        # Where the retraining asks for the standby server (this supervisor's control API,
+        # with its token); without it, or with on_standby False, the retraining loads the
+        # models it checks in its own process.
+        self.control_url = control_url
+        self.token = token
+        self.on_standby = on_standby
         self._running = threading.Lock()
         self._process: Optional[subprocess.Popen[bytes]] = None
         # The running or last job, for a gateway that restarted during it (GET /retrain);
@@ -263,7 +412,25 @@ class Retrainer:
                 sys.executable, "-m", "bot.retrain", "--corrections", str(records),
                 "--project", str(self.project), "--in-service", str(live_model),
                 "--models", str(self.pool.models_dir)]
+        if self.control_url and self.on_standby:
+            argv += ["--supervisor", self.control_url]
         return argv + (["--finetune"] if finetune else [])
+
+    def _settle_standby(self, report: Any) -> None:
+        """After a retraining: its standby stays up, as the proven server of its model, when
+        the model was kept; otherwise it is stopped."""
+        server = self.pool.candidate
+        if server is None or server.role != "proof":
+            return
+        model = None
+        if isinstance(report, dict) and report.get("outcome") == "written" and isinstance(
+                report.get("write"), dict) and isinstance(report["write"].get("model"), str):
+            model = self.pool.models_dir / report["write"]["model"]
+        if model is None or not model.is_file() or self.pool.keep(server.port, model) is None:
+            self.pool.drop_standby()
+        else:
+            print(f"the standby Rasa server :{server.port} keeps {model.name} loaded for its "
+                  "deploy", flush=True)
 
     def stop(self, timeout: float = 30.0) -> Optional[int]:
         """Interrupt a running retraining and wait for it; None when none runs.
@@ -314,7 +481,8 @@ class Retrainer:
                 with open(report_path, "wb") as report_out:
                     with subprocess.Popen(
                             argv, cwd=self.project, stdout=report_out, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, start_new_session=True) as process:
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, STANDBY_TOKEN_ENV: self.token}) as process:
                         self._process = process
                         assert process.stderr is not None
                         _pass_on(process.stderr, relay)
@@ -326,6 +494,7 @@ class Retrainer:
                 if model:
                     report.update(self.pool.metadata(self.pool.models_dir / model))
         finally:
+            self._settle_standby(report)
             if self.last is not None and self.last.get("state") == "running":
                 self._finish(job, report, code)
             self._running.release()
@@ -432,6 +601,10 @@ def serve_control(pool: RasaPool, retrainer: Retrainer, port: int,
                     self._send(200, pool.promote(body.get("port")))
                 elif self.path == "/rasa/discard":
                     self._send(200, pool.discard(body.get("port")))
+                elif self.path == "/rasa/standby":
+                    self._send(200, pool.start_standby(body.get("model")))
+                elif self.path == "/rasa/load":
+                    self._send(200, pool.load(body.get("port"), body.get("model")))
                 elif self.path == "/retrain":
                     self._retrain(body)
                 else:

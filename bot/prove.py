@@ -6,7 +6,11 @@ own end-to-end story test (what ``rasa test core --e2e`` runs, in this process, 
 loaded once: :mod:`bot.loaded_models`) with each model on
 ``tests/corrections/`` (one test story per accepted correction, written by
 ``bot.corrections``) and on ``tests/stories/`` (the hand-written suite), and prints a JSON
-report:
+report. ``bot.retrain`` calls :func:`prove_with` instead, with the new model loaded where it
+will serve (a standby Rasa server: :mod:`bot.model_runs`) and the old model's results kept
+per model and story (:class:`StoryResults`): a model's result on a story never changes, so
+the model in service runs only the stories it has not run before.
+
 
     {"corrections": {"before": 2, "after": 23, "total": 25,    # test stories passing
                      "failing": ["correction 7: ...", ...],    # failing with the new model
@@ -38,20 +42,24 @@ line per failing story go to stderr; stdout carries only the report.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import yaml
 
 from bot import log_level
+from bot.model_runs import InProcess, Runner
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _SOURCE = re.compile(r" \([^()]*\.ya?ml\)$")
+STORY_RESULTS = Path("var") / "story-results"  # in the project: StoryResults' folder
 SUITES = {"corrections": "tests/corrections", "suite": "tests/stories"}
 
 
@@ -66,29 +74,10 @@ def story_names(folder: Path) -> List[str]:
 
 
 def run_story_test(model: Path, stories: Path) -> Tuple[Set[str], str]:
-    """The names of the test stories ``model`` gets wrong (Rasa's own e2e story test, as
-    ``rasa test core --e2e`` runs it, in this process), and Rasa's ``failed_test_stories.yml``
-    (its comments name each wrong prediction)."""
-    import asyncio
-
-    from rasa.core.test import test as story_test
-
-    from bot import loaded_models
-
-    with tempfile.TemporaryDirectory() as out:
-        try:
-            asyncio.run(story_test(str(stories), loaded_models.agent(model), e2e=True,
-                                   out_directory=out, disable_plotting=True))
-        except Exception as exc:  # noqa: BLE001 - any failure of Rasa's test is reported
-            raise RuntimeError(f"Rasa's story test failed on {stories}: {exc!r}") from exc
-        failed = Path(out) / "failed_test_stories.yml"
-        if not failed.exists():
-            return set(), ""
-        text = failed.read_text()
-        data = yaml.safe_load(text) or {}
-        # Rasa names a failed story "<name> (<file it came from>)"
-        return {_SOURCE.sub("", s["story"]) for s in data.get("stories") or ()
-                if isinstance(s, dict) and isinstance(s.get("story"), str)}, text
+    """The names of the test stories ``model`` gets wrong (Rasa's own e2e story test, in this
+    process) and Rasa's ``failed_test_stories.yml`` (its comments name each wrong
+    prediction)."""
+    return InProcess(model).stories(stories)
 
 
 # --- why a story fails ---------------------------------------------------------------------
@@ -203,35 +192,101 @@ def story_turns(folder: Path) -> Dict[str, List[Tuple[str, Optional[str],
     return turns
 
 
-def fallback_settings(model_metadata: Any) -> Dict[str, Optional[float]]:
-    """The FallbackClassifier's threshold and ambiguity threshold a model was trained with."""
-    for node in model_metadata.predict_schema.nodes.values():
-        if getattr(node.uses, "__name__", "") == "FallbackClassifier":
-            return {"threshold": node.config.get("threshold"),
-                    "ambiguity_threshold": node.config.get("ambiguity_threshold")}
-    return {"threshold": None, "ambiguity_threshold": None}
+Model = Union[Path, Runner]
 
 
-def diagnose(model: Path, stories: Path, failing: Set[str], failed_text: str
+def runner(model: Model) -> Runner:
+    """A model archive (loaded in this process) or a model already loaded somewhere."""
+    return InProcess(model) if isinstance(model, Path) else model
+
+
+def story_key(story: Mapping[str, Any]) -> str:
+    """A test story's identity for :class:`StoryResults`: its name and steps, canonical."""
+    return hashlib.sha256(json.dumps(story, sort_keys=True, ensure_ascii=False,
+                                     default=str).encode("utf-8")).hexdigest()[:32]
+
+
+def test_stories(folder: Path) -> List[Dict[str, Any]]:
+    """The test stories of the files in ``folder``, in file order, as Rasa reads them
+    (YAML 1.2: a message "yes" stays a string)."""
+    from rasa.shared.utils.io import read_yaml
+
+    found: List[Dict[str, Any]] = []
+    for path in sorted(folder.rglob("*.yml")):
+        data = read_yaml(path.read_text("utf-8")) or {}
+        found += [s for s in data.get("stories") or () if isinstance(s, dict)
+                  and isinstance(s.get("story"), str)]
+    return found
+
+
+class StoryResults:
+    """Which test stories each model passed, kept per model and story (a JSON file per
+    ``model_id`` in ``folder``): Rasa's story test of one model on one story always gives
+    the same result, so the model in service runs only the stories it has not met yet."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, model_id: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_id):
+            raise ValueError(f"not a model id: {model_id!r}")
+        return self.folder / f"{model_id}.json"
+
+    def get(self, model_id: str) -> Dict[str, bool]:
+        try:
+            data = json.loads(self._path(model_id).read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(k): bool(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def put(self, model_id: str, passed: Mapping[str, bool]) -> None:
+        """Add ``passed`` (story key → passed) to what is known of ``model_id``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        merged = {**self.get(model_id), **passed}
+        path = self._path(model_id)
+        scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        scratch.write_text(json.dumps(merged, sort_keys=True), "utf-8")
+        os.replace(scratch, path)
+
+
+def _write_stories(folder: Path, stories: Sequence[Mapping[str, Any]]) -> None:
+    """``stories`` (as :func:`test_stories` read them) as a test stories file in ``folder``."""
+    from rasa.shared.utils.io import write_yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_yaml({"version": "3.1", "stories": list(stories)}, folder / "test_stories.yml")
+
+
+def failing_stories(model: Runner, stories: Sequence[Mapping[str, Any]],
+                    results: Optional[StoryResults]) -> Set[str]:
+    """The names of ``stories`` that ``model`` fails: from ``results`` where they are known,
+    by Rasa's story test of the others (added to ``results``)."""
+    known = results.get(model.model_id) if results is not None else {}
+    keyed = [(story_key(s), s) for s in stories]
+    missing = {key: s for key, s in keyed if key not in known}
+    if missing:
+        with tempfile.TemporaryDirectory(prefix="prove-old-") as tmp:
+            _write_stories(Path(tmp), list(missing.values()))
+            failed, _ = model.stories(Path(tmp))
+        found = {key: s["story"] not in failed for key, s in missing.items()}
+        known = {**known, **found}
+        if results is not None:
+            results.put(model.model_id, found)
+    return {s["story"] for key, s in keyed if not known[key]}
+
+
+def diagnose(model: Model, stories: Path, failing: Set[str], failed_text: str
              ) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Optional[float]]]:
     """Why each of ``failing`` (story names in ``stories``) fails with ``model``: the first
     turn the model misreads, else the first wrong action; and the model's fallback
     settings."""
-    import asyncio
-
-    from bot import loaded_models
-
+    model = runner(model)
     turns = story_turns(stories)
-    agent = loaded_models.agent(model)
-    settings = fallback_settings(agent.processor.model_metadata)
+    settings = model.fallback()
     wrong = wrong_predictions(failed_text)
 
     texts = sorted({text for name in failing for text, _, _ in turns.get(name, [])})
-
-    async def parse_all() -> Dict[str, Dict[str, Any]]:
-        return {text: await agent.parse_message(text) for text in texts}
-
-    parses = asyncio.run(parse_all())
+    parses = dict(zip(texts, model.parses(texts)))
     why: Dict[str, Dict[str, Any]] = {}
     for name in sorted(failing):
         for text, intent, entities in turns.get(name, []):
@@ -254,27 +309,40 @@ def diagnose(model: Path, stories: Path, failing: Set[str], failed_text: str
     return why, settings
 
 
-def prove(project: Path, old: Path, new: Path) -> Dict[str, object]:
-    """Each model runs Rasa's story test once, on the suites together (loading a model costs
-    more than the stories), and the failures are told apart by story name; then the new
-    model says why each of its failures fails."""
-    report: Dict[str, object] = {"old_model": old.name, "new_model": new.name}
+def prove(project: Path, old: Model, new: Model) -> Dict[str, object]:
+    """:func:`prove_with` without kept results: the report alone."""
+    return prove_with(project, old, new)[0]
+
+
+def prove_with(project: Path, old: Model, new: Model,
+               results: Optional[StoryResults] = None
+               ) -> Tuple[Dict[str, object], Dict[str, bool]]:
+    """The new model runs Rasa's story test once, on the suites together (loading a model
+    costs more than the stories), and the failures are told apart by story name; the old
+    model's results come from ``results`` where known, from its own story test of the rest
+    otherwise. Then the new model says why each of its failures fails. The report, and the
+    new model's result on each story (story key → passed), for ``results`` once it is kept."""
+    old, new = runner(old), runner(new)
+    report: Dict[str, object] = {"old_model": old.model.name, "new_model": new.model.name}
     names = {key: story_names(project / folder) if (project / folder).is_dir() else []
              for key, folder in SUITES.items()}
     regressions: List[str] = []
     fixed: List[str] = []
     why: Dict[str, Dict[str, Any]] = {}
+    new_results: Dict[str, bool] = {}
     with tempfile.TemporaryDirectory(prefix="prove-") as tmp:
         stories = Path(tmp)
         for key, folder in SUITES.items():
             if names[key]:
                 shutil.copytree(project / folder, stories / key)
-        if any(names.values()):
-            before, _ = run_story_test(old, stories)
-            after, failed_text = run_story_test(new, stories)
+        every = test_stories(stories)
+        if every:
+            after, failed_text = new.stories(stories)
+            before = failing_stories(old, every, results)
         else:
             before = after = set()
             failed_text = ""
+        new_results = {story_key(s): s["story"] not in after for s in every}
         if after:
             why, report["fallback"] = diagnose(new, stories, after, failed_text)
     for key in SUITES:
@@ -293,7 +361,7 @@ def prove(project: Path, old: Path, new: Path) -> Dict[str, object]:
     report["regressions"] = regressions
     report["fixed"] = fixed
     report["deploy"] = not regressions
-    return report
+    return report, new_results
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -63,6 +63,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--endpoints", type=Path)
     parser.add_argument("--gateway-port", type=int,
                         default=int(os.environ.get("HANDOFF_PORT", 8000)))
+    parser.add_argument("--prove-in-process", action="store_true",
+                        help="a retraining loads the models it checks in its own process "
+                             "instead of proving its model on the standby Rasa server, which "
+                             "then stays up for the deploy (slower: docs/deploys.md)")
     parser.add_argument("--restart-delay", type=float, default=1.0,
                         help="seconds before a crashed process is started again; doubled after "
                              "each crash (docs/supervision.md)")
@@ -107,7 +111,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"start-up failed: {exc}", file=sys.stderr)
         return 1
     pool.adopt(stack.services.pop(), args.rasa_port, stack.model)  # the pool runs Rasa now
-    retrainer = Retrainer(pool, project)
+    retrainer = Retrainer(pool, project, f"http://127.0.0.1:{args.control_port}", stack.token,
+                          on_standby=not args.prove_in_process)
     keeper = Keeper(delay=args.restart_delay, max_delay=args.restart_max_delay)
     control = serve_control(pool, retrainer, args.control_port, stack.token, keeper)
     gateway = Service(

@@ -21,7 +21,10 @@ import math
 from pathlib import Path
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+
+if TYPE_CHECKING:
+    from bot.model_runs import Runner
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,12 +182,16 @@ def write_settings(config_text: str, threshold: float, ambiguity: float) -> str:
     return config_text[:block.start("body")] + body + config_text[block.end("body"):]
 
 
-def retune(model: Path, holdout: Path, config: Path) -> Dict[str, Any]:
-    """Re-tune the fallback for ``model`` on the held-out split in ``holdout`` and, when the
+def retune(model: Union[Path, "Runner"], holdout: Path, config: Path) -> Dict[str, Any]:
+    """Re-tune the fallback for ``model`` (an archive, loaded here, or a model loaded in a
+    Rasa server: :mod:`bot.model_runs`) on the held-out split in ``holdout`` and, when the
     best pair beats the configured one, write it into ``config`` (the model must be trained
     again for it to take effect). Returns ``{"changed", "before", "after", "held_out"}``."""
+    from bot.model_runs import InProcess
+
     examples = holdout_examples(holdout)
-    parses = asyncio.run(parse_all(model, [t for t, _ in examples] + MEANINGLESS))
+    loaded = InProcess(model) if isinstance(model, Path) else model
+    parses = loaded.parses([t for t, _ in examples] + MEANINGLESS)
     held = [(classifier_view(p), gold) for p, (_, gold) in zip(parses, examples)]
     junk = [classifier_view(p) for p in parses[len(examples):]]
     text = config.read_text("utf-8")
@@ -199,16 +206,17 @@ def retune(model: Path, holdout: Path, config: Path) -> Dict[str, Any]:
 
 
 async def parse_all(model: Path, texts: Sequence[str]) -> List[Dict[str, Any]]:
+    """``model``'s parse of each text, the model loaded in this process (once), the texts
+    parsed together (:func:`bot.model_runs.parse_many`)."""
     import logging
 
     from rasa.utils.log_utils import configure_structlog
 
     from bot import loaded_models
+    from bot.model_runs import parse_many
 
     configure_structlog(logging.WARNING)  # no debug line per parsed message
-
-    agent = loaded_models.agent(model)
-    return [await agent.parse_message(t) for t in texts]
+    return await parse_many(loaded_models.agent(model), texts)
 
 
 def latest_model() -> Path:

@@ -64,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    if (locked := settings.lock_lifetime_problem()) is not None:  # not told the lifetime
+        logging.getLogger("handoff").warning("%s; assumed Rasa's default, set %s to what "
+                                             "the servers use", locked,
+                                             "HANDOFF_RASA_LOCK_LIFETIME")
     store = Store(settings.database_url)
     rasa = RasaClient(settings.rasa_urls[0], settings.rasa_token, timeout=settings.rasa_timeout,
                       transport="websocket" if settings.rasa_transport == "WEBSOCKET"

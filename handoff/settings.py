@@ -70,6 +70,13 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("rasa_timeout", "float", "30",
             "Seconds to wait for Rasa before the conversation goes to the human queue.",
             0.1, 600),
+    Setting("rasa_lock_lifetime", "float", "60",
+            "The Rasa servers' TICKET_LOCK_LIFETIME (seconds), as set in their environment "
+            "(Rasa's default: 60). With several servers in HANDOFF_RASA_URL, "
+            "HANDOFF_RASA_TIMEOUT must be above it, or a conversation whose turn was cut off on "
+            "a server that died waits for Rasa's lock past the timeout: set here, the gateway "
+            "refuses to start otherwise; left at its default, it warns (docs/deploy.md).",
+            0.1, 3600),
     Setting("supervisor_url", "str", "",
             "Base URL of the supervisor's control API (bot/control.py; `make run` sets it), "
             "through which trainers retrain and deploy models from the console; empty: they "
@@ -290,6 +297,7 @@ class Settings:
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_token: str = ""
     rasa_timeout: float = 30.0
+    rasa_lock_lifetime: float = 60.0
     supervisor_url: str = ""
     deploy_drain_timeout: float = 60.0
     review_timeout: float = 30.0
@@ -370,6 +378,20 @@ class Settings:
     def rasa_urls(self) -> tuple[str, ...]:
         """The Rasa servers (``rasa_url`` split): one, or a pool of several."""
         return tuple(u.strip().rstrip("/") for u in self.rasa_url.split(",") if u.strip())
+
+    def lock_lifetime_problem(self) -> str | None:
+        """With several Rasa servers, why ``rasa_timeout`` is too short for their lock
+        lifetime (``rasa_lock_lifetime``); None when it is above it, or with one server."""
+        if len(self.rasa_urls) < 2 or self.rasa_timeout > self.rasa_lock_lifetime:
+            return None
+        return (f"{_BY_NAME['rasa_timeout'].env} ({self.rasa_timeout:g} s) is not above the "
+                f"Rasa servers' lock lifetime ({_BY_NAME['rasa_lock_lifetime'].env}: "
+                f"{self.rasa_lock_lifetime:g} s) with {len(self.rasa_urls)} servers in "
+                f"{_BY_NAME['rasa_url'].env}: a turn cut off on a server that died keeps its "
+                "conversation locked in Rasa that long, so its next turn on another server "
+                "times out and the customer is queued for a person. Set TICKET_LOCK_LIFETIME "
+                "in the Rasa servers' environment below the timeout (e.g. 20) and "
+                f"{_BY_NAME['rasa_lock_lifetime'].env} to it (docs/deploy.md)")
 
     @property
     def pii_kind_list(self) -> tuple[str, ...]:
@@ -571,6 +593,10 @@ def load_settings(
                         f"blue/green and cannot with several in {_BY_NAME['rasa_url'].env}: "
                         "leave it empty and roll a new model out by restarting the pool's "
                         "servers one at a time (docs/deploy.md)")
+    if _BY_NAME["rasa_lock_lifetime"].env in merged and not problems and (
+            locked := Settings(**{k: values[k] for k in (
+                "rasa_url", "rasa_timeout", "rasa_lock_lifetime")}).lock_lifetime_problem()):
+        problems.append(locked)  # told the lifetime and still too short: refused
     pii_kinds = {k.strip().lower() for k in str(values.get("pii_kinds", "")).split(",")} - {""}
     if pii_kinds - set(PII_KINDS):
         problems.append(f"{_BY_NAME['pii_kinds'].env}: each must be one of "

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from bot.control import ControlError, Retrainer, _pass_on, model_metadata
+from bot.control import ControlError, RasaPool, Retrainer, _pass_on, model_metadata
+from bot.processes import Service
 
 
 def test_output_is_passed_on_line_by_line_with_progress_bars_thinned() -> None:
@@ -73,7 +74,7 @@ def test_stopping_the_supervisor_interrupts_a_retraining_cleanly(tmp_path: Path)
             return [sys.executable, "-c", _LONG_JOB, str(marker)]
 
     pool = SimpleNamespace(live=SimpleNamespace(model=tmp_path / "live.tar.gz"),
-                           models_dir=tmp_path)
+                           models_dir=tmp_path, candidate=None)
     retrainer = Job(pool, tmp_path)  # type: ignore[arg-type]
     assert retrainer.stop() is None  # nothing runs yet
     with pytest.raises(ControlError) as none_yet:
@@ -105,3 +106,101 @@ def test_stopping_the_supervisor_interrupts_a_retraining_cleanly(tmp_path: Path)
         "retrain-7", "finished", None, 130)
     assert "working" in outcome["log"]
     assert Job(pool, tmp_path).status() == outcome  # type: ignore[arg-type]
+
+
+# Stands in for a Rasa server in the pool's bookkeeping tests: answers /status with the model
+# file it was started on (Service.is_ready needs ``model_file``).
+_FAKE_RASA = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+port, model = int(sys.argv[1]), sys.argv[2]
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"model_file": model}).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *args): pass
+HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
+def _archive(path: Path, model_id: str) -> Path:
+    data = json.dumps({"model_id": model_id, "trained_at": "2026-12-07T00:00:00"}).encode()
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("metadata.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+class _FakeStack:
+    def __init__(self, project: Path) -> None:
+        self.project, self.token = project, "t"
+
+    def rasa_service(self, port: int, model: Path, nice: int = 0) -> Service:
+        return Service(name=f"fake :{port}",
+                       argv=[sys.executable, "-c", _FAKE_RASA, str(port), "--model", str(model)],
+                       ready_url=f"http://127.0.0.1:{port}/status",
+                       log_path=self.project / f"fake-{port}.log", cwd=self.project)
+
+
+def test_a_proven_standby_is_handed_to_the_deploy_of_its_model_and_gives_way_otherwise(
+        tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    models = tmp_path / "models"
+    models.mkdir()
+    live_model, new_model, other = (_archive(models / f"{n}.tar.gz", n)
+                                    for n in ("live", "new", "other"))
+    candidate = tmp_path / "var" / "candidates" / "c1" / "models"
+    candidate.mkdir(parents=True)
+    trained = _archive(candidate / "new.tar.gz", "new")
+    stack = _FakeStack(tmp_path)
+    pool = RasaPool(stack, (free_port(), free_port()), models, tmp_path / "live-model",
+                    start_timeout=30)  # type: ignore[arg-type]
+    live = stack.rasa_service(pool.ports[0], live_model)
+    live.start()
+    pool.adopt(live, pool.ports[0], live_model)
+    try:
+        standby = pool.start_standby("live.tar.gz")
+        assert (standby["port"], standby["model_id"], standby["role"]) == (
+            pool.ports[1], "live", "proof")
+        # while the retraining proves on it, a deploy is refused and may not promote it
+        with pytest.raises(ControlError) as busy:
+            pool.start_candidate("other.tar.gz")
+        assert busy.value.status == 409 and "retraining" in str(busy.value)
+        with pytest.raises(ControlError):
+            pool.promote(pool.ports[1])
+        with pytest.raises(ControlError):
+            pool.load(pool.ports[1], str(tmp_path / "elsewhere.tar.gz"))  # outside both
+        assert pool.candidate is not None
+        pool.candidate.model_id = "new"  # as if Rasa's PUT /model had loaded trained
+        pool.candidate.moved(trained)
+        # kept as the model in models/: a restart would load it from there
+        new_model.unlink()
+        trained.rename(new_model)
+        kept = pool.keep(pool.ports[1], new_model)
+        assert kept is not None and kept["role"] == "proven" and kept["model"] == "new.tar.gz"
+        assert pool.candidate.service.argv[-1] == str(new_model)
+        # the deploy of that model gets the same server, nothing started
+        process = pool.candidate.service.process
+        reused = pool.start_candidate("new.tar.gz")
+        assert reused["reused"] is True and reused["port"] == pool.ports[1]
+        assert pool.candidate.service.process is process
+        pool.promote(pool.ports[1])
+        assert pool.live is not None and pool.live.model == new_model
+        assert (tmp_path / "live-model").read_text().strip() == "new.tar.gz"
+        # a proven standby of another model gives way to a deploy
+        pool.start_standby("new.tar.gz")
+        assert pool.candidate is not None
+        pool.candidate.role = "proven"
+        stale = pool.candidate.service.process
+        fresh = pool.start_candidate("other.tar.gz")
+        assert fresh["reused"] is False and fresh["model_id"] == "other"
+        assert stale is not None and stale.poll() is not None  # stopped
+        # and a retraining that ends without a kept model has its standby stopped
+        pool.discard(fresh["port"])
+        pool.start_standby("new.tar.gz")
+        assert pool.drop_standby() == pool.ports[0] and pool.candidate is None
+    finally:
+        pool.stop()

@@ -15,6 +15,8 @@ why (``mode``, ``fallback_reason``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Set
 
-from bot.corrections.project import CONFIG_FILE, importer_for
+from bot.corrections.project import CONFIG_FILE, DATA_DIR, DOMAIN_FILE, importer_for
 
 # As the Makefile sets it: Rasa's training cache outlives clones and staged copies, so a
 # training run retrains only what the corrections changed.
@@ -106,20 +108,75 @@ def _expected(message: str, extended: AbstractSet[str]) -> bool:
     return match is not None and {n.strip() for n in match.group(1).split(",")} <= extended
 
 
-def validate(stage: Path, baseline: Path, extended: AbstractSet[str] = frozenset()) -> CheckResult:
+def project_key(root: Path) -> str:
+    """What Rasa's validator reads of the project at ``root`` (``config.yml``, ``domain.yml``,
+    every file under ``data/``) and Rasa's version, as one hash."""
+    import rasa
+
+    digest = hashlib.sha256(f"rasa {rasa.__version__}\n".encode())
+    files = [root / CONFIG_FILE, root / DOMAIN_FILE,
+             *sorted(p for p in (root / DATA_DIR).rglob("*") if p.is_file())]
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:32]
+
+
+class ValidatorResults:
+    """Rasa's validator's verdict and messages per project content (:func:`project_key`), a
+    JSON file each in ``folder``: the unchanged project a retraining compares with is, most
+    of the time, the project the last retraining validated and wrote."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def get(self, root: Path) -> tuple[str, Optional[tuple[bool, List[str]]]]:
+        key = project_key(root)
+        try:
+            data = json.loads((self.folder / f"{key}.json").read_text("utf-8"))
+            return key, (bool(data["ok"]), [str(m) for m in data["messages"]])
+        except (OSError, ValueError, KeyError, TypeError):
+            return key, None
+
+    def put(self, key: str, ok: bool, messages: List[str]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{key}.json"
+        scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        scratch.write_text(json.dumps({"ok": ok, "messages": messages}), "utf-8")
+        os.replace(scratch, path)
+
+
+def _validated(root: Path, kept: Optional[ValidatorResults]) -> tuple[bool, List[str], bool]:
+    """Rasa's validator on ``root``: its verdict, its messages, and whether they were kept
+    from an earlier run on the same content."""
+    if kept is None:
+        return (*_validator_messages(root), False)
+    key, found = kept.get(root)
+    if found is not None:
+        return (*found, True)
+    ok, messages = _validator_messages(root)
+    kept.put(key, ok, messages)
+    return ok, messages, False
+
+
+def validate(stage: Path, baseline: Path, extended: AbstractSet[str] = frozenset(),
+             kept: Optional[ValidatorResults] = None) -> CheckResult:
     """Rasa's validator on the staged project. Refused if a check fails or if it reports
     anything it did not already report for the unchanged project (except the merge of
-    ``extended``: responses the corrections file gives more variations)."""
+    ``extended``: responses the corrections file gives more variations). With ``kept``, a
+    project whose content was validated before is not validated again."""
     start = time.monotonic()
     try:
-        _, before = _validator_messages(baseline)
-        ok, after = _validator_messages(stage)
+        _, before, reused = _validated(baseline, kept)
+        ok, after, _ = _validated(stage, kept)
     except Exception as exc:  # Rasa's readers raise YamlException, InvalidDomain, ...
         return CheckResult("validator", False, time.monotonic() - start,
                            [f"{type(exc).__name__}: {exc}"])
     known: Set[str] = set(before)
     new = [m for m in dict.fromkeys(after) if m not in known and not _expected(m, extended)]
-    return CheckResult("validator", ok and not new, time.monotonic() - start, new)
+    return CheckResult("validator", ok and not new, time.monotonic() - start, new,
+                       {"baseline_kept": reused} if kept is not None else {})
 
 
 def check_rules(stage: Path) -> CheckResult:

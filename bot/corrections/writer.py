@@ -68,6 +68,9 @@ class Options:
     # when Rasa will not fine-tune: a new response or intent).
     finetune_from: Optional[Path] = None
     epoch_fraction: float = gate.DEFAULT_EPOCH_FRACTION
+    # Where Rasa's validator's results are kept per project content (gate.ValidatorResults):
+    # the unchanged project is then validated once, not on every run.
+    validator_results: Optional[Path] = None
 
 
 @dataclass
@@ -242,7 +245,9 @@ def _run(corrections: List[Correction], options: Options, root: Path) -> Report:
         extended = {n for n in _overlay(plan, files.get(DOMAIN_FILE, project.domain_text))
                     if n in project.hand_responses}
         checks: List[Tuple[str, Callable[[], gate.CheckResult]]] = [
-            ("validation", lambda: gate.validate(stage, root, extended)),
+            ("validation", lambda: gate.validate(
+                stage, root, extended, gate.ValidatorResults(options.validator_results)
+                if options.validator_results is not None else None)),
             ("rules", lambda: gate.check_rules(stage))]
         for name, check in checks:
             report.stage = name

@@ -25,20 +25,28 @@ nothing. :class:`RedisCluster` (``HANDOFF_REDIS_URL``) keeps it in Redis under
 holder, and the nodes' presence in one hash. When Redis does not answer, a conversation
 lock is skipped (the version check still holds) and a job or claim is refused.
 
-:class:`PushBus` is python-socketio's Redis manager (every push goes through Redis to the node
-that holds the socket) made to outlive a Redis restart: its listener reconnects with back-off
-on a connection of its own and resubscribes, logging once when Redis goes away and once when
-it is back (docs/deploy.md, "When PostgreSQL or Redis restarts").
+:class:`PushBus` is python-socketio's Redis manager carried by a Redis stream instead of
+pub/sub, so that no push between nodes is lost while Redis is away: what a node cannot send
+waits in its outbox and goes in order once Redis answers, and every node reads the stream on
+from the last entry it read, whenever it reconnects; it logs once when pushes stop and once
+when they resume (docs/deploy.md, "Pushes made while Redis is away").
+
+A missing lease proves a node gone only while Redis can be trusted to hold the leases: after a
+heartbeat failed, this node's own lease went missing, or Redis's memory is younger than a
+lease, no node is judged gone for a full lease (:meth:`RedisCluster.alive`; docs/deploy.md,
+"No node's work taken over because Redis forgot").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
 import uuid
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Final, Protocol
 
@@ -54,6 +62,10 @@ log = logging.getLogger(__name__)
 LOCK_TTL: Final = 10.0  # seconds a conversation lock outlives a node that died holding it
 LOCK_WAIT: Final = 30.0  # seconds a step waits for another node's lock before giving up
 BUS_RETRY: Final = (0.1, 2.0)  # seconds between the bus's reconnection attempts: first, most
+OUTBOX: Final = 10_000  # pushes a node keeps for the other nodes while Redis is away
+STREAM_LENGTH: Final = 10_000  # pushes the stream keeps (about) for a node reading again
+SEEN: Final = 10_000  # push ids a node remembers, to skip one sent twice
+READ_BLOCK: Final = 2.0  # seconds one XREAD waits for pushes
 _RELEASE: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -187,11 +199,14 @@ class RedisCluster:
         self._lock_warned = 0.0
         self._presence: str | None = None  # this node's presence as last shared (JSON)
         self._presence_unsent = False  # its last share failed: the next beat sends it
+        # until then (monotonic) no other node is judged gone: Redis may have lost the leases
+        self._unsure_until = 0.0
+        self._started = False
 
     @property
-    def channel(self) -> str:
-        """python-socketio's pub/sub channel (a channel is not scoped by a DB number)."""
-        return f"{self.prefix}:socketio"
+    def push_stream(self) -> str:
+        """The stream that carries python-socketio's pushes between the nodes (PushBus)."""
+        return self._key("pushes")
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -210,12 +225,18 @@ class RedisCluster:
         persistence, or was flushed, or the lease ran out while it was away) is taken again
         and this node's presence announced again with it, as is a presence whose last share
         failed: so who is logged in on this node is known again within a third of a lease of
-        Redis answering, without waiting for an agent to come or go."""
+        Redis answering, without waiting for an agent to come or go. A lease lost after the
+        first beat makes this node judge no other gone for a lease (:meth:`_unsure`), and
+        ``<prefix>:since`` records when Redis's memory began if it is missing."""
         key, now, ttl = self._key("node", self.node_id), str(time.time()), int(self.lease * 1000)
         if not await self.redis.set(key, now, px=ttl, xx=True):
             await self.redis.set(key, now, px=ttl)
+            if self._started:  # not the first beat: Redis lost it, or it ran out meanwhile
+                self._unsure("its own lease was gone from Redis")
             if self._presence is not None:
                 self._presence_unsent = True
+        self._started = True
+        await self.redis.set(self._key("since"), now, nx=True)  # Redis's memory began by now
         if self._presence_unsent and self._presence is not None:
             snapshot = self._presence
             await self.redis.hset(self._key("presence"), self.node_id, snapshot)
@@ -230,7 +251,7 @@ class RedisCluster:
             try:
                 await self._beat()
             except Exception as exc:  # noqa: BLE001 - Redis away: the next beat may reach it
-                log.warning("node %s: heartbeat failed: %s", self.node_id, exc)
+                self._unsure(f"its heartbeat failed ({exc})")
 
     async def close(self) -> None:
         """Leave: the lease and this node's presence go at once (not after the lease)."""
@@ -243,11 +264,38 @@ class RedisCluster:
             await self.redis.hdel(self._key("presence"), self.node_id)
         await self.redis.aclose()
 
+    def _unsure(self, why: str) -> None:
+        """Judge no other node gone for a full lease from now: a lease missing from Redis
+        proves nothing while Redis may have lost them all (restarted without persistence,
+        flushed, or away longer than the leases ran) and the other nodes have not beaten
+        since. Every heartbeat that fails or finds this node's own lease gone, and every
+        look that finds it gone, pushes the wait back."""
+        if time.monotonic() >= self._unsure_until:
+            log.warning("node %s: %s; no other node's work is taken over for %.0f s (a full "
+                        "lease: Redis may have lost every node's lease)", self.node_id, why,
+                        self.lease)
+        self._unsure_until = time.monotonic() + self.lease
+
     async def alive(self, nodes: Iterable[str]) -> set[str]:
+        """The nodes among ``nodes`` whose lease is in Redis, and all of them while this node
+        cannot be sure a missing lease means a node gone (:meth:`_unsure`): its own lease gone
+        from Redis, a heartbeat failed within a lease, or Redis's memory younger than a lease
+        (``<prefix>:since``, written by the first node to find it missing: a node starting
+        just after Redis lost its keys waits too)."""
         names = sorted(set(nodes))
         if not names:
             return set()
-        found = await self.redis.mget([self._key("node", n) for n in names])
+        since_key = self._key("since")
+        *found, mine, since = await self.redis.mget(
+            [self._key("node", n) for n in names] + [self._key("node", self.node_id), since_key])
+        if since is None:
+            await self.redis.set(since_key, str(time.time()), nx=True)
+            since = await self.redis.get(since_key)
+        if mine is None:
+            self._unsure("its own lease was gone from Redis")
+        if time.monotonic() < self._unsure_until or (
+                time.time() - float(since or 0) < self.lease):
+            return set(names)
         return {n for n, value in zip(names, found, strict=True) if value is not None}
 
     @contextlib.asynccontextmanager
@@ -342,65 +390,149 @@ class RedisCluster:
 
 
 class PushBus(socketio.AsyncRedisManager):  # type: ignore[misc]
-    """python-socketio's Redis manager that survives Redis restarting (module docstring).
+    """python-socketio's Redis manager carried by a Redis stream instead of pub/sub, so that
+    no push between nodes is lost when Redis goes away (module docstring).
 
-    python-socketio's own listener shares its client with publishing, which replaces that
-    client on a failed publish, and backs off up to a minute with an error line per attempt;
-    here the listener owns its connection, retries within :data:`BUS_RETRY`, and says once
-    that pushes between nodes stopped and once that they resumed."""
+    A push (delivered at once to this node's own sockets by python-socketio) is appended to
+    this node's outbox for the other nodes and sent from there, in order,
+    as ``XADD <prefix>:pushes``; while Redis does not answer the outbox keeps it (at most
+    :data:`OUTBOX` pushes, the oldest dropped beyond, logged) and it goes as soon as Redis
+    answers again. Each node reads the stream with ``XREAD BLOCK`` on a connection of its own
+    from the last entry it read, so a node that was cut off reads, when it is back, what the
+    others sent meanwhile: pub/sub would have dropped every push published before it had
+    subscribed again. Each push carries an id and a node skips one it already handled (an
+    ``XADD`` whose answer was lost is sent twice). It says once that pushes between nodes
+    stopped and once that they resumed."""
 
-    def __init__(self, url: str, *, channel: str) -> None:
-        super().__init__(url, channel=channel, logger=log)
-        self.connected: bool = False
+    def __init__(self, url: str, *, stream: str) -> None:
+        super().__init__(url, channel=stream, logger=log)
+        self.stream = stream
+        self.listening = False  # reading the stream: pushes from the other nodes arrive
         self._outage = False
-        self.listening = False  # subscribed: pushes from the other nodes arrive
+        self._outbox: deque[str] = deque()  # JSON of the pushes not yet in the stream
+        self._dropped = 0
+        self._retry_at = 0.0  # monotonic time before which a push only joins the outbox
+        self._retry_pause = BUS_RETRY[0]  # doubles while sending fails, up to BUS_RETRY[1]
+        self._sending = asyncio.Lock()
+        self._seen: OrderedDict[str, None] = OrderedDict()  # push ids handled, newest last
+        self._writer: Any = None
+
+    def _client(self) -> Any:
+        """A client that fails at once (no retries of its own: the outbox is the retry)."""
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        return self._get_redis_module().Redis.from_url(
+            self.redis_url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0,
+            socket_timeout=READ_BLOCK + 5.0, **self.redis_options)
 
     def _went(self, what: str, exc: Exception) -> None:
         if not self._outage:
             self._outage = True
             log.warning("pushes between gateway nodes stopped: Redis does not answer (%s: "
-                        "%s); retrying", what, exc)
+                        "%s); kept in this node's outbox until it does", what, exc)
 
     def _back(self) -> None:
         if self._outage:
             self._outage = False
             log.warning("pushes between gateway nodes resumed: Redis answers again")
 
-    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+    async def _publish(self, data: Any) -> Any:
+        """Into the outbox, then the outbox into the stream (unless Redis failed just now:
+        then the listener sends it once it reads again)."""
+        pushed = self.json.dumps({**data, "push_id": uuid.uuid4().hex})
+        async with self._sending:
+            self._outbox.append(pushed)
+            if len(self._outbox) > OUTBOX:
+                self._outbox.popleft()
+                self._dropped += 1
+            if time.monotonic() >= self._retry_at:
+                await self._send_outbox()
+        return None
+
+    async def flush(self) -> bool:
+        """Send what the outbox holds; whether it is empty now."""
+        async with self._sending:
+            return await self._send_outbox()
+
+    async def _send_outbox(self) -> bool:
+        if self._writer is None:
+            self._writer = self._client()
+        while self._outbox:
+            batch = list(itertools.islice(self._outbox, 100))
+            for attempt in (1, 2):  # a connection Redis closed fails once, then is replaced
+                try:
+                    async with self._writer.pipeline(transaction=False) as pipe:
+                        for pushed in batch:
+                            pipe.xadd(self.stream, {"m": pushed}, maxlen=STREAM_LENGTH,
+                                      approximate=True)
+                        await pipe.execute()
+                    break
+                except Exception as exc:  # noqa: BLE001 - Redis away: kept for the next try
+                    if attempt == 2:
+                        self._retry_at = time.monotonic() + self._retry_pause
+                        self._retry_pause = min(self._retry_pause * 2, BUS_RETRY[1])
+                        self._went("send", exc)
+                        return False
+            for _ in batch:
+                self._outbox.popleft()
+        self._retry_pause = BUS_RETRY[0]
+        if self.listening:  # sending failed while the stream was still read: it is over
+            self._back()
+        if self._dropped:
+            log.warning("%d push(es) between gateway nodes dropped: the outbox holds at most "
+                        "%d while Redis is away (they are in the store: a reload shows them)",
+                        self._dropped, OUTBOX)
+            self._dropped = 0
+        return True
+
+    def _first_time(self, push_id: str | None) -> bool:
+        if push_id is None:
+            return True
+        if push_id in self._seen:
+            return False
+        self._seen[push_id] = None
+        if len(self._seen) > SEEN:
+            self._seen.popitem(last=False)
+        return True
+
+    async def _listen(self) -> AsyncIterator[Any]:
+        """The other nodes' pushes, read from the stream from the last entry read (from its
+        end at start), through any number of Redis restarts: an entry's id is Redis's time,
+        so a stream begun again after a restart without persistence is read from where it
+        left off."""
+        last: Any = None
         pause = BUS_RETRY[0]
         while True:
-            client = self._get_redis_module().Redis.from_url(self.redis_url,
-                                                             **self.redis_options)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            client = self._client()
             try:
-                await pubsub.subscribe(self.channel)
+                if last is None:
+                    newest = await client.xrevrange(self.stream, count=1)
+                    last = newest[0][0] if newest else "0-0"
+                else:
+                    await client.ping()
                 self.listening = True
                 self._back()
                 pause = BUS_RETRY[0]
-                async for message in pubsub.listen():
-                    yield message
-                raise ConnectionError("the subscription ended")
-            except Exception as exc:  # noqa: BLE001 - Redis away: subscribe again
+                while True:
+                    if self._outbox:
+                        await self.flush()
+                    found = await client.xread({self.stream: last}, count=100,
+                                               block=int(READ_BLOCK * 1000))
+                    for _stream, entries in found or ():
+                        for entry_id, fields in entries:
+                            last = entry_id
+                            message = self.json.loads(fields[b"m"])
+                            if self._first_time(message.pop("push_id", None)):
+                                yield message
+            except Exception as exc:  # noqa: BLE001 - Redis away: read again when it is back
                 self.listening = False
                 self._went("listen", exc)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
                     await client.aclose()
             await asyncio.sleep(pause)
             pause = min(pause * 2, BUS_RETRY[1])
-
-    async def _publish(self, data: Any) -> Any:
-        for attempt in (1, 2):
-            try:
-                if not self.connected:
-                    self._redis_connect()
-                return await self.redis.publish(self.channel, self.json.dumps(data))
-            except Exception as exc:  # noqa: BLE001 - a fresh connection once, then drop it
-                self.connected = False
-                if attempt == 2:
-                    self._went("publish", exc)
-        return None
 
 
 def make_cluster(redis_url: str, *, prefix: str, node_id: str, lease: float) -> Cluster:

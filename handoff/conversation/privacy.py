@@ -20,7 +20,10 @@ take a list of them.
   several gateway nodes the first node to claim a pass runs it, the others skip it).
 
 Command line, for operators, on the gateway's database and Rasa (settings as the gateway
-reads them)::
+reads them; with several Rasa servers in ``HANDOFF_RASA_URL`` each conversation's requests go
+where the gateway sends them, through the same :class:`~handoff.conversation.rasa_pool.RasaPool`:
+every server is probed once at the start, and a server found down, or refusing a connection
+later, is skipped for the next in the conversation's order)::
 
     python -m handoff.conversation.privacy export SESSION_ID [SESSION_ID ...] [--out FILE]
     python -m handoff.conversation.privacy erase SESSION_ID [...] --reason "request #12" [--by NAME]
@@ -44,6 +47,7 @@ from typing import Any
 from handoff.conversation import router as r
 from handoff.conversation.cluster import Cluster
 from handoff.conversation.rasa_client import RasaClient, RasaError
+from handoff.conversation.rasa_pool import RasaPool
 from handoff.conversation.shell import Conversations, conversation_json
 from handoff.conversation.state_codec import decode_state, encode_state
 from handoff.errors import BadRequest, HandoffError, ServiceUnavailable
@@ -233,8 +237,17 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     store = Store(settings.database_url)
     rasa = RasaClient(settings.rasa_urls[0], settings.rasa_token, timeout=settings.rasa_timeout,
                       pool=settings.rasa_urls)
+    # the gateway's routing and failover (no probe task: one probe of each server now, a
+    # single failed one enough to skip a server for this short run)
+    pool = RasaPool(rasa, settings.rasa_urls, interval=0, timeout=settings.rasa_probe_timeout,
+                    slow=settings.rasa_slow_seconds, failures=1)
     data = CustomerData(store, rasa, kinds=settings.pii_kind_list)
     try:
+        if pool.several and args.command != "export":  # export reads the store only
+            for url, state in (await pool.probe_all()).items():
+                if state == "down":
+                    log.warning("Rasa at %s is down (%s): skipped", url,
+                                pool.health(url).error)
         await store.migrate()  # as python -m handoff.web.auth does: the columns it needs
         if args.command == "export":
             exported = await data.export(args.ids)

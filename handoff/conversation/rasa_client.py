@@ -23,11 +23,16 @@ after it is not saved in Rasa's tracker, so a reply the gateway gave up on never
 
 With several Rasa servers (``pool``), :attr:`RasaClient.route` (set by
 :class:`~handoff.conversation.rasa_pool.RasaPool`) names the server each conversation's
-requests go to; with one, every request goes to :attr:`RasaClient.base_url` as before.
+requests go to; with one, every request goes to :attr:`RasaClient.base_url` as before. A
+routed request whose server refuses the connection (:class:`RasaUnreachable`: nothing was
+sent, so nothing ran) is told to :attr:`RasaClient.unreachable` (the pool skips that server)
+and sent to the conversation's next server at once; a request that was sent and failed is
+never sent again.
 
 Every failure the gateway must route around — a timeout, a refused connection, a 5xx, an
 answer that is not the JSON the channel promises — raises :class:`RasaUnavailable` (503), with
-``timed_out`` set for a timeout. A 4xx (our request was wrong, or the token) raises
+``timed_out`` set for a timeout (:class:`RasaUnreachable`, a subclass, when no connection
+could be made). A 4xx (our request was wrong, or the token) raises
 :class:`RasaRejected` (502): both are :class:`RasaError`.
 """
 
@@ -38,9 +43,9 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar, Literal, TypedDict, cast
+from typing import Any, ClassVar, Literal, TypedDict, TypeVar, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -49,11 +54,12 @@ from handoff.errors import HandoffError
 
 __all__ = [
     "ActionReport", "ContinueBody", "HeldAction", "ParseReport", "RasaClient", "RasaError",
-    "RasaRejected", "RasaUnavailable", "Scored", "Transport", "TurnReply",
+    "RasaRejected", "RasaUnavailable", "RasaUnreachable", "Scored", "Transport", "TurnReply",
 ]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Transport = Literal["http", "websocket"]
 WS_MAX_BODY = 512 * 1024  # a bigger request goes over HTTP (sanic's frame limit is 1 MiB)
 WS_RETRY_AFTER = 30.0  # seconds before a server that refused the websocket is asked again
@@ -144,6 +150,10 @@ class RasaUnavailable(RasaError):
         self.timed_out = timed_out
 
 
+class RasaUnreachable(RasaUnavailable):
+    """No connection to Rasa could be made (refused, no route): the request was not sent."""
+
+
 class RasaRejected(RasaError):
     """Rasa refused the request (4xx: a bad request or a wrong token)."""
 
@@ -167,6 +177,9 @@ class RasaClient:
         # conversation's requests go to; requests of no conversation go where "" is routed
         self.pool = tuple(url.rstrip("/") for url in pool)
         self.route: Callable[[str], str] | None = None
+        # told of a pool server that refused a connection (the pool skips it for a while)
+        self.unreachable: Callable[[str], None] | None = None
+        self._sending: dict[str, str] = {}  # sender -> the server its request is out to
         self._token = token
         self.timeout = timeout
         self.transport = transport
@@ -183,6 +196,32 @@ class RasaClient:
         """The Rasa server that ``sender``'s requests go to: the one in service, or the one
         :attr:`route` picks in a pool."""
         return self.route(sender) if self.route is not None else self.base_url
+
+    async def _routed(self, sender: str, send: Callable[[str], Awaitable[T]]) -> T:
+        """``send(base_url)`` to ``sender``'s server; in a pool, a server that refuses the
+        connection is reported to :attr:`unreachable` and the conversation's next server is
+        tried, each at most once (nothing was sent to the one that refused)."""
+        tried: set[str] = set()
+        while True:
+            base = self.server_for(sender)
+            self._sending[sender] = base
+            try:
+                return await send(base)
+            except RasaUnreachable as exc:
+                if self.route is None or self.unreachable is None or base in tried:
+                    raise
+                tried.add(base)
+                self.unreachable(base)
+                log.warning("Rasa at %s is unreachable (%s): %s goes to the next server",
+                            base, exc.message, sender or "a request")
+            finally:
+                if self._sending.get(sender) == base:
+                    del self._sending[sender]
+
+    def sending_to(self, sender: str) -> str | None:
+        """The server a request of ``sender``'s is out to now (None: none is): where
+        :meth:`_routed` sent it, the next server after a refusal."""
+        return self._sending.get(sender)
 
     def switch(self, base_url: str) -> str:
         """Send every request from now on to ``base_url`` (a blue/green deploy); requests
@@ -270,21 +309,24 @@ class RasaClient:
             body["message_id"] = message_id
         if earlier:
             body["earlier"] = earlier
-        return _turn_reply(await self._post("/turn", body,
-                                            base_url=base_url or self.server_for(sender)))
+        if base_url is not None:
+            return _turn_reply(await self._post("/turn", body, base_url=base_url))
+        return _turn_reply(await self._routed(
+            sender, lambda base: self._post("/turn", body, base_url=base)))
 
     async def continue_(self, sender: str, decision: ContinueBody,
                         hold: bool = False) -> TurnReply:
         """Resolve the held action with ``decision`` and continue the turn."""
         body = {"sender": sender, "decision": dict(decision), "hold": hold,
                 "deadline": self.deadline()}
-        return _turn_reply(await self._post("/continue", body,
-                                            base_url=self.server_for(sender)))
+        return _turn_reply(await self._routed(
+            sender, lambda base: self._post("/continue", body, base_url=base)))
 
     async def preview(self, sender: str, action: str) -> list[dict[str, Any]]:
         """The messages ``action`` would send in the conversation now, without running it (the
         channel's ``/preview``: a response rendered, none for a custom action)."""
-        data = await self._post("/preview", {"sender": sender, "action": action})
+        data = await self._routed(sender, lambda base: self._post(
+            "/preview", {"sender": sender, "action": action}, base_url=base))
         found = data.get("preview")
         if not isinstance(found, list):
             raise RasaUnavailable("Rasa's preview answer has no list of messages")
@@ -294,8 +336,8 @@ class RasaClient:
         """Delete the conversation's tracker from Rasa's tracker store (the channel's
         ``/erase``); whether there was one. A store that cannot erase answers 501:
         :class:`RasaUnavailable`."""
-        data = await self._post("/erase", {"sender": sender},
-                                base_url=self.server_for(sender))
+        data = await self._routed(sender, lambda base: self._post(
+            "/erase", {"sender": sender}, base_url=base))
         return bool(data.get("erased"))
 
     async def mask(self, sender: str, kinds: Sequence[str], *, after: float | None,
@@ -303,27 +345,30 @@ class RasaClient:
         """Mask the PII of ``kinds`` in the events of the conversation's tracker in Rasa's
         tracker store stamped from ``after`` (None: the first) until ``before`` (Unix times;
         the channel's ``/mask``); how many events changed."""
-        data = await self._post("/mask", {"sender": sender, "kinds": list(kinds),
-                                          "after": after, "before": before},
-                                base_url=self.server_for(sender))
+        body = {"sender": sender, "kinds": list(kinds), "after": after, "before": before}
+        data = await self._routed(sender, lambda base: self._post("/mask", body,
+                                                                  base_url=base))
         return int(data.get("masked") or 0)
 
     async def status(self, base_url: str | None = None) -> dict[str, Any]:
         """Rasa's ``/status`` (``model_id``, ``model_file``, ...); ``base_url``: another
         server than the one in service (a deploy's new one)."""
-        return await self._get("/status", base_url=base_url or self.server_for(""))
+        if base_url is not None:  # that server's own status (a probe): no other
+            return await self._get("/status", base_url=base_url)
+        return await self._routed("", lambda base: self._get("/status", base_url=base))
 
     async def domain(self) -> dict[str, Any]:
         """The loaded model's domain (Rasa's ``GET /domain``): ``intents``, ``responses``,
         ``actions``, ``forms``, ..."""
-        return await self._get("/domain", headers={"Accept": "application/json"},
-                               base_url=self.server_for(""))
+        return await self._routed("", lambda base: self._get(
+            "/domain", headers={"Accept": "application/json"}, base_url=base))
 
     async def parse(self, text: str) -> dict[str, Any]:
         """What the loaded model's NLU makes of ``text`` (Rasa's ``POST /model/parse``:
         ``intent``, ``intent_ranking``, ``entities``); nothing is logged to a tracker."""
-        return await self._request("POST", "/model/parse", params={"token": self._token},
-                                   json={"text": text}, base_url=self.server_for(""))
+        return await self._routed("", lambda base: self._request(
+            "POST", "/model/parse", params={"token": self._token}, json={"text": text},
+            base_url=base))
 
     async def tracker_events(self, sender: str) -> list[dict[str, Any]]:
         """Every event of the conversation's tracker, oldest first (Rasa's
@@ -335,9 +380,9 @@ class RasaClient:
         """The conversation's tracker with every event (Rasa's
         ``GET /conversations/{id}/tracker?include_events=ALL``): ``events`` oldest first,
         ``slots`` (name: value) as they are now, ..."""
-        data = await self._get(f"/conversations/{quote(sender, safe='')}/tracker",
-                               params={"include_events": "ALL"},
-                               base_url=self.server_for(sender))
+        data = await self._routed(sender, lambda base: self._get(
+            f"/conversations/{quote(sender, safe='')}/tracker",
+            params={"include_events": "ALL"}, base_url=base))
         events = data.get("events")
         if not isinstance(events, list) or not isinstance(data.get("slots", {}), dict):
             raise RasaUnavailable("Rasa's tracker answer has no list of events or of slots")
@@ -347,9 +392,10 @@ class RasaClient:
     async def append_events(self, sender: str, events: list[dict[str, Any]]) -> None:
         """Append events to the conversation's tracker (Rasa's
         ``POST /conversations/{id}/tracker/events``), e.g. a ``slot`` event an agent whispered."""
-        await self._request("POST", f"/conversations/{quote(sender, safe='')}/tracker/events",
-                            params={"token": self._token, "include_events": "NONE"},
-                            json=events, base_url=self.server_for(sender))
+        await self._routed(sender, lambda base: self._request(
+            "POST", f"/conversations/{quote(sender, safe='')}/tracker/events",
+            params={"token": self._token, "include_events": "NONE"}, json=events,
+            base_url=base))
 
     async def _get(self, path: str, *, params: dict[str, str] | None = None,
                    headers: dict[str, str] | None = None,
@@ -413,7 +459,7 @@ class RasaClient:
             self._ws_refused[base] = time.monotonic() + WS_RETRY_AFTER
             return None
         except aiohttp.ClientConnectorError as exc:
-            raise RasaUnavailable(f"cannot connect to Rasa ({exc})") from exc
+            raise RasaUnreachable(f"cannot connect to Rasa ({exc})") from exc
         except aiohttp.ClientError as exc:
             raise RasaUnavailable(f"Rasa's channel socket failed ({type(exc).__name__}: "
                                   f"{exc})") from exc
@@ -461,7 +507,7 @@ class RasaClient:
             except asyncio.TimeoutError:
                 raise RasaUnavailable("Rasa did not answer in time", timed_out=True) from None
             except aiohttp.ClientConnectorError as exc:
-                raise RasaUnavailable(f"cannot connect to Rasa ({exc})") from exc
+                raise RasaUnreachable(f"cannot connect to Rasa ({exc})") from exc
             except aiohttp.ClientError as exc:
                 raise RasaUnavailable(
                     f"Rasa request failed ({type(exc).__name__}: {exc})") from exc

@@ -53,6 +53,7 @@ class RasaHealth:
         self.since = datetime.now(UTC)
         self.error: str | None = None
         self.probe_seconds: float | None = None
+        self.last_answered = float("-inf")  # time.monotonic() when a probe was last answered
         self.down_event = asyncio.Event()  # set while Rasa is down
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
@@ -102,6 +103,8 @@ class RasaHealth:
         except RasaError as exc:
             error = exc.message
         self.probe_seconds = time.monotonic() - started
+        if error is None:
+            self.last_answered = time.monotonic()
         if error and self.answering is not None and self.answering() >= started:
             self.error = f"{error}, but it answered a turn meanwhile: busy, not hung"
             self.failed = 0

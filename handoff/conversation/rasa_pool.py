@@ -10,6 +10,13 @@ at a time already (the router's backlog), so two of its turns never run at once 
 servers; Rasa's Redis lock store covers the one case left, a turn still running on a server
 that hung as the next one starts elsewhere.
 
+A server that refuses a connection is skipped at once, before its probe finds it down: the
+request it refused (which it never received) goes to the conversation's next server
+(:meth:`RasaClient._routed <handoff.conversation.rasa_client.RasaClient>`), and the server
+stays skipped until its probe answers or :data:`REFUSED_FOR` seconds have passed. A request
+that reached a server and failed there (a timeout, a 5xx) is not sent elsewhere: it may have
+run.
+
 Each server has its own health probe (:class:`~handoff.conversation.rasa_health.RasaHealth`)
 and its own admission queue (keyed by its URL). The pool is down only when every server is:
 then the single-server outage path applies (customers told, conversations queued). With one
@@ -22,14 +29,19 @@ so a blue/green deploy still switches it::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.rasa_health import RasaHealth
 
-__all__ = ["RasaPool", "ranked"]
+__all__ = ["REFUSED_FOR", "RasaPool", "ranked"]
+
+REFUSED_FOR = 5.0
+"""Seconds a server that refused a connection is skipped without a probe saying it is back."""
 
 Listener = Callable[[str, str, str], Awaitable[None]]  # (server, previous, state)
 _BEST_FIRST = ("up", "slow", "unknown", "down")
@@ -68,6 +80,8 @@ class RasaPool:
             self._single = None
             self.healths = {url: probe(url) for url in urls}
             rasa.route = self.server_for
+            rasa.unreachable = self.unreachable
+        self._refused: dict[str, float] = {}  # server -> time.monotonic() it refused
         self._listeners: list[Listener] = []
         for url, health in self.healths.items():
             health.on_change(self._changed_listener(url))
@@ -90,7 +104,32 @@ class RasaPool:
         if self._single is not None:
             return self.rasa.base_url
         order = ranked(conversation_id, self.healths)
-        return next((url for url in order if not self.healths[url].down), order[0])
+        return next((url for url in order if not self.skipped(url)), order[0])
+
+    def skipped(self, server: str) -> bool:
+        """Whether ``server`` gets no conversation now: its probe finds it down, or it
+        refused a connection lately (see the module docstring)."""
+        if self.healths[server].down:
+            return True
+        refused = self._refused.get(server)
+        if refused is None:
+            return False
+        if (time.monotonic() - refused < REFUSED_FOR
+                and self.healths[server].last_answered < refused):
+            return True
+        del self._refused[server]
+        return False
+
+    def unreachable(self, server: str) -> None:
+        """``server`` refused a connection: skip it (see the module docstring)."""
+        if server in self.healths:
+            self._refused[server] = time.monotonic()
+
+    async def probe_all(self) -> dict[str, str]:
+        """One probe of every server at once (a command that runs without the probe task);
+        each server's state after it."""
+        await asyncio.gather(*(health.probe() for health in self.healths.values()))
+        return {url: health.state for url, health in self.healths.items()}
 
     @property
     def down(self) -> bool:

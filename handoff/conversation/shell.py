@@ -678,17 +678,24 @@ class Conversations:
             if health.down:
                 raise RasaUnavailable(f"Rasa is down ({health.error})")
             request = asyncio.ensure_future(self._admitted(effect, server))
-            went_down = asyncio.ensure_future(health.down_event.wait())
-            try:
-                await asyncio.wait({request, went_down}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                went_down.cancel()
-            if not request.done():
-                request.cancel()
-                await asyncio.gather(request, return_exceptions=True)
-                raise RasaUnavailable(f"Rasa went down during the call ({health.error})",
-                                      timed_out=True)
-            return request.result()
+            while True:
+                # the server the call is on: a refusal may have sent it to the next one
+                at = self.rasa.sending_to(effect.conversation_id) or server
+                health = pool.health(at)
+                went_down = asyncio.ensure_future(health.down_event.wait())
+                try:
+                    await asyncio.wait({request, went_down},
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    went_down.cancel()
+                if request.done():
+                    return request.result()
+                if (self.rasa.sending_to(effect.conversation_id) or server) == at:
+                    break  # its server went down with the call on it
+            request.cancel()
+            await asyncio.gather(request, return_exceptions=True)
+            raise RasaUnavailable(f"Rasa went down during the call ({health.error})",
+                                  timed_out=True)
         except RasaError as exc:
             log.warning("Rasa call %s for %s failed: %s", effect.call_id,
                         effect.conversation_id, exc)
@@ -715,11 +722,16 @@ class Conversations:
     async def rasa_health_changed(self, server: str, previous: str, state: str) -> None:
         """The probes' news (:class:`~handoff.conversation.rasa_pool.RasaPool`): every agent
         gets ``rasa_health``; when a Rasa server is back, the conversations queued while it
-        was down go back to the bot (:meth:`resume_after_outage`)."""
+        was down go back to the bot (:meth:`resume_after_outage`). So do they when one of
+        several servers is found down while another is not: a turn that failed on it before
+        its probe found it down (killed mid-turn: the connection broke at once) queued its
+        conversation, which the servers still up now serve."""
         health = self.health
         await self.notifier.to_agents("rasa_health", health.as_json() if health else {
             "state": state})
         if previous == "down" and state in ("up", "slow"):
+            self._spawn(self.resume_after_outage())
+        elif state == "down" and health is not None and health.several and not health.down:
             self._spawn(self.resume_after_outage())
 
     async def _apply_result(self, cid: str, event: r.Event,

@@ -5,7 +5,8 @@ and keeps the record (``model_versions``):
 
 * :meth:`Deploys.start_deploy` (``POST /api/models/{model_id}/deploy``, 202: it runs in the
   background, its end pushed as ``deploy_finished``) puts a candidate live without a stall: the
-  supervisor starts a second Rasa server on it (same tracker store), the gateway checks that
+  supervisor starts a second Rasa server on it (same tracker store), or hands over the standby
+  server a retraining proved that model on, still loaded; the gateway checks that
   server's ``/status`` names the model, warms it up, sends every new request there, waits for
   the requests still running on the old server, and only then has the old one stopped. A model
   whose proof shows regressions is deployed only with an ``override`` reason, kept in the audit
@@ -217,6 +218,9 @@ class Deploys:
             await self._progress(model_id, f"starting a Rasa server on {version.file}")
             candidate = await supervisor.start(version.file)
             url, port = str(candidate.get("url")), int(candidate.get("port") or 0)
+            if candidate.get("reused"):
+                await self._progress(model_id, f"the standby server {url} the retraining "
+                                               "proved it on has it loaded already")
             try:
                 status = await self.rasa.status(url)
             except RasaError as exc:

@@ -105,7 +105,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
     cluster = make_cluster(settings.redis_url, prefix=settings.redis_prefix,
                            node_id=settings.node_id, lease=settings.node_lease)
     # several nodes: every push goes through Redis to the node that holds the socket
-    manager = (PushBus(settings.redis_url, channel=cluster.channel)
+    manager = (PushBus(settings.redis_url, stream=cluster.push_stream)
                if isinstance(cluster, RedisCluster) else None)
     sio = GuardedServer(async_mode="sanic", cors_allowed_origins=origins.widget_allows,
                         async_handlers=False, max_http_buffer_size=settings.max_frame_bytes,

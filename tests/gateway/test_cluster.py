@@ -6,12 +6,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from handoff.conversation.cluster import JobBusy, LocalCluster, RedisCluster
+from handoff.conversation.rasa_client import RasaClient
+from handoff.conversation.shell import Conversations
+from handoff.store import Store
 from tests.gateway.conftest import REDIS_URL, redis_reachable
+from tests.gateway.test_shell_rows import Quiet
 
 pytestmark = pytest.mark.asyncio
 redis = pytest.importorskip("redis")  # the gateway's lock file has it
@@ -21,6 +26,9 @@ redis = pytest.importorskip("redis")  # the gateway's lock file has it
 async def nodes() -> AsyncIterator[tuple[RedisCluster, RedisCluster]]:
     redis_reachable()
     prefix = f"handoff-test-{uuid.uuid4().hex[:8]}"
+    # Redis has held this prefix's keys for long: a lease missing is a node gone (a younger
+    # memory is the case of test_no_live_node_is_judged_gone_after_redis_lost_its_keys)
+    redis.Redis.from_url(REDIS_URL).set(f"{prefix}:since", "0")
     a = RedisCluster(REDIS_URL, prefix=prefix, node_id="a", lease=2)
     b = RedisCluster(REDIS_URL, prefix=prefix, node_id="b", lease=2)
     await a.start()
@@ -74,6 +82,87 @@ async def test_a_node_announces_its_presence_again_when_redis_lost_it(
         assert await a.presence() == ({"s4": "bob"}, {"bob"})
     finally:
         await client.aclose()
+
+
+async def test_no_live_node_is_judged_gone_after_redis_lost_its_keys(
+    nodes: tuple[RedisCluster, RedisCluster]
+) -> None:
+    """What a Redis restarted without persistence leaves: no lease at all, until each node
+    beats again. Judging a node gone then would take over its Rasa turns and review timers
+    while it runs them: node a (whose own lease is gone too) and a node c starting now (Redis's
+    memory is younger than a lease) judge nobody gone for a full lease; after it, a node that
+    never beat again is gone and b, beating, is not."""
+    a, b = nodes
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    c = RedisCluster(REDIS_URL, prefix=a.prefix, node_id="c", lease=2)
+    try:
+        await client.delete(*[key async for key in client.scan_iter(f"{a.prefix}:*")])
+        assert await client.get(f"{a.prefix}:node:b") is None
+        assert await a.alive(["b", "gone"]) == {"b", "gone"}
+        await c.start()
+        assert await c.alive(["b", "gone"]) == {"b", "gone"}
+        await a._beat()
+        await b._beat()
+        assert await a.alive(["b", "gone"]) == {"b", "gone"}  # still within the lease
+        while (found := await a.alive(["b", "gone"])) != {"b"}:  # b's heartbeat task beats
+            assert found == {"b", "gone"}, found
+            await asyncio.sleep(0.1)
+        assert await c.alive(["b", "gone"]) == {"b"}
+    finally:
+        await c.close()
+        await client.aclose()
+
+
+async def test_a_live_nodes_turn_is_not_taken_over_after_redis_lost_its_keys(
+    nodes: tuple[RedisCluster, RedisCluster], tmp_path: Path
+) -> None:
+    """The conversation shells of nodes a and b on one store; b has a customer's turn out
+    to a Rasa that never answers. Redis loses every key: a's look at the others' work (what
+    it runs every third of a lease) leaves b's turn to b, before and after b beats again.
+    Once b stops (its lease deleted), a takes the turn over, after the lease it waits."""
+    a, b = nodes
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(1024):
+            pass
+        writer.close()
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    rasa = RasaClient(f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}", "t",
+                      timeout=120)
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'handoff.db'}")
+    await store.migrate()
+    shell_a = Conversations(store, rasa, Quiet(), cluster=a)
+    shell_b = Conversations(store, rasa, Quiet(), cluster=b)
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        await shell_b.open("c")
+        await shell_b.customer_message("c", "where is my order 100002?", {})
+        conv = await store.get_conversation("c")
+        assert conv.node_id == "b" and conv.state is not None and conv.state["turn"]
+        assert await shell_a.adopt_from_gone() == 0  # b is alive
+
+        await client.delete(*[key async for key in client.scan_iter(f"{a.prefix}:*")])
+        assert await shell_a.adopt_from_gone() == 0  # b's lease is gone, b is not
+        await b._beat()
+        await a._beat()
+        assert await shell_a.adopt_from_gone() == 0
+        assert (await store.get_conversation("c")).node_id == "b"
+
+        await b.close()  # b stops: its lease goes at once, its turn is a's after the wait
+        while not await shell_a.adopt_from_gone():
+            assert (await store.get_conversation("c")).node_id == "b"
+            await asyncio.sleep(0.1)
+        conv = await store.get_conversation("c")
+        assert (conv.node_id, conv.queued, conv.queue_reason) == (None, True,
+                                                                  "rasa_unavailable")
+    finally:
+        await shell_a.close()
+        await shell_b.close()
+        await client.aclose()
+        await rasa.close()
+        await store.close()
+        silent.close()
 
 
 async def test_a_conversation_lock_orders_steps_across_nodes(

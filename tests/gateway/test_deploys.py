@@ -313,6 +313,7 @@ async def test_a_correction_rasa_would_reject_is_refused_and_nothing_changes(
     job, lines = await _retrain(system, api, trainer)
     assert job["state"] == "refused", job
     assert "rule" in job["message"] and "unchanged" in job["message"], job["message"]
+    assert _servers(system)["candidate"] is None  # no standby was started, or it is stopped
     assert lines, "no progress reached the console"
     assert _training_files(system.project) == before  # byte for byte
     assert sorted(p.name for p in (system.project / "models").iterdir()) == models_before
@@ -349,14 +350,23 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
     assert "corrected turns now right" in job["message"]
     assert "60 days" in (system.project / "domain.yml").read_text()
     new_model = job["model_id"]
+    # proven on the standby server, which stays up with the new model for its deploy
+    standby = job["report"]["standby"]
+    assert standby["model_id"] == new_model, standby
+    kept = _servers(system)["candidate"]
+    assert (kept["port"], kept["model_id"], kept["role"]) == (
+        standby["port"], new_model, "proven"), kept
+    assert kept["model"] == job["report"]["write"]["model"]
     models = {m["model_id"]: m for m in (await api.get("/api/models", headers=trainer)).json()[
         "models"]}
     assert models[new_model]["status"] == "candidate" and correction["id"] in models[
         new_model]["corrections"]
     assert await _ask(system, WRONG) == wrong_answer  # not live yet
 
-    # customers keep talking while the new model goes live
+    # customers keep talking while the new model goes live (the standby server already has
+    # it loaded, so the deploy itself is short: they talk on until 30 turns are in)
     latencies: list[float] = []
+    turns: list[tuple[float, float]] = []  # (sent, answered), monotonic
     stop = asyncio.Event()
 
     async def customer() -> None:
@@ -374,6 +384,7 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
                 await widget.say(session_id, f"where is my order 100002? ({uuid.uuid4().hex[:4]})")
                 assert (await _reply(widget)).startswith("Order 100002")
                 latencies.append(time.monotonic() - started)
+                turns.append((started, time.monotonic()))
                 await asyncio.sleep(1.0)
         finally:
             await widget.close()
@@ -381,15 +392,24 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
     customers = [asyncio.create_task(customer()) for _ in range(3)]
     try:
         await asyncio.sleep(2)
+        deploy_started = time.monotonic()
         await _deploy(system, api, trainer, new_model)
+        deploy_ended = time.monotonic()
         await asyncio.sleep(2)
+        deadline = time.monotonic() + 120
+        while len(latencies) < 30 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
     finally:
         stop.set()
         await asyncio.gather(*customers)
-    assert len(latencies) >= 30  # the deploy took long enough for many turns
+    assert len(latencies) >= 30  # before, during and after the switch
+    assert any(deploy_started < sent < deploy_ended for sent, _ in turns)  # during it
     assert max(latencies) < 2.0, sorted(latencies)[-5:]
 
     assert await _live(api, trainer) == new_model
+    live = _servers(system)["live"]  # the very server the retraining proved the model on
+    assert (live["port"], live["model_id"], live["role"]) == (standby["port"], new_model, "live")
+    assert _servers(system)["candidate"] is None
     assert await _ask(system, WRONG) == corrected  # the same words, answered right now
     assert await _ask(system, REFUND_POLICY) == NEW_POLICY
     stored = await stored_correction(store, correction["id"])
@@ -458,6 +478,15 @@ def test_a_policy_change_is_retrained_and_deployed_from_the_console(
     with ThreadPoolExecutor(1) as pool:
         answer = pool.submit(asyncio.run, _ask(system, REFUND_POLICY)).result()
     assert answer == LONG_POLICY
+
+
+def _servers(system: System) -> dict[str, Any]:
+    """The supervisor's Rasa servers (``GET /rasa`` of its control API)."""
+    resp = requests.get(f"{system.control_url}/rasa", timeout=30,
+                        headers={"Authorization": f"Bearer {system.token}"})
+    assert resp.status_code == 200, resp.text
+    servers: dict[str, Any] = resp.json()
+    return servers
 
 
 def test_the_supervisor_refuses_requests_without_its_token(system: System) -> None:

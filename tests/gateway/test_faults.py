@@ -319,14 +319,16 @@ def _artifacts() -> Path:
 # --------------------------------------------------------------------------- Redis
 
 
-async def test_redis_restarted_pushes_resume_across_nodes_without_a_restart(
+async def test_redis_restarted_pushes_resume_and_those_made_meanwhile_arrive_once(
     nodes: tuple[Gateway, Gateway], restart_redis: PrivateRedis, store: Store
 ) -> None:
-    """An agent on node B watches a customer on node A. Redis restarts (losing everything);
-    ``/api/health`` says ``redis: down`` meanwhile; afterwards node A knows again that the
-    agent is logged in on B (B announces its presence again by itself: nobody came or went),
-    B's agent sees A's customer again, and the agent's takeover message reaches the customer,
-    with no gateway restarted."""
+    """An agent on node B reviews a customer on node A. Redis stops (losing everything);
+    ``/api/health`` says ``redis: down`` meanwhile. During the outage the agent's edited reply
+    is sent from B and the customer writes again on A: neither push can cross. Once Redis is
+    back, with no gateway restarted and nothing reloaded, the customer gets the reply and the
+    console the customer's message, each exactly once (they were kept in the sending node's
+    outbox); node A knows again that the agent is logged in on B (B announces its presence
+    again by itself: nobody came or went); and pushes made afterwards arrive as before."""
     a, b = nodes
     async with httpx.AsyncClient(base_url=b.url, timeout=WAIT) as api_b:
         headers = await agent_login(store, api_b, "rosa")
@@ -340,29 +342,53 @@ async def test_redis_restarted_pushes_resume_across_nodes_without_a_restart(
             assert seen["text"] == "where is my order 100002?"
             await _health_says(b, "redis", "ok")
             assert "rosa" in await _logged_in(a, headers)
+            resp = await api_b.post(f"/api/conversations/{cid}/review", headers=headers,
+                                    json={"on": True})
+            assert resp.status_code == 200, resp.text
+            await widget.say(cid, "what is your return policy?")
+            held = await console.until("pending_reply", cid)  # held on A, seen on B
 
             restart_redis.stop()
             await _health_says(a, "redis", "down")
             await _health_says(b, "redis", "down")
+            edited = "Returns are free within 60 days (sent during the outage)."
+            resp = await api_b.post(
+                f"/api/conversations/{cid}/replies/{held['reply']['reply_id']}/decision",
+                headers=headers, json={"type": "edit", "text": edited})
+            assert resp.status_code == 200, resp.text  # made on B for a customer on A
+            await widget.say(cid, "and what about exchanges?")  # on A for a console on B
             restart_redis.start()
             await _health_says(a, "redis", "ok")
             await _health_says(b, "redis", "ok")
+
+            customer_saw = [await widget.next()]
+            while customer_saw[-1] != ("bot_uttered", {"text": edited}):
+                customer_saw.append(await widget.next())
+            agent_saw = [await console.pushed.get()]
+            while not (agent_saw[-1][0] == "message" and agent_saw[-1][1]["text"] == (
+                    "and what about exchanges?")):
+                agent_saw.append(await asyncio.wait_for(console.pushed.get(), WAIT))
             await _logged_in(a, headers, until="rosa")
 
-            await widget.say(cid, "what is your return policy?")
-            await _bot_text(widget)
-            seen = await console.until("message", cid, sender="customer")
-            assert seen["text"] == "what is your return policy?", (a.log_tail(), b.log_tail())
-
+            # afterwards: a takeover and a message from B, a customer's message from A; what
+            # was sent during the outage came once (a second copy would come before these)
             resp = await api_b.post(f"/api/conversations/{cid}/takeover", headers=headers)
             assert resp.status_code == 200, resp.text
             resp = await api_b.post(f"/api/conversations/{cid}/messages", headers=headers,
                                     json={"text": "Rosa here, from node B."})
             assert resp.status_code == 200, resp.text
-            while await widget.next() != ("bot_uttered", {  # after the agent's notices
+            while customer_saw[-1] != ("bot_uttered", {  # after the agent's notices
                     "text": "Rosa here, from node B.",
                     "metadata": {"sender": "human", "agent": "rosa"}}):
-                pass
+                customer_saw.append(await widget.next())
+            await widget.say(cid, "thanks Rosa")
+            while not (agent_saw[-1][0] == "message" and agent_saw[-1][1]["text"] == (
+                    "thanks Rosa")):
+                agent_saw.append(await asyncio.wait_for(console.pushed.get(), WAIT))
+            assert customer_saw.count(("bot_uttered", {"text": edited})) == 1, customer_saw
+            assert [data["text"] for event, data in agent_saw if event == "message" and data[
+                "conversation_id"] == cid and data["sender"] == "customer"] == [
+                "and what about exchanges?", "thanks Rosa"], agent_saw
             conv = await store.get_conversation(cid)
             assert (conv.mode, conv.owner) == ("human", "rosa")
         finally:

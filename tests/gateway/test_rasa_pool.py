@@ -85,6 +85,24 @@ async def test_a_conversation_sticks_to_a_healthy_server_and_moves_when_it_is_do
 
 
 @pytest.mark.asyncio
+async def test_a_server_that_refused_is_skipped_until_its_probe_answers(
+    rasa_up: Callable[[], Awaitable[tuple[str, asyncio.Server]]]
+) -> None:
+    (a, _), (b, _) = await rasa_up(), await rasa_up()
+    async with RasaClient(a, "t", pool=[a, b]) as rasa:
+        pool = _pool(rasa, [a, b])
+        assert rasa.unreachable is not None  # the client tells the pool of refusals
+        on_a = next(c for c in (f"conv-{n}" for n in range(100)) if ranked(c, [a, b])[0] == a)
+        rasa.unreachable(a)
+        assert pool.skipped(a) and not pool.skipped(b)
+        assert rasa.server_for(on_a) == b and not pool.down
+        assert await pool.probe_all() == {a: "up", b: "up"}  # it answers: back at once
+        assert not pool.skipped(a) and rasa.server_for(on_a) == a
+        rasa.unreachable("http://not-in-the-pool:5005")  # ignored
+        assert list(pool.healths) == [a, b]
+
+
+@pytest.mark.asyncio
 async def test_the_pool_is_down_only_when_every_server_is() -> None:
     a, b = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
     async with RasaClient(a, "t", pool=[a, b]) as rasa:

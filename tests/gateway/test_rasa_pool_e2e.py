@@ -7,25 +7,27 @@ here, most of it the two servers loading their model (`pytest -m long`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import requests
 
+from bench.load import Node, System, run_load
 from bot.processes import Service
 from bot.serve import Stack
 from handoff.conversation.rasa_pool import ranked
 from handoff.conversation.customer_protocol import NOTICE_TEXTS, RASA_DOWN_TEXT
 from handoff.conversation.router import Notice
 from tests.conftest import RASA_BIN, free_port
-from tests.gateway.clients import WAIT, Widget
+from tests.gateway.clients import WAIT, Widget, admin_login
 from tests.gateway.conftest import Gateway, _start_gateway, _stop
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.long]
@@ -76,8 +78,16 @@ def gateway(pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ga
     _stop(gw.process)
 
 
+@contextlib.asynccontextmanager
+async def _admin_api(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway's API as its admin (each server's state is in /api/health/detail)."""
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as client:
+        client.headers.update(await admin_login(gateway, client))
+        yield client
+
+
 async def _health(api: httpx.AsyncClient) -> dict[str, Any]:
-    resp = await api.get("/api/health")
+    resp = await api.get("/api/health/detail")
     assert resp.status_code == 200
     body: dict[str, Any] = resp.json()
     return body
@@ -116,10 +126,33 @@ async def _calls(api: httpx.AsyncClient, url: str) -> int:
     return admitted
 
 
+async def test_a_swarm_spreads_over_both_servers_and_the_trackers_hold_what_it_saw(
+    pool: Pool, gateway: Gateway
+) -> None:
+    """The short version of ``bench/load.py --rasa 2``: 20 customers × 3 messages at once,
+    two of them reviewed. Correctness goals only, never timings."""
+    async with _admin_api(gateway) as api:
+        await _until(api, lambda h: all(
+            s["state"] in ("up", "slow") for s in h["rasa"]["servers"]))
+    system = System(nodes=[Node(gateway.url, gateway.process.pid)], rasa_url=pool.urls[0],
+                    rasa_token=pool.stack.token, admin_password=gateway.admin_password,
+                    rasa_servers=[(url, pool.pid(url)) for url in pool.urls],
+                    rasa_names=[pool.urls])
+    report = await run_load(system, customers=20, messages=3, rate=0, review_share=0.1,
+                            deadline=300)
+    print("\n".join(report.lines()))
+    assert report.queued_for_load == [] and report.unanswered == 0
+    assert report.mismatched == [] and report.agent_failures == []
+    assert report.human_queue == 0
+    calls = list(report.rasa_calls.values())
+    assert len(calls) == 2 and all(calls), report.rasa_calls  # both servers served turns
+    assert sum(calls) >= 20 * 3  # every turn (and the approved replies' continuations)
+
+
 async def test_a_turn_out_when_its_server_hangs_is_answered_by_the_other_server(
     pool: Pool, gateway: Gateway
 ) -> None:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
+    async with _admin_api(gateway) as api:
         await _until(api, lambda h: all(
             s["state"] in ("up", "slow") for s in h["rasa"]["servers"]))
         customer = await Widget(gateway.url).connect()
@@ -152,7 +185,7 @@ async def test_a_turn_out_when_its_server_hangs_is_answered_by_the_other_server(
 async def test_a_conversation_carries_on_on_the_other_server_when_its_own_is_killed(
     pool: Pool, gateway: Gateway
 ) -> None:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as api:
+    async with _admin_api(gateway) as api:
         health = await _until(api, lambda h: all(
             s["state"] in ("up", "slow") for s in h["rasa"]["servers"]))
         assert [s["url"] for s in health["rasa"]["servers"]] == pool.urls

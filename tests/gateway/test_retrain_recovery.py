@@ -83,7 +83,7 @@ def supervisor(rasa_stack: Stack, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     signals.mkdir()
     live = SimpleNamespace(model=project / "models" / "live.tar.gz")
     pool = SimpleNamespace(
-        live=live, models_dir=project / "models",
+        live=live, models_dir=project / "models", candidate=None,
         metadata=lambda path: {"model_id": MODEL_ID, "trained_at": "2026-11-28T23:59:00"},
         status=lambda: {"live": {"url": rasa_stack.rasa_url, "port": 0, "model": "live.tar.gz",
                                  "model_id": None}, "candidate": None, "models": []})

@@ -52,6 +52,31 @@ def test_every_problem_is_named_at_once(tmp_path: Path) -> None:
         assert variable in message
 
 
+def test_a_pool_needs_a_turn_timeout_above_rasas_lock_lifetime(tmp_path: Path) -> None:
+    """Several Rasa servers: a turn timeout not above the lifetime the gateway is told is
+    refused (naming both settings and the fix); not told, it is Rasa's default (60 s) and a
+    warning at start says so (``python -m handoff`` logs it); one server needs neither."""
+    pool = {"HANDOFF_RASA_URL": "http://r1:5005,http://r2:5005", "HANDOFF_RASA_TOKEN": "t",
+            "HANDOFF_JWT_SECRET": "s" * 32}
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**pool, "HANDOFF_RASA_LOCK_LIFETIME": "30"}, env_file=None,
+                      var_dir=tmp_path)
+    assert ("HANDOFF_RASA_TIMEOUT (30 s) is not above the Rasa servers' lock lifetime "
+            "(HANDOFF_RASA_LOCK_LIFETIME: 30 s) with 2 servers") in str(caught.value)
+    assert "TICKET_LOCK_LIFETIME" in str(caught.value)
+    told = load_settings({**pool, "HANDOFF_RASA_LOCK_LIFETIME": "20"}, env_file=None,
+                         var_dir=tmp_path)
+    assert (told.rasa_lock_lifetime, told.lock_lifetime_problem()) == (20.0, None)
+    assumed = load_settings(pool, env_file=None, var_dir=tmp_path)
+    assert "(HANDOFF_RASA_LOCK_LIFETIME: 60 s)" in (assumed.lock_lifetime_problem() or "")
+    longer = load_settings({**pool, "HANDOFF_RASA_TIMEOUT": "61"}, env_file=None,
+                           var_dir=tmp_path)
+    assert longer.lock_lifetime_problem() is None
+    one = load_settings({**pool, "HANDOFF_RASA_URL": "http://r1:5005",
+                         "HANDOFF_RASA_LOCK_LIFETIME": "90"}, env_file=None, var_dir=tmp_path)
+    assert one.lock_lifetime_problem() is None
+
+
 def test_missing_rasa_token_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="HANDOFF_RASA_TOKEN: not set"):
         load_settings({"HANDOFF_JWT_SECRET": "s" * 32}, env_file=None, var_dir=tmp_path)
