@@ -53,7 +53,6 @@ import re
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -67,6 +66,7 @@ from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from bot.keeper import Keeper
+from bot.model_runs import archive_metadata
 from bot.processes import Service, Stack, StartupError
 from bot.retrain import CANDIDATES_DIR
 from bot.standby import TOKEN_ENV as STANDBY_TOKEN_ENV
@@ -89,17 +89,8 @@ class ControlError(Exception):
 
 def model_metadata(path: Path) -> Dict[str, Any]:
     """``model_id`` and ``trained_at`` from a Rasa model archive's ``metadata.json``."""
-    try:
-        with tarfile.open(path, "r:gz") as archive:
-            for member in archive:
-                if member.name.lstrip("./") == "metadata.json":
-                    handle = archive.extractfile(member)
-                    data = json.loads(handle.read()) if handle else {}
-                    return {"model_id": data.get("model_id"),
-                            "trained_at": data.get("trained_at")}
-    except (OSError, tarfile.TarError, ValueError):
-        pass
-    return {"model_id": None, "trained_at": None}
+    data = archive_metadata(path)
+    return {"model_id": data.get("model_id"), "trained_at": data.get("trained_at")}
 
 
 # What a server not yet live is for: a deploy's candidate, a retraining's standby proving its

@@ -253,7 +253,7 @@ def _token() -> str:
     return os.environ.get("GATEWAY_CHANNEL_TOKEN") or os.environ.get("RASA_TOKEN") or ""
 
 
-def _authorised(request: Request) -> bool:
+def authorised(request: Request) -> bool:
     expected = _token()
     given = request.headers.get("authorization", "")
     return bool(expected) and hmac.compare_digest(given, f"Bearer {expected}")
@@ -576,7 +576,7 @@ class GatewayInput(InputChannel):
         bp = Blueprint("gateway_webhook", __name__)
 
         async def answer(request: Request, path: Text) -> HTTPResponse:
-            if not _authorised(request):
+            if not authorised(request):
                 return response.json({"error": "unauthorised"}, status=401)
             try:
                 body = request.json
@@ -607,7 +607,7 @@ class GatewayInput(InputChannel):
 
         @bp.websocket("/ws")
         async def socket(request: Request, ws: Any) -> None:
-            if not _authorised(request):
+            if not authorised(request):
                 await ws.close(code=WS_UNAUTHORISED, reason="unauthorised")
                 return
             await ws.send(json.dumps({"ready": True}))

@@ -23,8 +23,6 @@ else ``$RASA_TOKEN``, as the gateway's channel); a bad body is 400 with the reas
 
 from __future__ import annotations
 
-import hmac
-import os
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Awaitable, Callable, Dict, Optional, Text
@@ -34,19 +32,10 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from bot.gateway_channel import authorised
 from bot.model_runs import parse_many, story_test
 
 MAX_TEXTS = 20_000
-
-
-def _token() -> str:
-    return os.environ.get("GATEWAY_CHANNEL_TOKEN") or os.environ.get("RASA_TOKEN") or ""
-
-
-def _authorised(request: Request) -> bool:
-    expected = _token()
-    given = request.headers.get("authorization", "")
-    return bool(expected) and hmac.compare_digest(given, f"Bearer {expected}")
 
 
 class BadRequest(ValueError):
@@ -111,7 +100,7 @@ class ProofInput(InputChannel):
         async def answer(request: Request,
                          handler: Callable[[Any, Any], Awaitable[Dict[str, Any]]]
                          ) -> HTTPResponse:
-            if not _authorised(request):
+            if not authorised(request):
                 return response.json({"error": "unauthorised"}, status=401)
             agent = request.app.ctx.agent
             if agent is None or not agent.is_ready():
