@@ -110,14 +110,35 @@ def _graph(w: Dict[str, np.ndarray], config: Dict[str, Any]) -> Any:
 class SentenceEncoder:
     """Texts in, unit-length float32 embeddings out; safe to call from several threads."""
 
-    def __init__(self, compiled: Any, tokenizer: Any, dimension: int) -> None:
+    def __init__(self, compiled: Any, tokenizer: Any, dimension: int,
+                 folder: Optional[Path] = None) -> None:
         self._compiled = compiled
         self._tokenizer = tokenizer
         self._dimension = dimension
+        self._folder = folder
+        self._identity: Optional[str] = None
 
     @property
     def dimension(self) -> int:
         return self._dimension
+
+    def identity(self) -> str:
+        """What decides this encoder's output, as a hash (:func:`bot.embedding_cache.
+        encoder_identity`: the model's files, OpenVINO's version, the inference precision);
+        computed once, on first use."""
+        if self._identity is None:
+            import openvino as ov  # noqa: PLC0415
+
+            from bot.embedding_cache import encoder_identity  # noqa: PLC0415
+
+            try:
+                precision = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+            except RuntimeError:
+                precision = "unknown"
+            self._identity = encoder_identity(
+                self._folder or model_dir(), f"openvino {ov.get_version()}",
+                f"precision {precision}", f"batch {BATCH}")
+        return self._identity
 
     @classmethod
     def load(cls, path: Optional[Path] = None) -> "SentenceEncoder":
@@ -141,7 +162,7 @@ class SentenceEncoder:
         tokenizer.enable_truncation(max_length=max_tokens)
         tokenizer.no_padding()
         encoder = cls(compiled, tokenizer,
-                      int(weights["embeddings.word_embeddings.weight"].shape[1]))
+                      int(weights["embeddings.word_embeddings.weight"].shape[1]), folder)
         encoder.warm_up()
         return encoder
 

@@ -9,6 +9,7 @@ refund"; the classifier after this featurizer sees both kinds of features.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Text
 
@@ -30,7 +31,10 @@ from rasa.shared.nlu.constants import (
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
+from bot.embedding_cache import EmbeddingCache, default_location
 from bot.sentence_encoder import SentenceEncoder
+
+logger = logging.getLogger(__name__)
 
 _ENCODERS: Dict[Optional[str], SentenceEncoder] = {}  # one per process: loading takes 0.5 s
 
@@ -80,17 +84,27 @@ class SentenceEmbeddingFeaturizer(DenseFeaturizer, GraphComponent):
             raise InvalidConfigException(
                 f"{cls.__name__}: 'scale' must be a positive number, not {scale!r}")
 
-    def _featurize(self, messages: List[Message]) -> None:
+    def _featurize(self, messages: List[Message], cached: bool = False) -> None:
         with_text = [m for m in messages if isinstance(m.get(TEXT), str) and m.get(TEXT)]
         if not with_text:
             return
-        vectors = self._encoder.encode([m.get(TEXT) for m in with_text])
+        texts = [m.get(TEXT) for m in with_text]
+        location = default_location() if cached else None
+        if location is None:
+            vectors = self._encoder.encode(texts)
+        else:
+            cache = EmbeddingCache(location, self._encoder.identity(), self._encoder.dimension)
+            vectors = cache.encode(texts, self._encoder.encode)
+            logger.info("sentence embeddings: %d of %d training texts from the cache %s",
+                        cache.hits, len(texts), location)
         vectors *= np.float32(self._config["scale"])
         for message, vector in zip(with_text, vectors):
             self.add_features_to_message(None, vector[np.newaxis, :], TEXT, message)
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:
-        self._featurize(training_data.training_examples)
+        # Only the texts this training data did not share with an earlier one are encoded
+        # (bot.embedding_cache): a retraining adds a few examples to thousands.
+        self._featurize(training_data.training_examples, cached=True)
         return training_data
 
     def process(self, messages: List[Message]) -> List[Message]:
