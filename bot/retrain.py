@@ -159,7 +159,8 @@ def retune_candidate(candidate: Path, model: Path, loaded: "Runner") -> Dict[str
         log(f"fallback re-tuned: threshold {before['threshold']} -> {after['threshold']}, "
             f"ambiguity threshold {before['ambiguity_threshold']} -> "
             f"{after['ambiguity_threshold']}; training the candidate again with them")
-        result = gate.train(candidate, candidate, model.parent)
+        # Only the FallbackClassifier's two values changed since the validator passed.
+        result = gate.train(candidate, candidate, model.parent, validated=True)
         tuned["training"] = result.as_dict()
         trained = gate.model_file(model.parent)
         if not result.ok or trained is None:
@@ -296,8 +297,10 @@ def retrain(corrections: List[Any], project: Path, models: Path, in_service: Opt
                                         args=(in_service, candidate, results))
             prefetch.start()
         written.stage = "training"
+        # The writer's checks passed on this content: rasa train need not validate it again.
         training = gate.train(candidate, candidate, candidate / "models",
-                              in_service if finetune else None)
+                              in_service if finetune else None,
+                              validated=bool(written.checks.get("validation", {}).get("ok")))
         written.checks["training"] = training.as_dict()
         write.update(stage="training", checks=written.checks)
         if not training.ok:

@@ -15,6 +15,7 @@ why (``mode``, ``fallback_reason``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -216,6 +217,39 @@ def check_rules(stage: Path) -> CheckResult:
     return CheckResult("rules", True, time.monotonic() - start)
 
 
+def _train_in_process(stage: Path, model_dir: Path) -> CheckResult:
+    """``rasa train`` (full, no validation: the caller validated) of the staged project into
+    ``model_dir``, in this process: Rasa's own training function, Rasa's cache reused as the
+    subprocess would (``RASA_CACHE_DIRECTORY``, default :data:`DEFAULT_CACHE`). What Rasa
+    prints goes to stderr; its warnings and errors, and an exception it raises (an
+    ``InvalidRule``, a component's error), are the result's messages."""
+    from rasa.model_training import train as rasa_train
+
+    start = time.monotonic()
+    handler = _Collect()
+    logging.getLogger().addHandler(handler)
+    had_cache = "RASA_CACHE_DIRECTORY" in os.environ
+    os.environ.setdefault("RASA_CACHE_DIRECTORY", str(DEFAULT_CACHE))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            result = rasa_train(str(stage / DOMAIN_FILE), str(stage / CONFIG_FILE),
+                                [str(stage / DATA_DIR)], output=str(model_dir),
+                                fixed_model_name=MODEL_NAME)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 (Rasa exits on some errors)
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        return CheckResult("training", False, time.monotonic() - start,
+                           [*handler.messages[-20:], f"{type(exc).__name__}: "
+                            f"{lines[0] if lines else ''}", *lines[1:30]])
+    finally:
+        logging.getLogger().removeHandler(handler)
+        if not had_cache:
+            os.environ.pop("RASA_CACHE_DIRECTORY", None)
+    if result.code == 0 and model_file(model_dir) is not None:
+        return CheckResult("training", True, time.monotonic() - start)
+    return CheckResult("training", False, time.monotonic() - start,
+                       handler.messages[-30:] or [f"rasa train failed (code {result.code})"])
+
+
 def _train_once(stage: Path, project_root: Path, model_dir: Path,
                 extra: Sequence[str] = ()) -> tuple[CheckResult, List[str]]:
     """One ``rasa train`` of the staged project into ``model_dir`` (Rasa's cache reused):
@@ -256,13 +290,25 @@ def finetune_refusal(output: Sequence[str]) -> Optional[str]:
 
 def train(stage: Path, project_root: Path, model_dir: Path,
           finetune_from: Optional[Path] = None,
-          epoch_fraction: float = DEFAULT_EPOCH_FRACTION) -> CheckResult:
+          epoch_fraction: float = DEFAULT_EPOCH_FRACTION, validated: bool = False) -> CheckResult:
     """A real ``rasa train`` of the staged project into ``model_dir``. With ``finetune_from``
     (a model archive) it fine-tunes that model first; when Rasa will not fine-tune, it trains
     in full. ``details``: ``mode`` ("finetune" | "full") and, after a fallback,
-    ``fallback_reason`` and ``finetune_seconds`` (the refused attempt)."""
+    ``fallback_reason`` and ``finetune_seconds`` (the refused attempt).
+
+    ``validated``: :func:`validate` passed on this very content, so ``rasa train`` skips its
+    own run of the same checks (``--skip-validation``: ``rasa.cli.utils.validate_files`` runs
+    the validator's domain, NLU and story-structure checks that :func:`validate` runs, and
+    ``validate`` refuses on any error they report; 3-5 s of every training). A validated full
+    training runs in this process (:func:`_train_in_process`): the process that ran the
+    validator and the rule check has imported Rasa already, and ``rasa train``'s own start
+    (5-10 s) is saved."""
+    skip = ["--skip-validation"] if validated else []
     if finetune_from is None:
-        result, _ = _train_once(stage, project_root, model_dir)
+        if validated:  # what `rasa train` would do, without starting Rasa again
+            result = _train_in_process(stage, model_dir)
+        else:
+            result, _ = _train_once(stage, project_root, model_dir, skip)
         result.details = {"mode": "full"}
         return result
     if not finetune_from.is_file():
@@ -270,7 +316,7 @@ def train(stage: Path, project_root: Path, model_dir: Path,
         spent = 0.0
     else:
         tuned, output = _train_once(stage, project_root, model_dir, [
-            "--finetune", str(finetune_from), "--epoch-fraction", str(epoch_fraction)])
+            "--finetune", str(finetune_from), "--epoch-fraction", str(epoch_fraction), *skip])
         tuned.details = {"mode": "finetune", "finetuned_from": finetune_from.name,
                          "epoch_fraction": epoch_fraction}
         if tuned.ok:
@@ -280,7 +326,7 @@ def train(stage: Path, project_root: Path, model_dir: Path,
         reason = finetune_refusal(output) or "rasa train --finetune failed: " + (
             tuned.messages[-1] if tuned.messages else "no output")
         spent = tuned.seconds
-    result, _ = _train_once(stage, project_root, model_dir)
+    result, _ = _train_once(stage, project_root, model_dir, skip)
     result.seconds += spent
     result.details = {"mode": "full", "fallback_reason": reason,
                       "finetune_seconds": round(spent, 1)}

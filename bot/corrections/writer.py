@@ -264,7 +264,7 @@ def _run(corrections: List[Correction], options: Options, root: Path) -> Report:
             report.stage = "training"
             model_dir = Path(tmp) / "models"
             result = gate.train(stage, root, model_dir, options.finetune_from,
-                                options.epoch_fraction)
+                                options.epoch_fraction, validated=True)  # checks passed
             report.checks["training"] = result.as_dict()
             if not result.ok:
                 report.errors.extend(result.messages or ["rasa train failed"])
