@@ -81,8 +81,7 @@ def _validator_messages(root: Path) -> tuple[bool, List[str]]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            importer = importer_for(root)
-            validator = Validator.from_importer(importer)
+            validator = Validator.from_importer(shared_importer(root))
             ok = all([
                 validator.verify_domain_validity(),
                 validator.verify_actions_in_stories_rules(),
@@ -122,6 +121,26 @@ def project_key(root: Path) -> str:
             digest.update(str(path.relative_to(root)).encode() + b"\0")
             digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:32]
+
+
+_IMPORTERS: Dict[Path, tuple] = {}  # root -> (project_key, importer): at most two
+
+
+def shared_importer(root: Path, last_use: bool = False) -> Any:
+    """Rasa's importer of the project at ``root``, one per content (:func:`project_key`):
+    the validator, the rule check and the in-process training of one staged project read the
+    same files, and Rasa's importer keeps what it has read and parsed (its methods are
+    cached), so the 2,400 NLU examples, the stories and the domain are parsed once instead of
+    three times (2-5 s each). ``last_use``: the caller may change what it reads (a training
+    adds features to the NLU examples), so it is not handed out again."""
+    key = project_key(root)
+    found = _IMPORTERS.pop(root.resolve(), None)
+    importer = found[1] if found is not None and found[0] == key else importer_for(root)
+    if not last_use:
+        _IMPORTERS[root.resolve()] = (key, importer)
+        while len(_IMPORTERS) > 2:
+            del _IMPORTERS[next(iter(_IMPORTERS))]
+    return importer
 
 
 class ValidatorResults:
@@ -190,7 +209,7 @@ def check_rules(stage: Path) -> CheckResult:
     from rasa.shared.core.generator import TrainingDataGenerator
 
     start = time.monotonic()
-    importer = importer_for(stage)
+    importer = shared_importer(stage)
     policies = importer.get_config().get("policies") or []
     configured = next((p for p in policies if p.get("name") in ("RulePolicy",
                                                                 "rasa.core.policies.rule_policy.RulePolicy")), None)
@@ -219,11 +238,12 @@ def check_rules(stage: Path) -> CheckResult:
 
 def _train_in_process(stage: Path, model_dir: Path) -> CheckResult:
     """``rasa train`` (full, no validation: the caller validated) of the staged project into
-    ``model_dir``, in this process: Rasa's own training function, Rasa's cache reused as the
+    ``model_dir``, in this process: Rasa's own training graph (``rasa.model_training``'s
+    ``_train_graph``, as ``train`` calls it; Rasa 3.6.21), Rasa's cache reused as the
     subprocess would (``RASA_CACHE_DIRECTORY``, default :data:`DEFAULT_CACHE`). What Rasa
     prints goes to stderr; its warnings and errors, and an exception it raises (an
     ``InvalidRule``, a component's error), are the result's messages."""
-    from rasa.model_training import train as rasa_train
+    from rasa.model_training import TrainingType, _check_unresolved_slots, _train_graph
 
     start = time.monotonic()
     handler = _Collect()
@@ -232,9 +252,21 @@ def _train_in_process(stage: Path, model_dir: Path) -> CheckResult:
     os.environ.setdefault("RASA_CACHE_DIRECTORY", str(DEFAULT_CACHE))
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            result = rasa_train(str(stage / DOMAIN_FILE), str(stage / CONFIG_FILE),
-                                [str(stage / DATA_DIR)], output=str(model_dir),
-                                fixed_model_name=MODEL_NAME)
+            # rasa.model_training.train without its own importer: the validator's and the
+            # rule check's (shared_importer) has read the files already. The project has
+            # stories, NLU data and a domain (the validator checked them), so the training
+            # type is train's for such a project: both, or end-to-end.
+            importer = shared_importer(stage, last_use=True)
+            nlu, stories = importer.get_nlu_data(), importer.get_stories()
+            if stories.is_empty() or nlu.contains_no_pure_nlu_data() or \
+                    importer.get_domain().is_empty():
+                raise RuntimeError("the staged project lacks stories, NLU data or a domain")
+            _check_unresolved_slots(importer.get_domain(), stories)
+            result = _train_graph(
+                importer, training_type=TrainingType.END_TO_END if nlu.has_e2e_examples()
+                else TrainingType.BOTH, output_path=str(model_dir),
+                fixed_model_name=MODEL_NAME, persist_nlu_training_data=False,
+                finetuning_epoch_fraction=1.0)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 (Rasa exits on some errors)
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         return CheckResult("training", False, time.monotonic() - start,
