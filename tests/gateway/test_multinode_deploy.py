@@ -236,8 +236,10 @@ async def test_a_deploy_on_node_a_switches_node_b_with_no_turn_failing(
             resp = await api_a.post(f"/api/models/{new_id}/deploy", headers=rita_a, json={})
             assert resp.status_code == 202, resp.text
             seen_running = None
-            while True:  # node B's customer talks on while node A deploys
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:  # node B's customer talks on while A deploys
                 answers.append(await _turn(widget, session, "what is your return policy?"))
+                assert not _failed(answers[-1]), answers
                 view = (await api_b.get("/api/models", headers=rita_b)).json()["deploy"]
                 if view is not None and view["state"] == "running":
                     seen_running = view
