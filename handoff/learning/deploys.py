@@ -176,6 +176,8 @@ class Deploys:
         """The running or last deploy of any gateway node: this node's while it runs one,
         else the newer of its own last and the one the nodes share."""
         own = self.state()
+        if own is not None and self.cluster.shared:
+            own["node"] = self.cluster.node_id
         if own is not None and own["state"] == "running":
             return own
         shared = await self.cluster.job_state("deploy")
