@@ -14,7 +14,11 @@ tier so the console re-renders), a user whose logins end is disconnected
 are read from the store: a socket whose token has expired, whose user is disabled or whose
 token version moved on (a logout or ``python -m handoff.web.auth disable`` elsewhere, another
 gateway node) is disconnected instead of receiving it, and a tier changed elsewhere is applied
-as above.
+as above. An ``/agent`` event reads them once, with its own user, when it is checked
+(:meth:`SocketNotifier.event_users`): the pushes of that event use that read instead of one
+each, so they reflect every change committed before the event arrived (an agent's takeover is
+one read and one write, not a read per push: docs/performance.md, "The agents' takeover under
+load"). Every other push (a customer's message, a Rasa answer, a timer) reads them itself.
 
 It implements the conversation shell's :class:`~handoff.conversation.shell.Notifier` and the
 learning wing's ``TrainerNotifier``; the other wings are handed it, never the Socket.IO server.
@@ -22,9 +26,12 @@ learning wing's ``TrainerNotifier``; the other wings are handed it, never the So
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -49,6 +56,20 @@ def _agent_room(username: str) -> str:
 
 
 UsersNow = Callable[[Collection[str]], Awaitable[Mapping[str, User]]]
+
+
+@dataclass(frozen=True)
+class _EventUsers:
+    """The users read when an ``/agent`` event was checked: valid for the pushes that event's
+    own task makes while it is handled (:meth:`SocketNotifier.event_users`)."""
+
+    task: asyncio.Task[Any] | None
+    names: frozenset[str]
+    users: Mapping[str, User]
+
+
+_EVENT_USERS: contextvars.ContextVar[_EventUsers | None] = contextvars.ContextVar(
+    "handoff_event_users", default=None)
 
 
 @dataclass
@@ -76,18 +97,41 @@ class SocketNotifier:
         # Socket.IO server's Redis manager carries a disconnect or a room change to their node
         self._cluster = cluster
 
+    @contextlib.asynccontextmanager
+    async def event_users(self, username: str) -> AsyncIterator[User | None]:
+        """While an ``/agent`` event of ``username`` is handled: the user as the store has
+        it now (None: no such user), read in one statement with the users of every open
+        ``/agent`` socket; the pushes the event makes (in its own task, before this block
+        ends) use that read instead of reading again. Needs ``users_now``."""
+        if self._users_now is None:
+            raise RuntimeError("event_users reads the users through users_now: none given")
+        names = frozenset({username, *(socket.username for socket in self._agents.values())})
+        users = await self._users_now(names)
+        token = _EVENT_USERS.set(_EventUsers(asyncio.current_task(), names, users))
+        try:
+            yield users.get(username)
+        finally:
+            _EVENT_USERS.reset(token)
+
     async def _sweep(self) -> None:
         """Before a push: disconnect the ``/agent`` sockets whose token expired or whose user
-        was disabled or logged out since (token version), and apply a changed tier."""
+        was disabled or logged out since (token version), and apply a changed tier. The users
+        are read now, or were read when the ``/agent`` event being handled was checked."""
         current = time.time()
         sockets = list(self._agents.items())
         ended = {sid for sid, socket in sockets if socket.expires_at <= current}
         if self._users_now is not None and sockets:
             found: Mapping[str, User] | None = None
-            try:
-                found = await self._users_now({socket.username for _, socket in sockets})
-            except ServiceUnavailable as exc:  # the database is away: keep what we knew
-                log.warning("could not re-check the agents' logins before a push: %s", exc)
+            names = {socket.username for _, socket in sockets}
+            event = _EVENT_USERS.get()
+            if (event is not None and event.task is asyncio.current_task()
+                    and names <= event.names):
+                found = event.users
+            else:
+                try:
+                    found = await self._users_now(names)
+                except ServiceUnavailable as exc:  # the database is away: keep what we knew
+                    log.warning("could not re-check the agents' logins before a push: %s", exc)
             for sid, socket in sockets if found is not None else ():
                 user = (found or {}).get(socket.username)
                 if user is None or user.disabled or user.token_version != socket.version:

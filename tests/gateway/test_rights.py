@@ -259,6 +259,37 @@ async def test_a_tier_change_and_a_disable_from_the_cli_reach_an_open_socket_at_
         ("cli", "user_disabled"), ("cli", "tier_changed")]
 
 
+async def test_an_agents_event_checks_every_open_socket_before_its_pushes(
+        gateway: Gateway, store: Store, api: httpx.AsyncClient) -> None:
+    """An ``/agent`` event reads its user and the users of every open socket at once, and its
+    pushes go by that read (one read, not one per push): a user disabled from the CLI before
+    another agent's takeover is disconnected before that takeover's pushes, and hears none."""
+    cleo_name, dana_name = (f"{n}-{uuid.uuid4().hex[:6]}" for n in ("cleo", "dana"))
+    cleo = await user_login(store, api, cleo_name, "agent")
+    dana = await user_login(store, api, dana_name, "agent")
+    watching, statuses = await agent_console(gateway, cleo, "status")
+    gone = asyncio.Event()
+    watching.on("disconnect", gone.set, namespace=AGENT_NAMESPACE)
+    acting, _ = await agent_console(gateway, dana, "status")
+    customer = await Widget(gateway.url).connect()
+    try:
+        session_id = await customer.started("hello")
+        await _cli(gateway, "disable", "--username", cleo_name, "--reason", "left the team")
+        assert watching.connected
+        answer = await acting.call("takeover", {"conversation_id": session_id},
+                                   namespace=AGENT_NAMESPACE, timeout=WAIT)
+        assert answer["conversation"]["owner"] == dana_name, answer
+        await asyncio.wait_for(gone.wait(), WAIT)
+        taken = []
+        while not statuses.empty():
+            taken.append(statuses.get_nowait())
+        assert not any(s.get("owner") == dana_name for s in taken), taken
+    finally:
+        await customer.close()
+        await acting.disconnect()
+        await watching.disconnect()
+
+
 async def test_logout_and_disable_end_sockets(
         gateway: Gateway, store: Store, api: httpx.AsyncClient) -> None:
     admin = await user_login(store, api, "rights-admin", "admin")
