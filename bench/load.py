@@ -49,6 +49,14 @@ on both servers, one at a time, and their trackers must still hold what the cust
 tests/gateway/test_rasa_pool_e2e.py (``long``).
 
     .venv/gateway/bin/python bench/load.py --rasa 1,2 --nodes 2 --hop --rate 0,4
+
+``--database-url sqlite,postgresql`` and ``--gateway-code /work/main,.``: one system for each
+store and each checkout (the gateways of a checkout run its ``handoff/``, in this environment),
+all started at once and their runs interleaved, then a summary table: the stores, or the code
+before and after a change, side by side in one run. ``--pg-prefix`` names the fresh databases.
+
+    .venv/gateway/bin/python bench/load.py --customers 200 --messages 3 --review-share 0.5 \
+        --database-url sqlite,postgresql --gateway-code /work/main,. --pg-prefix takeover
 """
 
 from __future__ import annotations
