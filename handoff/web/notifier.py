@@ -18,7 +18,9 @@ as above. An ``/agent`` event reads them once, with its own user, when it is che
 (:meth:`SocketNotifier.event_users`): the pushes of that event use that read instead of one
 each, so they reflect every change committed before the event arrived (an agent's takeover is
 one read and one write, not a read per push: docs/performance.md, "The agents' takeover under
-load"). Every other push (a customer's message, a Rasa answer, a timer) reads them itself.
+load"). Every other push (a customer's message, a Rasa answer, a timer) waits for a read that
+starts after it was asked for; the pushes asking while one read runs share the next
+(:class:`_UsersReads`), so a burst of customers' messages is a few reads, not one each.
 
 It implements the conversation shell's :class:`~handoff.conversation.shell.Notifier` and the
 learning wing's ``TrainerNotifier``; the other wings are handed it, never the Socket.IO server.
@@ -72,6 +74,38 @@ _EVENT_USERS: contextvars.ContextVar[_EventUsers | None] = contextvars.ContextVa
     "handoff_event_users", default=None)
 
 
+class _UsersReads:
+    """One read of the users at a time: a read asked for while one runs waits for the next,
+    which starts when that one ends and serves everyone who asked meanwhile (the union of
+    their names). Each caller gets a read that started after it asked, so it sees every
+    change committed before; a burst of pushes costs two reads, not one each."""
+
+    def __init__(self, read: UsersNow) -> None:
+        self._read = read
+        self._names: set[str] = set()  # asked for the next read
+        self._next: asyncio.Future[Mapping[str, User]] | None = None
+        self._reader: asyncio.Task[None] | None = None  # kept referenced; ends by itself
+
+    async def users(self, names: Collection[str]) -> Mapping[str, User]:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        self._names |= set(names)
+        wanted = self._next
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._run())
+        return await asyncio.shield(wanted)
+
+    async def _run(self) -> None:
+        while self._next is not None:
+            wanted, names = self._next, frozenset(self._names)
+            self._next, self._names = None, set()
+            try:
+                wanted.set_result(await self._read(names))
+            except Exception as exc:  # noqa: BLE001 - every waiter gets it (ServiceUnavailable)
+                wanted.set_exception(exc)
+                wanted.exception()  # retrieved: no "never retrieved" warning without waiters
+
+
 @dataclass
 class _Socket:
     """An open ``/agent`` socket: whose, its token's expiry (Unix time) and version, and the
@@ -92,6 +126,7 @@ class SocketNotifier:
                  users_now: UsersNow | None = None) -> None:
         self._sio = sio
         self._users_now = users_now
+        self._reads = _UsersReads(users_now) if users_now is not None else None
         self._agents: dict[str, _Socket] = {}  # by /agent sid
         # several gateway nodes: the other nodes' /agent sockets (their shared presence); the
         # Socket.IO server's Redis manager carries a disconnect or a room change to their node
@@ -127,9 +162,9 @@ class SocketNotifier:
             if (event is not None and event.task is asyncio.current_task()
                     and names <= event.names):
                 found = event.users
-            else:
+            elif self._reads is not None:
                 try:
-                    found = await self._users_now(names)
+                    found = await self._reads.users(names)
                 except ServiceUnavailable as exc:  # the database is away: keep what we knew
                     log.warning("could not re-check the agents' logins before a push: %s", exc)
             for sid, socket in sockets if found is not None else ():
