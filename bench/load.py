@@ -49,6 +49,14 @@ on both servers, one at a time, and their trackers must still hold what the cust
 tests/gateway/test_rasa_pool_e2e.py (``long``).
 
     .venv/gateway/bin/python bench/load.py --rasa 1,2 --nodes 2 --hop --rate 0,4
+
+``--database-url sqlite,postgresql`` and ``--gateway-code /work/main,.``: one system for each
+store and each checkout (the gateways of a checkout run its ``handoff/``, in this environment),
+all started at once and their runs interleaved, then a summary table: the stores, or the code
+before and after a change, side by side in one run. ``--pg-prefix`` names the fresh databases.
+
+    .venv/gateway/bin/python bench/load.py --customers 200 --messages 3 --review-share 0.5 \
+        --database-url sqlite,postgresql --gateway-code /work/main,. --pg-prefix takeover
 """
 
 from __future__ import annotations
@@ -127,6 +135,7 @@ class System:
     # them as rasa_names[i] does (see started_system)
     rasa_servers: list[tuple[str, int | None]] = field(default_factory=list)
     rasa_names: list[list[str]] = field(default_factory=list)
+    label: str = ""  # how the runs name it when several systems run side by side
 
     def server_of(self, url: str) -> str:
         """The Rasa server (``:port``) a URL any node uses names."""
@@ -159,7 +168,8 @@ def gateway_env(port: int, rasa_url: str, token: str, tmp: Path, database_url: s
 @contextmanager
 def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
                    pg_url: str, redis_url: str, database_url: str = "", rasa: int = 1,
-                   shared_rasa_stores: bool = False) -> Iterator[System]:
+                   shared_rasa_stores: bool = False, pg_prefix: str = "load_bench",
+                   code: Path = PROJECT_ROOT) -> Iterator[System]:
     """Rasa, the action server and ``nodes`` gateways on free ports, stopped on exit.
 
     ``rasa`` > 1 (or ``shared_rasa_stores``): the Rasa servers share a fresh PostgreSQL
@@ -168,7 +178,9 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
     removed at the end; every gateway lists them all in ``HANDOFF_RASA_URL``. With two nodes
     and several servers, the second node names them ``localhost`` instead of ``127.0.0.1``:
     its rendezvous order differs, so a conversation whose customer moves between the nodes
-    (``--hop``) has turns on more than one server."""
+    (``--hop``) has turns on more than one server. ``pg_prefix``: the start of the fresh
+    databases' names; ``code``: the checkout whose ``handoff`` the gateways run (another
+    branch's, to compare code side by side; the same environment)."""
     from tests.conftest import RASA_BIN, free_port
     shared = rasa > 1 or shared_rasa_stores
     rasa_db = ""
@@ -176,7 +188,7 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
     endpoints: Path | None = None
     actions_port = free_port()
     if shared:
-        rasa_db = fresh_pg_database(pg_url).rsplit("/", 1)[1]
+        rasa_db = fresh_pg_database(pg_url, pg_prefix).rsplit("/", 1)[1]
         endpoints = tmp / "endpoints.yml"
         endpoints.write_text(rasa_endpoints(actions_port, pg_url, rasa_db, redis_url,
                                             lock_prefix))
@@ -206,11 +218,11 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
         if not database_url or database_url in ("postgresql", pg_url):
             database_url = f"sqlite+aiosqlite:///{tmp / 'handoff.db'}"
             if fresh_pg:
-                database_url = fresh_pg_database(pg_url)
+                database_url = fresh_pg_database(pg_url, pg_prefix)
                 dropped = database_url.rsplit("/", 1)[1]
         if nodes > 1:
             extra["HANDOFF_REDIS_URL"] = redis_url
-            extra["HANDOFF_REDIS_PREFIX"] = f"load_bench_{os.getpid()}"
+            extra["HANDOFF_REDIS_PREFIX"] = f"{pg_prefix}_{os.getpid()}"
         extra.setdefault("HANDOFF_JWT_SECRET", secrets.token_urlsafe(48))  # one for all nodes
         services = []
         for i in range(nodes):
@@ -219,7 +231,7 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
             service = Service(
                 name=f"handoff gateway {i + 1}", argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
                 ready_url=f"http://127.0.0.1:{port}/api/health",
-                log_path=tmp / "logs" / f"gateway-{i + 1}.log",
+                log_path=tmp / "logs" / f"gateway-{i + 1}.log", cwd=code,
                 env=gateway_env(port, ",".join(names[i]), stack.token, tmp, database_url,
                                 node_env))
             service.start()
@@ -281,10 +293,10 @@ def drop_redis_keys(redis_url: str, prefix: str) -> None:
         client.close()
 
 
-def fresh_pg_database(pg_url: str) -> str:
+def fresh_pg_database(pg_url: str, prefix: str = "load_bench") -> str:
     """A new PostgreSQL database for the gateways' shared store (``pg_url``: the server,
-    e.g. postgresql://postgres@127.0.0.1:5432)."""
-    name = f"load_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    e.g. postgresql://postgres@127.0.0.1:5432), named ``<prefix>_<pid>_<random>``."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     subprocess.run(["psql", pg_url + "/postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
     return pg_url.replace("postgresql://", "postgresql+asyncpg://") + "/" + name
 
@@ -989,8 +1001,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/7",
                         help="Redis for --nodes > 1 and --rasa > 1")
     parser.add_argument("--database-url", default="",
-                        help="one node's store: empty = SQLite; 'postgresql' = a fresh database on "
-                        "--pg-url, as two nodes always get (to compare fairly); else as given")
+                        help="one node's store: empty or 'sqlite' = SQLite; 'postgresql' = a "
+                        "fresh database on --pg-url, as two nodes always get (to compare "
+                        "fairly); else as given. Several, comma-separated (e.g. "
+                        "sqlite,postgresql): one system each, their runs interleaved")
+    parser.add_argument("--pg-prefix", default="load_bench",
+                        help="start of the fresh PostgreSQL databases' names (and of the "
+                             "Redis prefix with --nodes > 1)")
+    parser.add_argument("--gateway-code", default=str(PROJECT_ROOT),
+                        help="the checkout whose handoff/ the gateways run; several, comma-"
+                             "separated (e.g. /work/main,.): one system each, their runs "
+                             "interleaved: code before and after a change, side by side")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args(argv)
     if args.idle_worker:
@@ -1013,13 +1034,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     # database as Ctrl-C does: the exit unwinds through started_system's clean-up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     shared = max(pools) > 1
+    databases = [d.strip() for d in args.database_url.split(",")] if "," in \
+        args.database_url else [args.database_url]
+    databases = ["" if d == "sqlite" else d for d in databases]
+    codes = [Path(c).resolve() for c in args.gateway_code.split(",")]
     with contextlib.ExitStack() as systems_open:
         systems = []
         for servers in pools:
-            tmp = Path(systems_open.enter_context(tempfile.TemporaryDirectory()))
-            systems.append((servers, systems_open.enter_context(started_system(
-                args.nodes, tmp, extra, args.pg_url, args.redis_url, args.database_url,
-                rasa=servers, shared_rasa_stores=shared))))
+            for database in databases:
+                for code in codes:
+                    tmp = Path(systems_open.enter_context(tempfile.TemporaryDirectory()))
+                    system = systems_open.enter_context(started_system(
+                        args.nodes, tmp, extra, args.pg_url, args.redis_url, database,
+                        rasa=servers, shared_rasa_stores=shared, pg_prefix=args.pg_prefix,
+                        code=code))
+                    system.label = ", ".join(
+                        [f"--rasa {servers}"] * (len(pools) > 1)
+                        + [database.split("+")[0].split(":")[0] or "sqlite"] * (
+                            len(databases) > 1)
+                        + [str(code)] * (len(codes) > 1)) or f"--rasa {servers}"
+                    systems.append((servers, system))
         stores = ("PostgreSQL tracker store, Redis lock store" if shared
                   else "SQLite tracker store")
         print(f"model {latest_model().name}; {args.nodes} gateway node(s); Rasa servers "
@@ -1037,12 +1071,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         reports = []
         for rate in [float(r) for r in args.rate.split(",")]:
             for servers, system in systems:
+                load_before = os.getloadavg()[0]
                 report = asyncio.run(run_load(system, args.customers, args.messages, rate,
                                               args.review_share, deadline=args.deadline,
                                               hop=args.hop))
-                reports.append((servers, rate, report))
-                print(f"\n--rasa {servers} --rate {rate:g} (load average "
-                      f"{os.getloadavg()[0]:.2f}): " + "\n".join(report.lines()), flush=True)
+                reports.append((system.label, rate, report))
+                print(f"\n{system.label} --rate {rate:g} (load average "
+                      f"{load_before:.2f} -> {os.getloadavg()[0]:.2f}): " + "\n".join(report.lines()), flush=True)
                 if args.json:
                     print(json.dumps({**dataclasses.asdict(report), "rasa": servers,
                                       "turns_per_second": report.turns_per_second}))
@@ -1051,21 +1086,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def summary_lines(reports: list[tuple[int, float, Report]]) -> list[str]:
-    """One row per run: the Rasa servers, the rate asked, the rate achieved (all, per server,
-    per core), the latency and the goals."""
-    out = ["| Rasa servers | rate asked /s | answered /s | per server | per core | bot p50 ms "
-           "| bot p99 ms | takeover ack p99 ms | most waiting | Rasa down polls | queued for "
+def summary_lines(reports: list[tuple[str, float, Report]]) -> list[str]:
+    """One row per run: the system (Rasa servers, store, code), the rate asked, the rate
+    achieved (all, per server, per core), the latency and the goals."""
+    out = ["| system | rate asked /s | answered /s | per server | per core | bot p50 ms "
+           "| bot p99 ms | takeover ack p50 / p99 ms | most waiting | Rasa down polls | "
+           "queued for "
            "load | unanswered | tracker mismatches | Rasa calls per server | on several "
            "servers |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for servers, rate, rep in reports:
         p50 = percentile(rep.bot_latency, 0.5) * 1000 if rep.bot_latency else float("nan")
         p99 = percentile(rep.bot_latency, 0.99) * 1000 if rep.bot_latency else float("nan")
-        ack = percentile(rep.takeover_ack, 0.99) * 1000 if rep.takeover_ack else float("nan")
+        ack = (f"{percentile(rep.takeover_ack, 0.5) * 1000:.0f} / "
+               f"{percentile(rep.takeover_ack, 0.99) * 1000:.0f}" if rep.takeover_ack
+               else "-")
         calls = " / ".join(str(n) for n in rep.rasa_calls.values())
         out.append(f"| {servers} | {rate:g} | {rep.turns_per_second:.1f} | "
                    f"{rep.per_server:.2f} | {rep.per_core:.2f} | {p50:.0f} | {p99:.0f} | "
-                   f"{ack:.0f} | {rep.most_waiting} | {rep.down_polls} | "
+                   f"{ack} | {rep.most_waiting} | {rep.down_polls} | "
                    f"{len(rep.queued_for_load)} | {rep.unanswered} | {len(rep.mismatched)} | "
                    f"{calls} | {rep.on_several_servers} |")
     return out

@@ -7,8 +7,9 @@ to change that (8 won on the shop's data, 16 on banking77, neither on both). Mea
 Rasa on banking77 and the shop's held-out split (docs/assistant.md), what generalises better is:
 
 - every block of features (each featurizer's sentence features) scaled to unit length, then
-  weighed (``dense_weight`` for the sentence embedding, ``sparse_weight`` for the counts), and a
-  weaker regularisation (``C``) to go with the smaller norms;
+  weighed (``dense_weight`` for the sentence embedding, ``sparse_weight`` for the counts, or a
+  weight of its own in ``block_weights``, by the featurizer's ``alias``), and a weaker
+  regularisation (``C``) to go with the smaller norms;
 - optionally a vote of the nearest training examples in the sentence embedding
   (``vote_weight``, each example weighed ``exp(cosine / vote_temperature)``), averaged with the
   regression's probabilities;
@@ -87,7 +88,7 @@ class BlockwiseIntentClassifier(IntentClassifier, GraphComponent):
     def get_default_config() -> Dict[Text, Any]:
         return {"C": 10.0, "max_iter": 300, "dense_weight": 3.0, "sparse_weight": 1.0,
                 "vote_weight": 0.0, "vote_temperature": 0.03, "temperature": 1.0,
-                "ranking_length": 10}
+                "ranking_length": 10, "block_weights": {}}
 
     @classmethod
     def validate_config(cls, config: Dict[Text, Any]) -> None:
@@ -105,6 +106,13 @@ class BlockwiseIntentClassifier(IntentClassifier, GraphComponent):
             raise InvalidConfigException(f"{cls.__name__}: 'sparse_weight' must be >= 0")
         if not 0 <= number("vote_weight") <= 1:
             raise InvalidConfigException(f"{cls.__name__}: 'vote_weight' must be in [0, 1]")
+        weights = config.get("block_weights")
+        if not isinstance(weights, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and v >= 0 for k, v in weights.items()):
+            raise InvalidConfigException(
+                f"{cls.__name__}: 'block_weights' must map featurizer aliases to numbers >= 0,"
+                f" not {weights!r}")
         for key in ("max_iter", "ranking_length"):
             if not isinstance(config.get(key), int) or config[key] < 0:
                 raise InvalidConfigException(
@@ -154,11 +162,19 @@ class BlockwiseIntentClassifier(IntentClassifier, GraphComponent):
             block = normalize(scipy.sparse.vstack(rows).tocsr())  # each row to unit length
             if dense and embedding is None:
                 embedding = block.toarray()
-            weight = self._config["dense_weight"] if dense else self._config["sparse_weight"]
+            weight = self.weight(origin, dense)
             parts.append(block * weight)
         if not parts:
             return scipy.sparse.csr_matrix((len(messages), 0)), None
         return scipy.sparse.hstack(parts).tocsr(), embedding
+
+    def weight(self, origin: str, dense: bool) -> float:
+        """A block's weight: its own in ``block_weights`` (by the featurizer's alias), else
+        ``dense_weight`` or ``sparse_weight``."""
+        own = self._config["block_weights"].get(origin)
+        if own is not None:
+            return float(own)
+        return float(self._config["dense_weight"] if dense else self._config["sparse_weight"])
 
     # training ---------------------------------------------------------------------------
 

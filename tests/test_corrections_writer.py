@@ -177,13 +177,27 @@ def env() -> Dict[str, str]:
             "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
+# Rasa's validator's results, kept per project content for the whole module: most tests start
+# from the same unchanged project, which is then validated once (each run's staged project is
+# always validated).
+KEPT: Dict[str, Path] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def validator_results(tmp_path_factory: pytest.TempPathFactory) -> Iterable[None]:
+    KEPT["folder"] = tmp_path_factory.mktemp("validator-results")
+    yield
+    KEPT.clear()
+
+
 def write(project: Path, records: List[Dict[str, Any]], *args: str,
           expect: int = 0) -> Dict[str, Any]:
     source = project.parent / f"corrections-{len(list(project.parent.glob('corrections-*')))}.json"
     source.write_text(json.dumps(records))
+    kept = ["--validator-results", str(KEPT["folder"])] if "folder" in KEPT else []
     result = subprocess.run(
         [str(RASA_PY), "-m", "bot.corrections", "write", "--input", str(source), "--project",
-         str(project), *args], cwd=project, env=env(), capture_output=True, text=True,
+         str(project), *kept, *args], cwd=project, env=env(), capture_output=True, text=True,
         timeout=600, check=False)
     assert result.returncode == expect, result.stdout + result.stderr[-3000:]
     report: Dict[str, Any] = json.loads(result.stdout)

@@ -85,8 +85,23 @@ with tempfile.TemporaryDirectory() as a:
     bare = Message(data={"text": "x"}, features=[f for f in queries[0].features
                                                  if "Emb" not in str(f.origin)])
     result["bare"] = answer(c, [bare])[0]["intent"]["name"] in INTENTS
+    # a block weighed 0 in block_weights (by its featurizer's name or alias) counts for nothing:
+    # the answers do not change when its features do
+    c, *_ = fit(a, {"block_weights": {"CountVectorsFeaturizer4": 0}})
+    noisy = [Message(data=dict(m.data), features=[
+        f if "Featurizer4" not in str(f.origin) else Features(
+            scipy.sparse.coo_matrix(np.abs(rng.normal(size=50)) * 5), "sentence", "text",
+            f.origin) for f in m.features]) for m in queries]
+    result["zero_block"] = [c.probabilities(queries).tolist(), c.probabilities(noisy).tolist()]
+    c, *_ = fit(a, {})
+    result["default_block"] = [c.probabilities(queries).tolist(), c.probabilities(noisy).tolist()]
+    result["weights"] = [c.weight("CountVectorsFeaturizer4", False), c.weight("Emb5", True)]
+    c, *_ = fit(a, {"block_weights": {"CountVectorsFeaturizer4": 0.5}, "sparse_weight": 2.0})
+    result["own_weights"] = [c.weight("CountVectorsFeaturizer4", False),
+                             c.weight("CountVectorsFeaturizer3", False), c.weight("Emb5", True)]
     errors = []
-    for bad in ({"C": 0}, {"vote_weight": 1.5}, {"temperature": "warm"}, {"max_iter": -1}):
+    for bad in ({"C": 0}, {"vote_weight": 1.5}, {"temperature": "warm"}, {"max_iter": -1},
+                {"block_weights": {"chars": -1}}, {"block_weights": ["chars"]}):
         try:
             BlockwiseIntentClassifier.validate_config(
                 {**BlockwiseIntentClassifier.get_default_config(), **bad})
@@ -136,5 +151,14 @@ def test_each_block_counts_by_its_weight_not_its_norm(run: dict[str, Any]) -> No
     assert run["bare"]
 
 
+def test_a_block_weighs_what_block_weights_gives_it(run: dict[str, Any]) -> None:
+    plain, noisy = run["zero_block"]
+    assert max(abs(a - b) for p, n in zip(plain, noisy) for a, b in zip(p, n)) < 1e-9
+    plain, noisy = run["default_block"]  # weighed 1 by default: the same noise moves it
+    assert max(abs(a - b) for p, n in zip(plain, noisy) for a, b in zip(p, n)) > 1e-3
+    assert run["weights"] == [1.0, 3.0]
+    assert run["own_weights"] == [0.5, 2.0, 3.0]
+
+
 def test_a_bad_configuration_is_refused(run: dict[str, Any]) -> None:
-    assert run["errors"] == ["InvalidConfigException"] * 4
+    assert run["errors"] == ["InvalidConfigException"] * 6

@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     write.add_argument("--epoch-fraction", type=float, default=None,
                        help="the part of the configured epochs a fine-tuning run trains "
                             "(default: 0.2)")
+    write.add_argument("--validator-results", type=Path, default=None, metavar="DIR",
+                       help="keep Rasa's validator's results per project content in DIR (as "
+                            "bot.retrain does in var/validator-results): the unchanged project "
+                            "is validated once, not on every run")
     write.add_argument("-v", "--verbose", action="count", default=0,
                        help="log at INFO (-vv: DEBUG) instead of LOG_LEVEL (default WARNING)")
     return parser
@@ -65,6 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                           skip_training=args.skip_training,
                                           keep_model=args.keep_model,
                                           finetune_from=args.finetune_from,
+                                          validator_results=args.validator_results,
                                           **epochs))
     except (OSError, ValueError) as exc:  # unreadable input, bad JSON, RecordError
         report = Report(errors=[str(exc) if isinstance(exc, RecordError)

@@ -16,7 +16,11 @@
   as the union over the nodes alive (:meth:`Cluster.presence`): who is available, and which
   sockets to close or re-authorise when a user's logins end or their tier changes. A node
   announces its presence again at the first heartbeat that finds its lease gone from Redis
-  (a Redis restarted without persistence) or after a share that failed.
+  (a Redis restarted without persistence) or after a share that failed;
+* a background **job's state** (:meth:`Cluster.put_job_state`, :meth:`Cluster.job_state`): the
+  running or last retraining's and deploy's JSON, so that every node shows it, not only the
+  one that runs it. It is kept while the job runs and after (a week); a state that says
+  ``running`` whose node is gone (its lease ran out) is read as ``failed``.
 
 :class:`LocalCluster` is one process (the default): everything stays in memory and costs
 nothing. :class:`RedisCluster` (``HANDOFF_REDIS_URL``) keeps it in Redis under
@@ -66,6 +70,7 @@ OUTBOX: Final = 10_000  # pushes a node keeps for the other nodes while Redis is
 STREAM_LENGTH: Final = 10_000  # pushes the stream keeps (about) for a node reading again
 SEEN: Final = 10_000  # push ids a node remembers, to skip one sent twice
 READ_BLOCK: Final = 2.0  # seconds one XREAD waits for pushes
+JOB_STATE_TTL: Final = 7 * 24 * 3600.0  # seconds a job's last state stays readable
 _RELEASE: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -114,6 +119,10 @@ class Cluster(Protocol):
 
     async def answers(self) -> bool: ...
 
+    async def put_job_state(self, name: str, state: Mapping[str, Any]) -> None: ...
+
+    async def job_state(self, name: str) -> dict[str, Any] | None: ...
+
 
 class _NoLease:
     async def release(self) -> None:
@@ -157,6 +166,12 @@ class LocalCluster:
 
     async def answers(self) -> bool:
         return True
+
+    async def put_job_state(self, name: str, state: Mapping[str, Any]) -> None:
+        return None  # one node: its own job is the only one
+
+    async def job_state(self, name: str) -> dict[str, Any] | None:
+        return None
 
 
 class _RedisLease:
@@ -210,6 +225,19 @@ class RedisCluster:
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
+
+    def key(self, *parts: str) -> str:
+        """A key under this cluster's prefix (for the wings that keep their own records in
+        the nodes' Redis: :mod:`handoff.learning.rollout`)."""
+        return self._key(*parts)
+
+    async def nodes(self) -> set[str]:
+        """The nodes whose lease is in Redis now (this one included)."""
+        found: set[str] = set()
+        head = self._key("node", "")
+        async for key in self.redis.scan_iter(match=head + "*", count=100):
+            found.add(str(key)[len(head):])
+        return found
 
     async def start(self) -> None:
         """Take this node's lease (``ServiceUnavailable`` when Redis does not answer) and
@@ -387,6 +415,36 @@ class RedisCluster:
             return bool(await asyncio.wait_for(self.redis.ping(), 2.0))
         except Exception:  # noqa: BLE001 - any failure means it does not answer
             return False
+
+
+    async def put_job_state(self, name: str, state: Mapping[str, Any]) -> None:
+        """Keep ``state`` (a job's JSON) as the running or last job ``name`` for every node
+        to read; a failure is logged (the node running it still shows it)."""
+        try:
+            await self.redis.set(self._key("jobstate", name),
+                                 json.dumps({**state, "node": self.node_id}),
+                                 px=int(JOB_STATE_TTL * 1000))
+        except Exception as exc:  # noqa: BLE001 - the other nodes show an older state
+            log.warning("the state of job %s not shared: %s", name, exc)
+
+    async def job_state(self, name: str) -> dict[str, Any] | None:
+        """The running or last job ``name`` as the node that ran it last shared it (with
+        ``node``), None if none or Redis does not answer. One still ``running`` whose node is
+        gone (:meth:`alive`: its lease ran out) is read as ``failed``."""
+        try:
+            raw = await self.redis.get(self._key("jobstate", name))
+            state: dict[str, Any] | None = None if raw is None else json.loads(raw)
+            gone = (state is not None and state.get("state") == "running"
+                    and not await self.alive([str(state.get("node"))]))
+        except Exception as exc:  # noqa: BLE001 - this node's own view only
+            log.warning("the state of job %s not read, Redis does not answer: %s", name, exc)
+            return None
+        if state is None:
+            return None
+        if gone:
+            state = {**state, "state": "failed", "message": (
+                f"gateway node {state.get('node')} stopped during it; it did not finish")}
+        return state
 
 
 class PushBus(socketio.AsyncRedisManager):  # type: ignore[misc]

@@ -27,7 +27,8 @@ requests go to; with one, every request goes to :attr:`RasaClient.base_url` as b
 routed request whose server refuses the connection (:class:`RasaUnreachable`: nothing was
 sent, so nothing ran) is told to :attr:`RasaClient.unreachable` (the pool skips that server)
 and sent to the conversation's next server at once; a request that was sent and failed is
-never sent again.
+never sent again. With one server, a refused connection asks :attr:`RasaClient.reconcile`
+which server is live now (a deploy this node did not hear of) and goes there, once.
 
 Every failure the gateway must route around — a timeout, a refused connection, a 5xx, an
 answer that is not the JSON the channel promises — raises :class:`RasaUnavailable` (503), with
@@ -179,6 +180,9 @@ class RasaClient:
         self.route: Callable[[str], str] | None = None
         # told of a pool server that refused a connection (the pool skips it for a while)
         self.unreachable: Callable[[str], None] | None = None
+        # one server: asked, when it refuses a connection, for the live one (a deploy may have
+        # switched to another while this node did not hear of it: handoff.learning.rollout)
+        self.reconcile: Callable[[], Awaitable[str | None]] | None = None
         self._sending: dict[str, str] = {}  # sender -> the server its request is out to
         self._token = token
         self.timeout = timeout
@@ -200,7 +204,9 @@ class RasaClient:
     async def _routed(self, sender: str, send: Callable[[str], Awaitable[T]]) -> T:
         """``send(base_url)`` to ``sender``'s server; in a pool, a server that refuses the
         connection is reported to :attr:`unreachable` and the conversation's next server is
-        tried, each at most once (nothing was sent to the one that refused)."""
+        tried, each at most once (nothing was sent to the one that refused); with one server,
+        :attr:`reconcile` is asked which is live now (a deploy this node did not hear of) and
+        the request goes there, once."""
         tried: set[str] = set()
         while True:
             base = self.server_for(sender)
@@ -208,9 +214,17 @@ class RasaClient:
             try:
                 return await send(base)
             except RasaUnreachable as exc:
-                if self.route is None or self.unreachable is None or base in tried:
+                if base in tried:
                     raise
                 tried.add(base)
+                if self.route is None:  # one server: is another live now?
+                    if self.reconcile is None or (await self.reconcile()) in (None, base):
+                        raise
+                    log.warning("Rasa at %s is unreachable (%s): %s goes to %s, live now",
+                                base, exc.message, sender or "a request", self.base_url)
+                    continue
+                if self.unreachable is None:
+                    raise
                 self.unreachable(base)
                 log.warning("Rasa at %s is unreachable (%s): %s goes to the next server",
                             base, exc.message, sender or "a request")

@@ -469,7 +469,7 @@ class Conversations:
                     correction=step_records.correction_draft(effects), audit=audit,
                     cause=type(event).__name__, actor=getattr(event, "agent_id", None),
                     once=once,
-                    triage=triage,
+                    triage=triage, before=conv,  # the row stepped from: not read again
                 )
             except StaleVersion:
                 continue  # the conversation changed meanwhile: re-read and step again

@@ -16,6 +16,12 @@ and keeps the record (``model_versions``):
 
 Each step is pushed to trainers as ``deploy_progress``; every agent gets ``model_deployed``.
 Without a supervisor the live model is still known; deploying answers 503.
+
+With several gateway nodes every node switches, not only the one that deploys
+(:class:`~handoff.learning.rollout.Rollout`): the old server is stopped once every node alive
+acknowledged (its own requests there drained) or the drain timeout passed, and the deploy's
+progress and message name the nodes that did not. The running or last deploy is kept in the
+nodes' Redis (:meth:`Cluster.put_job_state`) so that every node shows it (:meth:`Deploys.view`).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from handoff.learning.jobs import (
     outcome,
     parse_time,
 )
+from handoff.learning.rollout import Rollout
 from handoff.learning.supervisor import (
     Supervisor,
     SupervisorError,
@@ -95,6 +102,8 @@ class Deploys:
         self._task: asyncio.Task[None] | None = None
         self._live_task: asyncio.Task[None] | None = None
         self._deploying = asyncio.Lock()
+        self.rollout = Rollout(self.cluster, rasa, supervisor)
+        self._unconfirmed: list[str] = []  # nodes that did not confirm the last switch
 
     # ------------------------------------------------------------------ the live model
 
@@ -102,14 +111,8 @@ class Deploys:
         """At start-up: use the Rasa server the supervisor says is live (it may have switched
         while the gateway was down), and record its model in the background: a Rasa that is
         slow or down must not hold up the gateway (it is recorded later, :meth:`live`)."""
-        if self.supervisor is not None:
-            try:
-                live = (await self.supervisor.status(timeout=5)).get("live") or {}
-                if isinstance(live.get("url"), str) and live["url"] != self.rasa.base_url:
-                    log.info("the supervisor's live Rasa is %s: using it", live["url"])
-                    self.rasa.switch(live["url"])
-            except SupervisorError as exc:
-                log.warning("%s; using %s", exc.message, self.rasa.base_url)
+        await self.rollout.reconcile()
+        self.rollout.start()  # several nodes: the other nodes' deploys switch this one too
         self._live_task = asyncio.get_running_loop().create_task(self._record_live())
 
     async def _record_live(self) -> None:
@@ -166,7 +169,24 @@ class Deploys:
         return version, live, regressions
 
     def state(self) -> dict[str, Any] | None:
+        """This node's running or last deploy."""
         return None if self.job is None else self.job.to_json()
+
+    async def view(self) -> dict[str, Any] | None:
+        """The running or last deploy of any gateway node: this node's while it runs one,
+        else the newer of its own last and the one the nodes share."""
+        own = self.state()
+        if own is not None and self.cluster.shared:
+            own["node"] = self.cluster.node_id
+        if own is not None and own["state"] == "running":
+            return own
+        shared = await self.cluster.job_state("deploy")
+        if shared is None or (own is not None and own["started_at"] >= shared["started_at"]):
+            return own
+        return shared
+
+    async def _share(self, job: DeployJob) -> None:
+        await self.cluster.put_job_state("deploy", job.to_json())
 
     def _running(self) -> bool:
         return self.job is not None and self.job.state == "running"
@@ -187,6 +207,7 @@ class Deploys:
                              rollback=rollback, started_by=by, started_at=now().isoformat())
         await self.store.audit(by, "model_deploy_started", target=f"model:{model_id}",
                                details={"override": override, "rollback": rollback})
+        await self._share(self.job)
         self._task = asyncio.get_running_loop().create_task(
             self._deploy_job(self.job, override, lease))
         return self.job.to_json()
@@ -194,13 +215,15 @@ class Deploys:
     async def _deploy_job(self, job: DeployJob, override: str | None, lease: JobLease) -> None:
         async def deploy() -> Outcome:
             version = await self.deploy(job.model_id, job.started_by, override, job.rollback)
-            return Outcome("succeeded", f"{version.file} is live")
+            return Outcome("succeeded", f"{version.file} is live" + self._unconfirmed_note())
 
         try:
             ended = await outcome(f"deploying {job.model_id}", deploy())
+            job.state, job.message = ended.state, ended.message
+            job.finished_at = now().isoformat()
+            await self._share(job)  # before the lease goes: no node reads it as cut off
         finally:
             await lease.release()
-        job.state, job.message, job.finished_at = ended.state, ended.message, now().isoformat()
         self.instruments.deploy_seconds.labels(job.state).observe(
             job_seconds(job.started_at, job.finished_at))
         if ended.state == "failed":
@@ -214,6 +237,7 @@ class Deploys:
         """Put ``model_id`` live, blue/green (see the module docstring)."""
         supervisor = need_supervisor(self.supervisor)
         async with self._deploying:
+            self._unconfirmed = []
             version, live, regressions = await self._checked(model_id, override, rollback)
             await self._progress(model_id, f"starting a Rasa server on {version.file}")
             candidate = await supervisor.start(version.file)
@@ -243,12 +267,25 @@ class Deploys:
             old = self.rasa.switch(url)
             await self._progress(model_id, f"{version.file} serves every new request "
                                            f"({url}); waiting for those still on {old}")
-            drained = await self.rasa.drained(old, self.settings.deploy_drain_timeout)
-            await supervisor.promote(port)
+            timeout = self.settings.deploy_drain_timeout
+            self.rollout.deploying = True
+            try:  # this node's requests drain while the other nodes switch and drain theirs
+                drained, self._unconfirmed = await asyncio.gather(
+                    self.rasa.drained(old, timeout), self.rollout.switch_others(url, timeout))
+                if self._unconfirmed:
+                    await self._progress(model_id, "not confirmed by every gateway node"
+                                         + self._unconfirmed_note() + f": stopping {old} now")
+                elif self.cluster.shared:
+                    await self._progress(model_id, "every gateway node alive sends its "
+                                                   f"requests to {url}")
+                await supervisor.promote(port)
+            finally:
+                self.rollout.deploying = False
             version = await self.store.set_live_model(
                 model_id, deployed_by=by, override=override,
                 details={"previous": live.model_id, "url": url, "drained": drained,
-                         "rollback": rollback, "regressions": regressions})
+                         "rollback": rollback, "regressions": regressions,
+                         **({"unconfirmed": self._unconfirmed} if self._unconfirmed else {})})
         if self.triage is not None:
             if self.triage.model_changed(model_id):
                 await self.triage.rebuild()  # re-fits the thresholds too (fitted mode)
@@ -271,11 +308,19 @@ class Deploys:
         previous = max(before, key=lambda m: m.deployed_at or now())
         return await self.start_deploy(previous.model_id, by, rollback=True)
 
+    def _unconfirmed_note(self) -> str:
+        if not self._unconfirmed:
+            return ""
+        return (f" (gateway node(s) {', '.join(self._unconfirmed)} did not confirm the switch "
+                f"within {self.settings.deploy_drain_timeout:g} s: they switch when the old "
+                "server refuses them)")
+
     async def _progress(self, model_id: str, line: str) -> None:
         log.info("deploy %s: %s", model_id, line)
         await self.notifier.to_trainers("deploy_progress", {"model_id": model_id, "line": line})
 
     async def close(self) -> None:
+        await self.rollout.close()
         for task in (self._task, self._live_task):
             if task is not None and not task.done():
                 task.cancel()

@@ -12,6 +12,9 @@ and the outcome as ``retrain_finished``; :meth:`Retraining.state` shows the same
 corrections are marked exported, the new model recorded as a candidate with its proof, and each
 correction it gets right linked to it (``fixed_by_model``). A gateway that restarts during a
 retraining follows it to its end through the supervisor's record (:meth:`Retraining.recover`).
+With several gateway nodes the running or last retraining, its log included, is kept in the
+nodes' Redis as it goes (:meth:`Cluster.put_job_state`), so every node shows it
+(:meth:`Retraining.view`), not only the one that runs it.
 """
 
 from __future__ import annotations
@@ -138,7 +141,25 @@ class Retraining:
         self._recovery: asyncio.Task[None] | None = None
 
     def state(self) -> dict[str, Any] | None:
+        """This node's running or last retraining."""
         return None if self.job is None else self.job.to_json(list(self._log))
+
+    async def view(self) -> dict[str, Any] | None:
+        """The running or last retraining of any gateway node: this node's while it runs
+        one, else the newer of its own last and the one the nodes share."""
+        own = self.state()
+        if own is not None and self.cluster.shared:
+            own["node"] = self.cluster.node_id
+        if own is not None and own["state"] == "running":
+            return own
+        shared = await self.cluster.job_state("retrain")
+        if shared is None or (own is not None and own["started_at"] >= shared["started_at"]):
+            return own
+        return shared
+
+    async def _share(self) -> None:
+        if self.cluster.shared and (state := self.state()) is not None:
+            await self.cluster.put_job_state("retrain", state)
 
     async def start(self, by: str, finetune: bool) -> dict[str, Any]:
         """Start a retraining of the accepted corrections not trained on yet."""
@@ -170,6 +191,7 @@ class Retraining:
         self._log.extend(job.left_out_lines())
         await self.store.audit(by, "retrain_started", target=f"retrain:{job.id}",
                                details=job.audit_details())
+        await self._share()
         self._task = asyncio.get_running_loop().create_task(
             self._run(supervisor, job, export.records, lease))
         return self.state() or {}
@@ -190,6 +212,7 @@ class Retraining:
 
     async def _line(self, job: RetrainJob, line: str) -> None:
         self._log.append(line)
+        await self._share()
         await self.notifier.to_trainers("retrain_progress", {"id": job.id, "line": line})
 
     async def _run(self, supervisor: Supervisor, job: RetrainJob,
@@ -226,6 +249,7 @@ class Retraining:
         await self.store.audit(job.started_by, f"retrain_{job.state}",
                                target=f"retrain:{job.id}",
                                details={"model_id": job.model_id, "message": job.message})
+        await self._share()
         await self.notifier.to_trainers("retrain_finished", self.state())
 
     async def _record(self, job: RetrainJob, report: Any, code: int | None) -> Outcome:
@@ -316,6 +340,7 @@ class Retraining:
                 self._log.clear()
                 self._log.extend(job.left_out_lines())
                 self._log.extend(str(line) for line in last.get("log") or ())
+                await self._share()
                 if last.get("state") == "finished":
                     report = last.get("report")
                     return await self._record(job, report, last.get("exit"))

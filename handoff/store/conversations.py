@@ -12,10 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handoff.errors import BadRequest, Conflict, NotFound
-from handoff.store.database import Database, check_limit, now, one_of, record, values_of
+from handoff.store.database import Conn, Database, check_limit, now, one_of, record, values_of
 from handoff.store.records import (
     MODES,
     REPLY_DECISIONS,
@@ -76,7 +75,7 @@ class AlreadyStored(Conflict):
 
 
 async def record_change(
-    conn: AsyncConnection, before: Conversation, at: datetime, *, mode: Mode,
+    conn: Conn, before: Conversation, at: datetime, *, mode: Mode,
     owner: str | None, queued: bool, queue_reason: str | None, cause: str, actor: str | None,
 ) -> None:
     """Write the change of the conversation ``before`` to this mode, owner and queue to
@@ -122,8 +121,9 @@ class ConversationStore(Database):
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
         """The conversation, or ``NotFound``."""
-        async with self._tx(write=False) as conn:
+        async def read(conn: Conn) -> Conversation:
             return await self._conversation(conn, conversation_id)
+        return await self._run(read, write=False)
 
     async def list_conversations(
         self,
@@ -213,25 +213,35 @@ class ConversationStore(Database):
         return dict(row._mapping) if row is not None else None
 
     async def _set_state(
-        self, conn: AsyncConnection, conversation_id: str, *, expected_version: int, mode: Mode,
+        self, conn: Conn, conversation_id: str, *, expected_version: int, mode: Mode,
         owner: str | None, queued: bool, queue_reason: str | None, state: dict[str, Any] | None,
         cause: str = "unknown", actor: str | None = None,
         node_id: str | None | Keep = Keep.NODE, triage: TriageRecord | None = None,
+        before: Conversation | None = None,
     ) -> Conversation:
         """Replace the router's part of the conversation if it is still at
         ``expected_version`` (else ``StaleVersion``); the version goes up by one. A change of
         mode, owner or queue is also written to ``conversation_events`` with its ``cause`` (the
         router event) and ``actor`` (the agent; None for the customer or the system): the
         metrics' record of what happened (docs/metrics.md). ``triage``: the conversation's
-        ``risk`` and ``triage`` too, in the same statement."""
-        current = await self._conversation(conn, conversation_id, lock=True)
-        if current.version != expected_version:
-            raise StaleVersion(
-                f"conversation {conversation_id!r} was changed meanwhile",
-                conversation_id=conversation_id,
-                expected_version=expected_version,
-                current_version=current.version,
-            )
+        ``risk`` and ``triage`` too, in the same statement.
+
+        ``before``: the conversation's row as it was at ``expected_version`` (the caller read
+        or saved it), so that it is not read again: the update is then the transaction's first
+        statement. Only a new version changes the mode, owner, queue or their times (every
+        writer of them raises it), so the row the update finds at ``expected_version`` has
+        ``before``'s."""
+        if before is None or before.version != expected_version or before.id != conversation_id:
+            current = await self._conversation(conn, conversation_id, lock=True)
+            if current.version != expected_version:
+                raise StaleVersion(
+                    f"conversation {conversation_id!r} was changed meanwhile",
+                    conversation_id=conversation_id,
+                    expected_version=expected_version,
+                    current_version=current.version,
+                )
+        else:
+            current = before
         at = now()
         queued_at = (current.queued_at or at) if queued and current.queued else (
             at if queued else None
@@ -250,7 +260,13 @@ class ConversationStore(Database):
                                               "triage": triage["triage"]}),
             )
             .returning(*conversations.c)
-        )).one()
+        )).first()
+        if row is None:  # not at expected_version (only when ``before`` was trusted)
+            found = await self._conversation(conn, conversation_id)  # NotFound if gone
+            raise StaleVersion(
+                f"conversation {conversation_id!r} was changed meanwhile",
+                conversation_id=conversation_id, expected_version=expected_version,
+                current_version=found.version)
         await record_change(conn, current, at, mode=mode, owner=owner, queued=queued,
                             queue_reason=queue_reason, cause=cause, actor=actor)
         return record(Conversation, row)
@@ -280,7 +296,7 @@ class ConversationStore(Database):
         return record(Conversation, row)
 
     async def _conversation(
-        self, conn: AsyncConnection, conversation_id: str, *, lock: bool = False
+        self, conn: Conn, conversation_id: str, *, lock: bool = False
     ) -> Conversation:
         query = sa.select(conversations).where(conversations.c.id == conversation_id)
         if lock:
@@ -293,7 +309,7 @@ class ConversationStore(Database):
             raise NotFound(f"no conversation {conversation_id!r}", conversation_id=conversation_id)
         return record(Conversation, row)
 
-    async def _require_conversation(self, conn: AsyncConnection, conversation_id: str) -> None:
+    async def _require_conversation(self, conn: Conn, conversation_id: str) -> None:
         found = (await conn.execute(
             sa.select(conversations.c.id).where(conversations.c.id == conversation_id)
         )).first()
@@ -344,18 +360,21 @@ class ConversationStore(Database):
         return {**dict.fromkeys(_MESSAGE_FIELDS), **values, "sender": sender}
 
     async def _append(
-        self, conn: AsyncConnection, conversation_id: str, values: dict[str, Any]
+        self, conn: Conn, conversation_id: str, values: dict[str, Any],
+        last_seq: int | None = None,
     ) -> Message:
         # Lock the conversation row first: concurrent appends queue here, and whatever they
         # committed is visible to the statements below (new snapshot per statement in READ
-        # COMMITTED; SQLite's BEGIN IMMEDIATE serializes writers outright).
-        conversation = await self._conversation(conn, conversation_id, lock=True)
+        # COMMITTED; SQLite's BEGIN IMMEDIATE serializes writers outright). ``last_seq``: the
+        # conversation's, known to this transaction, which already updated (so locked) the row.
+        if last_seq is None:
+            last_seq = (await self._conversation(conn, conversation_id, lock=True)).last_seq
         client_id = values.get("client_message_id")
         if client_id is not None:
             existing = await self._stored(conn, conversation_id, client_id)
             if existing is not None:
                 return existing
-        seq = conversation.last_seq + 1
+        seq = last_seq + 1
         at = now()
         await conn.execute(
             sa.update(conversations).where(conversations.c.id == conversation_id)
@@ -368,7 +387,7 @@ class ConversationStore(Database):
         )).one()
         return record(Message, row)
 
-    async def _record_turn(self, conn: AsyncConnection, conversation_id: str,
+    async def _record_turn(self, conn: Conn, conversation_id: str,
                            nlu: MessageNlu | None, triage: TriageRecord | None = None) -> None:
         """What a Rasa answer said about the customer message stored as
         ``nlu["client_message_id"]``: its parse, and the actions executed (appended); and
@@ -386,7 +405,7 @@ class ConversationStore(Database):
                     messages.c.conversation_id == conversation_id,
                     messages.c.client_message_id == client_message_id).values(**values))
 
-    async def _nlu_values(self, conn: AsyncConnection, conversation_id: str, nlu: MessageNlu,
+    async def _nlu_values(self, conn: Conn, conversation_id: str, nlu: MessageNlu,
                           values: dict[str, Any]) -> None:
         where = sa.and_(messages.c.conversation_id == conversation_id,
                         messages.c.client_message_id == nlu["client_message_id"])
@@ -462,7 +481,7 @@ class ConversationStore(Database):
         async with self._tx(write=False) as conn:
             return await self._stored(conn, conversation_id, client_message_id)
 
-    async def _stored(self, conn: AsyncConnection, conversation_id: str,
+    async def _stored(self, conn: Conn, conversation_id: str,
                       client_message_id: str) -> Message | None:
         row = (await conn.execute(
             sa.select(messages)
@@ -471,7 +490,7 @@ class ConversationStore(Database):
         )).first()
         return None if row is None else dataclasses.replace(record(Message, row), replayed=True)
 
-    async def _message_id(self, conn: AsyncConnection, conversation_id: str,
+    async def _message_id(self, conn: Conn, conversation_id: str,
                           client_message_id: str | None) -> int | None:
         """The row id of the message stored as ``client_message_id``, or None."""
         if client_message_id is None:
@@ -484,7 +503,7 @@ class ConversationStore(Database):
         return found
 
     async def _require_message(
-        self, conn: AsyncConnection, conversation_id: str, message_id: int
+        self, conn: Conn, conversation_id: str, message_id: int
     ) -> None:
         found = (await conn.execute(
             sa.select(messages.c.id).where(messages.c.id == message_id)

@@ -5,8 +5,11 @@ SQLite (WAL) by default, PostgreSQL by URL. A write transaction takes SQLite's w
 front (``BEGIN IMMEDIATE``); an in-memory SQLite database shares one connection, so its
 transactions take turns. On a SQLite file the process's write transactions also take turns
 before they take a connection (:class:`_WriteTurns`), agents' writes (:meth:`Database.ahead`)
-before the others. Errors come from :mod:`handoff.errors` (``ServiceUnavailable`` 503 when
-the database does not answer). Described in ``docs/store.md``.
+before the others, and the transactions on the hot path (:meth:`Database._run`: a router
+step, the agents' users) run whole in one of the store's threads on the plain ``sqlite3``
+driver: one hand-off from the event loop per transaction instead of several per statement.
+Errors come from :mod:`handoff.errors` (``ServiceUnavailable`` 503 when the database does not
+answer). Described in ``docs/store.md``.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import contextlib
 import contextvars
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Protocol, Self, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -31,7 +35,7 @@ from sqlalchemy.pool import StaticPool
 
 from handoff.errors import BadRequest, ServiceUnavailable
 
-__all__ = ["MIGRATIONS_DIR", "VERSION_TABLE", "Database", "alembic_config"]
+__all__ = ["MIGRATIONS_DIR", "VERSION_TABLE", "Conn", "Database", "alembic_config"]
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().with_name("migrations")
 VERSION_TABLE: Final = "handoff_alembic_version"
@@ -39,6 +43,9 @@ SQLITE_BUSY_TIMEOUT_S: Final = 30.0
 _MIGRATION_LOCK_KEY: Final = 0x68616E646F6666  # "handoff": one migrator at a time on PostgreSQL
 _WRITE: Final = "handoff_write"
 _AHEAD: contextvars.ContextVar[bool] = contextvars.ContextVar("handoff_store_ahead", default=False)
+SQLITE_THREADS: Final = 4  # threads running whole transactions on a SQLite file (_run)
+AHEAD_POOL_SIZE: Final = 2  # PostgreSQL connections kept for the agents' transactions (ahead)
+AHEAD_POOL_OVERFLOW: Final = 3
 
 R = TypeVar("R")
 
@@ -128,6 +135,39 @@ def _on_sqlite_begin(conn: Connection) -> None:
 # --------------------------------------------------------------------------- the engine
 
 
+class Conn(Protocol):
+    """What a transaction's statements are run on: an ``AsyncConnection``, or inside one of
+    the store's threads (:meth:`Database._run` on a SQLite file) a plain connection whose
+    ``execute`` finishes at once."""
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any: ...
+
+
+class _InThread:
+    """A plain (sync) connection that a transaction's coroutine awaits like an
+    ``AsyncConnection``: each ``execute`` runs at once, in the thread running the coroutine,
+    so the coroutine never suspends and runs to its end in that thread."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self._conn.execute(statement, parameters)
+
+
+def _run_whole(coro: Coroutine[Any, Any, R]) -> R:
+    """Run ``coro`` to its end here, in one go: it awaits only :class:`_InThread`."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a transaction run in the store's thread awaited something other than "
+                       "its connection")
+
+
 class _WriteTurns:
     """A SQLite file's write transactions of this process, one at a time, in arrival order,
     those marked ``ahead`` first.
@@ -208,10 +248,27 @@ class Database:
                              "PostgreSQL")
         self.url = parsed
         self._engine = create_async_engine(parsed, **kwargs)
-        if self.dialect == "sqlite":
-            sa.event.listen(self._engine.sync_engine, "connect", _on_sqlite_connect)
-            sa.event.listen(self._engine.sync_engine, "begin", _on_sqlite_begin)
+        # a SQLite file: the hot path's transactions run whole in a thread (_run), on the
+        # plain sqlite3 driver with the same pragmas and BEGIN
+        self._threaded: sa.Engine | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        if self._write_turns is not None:
+            self._threaded = sa.create_engine(
+                parsed.set(drivername="sqlite+pysqlite"), echo=echo,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+            self._threads = ThreadPoolExecutor(SQLITE_THREADS, thread_name_prefix="handoff-store")
+        for engine in (self._engine.sync_engine, self._threaded):
+            if self.dialect == "sqlite" and engine is not None:
+                sa.event.listen(engine, "connect", _on_sqlite_connect)
+                sa.event.listen(engine, "begin", _on_sqlite_begin)
         self._writer = self._engine.execution_options(**{_WRITE: True})
+        # PostgreSQL: the agents' transactions (ahead) take their connections from a small
+        # pool of their own, so that a burst of customers' transactions holding every
+        # connection of the main pool does not keep a person's click waiting for one
+        self._ahead_engine: Any = None
+        if self.dialect == "postgresql":
+            self._ahead_engine = create_async_engine(
+                parsed, pool_size=AHEAD_POOL_SIZE, max_overflow=AHEAD_POOL_OVERFLOW, **kwargs)
         self._turn = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -226,6 +283,12 @@ class Database:
     async def close(self) -> None:
         """Close every pooled connection. The store can not be used afterwards."""
         await self._engine.dispose()
+        if self._ahead_engine is not None:
+            await self._ahead_engine.dispose()
+        if self._threads is not None and self._threaded is not None:
+            await asyncio.get_running_loop().run_in_executor(self._threads,
+                                                             self._threaded.dispose)
+            self._threads.shutdown(wait=True)
 
     @contextlib.asynccontextmanager
     async def _tx(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
@@ -235,8 +298,10 @@ class Database:
             else self._write_turns.turn(_AHEAD.get()) if write and self._write_turns is not None
             else contextlib.nullcontext()
         )
+        engine = (self._ahead_engine if self._ahead_engine is not None and _AHEAD.get()
+                  else self._writer if write else self._engine)
         try:
-            async with turn, (self._writer if write else self._engine).begin() as conn:
+            async with turn, engine.begin() as conn:
                 yield conn
         except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
             # Not str(exc): SQLAlchemy's text carries the statement and its parameters.
@@ -244,13 +309,51 @@ class Database:
                 f"the database does not answer ({type(exc).__name__})"
             ) from exc
 
+    async def _run(self, body: Callable[[Conn], Coroutine[Any, Any, R]], *,
+                   write: bool) -> R:
+        """One transaction of ``body(conn)``, as :meth:`_tx` runs one, committed when it
+        returns. On a SQLite file it runs whole in one of the store's threads (``body`` may
+        await only ``conn``'s statements): one hand-off from the event loop and back instead
+        of several per statement, each of which waits for the loop (docs/performance.md, "The
+        agents' takeover under load"). Writers still take their turn first, in the order
+        :meth:`ahead` gives; a transaction that began runs to its end even if its caller is
+        cancelled meanwhile (its turn is held until then)."""
+        if self._threaded is None or self._threads is None:
+            async with self._tx(write=write) as conn:
+                return await body(conn)
+        engine = self._threaded.execution_options(**{_WRITE: True}) if write else self._threaded
+
+        def run() -> R:
+            with engine.begin() as conn:
+                return _run_whole(body(_InThread(conn)))
+
+        turn: contextlib.AbstractAsyncContextManager[Any] = (
+            self._write_turns.turn(_AHEAD.get()) if write and self._write_turns is not None
+            else contextlib.nullcontext())
+        try:
+            async with turn:
+                done = asyncio.get_running_loop().run_in_executor(self._threads, run)
+                try:
+                    return await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    with contextlib.suppress(Exception):
+                        await done  # the thread finishes it: the turn is held until then
+                    raise
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+            raise ServiceUnavailable(
+                f"the database does not answer ({type(exc).__name__})"
+            ) from exc
+
     @staticmethod
     @contextlib.contextmanager
     def ahead() -> Iterator[None]:
-        """The write transactions of this block (and of the tasks it starts) go before the
-        others waiting for their turn on a SQLite file: an agent's action, a person waiting
-        on a click, is not queued behind a burst of customer messages. No effect on
-        PostgreSQL, whose writers lock rows, not the database."""
+        """The transactions of this block (and of the tasks it starts) go before the others:
+        an agent's action, a person waiting on a click, is not queued behind a burst of
+        customer messages. On a SQLite file its write transactions go before the others
+        waiting for their turn; on PostgreSQL (whose writers lock rows, not the database)
+        all its transactions take their connections from a small pool of their own, never
+        waiting for one behind the customers' (docs/performance.md, "The agents' takeover
+        under load")."""
         token = _AHEAD.set(True)
         try:
             yield

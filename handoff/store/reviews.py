@@ -14,11 +14,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handoff.errors import BadRequest, NotFound
 from handoff.store.conversations import ConversationStore
-from handoff.store.database import check_limit, now, one_of, record, values_of
+from handoff.store.database import Conn, check_limit, now, one_of, record, values_of
 from handoff.store.records import (
     CORRECTION_TYPES,
     AuditDraft,
@@ -45,7 +44,7 @@ class ReviewStore(ConversationStore):
 
     # ----------------------------------------------------------------- pending replies
 
-    async def _hold(self, conn: AsyncConnection, conversation_id: str,
+    async def _hold(self, conn: Conn, conversation_id: str,
                     draft: PendingReplyDraft) -> PendingReply:
         trigger = await self._message_id(conn, conversation_id,
                                          draft.get("trigger_client_message_id"))
@@ -59,7 +58,7 @@ class ReviewStore(ConversationStore):
         )).one()
         return record(PendingReply, row)
 
-    async def _resolve_pending(self, conn: AsyncConnection, conversation_id: str,
+    async def _resolve_pending(self, conn: Conn, conversation_id: str,
                                resolution: PendingResolution) -> list[PendingReply]:
         """Decide or discard every still-pending reply of the conversation (one, normally)."""
         rows = await conn.execute(
@@ -117,7 +116,7 @@ class ReviewStore(ConversationStore):
             return correction
 
     @staticmethod
-    async def _audit_correction(conn: AsyncConnection, audit: AuditDraft,
+    async def _audit_correction(conn: Conn, audit: AuditDraft,
                                 correction: Correction | None) -> None:
         """Write ``audit`` in the transaction on ``conn``; the correction written with it, if
         any, is named in its details (``correction``: its id)."""
@@ -129,7 +128,7 @@ class ReviewStore(ConversationStore):
             target=audit["target"], details=details or None))
 
     async def _record_correction(
-        self, conn: AsyncConnection, conversation_id: str, draft: CorrectionDraft,
+        self, conn: Conn, conversation_id: str, draft: CorrectionDraft,
         pending_reply_id: int | None,
     ) -> Correction:
         message_id = await self._message_id(conn, conversation_id,
@@ -140,7 +139,7 @@ class ReviewStore(ConversationStore):
             message_id=message_id, pending_reply_id=pending_reply_id,
             model_version=draft.get("model_version"), tracker_status="pending")
 
-    async def _insert_correction(self, conn: AsyncConnection, **values: Any) -> Correction:
+    async def _insert_correction(self, conn: Conn, **values: Any) -> Correction:
         row = (await conn.execute(
             sa.insert(corrections)
             .values(created_at=now(), review_status="new", tracker_attempts=0, **values)

@@ -11,14 +11,16 @@ from typing import Any
 
 from handoff.errors import BadRequest
 from handoff.store.conversations import AlreadyStored
-from handoff.store.database import one_of
+from handoff.store.database import Conn, one_of
 from handoff.store.records import (
     CORRECTION_TYPES,
     AuditDraft,
     Keep,
     MODES,
+    Conversation,
     Correction,
     CorrectionDraft,
+    Message,
     MessageNlu,
     Mode,
     PendingReply,
@@ -57,6 +59,7 @@ class StepStore(ReviewStore):
         node_id: str | None | Keep = Keep.NODE,
         once: str | None = None,
         triage: TriageRecord | None = None,
+        before: Conversation | None = None,
     ) -> SavedStep:
         """One router step in one transaction, in this order:
 
@@ -83,6 +86,10 @@ class StepStore(ReviewStore):
            Rasa after the commit: :meth:`set_correction_tracker`);
         7. ``audit``: the audit-log entry of the agent's action, naming the correction.
 
+        ``before``: the conversation's row at ``expected_version``, which the caller has (the
+        one it stepped from): it is not read again, so the update of 1 is the transaction's
+        first statement, and 2 counts on from its ``last_seq`` without reading it either.
+
         Returns what was written. Any failure rolls all of it back."""
         one_of("mode", mode, MODES)
         values = [self._message_values(**m) for m in appended]
@@ -92,12 +99,19 @@ class StepStore(ReviewStore):
             raise BadRequest("a held reply needs its action")
         if correction is not None:
             one_of("correction type", correction.get("type"), CORRECTION_TYPES)
-        async with self._tx(write=True) as conn:
+
+        async def step(conn: Conn) -> SavedStep:
             conv = await self._set_state(
                 conn, conversation_id, expected_version=expected_version, mode=mode,
                 owner=owner, queued=queued, queue_reason=queue_reason, state=state,
-                cause=cause, actor=actor, node_id=node_id, triage=triage)
-            stored = [await self._append(conn, conversation_id, v) for v in values]
+                cause=cause, actor=actor, node_id=node_id, triage=triage, before=before)
+            stored: list[Message] = []
+            last_seq = conv.last_seq  # the update above holds the row: nobody else appends
+            for v in values:
+                message = await self._append(conn, conversation_id, v, last_seq)
+                stored.append(message)
+                if not message.replayed:
+                    last_seq = message.seq
             for message in stored:
                 if message.replayed and once is not None and message.client_message_id == once:
                     raise AlreadyStored(message)
@@ -115,3 +129,5 @@ class StepStore(ReviewStore):
                 await self._audit_correction(conn, audit, recorded)
             return SavedStep(conversation=conv, messages=stored, held=held, resolved=resolved,
                              correction=recorded)
+
+        return await self._run(step, write=True)  # one hand-off on a SQLite file

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from handoff.errors import Conflict, NotFound
-from handoff.store.database import Database, check_limit, now, one_of, record
+from handoff.store.database import Conn, Database, check_limit, now, one_of, record
 from handoff.store.records import TIERS, AuditEntry, Role, User
 from handoff.store.schema import audit_log, users
 
@@ -65,8 +65,10 @@ class UserStore(Database):
 
     async def get_user(self, username: str) -> User:
         """The user, or ``NotFound``."""
-        async with self._tx(write=False) as conn:
-            row = (await conn.execute(sa.select(users).where(users.c.username == username))).first()
+        async def read(conn: Conn) -> Any:
+            return (await conn.execute(sa.select(users).where(users.c.username == username))
+                    ).first()
+        row = await self._run(read, write=False)
         if row is None:
             raise NotFound(f"no user {username!r}", username=username)
         return record(User, row)
@@ -85,10 +87,12 @@ class UserStore(Database):
         the users of every open ``/agent`` socket before each push)."""
         if not usernames:
             return {}
-        async with self._tx(write=False) as conn:
+
+        async def read(conn: Conn) -> dict[str, User]:
             rows = await conn.execute(sa.select(users).where(
                 users.c.username.in_(list(usernames))))
             return {row.username: record(User, row) for row in rows}
+        return await self._run(read, write=False)
 
     async def count_users(self) -> int:
         """How many users exist (disabled ones included)."""
@@ -138,13 +142,13 @@ class UserStore(Database):
     ) -> AuditEntry:
         """Append to the audit log: ``actor`` (a username or "system") did ``action`` to
         ``target`` (e.g. "conversation:abc", "user:bob")."""
-        async with self._tx(write=True) as conn:
-            row = (await conn.execute(
+        async def write(conn: Conn) -> AuditEntry:
+            return record(AuditEntry, (await conn.execute(
                 sa.insert(audit_log).values(
                     created_at=now(), actor=actor, action=action, target=target, details=details
                 ).returning(*audit_log.c)
-            )).one()
-        return record(AuditEntry, row)
+            )).one())
+        return await self._run(write, write=True)
 
     async def list_audit(
         self,

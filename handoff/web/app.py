@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,7 +58,7 @@ from handoff.learning.retraining import Retraining
 from handoff.learning.spot_checks import SPOT_CHECK_CATCH_UP, SpotCheckRule, SpotChecks
 from handoff.learning.supervisor import Supervisor
 from handoff.settings import Settings, SettingsError, project_path, write_private
-from handoff.store import Store
+from handoff.store import Store, User
 from handoff.triage import TriageConfig
 from handoff.web.agents import register_agent_api
 from handoff.web.auth import FIRST_ADMIN, ensure_first_admin
@@ -111,7 +112,14 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
                         async_handlers=False, max_http_buffer_size=settings.max_frame_bytes,
                         **({"client_manager": manager} if manager is not None else {}))
     sio.attach(app, socketio_path="socket.io")
-    notifier = SocketNotifier(sio, cluster, store.users_by_name)
+
+    async def agents_users(names: Collection[str]) -> dict[str, User]:
+        """The users of the agents' sockets, on the agents' connections (Store.ahead): the
+        check before a push does not queue behind a burst of customers' transactions."""
+        with store.ahead():
+            return await store.users_by_name(names)
+
+    notifier = SocketNotifier(sio, cluster, agents_users)
     triage = TriageLink(TriageConfig.from_settings(settings),
                         embedding_cache=settings.triage_embedding_cache) if (
         settings.triage_enabled) else None

@@ -51,7 +51,7 @@ __all__ = [
     "ROLES", "DEFAULT_TOKEN_TTL", "InvalidCredentials", "TokenClaims", "TokenExpired",
     "TokenInvalid", "TokenRevoked", "UserDisabled", "authenticate", "change_password",
     "check_username", "create_user", "ensure_first_admin", "hash_password", "issue_token",
-    "new_secret", "user_from_token", "verify_password", "verify_token",
+    "new_secret", "user_from_token", "user_of_claims", "verify_password", "verify_token",
 ]
 
 DEFAULT_TOKEN_TTL: Final = timedelta(hours=12)
@@ -277,6 +277,15 @@ async def user_from_token(store: Store, token: str, *, secret: str) -> User:
         user = await store.get_user(claims.username)
     except NotFound:
         raise TokenInvalid("invalid token: the user no longer exists") from None
+    return user_of_claims(claims, user)
+
+
+def user_of_claims(claims: TokenClaims, user: User | None) -> User:
+    """``user``, read from the store for a token with ``claims``, if the login still holds:
+    ``TokenInvalid`` if the user no longer exists (None), ``TokenRevoked`` if the user's token
+    version moved on since, ``UserDisabled`` if disabled since."""
+    if user is None:
+        raise TokenInvalid("invalid token: the user no longer exists")
     if user.disabled:
         raise UserDisabled(f"user {user.username!r} is disabled", username=user.username)
     if claims.version != user.token_version:

@@ -59,7 +59,7 @@ def register_models_api(app: Sanic[Any, Any], *, settings: Settings, store: Stor
         await deploys.discover()
         versions = await store.list_models()
         return json({"live": live, "models": [model_json(v, live) for v in versions],
-                     "retrain": retraining.state(), "deploy": deploys.state(),
+                     "retrain": await retraining.view(), "deploy": await deploys.view(),
                      "can_deploy": deploys.supervisor is not None})
 
     @app.post("/api/retrain", name="retrain")
@@ -73,7 +73,7 @@ def register_models_api(app: Sanic[Any, Any], *, settings: Settings, store: Stor
     @app.get("/api/retrain", name="retrain_state")
     async def _retrain_state(request: Request) -> HTTPResponse:
         await trainer(request)
-        return json({"retrain": retraining.state()})
+        return json({"retrain": await retraining.view()})
 
     @app.post("/api/models/<model_id:str>/deploy", name="deploy")
     async def _deploy(request: Request, model_id: str) -> HTTPResponse:

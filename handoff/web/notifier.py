@@ -14,7 +14,13 @@ tier so the console re-renders), a user whose logins end is disconnected
 are read from the store: a socket whose token has expired, whose user is disabled or whose
 token version moved on (a logout or ``python -m handoff.web.auth disable`` elsewhere, another
 gateway node) is disconnected instead of receiving it, and a tier changed elsewhere is applied
-as above.
+as above. An ``/agent`` event reads them once, with its own user, when it is checked
+(:meth:`SocketNotifier.event_users`): the pushes of that event use that read instead of one
+each, so they reflect every change committed before the event arrived (an agent's takeover is
+one read and one write, not a read per push: docs/performance.md, "The agents' takeover under
+load"). Every other push (a customer's message, a Rasa answer, a timer) waits for a read that
+starts after it was asked for; the pushes asking while one read runs share the next
+(:class:`_UsersReads`), so a burst of customers' messages is a few reads, not one each.
 
 It implements the conversation shell's :class:`~handoff.conversation.shell.Notifier` and the
 learning wing's ``TrainerNotifier``; the other wings are handed it, never the Socket.IO server.
@@ -22,9 +28,12 @@ learning wing's ``TrainerNotifier``; the other wings are handed it, never the So
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -51,6 +60,52 @@ def _agent_room(username: str) -> str:
 UsersNow = Callable[[Collection[str]], Awaitable[Mapping[str, User]]]
 
 
+@dataclass(frozen=True)
+class _EventUsers:
+    """The users read when an ``/agent`` event was checked: valid for the pushes that event's
+    own task makes while it is handled (:meth:`SocketNotifier.event_users`)."""
+
+    task: asyncio.Task[Any] | None
+    names: frozenset[str]
+    users: Mapping[str, User]
+
+
+_EVENT_USERS: contextvars.ContextVar[_EventUsers | None] = contextvars.ContextVar(
+    "handoff_event_users", default=None)
+
+
+class _UsersReads:
+    """One read of the users at a time: a read asked for while one runs waits for the next,
+    which starts when that one ends and serves everyone who asked meanwhile (the union of
+    their names). Each caller gets a read that started after it asked, so it sees every
+    change committed before; a burst of pushes costs two reads, not one each."""
+
+    def __init__(self, read: UsersNow) -> None:
+        self._read = read
+        self._names: set[str] = set()  # asked for the next read
+        self._next: asyncio.Future[Mapping[str, User]] | None = None
+        self._reader: asyncio.Task[None] | None = None  # kept referenced; ends by itself
+
+    async def users(self, names: Collection[str]) -> Mapping[str, User]:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        self._names |= set(names)
+        wanted = self._next
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._run())
+        return await asyncio.shield(wanted)
+
+    async def _run(self) -> None:
+        while self._next is not None:
+            wanted, names = self._next, frozenset(self._names)
+            self._next, self._names = None, set()
+            try:
+                wanted.set_result(await self._read(names))
+            except Exception as exc:  # noqa: BLE001 - every waiter gets it (ServiceUnavailable)
+                wanted.set_exception(exc)
+                wanted.exception()  # retrieved: no "never retrieved" warning without waiters
+
+
 @dataclass
 class _Socket:
     """An open ``/agent`` socket: whose, its token's expiry (Unix time) and version, and the
@@ -71,23 +126,47 @@ class SocketNotifier:
                  users_now: UsersNow | None = None) -> None:
         self._sio = sio
         self._users_now = users_now
+        self._reads = _UsersReads(users_now) if users_now is not None else None
         self._agents: dict[str, _Socket] = {}  # by /agent sid
         # several gateway nodes: the other nodes' /agent sockets (their shared presence); the
         # Socket.IO server's Redis manager carries a disconnect or a room change to their node
         self._cluster = cluster
 
+    @contextlib.asynccontextmanager
+    async def event_users(self, username: str) -> AsyncIterator[User | None]:
+        """While an ``/agent`` event of ``username`` is handled: the user as the store has
+        it now (None: no such user), read in one statement with the users of every open
+        ``/agent`` socket; the pushes the event makes (in its own task, before this block
+        ends) use that read instead of reading again. Needs ``users_now``."""
+        if self._users_now is None:
+            raise RuntimeError("event_users reads the users through users_now: none given")
+        names = frozenset({username, *(socket.username for socket in self._agents.values())})
+        users = await self._users_now(names)
+        token = _EVENT_USERS.set(_EventUsers(asyncio.current_task(), names, users))
+        try:
+            yield users.get(username)
+        finally:
+            _EVENT_USERS.reset(token)
+
     async def _sweep(self) -> None:
         """Before a push: disconnect the ``/agent`` sockets whose token expired or whose user
-        was disabled or logged out since (token version), and apply a changed tier."""
+        was disabled or logged out since (token version), and apply a changed tier. The users
+        are read now, or were read when the ``/agent`` event being handled was checked."""
         current = time.time()
         sockets = list(self._agents.items())
         ended = {sid for sid, socket in sockets if socket.expires_at <= current}
         if self._users_now is not None and sockets:
             found: Mapping[str, User] | None = None
-            try:
-                found = await self._users_now({socket.username for _, socket in sockets})
-            except ServiceUnavailable as exc:  # the database is away: keep what we knew
-                log.warning("could not re-check the agents' logins before a push: %s", exc)
+            names = {socket.username for _, socket in sockets}
+            event = _EVENT_USERS.get()
+            if (event is not None and event.task is asyncio.current_task()
+                    and names <= event.names):
+                found = event.users
+            elif self._reads is not None:
+                try:
+                    found = await self._reads.users(names)
+                except ServiceUnavailable as exc:  # the database is away: keep what we knew
+                    log.warning("could not re-check the agents' logins before a push: %s", exc)
             for sid, socket in sockets if found is not None else ():
                 user = (found or {}).get(socket.username)
                 if user is None or user.disabled or user.token_version != socket.version:

@@ -461,7 +461,8 @@ def openapi_document() -> dict[str, Any]:
     retrain = {"type": ["object", "null"], "description": (
         "The running or last retraining: id, state (running | succeeded | refused | failed), "
         "started_by, started_at, finished_at, corrections, against, finetune, model_id, "
-        "message, report (bot.retrain's), log (its last lines)")}
+        "message, report (bot.retrain's), log (its last lines); with several gateway nodes "
+        "the one any node runs or ran last, with node (the node that runs it)")}
     paths["/api/models"] = {"get": _operation(
         "Trainers: the model versions (newest first), which is live, and the last "
         "retraining.", _json({"type": "object", "properties": {
@@ -481,7 +482,7 @@ def openapi_document() -> dict[str, Any]:
                           statuses=(401, 403))}
     deploy = {"type": "object", "properties": {"deploy": {"type": "object", "description": (
         "The deploy: model_id, file, state (running | succeeded | failed), rollback, "
-        "started_by, started_at, finished_at, message")}}}
+        "started_by, started_at, finished_at, message; with several gateway nodes, node")}}}
     paths["/api/models/<model_id:str>/deploy"] = {"post": _operation(
         "Trainers: put a model live blue/green (a second Rasa server, then the switch), in "
         "the background (deploy_progress, deploy_finished on /agent); a model with "

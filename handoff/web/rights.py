@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Final
 
 import socketio
@@ -29,7 +30,7 @@ from handoff.conversation import router as r
 from handoff.errors import Forbidden, HandoffError, Unauthorized
 from handoff.settings import Settings
 from handoff.store import TIERS, Store, User
-from handoff.web.auth import user_from_token
+from handoff.web.auth import user_from_token, user_of_claims, verify_token
 from handoff.web.http import check_storable, error_body
 
 __all__ = [
@@ -215,12 +216,17 @@ def current_user(request: Request) -> User:
 
 
 EventHandler = Callable[[User, str, Any], Awaitable[dict[str, Any]]]
+# the notifier's SocketNotifier.event_users: the user read now, the event's pushes reusing it
+EventUsers = Callable[[str], AbstractAsyncContextManager[User | None]]
 
 
 def guard(sio: socketio.AsyncServer, namespace: str, event: str, handler: EventHandler, *,
-          store: Store, settings: Settings) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
+          store: Store, settings: Settings, event_users: EventUsers | None = None,
+          ) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
     """The one ``/agent`` event check: the socket's token and the user's current tier against
-    the event's right, then ``handler(user, sid, data)``. Refusals are acknowledged as
+    the event's right, then ``handler(user, sid, data)``; with ``event_users`` the user is read
+    through it, together with the users the event's pushes check (one read, not one per push:
+    :meth:`~handoff.web.notifier.SocketNotifier.event_users`). Refusals are acknowledged as
     ``{"error", "message", "status"}``, as the HTTP answer would be: a payload that cannot be
     stored (a lone surrogate) is a 400, and anything unexpected a 500 ``internal_error`` with
     one log line; no event goes unanswered."""
@@ -229,9 +235,18 @@ def guard(sio: socketio.AsyncServer, namespace: str, event: str, handler: EventH
     async def checked(sid: str, data: Any = None) -> dict[str, Any]:
         try:
             session = await sio.get_session(sid, namespace=namespace)
-            user = await user_from_token(store, session["token"], secret=settings.jwt_secret)
-            require_right(user, right)
-            return await handler(user, sid, check_storable(data, f"{event}'s payload"))
+            if event_users is None:
+                user = await user_from_token(store, session["token"],
+                                             secret=settings.jwt_secret)
+                require_right(user, right)
+                return await handler(user, sid, check_storable(data, f"{event}'s payload"))
+            claims = verify_token(session["token"], secret=settings.jwt_secret)
+            # a person waits on this event: its reads and writes go before the customers'
+            with store.ahead():
+                async with event_users(claims.username) as found:
+                    user = user_of_claims(claims, found)
+                    require_right(user, right)
+                    return await handler(user, sid, check_storable(data, f"{event}'s payload"))
         except (HandoffError, r.RouterError) as exc:
             body, status = error_body(exc)
             return {**body, "status": status}

@@ -4,6 +4,8 @@ with a key prefix of this test's own; the one-process stand-in beside it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest_asyncio
 from handoff.conversation.cluster import JobBusy, LocalCluster, RedisCluster
 from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.shell import Conversations
+from handoff.learning.rollout import Rollout
 from handoff.store import Store
 from tests.gateway.conftest import REDIS_URL, redis_reachable
 from tests.gateway.test_shell_rows import Quiet
@@ -202,9 +205,83 @@ async def test_a_job_runs_on_one_node_at_a_time_and_a_claim_is_taken_once(
     assert [await a.once("offer:c1", 5), await b.once("offer:c1", 5)] == [True, False]
 
 
+async def test_a_jobs_state_shows_on_every_node_and_as_failed_once_its_node_is_gone(
+    nodes: tuple[RedisCluster, RedisCluster]
+) -> None:
+    a, b = nodes
+    assert await b.job_state("deploy") is None
+    running = {"model_id": "m2", "state": "running", "started_at": "2026-12-07T03:00:00+00:00"}
+    await a.put_job_state("deploy", running)
+    assert await b.job_state("deploy") == {**running, "node": "a"}
+    await a.close()  # its lease goes: a deploy it ran cannot end any more
+    assert await b.job_state("deploy") == {
+        **running, "node": "a", "state": "failed",
+        "message": "gateway node a stopped during it; it did not finish"}
+    await b.put_job_state("deploy", {**running, "state": "succeeded"})
+    assert (await b.job_state("deploy") or {})["state"] == "succeeded"
+
+
+async def _held_server() -> tuple[asyncio.Server, asyncio.Event, str]:
+    """An HTTP server that answers ``{}`` to each request once the event is set."""
+    release = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, release, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_a_deploys_switch_waits_for_every_node_to_drain_and_names_the_silent_ones(
+    nodes: tuple[RedisCluster, RedisCluster]
+) -> None:
+    """Node a deploys: node b switches at once and acknowledges once its request on the old
+    server ended; node c is alive but never reads the switch (stalled): it is named once the
+    drain timeout passed. Once c is gone, a switch waits for nobody but b."""
+    a, b = nodes
+    c = RedisCluster(REDIS_URL, prefix=a.prefix, node_id="c", lease=2)
+    await c.start()
+    server, release, old = await _held_server()
+    deploying = Rollout(a, RasaClient(old, "t"), None)
+    other = Rollout(b, RasaClient(old, "t"), None)
+    other.start()
+    try:
+        await asyncio.sleep(0.2)  # b reads the stream from its end
+        on_old = asyncio.create_task(other.rasa.status())  # b's request on the old server
+        await asyncio.sleep(0.2)
+        asyncio.get_running_loop().call_later(0.5, release.set)
+        started = time.monotonic()
+        assert await deploying.switch_others("http://127.0.0.1:9/", drain=1.5) == ["c"]
+        assert 1.5 <= time.monotonic() - started < 4
+        assert other.rasa.base_url == "http://127.0.0.1:9"
+        assert await on_old == {}  # it finished where it was
+        [key] = [k async for k in a.redis.scan_iter(a.key("rasa", "switch", "*"))]
+        assert await a.redis.hgetall(key) == {"b": '{"drained": true}'}
+
+        await c.close()
+        started = time.monotonic()
+        assert await deploying.switch_others("http://127.0.0.1:10", drain=5) == []
+        assert time.monotonic() - started < 1  # b acknowledged at once: nothing ran there
+        assert other.rasa.base_url == "http://127.0.0.1:10"
+    finally:
+        await other.close()
+        await other.rasa.close()
+        await deploying.rasa.close()
+        server.close()
+        with contextlib.suppress(Exception):
+            await c.close()
+
+
 async def test_one_process_is_alone() -> None:
     local = LocalCluster("me")
     assert await local.alive(["me", "other"]) == {"me"}
     assert await local.once("x", 1) and await local.once("x", 1)
     await local.share_presence({"s1": "ann"}, ["ann"])
     assert await local.presence() == ({"s1": "ann"}, {"ann"})
+    await local.put_job_state("deploy", {"state": "running"})
+    assert await local.job_state("deploy") is None  # its own job is the only one

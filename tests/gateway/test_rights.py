@@ -259,6 +259,37 @@ async def test_a_tier_change_and_a_disable_from_the_cli_reach_an_open_socket_at_
         ("cli", "user_disabled"), ("cli", "tier_changed")]
 
 
+async def test_an_agents_event_checks_every_open_socket_before_its_pushes(
+        gateway: Gateway, store: Store, api: httpx.AsyncClient) -> None:
+    """An ``/agent`` event reads its user and the users of every open socket at once, and its
+    pushes go by that read (one read, not one per push): a user disabled from the CLI before
+    another agent's takeover is disconnected before that takeover's pushes, and hears none."""
+    cleo_name, dana_name = (f"{n}-{uuid.uuid4().hex[:6]}" for n in ("cleo", "dana"))
+    cleo = await user_login(store, api, cleo_name, "agent")
+    dana = await user_login(store, api, dana_name, "agent")
+    watching, statuses = await agent_console(gateway, cleo, "status")
+    gone = asyncio.Event()
+    watching.on("disconnect", gone.set, namespace=AGENT_NAMESPACE)
+    acting, _ = await agent_console(gateway, dana, "status")
+    customer = await Widget(gateway.url).connect()
+    try:
+        session_id = await customer.started("hello")
+        await _cli(gateway, "disable", "--username", cleo_name, "--reason", "left the team")
+        assert watching.connected
+        answer = await acting.call("takeover", {"conversation_id": session_id},
+                                   namespace=AGENT_NAMESPACE, timeout=WAIT)
+        assert answer["conversation"]["owner"] == dana_name, answer
+        await asyncio.wait_for(gone.wait(), WAIT)
+        taken = []
+        while not statuses.empty():
+            taken.append(statuses.get_nowait())
+        assert not any(s.get("owner") == dana_name for s in taken), taken
+    finally:
+        await customer.close()
+        await acting.disconnect()
+        await watching.disconnect()
+
+
 async def test_logout_and_disable_end_sockets(
         gateway: Gateway, store: Store, api: httpx.AsyncClient) -> None:
     admin = await user_login(store, api, "rights-admin", "admin")
@@ -383,3 +414,42 @@ async def test_the_conversation_list_is_paginated_and_filtered(
     mine = (await api.get("/api/conversations", headers=agent,
                           params={"owner": "nobody-owns-this"})).json()
     assert mine == {"conversations": [], "next_offset": None}
+
+
+async def test_pushes_asking_at_once_share_a_read_that_started_after_they_asked(
+        tmp_path: Path) -> None:
+    """The users before a push: the pushes that ask while a read runs share the next read
+    (a burst is two reads, not one each), and none is served by a read that started before
+    it asked, so a change committed before it asked is seen."""
+    from handoff.web.notifier import _UsersReads
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'users.db'}")
+    await store.migrate()
+    try:
+        for name in ("una", "vic"):
+            await store.create_user(name, password_hash="x", tier="agent")
+        calls: list[set[str]] = []
+        gate = asyncio.Event()
+
+        async def read(names: Any) -> Any:
+            calls.append(set(names))
+            await gate.wait()
+            return await store.users_by_name(names)
+
+        reads = _UsersReads(read)
+        gate.set()
+        burst = await asyncio.gather(*(reads.users({"una"}) for _ in range(50)))
+        assert calls == [{"una"}] and all(not b["una"].disabled for b in burst)
+        gate.clear()
+        running = asyncio.ensure_future(reads.users({"una"}))
+        await asyncio.sleep(0.05)  # the read has started (and waits at the gate)
+        await store.update_user("una", disabled=True)
+        after = [asyncio.ensure_future(reads.users(n)) for n in ({"una"}, {"vic"})]
+        await asyncio.sleep(0.05)
+        assert len(calls) == 2  # the ones asking now wait for the next read
+        gate.set()
+        later = await asyncio.gather(*after)
+        await running
+        assert calls[2] == {"una", "vic"}  # one read for both
+        assert all(found["una"].disabled for found in later) and "vic" in later[1]
+    finally:
+        await store.close()

@@ -14,6 +14,7 @@ import dataclasses
 import sqlite3
 import subprocess
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -324,6 +325,42 @@ async def test_stale_version_conflict(store: Store, conv: str) -> None:
         await store.save_step("nope", expected_version=1, **args)  # type: ignore[arg-type]
     with pytest.raises(BadRequest):
         await store.save_step(conv, expected_version=2, **{**args, "mode": "x"})  # type: ignore[arg-type]
+
+
+async def test_a_step_from_the_row_it_had_writes_the_same_without_reading_it(
+        store: Store, conv: str) -> None:
+    """``before``: the row at ``expected_version`` that the caller stepped from (the shell's
+    kept row). The step writes exactly what it writes without it (queue time kept, messages
+    numbered on), and a row that moved on meanwhile is still refused."""
+    start = await store.get_conversation(conv)
+    queued = (await store.save_step(
+        conv, expected_version=1, mode="review", owner=None, queued=True,
+        queue_reason="low confidence", state={}, before=start,
+        appended=[{"sender": "customer", "text": "one", "client_message_id": "m1"}])).conversation
+    saved = await store.save_step(
+        conv, expected_version=2, mode="review", owner=None, queued=True,
+        queue_reason="low confidence", state={"n": 2}, before=queued,
+        appended=[{"sender": "customer", "text": "one", "client_message_id": "m1"},
+                  {"sender": "bot", "text": "two"}, {"sender": "bot", "text": "three"}],
+        audit={"actor": "ann", "action": "review", "target": f"conversation:{conv}",
+               "details": None})
+    assert saved.conversation.queued_at == queued.queued_at  # still queued: keeps its place
+    assert [(m.seq, m.text, m.replayed) for m in saved.messages] == [
+        (1, "one", True), (2, "two", False), (3, "three", False)]
+    assert saved.conversation.last_seq == 1  # as returned by the step's first statement
+    assert (await store.get_conversation(conv)).last_seq == 3
+    assert [(e.actor, e.action) for e in await store.list_audit(actor="ann")] == [
+        ("ann", "review")]
+    with pytest.raises(StaleVersion) as err:  # the row moved on since ``queued``
+        await store.save_step(conv, expected_version=2, mode="human", owner="bo",
+                              queued=False, queue_reason=None, state={}, before=queued)
+    assert (err.value.to_dict()["expected_version"], err.value.to_dict()["current_version"]
+            ) == (2, 3)
+    gone = dataclasses.replace(start, id="nope")
+    with pytest.raises(NotFound):
+        await store.save_step("nope", expected_version=1, mode="bot", owner=None,
+                              queued=False, queue_reason=None, state={}, before=gone)
+    assert [m.text for m in await store.list_messages(conv)] == ["one", "two", "three"]
 
 
 async def test_concurrent_state_writes_one_wins(store: Store, conv: str) -> None:
@@ -1047,3 +1084,73 @@ async def test_sqlite_writes_take_turns_agents_first_and_reads_do_not_wait(
     await asyncio.wait_for(asyncio.gather(holder, ahead, *customers), 10)
     order = [e.actor for e in reversed(await store.list_audit())]
     assert order == ["agent", "customer-0", "customer-1", "customer-2", "customer-3"]
+
+
+async def test_a_sqlite_step_runs_whole_in_one_store_thread(sqlite_store: Store) -> None:
+    """On a SQLite file a router step is one hand-off from the event loop: all its statements
+    run in one of the store's threads, BEGIN to COMMIT, and the row it stepped from is not
+    read again; a transaction that awaits anything else is refused and writes nothing."""
+    store = sqlite_store
+    conv = await store.upsert_conversation("t1")
+    ran: list[tuple[int, str]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        ran.append((threading.get_ident(), statement.split()[0].upper()))
+
+    assert store._threaded is not None
+    sa.event.listen(store._threaded, "before_cursor_execute", seen)
+    await store.save_step(
+        "t1", expected_version=1, mode="review", owner="ann", queued=False, queue_reason=None,
+        state={}, before=conv, appended=[{"sender": "system", "text": "ann joined"}],
+        audit={"actor": "ann", "action": "review", "target": "conversation:t1",
+               "details": None})
+    assert len({ident for ident, _ in ran}) == 1
+    assert ran[0][0] != threading.get_ident()  # not the event loop's
+    # BEGIN IMMEDIATE; the state (RETURNING); its change; the message's number and row; audit
+    assert [word for _, word in ran] == ["BEGIN", "UPDATE", "INSERT", "UPDATE", "INSERT",
+                                         "INSERT"]
+    sa.event.remove(store._threaded, "before_cursor_execute", seen)
+
+    async def awaits_elsewhere(conn: Any) -> None:
+        await conn.execute(sa.text("INSERT INTO audit_log (created_at, actor, action) "
+                                   "VALUES ('2026-01-01', 'x', 'y')"))
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="awaited something other"):
+        await store._run(awaits_elsewhere, write=True)
+    assert await store.list_audit(actor="x") == []
+
+
+async def test_agents_transactions_on_postgresql_do_not_wait_for_a_busy_pool(
+        store: Store) -> None:
+    """On PostgreSQL the agents' transactions (``ahead``) have connections of their own:
+    with every connection of the main pool held by other transactions (a burst of customer
+    messages), an agent's read and write go through at once while another read waits."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite orders its writers instead (the test above)")
+    held, release = asyncio.Event(), asyncio.Event()
+    holding = 0
+    size = store._engine.sync_engine.pool.size() + store._engine.sync_engine.pool._max_overflow
+
+    async def hold() -> None:
+        nonlocal holding
+        async with store._tx(write=False) as conn:
+            await conn.execute(sa.text("SELECT 1"))
+            holding += 1
+            if holding == size:
+                held.set()
+            await release.wait()
+
+    holders = [asyncio.ensure_future(hold()) for _ in range(size)]
+    try:
+        await asyncio.wait_for(held.wait(), 10)
+        waiting = asyncio.ensure_future(store.list_audit())
+        with store.ahead():
+            await asyncio.wait_for(store.audit("agent", "takeover"), 5)
+            assert [e.actor for e in await asyncio.wait_for(store.list_audit(), 5)] == ["agent"]
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # the main pool is still all taken
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+    assert [e.actor for e in await asyncio.wait_for(waiting, 10)] == ["agent"]
