@@ -54,7 +54,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RASA_PYTHON = PROJECT_ROOT / ".venv" / "rasa" / "bin" / "python"
 RETRAIN_WAIT = 1200.0  # seconds: writing, a real training run and two `rasa test` runs each
 
-WRONG = "i would love to join northwind goods as a customer"  # NLU: contact_customer_service
+# read as place_order (0.86, create_account 0.13) by the model `make train` trains: a customer
+# asking to become one is told how to order
+WRONG = "i wish to join the shop"
 NEW_POLICY = ("You can return most items within 60 days of delivery for a full refund, unused "
               "and in their original packaging. Refunds go to the original payment method "
               "within 5-7 business days after we receive the return.")
@@ -336,7 +338,7 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
     old_policy = await _ask(system, REFUND_POLICY)
     held, corrected = await _reviewed_turn(system, api, agent, WRONG,
                                            {"type": "relabel", "intent": "create_account"})
-    assert held["parse"]["intent"] == "contact_customer_service"
+    assert held["parse"]["intent"] == "place_order"
     assert corrected != wrong_answer
     correction = await _accept(api, trainer, "relabelled")
     assert correction["model_version"] == old_model

@@ -70,9 +70,9 @@ async def test_a_legal_threat_goes_to_a_person_before_the_bot_answers(
     assert "legal" in conversation.state["queue_detail"].lower()
 
 
-MISREAD = "Order 633271: wrong house number, it's 18 not 81"
-"""A held-out example of change_shipping_address the model reads as inform (0.94); triage's
-embeddings disagree (review, 0.72 at the default weights)."""
+MISREAD = "Order 633271: wrong door number, it's 18 not 81"
+"""A change of the delivery address the model reads as inform (0.95, change_shipping_address
+0.05); triage's embeddings disagree."""
 
 
 async def test_a_misread_is_held_before_it_reaches_the_customer(

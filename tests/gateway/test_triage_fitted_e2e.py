@@ -41,7 +41,7 @@ pytestmark = pytest.mark.asyncio
 FLOOR = 0.01  # the configured review threshold: many messages would be held at it
 # Everyday messages, some riskier than the floor (0.02-0.1 with the project's model)
 CALM = ["my parcel is late", "thanks but no", "hm", "what is your return policy?"]
-MISREAD = "Order 633271: wrong house number, it's 18 not 81"  # test_triage_e2e.py: held
+MISREAD = "Order 633271: wrong door number, it's 18 not 81"  # test_triage_e2e.py: held
 
 
 @pytest.fixture(scope="module")
