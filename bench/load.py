@@ -508,6 +508,10 @@ class Report:
     rasa_calls: dict[str, int] = field(default_factory=dict)  # server (":port") -> calls
     differences: list[str] = field(default_factory=list)  # each mismatch, spelled out
     on_several_servers: int = 0  # conversations with turns on more than one Rasa server
+    # trackers behind what their customer saw right after the swarm (a reviewed reply's
+    # action still waiting for its Rasa call), and the seconds until every call was done
+    behind_at_end: int = 0
+    settle_seconds: float = 0.0
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     @property
@@ -544,6 +548,8 @@ class Report:
             f"{len(self.queued_for_load)} |",
             f"| unanswered messages | {self.unanswered} |",
             f"| trackers that differ from what the customer saw | {len(self.mismatched)} |",
+            f"| the same right after the swarm, before the gateway's last Rasa calls "
+            f"({self.settle_seconds:.1f} s) | {self.behind_at_end} |",
             f"| customers told the reply is on its way | {self.delayed_notices} |",
         ]
         out += [f"| Rasa calls answered by the server at {server} | {calls} |"
@@ -576,6 +582,21 @@ async def tracker_texts(client: httpx.AsyncClient, system: System, sender: str) 
         texts += [p["text"] for p in bot_uttered_payloads(message)
                   if isinstance(p.get("text"), str)]
     return texts
+
+
+SETTLE_WAIT = 120.0  # seconds the gateway gets to finish its Rasa calls after the swarm
+
+
+async def calls_out(client: httpx.AsyncClient, nodes: Sequence[Any],
+                    admins: dict[str, dict[str, str]]) -> int:
+    """Rasa calls running or waiting for their turn, all gateway nodes together."""
+    out = 0
+    for node in nodes:
+        body = (await client.get(f"{node.url}/api/health/detail",
+                                 headers=admins[node.url])).json()
+        out += sum(int(s.get("running", 0)) + int(s.get("waiting", 0))
+                   for s in (body.get("rasa_calls") or {}).values())
+    return out
 
 
 async def rasa_calls(client: httpx.AsyncClient, system: System,
@@ -681,6 +702,17 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
         for agent in agents:
             await agent.close()
         await asyncio.gather(*(c.close() for c in swarm), return_exceptions=True)
+        # A reviewed reply reaches the customer before its action is run in Rasa (the
+        # continuation, a Rasa call of its own, waits its turn in the admission queue like any
+        # other): the trackers are compared once every node's calls are done, and those that
+        # differed at the end of the swarm are counted apart.
+        at_end = {c.session_id for c in swarm
+                  if await tracker_texts(client, system, c.session_id) != c.seen}
+        settle_started = time.monotonic()
+        while time.monotonic() - settle_started < SETTLE_WAIT and await calls_out(
+                client, nodes, admins):
+            await asyncio.sleep(0.5)
+        settle_seconds = time.monotonic() - settle_started
         mismatched = []
         differences: list[str] = []
         for customer in swarm:
@@ -707,6 +739,7 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
         unanswered=sum(1 for _, _, t in turns if t.answered is None)
         + sum(messages - len(c.turns) for c in swarm),
         mismatched=mismatched, differences=differences,
+        behind_at_end=len(at_end), settle_seconds=settle_seconds,
         delayed_notices=sum(1 for c in swarm if "reply_delayed" in c.notices),
         most_waiting=most_waiting, down_polls=down_polls,
         human_queue=len(queued.get("conversations") or []),
