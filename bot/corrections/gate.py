@@ -123,7 +123,7 @@ def project_key(root: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-_IMPORTERS: Dict[Path, tuple] = {}  # root -> (project_key, importer): at most two
+_IMPORTERS: Dict[Path, "tuple[str, Any]"] = {}  # root -> (project_key, importer): at most two
 
 
 def shared_importer(root: Path, last_use: bool = False) -> Any:

@@ -78,12 +78,17 @@ def cluster(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iter
                                       {**env, "HANDOFF_NODE_ID": "node-b"}))
         yield Cluster(started[0], started[1], env, database_url, prefix, tmp)
     finally:
-        for gateway in started:
-            _stop(gateway.process)
-        client = redis.Redis.from_url(REDIS_URL)
-        for key in client.scan_iter(f"{prefix}:*"):
-            client.delete(key)
-        asyncio.run(_pg_admin(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        stop_nodes(started, prefix, name)
+
+
+def stop_nodes(started: list[Gateway], prefix: str, database: str) -> None:
+    """Stop the gateway nodes, then remove their Redis keys and their PostgreSQL database."""
+    for gateway in started:
+        _stop(gateway.process)
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    asyncio.run(_pg_admin(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
 @pytest_asyncio.fixture

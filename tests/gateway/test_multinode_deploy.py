@@ -21,7 +21,6 @@ import io
 import json
 import shutil
 import socket
-import sys
 import tarfile
 import threading
 import time
@@ -44,8 +43,9 @@ from handoff.store import Store
 from tests.conftest import free_port
 from tests.gateway.clients import WAIT, Widget, user_login
 from tests.gateway.conftest import (PG_ADMIN_DSN, REDIS_URL, Gateway, _pg_admin, _start_gateway,
-                                    _stop, redis_reachable)
-from tests.gateway.test_multinode import Console
+                                    redis_reachable)
+from tests.gateway.test_multinode import Console, stop_nodes
+from tests.gateway.test_retrain_recovery import ScriptedRetrainer
 
 pytestmark = pytest.mark.asyncio
 redis = pytest.importorskip("redis")  # the gateway's lock file has it
@@ -83,12 +83,7 @@ def _nodes(tmp: Path, rasa_url: str, token: str, control_url: str) -> Iterator[N
                                           {**env, "HANDOFF_NODE_ID": f"node-{node}"}))
         yield Nodes(started[0], started[1], database_url, control_url)
     finally:
-        for gateway in started:
-            _stop(gateway.process)
-        client = redis.Redis.from_url(REDIS_URL)
-        for key in client.scan_iter(f"{prefix}:*"):
-            client.delete(key)
-        asyncio.run(_pg_admin(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        stop_nodes(started, prefix, name)
 
 
 def _renamed_model(source: Path, target: Path, model_id: str) -> None:
@@ -291,15 +286,6 @@ print(json.dumps({"outcome": "written", "write": {"ok": True, "model": "shared.t
 """
 
 
-class ScriptedRetrainer(Retrainer):
-    def __init__(self, pool: Any, project: Path, signals: Path) -> None:
-        super().__init__(pool, project)
-        self.signals = signals
-
-    def command(self, records: Path, live_model: Path, finetune: bool) -> list[str]:
-        return [sys.executable, "-c", _JOB, str(self.signals)]
-
-
 @dataclass
 class Scripted:
     nodes: Nodes
@@ -323,7 +309,7 @@ def scripted(rasa_stack: Stack, tmp_path: Path) -> Iterator[Scripted]:
         metadata=lambda path: {"model_id": MODEL_ID, "trained_at": "2026-12-07T03:00:00"},
         status=lambda: {"live": dict(live), "candidate": None, "models": []})
     port = free_port()
-    server = serve_control(pool, ScriptedRetrainer(pool, tmp_path, signals),  # type: ignore[arg-type]
+    server = serve_control(pool, ScriptedRetrainer(pool, tmp_path, signals, _JOB, ()),  # type: ignore[arg-type]
                            port, rasa_stack.token)
     try:
         with _nodes(tmp_path, old.url, rasa_stack.token, f"http://127.0.0.1:{port}") as nodes:

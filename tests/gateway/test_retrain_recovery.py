@@ -66,12 +66,16 @@ print(json.dumps({"outcome": "written",
 
 
 class ScriptedRetrainer(Retrainer):
-    def __init__(self, pool: Any, project: Path, signals: Path) -> None:
+    """Runs ``job`` (a script standing in for ``python -m bot.retrain``) with the signals'
+    folder and ``args``."""
+
+    def __init__(self, pool: Any, project: Path, signals: Path, job: str = _JOB,
+                 args: tuple[str, ...] = (MODEL_FILE,)) -> None:
         super().__init__(pool, project)
-        self.signals = signals
+        self.signals, self.job, self.args = signals, job, args
 
     def command(self, records: Path, live_model: Path, finetune: bool) -> list[str]:
-        return [sys.executable, "-c", _JOB, str(self.signals), MODEL_FILE]
+        return [sys.executable, "-c", self.job, str(self.signals), *self.args]
 
 
 @pytest.fixture
