@@ -49,11 +49,7 @@ def debug_lines(stderr: str) -> List[str]:
     return [line for line in stderr.splitlines() if DEBUG_LINE.search(line)]
 
 
-# In the long run only (two trainings and two proofs, about two minutes; the default run had
-# grown to within a minute of CI's 30): the default run still writes, trains, proves and
-# deploys a candidate in tests/gateway/test_deploys.py, refuses a bad correction there with
-# nothing changed, and checks the proof's diagnosis in tests/test_prove.py.
-@pytest.mark.long
+# One training and one proof, in the retraining's own process (about a minute).
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_refused_candidate_leaves_the_data_unchanged_and_says_where_and_why(
