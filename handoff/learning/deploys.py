@@ -42,6 +42,7 @@ from handoff.learning.jobs import (
     State,
     TrainerNotifier,
     job_seconds,
+    job_view,
     now,
     outcome,
     parse_time,
@@ -173,17 +174,8 @@ class Deploys:
         return None if self.job is None else self.job.to_json()
 
     async def view(self) -> dict[str, Any] | None:
-        """The running or last deploy of any gateway node: this node's while it runs one,
-        else the newer of its own last and the one the nodes share."""
-        own = self.state()
-        if own is not None and self.cluster.shared:
-            own["node"] = self.cluster.node_id
-        if own is not None and own["state"] == "running":
-            return own
-        shared = await self.cluster.job_state("deploy")
-        if shared is None or (own is not None and own["started_at"] >= shared["started_at"]):
-            return own
-        return shared
+        """The running or last deploy of any gateway node (:func:`job_view`)."""
+        return await job_view(self.cluster, "deploy", self.state())
 
     async def _share(self, job: DeployJob) -> None:
         await self.cluster.put_job_state("deploy", job.to_json())

@@ -12,11 +12,15 @@ import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from handoff.errors import HandoffError
 
-__all__ = ["Outcome", "State", "TrainerNotifier", "job_seconds", "now", "outcome", "parse_time"]
+if TYPE_CHECKING:
+    from handoff.conversation.cluster import Cluster
+
+__all__ = ["Outcome", "State", "TrainerNotifier", "job_seconds", "job_view", "now", "outcome",
+           "parse_time"]
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +75,17 @@ def job_seconds(started_at: str, finished_at: str | None) -> float:
     """How long a job ran, from its ISO 8601 start and end (0 when either is unreadable)."""
     start, end = parse_time(started_at), parse_time(finished_at)
     return 0.0 if start is None or end is None else max(0.0, (end - start).total_seconds())
+
+
+async def job_view(cluster: Cluster, name: str,
+                   own: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The running or last job ``name`` of any gateway node: this node's (``own``) while it
+    runs one, else the newer of its own last and the one the nodes share."""
+    if own is not None and cluster.shared:
+        own["node"] = cluster.node_id
+    if own is not None and own["state"] == "running":
+        return own
+    shared = await cluster.job_state(name)
+    if shared is None or (own is not None and own["started_at"] >= shared["started_at"]):
+        return own
+    return shared

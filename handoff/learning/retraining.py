@@ -37,6 +37,7 @@ from handoff.learning.jobs import (
     State,
     TrainerNotifier,
     job_seconds,
+    job_view,
     now,
     outcome,
     parse_time,
@@ -145,17 +146,8 @@ class Retraining:
         return None if self.job is None else self.job.to_json(list(self._log))
 
     async def view(self) -> dict[str, Any] | None:
-        """The running or last retraining of any gateway node: this node's while it runs
-        one, else the newer of its own last and the one the nodes share."""
-        own = self.state()
-        if own is not None and self.cluster.shared:
-            own["node"] = self.cluster.node_id
-        if own is not None and own["state"] == "running":
-            return own
-        shared = await self.cluster.job_state("retrain")
-        if shared is None or (own is not None and own["started_at"] >= shared["started_at"]):
-            return own
-        return shared
+        """The running or last retraining of any gateway node (:func:`job_view`)."""
+        return await job_view(self.cluster, "retrain", self.state())
 
     async def _share(self) -> None:
         if self.cluster.shared and (state := self.state()) is not None:
