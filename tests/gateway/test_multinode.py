@@ -55,10 +55,7 @@ class Cluster:
 def cluster(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Nodes A and B on a new PostgreSQL database and a Redis prefix of their own."""
     redis_reachable()
-    name = f"handoff_nodes_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_admin(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"'))
-    database_url = sa.make_url(PG_ADMIN_DSN).set(
-        drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+    name, database_url = fresh_database("handoff_nodes")
     prefix = f"handoff-test-{uuid.uuid4().hex[:8]}"
     tmp = tmp_path_factory.mktemp("nodes")
     env = {"HANDOFF_DATABASE_URL": database_url, "HANDOFF_REDIS_URL": REDIS_URL,
@@ -79,6 +76,14 @@ def cluster(rasa_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield Cluster(started[0], started[1], env, database_url, prefix, tmp)
     finally:
         stop_nodes(started, prefix, name)
+
+
+def fresh_database(stem: str) -> tuple[str, str]:
+    """A new PostgreSQL database named ``<stem>_<random>``: its name and its asyncpg URL."""
+    name = f"{stem}_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"'))
+    return name, sa.make_url(PG_ADMIN_DSN).set(
+        drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
 
 
 def stop_nodes(started: list[Gateway], prefix: str, database: str) -> None:

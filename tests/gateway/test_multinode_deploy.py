@@ -33,7 +33,6 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from bot.control import RasaPool, Retrainer, serve_control
 from bot.model_runs import archive_metadata
@@ -42,9 +41,8 @@ from handoff.conversation.customer_protocol import NOTICE_TEXTS, RASA_DOWN_TEXT
 from handoff.store import Store
 from tests.conftest import free_port
 from tests.gateway.clients import WAIT, Widget, user_login
-from tests.gateway.conftest import (PG_ADMIN_DSN, REDIS_URL, Gateway, _pg_admin, _start_gateway,
-                                    redis_reachable)
-from tests.gateway.test_multinode import Console, stop_nodes
+from tests.gateway.conftest import REDIS_URL, Gateway, _start_gateway, redis_reachable
+from tests.gateway.test_multinode import Console, fresh_database, stop_nodes
 from tests.gateway.test_retrain_recovery import ScriptedRetrainer
 
 pytestmark = pytest.mark.asyncio
@@ -67,10 +65,7 @@ def _nodes(tmp: Path, rasa_url: str, token: str, control_url: str) -> Iterator[N
     """Nodes A and B on a new PostgreSQL database and a Redis prefix of their own, both
     with the supervisor at ``control_url`` and ``rasa_url`` as their Rasa server."""
     redis_reachable()
-    name = f"nodes_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_admin(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"'))
-    database_url = sa.make_url(PG_ADMIN_DSN).set(
-        drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+    name, database_url = fresh_database("nodes")
     prefix = f"nodes:{uuid.uuid4().hex[:8]}"
     env = {"HANDOFF_DATABASE_URL": database_url, "HANDOFF_REDIS_URL": REDIS_URL,
            "HANDOFF_REDIS_PREFIX": prefix, "HANDOFF_NODE_LEASE": str(LEASE),
