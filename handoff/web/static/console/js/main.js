@@ -27,6 +27,7 @@ let trainer = null; // the trainers' corrections panel (right review_corrections
 let privacy = null; // the Customers' data section (right protect_data)
 let auditLog = null; // the admins' audit log view (right manage_users)
 let current = null; // {id, detail}
+let presenceSeen = 0; // presences the socket brought: a GET begun before one must not undo it
 let domainPromise = null;
 let refreshTimer = null;
 const suggestions = new Map(); // conversation id -> latest suggestion push (Rasa's prediction)
@@ -151,13 +152,15 @@ async function startApp() {
     deploy_progress: (p) => { if (models) models.onDeployProgress(p); },
     deploy_finished: (job) => { if (models) models.onDeployFinished(job); },
     model_deployed: () => { domainPromise = null; if (models) models.load(); },
-    presence: (p) => renderPresence(p),
+    presence: (p) => { presenceSeen += 1; renderPresence(p); },
     rasa_health: (h) => renderRasaHealth(h),
     rights: (r) => rightsChanged(r),
   }, (state) => {
     const badge = $("#live");
     badge.textContent = { live: "live", reconnecting: "reconnecting\u2026", refused: "offline" }[state];
     badge.className = `live ${state}`;
+    // a click while the socket is down would be lost: the button waits for the connection
+    $("#presence").disabled = state !== "live";
     if (state === "live") { reloadList(); loadHealth(); if (current) refresh(); }
     if (state === "refused") api.onUnauthorized();
   });
@@ -188,10 +191,11 @@ function renderRasaHealth(health) {
 }
 
 async function loadHealth() {
+  const seen = presenceSeen;
   try {
     const [presence, health] = await Promise.all([
       api.request("GET", "/api/presence"), api.request("GET", "/api/health/detail")]);
-    renderPresence(presence.presence);
+    if (seen === presenceSeen) renderPresence(presence.presence);
     renderRasaHealth(health.rasa);
   } catch (err) {
     if (err.status !== 401) showError(err);
@@ -202,7 +206,7 @@ $("#presence").addEventListener("click", () => {
   if (!live) return;
   const away = $("#presence").getAttribute("aria-pressed") === "true";
   live.emit("presence", { status: away ? "available" : "away" }, (answer) => {
-    if (answer && answer.presence) renderPresence(answer.presence);
+    if (answer && answer.presence) { presenceSeen += 1; renderPresence(answer.presence); }
     else if (answer && answer.message) showError(answer.message);
   });
 });
