@@ -57,6 +57,10 @@ before and after a change, side by side in one run. ``--pg-prefix`` names the fr
 
     .venv/gateway/bin/python bench/load.py --customers 200 --messages 3 --review-share 0.5 \
         --database-url sqlite,postgresql --gateway-code /work/main,. --pg-prefix takeover
+
+SIGTERM (``timeout``, a CI's cancel) stops a run as Ctrl-C does: the swarm or the idle sockets
+are cancelled, the client processes close their sockets and exit, the servers stop and the
+fresh databases are dropped; nothing it started is left running.
 """
 
 from __future__ import annotations
@@ -75,11 +79,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -951,9 +955,14 @@ async def run_idle(node: Node, sockets: int, limit_bytes: int = GIGABYTE,
         for w in workers:
             await w.tell("close")
     finally:
+        # told to close, or cut off (cancelled: SIGTERM, Ctrl-C): a client process whose
+        # stdin ends closes its sockets and exits, as after "close"
+        for w in workers:
+            if w.process.stdin is not None and not w.process.stdin.is_closing():
+                w.process.stdin.close()
         for w in workers:
             try:
-                await asyncio.wait_for(w.process.wait(), 60)
+                await asyncio.wait_for(w.process.wait(), WORKER_EXIT_WAIT)
             except asyncio.TimeoutError:
                 w.process.kill()
                 await w.process.wait()
@@ -988,6 +997,54 @@ def idle_lines(figures: dict[str, float]) -> list[str]:
         f"| memory per socket | {figures['per_socket'] / 1024:.1f} KB |",
         f"| idle sockets that fit under 1 GB (extrapolated) | {figures['fit_in_limit']:.0f} |",
     ]
+
+
+R = TypeVar("R")
+WORKER_EXIT_WAIT = 30.0  # seconds an idle-socket client process gets to close its sockets
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    """SIGTERM outside the event loop: unwind as Ctrl-C does (every ``finally`` and context
+    manager runs: the servers stop, the fresh databases are dropped). A second one during that
+    clean-up is ignored, so that it completes."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(128 + signum)
+
+
+def run_terminable(main: Coroutine[Any, Any, R]) -> R:
+    """``asyncio.run(main)``, with SIGTERM doing what Ctrl-C does to it: the running
+    coroutine is cancelled (its clients close, its client processes are stopped in their
+    ``finally`` blocks), then SystemExit(143) unwinds the rest as :func:`_terminated` does.
+
+    Not :func:`_terminated` inside the loop: a handler that raises there leaves from whatever
+    callback runs, and a signal delivered to another of the process's threads waits until the
+    loop wakes; ``add_signal_handler`` wakes the loop at once and cancels in order."""
+    terminated = False
+
+    async def cancelled_by_sigterm() -> R:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            if not terminated:
+                terminated = True
+                task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        try:
+            return await main
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN if terminated else _terminated)
+
+    try:
+        return asyncio.run(cancelled_by_sigterm())
+    except asyncio.CancelledError:
+        if terminated:
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1064,8 +1121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     extra = dict(item.split("=", 1) for item in args.gateway_env)
     # A run stopped with SIGTERM (a timeout, a CI's cancel) stops its servers and drops its
-    # database as Ctrl-C does: the exit unwinds through started_system's clean-up.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    # database as Ctrl-C does: the exit unwinds through started_system's clean-up (and, in
+    # the swarm and the idle sockets, through run_terminable's cancellation first).
+    signal.signal(signal.SIGTERM, _terminated)
     shared = max(pools) > 1
     databases = [d.strip() for d in args.database_url.split(",")] if "," in \
         args.database_url else [args.database_url]
@@ -1092,10 +1150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"model {latest_model().name}; {args.nodes} gateway node(s); Rasa servers "
               f"{args.rasa} ({stores}); load average {os.getloadavg()[0]:.2f}", flush=True)
         if args.idle:
-            figures = asyncio.run(run_idle(systems[0][1].nodes[0], args.idle,
-                                           batch=args.idle_batch,
-                                           processes=args.idle_processes,
-                                           hold=args.idle_hold))
+            figures = run_terminable(run_idle(systems[0][1].nodes[0], args.idle,
+                                              batch=args.idle_batch,
+                                              processes=args.idle_processes,
+                                              hold=args.idle_hold))
             print(f"load average {os.getloadavg()[0]:.2f}")
             print("\n".join(idle_lines(figures)))
             if args.json:
@@ -1105,9 +1163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rate in [float(r) for r in args.rate.split(",")]:
             for servers, system in systems:
                 load_before = os.getloadavg()[0]
-                report = asyncio.run(run_load(system, args.customers, args.messages, rate,
-                                              args.review_share, deadline=args.deadline,
-                                              hop=args.hop))
+                report = run_terminable(run_load(
+                    system, args.customers, args.messages, rate, args.review_share,
+                    deadline=args.deadline, hop=args.hop))
                 reports.append((system.label, rate, report))
                 print(f"\n{system.label} --rate {rate:g} (load average "
                       f"{load_before:.2f} -> {os.getloadavg()[0]:.2f}): " + "\n".join(report.lines()), flush=True)

@@ -1,6 +1,9 @@
-"""The supervisor's control API: blue/green Rasa servers and retraining, on loopback.
+"""The supervisor's control API: blue/green Rasa servers and retraining.
 
-``python -m bot.serve`` runs it (``--control-port``, default 5004) beside the servers it starts.
+``python -m bot.serve`` runs it (``--control-port``, default 5004) beside the servers it starts,
+on the interface they listen on (``--interface``: the loopback unless gateway nodes on other
+machines must reach them, docs/deploy.md).
+
 Its one client is the handoff gateway (``HANDOFF_SUPERVISOR_URL``), which decides when to
 switch: loading a model into a running Rasa server (``PUT /model``) blocks every request it
 serves for tens of seconds, so a new model goes live on a *second* Rasa server that shares the
@@ -12,7 +15,8 @@ Every request needs ``Authorization: Bearer <the Rasa token>``; answers are JSON
 
 * ``GET /rasa``: ``{"live": server, "candidate": server | null, "models": [model, ...]}``, where
   a server is ``{"url", "port", "model", "model_id"}`` and a model ``{"file", "model_id",
-  "trained_at"}`` (the archives in ``models/``, newest first).
+  "trained_at"}`` (the archives in ``models/``, newest first). A server's ``url`` has the
+  host the gateway nodes call it by (:meth:`bot.processes.Stack.url`).
 * ``POST /rasa/start {"model": "<file in models/>"}``: start a Rasa server on the idle port with
   that model; answers once it serves it (``server``, with ``"reused": true`` when it is the
   standby a retraining proved that model on, still up: nothing to load). 409 while another
@@ -51,6 +55,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -67,7 +72,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from bot.keeper import Keeper
 from bot.model_runs import archive_metadata
-from bot.processes import Service, Stack, StartupError
+from bot.processes import LOOPBACK, Service, Stack, StartupError
 from bot.retrain import CANDIDATES_DIR
 from bot.standby import TOKEN_ENV as STANDBY_TOKEN_ENV
 
@@ -106,9 +111,10 @@ class Server:
     model: Path
     model_id: Optional[str] = None
     role: Role = "live"
+    url: str = ""  # as the gateway nodes call it
 
     def as_dict(self) -> Dict[str, Any]:
-        return {"url": f"http://127.0.0.1:{self.port}", "port": self.port,
+        return {"url": self.url, "port": self.port,
                 "model": self.model.name, "model_id": self.model_id, "role": self.role}
 
     def moved(self, model: Path) -> None:
@@ -160,7 +166,8 @@ class RasaPool:
 
     def adopt(self, service: Service, port: int, model: Path) -> None:
         """The server :class:`~bot.processes.Stack` started becomes the live one."""
-        self.live = Server(service, port, model, self.metadata(model)["model_id"], "live")
+        self.live = Server(service, port, model, self.metadata(model)["model_id"], "live",
+                           self.stack.url(port))
         self._remember(model)
 
     def status(self) -> Dict[str, Any]:
@@ -189,7 +196,7 @@ class RasaPool:
         assert self.live is not None
         port = self.ports[1] if self.live.port == self.ports[0] else self.ports[0]
         server = Server(self.stack.rasa_service(port, model, nice=BACKGROUND_NICE), port,
-                        model, self.metadata(model)["model_id"], role)
+                        model, self.metadata(model)["model_id"], role, self.stack.url(port))
         self.candidate = server
         return server, stale
 
@@ -256,7 +263,7 @@ class RasaPool:
             server = self.candidate
             if server is None or server.port != port or server.role != "proof":
                 raise ControlError(409, "no_standby", f"no retraining's standby runs on :{port}")
-        url = f"http://127.0.0.1:{port}"
+        url = self.stack.local_url(port)
         try:
             request = urllib.request.Request(
                 f"{url}/model?token={urllib.parse.quote(self.stack.token)}", method="PUT",
@@ -531,9 +538,14 @@ def _json_or_none(text: str) -> Any:
         return None
 
 
+class _ServerV6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6  # an IPv6 interface (ThreadingHTTPServer's is IPv4)
+
+
 def serve_control(pool: RasaPool, retrainer: Retrainer, port: int,
-                  token: str, keeper: Optional[Keeper] = None) -> ThreadingHTTPServer:
-    """Serve the control API on 127.0.0.1:``port`` in a background thread (with ``keeper``,
+                  token: str, keeper: Optional[Keeper] = None,
+                  host: str = LOOPBACK) -> ThreadingHTTPServer:
+    """Serve the control API on ``host``:``port`` in a background thread (with ``keeper``,
     ``GET /processes`` lists the kept processes and their restarts)."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -627,7 +639,7 @@ def serve_control(pool: RasaPool, retrainer: Retrainer, port: int,
                 raise ControlError(400, "bad_request", "'job' must be a name of a job")
             retrainer.run(corrections, bool(body.get("finetune")), emit, job)
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = (_ServerV6 if ":" in host else ThreadingHTTPServer)((host, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="control", daemon=True).start()
     return server

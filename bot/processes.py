@@ -25,10 +25,36 @@ VAR_DIR = PROJECT_ROOT / "var"
 GATEWAY_PYTHON = PROJECT_ROOT / ".venv" / "gateway" / "bin" / "python"
 TOKEN_FILE = VAR_DIR / "rasa-token"
 RASA_RUN = Path(__file__).resolve().parent / "rasa_run.py"
+LOOPBACK = "127.0.0.1"
+WILDCARDS = ("0.0.0.0", "::")  # every interface: an address to listen on, not one to call
 
 
 class StartupError(RuntimeError):
     """A service did not come up; the message says which and shows the end of its log."""
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def reach(interface: str) -> str:
+    """The address this machine calls a server listening on ``interface`` by: the interface
+    itself, or the loopback for a wildcard."""
+    return LOOPBACK if interface in WILDCARDS else interface
+
+
+def advertised_host(interface: str, advertised: str = "") -> str:
+    """The host in the URLs handed to the gateway nodes for servers listening on ``interface``:
+    ``advertised`` when given, else the interface. ValueError for a wildcard interface with
+    none (``0.0.0.0`` names no machine the nodes could call)."""
+    if advertised:
+        return advertised
+    if interface in WILDCARDS:
+        raise ValueError(f"the Rasa servers listen on {interface} (every interface): name the "
+                         "host the gateway nodes call them by (--advertised-host, "
+                         "$RASA_ADVERTISED_HOST)")
+    return interface
 
 
 def rasa_token() -> str:
@@ -143,6 +169,11 @@ class Stack:
     of ``endpoints.yml``). Without ``endpoints`` a file is written that names the action
     server and, with ``tracker_db``, a SQLite tracker store there: Rasa servers that share it
     share the conversations (a blue/green deploy, :mod:`bot.control`).
+
+    The Rasa servers listen on ``interface`` (the loopback unless told otherwise: gateway
+    nodes on other machines need a private interface, docs/deploy.md) and are named to the
+    gateway by :meth:`url`, with ``advertised`` as host (default: the interface). The action
+    server stays on the loopback: only the Rasa servers beside it call it.
     """
 
     rasa_bin: Path
@@ -156,11 +187,24 @@ class Stack:
     env: Dict[str, str] = field(default_factory=dict)
     project: Path = PROJECT_ROOT
     tracker_db: Optional[Path] = None
+    interface: str = LOOPBACK
+    advertised: str = ""
     services: List[Service] = field(default_factory=list)
 
     @property
     def rasa_url(self) -> str:
-        return f"http://127.0.0.1:{self.rasa_port}"
+        """The URL of the first Rasa server, as the gateway nodes are told it."""
+        return self.url(self.rasa_port)
+
+    def url(self, port: int) -> str:
+        """The URL the gateway nodes call the Rasa server on ``port`` by."""
+        return http_url(advertised_host(self.interface, self.advertised), port)
+
+    def local_url(self, port: int) -> str:
+        """The URL this machine calls the Rasa server on ``port`` by (its readiness, a
+        standby's model load): the interface it listens on, whatever name it is advertised
+        by."""
+        return http_url(reach(self.interface), port)
 
     def _endpoints_file(self) -> Path:
         if self.endpoints is not None:
@@ -168,7 +212,7 @@ class Stack:
         path = self.log_dir / f"endpoints-{self.actions_port}.yml"
         path.parent.mkdir(parents=True, exist_ok=True)
         text = ("action_endpoint:\n"
-                f'  url: "http://127.0.0.1:{self.actions_port}/webhook"\n')
+                f'  url: "{http_url(LOOPBACK, self.actions_port)}/webhook"\n')
         if self.tracker_db is not None:
             text += (f'tracker_store:\n  type: SQL\n  dialect: "sqlite"\n'
                      f"  db: {json.dumps(str(self.tracker_db))}\n")
@@ -176,18 +220,19 @@ class Stack:
         return path
 
     def rasa_service(self, port: int, model: Path, nice: int = 0) -> Service:
-        """A Rasa server (HTTP API on loopback, token auth) on ``port`` with ``model``; with
-        ``nice``, at that lower CPU priority (a deploy's second server loading its model)."""
+        """A Rasa server (HTTP API on :attr:`interface`, token auth) on ``port`` with
+        ``model``; with ``nice``, at that lower CPU priority (a deploy's second server loading
+        its model)."""
         return Service(
             name=f"Rasa server :{port}",
             # the token goes in the environment, not the arguments (which every user can
             # read in ps): bot/rasa_run.py hands it to Rasa's --auth-token in-process
             argv=(["nice", "-n", str(nice)] if nice else []) + [
                 str(self.rasa_bin.parent / "python"), str(RASA_RUN), "run", "--enable-api",
-                "--interface", "127.0.0.1", "--port", str(port),
+                "--interface", self.interface, "--port", str(port),
                 "--model", str(model), "--endpoints", str(self._endpoints_file()),
                 "--credentials", str(self.credentials)],
-            ready_url=f"http://127.0.0.1:{port}/status?token={self.token}",
+            ready_url=f"{self.local_url(port)}/status?token={self.token}",
             log_path=self.log_dir / f"rasa-{port}.log",
             env={**self.env, "GATEWAY_CHANNEL_TOKEN": self.token,  # bot/gateway_channel.py
                  "RASA_AUTH_TOKEN": self.token},
@@ -200,9 +245,9 @@ class Stack:
             name="action server",
             argv=[str(self.rasa_bin), "run", "actions", "--port", str(self.actions_port),
                   "--actions", "actions"],
-            ready_url=f"http://127.0.0.1:{self.actions_port}/health",
+            ready_url=f"{http_url(LOOPBACK, self.actions_port)}/health",
             log_path=self.log_dir / f"actions-{self.actions_port}.log",
-            env={"SANIC_HOST": "127.0.0.1", **self.env},
+            env={"SANIC_HOST": LOOPBACK, **self.env},
             cwd=self.project,
         )
         self.services = [actions, self.rasa_service(self.rasa_port, self.model)]

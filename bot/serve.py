@@ -1,6 +1,7 @@
 """Starts the whole system and stops it cleanly: ``python -m bot.serve`` (what ``make run`` does).
 
-It starts the action server, the Rasa server (HTTP API enabled, loopback only, token auth) and
+It starts the action server, the Rasa server (HTTP API enabled, loopback only unless
+``--interface`` says otherwise, token auth) and
 the handoff gateway (``python -m handoff`` in the gateway's environment; customers connect to it,
 never to Rasa), waits until each answers, prints where to go, and on Ctrl-C or SIGTERM stops every
 process it started, children included (each runs in its own process group). A process that
@@ -8,9 +9,11 @@ crashes meanwhile is started again with back-off while the others keep running
 (:mod:`bot.keeper`, docs/supervision.md).
 
 It is also the supervisor of deploys: the gateway asks its control API (:mod:`bot.control`,
-loopback, the Rasa token) to retrain and to start a second Rasa server on a new model, switches
-to it, and has the old one stopped (docs/deploys.md). The live model is remembered in
-``var/live-model`` for the next start.
+on the same interface, the Rasa token) to retrain and to start a second Rasa server on a new
+model, switches to it, and has the old one stopped (docs/deploys.md). The live model is
+remembered in ``var/live-model`` for the next start. With gateway nodes on other machines,
+``--interface`` is a private interface of this one and ``--advertised-host`` the name they
+call it by (docs/deploy.md, "Rasa servers on a machine of their own").
 
 The processes themselves are :mod:`bot.processes`' (standard library only, so the test suite,
 on Python 3.11, starts the very same ones with :class:`~bot.processes.Stack`).
@@ -31,13 +34,17 @@ from bot.keeper import Keeper
 from bot.processes import (  # re-exported: the tests and benchmarks start the same Stack
     GATEWAY_PYTHON,
     LIVE_MODEL,
+    LOOPBACK,
     PROJECT_ROOT,
     TOKEN_FILE,
     Service,
     Stack,
     StartupError,
+    advertised_host,
+    http_url,
     latest_model,
     model_in_service,
+    reach,
 )
 
 __all__ = ["GATEWAY_PYTHON", "Service", "Stack", "StartupError", "latest_model", "main",
@@ -55,6 +62,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="the deploy and retrain API for the gateway (bot/control.py)")
     parser.add_argument("--actions-port", type=int,
                         default=int(os.environ.get("ACTIONS_PORT", 5055)))
+    parser.add_argument("--interface", default=os.environ.get("RASA_INTERFACE", LOOPBACK),
+                        help="the interface the Rasa servers and the control API listen on "
+                             "(default: the loopback, $RASA_INTERFACE): a private one when "
+                             "gateway nodes on other machines call them (docs/deploy.md)")
+    parser.add_argument("--advertised-host", default=os.environ.get("RASA_ADVERTISED_HOST", ""),
+                        help="the host in the Rasa servers' URLs the control API hands to the "
+                             "gateway nodes (default: the interface, $RASA_ADVERTISED_HOST); "
+                             "needed when the interface is 0.0.0.0")
     parser.add_argument("--model", type=Path,
                         help="model file (default: the one live when last stopped, else the "
                              "newest in models/)")
@@ -73,6 +88,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--restart-max-delay", type=float, default=30.0,
                         help="the longest wait before a restart")
     args = parser.parse_args(argv)
+    try:
+        advertised_host(args.interface, args.advertised_host)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     project = args.project.resolve()
     var_dir = project / "var"
@@ -85,6 +104,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         credentials=project / "credentials.yml",
         log_dir=var_dir / "log",
         project=project,
+        interface=args.interface,
+        advertised=args.advertised_host,
     )
     pool = RasaPool(stack, (args.rasa_port, args.standby_port or args.rasa_port + 1),
                     project / "models", project / LIVE_MODEL)
@@ -111,10 +132,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"start-up failed: {exc}", file=sys.stderr)
         return 1
     pool.adopt(stack.services.pop(), args.rasa_port, stack.model)  # the pool runs Rasa now
-    retrainer = Retrainer(pool, project, f"http://127.0.0.1:{args.control_port}", stack.token,
+    control_url = http_url(reach(args.interface), args.control_port)  # this machine's way in
+    retrainer = Retrainer(pool, project, control_url, stack.token,
                           on_standby=not args.prove_in_process)
     keeper = Keeper(delay=args.restart_delay, max_delay=args.restart_max_delay)
-    control = serve_control(pool, retrainer, args.control_port, stack.token, keeper)
+    control = serve_control(pool, retrainer, args.control_port, stack.token, keeper,
+                            host=args.interface)
     gateway = Service(
         name="handoff gateway",
         argv=[str(GATEWAY_PYTHON), "-m", "handoff"],
@@ -122,7 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log_path=stack.log_dir / "gateway.log",
         env={"HANDOFF_PORT": str(args.gateway_port), "HANDOFF_RASA_URL": stack.rasa_url,
              "HANDOFF_RASA_TOKEN": stack.token,
-             "HANDOFF_SUPERVISOR_URL": f"http://127.0.0.1:{args.control_port}"},
+             "HANDOFF_SUPERVISOR_URL": control_url},
     )
     gateway_log_start = gateway.log_path.stat().st_size if gateway.log_path.exists() else 0
     gateway.start()
@@ -152,9 +175,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "    customers: Socket.IO at /socket.io, Rasa's socketio protocol\n"
         "    agents: JSON API under /api (POST /api/login; OpenAPI at /api/openapi.json),\n"
         "    live updates and actions on Socket.IO /agent\n"
-        f"  Rasa HTTP API (loopback only, token in {TOKEN_FILE.relative_to(PROJECT_ROOT)}):\n"
+        f"  Rasa HTTP API (on {args.interface}, token in "
+        f"{TOKEN_FILE.relative_to(PROJECT_ROOT)}):\n"
         f"    {stack.rasa_url}/status?token=$(cat var/rasa-token)\n"
-        f"  Deploys (the gateway's): control API on 127.0.0.1:{args.control_port}, "
+        f"  Deploys (the gateway's): control API on {control_url}, "
         f"Rasa servers on :{pool.ports[0]} and :{pool.ports[1]}\n"
         "  Talk to it through Rasa's REST channel:\n"
         f"    curl -s {stack.rasa_url}/webhooks/rest/webhook "

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bot.control import ControlError, RasaPool, Retrainer, _pass_on, model_metadata
-from bot.processes import Service
+from bot.processes import Service, Stack, advertised_host
 
 
 def test_output_is_passed_on_line_by_line_with_progress_bars_thinned() -> None:
@@ -137,6 +137,12 @@ class _FakeStack:
     def __init__(self, project: Path) -> None:
         self.project, self.token = project, "t"
 
+    def url(self, port: int) -> str:
+        return f"http://rasa.internal:{port}"
+
+    def local_url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}"
+
     def rasa_service(self, port: int, model: Path, nice: int = 0) -> Service:
         return Service(name=f"fake :{port}",
                        argv=[sys.executable, "-c", _FAKE_RASA, str(port), "--model", str(model)],
@@ -162,9 +168,10 @@ def test_a_proven_standby_is_handed_to_the_deploy_of_its_model_and_gives_way_oth
     live.start()
     pool.adopt(live, pool.ports[0], live_model)
     try:
+        assert pool.status()["live"]["url"] == f"http://rasa.internal:{pool.ports[0]}"
         standby = pool.start_standby("live.tar.gz")
-        assert (standby["port"], standby["model_id"], standby["role"]) == (
-            pool.ports[1], "live", "proof")
+        assert (standby["port"], standby["model_id"], standby["role"], standby["url"]) == (
+            pool.ports[1], "live", "proof", f"http://rasa.internal:{pool.ports[1]}")
         # while the retraining proves on it, a deploy is refused and may not promote it
         with pytest.raises(ControlError) as busy:
             pool.start_candidate("other.tar.gz")
@@ -204,3 +211,42 @@ def test_a_proven_standby_is_handed_to_the_deploy_of_its_model_and_gives_way_oth
         assert pool.drop_standby() == pool.ports[0] and pool.candidate is None
     finally:
         pool.stop()
+
+
+def test_the_rasa_servers_listen_where_told_and_are_named_by_the_advertised_host(
+        tmp_path: Path) -> None:
+    def stack(interface: str = "127.0.0.1", advertised: str = "") -> Stack:
+        return Stack(rasa_bin=tmp_path / "rasa", model=tmp_path / "m.tar.gz", rasa_port=5005,
+                     token="t", log_dir=tmp_path, interface=interface, advertised=advertised)
+
+    default = stack()  # make run: the loopback, as before
+    assert default.rasa_url == "http://127.0.0.1:5005"
+    service = default.rasa_service(5006, tmp_path / "m.tar.gz")
+    assert service.argv[service.argv.index("--interface") + 1] == "127.0.0.1"
+    assert service.ready_url == "http://127.0.0.1:5006/status?token=t"
+
+    private = stack(interface="10.0.0.5")  # the nodes call it by the address it listens on
+    assert private.url(5006) == "http://10.0.0.5:5006"
+    service = private.rasa_service(5006, tmp_path / "m.tar.gz")
+    assert service.argv[service.argv.index("--interface") + 1] == "10.0.0.5"
+    assert service.ready_url == "http://10.0.0.5:5006/status?token=t"
+
+    every = stack(interface="0.0.0.0", advertised="rasa-1.internal")
+    assert every.rasa_url == "http://rasa-1.internal:5005"
+    assert every.local_url(5005) == "http://127.0.0.1:5005"  # its own readiness: the loopback
+    assert every.rasa_service(5005, tmp_path / "m.tar.gz").ready_url.startswith(
+        "http://127.0.0.1:5005/")
+    assert stack(interface="::", advertised="fd00::5").url(5005) == "http://[fd00::5]:5005"
+    with pytest.raises(ValueError, match="advertised-host"):
+        stack(interface="0.0.0.0").url(5005)  # 0.0.0.0 names no machine to call
+    assert advertised_host("127.0.0.2") == "127.0.0.2"
+
+
+def test_serve_refuses_every_interface_without_an_advertised_host(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.serve import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["--interface", "0.0.0.0"])
+    assert refused.value.code == 2
+    assert "--advertised-host" in capsys.readouterr().err

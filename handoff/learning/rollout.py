@@ -17,6 +17,12 @@ asks the supervisor which server is live (:meth:`Rollout.reconcile`): at start-u
 listener (re)connects, and whenever its Rasa server refuses a connection (``RasaClient.
 reconcile``, then the request goes to the live one: nothing had been sent). With one node
 (:class:`~handoff.conversation.cluster.LocalCluster`) nothing is announced and nothing read.
+
+A URL from the stream or the supervisor is followed only when it is an http(s) URL with a
+host (the rule of ``HANDOFF_RASA_URL``); anything else is logged and ignored, and a switch to
+it is not acknowledged. Its host is the supervisor's to choose (``bot.serve
+--advertised-host``: the loopback by default, a private address when the nodes are on other
+machines), so the nodes take it as given.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import logging
 import time
 import uuid
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from handoff.conversation.cluster import Cluster, RedisCluster
 from handoff.conversation.rasa_client import RasaClient
@@ -42,6 +49,12 @@ RETRY: Final = (0.1, 2.0)  # seconds between the listener's reconnection attempt
 ACK_POLL: Final = 0.05  # seconds between the deploying node's looks at the acknowledgements
 STREAM_LENGTH: Final = 100  # switches the stream keeps (about)
 RECONCILE_EVERY: Final = 1.0  # seconds: refusals within this share one look at the supervisor
+
+
+def _followable(url: str) -> bool:
+    """Whether ``url`` is one a node switches to: http(s), with a host."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 class Rollout:
@@ -97,6 +110,10 @@ class Rollout:
             self._reconciled_at = time.monotonic()
             url = live.get("url")
             if not isinstance(url, str) or not url:
+                return None
+            if not _followable(url):
+                log.warning("the supervisor names %r as its live Rasa, not an http(s) URL: "
+                            "still using %s", url, self.rasa.base_url)
                 return None
             if url.rstrip("/") != self.rasa.base_url and not self.deploying:
                 log.warning("the supervisor's live Rasa is %s, not %s: using it", url,
@@ -181,7 +198,11 @@ class Rollout:
     async def _switch(self, switch: dict[str, Any]) -> None:
         cluster = self._redis
         assert cluster is not None
-        url = str(switch["url"]).rstrip("/")
+        url = str(switch.get("url")).rstrip("/")
+        if not _followable(url):
+            log.warning("gateway node %s announced a switch to %r, not an http(s) URL: not "
+                        "followed", switch.get("node"), url)
+            return  # not acknowledged: the deploying node names this one
         drained = True
         if url != self.rasa.base_url:
             old = self.rasa.switch(url)

@@ -1,7 +1,8 @@
 """The client of the supervisor's control API (``bot/control.py``, started by
 ``python -m bot.serve``): it runs the Rasa servers and the retraining; the gateway asks.
 
-HTTP on the loopback, with the Rasa token as bearer token:
+HTTP, with the Rasa token as bearer token (on the loopback, or a private interface when
+the Rasa servers run on a machine of their own: docs/deploy.md):
 
 * ``GET /rasa`` — the live server, a candidate, the models it has;
 * ``POST /rasa/start`` / ``promote`` / ``discard`` — a second Rasa server on a model, made the

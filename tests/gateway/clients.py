@@ -112,7 +112,7 @@ async def user_login(store: Store, api: httpx.AsyncClient, username: str,
     try:
         await store.get_user(username)
     except NotFound:
-        await create_user(store, username, f"{username}-password", role)  # type: ignore[arg-type]
+        await create_user(store, username, f"{username}-password", role)
     resp = await api.post("/api/login", json={"username": username,
                                               "password": f"{username}-password"})
     assert resp.status_code == 200, resp.text

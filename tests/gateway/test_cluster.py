@@ -268,6 +268,13 @@ async def test_a_deploys_switch_waits_for_every_node_to_drain_and_names_the_sile
         assert await deploying.switch_others("http://127.0.0.1:10", drain=5) == []
         assert time.monotonic() - started < 1  # b acknowledged at once: nothing ran there
         assert other.rasa.base_url == "http://127.0.0.1:10"
+
+        # a switch to what is not an http(s) URL with a host is not followed, nor acknowledged
+        for bad in ("ftp://127.0.0.2:5005", "127.0.0.2:5005", "http://:5005"):
+            assert await deploying.switch_others(bad, drain=0.2) == ["b"], bad
+        assert other.rasa.base_url == "http://127.0.0.1:10"
+        assert await deploying.switch_others("http://127.0.0.2:11", drain=5) == []
+        assert other.rasa.base_url == "http://127.0.0.2:11"  # any host the supervisor names
     finally:
         await other.close()
         await other.rasa.close()

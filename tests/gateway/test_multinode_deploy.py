@@ -8,6 +8,12 @@ servers share).
   B's customer answered all along (no turn fails) and then by the new server, the old one
   stopped; node B shows the deploy while it runs and its end (``GET /api/models``), and its
   trainer gets ``deploy_finished``;
+* default run: the supervisor's Rasa servers and control API on another address than the
+  nodes' 127.0.0.1 (``--interface``/``--advertised-host`` 127.0.0.2: all of 127.0.0.0/8 is
+  the loopback on Linux, so it stands in for a machine of their own): the URLs it hands out
+  name that address, and a deploy from node A switches node B to the new server, a real Rasa
+  that answers there and nowhere else (the live server before it is the session's Rasa,
+  forwarded to from that address, to save a Rasa start);
 * default run: a node whose Rasa server refuses connections (a deploy it did not hear of)
   asks the supervisor which server is live and its customer is answered there; a
   retraining running on node A shows on node B (``GET /api/retrain``), its end too.
@@ -21,6 +27,7 @@ import io
 import json
 import shutil
 import socket
+import sys
 import tarfile
 import threading
 import time
@@ -36,7 +43,7 @@ import pytest
 
 from bot.control import RasaPool, Retrainer, serve_control
 from bot.model_runs import archive_metadata
-from bot.serve import Stack
+from bot.serve import Service, Stack
 from handoff.conversation.customer_protocol import NOTICE_TEXTS, RASA_DOWN_TEXT
 from handoff.store import Store
 from tests.conftest import free_port
@@ -164,13 +171,14 @@ async def _turn(widget: Widget, session_id: str, text: str) -> list[str]:
 # ---------------------------------------------------------------------------------- long
 
 
-@pytest.fixture(scope="module")
-def pool_nodes(rasa_stack: Stack, model_path: Path,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nodes, str, str]]:
+@contextlib.contextmanager
+def _pool_nodes(rasa_stack: Stack, model_path: Path, tmp: Path, host: str,
+                forwarded: bool = False) -> Iterator[tuple[Nodes, str, str]]:
     """A real pool (its live Rasa server started here, on a tracker store of its own) behind
-    the control API, and nodes A and B on it; yields them, the live server's URL and the id
-    of the model to deploy."""
-    tmp = tmp_path_factory.mktemp("nodes-deploy")
+    the control API, both listening on ``host`` and naming their servers by it, and nodes A
+    and B on it (on 127.0.0.1); yields them, the live server's URL and the id of the model to
+    deploy. ``forwarded``: the live server is the session's Rasa, forwarded to from ``host``
+    by a process of its own (one Rasa start less; its tracker store is not the pool's)."""
     models = tmp / "models"
     models.mkdir()
     live_model = models / model_path.name
@@ -180,8 +188,16 @@ def pool_nodes(rasa_stack: Stack, model_path: Path,
     ports = (free_port(), free_port())
     stack = Stack(rasa_bin=rasa_stack.rasa_bin, model=live_model, rasa_port=ports[0],
                   actions_port=rasa_stack.actions_port, token=rasa_stack.token,
-                  log_dir=tmp / "logs", env=rasa_stack.env, tracker_db=tmp / "tracker.db")
-    live = stack.rasa_service(ports[0], live_model)
+                  log_dir=tmp / "logs", env=rasa_stack.env, tracker_db=tmp / "tracker.db",
+                  interface=host, advertised=host)
+    if forwarded:
+        live = Service(
+            name=f"forwarder :{ports[0]}", log_path=tmp / "logs" / "forwarder.log",
+            argv=[sys.executable, "-c", _FORWARD, host, str(ports[0]),
+                  str(rasa_stack.rasa_port)],
+            ready_url=f"{stack.local_url(ports[0])}/status?token={stack.token}")
+    else:
+        live = stack.rasa_service(ports[0], live_model)
     live.start()
     pool = RasaPool(stack, ports, models, tmp / "live-model.json")
     control = None
@@ -189,9 +205,10 @@ def pool_nodes(rasa_stack: Stack, model_path: Path,
         live.wait_until_ready(time.monotonic() + 300)
         pool.adopt(live, ports[0], live_model)
         control_port = free_port()
-        control = serve_control(pool, Retrainer(pool, tmp), control_port, stack.token)
+        control = serve_control(pool, Retrainer(pool, tmp), control_port, stack.token,
+                                host=host)
         with _nodes(tmp, stack.rasa_url, stack.token,
-                    f"http://127.0.0.1:{control_port}") as nodes:
+                    f"http://{host}:{control_port}") as nodes:
             yield nodes, stack.rasa_url, new_id
     finally:
         if control is not None:
@@ -199,6 +216,39 @@ def pool_nodes(rasa_stack: Stack, model_path: Path,
             control.server_close()
         pool.stop()
         live.stop()
+
+
+# A Rasa server's stand-in for the pool: every connection to host:port is forwarded to the
+# session's Rasa on 127.0.0.1:target; it refuses once stopped (as Forwarder, in a process).
+_FORWARD = """
+import socket, sys, threading
+host, port, target = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def pump(source, sink):
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    try:
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+listener = socket.create_server((host, port))
+while True:
+    client, _ = listener.accept()
+    server = socket.create_connection(("127.0.0.1", target))
+    for a, b in ((client, server), (server, client)):
+        threading.Thread(target=pump, args=(a, b), daemon=True).start()
+"""
+
+
+@pytest.fixture(scope="module")
+def pool_nodes(rasa_stack: Stack, model_path: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nodes, str, str]]:
+    """:func:`_pool_nodes` on 127.0.0.1, beside the nodes (``make run``'s case)."""
+    with _pool_nodes(rasa_stack, model_path, tmp_path_factory.mktemp("nodes-deploy"),
+                     "127.0.0.1") as found:
+        yield found
 
 
 @pytest.mark.long
@@ -253,6 +303,83 @@ async def test_a_deploy_on_node_a_switches_node_b_with_no_turn_failing(
         with contextlib.suppress(Exception):
             await console.sio.disconnect()
         await store.close()
+
+
+ELSEWHERE = "127.0.0.2"  # the Rasa servers' "machine": loopback, but not the nodes' address
+
+
+async def _deploy_view(api: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    """The deploy as a node shows it, once it has ended."""
+    deadline = time.monotonic() + 300
+    while True:
+        view: dict[str, Any] | None = (await api.get("/api/models", headers=headers)
+                                       ).json()["deploy"]
+        if view is not None and view["state"] != "running":
+            return view
+        assert time.monotonic() < deadline, f"the deploy never ended: {view}"
+        await asyncio.sleep(0.5)
+
+
+@pytest.fixture
+def elsewhere_nodes(rasa_stack: Stack, model_path: Path, tmp_path: Path
+                    ) -> Iterator[tuple[Nodes, str, str]]:
+    """:func:`_pool_nodes` on :data:`ELSEWHERE`, the live server the session's Rasa
+    forwarded to from there: the deploy's new server is the real Rasa on that address."""
+    with _pool_nodes(rasa_stack, model_path, tmp_path, ELSEWHERE, forwarded=True) as found:
+        yield found
+
+
+@pytest.mark.timeout(600)
+async def test_a_deploy_switches_the_nodes_to_rasa_servers_on_another_address(
+    elsewhere_nodes: tuple[Nodes, str, str], rasa_stack: Stack
+) -> None:
+    nodes, old_url, new_id = elsewhere_nodes
+    old_port = int(old_url.rsplit(":", 1)[1])
+    assert old_url == f"http://{ELSEWHERE}:{old_port}"
+    control = httpx.AsyncClient(base_url=nodes.control_url, timeout=WAIT,
+                                headers={"Authorization": f"Bearer {rasa_stack.token}"})
+    store = Store(nodes.database_url)
+    widget = await Widget(nodes.b.url).connect()
+    try:
+        async with httpx.AsyncClient(base_url=nodes.a.url, timeout=WAIT) as api_a, \
+                httpx.AsyncClient(base_url=nodes.b.url, timeout=WAIT) as api_b:
+            # the supervisor names its live server by the address it listens on, and it
+            # answers there, not on 127.0.0.1
+            live = (await control.get("/rasa")).json()["live"]
+            assert live["url"] == old_url
+            status = httpx.get(f"{old_url}/status", params={"token": rasa_stack.token})
+            assert status.status_code == 200 and status.json()["model_id"] != new_id
+            assert _refuses(f"http://127.0.0.1:{old_port}")
+            session = await widget.session()
+            assert not _failed(got := await _turn(widget, session, "hello")), got
+
+            rita_a = await user_login(store, api_a, "rita", "trainer")
+            rita_b = await user_login(store, api_b, "rita", "trainer")
+            detail = (await api_b.get("/api/health/detail", headers=rita_b)).json()
+            assert [s["url"] for s in detail["rasa"]["servers"]] == [old_url], detail
+            models = (await api_a.get("/api/models", headers=rita_a)).json()
+            assert new_id in {m["model_id"] for m in models["models"]}  # found on the supervisor
+            resp = await api_a.post(f"/api/models/{new_id}/deploy", headers=rita_a,
+                                    json={})
+            assert resp.status_code == 202, resp.text
+            view = await _deploy_view(api_b, rita_b)
+            assert (view["state"], view["node"]) == ("succeeded", "node-a"), view
+            # no "did not confirm the switch": node B acknowledged it
+            assert view["message"] == "20991231-000000-next.tar.gz is live", view
+
+            live = (await control.get("/rasa")).json()["live"]
+            new_port = live["port"]
+            assert new_port != old_port and live["url"] == f"http://{ELSEWHERE}:{new_port}"
+            assert _refuses(f"http://127.0.0.1:{new_port}") and _refuses(old_url)
+            # node B's own client went to the new server, the real Rasa at that address
+            detail = (await api_b.get("/api/health/detail", headers=rita_b)).json()
+            assert [s["url"] for s in detail["rasa"]["servers"]] == [live["url"]], detail
+            assert (await api_b.get("/api/models", headers=rita_b)).json()["live"] == new_id
+            assert not _failed(got := await _turn(widget, session, "hello")), got
+    finally:
+        await widget.close()
+        await store.close()
+        await control.aclose()
 
 
 async def _pushed(console: Console, event: str) -> dict[str, Any]:
