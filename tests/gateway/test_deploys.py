@@ -406,7 +406,10 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
         await asyncio.gather(*customers)
     assert len(latencies) >= 30  # before, during and after the switch
     assert any(deploy_started < sent < deploy_ended for sent, _ in turns)  # during it
-    assert max(latencies) < 2.0, sorted(latencies)[-5:]
+    # no downtime: every turn above was answered by the bot, none queued for a person nor
+    # waiting out the turn timeout (30 s); the bound is loose because a loaded CI machine makes
+    # single turns take seconds (speed is the benches' business)
+    assert max(latencies) < 10.0, sorted(latencies)[-5:]
 
     assert await _live(api, trainer) == new_model
     live = _servers(system)["live"]  # the very server the retraining proved the model on
