@@ -8,8 +8,11 @@ before they take a connection (:class:`_WriteTurns`), agents' writes (:meth:`Dat
 before the others, and the transactions on the hot path (:meth:`Database._run`: a router
 step, the agents' users) run whole in one of the store's threads on the plain ``sqlite3``
 driver: one hand-off from the event loop per transaction instead of several per statement.
-Errors come from :mod:`handoff.errors` (``ServiceUnavailable`` 503 when the database does not
-answer). Described in ``docs/store.md``.
+On PostgreSQL a transaction is few round trips: no ``pool_pre_ping`` (a connection the
+server closed is dropped when taken, and :meth:`Database._run` runs a transaction broken
+before its commit once more), and the reads of :meth:`Database._run` go without ``BEGIN``
+and ``COMMIT``. Errors come from :mod:`handoff.errors` (``ServiceUnavailable`` 503 when the
+database does not answer). Described in ``docs/store.md``.
 """
 
 from __future__ import annotations
