@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -46,6 +47,9 @@ class Quiet:
     async def to_agents(self, event: str, payload: Any,
                         agent_ids: Sequence[str] | None = None) -> None:
         return None
+
+    def pushes(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
 
 def _figures(seconds: list[float]) -> tuple[float, float]:

@@ -25,6 +25,7 @@ everyone, or the named agents).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -89,6 +90,10 @@ class Notifier(Protocol):
     async def to_agents(
         self, event: str, payload: Any, agent_ids: Sequence[str] | None = None
     ) -> None: ...
+
+    def pushes(self) -> contextlib.AbstractContextManager[None]:
+        """The block's pushes (one step's) may share one check of the agents' logins."""
+        ...
 
 
 def _clean(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -489,13 +494,15 @@ class Conversations:
             self._spawn(self._fetch_tracker(saved.correction.id, conversation_id,
                                             saved.correction.created_at))
         rows = iter(stored)  # in the order _step_messages listed them
-        for effect in effects:
-            try:
-                await self._perform(effect, rows)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one failed push must not stop the turn
-                log.exception("effect %s of %s failed", type(effect).__name__, conversation_id)
+        with self.notifier.pushes():  # one read of the agents' logins for the step's pushes
+            for effect in effects:
+                try:
+                    await self._perform(effect, rows)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # one failed push must not stop the turn
+                    log.exception("effect %s of %s failed", type(effect).__name__,
+                                  conversation_id)
         return after, saved
 
     def _node_of(self, after: r.ConversationState, effects: Sequence[r.Effect]

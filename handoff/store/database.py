@@ -8,8 +8,11 @@ before they take a connection (:class:`_WriteTurns`), agents' writes (:meth:`Dat
 before the others, and the transactions on the hot path (:meth:`Database._run`: a router
 step, the agents' users) run whole in one of the store's threads on the plain ``sqlite3``
 driver: one hand-off from the event loop per transaction instead of several per statement.
-Errors come from :mod:`handoff.errors` (``ServiceUnavailable`` 503 when the database does not
-answer). Described in ``docs/store.md``.
+On PostgreSQL a transaction is few round trips: no ``pool_pre_ping`` (a connection the
+server closed is dropped when taken, and :meth:`Database._run` runs a transaction broken
+before its commit once more), and the reads of :meth:`Database._run` go without ``BEGIN``
+and ``COMMIT``. Errors come from :mod:`handoff.errors` (``ServiceUnavailable`` 503 when the
+database does not answer). Described in ``docs/store.md``.
 """
 
 from __future__ import annotations
@@ -132,6 +135,21 @@ def _on_sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _drop_closed(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    # A pooled PostgreSQL connection whose server side has gone (a restart closes every
+    # connection; asyncpg sees the socket close) is replaced before it is used, without the
+    # round trips of pool_pre_ping. One broken without a word is caught by _run's retry.
+    driver = record.driver_connection
+    if driver is not None and driver.is_closed():
+        raise sa.exc.DisconnectionError("the pooled connection was closed by the server")
+
+
+def _broken_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLAlchemy's report of a connection found broken (it has
+    invalidated the connection, and the pool's older ones with it)."""
+    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+
+
 # --------------------------------------------------------------------------- the engine
 
 
@@ -242,7 +260,10 @@ class Database:
         elif self.dialect == "postgresql":
             if parsed.get_driver_name() != "asyncpg":
                 raise ValueError(f"PostgreSQL URLs must use the asyncpg driver: {parsed!r}")
-            kwargs["pool_pre_ping"] = True
+            # no pool_pre_ping: it is three round trips per transaction (BEGIN, a query,
+            # ROLLBACK), each a wait for the loaded event loop. A connection the server
+            # closed is found without asking (_drop_closed), and _run runs a transaction
+            # again on a new one when its connection broke before the commit.
         else:
             raise ValueError(f"unsupported database {parsed.get_backend_name()!r}: use SQLite or "
                              "PostgreSQL")
@@ -266,9 +287,19 @@ class Database:
         # pool of their own, so that a burst of customers' transactions holding every
         # connection of the main pool does not keep a person's click waiting for one
         self._ahead_engine: Any = None
+        # PostgreSQL: the reads of _run without BEGIN and COMMIT (each of their statements is
+        # its own transaction, as each already sees its own snapshot in a transaction at READ
+        # COMMITTED, PostgreSQL's default): one round trip a statement instead of three
+        self._reader: Any = self._engine
+        self._ahead_reader: Any = None
         if self.dialect == "postgresql":
             self._ahead_engine = create_async_engine(
                 parsed, pool_size=AHEAD_POOL_SIZE, max_overflow=AHEAD_POOL_OVERFLOW, **kwargs)
+            for engine in (self._engine.sync_engine, self._ahead_engine.sync_engine):
+                sa.event.listen(engine, "checkout", _drop_closed)
+            self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._ahead_reader = self._ahead_engine.execution_options(
+                isolation_level="AUTOCOMMIT")
         self._turn = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -319,6 +350,8 @@ class Database:
         :meth:`ahead` gives; a transaction that began runs to its end even if its caller is
         cancelled meanwhile (its turn is held until then)."""
         if self._threaded is None or self._threads is None:
+            if self.dialect == "postgresql":
+                return await self._run_pg(body, write=write)
             async with self._tx(write=write) as conn:
                 return await body(conn)
         engine = self._threaded.execution_options(**{_WRITE: True}) if write else self._threaded
@@ -343,6 +376,33 @@ class Database:
             raise ServiceUnavailable(
                 f"the database does not answer ({type(exc).__name__})"
             ) from exc
+
+    async def _run_pg(self, body: Callable[[Conn], Coroutine[Any, Any, R]], *,
+                      write: bool) -> R:
+        """:meth:`_run` on PostgreSQL. A read runs without ``BEGIN`` and ``COMMIT`` (one
+        round trip a statement). A transaction whose connection breaks before its commit
+        was sent (the server rolled it back: nothing of it was stored) runs once more on a
+        new connection: a restarted server is met without a round trip before every
+        transaction (pool_pre_ping). One broken at the commit is not run again (it may have
+        committed): ``ServiceUnavailable``, as when the database is away."""
+        ahead = _AHEAD.get()
+        engine = (self._ahead_engine if ahead else self._writer) if write else (
+            self._ahead_reader if ahead else self._reader)
+        for retry in (True, False):
+            committing = False
+            try:
+                async with engine.begin() as conn:
+                    result = await body(conn)
+                    committing = True
+                return result
+            except (sa.exc.DBAPIError, OSError) as exc:
+                if retry and not committing and _broken_connection(exc):
+                    continue
+                if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)):
+                    raise ServiceUnavailable(
+                        f"the database does not answer ({type(exc).__name__})") from exc
+                raise
+        raise AssertionError("unreachable")
 
     @staticmethod
     @contextlib.contextmanager

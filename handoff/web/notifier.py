@@ -20,7 +20,8 @@ each, so they reflect every change committed before the event arrived (an agent'
 one read and one write, not a read per push: docs/performance.md, "The agents' takeover under
 load"). Every other push (a customer's message, a Rasa answer, a timer) waits for a read that
 starts after it was asked for; the pushes asking while one read runs share the next
-(:class:`_UsersReads`), so a burst of customers' messages is a few reads, not one each.
+(:class:`_UsersReads`), so a burst of customers' messages is a few reads, not one each, and
+the pushes of one router step share the first one's (:meth:`SocketNotifier.pushes`).
 
 It implements the conversation shell's :class:`~handoff.conversation.shell.Notifier` and the
 learning wing's ``TrainerNotifier``; the other wings are handed it, never the Socket.IO server.
@@ -33,7 +34,9 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping, Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -72,6 +75,20 @@ class _EventUsers:
 
 _EVENT_USERS: contextvars.ContextVar[_EventUsers | None] = contextvars.ContextVar(
     "handoff_event_users", default=None)
+
+
+@dataclass
+class _SharedUsers:
+    """The users read by the first push of a :meth:`SocketNotifier.pushes` block: valid for
+    the block's other pushes, made by the same task."""
+
+    task: asyncio.Task[Any] | None
+    names: frozenset[str] = frozenset()
+    users: Mapping[str, User] | None = None
+
+
+_SHARED_USERS: contextvars.ContextVar[_SharedUsers | None] = contextvars.ContextVar(
+    "handoff_shared_users", default=None)
 
 
 class _UsersReads:
@@ -148,10 +165,25 @@ class SocketNotifier:
         finally:
             _EVENT_USERS.reset(token)
 
+    @contextlib.contextmanager
+    def pushes(self) -> Iterator[None]:
+        """The pushes this task makes in the block (one router step's) share one read of the
+        users: the first push that needs it reads them, as a push alone does (a read that
+        starts after it asked), and the others go by that read. They reflect every change
+        committed before the block's first push, as an ``/agent`` event's pushes reflect
+        those committed before it arrived (:meth:`event_users`); the users are read once a
+        step, not once a push."""
+        token = _SHARED_USERS.set(_SharedUsers(asyncio.current_task()))
+        try:
+            yield
+        finally:
+            _SHARED_USERS.reset(token)
+
     async def _sweep(self) -> None:
         """Before a push: disconnect the ``/agent`` sockets whose token expired or whose user
         was disabled or logged out since (token version), and apply a changed tier. The users
-        are read now, or were read when the ``/agent`` event being handled was checked."""
+        are read now, or were read when the ``/agent`` event being handled was checked, or by
+        an earlier push of the same :meth:`pushes` block."""
         current = time.time()
         sockets = list(self._agents.items())
         ended = {sid for sid, socket in sockets if socket.expires_at <= current}
@@ -159,14 +191,22 @@ class SocketNotifier:
             found: Mapping[str, User] | None = None
             names = {socket.username for _, socket in sockets}
             event = _EVENT_USERS.get()
+            shared = _SHARED_USERS.get()
+            if shared is not None and shared.task is not asyncio.current_task():
+                shared = None  # a task started in the block: it reads for itself
             if (event is not None and event.task is asyncio.current_task()
                     and names <= event.names):
                 found = event.users
+            elif shared is not None and shared.users is not None and names <= shared.names:
+                found = shared.users
             elif self._reads is not None:
                 try:
                     found = await self._reads.users(names)
                 except ServiceUnavailable as exc:  # the database is away: keep what we knew
                     log.warning("could not re-check the agents' logins before a push: %s", exc)
+                else:
+                    if shared is not None:
+                        shared.names, shared.users = frozenset(names), found
             for sid, socket in sockets if found is not None else ():
                 user = (found or {}).get(socket.username)
                 if user is None or user.disabled or user.token_version != socket.version:

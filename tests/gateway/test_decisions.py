@@ -10,6 +10,7 @@ here that fetch first fails, and the correction is kept, flagged ``failed`` with
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
@@ -67,6 +68,9 @@ class Pushes:
     async def to_agents(self, event: str, payload: Any,
                         agent_ids: Sequence[str] | None = None) -> None:
         self.sent.append((event, payload))
+
+    def pushes(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
 
 @pytest_asyncio.fixture

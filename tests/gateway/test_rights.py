@@ -453,3 +453,42 @@ async def test_pushes_asking_at_once_share_a_read_that_started_after_they_asked(
         assert all(found["una"].disabled for found in later) and "vic" in later[1]
     finally:
         await store.close()
+
+
+async def test_the_pushes_of_one_step_share_one_read_of_the_users(tmp_path: Path) -> None:
+    """``SocketNotifier.pushes``: the pushes of a block (one router step's) go by the read
+    their first push made, which started after it asked (a user disabled before it is cut
+    off); the next block reads again, and so does a push outside any block."""
+    import time
+    from handoff.web.notifier import SocketNotifier
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'users.db'}")
+    await store.migrate()
+    try:
+        for name in ("una", "vic"):
+            await store.create_user(name, password_hash="x", tier="agent")
+        calls: list[set[str]] = []
+
+        async def read(names: Any) -> Any:
+            calls.append(set(names))
+            return await store.users_by_name(names)
+
+        sio = socketio.AsyncServer(async_mode="asgi")
+        notifier = SocketNotifier(sio, users_now=read)
+        for eio, name in (("e1", "una"), ("e2", "vic")):
+            sid = await sio.manager.connect(eio, AGENT_NAMESPACE)
+            user = await store.get_user(name)
+            await notifier.join_agent(sid, user, time.time() + 60, user.token_version)
+        with notifier.pushes():
+            for event in ("message", "status", "pending_reply"):
+                await notifier.to_agents(event, {})
+        assert calls == [{"una", "vic"}]
+        await store.update_user("vic", disabled=True)
+        with notifier.pushes():
+            await notifier.to_agents("message", {})
+            assert len(calls) == 2 and notifier.connections()[AGENT_NAMESPACE] == 1
+            await notifier.to_agents("status", {})
+        await notifier.to_agents("message", {})
+        await notifier.to_agents("status", {})
+        assert calls == [{"una", "vic"}, {"una", "vic"}, {"una"}, {"una"}]
+    finally:
+        await store.close()

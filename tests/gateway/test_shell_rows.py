@@ -4,6 +4,7 @@ store's version check refuses it and the step is taken again on the stored row."
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ class Quiet:
     async def to_agents(self, event: str, payload: Any,
                         agent_ids: Sequence[str] | None = None) -> None:
         pass
+
+    def pushes(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
 
 @pytest_asyncio.fixture

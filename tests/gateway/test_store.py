@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
@@ -1154,3 +1155,81 @@ async def test_agents_transactions_on_postgresql_do_not_wait_for_a_busy_pool(
         release.set()
         await asyncio.gather(*holders)
     assert [e.actor for e in await asyncio.wait_for(waiting, 10)] == ["agent"]
+
+
+async def _end_store_connections(store: Store) -> int:
+    """End every connection the server has to the store's database but the one asking, as a
+    restart of PostgreSQL does (the server closes them); how many there were."""
+    dsn = store.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        ended = await conn.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    finally:
+        await conn.close()
+    await asyncio.sleep(0.3)  # the clients see their sockets close
+    return len(ended)
+
+
+async def _use_every_pool(store: Store, n: int) -> None:
+    """Reads and writes on both pools (the customers' and the agents'), ``n`` at once each."""
+    await asyncio.gather(*(store.audit("warm", f"w{i}") for i in range(n)),
+                         *(store.get_user("admin") for _ in range(n)),
+                         *(store.list_audit(actor="warm") for _ in range(n)))
+    with store.ahead():
+        await asyncio.gather(*(store.audit("warm", f"a{i}") for i in range(n)),
+                             *(store.get_user("admin") for _ in range(n)))
+
+
+async def test_postgresql_connections_the_server_ended_are_replaced_without_an_error(
+        store: Store) -> None:
+    """The pooled connections a PostgreSQL restart ends are replaced before they are used,
+    without a round trip to check each one (no ``pool_pre_ping``): every kind of
+    transaction after it (reads, writes, ``_tx`` and ``_run``, both pools) succeeds at its
+    first try and nothing is written twice."""
+    if store.dialect != "postgresql":
+        pytest.skip("PostgreSQL's connections only")
+    await store.create_user("admin", password_hash="x", tier="admin")
+    await _use_every_pool(store, 4)
+    assert await _end_store_connections(store) >= 2
+    # first on each pool a transaction of _tx, which is never run again
+    assert len(await store.list_audit(actor="warm")) == 8
+    with store.ahead():
+        assert len(await store.list_audit(actor="warm")) == 8
+    await _use_every_pool(store, 4)
+    assert [e.action for e in await store.list_audit(actor="warm")].count("w0") == 2
+    assert len(await store.list_audit(actor="warm")) == 16
+
+
+async def test_postgresql_a_transaction_on_a_connection_broken_unseen_runs_again(
+        store: Store) -> None:
+    """A transaction of ``_run`` whose connection breaks before its commit (the server
+    rolled it back) runs once more on a new connection: a read, a router step and a write
+    succeed once each. Here the check at checkout that finds the connections the server
+    closed is taken away, so that the broken connections are used, as one broken without a
+    word (a network cut) would be."""
+    if store.dialect != "postgresql":
+        pytest.skip("PostgreSQL's connections only")
+    from handoff.store import database
+    await store.create_user("admin", password_hash="x", tier="admin")
+    conv = await store.upsert_conversation("c1")
+    await _use_every_pool(store, 1)
+    engines = [store._engine.sync_engine, store._ahead_engine.sync_engine]
+    for engine in engines:
+        sa.event.remove(engine, "checkout", database._drop_closed)
+    try:
+        assert await _end_store_connections(store) >= 2
+        assert (await store.get_user("admin")).username == "admin"
+        saved = await store.save_step("c1", expected_version=conv.version, mode="bot",
+                                      owner=None, queued=False, queue_reason=None, state=None,
+                                      appended=[{"sender": "customer", "text": "hi"}],
+                                      before=conv)
+        assert saved.conversation.version == conv.version + 1
+        with store.ahead():
+            await store.audit("agent", "takeover")
+    finally:
+        for engine in engines:
+            sa.event.listen(engine, "checkout", database._drop_closed)
+    assert [m.text for m in await store.list_messages("c1")] == ["hi"]
+    assert [e.action for e in await store.list_audit(actor="agent")] == ["takeover"]
