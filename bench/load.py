@@ -536,11 +536,21 @@ class Report:
     # run): the timeline (--timeline)
     samples: list[tuple[float, int, float, float]] = field(default_factory=list)
     answered_at: list[float] = field(default_factory=list)
+    not_sent: int = 0  # messages the swarm had not sent when the deadline cut it off
 
     @property
     def per_server(self) -> float:
         """Answered turns a second per Rasa server."""
         return self.turns_per_second / max(1, len(self.rasa_calls))
+
+    def cpu_per_turn(self, column: int) -> float:
+        """CPU seconds the Rasa servers (``column`` 2) or the gateways (3) used per answered
+        turn, between the queue watcher's first and last samples (nan: no samples)."""
+        if len(self.samples) < 2:
+            return float("nan")
+        first, last = self.samples[0], self.samples[-1]
+        answered = sum(1 for t in self.answered_at if first[0] <= t <= last[0])
+        return (last[column] - first[column]) / answered if answered else float("nan")
 
     @property
     def per_core(self) -> float:
@@ -570,6 +580,11 @@ class Report:
             f"| conversations queued for a person because of load | "
             f"{len(self.queued_for_load)} |",
             f"| unanswered messages | {self.unanswered} |",
+        ]
+        if self.not_sent:
+            out.append(f"| messages not sent: the run's deadline came first (those sent were "
+                       f"answered and are measured) | {self.not_sent} |")
+        out += [
             f"| trackers that differ from what the customer saw | {len(self.mismatched)} |",
             f"| the same right after the swarm, before the gateway's last Rasa calls "
             f"({self.settle_seconds:.1f} s) | {self.behind_at_end} |",
@@ -581,7 +596,9 @@ class Report:
             out.append(f"| conversations with turns on more than one Rasa server | "
                        f"{self.on_several_servers} |")
         out += [f"| answered turns/s per Rasa server, per core ({self.cores}) | "
-                f"{self.per_server:.2f}, {self.per_core:.2f} |"]
+                f"{self.per_server:.2f}, {self.per_core:.2f} |",
+                f"| CPU per answered turn, Rasa servers / gateways ms | "
+                f"{self.cpu_per_turn(2) * 1000:.1f} / {self.cpu_per_turn(3) * 1000:.1f} |"]
         out += [f"| RSS {name} | {size / 2 ** 20:.0f} MB |" for name, size in
                 self.memory.items()]
         if self.agent_failures:
@@ -754,14 +771,25 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
 
         started = time.monotonic()
         watcher = asyncio.get_running_loop().create_task(watch_queue())
+        cut_off = False
         try:
             await asyncio.wait_for(asyncio.gather(*(one(i, c) for i, c in enumerate(swarm))),
                                    deadline)
+        except asyncio.TimeoutError:
+            # the swarm stops sending at the deadline; the customers stay connected, and the
+            # messages already sent are answered and measured (those never sent are counted)
+            cut_off = True
+            settle_started = time.monotonic()
+            while time.monotonic() - settle_started < SETTLE_WAIT and await calls_out(
+                    client, nodes, admins):
+                await asyncio.sleep(0.5)
         finally:
             seconds = time.monotonic() - started
             stop_watching.set()
             await asyncio.gather(watcher, return_exceptions=True)
         await asyncio.sleep(1.0)  # late pushes: a reply's further paragraphs
+        # cut off, some customers never had a session: nothing of theirs to compare
+        swarm_all, swarm = swarm, [c for c in swarm if c.session_id]
         memory = {f"gateway {i + 1}": rss_bytes(n.pid) for i, n in enumerate(nodes) if n.pid}
         for url, pid in system.rasa_servers:
             if pid:
@@ -805,7 +833,8 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
         takeover_ack=[s for a in agents for s in a.ack_seconds],
         queued_for_load=[c.session_id for c in swarm if "handoff_queued" in c.notices],
         unanswered=sum(1 for _, _, t in turns if t.answered is None)
-        + sum(messages - len(c.turns) for c in swarm),
+        + (0 if cut_off else sum(messages - len(c.turns) for c in swarm)),
+        not_sent=sum(messages - len(c.turns) for c in swarm_all) if cut_off else 0,
         mismatched=mismatched, differences=differences,
         behind_at_end=len(at_end), settle_seconds=settle_seconds,
         delayed_notices=sum(1 for c in swarm if "reply_delayed" in c.notices),
@@ -1095,7 +1124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle-worker", metavar="URL", default="",
                         help=argparse.SUPPRESS)  # one client process of --idle
     parser.add_argument("--deadline", type=float, default=900.0,
-                        help="seconds the run may take at most")
+                        help="seconds the swarm sends at most: then it stops, the messages "
+                             "already sent are answered and measured, and those not sent yet "
+                             "are counted")
     parser.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a further gateway setting, e.g. HANDOFF_RASA_CALLS_IN_FLIGHT=0")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432",
@@ -1205,11 +1236,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def summary_lines(reports: list[tuple[str, float, Report]]) -> list[str]:
     """One row per run: the system (Rasa servers, store, code), the rate asked, the rate
     achieved (all, per server, per core), the latency and the goals."""
-    out = ["| system | rate asked /s | answered /s | per server | per core | bot p50 ms "
+    out = ["| system | rate asked /s | answered /s | per server | per core | Rasa CPU ms per "
+           "turn | bot p50 ms "
            "| bot p99 ms | takeover ack p50 / p99 ms | most waiting | Rasa down polls | "
            "queued for "
            "load | unanswered | tracker mismatches | Rasa calls per server | on several "
-           "servers |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "servers |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for servers, rate, rep in reports:
         p50 = percentile(rep.bot_latency, 0.5) * 1000 if rep.bot_latency else float("nan")
         p99 = percentile(rep.bot_latency, 0.99) * 1000 if rep.bot_latency else float("nan")
@@ -1218,7 +1250,8 @@ def summary_lines(reports: list[tuple[str, float, Report]]) -> list[str]:
                else "-")
         calls = " / ".join(str(n) for n in rep.rasa_calls.values())
         out.append(f"| {servers} | {rate:g} | {rep.turns_per_second:.1f} | "
-                   f"{rep.per_server:.2f} | {rep.per_core:.2f} | {p50:.0f} | {p99:.0f} | "
+                   f"{rep.per_server:.2f} | {rep.per_core:.2f} | "
+                   f"{rep.cpu_per_turn(2) * 1000:.0f} | {p50:.0f} | {p99:.0f} | "
                    f"{ack} | {rep.most_waiting} | {rep.down_polls} | "
                    f"{len(rep.queued_for_load)} | {rep.unanswered} | {len(rep.mismatched)} | "
                    f"{calls} | {rep.on_several_servers} |")
