@@ -89,16 +89,17 @@ class SQLTrackerStore(RasaSQLTrackerStore):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.engine.dialect.name == "sqlite":
-            url = self.engine.url
-            self.engine.dispose()
+        engine: Any = self.engine
+        if engine.dialect.name == "sqlite":
+            engine.dispose()
             # one connection kept (Rasa's calls all come from the server's event loop; more
             # would only wait for SQLite's one writer)
-            self.engine = sa.create_engine(
-                url, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=4,
+            engine = sa.create_engine(
+                engine.url, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=4,
                 connect_args={"check_same_thread": False})
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+            self.engine = engine
+            self.sessionmaker = sa.orm.session.sessionmaker(bind=engine)
 
     async def _retrieve(
         self, sender_id: Text, fetch_events_from_all_sessions: bool
@@ -116,12 +117,14 @@ class SQLTrackerStore(RasaSQLTrackerStore):
         setattr(tracker, STORED, len(tracker.events))
         return tracker
 
-    def _additional_events(self, session: Any, tracker: DialogueStateTracker) -> Iterator:
+    def _additional_events(self, session: Any,
+                           tracker: DialogueStateTracker) -> Iterator[Event]:
         """The tracker's events not yet stored: those after the ones it was loaded with or
         last saved with; for a tracker built elsewhere, Rasa's count."""
         stored = stored_events(tracker)
         if stored is None:
-            return super()._additional_events(session, tracker)
+            events: Iterator[Event] = super()._additional_events(session, tracker)
+            return events
         return itertools.islice(tracker.events, stored, len(tracker.events))
 
     async def save(self, tracker: DialogueStateTracker) -> None:
