@@ -57,6 +57,16 @@ before and after a change, side by side in one run. ``--pg-prefix`` names the fr
 
     .venv/gateway/bin/python bench/load.py --customers 200 --messages 3 --review-share 0.5 \
         --database-url sqlite,postgresql --gateway-code /work/main,. --pg-prefix takeover
+
+``--rasa-code /work/main,.``: the same for the Rasa side: each system's Rasa servers and action
+server run that checkout's ``bot/``, ``actions/`` and ``credentials.yml``, on the SQLite tracker
+store its ``endpoints.yml`` ships (the model is this checkout's). ``--timeline 10`` also prints
+each run in 10 s windows (turns answered a second, the CPU of the Rasa servers and of the
+gateways, calls waiting) and the longest time no turn was answered while calls waited: a stall
+or a steady rate. Every run prints the CPU the Rasa servers and the gateways used per answered
+turn. ``--deadline``: the swarm stops sending then; the messages already sent are answered and
+measured, those not sent are counted apart (a run at a low rate has a long tail: each
+customer's pauses are exponential).
 """
 
 from __future__ import annotations
