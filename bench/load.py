@@ -61,14 +61,26 @@ before and after a change, side by side in one run. ``--pg-prefix`` names the fr
 SIGTERM (``timeout``, a CI's cancel) stops a run as Ctrl-C does: the swarm or the idle sockets
 are cancelled, the client processes close their sockets and exit, the servers stop and the
 fresh databases are dropped; nothing it started is left running.
+
+``--rasa-code /work/main,.``: the same for the Rasa side: each system's Rasa servers and action
+server run that checkout's ``bot/``, ``actions/`` and ``credentials.yml``, on the SQLite tracker
+store its ``endpoints.yml`` ships (the model is this checkout's). ``--timeline 10`` also prints
+each run in 10 s windows (turns answered a second, the CPU of the Rasa servers and of the
+gateways, calls waiting) and the longest time no turn was answered while calls waited: a stall
+or a steady rate. Every run prints the CPU the Rasa servers and the gateways used per answered
+turn. ``--deadline``: the swarm stops sending then; the messages already sent are answered and
+measured, those not sent are counted apart (a run at a low rate has a long tail: each
+customer's pauses are exponential).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import random
@@ -95,7 +107,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from actions.shop_db import seed  # noqa: E402
 from bot.serve import GATEWAY_PYTHON, Service, Stack, latest_model  # noqa: E402
-from bench.rasa_turn import MESSAGES, percentile  # noqa: E402  (one response each)
+from bench.rasa_turn import MESSAGES, cpu_seconds, percentile  # noqa: E402  (one response each)
 from handoff.conversation.customer_protocol import bot_uttered_payloads  # noqa: E402
 
 HOP_OVERLAP = 1.0  # seconds both sockets of a customer that moves between nodes are open
@@ -173,7 +185,7 @@ def gateway_env(port: int, rasa_url: str, token: str, tmp: Path, database_url: s
 def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
                    pg_url: str, redis_url: str, database_url: str = "", rasa: int = 1,
                    shared_rasa_stores: bool = False, pg_prefix: str = "load_bench",
-                   code: Path = PROJECT_ROOT) -> Iterator[System]:
+                   code: Path = PROJECT_ROOT, rasa_code: Path = PROJECT_ROOT) -> Iterator[System]:
     """Rasa, the action server and ``nodes`` gateways on free ports, stopped on exit.
 
     ``rasa`` > 1 (or ``shared_rasa_stores``): the Rasa servers share a fresh PostgreSQL
@@ -184,7 +196,10 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
     its rendezvous order differs, so a conversation whose customer moves between the nodes
     (``--hop``) has turns on more than one server. ``pg_prefix``: the start of the fresh
     databases' names; ``code``: the checkout whose ``handoff`` the gateways run (another
-    branch's, to compare code side by side; the same environment)."""
+    branch's, to compare code side by side; the same environment); ``rasa_code``: the
+    checkout whose Rasa project the Rasa servers and the action server run (its ``bot``,
+    ``actions``, ``credentials.yml`` and the tracker store its ``endpoints.yml`` ships, on a
+    file of the run's; the trained model is this checkout's)."""
     from tests.conftest import RASA_BIN, free_port
     shared = rasa > 1 or shared_rasa_stores
     rasa_db = ""
@@ -199,6 +214,8 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
     stack = Stack(rasa_bin=RASA_BIN, model=latest_model(), rasa_port=free_port(),
                   actions_port=actions_port, token=secrets.token_urlsafe(16),
                   log_dir=tmp / "logs", tracker_db=None if shared else tmp / "rasa-tracker.db",
+                  tracker_store_type=shipped_tracker_store(rasa_code),
+                  project=rasa_code, credentials=rasa_code / "credentials.yml",
                   endpoints=endpoints,
                   env={"SHOP_DB_PATH": str(seed(tmp / "shop.db")),
                        "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -262,6 +279,17 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
                                 f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'], check=False)
         if shared:
             drop_redis_keys(redis_url, lock_prefix)
+
+
+def shipped_tracker_store(project: Path) -> str:
+    """The tracker store type the project's ``endpoints.yml`` ships for its SQLite file (the
+    bench points it at a file of its own)."""
+    import yaml
+    endpoints = yaml.safe_load((project / "endpoints.yml").read_text()) or {}
+    store = endpoints.get("tracker_store") or {}
+    if store.get("dialect", "sqlite") != "sqlite":
+        raise ValueError(f"{project / 'endpoints.yml'} ships no SQLite tracker store")
+    return str(store.get("type") or "SQL")
 
 
 def rasa_endpoints(actions_port: int, pg_url: str, database: str, redis_url: str,
@@ -517,11 +545,26 @@ class Report:
     behind_at_end: int = 0
     settle_seconds: float = 0.0
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # the queue watcher's samples (seconds into the run, calls waiting, each Rasa server's and
+    # each gateway's CPU seconds so far) and when each turn was answered (seconds into the
+    # run): the timeline (--timeline)
+    samples: list[tuple[float, int, float, float]] = field(default_factory=list)
+    answered_at: list[float] = field(default_factory=list)
+    not_sent: int = 0  # messages the swarm had not sent when the deadline cut it off
 
     @property
     def per_server(self) -> float:
         """Answered turns a second per Rasa server."""
         return self.turns_per_second / max(1, len(self.rasa_calls))
+
+    def cpu_per_turn(self, column: int) -> float:
+        """CPU seconds the Rasa servers (``column`` 2) or the gateways (3) used per answered
+        turn, between the queue watcher's first and last samples (nan: no samples)."""
+        if len(self.samples) < 2:
+            return float("nan")
+        first, last = self.samples[0], self.samples[-1]
+        answered = sum(1 for t in self.answered_at if first[0] <= t <= last[0])
+        return (last[column] - first[column]) / answered if answered else float("nan")
 
     @property
     def per_core(self) -> float:
@@ -551,6 +594,11 @@ class Report:
             f"| conversations queued for a person because of load | "
             f"{len(self.queued_for_load)} |",
             f"| unanswered messages | {self.unanswered} |",
+        ]
+        if self.not_sent:
+            out.append(f"| messages not sent: the run's deadline came first (those sent were "
+                       f"answered and are measured) | {self.not_sent} |")
+        out += [
             f"| trackers that differ from what the customer saw | {len(self.mismatched)} |",
             f"| the same right after the swarm, before the gateway's last Rasa calls "
             f"({self.settle_seconds:.1f} s) | {self.behind_at_end} |",
@@ -562,12 +610,50 @@ class Report:
             out.append(f"| conversations with turns on more than one Rasa server | "
                        f"{self.on_several_servers} |")
         out += [f"| answered turns/s per Rasa server, per core ({self.cores}) | "
-                f"{self.per_server:.2f}, {self.per_core:.2f} |"]
+                f"{self.per_server:.2f}, {self.per_core:.2f} |",
+                f"| CPU per answered turn, Rasa servers / gateways ms | "
+                f"{self.cpu_per_turn(2) * 1000:.1f} / {self.cpu_per_turn(3) * 1000:.1f} |"]
         out += [f"| RSS {name} | {size / 2 ** 20:.0f} MB |" for name, size in
                 self.memory.items()]
         if self.agent_failures:
             out.append(f"agent failures: {self.agent_failures[:5]}")
         out += [f"tracker mismatch: {d}" for d in self.differences[:3]]
+        return out
+
+    def timeline(self, window: float) -> list[str]:
+        """The run in windows of ``window`` seconds: turns answered a second, the CPU the Rasa
+        servers and the gateways used (in cores), the most calls waiting; then the longest
+        time no turn was answered while calls waited (a stall, as opposed to a steady rate)."""
+        out = [f"timeline, {window:g} s windows:",
+               "| from s | answered /s | Rasa CPU (cores) | gateway CPU (cores) | "
+               "most waiting |", "|---|---|---|---|---|"]
+        start = 0.0
+        while start < self.seconds:
+            end = start + window
+            answered = sum(1 for t in self.answered_at if start <= t < end)
+            inside = [s for s in self.samples if start <= s[0] < end]
+            before = [s for s in self.samples if s[0] < start]
+            first = before[-1] if before else (inside[0] if inside else None)
+            last = inside[-1] if inside else None
+            rasa = gateway = float("nan")
+            if first is not None and last is not None and last[0] > first[0]:
+                rasa = (last[2] - first[2]) / (last[0] - first[0])
+                gateway = (last[3] - first[3]) / (last[0] - first[0])
+            waiting = max((s[1] for s in inside), default=0)
+            out.append(f"| {start:.0f} | {answered / window:.1f} | {rasa:.2f} | "
+                       f"{gateway:.2f} | {waiting} |")
+            start = end
+        stall, waiting_since = 0.0, None
+        answers = sorted(self.answered_at)
+        for t, waiting, _, _ in self.samples:
+            if waiting <= 0:
+                waiting_since = None
+                continue
+            waiting_since = t if waiting_since is None else waiting_since
+            before = bisect.bisect_right(answers, t)
+            last_answer = answers[before - 1] if before else 0.0
+            stall = max(stall, t - max(last_answer, waiting_since))
+        out.append(f"longest time without an answer while calls waited: {stall:.1f} s")
         return out
 
 
@@ -660,9 +746,14 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
             await warm.close()
         calls_before = await rasa_calls(client, system, admins)
 
+        samples: list[tuple[float, int, float, float]] = []
+        rasa_pids = [pid for _, pid in system.rasa_servers if pid]
+        gateway_pids = [n.pid for n in nodes if n.pid]
+
         async def watch_queue() -> None:
             nonlocal most_waiting, down_polls
             while not stop_watching.is_set():
+                waiting_now = 0
                 for node in nodes:
                     body = (await client.get(f"{node.url}/api/health/detail",
                                              headers=admins[node.url])).json()
@@ -670,6 +761,10 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
                     waiting = sum(s.get("waiting", 0) for s in
                                   (body.get("rasa_calls") or {}).values())
                     most_waiting = max(most_waiting, waiting)
+                    waiting_now += waiting
+                samples.append((time.monotonic() - started, waiting_now,
+                                sum(cpu_seconds(pid) for pid in rasa_pids),
+                                sum(cpu_seconds(pid) for pid in gateway_pids)))
                 await asyncio.sleep(0.5)
 
         pause = customers / rate if rate > 0 else 0.0
@@ -688,16 +783,27 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
                 if pause and n + 1 < messages:
                     await asyncio.sleep(rng.expovariate(1 / pause))
 
-        watcher = asyncio.get_running_loop().create_task(watch_queue())
         started = time.monotonic()
+        watcher = asyncio.get_running_loop().create_task(watch_queue())
+        cut_off = False
         try:
             await asyncio.wait_for(asyncio.gather(*(one(i, c) for i, c in enumerate(swarm))),
                                    deadline)
+        except asyncio.TimeoutError:
+            # the swarm stops sending at the deadline; the customers stay connected, and the
+            # messages already sent are answered and measured (those never sent are counted)
+            cut_off = True
+            settle_started = time.monotonic()
+            while time.monotonic() - settle_started < SETTLE_WAIT and await calls_out(
+                    client, nodes, admins):
+                await asyncio.sleep(0.5)
         finally:
             seconds = time.monotonic() - started
             stop_watching.set()
             await asyncio.gather(watcher, return_exceptions=True)
         await asyncio.sleep(1.0)  # late pushes: a reply's further paragraphs
+        # cut off, some customers never had a session: nothing of theirs to compare
+        swarm_all, swarm = swarm, [c for c in swarm if c.session_id]
         memory = {f"gateway {i + 1}": rss_bytes(n.pid) for i, n in enumerate(nodes) if n.pid}
         for url, pid in system.rasa_servers:
             if pid:
@@ -741,7 +847,8 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
         takeover_ack=[s for a in agents for s in a.ack_seconds],
         queued_for_load=[c.session_id for c in swarm if "handoff_queued" in c.notices],
         unanswered=sum(1 for _, _, t in turns if t.answered is None)
-        + sum(messages - len(c.turns) for c in swarm),
+        + (0 if cut_off else sum(messages - len(c.turns) for c in swarm)),
+        not_sent=sum(messages - len(c.turns) for c in swarm_all) if cut_off else 0,
         mismatched=mismatched, differences=differences,
         behind_at_end=len(at_end), settle_seconds=settle_seconds,
         delayed_notices=sum(1 for c in swarm if "reply_delayed" in c.notices),
@@ -752,7 +859,8 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
         rasa_calls={server: calls - calls_before.get(server, 0)
                     for server, calls in calls_after.items()},
         on_several_servers=len([c for i, c in enumerate(swarm) if len(home_servers(
-            system, c.session_id, nodes_used(i, len(nodes), messages, hop))) > 1]))
+            system, c.session_id, nodes_used(i, len(nodes), messages, hop))) > 1]),
+        samples=samples, answered_at=[t.answered - started for _, _, t in turns if t.answered])
 
 
 def nodes_used(i: int, nodes: int, messages: int, hop: bool) -> set[int]:
@@ -1083,7 +1191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle-worker", metavar="URL", default="",
                         help=argparse.SUPPRESS)  # one client process of --idle
     parser.add_argument("--deadline", type=float, default=900.0,
-                        help="seconds the run may take at most")
+                        help="seconds the swarm sends at most: then it stops, the messages "
+                             "already sent are answered and measured, and those not sent yet "
+                             "are counted")
     parser.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a further gateway setting, e.g. HANDOFF_RASA_CALLS_IN_FLIGHT=0")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432",
@@ -1102,6 +1212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the checkout whose handoff/ the gateways run; several, comma-"
                              "separated (e.g. /work/main,.): one system each, their runs "
                              "interleaved: code before and after a change, side by side")
+    parser.add_argument("--rasa-code", default=str(PROJECT_ROOT),
+                        help="the checkout whose Rasa side (bot/, actions/, credentials.yml, "
+                             "the SQLite tracker store of its endpoints.yml) the Rasa servers "
+                             "run; several, comma-separated: one system each, their runs "
+                             "interleaved, as with --gateway-code")
+    parser.add_argument("--timeline", type=float, default=0.0, metavar="SECONDS",
+                        help="also print each run in windows of this many seconds: turns "
+                             "answered a second, the Rasa servers' and gateways' CPU, calls "
+                             "waiting, and the longest stall")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args(argv)
     if args.idle_worker:
@@ -1129,21 +1248,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.database_url else [args.database_url]
     databases = ["" if d == "sqlite" else d for d in databases]
     codes = [Path(c).resolve() for c in args.gateway_code.split(",")]
+    rasa_codes = [Path(c).resolve() for c in args.rasa_code.split(",")]
     with contextlib.ExitStack() as systems_open:
         systems = []
         for servers in pools:
             for database in databases:
-                for code in codes:
+                for code, rasa_code in itertools.product(codes, rasa_codes):
                     tmp = Path(systems_open.enter_context(tempfile.TemporaryDirectory()))
                     system = systems_open.enter_context(started_system(
                         args.nodes, tmp, extra, args.pg_url, args.redis_url, database,
                         rasa=servers, shared_rasa_stores=shared, pg_prefix=args.pg_prefix,
-                        code=code))
+                        code=code, rasa_code=rasa_code))
                     system.label = ", ".join(
                         [f"--rasa {servers}"] * (len(pools) > 1)
                         + [database.split("+")[0].split(":")[0] or "sqlite"] * (
                             len(databases) > 1)
-                        + [str(code)] * (len(codes) > 1)) or f"--rasa {servers}"
+                        + [str(code)] * (len(codes) > 1)
+                        + [f"Rasa side {rasa_code}"] * (len(rasa_codes) > 1)
+                    ) or f"--rasa {servers}"
                     systems.append((servers, system))
         stores = ("PostgreSQL tracker store, Redis lock store" if shared
                   else "SQLite tracker store")
@@ -1169,6 +1291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reports.append((system.label, rate, report))
                 print(f"\n{system.label} --rate {rate:g} (load average "
                       f"{load_before:.2f} -> {os.getloadavg()[0]:.2f}): " + "\n".join(report.lines()), flush=True)
+                if args.timeline > 0:
+                    print("\n".join(report.timeline(args.timeline)), flush=True)
                 if args.json:
                     print(json.dumps({**dataclasses.asdict(report), "rasa": servers,
                                       "turns_per_second": report.turns_per_second}))
@@ -1180,11 +1304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def summary_lines(reports: list[tuple[str, float, Report]]) -> list[str]:
     """One row per run: the system (Rasa servers, store, code), the rate asked, the rate
     achieved (all, per server, per core), the latency and the goals."""
-    out = ["| system | rate asked /s | answered /s | per server | per core | bot p50 ms "
+    out = ["| system | rate asked /s | answered /s | per server | per core | Rasa CPU ms per "
+           "turn | bot p50 ms "
            "| bot p99 ms | takeover ack p50 / p99 ms | most waiting | Rasa down polls | "
            "queued for "
            "load | unanswered | tracker mismatches | Rasa calls per server | on several "
-           "servers |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "servers |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for servers, rate, rep in reports:
         p50 = percentile(rep.bot_latency, 0.5) * 1000 if rep.bot_latency else float("nan")
         p99 = percentile(rep.bot_latency, 0.99) * 1000 if rep.bot_latency else float("nan")
@@ -1193,7 +1318,8 @@ def summary_lines(reports: list[tuple[str, float, Report]]) -> list[str]:
                else "-")
         calls = " / ".join(str(n) for n in rep.rasa_calls.values())
         out.append(f"| {servers} | {rate:g} | {rep.turns_per_second:.1f} | "
-                   f"{rep.per_server:.2f} | {rep.per_core:.2f} | {p50:.0f} | {p99:.0f} | "
+                   f"{rep.per_server:.2f} | {rep.per_core:.2f} | "
+                   f"{rep.cpu_per_turn(2) * 1000:.0f} | {p50:.0f} | {p99:.0f} | "
                    f"{ack} | {rep.most_waiting} | {rep.down_polls} | "
                    f"{len(rep.queued_for_load)} | {rep.unanswered} | {len(rep.mismatched)} | "
                    f"{calls} | {rep.on_several_servers} |")

@@ -27,6 +27,8 @@ TOKEN_FILE = VAR_DIR / "rasa-token"
 RASA_RUN = Path(__file__).resolve().parent / "rasa_run.py"
 LOOPBACK = "127.0.0.1"
 WILDCARDS = ("0.0.0.0", "::")  # every interface: an address to listen on, not one to call
+# Rasa's tracker store on a SQLite file, as endpoints.yml ships it (bot/tracker_store.py)
+SQLITE_TRACKER_STORE = "bot.tracker_store.SQLTrackerStore"
 
 
 class StartupError(RuntimeError):
@@ -165,10 +167,12 @@ class Service:
 class Stack:
     """The Rasa server and the action server, on the ports given.
 
-    ``project`` is the Rasa project they run in (its ``actions``, ``bot`` and relative paths
-    of ``endpoints.yml``). Without ``endpoints`` a file is written that names the action
-    server and, with ``tracker_db``, a SQLite tracker store there: Rasa servers that share it
-    share the conversations (a blue/green deploy, :mod:`bot.control`).
+    ``project`` is the Rasa project they run in (its ``actions``, ``bot`` (its
+    ``bot/rasa_run.py`` where it has one) and relative paths of ``endpoints.yml``). Without
+    ``endpoints`` a file is written that names the action server and, with ``tracker_db``, a
+    SQLite tracker store there (``tracker_store_type``: the one endpoints.yml ships,
+    :data:`SQLITE_TRACKER_STORE`): Rasa servers that share it share the conversations (a
+    blue/green deploy, :mod:`bot.control`).
 
     The Rasa servers listen on ``interface`` (the loopback unless told otherwise: gateway
     nodes on other machines need a private interface, docs/deploy.md) and are named to the
@@ -189,6 +193,7 @@ class Stack:
     tracker_db: Optional[Path] = None
     interface: str = LOOPBACK
     advertised: str = ""
+    tracker_store_type: str = SQLITE_TRACKER_STORE
     services: List[Service] = field(default_factory=list)
 
     @property
@@ -214,10 +219,17 @@ class Stack:
         text = ("action_endpoint:\n"
                 f'  url: "{http_url(LOOPBACK, self.actions_port)}/webhook"\n')
         if self.tracker_db is not None:
-            text += (f'tracker_store:\n  type: SQL\n  dialect: "sqlite"\n'
+            text += (f"tracker_store:\n  type: {self.tracker_store_type}\n"
+                     f"  dialect: \"sqlite\"\n"
                      f"  db: {json.dumps(str(self.tracker_db))}\n")
         path.write_text(text)
         return path
+
+    def _rasa_run(self) -> Path:
+        """The project's ``bot/rasa_run.py`` (so that its ``bot`` package is the one Rasa
+        imports), else this one's."""
+        project_run = self.project / "bot" / "rasa_run.py"
+        return project_run if project_run.is_file() else RASA_RUN
 
     def rasa_service(self, port: int, model: Path, nice: int = 0) -> Service:
         """A Rasa server (HTTP API on :attr:`interface`, token auth) on ``port`` with
@@ -228,7 +240,8 @@ class Stack:
             # the token goes in the environment, not the arguments (which every user can
             # read in ps): bot/rasa_run.py hands it to Rasa's --auth-token in-process
             argv=(["nice", "-n", str(nice)] if nice else []) + [
-                str(self.rasa_bin.parent / "python"), str(RASA_RUN), "run", "--enable-api",
+                str(self.rasa_bin.parent / "python"), str(self._rasa_run()), "run",
+                "--enable-api",
                 "--interface", self.interface, "--port", str(port),
                 "--model", str(model), "--endpoints", str(self._endpoints_file()),
                 "--credentials", str(self.credentials)],

@@ -213,7 +213,7 @@ def _in_rasa(script: str, tmp_path: Path) -> None:
 
 ERASE_SQL = """
 import asyncio, sys
-from rasa.core.tracker_store import SQLTrackerStore
+from bot.tracker_store import SQLTrackerStore  # what endpoints.yml ships: Rasa's, a subclass
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
@@ -238,14 +238,15 @@ asyncio.run(main())
 
 @pytest.mark.long
 def test_erase_deletes_one_senders_events_from_an_sql_tracker_store(tmp_path: Path) -> None:
-    """The endpoints.yml default (SQL); the test session's Rasa uses the in-memory store, which
-    tests/gateway/test_privacy.py erases through the running server."""
+    """The endpoints.yml default (bot.tracker_store, Rasa's SQL store); the test session's
+    Rasa uses the in-memory store, which tests/gateway/test_privacy.py erases through the
+    running server."""
     _in_rasa(ERASE_SQL, tmp_path)
 
 
 MASK_SQL = """
 import asyncio, sys, time
-from rasa.core.tracker_store import SQLTrackerStore
+from bot.tracker_store import SQLTrackerStore  # what endpoints.yml ships: Rasa's, a subclass
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import BotUttered, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
@@ -284,6 +285,7 @@ asyncio.run(main())
 
 @pytest.mark.long
 def test_mask_masks_one_senders_events_in_an_sql_tracker_store(tmp_path: Path) -> None:
-    """The endpoints.yml default (SQL); the test session's Rasa uses the in-memory store, which
-    tests/gateway/test_privacy.py masks through the running server."""
+    """The endpoints.yml default (bot.tracker_store, Rasa's SQL store); the test session's
+    Rasa uses the in-memory store, which tests/gateway/test_privacy.py masks through the
+    running server."""
     _in_rasa(MASK_SQL, tmp_path)
