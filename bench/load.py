@@ -10,9 +10,11 @@ speaks it) and scripted agents, loopback only, bounded in time.
 It starts a Rasa server with the trained model (SQLite tracker store, as ``make run``), an
 action server and ``--nodes`` gateway processes on free ports (``bot.serve``'s ``Stack``, as
 the tests do). Each customer opens a session, sends ``--messages`` messages one after another
-(each after the reply to the one before and an exponential pause averaging ``customers /
-rate`` seconds, so that all of them together send about ``--rate`` messages a second; 0: no
-pause) and records every ``bot_uttered`` and ``handoff_notice``. ``--review-share`` of the
+(each, the first too, after an exponential pause averaging ``customers / rate`` seconds and
+the reply to the one before, so that all of them together send about ``--rate`` messages a
+second from the start while they have messages left; 0: no pause; a paced swarm connects
+within its first 30 s and stays connected) and records every ``bot_uttered`` and
+``handoff_notice``. ``--review-share`` of the
 conversations are put in review by a scripted agent (logged in through the API, on the
 ``/agent`` namespace) after their first reply; the agent approves every reply held for it.
 
@@ -112,6 +114,7 @@ from handoff.conversation.customer_protocol import bot_uttered_payloads  # noqa:
 
 HOP_OVERLAP = 1.0  # seconds both sockets of a customer that moves between nodes are open
 REPLY_WAIT = 120.0  # seconds a customer waits for a reply before it counts as unanswered
+CONNECT_SPREAD = 30.0  # seconds over which a paced swarm's customers connect (--rate > 0)
 GIGABYTE = 1024 ** 3
 OPEN_LIMITS = {  # every customer here comes from 127.0.0.1: the per-address limits at their top
     "HANDOFF_IP_MESSAGE_RATE": "10000", "HANDOFF_IP_MESSAGE_BURST": "100000",
@@ -650,8 +653,8 @@ class Report:
                 waiting_since = None
                 continue
             waiting_since = t if waiting_since is None else waiting_since
-            before = bisect.bisect_right(answers, t)
-            last_answer = answers[before - 1] if before else 0.0
+            answered_before = bisect.bisect_right(answers, t)
+            last_answer = answers[answered_before - 1] if answered_before else 0.0
             stall = max(stall, t - max(last_answer, waiting_since))
         out.append(f"longest time without an answer while calls waited: {stall:.1f} s")
         return out
@@ -770,9 +773,20 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
         pause = customers / rate if rate > 0 else 0.0
 
         async def one(i: int, customer: Customer) -> None:
-            if pause:  # arrivals spread over one pause
-                await asyncio.sleep(rng.uniform(0, pause))
+            # Each customer waits an exponential pause before each message, the first too:
+            # each is then a Poisson process of rate / customers and all of them together send
+            # --rate messages a second from the start (first messages spread evenly over one
+            # pause, as before, overlapped the early customers' later messages: at the end of
+            # that pause 1.6 times the rate asked with two messages each, 1.9 with three).
+            # They connect within the first CONNECT_SPREAD seconds, or before their first
+            # message, and stay connected to the end.
+            if pause:
+                first = rng.expovariate(1 / pause)
+                began = time.monotonic()
+                await asyncio.sleep(min(first, rng.uniform(0, CONNECT_SPREAD)))
             await customer.connect()
+            if pause:
+                await asyncio.sleep(max(0.0, first - (time.monotonic() - began)))
             for n in range(messages):
                 if hop and n:
                     await customer.move(nodes[(i + n) % len(nodes)].url)
