@@ -27,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,6 +61,10 @@ NEW_POLICY = ("You can return most items within 60 days of delivery for a full r
               "within 5-7 business days after we receive the return.")
 LONG_POLICY = NEW_POLICY.replace("60 days", "45 days")  # the console's own change (long)
 REFUND_POLICY = "what is your return policy?"
+# the customers' messages while a model goes live, fixed (a random suffix such as "(3fa1)" was
+# once read as inform by a retrained model, and the test is about downtime, not about reading)
+TRACKING = ["where is my order 100002?", "where's my order 100002", "has order 100002 shipped yet?",
+            "track order 100002"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -383,7 +386,7 @@ async def test_a_relabelled_answer_is_learnt_and_deployed_while_customers_talk(
                     session_id = await widget.session()
                 sent += 1
                 started = time.monotonic()
-                await widget.say(session_id, f"where is my order 100002? ({uuid.uuid4().hex[:4]})")
+                await widget.say(session_id, TRACKING[sent % len(TRACKING)])
                 assert (await _reply(widget)).startswith("Order 100002")
                 latencies.append(time.monotonic() - started)
                 turns.append((started, time.monotonic()))
