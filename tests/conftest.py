@@ -31,6 +31,14 @@ def free_port() -> int:
         return port
 
 
+@pytest.fixture(autouse=True, scope="session")
+def rasa_fork_server() -> Iterator[None]:
+    """Stops the Rasa environment's fork server (tests/rasa_forks.py) if a test started it."""
+    yield
+    from tests.rasa_forks import close_shared
+    close_shared()
+
+
 @pytest.fixture(scope="session")
 def model_path() -> Path:
     return latest_model(PROJECT_ROOT / "models")

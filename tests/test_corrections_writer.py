@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import PROJECT_ROOT, RASA_VENV
+from tests import rasa_forks as rasa_forks_module
 
 RASA_PY = RASA_VENV / "bin" / "python"
 CARD = "4111 1111 1111 1111"
@@ -190,15 +191,20 @@ def validator_results(tmp_path_factory: pytest.TempPathFactory) -> Iterable[None
     KEPT.clear()
 
 
+def rasa_forks() -> rasa_forks_module.RasaForks:
+    """The writer and the scripts run as forks of one process of the Rasa environment that has
+    imported Rasa already (tests/rasa_forks.py): a fresh process each, without Rasa's imports."""
+    return rasa_forks_module.shared(RASA_PY, env(), PROJECT_ROOT)
+
+
 def write(project: Path, records: List[Dict[str, Any]], *args: str,
           expect: int = 0) -> Dict[str, Any]:
     source = project.parent / f"corrections-{len(list(project.parent.glob('corrections-*')))}.json"
     source.write_text(json.dumps(records))
     kept = ["--validator-results", str(KEPT["folder"])] if "folder" in KEPT else []
-    result = subprocess.run(
-        [str(RASA_PY), "-m", "bot.corrections", "write", "--input", str(source), "--project",
-         str(project), *kept, *args], cwd=project, env=env(), capture_output=True, text=True,
-        timeout=600, check=False)
+    result = rasa_forks().run(
+        ["-m", "bot.corrections", "write", "--input", str(source), "--project", str(project),
+         *kept, *args], cwd=project, env=env(), timeout=600)
     assert result.returncode == expect, result.stdout + result.stderr[-3000:]
     report: Dict[str, Any] = json.loads(result.stdout)
     return report
@@ -206,8 +212,7 @@ def write(project: Path, records: List[Dict[str, Any]], *args: str,
 
 def rasa_script(project: Path, code: str) -> Any:
     """Run ``code`` in the Rasa environment in ``project``; it prints one JSON value."""
-    result = subprocess.run([str(RASA_PY), "-c", textwrap.dedent(code)], cwd=project, env=env(),
-                            capture_output=True, text=True, timeout=600, check=False)
+    result = rasa_forks().run(["-c", textwrap.dedent(code)], cwd=project, env=env(), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
