@@ -144,6 +144,24 @@ def _drop_closed(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         raise sa.exc.DisconnectionError("the pooled connection was closed by the server")
 
 
+# SQLSTATE classes of a server that cannot serve now, whatever the statement: 08 connection
+# exception, 53 insufficient resources (53300 too many connections), 57P operator intervention
+# (a shutdown, 57P03 cannot connect now while it starts)
+_UNAVAILABLE_SQLSTATES: Final = ("08", "53", "57P")
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot serve now (not that the statement is wrong):
+    a lost or refused connection, or the server's SQLSTATE for it: a 503, not a 500."""
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)):
+        return True
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return isinstance(code, str) and code.startswith(_UNAVAILABLE_SQLSTATES)
+
+
 def _broken_connection(exc: BaseException) -> bool:
     """Whether ``exc`` is SQLAlchemy's report of a connection found broken (it has
     invalidated the connection, and the pool's older ones with it)."""
@@ -334,7 +352,9 @@ class Database:
         try:
             async with turn, engine.begin() as conn:
                 yield conn
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+        except (sa.exc.DBAPIError, OSError) as exc:
+            if not _unavailable(exc):
+                raise
             # Not str(exc): SQLAlchemy's text carries the statement and its parameters.
             raise ServiceUnavailable(
                 f"the database does not answer ({type(exc).__name__})"
@@ -398,7 +418,7 @@ class Database:
             except (sa.exc.DBAPIError, OSError) as exc:
                 if retry and not committing and _broken_connection(exc):
                     continue
-                if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)):
+                if _unavailable(exc):
                     raise ServiceUnavailable(
                         f"the database does not answer ({type(exc).__name__})") from exc
                 raise

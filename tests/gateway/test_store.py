@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sqlite3
 import subprocess
 import sys
@@ -40,7 +41,7 @@ from handoff.store import (
     to_json,
 )
 from handoff.store.schema import metadata
-from tests.gateway.conftest import stored_correction, stored_pending_replies
+from tests.gateway.conftest import _pg_admin, stored_correction, stored_pending_replies
 
 pytestmark = pytest.mark.asyncio
 
@@ -157,6 +158,32 @@ async def test_unreachable_database_is_service_unavailable() -> None:
         with pytest.raises(ServiceUnavailable) as err:
             await store.list_conversations()
     assert err.value.status == 503
+
+
+async def test_a_server_refusing_connections_is_service_unavailable(pg_database: str) -> None:
+    """PostgreSQL refusing a connection for lack of slots (SQLSTATE 53300, "too many
+    connections", met here through a role allowed none) is a 503 the caller can retry, not
+    a 500: for reads and writes alike, and nothing is written."""
+    role = f"handoff_limited_{os.getpid()}"
+    dsn = sa.make_url(pg_database).set(drivername="postgresql").render_as_string(
+        hide_password=False)
+    async with Store(pg_database) as ready:
+        await ready.migrate()
+    await _pg_admin(dsn, f'DROP ROLE IF EXISTS "{role}"',
+                    f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    try:
+        limited = sa.make_url(pg_database).set(username=role, password=None)
+        async with Store(limited.render_as_string(hide_password=False)) as store:
+            for call in (store.list_conversations, lambda: store.upsert_conversation("full")):
+                with pytest.raises(ServiceUnavailable) as err:
+                    await call()
+                assert err.value.status == 503
+                assert "TooManyConnections" not in str(err.value)  # no driver text to clients
+    finally:
+        await _pg_admin(dsn, f'DROP ROLE IF EXISTS "{role}"')
+    async with Store(pg_database) as store:
+        with pytest.raises(NotFound):
+            await store.get_conversation("full")
 
 
 async def test_repr_hides_password() -> None:
