@@ -23,7 +23,11 @@ conversations, the agents' review (takeover) acknowledgement p99, the admission 
 queue (most calls waiting) and the human queue, conversations queued for a person because of
 load (the customer got ``handoff_queued``), messages never answered, conversations whose Rasa
 tracker differs from what the customer saw (the bot's texts, in order), the turns a second
-achieved, and each process's memory (RSS).
+achieved, and each process's memory (RSS). Then the gateways' own account of where the
+agents' clicks waited, scraped from their ``/metrics`` at the end of the swarm (docs/metrics.md,
+"Prometheus"): the review events' time in their handler and their read of the users, the waits
+for the conversations' locks by who waited, and the event loop's lag; each as how many were
+over a bound and the bucket the p99 falls in (the histograms keep buckets, not values).
 
 ``--idle N``: instead, connect N customer sockets that open a session and stay idle (spread
 over client processes of 2,500 sockets each, ``--idle-processes`` to choose; each socket
@@ -93,11 +97,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -554,6 +558,9 @@ class Report:
     samples: list[tuple[float, int, float, float]] = field(default_factory=list)
     answered_at: list[float] = field(default_factory=list)
     not_sent: int = 0  # messages the swarm had not sent when the deadline cut it off
+    # the gateways' histograms of WHERE_AGENTS_WAIT at the end of the swarm (empty: none)
+    waits: dict[str, Buckets] = field(default_factory=dict)
+    own_lag: list[float] = field(default_factory=list)  # the bench's own loop, late by (s)
 
     @property
     def per_server(self) -> float:
@@ -618,10 +625,35 @@ class Report:
                 f"{self.cpu_per_turn(2) * 1000:.1f} / {self.cpu_per_turn(3) * 1000:.1f} |"]
         out += [f"| RSS {name} | {size / 2 ** 20:.0f} MB |" for name, size in
                 self.memory.items()]
+        out += self.wait_lines()
+        if self.own_lag:
+            out.append(f"| the bench's own loop lag (0.1 s timer; every time it measures "
+                       f"includes it), p50 / p99 / most ms | {ms(self.own_lag, 0.5)} / "
+                       f"{ms(self.own_lag, 0.99)} / {max(self.own_lag) * 1000:.0f} |")
         if self.agent_failures:
             out.append(f"agent failures: {self.agent_failures[:5]}")
         out += [f"tracker mismatch: {d}" for d in self.differences[:3]]
         return out
+
+    def wait_lines(self) -> list[str]:
+        """Where the agents' clicks waited, by the gateways' histograms: their own time for
+        a review event, its read of the users, the conversations' locks, the loop's lag."""
+        w = self.waits
+        if not w.get("review") or not w["review"].get(float("inf")):
+            return []
+
+        def share(key: str, bound: float) -> str:
+            n, total = over(w.get(key, {}), bound)
+            return f"{n} of {total} over {bound * 1000:.0f} ms, p99 {bucket_quantile(w[key], 0.99)}"
+
+        return [
+            f"| gateway: review events, their handler's time | {share('review', 0.1)} |",
+            f"| gateway: the review events' read of the users | {share('users', 0.05)} |",
+            f"| gateway: lock waits of agents' and timers' events | {share('lock_agent', 0.05)} |",
+            f"| gateway: lock waits of customers' messages | {share('lock_customer', 0.05)} |",
+            f"| gateway: lock waits of Rasa's answers | {share('lock_rasa', 0.05)} |",
+            f"| gateway: event loop's lag (0.1 s timer) | {share('loop', 0.05)} |",
+        ]
 
     def timeline(self, window: float) -> list[str]:
         """The run in windows of ``window`` seconds: turns answered a second, the CPU the Rasa
@@ -704,6 +736,59 @@ async def rasa_calls(client: httpx.AsyncClient, system: System,
             server = system.server_of(url)
             calls[server] = calls.get(server, 0) + int(figures.get("admitted", 0))
     return calls
+
+
+Buckets = dict[float, float]  # a histogram's cumulative counts by upper bound (le)
+
+
+async def node_histograms(client: httpx.AsyncClient, nodes: Sequence[Any],
+                          wanted: Mapping[str, Mapping[str, str]]) -> dict[str, Buckets]:
+    """The gateway nodes' Prometheus histograms named in ``wanted`` (key -> the histogram's
+    name and the labels it must have), their buckets summed over the nodes; a node whose
+    gateway does not have one (older code) adds nothing."""
+    from prometheus_client.parser import text_string_to_metric_families
+    found: dict[str, Buckets] = {key: {} for key in wanted}
+    for node in nodes:
+        text = (await client.get(f"{node.url}/metrics")).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if not sample.name.endswith("_bucket"):
+                    continue
+                for key, want in wanted.items():
+                    labels = {k: v for k, v in sample.labels.items() if k != "le"}
+                    if sample.name == f"{want['name']}_bucket" and all(
+                            labels.get(k) == v for k, v in want.items() if k != "name"):
+                        le = float(sample.labels["le"])
+                        found[key][le] = found[key].get(le, 0.0) + sample.value
+    return found
+
+
+def over(buckets: Buckets, bound: float) -> tuple[int, int]:
+    """(how many observations were over ``bound``, how many in all): ``bound`` must be one of
+    the histogram's bucket bounds."""
+    total = buckets.get(float("inf"), 0.0)
+    return round(total - buckets.get(bound, total)), round(total)
+
+
+def bucket_quantile(buckets: Buckets, q: float) -> str:
+    """The bucket the ``q`` quantile falls in, as "<= X ms" (the histogram keeps no more)."""
+    total = buckets.get(float("inf"), 0.0)
+    if not total:
+        return "-"
+    for bound in sorted(buckets):
+        if buckets[bound] >= q * total:
+            return "> 5000 ms" if bound == float("inf") else f"<= {bound * 1000:.0f} ms"
+    return "-"
+
+
+WHERE_AGENTS_WAIT: Final = {  # the gateways' own account of the agents' clicks (docs/metrics.md)
+    "review": {"name": "handoff_agent_event_seconds", "event": "review", "part": "total"},
+    "users": {"name": "handoff_agent_event_seconds", "event": "review", "part": "users"},
+    "lock_agent": {"name": "handoff_lock_wait_seconds", "waiter": "agent"},
+    "lock_customer": {"name": "handoff_lock_wait_seconds", "waiter": "customer"},
+    "lock_rasa": {"name": "handoff_lock_wait_seconds", "waiter": "rasa"},
+    "loop": {"name": "handoff_loop_lag_seconds"},
+}
 
 
 def home_servers(system: System, session_id: str, used: Iterable[int]) -> set[str]:
@@ -797,8 +882,19 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
                 if pause and n + 1 < messages:
                     await asyncio.sleep(rng.expovariate(1 / pause))
 
+        own_lag: list[float] = []
+
+        async def sample_own_lag() -> None:
+            """This process's own lateness: every time the clients measure includes it."""
+            loop = asyncio.get_running_loop()
+            while not stop_watching.is_set():
+                asked = loop.time()
+                await asyncio.sleep(0.1)
+                own_lag.append(max(0.0, loop.time() - asked - 0.1))
+
         started = time.monotonic()
         watcher = asyncio.get_running_loop().create_task(watch_queue())
+        lag_sampler = asyncio.get_running_loop().create_task(sample_own_lag())
         cut_off = False
         try:
             await asyncio.wait_for(asyncio.gather(*(one(i, c) for i, c in enumerate(swarm))),
@@ -814,7 +910,7 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
         finally:
             seconds = time.monotonic() - started
             stop_watching.set()
-            await asyncio.gather(watcher, return_exceptions=True)
+            await asyncio.gather(watcher, lag_sampler, return_exceptions=True)
         await asyncio.sleep(1.0)  # late pushes: a reply's further paragraphs
         # cut off, some customers never had a session: nothing of theirs to compare
         swarm_all, swarm = swarm, [c for c in swarm if c.session_id]
@@ -823,6 +919,7 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
             if pid:
                 memory[f"Rasa {system.server_of(url)}"] = rss_bytes(pid)
         calls_after = await rasa_calls(client, system, admins)
+        waits = await node_histograms(client, nodes, WHERE_AGENTS_WAIT)
         for agent in agents:
             await agent.close()
         await asyncio.gather(*(c.close() for c in swarm), return_exceptions=True)
@@ -874,7 +971,8 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
                     for server, calls in calls_after.items()},
         on_several_servers=len([c for i, c in enumerate(swarm) if len(home_servers(
             system, c.session_id, nodes_used(i, len(nodes), messages, hop))) > 1]),
-        samples=samples, answered_at=[t.answered - started for _, _, t in turns if t.answered])
+        samples=samples, answered_at=[t.answered - started for _, _, t in turns if t.answered],
+        waits=waits, own_lag=own_lag)
 
 
 def nodes_used(i: int, nodes: int, messages: int, hop: bool) -> set[int]:

@@ -10,6 +10,7 @@ connections and, at each scrape, the queue length.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -23,6 +24,9 @@ _TURN_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 # Seconds: an agent decides in seconds to minutes; retraining and deploys take minutes.
 _HUMAN_BUCKETS: Final = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 _JOB_BUCKETS: Final = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+# Seconds: what an agent's click waits for (goal: acknowledged within 100 ms) and the loop's
+# lateness; fine around 100 ms, where the goal lies.
+_CLICK_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Instruments:
@@ -69,10 +73,34 @@ class Instruments:
             "handoff_socket_connections", "Open Socket.IO connections, by namespace "
             "('/' customers, '/agent' agents).", ["namespace"], registry=r)
 
+        self.agent_event_seconds = Histogram(
+            "handoff_agent_event_seconds", "An agent's /agent event, from its arrival to its "
+            "acknowledgement ('total'), and the read of the users that checks it ('users').",
+            ["event", "part"], buckets=_CLICK_BUCKETS, registry=r)
+        self.lock_wait_seconds = Histogram(
+            "handoff_lock_wait_seconds", "Waits for a conversation's lock, by who waited: "
+            "'customer' (a message), 'agent' (an agent's or the system's event), 'rasa' "
+            "(Rasa's answer taken in), 'other'.", ["waiter"], buckets=_CLICK_BUCKETS,
+            registry=r)
+        self.loop_lag_seconds = Histogram(
+            "handoff_loop_lag_seconds", "How late the event loop came round to a timer "
+            "(sampled every 0.1 s): the node's own work or a busy CPU delays every socket "
+            "event by this much.", buckets=_CLICK_BUCKETS, registry=r)
+
         self.customer_refusals = Counter(
             "handoff_customer_refusals", "Customer events and connections refused, by error "
             "code (rate_limited, connect_rate_limited, binary_refused, malformed_frame, "
             "bad_payload, ...).", ["code"], registry=r)
+
+    async def sample_loop_lag(self, every: float = 0.1) -> None:
+        """Until cancelled: how late the loop wakes from a sleep of ``every`` seconds, into
+        ``handoff_loop_lag_seconds`` (one timer, ten wakes a second: nothing next to a
+        turn)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(every)
+            self.loop_lag_seconds.observe(max(0.0, loop.time() - asked - every))
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

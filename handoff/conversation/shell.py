@@ -180,10 +180,12 @@ class Conversations:
         self.tracker_retry_delays = tuple(tracker_retry_delays)
         # the gateway nodes sharing the store (one process unless HANDOFF_REDIS_URL is set)
         self.cluster: Cluster = cluster or LocalCluster(default_node_id())
-        self.locks = ConversationLocks(
-            self.cluster.conversation_lock if self.cluster.shared else None)
-        self._watch: asyncio.Task[None] | None = None
         self.instruments = instruments or Instruments()
+        lock_waits = self.instruments.lock_wait_seconds
+        self.locks = ConversationLocks(
+            self.cluster.conversation_lock if self.cluster.shared else None,
+            waited=lambda waiter, seconds: lock_waits.labels(waiter).observe(seconds))
+        self._watch: asyncio.Task[None] | None = None
         self._turn_started: dict[str, float] = {}  # conversation id -> monotonic arrival
         self.health: RasaPool | None = None  # set by the app when the probe is on
         # conversations whose call failed as its server went down while another is up: they
@@ -364,7 +366,7 @@ class Conversations:
             _, saved = await self._step_locked(conversation_id, event, once=message_id)
             return saved.messages if saved is not None else []
 
-        async with self.locks.hold(conversation_id):
+        async with self.locks.hold(conversation_id, "customer"):
             try:
                 try:
                     stored = await run()
@@ -405,7 +407,7 @@ class Conversations:
         nothing changed. ``NotFound`` for an unknown conversation. ``audit``: the audit-log
         entry of the agent's action, written in the step's own transaction (one write, not
         two: an agent's click waits for each), or alone when the step changed nothing."""
-        async with self.locks.hold(conversation_id):
+        async with self.locks.hold(conversation_id, "agent"):
             state, saved = await self._step_locked(conversation_id, event, audit)
         if audit is not None and saved is None:
             await self.store.audit(audit["actor"], audit["action"], target=audit["target"],
@@ -417,7 +419,7 @@ class Conversations:
         """Step an agent's event that records a correction (a whisper's chosen action) and
         return the correction, stored in the step's own transaction with ``audit``, the
         audit-log entry of the agent's action (naming the correction)."""
-        async with self.locks.hold(conversation_id):
+        async with self.locks.hold(conversation_id, "agent"):
             _, saved = await self._step_locked(conversation_id, event, audit)
         if saved is None or saved.correction is None:
             raise r.InvalidTransition(f"{type(event).__name__} recorded no correction")
@@ -750,7 +752,7 @@ class Conversations:
         moved = cid in self._moved
         self._moved.discard(cid)
         try:
-            async with self.locks.hold(cid):
+            async with self.locks.hold(cid, "rasa"):
                 _, saved = await self._step_locked(cid, event, triage=triage)
         except r.RouterError as exc:  # e.g. closed meanwhile
             log.info("Rasa result for %s not applied: %s", cid, exc)

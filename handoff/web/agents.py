@@ -312,7 +312,7 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
     sio.on("disconnect", handler=_disconnect, namespace=AGENT_NAMESPACE)
     sio.on("presence", namespace=AGENT_NAMESPACE, handler=guard(
         sio, AGENT_NAMESPACE, "presence", _presence, store=store, settings=settings,
-        event_users=notifier.event_users))
+        event_users=notifier.event_users, instruments=conversations.instruments))
 
     @app.get("/api/presence", name="presence")
     async def _get_presence(request: Request) -> HTTPResponse:
@@ -338,7 +338,8 @@ def register_agent_api(app: Sanic[Any, Any], sio: socketio.AsyncServer,
 
         sio.on(action.event, namespace=AGENT_NAMESPACE, handler=guard(
             sio, AGENT_NAMESPACE, action.event, bind_event(action), store=store,
-            settings=settings, event_users=notifier.event_users))
+            settings=settings, event_users=notifier.event_users,
+            instruments=conversations.instruments))
 
 
 def _domain_json(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -184,6 +184,7 @@ def create_app(settings: Settings, store: Store, rasa: RasaClient) -> Sanic[Any,
         # conversations that ended while the last run stopped were not sampled: now they are
         app.add_task(spot_checks.catch_up(datetime.now(UTC) - SPOT_CHECK_CATCH_UP),
                      name="spot-check-catch-up")
+        app.add_task(instruments.sample_loop_lag(), name="loop-lag")
         conversations.watch_nodes(settings.node_lease / 3)  # several nodes only
         waiting.watch(settings.node_lease / 3)  # likewise
         password = await ensure_first_admin(store)

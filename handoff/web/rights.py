@@ -18,6 +18,7 @@ does not declare. Customers (the default namespace) need no login: :data:`CUSTOM
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final
@@ -27,6 +28,7 @@ from sanic import Sanic
 from sanic.request import Request
 
 from handoff.conversation import router as r
+from handoff.conversation.instruments import Instruments
 from handoff.errors import Forbidden, HandoffError, Unauthorized
 from handoff.settings import Settings
 from handoff.store import TIERS, Store, User
@@ -222,6 +224,7 @@ EventUsers = Callable[[str], AbstractAsyncContextManager[User | None]]
 
 def guard(sio: socketio.AsyncServer, namespace: str, event: str, handler: EventHandler, *,
           store: Store, settings: Settings, event_users: EventUsers | None = None,
+          instruments: Instruments | None = None,
           ) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
     """The one ``/agent`` event check: the socket's token and the user's current tier against
     the event's right, then ``handler(user, sid, data)``; with ``event_users`` the user is read
@@ -229,10 +232,14 @@ def guard(sio: socketio.AsyncServer, namespace: str, event: str, handler: EventH
     :meth:`~handoff.web.notifier.SocketNotifier.event_users`). Refusals are acknowledged as
     ``{"error", "message", "status"}``, as the HTTP answer would be: a payload that cannot be
     stored (a lone surrogate) is a 400, and anything unexpected a 500 ``internal_error`` with
-    one log line; no event goes unanswered."""
+    one log line; no event goes unanswered. ``instruments``: the event's time to its
+    acknowledgement, and its read of the users, go to ``handoff_agent_event_seconds``."""
     right = EVENT_RIGHTS[event]  # KeyError: declare the event first
+    timed = (instruments.agent_event_seconds.labels(event, "total"),
+             instruments.agent_event_seconds.labels(event, "users")) if instruments else None
 
     async def checked(sid: str, data: Any = None) -> dict[str, Any]:
+        started = time.perf_counter()
         try:
             session = await sio.get_session(sid, namespace=namespace)
             if event_users is None:
@@ -243,7 +250,10 @@ def guard(sio: socketio.AsyncServer, namespace: str, event: str, handler: EventH
             claims = verify_token(session["token"], secret=settings.jwt_secret)
             # a person waits on this event: its reads and writes go before the customers'
             with store.ahead():
+                asked = time.perf_counter()
                 async with event_users(claims.username) as found:
+                    if timed is not None:
+                        timed[1].observe(time.perf_counter() - asked)
                     user = user_of_claims(claims, found)
                     require_right(user, right)
                     return await handler(user, sid, check_storable(data, f"{event}'s payload"))
@@ -254,6 +264,9 @@ def guard(sio: socketio.AsyncServer, namespace: str, event: str, handler: EventH
             log.warning("/agent %s failed: %s: %.200s", event, type(exc).__name__, exc)
             return {"error": "internal_error", "status": 500,
                     "message": f"the gateway could not handle this {event}"}
+        finally:
+            if timed is not None:
+                timed[0].observe(time.perf_counter() - started)
 
     return checked
 

@@ -79,4 +79,5 @@ def register_whisper_api(app: Sanic[Any, Any], sio: socketio.AsyncServer, *,
         return await run(user, cid, {k: v for k, v in data.items() if k != "conversation_id"})
 
     sio.on("whisper", namespace=AGENT_NAMESPACE, handler=guard(
-        sio, AGENT_NAMESPACE, "whisper", _event, store=store, settings=settings))
+        sio, AGENT_NAMESPACE, "whisper", _event, store=store, settings=settings,
+        instruments=conversations.instruments))

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from handoff.learning.metrics import METRICS
 from handoff.store import Store
-from tests.gateway.clients import Widget, agent_login, user_login
+from tests.gateway.clients import Widget, agent_console, agent_login, user_login
 from tests.gateway.clients import api, gateway_store, widget  # noqa: F401 (fixtures)
 from tests.gateway.conftest import Gateway
 from tests.gateway.metrics_seed import PERIOD, seed
@@ -144,3 +144,44 @@ async def test_prometheus_counts_a_real_turn(
         key = ("handoff_turn_seconds_count", (("part", part),))
         assert now[key] == was.get(key, 0.0) + 1, part
     assert now[("handoff_turn_seconds_sum", (("part", "rasa"),))] > 0
+
+
+async def test_prometheus_times_an_agents_click_and_what_it_waited_for(
+    gateway: Gateway, store: Store, api: httpx.AsyncClient, widget: Widget
+) -> None:
+    """An agent's review event (and one refused: an unknown conversation) is timed to its
+    acknowledgement with its read of the users; each wait for a conversation's lock is
+    counted by who waited (the customer's message, Rasa's answer, the agent's events); the
+    loop's lag is sampled from the start."""
+    was = _samples((await api.get("/metrics")).text)
+    session = await widget.session()
+    await widget.say(session, "hello")
+    while (await widget.next())[0] != "bot_uttered":
+        pass
+    headers = await agent_login(store, api, "lena")
+    console, _ = await agent_console(gateway, headers, "status")
+    try:
+        taken = await console.call("review", {"conversation_id": session, "on": True},
+                                   namespace="/agent", timeout=10)
+        assert taken["conversation"]["owner"] == "lena", taken
+        unknown = await console.call("review", {"conversation_id": "no-such-conversation",
+                                                "on": True}, namespace="/agent", timeout=10)
+        assert unknown["status"] == 404, unknown
+    finally:
+        await console.disconnect()
+    await asyncio.sleep(0.2)  # Rasa's answer is applied after the customer saw it
+    now = _samples((await api.get("/metrics")).text)
+
+    def grew(name: str, **labels: str) -> float:
+        key = (f"{name}_count", tuple(sorted(labels.items())))
+        return now.get(key, 0.0) - was.get(key, 0.0)
+
+    assert grew("handoff_agent_event_seconds", event="review", part="total") == 2
+    assert grew("handoff_agent_event_seconds", event="review", part="users") == 2
+    assert grew("handoff_lock_wait_seconds", waiter="customer") == 1
+    assert grew("handoff_lock_wait_seconds", waiter="rasa") == 1
+    assert grew("handoff_lock_wait_seconds", waiter="agent") == 2  # the unknown one waited too
+    review = now[("handoff_agent_event_seconds_sum", (("event", "review"), ("part", "total")))]
+    users = now[("handoff_agent_event_seconds_sum", (("event", "review"), ("part", "users")))]
+    assert 0 < users < review
+    assert now[("handoff_loop_lag_seconds_count", ())] > 0
