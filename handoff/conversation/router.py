@@ -140,7 +140,8 @@ def step(
     if status != (state.mode, state.owner, state.queue_reason, state.queue_detail):
         effects.append(StatusChanged(conversation_id=new.conversation_id, mode=new.mode,
                                      owner=new.owner, queue_reason=new.queue_reason,
-                                     queue_detail=new.queue_detail))
+                                     queue_detail=new.queue_detail, mode_before=state.mode,
+                                     queue_reason_before=state.queue_reason))
     return new, tuple(effects)
 
 

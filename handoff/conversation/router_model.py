@@ -475,6 +475,10 @@ class StatusChanged(Effect):
     owner: str | None
     queue_reason: QueueReason | None
     queue_detail: str | None
+    # the status before the step, for listeners that need the change itself (whether the
+    # conversation left the queue); not part of what the effect is (equality ignores it)
+    mode_before: Mode | None = field(default=None, compare=False)
+    queue_reason_before: QueueReason | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -155,9 +155,13 @@ class Waiting:
         else:
             queued = cid in self._positions
             self._forget(cid)
-            # a conversation that never waited changes nobody's place: the queue is not read
-            # again (with several nodes another node may have told the others their places)
-            if not (queued or self.cluster.shared):
+            # a conversation that did not wait before this change moves nobody's place: the
+            # queue is not read again (an agent's takeover of a bot conversation, on any node).
+            # Whether it waited is the step's to say: with several nodes another node may have
+            # queued it, and this node's own places do not know; without it, read as before.
+            waited = (self.cluster.shared if status.mode_before is None
+                      else self._waits(status.mode_before, status.queue_reason_before))
+            if not (queued or waited):
                 return
         await self.push_positions()
 

@@ -103,7 +103,7 @@ class Deploys:
         self._task: asyncio.Task[None] | None = None
         self._live_task: asyncio.Task[None] | None = None
         self._deploying = asyncio.Lock()
-        self.rollout = Rollout(self.cluster, rasa, supervisor)
+        self.rollout = Rollout(self.cluster, rasa, supervisor, secret=settings.jwt_secret)
         self._unconfirmed: list[str] = []  # nodes that did not confirm the last switch
 
     # ------------------------------------------------------------------ the live model

@@ -18,6 +18,14 @@ listener (re)connects, and whenever its Rasa server refuses a connection (``Rasa
 reconcile``, then the request goes to the live one: nothing had been sent). With one node
 (:class:`~handoff.conversation.cluster.LocalCluster`) nothing is announced and nothing read.
 
+Each entry is signed: ``sig``, an HMAC-SHA256 of the entry's JSON under a key derived from
+``HANDOFF_JWT_SECRET``, which every node shares (its agents' logins work on any node), and the
+entry carries when it was made (``at``, Unix time). A node follows only an entry whose signature
+checks and which is at most :data:`MAX_AGE` seconds old: whoever can write to Redis, without the
+nodes' secret, cannot send the nodes (and the Rasa token they send along) to a server of their
+choosing, and an old genuine entry written again is not followed either (the node asks the
+supervisor instead). Such an entry is logged and not acknowledged.
+
 A URL from the stream or the supervisor is followed only when it is an http(s) URL with a
 host (the rule of ``HANDOFF_RASA_URL``); anything else is logged and ignored, and a switch to
 it is not acknowledged. Its host is the supervisor's to choose (``bot.serve
@@ -29,6 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -49,6 +59,17 @@ RETRY: Final = (0.1, 2.0)  # seconds between the listener's reconnection attempt
 ACK_POLL: Final = 0.05  # seconds between the deploying node's looks at the acknowledgements
 STREAM_LENGTH: Final = 100  # switches the stream keeps (about)
 RECONCILE_EVERY: Final = 1.0  # seconds: refusals within this share one look at the supervisor
+MAX_AGE: Final = 600.0  # seconds: an older switch is not followed (the supervisor is asked)
+
+
+def switch_key(secret: str) -> bytes:
+    """The key the nodes sign their switches with, derived from their shared secret (never
+    the secret itself: a token signed with it could not be made from the key)."""
+    return hmac.new(secret.encode(), b"handoff rasa switch", hashlib.sha256).digest()
+
+
+def _signature(key: bytes, message: str) -> str:
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
 def _followable(url: str) -> bool:
@@ -61,13 +82,14 @@ class Rollout:
     """Switches every node's Rasa URL in a deploy (see the module docstring)."""
 
     def __init__(self, cluster: Cluster, rasa: RasaClient,
-                 supervisor: Supervisor | None) -> None:
+                 supervisor: Supervisor | None, *, secret: str) -> None:
         self.cluster = cluster
+        self._key = switch_key(secret)  # signs and checks the switches (module docstring)
         self.rasa = rasa
         self.supervisor = supervisor
         self.deploying = False  # this node deploys now: its own switch is not undone
         self._listener: asyncio.Task[None] | None = None
-        self._switches: set[asyncio.Task[None]] = set()
+        self._switches: set[asyncio.Task[Any]] = set()
         self._reconciling = asyncio.Lock()
         self._reconciled_at = float("-inf")
 
@@ -136,10 +158,11 @@ class Rollout:
             others = await cluster.nodes() - {cluster.node_id}
             if not others:
                 return []
+            message = json.dumps({"id": switch_id, "url": url, "node": cluster.node_id,
+                                  "drain": drain, "at": time.time()})
             await cluster.redis.xadd(
                 cluster.key("rasa", "switches"),
-                {"m": json.dumps({"id": switch_id, "url": url, "node": cluster.node_id,
-                                  "drain": drain})},
+                {"m": message, "sig": _signature(self._key, message)},
                 maxlen=STREAM_LENGTH, approximate=True)
         except Exception as exc:  # noqa: BLE001 - they switch when the old server refuses them
             log.warning("the other gateway nodes were not told of the switch to %s: %s", url,
@@ -175,7 +198,7 @@ class Rollout:
                     for _stream, entries in found or ():
                         for entry_id, fields in entries:
                             last = entry_id
-                            self._apply(json.loads(fields["m"]))
+                            self._apply(self._checked(fields))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis away: read on when it is back
@@ -187,9 +210,34 @@ class Rollout:
                 with contextlib.suppress(Exception):
                     await self.reconcile()  # a switch may have gone by meanwhile
 
-    def _apply(self, switch: dict[str, Any]) -> None:
+    def _checked(self, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """The switch an entry of the stream announces, when it is signed with the nodes'
+        key and recent (module docstring); None, logged, otherwise."""
+        message, signature = fields.get("m"), fields.get("sig")
+        if not isinstance(message, str) or not isinstance(signature, str) or (
+                not hmac.compare_digest(signature, _signature(self._key, message))):
+            log.warning("a deploy switch not signed with the nodes' secret "
+                        "(HANDOFF_JWT_SECRET) was found in Redis: not followed")
+            return None
+        try:
+            switch = json.loads(message)
+            age = time.time() - float(switch["at"])
+        except (ValueError, TypeError, KeyError):
+            log.warning("a signed deploy switch could not be read: not followed")
+            return None
+        if not isinstance(switch, dict) or not -MAX_AGE < age < MAX_AGE:
+            log.warning("a deploy switch made %.0f s ago (at most %g s followed): not "
+                        "followed; the supervisor is asked what is live", age, MAX_AGE)
+            self._reconciled_at = float("-inf")
+            task = asyncio.get_running_loop().create_task(self.reconcile())
+            self._switches.add(task)
+            task.add_done_callback(self._switches.discard)
+            return None
+        return switch
+
+    def _apply(self, switch: dict[str, Any] | None) -> None:
         cluster = self._redis
-        if cluster is None or switch.get("node") == cluster.node_id:
+        if switch is None or cluster is None or switch.get("node") == cluster.node_id:
             return
         task = asyncio.get_running_loop().create_task(self._switch(switch))
         self._switches.add(task)

@@ -5,24 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from handoff.conversation import router as r
 from handoff.conversation.cluster import JobBusy, LocalCluster, RedisCluster
+from handoff.conversation.presence import OpeningHours, Presence
 from handoff.conversation.rasa_client import RasaClient
 from handoff.conversation.shell import Conversations
-from handoff.learning.rollout import Rollout
-from handoff.store import Store
+from handoff.conversation.waiting import Waiting
+from handoff.learning.rollout import Rollout, switch_key
+from handoff.store import Conversation, Store
+from tests.conftest import free_port
 from tests.gateway.conftest import REDIS_URL, redis_reachable
 from tests.gateway.test_shell_rows import Quiet
 
 pytestmark = pytest.mark.asyncio
 redis = pytest.importorskip("redis")  # the gateway's lock file has it
+SECRET = "the nodes' shared secret, 32 bytes or more"
 
 
 @pytest_asyncio.fixture
@@ -168,6 +177,50 @@ async def test_a_live_nodes_turn_is_not_taken_over_after_redis_lost_its_keys(
         silent.close()
 
 
+class ListCountingStore(Store):
+    """The real store, counting its reads of conversation lists (the waiting queue's)."""
+
+    lists = 0
+
+    async def list_conversations(self, *args: Any, **kwargs: Any) -> list[Conversation]:
+        self.lists += 1
+        return await super().list_conversations(*args, **kwargs)
+
+
+async def test_a_status_change_reads_the_queue_only_when_the_conversation_had_waited(
+    nodes: tuple[RedisCluster, RedisCluster], tmp_path: Path
+) -> None:
+    """With several nodes, a change of status reads the waiting queue (to tell the waiting
+    customers their places) only when the conversation was in it before: an agent putting a
+    bot conversation in review moves nobody's place; taking a queued one over does."""
+    a, _ = nodes
+    store = ListCountingStore(f"sqlite+aiosqlite:///{tmp_path / 'handoff.db'}")
+    await store.migrate()
+    rasa = RasaClient(f"http://127.0.0.1:{free_port()}", "t")  # no step here calls Rasa
+    shell = Conversations(store, rasa, Quiet(), cluster=a)
+    waiting = Waiting(shell, store, Presence(), OpeningHours.parse("", "UTC"), 120.0)
+    shell.status_listeners.append(waiting.status_changed)
+    try:
+        await shell.open("bot-conversation")
+        before = store.lists
+        state = await shell.apply("bot-conversation", r.SetReview(agent_id="ann", on=True))
+        assert state.mode is r.Mode.REVIEW
+        assert store.lists == before  # nobody's place moved: the queue was not read
+
+        await shell.open("queued")
+        await shell.apply("queued", r.TriageFlag(detail="a rule", action=r.TriageAction.HUMAN,
+                                                 by_rule=True))
+        assert (await store.get_conversation("queued")).queued
+        before = store.lists
+        await shell.apply("queued", r.TakeOver(agent_id="bob"))
+        assert store.lists > before  # it left the queue: the others' places were read again
+    finally:
+        await waiting.close()
+        await shell.close()
+        await rasa.close()
+        await store.close()
+
+
 async def test_a_conversation_lock_orders_steps_across_nodes(
     nodes: tuple[RedisCluster, RedisCluster]
 ) -> None:
@@ -247,8 +300,8 @@ async def test_a_deploys_switch_waits_for_every_node_to_drain_and_names_the_sile
     c = RedisCluster(REDIS_URL, prefix=a.prefix, node_id="c", lease=2)
     await c.start()
     server, release, old = await _held_server()
-    deploying = Rollout(a, RasaClient(old, "t"), None)
-    other = Rollout(b, RasaClient(old, "t"), None)
+    deploying = Rollout(a, RasaClient(old, "t"), None, secret=SECRET)
+    other = Rollout(b, RasaClient(old, "t"), None, secret=SECRET)
     other.start()
     try:
         await asyncio.sleep(0.2)  # b reads the stream from its end
@@ -275,6 +328,29 @@ async def test_a_deploys_switch_waits_for_every_node_to_drain_and_names_the_sile
         assert other.rasa.base_url == "http://127.0.0.1:10"
         assert await deploying.switch_others("http://127.0.0.2:11", drain=5) == []
         assert other.rasa.base_url == "http://127.0.0.2:11"  # any host the supervisor names
+
+        # whoever writes to Redis without the nodes' secret cannot switch them: an entry
+        # unsigned, signed with another secret, or signed but old (written again) is ignored
+        stream = a.key("rasa", "switches")
+
+        def entry(secret: str, at: float) -> dict[str, str]:
+            message = json.dumps({"id": uuid.uuid4().hex, "url": "http://127.0.0.3:12",
+                                  "node": "a", "drain": 0, "at": at})
+            sig = hmac.new(switch_key(secret), message.encode(), hashlib.sha256).hexdigest()
+            return {"m": message, "sig": sig}
+
+        forged = [{"m": entry(SECRET, time.time())["m"]}, entry("x" * 40, time.time()),
+                  entry(SECRET, time.time() - 700), {"m": "{", "sig": "0"}]
+        for fields in forged:
+            await a.redis.xadd(stream, fields)
+        await asyncio.sleep(0.5)
+        assert other.rasa.base_url == "http://127.0.0.2:11"
+        await a.redis.xadd(stream, entry(SECRET, time.time()))  # the same, signed and recent
+        for _ in range(50):
+            if other.rasa.base_url == "http://127.0.0.3:12":
+                break
+            await asyncio.sleep(0.05)
+        assert other.rasa.base_url == "http://127.0.0.3:12"
     finally:
         await other.close()
         await other.rasa.close()
