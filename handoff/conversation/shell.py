@@ -647,7 +647,10 @@ class Conversations:
     # ------------------------------------------------------------------ Rasa
 
     def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        """Run ``coro`` in the background, kept referenced until it ends; not ahead of the
+        customers' transactions even when an agent's click started it (nobody waits on it)."""
+        with self.store.in_line():  # the task copies this context: the click's `ahead` ends
+            task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

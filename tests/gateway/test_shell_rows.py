@@ -89,3 +89,31 @@ async def test_steps_start_from_the_kept_row_and_a_row_changed_elsewhere_is_step
     state = await a.apply("c", r.Watch(agent_id="ann"))
     assert "ann" in state.watchers
     assert "ann" in (await b.state("c")).watchers
+
+
+async def test_background_work_an_agents_click_starts_is_not_ahead_of_customers(
+    tmp_path: Path
+) -> None:
+    """An agent's close runs ahead of the customers' transactions (Store.ahead); the work it
+    starts in the background (here the ended conversation's spot-check sampling) does not
+    inherit that place: nobody waits on it."""
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'handoff.db'}")
+    await store.migrate()
+    rasa = RasaClient(f"http://127.0.0.1:{free_port()}", "t")  # no step here calls Rasa
+    seen: list[bool] = []
+
+    async def ended(_cid: str) -> None:
+        seen.append(store.is_ahead())
+
+    shell = Conversations(store, rasa, Quiet(), on_ended=ended)
+    try:
+        await shell.open("c")
+        with store.ahead():
+            await shell.apply("c", r.Close(agent_id=None))
+            assert store.is_ahead()  # the click itself still is
+        await shell.idle()
+        assert seen == [False]
+    finally:
+        await shell.close()
+        await rasa.close()
+        await store.close()
