@@ -56,6 +56,13 @@ tests/gateway/test_rasa_pool_e2e.py (``long``).
 
     .venv/gateway/bin/python bench/load.py --rasa 1,2 --nodes 2 --hop --rate 0,4
 
+``--shared-tracker-store``: the shared PostgreSQL tracker store's ``type``, Rasa's ``SQL`` (what
+docs/deploy.md's multi-server setup named) or the project's ``bot.tracker_store.SQLTrackerStore``;
+both, comma-separated, start one system each and interleave their runs.
+
+    .venv/gateway/bin/python bench/load.py --rasa 2 \
+        --shared-tracker-store SQL,bot.tracker_store.SQLTrackerStore --rate 0
+
 ``--database-url sqlite,postgresql`` and ``--gateway-code /work/main,.``: one system for each
 store and each checkout (the gateways of a checkout run its ``handoff/``, in this environment),
 all started at once and their runs interleaved, then a summary table: the stores, or the code
@@ -95,9 +102,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +125,8 @@ from bench.rasa_turn import MESSAGES, cpu_seconds, percentile  # noqa: E402  (on
 from handoff.conversation.customer_protocol import bot_uttered_payloads  # noqa: E402
 
 HOP_OVERLAP = 1.0  # seconds both sockets of a customer that moves between nodes are open
+# the shared PostgreSQL tracker store's type (docs/deploy.md; --shared-tracker-store)
+SHARED_TRACKER_STORE = "SQL"
 REPLY_WAIT = 120.0  # seconds a customer waits for a reply before it counts as unanswered
 CONNECT_SPREAD = 30.0  # seconds over which a paced swarm's customers connect (--rate > 0)
 GIGABYTE = 1024 ** 3
@@ -192,7 +202,8 @@ def gateway_env(port: int, rasa_url: str, token: str, tmp: Path, database_url: s
 def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
                    pg_url: str, redis_url: str, database_url: str = "", rasa: int = 1,
                    shared_rasa_stores: bool = False, pg_prefix: str = "load_bench",
-                   code: Path = PROJECT_ROOT, rasa_code: Path = PROJECT_ROOT) -> Iterator[System]:
+                   code: Path = PROJECT_ROOT, rasa_code: Path = PROJECT_ROOT,
+                   shared_tracker_store: str = SHARED_TRACKER_STORE) -> Iterator[System]:
     """Rasa, the action server and ``nodes`` gateways on free ports, stopped on exit.
 
     ``rasa`` > 1 (or ``shared_rasa_stores``): the Rasa servers share a fresh PostgreSQL
@@ -206,7 +217,8 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
     branch's, to compare code side by side; the same environment); ``rasa_code``: the
     checkout whose Rasa project the Rasa servers and the action server run (its ``bot``,
     ``actions``, ``credentials.yml`` and the tracker store its ``endpoints.yml`` ships, on a
-    file of the run's; the trained model is this checkout's)."""
+    file of the run's; the trained model is this checkout's); ``shared_tracker_store``: the
+    ``type`` of the shared PostgreSQL tracker store."""
     from tests.conftest import RASA_BIN, free_port
     shared = rasa > 1 or shared_rasa_stores
     rasa_db = ""
@@ -217,7 +229,7 @@ def started_system(nodes: int, tmp: Path, gateway_extra: dict[str, str],
         rasa_db = fresh_pg_database(pg_url, pg_prefix).rsplit("/", 1)[1]
         endpoints = tmp / "endpoints.yml"
         endpoints.write_text(rasa_endpoints(actions_port, pg_url, rasa_db, redis_url,
-                                            lock_prefix))
+                                            lock_prefix, shared_tracker_store))
     stack = Stack(rasa_bin=RASA_BIN, model=latest_model(), rasa_port=free_port(),
                   actions_port=actions_port, token=secrets.token_urlsafe(16),
                   log_dir=tmp / "logs", tracker_db=None if shared else tmp / "rasa-tracker.db",
@@ -300,13 +312,13 @@ def shipped_tracker_store(project: Path) -> str:
 
 
 def rasa_endpoints(actions_port: int, pg_url: str, database: str, redis_url: str,
-                   lock_prefix: str) -> str:
+                   lock_prefix: str, tracker_store: str = SHARED_TRACKER_STORE) -> str:
     """Rasa's endpoints.yml for servers that share a PostgreSQL tracker store and a Redis lock
     store (docs/deploy.md, "Rasa servers, tracker store and lock store")."""
     pg, redis = urlsplit(pg_url), urlsplit(redis_url)
     lines = [
         "action_endpoint:", f'  url: "http://127.0.0.1:{actions_port}/webhook"',
-        "tracker_store:", "  type: SQL", '  dialect: "postgresql"',
+        "tracker_store:", f"  type: {tracker_store}", '  dialect: "postgresql"',
         f'  url: "{pg.hostname or "127.0.0.1"}"', f"  port: {pg.port or 5432}",
         f'  db: "{database}"', f'  username: "{pg.username or "postgres"}"',
     ]
@@ -502,6 +514,49 @@ class Agent:
     async def close(self) -> None:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.sio.disconnect()
+
+
+T = TypeVar("T")
+
+
+class AgentDesk:
+    """The scripted agents' own event loop, in a thread of its own: their clicks are sent and
+    their acknowledgements timed there, not behind the swarm's thousand customers' callbacks
+    in the main loop (whose lateness the bench prints as its own loop's lag). The threads
+    share the interpreter's lock, which a thread waiting for it gets within its switch
+    interval (5 ms)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="agent-desk",
+                                        daemon=True)
+
+    async def __aenter__(self) -> AgentDesk:
+        self._thread.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        async def cancel_the_rest() -> None:
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        with contextlib.suppress(Exception):
+            await self.run(cancel_the_rest())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        await asyncio.to_thread(self._thread.join, 10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
+        """``coro`` run on the desk's loop; await the result from any other loop."""
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+
+async def connected_agent(url: str, token: str) -> Agent:
+    agent = Agent(url, token)
+    await agent.connect()
+    return agent
 
 
 async def agent_tokens(client: httpx.AsyncClient, admin_password: str,
@@ -810,13 +865,12 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
     reviewed = set(rng.sample(range(customers), round(customers * review_share)))
     swarm = [Customer(nodes[i % len(nodes)].url, review=i in reviewed)
              for i in range(customers)]
-    async with httpx.AsyncClient(base_url=nodes[0].url, timeout=REPLY_WAIT) as client:
+    async with httpx.AsyncClient(base_url=nodes[0].url, timeout=REPLY_WAIT) as client, \
+            AgentDesk() as desk:
         tokens = await agent_tokens(client, system.admin_password,
                                     max(1, min(5, len(reviewed))) if reviewed else 0)
-        agents = [Agent(nodes[(i + 1) % len(nodes)].url, token)
+        agents = [await desk.run(connected_agent(nodes[(i + 1) % len(nodes)].url, token))
                   for i, token in enumerate(tokens)]
-        for agent in agents:
-            await agent.connect()
         most_waiting = down_polls = 0
         stop_watching = asyncio.Event()
         admins = {}  # each node's own login: /api/health/detail needs one
@@ -878,7 +932,7 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
                 await customer.say(MESSAGES[(i + n) % len(MESSAGES)])
                 if n == 0 and customer.review:  # an agent on another node where there is one
                     others = [a for a in agents if a.url != customer.url] or agents
-                    await others[i % len(others)].review(customer.session_id)
+                    await desk.run(others[i % len(others)].review(customer.session_id))
                 if pause and n + 1 < messages:
                     await asyncio.sleep(rng.expovariate(1 / pause))
 
@@ -921,7 +975,7 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
         calls_after = await rasa_calls(client, system, admins)
         waits = await node_histograms(client, nodes, WHERE_AGENTS_WAIT)
         for agent in agents:
-            await agent.close()
+            await desk.run(agent.close())
         await asyncio.gather(*(c.close() for c in swarm), return_exceptions=True)
         # A reviewed reply reaches the customer before its action is run in Rasa (the
         # continuation, a Rasa call of its own, waits its turn in the admission queue like any
@@ -1329,6 +1383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "the SQLite tracker store of its endpoints.yml) the Rasa servers "
                              "run; several, comma-separated: one system each, their runs "
                              "interleaved, as with --gateway-code")
+    parser.add_argument("--shared-tracker-store", default=SHARED_TRACKER_STORE,
+                        help="the type of the Rasa servers' shared PostgreSQL tracker store "
+                             "(with --rasa above 1): SQL (Rasa's) or "
+                             "bot.tracker_store.SQLTrackerStore (the project's); several, "
+                             "comma-separated: one system each, their runs interleaved")
     parser.add_argument("--timeline", type=float, default=0.0, metavar="SECONDS",
                         help="also print each run in windows of this many seconds: turns "
                              "answered a second, the Rasa servers' and gateways' CPU, calls "
@@ -1361,25 +1420,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     databases = ["" if d == "sqlite" else d for d in databases]
     codes = [Path(c).resolve() for c in args.gateway_code.split(",")]
     rasa_codes = [Path(c).resolve() for c in args.rasa_code.split(",")]
+    tracker_stores = [t.strip() for t in args.shared_tracker_store.split(",")]
     with contextlib.ExitStack() as systems_open:
         systems = []
         for servers in pools:
             for database in databases:
-                for code, rasa_code in itertools.product(codes, rasa_codes):
+                for code, rasa_code, tracker_store in itertools.product(
+                        codes, rasa_codes, tracker_stores):
                     tmp = Path(systems_open.enter_context(tempfile.TemporaryDirectory()))
                     system = systems_open.enter_context(started_system(
                         args.nodes, tmp, extra, args.pg_url, args.redis_url, database,
                         rasa=servers, shared_rasa_stores=shared, pg_prefix=args.pg_prefix,
-                        code=code, rasa_code=rasa_code))
+                        code=code, rasa_code=rasa_code, shared_tracker_store=tracker_store))
                     system.label = ", ".join(
                         [f"--rasa {servers}"] * (len(pools) > 1)
                         + [database.split("+")[0].split(":")[0] or "sqlite"] * (
                             len(databases) > 1)
                         + [str(code)] * (len(codes) > 1)
                         + [f"Rasa side {rasa_code}"] * (len(rasa_codes) > 1)
+                        + [f"tracker store {tracker_store}"] * (len(tracker_stores) > 1)
                     ) or f"--rasa {servers}"
                     systems.append((servers, system))
-        stores = ("PostgreSQL tracker store, Redis lock store" if shared
+        stores = (f"PostgreSQL tracker store {args.shared_tracker_store}, Redis lock store"
+                  if shared
                   else "SQLite tracker store")
         print(f"model {latest_model().name}; {args.nodes} gateway node(s); Rasa servers "
               f"{args.rasa} ({stores}); load average {os.getloadavg()[0]:.2f}", flush=True)

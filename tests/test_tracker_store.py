@@ -7,20 +7,27 @@ every tracker with what its customer saw."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
 
 from tests.conftest import RASA_VENV
+from tests.gateway.conftest import PG_ADMIN_DSN, _pg_admin
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _in_rasa(script: str, tmp_path: Path) -> None:
-    """Run ``script`` in Rasa's environment with a folder for its files as its argument; it
-    prints "ok" when its assertions held."""
+def _in_rasa(script: str, tmp_path: Path, *args: str) -> None:
+    """Run ``script`` in Rasa's environment with a folder for its files as its argument (and
+    ``args`` after it); it prints "ok" when its assertions held."""
     done = subprocess.run(
-        [str(RASA_VENV / "bin" / "python"), "-c", script, str(tmp_path)],
+        [str(RASA_VENV / "bin" / "python"), "-c", script, str(tmp_path), *args],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert (done.returncode, done.stdout.strip()[-2:]) == (0, "ok"), (
@@ -152,6 +159,77 @@ asyncio.run(main())
 
 def test_two_servers_on_one_file_in_wal_mode_on_one_connection_each(tmp_path: Path) -> None:
     _in_rasa(TWO_SERVERS, tmp_path)
+
+
+PG_TWO_SERVERS = COMMON + """
+import psycopg2
+
+host, port, user, ours_db, rasa_db = sys.argv[2:7]
+
+def pg_rows(db):
+    with psycopg2.connect(host=host, port=port, user=user, dbname=db) as connection:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT sender_id, type_name, timestamp, intent_name, action_name, data "
+                "FROM events ORDER BY id")
+            return cursor.fetchall()
+
+def store(cls, db):
+    return cls(domain, dialect="postgresql", url=host, port=int(port), db=db, username=user)
+
+async def main() -> None:
+    # two Rasa servers on one PostgreSQL database (docs/deploy.md's multi-server setup):
+    # the turns of one conversation alternate between them
+    one, two = store(SQLTrackerStore, ours_db), store(SQLTrackerStore, ours_db)
+    rasas = store(RasaStore, rasa_db)
+    for i, (sender, events) in enumerate(TURNS):
+        await turn((one, two)[i % 2], sender, events)
+        await turn(rasas, sender, events)
+    assert len(pg_rows(ours_db)) == sum(len(e) for _, e in TURNS) == 31
+    assert pg_rows(ours_db) == pg_rows(rasa_db)
+    # Rasa's store reads what they wrote as they read it themselves, and the other way round
+    rasa_on_ours, ours_on_rasa = store(RasaStore, ours_db), store(SQLTrackerStore, rasa_db)
+    for sender in ("a", "b"):
+        for a, b in ((two, rasa_on_ours), (ours_on_rasa, rasas)):
+            for get in ("retrieve", "retrieve_full_tracker"):
+                mine, theirs = await getattr(a, get)(sender), await getattr(b, get)(sender)
+                assert [e.as_dict() for e in mine.events] == [
+                    e.as_dict() for e in theirs.events], (sender, get)
+    # a server whose remembered count is stale (the other saved since) writes only the new
+    tracker = await one.retrieve("b")
+    other = await two.retrieve("b")
+    other.update(ActionExecuted("action_listen"))
+    await two.save(other)
+    tracker = await one.retrieve("b")  # read again, as every turn does
+    tracker.update(said("one more", "greet"))
+    await one.save(tracker)
+    assert [r[1] for r in pg_rows(ours_db)[-2:]] == ["action", "user"]
+    assert len(pg_rows(ours_db)) == 33
+    print("ok")
+
+asyncio.run(main())
+"""
+
+
+def test_two_servers_on_one_postgresql_database_write_rasas_rows(tmp_path: Path) -> None:
+    """The multi-server setup's tracker store (docs/deploy.md): the project's store on
+    PostgreSQL, two servers alternating the turns, writes exactly the rows Rasa's would, and
+    each store reads the other's."""
+    dsn = PG_ADMIN_DSN
+    url = urlsplit(dsn)
+    names = [f"trackers_{kind}_{uuid.uuid4().hex[:10]}" for kind in ("ours", "rasa")]
+    try:
+        asyncio.run(_pg_admin(dsn, *(f'CREATE DATABASE "{n}"' for n in names)))
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+        if os.environ.get("TEST_REQUIRE_PG"):
+            pytest.fail(f"PostgreSQL not reachable at {dsn}: {exc!r}")
+        pytest.skip(f"PostgreSQL not reachable at {dsn}: {exc!r}")
+    try:
+        _in_rasa(PG_TWO_SERVERS, tmp_path, url.hostname or "127.0.0.1", str(url.port or 5432),
+                 url.username or "postgres", *names)
+    finally:
+        asyncio.run(_pg_admin(dsn, *(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)'
+                                     for n in names)))
 
 
 EVENT_TYPES = """
