@@ -56,9 +56,9 @@ tests/gateway/test_rasa_pool_e2e.py (``long``).
 
     .venv/gateway/bin/python bench/load.py --rasa 1,2 --nodes 2 --hop --rate 0,4
 
-``--shared-tracker-store``: the shared PostgreSQL tracker store's ``type``, Rasa's ``SQL`` (what
-docs/deploy.md's multi-server setup named) or the project's ``bot.tracker_store.SQLTrackerStore``;
-both, comma-separated, start one system each and interleave their runs.
+``--shared-tracker-store``: the shared PostgreSQL tracker store's ``type``: the project's
+``bot.tracker_store.SQLTrackerStore`` (docs/deploy.md's multi-server setup; the default) or
+Rasa's ``SQL``; both, comma-separated, start one system each and interleave their runs.
 
     .venv/gateway/bin/python bench/load.py --rasa 2 \
         --shared-tracker-store SQL,bot.tracker_store.SQLTrackerStore --rate 0
@@ -126,7 +126,7 @@ from handoff.conversation.customer_protocol import bot_uttered_payloads  # noqa:
 
 HOP_OVERLAP = 1.0  # seconds both sockets of a customer that moves between nodes are open
 # the shared PostgreSQL tracker store's type (docs/deploy.md; --shared-tracker-store)
-SHARED_TRACKER_STORE = "SQL"
+SHARED_TRACKER_STORE = "bot.tracker_store.SQLTrackerStore"
 REPLY_WAIT = 120.0  # seconds a customer waits for a reply before it counts as unanswered
 CONNECT_SPREAD = 30.0  # seconds over which a paced swarm's customers connect (--rate > 0)
 GIGABYTE = 1024 ** 3
@@ -887,6 +887,7 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
                 await warm.say(text)
             await warm.close()
         calls_before = await rasa_calls(client, system, admins)
+        waits_before = await node_histograms(client, nodes, WHERE_AGENTS_WAIT)  # runs before
 
         samples: list[tuple[float, int, float, float]] = []
         rasa_pids = [pid for _, pid in system.rasa_servers if pid]
@@ -973,7 +974,10 @@ async def run_load(system: System, customers: int, messages: int, rate: float,
             if pid:
                 memory[f"Rasa {system.server_of(url)}"] = rss_bytes(pid)
         calls_after = await rasa_calls(client, system, admins)
-        waits = await node_histograms(client, nodes, WHERE_AGENTS_WAIT)
+        waits = {key: {le: count - waits_before.get(key, {}).get(le, 0.0)
+                       for le, count in buckets.items()}
+                 for key, buckets in (await node_histograms(
+                     client, nodes, WHERE_AGENTS_WAIT)).items()}  # this run's alone
         for agent in agents:
             await desk.run(agent.close())
         await asyncio.gather(*(c.close() for c in swarm), return_exceptions=True)
@@ -1385,8 +1389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "interleaved, as with --gateway-code")
     parser.add_argument("--shared-tracker-store", default=SHARED_TRACKER_STORE,
                         help="the type of the Rasa servers' shared PostgreSQL tracker store "
-                             "(with --rasa above 1): SQL (Rasa's) or "
-                             "bot.tracker_store.SQLTrackerStore (the project's); several, "
+                             "(with --rasa above 1): bot.tracker_store.SQLTrackerStore (the "
+                             "project's, the default) or SQL (Rasa's); several, "
                              "comma-separated: one system each, their runs interleaved")
     parser.add_argument("--timeline", type=float, default=0.0, metavar="SECONDS",
                         help="also print each run in windows of this many seconds: turns "

@@ -290,7 +290,7 @@ def serve(bench: Bench, project: Path, *options: str) -> Iterator[System]:
     actions_port, gateway_port, control_port = _free_port(), _free_port(), _free_port()
     (project / "endpoints.yml").write_text(
         f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n'
-        'tracker_store:\n  type: SQL\n  dialect: "sqlite"\n  db: "var/rasa-tracker.db"\n')
+        'tracker_store:\n  type: bot.tracker_store.SQLTrackerStore\n  dialect: "sqlite"\n  db: "var/rasa-tracker.db"\n')
     log_path = project.parent / f"serve-{project.name}.log"
     rasa_token = secrets.token_urlsafe(16)
     system_env = {

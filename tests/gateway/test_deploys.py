@@ -100,7 +100,7 @@ def _project_copy(root: Path, actions_port: int) -> Path:
     shutil.copy2(latest_model(PROJECT_ROOT / "models"), copy / "models")
     (copy / "endpoints.yml").write_text(
         f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n'
-        'tracker_store:\n  type: SQL\n  dialect: "sqlite"\n  db: "var/rasa-tracker.db"\n')
+        'tracker_store:\n  type: bot.tracker_store.SQLTrackerStore\n  dialect: "sqlite"\n  db: "var/rasa-tracker.db"\n')
     return copy
 
 

@@ -51,7 +51,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory, model_path: Any, shop_db: Any
     endpoints = tmp / "endpoints.yml"
     endpoints.write_text(
         f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n'
-        f'tracker_store:\n  type: SQL\n  dialect: "sqlite"\n  db: "{tmp / "tracker.db"}"\n'
+        f'tracker_store:\n  type: bot.tracker_store.SQLTrackerStore\n  dialect: "sqlite"\n  db: "{tmp / "tracker.db"}"\n'
         'lock_store:\n  type: "redis"\n  url: "127.0.0.1"\n  port: 6379\n  db: 0\n'
         f'  key_prefix: "pool{uuid.uuid4().hex[:8]}"\n')
     stack = Stack(rasa_bin=RASA_BIN, model=model_path, rasa_port=port_a,
