@@ -74,8 +74,17 @@ validate: $(RASA_VENV)/.installed
 run: setup train
 	SHOP_DB_PATH=$(abspath $(SHOP_DB)) $(RASA_PY) -m bot.serve
 
+# The suite in two halves side by side: the gateway's tests (tests/gateway, about two thirds
+# of the time, mostly waiting on real servers) and the rest (the Rasa side's subprocess tests,
+# triage). Each half is its own pytest session; the gateway half's report follows the other's,
+# and the target fails if either fails. `$(GW_PY) -m pytest` alone still runs everything.
 test: setup chromium train mypy-cache
-	$(GW_PY) -m pytest
+	mkdir -p var
+	$(GW_PY) -m pytest tests/gateway > var/test-gateway.log 2>&1 & gateway=$$!; \
+	$(GW_PY) -m pytest --ignore=tests/gateway -p no:cacheprovider; rest=$$?; \
+	wait $$gateway; gateway_status=$$?; \
+	echo; echo "--- tests/gateway (run beside the above) ---"; cat var/test-gateway.log; \
+	test $$rest -eq 0 && test $$gateway_status -eq 0
 
 # mypy's cache (.mypy_cache/), built beside the training under `make -j` (.ci/run), so that the
 # typing test (tests/test_typing.py) checks incrementally; its errors are the test's to report.
